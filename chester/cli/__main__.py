@@ -1,0 +1,5 @@
+import sys
+
+from chester.cli import main
+
+sys.exit(main())

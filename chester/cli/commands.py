@@ -1,0 +1,170 @@
+"""The ``chester`` subcommands (imported only when one runs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from chester.cli import emit_json, emit_table
+from chester.errors import UserError
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from chester.plugins import get_plugin_manager
+
+    if args.plugins_command != "list":
+        raise UserError("usage: chester plugins list [--json] [--verbose]")
+    mgr = get_plugin_manager()
+    backends = mgr.backends()  # also fills each record's backends
+    conflicts = mgr.conflicts()
+    records = sorted(mgr.records.values(), key=lambda r: r.name)
+    if args.json:
+        emit_json([r.to_json() for r in records])
+        return 0
+    rows = []
+    for r in records:
+        status = r.status if r.status != "error" else f"error: {r.error}"
+        rows.append([r.name, r.distribution, r.version, status, ", ".join(r.backends),
+                     ", ".join(h.replace("chester_", "") for h in r.hooks)])
+    emit_table("chester plugins", ["Name", "Distribution", "Version", "Status", "Backends",
+                                   "Hooks"], rows)
+    for name, entries in conflicts.items():
+        owners = " and ".join(e.distribution or e.plugin_name for e in entries)
+        print(f"conflict: backend {name!r} is claimed by {owners}", file=sys.stderr)
+    if args.verbose:
+        import attrs
+
+        for name, entry in sorted(backends.items()):
+            print(f"\n{name}: {entry.spec.summary}  [{entry.distribution}]")
+            for f in attrs.fields(entry.spec.options_cls):
+                default = "" if f.default is attrs.NOTHING else f" (default: {f.default!r})"
+                print(f"  {f.name}: {f.metadata.get('help', '')}{default}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from chester.config import describe, get_config
+
+    cfg = get_config()
+    rows = describe(cfg)
+    if args.json:
+        emit_json([{"key": k, "value": v, "source": s} for k, v, s in rows])
+    else:
+        emit_table("chester config", ["Key", "Value", "Source"], [list(r) for r in rows])
+    return 0
+
+
+def _sweeps(prefix: str | None, all_: bool = False) -> list[Any]:
+    from chester.config import get_config
+    from chester.dispatch import Dispatcher
+    from chester.sweeps import Sweep, open_store
+
+    cfg = get_config()
+    if not cfg.store_path.exists():
+        raise UserError(f"no job store at {cfg.store_path}: nothing was launched from this project")
+    store = open_store(cfg)
+    disp = Dispatcher()
+    if all_:
+        rows = store.sweeps(prefix)
+    else:
+        latest = store.latest_sweep(prefix)
+        rows = [latest] if latest else []
+    if not rows:
+        what = f"named {prefix!r} " if prefix else ""
+        raise UserError(f"no sweep {what}in the job store {cfg.store_path}")
+    return [Sweep(row=r, store=store, config=cfg, dispatcher=disp) for r in rows]
+
+
+def _ago(t: float | None) -> str:
+    if not t:
+        return ""
+    s = time.time() - t
+    if s < 60:
+        return f"{s:.0f}s ago"
+    if s < 3600:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    sweeps = _sweeps(args.exp_prefix, args.all)
+    out_json = []
+    for sw in sweeps:
+        rows = sw.store.runs(sw.id) if args.no_refresh else sw.refresh()
+        if args.json:
+            out_json.append({
+                "sweep": sw.exp_prefix, "sweep_id": sw.id, "backend": sw.row.backend,
+                "runs": [{"id": r.id, "name": r.name, "state": r.state.value, "reason": r.reason,
+                          "pending_reason": r.pending_reason, "exit_code": r.exit_code,
+                          "host": r.host, "remote_id": r.remote_id, "attempt": r.attempt,
+                          "log_dir": r.local_dir, "stderr_tail": r.stderr_tail,
+                          "pulled": bool(r.pulled_at)} for r in rows]})
+            continue
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        table = []
+        for r in rows:
+            why = r.reason or r.pending_reason or ""
+            table.append([r.id, r.name, r.state.value, why[:120], r.exit_code, r.host or "",
+                          r.remote_id or "", "yes" if r.pulled_at else ""])
+        emit_table(f"{sw.exp_prefix} (sweep {sw.id}, backend {sw.row.backend}): {summary}",
+                   ["Id", "Run", "State", "Reason", "Exit", "Host", "Remote id", "Pulled"], table)
+        for r in rows:
+            if r.state.terminal and r.state.value != "succeeded" and r.stderr_tail:
+                tail = "\n".join(r.stderr_tail.splitlines()[-5:])
+                print(f"--- {r.name}: last lines of stderr ---\n{tail}")
+    if args.json:
+        emit_json(out_json if args.all else out_json[0])
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from chester.config import get_config
+    from chester.dispatch import Dispatcher
+    from chester.sweeps import open_store
+
+    cfg = get_config()
+    store = open_store(cfg)
+    rows = store.find_runs(args.run)
+    if not rows:
+        raise UserError(f"no run {args.run!r} in the job store {cfg.store_path}")
+    row = rows[-1]
+    if row.handle is None:
+        raise UserError(f"run {row.name!r} was never submitted")
+    disp = Dispatcher()
+    backend = cfg.backend(row.backend, disp.manager)
+    disp.call("chester_logs", backend, handle=row.handle, follow=args.follow,
+              stream="stderr" if args.stderr else "stdout", out=sys.stdout)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    sw = _sweeps(args.exp_prefix)[0]
+    result = sw.cancel(args.run or None)
+    if not result:
+        print(f"{sw.exp_prefix}: nothing to cancel")
+        return 0
+    stopped = sum(1 for v in result.values() if v)
+    print(f"{sw.exp_prefix}: cancelled {stopped} of {len(result)} unfinished runs")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    sw = _sweeps(args.exp_prefix)[0]
+    sw.refresh()
+    results = sw.pull(include=args.include, exclude=args.exclude, bare=args.bare)
+    files = sum(r.files for r in results)
+    size = sum(r.bytes for r in results)
+    print(f"{sw.exp_prefix}: pulled {len(results)} runs, {files} files, {size} bytes")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from chester.monitor import monitor
+
+    return monitor(args.exp_prefix, interval=args.interval, bare=args.bare,
+                   timeout=args.timeout, once=args.once)

@@ -1,0 +1,431 @@
+"""``chester.yaml``: finding it, validating it, and turning it into backend configs.
+
+Search order: ``$CHESTER_CONFIG_PATH``, then ``chester.yaml`` in the current directory and
+its parents up to the git root, then built-in defaults (the local backend only).
+
+The seed's keys keep working, and so does the seed's module interface::
+
+    from chester import config
+    config.PROJECT_PATH, config.LOG_DIR, config.REMOTE_DIR["gl"], config.RSYNC_INCLUDE, ...
+
+``python -m chester.config`` (or ``chester config``) prints the resolved configuration and
+where each value came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+
+from chester.errors import ConfigError, UnknownBackendError
+from chester.types import BackendConfig
+
+CONFIG_ENV = "CHESTER_CONFIG_PATH"
+CONFIG_NAME = "chester.yaml"
+
+#: Top-level keys with their expected type, default and help.
+GLOBAL_KEYS: dict[str, tuple[Any, Any, str]] = {
+    "project_path": (str, None, "local project root (default: the folder holding chester.yaml)"),
+    "log_dir": (str, "data", "local log root, relative to project_path"),
+    "package_manager": (str, "python", "how runs get their Python: uv, conda or python"),
+    "conda_env": (str, None, "conda environment, with package_manager: conda"),
+    "conda_command": (str, "conda", "conda or mamba"),
+    "sync_on_launch": (bool, True, "run `uv sync` / `conda env update` before remote runs"),
+    "prepare_commands": (list, [], "shell lines run before each remote run"),
+    "rsync_include": (list, [], "rsync --include patterns for code sync"),
+    "rsync_exclude": (list, [], "rsync --exclude patterns for code sync"),
+    "host_address": (dict, {}, "seed: mode -> SSH destination"),
+    "ssh_hosts": (list, [], "seed: modes that are plain SSH hosts"),
+    "remote_dir": (dict, {}, "seed: mode -> project root on the target"),
+    "remote_log_dir": (dict, {}, "seed: mode -> log root on the target"),
+    "remote_header": (dict, {}, "seed: mode -> raw SLURM header text"),
+    "modules": (dict, {}, "seed: mode -> modules to load"),
+    "cuda_module": (dict, {}, "seed: mode -> CUDA module to load with GPUs"),
+    "simg_path": (dict, {}, "seed: mode -> Singularity image"),
+    "remote_mount_option": (dict, {}, "seed: mode -> Singularity bind"),
+    "autobot_nodelist": (list, [], "seed: autobot nodes"),
+    "gpu_state_dir": (str, "", "seed: autobot GPU state folder"),
+    "chester_queue_dir": (str, "", "seed: autobot queue folder"),
+    "chester_scheduler_log_dir": (str, "", "seed: autobot scheduler logs"),
+    "hydra_config_path": (str, "configs", "Hydra config folder"),
+    "backends": (dict, {}, "named backends: {name: {type: ..., options...}}"),
+}
+PER_MODE_KEYS = ("host_address", "remote_dir", "remote_log_dir", "remote_header", "modules",
+                 "cuda_module", "simg_path", "remote_mount_option")
+LEGACY_OPTION_NAMES = {"host_address": "host"}
+SEED_SLURM_MODES = ("gl", "seuss", "psc", "satori")
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a mapping", tuple: "a list"}
+
+
+@attrs.frozen(kw_only=True)
+class ChesterConfig:
+    """The resolved configuration."""
+
+    path: Path | None
+    project_path: Path
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def log_dir(self) -> Path:
+        p = Path(os.path.expanduser(self.values["log_dir"]))
+        return p if p.is_absolute() else self.project_path / p
+
+    @property
+    def store_path(self) -> Path:
+        return self.project_path / ".chester" / "jobs.db"
+
+    def where(self) -> str:
+        return str(self.path) if self.path else "<built-in defaults>"
+
+    # -- backends ----------------------------------------------------------------------
+    def backend_names(self) -> list[str]:
+        names = set(self.values["backends"]) | set(self.values["ssh_hosts"])
+        names |= set(self.values["host_address"])
+        return sorted(names | {"local"})
+
+    def backend_raw(self, name: str) -> tuple[str, dict[str, Any], str]:
+        """(type, options mapping, source) for backend ``name``, before validation."""
+        v = self.values
+        explicit = v["backends"].get(name)
+        legacy: dict[str, Any] = {}
+        for key in PER_MODE_KEYS:
+            table = v.get(key) or {}
+            if name in table:
+                legacy[LEGACY_OPTION_NAMES.get(key, key)] = table[name]
+        if explicit is not None:
+            if not isinstance(explicit, Mapping):
+                raise ConfigError(self.where(), f"backends.{name}", "must be a mapping",
+                                  "write `type: <backend type>` and its options under it")
+            opts = dict(explicit)
+            btype = opts.pop("type", None) or name
+            merged = {**legacy, **opts}
+            return str(btype), merged, f"{self.where()} backends.{name}"
+        if name in v["ssh_hosts"]:
+            return "ssh", legacy, f"{self.where()} ssh_hosts"
+        return name, legacy, (self.where() if legacy else "<implicit>")
+
+    def backend(self, name: str, manager: Any = None) -> BackendConfig:
+        """Validate and return backend ``name``'s configuration."""
+        from chester.plugins import get_plugin_manager, unknown_backend_message
+
+        manager = manager or get_plugin_manager()
+        btype, raw, source = self.backend_raw(name)
+        installed = manager.backends()
+        if btype not in installed:
+            if name == btype and name not in self.values["backends"]:
+                rec = manager.records.get(btype)
+                configured = ", ".join(n for n in self.backend_names()) or "none"
+                msg = unknown_backend_message(btype, sorted(installed), rec)
+                raise UnknownBackendError(f"{msg}; configured backends: {configured}")
+            raise UnknownBackendError(
+                f"{self.where()}: backends.{name}.type: "
+                + unknown_backend_message(btype, sorted(installed), manager.records.get(btype)))
+        spec = manager.get_backend(btype).spec
+        options = build_options(spec.options_cls, raw, path=self.where(),
+                                key=f"backends.{name}" if name in self.values["backends"] else name,
+                                legacy_ok=True)
+        v = self.values
+        return BackendConfig(
+            name=name, type=btype, options=options, project_path=self.project_path,
+            log_dir=self.log_dir, source=source,
+            rsync_include=tuple(v["rsync_include"]), rsync_exclude=tuple(v["rsync_exclude"]),
+            prepare_commands=tuple(v["prepare_commands"]),
+            package_manager=v["package_manager"], conda_env=v["conda_env"],
+            conda_command=v["conda_command"], sync_on_launch=v["sync_on_launch"],
+        )
+
+
+# -- typed option building --------------------------------------------------------------------
+def _check_type(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, converted value) for a YAML value against a field annotation."""
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is object:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return True, None
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            ok, conv = _check_type(value, arg)
+            if ok:
+                return True, conv
+        return False, value
+    if origin is typing.Literal:
+        return (value in typing.get_args(tp)), value
+    if origin in (tuple, list, typing.Sequence) or tp in (tuple, list):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            return False, value
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        out = []
+        for item in value:
+            if args:
+                ok, conv = _check_type(item, args[0])
+                if not ok:
+                    return False, value
+                out.append(conv)
+            else:
+                out.append(item)
+        return True, tuple(out)
+    if origin in (dict, typing.Mapping) or tp in (dict,):
+        if not isinstance(value, Mapping):
+            return False, value
+        args = typing.get_args(tp)
+        if args:
+            out_d = {}
+            for k, item in value.items():
+                ok, conv = _check_type(item, args[1])
+                if not ok:
+                    return False, value
+                out_d[str(k)] = conv
+            return True, out_d
+        return True, dict(value)
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)), value
+    if tp is int:
+        return (isinstance(value, int) and not isinstance(value, bool)), value
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value)
+        return isinstance(value, str), value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return _TYPE_NAMES.get(origin, str(tp))
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
+                  legacy_ok: bool = False) -> Any:
+    """Build an attrs options object from YAML, with one-line errors naming file and key.
+
+    ``legacy_ok`` lets the seed's per-mode keys through when the class has no such field.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, key, "must be a mapping of options")
+    attrs.resolve_types(cls)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    legacy_names = {LEGACY_OPTION_NAMES.get(k, k) for k in PER_MODE_KEYS}
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        name = str(name)
+        if name not in fields:
+            if legacy_ok and name in legacy_names:
+                continue
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else \
+                f"valid options: {', '.join(sorted(fields)) or 'none'}"
+            raise ConfigError(path, f"{key}.{name}", "unknown option", hint)
+        f = fields[name]
+        ok, conv = _check_type(value, f.type)
+        if not ok:
+            raise ConfigError(path, f"{key}.{name}",
+                              f"expected {_type_name(f.type)}, got {type(value).__name__} {value!r}"[:200],
+                              f.metadata.get("help"))
+        kwargs[name] = conv
+    for name, f in fields.items():
+        if f.default is attrs.NOTHING and name not in kwargs:
+            raise ConfigError(path, f"{key}.{name}", "missing required option",
+                              f"add `{name}: ...` ({f.metadata.get('help', _type_name(f.type))})")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(path, key, str(exc)) from None
+
+
+# -- finding and loading ------------------------------------------------------------------------
+def find_config_path(start: Path | None = None) -> tuple[Path | None, str]:
+    """Where chester.yaml is, and why."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        p = Path(env).expanduser()
+        if p.is_file():
+            return p.resolve(), f"${CONFIG_ENV}"
+        raise ConfigError(p, None, f"${CONFIG_ENV} points at a file that does not exist",
+                          f"create it or unset {CONFIG_ENV}")
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        cand = d / CONFIG_NAME
+        if cand.is_file():
+            return cand, "found in a parent of the current directory"
+        if (d / ".git").exists():
+            break
+    return None, "no chester.yaml found; built-in defaults"
+
+
+def _project_root(start: Path) -> Path:
+    for d in (start, *start.parents):
+        if (d / ".git").exists():
+            return d
+    return start
+
+
+def load_config(path: Path | None = None, *, start: Path | None = None) -> ChesterConfig:
+    """Find (unless ``path`` is given), parse and validate the configuration."""
+    import yaml
+
+    if path is None:
+        path, _why = find_config_path(start)
+    raw: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(path, None, f"cannot read: {exc.strerror}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(path, where, f"YAML syntax error: {problem}",
+                              "fix the syntax at that spot") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(path, None, "the top level must be a mapping of keys",
+                              "write `key: value` lines")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, value in raw.items():
+        key = str(key)
+        if key not in GLOBAL_KEYS:
+            close = difflib.get_close_matches(key, list(GLOBAL_KEYS), n=1)
+            raise ConfigError(path, key, "unknown key",
+                              f"did you mean {close[0]!r}?" if close else
+                              "see `chester config` for the valid keys")
+        tp, _default, help_ = GLOBAL_KEYS[key]
+        if value is None and tp in (list, dict):
+            value = tp()
+        ok, _ = _check_type(value, tp if tp is not str else typing.Optional[str])
+        if not ok:
+            raise ConfigError(path, key, f"expected {_TYPE_NAMES[tp]}, got {type(value).__name__}",
+                              help_)
+        if tp is str and value is not None:
+            value = str(value)
+        values[key] = value
+        sources[key] = str(path)
+    for key, (tp, default, _h) in GLOBAL_KEYS.items():
+        if key not in values:
+            values[key] = tp() if tp in (list, dict) else default
+            sources[key] = "default"
+    if values["package_manager"] not in ("uv", "conda", "python"):
+        raise ConfigError(path, "package_manager", f"unknown value {values['package_manager']!r}",
+                          "use uv, conda or python")
+    if values["package_manager"] == "conda" and not values["conda_env"]:
+        raise ConfigError(path, "conda_env", "missing (package_manager is conda)",
+                          "add `conda_env: <env name>`")
+    for key in ("prepare_commands", "rsync_include", "rsync_exclude", "ssh_hosts"):
+        bad = [x for x in values[key] if not isinstance(x, str)]
+        if bad:
+            raise ConfigError(path, key, f"every entry must be a string, got {bad[0]!r}")
+    for name, entry in values["backends"].items():
+        if entry is None:
+            values["backends"][name] = {}
+        elif not isinstance(entry, Mapping):
+            raise ConfigError(path, f"backends.{name}", "must be a mapping",
+                              "write `type: <backend type>` and its options under it")
+    if values["project_path"]:
+        project = Path(os.path.expanduser(values["project_path"]))
+        if not project.is_absolute():
+            project = (path.parent if path else Path.cwd()) / project
+    else:
+        project = path.parent if path else _project_root(Path.cwd().resolve())
+        sources["project_path"] = "folder of chester.yaml" if path else "git root or cwd"
+    values["project_path"] = str(project)
+    return ChesterConfig(path=path, project_path=project, values=values, sources=sources)
+
+
+# -- the seed's module interface ----------------------------------------------------------------
+_cached: ChesterConfig | None = None
+
+
+def get_config() -> ChesterConfig:
+    """The process-wide configuration, loaded on first use."""
+    global _cached
+    if _cached is None:
+        _cached = load_config()
+    return _cached
+
+
+def reload_config() -> ChesterConfig:
+    """Forget the cached configuration and load it again."""
+    global _cached
+    _cached = None
+    return get_config()
+
+
+def get_config_path() -> Path | None:
+    """Path of the chester.yaml in use, or None for built-in defaults."""
+    return get_config().path
+
+
+_LEGACY_UPPER = {
+    "PROJECT_PATH": lambda c: str(c.project_path),
+    "LOG_DIR": lambda c: str(c.log_dir),
+    "HOST_ADDRESS": lambda c: {"local": "", **c["host_address"]},
+    "REMOTE_DIR": lambda c: {"local": str(c.project_path), **c["remote_dir"]},
+    "REMOTE_LOG_DIR": lambda c: {"local": str(c.log_dir), **c["remote_log_dir"]},
+    "CHESTER_CHEDULER_LOG_DIR": lambda c: c["chester_scheduler_log_dir"],
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LEGACY_UPPER:
+        return _LEGACY_UPPER[name](get_config())
+    if name.isupper() and name.lower() in GLOBAL_KEYS:
+        return get_config()[name.lower()]
+    raise AttributeError(f"module 'chester.config' has no attribute {name!r}")
+
+
+def describe(cfg: ChesterConfig) -> list[tuple[str, str, str]]:
+    """(key, value, source) rows for printing; nothing secret is shown."""
+    import json
+
+    rows = [("config file", cfg.where(), find_config_path()[1] if cfg.path else "")]
+    for key in GLOBAL_KEYS:
+        val = cfg.values[key]
+        if key == "backends":
+            continue
+        rows.append((key, json.dumps(val, default=str) if not isinstance(val, str) else val,
+                     cfg.sources.get(key, "")))
+    for name in cfg.backend_names():
+        btype, raw, source = cfg.backend_raw(name)
+        shown = {k: ("<set>" if "secret" in k.lower() else v) for k, v in raw.items()}
+        rows.append((f"backend {name}", json.dumps({"type": btype, **shown}, default=str), source))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m chester.config``: print the resolved configuration."""
+    from chester.cli import main as cli_main
+
+    return cli_main(["config", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Routing hook calls to the plugin that owns a backend, with retries for network hooks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import attrs
+
+from chester import retry
+from chester.errors import HookNotImplementedError
+from chester.hookspecs import LIFECYCLE_HOOKS, NETWORK_HOOKS
+from chester.plugins import ChesterPluginManager, get_plugin_manager
+from chester.types import BackendConfig
+
+
+@attrs.define
+class Dispatcher:
+    """Calls lifecycle hooks on exactly one backend's plugin.
+
+    Other backend plugins are left out of the call (pluggy ``subset_hook_caller``), while
+    plugins that provide no backend (observers, wrappers) still see it.
+    """
+
+    _manager: ChesterPluginManager = attrs.field(factory=get_plugin_manager)
+    sleep: Callable[[float], None] = time.sleep
+    attempts: int = retry.DEFAULT_ATTEMPTS
+    max_delay_s: float = retry.DEFAULT_MAX_DELAY_S
+    _callers: dict[tuple[str, str], Any] = attrs.Factory(dict)
+
+    @property
+    def manager(self) -> ChesterPluginManager:
+        return self._manager
+
+    def _caller(self, backend_type: str, hook: str) -> Any:
+        key = (backend_type, hook)
+        if key not in self._callers:
+            entry = self._manager.get_backend(backend_type)
+            others = {e.plugin for e in self._manager.backends().values()
+                      if e.plugin is not entry.plugin}
+            self._callers[key] = self._manager.pm.subset_hook_caller(hook, remove_plugins=others)
+        return self._callers[key]
+
+    def call(self, hook: str, backend: BackendConfig, **kwargs: Any) -> Any:
+        """Call ``hook`` on ``backend``'s plugin; retry network hooks per DESIGN rules."""
+        if hook not in LIFECYCLE_HOOKS:
+            raise ValueError(f"{hook} is not a lifecycle hook")
+        caller = self._caller(backend.type, hook)
+
+        def once() -> Any:
+            result = caller(backend=backend, **kwargs)
+            if result is None:
+                raise HookNotImplementedError(backend.name, hook)
+            return result
+
+        if hook not in NETWORK_HOOKS:
+            return once()
+        retry_on: Any = retry.TransientBackendError
+        if hook == "chester_submit":
+            caps = self._manager.get_backend(backend.type).spec.capabilities
+            retry_on = retry.submit_retry_on(caps.idempotent_submit)
+        policy = retry.network_retry(op=hook, backend=backend.name, retry_on=retry_on,
+                                     attempts=self.attempts, max_delay_s=self.max_delay_s,
+                                     sleep=self.sleep)
+        return policy(once)

@@ -1,0 +1,187 @@
+"""The plugin contract: every hook a backend plugin may implement.
+
+A backend plugin is a module (or object) registered under the entry-point group ``chester``
+whose functions are marked with :data:`chester.hookimpl`. The entry-point name is the plugin
+name; the backends it provides come from :func:`ChesterSpecs.chester_backends`.
+
+Each lifecycle hook is called *only* on the plugin that owns the backend (pluggy's
+``subset_hook_caller``); observers and wrappers still see every call. Hook implementations
+must not give their arguments default values (pluggy does not pass them) and may accept any
+subset of the arguments.
+
+Every spec's docstring follows one template: what, when, arguments, returns, errors, retried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence, TextIO
+
+import pluggy
+
+from chester.types import (
+    BackendConfig,
+    BackendSpec,
+    PreparedSweep,
+    PullPatterns,
+    PullResult,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
+
+PROJECT = "chester"
+_spec = pluggy.HookspecMarker(PROJECT)
+
+#: Hooks that talk to the target; the dispatcher retries them (submit under stricter rules).
+NETWORK_HOOKS = frozenset(
+    {"chester_submit", "chester_status", "chester_pull", "chester_cancel", "chester_logs"}
+)
+#: Hooks routed to the plugin that owns the backend.
+LIFECYCLE_HOOKS = frozenset({"chester_prepare"}) | NETWORK_HOOKS
+
+
+class ChesterSpecs:
+    """Hook specifications of chester."""
+
+    @_spec
+    def chester_backends(self) -> Sequence[BackendSpec]:
+        """List the backend types this plugin provides.
+
+        When: once, when the plugin manager is built (``chester plugins list``, config
+        loading, every launch).
+
+        Arguments: none.
+
+        Returns: a sequence of :class:`~chester.types.BackendSpec`. Collector hook: every
+        plugin answers and the results are merged.
+
+        Errors: two plugins claiming one name make every use of that name fail with
+        :class:`~chester.errors.PluginConflictError` naming both distributions.
+
+        Retried: no (local).
+        """
+
+    @_spec(firstresult=True)
+    def chester_prepare(
+        self, backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: Path
+    ) -> PreparedSweep:
+        """Render everything a submit needs, without touching the target.
+
+        When: once per launch, after each run's folder holds ``variant.json`` and
+        ``.chester/`` (payload, run record). ``chester launch --dry-run`` stops after this
+        hook and shows :attr:`PreparedSweep.scripts` and :attr:`PreparedSweep.summary`.
+
+        Arguments: ``backend``, the configured backend; ``runs``, the runs to submit (all of
+        one sweep, possibly a subset when a launch is resumed); ``staging_dir``, a fresh
+        local folder for scripts and manifests.
+
+        Returns: a :class:`~chester.types.PreparedSweep`.
+
+        Errors: :class:`~chester.errors.UserError` for bad options or resources.
+
+        Retried: never (it must have no side effects outside ``staging_dir``).
+        """
+
+    @_spec(firstresult=True)
+    def chester_submit(self, backend: BackendConfig, prepared: PreparedSweep) -> Sequence[RunHandle]:
+        """Send the prepared runs to the target and start (or queue) them.
+
+        When: once per launch, right after ``chester_prepare``. The job store has marked each
+        run ``submitting`` before this call and records the handles after it.
+
+        Arguments: ``backend``; ``prepared``, the value ``chester_prepare`` returned.
+
+        Returns: one :class:`~chester.types.RunHandle` per run, in the order of
+        ``prepared.runs``. A backend may submit the whole sweep in one call (job arrays,
+        one SSH session).
+
+        Errors: :class:`~chester.errors.ConnectError` when nothing reached the target;
+        :class:`~chester.errors.TransientBackendError` when the outcome is unknown;
+        :class:`~chester.errors.BackendError` for permanent failures.
+
+        Retried: on ``ConnectError`` always; on other transient errors only when the
+        backend's capabilities say ``idempotent_submit`` — the backend must then check each
+        run's token and never start a run twice.
+        """
+
+    @_spec(firstresult=True)
+    def chester_status(
+        self, backend: BackendConfig, handles: Sequence[RunHandle]
+    ) -> Mapping[str, RunStatus]:
+        """Report the state of many runs at once.
+
+        When: on every poll (``Sweep.status``, ``Sweep.wait``, ``chester status``,
+        ``chester monitor``), with every unfinished run of the backend in one call.
+
+        Arguments: ``backend``; ``handles``, the runs to look at.
+
+        Returns: a mapping from each handle's ``token`` to a
+        :class:`~chester.types.RunStatus`. Must make one round trip / one scheduler query for
+        all handles, not one per run. A run that finished successfully is ``succeeded``
+        only when its worker wrote its success record.
+
+        Errors: ``TransientBackendError`` (retried), ``BackendError``.
+
+        Retried: yes.
+        """
+
+    @_spec(firstresult=True)
+    def chester_pull(
+        self,
+        backend: BackendConfig,
+        handles: Sequence[RunHandle],
+        dest: Path,
+        patterns: PullPatterns,
+    ) -> Sequence[PullResult]:
+        """Bring finished runs' folders home.
+
+        When: ``Sweep.pull``, ``Sweep.wait(pull=True)``, ``chester pull``, ``chester
+        monitor``; for runs in a terminal state.
+
+        Arguments: ``backend``; ``handles``; ``dest``, the local project root (each run lands
+        in its own ``local_dir``); ``patterns``, include/exclude rules.
+
+        Returns: one :class:`~chester.types.PullResult` per handle. Must be idempotent and
+        incremental (a second pull transfers nothing new) and must never delete or overwrite
+        newer local files.
+
+        Errors: ``TransientBackendError`` (retried), ``BackendError``.
+
+        Retried: yes.
+        """
+
+    @_spec(firstresult=True)
+    def chester_cancel(
+        self, backend: BackendConfig, handles: Sequence[RunHandle]
+    ) -> Mapping[str, bool]:
+        """Stop runs: queued ones never start, running ones are killed with their children.
+
+        When: ``Sweep.cancel``, ``chester cancel``.
+
+        Arguments: ``backend``; ``handles``.
+
+        Returns: a mapping from token to whether the run was stopped by this call.
+
+        Errors: ``TransientBackendError`` (retried), ``BackendError``.
+
+        Retried: yes (cancelling twice is harmless).
+        """
+
+    @_spec(firstresult=True)
+    def chester_logs(
+        self, backend: BackendConfig, handle: RunHandle, follow: bool, stream: str, out: TextIO
+    ) -> bool:
+        """Write a run's output to ``out``.
+
+        When: ``chester logs RUN [-f]``.
+
+        Arguments: ``backend``; ``handle``; ``follow``, keep streaming until the run ends;
+        ``stream``, ``"stdout"`` or ``"stderr"``; ``out``, where to write text.
+
+        Returns: True.
+
+        Errors: ``TransientBackendError`` (retried), ``BackendError``.
+
+        Retried: yes, only before anything was written.
+        """

@@ -1,0 +1,203 @@
+"""``chester.launch``: turn a function and a sweep into tracked runs on a backend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+
+
+from chester import rundir as rd
+from chester.logs import get_logger
+from chester.config import ChesterConfig, get_config
+from chester.dispatch import Dispatcher
+from chester.errors import UserError
+from chester.naming import auto_suffix, map_remote, safe_component
+from chester.store import RunRow, Store
+from chester.sweeps import Sweep
+from chester.types import RunSpec, RunStatus, State
+from chester.variants import AttrDict, VariantGenerator, expand
+
+log = get_logger()
+
+
+def _variations(variants: Any, vlist: list[dict]) -> list[str]:
+    if isinstance(variants, VariantGenerator):
+        return variants.variations()
+    keys: list[str] = []
+    for v in vlist:
+        for k in v:
+            if k not in keys:
+                keys.append(k)
+    out = []
+    for k in keys:
+        vals = {json.dumps(v.get(k), sort_keys=True, default=repr) for v in vlist}
+        if len(vals) > 1:
+            out.append(k)
+    return out
+
+
+def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict],
+                names: Sequence[str] | None) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
+    for v in vlist:
+        h.update(json.dumps(v, sort_keys=True, default=repr, ensure_ascii=False).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: str,
+                     env: Mapping[str, str], attempt: int = 1) -> None:
+    """Write ``variant.json`` and ``.chester/`` (run record, payload 0600) into the run folder."""
+    import cloudpickle
+
+    d = Path(row.local_dir)
+    (d / rd.META).mkdir(parents=True, exist_ok=True)
+    rd.write_json_atomic(d / rd.VARIANT_JSON, {**variant, "exp_name": row.name})
+    payload = cloudpickle.dumps({"fn": fn, "variant": AttrDict(variant)})
+    tmp = d / rd.META / ".payload.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, d / rd.PAYLOAD)
+    rd.write_json_atomic(d / rd.RUN_JSON, {
+        "token": row.token, "name": row.name, "run_id": row.id, "attempt": attempt,
+        "project_dir": project_dir, "env": dict(env)})
+
+
+def launch(
+    fn: Callable[..., Any],
+    variants: Any,
+    *,
+    backend: str = "local",
+    exp_prefix: str = "experiment",
+    sub_dir: str = "train",
+    log_dir: str | os.PathLike | None = None,
+    variations: Sequence[str] | None = None,
+    exp_names: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    resources: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    order: str = "parallel",
+    dry_run: bool = False,
+    resume: bool | str = "auto",
+    config: ChesterConfig | None = None,
+    dispatcher: Dispatcher | None = None,
+) -> Sweep:
+    """Launch ``fn(variant, log_dir, exp_name)`` once per variant on ``backend``.
+
+    ``variants`` is a :class:`VariantGenerator`, a list of dicts or one dict. Runs land in
+    ``<log_dir>/<sub_dir>/<exp_prefix>/<N>_<name>/``. Every run is recorded in the job store
+    before anything is sent, so running the same launch again after a crash submits exactly
+    the runs that were never submitted (``resume="auto"``: an earlier launch of the same
+    sweep that did not complete is resumed; ``resume=False`` always starts a new sweep).
+
+    ``resources`` (one mapping, or one per variant) and ``order`` (``"parallel"`` or
+    ``"dependent"``) are passed to backends that use them. ``dry_run`` prepares and returns
+    without submitting; the prepared scripts are on ``sweep.prepared``.
+    """
+    if not callable(fn):
+        raise UserError("launch() needs a callable fn(variant, log_dir, exp_name)")
+    if not exp_prefix or "/" in exp_prefix or exp_prefix in (".", ".."):
+        raise UserError(f"exp_prefix {exp_prefix!r} must be a non-empty name without '/'")
+    if order not in ("parallel", "dependent"):
+        raise UserError(f"order must be 'parallel' or 'dependent', not {order!r}")
+    cfg = config or get_config()
+    dispatcher = dispatcher or Dispatcher()
+    bcfg = cfg.backend(backend, dispatcher.manager)
+    caps = dispatcher.manager.get_backend(bcfg.type).spec.capabilities
+    vlist = expand(variants)
+    for v in vlist:
+        bad = [k for k in v if not isinstance(k, str)]
+        if bad:
+            raise UserError(f"variant keys must be strings, got {bad[0]!r}")
+    if exp_names is not None and len(exp_names) != len(vlist):
+        raise UserError(f"exp_names has {len(exp_names)} names for {len(vlist)} variants")
+    if isinstance(resources, Mapping) or resources is None:
+        res_list = [dict(resources or {})] * len(vlist)
+    else:
+        res_list = [dict(r) for r in resources]
+        if len(res_list) != len(vlist):
+            raise UserError(f"resources has {len(res_list)} entries for {len(vlist)} variants")
+    root = Path(log_dir).expanduser() if log_dir is not None else cfg.log_dir
+    if not root.is_absolute():
+        root = cfg.project_path / root
+    batch_dir = root / sub_dir / exp_prefix
+    varying = list(variations) if variations is not None else _variations(variants, vlist)
+    names = [safe_component(n) for n in exp_names] if exp_names is not None else None
+    fp = fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)
+
+    remote_root = getattr(bcfg.options, "remote_dir", None) if caps.remote else None
+
+    def remote_dir_for(local: Path) -> str:
+        if remote_root:
+            return map_remote(local, cfg.project_path, remote_root)
+        return str(local)
+
+    store = Store(cfg.store_path)
+    existing = store.find_resumable(exp_prefix, bcfg.name, fp) if resume else None
+    if existing is not None:
+        srow = existing
+        log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
+    else:
+        specs = [({"name": names[i]} if names else
+                  {"suffix": auto_suffix(exp_prefix, v, varying)}) for i, v in enumerate(vlist)]
+        srow = store.create_sweep(exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir,
+                                  fingerprint=fp, runs=specs, remote_dir_for=remote_dir_for,
+                                  options={"order": order})
+    sweep = Sweep(row=srow, store=store, config=cfg, dispatcher=dispatcher, backend=bcfg)
+    rows = store.runs(srow.id)
+    env = dict(env or {})
+    for k, val in env.items():
+        if not isinstance(k, str) or not isinstance(val, str):
+            raise UserError(f"env must map strings to strings, got {k!r}: {val!r}")
+
+    todo: list[RunRow] = []
+    lost: list[tuple[int, RunStatus]] = []
+    for row in rows:
+        if row.submit_state == "new":
+            todo.append(row)
+        elif row.submit_state == "submitting":
+            if caps.idempotent_submit:
+                todo.append(row)  # the backend checks the token: never a second copy
+            else:
+                lost.append((row.id, RunStatus(
+                    state=State.LOST, reason="the launcher stopped while submitting this run; "
+                    "whether it started is unknown")))
+    if lost:
+        store.record_status(lost)
+        store.set_submit_state([i for i, _ in lost], "unknown")
+    for row in todo:
+        if not (Path(row.local_dir) / rd.RUN_JSON).exists() or row.submit_state == "new":
+            write_run_folder(row, fn=fn, variant=vlist[row.idx],
+                             project_dir=remote_root or str(cfg.project_path), env=env)
+    if not todo:
+        if rows and not lost:
+            store.mark_launch_complete(srow.id)
+        return sweep
+
+    run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=exp_prefix,
+                         local_dir=Path(r.local_dir), remote_dir=r.remote_dir,
+                         env=env, resources=res_list[r.idx],
+                         order_after=(rows[r.idx - 1].token,) if order == "dependent" and r.idx
+                         else ())
+                 for r in todo]
+    staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(exp_prefix)}-"))
+    prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs, staging_dir=staging)
+    sweep.prepared = prepared  # type: ignore[attr-defined]
+    if dry_run:
+        return sweep
+    store.set_submit_state([r.id for r in todo], "submitting")
+    try:
+        handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
+    except BaseException:
+        log.error("submit_failed", sweep=exp_prefix, backend=bcfg.name)
+        raise
+    store.record_submitted(list(handles))
+    store.mark_launch_complete(srow.id)
+    log.info("launched", sweep=exp_prefix, backend=bcfg.name, runs=len(handles))
+    return sweep

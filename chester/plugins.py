@@ -1,0 +1,237 @@
+"""Plugin manager: entry-point discovery, plugin records and the backend registry.
+
+Nothing happens at import time; :func:`get_plugin_manager` builds (and caches) the manager.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from importlib import metadata
+from typing import Any
+
+import attrs
+import pluggy
+
+
+from chester.logs import get_logger
+from chester.errors import PluginConflictError, UnknownBackendError
+from chester.hookspecs import PROJECT, ChesterSpecs
+from chester.types import BackendSpec
+
+#: The one public marker for hook implementations.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+ENTRY_POINT_GROUP = "chester"
+DISABLE_ENV = "CHESTER_DISABLE_PLUGINS"
+
+log = get_logger()
+
+
+@attrs.frozen(kw_only=True)
+class PluginRecord:
+    """What ``chester plugins list`` shows about one plugin."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    module: str
+    status: str  # active | blocked | error
+    backends: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()
+    error: str | None = None
+    traceback: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = attrs.asdict(self)
+        d.pop("traceback")
+        d["backends"] = list(self.backends)
+        d["hooks"] = list(self.hooks)
+        return d
+
+
+@attrs.frozen(kw_only=True)
+class BackendEntry:
+    """A backend type with the plugin and distribution that provide it."""
+
+    spec: BackendSpec
+    plugin: Any
+    plugin_name: str
+    distribution: str | None
+
+
+@attrs.define
+class ChesterPluginManager:
+    """The pluggy manager plus chester's own records of what was loaded."""
+
+    pm: pluggy.PluginManager
+    records: dict[str, PluginRecord] = attrs.Factory(dict)
+    _backends: dict[str, BackendEntry] | None = None
+    _conflicts: dict[str, list[BackendEntry]] = attrs.Factory(dict)
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def register(self, plugin: object, name: str, *, distribution: str | None = None,
+                 version: str | None = None) -> None:
+        """Register a plugin object by hand (tests, scripts)."""
+        self.pm.register(plugin, name=name)
+        self.records[name] = self._record_for(plugin, name, distribution, version, "active")
+        self._backends = None
+
+    def unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.records.pop(name, None)
+        self._backends = None
+
+    def _record_for(self, plugin: object, name: str, distribution: str | None,
+                    version: str | None, status: str) -> PluginRecord:
+        hooks = tuple(sorted(h.name for h in (self.pm.get_hookcallers(plugin) or [])))
+        module = getattr(plugin, "__name__", type(plugin).__module__)
+        return PluginRecord(name=name, distribution=distribution, version=version,
+                            module=module, status=status, hooks=hooks)
+
+    # -- backends -------------------------------------------------------------------------
+    def _collect(self) -> dict[str, BackendEntry]:
+        if self._backends is not None:
+            return self._backends
+        found: dict[str, list[BackendEntry]] = {}
+        for impl in self.pm.hook.chester_backends.get_hookimpls():
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+            rec = self.records.get(plugin_name)
+            dist = rec.distribution if rec else None
+            try:
+                specs = impl.function() or ()
+            except Exception as exc:  # a plugin's own bug must not take the others down
+                self._mark_error(plugin_name, exc)
+                continue
+            for spec in specs:
+                found.setdefault(spec.name, []).append(
+                    BackendEntry(spec=spec, plugin=impl.plugin, plugin_name=plugin_name,
+                                 distribution=dist)
+                )
+        backends: dict[str, BackendEntry] = {}
+        self._conflicts = {}
+        for name, entries in found.items():
+            if len(entries) > 1:
+                self._conflicts[name] = entries
+            backends[name] = entries[0]
+        for name, rec in list(self.records.items()):
+            names = tuple(sorted(n for n, e in backends.items() if e.plugin_name == name))
+            self.records[name] = attrs.evolve(rec, backends=names)
+        self._backends = backends
+        return backends
+
+    def _mark_error(self, plugin_name: str, exc: BaseException) -> None:
+        rec = self.records.get(plugin_name)
+        if rec is not None:
+            self.records[plugin_name] = attrs.evolve(
+                rec, status="error", error=f"{type(exc).__name__}: {exc}",
+                traceback="".join(traceback.format_exception(exc)))
+
+    def backends(self) -> dict[str, BackendEntry]:
+        """All backend types by name (conflicting names included, see :meth:`get_backend`)."""
+        return dict(self._collect())
+
+    def get_backend(self, type_name: str) -> BackendEntry:
+        """The entry for one backend type, or a clear error."""
+        backends = self._collect()
+        if type_name in self._conflicts:
+            owners = ", ".join(
+                f"{e.distribution or e.plugin_name} (plugin {e.plugin_name!r})"
+                for e in self._conflicts[type_name]
+            )
+            raise PluginConflictError(
+                f"backend {type_name!r} is provided by more than one plugin: {owners}; "
+                f"uninstall one or block it with {DISABLE_ENV}=<plugin name>"
+            )
+        if type_name not in backends:
+            raise UnknownBackendError(unknown_backend_message(type_name, sorted(backends),
+                                                              self.records.get(type_name)))
+        return backends[type_name]
+
+    def conflicts(self) -> dict[str, list[BackendEntry]]:
+        self._collect()
+        return dict(self._conflicts)
+
+
+def unknown_backend_message(type_name: str, installed: list[str],
+                            record: PluginRecord | None = None) -> str:
+    """One line: what is installed and which package to install."""
+    if record is not None and record.status == "error":
+        return (f"backend {type_name!r}: its plugin failed to load ({record.error}); "
+                f"reinstall with: pip install --force-reinstall chester-backend-{type_name}")
+    if record is not None and record.status == "blocked":
+        return f"backend {type_name!r} is blocked by {DISABLE_ENV}"
+    have = ", ".join(installed) if installed else "none"
+    return (f"unknown backend type {type_name!r} (installed: {have}); "
+            f"install it with: pip install chester-backend-{type_name}")
+
+
+def _blocked_names() -> set[str]:
+    raw = os.environ.get(DISABLE_ENV, "")
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    seen: dict[str, metadata.EntryPoint] = {}
+    for ep in eps:
+        seen.setdefault(ep.name, ep)  # one dist can appear twice on odd sys.paths
+    return sorted(seen.values(), key=lambda e: e.name)
+
+
+def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginManager:
+    """Make a fresh plugin manager and load every installed plugin.
+
+    A plugin that fails to import is recorded with status ``error``; the others still load.
+    Plugins named in ``CHESTER_DISABLE_PLUGINS`` (comma-separated) are recorded as
+    ``blocked`` and not imported.
+    """
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(ChesterSpecs)
+    cpm = ChesterPluginManager(pm=pm)
+    if not load_entry_points:
+        return cpm
+    blocked = _blocked_names()
+    for ep in _entry_points():
+        dist = ep.dist.name if ep.dist else None
+        version = ep.dist.version if ep.dist else None
+        if ep.name in blocked:
+            pm.set_blocked(ep.name)
+            cpm.records[ep.name] = PluginRecord(name=ep.name, distribution=dist, version=version,
+                                                module=ep.value, status="blocked")
+            continue
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:
+            log.warning("plugin_load_failed", plugin=ep.name, error=str(exc))
+            cpm.records[ep.name] = PluginRecord(
+                name=ep.name, distribution=dist, version=version, module=ep.value,
+                status="error", error=f"{type(exc).__name__}: {exc}",
+                traceback="".join(traceback.format_exception(exc)))
+            continue
+        cpm.records[ep.name] = cpm._record_for(plugin, ep.name, dist, version, "active")
+    pm.check_pending()
+    return cpm
+
+
+_manager: ChesterPluginManager | None = None
+
+
+def get_plugin_manager() -> ChesterPluginManager:
+    """The process-wide plugin manager, built on first use."""
+    global _manager
+    if _manager is None:
+        _manager = build_plugin_manager()
+    return _manager
+
+
+def set_plugin_manager(manager: ChesterPluginManager | None) -> None:
+    """Replace (or with ``None``, reset) the process-wide manager; for tests and embedding."""
+    global _manager
+    _manager = manager

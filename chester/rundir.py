@@ -1,0 +1,173 @@
+"""The run folder: its files, and small helpers used on the launcher and on the target.
+
+Layout of one run folder (the seed's, plus chester's own records under ``.chester/``)::
+
+    <log_dir>/<sub_dir>/<exp_prefix>/<N>_<name>/
+        variant.json        the variant, for people and tools (JSON; repr for odd values)
+        stdout.log          the run's standard output
+        stderr.log          the run's standard error
+        .done               written on success (the seed's marker)
+        .chester/run.json   token, name, attempt: what the run is
+        .chester/payload.pkl  cloudpickle of the function and the exact variant (mode 0600)
+        .chester/status.json  the worker's record: start, end, exit status, exception
+        .chester/queued.json  the queue runner that owns the run (pid, start time)
+        .chester/cancel     present once the run was cancelled
+
+This module must import nothing heavy: it runs on every target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+META = ".chester"
+RUN_JSON = f"{META}/run.json"
+PAYLOAD = f"{META}/payload.pkl"
+STATUS = f"{META}/status.json"
+QUEUED = f"{META}/queued.json"
+CANCEL = f"{META}/cancel"
+DONE = ".done"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+VARIANT_JSON = "variant.json"
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
+    """Write JSON so that a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, default=repr)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+        return None
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the command name may hold spaces and parentheses: split after the last ')'
+    rest = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, start_time: int | None = None) -> bool:
+    """Is this exact process (pid and start time) still running and not a zombie?"""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        state = data[data.rfind(b")") + 2:].split()[0]
+        if state in (b"Z", b"X"):
+            return False
+    except OSError:
+        if os.path.exists("/proc/self"):
+            return False
+    if start_time is not None:
+        now = proc_start_time(pid)
+        if now is not None and now != start_time:
+            return False  # the pid was reused
+    return True
+
+
+def group_alive(pgid: int | None) -> bool:
+    if not pgid:
+        return False
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def kill_group(pgid: int, grace_s: float = 5.0) -> bool:
+    """TERM the whole process group, then KILL whatever is left after ``grace_s``."""
+    if pgid <= 1:
+        return False
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _group_has_live(pgid):
+            return True
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def _group_has_live(pgid: int) -> bool:
+    """True while the group has a member that is not a zombie."""
+    if not os.path.isdir("/proc"):
+        return group_alive(pgid)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2:].split()
+        try:
+            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                return True
+        except (IndexError, ValueError):
+            continue
+    return False
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def tail(path: Path, lines: int = 20, max_bytes: int = 8192) -> str | None:
+    """The last ``lines`` lines of a text file (None when missing or empty)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return None
+    text = data.decode("utf-8", "replace").rstrip("\n")
+    if not text:
+        return None
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,129 @@
+"""``python -m chester.runner``: the queue that starts runs on one machine as slots free.
+
+Used by the local and SSH backends. It is started detached (its own session), so runs go on
+after the launcher exits. A slot is an exclusive ``flock`` on ``<slots-dir>/slot-<i>.lock``
+held by the run's worker for as long as it lives, so the cap holds across sweeps and
+launchers; slot ``i`` gives the run GPU ``gpus[i]`` in ``CUDA_VISIBLE_DEVICES``.
+
+A run already started (its status record carries its token) or owned by another live
+runner is skipped, so starting the same queue twice never runs anything twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chester import rundir as rd
+
+POLL_S = 0.01
+
+
+def default_slots_dir() -> Path:
+    base = os.environ.get("CHESTER_SLOTS_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chester" / "slots"
+
+
+def _try_slot(slots_dir: Path, n: int) -> tuple[int, int] | None:
+    for i in range(n):
+        fd = os.open(slots_dir / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return i, fd
+    return None
+
+
+def _claim(run_dir: Path, me: dict) -> bool:
+    """Take ownership of a queued run unless it started or another live runner has it."""
+    meta = rd.read_json(run_dir / rd.RUN_JSON) or {}
+    status = rd.read_json(run_dir / rd.STATUS)
+    if status and status.get("token") == meta.get("token") and \
+            status.get("attempt", 1) >= meta.get("attempt", 1):
+        return False
+    owner = rd.read_json(run_dir / rd.QUEUED)
+    if owner and owner.get("runner_pid") != me["runner_pid"] and \
+            rd.pid_alive(owner.get("runner_pid"), owner.get("runner_ticks")):
+        return False
+    rd.write_json_atomic(run_dir / rd.QUEUED, {**me, "token": meta.get("token"),
+                                               "queued_at": time.time()})
+    return True
+
+
+def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], python: str,
+              slots_dir: Path, cwd: str | None, env_file: str | None = None) -> int:
+    slots_dir.mkdir(parents=True, exist_ok=True)
+    me = {"runner_pid": os.getpid(), "runner_ticks": rd.proc_start_time(os.getpid()),
+          "host": rd.hostname()}
+    mine = [d for d in run_dirs if _claim(d, me)]
+    children: list[subprocess.Popen] = []
+    base_env = dict(os.environ)
+    base_env.pop("CHESTER_SLOTS_DIR", None)
+    for run_dir in mine:
+        if (run_dir / rd.CANCEL).exists():
+            subprocess.call([python, "-m", "chester.worker", str(run_dir)], cwd=cwd)
+            continue
+        slot = None
+        while slot is None:
+            slot = _try_slot(slots_dir, max_parallel)
+            if slot is None:
+                children = [c for c in children if c.poll() is None]
+                time.sleep(POLL_S)
+            if (run_dir / rd.CANCEL).exists():
+                break
+        if slot is None:  # cancelled while waiting
+            subprocess.call([python, "-m", "chester.worker", str(run_dir)], cwd=cwd)
+            continue
+        index, fd = slot
+        env = dict(base_env)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        out = open(run_dir / rd.STDOUT, "ab")
+        err = open(run_dir / rd.STDERR, "ab")
+        try:
+            argv = [python, "-m", "chester.worker", str(run_dir)]
+            if env_file:
+                argv = ["/bin/sh", "-c", '. "$0" && exec "$@"', env_file, *argv]
+            children.append(subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                pass_fds=(fd,), start_new_session=True))
+        finally:
+            out.close()
+            err.close()
+            os.close(fd)  # the worker holds the slot now
+    for c in children:
+        c.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m chester.runner")
+    p.add_argument("--max-parallel", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--gpus", default="", help="comma-separated GPU ids, one per slot")
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--slots-dir", type=Path, default=None)
+    p.add_argument("--cwd", default=None)
+    p.add_argument("--env-file", default=None, help="sh file sourced before each run")
+    p.add_argument("--from-file", type=Path, default=None, help="file with one run folder a line")
+    p.add_argument("run_dirs", nargs="*", type=Path)
+    a = p.parse_args(argv)
+    dirs = list(a.run_dirs)
+    if a.from_file:
+        dirs += [Path(line) for line in a.from_file.read_text().splitlines() if line.strip()]
+    gpus = [g for g in a.gpus.split(",") if g.strip()]
+    return run_queue(dirs, max_parallel=max(1, a.max_parallel), gpus=gpus, python=a.python,
+                     slots_dir=a.slots_dir or default_slots_dir(), cwd=a.cwd,
+                     env_file=a.env_file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

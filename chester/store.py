@@ -1,0 +1,318 @@
+"""The job store: one SQLite file per project, ``<project>/.chester/jobs.db``.
+
+Every side effect is preceded by a write here, so a launcher killed at any instant can be
+run again: runs already submitted are not submitted again, runs never submitted are. WAL
+mode and ``BEGIN IMMEDIATE`` transactions let several launchers share the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import attrs
+
+from chester.types import RunHandle, RunStatus, State
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exp_prefix TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    batch_dir TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created REAL NOT NULL,
+    launch_complete INTEGER NOT NULL DEFAULT 0,
+    options TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+    idx INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    token TEXT NOT NULL UNIQUE,
+    backend TEXT NOT NULL,
+    local_dir TEXT NOT NULL,
+    remote_dir TEXT NOT NULL,
+    submit_state TEXT NOT NULL DEFAULT 'new',
+    state TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT,
+    stderr_tail TEXT,
+    exit_code INTEGER,
+    remote_id TEXT,
+    host TEXT,
+    handle TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL,
+    submitted_at REAL,
+    started_at REAL,
+    ended_at REAL,
+    updated REAL NOT NULL,
+    pulled_at REAL,
+    pending_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id, idx);
+CREATE TABLE IF NOT EXISTS events (
+    run_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS numbering (
+    batch_dir TEXT PRIMARY KEY,
+    next INTEGER NOT NULL
+);
+"""
+
+
+@attrs.frozen(kw_only=True)
+class SweepRow:
+    id: int
+    exp_prefix: str
+    backend: str
+    batch_dir: str
+    fingerprint: str
+    created: float
+    launch_complete: bool
+    options: dict
+
+
+@attrs.frozen(kw_only=True)
+class RunRow:
+    id: int
+    sweep_id: int
+    idx: int
+    number: int
+    name: str
+    token: str
+    backend: str
+    local_dir: str
+    remote_dir: str
+    submit_state: str
+    state: State
+    reason: str | None
+    stderr_tail: str | None
+    exit_code: int | None
+    remote_id: str | None
+    host: str | None
+    handle: RunHandle | None
+    attempt: int
+    created: float
+    submitted_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    updated: float
+    pulled_at: float | None
+    pending_reason: str | None
+
+
+def _run_row(r: sqlite3.Row) -> RunRow:
+    d = dict(r)
+    d["state"] = State(d["state"])
+    d["handle"] = RunHandle.from_dict(json.loads(d["handle"])) if d["handle"] else None
+    return RunRow(**d)
+
+
+def _sweep_row(r: sqlite3.Row) -> SweepRow:
+    d = dict(r)
+    d["launch_complete"] = bool(d["launch_complete"])
+    d["options"] = json.loads(d["options"])
+    return SweepRow(**d)
+
+
+_NUMBERED = re.compile(r"^(\d+)_")
+
+
+class Store:
+    """Access to one project's job store."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=60000")
+        with self.tx():
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: writers queue up instead of failing."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    # -- sweeps ---------------------------------------------------------------------------
+    def find_resumable(self, exp_prefix: str, backend: str, fingerprint: str) -> SweepRow | None:
+        r = self._db.execute(
+            "SELECT * FROM sweeps WHERE exp_prefix=? AND backend=? AND fingerprint=? "
+            "AND launch_complete=0 ORDER BY id DESC LIMIT 1", (exp_prefix, backend, fingerprint)
+        ).fetchone()
+        return _sweep_row(r) if r else None
+
+    def create_sweep(self, *, exp_prefix: str, backend: str, batch_dir: Path, fingerprint: str,
+                     runs: Sequence[dict[str, Any]], options: dict | None = None,
+                     remote_dir_for: Any = None) -> SweepRow:
+        """Create a sweep and its runs in one transaction, numbering runs atomically.
+
+        ``runs`` items carry ``suffix`` (the name after the number). Numbers continue from the
+        larger of the store's counter and the ``N_*`` folders already in ``batch_dir``.
+        """
+        now = time.time()
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT INTO sweeps(exp_prefix, backend, batch_dir, fingerprint, created, options) "
+                "VALUES (?,?,?,?,?,?)",
+                (exp_prefix, backend, str(batch_dir), fingerprint, now, json.dumps(options or {})))
+            sweep_id = int(cur.lastrowid)
+            row = db.execute("SELECT next FROM numbering WHERE batch_dir=?",
+                             (str(batch_dir),)).fetchone()
+            nxt = row["next"] if row else 1
+            nxt = max(nxt, _next_on_disk(batch_dir))
+            for idx, spec in enumerate(runs):
+                number = nxt + idx
+                name = spec.get("name") or f"{number}_{spec['suffix']}"
+                local_dir = Path(spec.get("local_dir") or batch_dir / name)
+                remote_dir = remote_dir_for(local_dir) if remote_dir_for else str(local_dir)
+                db.execute(
+                    "INSERT INTO runs(sweep_id, idx, number, name, token, backend, local_dir, "
+                    "remote_dir, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (sweep_id, idx, number, name, uuid.uuid4().hex, backend, str(local_dir),
+                     remote_dir, now, now))
+            db.execute("INSERT INTO numbering(batch_dir, next) VALUES (?,?) "
+                       "ON CONFLICT(batch_dir) DO UPDATE SET next=excluded.next",
+                       (str(batch_dir), nxt + len(runs)))
+            r = db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
+        return _sweep_row(r)
+
+    def sweep(self, sweep_id: int) -> SweepRow:
+        r = self._db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
+        if r is None:
+            raise KeyError(sweep_id)
+        return _sweep_row(r)
+
+    def latest_sweep(self, exp_prefix: str | None = None) -> SweepRow | None:
+        if exp_prefix is None:
+            r = self._db.execute("SELECT * FROM sweeps ORDER BY id DESC LIMIT 1").fetchone()
+        else:
+            r = self._db.execute("SELECT * FROM sweeps WHERE exp_prefix=? ORDER BY id DESC LIMIT 1",
+                                 (exp_prefix,)).fetchone()
+        return _sweep_row(r) if r else None
+
+    def sweeps(self, exp_prefix: str | None = None) -> list[SweepRow]:
+        if exp_prefix is None:
+            rows = self._db.execute("SELECT * FROM sweeps ORDER BY id").fetchall()
+        else:
+            rows = self._db.execute("SELECT * FROM sweeps WHERE exp_prefix=? ORDER BY id",
+                                    (exp_prefix,)).fetchall()
+        return [_sweep_row(r) for r in rows]
+
+    def mark_launch_complete(self, sweep_id: int) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE sweeps SET launch_complete=1 WHERE id=?", (sweep_id,))
+
+    # -- runs -----------------------------------------------------------------------------
+    def runs(self, sweep_id: int | None = None) -> list[RunRow]:
+        if sweep_id is None:
+            rows = self._db.execute("SELECT * FROM runs ORDER BY id").fetchall()
+        else:
+            rows = self._db.execute("SELECT * FROM runs WHERE sweep_id=? ORDER BY idx",
+                                    (sweep_id,)).fetchall()
+        return [_run_row(r) for r in rows]
+
+    def run(self, run_id: int) -> RunRow:
+        r = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if r is None:
+            raise KeyError(run_id)
+        return _run_row(r)
+
+    def find_runs(self, ref: str) -> list[RunRow]:
+        """Runs matching a name, a token, a numeric id or a run folder."""
+        q = "SELECT * FROM runs WHERE name=? OR token=? OR local_dir=?"
+        args: list[Any] = [ref, ref, str(Path(ref).resolve()) if ref else ref]
+        if ref.isdigit():
+            q += " OR id=?"
+            args.append(int(ref))
+        rows = self._db.execute(q + " ORDER BY id", args).fetchall()
+        return [_run_row(r) for r in rows]
+
+    def set_submit_state(self, run_ids: Sequence[int], submit_state: str) -> None:
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("UPDATE runs SET submit_state=?, updated=? WHERE id=?",
+                           [(submit_state, now, i) for i in run_ids])
+
+    def record_submitted(self, handles: Sequence[RunHandle]) -> None:
+        now = time.time()
+        with self.tx() as db:
+            for h in handles:
+                db.execute(
+                    "UPDATE runs SET submit_state='submitted', handle=?, remote_id=?, host=?, "
+                    "submitted_at=?, updated=?, state=CASE WHEN state='pending' THEN 'queued' "
+                    "ELSE state END WHERE id=?",
+                    (json.dumps(h.to_dict()), h.remote_id, h.host, now, now, h.run_id))
+                db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
+                           (h.run_id, now, "queued", "submitted"))
+
+    def record_status(self, updates: Sequence[tuple[int, RunStatus]]) -> None:
+        """Store new states; a state change is appended to the run's history."""
+        now = time.time()
+        with self.tx() as db:
+            for run_id, st in updates:
+                old = db.execute("SELECT state, attempt FROM runs WHERE id=?", (run_id,)).fetchone()
+                if old is None:
+                    continue
+                db.execute(
+                    "UPDATE runs SET state=?, reason=?, stderr_tail=?, exit_code=?, "
+                    "remote_id=COALESCE(?, remote_id), host=COALESCE(?, host), "
+                    "attempt=COALESCE(?, attempt), started_at=COALESCE(?, started_at), "
+                    "ended_at=COALESCE(?, ended_at), pending_reason=?, updated=? WHERE id=?",
+                    (st.state.value, st.reason, st.stderr_tail, st.exit_code, st.remote_id,
+                     st.host, st.attempt, st.started_at, st.ended_at, st.pending_reason, now,
+                     run_id))
+                if old["state"] != st.state.value or (st.attempt and st.attempt != old["attempt"]):
+                    db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
+                               (run_id, now, st.state.value, st.reason))
+
+    def mark_pulled(self, run_ids: Sequence[int]) -> None:
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("UPDATE runs SET pulled_at=? WHERE id=?", [(now, i) for i in run_ids])
+
+    def history(self, run_id: int) -> list[tuple[float, str, str | None]]:
+        rows = self._db.execute("SELECT at, state, reason FROM events WHERE run_id=? ORDER BY at",
+                                (run_id,)).fetchall()
+        return [(r["at"], r["state"], r["reason"]) for r in rows]
+
+
+def _next_on_disk(batch_dir: Path) -> int:
+    """1 + the highest ``N_`` prefix among ``batch_dir``'s folders (the seed's numbering)."""
+    best = 0
+    try:
+        for entry in os.scandir(batch_dir):
+            m = _NUMBERED.match(entry.name)
+            if m and entry.is_dir():
+                best = max(best, int(m.group(1)))
+    except FileNotFoundError:
+        pass
+    return best + 1

@@ -1,0 +1,171 @@
+"""``python -m chester.target``: look at and act on run folders where they run.
+
+``status DIR...`` prints one JSON object with every run's state (one call for a whole
+sweep, so a remote backend needs one round trip); ``cancel DIR...`` stops runs;
+``tail [-f] DIR stdout|stderr`` prints (and follows) a run's output. Folder lists may also
+come one a line on standard input (``-``). Runs on the target: imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from chester import rundir as rd
+
+ORPHAN_GRACE_S = 5.0
+
+
+def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
+    """One run's state from its records, markers and processes.
+
+    The seed's table is the floor: ``.done`` and dead → succeeded; ``.done`` and alive →
+    leftover processes killed (TERM, 5 s, KILL, whole group) then succeeded; no ``.done``
+    and dead → failed; no ``.done`` and alive → running. PIDs count only with their
+    start time.
+    """
+    run_dir = Path(run_dir)
+    meta = rd.read_json(run_dir / rd.RUN_JSON) or {}
+    st = rd.read_json(run_dir / rd.STATUS)
+    if st is not None and meta.get("token") and st.get("token") != meta.get("token"):
+        st = None
+    done = (run_dir / rd.DONE).exists()
+    cancel = (run_dir / rd.CANCEL).exists()
+    out: dict[str, Any] = {"state": "queued", "reason": None, "exit_code": None,
+                           "attempt": meta.get("attempt")}
+    if st is None:
+        if not meta:
+            return {**out, "state": "lost", "reason": "run folder missing on the target"}
+        if cancel:
+            return {**out, "state": "cancelled", "reason": "cancelled before it started"}
+        q = rd.read_json(run_dir / rd.QUEUED)
+        if q and rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks")):
+            return {**out, "state": "queued", "pending_reason": "waiting for a free slot"}
+        if q:
+            # the runner may have just started the worker: look again before calling it lost
+            st = rd.read_json(run_dir / rd.STATUS)
+            if st is None:
+                return {**out, "state": "lost",
+                        "reason": "the queue runner stopped before starting this run"}
+        else:
+            return {**out, "state": "queued", "pending_reason": "not yet picked up"}
+    out.update(attempt=st.get("attempt"), host=st.get("host"), started_at=st.get("started_at"),
+               ended_at=st.get("ended_at"), pid=st.get("pid"))
+    alive = rd.pid_alive(st.get("pid"), st.get("start_ticks"))
+    pgid = st.get("pgid")
+    ended = st.get("ended_at") is not None
+    if done:
+        if kill_orphans and pgid and pgid == st.get("pid") and rd.group_alive(pgid):
+            rd.kill_group(pgid, ORPHAN_GRACE_S)
+            out["orphans_killed"] = True
+        return {**out, "state": "succeeded", "exit_code": st.get("exit_code", 0)}
+    if not ended and alive:
+        return {**out, "state": "running"}
+    tail = rd.tail(run_dir / rd.STDERR)
+    if cancel:
+        if pgid and pgid == st.get("pid") and rd.group_alive(pgid) and kill_orphans:
+            rd.kill_group(pgid, ORPHAN_GRACE_S)
+        return {**out, "state": "cancelled", "reason": "cancelled", "stderr_tail": tail,
+                "exit_code": st.get("exit_code")}
+    if ended:
+        state = st.get("state") or "failed"
+        if state == "terminated":
+            state, reason = "failed", st.get("reason")
+        else:
+            reason = st.get("reason")
+        if state not in ("failed", "cancelled", "succeeded"):
+            state = "failed"
+        return {**out, "state": state, "reason": reason, "stderr_tail": tail,
+                "exit_code": st.get("exit_code")}
+    return {**out, "state": "failed", "stderr_tail": tail,
+            "reason": "the run's process died without recording an exit (killed?)"}
+
+
+def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S) -> bool:
+    """Mark the run cancelled and kill its process group (TERM, then KILL)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / rd.RUN_JSON).exists():
+        return False
+    before = probe(run_dir, kill_orphans=False)
+    if before["state"] in ("succeeded", "failed", "cancelled", "lost"):
+        return False
+    (run_dir / rd.CANCEL).touch()
+    st = rd.read_json(run_dir / rd.STATUS)
+    if st and st.get("pgid") and rd.pid_alive(st.get("pid"), st.get("start_ticks")):
+        rd.kill_group(int(st["pgid"]), grace_s)
+    return True
+
+
+def cancel_many(run_dirs: list[Path], grace_s: float = ORPHAN_GRACE_S) -> dict[str, bool]:
+    """Cancel many runs: mark all first (so none starts), then kill in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(run_dirs)))) as ex:
+        results = list(ex.map(lambda d: cancel(d, grace_s), run_dirs))
+    return {str(d): r for d, r in zip(run_dirs, results)}
+
+
+def follow(run_dir: Path, stream: str, out: Any, *, follow: bool, poll_s: float = 0.2) -> None:
+    """Write a run's stdout or stderr to ``out``; with ``follow``, until the run ends."""
+    path = Path(run_dir) / (rd.STDOUT if stream == "stdout" else rd.STDERR)
+    pos = 0
+    while True:
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            out.write(chunk.decode("utf-8", "replace"))
+            out.flush()
+        if not follow:
+            return
+        if not chunk and probe(Path(run_dir), kill_orphans=False)["state"] not in \
+                ("queued", "running"):
+            # one last read after the end
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    rest = f.read()
+                if rest:
+                    out.write(rest.decode("utf-8", "replace"))
+                    out.flush()
+            except FileNotFoundError:
+                pass
+            return
+        time.sleep(poll_s)
+
+
+def _dirs(args: list[str]) -> list[Path]:
+    if args == ["-"]:
+        return [Path(line) for line in sys.stdin.read().splitlines() if line]
+    return [Path(a) for a in args]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("status", "cancel", "tail"):
+        print("usage: python -m chester.target status|cancel DIR...|-  |  tail [-f] DIR STREAM",
+              file=sys.stderr)
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "status":
+        print(json.dumps({str(d): probe(d) for d in _dirs(rest)}))
+    elif cmd == "cancel":
+        print(json.dumps(cancel_many(_dirs(rest))))
+    else:
+        f = rest[0] == "-f"
+        if f:
+            rest = rest[1:]
+        follow(Path(rest[0]), rest[1] if len(rest) > 1 else "stdout", sys.stdout, follow=f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

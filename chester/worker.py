@@ -1,0 +1,133 @@
+"""``python -m chester.worker RUN_DIR``: run one run's function on the target.
+
+Reads ``RUN_DIR/.chester/payload.pkl`` (the function and the exact variant), records the
+start in ``.chester/status.json`` (pid, process start time, host, attempt), calls
+``fn(variant, log_dir, exp_name)``, records the end (exit status, time, exception and
+traceback) and writes ``.done`` on success. Nothing is passed on the command line but the
+folder, so no value ever meets a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from chester import rundir as rd
+
+EXIT_FAILED = 1
+EXIT_TERMINATED = 143
+
+
+class Terminated(BaseException):
+    """Raised inside the run when the worker gets SIGTERM."""
+
+
+def _on_term(signum: int, _frame: object) -> None:
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def _attempt(run_dir: Path, meta: dict) -> int:
+    if os.environ.get("CHESTER_ATTEMPT"):
+        return int(os.environ["CHESTER_ATTEMPT"])
+    if os.environ.get("SLURM_RESTART_COUNT"):
+        return int(os.environ["SLURM_RESTART_COUNT"]) + 1
+    return int(meta.get("attempt", 1))
+
+
+def run(run_dir: Path) -> int:
+    """Run the run in ``run_dir``; return the process exit status."""
+    run_dir = run_dir.resolve()
+    meta = rd.read_json(run_dir / rd.RUN_JSON)
+    if meta is None:
+        print(f"chester.worker: {run_dir} is not a chester run folder (no {rd.RUN_JSON})",
+              file=sys.stderr)
+        return 2
+    token = meta["token"]
+    attempt = _attempt(run_dir, meta)
+    prior = rd.read_json(run_dir / rd.STATUS)
+    if prior and prior.get("token") == token:
+        if prior.get("state") == "succeeded" and os.environ.get("CHESTER_RERUN") != "1":
+            print("chester.worker: this run already succeeded; not running it again",
+                  file=sys.stderr)
+            return 0
+        if prior.get("ended_at") is None and rd.pid_alive(prior.get("pid"), prior.get("start_ticks")) \
+                and prior.get("pid") != os.getpid():
+            print("chester.worker: this run is already running (pid %s)" % prior.get("pid"),
+                  file=sys.stderr)
+            return 0
+    if os.path.exists(run_dir / rd.CANCEL):
+        rd.write_json_atomic(run_dir / rd.STATUS, {
+            "token": token, "attempt": attempt, "state": "cancelled",
+            "reason": "cancelled before it started", "ended_at": time.time()})
+        return 0
+    try:
+        os.unlink(run_dir / rd.DONE)
+    except FileNotFoundError:
+        pass
+    pid = os.getpid()
+    record = {
+        "token": token, "name": meta.get("name"), "attempt": attempt, "pid": pid,
+        "pgid": os.getpgid(pid), "start_ticks": rd.proc_start_time(pid), "host": rd.hostname(),
+        "started_at": time.time(), "ended_at": None, "state": "running",
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    rd.write_json_atomic(run_dir / rd.STATUS, record)
+    signal.signal(signal.SIGTERM, _on_term)
+    os.environ.update({str(k): str(v) for k, v in (meta.get("env") or {}).items()})
+    project = meta.get("project_dir")
+    if project and project not in sys.path:
+        sys.path.insert(0, project)
+    exit_code = 0
+    try:
+        import cloudpickle
+
+        with open(run_dir / rd.PAYLOAD, "rb") as f:
+            payload = cloudpickle.load(f)
+        fn = payload["fn"]
+        variant = payload["variant"]
+        fn(variant, str(run_dir), meta.get("name"))
+    except Terminated as exc:
+        traceback.print_exc()
+        record.update(state="terminated", reason=str(exc), signal=signal.SIGTERM.value)
+        exit_code = EXIT_TERMINATED
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code:
+            record.update(state="failed", reason=f"SystemExit({exc.code!r})")
+        exit_code = code
+    except BaseException as exc:  # the run's own failure: record it, keep the traceback
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        record.update(state="failed", reason=f"{type(exc).__name__}: {exc}"[:2000],
+                      exception=type(exc).__name__, traceback=tb[-20000:])
+        exit_code = EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    record["ended_at"] = time.time()
+    record["exit_code"] = exit_code
+    if exit_code == 0:
+        record["state"] = "succeeded"
+        rd.write_json_atomic(run_dir / rd.STATUS, record)
+        (run_dir / rd.DONE).touch()
+    else:
+        rd.write_json_atomic(run_dir / rd.STATUS, record)
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m chester.worker RUN_DIR", file=sys.stderr)
+        return 2
+    return run(Path(argv[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The ``local`` backend plugin."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence, TextIO
+
+import attrs
+
+from chester import rundir as rd
+from chester.plugins import hookimpl
+from chester.types import (
+    BackendConfig,
+    BackendSpec,
+    Capabilities,
+    PreparedSweep,
+    PullPatterns,
+    PullResult,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
+
+NAME = "local"
+
+
+@attrs.frozen(kw_only=True)
+class LocalOptions:
+    """Options of the ``local`` backend."""
+
+    max_parallel: int | None = attrs.field(default=None, metadata={
+        "help": "runs at once (default: GPUs if any, else cores)"})
+    gpus: tuple[str, ...] | None = attrs.field(default=None, metadata={
+        "help": "GPU ids to hand out, one per slot (default: what nvidia-smi lists)"})
+    python: str | None = attrs.field(default=None, metadata={
+        "help": "Python interpreter for the runs (default: the launcher's)"})
+
+
+def detect_gpus() -> list[str]:
+    """GPU indices from ``nvidia-smi``; none when it is absent or fails."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
+
+
+def _plan(options: LocalOptions) -> tuple[int, list[str]]:
+    gpus = list(options.gpus) if options.gpus is not None else detect_gpus()
+    cap = options.max_parallel or (len(gpus) if gpus else (os.cpu_count() or 1))
+    return max(1, cap), gpus
+
+
+@hookimpl
+def chester_backends() -> list[BackendSpec]:
+    return [BackendSpec(name=NAME, summary="runs on this machine, detached, N at a time",
+                        options_cls=LocalOptions,
+                        capabilities=Capabilities(remote=False, shared_fs=True,
+                                                  idempotent_submit=True,
+                                                  status_poll_interval_s=0.5))]
+
+
+@hookimpl
+def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
+                    staging_dir: Path) -> PreparedSweep:
+    cap, gpus = _plan(backend.options)
+    python = backend.options.python or sys.executable
+    queue_dir = backend.project_path / ".chester" / "queues"
+    queue_file = queue_dir / f"{runs[0].token}.txt"
+    argv = [python, "-m", "chester.runner", "--max-parallel", str(cap),
+            "--python", python, "--cwd", str(backend.project_path),
+            "--from-file", str(queue_file)]
+    if gpus:
+        argv += ["--gpus", ",".join(gpus)]
+    gpu_note = f", GPUs {','.join(gpus)}" if gpus else ""
+    return PreparedSweep(
+        backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
+        scripts={"runner": shlex.join(argv),
+                 "queue": "\n".join(str(r.local_dir) for r in runs)},
+        summary=f"{len(runs)} runs on this machine, {cap} at a time{gpu_note}",
+        data={"argv": argv, "queue_file": str(queue_file)},
+    )
+
+
+def _handle(r: RunSpec) -> RunHandle:
+    return RunHandle(run_id=r.run_id, token=r.token, backend=NAME, local_dir=str(r.local_dir),
+                     remote_dir=str(r.local_dir), host=rd.hostname())
+
+
+@hookimpl
+def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
+    queue_file = Path(prepared.data["queue_file"])
+    queue_file.parent.mkdir(parents=True, exist_ok=True)
+    fresh = []
+    for r in prepared.runs:
+        st = rd.read_json(Path(r.local_dir) / rd.STATUS)
+        if st and st.get("token") == r.token:
+            continue  # already started by an earlier, interrupted submit
+        fresh.append(r)
+    if fresh:
+        tmp = queue_file.with_suffix(".tmp")
+        tmp.write_text("".join(f"{r.local_dir}\n" for r in fresh))
+        os.replace(tmp, queue_file)
+        log_path = queue_file.with_suffix(".log")
+        with open(log_path, "ab") as log:
+            subprocess.Popen(prepared.data["argv"], stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=log, start_new_session=True, close_fds=True,
+                             cwd=str(backend.project_path))
+    return [_handle(r) for r in prepared.runs]
+
+
+def to_status(d: Mapping) -> RunStatus:
+    """A ``chester.target`` probe result as a ``RunStatus``."""
+    return RunStatus(state=d["state"], reason=d.get("reason"), stderr_tail=d.get("stderr_tail"),
+                     exit_code=d.get("exit_code"), attempt=d.get("attempt"), host=d.get("host"),
+                     started_at=d.get("started_at"), ended_at=d.get("ended_at"),
+                     pending_reason=d.get("pending_reason"))
+
+
+@hookimpl
+def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
+    from chester.target import probe
+
+    return {h.token: to_status(probe(Path(h.remote_dir))) for h in handles}
+
+
+@hookimpl
+def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
+    from chester.target import cancel_many
+
+    res = cancel_many([Path(h.remote_dir) for h in handles])
+    return {h.token: res[str(Path(h.remote_dir))] for h in handles}
+
+
+@hookimpl
+def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                 patterns: PullPatterns) -> list[PullResult]:
+    # the run folders are already where they belong
+    return [PullResult(token=h.token, files=0, bytes=0) for h in handles]
+
+
+@hookimpl
+def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
+                 out: TextIO) -> bool:
+    from chester.target import follow as follow_output
+
+    follow_output(Path(handle.remote_dir), stream, out, follow=follow)
+    return True
+
+
