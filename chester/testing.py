@@ -1,0 +1,301 @@
+"""A conformance suite that any backend plugin runs against itself.
+
+Use it from a pytest module in the backend's tests::
+
+    import pytest
+    from chester.testing import BackendConformance, ConformanceEnv
+
+    class TestMyBackend(BackendConformance):
+        @pytest.fixture
+        def chester_env(self, tmp_path, my_server):
+            return ConformanceEnv.create(
+                tmp_path, backend="mine",
+                config={"backends": {"mine": {"type": "mine", "host": my_server.address}}})
+
+Every test launches real runs through :func:`chester.launch` on the backend and checks what
+a researcher relies on: runs succeed and come home, failures say why, cancel stops a run and
+its children, status is one hook call for many runs, a second pull transfers nothing new,
+hostile variant values arrive byte for byte, and a launcher that died mid-submit can be run
+again without running anything twice.
+
+The functions launched here are module-level in this module, so the target needs only
+chester installed (they pickle by reference).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from chester.config import ChesterConfig, load_config
+from chester.dispatch import Dispatcher
+from chester.plugins import build_plugin_manager, hookimpl
+
+HOSTILE_VALUES: dict[str, Any] = {
+    "single": "it's",
+    "double": 'say "hi"',
+    "subshell": "$(touch /tmp/chester-pwned)",
+    "backtick": "`touch /tmp/chester-pwned`",
+    "semicolon": "a; rm -rf /tmp/nothing",
+    "andand": "x && echo pwned",
+    "newline": "line1\nline2\r\n\ttab",
+    "unicode": "μ-λ ☃ 学习率 \u200b",
+    "dollar": "$HOME ${PATH} $1 %s {0}",
+    "big": "x" * 100_000,
+    "glob": "* ? [a-z] ~",
+    "backslash": "\\n \\ '\\''",
+}
+
+
+def _now() -> float:
+    return time.time()
+
+
+# --- functions launched by the suite (module level: pickled by reference) -----------------
+def fn_write_result(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Write the variant and the invocation into the run folder."""
+    with open(os.path.join(log_dir, "invocations.txt"), "a") as f:
+        f.write(f"{os.getpid()}\n")
+    with open(os.path.join(log_dir, "result.json"), "w", encoding="utf-8") as f:
+        json.dump({"variant": dict(variant), "exp_name": exp_name,
+                   "cwd": os.getcwd()}, f, ensure_ascii=False)
+    print(f"hello from {exp_name}")
+
+
+def fn_raise(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    print("about to fail", file=sys.stderr)
+    raise ValueError(f"deliberate failure {variant['tag']}")
+
+
+def fn_sleep_with_child(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Start a child process, record both pids, then sleep."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(os.path.join(log_dir, "pids.json"), "w") as f:
+        json.dump({"worker": os.getpid(), "child": child.pid}, f)
+    time.sleep(float(variant.get("seconds", 600)))
+
+
+def fn_hostile(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Check the values in place and write them back exactly (JSON, with escapes)."""
+    ok = {k: variant[k] == v for k, v in HOSTILE_VALUES.items()}
+    ok["env"] = os.environ.get("CHESTER_HOSTILE") == HOSTILE_VALUES["subshell"]
+    with open(os.path.join(log_dir, "hostile.json"), "w", encoding="utf-8") as f:
+        json.dump({"ok": ok, "values": dict(variant)}, f, ensure_ascii=True)
+    if not all(ok.values()):
+        raise AssertionError(f"values changed on the way: {[k for k, v in ok.items() if not v]}")
+
+
+@attrs.define
+class ConformanceEnv:
+    """Where and how the suite launches: a project folder with its chester.yaml."""
+
+    project: Path
+    backend: str
+    config: ChesterConfig
+    timeout: float = 180.0
+    poll_interval: float = 0.5
+    #: Does a pid (from a run's pids.json) still live? Remote backends may override.
+    pid_alive: Callable[[int], bool] = attrs.field(default=None)
+    #: Can the suite check leftover processes (same pid namespace as the target)?
+    check_processes: bool = True
+
+    @classmethod
+    def create(cls, tmp_path: Path, *, backend: str, config: Mapping[str, Any],
+               **kw: Any) -> "ConformanceEnv":
+        """Write ``tmp_path/project/chester.yaml`` from ``config`` and load it."""
+        import yaml
+
+        project = Path(tmp_path) / "project"
+        project.mkdir(parents=True, exist_ok=True)
+        (project / ".git").mkdir(exist_ok=True)  # marks the project root
+        (project / "chester.yaml").write_text(yaml.safe_dump(dict(config)))
+        cfg = load_config(project / "chester.yaml")
+        return cls(project=project, backend=backend, config=cfg, **kw)
+
+    def __attrs_post_init__(self) -> None:
+        if self.pid_alive is None:
+            from chester.rundir import pid_alive
+
+            self.pid_alive = lambda pid: pid_alive(pid)
+
+
+class _CallCounter:
+    """An observer plugin counting lifecycle hook calls."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    @hookimpl(wrapper=True)
+    def chester_status(self):  # type: ignore[no-untyped-def]
+        self.calls["chester_status"] = self.calls.get("chester_status", 0) + 1
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def chester_submit(self):  # type: ignore[no-untyped-def]
+        self.calls["chester_submit"] = self.calls.get("chester_submit", 0) + 1
+        return (yield)
+
+
+def _dispatcher() -> tuple[Dispatcher, _CallCounter]:
+    mgr = build_plugin_manager()
+    counter = _CallCounter()
+    mgr.register(counter, name="chester-conformance-counter")
+    return Dispatcher(manager=mgr, sleep=lambda s: time.sleep(min(s, 0.2))), counter
+
+
+def _counter(sweep: Any) -> _CallCounter:
+    return sweep.dispatcher.manager.pm.get_plugin("chester-conformance-counter")
+
+
+class BackendConformance:
+    """Subclass in a test module and provide a ``chester_env`` fixture (a ConformanceEnv)."""
+
+    def _launch(self, cenv: ConformanceEnv, fn: Callable, variants: Any, prefix: str,
+                **kw: Any) -> Any:
+        from chester.launcher import launch
+
+        disp, _ = _dispatcher()
+        sweep = launch(fn, variants, backend=cenv.backend, exp_prefix=prefix,
+                       config=cenv.config, dispatcher=disp, **kw)
+        return sweep
+
+    def _wait(self, env: ConformanceEnv, sweep: Any, **kw: Any) -> dict:
+        return sweep.wait(timeout=env.timeout, poll_interval=env.poll_interval,
+                          progress=False, **kw)
+
+    def test_runs_succeed_and_come_home(self, chester_env: ConformanceEnv) -> None:
+        env = chester_env
+        variants = [{"lr": lr, "name": f"run-{i}"} for i, lr in enumerate([0.1, 0.01, 0.001])]
+        sweep = self._launch(env, fn_write_result, variants, "conf-basic")
+        states = self._wait(env, sweep, pull=True)
+        assert sorted(s.value for s in states.values()) == ["succeeded"] * 3, states
+        for run, v in zip(sweep.runs, variants):
+            result = json.loads((run.log_dir / "result.json").read_text())
+            assert result["variant"] == v
+            assert result["exp_name"] == run.name
+            assert (run.log_dir / "invocations.txt").read_text().count("\n") == 1
+            assert (run.log_dir / ".done").exists()
+            assert "hello from" in (run.log_dir / "stdout.log").read_text()
+            assert json.loads((run.log_dir / "variant.json").read_text())["lr"] == v["lr"]
+
+    def test_status_is_one_call_for_many_runs(self, chester_env: ConformanceEnv) -> None:
+        env = chester_env
+        sweep = self._launch(env, fn_write_result, [{"i": i} for i in range(6)], "conf-status")
+        assert _counter(sweep).calls.get("chester_submit") == 1
+        before = _counter(sweep).calls.get("chester_status", 0)
+        states = sweep.status()
+        assert len(states) == 6
+        assert _counter(sweep).calls.get("chester_status", 0) == before + 1
+        self._wait(env, sweep, pull=True)
+
+    def test_failure_reports_the_exception(self, chester_env: ConformanceEnv) -> None:
+        env = chester_env
+        sweep = self._launch(env, fn_raise, [{"tag": "t-41"}, {"tag": "t-42"}], "conf-fail")
+        states = self._wait(env, sweep, pull=True)
+        assert [s.value for s in states.values()] == ["failed", "failed"]
+        for run, tag in zip(sweep.runs, ["t-41", "t-42"]):
+            assert run.reason and "ValueError" in run.reason and tag in run.reason, run.reason
+            assert run.stderr_tail and f"deliberate failure {tag}" in run.stderr_tail
+            assert not (run.log_dir / ".done").exists()
+            assert "deliberate failure" in (run.log_dir / "stderr.log").read_text()
+
+    def test_cancel_stops_run_and_children(self, chester_env: ConformanceEnv) -> None:
+        env = chester_env
+        sweep = self._launch(env, fn_sleep_with_child, [{"seconds": 600}], "conf-cancel")
+        deadline = time.monotonic() + env.timeout
+        while sweep.status()[sweep.runs[0].name].value != "running":
+            assert time.monotonic() < deadline, "run never started"
+            time.sleep(env.poll_interval)
+        # the run has recorded its pids before we cancel
+        pids = None
+        while pids is None and time.monotonic() < deadline:
+            sweep.pull()  # no-op until terminal; remote backends: pids come after cancel
+            p = sweep.runs[0].log_dir / "pids.json"
+            if p.exists():
+                pids = json.loads(p.read_text())
+            elif sweep.status()[sweep.runs[0].name].value == "running":
+                time.sleep(env.poll_interval)
+                if not sweep.backend.type == "local":
+                    break
+        result = sweep.cancel()
+        assert result == {sweep.runs[0].name: True}
+        states = self._wait(env, sweep, pull=True)
+        assert states[sweep.runs[0].name].value == "cancelled"
+        if pids is None:
+            pids = json.loads((sweep.runs[0].log_dir / "pids.json").read_text())
+        if env.check_processes:
+            end = time.monotonic() + 15
+            while (env.pid_alive(pids["worker"]) or env.pid_alive(pids["child"])) and \
+                    time.monotonic() < end:
+                time.sleep(0.2)
+            assert not env.pid_alive(pids["worker"]), "the run's process survived cancel"
+            assert not env.pid_alive(pids["child"]), "a child of the run survived cancel"
+
+    def test_second_pull_transfers_nothing(self, chester_env: ConformanceEnv) -> None:
+        env = chester_env
+        sweep = self._launch(env, fn_write_result, [{"i": i} for i in range(3)], "conf-pull")
+        self._wait(env, sweep, pull=True)
+        again = sweep.pull()
+        assert len(again) == 3
+        assert sum(r.files for r in again) == 0, again
+        assert sum(r.bytes for r in again) == 0, again
+
+    def test_hostile_values_arrive_exactly(self, chester_env: ConformanceEnv) -> None:
+        env = chester_env
+        pwned = Path("/tmp/chester-pwned")
+        if pwned.exists():
+            pwned.unlink()
+        sweep = self._launch(env, fn_hostile, [dict(HOSTILE_VALUES)], "conf-hostile",
+                             env={"CHESTER_HOSTILE": HOSTILE_VALUES["subshell"]})
+        states = self._wait(env, sweep, pull=True)
+        run = sweep.runs[0]
+        assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+        got = json.loads((run.log_dir / "hostile.json").read_text())
+        assert got["values"] == HOSTILE_VALUES
+        assert not pwned.exists(), "a variant value was evaluated by a shell"
+
+    def test_relaunch_after_crash_runs_each_variant_once(self, chester_env: ConformanceEnv) -> None:
+        """A launcher that died after the backend got the runs but before the store knew."""
+        from chester.launcher import launch
+
+        env = chester_env
+        variants = [{"i": i} for i in range(4)]
+        disp, _counter = _dispatcher()
+
+        class Crash(BaseException):
+            pass
+
+        class CrashAfterSubmit:
+            @hookimpl(wrapper=True)
+            def chester_submit(self):  # type: ignore[no-untyped-def]
+                yield
+                raise Crash()
+
+        disp.manager.register(CrashAfterSubmit(), name="crash-after-submit")
+        try:
+            launch(fn_write_result, variants, backend=env.backend, exp_prefix="conf-crash",
+                   config=env.config, dispatcher=disp)
+        except Crash:
+            pass
+        else:  # pragma: no cover
+            raise AssertionError("the injected crash did not happen")
+        sweep = self._launch(env, fn_write_result, variants, "conf-crash")
+        states = self._wait(env, sweep, pull=True)
+        runs = sweep.runs
+        assert len(runs) == 4
+        caps = disp.manager.get_backend(sweep.backend.type).spec.capabilities
+        if caps.idempotent_submit:
+            assert all(s.value == "succeeded" for s in states.values()), states
+        for run in runs:
+            inv = run.log_dir / "invocations.txt"
+            n = inv.read_text().count("\n") if inv.exists() else 0
+            assert n <= 1, f"{run.name} ran {n} times"
+            if caps.idempotent_submit:
+                assert n == 1
