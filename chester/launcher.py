@@ -70,6 +70,14 @@ def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: s
         "project_dir": project_dir, "env": dict(env)})
 
 
+def _extra_pair(d: str, project: Path, remote_root: str | None) -> tuple[str, str]:
+    """(local, remote) for one of the seed's ``extra_pull_dirs``."""
+    p = Path(os.path.expanduser(str(d)))
+    if p.is_absolute():
+        return (str(p), str(p))
+    return (str(project / p), str(Path(remote_root) / p) if remote_root else str(project / p))
+
+
 def launch(
     fn: Callable[..., Any],
     variants: Any,
@@ -80,6 +88,8 @@ def launch(
     log_dir: str | os.PathLike | None = None,
     variations: Sequence[str] | None = None,
     exp_names: Sequence[str] | None = None,
+    run_dirs: Sequence[str | os.PathLike] | None = None,
+    extra_pull_dirs: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     resources: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     order: str = "parallel",
@@ -95,6 +105,10 @@ def launch(
     before anything is sent, so running the same launch again after a crash submits exactly
     the runs that were never submitted (``resume="auto"``: an earlier launch of the same
     sweep that did not complete is resumed; ``resume=False`` always starts a new sweep).
+
+    ``exp_names`` and ``run_dirs`` name each run and its folder explicitly.
+    ``extra_pull_dirs`` are folders pulled with every run (relative: under the project root
+    here and under the backend's ``remote_dir`` there; absolute: the same path on both).
 
     ``resources`` (one mapping, or one per variant) and ``order`` (``"parallel"`` or
     ``"dependent"``) are passed to backends that use them. ``dry_run`` prepares and returns
@@ -117,6 +131,8 @@ def launch(
             raise UserError(f"variant keys must be strings, got {bad[0]!r}")
     if exp_names is not None and len(exp_names) != len(vlist):
         raise UserError(f"exp_names has {len(exp_names)} names for {len(vlist)} variants")
+    if run_dirs is not None and len(run_dirs) != len(vlist):
+        raise UserError(f"run_dirs has {len(run_dirs)} folders for {len(vlist)} variants")
     if isinstance(resources, Mapping) or resources is None:
         res_list = [dict(resources or {})] * len(vlist)
     else:
@@ -144,11 +160,17 @@ def launch(
         srow = existing
         log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
     else:
-        specs = [({"name": names[i]} if names else
-                  {"suffix": auto_suffix(exp_prefix, v, varying)}) for i, v in enumerate(vlist)]
+        specs: list[dict[str, Any]] = [
+            ({"name": names[i]} if names else {"suffix": auto_suffix(exp_prefix, v, varying)})
+            for i, v in enumerate(vlist)]
+        for i, d in enumerate(run_dirs or ()):
+            p = Path(d).expanduser()
+            specs[i]["local_dir"] = str(p if p.is_absolute() else cfg.project_path / p)
+            specs[i].setdefault("name", safe_component(p.name))
+        extra = [_extra_pair(d, cfg.project_path, remote_root) for d in extra_pull_dirs]
         srow = store.create_sweep(exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir,
                                   fingerprint=fp, runs=specs, remote_dir_for=remote_dir_for,
-                                  options={"order": order})
+                                  options={"order": order, "extra_pull_dirs": extra})
     sweep = Sweep(row=srow, store=store, config=cfg, dispatcher=dispatcher, backend=bcfg)
     rows = store.runs(srow.id)
     env = dict(env or {})

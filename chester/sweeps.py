@@ -145,6 +145,8 @@ class Sweep:
         if not todo:
             return []
         excl = tuple(exclude) + (BARE_EXCLUDES if bare else ())
+        if not extra_dirs:
+            extra_dirs = [tuple(p) for p in self.row.options.get("extra_pull_dirs", [])]
         pats = PullPatterns(include=tuple(include), exclude=excl, bare=bare,
                             extra_dirs=tuple(tuple(p) for p in extra_dirs))  # type: ignore[misc]
         results = self.dispatcher.call("chester_pull", self.backend,

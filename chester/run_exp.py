@@ -1,0 +1,228 @@
+"""The seed's script API, kept working on top of :func:`chester.launch`.
+
+::
+
+    from chester.run_exp import run_experiment_lite, VariantGenerator
+
+    vg = VariantGenerator()
+    vg.add("lr", [0.1, 0.01])
+    for v in vg.variants():
+        run_experiment_lite(stub_method_call=train, variant=v, variations=vg.variations(),
+                            exp_prefix="lr-sweep", mode="local", wait_subprocess=False)
+
+Calls are collected per sweep and submitted together (one code sync, one submit) when a
+variant carries the seed's ``chester_last_variant`` marker, when the sweep's settings change,
+or when the script ends. ``mode`` names a backend (``local``, a ``backends:`` entry, an SSH
+host from ``ssh_hosts``, or an installed backend type such as ``gl``). With the local
+backend and the seed's default ``wait_subprocess=True`` each call runs its variant and
+waits for it, as before.
+
+Parameters that no longer apply (``script``, ``python_command``, Hydra options, ...) warn
+once and are never passed to the worker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import warnings
+from typing import Any, Callable
+
+from chester.variants import AttrDict, VariantDict, VariantGenerator, variant
+
+__all__ = ["run_experiment_lite", "VariantGenerator", "variant", "AttrDict", "VariantDict",
+           "flush"]
+
+#: Parameters the seed had that no longer do anything, with their defaults.
+_OBSOLETE = {
+    "script": None,
+    "python_command": "python",
+    "use_cloudpickle": True,
+    "print_command": True,
+    "launch_with_subprocess": True,
+    "hydra_enabled": False,
+    "hydra_flags": None,
+}
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+class _Batch:
+    def __init__(self, key: tuple, fn: Callable, settings: dict):
+        self.key = key
+        self.fn = fn
+        self.settings = settings
+        self.variants: list[dict] = []
+        self.names: list[str | None] = []
+        self.dirs: list[str | None] = []
+
+
+_pending: _Batch | None = None
+_sweeps: list[Any] = []
+
+
+def flush() -> Any:
+    """Submit the runs collected so far (done automatically; see the module docstring)."""
+    global _pending
+    batch, _pending = _pending, None
+    if batch is None or not batch.variants:
+        return None
+    from chester.launcher import launch
+
+    s = batch.settings
+    names = batch.names if any(batch.names) else None
+    if names is not None:
+        names = [n or f"run-{i}" for i, n in enumerate(names)]
+    sweep = launch(batch.fn, batch.variants, backend=s["mode"], exp_prefix=s["exp_prefix"],
+                   sub_dir=s["sub_dir"], variations=s["variations"], exp_names=names,
+                   run_dirs=batch.dirs if all(batch.dirs) else None,
+                   env=s["env"], resources=s["resources"], dry_run=s["dry"],
+                   extra_pull_dirs=s["extra_pull_dirs"])
+    _sweeps.append(sweep)
+    if s["dry"]:
+        prepared = getattr(sweep, "prepared", None)
+        if prepared is not None:
+            print(prepared.summary)
+            for label, text in prepared.scripts.items():
+                print(f"--- {label} ---\n{text}")
+        return sweep
+    if s["auto_pull"]:
+        _spawn_auto_pull(s["exp_prefix"], s["auto_pull_interval"])
+    return sweep
+
+
+def _spawn_auto_pull(exp_prefix: str, interval: float) -> None:
+    """A detached ``python -m chester.auto_pull`` for this sweep (it works from the store)."""
+    from chester.config import get_config
+
+    cfg = get_config()
+    logs = cfg.project_path / ".chester" / "monitor"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{exp_prefix}.log", "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "chester.auto_pull", "--exp-prefix", exp_prefix,
+                          "--poll-interval", str(interval)], stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=out, start_new_session=True, cwd=str(cfg.project_path))
+
+
+atexit.register(flush)
+
+
+def run_experiment_lite(
+    stub_method_call: Callable | None = None,
+    batch_tasks: list[dict] | None = None,
+    exp_prefix: str = "experiment",
+    exp_name: str | None = None,
+    log_dir: str | None = None,
+    sub_dir: str = "train",
+    script: str | None = None,
+    python_command: str = "python",
+    mode: str = "local",
+    use_gpu: bool = False,
+    dry: bool = False,
+    env: dict | None = None,
+    variant: dict | None = None,
+    variations: list | None = None,
+    use_cloudpickle: bool = True,
+    pre_commands: list | None = None,
+    print_command: bool = True,
+    launch_with_subprocess: bool = True,
+    wait_subprocess: bool = True,
+    max_num_processes: int = 10,
+    compile_script: str | None = None,
+    wait_compile: int | None = None,
+    use_singularity: bool = False,
+    hydra_enabled: bool = False,
+    hydra_flags: dict | None = None,
+    auto_pull: bool = False,
+    auto_pull_interval: int = 60,
+    sync_env: bool | None = None,
+    extra_pull_dirs: list | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Launch one variant (or ``batch_tasks``) the way the seed did; see the module docstring.
+
+    Returns the :class:`chester.Sweep` once the runs were submitted (else ``None``).
+    """
+    global _pending
+    given = {"script": script, "python_command": python_command,
+             "use_cloudpickle": use_cloudpickle, "print_command": print_command,
+             "launch_with_subprocess": launch_with_subprocess, "hydra_enabled": hydra_enabled,
+             "hydra_flags": hydra_flags}
+    for key, default in _OBSOLETE.items():
+        if given[key] != default:
+            _warn_once(key, f"run_experiment_lite: {key}= no longer applies and is ignored "
+                            "(runs always go through python -m chester.worker)")
+    for key in kwargs:
+        _warn_once(key, f"run_experiment_lite: unknown parameter {key}= is ignored")
+    if max_num_processes != 10 and mode == "local":
+        _warn_once("max_num_processes", "run_experiment_lite: max_num_processes= is replaced by "
+                   "`backends: {local: {type: local, max_parallel: N}}` in chester.yaml")
+    if batch_tasks is not None:
+        result = None
+        for task in batch_tasks:
+            task = dict(task)
+            fn = task.pop("stub_method_call", stub_method_call)
+            v = task.pop("variant", variant)
+            result = run_experiment_lite(
+                stub_method_call=fn, exp_prefix=task.pop("exp_prefix", exp_prefix),
+                exp_name=task.pop("exp_name", None), log_dir=task.pop("log_dir", None),
+                sub_dir=sub_dir, mode=mode, use_gpu=use_gpu, dry=dry,
+                env=task.pop("env", env), variant=v, variations=variations,
+                pre_commands=pre_commands, wait_subprocess=wait_subprocess,
+                compile_script=compile_script, wait_compile=wait_compile,
+                use_singularity=use_singularity, auto_pull=auto_pull,
+                auto_pull_interval=auto_pull_interval, sync_env=sync_env,
+                extra_pull_dirs=extra_pull_dirs)
+        return result
+    if stub_method_call is None:
+        raise TypeError("run_experiment_lite needs stub_method_call (the function to run)")
+    v = dict(variant or {})
+    last = bool(v.pop("chester_last_variant", False))
+    v.pop("chester_first_variant", None)
+    resources: dict[str, Any] = {}
+    if use_gpu:
+        resources["gpus"] = v.get("gpus", 1)
+    for key, val in (("pre_commands", pre_commands), ("compile_script", compile_script),
+                     ("wait_compile", wait_compile), ("sync_on_launch", sync_env)):
+        if val is not None:
+            resources[key] = val
+    if use_singularity:
+        resources["use_singularity"] = True
+    settings = {"mode": mode, "exp_prefix": exp_prefix, "sub_dir": sub_dir,
+                "variations": list(variations) if variations is not None else [],
+                "env": {str(k): str(val) for k, val in (env or {}).items()},
+                "resources": resources, "dry": dry, "auto_pull": auto_pull,
+                "auto_pull_interval": auto_pull_interval,
+                "extra_pull_dirs": list(extra_pull_dirs or [])}
+    key = (id(stub_method_call), repr(sorted((k, repr(val)) for k, val in settings.items())))
+    if _pending is not None and _pending.key != key:
+        flush()
+    if _pending is None:
+        _pending = _Batch(key, stub_method_call, settings)
+    _pending.variants.append(v)
+    _pending.names.append(exp_name)
+    _pending.dirs.append(os.fspath(log_dir) if log_dir else None)
+    local_blocking = wait_subprocess and not dry and _is_local(mode)
+    if last or local_blocking:
+        sweep = flush()
+        if local_blocking and sweep is not None:
+            sweep.wait(pull=False, progress=False)
+        return sweep
+    return None
+
+
+def _is_local(mode: str) -> bool:
+    from chester.config import get_config
+
+    try:
+        btype, _raw, _src = get_config().backend_raw(mode)
+    except Exception:
+        return False
+    return btype == "local"

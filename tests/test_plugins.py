@@ -1,0 +1,157 @@
+"""Plugin loading, routing, conflicts, blocking and failures."""
+
+import json
+import os
+import sys
+
+import attrs
+import pytest
+
+from chester.dispatch import Dispatcher
+from chester.errors import HookNotImplementedError, PluginConflictError, UnknownBackendError
+from chester.plugins import build_plugin_manager, hookimpl
+from chester.types import BackendConfig, BackendSpec, Capabilities, RunStatus
+
+from .helpers import make_project, run_chester, write_plugin_dist
+
+
+@attrs.frozen(kw_only=True)
+class NoOptions:
+    pass
+
+
+class FakeBackend:
+    """A backend plugin registered in-process; records the calls it receives."""
+
+    def __init__(self, name):
+        self.name = name
+        self.calls = []
+
+    @hookimpl
+    def chester_backends(self):
+        return [BackendSpec(name=self.name, summary="fake", options_cls=NoOptions)]
+
+    @hookimpl
+    def chester_status(self, backend, handles):
+        self.calls.append(("status", backend.name))
+        return {"t": RunStatus(state="running")}
+
+
+def _cfg(name):
+    from pathlib import Path
+
+    return BackendConfig(name=name, type=name, options=NoOptions(), project_path=Path("/tmp"),
+                         log_dir=Path("/tmp/data"))
+
+
+def test_local_backend_is_installed():
+    mgr = build_plugin_manager()
+    rec = mgr.records["local"]
+    assert rec.status == "active"
+    assert rec.distribution == "chester-backend-local"
+    assert "local" in mgr.backends()
+
+
+def test_hooks_reach_only_the_owning_backend_and_observers_see_all():
+    mgr = build_plugin_manager(load_entry_points=False)
+    a, b = FakeBackend("alpha"), FakeBackend("beta")
+    seen = []
+
+    class Observer:
+        @hookimpl(wrapper=True)
+        def chester_status(self, backend):
+            seen.append(backend.name)
+            return (yield)
+
+    mgr.register(a, "alpha")
+    mgr.register(b, "beta")
+    mgr.register(Observer(), "observer")
+    disp = Dispatcher(manager=mgr)
+    assert disp.call("chester_status", _cfg("beta"), handles=[])["t"].state.value == "running"
+    assert b.calls == [("status", "beta")] and a.calls == []
+    disp.call("chester_status", _cfg("alpha"), handles=[])
+    assert a.calls == [("status", "alpha")]
+    assert seen == ["beta", "alpha"]
+
+
+def test_missing_hook_is_a_clear_error():
+    mgr = build_plugin_manager(load_entry_points=False)
+    mgr.register(FakeBackend("alpha"), "alpha")
+    with pytest.raises(HookNotImplementedError, match="alpha.*chester_cancel"):
+        Dispatcher(manager=mgr).call("chester_cancel", _cfg("alpha"), handles=[])
+
+
+def test_two_plugins_claiming_one_name_names_both_distributions():
+    mgr = build_plugin_manager(load_entry_points=False)
+    mgr.register(FakeBackend("dup"), "one", distribution="chester-backend-one")
+    mgr.register(FakeBackend("dup"), "two", distribution="chester-backend-two")
+    with pytest.raises(PluginConflictError) as err:
+        mgr.get_backend("dup")
+    assert "chester-backend-one" in str(err.value) and "chester-backend-two" in str(err.value)
+
+
+def test_unknown_backend_lists_installed_and_package():
+    mgr = build_plugin_manager()
+    with pytest.raises(UnknownBackendError) as err:
+        mgr.get_backend("nosuch")
+    msg = str(err.value)
+    assert "local" in msg and "pip install chester-backend-nosuch" in msg
+
+
+def test_broken_plugin_is_listed_as_error_and_local_still_runs(tmp_path):
+    site = tmp_path / "site"
+    write_plugin_dist(site, "chester-backend-broken", {"broken": "chester_broken_plugin"},
+                      {"chester_broken_plugin": "raise ImportError('missing dependency xyz')\n"})
+    project = make_project(tmp_path / "proj")
+    env = {"PYTHONPATH": str(site)}
+    out = run_chester(["plugins", "list", "--json"], cwd=project, env=env)
+    assert out.returncode == 0, out.stderr
+    recs = {r["name"]: r for r in json.loads(out.stdout)}
+    assert recs["broken"]["status"] == "error"
+    assert "missing dependency xyz" in recs["broken"]["error"]
+    assert recs["local"]["status"] == "active"
+    # a sweep still runs on the local backend with the broken plugin installed
+    (project / "job.py").write_text(
+        "import chester\n"
+        "def f(v, d, n):\n    open(d + '/ok', 'w').write('1')\n"
+        "s = chester.launch(f, [{'a': 1}], exp_prefix='withbroken')\n"
+        "print(s.wait(timeout=60, pull=False, progress=False))\n")
+    import subprocess
+
+    r = subprocess.run([sys.executable, "job.py"], cwd=project, env={**os.environ, **env},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "succeeded" in r.stdout
+    # asking for the broken backend says what is wrong and how to fix it
+    bad = run_chester(["status"], cwd=project, env={**env})
+    assert bad.returncode == 0
+    (project / "chester.yaml").write_text("backends:\n  b:\n    type: broken\n")
+    r2 = subprocess.run([sys.executable, "-c", "import chester; chester.launch(print, [{}], backend='b')"],
+                        cwd=project, env={**os.environ, **env}, capture_output=True, text=True)
+    assert "failed to load" in r2.stderr and "missing dependency xyz" in r2.stderr
+
+
+def test_disable_plugins_blocks_by_name(tmp_path):
+    project = make_project(tmp_path / "proj")
+    out = run_chester(["plugins", "list", "--json"], cwd=project,
+                      env={"CHESTER_DISABLE_PLUGINS": "local"})
+    recs = {r["name"]: r for r in json.loads(out.stdout)}
+    assert recs["local"]["status"] == "blocked"
+    out = run_chester(["plugins", "list"], cwd=project)
+    assert "local" in out.stdout and "active" in out.stdout
+
+
+def test_plugins_list_json_fields(tmp_path):
+    out = run_chester(["plugins", "list", "--json"], cwd=make_project(tmp_path / "p"))
+    rec = {r["name"]: r for r in json.loads(out.stdout)}["local"]
+    assert set(rec) == {"name", "distribution", "version", "module", "status", "backends",
+                        "hooks", "error"}
+    import chester
+
+    assert rec["version"] == chester.__version__
+    assert rec["backends"] == ["local"]
+    assert "chester_submit" in rec["hooks"]
+
+
+def test_capabilities_default_is_not_idempotent():
+    assert Capabilities().idempotent_submit is False
