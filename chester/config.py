@@ -406,6 +406,8 @@ def describe(cfg: ChesterConfig) -> list[tuple[str, str, str]]:
     """(key, value, source) rows for printing; nothing secret is shown."""
     import json
 
+    for name in cfg.values["backends"]:
+        cfg.backend(name)  # validate every configured backend's options
     rows = [("config file", cfg.where(), find_config_path()[1] if cfg.path else "")]
     for key in GLOBAL_KEYS:
         val = cfg.values[key]

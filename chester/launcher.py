@@ -103,8 +103,12 @@ def launch(
     ``variants`` is a :class:`VariantGenerator`, a list of dicts or one dict. Runs land in
     ``<log_dir>/<sub_dir>/<exp_prefix>/<N>_<name>/``. Every run is recorded in the job store
     before anything is sent, so running the same launch again after a crash submits exactly
-    the runs that were never submitted (``resume="auto"``: an earlier launch of the same
-    sweep that did not complete is resumed; ``resume=False`` always starts a new sweep).
+    the runs that were never submitted. ``resume="auto"`` (the default) reattaches to an
+    earlier launch of the same sweep (same ``exp_prefix``, backend, folder and variants) and
+    submits only what it never submitted, so every variant runs once however often the
+    script is run; ``resume="incomplete"`` reattaches only when that launch did not finish
+    submitting (the seed API's behaviour: running the script again makes new runs);
+    ``resume=False`` always starts a new sweep with new numbered runs.
 
     ``exp_names`` and ``run_dirs`` name each run and its folder explicitly.
     ``extra_pull_dirs`` are folders pulled with every run (relative: under the project root
@@ -155,7 +159,10 @@ def launch(
         return str(local)
 
     store = Store(cfg.store_path)
-    existing = store.find_resumable(exp_prefix, bcfg.name, fp) if resume else None
+    if resume not in (True, False, "auto", "incomplete"):
+        raise UserError(f"resume must be 'auto', 'incomplete', True or False, not {resume!r}")
+    existing = store.find_resumable(exp_prefix, bcfg.name, fp,
+                                    incomplete_only=resume == "incomplete") if resume else None
     if existing is not None:
         srow = existing
         log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)

@@ -84,7 +84,7 @@ def flush() -> Any:
                    sub_dir=s["sub_dir"], variations=s["variations"], exp_names=names,
                    run_dirs=batch.dirs if all(batch.dirs) else None,
                    env=s["env"], resources=s["resources"], dry_run=s["dry"],
-                   extra_pull_dirs=s["extra_pull_dirs"])
+                   extra_pull_dirs=s["extra_pull_dirs"], resume="incomplete")
     _sweeps.append(sweep)
     if s["dry"]:
         prepared = getattr(sweep, "prepared", None)

@@ -45,6 +45,15 @@ def _try_slot(slots_dir: Path, n: int) -> tuple[int, int] | None:
 
 def _claim(run_dir: Path, me: dict) -> bool:
     """Take ownership of a queued run unless it started or another live runner has it."""
+    fd = os.open(run_dir / rd.META / "claim.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # two runners never both claim one run
+        return _claim_locked(run_dir, me)
+    finally:
+        os.close(fd)
+
+
+def _claim_locked(run_dir: Path, me: dict) -> bool:
     meta = rd.read_json(run_dir / rd.RUN_JSON) or {}
     status = rd.read_json(run_dir / rd.STATUS)
     if status and status.get("token") == meta.get("token") and \

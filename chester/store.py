@@ -163,10 +163,13 @@ class Store:
             self._db.execute("COMMIT")
 
     # -- sweeps ---------------------------------------------------------------------------
-    def find_resumable(self, exp_prefix: str, backend: str, fingerprint: str) -> SweepRow | None:
+    def find_resumable(self, exp_prefix: str, backend: str, fingerprint: str,
+                       incomplete_only: bool = False) -> SweepRow | None:
+        """The latest sweep launched with the same fingerprint (optionally: not completed)."""
+        extra = " AND launch_complete=0" if incomplete_only else ""
         r = self._db.execute(
-            "SELECT * FROM sweeps WHERE exp_prefix=? AND backend=? AND fingerprint=? "
-            "AND launch_complete=0 ORDER BY id DESC LIMIT 1", (exp_prefix, backend, fingerprint)
+            "SELECT * FROM sweeps WHERE exp_prefix=? AND backend=? AND fingerprint=?" + extra +
+            " ORDER BY id DESC LIMIT 1", (exp_prefix, backend, fingerprint)
         ).fetchone()
         return _sweep_row(r) if r else None
 

@@ -77,9 +77,13 @@ class VariantGenerator:
         for name, member in inspect.getmembers(type(self)):
             cfg = getattr(member, "__chester_variant__", None)
             if cfg is not None and callable(member):
-                self._variants.append((name, getattr(self, name), dict(cfg)))
+                bound = getattr(self, name)
+                # an axis that depends on nothing is just its list of values
+                vals = list(bound()) if not _param_names(bound) else bound
+                self._variants.append((name, vals, dict(cfg)))
         # declaration order, as in the class body
-        self._variants.sort(key=lambda t: _source_line(t[1]))
+        lines = {name: _source_line(getattr(type(self), name)) for name, _v, _c in self._variants}
+        self._variants.sort(key=lambda t: lines[t[0]])
 
     # -- building -------------------------------------------------------------------------
     def add(self, key: str, vals: Any, **cfg: Any) -> "VariantGenerator":

@@ -1,0 +1,165 @@
+"""chester.yaml: search order, validation errors, legacy keys, `chester config`."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from chester.config import load_config
+from chester.errors import ConfigError, UnknownBackendError
+
+from .helpers import make_project, run_chester
+
+
+def test_search_order_env_then_parents_then_defaults(tmp_path, monkeypatch):
+    project = make_project(tmp_path / "proj", "log_dir: results\n")
+    sub = project / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    monkeypatch.delenv("CHESTER_CONFIG_PATH", raising=False)
+    cfg = load_config()
+    assert cfg.path == project / "chester.yaml"
+    assert cfg.log_dir == project / "results"
+    other = tmp_path / "other.yaml"
+    other.write_text("log_dir: elsewhere\n")
+    monkeypatch.setenv("CHESTER_CONFIG_PATH", str(other))
+    assert load_config().log_dir == tmp_path / "elsewhere"
+    monkeypatch.delenv("CHESTER_CONFIG_PATH")
+    bare = make_project(tmp_path / "bare")
+    monkeypatch.chdir(bare)
+    cfg = load_config()
+    assert cfg.path is None and cfg.project_path == bare and cfg.log_dir == bare / "data"
+
+
+def test_search_stops_at_the_git_root(tmp_path, monkeypatch):
+    (tmp_path / "chester.yaml").write_text("log_dir: outside\n")
+    project = make_project(tmp_path / "proj")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("CHESTER_CONFIG_PATH", raising=False)
+    assert load_config().path is None
+
+
+@pytest.mark.parametrize("text, key, fix", [
+    ("a: 1\nlog_dir: [unclosed\nb: {\n", "line 3, column 2", "YAML syntax error"),
+    ("lgo_dir: data\n", "lgo_dir", "did you mean 'log_dir'"),
+    ("sync_on_launch: maybe\n", "sync_on_launch", "expected true or false"),
+    ("backends:\n  h:\n    type: local\n    max_paralel: 2\n", "backends.h.max_paralel",
+     "did you mean 'max_parallel'"),
+    ("backends:\n  h:\n    type: local\n    max_parallel: lots\n", "backends.h.max_parallel",
+     "expected an integer"),
+    ("package_manager: pip\n", "package_manager", "use uv, conda or python"),
+    ("package_manager: conda\n", "conda_env", "add `conda_env"),
+])
+def test_bad_config_is_one_line_naming_file_key_and_fix(tmp_path, text, key, fix):
+    project = make_project(tmp_path / "proj", text)
+    r = run_chester(["config"], cwd=project)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    msg = lines[0]
+    assert str(project / "chester.yaml") in msg
+    assert key in msg and fix in msg, msg
+    assert not (project / ".chester").exists(), "a bad config must leave nothing written"
+
+
+def test_missing_required_option_names_it(tmp_path):
+    import attrs
+
+    from chester.config import build_options
+
+    @attrs.frozen(kw_only=True)
+    class Opts:
+        host: str = attrs.field(metadata={"help": "SSH destination"})
+
+    with pytest.raises(ConfigError) as err:
+        build_options(Opts, {}, path="/x/chester.yaml", key="backends.gpu")
+    assert str(err.value) == ("/x/chester.yaml: backends.gpu.host: missing required option "
+                              "(add `host: ...` (SSH destination))")
+
+
+def test_unknown_backend_type_names_installed_and_package(tmp_path):
+    project = make_project(tmp_path / "proj", "backends:\n  big:\n    type: kubernetes\n")
+    cfg = load_config(project / "chester.yaml")
+    with pytest.raises(UnknownBackendError) as err:
+        cfg.backend("big")
+    msg = str(err.value)
+    assert "backends.big.type" in msg and "kubernetes" in msg
+    assert "installed: " in msg and "local" in msg
+    assert "pip install chester-backend-kubernetes" in msg
+    with pytest.raises(UnknownBackendError, match="pip install chester-backend-nope"):
+        cfg.backend("nope")
+
+
+def test_launch_with_unknown_backend_exits_2_in_one_line(tmp_path):
+    project = make_project(tmp_path / "proj")
+    (project / "go.py").write_text(
+        "import sys, chester\n"
+        "from chester.errors import UserError\n"
+        "try:\n    chester.launch(print, [{}], backend='nope')\n"
+        "except UserError as e:\n    print(e, file=sys.stderr); sys.exit(2)\n")
+    r = subprocess.run([sys.executable, "go.py"], cwd=project, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "pip install chester-backend-nope" in r.stderr
+    assert not (project / ".chester").exists()
+
+
+def test_seed_keys_map_onto_named_backends(tmp_path):
+    project = make_project(tmp_path / "proj", """
+        ssh_hosts: [lab]
+        host_address: {lab: me@lab.example, gl: me@gl.example}
+        remote_dir: {lab: /home/me/proj, gl: /home/me/gl-proj}
+        remote_header: {gl: "#!/bin/bash\\n#SBATCH --gpus=$gpus"}
+        rsync_include: ["*.py"]
+        rsync_exclude: ["data/"]
+        prepare_commands: ["echo hi"]
+    """)
+    cfg = load_config(project / "chester.yaml")
+    assert cfg.backend_raw("lab") == ("ssh", {"host": "me@lab.example",
+                                               "remote_dir": "/home/me/proj"},
+                                      f"{project / 'chester.yaml'} ssh_hosts")
+    btype, raw, _ = cfg.backend_raw("gl")
+    assert btype == "gl" and raw["host"] == "me@gl.example" and "remote_header" in raw
+    assert "lab" in cfg.backend_names() and "gl" in cfg.backend_names()
+
+
+def test_seed_module_attributes(tmp_path, monkeypatch):
+    project = make_project(tmp_path / "proj", """
+        log_dir: logs
+        remote_dir: {gl: /remote/proj}
+        rsync_include: ["*.py"]
+        prepare_commands: ["source env.sh"]
+    """)
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("CHESTER_CONFIG_PATH", raising=False)
+    from chester import config
+
+    config.reload_config()
+    try:
+        assert config.PROJECT_PATH == str(project)
+        assert config.LOG_DIR == str(project / "logs")
+        assert config.REMOTE_DIR["gl"] == "/remote/proj"
+        assert config.RSYNC_INCLUDE == ["*.py"]
+        assert config.PREPARE_COMMANDS == ["source env.sh"]
+        assert config.PACKAGE_MANAGER == "python"
+        assert config.get_config_path() == project / "chester.yaml"
+        with pytest.raises(AttributeError):
+            config.NOT_A_KEY
+    finally:
+        monkeypatch.chdir(tmp_path)
+        config.reload_config()
+
+
+def test_chester_config_shows_values_and_sources(tmp_path):
+    project = make_project(tmp_path / "proj", "log_dir: results\n")
+    for argv in (["config"], ):
+        r = run_chester(argv, cwd=project)
+        assert r.returncode == 0, r.stderr
+        assert "log_dir\tresults\t" + str(project / "chester.yaml") in r.stdout
+        assert "package_manager\tpython\tdefault" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "chester.config"], cwd=project,
+                       capture_output=True, text=True, env={**os.environ})
+    assert r.returncode == 0 and "results" in r.stdout
+    r = run_chester(["config", "--json"], cwd=project)
+    assert '"key": "log_dir"' in r.stdout
