@@ -1,0 +1,30 @@
+"""Write docs/hooks.md from the docstrings of chester.hookspecs (`nox -s docs`)."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def render() -> str:
+    from chester import hookspecs
+
+    out = ["# Hook reference", "",
+           "Generated from `chester/hookspecs.py` by `docs/gen_hooks.py`; do not edit by hand.",
+           "", inspect.getdoc(hookspecs) or "", ""]
+    out += ["Network hooks (retried by the dispatcher): "
+            + ", ".join(f"`{h}`" for h in sorted(hookspecs.NETWORK_HOOKS)), ""]
+    for name in sorted(n for n in dir(hookspecs.ChesterSpecs) if n.startswith("chester_")):
+        fn = getattr(hookspecs.ChesterSpecs, name)
+        sig = str(inspect.signature(fn)).replace("(self, ", "(").replace("(self)", "()")
+        out += [f"## `{name}{sig}`", "", inspect.getdoc(fn) or "", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    target = HERE / "hooks.md"
+    target.write_text(render())
+    print(f"wrote {target}", file=sys.stderr)

@@ -1,0 +1,54 @@
+"""Development sessions: `nox -s tests`, `nox -s lint typing`, `nox -s bench`, `nox -s dist`."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+BACKENDS = sorted(os.path.dirname(p) for p in glob.glob("chester_backends/*/pyproject.toml"))
+
+
+def _install_workspace(session: nox.Session, *extra: str) -> None:
+    editable = []
+    for b in BACKENDS:
+        editable += ["-e", b]
+    session.install("-e", ".[test]", *editable, *extra)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite: core, every backend, real servers where installed."""
+    _install_workspace(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "chester", "chester_backends", "tests")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    _install_workspace(session, "mypy", "types-PyYAML")
+    session.run("mypy", "chester")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure the targets of DESIGN §9 that need no servers (see bench/README.md)."""
+    _install_workspace(session)
+    session.run("python", "bench/core_bench.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/hooks.md from the hook specifications."""
+    _install_workspace(session)
+    session.run("python", "docs/gen_hooks.py")

@@ -1,0 +1,82 @@
+"""The built wheels (not editable installs) install into a fresh venv and every plugin loads."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import chester
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _uv(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "uv", *args], check=True, capture_output=True,
+                          text=True, **kw)
+
+
+def _backend_dirs():
+    """Backend folders under version control (work in progress elsewhere is left out)."""
+    found = sorted(p.parent for p in (ROOT / "chester_backends").glob("*/pyproject.toml"))
+    try:
+        tracked = subprocess.run(["git", "ls-files", "chester_backends"], cwd=ROOT, check=True,
+                                 capture_output=True, text=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return found
+    return [d for d in found if f"{d.relative_to(ROOT).as_posix()}/pyproject.toml" in tracked]
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(tmp_path_factory):
+    try:
+        import uv  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("uv is needed to build wheels")
+        pytest.skip("uv not installed")
+    tmp = tmp_path_factory.mktemp("dist")
+    wheels = tmp / "wheels"
+    dists = [ROOT] + _backend_dirs()
+    for d in dists:
+        _uv("build", "--wheel", "-q", "-o", str(wheels), str(d))
+    venv = tmp / "venv"
+    _uv("venv", "-q", str(venv))
+    env = {**os.environ, "VIRTUAL_ENV": str(venv)}
+    _uv("pip", "install", "-q", "--python", str(venv / "bin" / "python"),
+        *map(str, sorted(wheels.glob("*.whl"))), env=env)
+    return venv, dists
+
+
+def test_wheels_install_and_every_plugin_loads(wheel_venv, tmp_path):
+    venv, dists = wheel_venv
+    chester_exe = venv / "bin" / "chester"
+    (tmp_path / ".git").mkdir()
+    r = subprocess.run([str(chester_exe), "plugins", "list", "--json"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    recs = {x["name"]: x for x in json.loads(r.stdout)}
+    assert recs["local"]["status"] == "active"
+    assert recs["local"]["version"] == chester.__version__
+    assert recs["local"]["distribution"] == "chester-backend-local"
+    for name, rec in recs.items():
+        assert rec["status"] == "active", (name, rec["error"])
+        assert rec["version"] == chester.__version__
+    assert len(recs) == len(dists) - 1  # every backend distribution registers one plugin
+
+
+def test_installed_core_runs_a_sweep(wheel_venv, tmp_path):
+    venv, _ = wheel_venv
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "go.py").write_text(
+        "import chester\n"
+        "def f(v, d, n):\n    open(d + '/x', 'w').write(str(v['a']))\n"
+        "s = chester.launch(f, [{'a': 1}, {'a': 2}], exp_prefix='wheel')\n"
+        "print(sorted(st.value for st in s.wait(timeout=120, progress=False).values()))\n")
+    r = subprocess.run([str(venv / "bin/python"), "go.py"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=180,
+                       env={**os.environ, "CHESTER_SLOTS_DIR": str(tmp_path / "slots")})
+    assert r.returncode == 0, r.stderr
+    assert "['succeeded', 'succeeded']" in r.stdout
