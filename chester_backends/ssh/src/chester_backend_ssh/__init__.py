@@ -1,0 +1,5 @@
+"""chester backend: run sweeps on SSH hosts (see docs/backends/ssh.md)."""
+
+from chester_backend_ssh.transport import RunResult, SSHTarget, SyncStats, Transport
+
+__all__ = ["RunResult", "SSHTarget", "SyncStats", "Transport"]

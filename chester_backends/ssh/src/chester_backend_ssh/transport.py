@@ -1,0 +1,570 @@
+"""SSH transport shared by the SSH backend and the backends built on it (SLURM, autobot).
+
+One :class:`Transport` holds ONE fabric ``Connection`` to one host and reuses it for a
+whole operation (a submit, a status poll, a pull). ``rsync`` runs over ``ssh`` with the same
+options and a ``ControlMaster`` socket, so a series of rsync calls costs one more SSH
+connection at most.
+
+Errors are translated into chester's: the host cannot be reached (refused, timeout, DNS) →
+:class:`~chester.errors.ConnectError`; the link dropped or timed out mid-command →
+:class:`~chester.errors.TransientBackendError`; authentication, host keys, a missing remote
+directory or command, any other non-zero exit → permanent :class:`~chester.errors.BackendError`.
+Every message is one line naming the backend and the host.
+
+fabric/paramiko are imported lazily: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import attrs
+
+from chester.errors import BackendError, ConnectError, TransientBackendError
+
+__all__ = ["SSHTarget", "RunResult", "SyncStats", "Transport"]
+
+#: rsync exit codes that mean "the link / the remote side went away": worth a retry.
+_RSYNC_TRANSIENT = {10, 12, 30, 35, 255}
+#: rsync exit codes for "some files could not be transferred" (e.g. vanished or missing
+#: source files). Not fatal for a pull of many runs: the caller checks what arrived.
+_RSYNC_PARTIAL = {23, 24}
+
+_SPEC_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[^@:\s]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$")
+
+
+@attrs.frozen(kw_only=True)
+class SSHTarget:
+    """Where to connect. ``host`` is an ``~/.ssh/config`` alias or a host name / address."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    key_filename: str | None = None
+    #: path of an ssh_config file; ``~/.ssh/config`` is honoured when None
+    ssh_config: str | None = None
+    connect_timeout: float = 10.0
+
+    @classmethod
+    def parse(cls, spec: str, **kw: Any) -> "SSHTarget":
+        """``"alias"``, ``"user@host"`` or ``"user@host:port"``; ``kw`` fills the other fields
+        (an explicit ``user``/``port`` in ``kw`` wins only when the spec has none)."""
+        m = _SPEC_RE.match(spec.strip())
+        if not m:
+            raise ValueError(f"not an SSH host: {spec!r} (use alias, user@host or user@host:port)")
+        host = m.group("host").strip("[]")
+        user = m.group("user") or kw.pop("user", None)
+        port = int(m.group("port")) if m.group("port") else kw.pop("port", None)
+        kw.pop("user", None)
+        kw.pop("port", None)
+        return cls(host=host, user=user, port=port, **kw)
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+@attrs.frozen(kw_only=True)
+class SyncStats:
+    """What one or more rsync invocations did."""
+
+    files: int = 0
+    bytes: int = 0
+    invocations: int = 0
+
+    def __add__(self, other: "SyncStats") -> "SyncStats":
+        return SyncStats(
+            files=self.files + other.files,
+            bytes=self.bytes + other.bytes,
+            invocations=self.invocations + other.invocations,
+        )
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    s = lines[-1] if lines else ""
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+class Transport:
+    """One SSH connection to one host, reused for a whole operation.
+
+    ``connections_opened`` counts the SSH connections this object opened (the fabric one,
+    reconnects, and the rsync ControlMaster).
+    """
+
+    def __init__(self, target: SSHTarget, *, backend: str):
+        self.target = target
+        self.backend = backend
+        self.connections_opened = 0
+        self.rsync_invocations = 0
+        self._conn: Any = None
+        self._ctl_dir: str | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ naming / errors
+    def _where(self) -> str:
+        c = self._conn
+        t = self.target
+        user = (c.user if c is not None else t.user) or ""
+        host = c.host if c is not None else t.host
+        port = (c.port if c is not None else t.port) or 22
+        addr = f"{user + '@' if user else ''}{host}:{port}"
+        return f"ssh backend {self.backend!r} ({addr})"
+
+    def _msg(self, problem: str) -> str:
+        return f"{self._where()}: {problem}"
+
+    def _translate(self, exc: BaseException, during: str) -> BackendError:
+        """Map a fabric/paramiko/socket exception to a chester error."""
+        import paramiko
+        from paramiko.ssh_exception import NoValidConnectionsError
+
+        connecting = during == "connect"
+        if isinstance(exc, BackendError):
+            return exc
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return BackendError(self._msg("host key mismatch (check known_hosts)"))
+        if isinstance(exc, paramiko.AuthenticationException):
+            return BackendError(self._msg("authentication failed (check the key)"))
+        if isinstance(exc, socket.gaierror):
+            return ConnectError(self._msg(f"cannot resolve host name ({exc.strerror or exc})"))
+        if isinstance(exc, NoValidConnectionsError):
+            return ConnectError(self._msg("connection refused (is sshd running?)"))
+        if isinstance(exc, ConnectionRefusedError):
+            return ConnectError(self._msg("connection refused (is sshd running?)"))
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            if connecting:
+                return ConnectError(self._msg(f"connection timed out after {self.target.connect_timeout:g}s"))
+            return TransientBackendError(self._msg(f"timed out during {during}"))
+        if isinstance(exc, paramiko.SSHException):
+            text = _one_line(str(exc)) or type(exc).__name__
+            if connecting:
+                return ConnectError(self._msg(f"cannot connect: {text}"))
+            return TransientBackendError(self._msg(f"link failed during {during}: {text}"))
+        if isinstance(exc, (OSError, EOFError)):
+            text = _one_line(str(exc)) or type(exc).__name__
+            if connecting:
+                return ConnectError(self._msg(f"cannot connect: {text}"))
+            return TransientBackendError(self._msg(f"link failed during {during}: {text}"))
+        return BackendError(self._msg(f"{during} failed: {type(exc).__name__}: {_one_line(str(exc))}"))
+
+    # ------------------------------------------------------------------ connection
+    def _make_connection(self) -> Any:
+        from fabric import Config, Connection
+
+        t = self.target
+        if t.ssh_config:
+            cfg = Config(runtime_ssh_path=t.ssh_config)
+            cfg.load_ssh_config()
+        else:
+            cfg = Config()
+        ck: dict[str, Any] = {
+            "banner_timeout": t.connect_timeout,
+            "auth_timeout": t.connect_timeout,
+            "channel_timeout": t.connect_timeout,
+        }
+        if t.key_filename:
+            ck["key_filename"] = [t.key_filename]
+        return Connection(
+            t.host,
+            user=t.user,
+            port=t.port,
+            config=cfg,
+            connect_timeout=t.connect_timeout,
+            connect_kwargs=ck,
+        )
+
+    def connection(self) -> Any:
+        """The open fabric ``Connection`` (opened, or re-opened after a drop, on demand)."""
+        with self._lock:
+            if self._conn is None:
+                try:
+                    self._conn = self._make_connection()
+                except Exception as exc:  # bad ssh_config etc.
+                    raise BackendError(self._msg(f"bad SSH settings: {_one_line(str(exc))}")) from exc
+            c = self._conn
+            if not c.is_connected:
+                try:
+                    c.open()
+                except Exception as exc:
+                    try:
+                        c.close()
+                    except Exception:
+                        pass
+                    raise self._translate(exc, "connect") from exc
+                self.connections_opened += 1
+                tr = c.client.get_transport()
+                if tr is not None:
+                    tr.set_keepalive(5)
+            return c
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+        if self._ctl_dir is not None:
+            subprocess.run(
+                [*self._ssh_base(), "-O", "exit", self._rsync_host()],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                timeout=10, check=False,
+            )
+            shutil.rmtree(self._ctl_dir, ignore_errors=True)
+            self._ctl_dir = None
+
+    def __enter__(self) -> "Transport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ commands
+    def _exec(
+        self,
+        command: str,
+        stdin: bytes | None,
+        timeout: float | None,
+        on_stdout: Callable[[bytes], None] | None = None,
+    ) -> tuple[bytes, bytes, int]:
+        conn = self.connection()
+        try:
+            tr = conn.client.get_transport()
+            if tr is None or not tr.is_active():
+                raise EOFError("SSH session not active")
+            chan = tr.open_session(timeout=self.target.connect_timeout)
+        except BaseException as exc:
+            # the link is dead; drop it so the next call reconnects
+            self._drop()
+            raise self._translate(exc, "opening a channel") from exc
+        out: list[bytes] = []
+        err: list[bytes] = []
+        deadline = time.monotonic() + timeout if timeout else None
+        try:
+            chan.settimeout(0.5)
+            chan.exec_command(command)
+            if stdin is not None:
+                sender = threading.Thread(target=self._send_all, args=(chan, stdin), daemon=True)
+                sender.start()
+            else:
+                chan.shutdown_write()
+            while True:
+                got = False
+                while chan.recv_ready():
+                    b = chan.recv(65536)
+                    if not b:
+                        break
+                    got = True
+                    if on_stdout is not None:
+                        on_stdout(b)
+                    else:
+                        out.append(b)
+                while chan.recv_stderr_ready():
+                    b = chan.recv_stderr(65536)
+                    if not b:
+                        break
+                    got = True
+                    err.append(b)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if chan.closed and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if not tr.is_active():
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    chan.close()
+                    raise TransientBackendError(self._msg(f"command timed out after {timeout:g}s"))
+                if not got:
+                    time.sleep(0.01)
+            code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+        except BackendError:
+            raise
+        except BaseException as exc:
+            self._drop()
+            raise self._translate(exc, "a command") from exc
+        finally:
+            try:
+                chan.close()
+            except Exception:
+                pass
+        if code == -1:
+            self._drop()
+            raise TransientBackendError(self._msg("connection dropped while a command was running"))
+        return b"".join(out), b"".join(err), code
+
+    @staticmethod
+    def _send_all(chan: Any, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                n = chan.send(view[:32768])
+                if n <= 0:
+                    break
+                view = view[n:]
+            chan.shutdown_write()
+        except Exception:
+            pass
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+
+    def _result(self, cmd_label: str, out: bytes, err: bytes, code: int, check: bool) -> RunResult:
+        res = RunResult(
+            stdout=out.decode("utf-8", "replace"),
+            stderr=err.decode("utf-8", "replace"),
+            exit_code=code,
+        )
+        if check and code != 0:
+            detail = _one_line(res.stderr) or _one_line(res.stdout) or f"exit status {code}"
+            if code == 127:
+                problem = f"command not found on the host: {cmd_label} ({detail})"
+            else:
+                problem = f"{cmd_label} failed with exit status {code}: {detail}"
+            raise BackendError(self._msg(problem))
+        return res
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: str | bytes | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> RunResult:
+        """Run ``argv`` (joined with ``shlex``) on the host; ``stdin`` is sent to it."""
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        cmd = shlex.join([str(a) for a in argv])
+        out, err, code = self._exec(cmd, data, timeout)
+        return self._result(shlex.quote(str(argv[0])), out, err, code, check)
+
+    def run_script(self, script: str, *, timeout: float | None = None, check: bool = True) -> RunResult:
+        """Run a bash script, sent on stdin of ``bash -s`` (never on a command line)."""
+        out, err, code = self._exec("bash -s", script.encode(), timeout)
+        return self._result("remote script", out, err, code, check)
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        write: Callable[[str], Any],
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> RunResult:
+        """Run ``argv`` and hand its stdout to ``write`` as it arrives (``chester logs -f``)."""
+        import codecs
+
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        cmd = shlex.join([str(a) for a in argv])
+        out, err, code = self._exec(cmd, None, timeout, on_stdout=lambda b: write(dec.decode(b)))
+        tail = dec.decode(b"", final=True)
+        if tail:
+            write(tail)
+        return self._result(shlex.quote(str(argv[0])), b"", err, code, check)
+
+    # ------------------------------------------------------------------ file transfer
+    def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
+        """Write ``data`` to ``remote_path`` (parent created) with ``mode``, atomically."""
+        parent = os.path.dirname(remote_path) or "."
+        tmp = f"{remote_path}.tmp.{os.getpid()}"
+        script = (
+            f"set -e; umask 077; mkdir -p {shlex.quote(parent)}; cat > {shlex.quote(tmp)}; "
+            f"chmod {mode:o} {shlex.quote(tmp)}; mv -f {shlex.quote(tmp)} {shlex.quote(remote_path)}"
+        )
+        out, err, code = self._exec(f"sh -c {shlex.quote(script)}", data, None)
+        self._result(f"writing {remote_path}", out, err, code, True)
+
+    def put_tree(self, local_root: Path, rel_paths: Sequence[str], remote_root: str) -> None:
+        """Send many small files (paths relative to ``local_root``) in ONE transfer: a tar
+        stream over the open connection, unpacked under ``remote_root``."""
+        import io
+        import tarfile
+
+        buf = io.BytesIO()
+        local_root = Path(local_root)
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for rel in rel_paths:
+                tar.add(str(local_root / rel), arcname=rel, recursive=True)
+        script = f"set -e; mkdir -p {shlex.quote(remote_root)}; tar -x -m -f - -C {shlex.quote(remote_root)}"
+        out, err, code = self._exec(f"sh -c {shlex.quote(script)}", buf.getvalue(), None)
+        self._result(f"unpacking files under {remote_root}", out, err, code, True)
+
+    # ------------------------------------------------------------------ rsync
+    def _ssh_base(self) -> list[str]:
+        t = self.target
+        if self._ctl_dir is None:
+            self._ctl_dir = tempfile.mkdtemp(prefix="chssh")
+        argv = ["ssh"]
+        if t.ssh_config:
+            argv += ["-F", t.ssh_config]
+        if t.port:
+            argv += ["-p", str(t.port)]
+        if t.key_filename:
+            argv += ["-i", t.key_filename]
+        if t.user:
+            argv += ["-l", t.user]
+        to = max(1, int(round(t.connect_timeout)))
+        argv += [
+            "-o", "BatchMode=yes",
+            "-o", f"ConnectTimeout={to}",
+            "-o", "ServerAliveInterval=5",
+            "-o", "ServerAliveCountMax=3",
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={self._ctl_dir}/%C",
+            "-o", "ControlPersist=120",
+        ]
+        return argv
+
+    def ssh_command(self) -> list[str]:
+        """The ``ssh`` argv rsync uses via ``-e``: same port, key, config and timeouts, with a
+        ControlMaster socket so consecutive rsync calls share one connection."""
+        return self._ssh_base()
+
+    def _rsync_host(self) -> str:
+        return self.target.host if ":" not in self.target.host else f"[{self.target.host}]"
+
+    def _master_alive(self) -> bool:
+        if self._ctl_dir is None:
+            return False
+        r = subprocess.run(
+            [*self._ssh_base(), "-O", "check", self._rsync_host()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            timeout=10, check=False,
+        )
+        return r.returncode == 0
+
+    def _rsync(
+        self,
+        args: list[str],
+        *,
+        stdin: str | None,
+        progress: Callable[[str, int], Any] | None,
+        label: str,
+    ) -> SyncStats:
+        if not self._master_alive():
+            self.connections_opened += 1
+        ssh = shlex.join(self.ssh_command())
+        io_timeout = max(10, int(self.target.connect_timeout * 3))
+        argv = [
+            "rsync", "-e", ssh, f"--timeout={io_timeout}", "--stats",
+            "--out-format=>>> %l %n", *args,
+        ]
+        self.rsync_invocations += 1
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        err_chunks: list[str] = []
+        t_err = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+        t_err.start()
+        if stdin is not None:
+            def feed() -> None:
+                try:
+                    proc.stdin.write(stdin)
+                    proc.stdin.close()
+                except Exception:
+                    pass
+
+            threading.Thread(target=feed, daemon=True).start()
+        files = 0
+        nbytes = 0
+        stats_text: list[str] = []
+        for line in proc.stdout:
+            if line.startswith(">>> "):
+                parts = line[4:].rstrip("\n").split(" ", 1)
+                if len(parts) == 2 and not parts[1].endswith("/"):
+                    try:
+                        size = int(parts[0])
+                    except ValueError:
+                        size = 0
+                    files += 1
+                    nbytes += size
+                    if progress is not None:
+                        progress(parts[1], size)
+            else:
+                stats_text.append(line)
+        code = proc.wait()
+        t_err.join(5)
+        err = "".join(err_chunks)
+        text = "".join(stats_text)
+        m = re.search(r"Number of regular files transferred:\s*([\d,.]+)", text)
+        if m:
+            files = int(re.sub(r"[,.]", "", m.group(1)))
+        m = re.search(r"Total transferred file size:\s*([\d,.]+)", text)
+        if m:
+            nbytes = int(re.sub(r"[,.]", "", m.group(1)))
+        stats = SyncStats(files=files, bytes=nbytes, invocations=1)
+        if code == 0 or code in _RSYNC_PARTIAL:
+            return stats
+        detail = _one_line(err) or f"exit status {code}"
+        low = err.lower()
+        if "permission denied" in low and ("publickey" in low or "password" in low):
+            raise BackendError(self._msg("authentication failed (check the key)"))
+        if "host key verification failed" in low or "remote host identification has changed" in low:
+            raise BackendError(self._msg("host key mismatch (check known_hosts)"))
+        if "could not resolve hostname" in low:
+            raise ConnectError(self._msg(f"cannot resolve host name ({detail})"))
+        if "connection refused" in low:
+            raise ConnectError(self._msg("connection refused (is sshd running?)"))
+        if "connection timed out" in low or "operation timed out" in low:
+            raise ConnectError(self._msg(f"connection timed out ({detail})"))
+        if code in _RSYNC_TRANSIENT:
+            raise TransientBackendError(self._msg(f"rsync {label} interrupted (exit {code}): {detail}"))
+        raise BackendError(self._msg(f"rsync {label} failed (exit {code}): {detail}"))
+
+    def rsync_push(
+        self,
+        src: Path,
+        dest: str,
+        *,
+        filter_args: Sequence[str] = (),
+        dry_run: bool = False,
+        progress: Callable[[str, int], Any] | None = None,
+    ) -> SyncStats:
+        """Copy the local folder ``src`` into the remote folder ``dest`` (created), with
+        rsync filter rules. Never deletes anything on the host."""
+        args = ["-rlptz", "--mkpath", *filter_args]
+        if dry_run:
+            args.append("--dry-run")
+        args += [str(src).rstrip("/") + "/", f"{self._rsync_host()}:{dest.rstrip('/')}/"]
+        return self._rsync(args, stdin=None, progress=progress, label="push")
+
+    def rsync_pull(
+        self,
+        src: str,
+        dest: Path,
+        *,
+        filter_args: Sequence[str] = (),
+        files_from: Sequence[str] | None = None,
+        progress: Callable[[str, int], Any] | None = None,
+    ) -> SyncStats:
+        """Copy the remote folder ``src`` (or the listed paths under it) into ``dest``.
+        Incremental, ``--update`` (a newer local file is never overwritten), no delete."""
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        args = ["-rlptz", "--update", *filter_args]
+        stdin = None
+        if files_from is not None:
+            args += ["--files-from=-", "--from0"]
+            stdin = "".join(p + "\0" for p in files_from)
+        args += [f"{self._rsync_host()}:{src.rstrip('/')}/", str(dest).rstrip("/") + "/"]
+        return self._rsync(args, stdin=stdin, progress=progress, label="pull")
