@@ -1,0 +1,173 @@
+"""Where SLURM commands run: on this machine, or on a login host through the SSH transport.
+
+Both executors offer the same few calls; the backend never cares which one it has.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import attrs
+
+from chester.errors import BackendError, ConnectError, TransientBackendError
+
+
+@attrs.frozen
+class Result:
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+@attrs.frozen
+class Transferred:
+    files: int = 0
+    bytes: int = 0
+
+
+class Executor(Protocol):
+    """What the backend needs from the machine that runs ``sbatch``."""
+
+    host: str | None
+
+    def run_script(self, script: str, *, timeout: float | None = None,
+                   check: bool = True) -> Result:
+        """Run bash text (``bash -s``, the text on stdin)."""
+
+    def put_tree(self, local_root: Path, rel_paths: Sequence[str], remote_root: str) -> None:
+        """Copy files (paths relative to ``local_root``) under ``remote_root``, in one go."""
+
+    def push_project(self, src: Path, dest: str, filter_args: Sequence[str]) -> Transferred:
+        """Sync the project's code to ``dest``."""
+
+    def pull(self, src: str, dest: Path, filter_args: Sequence[str]) -> Transferred:
+        """Bring ``src`` (a folder on the target) into ``dest``; never overwrite newer files."""
+
+    def close(self) -> None: ...
+
+
+def _rsync_stats(out: str) -> Transferred:
+    files = size = 0
+    for line in out.splitlines():
+        if line.startswith("Number of regular files transferred:"):
+            files = int(line.split(":", 1)[1].strip().replace(",", ""))
+        elif line.startswith("Total transferred file size:"):
+            size = int(line.split(":", 1)[1].strip().split()[0].replace(",", ""))
+    return Transferred(files=files, bytes=size)
+
+
+@attrs.define
+class LocalExecutor:
+    """``sbatch`` is on this machine: subprocesses, and plain copies."""
+
+    backend: str
+    host: str | None = None
+
+    def run_script(self, script: str, *, timeout: float | None = None,
+                   check: bool = True) -> Result:
+        try:
+            p = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise TransientBackendError(f"{self.backend}: command timed out after {timeout}s") \
+                from exc
+        except OSError as exc:
+            raise BackendError(f"{self.backend}: cannot run bash: {exc}") from exc
+        res = Result(p.stdout, p.stderr, p.returncode)
+        if check and p.returncode != 0:
+            raise BackendError(f"{self.backend}: command failed ({p.returncode}): "
+                               f"{p.stderr.strip()[-2000:]}")
+        return res
+
+    def put_tree(self, local_root: Path, rel_paths: Sequence[str], remote_root: str) -> None:
+        for rel in rel_paths:
+            src = Path(local_root) / rel
+            dst = Path(remote_root) / rel
+            if dst.exists() and src.resolve() == dst.resolve():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.chester-tmp")
+            shutil.copy2(src, tmp)
+            os.replace(tmp, dst)
+
+    def _rsync(self, argv: list[str]) -> Transferred:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True)
+        except OSError as exc:
+            raise BackendError(f"{self.backend}: cannot run rsync: {exc}") from exc
+        if p.returncode not in (0, 24):  # 24: files vanished while copying (a live run)
+            raise TransientBackendError(f"{self.backend}: rsync failed ({p.returncode}): "
+                                        f"{p.stderr.strip()[-1000:]}")
+        return _rsync_stats(p.stdout)
+
+    def push_project(self, src: Path, dest: str, filter_args: Sequence[str]) -> Transferred:
+        if Path(src).resolve() == Path(dest).resolve():
+            return Transferred()
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        return self._rsync(["rsync", "-a", "--stats", *filter_args, f"{src}/", f"{dest}/"])
+
+    def pull(self, src: str, dest: Path, filter_args: Sequence[str]) -> Transferred:
+        if not Path(src).exists() or Path(src).resolve() == Path(dest).resolve():
+            return Transferred()
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        return self._rsync(["rsync", "-a", "--update", "--stats", *filter_args,
+                            f"{src}/", f"{dest}/"])
+
+    def close(self) -> None:
+        pass
+
+
+@attrs.define
+class RemoteExecutor:
+    """``sbatch`` is on a login host: everything goes through the SSH transport."""
+
+    backend: str
+    transport: Any
+    host: str | None = None
+
+    def run_script(self, script: str, *, timeout: float | None = None,
+                   check: bool = True) -> Result:
+        r = self.transport.run_script(script, timeout=timeout, check=False)
+        res = Result(r.stdout, r.stderr, r.exit_code)
+        if check and res.exit_code != 0:
+            raise BackendError(f"{self.backend}: command on {self.host} failed "
+                               f"({res.exit_code}): {res.stderr.strip()[-2000:]}")
+        return res
+
+    def put_tree(self, local_root: Path, rel_paths: Sequence[str], remote_root: str) -> None:
+        self.transport.put_tree(Path(local_root), list(rel_paths), remote_root)
+
+    def push_project(self, src: Path, dest: str, filter_args: Sequence[str]) -> Transferred:
+        s = self.transport.rsync_push(Path(src), dest, filter_args=tuple(filter_args))
+        return Transferred(files=getattr(s, "files", 0), bytes=getattr(s, "bytes", 0))
+
+    def pull(self, src: str, dest: Path, filter_args: Sequence[str]) -> Transferred:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        s = self.transport.rsync_pull(src, Path(dest), filter_args=tuple(filter_args))
+        return Transferred(files=getattr(s, "files", 0), bytes=getattr(s, "bytes", 0))
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def open_executor(backend_name: str, options: Any) -> Executor:
+    """The executor for a configured backend: remote when ``host`` is set."""
+    if not options.host:
+        return LocalExecutor(backend=backend_name)
+    try:
+        from chester_backend_ssh.transport import SSHTarget, Transport
+    except ImportError as exc:  # pragma: no cover - the dependency is declared
+        raise BackendError(f"{backend_name}: host is set but chester-backend-ssh is not "
+                           "installed (pip install chester-backend-ssh)") from exc
+    target = SSHTarget.parse(options.host, user=options.user, port=options.port,
+                             key_filename=options.key_filename, ssh_config=options.ssh_config)
+    return RemoteExecutor(backend=backend_name, transport=Transport(target, backend=backend_name),
+                          host=options.host)
+
+
+__all__ = ["ConnectError", "Executor", "LocalExecutor", "RemoteExecutor", "Result",
+           "Transferred", "open_executor"]

@@ -1,0 +1,158 @@
+"""Options of the ``slurm`` backend, and option classes for cluster presets.
+
+Imports nothing heavy: ``chester plugins list`` loads this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Union
+
+import attrs
+
+from chester.errors import UserError
+
+#: How a GPU count becomes an ``#SBATCH`` line.
+GPU_DIRECTIVES = {
+    "gpus": "--gpus={n}",
+    "gres": "--gres=gpu:{n}",
+    "gpus-per-node": "--gpus-per-node={n}",
+    "gpus-per-task": "--gpus-per-task={n}",
+}
+
+#: Structured resources, in the order their ``#SBATCH`` lines are written.
+RESOURCE_KEYS = ("partition", "time", "nodes", "ntasks_per_node", "gpus", "cpus_per_task",
+                 "cpus_per_gpu", "mem", "mem_per_gpu", "account", "qos", "constraint", "exclude",
+                 "mail_user", "mail_type")
+#: Per-run settings that are not ``#SBATCH`` lines (the seed's run_experiment_lite passes some).
+RUN_KEYS = ("sbatch", "use_singularity", "pre_commands", "compile_script", "wait_compile",
+            "sync_on_launch", "serial_group")
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v for v in value.split() if v) if " " in value.strip() else (value,)
+    return tuple(str(v) for v in value)
+
+
+@attrs.frozen(kw_only=True)
+class SlurmOptions:
+    """Options of the ``slurm`` backend (and of every cluster preset)."""
+
+    # -- where ---------------------------------------------------------------------------
+    host: str | None = attrs.field(default=None, metadata={
+        "help": "login host as [user@]host[:port]; unset: sbatch runs on this machine"})
+    user: str | None = attrs.field(default=None, metadata={"help": "SSH user"})
+    port: int | None = attrs.field(default=None, metadata={"help": "SSH port"})
+    key_filename: str | None = attrs.field(default=None, metadata={"help": "SSH private key"})
+    ssh_config: str | None = attrs.field(default=None, metadata={"help": "ssh_config file"})
+    remote_dir: str | None = attrs.field(default=None, metadata={
+        "help": "project root on the cluster (default: the local project path)"})
+    python: str = attrs.field(default="python3", metadata={
+        "help": "Python with chester installed, on the login host and compute nodes"})
+    # -- resources -------------------------------------------------------------------------
+    partition: str | None = attrs.field(default=None, metadata={"help": "--partition"})
+    time: Union[str, int, None] = attrs.field(default=None, metadata={
+        "help": "--time (minutes, or D-HH:MM:SS)"})
+    nodes: int | None = attrs.field(default=None, metadata={"help": "--nodes"})
+    ntasks_per_node: int | None = attrs.field(default=None, metadata={"help": "--ntasks-per-node"})
+    gpus: int | None = attrs.field(default=None, metadata={"help": "GPUs per run"})
+    gpu_directive: str = attrs.field(default="gpus", metadata={
+        "help": "how GPUs are asked for: gpus (--gpus=N), gres (--gres=gpu:N), "
+                "gpus-per-node, gpus-per-task"})
+    gpu_type: str | None = attrs.field(default=None, metadata={
+        "help": "GPU type put before the count (--gres=gpu:TYPE:N, --gpus=TYPE:N)"})
+    cpus_per_task: int | None = attrs.field(default=None, metadata={"help": "--cpus-per-task"})
+    cpus_per_gpu: int | None = attrs.field(default=None, metadata={"help": "--cpus-per-gpu"})
+    mem: str | None = attrs.field(default=None, metadata={"help": "--mem (e.g. 16G)"})
+    mem_per_gpu: str | None = attrs.field(default=None, metadata={"help": "--mem-per-gpu"})
+    account: str | None = attrs.field(default=None, metadata={"help": "--account"})
+    qos: str | None = attrs.field(default=None, metadata={"help": "--qos"})
+    constraint: str | None = attrs.field(default=None, metadata={"help": "--constraint"})
+    exclude: str | None = attrs.field(default=None, metadata={"help": "--exclude (node list)"})
+    mail_user: str | None = attrs.field(default=None, metadata={"help": "--mail-user"})
+    mail_type: str | None = attrs.field(default=None, metadata={"help": "--mail-type"})
+    sbatch: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "extra raw #SBATCH options, e.g. ['--gpu_cmode=shared']"})
+    remote_header: str | None = attrs.field(default=None, metadata={
+        "help": "seed: raw header text (#SBATCH lines); $gpus is replaced by the run's GPUs"})
+    # -- environment -----------------------------------------------------------------------
+    modules: Union[str, tuple[str, ...]] = attrs.field(default=(), converter=_str_tuple,
+                                                       metadata={"help": "modules to load"})
+    cuda_module: str | None = attrs.field(default=None, metadata={
+        "help": "module loaded when the run asks for GPUs"})
+    use_singularity: bool = attrs.field(default=False, metadata={
+        "help": "run the Python command inside simg_path"})
+    simg_path: str | None = attrs.field(default=None, metadata={
+        "help": "Singularity/Apptainer image"})
+    remote_mount_option: Union[str, tuple[str, ...], None] = attrs.field(
+        default=(), converter=_str_tuple, metadata={
+            "help": "bind mounts (src[:dst]) added to the run and project folders"})
+    singularity_command: str = attrs.field(default="singularity", metadata={
+        "help": "singularity or apptainer"})
+    secrets: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "names of launcher environment variables sent in a 0600 file, never on a "
+                "command line"})
+    env: Mapping[str, str] = attrs.field(factory=dict, metadata={
+        "help": "environment variables set for every run"})
+    # -- scheduling ------------------------------------------------------------------------
+    array_throttle: int | None = attrs.field(default=None, metadata={
+        "help": "at most this many tasks of one array at once (--array=...%K)"})
+    max_array_size: int | None = attrs.field(default=None, metadata={
+        "help": "array chunk size (default: the cluster's MaxArraySize)"})
+    poll_interval: float = attrs.field(default=2.0, metadata={
+        "help": "shortest time between two scheduler queries (grows while nothing changes)"})
+    max_poll_interval: float = attrs.field(default=60.0, metadata={
+        "help": "longest time between two scheduler queries (capped below MinJobAge)"})
+
+    def __attrs_post_init__(self) -> None:
+        if self.gpu_directive not in GPU_DIRECTIVES:
+            raise ValueError(f"gpu_directive must be one of {', '.join(GPU_DIRECTIVES)}, "
+                             f"not {self.gpu_directive!r}")
+        if self.array_throttle is not None and self.array_throttle < 1:
+            raise ValueError("array_throttle must be at least 1")
+
+
+def resources_for(options: SlurmOptions, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The options' resources with a run's overrides on top; unknown keys are an error."""
+    bad = [k for k in overrides if k not in RESOURCE_KEYS and k not in RUN_KEYS
+           and k != "gpu_type"]
+    if bad:
+        raise UserError(f"slurm: unknown resource {bad[0]!r}; known: "
+                        f"{', '.join(RESOURCE_KEYS + RUN_KEYS)}")
+    res: dict[str, Any] = {k: getattr(options, k) for k in RESOURCE_KEYS}
+    res["gpu_type"] = options.gpu_type
+    res["sbatch"] = tuple(options.sbatch)
+    res["use_singularity"] = options.use_singularity
+    for k, v in overrides.items():
+        if k == "sbatch":
+            res["sbatch"] = tuple(res["sbatch"]) + _str_tuple(v) if isinstance(v, (list, tuple)) \
+                else tuple(res["sbatch"]) + (str(v),)
+        else:
+            res[k] = v
+    return res
+
+
+def preset_options_cls(name: str, defaults: Mapping[str, Any]) -> type:
+    """An options class equal to :class:`SlurmOptions` with other defaults (a cluster preset).
+
+    Values from ``chester.yaml`` (the seed's per-mode keys included) still override them.
+    """
+    attrs.resolve_types(SlurmOptions)
+    unknown = set(defaults) - {f.name for f in attrs.fields(SlurmOptions)}
+    if unknown:
+        raise ValueError(f"unknown SlurmOptions fields in preset {name}: {sorted(unknown)}")
+    these: dict[str, Any] = {}
+    for f in attrs.fields(SlurmOptions):
+        if f.name in defaults:
+            d = defaults[f.name]
+            default: Any = attrs.Factory(lambda d=d: dict(d)) if isinstance(d, dict) else d
+        else:
+            default = f.default
+        these[f.name] = attrs.field(default=default, converter=f.converter,
+                                    metadata=f.metadata, type=f.type)
+    cls = attrs.make_class(f"{name.capitalize()}Options", these, bases=(SlurmOptions,),
+                           frozen=True, kw_only=True)
+    cls.__doc__ = f"Options of the ``{name}`` backend: SLURM with {name}'s defaults."
+    return cls

@@ -1,0 +1,461 @@
+"""The ``slurm`` backend plugin: whole sweeps as job arrays.
+
+Submission runs where ``sbatch`` is: on this machine (no ``host``) or on a login host through
+the SSH transport. A submit is four steps, each one round trip or transfer: read the cluster's
+limits (``scontrol show config``), sync the code (remote only), upload every script, manifest
+and run spec in one transfer, and run one script that calls ``sbatch`` once per job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shlex
+import shutil
+import threading
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Sequence, TextIO
+
+import attrs
+
+from chester import rundir as rd
+from chester.errors import BackendError, TransientBackendError, UserError
+from chester.plugins import hookimpl
+from chester.types import (
+    BARE_EXCLUDES,
+    BackendConfig,
+    BackendSpec,
+    Capabilities,
+    PreparedSweep,
+    PullPatterns,
+    PullResult,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
+
+from chester_backend_slurm import render, scheduler
+from chester_backend_slurm.options import SlurmOptions, resources_for
+
+NAME = "slurm"
+DEFAULT_MAX_ARRAY_SIZE = 1001
+CAPABILITIES = Capabilities(remote=True, shared_fs=False, supports_arrays=True,
+                            idempotent_submit=True, needs_code_sync=True,
+                            status_poll_interval_s=5.0)
+RUN_FILES = (rd.VARIANT_JSON, rd.RUN_JSON, rd.PAYLOAD)
+
+# per process: what each cluster told us, and when to ask its scheduler again
+_CLUSTER: dict[tuple[str, str | None], dict[str, int]] = {}
+_PACERS: dict[tuple[str, str | None], scheduler.Pacer] = {}
+_CACHE: dict[tuple[str, str | None], dict[str, RunStatus]] = {}
+_LOCK = threading.Lock()
+
+
+def backend_spec(name: str, summary: str, options_cls: type) -> BackendSpec:
+    """The spec of ``slurm`` or of a cluster preset built on it."""
+    return BackendSpec(name=name, summary=summary, options_cls=options_cls,
+                       capabilities=CAPABILITIES)
+
+
+@hookimpl
+def chester_backends() -> list[BackendSpec]:
+    return [backend_spec(NAME, "SLURM job arrays, directly or through an SSH login host",
+                         SlurmOptions)]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _key(backend: BackendConfig) -> tuple[str, str | None]:
+    return (backend.name, backend.options.host)
+
+
+def _open(backend: BackendConfig) -> Any:
+    from chester_backend_slurm.executor import open_executor
+
+    return open_executor(backend.name, backend.options)
+
+
+def _project_dir(backend: BackendConfig) -> str:
+    return backend.options.remote_dir or str(backend.project_path)
+
+
+def _rel_under(path: str, root: str) -> str | None:
+    try:
+        rel = PurePosixPath(path).relative_to(PurePosixPath(root))
+    except ValueError:
+        return None
+    return rel.as_posix()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _variant_gpus(run: RunSpec) -> Any:
+    v = rd.read_json(Path(run.local_dir) / rd.VARIANT_JSON) or {}
+    return v.get("gpus")
+
+
+# -- prepare ----------------------------------------------------------------------------------
+def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: Path,
+                 max_array_size: int) -> PreparedSweep:
+    """Plan the jobs and render every file of a sweep under ``staging_dir/tree``."""
+    opts: SlurmOptions = backend.options
+    if not runs:
+        raise UserError("slurm: nothing to submit")
+    resources = [resources_for(opts, r.resources) for r in runs]
+    jobs = render.plan_jobs(runs, resources, max_array_size)
+    project_dir = _project_dir(backend)
+    upload_root = project_dir if all(_rel_under(r.remote_dir, project_dir) is not None
+                                     for r in runs) else "/"
+    sweep_id = jobs[0].name.rsplit("-", 1)[0]
+    stage_dir = str(PurePosixPath(project_dir) / ".chester" / "slurm" / sweep_id) \
+        if upload_root != "/" else str(PurePosixPath(os.path.commonpath(
+            [r.remote_dir for r in runs])) / ".chester-slurm" / sweep_id)
+    stage_root = os.path.commonpath([str(PurePosixPath(r.remote_dir).parent) for r in runs])
+    tree = Path(staging_dir) / "tree"
+    if tree.exists():
+        shutil.rmtree(tree)
+    rels: list[str] = []
+    for r in runs:
+        base = _rel_under(r.remote_dir, upload_root)
+        for f in RUN_FILES:
+            src = Path(r.local_dir) / f
+            if src.exists():
+                rel = f"{base}/{f}"
+                _link_or_copy(src, tree / rel)
+                rels.append(rel)
+    stage_rel = _rel_under(stage_dir, upload_root)
+    secrets_file = None
+    if opts.secrets:
+        missing = [n for n in opts.secrets if n not in os.environ]
+        if missing:
+            raise UserError(f"slurm: secret {missing[0]!r} is not set in the launcher's "
+                            "environment")
+        body = "".join(f"export {n}={shlex.quote(os.environ[n])}\n" for n in opts.secrets)
+        p = tree / stage_rel / "secrets.sh"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        rels.append(f"{stage_rel}/secrets.sh")
+        secrets_file = f"{stage_dir}/secrets.sh"
+    gpus_of = {r.token: _variant_gpus(r) for r in runs}
+    scripts: dict[str, str] = {}
+    for job in jobs:
+        text = render.job_script(
+            job, opts, stage_dir=stage_dir, stage_root=stage_root, project_dir=project_dir,
+            package_manager=backend.package_manager, conda_env=backend.conda_env,
+            conda_command=backend.conda_command, prepare_commands=backend.prepare_commands,
+            secrets_file=secrets_file, variant_gpus=gpus_of.get(job.tokens[0]))
+        manifest = "".join(f"{d}\n" for d in job.run_dirs)
+        for name, body in ((job.script, text), (job.manifest, manifest)):
+            p = tree / stage_rel / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(body, encoding="utf-8")
+            rels.append(f"{stage_rel}/{name}")
+            scripts[name] = body
+    sync = any(bool(res.get("sync_on_launch", backend.sync_on_launch)) for res in resources)
+    prelude = _sync_lines(backend, project_dir) if sync else []
+    scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude)
+    n_arrays = sum(1 for j in jobs if j.kind == "array")
+    where = f"on {opts.host}" if opts.host else "on this machine"
+    summary = (f"{len(runs)} runs as {len(jobs)} sbatch call(s) ({n_arrays} array(s), "
+               f"MaxArraySize {max_array_size}) {where}; scripts in {stage_dir}")
+    return PreparedSweep(
+        backend=backend.name, runs=tuple(runs), staging_dir=Path(staging_dir),
+        uploads=tuple(tree / r for r in rels), scripts=scripts, summary=summary,
+        data={"jobs": [attrs.asdict(j) for j in jobs], "stage_dir": stage_dir,
+              "upload_root": upload_root, "tree": str(tree), "rels": rels,
+              "max_array_size": max_array_size, "project_dir": project_dir})
+
+
+def _sync_lines(backend: BackendConfig, project_dir: str) -> list[str]:
+    """Environment sync on the login host, once per sweep (not once per task)."""
+    q = shlex.quote
+    if backend.package_manager == "uv":
+        return [f"cd {q(project_dir)}", 'export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"',
+                "uv sync >&2"]
+    if backend.package_manager == "conda" and backend.conda_env:
+        c = q(backend.conda_command)
+        return [f"cd {q(project_dir)}",
+                f"if [ -f environment.yml ]; then {c} env update -n {q(backend.conda_env)} "
+                "-f environment.yml --prune >&2; fi"]
+    return []
+
+
+@hookimpl
+def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
+                    staging_dir: Path) -> PreparedSweep:
+    opts: SlurmOptions = backend.options
+    size = opts.max_array_size or _CLUSTER.get(_key(backend), {}).get("MaxArraySize") \
+        or DEFAULT_MAX_ARRAY_SIZE
+    return render_sweep(backend, runs, staging_dir, size)
+
+
+# -- submit -----------------------------------------------------------------------------------
+def cluster_info(backend: BackendConfig, ex: Any) -> dict[str, int]:
+    """MaxArraySize and MinJobAge, read once per submit (one ``scontrol`` call)."""
+    res = ex.run_script(scheduler.cluster_info_script(), timeout=60, check=False)
+    info = scheduler.parse_cluster_info(res.stdout)
+    if "MaxArraySize" not in info:
+        raise BackendError(f"{backend.name}: cannot read the cluster's configuration "
+                           f"(scontrol show config): {res.stderr.strip()[-500:]}")
+    _CLUSTER[_key(backend)] = info
+    return info
+
+
+def _handles(backend: BackendConfig, prepared: PreparedSweep,
+             ids: Mapping[int, str], submitted_at: float) -> list[RunHandle]:
+    by_token: dict[str, tuple[dict, int]] = {}
+    for j in prepared.data["jobs"]:
+        for i, tok in enumerate(j["tokens"]):
+            by_token[tok] = (j, i)
+    out = []
+    for r in prepared.runs:
+        j, i = by_token[r.token]
+        jid = ids[j["index"]]
+        rid = f"{jid}_{i}" if j["kind"] == "array" else jid
+        out.append(RunHandle(
+            run_id=r.run_id, token=r.token, backend=backend.name, local_dir=str(r.local_dir),
+            remote_dir=r.remote_dir, remote_id=rid,
+            host=backend.options.host or rd.hostname(),
+            extra=(("job", jid), ("kind", j["kind"]), ("submitted", f"{submitted_at:.0f}"),
+                   ("stage", prepared.data["stage_dir"]))))
+    return out
+
+
+@hookimpl
+def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
+    from chester.sync import log_dir_exclude, rsync_filter_args
+
+    opts: SlurmOptions = backend.options
+    ex = _open(backend)
+    try:
+        info = cluster_info(backend, ex)
+        size = opts.max_array_size or info["MaxArraySize"]
+        if size != prepared.data["max_array_size"]:
+            prepared = render_sweep(backend, prepared.runs, prepared.staging_dir / "again", size)
+        if opts.host and opts.remote_dir:
+            ex.push_project(backend.project_path, opts.remote_dir, rsync_filter_args(
+                backend.rsync_include, backend.rsync_exclude,
+                log_dir_exclude(backend.project_path, backend.log_dir)))
+        ex.put_tree(Path(prepared.data["tree"]), prepared.data["rels"],
+                    prepared.data["upload_root"])
+        submitted_at = time.time()
+        res = ex.run_script(prepared.scripts["submit.sh"], timeout=600, check=False)
+    finally:
+        ex.close()
+    ids: dict[int, str] = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "JOB" and parts[2]:
+            ids[int(parts[1])] = parts[2]
+    if res.exit_code != 0 or len(ids) != len(prepared.data["jobs"]):
+        msg = (f"{backend.name}: sbatch failed on {opts.host or rd.hostname()} "
+               f"({len(ids)} of {len(prepared.data['jobs'])} jobs submitted): "
+               f"{res.stderr.strip()[-1500:]}")
+        if ids:  # some jobs exist: a retry finds them by name and submits the rest
+            raise TransientBackendError(msg)
+        raise BackendError(msg)
+    with _LOCK:
+        _PACERS.pop(_key(backend), None)
+        _CACHE.pop(_key(backend), None)
+    return _handles(backend, prepared, ids, submitted_at)
+
+
+# -- status -----------------------------------------------------------------------------------
+def _start_date(handles: Sequence[RunHandle]) -> str:
+    ts = [float(h.get("submitted") or 0) for h in handles if h.get("submitted")]
+    t = min(ts) if ts else time.time()
+    return dt.datetime.fromtimestamp(t - 86400).strftime("%Y-%m-%d")
+
+
+def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
+          ) -> tuple[str | None, dict[str, RunStatus]]:
+    """One round trip: one scheduler query and every run's records. (source, statuses)."""
+    opts: SlurmOptions = backend.options
+    ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
+    script = scheduler.status_script(ids, _start_date(handles),
+                                     [h.remote_dir for h in handles], opts.python)
+    own = ex is None
+    ex = ex or _open(backend)
+    try:
+        res = ex.run_script(script, timeout=120, check=False)
+    finally:
+        if own:
+            ex.close()
+    try:
+        source, rows, records = scheduler.split_output(res.stdout)
+    except ValueError as exc:
+        raise TransientBackendError(f"{backend.name}: unreadable status output from "
+                                    f"{opts.host or rd.hostname()}: {exc}; "
+                                    f"{res.stderr.strip()[-500:]}") from exc
+    if res.exit_code != 0 and not records:
+        raise TransientBackendError(f"{backend.name}: status query failed on "
+                                    f"{opts.host or rd.hostname()}: {res.stderr.strip()[-500:]}")
+    out: dict[str, RunStatus] = {}
+    for h in handles:
+        rid = h.remote_id or ""
+        row = rows.get(rid)
+        if row is None and "_" in rid:
+            parent = rows.get(rid.split("_", 1)[0])
+            if parent is not None and parent.state == "PENDING":
+                row = parent
+        out[h.token] = scheduler.merge(row, records.get(h.remote_dir), token=h.token,
+                                       remote_id=rid, host=h.host, kind=h.get("kind") or "array",
+                                       source=source)
+    return source, out
+
+
+@hookimpl
+def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
+    opts: SlurmOptions = backend.options
+    key = _key(backend)
+    with _LOCK:
+        pacer = _PACERS.get(key)
+        if pacer is None:
+            pacer = _PACERS[key] = scheduler.Pacer(
+                minimum=opts.poll_interval, maximum=opts.max_poll_interval,
+                min_job_age=_CLUSTER.get(key, {}).get("MinJobAge"))
+        cached = _CACHE.get(key, {})
+        if not pacer.due() and all(h.token in cached for h in handles):
+            return {h.token: cached[h.token] for h in handles}
+    try:
+        _source, out = query(backend, handles)
+    except TransientBackendError:
+        with _LOCK:
+            pacer.failed()
+        raise
+    with _LOCK:
+        pacer.observed(scheduler.view_of(out))
+        _CACHE[key] = {**{k: v for k, v in cached.items() if not v.state.terminal}, **out}
+    return out
+
+
+# -- cancel -----------------------------------------------------------------------------------
+@hookimpl
+def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
+    ex = _open(backend)
+    try:
+        _src, states = query(backend, handles, ex)
+        live = [h for h in handles if not states[h.token].state.terminal]
+        targets: list[str] = []
+        by_job: dict[str, list[RunHandle]] = {}
+        for h in live:
+            by_job.setdefault(h.get("job") or (h.remote_id or "").split("_")[0], []).append(h)
+        all_by_job: dict[str, int] = {}
+        for h in handles:
+            j = h.get("job") or (h.remote_id or "").split("_")[0]
+            all_by_job[j] = all_by_job.get(j, 0) + 1
+        for job, hs in by_job.items():
+            if hs[0].get("kind") == "array" and len(hs) < all_by_job[job]:
+                targets += [h.remote_id for h in hs if h.remote_id]
+            else:
+                targets.append(job)  # the whole array, or a single/serial job
+        if targets:
+            ex.run_script("scancel " + " ".join(shlex.quote(t) for t in targets) + "\n",
+                          timeout=60, check=True)
+    finally:
+        ex.close()
+    with _LOCK:
+        _CACHE.pop(_key(backend), None)
+        if _key(backend) in _PACERS:
+            _PACERS[_key(backend)].reset()
+    live_tokens = {h.token for h in live}
+    return {h.token: h.token in live_tokens for h in handles}
+
+
+# -- pull ---------------------------------------------------------------------------------------
+def _pull_filters(rels: Sequence[str], patterns: PullPatterns) -> list[str]:
+    args: list[str] = []
+    excludes = list(patterns.exclude) + (list(BARE_EXCLUDES) if patterns.bare else [])
+    for rel in rels:
+        for pat in patterns.include:
+            args.append(f"--include=/{rel}/**{pat}" if "/" not in pat else
+                        f"--include=/{rel}/{pat.lstrip('/')}")
+    args += [f"--exclude={p}" for p in excludes]
+    args.append(f"--exclude={rd.PAYLOAD.split('/')[-1]}")
+    parents: set[str] = set()
+    for rel in rels:
+        parts = rel.split("/")
+        for k in range(1, len(parts)):
+            parents.add("/".join(parts[:k]))
+    args += [f"--include=/{p}/" for p in sorted(parents)]
+    args += [f"--include=/{rel}/***" for rel in rels]
+    args.append("--exclude=*")
+    return args
+
+
+@hookimpl
+def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                 patterns: PullPatterns) -> list[PullResult]:
+    todo = [h for h in handles if os.path.normpath(h.remote_dir) != os.path.normpath(h.local_dir)
+            or backend.options.host]
+    results = {h.token: PullResult(token=h.token) for h in handles}
+    if not todo:
+        return [results[h.token] for h in handles]
+    remote_root = os.path.commonpath([str(PurePosixPath(h.remote_dir).parent) for h in todo])
+    local_root = os.path.commonpath([str(Path(h.local_dir).parent) for h in todo])
+    groups: list[tuple[str, str, list[RunHandle]]] = []
+    if all(_rel_under(h.remote_dir, remote_root) == Path(h.local_dir).relative_to(
+            local_root).as_posix() for h in todo):
+        groups.append((remote_root, local_root, todo))
+    else:  # folders laid out differently on each side: one rsync per run
+        groups += [(str(PurePosixPath(h.remote_dir).parent), str(Path(h.local_dir).parent), [h])
+                   for h in todo]
+    ex = _open(backend)
+    try:
+        for rroot, lroot, hs in groups:
+            rels = [_rel_under(h.remote_dir, rroot) or "" for h in hs]
+            got = ex.pull(rroot, Path(lroot), _pull_filters(rels, patterns))
+            # rsync counts the whole transfer; it is reported on the first run of the group
+            results[hs[0].token] = PullResult(token=hs[0].token, files=got.files, bytes=got.bytes)
+        for local, remote in patterns.extra_dirs:
+            ex.pull(remote, Path(local), ["--exclude=.chester/"])
+    finally:
+        ex.close()
+    return [results[h.token] for h in handles]
+
+
+# -- logs ---------------------------------------------------------------------------------------
+@hookimpl
+def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
+                 out: TextIO) -> bool:
+    path = f"{handle.remote_dir}/{rd.STDOUT if stream == 'stdout' else rd.STDERR}"
+    offset = 0
+    ex = _open(backend)
+    try:
+        while True:
+            res = ex.run_script(
+                f"f={shlex.quote(path)}; if [ -f \"$f\" ]; then tail -c +{offset + 1} \"$f\"; fi\n",
+                timeout=60, check=False)
+            chunk = res.stdout
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                offset += len(chunk.encode("utf-8", "surrogateescape"))
+            if not follow:
+                return True
+            if not chunk:
+                _src, st = query(backend, [handle], ex)
+                if st[handle.token].state.terminal:
+                    res = ex.run_script(f"f={shlex.quote(path)}; if [ -f \"$f\" ]; then "
+                                        f"tail -c +{offset + 1} \"$f\"; fi\n", timeout=60,
+                                        check=False)
+                    if res.stdout:
+                        out.write(res.stdout)
+                        out.flush()
+                    return True
+                time.sleep(1.0)
+    finally:
+        ex.close()
+
+
+__all__ = ["CAPABILITIES", "NAME", "backend_spec", "chester_backends", "chester_cancel",
+           "chester_logs", "chester_prepare", "chester_pull", "chester_status", "chester_submit",
+           "cluster_info", "query", "render_sweep"]

@@ -1,0 +1,312 @@
+"""Job scripts and the submit script, rendered from options and runs (pure functions).
+
+Every value that reaches a shell goes through :func:`shlex.quote`; values that go into
+``#SBATCH`` lines (which sbatch reads, not a shell) are checked to be one line of plain text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from typing import Any, Mapping, Sequence
+
+import attrs
+
+from chester.errors import UserError
+
+from chester_backend_slurm.options import GPU_DIRECTIVES, RESOURCE_KEYS, SlurmOptions
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SBATCH_VALUE = re.compile(r"[^\x00-\x1f\x7f]+\Z")
+q = shlex.quote
+
+#: ``#SBATCH`` flag of each structured resource (gpus is handled by the GPU directive).
+_FLAGS = {"partition": "--partition", "time": "--time", "nodes": "--nodes",
+          "ntasks_per_node": "--ntasks-per-node", "cpus_per_task": "--cpus-per-task",
+          "cpus_per_gpu": "--cpus-per-gpu", "mem": "--mem", "mem_per_gpu": "--mem-per-gpu",
+          "account": "--account", "qos": "--qos", "constraint": "--constraint",
+          "exclude": "--exclude", "mail_user": "--mail-user", "mail_type": "--mail-type"}
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """One ``sbatch``: an array chunk, a single run (dependent order) or serial steps."""
+
+    index: int
+    name: str
+    kind: str  # array | single | serial
+    tokens: tuple[str, ...]
+    run_dirs: tuple[str, ...]
+    resources: Mapping[str, Any]
+    after: int | None = None  # index of the job this one depends on (afterok)
+
+    @property
+    def script(self) -> str:
+        return f"job-{self.index}.sbatch"
+
+    @property
+    def manifest(self) -> str:
+        return f"job-{self.index}.txt"
+
+
+def _check_line(key: str, value: Any) -> str:
+    text = str(value)
+    if not _SBATCH_VALUE.match(text) or text != text.strip():
+        raise UserError(f"slurm: {key}={value!r} must be one line of text without control "
+                        "characters or surrounding spaces")
+    return text
+
+
+def _gpus(res: Mapping[str, Any]) -> int:
+    try:
+        return int(res.get("gpus") or 0)
+    except (TypeError, ValueError):
+        raise UserError(f"slurm: gpus={res.get('gpus')!r} must be a whole number") from None
+
+
+def sbatch_lines(options: SlurmOptions, res: Mapping[str, Any]) -> list[str]:
+    """The structured ``#SBATCH`` lines of one resource set (plus raw extra lines)."""
+    lines = []
+    for key in RESOURCE_KEYS:
+        value = res.get(key)
+        if value is None or value == "":
+            continue
+        if key == "gpus":
+            n = _gpus(res)
+            if n:
+                count = f"{_check_line('gpu_type', res['gpu_type'])}:{n}" \
+                    if res.get("gpu_type") else str(n)
+                lines.append("#SBATCH " + GPU_DIRECTIVES[options.gpu_directive].format(n=count))
+            continue
+        lines.append(f"#SBATCH {_FLAGS[key]}={_check_line(key, value)}")
+    for raw in res.get("sbatch") or ():
+        text = _check_line("sbatch", raw)
+        lines.append("#SBATCH " + (text if text.startswith("-") else f"--{text}"))
+    return lines
+
+
+def header(options: SlurmOptions, res: Mapping[str, Any], variant_gpus: Any = None) -> list[str]:
+    """The seed's ``remote_header`` with ``$gpus`` substituted (shebang first)."""
+    if not options.remote_header:
+        return ["#!/bin/bash"]
+    gpus = _gpus(res) or (variant_gpus if isinstance(variant_gpus, int) else 1)
+    text = re.sub(r"\$\{gpus\}|\$gpus\b", str(int(gpus)), options.remote_header.strip("\n"))
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("#!"):
+        lines.insert(0, "#!/bin/bash")
+    for line in lines[1:]:
+        if line.strip() and not line.lstrip().startswith("#"):
+            raise UserError(f"slurm: remote_header may hold only #SBATCH and comment lines, "
+                            f"not {line!r}")
+    return lines
+
+
+def python_argv(options: SlurmOptions, package_manager: str) -> list[str]:
+    """The command that starts Python for a run (without ``-m chester.worker``)."""
+    if package_manager == "uv":
+        return ["uv", "run", "--no-sync", options.python]
+    return [options.python]
+
+
+def _binds(options: SlurmOptions, project_dir: str, stage_root: str) -> list[str]:
+    out: list[str] = []
+    for b in (*options.remote_mount_option, project_dir, stage_root):
+        if b and b not in out:
+            out.append(b)
+    return out
+
+
+def worker_command(options: SlurmOptions, res: Mapping[str, Any], package_manager: str,
+                   project_dir: str, stage_root: str) -> str:
+    """``python -m chester.worker "$RUN_DIR"``, inside the container when asked.
+
+    Only the Python command runs in the container; the run folder is bound into it, so the
+    worker's record lands in the same folder the status query reads on the host.
+    """
+    argv = python_argv(options, package_manager) + ["-m", "chester.worker"]
+    if res.get("use_singularity"):
+        if not options.simg_path:
+            raise UserError("slurm: use_singularity needs simg_path (the image)")
+        cargv = [options.singularity_command, "exec"]
+        for b in _binds(options, project_dir, stage_root):
+            cargv += ["-B", b]
+        if _gpus(res):
+            cargv.append("--nv")
+        cargv.append(options.simg_path)
+        argv = cargv + argv
+    return shlex.join(argv) + ' "$RUN_DIR"'
+
+
+def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, package_manager: str,
+                conda_env: str | None, conda_command: str, prepare_commands: Sequence[str],
+                project_dir: str, secrets_file: str | None) -> list[str]:
+    """Shell lines run on the compute node before the worker (modules, env, prepare)."""
+    lines = [f"cd {q(project_dir)}"]
+    mods = list(options.modules)
+    if _gpus(res) and options.cuda_module:
+        mods.append(options.cuda_module)
+    for m in mods:
+        lines.append(f"module load {q(_check_line('modules', m))}")
+    if package_manager == "uv":
+        lines.append('export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"')
+    elif package_manager == "conda":
+        lines.append(f'eval "$({q(conda_command)} shell.bash hook)"')
+        lines.append(f"{q(conda_command)} activate {q(conda_env or '')}")
+    for name, value in sorted(dict(options.env).items()):
+        if not _ENV_NAME.match(name):
+            raise UserError(f"slurm: env name {name!r} is not a valid variable name")
+        lines.append(f"export {name}={q(str(value))}")
+    if secrets_file:
+        lines.append(f". {q(secrets_file)}")
+    # prepare commands are shell lines by design (chester.yaml's prepare_commands)
+    pre = list(prepare_commands) + [str(c) for c in (res.get("pre_commands") or ())]
+    if pre:
+        lines.append("set -e")
+        lines.extend(pre)
+        lines.append("set +e")
+    if res.get("compile_script"):
+        lines.append(str(res["compile_script"]))
+        if res.get("wait_compile"):
+            lines.append(f"sleep {int(res['wait_compile'])}")
+    return lines
+
+
+def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: str,
+               project_dir: str, package_manager: str, conda_env: str | None,
+               conda_command: str, prepare_commands: Sequence[str],
+               secrets_file: str | None, variant_gpus: Any = None) -> str:
+    """The batch script of one job."""
+    res = job.resources
+    lines = header(options, res, variant_gpus)
+    lines.append(f"#SBATCH --job-name={job.name}")
+    manifest = f"{stage_dir}/{job.manifest}"
+    if job.kind == "array":
+        spec = f"0-{len(job.run_dirs) - 1}"
+        if options.array_throttle:
+            spec += f"%{int(options.array_throttle)}"
+        lines.append(f"#SBATCH --array={spec}")
+        lines.append(f"#SBATCH --output={_check_line('stage', stage_dir)}/slurm-%A_%a.out")
+    else:
+        lines.append(f"#SBATCH --output={_check_line('stage', stage_dir)}/slurm-%j.out")
+    lines.extend(sbatch_lines(options, res))
+    lines.append("#SBATCH --requeue")
+    lines.append("set -uo pipefail")
+    setup = setup_lines(options, res, package_manager=package_manager, conda_env=conda_env,
+                        conda_command=conda_command, prepare_commands=prepare_commands,
+                        project_dir=project_dir, secrets_file=secrets_file)
+    worker = worker_command(options, res, package_manager, project_dir, stage_root)
+    if job.kind == "serial":
+        lines.append("# serial steps in one allocation: each starts when the one before succeeded")
+        lines.extend(setup)
+        lines.append("while IFS= read -r RUN_DIR; do")
+        lines.append(f'  {worker} >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log" || exit $?')
+        lines.append(f"done < {q(manifest)}")
+    else:
+        if job.kind == "array":
+            lines.append("# the task's run folder: line SLURM_ARRAY_TASK_ID+1 of the manifest")
+            lines.append(f'RUN_DIR=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {q(manifest)})')
+        else:
+            lines.append(f"RUN_DIR=$(sed -n 1p {q(manifest)})")
+        lines.append('[ -n "$RUN_DIR" ] || { echo "chester: no run folder for this task" >&2; '
+                     'exit 2; }')
+        lines.append('exec >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log"')
+        lines.extend(setup)
+        lines.append(worker)
+    return "\n".join(lines) + "\n"
+
+
+def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = ()) -> str:
+    """Bash run on the login host: one ``sbatch`` per job, skipping jobs already submitted.
+
+    A job counts as submitted when its id file exists or the scheduler knows its name (a
+    submit that was cut off after ``sbatch`` and is being retried). Prints ``JOB <index>
+    <job id>`` lines.
+    """
+    names = ",".join(j.name for j in jobs)
+    lines = ["set -euo pipefail", *prelude, f"stage={q(stage_dir)}", 'cd "$stage"',
+             f"known=$(squeue -h -t all -o '%j %F' --name={q(names)} 2>/dev/null || true)",
+             "lookup() { printf '%s\\n' \"$known\" | awk -v n=\"$1\" '$1 == n { print $2; exit }'; }"]
+    for j in jobs:
+        var = f"jid{j.index}"
+        dep = f" --dependency=afterok:\"$jid{j.after}\"" if j.after is not None else ""
+        lines += [
+            f'{var}=""',
+            f'if [ -s job-{j.index}.id ]; then {var}=$(cat job-{j.index}.id); '
+            f'else {var}=$(lookup {q(j.name)}); fi',
+            f'if [ -z "${var}" ]; then {var}=$(sbatch --parsable{dep} {j.script}); '
+            f'{var}=${{{var}%%;*}}; printf \'%s\\n\' "${var}" > job-{j.index}.id; fi',
+            f'echo "JOB {j.index} ${var}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def job_name(tokens: Sequence[str], index: int) -> str:
+    """A job name unique to these runs: a retried submit finds the job by it."""
+    h = hashlib.sha256("\0".join(sorted(tokens)).encode()).hexdigest()[:12]
+    return f"chester-{h}-{index}"
+
+
+def resource_key(res: Mapping[str, Any]) -> str:
+    return json.dumps(res, sort_keys=True, default=repr)
+
+
+def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
+              max_array_size: int) -> list[Job]:
+    """Group runs into jobs.
+
+    Runs with ``order_after`` get one job each, chained with ``afterok``; runs with the same
+    ``serial_group`` resource share one job (steps in one allocation); the others go into
+    arrays of equal resources, chunked so that no index reaches ``max_array_size``.
+    """
+    all_tokens = [r.token for r in runs]
+    jobs: list[Job] = []
+    by_token: dict[str, int] = {}
+
+    def add(kind: str, members: list[int], res: Mapping[str, Any], after: int | None) -> None:
+        idx = len(jobs)
+        job = Job(index=idx, name=job_name(all_tokens, idx), kind=kind,
+                  tokens=tuple(runs[i].token for i in members),
+                  run_dirs=tuple(runs[i].remote_dir for i in members),
+                  resources=res, after=after)
+        jobs.append(job)
+        for i in members:
+            by_token[runs[i].token] = idx
+
+    groups: dict[str, list[int]] = {}
+    serial: dict[str, list[int]] = {}
+    order: list[tuple[str, str]] = []
+    for i, (r, res) in enumerate(zip(runs, resources)):
+        if "\n" in r.remote_dir:
+            raise UserError(f"slurm: run folder {r.remote_dir!r} holds a newline")
+        if r.order_after:
+            key = ("dep", str(i))
+            order.append(key)
+        elif res.get("serial_group") is not None:
+            k = resource_key({**res, "serial_group": None}) + "|" + str(res["serial_group"])
+            if k not in serial:
+                serial[k] = []
+                order.append(("serial", k))
+            serial[k].append(i)
+        else:
+            k = resource_key(res)
+            if k not in groups:
+                groups[k] = []
+                order.append(("array", k))
+            groups[k].append(i)
+    size = max(1, int(max_array_size))  # indices 0..MaxArraySize-1
+    for kind, k in order:
+        if kind == "array":
+            members = groups[k]
+            for start in range(0, len(members), size):
+                add("array", members[start:start + size], resources[members[0]], None)
+        elif kind == "serial":
+            members = serial[k]
+            res = {kk: v for kk, v in resources[members[0]].items() if kk != "serial_group"}
+            add("serial", members, res, None)
+        else:
+            i = int(k)
+            after = by_token.get(runs[i].order_after[-1]) if runs[i].order_after else None
+            add("single", [i], resources[i], after)
+    return jobs

@@ -1,0 +1,340 @@
+"""Asking SLURM about a sweep: one query per poll, merged with the workers' own records.
+
+The status script runs on the machine with the SLURM client (login host or here): one
+``sacct`` for every job of the sweep (``squeue -t all`` when accounting is disabled), then a
+small Python reader that prints each run folder's records; both outputs come back in one
+round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import attrs
+
+from chester.types import RunStatus, State
+
+q = shlex.quote
+SACCT_FIELDS = "JobID,State,ExitCode,Reason,Start,End,NodeList"
+SQUEUE_FORMAT = "%i|%T|%r|%S|%e|%N"
+MARK_SACCT = "@@CHESTER-SACCT"
+MARK_SQUEUE = "@@CHESTER-SQUEUE"
+MARK_RECORDS = "@@CHESTER-RECORDS"
+
+#: Reads each run folder's records (paths on stdin) and prints one JSON object. Plain
+#: Python: the login host needs no chester for it, and it never looks at process ids (the
+#: run lives on a compute node).
+RECORD_READER = r"""
+import json, os, sys
+def rd(p):
+    try:
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+    except Exception:
+        return None
+def tail(p, n=20, size=8192):
+    try:
+        with open(p, "rb") as f:
+            f.seek(0, 2); end = f.tell(); f.seek(max(0, end - size)); data = f.read()
+    except OSError:
+        return None
+    text = data.decode("utf-8", "replace").rstrip("\n")
+    return "\n".join(text.splitlines()[-n:]) or None
+out = {}
+for d in sys.stdin.read().splitlines():
+    if not d:
+        continue
+    meta = rd(os.path.join(d, ".chester", "run.json"))
+    st = rd(os.path.join(d, ".chester", "status.json"))
+    out[d] = {"token": (meta or {}).get("token"), "exists": meta is not None, "status": st,
+              "done": os.path.exists(os.path.join(d, ".done")),
+              "tail": tail(os.path.join(d, "stderr.log")) if st is None or
+                      st.get("state") != "succeeded" else None}
+print(json.dumps(out))
+"""
+
+
+def cluster_info_script() -> str:
+    return "scontrol show config | grep -E '^(MaxArraySize|MinJobAge|MaxJobCount) '\n"
+
+
+def parse_cluster_info(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        m = re.match(r"(\w+)\s*=\s*(\d+)", line.strip())
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def status_script(job_ids: Sequence[str], start_date: str, run_dirs: Sequence[str],
+                  python: str, *, with_records: bool = True) -> str:
+    """One scheduler query for every job, then the records of every run folder."""
+    ids = ",".join(job_ids)
+    lines = []
+    if job_ids:
+        lines += [
+            f"if out=$(sacct -X -P -n -j {q(ids)} --starttime={q(start_date)} "
+            f"-o {SACCT_FIELDS} 2>&1); then",
+            f"  echo {MARK_SACCT}; printf '%s\\n' \"$out\"",
+            "else",
+            f"  echo {MARK_SQUEUE}; squeue -h -r -t all -j {q(ids)} -o {q(SQUEUE_FORMAT)} "
+            "2>&1 || true",
+            "fi",
+        ]
+    if with_records:
+        lines.append(f"echo {MARK_RECORDS}")
+        lines.append(f"{q(python)} -c {q(RECORD_READER)} <<'CHESTER_RUN_DIRS'")
+        lines.extend(run_dirs)
+        lines.append("CHESTER_RUN_DIRS")
+    return "\n".join(lines) + "\n"
+
+
+@attrs.frozen
+class JobRow:
+    """One line of sacct/squeue for one task."""
+
+    state: str
+    exit_code: str | None = None
+    reason: str | None = None
+    node: str | None = None
+
+
+def _expand_ids(job_id: str) -> list[str]:
+    """``12_[3-5,7%2]`` → ``12_3 12_4 12_5 12_7``; other ids as they are."""
+    m = re.match(r"(\d+)_\[([^\]]+)\]$", job_id)
+    if not m:
+        return [job_id]
+    base, spec = m.group(1), m.group(2).split("%")[0]
+    out = []
+    for part in spec.split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out += [f"{base}_{i}" for i in range(int(a), int(b) + 1)]
+        elif part:
+            out.append(f"{base}_{part}")
+    return out
+
+
+def parse_rows(text: str) -> dict[str, JobRow]:
+    rows: dict[str, JobRow] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 3 or not parts[0] or not re.match(r"\d", parts[0]):
+            continue
+        state = parts[1].split()[0] if parts[1] else "UNKNOWN"
+        if len(parts) >= 7:  # sacct: JobID,State,ExitCode,Reason,Start,End,NodeList
+            row = JobRow(state=state, exit_code=parts[2], reason=parts[3] or None,
+                         node=parts[6] or None)
+        else:  # squeue: %i|%T|%r|%S|%e|%N
+            row = JobRow(state=state, reason=parts[2] or None,
+                         node=parts[5] if len(parts) > 5 and parts[5] else None)
+        for jid in _expand_ids(parts[0]):
+            rows[jid] = row
+    return rows
+
+
+def split_output(text: str) -> tuple[str | None, dict[str, JobRow], dict[str, Any]]:
+    """(source: sacct|squeue|None, rows by task id, records by run folder)."""
+    source = None
+    sched: list[str] = []
+    rec_text = ""
+    section = None
+    for line in text.splitlines():
+        if line == MARK_SACCT:
+            source, section = "sacct", "sched"
+        elif line == MARK_SQUEUE:
+            source, section = "squeue", "sched"
+        elif line == MARK_RECORDS:
+            section = "records"
+        elif section == "sched":
+            sched.append(line)
+        elif section == "records":
+            rec_text += line
+    records = json.loads(rec_text) if rec_text.strip() else {}
+    return source, parse_rows("\n".join(sched)), records
+
+
+_TERMINAL_WORDS = {
+    "FAILED": (State.FAILED, "failed"),
+    "TIMEOUT": (State.TIMEOUT, "time limit reached"),
+    "OUT_OF_MEMORY": (State.OOM, "out of memory"),
+    "CANCELLED": (State.CANCELLED, "cancelled"),
+    "NODE_FAIL": (State.FAILED, "node failure (NODE_FAIL)"),
+    "BOOT_FAIL": (State.FAILED, "the node failed to boot (BOOT_FAIL)"),
+    "DEADLINE": (State.TIMEOUT, "deadline reached (DEADLINE)"),
+    "PREEMPTED": (State.PREEMPTED, "preempted"),
+    "REVOKED": (State.CANCELLED, "revoked by a sibling cluster"),
+    "SPECIAL_EXIT": (State.FAILED, "special exit"),
+}
+_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING",
+            "STAGE_OUT", "RESIZING"}
+_REQUEUED = {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
+
+
+def _exit_code(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        code, sig = (int(x) for x in text.split(":"))
+    except ValueError:
+        return None
+    return 128 + sig if sig else code
+
+
+def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remote_id: str,
+          host: str | None, kind: str, source: str | None) -> RunStatus:
+    """A run's state from the scheduler's view and the worker's records.
+
+    ``succeeded`` needs the worker's success record (and ``.done``) whatever SLURM says.
+    """
+    rec = rec or {}
+    st = rec.get("status") if rec.get("token") == token else None
+    if st is not None and st.get("token") != token:
+        st = None
+    done = bool(rec.get("done")) and st is not None
+    tail = rec.get("tail")
+    common: dict[str, Any] = {"remote_id": remote_id, "host": (st or {}).get("host") or host,
+                              "started_at": (st or {}).get("started_at"),
+                              "ended_at": (st or {}).get("ended_at"),
+                              "attempt": (st or {}).get("attempt")}
+    worker_ok = st is not None and st.get("state") == "succeeded" and done
+    worker_ended = st is not None and st.get("ended_at") is not None
+    if row is None:
+        # not known to the scheduler (yet: sacct lags; or no more: squeue forgets)
+        if worker_ok:
+            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
+        if worker_ended:
+            return _from_record(st, tail, common)
+        if source == "squeue" and st is not None:
+            return RunStatus(state=State.LOST, reason="the job left the queue without a "
+                             "record of its end", stderr_tail=tail, **common)
+        return RunStatus(state=State.QUEUED, pending_reason="submitted", **common)
+    s = row.state.rstrip("+")
+    if s == "PENDING":
+        if st is not None:  # it ran before: requeued
+            attempt = int(st.get("attempt") or 1) + (1 if worker_ended or st.get("state") ==
+                                                     "running" else 0)
+            return RunStatus(state=State.REQUEUED, pending_reason=row.reason,
+                             reason=f"requeued (attempt {attempt})",
+                             **{**common, "attempt": attempt, "ended_at": None})
+        return RunStatus(state=State.QUEUED, pending_reason=row.reason, **common)
+    if s in _REQUEUED:
+        attempt = int((st or {}).get("attempt") or 1) + 1
+        return RunStatus(state=State.REQUEUED, reason=f"requeued (attempt {attempt})",
+                         **{**common, "attempt": attempt})
+    if s in _RUNNING:
+        if kind == "serial":
+            if worker_ok:
+                return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
+            if worker_ended:
+                return _from_record(st, tail, common)
+            if st is None:
+                return RunStatus(state=State.QUEUED, pending_reason="waiting for the step "
+                                 "before it", **common)
+        if s == "COMPLETING" and worker_ok:
+            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
+        return RunStatus(state=State.RUNNING, **common)
+    if s == "COMPLETED":
+        if worker_ok:
+            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
+        if worker_ended:
+            return _from_record(st, tail, common)
+        if kind == "serial" and st is None:
+            return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
+                             **common)
+        return RunStatus(state=State.FAILED, exit_code=_exit_code(row.exit_code),
+                         reason="SLURM says COMPLETED but the worker wrote no success record",
+                         stderr_tail=tail, **common)
+    if s in _TERMINAL_WORDS:
+        state, word = _TERMINAL_WORDS[s]
+        if s == "CANCELLED" and row.reason and row.reason not in ("None",):
+            word = f"cancelled ({row.reason})"
+        if s == "FAILED" and kind == "serial" and st is None:
+            return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
+                             **common)
+        if s == "FAILED" and worker_ended and st.get("state") in ("failed", "terminated"):
+            return _from_record(st, tail, common, exit_code=_exit_code(row.exit_code))
+        reason = word
+        if s == "FAILED":
+            reason = f"job failed with exit code {row.exit_code}"
+            if row.reason and row.reason != "None":
+                reason += f" ({row.reason})"
+        elif s == "TIMEOUT" and row.reason and row.reason != "None":
+            reason = f"{word} ({row.reason})"
+        return RunStatus(state=state, reason=reason, stderr_tail=tail,
+                         exit_code=_exit_code(row.exit_code), **common)
+    return RunStatus(state=State.QUEUED, pending_reason=f"SLURM state {s}", **common)
+
+
+def _from_record(st: Mapping[str, Any], tail: str | None, common: Mapping[str, Any],
+                 exit_code: int | None = None) -> RunStatus:
+    state = st.get("state") or "failed"
+    if state == "succeeded":  # success record without .done: not trusted
+        return RunStatus(state=State.FAILED, reason="the worker recorded success but .done "
+                         "is missing", stderr_tail=tail, **common)
+    if state not in ("failed", "cancelled"):
+        state = "failed"
+    return RunStatus(state=State(state), reason=st.get("reason"), stderr_tail=tail,
+                     exit_code=st.get("exit_code", exit_code), **common)
+
+
+@attrs.define
+class Pacer:
+    """When to ask the scheduler again: grows while nothing changes, resets on a change,
+    doubles on errors, and stays below a third of MinJobAge (squeue forgets finished jobs)."""
+
+    minimum: float = 2.0
+    maximum: float = 60.0
+    min_job_age: float | None = None
+    interval: float = attrs.field(default=0.0)
+    last_at: float = 0.0
+    last_view: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        self.interval = self.minimum
+
+    @property
+    def cap(self) -> float:
+        cap = self.maximum
+        if self.min_job_age:
+            cap = min(cap, max(self.minimum, self.min_job_age / 3))
+        return cap
+
+    def due(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return now - self.last_at >= self.interval
+
+    def observed(self, view: Any, now: float | None = None) -> None:
+        self.last_at = time.monotonic() if now is None else now
+        if view == self.last_view:
+            self.interval = min(self.interval * 1.5, self.cap)
+        else:
+            self.interval = self.minimum
+        self.last_view = view
+
+    def failed(self, now: float | None = None) -> None:
+        self.last_at = time.monotonic() if now is None else now
+        self.interval = min(max(self.interval, self.minimum) * 2, self.cap)
+
+    def reset(self) -> None:
+        self.interval = self.minimum
+        self.last_at = 0.0
+
+
+def view_of(statuses: Mapping[str, RunStatus]) -> tuple:
+    return tuple(sorted((k, v.state.value, v.pending_reason or "") for k, v in statuses.items()))
+
+
+def job_ids_of(remote_ids: Iterable[str]) -> list[str]:
+    """The distinct job ids to ask about (``12_3`` → ``12``)."""
+    out: list[str] = []
+    for rid in remote_ids:
+        jid = rid.split("_", 1)[0]
+        if jid not in out:
+            out.append(jid)
+    return out
