@@ -85,6 +85,17 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
             "reason": "the run's process died without recording an exit (killed?)"}
 
 
+def to_status(d: dict[str, Any]) -> Any:
+    """A :func:`probe` result (possibly read back from JSON on another machine) as a
+    :class:`~chester.types.RunStatus`. Shared by the backends that call this module."""
+    from chester.types import RunStatus
+
+    return RunStatus(state=d["state"], reason=d.get("reason"), stderr_tail=d.get("stderr_tail"),
+                     exit_code=d.get("exit_code"), attempt=d.get("attempt"), host=d.get("host"),
+                     started_at=d.get("started_at"), ended_at=d.get("ended_at"),
+                     pending_reason=d.get("pending_reason"))
+
+
 def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S) -> bool:
     """Mark the run cancelled and kill its process group (TERM, then KILL)."""
     run_dir = Path(run_dir)
