@@ -399,10 +399,17 @@ class Transport:
 
         buf = io.BytesIO()
         local_root = Path(local_root)
-        with tarfile.open(fileobj=buf, mode="w") as tar:
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            # regular files only (folders are created as needed): extracting never changes
+            # the mode or owner of an existing folder on the host
             for rel in rel_paths:
-                tar.add(str(local_root / rel), arcname=rel, recursive=True)
-        script = f"set -e; mkdir -p {shlex.quote(remote_root)}; tar -x -m -f - -C {shlex.quote(remote_root)}"
+                top = local_root / rel
+                files = [top] if not top.is_dir() else sorted(
+                    p for p in top.rglob("*") if p.is_file() and not p.is_symlink())
+                for f in files:
+                    tar.add(str(f), arcname=f.relative_to(local_root).as_posix(), recursive=False)
+        script = (f"set -e; mkdir -p {shlex.quote(remote_root)}; "
+                  f"tar -x --no-same-owner -f - -C {shlex.quote(remote_root)}")
         out, err, code = self._exec(f"sh -c {shlex.quote(script)}", buf.getvalue(), None)
         self._result(f"unpacking files under {remote_root}", out, err, code, True)
 
