@@ -20,7 +20,6 @@ target) stays cheap.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
 
 __version__ = "0.3.0"
 
@@ -31,7 +30,7 @@ _LAZY = {
     "Run": ("chester.sweeps", "Run"),
     "VariantGenerator": ("chester.variants", "VariantGenerator"),
     "variant": ("chester.variants", "variant"),
-    "AttrDict": ("chester.variants", "AttrDict"),
+    "AttrDict": ("chester.attrdict", "AttrDict"),
     "hookimpl": ("chester.plugins", "hookimpl"),
     "State": ("chester.types", "State"),
     "run_experiment_lite": ("chester.run_exp", "run_experiment_lite"),
@@ -40,7 +39,7 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(import_module(module), attr)

@@ -20,7 +20,8 @@ from chester.naming import auto_suffix, map_remote, safe_component
 from chester.store import RunRow, Store
 from chester.sweeps import Sweep
 from chester.types import RunSpec, RunStatus, State
-from chester.variants import AttrDict, VariantGenerator, expand
+from chester.attrdict import AttrDict
+from chester.variants import VariantGenerator, expand
 
 log = get_logger()
 

@@ -10,6 +10,9 @@ import sys
 from typing import Any
 
 
+_pending: dict[str, Any] | None = None
+
+
 class _LazyLogger:
     __slots__ = ("_bound",)
 
@@ -20,8 +23,16 @@ class _LazyLogger:
         if self._bound is None:
             import structlog
 
+            if _pending is not None:
+                configure(**_pending)
             self._bound = structlog.get_logger("chester")
         return getattr(self._bound, name)
+
+
+def configure_lazily(**kw: Any) -> None:
+    """Like :func:`configure`, applied when chester first logs (keeps quick commands quick)."""
+    global _pending
+    _pending = kw
 
 
 def get_logger() -> Any:
@@ -35,6 +46,8 @@ def configure(*, level: str = "warning", json: bool = False, stream: Any = None)
 
     import structlog
 
+    global _pending
+    _pending = None
     stream = stream or sys.stderr
     renderer: Any
     if json:

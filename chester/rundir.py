@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # this module runs on every target: keep imports minimal
+    from pathlib import Path
+    from typing import Any
 
 META = ".chester"
 RUN_JSON = f"{META}/run.json"
@@ -38,20 +40,19 @@ STDERR = "stderr.log"
 VARIANT_JSON = "variant.json"
 
 
-def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
+def write_json_atomic(path: str | Path, data: Any, mode: int = 0o644) -> None:
     """Write JSON so that a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path = os.fspath(path)
+    parent, name = os.path.split(path)
+    os.makedirs(parent or ".", exist_ok=True)
+    tmp = os.path.join(parent, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, default=repr)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: str | Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -154,10 +155,10 @@ def _group_has_live(pgid: int) -> bool:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename
 
 
-def tail(path: Path, lines: int = 20, max_bytes: int = 8192) -> str | None:
+def tail(path: str | Path, lines: int = 20, max_bytes: int = 8192) -> str | None:
     """The last ``lines`` lines of a text file (None when missing or empty)."""
     try:
         with open(path, "rb") as f:

@@ -22,6 +22,8 @@ from pathlib import Path
 from chester import rundir as rd
 
 POLL_S = 0.01
+#: ``python -m chester.worker RUN_DIR`` without runpy's start-up cost.
+WORKER_CODE = "import sys; from chester.worker import main; sys.exit(main())"
 
 
 def default_slots_dir() -> Path:
@@ -99,7 +101,7 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
         out = open(run_dir / rd.STDOUT, "ab")
         err = open(run_dir / rd.STDERR, "ab")
         try:
-            argv = [python, "-m", "chester.worker", str(run_dir)]
+            argv = [python, "-c", WORKER_CODE, str(run_dir)]
             if env_file:
                 argv = ["/bin/sh", "-c", '. "$0" && exec "$@"', env_file, *argv]
             children.append(subprocess.Popen(

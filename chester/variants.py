@@ -7,28 +7,7 @@ import itertools
 import random
 from typing import Any, Callable, Iterator, Sequence
 
-
-class AttrDict(dict):
-    """A plain dict whose keys can also be read as attributes (``v.lr``)."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        self[key] = value
-
-    def __delattr__(self, key: str) -> None:
-        try:
-            del self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def __reduce__(self) -> Any:
-        # pickles as a plain dict subclass that lives in chester.variants
-        return (AttrDict, (dict(self),))
+from chester.attrdict import AttrDict
 
 
 class VariantDict(AttrDict):

@@ -13,8 +13,6 @@ import os
 import signal
 import sys
 import time
-import traceback
-from pathlib import Path
 
 from chester import rundir as rd
 
@@ -30,7 +28,7 @@ def _on_term(signum: int, _frame: object) -> None:
     raise Terminated(f"terminated by signal {signum}")
 
 
-def _attempt(run_dir: Path, meta: dict) -> int:
+def _attempt(meta: dict) -> int:
     if os.environ.get("CHESTER_ATTEMPT"):
         return int(os.environ["CHESTER_ATTEMPT"])
     if os.environ.get("SLURM_RESTART_COUNT"):
@@ -38,17 +36,21 @@ def _attempt(run_dir: Path, meta: dict) -> int:
     return int(meta.get("attempt", 1))
 
 
-def run(run_dir: Path) -> int:
+def run(run_dir: str) -> int:
     """Run the run in ``run_dir``; return the process exit status."""
-    run_dir = run_dir.resolve()
-    meta = rd.read_json(run_dir / rd.RUN_JSON)
+    run_dir = os.path.abspath(run_dir)
+
+    def at(rel: str) -> str:
+        return os.path.join(run_dir, rel)
+
+    meta = rd.read_json(at(rd.RUN_JSON))
     if meta is None:
         print(f"chester.worker: {run_dir} is not a chester run folder (no {rd.RUN_JSON})",
               file=sys.stderr)
         return 2
     token = meta["token"]
-    attempt = _attempt(run_dir, meta)
-    prior = rd.read_json(run_dir / rd.STATUS)
+    attempt = _attempt(meta)
+    prior = rd.read_json(at(rd.STATUS))
     if prior and prior.get("token") == token:
         if prior.get("state") == "succeeded" and os.environ.get("CHESTER_RERUN") != "1":
             print("chester.worker: this run already succeeded; not running it again",
@@ -59,13 +61,13 @@ def run(run_dir: Path) -> int:
             print("chester.worker: this run is already running (pid %s)" % prior.get("pid"),
                   file=sys.stderr)
             return 0
-    if os.path.exists(run_dir / rd.CANCEL):
-        rd.write_json_atomic(run_dir / rd.STATUS, {
+    if os.path.exists(at(rd.CANCEL)):
+        rd.write_json_atomic(at(rd.STATUS), {
             "token": token, "attempt": attempt, "state": "cancelled",
             "reason": "cancelled before it started", "ended_at": time.time()})
         return 0
     try:
-        os.unlink(run_dir / rd.DONE)
+        os.unlink(at(rd.DONE))
     except FileNotFoundError:
         pass
     pid = os.getpid()
@@ -76,7 +78,7 @@ def run(run_dir: Path) -> int:
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
-    rd.write_json_atomic(run_dir / rd.STATUS, record)
+    rd.write_json_atomic(at(rd.STATUS), record)
     signal.signal(signal.SIGTERM, _on_term)
     os.environ.update({str(k): str(v) for k, v in (meta.get("env") or {}).items()})
     project = meta.get("project_dir")
@@ -86,12 +88,14 @@ def run(run_dir: Path) -> int:
     try:
         import cloudpickle
 
-        with open(run_dir / rd.PAYLOAD, "rb") as f:
+        with open(at(rd.PAYLOAD), "rb") as f:
             payload = cloudpickle.load(f)
         fn = payload["fn"]
         variant = payload["variant"]
-        fn(variant, str(run_dir), meta.get("name"))
+        fn(variant, run_dir, meta.get("name"))
     except Terminated as exc:
+        import traceback
+
         traceback.print_exc()
         record.update(state="terminated", reason=str(exc), signal=signal.SIGTERM.value)
         exit_code = EXIT_TERMINATED
@@ -101,6 +105,8 @@ def run(run_dir: Path) -> int:
             record.update(state="failed", reason=f"SystemExit({exc.code!r})")
         exit_code = code
     except BaseException as exc:  # the run's own failure: record it, keep the traceback
+        import traceback
+
         tb = traceback.format_exc()
         sys.stderr.write(tb)
         record.update(state="failed", reason=f"{type(exc).__name__}: {exc}"[:2000],
@@ -114,10 +120,10 @@ def run(run_dir: Path) -> int:
     record["exit_code"] = exit_code
     if exit_code == 0:
         record["state"] = "succeeded"
-        rd.write_json_atomic(run_dir / rd.STATUS, record)
-        (run_dir / rd.DONE).touch()
+        rd.write_json_atomic(at(rd.STATUS), record)
+        open(at(rd.DONE), "a").close()
     else:
-        rd.write_json_atomic(run_dir / rd.STATUS, record)
+        rd.write_json_atomic(at(rd.STATUS), record)
     return exit_code
 
 
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python -m chester.worker RUN_DIR", file=sys.stderr)
         return 2
-    return run(Path(argv[0]))
+    return run(argv[0])
 
 
 if __name__ == "__main__":

@@ -75,14 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from chester.logs import configure_lazily
+
     if args.verbose or args.log_json:
-        from chester.logs import configure
-
-        configure(level="debug" if args.verbose > 1 else "info", json=args.log_json)
+        configure_lazily(level="debug" if args.verbose > 1 else "info", json=args.log_json)
     else:
-        from chester.logs import configure
-
-        configure(level="warning")
+        configure_lazily(level="warning")
     try:
         from chester.cli import commands
 
