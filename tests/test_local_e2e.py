@@ -238,3 +238,26 @@ def test_cli_user_errors_are_one_line_exit_2(project, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no job store" in r.stderr
     r = run_chester(["--version"], cwd=empty)
     assert r.stdout.startswith("chester 0.") and "local-" in r.stdout
+
+
+def test_monitor_waits_for_every_unfinished_sweep(project):
+    assert _launch(project, [{"i": i, "sleep": 1} for i in range(3)], "mon-a").returncode == 0
+    assert _launch(project, [{"i": 9, "fail": True}], "mon-b").returncode == 0
+    r = run_chester(["monitor", "--interval", "0.3"], cwd=project, timeout=120)
+    assert r.returncode == 1, (r.stdout, r.stderr)  # one run failed
+    assert "mon-a: 3 succeeded" in r.stdout and "mon-b: 1 failed" in r.stdout
+    again = run_chester(["monitor"], cwd=project)
+    assert again.returncode == 0 and "nothing to monitor" in again.stdout
+    import subprocess as sp
+
+    seed_form = sp.run([sys.executable, "-m", "chester.auto_pull", "--once"], cwd=project,
+                       capture_output=True, text=True)
+    assert seed_form.returncode == 0 and "nothing to monitor" in seed_form.stdout
+
+
+def test_help_lists_the_commands(project):
+    r = run_chester(["--help"], cwd=project)
+    for cmd in ("plugins", "config", "status", "logs", "cancel", "pull", "monitor"):
+        assert cmd in r.stdout
+    r = run_chester(["status", "--help"], cwd=project)
+    assert "--json" in r.stdout
