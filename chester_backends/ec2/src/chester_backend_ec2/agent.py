@@ -1,0 +1,440 @@
+"""The instance-side agent of chester's EC2 backend (stdlib + boto3 only; Python >= 3.8).
+
+The user-data script downloads this file from S3 and runs it as ``python3 agent.py``. It
+
+1. reads the instance spec (``$CHESTER_EC2_SPEC`` in ``$CHESTER_EC2_BUCKET``) through the
+   instance role: the code manifest, the runs, the setup script;
+2. materialises the project from the content-addressed code snapshot and each run folder;
+3. runs the setup script once (package manager, ``prepare_commands``), then
+   ``python -m chester.worker RUN_DIR`` for each run (one GPU each when packed);
+4. every ``watch_interval`` checks IMDSv2 ``spot/instance-action`` and the sweep's cancel
+   markers; every ``sync_interval`` (and whenever a status changes) uploads changed files of
+   the run folders and the status records;
+5. on a spot interruption notice records ``preempted`` and syncs everything at once; on
+   SIGTERM (the instance is going away) stops the runs and syncs;
+6. when every run has ended, syncs a last time and powers the instance off.
+
+Test hooks, all environment variables: ``CHESTER_EC2_IMDS`` (metadata endpoint, default
+``http://169.254.169.254``), ``CHESTER_EC2_ROOT`` (a folder playing the instance's disk, default
+``/``), ``CHESTER_EC2_POWEROFF`` (argv run at the end, default ``shutdown -h now``; empty: just
+exit) and boto3's own ``AWS_ENDPOINT_URL``.
+"""
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+IMDS = os.environ.get("CHESTER_EC2_IMDS", "http://169.254.169.254").rstrip("/")
+ROOT = os.environ.get("CHESTER_EC2_ROOT", "/")
+STATUS = ".chester/status.json"
+PAYLOAD = ".chester/payload.pkl"
+
+
+def log(msg):
+    sys.stderr.write("chester-agent %s %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+def on_disk(path):
+    """An absolute instance path, under ROOT."""
+    return os.path.join(ROOT, path.lstrip("/"))
+
+
+# -- IMDSv2 ---------------------------------------------------------------------------------
+class Imds:
+    def __init__(self, base):
+        self.base = base
+        self.token = None
+        self.token_at = 0.0
+
+    def _token(self):
+        if self.token is None or time.time() - self.token_at > 300:
+            req = urllib.request.Request(self.base + "/latest/api/token", method="PUT",
+                                         headers={"X-aws-ec2-metadata-token-ttl-seconds": "600"})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                self.token = r.read().decode()
+            self.token_at = time.time()
+        return self.token
+
+    def get(self, path):
+        """The text at ``/latest/meta-data/<path>``, or None when absent (404)."""
+        for _ in range(2):
+            req = urllib.request.Request(self.base + "/latest/meta-data/" + path,
+                                         headers={"X-aws-ec2-metadata-token": self._token()})
+            try:
+                with urllib.request.urlopen(req, timeout=2) as r:
+                    return r.read().decode()
+            except urllib.error.HTTPError as e:
+                if e.code == 404:
+                    return None
+                if e.code == 401:
+                    self.token = None
+                    continue
+                raise
+        return None
+
+
+# -- S3 ---------------------------------------------------------------------------------------
+class Store:
+    def __init__(self, bucket, region, endpoint):
+        import boto3
+
+        kw = {}
+        if region:
+            kw["region_name"] = region
+        if endpoint:
+            kw["endpoint_url"] = endpoint
+        self.s3 = boto3.client("s3", **kw)
+        self.bucket = bucket
+
+    def get_json(self, key):
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def put(self, key, data):
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def download(self, key, path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".chester-part"
+        self.s3.download_file(self.bucket, key, tmp)
+        os.replace(tmp, path)
+
+    def keys(self, prefix):
+        out = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix):
+            out.extend(o["Key"] for o in page.get("Contents", ()))
+        return out
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- runs ---------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, spec, slot):
+        self.spec = spec
+        self.token = spec["token"]
+        self.dir = on_disk(spec["remote_dir"])
+        self.slot = slot
+        self.proc = None
+        self.state = None  # agent's view: None, running, ended
+        self.cancelled = False
+        self.preempted = False
+        self.synced = {}  # rel path -> (size, mtime_ns)
+        self.last_record = None
+
+    def record(self):
+        """The status record to publish: the worker's, plus what the agent knows."""
+        try:
+            with open(os.path.join(self.dir, STATUS), encoding="utf-8") as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            rec = {"token": self.token, "state": "queued"}
+        if rec.get("token") != self.token:
+            rec = {"token": self.token, "state": "queued"}
+        if self.proc is not None and self.proc.poll() is not None and rec.get("ended_at") is None:
+            rec.update(state="failed", ended_at=time.time(), exit_code=self.proc.returncode,
+                       reason="the worker exited with status %s without a record"
+                       % self.proc.returncode)
+        if self.cancelled and rec.get("state") != "succeeded":
+            rec["state"] = "cancelled" if rec.get("ended_at") or self.proc is None \
+                or self.proc.poll() is not None else rec.get("state")
+            rec["cancel_requested"] = True
+        if self.preempted:
+            rec["preempted"] = True
+        if rec.get("state") in ("failed", "terminated"):
+            rec["stderr_tail"] = tail(os.path.join(self.dir, "stderr.log"))
+        return rec
+
+
+def tail(path, lines=20, max_bytes=8192):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            text = f.read().decode("utf-8", "replace").rstrip("\n")
+    except OSError:
+        return None
+    return "\n".join(text.splitlines()[-lines:]) or None
+
+
+class Agent:
+    def __init__(self):
+        self.bucket = os.environ["CHESTER_EC2_BUCKET"]
+        self.store = Store(self.bucket, os.environ.get("CHESTER_EC2_REGION") or None,
+                           os.environ.get("CHESTER_EC2_S3_ENDPOINT") or None)
+        self.imds = Imds(IMDS)
+        self.spec = self.store.get_json(os.environ["CHESTER_EC2_SPEC"])
+        self.sweep = self.spec["sweep_prefix"].rstrip("/") + "/"
+        self.runs = [Run(r, i) for i, r in enumerate(self.spec["runs"])]
+        self.stop = threading.Event()
+        self.preempted = False
+        self.lock = threading.Lock()
+
+    # -- paths in S3
+    def run_key(self, run, rel):
+        return "%sruns/%s/%s" % (self.sweep, run.token, rel)
+
+    def status_key(self, run):
+        return "%sctl/status/%s.json" % (self.sweep, run.token)
+
+    def cancel_prefix(self):
+        return "%sctl/cancel/" % self.sweep
+
+    # -- setup
+    def fetch_code(self):
+        code = self.spec["code"]
+        manifest = self.store.get_json(code["manifest_key"])
+        dest = on_disk(self.spec["code_dir"])
+        n = 0
+        for rel, (digest, mode) in sorted(manifest["files"].items()):
+            path = os.path.join(dest, rel)
+            if os.path.exists(path) and sha256_file(path) == digest:
+                continue
+            self.store.download(code["objects_prefix"] + digest, path)
+            os.chmod(path, mode & 0o777)
+            n += 1
+        log("code: %d files in %s (%d fetched)" % (len(manifest["files"]), dest, n))
+        return dest
+
+    def fetch_run(self, run):
+        prefix = self.run_key(run, "")
+        for key in self.store.keys(prefix):
+            rel = key[len(prefix):]
+            path = os.path.join(run.dir, rel)
+            self.store.download(key, path)
+            if rel == PAYLOAD:
+                os.chmod(path, 0o600)
+            st = os.stat(path)
+            run.synced[rel] = (st.st_size, st.st_mtime_ns)
+
+    def setup(self, code_dir):
+        script = on_disk("/var/lib/chester/setup.sh")
+        env_script = on_disk("/var/lib/chester/env.sh")
+        os.makedirs(os.path.dirname(script), exist_ok=True)
+        with open(script, "w") as f:
+            f.write(self.spec["setup_script"])
+        with open(env_script, "w") as f:
+            f.write(self.spec["env_script"])
+        logf = on_disk("/var/log/chester-setup.log")
+        os.makedirs(os.path.dirname(logf), exist_ok=True)
+        with open(logf, "ab") as out:
+            rc = subprocess.call(["bash", "-c", 'source "$0"', script], cwd=code_dir,
+                                 stdout=out, stderr=subprocess.STDOUT,
+                                 env=self.env(code_dir, None))
+        return rc, env_script, logf
+
+    def env(self, code_dir, run):
+        env = dict(os.environ)
+        for k in ("CHESTER_EC2_SPEC", "CHESTER_EC2_BUCKET"):
+            env.pop(k, None)
+        env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"]
+                                        if env.get("PYTHONPATH") else "")
+        if run is not None:
+            g = int(self.spec.get("gpus_per_run") or 0)
+            if g and len(self.runs) > 1:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(
+                    str(run.slot * g + i) for i in range(g))
+        return env
+
+    def start(self, run, code_dir, script):
+        argv = list(self.spec["worker_argv"]) + [run.dir]
+        wrapped = ["bash", "-c", 'source "$0" >/dev/null 2>&1 || true; exec "$@"', script] + argv
+        out = open(os.path.join(run.dir, "stdout.log"), "ab")
+        err = open(os.path.join(run.dir, "stderr.log"), "ab")
+        run.proc = subprocess.Popen(wrapped, cwd=code_dir, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=err, env=self.env(code_dir, run),
+                                    preexec_fn=os.setpgrp)
+        out.close()
+        err.close()
+        run.state = "running"
+        log("started %s (pid %d)" % (run.token, run.proc.pid))
+
+    # -- sync
+    def sync_run(self, run, force_record=False):
+        """Upload what changed in the run folder, then its status record if it changed.
+
+        A final record is published only when the worker had exited before the files were
+        walked, so a launcher that sees it finds every file of the run in S3."""
+        exited = run.proc is None or run.proc.poll() is not None
+        for dirpath, dirnames, filenames in os.walk(run.dir):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, run.dir).replace(os.sep, "/")
+                if rel == PAYLOAD or name.endswith(".chester-part") or name.startswith(".status"):
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                sig = (st.st_size, st.st_mtime_ns)
+                if run.synced.get(rel) == sig:
+                    continue
+                try:
+                    self.store.s3.upload_file(path, self.bucket, self.run_key(run, rel))
+                    run.synced[rel] = sig
+                except Exception as exc:  # keep going: the next sync retries
+                    log("upload of %s failed: %s" % (rel, type(exc).__name__))
+        if exited or not run.record().get("ended_at"):
+            self.publish(run, force_record)
+
+    def publish(self, run, force=False):
+        rec = run.record()
+        body = json.dumps(rec, sort_keys=True, default=repr).encode()
+        if force or body != run.last_record:
+            try:
+                self.store.put(self.status_key(run), body)
+                run.last_record = body
+            except Exception as exc:
+                log("status upload failed: %s" % type(exc).__name__)
+
+    def sync_all(self, force=False):
+        with self.lock:
+            for run in self.runs:
+                if run.state is not None or force:
+                    self.sync_run(run)
+
+    # -- watching
+    def check_cancel(self):
+        try:
+            keys = self.store.keys(self.cancel_prefix())
+        except Exception:
+            return
+        wanted = {k.rsplit("/", 1)[-1] for k in keys}
+        for run in self.runs:
+            if run.token in wanted and not run.cancelled:
+                run.cancelled = True
+                log("cancel requested for %s" % run.token)
+                self.kill(run)
+
+    def kill(self, run, grace=10.0):
+        if run.proc is None or run.proc.poll() is not None:
+            return
+        try:
+            os.killpg(run.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        end = time.time() + grace
+        while run.proc.poll() is None and time.time() < end:
+            time.sleep(0.05)
+        try:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        run.proc.wait()
+
+    def check_spot(self):
+        try:
+            action = self.imds.get("spot/instance-action")
+        except Exception:
+            return False
+        if action and not self.preempted:
+            self.preempted = True
+            log("spot interruption notice: %s" % action.strip())
+            for run in self.runs:
+                if run.state == "running" or run.state is None:
+                    run.preempted = True
+            self.sync_all(force=True)
+            for run in self.runs:
+                self.publish(run, force=True)
+        return bool(action)
+
+    def on_term(self, signum, frame):
+        log("signal %d: stopping the runs and syncing" % signum)
+        self.stop.set()
+
+    # -- main loop
+    def main(self):
+        signal.signal(signal.SIGTERM, self.on_term)
+        signal.signal(signal.SIGINT, self.on_term)
+        for run in self.runs:
+            os.makedirs(run.dir, exist_ok=True)
+            self.fetch_run(run)
+        self.check_cancel()
+        code_dir = self.fetch_code()
+        rc, script, logf = self.setup(code_dir)
+        if rc != 0:
+            reason = "instance setup failed (exit %d): %s" % (rc, tail(logf, 10) or "")
+            for run in self.runs:
+                with open(os.path.join(run.dir, "stderr.log"), "a") as f:
+                    f.write(reason + "\n")
+                run.state = "ended"
+                self.store.put(self.status_key(run), json.dumps({
+                    "token": run.token, "state": "failed", "reason": reason[:2000],
+                    "ended_at": time.time(), "stderr_tail": tail(logf)}).encode())
+                self.sync_run(run)
+                run.last_record = b"final"
+            return self.finish()
+        for run in self.runs:
+            if not run.cancelled:
+                self.start(run, code_dir, script)
+            else:
+                run.state = "ended"
+                self.publish(run, force=True)
+        watch = float(self.spec.get("watch_interval_s", 5))
+        sync = float(self.spec.get("sync_interval_s", 60))
+        next_sync = time.time() + sync
+        seen = {}
+        while not self.stop.is_set():
+            self.check_spot()
+            self.check_cancel()
+            changed = False
+            for run in self.runs:
+                if run.state == "running":
+                    st = os.path.join(run.dir, STATUS)
+                    try:
+                        m = os.stat(st).st_mtime_ns
+                    except OSError:
+                        m = None
+                    if seen.get(run.token) != m:
+                        seen[run.token] = m
+                        changed = True
+                    if run.proc.poll() is not None:
+                        run.state = "ended"
+                        with self.lock:
+                            self.sync_run(run)
+                        continue
+                    if changed and not run.record().get("ended_at"):
+                        self.publish(run)  # a final record waits for the files (below)
+            if time.time() >= next_sync:
+                self.sync_all()
+                next_sync = time.time() + sync
+            if all(r.state == "ended" for r in self.runs):
+                break
+            self.stop.wait(watch)
+        if self.stop.is_set():
+            for run in self.runs:
+                self.kill(run, grace=5.0)
+                if run.state == "running":
+                    run.state = "ended"
+            self.check_cancel()
+        self.sync_all(force=True)
+        if self.stop.is_set():
+            return 0
+        return self.finish()
+
+    def finish(self):
+        argv = shlex.split(os.environ.get("CHESTER_EC2_POWEROFF", "shutdown -h now"))
+        if not self.spec.get("shutdown_when_done", True) or not argv:
+            log("all runs ended")
+            return 0
+        log("all runs ended; powering off")
+        return subprocess.call(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(Agent().main())

@@ -1,0 +1,119 @@
+"""Options of the ``ec2`` backend (no boto3 here: this module is imported by ``chester plugins``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]\Z")
+_CIDR_WORLD = ("0.0.0.0/0", "::/0")
+#: run_instances arguments the backend owns; ``run_instances_extra`` may not set them.
+RESERVED_RUN_ARGS = frozenset({
+    "UserData", "ClientToken", "MinCount", "MaxCount", "ImageId", "InstanceType",
+    "MetadataOptions", "InstanceMarketOptions", "IamInstanceProfile", "TagSpecifications",
+    "InstanceInitiatedShutdownBehavior",
+})
+
+
+def _bucket(_inst: Any, att: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not _BUCKET_RE.match(value):
+        raise ValueError(f"{att.name}: {value!r} is not a valid S3 bucket name")
+
+
+def _prefix(_inst: Any, att: attrs.Attribute, value: str) -> None:
+    if value.startswith("/") or ".." in value.split("/") or "\n" in value:
+        raise ValueError(f"{att.name}: {value!r} must be a relative key prefix without '..'")
+
+
+def _positive(_inst: Any, att: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{att.name} must be > 0, got {value!r}")
+
+
+def _extra(_inst: Any, att: attrs.Attribute, value: dict) -> None:
+    bad = sorted(set(value) & RESERVED_RUN_ARGS)
+    if bad:
+        raise ValueError(f"{att.name} may not set {', '.join(bad)} (the backend sets them; "
+                         "use the matching option instead)")
+    for perm in _walk_ip_ranges(value):
+        if perm in _CIDR_WORLD:
+            raise ValueError(f"{att.name}: refusing a rule open to the world ({perm})")
+
+
+def _walk_ip_ranges(obj: Any):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("CidrIp", "CidrIpv6"):
+                yield v
+            else:
+                yield from _walk_ip_ranges(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _walk_ip_ranges(v)
+
+
+def _tags(_inst: Any, att: attrs.Attribute, value: dict) -> None:
+    for k, v in value.items():
+        if str(k).lower().startswith(("aws:", "chester:")):
+            raise ValueError(f"{att.name}: tag key {k!r} is reserved")
+        if len(str(k)) > 128 or len(str(v)) > 256:
+            raise ValueError(f"{att.name}: tag {k!r} is too long (keys 128, values 256 chars)")
+
+
+@attrs.frozen(kw_only=True)
+class Ec2Options:
+    """Options of the ``ec2`` backend. Credentials come from boto3's own chain (environment,
+    shared files, SSO, instance role), never from chester.yaml."""
+
+    bucket: str = attrs.field(validator=_bucket, metadata={
+        "help": "S3 bucket holding code snapshots, run folders and status records"})
+    image_id: str | None = attrs.field(default=None, metadata={
+        "help": "AMI id (needs python3; chester and your project's packages are installed by "
+                "bootstrap_commands or the package manager)"})
+    region: str | None = attrs.field(default=None, metadata={
+        "help": "AWS region (default: boto3's configured region)"})
+    instance_type: str = attrs.field(default="g5.xlarge", metadata={
+        "help": "EC2 instance type"})
+    key_name: str | None = attrs.field(default=None, metadata={
+        "help": "EC2 key pair name for SSH (optional; no key material ever leaves AWS)"})
+    subnet_id: str | None = attrs.field(default=None, metadata={"help": "subnet to launch in"})
+    security_group_ids: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "security groups of the instances (chester never opens any rule)"})
+    iam_instance_profile: str | None = attrs.field(default=None, metadata={
+        "help": "instance profile name or ARN granting the instance its S3 prefix "
+                "(see docs/backends/ec2.md for the least-privilege policy)"})
+    spot: bool = attrs.field(default=True, metadata={
+        "help": "launch spot instances (false: on-demand)"})
+    max_price: str | None = attrs.field(default=None, metadata={
+        "help": "spot maximum price per hour in USD (default: the on-demand price)"})
+    interruption_behavior: str = attrs.field(
+        default="terminate",
+        validator=attrs.validators.in_(("terminate", "stop", "hibernate")),
+        metadata={"help": "what AWS does on a spot interruption: terminate, stop or hibernate"})
+    runs_per_instance: int = attrs.field(default=1, validator=_positive, metadata={
+        "help": "runs packed onto one instance, started together (one GPU each)"})
+    gpus_per_run: int = attrs.field(default=1, metadata={
+        "help": "GPUs given to each run on a packed instance via CUDA_VISIBLE_DEVICES (0: none)"})
+    prefix: str = attrs.field(default="chester", validator=_prefix, metadata={
+        "help": "key prefix inside the bucket"})
+    tags: dict[str, str] = attrs.field(factory=dict, validator=_tags, metadata={
+        "help": "extra tags on instances and volumes"})
+    run_instances_extra: dict[str, Any] = attrs.field(factory=dict, validator=_extra, metadata={
+        "help": "extra run_instances arguments (e.g. BlockDeviceMappings, Placement)"})
+    endpoint_url: str | None = attrs.field(default=None, metadata={
+        "help": "S3 endpoint URL for S3-compatible stores (default: AWS, or $AWS_ENDPOINT_URL)"})
+    remote_dir: str = attrs.field(default="/opt/chester/project", metadata={
+        "help": "where the project lives on the instance"})
+    python: str = attrs.field(default="python3", metadata={
+        "help": "Python interpreter on the instance"})
+    bootstrap_commands: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "shell lines run first on the instance (e.g. installing chester-ml); "
+                "never put secrets here: user-data is readable from the instance"})
+    sync_interval_s: float = attrs.field(default=60.0, validator=_positive, metadata={
+        "help": "seconds between uploads of the run folders to S3 while runs go on"})
+    watch_interval_s: float = attrs.field(default=5.0, validator=_positive, metadata={
+        "help": "seconds between checks for a spot interruption notice and cancel markers"})
+    shutdown_when_done: bool = attrs.field(default=True, metadata={
+        "help": "power the instance off (terminating it) when its runs end"})

@@ -1,0 +1,561 @@
+"""The ``ec2`` backend plugin: runs on EC2 instances, code and results through S3.
+
+S3 layout under ``s3://<bucket>/<prefix>/``::
+
+    code/objects/<sha256>                 one object per unique file content (shared by sweeps)
+    code/manifests/<sha256>.json          {"files": {rel: [sha256, mode]}}
+    agent/<sha256>.py                     the instance agent
+    sweeps/<sweep>/instances/<group>.json the spec of one instance (its runs, setup)
+    sweeps/<sweep>/runs/<token>/...       each run folder, both ways
+    sweeps/<sweep>/ctl/status/<token>.json status records written by the instance
+    sweeps/<sweep>/ctl/cancel/<token>     cancel markers written by the launcher
+
+boto3 is imported lazily (``aws.client``), never when the plugin is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TextIO
+
+from chester.errors import UserError
+from chester.plugins import hookimpl
+from chester.sync import decide
+from chester.types import (
+    BackendConfig,
+    BackendSpec,
+    Capabilities,
+    PreparedSweep,
+    PullPatterns,
+    PullResult,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+    State,
+)
+
+from chester_backend_ec2.options import Ec2Options
+
+NAME = "ec2"
+SWEEP_TAG = "chester:sweep"
+GROUP_TAG = "chester:group"
+#: Files of a run folder that never come back (they went out from here).
+NEVER_PULLED = (".chester/payload.pkl",)
+PULL_STATE = ".chester/ec2-pulled.json"
+ALIVE = ("pending", "running")
+
+
+@hookimpl
+def chester_backends() -> list[BackendSpec]:
+    return [BackendSpec(
+        name=NAME, summary="EC2 instances (spot by default), code and results through S3",
+        options_cls=Ec2Options,
+        capabilities=Capabilities(remote=True, shared_fs=False, supports_arrays=False,
+                                  idempotent_submit=True, needs_code_sync=True,
+                                  status_poll_interval_s=30.0))]
+
+
+# -- keys ----------------------------------------------------------------------------------------
+def _root(o: Ec2Options) -> str:
+    return (o.prefix.strip("/") + "/") if o.prefix.strip("/") else ""
+
+
+def sweep_key(backend: BackendConfig, exp_prefix: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", exp_prefix)[:60].strip("-") or "sweep"
+    h = hashlib.sha256(f"{backend.project_path}\0{backend.name}\0{exp_prefix}".encode())
+    return f"{safe}-{h.hexdigest()[:10]}"
+
+
+def sweep_prefix(o: Ec2Options, sweep: str) -> str:
+    return f"{_root(o)}sweeps/{sweep}/"
+
+
+# -- prepare -------------------------------------------------------------------------------------
+@hookimpl
+def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
+                    staging_dir: Path) -> PreparedSweep:
+    from chester_backend_ec2 import render
+
+    o: Ec2Options = backend.options
+    if not o.image_id:
+        raise UserError("ec2 backend: set image_id (an AMI with python3) in chester.yaml")
+    if not runs:
+        raise UserError("ec2 backend: nothing to launch")
+    sweep = sweep_key(backend, runs[0].exp_prefix)
+    sp = sweep_prefix(o, sweep)
+    snap = render.snapshot(backend)
+    manifest = render.manifest_bytes(snap)
+    manifest_key = f"{_root(o)}code/manifests/{render.sha256_bytes(manifest)}.json"
+    agent = render.agent_source()
+    agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
+    setup, env_script, worker_argv = render.setup_scripts(backend)
+    staging_dir = Path(staging_dir)
+    (staging_dir / "manifest.json").write_bytes(manifest)
+    groups = []
+    scripts: dict[str, str] = {"setup.sh": setup, "env.sh": env_script}
+    n = o.runs_per_instance
+    for i in range(0, len(runs), n):
+        members = list(runs[i:i + n])
+        gtok = render.group_token(r.token for r in members)
+        spec = {
+            "sweep_prefix": sp, "group": gtok,
+            "code": {"manifest_key": manifest_key, "objects_prefix": f"{_root(o)}code/objects/"},
+            "code_dir": o.remote_dir, "setup_script": setup, "env_script": env_script,
+            "worker_argv": worker_argv, "gpus_per_run": o.gpus_per_run,
+            "sync_interval_s": o.sync_interval_s, "watch_interval_s": o.watch_interval_s,
+            "shutdown_when_done": o.shutdown_when_done,
+            "runs": [{"token": r.token, "name": r.name, "remote_dir": r.remote_dir}
+                     for r in members],
+        }
+        spec_key = f"{sp}instances/{gtok}.json"
+        ud = render.user_data(bucket=o.bucket, spec_key=spec_key, agent_key=agent_key,
+                              region=o.region, endpoint_url=o.endpoint_url, python=o.python,
+                              bootstrap=o.bootstrap_commands)
+        if len(ud.encode()) > render.USER_DATA_LIMIT:
+            raise UserError(f"ec2 backend: user-data is {len(ud.encode())} bytes, over EC2's "
+                            f"16 KB: shorten bootstrap_commands")
+        groups.append({"token": gtok, "runs": [r.token for r in members],
+                       "spec_key": spec_key, "spec": spec, "user_data": ud})
+        if i == 0:
+            scripts["user-data"] = ud
+            scripts["run_instances"] = json.dumps(_run_args(backend, sweep, gtok, ud,
+                                                            redact=True), indent=1)
+    size = sum(snap["sizes"].values())
+    summary = (f"{len(runs)} runs on {len(groups)} {'spot' if o.spot else 'on-demand'} "
+               f"{o.instance_type} instance(s) in {o.region or 'the default region'}; code "
+               f"{len(snap['files'])} files ({size} bytes) via s3://{o.bucket}/{_root(o)}")
+    return PreparedSweep(
+        backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
+        uploads=tuple(Path(p) for p in snap["paths"].values()), scripts=scripts,
+        summary=summary,
+        data={"sweep": sweep, "sweep_prefix": sp, "manifest_key": manifest_key,
+              "manifest": manifest.decode(), "paths": snap["paths"],
+              "agent_key": agent_key, "groups": groups})
+
+
+def _run_args(backend: BackendConfig, sweep: str, gtok: str, user_data: str,
+              redact: bool = False) -> dict[str, Any]:
+    o: Ec2Options = backend.options
+    tags = [{"Key": k, "Value": str(v)} for k, v in sorted(o.tags.items())]
+    tags += [{"Key": "Name", "Value": f"chester-{sweep}"[:256]},
+             {"Key": SWEEP_TAG, "Value": sweep}, {"Key": GROUP_TAG, "Value": gtok}]
+    args: dict[str, Any] = dict(o.run_instances_extra)
+    args.update(
+        ImageId=o.image_id, InstanceType=o.instance_type, MinCount=1, MaxCount=1,
+        ClientToken=gtok, UserData="<user-data>" if redact else user_data,
+        InstanceInitiatedShutdownBehavior="terminate",
+        MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
+                         "HttpPutResponseHopLimit": 1, "InstanceMetadataTags": "disabled"},
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags},
+                           {"ResourceType": "volume", "Tags": tags}],
+    )
+    if o.key_name:
+        args["KeyName"] = o.key_name
+    if o.subnet_id:
+        args["SubnetId"] = o.subnet_id
+    if o.security_group_ids:
+        args["SecurityGroupIds"] = list(o.security_group_ids)
+    if o.iam_instance_profile:
+        prof = o.iam_instance_profile
+        args["IamInstanceProfile"] = {"Arn": prof} if prof.startswith("arn:") else {"Name": prof}
+    if o.spot:
+        spot: dict[str, Any] = {"InstanceInterruptionBehavior": o.interruption_behavior,
+                                "SpotInstanceType": "one-time" if o.interruption_behavior ==
+                                "terminate" else "persistent"}
+        if o.max_price:
+            spot["MaxPrice"] = str(o.max_price)
+        args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
+    return args
+
+
+# -- submit --------------------------------------------------------------------------------------
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def _list(s3: Any, bucket: str, prefix: str) -> list[dict]:
+    out: list[dict] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out.extend(page.get("Contents", ()))
+    return out
+
+
+def upload_code(s3: Any, o: Ec2Options, data: Mapping[str, Any]) -> int:
+    """Upload the snapshot's missing objects and its manifest; return the bytes sent."""
+    if _exists(s3, o.bucket, data["manifest_key"]):
+        return 0
+    prefix = f"{_root(o)}code/objects/"
+    have = {obj["Key"][len(prefix):] for obj in _list(s3, o.bucket, prefix)}
+    sent = 0
+    for digest, path in sorted(data["paths"].items()):
+        if digest in have:
+            continue
+        s3.upload_file(path, o.bucket, prefix + digest)
+        sent += os.path.getsize(path)
+    body = data["manifest"].encode()
+    s3.put_object(Bucket=o.bucket, Key=data["manifest_key"], Body=body)
+    return sent + len(body)
+
+
+#: Bytes sent by the last submit in this process (for the bench and tests).
+LAST_SUBMIT: dict[str, int] = {}
+
+
+@hookimpl
+def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
+    from chester_backend_ec2 import aws
+
+    o: Ec2Options = backend.options
+    d = prepared.data
+    s3 = aws.client("s3", o)
+    ec2 = aws.client("ec2", o)
+    by_token = {r.token: r for r in prepared.runs}
+    stats = {"code_bytes": 0, "run_bytes": 0, "instances": 0}
+    with aws.errors("uploading the code snapshot", s3, sent=False):
+        stats["code_bytes"] = upload_code(s3, o, d)
+        if not _exists(s3, o.bucket, d["agent_key"]):
+            from chester_backend_ec2.render import agent_source
+
+            s3.put_object(Bucket=o.bucket, Key=d["agent_key"], Body=agent_source())
+    with aws.errors("uploading run folders", s3):
+        for r in prepared.runs:
+            for rel in ("variant.json", ".chester/run.json", ".chester/payload.pkl"):
+                p = Path(r.local_dir) / rel
+                if p.exists():
+                    s3.upload_file(str(p), o.bucket, f"{d['sweep_prefix']}runs/{r.token}/{rel}")
+                    stats["run_bytes"] += p.stat().st_size
+        for g in d["groups"]:
+            s3.put_object(Bucket=o.bucket, Key=g["spec_key"],
+                          Body=json.dumps(g["spec"], sort_keys=True).encode())
+    # which instances already exist (an earlier, interrupted submit)?
+    existing: dict[str, dict] = {}
+    gtoks = [g["token"] for g in d["groups"]]
+    with aws.errors("describing instances", ec2):
+        for i in range(0, len(gtoks), 200):
+            for inst in _describe(ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": gtoks[i:i + 200]}]):
+                existing[_tag(inst, GROUP_TAG)] = inst
+    todo = [g for g in d["groups"] if g["token"] not in existing]
+    lock = threading.Lock()
+
+    def launch(g: dict) -> None:
+        args = _run_args(backend, d["sweep"], g["token"], g["user_data"])
+        with aws.errors("run_instances", ec2):
+            inst = ec2.run_instances(**args)["Instances"][0]
+        with lock:
+            existing[g["token"]] = inst
+            stats["instances"] += 1
+
+    if todo:
+        with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+            for fut in [pool.submit(launch, g) for g in todo]:
+                fut.result()
+    LAST_SUBMIT.clear()
+    LAST_SUBMIT.update(stats)
+    handles = []
+    for g in d["groups"]:
+        inst = existing[g["token"]]
+        for tok in g["runs"]:
+            r = by_token[tok]
+            handles.append(RunHandle(
+                run_id=r.run_id, token=r.token, backend=backend.name,
+                local_dir=str(r.local_dir), remote_dir=r.remote_dir,
+                remote_id=inst["InstanceId"], host=None,
+                extra=(("sweep", d["sweep"]), ("group", g["token"]),
+                       ("group_size", str(len(g["runs"]))))))
+    order = {r.token: i for i, r in enumerate(prepared.runs)}
+    handles.sort(key=lambda h: order[h.token])
+    return handles
+
+
+def _describe(ec2: Any, filters: list[dict]) -> list[dict]:
+    out = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for res in page.get("Reservations", ()):
+            out.extend(res.get("Instances", ()))
+    return out
+
+
+def _tag(inst: Mapping, key: str) -> str | None:
+    for t in inst.get("Tags", ()):
+        if t["Key"] == key:
+            return t["Value"]
+    return None
+
+
+# -- status --------------------------------------------------------------------------------------
+_record_cache: dict[tuple[str, str, str], dict] = {}
+
+
+def _sweeps(handles: Sequence[RunHandle]) -> dict[str, list[RunHandle]]:
+    out: dict[str, list[RunHandle]] = {}
+    for h in handles:
+        out.setdefault(h.get("sweep") or "", []).append(h)
+    return out
+
+
+def _ctl(s3: Any, o: Ec2Options, sweep: str) -> tuple[dict[str, dict], set[str]]:
+    """Status records (token -> record) and cancel markers of one sweep: one list call,
+    plus one get per record that changed since this process last read it."""
+    prefix = f"{sweep_prefix(o, sweep)}ctl/"
+    records: dict[str, dict] = {}
+    cancels: set[str] = set()
+    for obj in _list(s3, o.bucket, prefix):
+        rest = obj["Key"][len(prefix):]
+        if rest.startswith("cancel/"):
+            cancels.add(rest[len("cancel/"):])
+        elif rest.startswith("status/") and rest.endswith(".json"):
+            tok = rest[len("status/"):-len(".json")]
+            ck = (o.bucket, obj["Key"], obj.get("ETag", ""))
+            rec = _record_cache.get(ck)
+            if rec is None:
+                try:
+                    rec = json.loads(s3.get_object(Bucket=o.bucket, Key=obj["Key"])["Body"].read())
+                except (ValueError, KeyError):
+                    continue
+                _record_cache[ck] = rec
+            records[tok] = rec
+    return records, cancels
+
+
+def _spot_reclaimed(inst: Mapping | None) -> bool:
+    if not inst:
+        return False
+    reason = (inst.get("StateReason") or {}).get("Code", "") + " " + \
+        inst.get("StateTransitionReason", "")
+    return "Spot" in reason or "spot" in reason
+
+
+def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
+              cancelled: bool) -> RunStatus:
+    """One run's state from its instance (None: gone), status record and cancel marker."""
+    istate = (inst or {}).get("State", {}).get("Name", "gone")
+    iid = (inst or {}).get("InstanceId") or h.remote_id
+    alive = istate in ALIVE
+    kw: dict[str, Any] = {"remote_id": iid}
+    if rec:
+        kw.update(reason=rec.get("reason"), stderr_tail=rec.get("stderr_tail"),
+                  exit_code=rec.get("exit_code"), attempt=rec.get("attempt"),
+                  started_at=rec.get("started_at"), ended_at=rec.get("ended_at"))
+        st = rec.get("state")
+        if st == "succeeded":
+            return RunStatus(state=State.SUCCEEDED, **kw)
+        if st == "cancelled" or (cancelled and (rec.get("ended_at") or not alive)):
+            return RunStatus(state=State.CANCELLED, **{**kw, "reason": kw.get("reason") or
+                                                       "cancelled"})
+        if rec.get("preempted") and st != "failed":
+            kw["reason"] = f"spot interruption of {iid}; the run did not finish"
+            return RunStatus(state=State.PREEMPTED, **kw)
+        if st == "failed":
+            return RunStatus(state=State.FAILED, **kw)
+        if st == "terminated":
+            kw["reason"] = f"instance {iid} stopped the run ({rec.get('reason')})"
+            return RunStatus(state=State.FAILED if not _spot_reclaimed(inst) else
+                             State.PREEMPTED, **kw)
+        if st == "running":
+            if alive:
+                return RunStatus(state=State.RUNNING, **kw)
+            if _spot_reclaimed(inst):
+                return RunStatus(state=State.PREEMPTED, **{**kw, "reason":
+                                 f"spot interruption of {iid}"})
+            return RunStatus(state=State.LOST, **{**kw, "reason":
+                             f"instance {iid} is {istate} but the run never ended"})
+    if cancelled and not alive:
+        return RunStatus(state=State.CANCELLED, reason="cancelled", remote_id=iid)
+    if alive or (cancelled and alive):
+        return RunStatus(state=State.QUEUED, remote_id=iid,
+                         pending_reason=f"instance {iid} {istate}, setting up")
+    if istate in ("stopping", "stopped"):
+        return RunStatus(state=State.PREEMPTED if _spot_reclaimed(inst) else State.QUEUED,
+                         remote_id=iid, pending_reason=f"instance {iid} is {istate}")
+    if _spot_reclaimed(inst):
+        return RunStatus(state=State.PREEMPTED, remote_id=iid,
+                         reason=f"spot interruption of {iid} before the run started")
+    return RunStatus(state=State.LOST, remote_id=iid,
+                     reason=f"instance {iid} is {istate} and left no status record")
+
+
+@hookimpl
+def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
+    from chester_backend_ec2 import aws
+
+    o: Ec2Options = backend.options
+    s3 = aws.client("s3", o)
+    ec2 = aws.client("ec2", o)
+    groups = _sweeps(handles)
+    with aws.errors("describing instances", ec2):
+        insts = _describe(ec2, [{"Name": f"tag:{SWEEP_TAG}", "Values": sorted(groups)}])
+    by_group: dict[str, dict] = {}
+    for inst in insts:
+        g = _tag(inst, GROUP_TAG)
+        prev = by_group.get(g)
+        if prev is None or (inst["State"]["Name"] in ALIVE) or \
+                prev["State"]["Name"] not in ALIVE and inst.get("LaunchTime", 0) > \
+                prev.get("LaunchTime", 0):
+            by_group[g] = inst
+    out: dict[str, RunStatus] = {}
+    for sweep, hs in groups.items():
+        with aws.errors("reading status records", s3):
+            records, cancels = _ctl(s3, o, sweep)
+        for h in hs:
+            out[h.token] = to_status(h, by_group.get(h.get("group")), records.get(h.token),
+                                     h.token in cancels)
+    return out
+
+
+# -- cancel --------------------------------------------------------------------------------------
+@hookimpl
+def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
+    from chester_backend_ec2 import aws
+
+    o: Ec2Options = backend.options
+    s3 = aws.client("s3", o)
+    ec2 = aws.client("ec2", o)
+    with aws.errors("writing cancel markers", s3):
+        for h in handles:
+            s3.put_object(Bucket=o.bucket, Body=b"",
+                          Key=f"{sweep_prefix(o, h.get('sweep') or '')}ctl/cancel/{h.token}")
+    asked: dict[str, set[str]] = {}
+    for h in handles:
+        asked.setdefault(h.get("group") or "", set()).add(h.token)
+    # an instance is terminated only when every run it carries is cancelled
+    whole = {h.remote_id for h in handles if h.remote_id and
+             len(asked[h.get("group") or ""]) >= int(h.get("group_size") or 1)}
+    if whole:
+        with aws.errors("terminating instances", ec2):
+            ec2.terminate_instances(InstanceIds=sorted(whole))
+    return {h.token: True for h in handles}
+
+
+# -- pull ----------------------------------------------------------------------------------------
+def _wanted(rel: str, rules: list[tuple[str, str]]) -> bool:
+    if rel in NEVER_PULLED:
+        return False
+    parts = rel.split("/")
+    for k in range(1, len(parts)):
+        if not decide(rules, "/".join(parts[:k]), True):
+            return False
+    return decide(rules, rel, False)
+
+
+def _progress(total: int) -> Any:
+    if not (sys.stderr.isatty() and total):
+        return None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    p = Progress(TextColumn("pull ec2"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                 transient=True)
+    p.start()
+    p.add_task("pull", total=total)
+    return p
+
+
+@hookimpl
+def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                 patterns: PullPatterns) -> list[PullResult]:
+    from chester_backend_ec2 import aws
+    from chester.rundir import read_json, write_json_atomic
+
+    o: Ec2Options = backend.options
+    s3 = aws.client("s3", o)
+    rules = [("+", p) for p in patterns.include] + [("-", p) for p in patterns.exclude]
+    plan: list[tuple[RunHandle, list[tuple[str, dict]], dict]] = []
+    with aws.errors("listing run folders", s3):
+        for h in handles:
+            prefix = f"{sweep_prefix(o, h.get('sweep') or '')}runs/{h.token}/"
+            local = Path(h.local_dir)
+            state = read_json(local / PULL_STATE) or {}
+            todo = []
+            for obj in _list(s3, o.bucket, prefix):
+                rel = obj["Key"][len(prefix):]
+                if not rel or rel.endswith("/") or not _wanted(rel, rules):
+                    continue
+                path = local / rel
+                etag = obj.get("ETag", "")
+                try:
+                    st = path.stat()
+                except OSError:
+                    st = None
+                if st is not None:
+                    if state.get(rel) == etag and st.st_size == obj["Size"]:
+                        continue  # unchanged since the last pull
+                    if st.st_mtime > obj["LastModified"].timestamp():
+                        continue  # never overwrite a newer local file
+                todo.append((rel, {"Key": obj["Key"], "Size": obj["Size"], "ETag": etag}))
+            plan.append((h, todo, state))
+    bar = _progress(sum(obj["Size"] for _, todo, _ in plan for _, obj in todo))
+    results = []
+    try:
+        with aws.errors("downloading run files", s3):
+            for h, todo, state in plan:
+                local = Path(h.local_dir)
+                nbytes = 0
+                for rel, obj in todo:
+                    path = local / rel
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_name(f".{path.name}.ec2-part")
+                    s3.download_file(o.bucket, obj["Key"], str(tmp))
+                    os.replace(tmp, path)
+                    state[rel] = obj["ETag"]
+                    nbytes += obj["Size"]
+                    if bar is not None:
+                        bar.advance(bar.task_ids[0], obj["Size"])
+                if todo:
+                    write_json_atomic(local / PULL_STATE, state)
+                results.append(PullResult(token=h.token, files=len(todo), bytes=nbytes))
+    finally:
+        if bar is not None:
+            bar.stop()
+    return results
+
+
+# -- logs ----------------------------------------------------------------------------------------
+@hookimpl
+def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
+                 out: TextIO) -> bool:
+    from botocore.exceptions import ClientError
+
+    from chester_backend_ec2 import aws
+
+    o: Ec2Options = backend.options
+    s3 = aws.client("s3", o)
+    name = "stderr.log" if stream == "stderr" else "stdout.log"
+    key = f"{sweep_prefix(o, handle.get('sweep') or '')}runs/{handle.token}/{name}"
+    offset = 0
+    while True:
+        with aws.errors("reading logs", s3):
+            try:
+                kw = {"Range": f"bytes={offset}-"} if offset else {}
+                body = s3.get_object(Bucket=o.bucket, Key=key, **kw)["Body"].read()
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("NoSuchKey", "404", "InvalidRange", "416"):
+                    body = b""
+                else:
+                    raise
+        if body:
+            out.write(body.decode("utf-8", "replace"))
+            out.flush()
+            offset += len(body)
+        if not follow:
+            return True
+        st = chester_status(backend, [handle])[handle.token]
+        if st.state.terminal:
+            return True
+        time.sleep(max(1.0, min(o.sync_interval_s, 10.0)))
+

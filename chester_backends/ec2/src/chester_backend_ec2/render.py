@@ -1,0 +1,132 @@
+"""Text the instance runs: user-data, the setup script, the worker command. No boto3 here.
+
+Every value is rendered with ``shlex.quote``; only the user's own shell lines
+(``bootstrap_commands``, ``prepare_commands``) are pasted as lines, as on every backend.
+Nothing secret is ever rendered: the instance reaches S3 through its instance role.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from chester.sync import log_dir_exclude, select_files
+from chester.types import BackendConfig
+
+USER_DATA_LIMIT = 16 * 1024
+
+
+def agent_source() -> bytes:
+    """The agent script, as uploaded to S3."""
+    return resources.files("chester_backend_ec2").joinpath("agent.py").read_bytes()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def snapshot(backend: BackendConfig) -> dict[str, Any]:
+    """The content-addressed manifest of the project: ``{"files": {rel: [sha256, mode]}}``.
+
+    Files are chosen by the same include/exclude rules rsync uses on the SSH and SLURM
+    backends (plus the local log folder when it sits inside the project).
+    """
+    extra = log_dir_exclude(backend.project_path, backend.log_dir)
+    files: dict[str, list] = {}
+    paths: dict[str, str] = {}
+    for rel, path in select_files(backend.project_path, backend.rsync_include,
+                                  backend.rsync_exclude, extra):
+        st = os.stat(path)
+        digest = sha256_file(path)
+        files[rel] = [digest, st.st_mode & 0o777]
+        paths[digest] = str(path)
+    return {"files": files, "paths": paths,
+            "sizes": {d: os.path.getsize(p) for d, p in paths.items()}}
+
+
+def manifest_bytes(snap: dict[str, Any]) -> bytes:
+    return json.dumps({"files": snap["files"]}, sort_keys=True).encode()
+
+
+def setup_scripts(backend: BackendConfig) -> tuple[str, str, list[str]]:
+    """(setup run once in the project folder, env sourced before each worker, worker argv)."""
+    opts = backend.options
+    setup = ["set -e"]
+    env = []
+    pm = backend.package_manager
+    if pm == "uv":
+        path = 'export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"'
+        setup.append(path)
+        env.append(path)
+        if backend.sync_on_launch:
+            setup.append("if [ -f pyproject.toml ]; then uv sync; fi")
+        argv = ["uv", "run", "python", "-m", "chester.worker"]
+    elif pm == "conda":
+        act = [f'eval "$({shlex.quote(backend.conda_command)} shell.bash hook)"',
+               f"{shlex.quote(backend.conda_command)} activate "
+               f"{shlex.quote(backend.conda_env or 'base')}"]
+        setup += act
+        env += act
+        if backend.sync_on_launch:
+            setup.append(f"if [ -f environment.yml ]; then {shlex.quote(backend.conda_command)} "
+                         "env update --prune -f environment.yml; fi")
+        argv = ["python", "-m", "chester.worker"]
+    else:
+        argv = [opts.python, "-m", "chester.worker"]
+    setup += list(backend.prepare_commands)
+    return "\n".join(setup) + "\n", "\n".join(env) + "\n", argv
+
+
+def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
+              endpoint_url: str | None, python: str, bootstrap: Sequence[str]) -> str:
+    """The user-data script of one instance: fetch the agent from S3 and run it."""
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        "# chester ec2: fetches its code and runs from S3 through the instance role.",
+        "# No credentials are in this script.",
+        "set -eu",
+        f"export CHESTER_EC2_BUCKET={q(bucket)}",
+        f"export CHESTER_EC2_SPEC={q(spec_key)}",
+    ]
+    if region:
+        lines.append(f"export CHESTER_EC2_REGION={q(region)}")
+    if endpoint_url:
+        lines.append(f"export CHESTER_EC2_S3_ENDPOINT={q(endpoint_url)}")
+    lines += [
+        'root="${CHESTER_EC2_ROOT:-/}"',
+        'state="${root%/}/var/lib/chester"',
+        'mkdir -p "$state" "${root%/}/var/log"',
+        'exec >>"${root%/}/var/log/chester-agent.log" 2>&1',
+        'echo "chester: user-data starts $(date -u +%FT%TZ)"',
+    ]
+    lines += list(bootstrap)
+    lines += [
+        f"PY={q(python)}",
+        '"$PY" -c "import boto3" 2>/dev/null || "$PY" -m pip install --quiet boto3',
+        '"$PY" -c \'import os, sys, boto3\n'
+        'kw = {"region_name": os.environ.get("CHESTER_EC2_REGION") or None,\n'
+        '      "endpoint_url": os.environ.get("CHESTER_EC2_S3_ENDPOINT") or None}\n'
+        'boto3.client("s3", **kw).download_file(sys.argv[1], sys.argv[2], sys.argv[3])\n'
+        f'\' "$CHESTER_EC2_BUCKET" {q(agent_key)} "$state/agent.py"',
+        'exec "$PY" "$state/agent.py"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def group_token(tokens: Iterable[str]) -> str:
+    """The ClientToken of the instance carrying these runs (deterministic, <= 64 chars)."""
+    return "chester-" + hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:40]

@@ -1,0 +1,278 @@
+"""Fixtures of the ec2 backend tests: a moto server on loopback, and a "farm" that plays EC2.
+
+moto stores user-data but never runs it. The farm watches moto for instances chester
+launched, reads each one's user-data back (``describe_instance_attribute``) and runs it in a
+sandbox folder playing the instance's disk, with a small IMDSv2 server on 127.0.0.1 standing
+in for 169.254.169.254 and the same S3 endpoint. When the script powers off, the farm
+terminates the instance in moto; when moto says an instance is terminated (cancel), the farm
+SIGTERMs every process of that "instance" (its session), then SIGKILLs what is left. Nothing
+ever connects to the addresses moto hands out.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REGION = "us-east-1"
+INSTANCE_CREDS = {"AWS_ACCESS_KEY_ID": "instance-role-key", "AWS_SECRET_ACCESS_KEY": "instance-role"}
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(request):
+    """The shared ``aws_endpoint`` fixture when it exists, else our own ThreadedMotoServer."""
+    try:
+        ep = request.getfixturevalue("aws_endpoint")
+        url = getattr(ep, "url", None) or getattr(ep, "endpoint_url", None) or str(ep)
+        yield url
+        return
+    except pytest.FixtureLookupError:
+        pass
+    pytest.importorskip("moto")
+    from moto.server import ThreadedMotoServer
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    yield f"http://{host}:{port}"
+    srv.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    """Environment pointing boto3 at moto, a fresh state, and a bucket."""
+    from chester_backend_ec2 import aws as aws_mod
+
+    urllib.request.urlopen(urllib.request.Request(moto_endpoint + "/moto-api/reset",
+                                                  method="POST"), timeout=10).read()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    aws_mod.reset_clients()
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="chester-test")
+    yield moto_endpoint
+    aws_mod.reset_clients()
+
+
+# -- IMDSv2 stand-in -----------------------------------------------------------------------------
+class FakeImds:
+    def __init__(self, instance_id: str):
+        self.instance_id = instance_id
+        self.action: str | None = None
+        self.tokens: set[str] = set()
+        self.requests: list[tuple[str, str]] = []
+        imds = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # quiet
+                pass
+
+            def _send(self, code, body=b""):
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_PUT(self):
+                imds.requests.append(("PUT", self.path))
+                if self.path != "/latest/api/token" or \
+                        not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                    return self._send(400)
+                tok = uuid.uuid4().hex
+                imds.tokens.add(tok)
+                self._send(200, tok.encode())
+
+            def do_GET(self):
+                imds.requests.append(("GET", self.path))
+                if self.headers.get("X-aws-ec2-metadata-token") not in imds.tokens:
+                    return self._send(401)  # IMDSv2 only: no token, no answer
+                p = self.path
+                if p == "/latest/meta-data/instance-id":
+                    return self._send(200, imds.instance_id.encode())
+                if p == "/latest/meta-data/placement/region":
+                    return self._send(200, REGION.encode())
+                if p == "/latest/meta-data/spot/instance-action" and imds.action:
+                    return self._send(200, imds.action.encode())
+                self._send(404)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _session_pids(sid: int) -> list[int]:
+    out = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            data = open(f"/proc/{e}/stat", "rb").read()
+        except OSError:
+            continue
+        f = data[data.rfind(b")") + 2:].split()
+        if int(f[3]) == sid and f[0] not in (b"Z", b"X"):
+            out.append(int(e))
+    return out
+
+
+def kill_session(sid: int, sig: int) -> None:
+    for pid in _session_pids(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Instance:
+    def __init__(self, iid: str, root: Path, imds: FakeImds, proc: subprocess.Popen,
+                 user_data: str):
+        self.id = iid
+        self.root = root
+        self.imds = imds
+        self.proc = proc
+        self.user_data = user_data
+        self.killed_at: float | None = None
+        self.done = False
+
+
+class Farm:
+    """Plays EC2: runs the user-data of every instance chester launches in moto."""
+
+    def __init__(self, base: Path, endpoint: str, *, paused: bool = False):
+        import boto3
+
+        self.base = base
+        self.endpoint = endpoint
+        self.paused = paused
+        self.ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint,
+                                aws_access_key_id="farm", aws_secret_access_key="farm")
+        self.instances: dict[str, Instance] = {}
+        self.skip: set[str] = set()
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stop.is_set():
+            try:
+                self.tick()
+            except BaseException as exc:  # surfaced at teardown
+                self.errors.append(exc)
+            self.stop.wait(0.2)
+
+    def tick(self):
+        res = self.ec2.describe_instances(
+            Filters=[{"Name": "tag-key", "Values": ["chester:sweep"]}])
+        for r in res["Reservations"]:
+            for inst in r["Instances"]:
+                iid, state = inst["InstanceId"], inst["State"]["Name"]
+                known = self.instances.get(iid)
+                if known is None and state in ("pending", "running") and not self.paused \
+                        and iid not in self.skip:
+                    self.boot(iid)
+                elif known is not None and state in ("shutting-down", "terminated", "stopped",
+                                                     "stopping") and not known.done:
+                    self.power_cut(known)
+        for inst in list(self.instances.values()):
+            if inst.done:
+                continue
+            if inst.proc.poll() is not None and inst.killed_at is None:
+                # the script ended (it powers off at the end): the instance terminates
+                inst.done = True
+                kill_session(inst.proc.pid, signal.SIGKILL)
+                self.ec2.terminate_instances(InstanceIds=[inst.id])
+            elif inst.killed_at is not None and (inst.proc.poll() is not None or
+                                                 time.time() - inst.killed_at > 20):
+                kill_session(inst.proc.pid, signal.SIGKILL)
+                inst.done = True
+
+    def boot(self, iid: str):
+        ud = self.ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")
+        text = base64.b64decode(ud["UserData"]["Value"]).decode()
+        root = self.base / iid
+        root.mkdir(parents=True)
+        (root / "user-data.sh").write_text(text)
+        imds = FakeImds(iid)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(INSTANCE_CREDS, AWS_ENDPOINT_URL=self.endpoint, AWS_DEFAULT_REGION=REGION,
+                   CHESTER_EC2_IMDS=imds.url, CHESTER_EC2_ROOT=str(root),
+                   CHESTER_EC2_POWEROFF=f"touch {root}/powered-off",
+                   PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}")
+        proc = subprocess.Popen(["bash", str(root / "user-data.sh")], cwd=root, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        self.instances[iid] = Instance(iid, root, imds, proc, text)
+
+    def power_cut(self, inst: Instance):
+        """The instance is going away: SIGTERM everything on it (a shutdown), KILL later."""
+        if inst.killed_at is None:
+            inst.killed_at = time.time()
+            kill_session(inst.proc.pid, signal.SIGTERM)
+
+    def interrupt(self, iid: str):
+        """Post a spot interruption notice on the instance's metadata."""
+        t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
+        self.instances[iid].imds.action = json.dumps({"action": "terminate", "time": t})
+
+    def wait_booted(self, n: int = 1, timeout: float = 30) -> list[Instance]:
+        end = time.time() + timeout
+        while len(self.instances) < n:
+            assert time.time() < end, f"only {len(self.instances)} instances booted"
+            time.sleep(0.1)
+        return list(self.instances.values())
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        for inst in self.instances.values():
+            kill_session(inst.proc.pid, signal.SIGKILL)
+            try:
+                inst.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            inst.imds.close()
+        if self.errors:
+            raise self.errors[0]
+
+
+@pytest.fixture
+def farm(aws, tmp_path):
+    f = Farm(tmp_path / "instances", aws)
+    yield f
+    f.close()
+
+
+def ec2_config(**over):
+    """A chester.yaml ``backends`` entry for the tests."""
+    opts = {"type": "ec2", "bucket": "chester-test", "image_id": "ami-0123456789abcdef0",
+            "region": REGION, "instance_type": "t3.micro", "python": sys.executable,
+            "sync_interval_s": 0.5, "watch_interval_s": 0.2, "security_group_ids": [],
+            "tags": {"team": "ml"}}
+    opts.update(over)
+    return {"backends": {"ec2": opts}}

@@ -1,0 +1,190 @@
+"""End to end against moto: laptop -> S3 -> "instance" (user-data really executed) -> S3 -> laptop."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chester.testing import ConformanceEnv
+
+from ec2farm import INSTANCE_CREDS, REGION, ec2_config  # type: ignore[import-not-found]
+
+TRAIN = '''
+import json, os, sys, time
+
+def train(variant, log_dir, exp_name):
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "assets", "data.txt")) as f:
+        data = f.read()
+    with open(os.path.join(log_dir, "result.json"), "w") as f:
+        json.dump({"variant": dict(variant), "data": data, "exp_name": exp_name}, f)
+    os.makedirs(os.path.join(log_dir, "ckpt"), exist_ok=True)
+    with open(os.path.join(log_dir, "ckpt", "model.pt"), "wb") as f:
+        f.write(b"\\0" * 5000)
+    print("trained", exp_name, "lr", variant["lr"])
+    print("warning to stderr", file=sys.stderr)
+    time.sleep(float(variant.get("sleep", 0)))
+'''
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config())
+    (env.project / "mytrain.py").write_text(TRAIN)
+    (env.project / "assets").mkdir()
+    (env.project / "assets" / "data.txt").write_text("dataset-v1")
+    (env.project / "big.ckpt").write_bytes(b"x" * 1000)
+    (env.project / "chester.yaml").write_text(
+        (env.project / "chester.yaml").read_text() + "rsync_exclude: ['*.ckpt']\n")
+    from chester.config import load_config
+
+    env.config = load_config(env.project / "chester.yaml")
+    monkeypatch.syspath_prepend(str(env.project))
+    sys.modules.pop("mytrain", None)
+    return env
+
+
+def _train():
+    import mytrain  # type: ignore[import-not-found]
+
+    return mytrain.train
+
+
+def test_one_run_round_trip(project, farm):
+    from chester.launcher import launch
+
+    sweep = launch(_train(), [{"lr": 0.1, "note": "it's $(x) `y`"}], backend="ec2",
+                   exp_prefix="e2e", config=project.config)
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sweep.runs[0]
+    assert [s.value for s in states.values()] == ["succeeded"], (run.reason, run.stderr_tail)
+    res = json.loads((run.log_dir / "result.json").read_text())
+    assert res == {"variant": {"lr": 0.1, "note": "it's $(x) `y`"}, "data": "dataset-v1",
+                   "exp_name": run.name}
+    assert "trained" in (run.log_dir / "stdout.log").read_text()
+    assert "warning to stderr" in (run.log_dir / "stderr.log").read_text()
+    assert (run.log_dir / "ckpt" / "model.pt").stat().st_size == 5000
+    assert (run.log_dir / ".done").exists()
+    st = json.loads((run.log_dir / ".chester" / "status.json").read_text())
+    assert st["state"] == "succeeded"
+    # the instance got the snapshot minus the excluded files, and powered itself off
+    inst = farm.instances[run.handle.remote_id]
+    code = inst.root / "opt/chester/project"
+    assert (code / "mytrain.py").exists() and not (code / "big.ckpt").exists()
+    run_dir = inst.root / run.handle.remote_dir.lstrip("/")
+    shipped = {p.relative_to(code).as_posix() for p in code.rglob("*")
+               if p.is_file() and run_dir not in p.parents}
+    assert shipped == {"mytrain.py", "assets/data.txt", "chester.yaml"}, shipped
+    end = time.time() + 10
+    while not (inst.root / "powered-off").exists():
+        assert time.time() < end
+        time.sleep(0.1)
+    # IMDSv2: every metadata read carried a token
+    assert ("PUT", "/latest/api/token") in inst.imds.requests
+    # a second pull brings nothing
+    again = sweep.pull()
+    assert sum(r.files for r in again) == 0 and sum(r.bytes for r in again) == 0
+    # the instance was launched the safe way
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    d = ec2.describe_instances(InstanceIds=[run.handle.remote_id])["Reservations"][0]
+    i = d["Instances"][0]
+    assert i["MetadataOptions"]["HttpTokens"] == "required"
+    assert i.get("InstanceLifecycle") == "spot"
+    tags = {t["Key"]: t["Value"] for t in i["Tags"]}
+    assert tags["team"] == "ml" and tags["chester:sweep"] == run.handle.get("sweep")
+
+
+def test_pull_include_exclude_and_progress(project, farm):
+    from chester.launcher import launch
+
+    sweep = launch(_train(), [{"lr": 1}], backend="ec2", exp_prefix="e2e-pull",
+                   config=project.config)
+    sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
+    got = sweep.pull(exclude=["ckpt/"])
+    run = sweep.runs[0]
+    assert got[0].files > 0
+    assert not (run.log_dir / "ckpt").exists()
+    assert (run.log_dir / "result.json").exists()
+    # later, everything (only the new files travel)
+    got = sweep.pull()
+    assert got[0].files == 1 and got[0].bytes == 5000
+    # a newer local file is never overwritten
+    (run.log_dir / "stdout.log").write_text("edited locally\n")
+    from chester_backend_ec2 import plugin
+
+    res = plugin.chester_pull(sweep.backend, [run.handle], project.project,
+                              __import__("chester.types").types.PullPatterns())
+    assert (run.log_dir / "stdout.log").read_text() == "edited locally\n"
+    assert res[0].files == 0
+
+
+def test_relaunch_with_unchanged_code_uploads_no_code(project, farm):
+    from chester.launcher import launch
+    from chester_backend_ec2 import plugin
+
+    s1 = launch(_train(), [{"lr": 1}], backend="ec2", exp_prefix="code-a", config=project.config)
+    first = dict(plugin.LAST_SUBMIT)
+    assert first["code_bytes"] > 0
+    s2 = launch(_train(), [{"lr": 2}], backend="ec2", exp_prefix="code-b", config=project.config)
+    assert plugin.LAST_SUBMIT["code_bytes"] == 0
+    # a change to one file uploads that file and the manifest only
+    (project.project / "assets" / "data.txt").write_text("dataset-v2")
+    s3_ = launch(_train(), [{"lr": 3}], backend="ec2", exp_prefix="code-c",
+                 config=project.config)
+    manifest_size = len(json.dumps({"files": {}}))
+    assert len("dataset-v2") < plugin.LAST_SUBMIT["code_bytes"] < 2000 + manifest_size
+    for s in (s1, s2, s3_):
+        s.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert json.loads((s3_.runs[0].log_dir / "result.json").read_text())["data"] == "dataset-v2"
+
+
+def test_no_secret_in_user_data_tags_or_logs(project, farm, monkeypatch, tmp_path):
+    import logging
+
+    from chester.launcher import launch
+    from chester_backend_ec2 import aws as aws_mod
+
+    secret_id, secret = "AKIAEXAMPLESECRETID9", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", secret_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "SESSIONTOKENSECRET123")
+    aws_mod.reset_clients()
+    caplog_file = tmp_path / "chester.log"
+    handler = logging.FileHandler(caplog_file)
+    logging.getLogger().addHandler(handler)
+    try:
+        sweep = launch(_train(), [{"lr": 0.5}], backend="ec2", exp_prefix="secrets",
+                       config=project.config)
+        sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    iid = sweep.runs[0].handle.remote_id
+    ud = base64.b64decode(ec2.describe_instance_attribute(
+        InstanceId=iid, Attribute="userData")["UserData"]["Value"]).decode()
+    tags = json.dumps(ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]
+                      ["Instances"][0]["Tags"])
+    blobs = {"user-data": ud, "tags": tags, "chester log": caplog_file.read_text()}
+    for obj in s3.list_objects_v2(Bucket="chester-test")["Contents"]:
+        if obj["Key"].endswith((".json", ".sh", ".log", ".py")):
+            blobs[obj["Key"]] = s3.get_object(Bucket="chester-test", Key=obj["Key"])[
+                "Body"].read().decode("utf-8", "replace")
+    for p in farm.instances[iid].root.rglob("*.log"):
+        blobs[str(p)] = p.read_text(errors="replace")
+    for p in sweep.runs[0].log_dir.rglob("*"):
+        if p.is_file() and p.suffix in (".log", ".json"):
+            blobs[str(p)] = p.read_text(errors="replace")
+    for name, text in blobs.items():
+        for s in (secret_id, secret, "SESSIONTOKENSECRET123", *INSTANCE_CREDS.values()):
+            assert s not in text, f"{s[:6]}... leaked into {name}"
+    assert "BEGIN RSA" not in ud and "aws_secret" not in ud.lower()
