@@ -1,0 +1,289 @@
+"""End-to-end tests of the ssh backend against real sshd hosts (see conftest.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+import yaml
+
+from chester.config import load_config
+from chester.dispatch import Dispatcher
+from chester.errors import BackendError, ConnectError
+from chester.launcher import launch
+
+from chester_backend_ssh.plugin import sync_code, transport_for
+from chester_backend_ssh.transport import SSHTarget, Transport
+
+# the launched functions travel by value: the hosts cannot import this test module
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+CHESTER = str(Path(sys.executable).parent / "chester")
+
+
+def fn_report(variant, log_dir, exp_name):
+    import json as _j
+    import os as _o
+    import socket as _s
+    import time as _t
+
+    with open(_o.path.join(log_dir, "invocations.txt"), "a") as f:
+        f.write(f"{_o.getpid()}\n")
+    t0 = _t.time()
+    _t.sleep(float(variant.get("sleep", 0)))
+    names = variant.get("env_names", [])
+    with open(_o.path.join(log_dir, "result.json"), "w") as f:
+        _j.dump({"host": _s.gethostname(), "cwd": _o.getcwd(), "start": t0, "end": _t.time(),
+                 "cuda": _o.environ.get("CUDA_VISIBLE_DEVICES"),
+                 "env": {n: _o.environ.get(n) for n in names}, "i": variant.get("i")}, f)
+    for name in variant.get("artefacts", []):
+        with open(_o.path.join(log_dir, name), "w") as f:
+            f.write(name)
+    print(f"hello from {exp_name}", flush=True)
+
+
+def make_config(tmp_path: Path, ssh_hosts, backends: dict, **top) -> tuple[Path, object]:
+    project = tmp_path / "project"
+    project.mkdir(parents=True, exist_ok=True)
+    (project / ".git").mkdir(exist_ok=True)
+    (project / "train.py").write_text("print('code')\n")
+    full = {"backends": {}, **top}
+    for name, (index, opts) in backends.items():
+        h = ssh_hosts[index]
+        full["backends"][name] = {
+            "type": "ssh", "host": h.name, "remote_dir": f"/remote/{tmp_path.name}",
+            "ssh_config": ssh_hosts.ssh_config, "python": sys.executable,
+            "connect_timeout": 3, **opts}
+    (project / "chester.yaml").write_text(yaml.safe_dump(full))
+    return project, load_config(project / "chester.yaml")
+
+
+def fast_dispatcher() -> Dispatcher:
+    return Dispatcher(sleep=lambda s: time.sleep(min(s, 1.0)))
+
+
+def host_path(host, remote: str) -> Path:
+    """Where a host's /remote path is visible from here."""
+    assert remote.startswith("/remote/")
+    return host.root / remote[len("/remote/"):]
+
+
+def test_two_hosts_each_run_once_on_its_host(tmp_path, ssh_hosts):
+    project, cfg = make_config(tmp_path, ssh_hosts, {"gpu1": (0, {}), "gpu2": (1, {})})
+    sweeps = {}
+    for name in ("gpu1", "gpu2"):
+        sweeps[name] = launch(fn_report, [{"i": i} for i in range(3)], backend=name,
+                              exp_prefix=f"two-{name}", config=cfg,
+                              dispatcher=fast_dispatcher())
+    for name, index in (("gpu1", 0), ("gpu2", 1)):
+        sw = sweeps[name]
+        states = sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+        assert {s.value for s in states.values()} == {"succeeded"}, states
+        for run in sw.runs:
+            res = json.loads((run.log_dir / "result.json").read_text())
+            assert res["host"] == ssh_hosts[index].name
+            assert res["cwd"] == f"/remote/{tmp_path.name}"
+            assert (run.log_dir / "invocations.txt").read_text().count("\n") == 1
+            # the run folder lives in that host's private /remote, not on the other one
+            assert (host_path(ssh_hosts[index], run.remote_dir) / ".done").exists()
+            other = ssh_hosts[1 - index]
+            assert not (host_path(other, run.remote_dir)).exists()
+    # the code was synced to each host, chester's excludes honoured
+    for index in (0, 1):
+        root = ssh_hosts[index].root / tmp_path.name
+        assert (root / "train.py").exists()
+        assert not (root / ".git").exists()
+
+
+def test_env_prepare_secrets_gpus_and_queue(tmp_path, ssh_hosts, monkeypatch):
+    monkeypatch.setenv("CHESTER_TEST_TOKEN", "s3cr3t 'quoted' $(nope)")
+    secrets_file = tmp_path / "more.env"
+    secrets_file.write_text("# comment\nDB_PASSWORD='pa ss'\nexport API_KEY=k-123\n")
+    opts = {"env": {"MY_FLAG": "it's \"on\""}, "prepare_commands": ["export PREPARED=yes"],
+            "secrets": ["CHESTER_TEST_TOKEN", str(secrets_file)],
+            "max_parallel": 2, "gpus": ["0", "1"]}
+    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, opts)})
+    (project / "prepare.sh").write_text("export FROM_PREPARE_SH=1\n")
+    names = ["MY_FLAG", "PREPARED", "FROM_PREPARE_SH", "CHESTER_TEST_TOKEN", "DB_PASSWORD",
+             "API_KEY"]
+    sw = launch(fn_report, [{"i": i, "sleep": 1.0, "env_names": names} for i in range(4)],
+                backend="box", exp_prefix="envs", config=cfg, dispatcher=fast_dispatcher())
+    # no secret value in anything rendered
+    prepared = sw.prepared
+    for text in prepared.scripts.values():
+        assert "s3cr3t" not in text and "pa ss" not in text and "k-123" not in text
+    states = sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert {s.value for s in states.values()} == {"succeeded"}, states
+    results = [json.loads((r.log_dir / "result.json").read_text()) for r in sw.runs]
+    for res in results:
+        assert res["env"] == {"MY_FLAG": "it's \"on\"", "PREPARED": "yes",
+                              "FROM_PREPARE_SH": "1",
+                              "CHESTER_TEST_TOKEN": "s3cr3t 'quoted' $(nope)",
+                              "DB_PASSWORD": "pa ss", "API_KEY": "k-123"}
+        assert res["cuda"] in ("0", "1")
+    # never more than 2 at a time, and the two concurrent ones had different GPUs
+    events = sorted([(r["start"], 1, r["cuda"]) for r in results]
+                    + [(r["end"], -1, r["cuda"]) for r in results])
+    running, peak = 0, 0
+    for _, d, _ in events:
+        running += d
+        peak = max(peak, running)
+    assert peak <= 2
+    # the secrets file was deleted on the host; nothing under chester's folder holds a value
+    cdir = ssh_hosts[0].root / tmp_path.name / ".chester"
+    for p in cdir.rglob("*"):
+        if p.is_file():
+            assert not p.name.endswith(".secrets"), p
+            data = p.read_bytes()
+            assert b"s3cr3t" not in data and b"k-123" not in data, p
+    # `chester config` shows names, never values
+    out = subprocess.run([CHESTER, "config"], capture_output=True,
+                         text=True, env={**os.environ,
+                                         "CHESTER_CONFIG_PATH": str(project / "chester.yaml")})
+    assert out.returncode == 0, out.stderr
+    assert "s3cr3t" not in out.stdout and "k-123" not in out.stdout
+
+
+def test_pull_patterns_and_incremental(tmp_path, ssh_hosts):
+    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {})})
+    sw = launch(fn_report, [{"i": 0, "artefacts": ["best.pt", "last.pt", "curve.png", "m.txt"]}],
+                backend="box", exp_prefix="pats", config=cfg, dispatcher=fast_dispatcher())
+    sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
+    run = sw.runs[0]
+    bare = sw.pull(bare=True)
+    assert (run.log_dir / "m.txt").exists() and (run.log_dir / "result.json").exists()
+    assert not (run.log_dir / "curve.png").exists() and not (run.log_dir / "best.pt").exists()
+    assert bare[0].files > 0
+    # skip *.pt except best.pt
+    res = sw.pull(include=["best.pt"], exclude=["*.pt"])
+    assert (run.log_dir / "best.pt").exists() and not (run.log_dir / "last.pt").exists()
+    assert (run.log_dir / "curve.png").exists()
+    assert res[0].files == 2  # best.pt, curve.png
+    # a newer local file is never overwritten
+    (run.log_dir / "m.txt").write_text("edited locally")
+    full = sw.pull()
+    assert (run.log_dir / "last.pt").exists()
+    assert (run.log_dir / "m.txt").read_text() == "edited locally"
+    assert sum(r.files for r in full) == 1
+    assert sum(r.files for r in sw.pull()) == 0
+
+
+def test_code_sync_dry_run_and_no_delete(tmp_path, ssh_hosts):
+    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {})},
+                               rsync_exclude=["*.ckpt"])
+    (project / "big.ckpt").write_text("x" * 1000)
+    (project / "pkg").mkdir()
+    (project / "pkg" / "mod.py").write_text("A = 1\n")
+    (project / "data").mkdir()
+    (project / "data" / "old.txt").write_text("log dir: not code")
+    bcfg = cfg.backend("box")
+    with transport_for(bcfg) as tr:
+        dry = sync_code(bcfg, tr, dry_run=True)
+        assert dry.files == 3  # chester.yaml, train.py, pkg/mod.py
+        assert dry.bytes > 0
+        root = ssh_hosts[0].root / tmp_path.name
+        assert not root.exists() or not (root / "train.py").exists()
+        # something of the user's on the host that is not in the project survives a sync
+        tr.run(["mkdir", "-p", f"/remote/{tmp_path.name}/results"])
+        tr.run(["touch", f"/remote/{tmp_path.name}/results/keep.me"])
+        real = sync_code(bcfg, tr)
+        assert real.files == 3
+        again = sync_code(bcfg, tr)
+        assert again.files == 0
+    assert (root / "results" / "keep.me").exists()
+    assert (root / "pkg" / "mod.py").exists()
+    assert not (root / "big.ckpt").exists() and not (root / "data").exists()
+
+
+def test_logs_follow_and_cancel(tmp_path, ssh_hosts):
+    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {})})
+    sw = launch(fn_report, [{"i": 0, "sleep": 1.5}], backend="box", exp_prefix="logs",
+                config=cfg, dispatcher=fast_dispatcher())
+    out = io.StringIO()
+    sw.dispatcher.call("chester_logs", sw.backend, handle=sw.runs[0].handle, follow=True,
+                       stream="stdout", out=out)
+    assert "hello from" in out.getvalue()
+    sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+
+
+def test_errors_are_one_line_naming_backend_and_host(tmp_path, ssh_hosts):
+    h = ssh_hosts[0]
+    cases = [
+        (SSHTarget(host="no-such-host.invalid", connect_timeout=3), ConnectError,
+         "cannot resolve"),
+        (SSHTarget(host=h.gw, port=2, user="root", connect_timeout=3), ConnectError,
+         "connection refused"),
+        (SSHTarget(host=h.addr, user="root", key_filename=str(ssh_hosts.base / "other_ed25519"),
+                   connect_timeout=3), BackendError, "authentication failed"),
+    ]
+    for target, kind, words in cases:
+        t0 = time.monotonic()
+        with pytest.raises(kind) as ei:
+            with Transport(target, backend="gpu9") as tr:
+                tr.run(["true"])
+        msg = str(ei.value)
+        assert "\n" not in msg
+        assert msg.startswith("ssh backend 'gpu9' (") and target.host in msg, msg
+        assert words in msg, msg
+        assert time.monotonic() - t0 < 10
+        if kind is BackendError:
+            assert not isinstance(ei.value, ConnectError)
+    # a missing remote folder / command is permanent and says what is missing
+    with Transport(SSHTarget(host=h.name, ssh_config=ssh_hosts.ssh_config), backend="gpu9") as tr:
+        with pytest.raises(BackendError) as ei:
+            tr.run(["ls", "/remote/definitely-missing"])
+        assert "No such file" in str(ei.value) and "\n" not in str(ei.value)
+        with pytest.raises(BackendError) as ei:
+            tr.run(["no-such-command-xyz"])
+        assert "command not found" in str(ei.value)
+
+
+LAUNCH_SCRIPT = r"""
+import sys, cloudpickle
+sys.path.insert(0, {testdir!r})
+from chester.launcher import launch
+def fn(variant, log_dir, exp_name):
+    import os, time
+    time.sleep(1)
+    open(os.path.join(log_dir, "out.txt"), "w").write(str(variant["i"]))
+sw = launch(fn, [{{"i": i}} for i in range(3)], backend="box", exp_prefix="cli")
+print("launched", len(sw.runs))
+"""
+
+
+def test_launcher_exits_then_cli_status_and_pull_finish(tmp_path, ssh_hosts):
+    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {})})
+    env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
+    script = project / "launch.py"
+    script.write_text(LAUNCH_SCRIPT.format(testdir=str(Path(__file__).parent)))
+    r = subprocess.run([sys.executable, str(script)], cwd=project, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "launched 3" in r.stdout
+    deadline = time.monotonic() + 60
+    while True:
+        st = subprocess.run([CHESTER, "status", "--json"], cwd=project,
+                            env=env, capture_output=True, text=True, timeout=60)
+        assert st.returncode == 0, st.stderr
+        runs = json.loads(st.stdout)["runs"]
+        if all(x["state"] == "succeeded" for x in runs):
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.5)
+    p1 = subprocess.run([CHESTER, "pull"], cwd=project, env=env,
+                        capture_output=True, text=True, timeout=60)
+    assert p1.returncode == 0, p1.stderr
+    assert "pulled 3 runs" in p1.stdout and " 0 files" not in p1.stdout, p1.stdout
+    for x in runs:
+        assert (Path(x["log_dir"]) / "out.txt").exists()
+    p2 = subprocess.run([CHESTER, "pull"], cwd=project, env=env,
+                        capture_output=True, text=True, timeout=60)
+    assert p2.returncode == 0, p2.stderr
+    assert "pulled 3 runs, 0 files, 0 bytes" in p2.stdout, p2.stdout
