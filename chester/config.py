@@ -19,8 +19,9 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 
@@ -170,7 +171,7 @@ def _check_type(value: Any, tp: Any) -> tuple[bool, Any]:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             return False, value
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        out = []
+        out: list[Any] = []
         for item in value:
             if args:
                 ok, conv = _check_type(item, args[0])
@@ -183,11 +184,11 @@ def _check_type(value: Any, tp: Any) -> tuple[bool, Any]:
     if origin in (dict, typing.Mapping) or tp in (dict,):
         if not isinstance(value, Mapping):
             return False, value
-        args = typing.get_args(tp)
-        if args:
+        kv_args = typing.get_args(tp)
+        if kv_args:
             out_d = {}
             for k, item in value.items():
-                ok, conv = _check_type(item, args[1])
+                ok, conv = _check_type(item, kv_args[1])
                 if not ok:
                     return False, value
                 out_d[str(k)] = conv
@@ -321,7 +322,7 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
         tp, _default, help_ = GLOBAL_KEYS[key]
         if value is None and tp in (list, dict):
             value = tp()
-        ok, _ = _check_type(value, tp if tp is not str else typing.Optional[str])
+        ok, _ = _check_type(value, tp if tp is not str else (str | None))
         if not ok:
             raise ConfigError(path, key, f"expected {_TYPE_NAMES[tp]}, got {type(value).__name__}",
                               help_)

@@ -14,8 +14,9 @@ Every spec's docstring follows one template: what, when, arguments, returns, err
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence, TextIO
+from typing import TextIO
 
 import pluggy
 

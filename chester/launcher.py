@@ -6,21 +6,20 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
-
-
+from typing import Any
 
 from chester import rundir as rd
-from chester.logs import get_logger
+from chester.attrdict import AttrDict
 from chester.config import ChesterConfig, get_config
 from chester.dispatch import Dispatcher
 from chester.errors import UserError
+from chester.logs import get_logger
 from chester.naming import auto_suffix, map_remote, safe_component
 from chester.store import RunRow, Store
 from chester.sweeps import Sweep
 from chester.types import RunSpec, RunStatus, State
-from chester.attrdict import AttrDict
 from chester.variants import VariantGenerator, expand
 
 log = get_logger()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 MAX_NAME = 120

@@ -13,10 +13,9 @@ from typing import Any
 import attrs
 import pluggy
 
-
-from chester.logs import get_logger
 from chester.errors import PluginConflictError, UnknownBackendError
 from chester.hookspecs import PROJECT, ChesterSpecs
+from chester.logs import get_logger
 from chester.types import BackendSpec
 
 #: The one public marker for hook implementations.
@@ -104,7 +103,7 @@ class ChesterPluginManager:
             rec = self.records.get(plugin_name)
             dist = rec.distribution if rec else None
             try:
-                specs = impl.function() or ()
+                specs: Any = impl.function() or ()
             except Exception as exc:  # a plugin's own bug must not take the others down
                 self._mark_error(plugin_name, exc)
                 continue

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 import tenacity
 
-from chester.logs import get_logger
 from chester.errors import ConnectError, TransientBackendError
+from chester.logs import get_logger
 
 log = get_logger()
 

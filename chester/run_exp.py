@@ -28,12 +28,19 @@ import os
 import subprocess
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from chester.variants import AttrDict, VariantDict, VariantGenerator, variant
 
-__all__ = ["run_experiment_lite", "VariantGenerator", "variant", "AttrDict", "VariantDict",
-           "flush"]
+__all__ = [
+    "AttrDict",
+    "VariantDict",
+    "VariantGenerator",
+    "flush",
+    "run_experiment_lite",
+    "variant",
+]
 
 #: Parameters the seed had that no longer do anything, with their defaults.
 _OBSOLETE = {
@@ -77,12 +84,12 @@ def flush() -> Any:
     from chester.launcher import launch
 
     s = batch.settings
-    names = batch.names if any(batch.names) else None
-    if names is not None:
-        names = [n or f"run-{i}" for i, n in enumerate(names)]
+    names = ([n or f"run-{i}" for i, n in enumerate(batch.names)]
+             if any(batch.names) else None)
+    dirs = [d for d in batch.dirs if d] if all(batch.dirs) else None
     sweep = launch(batch.fn, batch.variants, backend=s["mode"], exp_prefix=s["exp_prefix"],
                    sub_dir=s["sub_dir"], variations=s["variations"], exp_names=names,
-                   run_dirs=batch.dirs if all(batch.dirs) else None,
+                   run_dirs=dirs,
                    env=s["env"], resources=s["resources"], dry_run=s["dry"],
                    extra_pull_dirs=s["extra_pull_dirs"], resume="incomplete")
     _sweeps.append(sweep)
@@ -155,12 +162,12 @@ def run_experiment_lite(
              "use_cloudpickle": use_cloudpickle, "print_command": print_command,
              "launch_with_subprocess": launch_with_subprocess, "hydra_enabled": hydra_enabled,
              "hydra_flags": hydra_flags}
-    for key, default in _OBSOLETE.items():
-        if given[key] != default:
-            _warn_once(key, f"run_experiment_lite: {key}= no longer applies and is ignored "
+    for name, default in _OBSOLETE.items():
+        if given[name] != default:
+            _warn_once(name, f"run_experiment_lite: {name}= no longer applies and is ignored "
                             "(runs always go through python -m chester.worker)")
-    for key in kwargs:
-        _warn_once(key, f"run_experiment_lite: unknown parameter {key}= is ignored")
+    for extra in kwargs:
+        _warn_once(extra, f"run_experiment_lite: unknown parameter {extra}= is ignored")
     if max_num_processes != 10 and mode == "local":
         _warn_once("max_num_processes", "run_experiment_lite: max_num_processes= is replaced by "
                    "`backends: {local: {type: local, max_parallel: N}}` in chester.yaml")
@@ -189,10 +196,10 @@ def run_experiment_lite(
     resources: dict[str, Any] = {}
     if use_gpu:
         resources["gpus"] = v.get("gpus", 1)
-    for key, val in (("pre_commands", pre_commands), ("compile_script", compile_script),
+    for rkey, val in (("pre_commands", pre_commands), ("compile_script", compile_script),
                      ("wait_compile", wait_compile), ("sync_on_launch", sync_env)):
         if val is not None:
-            resources[key] = val
+            resources[rkey] = val
     if use_singularity:
         resources["use_singularity"] = True
     settings = {"mode": mode, "exp_prefix": exp_prefix, "sub_dir": sub_dir,

@@ -13,9 +13,10 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import attrs
 
@@ -187,6 +188,7 @@ class Store:
                 "INSERT INTO sweeps(exp_prefix, backend, batch_dir, fingerprint, created, options) "
                 "VALUES (?,?,?,?,?,?)",
                 (exp_prefix, backend, str(batch_dir), fingerprint, now, json.dumps(options or {})))
+            assert cur.lastrowid is not None
             sweep_id = int(cur.lastrowid)
             row = db.execute("SELECT next FROM numbering WHERE batch_dir=?",
                              (str(batch_dir),)).fetchone()

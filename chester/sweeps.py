@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
-
-from chester.logs import get_logger
 from chester.config import ChesterConfig, get_config
 from chester.dispatch import Dispatcher
 from chester.errors import UserError
+from chester.logs import get_logger
 from chester.store import RunRow, Store, SweepRow
 from chester.types import (
     BARE_EXCLUDES,
@@ -35,7 +35,7 @@ log = get_logger()
 class Run:
     """One run of a sweep as the store knows it."""
 
-    _sweep: "Sweep" = attrs.field(repr=False)
+    _sweep: Sweep = attrs.field(repr=False)
     id: int
     name: str
     token: str
@@ -231,8 +231,13 @@ class _Progress:
     """A rich progress bar over run states (only on a terminal)."""
 
     def __init__(self, total: int, label: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-            TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),

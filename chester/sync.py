@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
 
 #: Never shipped: version control, chester's own store, caches and virtual environments.
 BUILTIN_EXCLUDES = (".git/", ".chester/", "__pycache__/", "*.pyc", ".venv/", ".nox/",

@@ -9,7 +9,6 @@ come one a line on standard input (``-``). Runs on the target: imports nothing h
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -117,7 +116,7 @@ def cancel_many(run_dirs: list[Path], grace_s: float = ORPHAN_GRACE_S) -> dict[s
 
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(run_dirs)))) as ex:
         results = list(ex.map(lambda d: cancel(d, grace_s), run_dirs))
-    return {str(d): r for d, r in zip(run_dirs, results)}
+    return {str(d): r for d, r in zip(run_dirs, results, strict=False)}
 
 
 def follow(run_dir: Path, stream: str, out: Any, *, follow: bool, poll_s: float = 0.2) -> None:

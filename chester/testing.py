@@ -29,8 +29,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -108,7 +109,7 @@ class ConformanceEnv:
 
     @classmethod
     def create(cls, tmp_path: Path, *, backend: str, config: Mapping[str, Any],
-               **kw: Any) -> "ConformanceEnv":
+               **kw: Any) -> ConformanceEnv:
         """Write ``tmp_path/project/chester.yaml`` from ``config`` and load it."""
         import yaml
 
@@ -176,7 +177,7 @@ class BackendConformance:
         sweep = self._launch(env, fn_write_result, variants, "conf-basic")
         states = self._wait(env, sweep, pull=True)
         assert sorted(s.value for s in states.values()) == ["succeeded"] * 3, states
-        for run, v in zip(sweep.runs, variants):
+        for run, v in zip(sweep.runs, variants, strict=False):
             result = json.loads((run.log_dir / "result.json").read_text())
             assert result["variant"] == v
             assert result["exp_name"] == run.name
@@ -200,7 +201,7 @@ class BackendConformance:
         sweep = self._launch(env, fn_raise, [{"tag": "t-41"}, {"tag": "t-42"}], "conf-fail")
         states = self._wait(env, sweep, pull=True)
         assert [s.value for s in states.values()] == ["failed", "failed"]
-        for run, tag in zip(sweep.runs, ["t-41", "t-42"]):
+        for run, tag in zip(sweep.runs, ["t-41", "t-42"], strict=False):
             assert run.reason and "ValueError" in run.reason and tag in run.reason, run.reason
             assert run.stderr_tail and f"deliberate failure {tag}" in run.stderr_tail
             assert not (run.log_dir / ".done").exists()

@@ -7,8 +7,9 @@ All are ``attrs`` frozen, keyword-only classes: hashable, safe to share, extende
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 from attrs import field, frozen
@@ -165,7 +166,7 @@ class RunHandle:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RunHandle":
+    def from_dict(cls, d: Mapping[str, Any]) -> RunHandle:
         d = dict(d)
         d["extra"] = tuple((str(k), str(v)) for k, v in d.get("extra", ()))
         return cls(**d)

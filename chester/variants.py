@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import itertools
 import random
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from chester.attrdict import AttrDict
 
@@ -65,7 +65,7 @@ class VariantGenerator:
         self._variants.sort(key=lambda t: lines[t[0]])
 
     # -- building -------------------------------------------------------------------------
-    def add(self, key: str, vals: Any, **cfg: Any) -> "VariantGenerator":
+    def add(self, key: str, vals: Any, **cfg: Any) -> VariantGenerator:
         """Add a key with a list of values, or a callable of other keys returning one."""
         if not isinstance(key, str) or not key:
             raise ValueError("variant keys must be non-empty strings")
@@ -79,7 +79,7 @@ class VariantGenerator:
         self._variants.append((key, vals, dict(cfg)))
         return self
 
-    def update(self, key: str, vals: Any, **cfg: Any) -> "VariantGenerator":
+    def update(self, key: str, vals: Any, **cfg: Any) -> VariantGenerator:
         """Replace a key's values (or add the key if it is new)."""
         for i, (k, _v, old_cfg) in enumerate(self._variants):
             if k == key:
@@ -208,4 +208,4 @@ def expand(variants: Any) -> list[dict]:
     return [dict(v) for v in variants]
 
 
-__all__ = ["AttrDict", "VariantDict", "VariantGenerator", "variant", "expand"]
+__all__ = ["AttrDict", "VariantDict", "VariantGenerator", "expand", "variant"]

@@ -129,7 +129,7 @@ def test_cancel_leaves_no_process_behind(project):
     for p in pids:
         assert not pid_alive(p), f"process {p} survived cancel"
     # the queued third run never started
-    third = [r for r in st["runs"] if r["name"].startswith("3_")][0]
+    third = next(r for r in st["runs"] if r["name"].startswith("3_"))
     assert not (Path(third["log_dir"]) / "pids.json").exists()
 
 

@@ -22,7 +22,7 @@ def test_dependent_values_and_key_order():
     vg.add("model", ["small", "big"])
     vg.add("lr", lambda model: [0.1] if model == "small" else [0.01, 0.001])
     vs = vg.variants()
-    assert [list(v) for v in vs][0] == ["model", "lr", "h"]
+    assert next(list(v) for v in vs) == ["model", "lr", "h"]
     assert [v["h"] for v in vs] == ["small-0.1", "big-0.01", "big-0.001"]
     assert vg.size == 3
     assert vg.variations() == ["model"]

@@ -1,8 +1,9 @@
 """One version for every distribution."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import chester
 
