@@ -1,0 +1,170 @@
+"""Ten fault-injected sweeps: sshd killed and restarted during submit, status and pull, and a
+blackholed link during status. Each must end with every run done exactly once and pulled.
+
+The faults are real (the host's sshd and its sessions are SIGKILLed, or nft drops port 22
+inside the host's namespace); the tests only choose the moment by wrapping a transport
+method. One case ("lost-reply") also makes the submit report a dropped link after the queue
+started, the worst case for a retried submit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+import yaml
+
+from chester.config import load_config
+from chester.dispatch import Dispatcher
+from chester.errors import TransientBackendError
+from chester.launcher import launch
+
+from chester_backend_ssh.transport import Transport
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def fn_work(variant, log_dir, exp_name):
+    import os as _o
+    import time as _t
+
+    with open(_o.path.join(log_dir, "invocations.txt"), "a") as f:
+        f.write(f"{_o.getpid()}\n")
+    _t.sleep(float(variant.get("sleep", 0.3)))
+    with open(_o.path.join(log_dir, "weights.bin"), "wb") as f:
+        f.write(_o.urandom(int(variant.get("mb", 0) * 1_000_000)))
+    with open(_o.path.join(log_dir, "result.txt"), "w") as f:
+        f.write(str(variant["i"]))
+
+
+CASES = [
+    "submit-refused", "submit-lost-reply", "submit-during-script",
+    "status-refused", "status-mid-command", "status-mid-command-late",
+    "pull-refused", "pull-mid-transfer",
+    "blackhole-status", "blackhole-status-mid-session",
+]
+
+
+@pytest.fixture
+def host(ssh_hosts):
+    h = ssh_hosts[1]
+    yield h
+    h.unblackhole()
+    if h.sshd_pid() is None:
+        h.start()
+
+
+def _later(seconds: float, fn) -> threading.Thread:
+    t = threading.Thread(target=lambda: (time.sleep(seconds), fn()), daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".git").mkdir()
+    (project / "chester.yaml").write_text(yaml.safe_dump({"backends": {"flaky": {
+        "type": "ssh", "host": host.name, "remote_dir": f"/remote/{tmp_path.name}",
+        "ssh_config": ssh_hosts.ssh_config, "python": sys.executable, "connect_timeout": 2,
+        "max_parallel": 3}}}))
+    cfg = load_config(project / "chester.yaml")
+    disp = Dispatcher(sleep=lambda s: time.sleep(min(s, 1.0)), attempts=8)
+    fired = []
+    threads = []
+
+    def restart_later(seconds=1.5):
+        threads.append(_later(seconds, host.start))
+
+    def once(name):
+        if name in fired:
+            return False
+        fired.append(name)
+        return True
+
+    orig_put_tree, orig_script = Transport.put_tree, Transport.run_script
+    orig_run, orig_pull = Transport.run, Transport.rsync_pull
+
+    if case == "submit-refused":
+        def put_tree(self, *a, **kw):
+            if once(case):
+                host.kill()
+                restart_later()
+            return orig_put_tree(self, *a, **kw)
+        monkeypatch.setattr(Transport, "put_tree", put_tree)
+    elif case == "submit-lost-reply":
+        def run_script(self, *a, **kw):
+            res = orig_script(self, *a, **kw)
+            if once(case):  # the queue started; the reply never arrives
+                host.kill()
+                restart_later()
+                raise TransientBackendError("ssh backend 'flaky': connection dropped")
+            return res
+        monkeypatch.setattr(Transport, "run_script", run_script)
+    elif case == "submit-during-script":
+        def run_script(self, *a, **kw):
+            if once(case):
+                threads.append(_later(0.02, host.kill))
+                restart_later(1.5)
+            return orig_script(self, *a, **kw)
+        monkeypatch.setattr(Transport, "run_script", run_script)
+    elif case in ("status-mid-command", "status-mid-command-late", "blackhole-status-mid-session"):
+        def run(self, argv, **kw):
+            if "status" in argv and once(case):
+                if case == "blackhole-status-mid-session":
+                    host.blackhole()
+                    threads.append(_later(5, host.unblackhole))
+                else:
+                    threads.append(_later(0.03 if case == "status-mid-command" else 0.12,
+                                          host.kill))
+                    restart_later(1.5)
+            return orig_run(self, argv, **kw)
+        monkeypatch.setattr(Transport, "run", run)
+    elif case in ("pull-refused", "pull-mid-transfer"):
+        def rsync_pull(self, *a, **kw):
+            if once(case):
+                if case == "pull-refused":
+                    host.kill()
+                else:
+                    threads.append(_later(0.15, host.kill))
+                restart_later(1.5 if case == "pull-refused" else 2.0)
+            return orig_pull(self, *a, **kw)
+        monkeypatch.setattr(Transport, "rsync_pull", rsync_pull)
+
+    n = 3
+    mb = 8 if case == "pull-mid-transfer" else 0
+    sw = launch(fn_work, [{"i": i, "mb": mb} for i in range(n)], backend="flaky",
+                exp_prefix=f"fault-{case}", config=cfg, dispatcher=disp)
+    if case == "status-refused":
+        host.kill()
+        restart_later(2.0)
+    elif case == "blackhole-status":
+        host.blackhole()
+        threads.append(_later(5, host.unblackhole))
+    states = sw.wait(timeout=120, poll_interval=0.3, progress=False, pull=True)
+    for t in threads:
+        t.join(10)
+    assert case in fired or case in ("status-refused", "blackhole-status"), "fault not injected"
+    assert [s.value for s in states.values()] == ["succeeded"] * n, states
+    lost = dup = unpulled = 0
+    for run in sw.runs:
+        remote = host.root / run.remote_dir[len("/remote/"):]
+        inv = remote / "invocations.txt"
+        count = inv.read_text().count("\n") if inv.exists() else 0
+        lost += count == 0
+        dup += count > 1
+        local = Path(run.log_dir)
+        unpulled += not ((local / "result.txt").exists() and (local / ".done").exists()
+                         and (local / "invocations.txt").read_text().count("\n") == 1)
+        if mb:
+            assert (local / "weights.bin").stat().st_size == mb * 1_000_000
+    assert (lost, dup, unpulled) == (0, 0, 0)
+    # and a second pull transfers nothing
+    assert sum(r.files for r in sw.pull()) == 0
+    print(json.dumps({"case": case, "lost": lost, "duplicated": dup, "unpulled": unpulled}))
