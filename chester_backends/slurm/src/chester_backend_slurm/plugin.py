@@ -280,8 +280,10 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
     """One round trip: one scheduler query and every run's records. (source, statuses)."""
     opts: SlurmOptions = backend.options
     ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
+    known = _CLUSTER.get(_key(backend), {})
     script = scheduler.status_script(ids, _start_date(handles),
-                                     [h.remote_dir for h in handles], opts.python)
+                                     [h.remote_dir for h in handles], opts.python,
+                                     accounting=bool(known.get("accounting", 1)))
     own = ex is None
     ex = ex or _open(backend)
     try:
@@ -298,6 +300,8 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
     if res.exit_code != 0 and not records:
         raise TransientBackendError(f"{backend.name}: status query failed on "
                                     f"{opts.host or rd.hostname()}: {res.stderr.strip()[-500:]}")
+    if source == "squeue" and known.get("accounting", 1):
+        _CLUSTER.setdefault(_key(backend), {})["accounting"] = 0  # ask squeue directly next
     out: dict[str, RunStatus] = {}
     for h in handles:
         rid = h.remote_id or ""

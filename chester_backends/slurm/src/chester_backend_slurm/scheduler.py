@@ -59,24 +59,37 @@ print(json.dumps(out))
 
 
 def cluster_info_script() -> str:
-    return "scontrol show config | grep -E '^(MaxArraySize|MinJobAge|MaxJobCount) '\n"
+    return ("scontrol show config | "
+            "grep -E '^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) '\n")
 
 
 def parse_cluster_info(text: str) -> dict[str, int]:
+    """The numbers we use from ``scontrol show config``; ``accounting`` is 0 or 1."""
     out: dict[str, int] = {}
     for line in text.splitlines():
-        m = re.match(r"(\w+)\s*=\s*(\d+)", line.strip())
-        if m:
+        m = re.match(r"(\w+)\s*=\s*(\S+)", line.strip())
+        if not m:
+            continue
+        if m.group(1) == "AccountingStorageType":
+            out["accounting"] = 0 if m.group(2).endswith("/none") else 1
+        elif m.group(2).isdigit():
             out[m.group(1)] = int(m.group(2))
     return out
 
 
 def status_script(job_ids: Sequence[str], start_date: str, run_dirs: Sequence[str],
-                  python: str, *, with_records: bool = True) -> str:
-    """One scheduler query for every job, then the records of every run folder."""
+                  python: str, *, accounting: bool = True, with_records: bool = True) -> str:
+    """One scheduler query for every job, then the records of every run folder.
+
+    ``sacct`` when the cluster keeps accounting (falling back to ``squeue`` if it answers
+    that accounting is disabled); ``squeue -t all`` alone when we know it does not.
+    """
     ids = ",".join(job_ids)
     lines = []
-    if job_ids:
+    if job_ids and not accounting:
+        lines += [f"echo {MARK_SQUEUE}; squeue -h -r -t all -j {q(ids)} -o {q(SQUEUE_FORMAT)} "
+                  "2>&1 || true"]
+    elif job_ids:
         lines += [
             f"if out=$(sacct -X -P -n -j {q(ids)} --starttime={q(start_date)} "
             f"-o {SACCT_FIELDS} 2>&1); then",
@@ -252,7 +265,9 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
                          stderr_tail=tail, **common)
     if s in _TERMINAL_WORDS:
         state, word = _TERMINAL_WORDS[s]
-        if s == "CANCELLED" and row.reason and row.reason not in ("None",):
+        if s == "CANCELLED" and row.reason and row.reason.startswith("Dependency"):
+            word = "cancelled: a run it depends on did not succeed (DependencyNeverSatisfied)"
+        elif s == "CANCELLED" and row.reason and row.reason != "None":
             word = f"cancelled ({row.reason})"
         if s == "FAILED" and kind == "serial" and st is None:
             return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",

@@ -1,0 +1,191 @@
+"""What the scheduler does to runs, on a real SLURM: chunking by MaxArraySize, failures, the
+time limit, a cancelled array, ``scontrol requeue``, dependent chains, serial steps, and status
+without accounting. Kept lean: small arrays and short sleeps; the slow cases share one wait."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from chester.launcher import launch
+from chester.testing import ConformanceEnv, fn_raise, fn_sleep_with_child, fn_write_result
+from chester.types import State
+
+WAIT = 150
+
+
+def _shims(tmp_path: Path, log: Path) -> Path:
+    """sbatch/sacct/squeue/scontrol wrappers that log each call, then run the real one."""
+    d = tmp_path / "shims"
+    d.mkdir()
+    for exe in ("sbatch", "sacct", "squeue", "scontrol"):
+        real = subprocess.run(["bash", "-c", f"command -v {exe}"], capture_output=True,
+                              text=True).stdout.strip()
+        p = d / exe
+        p.write_text(f'#!/bin/bash\necho "{exe} $*" >> {log}\nexec {real} "$@"\n')
+        p.chmod(p.stat().st_mode | stat.S_IEXEC)
+    return d
+
+
+def _calls(log: Path, exe: str) -> int:
+    if not log.exists():
+        return 0
+    return sum(1 for line in log.read_text().splitlines() if line.split(" ", 1)[0] == exe)
+
+
+def _row(sweep, run):
+    return sweep.store.run(run.id)
+
+
+def _wait_state(sweep, run, states, timeout=WAIT):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = sweep.status()[run.name]
+        if st in states:
+            return st
+        time.sleep(0.3)
+    raise AssertionError(f"{run.name} never reached {states}: {sweep.status()}")
+
+
+def test_sweep_larger_than_max_array_size(tmp_path, slurm_local, make_config, monkeypatch):
+    """ceil(N / MaxArraySize) sbatch calls; one scheduler query per status poll."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("PATH", f"{_shims(tmp_path, log)}:{os.environ['PATH']}")
+    n = slurm_local.max_array_size + 2
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(poll_interval=0.0))
+    sweep = launch(fn_write_result, [{"i": i} for i in range(n)], backend="slurm",
+                   exp_prefix="chunks", config=env.config)
+    assert _calls(log, "sbatch") == math.ceil(n / slurm_local.max_array_size)
+    assert _calls(log, "scontrol") == 1  # MaxArraySize, read once
+    ids = [_row(sweep, r).remote_id for r in sweep.runs]
+    assert len(set(i.split("_")[0] for i in ids)) == math.ceil(n / slurm_local.max_array_size)
+    assert all("_" in i for i in ids)
+    before = (_calls(log, "sacct"), _calls(log, "squeue"))
+    sweep.status()
+    assert (_calls(log, "sacct"), _calls(log, "squeue")) == (before[0] + 1, before[1])
+    states = sweep.wait(timeout=WAIT, poll_interval=0.3, progress=False)
+    assert set(states.values()) == {State.SUCCEEDED}
+    for r in sweep.runs:
+        assert json.loads((r.log_dir / "result.json").read_text())["exp_name"] == r.name
+
+
+def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config):
+    """Through the login host: time limit, failure, cancelled array, requeue, dependent
+    chains (one that fails), serial steps in one allocation, pending reasons."""
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
+        host=login_host, remote_dir=str(tmp_path / "remote")))
+    cfg = env.config
+    timed = launch(fn_sleep_with_child, [{"seconds": 600}], backend="slurm",
+                   exp_prefix="timeout", config=cfg, resources={"time": 1})
+    failing = launch(fn_raise, [{"tag": "boom-7"}], backend="slurm", exp_prefix="fail",
+                     config=cfg)
+    chain = launch(fn_write_result, [{"step": i} for i in range(3)], backend="slurm",
+                   exp_prefix="chain", config=cfg, order="dependent")
+    broken = launch(fn_raise, [{"tag": "first"}, {"tag": "second"}], backend="slurm",
+                    exp_prefix="broken-chain", config=cfg, order="dependent")
+    serial = launch(fn_write_result, [{"step": i} for i in range(3)], backend="slurm",
+                    exp_prefix="serial", config=cfg, resources={"serial_group": "g"})
+    requeued = launch(fn_sleep_with_child, [{"seconds": 6}], backend="slurm",
+                      exp_prefix="requeue", config=cfg)
+    cancelled = launch(fn_sleep_with_child, [{"seconds": 600}] * 3, backend="slurm",
+                       exp_prefix="cancel", config=cfg)
+
+    # a dependent run waits for its predecessor and says why
+    later = _row(chain, chain.runs[2])
+    chain.status()
+    later = _row(chain, chain.runs[2])
+    assert later.state in (State.QUEUED, State.SUCCEEDED), later
+    if later.state == State.QUEUED:
+        assert later.pending_reason in ("Dependency", "submitted", "None", None), later
+
+    # requeue a running task: same run, same id, attempt 2
+    run = requeued.runs[0]
+    _wait_state(requeued, run, {State.RUNNING})
+    time.sleep(1.5)  # the worker has started and recorded attempt 1
+    rid = _row(requeued, run).remote_id
+    subprocess.run(["scontrol", "requeue", rid], check=True)
+    # SLURM holds a requeued job for ~2 minutes (BeginTime); chester must say "requeued"
+    st = _wait_state(requeued, run, {State.REQUEUED}, timeout=30)
+    assert st == State.REQUEUED and _row(requeued, run).attempt == 2
+    end = time.monotonic() + 30
+    while subprocess.run(["squeue", "-h", "-j", rid, "-o", "%T"], capture_output=True,
+                         text=True).stdout.strip() != "PENDING" and time.monotonic() < end:
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={rid}", "StartTime=now"], check=True)
+
+    # cancel a whole array once its tasks run
+    for r in cancelled.runs:
+        _wait_state(cancelled, r, {State.RUNNING})
+    assert cancelled.cancel() == {r.name: True for r in cancelled.runs}
+
+    done = {name: s.wait(timeout=WAIT, poll_interval=0.5, progress=False)
+            for name, s in (("failing", failing), ("chain", chain), ("broken", broken),
+                            ("serial", serial), ("requeued", requeued),
+                            ("cancelled", cancelled), ("timed", timed))}
+
+    f = failing.runs[0]
+    assert done["failing"][f.name] == State.FAILED
+    assert "ValueError" in f.reason and "boom-7" in f.reason
+    assert "deliberate failure boom-7" in (f.stderr_tail or "")
+
+    assert set(done["chain"].values()) == {State.SUCCEEDED}
+    starts = [json.loads((r.log_dir / "result.json").read_text()) and
+              json.loads((r.log_dir / ".chester" / "status.json").read_text())["started_at"]
+              for r in chain.runs]
+    assert starts == sorted(starts)
+
+    b1, b2 = broken.runs
+    assert done["broken"][b1.name] == State.FAILED
+    assert done["broken"][b2.name] == State.CANCELLED
+    assert "did not succeed" in (b2.reason or ""), b2.reason
+
+    assert set(done["serial"].values()) == {State.SUCCEEDED}
+    jobs = {_row(serial, r).remote_id for r in serial.runs}
+    assert len(jobs) == 1, jobs  # one allocation
+    ends = [json.loads((r.log_dir / ".chester" / "status.json").read_text()) for r in serial.runs]
+    assert all(a["ended_at"] <= b["started_at"] for a, b in zip(ends, ends[1:]))
+
+    rq = _row(requeued, run)
+    assert done["requeued"][run.name] == State.SUCCEEDED
+    assert rq.remote_id == rid and rq.token == run.token
+    assert rq.attempt == 2, rq
+    assert json.loads((run.log_dir / ".chester" / "status.json").read_text())["attempt"] == 2
+
+    assert set(done["cancelled"].values()) == {State.CANCELLED}
+    t = timed.runs[0]
+    assert done["timed"][t.name] == State.TIMEOUT, (t.reason, t.stderr_tail)
+    assert "time limit" in (t.reason or "")
+    assert not (t.log_dir / ".done").exists()
+
+
+def test_status_without_accounting(tmp_path, slurm_local, make_config, monkeypatch):
+    """With accounting off, squeue (one call per poll) gives the same answers."""
+    if not slurm_local.started:
+        pytest.skip("the SLURM was started by someone else; not reconfiguring it")
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("PATH", f"{_shims(tmp_path, log)}:{os.environ['PATH']}")
+    slurm_local.restart(accounting=False)
+    try:
+        env = ConformanceEnv.create(tmp_path, backend="slurm",
+                                    config=make_config(poll_interval=0.0))
+        ok = launch(fn_write_result, [{"i": i} for i in range(2)], backend="slurm",
+                    exp_prefix="noacct", config=env.config)
+        bad = launch(fn_raise, [{"tag": "na"}], backend="slurm", exp_prefix="noacct-fail",
+                     config=env.config)
+        q0 = _calls(log, "squeue")
+        ok.status()
+        assert _calls(log, "squeue") == q0 + 1
+        assert set(ok.wait(timeout=WAIT, poll_interval=0.3, progress=False).values()) == \
+            {State.SUCCEEDED}
+        assert bad.wait(timeout=WAIT, poll_interval=0.3,
+                        progress=False)[bad.runs[0].name] == State.FAILED
+        assert "ValueError" in bad.runs[0].reason
+    finally:
+        slurm_local.restart(accounting=True)
