@@ -277,10 +277,11 @@ def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
     groups: dict[str, list[int]] = {}
     serial: dict[str, list[int]] = {}
     order: list[tuple[str, str]] = []
+    depended_on = {t for r in runs for t in r.order_after}
     for i, (r, res) in enumerate(zip(runs, resources)):
         if "\n" in r.remote_dir:
             raise UserError(f"slurm: run folder {r.remote_dir!r} holds a newline")
-        if r.order_after:
+        if r.order_after or r.token in depended_on:
             key = ("dep", str(i))
             order.append(key)
         elif res.get("serial_group") is not None:

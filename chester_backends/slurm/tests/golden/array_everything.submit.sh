@@ -1,0 +1,12 @@
+set -euo pipefail
+cd /scratch/me/proj
+export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"
+uv sync >&2
+stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
+cd "$stage"
+known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0 2>/dev/null || true)
+lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; }
+jid0=""
+if [ -s job-0.id ]; then jid0=$(cat job-0.id); else jid0=$(lookup chester-1644414db487-0); fi
+if [ -z "$jid0" ]; then jid0=$(sbatch --parsable job-0.sbatch); jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id; fi
+echo "JOB 0 $jid0"

@@ -1,0 +1,17 @@
+set -euo pipefail
+stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
+cd "$stage"
+known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0,chester-1644414db487-1,chester-1644414db487-2 2>/dev/null || true)
+lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; }
+jid0=""
+if [ -s job-0.id ]; then jid0=$(cat job-0.id); else jid0=$(lookup chester-1644414db487-0); fi
+if [ -z "$jid0" ]; then jid0=$(sbatch --parsable job-0.sbatch); jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id; fi
+echo "JOB 0 $jid0"
+jid1=""
+if [ -s job-1.id ]; then jid1=$(cat job-1.id); else jid1=$(lookup chester-1644414db487-1); fi
+if [ -z "$jid1" ]; then jid1=$(sbatch --parsable --dependency=afterok:"$jid0" job-1.sbatch); jid1=${jid1%%;*}; printf '%s\n' "$jid1" > job-1.id; fi
+echo "JOB 1 $jid1"
+jid2=""
+if [ -s job-2.id ]; then jid2=$(cat job-2.id); else jid2=$(lookup chester-1644414db487-2); fi
+if [ -z "$jid2" ]; then jid2=$(sbatch --parsable --dependency=afterok:"$jid1" job-2.sbatch); jid2=${jid2%%;*}; printf '%s\n' "$jid2" > job-2.id; fi
+echo "JOB 2 $jid2"
