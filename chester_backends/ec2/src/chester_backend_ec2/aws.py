@@ -62,6 +62,7 @@ def errors(what: str, c: Any, *, sent: bool = True) -> Iterator[None]:
         ClientError,
         ConnectionError as BotoConnectionError,
         EndpointConnectionError,
+        HTTPClientError,
         NoCredentialsError,
         NoRegionError,
         ReadTimeoutError,
@@ -83,7 +84,7 @@ def errors(what: str, c: Any, *, sent: bool = True) -> Iterator[None]:
     except EndpointConnectionError as exc:
         cls = ConnectError if not sent else TransientBackendError
         raise cls(f"ec2 backend: {what}: cannot reach {host}: {exc}") from None
-    except (BotoConnectionError, ReadTimeoutError) as exc:
+    except (BotoConnectionError, HTTPClientError, ReadTimeoutError) as exc:
         raise TransientBackendError(f"ec2 backend: {what} at {host}: {exc}") from None
     except BotoCoreError as exc:
         raise BackendError(f"ec2 backend: {what} at {host}: {exc}") from None

@@ -1,0 +1,197 @@
+"""Spot interruption, lost instances, retried submits, packing, cancel on a shared instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from chester.testing import ConformanceEnv
+
+from ec2farm import REGION, ec2_config  # type: ignore[import-not-found]
+
+
+FNS = r"""
+import json
+
+
+def fn_progress(variant, log_dir, exp_name):
+    # progress every 0.1 s
+    import os
+    import time
+
+    end = time.time() + float(variant.get("seconds", 0))
+    with open(os.path.join(log_dir, "progress.txt"), "a") as f:
+        f.write("start\n")
+        f.flush()
+        while time.time() < end:
+            f.write("tick\n")
+            f.flush()
+            time.sleep(0.1)
+    with open(os.path.join(log_dir, "env.json"), "w") as f:
+        json.dump({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}, f)
+
+
+"""
+
+
+def _env(tmp_path, **over):
+    env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(**over))
+    (env.project / "ec2fns.py").write_text(FNS)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _fns_importable(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path / "project"))
+    sys.modules.pop("ec2fns", None)
+    yield
+    sys.modules.pop("ec2fns", None)
+
+
+def _launch(env, variants, prefix, **kw):
+    from chester.dispatch import Dispatcher
+    from chester.launcher import launch
+
+    disp = kw.pop("dispatcher", None) or Dispatcher(sleep=lambda s: None)
+    import importlib
+
+    importlib.invalidate_caches()
+    import ec2fns  # type: ignore[import-not-found]
+
+    return launch(ec2fns.fn_progress, variants, backend="ec2", exp_prefix=prefix, config=env.config,
+                  dispatcher=disp, **kw)
+
+
+def _until(fn, timeout=45.0, what="condition"):
+    end = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        assert time.time() < end, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _s3_keys(prefix=""):
+    s3 = boto3.client("s3", region_name=REGION)
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="chester-test",
+                                                             Prefix=prefix):
+        out += [o["Key"] for o in page.get("Contents", ())]
+    return out
+
+
+def test_spot_interruption_reads_preempted(tmp_path, farm):
+    env = _env(tmp_path)
+    sweep = _launch(env, [{"seconds": 60}], "spot")
+    run = sweep.runs[0]
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    _until(lambda: any(k.endswith("progress.txt") for k in _s3_keys()), what="a sync")
+    iid = run.handle.remote_id
+    farm.interrupt(iid)  # the two-minute notice on IMDS
+    _until(lambda: sweep.status()[run.name].value == "preempted", what="preempted")
+    assert "spot interruption" in (run.reason or "")
+    # AWS reclaims the instance: the agent stops the run and syncs on the way down
+    boto3.client("ec2", region_name=REGION).terminate_instances(InstanceIds=[iid])
+    _until(lambda: farm.instances[iid].done, what="instance gone")
+    assert sweep.status()[run.name].value == "preempted"
+    s3 = boto3.client("s3", region_name=REGION)
+    key = [k for k in _s3_keys() if k.endswith(f"{run.token}/progress.txt")][0]
+    body = s3.get_object(Bucket="chester-test", Key=key)["Body"].read().decode()
+    assert body.startswith("start\n") and body.count("tick") >= 1
+    rec = json.loads(s3.get_object(Bucket="chester-test", Key=[
+        k for k in _s3_keys() if k.endswith(f"ctl/status/{run.token}.json")][0])["Body"].read())
+    assert rec["preempted"] is True
+
+
+def test_instance_gone_without_record_reads_lost(tmp_path, farm):
+    farm.paused = True  # the instance never boots
+    env = _env(tmp_path)
+    sweep = _launch(env, [{"seconds": 0}], "lost")
+    run = sweep.runs[0]
+    assert sweep.status()[run.name].value == "queued"
+    boto3.client("ec2", region_name=REGION).terminate_instances(
+        InstanceIds=[run.handle.remote_id])
+    assert sweep.status()[run.name].value == "lost"
+    assert "no status record" in run.reason
+
+
+def test_retried_submit_after_connection_error_starts_one_instance(tmp_path, farm):
+    """The response of run_instances is lost: the dispatcher retries, one instance exists."""
+    from botocore.exceptions import ConnectionClosedError
+
+    from chester_backend_ec2 import aws
+
+    env = _env(tmp_path)
+    bcfg = env.config.backend("ec2")
+    ec2 = aws.client("ec2", bcfg.options)
+    calls = []
+
+    def lose_response(**kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionClosedError(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+
+    ec2.meta.events.register("after-call.ec2.RunInstances", lose_response)
+    try:
+        sweep = _launch(env, [{"seconds": 0}, {"seconds": 0}], "retry")
+    finally:
+        ec2.meta.events.unregister("after-call.ec2.RunInstances", lose_response)
+    assert len(calls) == 2  # the first call's instance exists; only the other one is new
+    insts = boto3.client("ec2", region_name=REGION).describe_instances(
+        Filters=[{"Name": "tag-key", "Values": ["chester:group"]}])["Reservations"]
+    assert sum(len(r["Instances"]) for r in insts) == 2
+    groups = [h.get("group") for h in (r.handle for r in sweep.runs)]
+    assert len(set(groups)) == 2
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert [s.value for s in states.values()] == ["succeeded", "succeeded"]
+
+
+def test_packed_instance_one_gpu_each_and_cancel_one_run(tmp_path, farm):
+    env = _env(tmp_path, runs_per_instance=2)
+    sweep = _launch(env, [{"seconds": 2}, {"seconds": 600}], "packed")
+    a, b = sweep.runs
+    assert a.handle.remote_id == b.handle.remote_id
+    _until(lambda: sweep.status()[b.name].value == "running", what="running")
+    assert sweep.cancel([b.name]) == {b.name: True}
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert states[a.name].value == "succeeded" and states[b.name].value == "cancelled"
+    assert json.loads((a.log_dir / "env.json").read_text()) == {"cuda": "0"}
+    assert not (b.log_dir / "env.json").exists()
+    assert (b.log_dir / "progress.txt").exists()
+    assert len(farm.instances) == 1
+
+
+def test_hostile_python_path_and_exp_prefix(tmp_path, farm):
+    odd = tmp_path / "we'ird $(touch pwned) `x` dir;&&"
+    odd.mkdir()
+    (odd / "py thon").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (odd / "py thon").chmod(0o755)
+    env = _env(tmp_path, python=str(odd / "py thon"), prefix="team a/it's")
+    sweep = _launch(env, [{"seconds": 0}], "pre'fix $(x)")
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sweep.runs[0]
+    assert [s.value for s in states.values()] == ["succeeded"], (run.reason, run.stderr_tail)
+    assert (run.log_dir / "progress.txt").read_text() == "start\n"
+    assert not list(Path(tmp_path).rglob("pwned")) and not Path("pwned").exists()
+
+
+def test_logs_from_s3(tmp_path, farm):
+    import io
+
+    env = _env(tmp_path)
+    sweep = _launch(env, [{"seconds": 0}], "logs")
+    sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
+    from chester_backend_ec2 import plugin
+
+    out = io.StringIO()
+    plugin.chester_logs(sweep.backend, sweep.runs[0].handle, False, "stdout", out)
+    assert out.getvalue() == ""  # fn_progress prints nothing
+    out = io.StringIO()
+    assert plugin.chester_logs(sweep.backend, sweep.runs[0].handle, True, "stderr", out)
