@@ -117,6 +117,11 @@ class Transport:
 
     # ------------------------------------------------------------------ naming / errors
     def _where(self) -> str:
+        if self._conn is None:
+            try:  # resolves user/host/port through ssh_config; opens nothing
+                self._conn = self._make_connection()
+            except Exception:
+                pass
         c = self._conn
         t = self.target
         user = (c.user if c is not None else t.user) or ""
@@ -138,6 +143,12 @@ class Transport:
             return exc
         if isinstance(exc, paramiko.BadHostKeyException):
             return BackendError(self._msg("host key mismatch (check known_hosts)"))
+        if isinstance(exc, paramiko.AuthenticationException) and \
+                "transport shut down or saw eof" in str(exc).lower():
+            # the link dropped during authentication, not a refused key
+            if connecting:
+                return ConnectError(self._msg("connection dropped while authenticating"))
+            return TransientBackendError(self._msg("connection dropped while authenticating"))
         if isinstance(exc, paramiko.AuthenticationException):
             return BackendError(self._msg("authentication failed (check the key)"))
         if isinstance(exc, socket.gaierror):
