@@ -125,6 +125,7 @@ def resources_for(options: SlurmOptions, overrides: Mapping[str, Any]) -> dict[s
     res["gpu_type"] = options.gpu_type
     res["sbatch"] = tuple(options.sbatch)
     res["use_singularity"] = options.use_singularity
+    res["_overrides"] = tuple(sorted(k for k in overrides if k in RESOURCE_KEYS))
     for k, v in overrides.items():
         if k == "sbatch":
             res["sbatch"] = tuple(res["sbatch"]) + _str_tuple(v) if isinstance(v, (list, tuple)) \
@@ -143,16 +144,13 @@ def preset_options_cls(name: str, defaults: Mapping[str, Any]) -> type:
     unknown = set(defaults) - {f.name for f in attrs.fields(SlurmOptions)}
     if unknown:
         raise ValueError(f"unknown SlurmOptions fields in preset {name}: {sorted(unknown)}")
-    these: dict[str, Any] = {}
-    for f in attrs.fields(SlurmOptions):
-        if f.name in defaults:
-            d = defaults[f.name]
-            default: Any = attrs.Factory(lambda d=d: dict(d)) if isinstance(d, dict) else d
-        else:
-            default = f.default
-        these[f.name] = attrs.field(default=default, converter=f.converter,
-                                    metadata=f.metadata, type=f.type)
-    cls = attrs.make_class(f"{name.capitalize()}Options", these, bases=(SlurmOptions,),
-                           frozen=True, kw_only=True)
+    fields = {f.name: f for f in attrs.fields(SlurmOptions)}
+    ns: dict[str, Any] = {"__annotations__": {}, "__module__": __name__}
+    for key, d in defaults.items():
+        f = fields[key]
+        default: Any = attrs.Factory(lambda d=d: dict(d)) if isinstance(d, dict) else d
+        ns["__annotations__"][key] = f.type
+        ns[key] = attrs.field(default=default, converter=f.converter, metadata=f.metadata)
+    cls = attrs.frozen(kw_only=True)(type(f"{name.capitalize()}Options", (SlurmOptions,), ns))
     cls.__doc__ = f"Options of the ``{name}`` backend: SLURM with {name}'s defaults."
     return cls

@@ -66,12 +66,44 @@ def _gpus(res: Mapping[str, Any]) -> int:
         raise UserError(f"slurm: gpus={res.get('gpus')!r} must be a whole number") from None
 
 
-def sbatch_lines(options: SlurmOptions, res: Mapping[str, Any]) -> list[str]:
-    """The structured ``#SBATCH`` lines of one resource set (plus raw extra lines)."""
+#: ``#SBATCH`` flags (long and short) that set each structured resource.
+_HEADER_FLAGS = {"partition": ("--partition", "-p"), "time": ("--time", "-t"),
+                 "nodes": ("--nodes", "-N"), "ntasks_per_node": ("--ntasks-per-node",),
+                 "gpus": ("--gpus", "-G", "--gres", "--gpus-per-node", "--gpus-per-task"),
+                 "cpus_per_task": ("--cpus-per-task", "-c"), "cpus_per_gpu": ("--cpus-per-gpu",),
+                 "mem": ("--mem",), "mem_per_gpu": ("--mem-per-gpu",),
+                 "account": ("--account", "-A"), "qos": ("--qos", "-q"),
+                 "constraint": ("--constraint", "-C"), "exclude": ("--exclude", "-x"),
+                 "mail_user": ("--mail-user",), "mail_type": ("--mail-type",)}
+_GPU_ONLY = ("cpus_per_gpu", "mem_per_gpu")
+
+
+def header_keys(lines: Sequence[str]) -> set[str]:
+    """Structured resources that the raw header already sets."""
+    flags = set()
+    for line in lines:
+        m = re.match(r"#SBATCH\s+(--?[A-Za-z][\w-]*)", line.strip())
+        if m:
+            flags.add(m.group(1))
+    return {k for k, fs in _HEADER_FLAGS.items() if flags & set(fs)}
+
+
+def sbatch_lines(options: SlurmOptions, res: Mapping[str, Any],
+                 skip: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """The structured ``#SBATCH`` lines of one resource set (plus raw extra lines).
+
+    ``skip``: resources the seed's ``remote_header`` already sets (a per-run override still
+    wins); per-GPU resources appear only when the run asks for GPUs.
+    """
     lines = []
+    overrides = set(res.get("_overrides") or ())
     for key in RESOURCE_KEYS:
         value = res.get(key)
         if value is None or value == "":
+            continue
+        if key in skip and key not in overrides:
+            continue
+        if key in _GPU_ONLY and not _gpus(res):
             continue
         if key == "gpus":
             n = _gpus(res)
@@ -190,7 +222,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
         lines.append(f"#SBATCH --output={_check_line('stage', stage_dir)}/slurm-%A_%a.out")
     else:
         lines.append(f"#SBATCH --output={_check_line('stage', stage_dir)}/slurm-%j.out")
-    lines.extend(sbatch_lines(options, res))
+    lines.extend(sbatch_lines(options, res, header_keys(lines)))
     lines.append("#SBATCH --requeue")
     lines.append("set -uo pipefail")
     setup = setup_lines(options, res, package_manager=package_manager, conda_env=conda_env,

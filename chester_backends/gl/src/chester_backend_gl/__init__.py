@@ -1,0 +1,3 @@
+"""chester preset: University of Michigan Great Lakes (SLURM)."""
+
+__version__ = "0.3.0"

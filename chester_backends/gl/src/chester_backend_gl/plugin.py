@@ -1,0 +1,33 @@
+"""The ``gl`` backend: SLURM with University of Michigan Great Lakes's defaults.
+
+Every default below can be overridden in chester.yaml, including through the seed's per-mode
+keys (``remote_header``, ``modules``, ``cuda_module``, ``simg_path``, ``remote_mount_option``).
+"""
+
+from __future__ import annotations
+
+from chester_backend_slurm.plugin import (  # noqa: F401  (the slurm backend's hooks)
+    chester_cancel,
+    chester_logs,
+    chester_prepare,
+    chester_pull,
+    chester_status,
+    chester_submit,
+)
+from chester_backend_slurm.preset import preset
+
+NAME = "gl"
+DEFAULTS = {
+    "nodes": 1,
+    "partition": "spgpu",  # A40 GPUs; "gpu" is the V100 partition
+    "gpu_directive": "gpus",
+    "cpus_per_gpu": 4,
+    "mem_per_gpu": "80G",
+    "time": "72:00:00",
+    "sbatch": ("--gpu_cmode=shared",),
+    "modules": ("singularity",),
+    "cuda_module": "cuda/12.1.1",
+    "remote_mount_option": ("/usr/share/glvnd",),
+}
+
+GlOptions, chester_backends = preset(NAME, "University of Michigan Great Lakes (SLURM)", DEFAULTS)

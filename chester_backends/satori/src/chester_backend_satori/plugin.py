@@ -1,0 +1,32 @@
+"""The ``satori`` backend: SLURM with MIT Satori, IBM POWER9 with V100 GPUs's defaults.
+
+Every default below can be overridden in chester.yaml, including through the seed's per-mode
+keys (``remote_header``, ``modules``, ``cuda_module``, ``simg_path``, ``remote_mount_option``).
+"""
+
+from __future__ import annotations
+
+from chester_backend_slurm.plugin import (  # noqa: F401  (the slurm backend's hooks)
+    chester_cancel,
+    chester_logs,
+    chester_prepare,
+    chester_pull,
+    chester_status,
+    chester_submit,
+)
+from chester_backend_slurm.preset import preset
+
+NAME = "satori"
+DEFAULTS = {
+    "nodes": 1,
+    "partition": "long",
+    "gpu_directive": "gres",
+    "cpus_per_task": 4,
+    "mem": "40G",
+    "time": "3-12:00:00",
+    "modules": ("singularity",),
+    "cuda_module": "cuda/10.2",
+    "remote_mount_option": ("/usr/share/glvnd",),
+}
+
+SatoriOptions, chester_backends = preset(NAME, "MIT Satori, IBM POWER9 with V100 GPUs (SLURM)", DEFAULTS)

@@ -1,0 +1,3 @@
+"""chester preset: Carnegie Mellon SEUSS cluster (SLURM)."""
+
+__version__ = "0.3.0"

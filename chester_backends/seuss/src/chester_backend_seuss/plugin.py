@@ -1,0 +1,32 @@
+"""The ``seuss`` backend: SLURM with Carnegie Mellon SEUSS cluster's defaults.
+
+Every default below can be overridden in chester.yaml, including through the seed's per-mode
+keys (``remote_header``, ``modules``, ``cuda_module``, ``simg_path``, ``remote_mount_option``).
+"""
+
+from __future__ import annotations
+
+from chester_backend_slurm.plugin import (  # noqa: F401  (the slurm backend's hooks)
+    chester_cancel,
+    chester_logs,
+    chester_prepare,
+    chester_pull,
+    chester_status,
+    chester_submit,
+)
+from chester_backend_slurm.preset import preset
+
+NAME = "seuss"
+DEFAULTS = {
+    "nodes": 1,
+    "partition": "GPU",
+    "gpu_directive": "gres",
+    "cpus_per_task": 8,
+    "mem": "80G",
+    "time": "480:00:00",
+    "modules": ("singularity",),
+    "cuda_module": "cuda-91",
+    "remote_mount_option": ("/usr/share/glvnd",),
+}
+
+SeussOptions, chester_backends = preset(NAME, "Carnegie Mellon SEUSS cluster (SLURM)", DEFAULTS)
