@@ -254,14 +254,36 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
         backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
         uploads=tuple(uploads),
         scripts={"submit.sh": script, "env.sh": env_text, "queue": queue_text,
-                 "rsync": shlex.join(["rsync", "-rlptz", "--mkpath", *filters,
-                                      f"{backend.project_path}/", f"{o.host}:{o.remote_dir}/"])},
+                 "rsync": _rsync_display(backend, filters)},
         summary=(f"{len(runs)} runs on {o.host} ({sync_note}{cap} at a time"
                  + (f", GPUs {','.join(gpus)}" if gpus else "") + f") under {o.remote_dir}"),
         data={"queue_file": queue_file, "env_file": env_file, "runner_log": runner_log,
               "secrets_file": secrets_file, "filters": filters, "script": script,
               "tree": str(tree), "queue_key": key},
     )
+
+
+def _rsync_display(backend: BackendConfig, filters: Sequence[str]) -> str:
+    o: SSHOptions = backend.options
+    t = SSHTarget.parse(o.host, user=o.user, port=o.port, key_filename=o.key_filename,
+                        ssh_config=o.ssh_config)
+    ssh = ["ssh", *(["-F", t.ssh_config] if t.ssh_config else []),
+           *(["-p", str(t.port)] if t.port else []), *(["-i", t.key_filename] if t.key_filename else []),
+           *(["-l", t.user] if t.user else [])]
+    return shlex.join(["rsync", "-e", shlex.join(ssh), "-rlptz", "--mkpath", *filters,
+                       f"{backend.project_path}/", f"{t.host}:{o.remote_dir}/"])
+
+
+def target_argv(backend: BackendConfig, args: Sequence[str]) -> list[str]:
+    """argv running ``python -m chester.target ARGS`` on the host, with the package
+    manager's environment (so ``python`` is the one that has chester)."""
+    o: SSHOptions = backend.options
+    setup = pm_setup_lines(backend)
+    argv = [o.python, "-m", "chester.target", *args]
+    if not setup:
+        return argv
+    return ["sh", "-c", "\n".join([f"cd {shlex.quote(o.remote_dir)} 2>/dev/null || true",
+                                    *setup, 'exec "$@"']), "chester-target", *argv]
 
 
 def sync_code(backend: BackendConfig, tr: Transport, *, dry_run: bool = False,
@@ -328,7 +350,7 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
 def _target_call(backend: BackendConfig, tr: Transport, args: Sequence[str],
                  stdin: str | None = None, timeout: float | None = 120) -> Any:
     o: SSHOptions = backend.options
-    res = tr.run([o.python, "-m", "chester.target", *args], stdin=stdin, timeout=timeout)
+    res = tr.run(target_argv(backend, args), stdin=stdin, timeout=timeout)
     try:
         return json.loads(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -363,8 +385,8 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
 def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
                  out: TextIO) -> bool:
     o: SSHOptions = backend.options
-    argv = [o.python, "-m", "chester.target", "tail", *(["-f"] if follow else []),
-            handle.remote_dir, stream]
+    argv = target_argv(backend, ["tail", *(["-f"] if follow else []), handle.remote_dir,
+                                 stream])
 
     def write(text: str) -> None:
         out.write(text)
