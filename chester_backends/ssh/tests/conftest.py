@@ -211,19 +211,13 @@ def _free_subnets(n: int) -> list[int]:
     raise RuntimeError("no free 10.252.x.0/24 subnet")
 
 
-@pytest.fixture(scope="session")
-def ssh_hosts(tmp_path_factory):
-    why = _missing()
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-    base = tmp_path_factory.mktemp("sshd")
+def create_hosts(base: Path, n: int = 2) -> Hosts:
+    """Start ``n`` hosts with keys and configs under ``base``; call ``destroy_hosts`` after."""
+    base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o700)
     os.makedirs("/run/sshd", exist_ok=True)
-    _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_ed25519"))
-    _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "id_ed25519"))
-    _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "other_ed25519"))
+    for key in ("host_ed25519", "id_ed25519", "other_ed25519"):
+        _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / key))
     shutil.copy(base / "id_ed25519.pub", base / "authorized_keys")
     (base / "sshd_config").write_text(f"""ListenAddress @ADDR@
 Port 22
@@ -242,11 +236,11 @@ Subsystem sftp internal-sftp
 LogLevel VERBOSE
 """)
     tag = f"cs{os.getpid() % 10000}"
-    subnets = _free_subnets(2)
-    hosts = [Host(base, i + 1, subnets[i], tag) for i in range(2)]
+    subnets = _free_subnets(n)
+    hosts = Hosts(base, [Host(base, i + 1, subnets[i], tag) for i in range(n)])
     cfg = []
     try:
-        for h in hosts:
+        for h in hosts.hosts:
             h.create()
             cfg.append(f"""Host {h.name}
   HostName {h.addr}
@@ -259,10 +253,32 @@ LogLevel VERBOSE
   LogLevel ERROR
 """)
         (base / "ssh_config").write_text("".join(cfg))
-        yield Hosts(base, hosts)
-    finally:
-        for h in hosts:
+    except BaseException:
+        destroy_hosts(hosts)
+        raise
+    return hosts
+
+
+def destroy_hosts(hosts: Hosts) -> None:
+    for h in hosts.hosts:
+        try:
             h.destroy()
+        except Exception:
+            pass
+
+
+@pytest.fixture(scope="session")
+def ssh_hosts(tmp_path_factory):
+    why = _missing()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    hosts = create_hosts(tmp_path_factory.mktemp("sshd"), 2)
+    try:
+        yield hosts
+    finally:
+        destroy_hosts(hosts)
 
 
 @pytest.fixture

@@ -1,0 +1,165 @@
+"""Bench of the ssh backend: a 200-run sweep to one host.
+
+Run as root: ``.venv/bin/python bench/ssh_bench.py [N_RUNS]``. It starts one SSH host (a
+network namespace with its own sshd, as the tests do), and prints:
+
+* SSH connections opened for the launch (sshd log "Accepted publickey" lines, and the
+  transport's own counter), and the launch wall time against one rsync of the project plus
+  one ``ssh host true``;
+* round trips (commands over SSH) and connections for ONE status of every run;
+* rsync invocations (and connections) to pull every run.
+
+Everything it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cloudpickle
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CONFTEST = ROOT / "chester_backends" / "ssh" / "tests" / "conftest.py"
+
+
+def fn_noop(variant, log_dir, exp_name):
+    import os
+
+    with open(os.path.join(log_dir, "result.txt"), "w") as f:
+        f.write(str(variant["i"]))
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _load_conftest():
+    spec = importlib.util.spec_from_file_location("ssh_bench_hosts", CONFTEST)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def main() -> int:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    hosts_mod = _load_conftest()
+    why = hosts_mod._missing()
+    if why:
+        print(f"cannot run the bench: {why}")
+        return 1
+    from chester.config import load_config
+    from chester.dispatch import Dispatcher
+    from chester.launcher import launch
+    from chester_backend_ssh import plugin
+    from chester_backend_ssh.transport import Transport
+
+    tmp = Path(tempfile.mkdtemp(prefix="chester-ssh-bench-"))
+    hosts = hosts_mod.create_hosts(tmp / "sshd", 1)
+    host = hosts[0]
+    try:
+        project = tmp / "project"
+        project.mkdir()
+        (project / ".git").mkdir()
+        for i in range(20):  # a small project to sync
+            (project / f"mod{i}.py").write_text(f"X = {i}\n" * 50)
+        (project / "chester.yaml").write_text(yaml.safe_dump({"backends": {"box": {
+            "type": "ssh", "host": host.name, "remote_dir": "/remote/bench",
+            "ssh_config": hosts.ssh_config, "python": sys.executable, "max_parallel": 8}}}))
+        cfg = load_config(project / "chester.yaml")
+
+        made: list[Transport] = []
+        orig_tf = plugin.transport_for
+
+        def counting_transport_for(backend):
+            tr = orig_tf(backend)
+            made.append(tr)
+            return tr
+
+        plugin.transport_for = counting_transport_for
+        execs = [0]
+        orig_exec = Transport._exec
+
+        def counting_exec(self, *a, **kw):
+            execs[0] += 1
+            return orig_exec(self, *a, **kw)
+
+        Transport._exec = counting_exec  # type: ignore[method-assign]
+
+        def snapshot():
+            return (host.accepted(), sum(t.connections_opened for t in made),
+                    sum(t.rsync_invocations for t in made), execs[0])
+
+        # baseline: one rsync of the project plus one ssh command
+        ssh = ["ssh", "-F", hosts.ssh_config]
+        t0 = time.perf_counter()
+        subprocess.run(["rsync", "-rlptz", "--mkpath", "-e", " ".join(ssh), "--exclude=.git/",
+                        f"{project}/", f"{host.name}:/remote/baseline/"], check=True)
+        subprocess.run([*ssh, host.name, "true"], check=True)
+        baseline = time.perf_counter() - t0
+
+        disp = Dispatcher()
+        s0 = snapshot()
+        t0 = time.perf_counter()
+        sweep = launch(fn_noop, [{"i": i} for i in range(n)], backend="box",
+                       exp_prefix="bench", config=cfg, dispatcher=disp)
+        launch_s = time.perf_counter() - t0
+        s1 = snapshot()
+
+        # wait for the runs without pulling, then ONE status call for every run
+        deadline = time.monotonic() + 600
+        while True:
+            states = sweep.status()
+            if all(s.terminal for s in states.values()):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("runs did not finish in time")
+            time.sleep(2)
+        s2 = snapshot()
+        t0 = time.perf_counter()
+        # the hook itself, with every run's handle (Sweep.status skips finished runs)
+        answer = disp.call("chester_status", sweep.backend,
+                           handles=[r.handle for r in sweep.runs])
+        status_s = time.perf_counter() - t0
+        states = {k: v.state for k, v in answer.items()}
+        s3 = snapshot()
+        t0 = time.perf_counter()
+        pulled = sweep.pull()
+        pull_s = time.perf_counter() - t0
+        s4 = snapshot()
+        again = sweep.pull()
+        s5 = snapshot()
+        ok = sum(1 for s in states.values() if s.value == "succeeded")
+        got = sum(1 for r in sweep.runs if (r.log_dir / "result.txt").exists())
+        fig = {
+            "runs": n, "succeeded": ok, "pulled_with_result": got,
+            "launch": {"wall_s": round(launch_s, 2),
+                       "baseline_one_rsync_plus_one_ssh_s": round(baseline, 2),
+                       "ssh_connections_sshd_log": s1[0] - s0[0],
+                       "ssh_connections_counter": s1[1] - s0[1],
+                       "rsync_invocations": s1[2] - s0[2], "ssh_commands": s1[3] - s0[3]},
+            "status_of_all": {"wall_s": round(status_s, 2), "round_trips": s3[3] - s2[3],
+                              "ssh_connections_sshd_log": s3[0] - s2[0],
+                              "ssh_connections_counter": s3[1] - s2[1]},
+            "pull_all": {"wall_s": round(pull_s, 2), "rsync_invocations": s4[2] - s3[2],
+                         "ssh_connections_sshd_log": s4[0] - s3[0],
+                         "files": sum(r.files for r in pulled),
+                         "bytes": sum(r.bytes for r in pulled)},
+            "second_pull": {"files": sum(r.files for r in again),
+                            "rsync_invocations": s5[2] - s4[2]},
+        }
+        print(json.dumps(fig, indent=2))
+        return 0
+    finally:
+        hosts_mod.destroy_hosts(hosts)
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
