@@ -24,7 +24,7 @@ DEFAULTS = {
     "cpus_per_gpu": 4,
     "mem_per_gpu": "80G",
     "time": "72:00:00",
-    "sbatch": ("--gpu_cmode=shared",),
+    "gpu_sbatch": ("--gpu_cmode=shared",),  # a Great Lakes option, for GPU runs
     "modules": ("singularity",),
     "cuda_module": "cuda/12.1.1",
     "remote_mount_option": ("/usr/share/glvnd",),

@@ -75,6 +75,8 @@ class SlurmOptions:
     mail_type: str | None = attrs.field(default=None, metadata={"help": "--mail-type"})
     sbatch: tuple[str, ...] = attrs.field(default=(), metadata={
         "help": "extra raw #SBATCH options, e.g. ['--gpu_cmode=shared']"})
+    gpu_sbatch: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "extra raw #SBATCH options added only when a run asks for GPUs"})
     remote_header: str | None = attrs.field(default=None, metadata={
         "help": "seed: raw header text (#SBATCH lines); $gpus is replaced by the run's GPUs"})
     # -- environment -----------------------------------------------------------------------
@@ -124,6 +126,7 @@ def resources_for(options: SlurmOptions, overrides: Mapping[str, Any]) -> dict[s
     res: dict[str, Any] = {k: getattr(options, k) for k in RESOURCE_KEYS}
     res["gpu_type"] = options.gpu_type
     res["sbatch"] = tuple(options.sbatch)
+    res["gpu_sbatch"] = tuple(options.gpu_sbatch)
     res["use_singularity"] = options.use_singularity
     res["_overrides"] = tuple(sorted(k for k in overrides if k in RESOURCE_KEYS))
     for k, v in overrides.items():

@@ -113,7 +113,9 @@ def sbatch_lines(options: SlurmOptions, res: Mapping[str, Any],
                 lines.append("#SBATCH " + GPU_DIRECTIVES[options.gpu_directive].format(n=count))
             continue
         lines.append(f"#SBATCH {_FLAGS[key]}={_check_line(key, value)}")
-    for raw in res.get("sbatch") or ():
+    raws = list(res.get("sbatch") or ()) + (list(res.get("gpu_sbatch") or ()) if _gpus(res)
+                                             else [])
+    for raw in raws:
         text = _check_line("sbatch", raw)
         lines.append("#SBATCH " + (text if text.startswith("-") else f"--{text}"))
     return lines
