@@ -233,16 +233,18 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
             from chester_backend_ec2.render import agent_source
 
             s3.put_object(Bucket=o.bucket, Key=d["agent_key"], Body=agent_source())
-    with aws.errors("uploading run folders", s3):
-        for r in prepared.runs:
-            for rel in ("variant.json", ".chester/run.json", ".chester/payload.pkl"):
-                p = Path(r.local_dir) / rel
-                if p.exists():
-                    s3.upload_file(str(p), o.bucket, f"{d['sweep_prefix']}runs/{r.token}/{rel}")
-                    stats["run_bytes"] += p.stat().st_size
-        for g in d["groups"]:
-            s3.put_object(Bucket=o.bucket, Key=g["spec_key"],
-                          Body=json.dumps(g["spec"], sort_keys=True).encode())
+    uploads = [(str(Path(r.local_dir) / rel), f"{d['sweep_prefix']}runs/{r.token}/{rel}")
+               for r in prepared.runs
+               for rel in ("variant.json", ".chester/run.json", ".chester/payload.pkl")
+               if (Path(r.local_dir) / rel).exists()]
+    stats["run_bytes"] = sum(os.path.getsize(p) for p, _ in uploads)
+    with aws.errors("uploading run folders", s3), ThreadPoolExecutor(max_workers=8) as pool:
+        futs = [pool.submit(s3.upload_file, p, o.bucket, key) for p, key in uploads]
+        futs += [pool.submit(s3.put_object, Bucket=o.bucket, Key=g["spec_key"],
+                             Body=json.dumps(g["spec"], sort_keys=True).encode())
+                 for g in d["groups"]]
+        for fut in futs:
+            fut.result()
     # which instances already exist (an earlier, interrupted submit)?
     existing: dict[str, dict] = {}
     gtoks = [g["token"] for g in d["groups"]]
