@@ -287,3 +287,52 @@ def test_launcher_exits_then_cli_status_and_pull_finish(tmp_path, ssh_hosts):
                         capture_output=True, text=True, timeout=60)
     assert p2.returncode == 0, p2.stderr
     assert "pulled 3 runs, 0 files, 0 bytes" in p2.stdout, p2.stdout
+
+
+SEED_SCRIPT = r"""
+from chester.run_exp import run_experiment_lite, VariantGenerator
+
+def train(variant, log_dir, exp_name):
+    import os
+    os.makedirs("shared_out", exist_ok=True)
+    open(os.path.join("shared_out", exp_name + ".txt"), "w").write("extra")
+    open(os.path.join(log_dir, "out.txt"), "w").write(str(variant["lr"]))
+
+vg = VariantGenerator()
+vg.add("lr", [0.1, 0.2])
+for v in vg.variants():
+    run_experiment_lite(stub_method_call=train, variant=v, mode="gpu1", exp_prefix="seed",
+                        auto_pull=True, auto_pull_interval=1, extra_pull_dirs=["shared_out"])
+print("launched")
+"""
+
+
+def test_seed_keys_run_experiment_lite_auto_pull(tmp_path, ssh_hosts):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".git").mkdir()
+    (project / "chester.yaml").write_text(yaml.safe_dump({
+        "ssh_hosts": ["gpu1"], "host_address": {"gpu1": ssh_hosts[0].name},
+        "remote_dir": {"gpu1": f"/remote/{tmp_path.name}"},
+        # what the test hosts need on top of the seed's keys
+        "backends": {"gpu1": {"type": "ssh", "ssh_config": ssh_hosts.ssh_config,
+                              "python": sys.executable, "connect_timeout": 3}}}))
+    (project / "launch.py").write_text(SEED_SCRIPT)
+    env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
+    r = subprocess.run([sys.executable, "launch.py"], cwd=project, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # the detached auto-pull (python -m chester.auto_pull) brings everything home
+    deadline = time.monotonic() + 90
+    while True:
+        outs = list(project.rglob("out.txt"))
+        extra = list((project / "shared_out").glob("*.txt")) if (project / "shared_out").exists() else []
+        if len(outs) == 2 and len(extra) == 2:
+            break
+        assert time.monotonic() < deadline, (outs, extra)
+        time.sleep(0.5)
+    assert sorted(p.read_text() for p in outs) == ["0.1", "0.2"]
+    st = subprocess.run([CHESTER, "status", "--json", "--no-refresh"], cwd=project, env=env,
+                        capture_output=True, text=True, timeout=60)
+    runs = json.loads(st.stdout)["runs"]
+    assert [x["state"] for x in runs] == ["succeeded", "succeeded"]
