@@ -195,3 +195,30 @@ def test_logs_from_s3(tmp_path, farm):
     assert out.getvalue() == ""  # fn_progress prints nothing
     out = io.StringIO()
     assert plugin.chester_logs(sweep.backend, sweep.runs[0].handle, True, "stderr", out)
+
+
+def test_failed_bootstrap_powers_off_and_reads_lost(tmp_path, farm):
+    env = _env(tmp_path, python="/nonexistent/python3")
+    sweep = _launch(env, [{"seconds": 0}], "badboot")
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
+    run = sweep.runs[0]
+    assert states[run.name].value == "lost"
+    assert "get-console-output" in run.reason
+    inst = farm.instances[run.handle.remote_id]
+    assert (inst.root / "powered-off").exists()
+    assert "bootstrap failed" in (inst.root / "var/log/chester-agent.log").read_text()
+
+
+def test_agent_failure_is_recorded_and_powers_off(tmp_path, farm):
+    farm.paused = True
+    env = _env(tmp_path)
+    sweep = _launch(env, [{"seconds": 0}], "badagent")
+    s3 = boto3.client("s3", region_name=REGION)
+    for k in _s3_keys("chester/code/manifests/"):
+        s3.delete_object(Bucket="chester-test", Key=k)
+    farm.paused = False
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sweep.runs[0]
+    assert states[run.name].value == "failed"
+    assert "chester agent failed" in run.reason and "NoSuchKey" in run.stderr_tail
+    assert (farm.instances[run.handle.remote_id].root / "powered-off").exists()

@@ -57,7 +57,13 @@ def _train():
 
 def test_one_run_round_trip(project, farm):
     from chester.launcher import launch
+    from chester_backend_ec2 import aws as aws_mod
 
+    ops: list[str] = []
+    bcfg = project.config.backend("ec2")
+    for kind in ("ec2", "s3"):
+        aws_mod.client(kind, bcfg.options).meta.events.register(
+            "before-call", lambda model, **kw: ops.append(model.name))
     sweep = launch(_train(), [{"lr": 0.1, "note": "it's $(x) `y`"}], backend="ec2",
                    exp_prefix="e2e", config=project.config)
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
@@ -86,6 +92,9 @@ def test_one_run_round_trip(project, farm):
         time.sleep(0.1)
     # IMDSv2: every metadata read carried a token
     assert ("PUT", "/latest/api/token") in inst.imds.requests
+    # the launcher never touched security groups, IAM or anything but these calls
+    assert set(ops) <= {"RunInstances", "DescribeInstances", "HeadObject", "ListObjectsV2",
+                        "PutObject", "GetObject", "CreateMultipartUpload"}, set(ops)
     # a second pull brings nothing
     again = sweep.pull()
     assert sum(r.files for r in again) == 0 and sum(r.bytes for r in again) == 0
@@ -145,10 +154,13 @@ def test_relaunch_with_unchanged_code_uploads_no_code(project, farm):
     assert json.loads((s3_.runs[0].log_dir / "result.json").read_text())["data"] == "dataset-v2"
 
 
-def test_no_secret_in_user_data_tags_or_logs(project, farm, monkeypatch, tmp_path):
+def test_no_secret_in_user_data_tags_or_logs(project, farm, monkeypatch, tmp_path, capfd):
     import logging
 
     from chester.launcher import launch
+    from chester.logs import configure
+
+    configure(level="debug")
     from chester_backend_ec2 import aws as aws_mod
 
     secret_id, secret = "AKIAEXAMPLESECRETID9", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -165,6 +177,7 @@ def test_no_secret_in_user_data_tags_or_logs(project, farm, monkeypatch, tmp_pat
         sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     finally:
         logging.getLogger().removeHandler(handler)
+        configure(level="warning")
     import boto3
 
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -174,7 +187,10 @@ def test_no_secret_in_user_data_tags_or_logs(project, farm, monkeypatch, tmp_pat
         InstanceId=iid, Attribute="userData")["UserData"]["Value"]).decode()
     tags = json.dumps(ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]
                       ["Instances"][0]["Tags"])
-    blobs = {"user-data": ud, "tags": tags, "chester log": caplog_file.read_text()}
+    cap = capfd.readouterr()
+    blobs = {"user-data": ud, "tags": tags, "chester log": caplog_file.read_text(),
+             "launcher output": cap.out + cap.err}
+    assert "launched" in cap.err
     for obj in s3.list_objects_v2(Bucket="chester-test")["Contents"]:
         if obj["Key"].endswith((".json", ".sh", ".log", ".py")):
             blobs[obj["Key"]] = s3.get_object(Bucket="chester-test", Key=obj["Key"])[

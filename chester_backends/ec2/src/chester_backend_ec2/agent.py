@@ -436,5 +436,38 @@ class Agent:
         return subprocess.call(argv)
 
 
+def run_agent():
+    """Run the agent; whatever goes wrong, record it and power off (an idle instance costs)."""
+    agent = None
+    try:
+        agent = Agent()
+        return agent.main()
+    except BaseException as exc:  # the agent itself failed: say so in every run's record
+        import traceback
+
+        tb = traceback.format_exc()
+        log("agent failed: %s" % tb)
+        if agent is not None:
+            for run in agent.runs:
+                agent.kill(run, grace=5.0)
+                try:
+                    agent.store.put(agent.status_key(run), json.dumps({
+                        "token": run.token, "state": "failed", "ended_at": time.time(),
+                        "reason": ("chester agent failed on the instance: %s: %s"
+                                   % (type(exc).__name__, exc))[:2000],
+                        "stderr_tail": tb[-4000:]}).encode())
+                except Exception:
+                    pass
+            return agent.finish()
+        return finish_argv(True)
+
+
+def finish_argv(shutdown):
+    argv = shlex.split(os.environ.get("CHESTER_EC2_POWEROFF", "shutdown -h now"))
+    if not shutdown or not argv:
+        return 1
+    return subprocess.call(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(Agent().main())
+    sys.exit(run_agent())

@@ -389,7 +389,9 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
         return RunStatus(state=State.PREEMPTED, remote_id=iid,
                          reason=f"spot interruption of {iid} before the run started")
     return RunStatus(state=State.LOST, remote_id=iid,
-                     reason=f"instance {iid} is {istate} and left no status record")
+                     reason=f"instance {iid} is {istate} and left no status record (its "
+                     f"bootstrap may have failed: see `aws ec2 get-console-output "
+                     f"--instance-id {iid}`)")
 
 
 @hookimpl

@@ -112,6 +112,9 @@ def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
         'mkdir -p "$state" "${root%/}/var/log"',
         'exec >>"${root%/}/var/log/chester-agent.log" 2>&1',
         'echo "chester: user-data starts $(date -u +%FT%TZ)"',
+        "# a bootstrap that fails powers the instance off (it terminates) instead of idling",
+        'trap \'echo "chester: bootstrap failed"; eval "${CHESTER_EC2_POWEROFF-shutdown -h now}"\''
+        ' EXIT',
     ]
     lines += list(bootstrap)
     lines += [
@@ -122,6 +125,7 @@ def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
         '      "endpoint_url": os.environ.get("CHESTER_EC2_S3_ENDPOINT") or None}\n'
         'boto3.client("s3", **kw).download_file(sys.argv[1], sys.argv[2], sys.argv[3])\n'
         f'\' "$CHESTER_EC2_BUCKET" {q(agent_key)} "$state/agent.py"',
+        "trap - EXIT",
         'exec "$PY" "$state/agent.py"',
     ]
     return "\n".join(lines) + "\n"

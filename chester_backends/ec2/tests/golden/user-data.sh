@@ -10,6 +10,8 @@ state="${root%/}/var/lib/chester"
 mkdir -p "$state" "${root%/}/var/log"
 exec >>"${root%/}/var/log/chester-agent.log" 2>&1
 echo "chester: user-data starts $(date -u +%FT%TZ)"
+# a bootstrap that fails powers the instance off (it terminates) instead of idling
+trap 'echo "chester: bootstrap failed"; eval "${CHESTER_EC2_POWEROFF-shutdown -h now}"' EXIT
 pip install chester-ml==0.3.0
 PY=/opt/conda/bin/python3
 "$PY" -c "import boto3" 2>/dev/null || "$PY" -m pip install --quiet boto3
@@ -18,4 +20,5 @@ kw = {"region_name": os.environ.get("CHESTER_EC2_REGION") or None,
       "endpoint_url": os.environ.get("CHESTER_EC2_S3_ENDPOINT") or None}
 boto3.client("s3", **kw).download_file(sys.argv[1], sys.argv[2], sys.argv[3])
 ' "$CHESTER_EC2_BUCKET" chester/agent/abc.py "$state/agent.py"
+trap - EXIT
 exec "$PY" "$state/agent.py"
