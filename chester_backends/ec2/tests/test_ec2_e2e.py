@@ -204,3 +204,29 @@ def test_no_secret_in_user_data_tags_or_logs(project, farm, monkeypatch, tmp_pat
         for s in (secret_id, secret, "SESSIONTOKENSECRET123", *INSTANCE_CREDS.values()):
             assert s not in text, f"{s[:6]}... leaked into {name}"
     assert "BEGIN RSA" not in ud and "aws_secret" not in ud.lower()
+
+
+def test_cli_status_monitor_logs(project, farm):
+    """The CLI in another process finds the sweep and drives it: status, monitor, logs."""
+    import os
+    import subprocess
+
+    from chester.launcher import launch
+
+    launch(_train(), [{"lr": 0.2, "sleep": 1}, {"lr": 0.3}], backend="ec2",
+           exp_prefix="cli", config=project.config)
+    exe = [sys.executable, "-m", "chester.cli"]
+    env = dict(os.environ)
+    st = subprocess.run(exe + ["status", "cli"], cwd=project.project, env=env,
+                        capture_output=True, text=True, timeout=60)
+    assert st.returncode == 0, st.stderr
+    mon = subprocess.run(exe + ["monitor", "cli", "--interval", "0.3", "--timeout", "60"],
+                         cwd=project.project, env=env, capture_output=True, text=True,
+                         timeout=90)
+    assert mon.returncode == 0, mon.stdout + mon.stderr
+    assert "2 succeeded" in mon.stdout
+    results = sorted(project.project.glob("data/train/cli/*/result.json"))
+    assert len(results) == 2
+    logs = subprocess.run(exe + ["logs", results[0].parent.name], cwd=project.project,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert logs.returncode == 0 and "trained" in logs.stdout, logs.stderr
