@@ -14,6 +14,7 @@ import shlex
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence, TextIO
 
@@ -95,6 +96,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _local_rel(path: Path | str, root: Path) -> str | None:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
 def _variant_gpus(run: RunSpec) -> Any:
     v = rd.read_json(Path(run.local_dir) / rd.VARIANT_JSON) or {}
     return v.get("gpus")
@@ -120,15 +128,26 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     tree = Path(staging_dir) / "tree"
     if tree.exists():
         shutil.rmtree(tree)
-    rels: list[str] = []
+    # run files go from where they are when the project's layout is the same on both sides
+    # (the launcher maps run folders that way); otherwise they are linked into the tree
+    local_root = Path(backend.project_path)
+    mirrored = upload_root != "/" and all(
+        _local_rel(r.local_dir, local_root) == _rel_under(r.remote_dir, upload_root)
+        for r in runs)
+    if not mirrored:
+        local_root = tree
+    run_rels: list[str] = []
     for r in runs:
         base = _rel_under(r.remote_dir, upload_root)
         for f in RUN_FILES:
-            src = Path(r.local_dir) / f
-            if src.exists():
-                rel = f"{base}/{f}"
+            rel = f"{base}/{f}"
+            if not mirrored:
+                src = Path(r.local_dir) / f
+                if not src.exists():
+                    continue
                 _link_or_copy(src, tree / rel)
-                rels.append(rel)
+            run_rels.append(rel)
+    rels: list[str] = []
     stage_rel = _rel_under(stage_dir, upload_root)
     secrets_file = None
     if opts.secrets:
@@ -168,9 +187,11 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
                f"MaxArraySize {max_array_size}) {where}; scripts in {stage_dir}")
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=Path(staging_dir),
-        uploads=tuple(tree / r for r in rels), scripts=scripts, summary=summary,
+        uploads=tuple(tree / r for r in rels) + tuple(local_root / r for r in run_rels),
+        scripts=scripts, summary=summary,
         data={"jobs": [attrs.asdict(j) for j in jobs], "stage_dir": stage_dir,
               "upload_root": upload_root, "tree": str(tree), "rels": rels,
+              "local_root": str(local_root), "run_rels": run_rels,
               "max_array_size": max_array_size, "project_dir": project_dir})
 
 
@@ -240,12 +261,25 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
         size = opts.max_array_size or info["MaxArraySize"]
         if size != prepared.data["max_array_size"]:
             prepared = render_sweep(backend, prepared.runs, prepared.staging_dir / "again", size)
+        data = prepared.data
+        local_root, tree = Path(data["local_root"]), Path(data["tree"])
+        if local_root != tree:  # stage files join the run files under the project
+            for rel in data["rels"]:
+                dst = local_root / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(tree / rel, dst)
+        upload = lambda: ex.put_tree(local_root, [*data["run_rels"], *data["rels"]],  # noqa
+                                     data["upload_root"])
         if opts.host and opts.remote_dir:
-            ex.push_project(backend.project_path, opts.remote_dir, rsync_filter_args(
-                backend.rsync_include, backend.rsync_exclude,
-                log_dir_exclude(backend.project_path, backend.log_dir)))
-        ex.put_tree(Path(prepared.data["tree"]), prepared.data["rels"],
-                    prepared.data["upload_root"])
+            # code sync (rsync) and the sweep's files (one tar stream) go side by side
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                files = pool.submit(upload)
+                ex.push_project(backend.project_path, opts.remote_dir, rsync_filter_args(
+                    backend.rsync_include, backend.rsync_exclude,
+                    log_dir_exclude(backend.project_path, backend.log_dir)))
+                files.result()
+        else:
+            upload()
         submitted_at = time.time()
         res = ex.run_script(prepared.scripts["submit.sh"], timeout=600, check=False)
     finally:

@@ -1,0 +1,300 @@
+"""SLURM backend bench: a 1,000-run sweep on a real single-node SLURM (MaxArraySize 1001).
+
+    .venv/bin/python bench/slurm_bench.py [--runs 1000]
+
+Measures, in one run on the same slurmctld:
+  * chester, submitting through a loopback sshd acting as the login host: sbatch calls
+    (distinct job ids), launch wall time (run folders written + one submit), and the time
+    of the submit hook alone;
+  * chester submitting directly (no SSH), launch wall time;
+  * submitit's ``map_array`` of the same number of trivial calls (submitit lives only in a
+    throw-away venv made here with uv, never in the project's dependencies);
+  * scheduler queries per status poll, counted on the server side: slurmdbd's
+    DBD_GET_JOBS_COND (sacct) and slurmctld's REQUEST_JOB_INFO (squeue) RPC counters;
+  * end-to-end time from launch to every result pulled home, and the drain time of a bare
+    ``sbatch --array=0-N --wrap true`` for scale.
+
+A SLURM already running is used when its MaxArraySize is 1001; otherwise one is started
+with the tested recipe (chester_backends/slurm/tests/slurm-up.sh) and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "chester_backends" / "slurm" / "tests"
+
+
+def trivial(variant, log_dir, exp_name):
+    """The benched function: trivial work, one small result file."""
+    with open(os.path.join(log_dir, "result.txt"), "w") as f:
+        f.write(str(variant["i"] * 2))
+
+
+def _pid_alive(pidfile: str) -> bool:
+    try:
+        os.kill(int(Path(pidfile).read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _sh(*argv: str, **kw) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=True, **kw).stdout
+
+
+def _rpc_count(text: str, name: str) -> int:
+    m = re.search(rf"{name}\s+\(\s*\d+\)\s+count:(\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def scheduler_counters() -> dict[str, int]:
+    return {"sacct (DBD_GET_JOBS_COND)": _rpc_count(_sh("sacctmgr", "show", "stats"),
+                                                    "DBD_GET_JOBS_COND"),
+            "squeue (REQUEST_JOB_INFO)": _rpc_count(_sh("sdiag"), "REQUEST_JOB_INFO")}
+
+
+def wait_queue_empty(job_id: str, timeout: float = 1800) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                             text=True).stdout
+        if not any(s in out for s in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING")):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} still in the queue")
+
+
+def ensure_cluster() -> bool:
+    """Start a SLURM with MaxArraySize 1001 unless one runs; True when we started it."""
+    if _pid_alive("/run/slurmctld.pid"):
+        conf = _sh("scontrol", "show", "config")
+        size = re.search(r"MaxArraySize\s*=\s*(\d+)", conf)
+        if not size or int(size.group(1)) != 1001:
+            sys.exit("a SLURM with MaxArraySize != 1001 is running (a test cluster?); "
+                     "stop it first")
+        return False
+    env = {**os.environ, "SLURM_MAX_ARRAY_SIZE": "1001"}
+    subprocess.run(["bash", str(RECIPES / "slurm-up.sh")], env=env, check=True,
+                   capture_output=True)
+    return True
+
+
+def start_sshd(d: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(["bash", str(RECIPES / "sshd-up.sh"), str(d), str(port)], check=True,
+                   capture_output=True)
+
+
+def submitit_venv(d: Path) -> Path:
+    venv = d / "submitit-venv"
+    uv = shutil.which("uv") or str(ROOT / ".venv" / "bin" / "uv")
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
+                    "submitit"], check=True)
+    return venv / "bin" / "python"
+
+
+SUBMITIT_SCRIPT = r"""
+import json, sys, time
+import submitit
+
+def trivial(i):
+    return i * 2
+
+n = int(sys.argv[2])
+ex = submitit.SlurmExecutor(folder=sys.argv[1])
+ex.update_parameters(time=10, partition="debug", array_parallelism=n)
+t = time.perf_counter()
+jobs = ex.map_array(trivial, range(n))
+dt = time.perf_counter() - t
+print(json.dumps({"seconds": dt, "job_ids": sorted({j.job_id.split("_")[0] for j in jobs})}))
+"""
+
+
+def bench_submitit(py: Path, d: Path, n: int) -> dict:
+    script = d / "submitit_bench.py"
+    script.write_text(SUBMITIT_SCRIPT)
+    out = _sh(str(py), str(script), str(d / "submitit-logs"), str(n))
+    res = json.loads(out.strip().splitlines()[-1])
+    for jid in res["job_ids"]:
+        subprocess.run(["scancel", jid], check=False)
+    for jid in res["job_ids"]:
+        wait_queue_empty(jid)
+    return res
+
+
+def make_project(d: Path, name: str, options: dict) -> "object":
+    import yaml
+
+    from chester.config import load_config
+
+    project = d / name
+    project.mkdir(parents=True)
+    (project / ".git").mkdir()
+    (project / "chester.yaml").write_text(yaml.safe_dump(
+        {"backends": {"slurm": {"type": "slurm", "python": sys.executable, **options}}}))
+    return load_config(project / "chester.yaml")
+
+
+class SubmitTimer:
+    """An observer plugin timing the submit hook and counting status hook calls."""
+
+    def __init__(self) -> None:
+        self.submit_s = 0.0
+        self.status_calls = 0
+
+    def _wrap(self):
+        from chester.plugins import hookimpl
+
+        timer = self
+
+        class Obs:
+            @hookimpl(wrapper=True)
+            def chester_submit(self):  # type: ignore[no-untyped-def]
+                t = time.perf_counter()
+                try:
+                    return (yield)
+                finally:
+                    timer.submit_s += time.perf_counter() - t
+
+            @hookimpl(wrapper=True)
+            def chester_status(self):  # type: ignore[no-untyped-def]
+                timer.status_calls += 1
+                return (yield)
+
+        return Obs()
+
+
+def dispatcher_with(timer: SubmitTimer):
+    from chester.dispatch import Dispatcher
+    from chester.plugins import build_plugin_manager
+
+    mgr = build_plugin_manager()
+    mgr.register(timer._wrap(), name="bench-timer")
+    return Dispatcher(manager=mgr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=1000)
+    args = ap.parse_args()
+    n = args.runs
+    sys.path.insert(0, str(ROOT))
+    import cloudpickle
+
+    from chester.launcher import launch
+    from chester.types import State
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    work = Path(tempfile.mkdtemp(prefix="chester-slurm-bench-"))
+    started = ensure_cluster()
+    login = work / "login"
+    figures: dict[str, object] = {"runs": n}
+    try:
+        start_sshd(login)
+        size = int(re.search(r"MaxArraySize\s*=\s*(\d+)",
+                             _sh("scontrol", "show", "config")).group(1))
+        figures["MaxArraySize"] = size
+        print(f"[bench] SLURM up (MaxArraySize {size}); making the submitit venv", flush=True)
+        py = submitit_venv(work)
+
+        # 1. submitit map_array, submission only (its tasks are cancelled right away)
+        sub = bench_submitit(py, work, n)
+        figures["submitit map_array submit s"] = round(sub["seconds"], 3)
+        figures["submitit sbatch calls"] = len(sub["job_ids"])
+        print(f"[bench] submitit map_array: {sub['seconds']:.2f} s", flush=True)
+
+        # 2. chester through the login host: launch, status polls, everything pulled
+        cfg = make_project(work, "ssh-project", {
+            "host": "testhost", "ssh_config": str(login / "ssh_config"),
+            "remote_dir": str(work / "remote")})
+        timer = SubmitTimer()
+        disp = dispatcher_with(timer)
+        t0 = time.perf_counter()
+        sweep = launch(trivial, [{"i": i} for i in range(n)], backend="slurm",
+                       exp_prefix="bench", config=cfg, dispatcher=disp)
+        t_launch = time.perf_counter() - t0
+        jobs = {r.handle.remote_id.split("_")[0] for r in sweep.runs}
+        figures["chester (ssh) sbatch calls"] = len(jobs)
+        figures["ceil(runs / MaxArraySize)"] = math.ceil(n / size)
+        figures["chester (ssh) launch s"] = round(t_launch, 3)
+        figures["chester (ssh) submit hook s"] = round(timer.submit_s, 3)
+        print(f"[bench] chester launch over SSH: {t_launch:.2f} s "
+              f"(submit hook {timer.submit_s:.2f} s), {len(jobs)} sbatch call(s)", flush=True)
+
+        polls = 3
+        before = scheduler_counters()
+        calls0 = timer.status_calls
+        for _ in range(polls):
+            st = sweep.status()
+            assert len(st) == n
+            time.sleep(2.1)  # past the backend's shortest poll interval: every call queries
+        after = scheduler_counters()
+        calls = timer.status_calls - calls0
+        figures["status polls (Sweep.status of all runs)"] = polls
+        figures["status hook calls"] = calls
+        for k in before:
+            figures[f"per status call: {k}"] = round((after[k] - before[k]) / max(calls, 1), 2)
+        calls0 = timer.status_calls
+        states = sweep.wait(timeout=3600, pull=True, progress=False)
+        t_e2e = time.perf_counter() - t0
+        ok = sum(1 for s in states.values() if s == State.SUCCEEDED)
+        pulled = sum(1 for r in sweep.runs if (r.log_dir / "result.txt").exists())
+        figures["chester (ssh) succeeded"] = ok
+        figures["chester (ssh) results pulled"] = pulled
+        figures["chester (ssh) end-to-end s (launch to all pulled)"] = round(t_e2e, 2)
+        figures["status hook calls during wait"] = timer.status_calls - calls0
+        print(f"[bench] end to end: {t_e2e:.1f} s, {ok} succeeded, {pulled} pulled", flush=True)
+
+        # 3. chester directly (no SSH), submission only
+        cfg2 = make_project(work, "direct-project", {})
+        timer2 = SubmitTimer()
+        t0 = time.perf_counter()
+        sweep2 = launch(trivial, [{"i": i} for i in range(n)], backend="slurm",
+                        exp_prefix="bench-direct", config=cfg2, dispatcher=dispatcher_with(timer2))
+        figures["chester (direct) launch s"] = round(time.perf_counter() - t0, 3)
+        figures["chester (direct) submit hook s"] = round(timer2.submit_s, 3)
+        jobs2 = {r.handle.remote_id.split("_")[0] for r in sweep2.runs}
+        sweep2.cancel()
+        for j in jobs2:
+            wait_queue_empty(j)
+
+        # 4. a bare array of `true`, for scale
+        t0 = time.perf_counter()
+        jid = _sh("sbatch", "--parsable", f"--array=0-{n - 1}", "-o", "/dev/null",
+                  "--wrap", "true").strip().split(";")[0]
+        wait_queue_empty(jid)
+        figures["bare array drain s"] = round(time.perf_counter() - t0, 2)
+
+        figures["submit speed-up vs submitit (ssh launch)"] = round(
+            figures["submitit map_array submit s"] / figures["chester (ssh) launch s"], 2)
+        figures["submit speed-up vs submitit (direct launch)"] = round(
+            figures["submitit map_array submit s"] / figures["chester (direct) launch s"], 2)
+        print(json.dumps(figures, indent=2))
+    finally:
+        try:
+            os.kill(int((login / "sshd.pid").read_text().strip()), 15)
+        except (OSError, ValueError):
+            pass
+        if started:
+            subprocess.run(["bash", str(RECIPES / "slurm-down.sh")], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
