@@ -169,3 +169,23 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
     # and a second pull transfers nothing
     assert sum(r.files for r in sw.pull()) == 0
     print(json.dumps({"case": case, "lost": lost, "duplicated": dup, "unpulled": unpulled}))
+
+
+def test_blackhole_during_a_long_command_fails_in_seconds(ssh_hosts, host):
+    from chester_backend_ssh.transport import SSHTarget
+
+    tr = Transport(SSHTarget(host=host.name, ssh_config=ssh_hosts.ssh_config,
+                             connect_timeout=2), backend="flaky")
+    with tr:
+        assert tr.run(["echo", "up"]).stdout == "up\n"
+        _later(0.5, host.blackhole)
+        t0 = time.monotonic()
+        with pytest.raises(TransientBackendError) as ei:
+            tr.run(["sleep", "60"])
+        took = time.monotonic() - t0
+        host.unblackhole()
+        assert took < 15, took
+        assert "stopped answering" in str(ei.value) and "\n" not in str(ei.value)
+        # the same transport reconnects once the link is back
+        assert tr.run(["echo", "back"]).stdout == "back\n"
+        assert tr.connections_opened == 2

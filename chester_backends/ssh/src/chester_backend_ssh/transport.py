@@ -265,6 +265,9 @@ class Transport:
         out: list[bytes] = []
         err: list[bytes] = []
         deadline = time.monotonic() + timeout if timeout else None
+        #: silence longer than this makes us check that the link is still there
+        probe_after = max(5.0, self.target.connect_timeout)
+        last_seen = time.monotonic()
         try:
             chan.settimeout(0.5)
             chan.exec_command(command)
@@ -299,6 +302,15 @@ class Transport:
                 if deadline is not None and time.monotonic() > deadline:
                     chan.close()
                     raise TransientBackendError(self._msg(f"command timed out after {timeout:g}s"))
+                if got:
+                    last_seen = time.monotonic()
+                elif time.monotonic() - last_seen > probe_after:
+                    if not self._link_alive(tr):
+                        chan.close()
+                        self._drop()
+                        raise TransientBackendError(self._msg(
+                            "the link stopped answering while a command was running"))
+                    last_seen = time.monotonic()
                 if not got:
                     time.sleep(0.01)
             code = chan.recv_exit_status() if chan.exit_status_ready() else -1
@@ -322,13 +334,33 @@ class Transport:
         try:
             view = memoryview(data)
             while view:
-                n = chan.send(view[:32768])
+                if chan.closed:
+                    return
+                try:
+                    n = chan.send(view[:32768])
+                except socket.timeout:
+                    continue  # window full; the reader loop watches the link
                 if n <= 0:
-                    break
+                    return
                 view = view[n:]
             chan.shutdown_write()
         except Exception:
             pass
+
+    def _link_alive(self, tr: Any) -> bool:
+        """Does the server still answer? (a keepalive request; any reply counts)"""
+        done = threading.Event()
+
+        def ping() -> None:
+            try:
+                tr.global_request("keepalive@openssh.com", wait=True)
+            except Exception:
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=ping, daemon=True).start()
+        return done.wait(self.target.connect_timeout) and tr.is_active()
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -399,7 +431,7 @@ class Transport:
             f"set -e; umask 077; mkdir -p {shlex.quote(parent)}; cat > {shlex.quote(tmp)}; "
             f"chmod {mode:o} {shlex.quote(tmp)}; mv -f {shlex.quote(tmp)} {shlex.quote(remote_path)}"
         )
-        out, err, code = self._exec(f"sh -c {shlex.quote(script)}", data, None)
+        out, err, code = self._exec(f"sh -c {shlex.quote(script)}", data, 600)
         self._result(f"writing {remote_path}", out, err, code, True)
 
     def put_tree(self, local_root: Path, rel_paths: Sequence[str], remote_root: str) -> None:
@@ -421,7 +453,7 @@ class Transport:
                     tar.add(str(f), arcname=f.relative_to(local_root).as_posix(), recursive=False)
         script = (f"set -e; mkdir -p {shlex.quote(remote_root)}; "
                   f"tar -x --no-same-owner -f - -C {shlex.quote(remote_root)}")
-        out, err, code = self._exec(f"sh -c {shlex.quote(script)}", buf.getvalue(), None)
+        out, err, code = self._exec(f"sh -c {shlex.quote(script)}", buf.getvalue(), 600)
         self._result(f"unpacking files under {remote_root}", out, err, code, True)
 
     # ------------------------------------------------------------------ rsync
