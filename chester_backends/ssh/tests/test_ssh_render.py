@@ -93,6 +93,7 @@ def test_rendered_scripts_match_golden(tmp_path, monkeypatch):
     check_golden("rsync.txt", rsync + "\n")
     assert "never-rendered" not in "".join(prep.scripts.values())
     assert "2 runs on me@gpu1:2222" in prep.summary
+    assert "code: up to 1 files" in prep.summary  # chester.yaml; data/ is the log dir
     # the rendered shell is valid
     for name in ("submit.sh", "env.sh"):
         subprocess.run(["bash", "-n"], input=prep.scripts[name], text=True, check=True)

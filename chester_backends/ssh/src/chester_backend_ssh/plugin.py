@@ -249,7 +249,10 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     cap, gpus = _plan(o)
-    sync_note = "code synced, " if o.sync else ""
+    sync_note = ""
+    if o.sync:
+        n_files, n_bytes = code_footprint(backend)
+        sync_note = f"code: up to {n_files} files, {n_bytes} bytes to sync; "
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
         uploads=tuple(uploads),
@@ -261,6 +264,29 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
               "secrets_file": secrets_file, "filters": filters, "script": script,
               "tree": str(tree), "queue_key": key},
     )
+
+
+def code_footprint(backend: BackendConfig) -> tuple[int, int]:
+    """Files and bytes the code sync would send to an empty host (local, no network;
+    rsync itself sends only what changed)."""
+    from chester.sync import log_dir_exclude, select_files
+
+    o: SSHOptions = backend.options
+    extra = log_dir_exclude(backend.project_path, backend.log_dir)
+    roots = [backend.project_path]
+    for d in o.extra_sync_dirs:
+        p = Path(os.path.expanduser(d))
+        roots.append(p if p.is_absolute() else backend.project_path / p)
+    files = size = 0
+    for root in roots:
+        for _rel, path in select_files(root, backend.rsync_include, backend.rsync_exclude,
+                                       extra):
+            files += 1
+            try:
+                size += path.stat().st_size
+            except OSError:
+                pass
+    return files, size
 
 
 def _rsync_display(backend: BackendConfig, filters: Sequence[str]) -> str:
