@@ -113,6 +113,7 @@ class Transport:
         self.rsync_invocations = 0
         self._conn: Any = None
         self._ctl_dir: str | None = None
+        self._host_key_opts: list[str] | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ naming / errors
@@ -470,6 +471,9 @@ class Transport:
             argv += ["-i", t.key_filename]
         if t.user:
             argv += ["-l", t.user]
+        if self._host_key_opts is None:
+            self._host_key_opts = self._default_host_key_opts(list(argv))
+        argv += self._host_key_opts
         to = max(1, int(round(t.connect_timeout)))
         argv += [
             "-o", "BatchMode=yes",
@@ -481,6 +485,20 @@ class Transport:
             "-o", "ControlPersist=120",
         ]
         return argv
+
+    def _default_host_key_opts(self, base: list[str]) -> list[str]:
+        """Like the fabric side (which accepts a new host's key, refuses a changed one):
+        ``StrictHostKeyChecking=accept-new`` unless the user's ssh_config decides."""
+        try:
+            out = subprocess.run([*base, "-G", self._rsync_host()], capture_output=True,
+                                 text=True, timeout=10, stdin=subprocess.DEVNULL).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []
+        for line in out.splitlines():
+            k, _, v = line.partition(" ")
+            if k.lower() == "stricthostkeychecking":
+                return ["-o", "StrictHostKeyChecking=accept-new"] if v.strip() == "ask" else []
+        return []
 
     def ssh_command(self) -> list[str]:
         """The ``ssh`` argv rsync uses via ``-e``: same port, key, config and timeouts, with a
@@ -571,7 +589,8 @@ class Transport:
         if "permission denied" in low and ("publickey" in low or "password" in low):
             raise BackendError(self._msg("authentication failed (check the key)"))
         if "host key verification failed" in low or "remote host identification has changed" in low:
-            raise BackendError(self._msg("host key mismatch (check known_hosts)"))
+            raise BackendError(self._msg("host key not accepted (unknown or changed; "
+                                         "check known_hosts)"))
         if "could not resolve hostname" in low:
             raise ConnectError(self._msg(f"cannot resolve host name ({detail})"))
         if "connection refused" in low:
