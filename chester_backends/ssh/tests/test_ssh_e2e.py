@@ -336,3 +336,28 @@ def test_seed_keys_run_experiment_lite_auto_pull(tmp_path, ssh_hosts):
                         capture_output=True, text=True, timeout=60)
     runs = json.loads(st.stdout)["runs"]
     assert [x["state"] for x in runs] == ["succeeded", "succeeded"]
+
+
+@pytest.mark.parametrize("kind", ["bad-key", "refused", "unknown-host"])
+def test_launch_errors_are_one_line(kind, tmp_path, ssh_hosts):
+    h = ssh_hosts[0]
+    opts = {"bad-key": {"host": f"root@{h.addr}",
+                        "key_filename": str(ssh_hosts.base / "other_ed25519")},
+            "refused": {"host": f"root@{h.gw}:2"},
+            "unknown-host": {"host": "no-such-host.invalid"}}[kind]
+    project, cfg = make_config(tmp_path, ssh_hosts, {"bad": (0, {**opts, "ssh_config": None})})
+    cfg_dict = yaml.safe_load((project / "chester.yaml").read_text())
+    cfg_dict["backends"]["bad"].pop("ssh_config")
+    (project / "chester.yaml").write_text(yaml.safe_dump(cfg_dict))
+    cfg = load_config(project / "chester.yaml")
+    disp = Dispatcher(sleep=lambda s: None, attempts=2)
+    t0 = time.monotonic()
+    with pytest.raises(BackendError) as ei:
+        launch(fn_report, [{"i": 0}], backend="bad", exp_prefix="bad", config=cfg,
+               dispatcher=disp)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith("ssh backend 'bad' ("), msg
+    assert opts["host"].split("@")[-1].split(":")[0] in msg, msg
+    assert {"bad-key": "authentication failed", "refused": "connection refused",
+            "unknown-host": "cannot resolve"}[kind] in msg, msg
+    assert time.monotonic() - t0 < 20
