@@ -105,6 +105,28 @@ def main() -> int:
         baseline = time.perf_counter() - t0
 
         disp = Dispatcher()
+        from chester.plugins import hookimpl
+
+        hook_s: dict[str, float] = {}
+
+        class HookTimer:
+            @hookimpl(wrapper=True)
+            def chester_prepare(self):  # type: ignore[no-untyped-def]
+                t = time.perf_counter()
+                try:
+                    return (yield)
+                finally:
+                    hook_s["prepare"] = time.perf_counter() - t
+
+            @hookimpl(wrapper=True)
+            def chester_submit(self):  # type: ignore[no-untyped-def]
+                t = time.perf_counter()
+                try:
+                    return (yield)
+                finally:
+                    hook_s["submit"] = time.perf_counter() - t
+
+        disp.manager.register(HookTimer(), name="ssh-bench-timer")
         s0 = snapshot()
         t0 = time.perf_counter()
         sweep = launch(fn_noop, [{"i": i} for i in range(n)], backend="box",
@@ -141,6 +163,8 @@ def main() -> int:
             "runs": n, "succeeded": ok, "pulled_with_result": got,
             "launch": {"wall_s": round(launch_s, 2),
                        "baseline_one_rsync_plus_one_ssh_s": round(baseline, 2),
+                       "prepare_hook_s": round(hook_s.get("prepare", 0), 2),
+                       "submit_hook_s": round(hook_s.get("submit", 0), 2),
                        "ssh_connections_sshd_log": s1[0] - s0[0],
                        "ssh_connections_counter": s1[1] - s0[1],
                        "rsync_invocations": s1[2] - s0[2], "ssh_commands": s1[3] - s0[3]},
