@@ -176,17 +176,18 @@ def test_pull_patterns_and_incremental(tmp_path, ssh_hosts):
 
 
 def test_code_sync_dry_run_and_no_delete(tmp_path, ssh_hosts):
-    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {})},
+    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {"extra_sync_dirs": ["data/assets"]})},
                                rsync_exclude=["*.ckpt"])
+    (project / "data" / "assets").mkdir(parents=True)
+    (project / "data" / "assets" / "vocab.txt").write_text("a b c")
     (project / "big.ckpt").write_text("x" * 1000)
     (project / "pkg").mkdir()
     (project / "pkg" / "mod.py").write_text("A = 1\n")
-    (project / "data").mkdir()
     (project / "data" / "old.txt").write_text("log dir: not code")
     bcfg = cfg.backend("box")
     with transport_for(bcfg) as tr:
         dry = sync_code(bcfg, tr, dry_run=True)
-        assert dry.files == 3  # chester.yaml, train.py, pkg/mod.py
+        assert dry.files == 4  # chester.yaml, train.py, pkg/mod.py, data/assets/vocab.txt
         assert dry.bytes > 0
         root = ssh_hosts[0].root / tmp_path.name
         assert not root.exists() or not (root / "train.py").exists()
@@ -194,12 +195,13 @@ def test_code_sync_dry_run_and_no_delete(tmp_path, ssh_hosts):
         tr.run(["mkdir", "-p", f"/remote/{tmp_path.name}/results"])
         tr.run(["touch", f"/remote/{tmp_path.name}/results/keep.me"])
         real = sync_code(bcfg, tr)
-        assert real.files == 3
+        assert real.files == 4 and real.invocations == 2
         again = sync_code(bcfg, tr)
         assert again.files == 0
     assert (root / "results" / "keep.me").exists()
     assert (root / "pkg" / "mod.py").exists()
-    assert not (root / "big.ckpt").exists() and not (root / "data").exists()
+    assert not (root / "big.ckpt").exists() and not (root / "data" / "old.txt").exists()
+    assert (root / "data" / "assets" / "vocab.txt").read_text() == "a b c"
 
 
 def test_logs_follow_and_cancel(tmp_path, ssh_hosts):
