@@ -298,13 +298,15 @@ def train(variant, log_dir, exp_name):
     import os
     os.makedirs("shared_out", exist_ok=True)
     open(os.path.join("shared_out", exp_name + ".txt"), "w").write("extra")
+    assert os.environ["FROM_PRE"] == "a b" and os.environ["K"] == "it's"
     open(os.path.join(log_dir, "out.txt"), "w").write(str(variant["lr"]))
 
 vg = VariantGenerator()
 vg.add("lr", [0.1, 0.2])
 for v in vg.variants():
     run_experiment_lite(stub_method_call=train, variant=v, mode="gpu1", exp_prefix="seed",
-                        auto_pull=True, auto_pull_interval=1, extra_pull_dirs=["shared_out"])
+                        auto_pull=True, auto_pull_interval=1, extra_pull_dirs=["shared_out"],
+                        pre_commands=["export FROM_PRE='a b'"], env={"K": "it's"})
 print("launched")
 """
 

@@ -81,7 +81,7 @@ def pm_setup_lines(backend: BackendConfig) -> list[str]:
     return []
 
 
-def render_env_file(backend: BackendConfig) -> str:
+def render_env_file(backend: BackendConfig, pre_commands: Sequence[str] = ()) -> str:
     """The file sourced (by ``/bin/sh``) before each run: package manager, prepare commands,
     prepare script, environment. Secrets are not in it."""
     o: SSHOptions = backend.options
@@ -91,7 +91,7 @@ def render_env_file(backend: BackendConfig) -> str:
             raise UserError(f"ssh backend {backend.name!r}: env name {k!r} is not a valid "
                             "variable name")
         lines.append(f"export {k}={shlex.quote(str(v))}")
-    lines += [str(c) for c in (*backend.prepare_commands, *o.prepare_commands)]
+    lines += [str(c) for c in (*backend.prepare_commands, *o.prepare_commands, *pre_commands)]
     if o.prepare_script:
         p = o.prepare_script
         p = p if p.startswith("/") else str(PurePosixPath(o.remote_dir) / p)
@@ -107,7 +107,8 @@ def _plan(o: SSHOptions) -> tuple[int, list[str]]:
 
 
 def render_submit_script(backend: BackendConfig, *, queue_file: str, env_file: str,
-                         secrets_file: str | None, runner_log: str) -> str:
+                         secrets_file: str | None, runner_log: str,
+                         sync_env: bool | None = None) -> str:
     """The one script a submit runs on the host: optional env sync, then the detached queue.
 
     The queue runner skips every run that already started (its status carries the token)
@@ -126,10 +127,11 @@ def render_submit_script(backend: BackendConfig, *, queue_file: str, env_file: s
     pm = _pm(backend)
     for line in pm_setup_lines(backend):
         lines.append(line)
-    if backend.sync_on_launch and pm == "uv":
+    sync_env = backend.sync_on_launch if sync_env is None else sync_env
+    if sync_env and pm == "uv":
         lines.append("if [ -f pyproject.toml ] && command -v uv >/dev/null; then "
                      "uv sync -q >&2; fi")
-    elif backend.sync_on_launch and pm == "conda" and backend.conda_env:
+    elif sync_env and pm == "conda" and backend.conda_env:
         lines.append("if [ -f environment.yml ]; then "
                      + shlex.join([backend.conda_command, "env", "update", "-q", "-n",
                                    backend.conda_env, "-f", "environment.yml"]) + " >&2; fi")
@@ -232,10 +234,18 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     env_file = str(cdir / f"{key}.env")
     runner_log = str(cdir / f"{key}.log")
     secrets_file = str(cdir / f"{key}.secrets") if o.secrets else None
-    env_text = render_env_file(backend)
+    # the seed's per-call settings (run_experiment_lite pre_commands= / sync_env=)
+    pres = {tuple(str(c) for c in (r.resources.get("pre_commands") or ())) for r in runs}
+    if len(pres) > 1:
+        raise UserError(f"ssh backend {backend.name!r}: pre_commands must be the same for "
+                        "every run of a sweep")
+    syncs = {r.resources["sync_on_launch"] for r in runs if "sync_on_launch" in r.resources}
+    sync_env = bool(any(syncs)) if syncs else None
+    env_text = render_env_file(backend, next(iter(pres)))
     queue_text = "".join(f"{r.remote_dir}\n" for r in runs)
     script = render_submit_script(backend, queue_file=queue_file, env_file=env_file,
-                                  secrets_file=secrets_file, runner_log=runner_log)
+                                  secrets_file=secrets_file, runner_log=runner_log,
+                                  sync_env=sync_env)
     filters = rsync_filter_args(backend.rsync_include, backend.rsync_exclude,
                                 log_dir_exclude(backend.project_path, backend.log_dir))
     uploads: list[Path] = []
