@@ -158,6 +158,8 @@ class Instance:
         self.user_data = user_data
         self.killed_at: float | None = None
         self.done = False
+        self.stopped = False  # stopped (not terminated): may be started again
+        self.boots = 1
 
 
 class Farm:
@@ -198,7 +200,10 @@ class Farm:
                     self.boot(iid)
                 elif known is not None and state in ("shutting-down", "terminated", "stopped",
                                                      "stopping") and not known.done:
+                    known.stopped = state in ("stopped", "stopping")
                     self.power_cut(known)
+                elif known is not None and state == "running" and known.done and known.stopped:
+                    self.restart(known)
         for inst in list(self.instances.values()):
             if inst.done:
                 continue
@@ -219,15 +224,31 @@ class Farm:
         root.mkdir(parents=True)
         (root / "user-data.sh").write_text(text)
         imds = FakeImds(iid)
+        proc = subprocess.Popen(["bash", str(root / "user-data.sh")], cwd=root,
+                                env=self._env(root, imds),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        self.instances[iid] = Instance(iid, root, imds, proc, text)
+
+    def _env(self, root: Path, imds: FakeImds) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(INSTANCE_CREDS, AWS_ENDPOINT_URL=self.endpoint, AWS_DEFAULT_REGION=REGION,
                    CHESTER_EC2_IMDS=imds.url, CHESTER_EC2_ROOT=str(root),
                    CHESTER_EC2_POWEROFF=f"touch {root}/powered-off",
                    PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}")
-        proc = subprocess.Popen(["bash", str(root / "user-data.sh")], cwd=root, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        self.instances[iid] = Instance(iid, root, imds, proc, text)
+        return env
+
+    def restart(self, inst: Instance):
+        """A stopped instance starts again: cloud-init runs the per-boot scripts only."""
+        scripts = sorted((inst.root / "var/lib/cloud/scripts/per-boot").glob("*"))
+        inst.imds.action = None
+        inst.boots += 1
+        inst.done = inst.stopped = False
+        inst.killed_at = None
+        inst.proc = subprocess.Popen(["bash", str(scripts[0])], cwd=inst.root,
+                                     env=self._env(inst.root, inst.imds),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
 
     def power_cut(self, inst: Instance):
         """The instance is going away: SIGTERM everything on it (a shutdown), KILL later."""

@@ -222,3 +222,25 @@ def test_agent_failure_is_recorded_and_powers_off(tmp_path, farm):
     assert states[run.name].value == "failed"
     assert "chester agent failed" in run.reason and "NoSuchKey" in run.stderr_tail
     assert (farm.instances[run.handle.remote_id].root / "powered-off").exists()
+
+
+def test_stopped_spot_instance_resumes_the_run(tmp_path, farm):
+    """interruption_behavior=stop: preempted while stopped, then run again when it resumes."""
+    env = _env(tmp_path, interruption_behavior="stop")
+    sweep = _launch(env, [{"seconds": 3}], "stop")
+    run = sweep.runs[0]
+    iid = run.handle.remote_id
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    farm.interrupt(iid)
+    _until(lambda: sweep.status()[run.name].value == "preempted", what="preempted")
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.stop_instances(InstanceIds=[iid])
+    _until(lambda: farm.instances[iid].done, what="instance stopped")
+    assert sweep.status()[run.name].value == "preempted"
+    ec2.start_instances(InstanceIds=[iid])
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    assert farm.instances[iid].boots == 2
+    assert (run.log_dir / "progress.txt").read_text().count("start") == 2
+    st = json.loads((run.log_dir / ".chester" / "status.json").read_text())
+    assert st["attempt"] == 2 and st["state"] == "succeeded"

@@ -125,8 +125,9 @@ def sha256_file(path):
 
 # -- runs ---------------------------------------------------------------------------------------
 class Run:
-    def __init__(self, spec, slot):
+    def __init__(self, spec, slot, attempt=1):
         self.spec = spec
+        self.attempt = attempt
         self.token = spec["token"]
         self.dir = on_disk(spec["remote_dir"])
         self.slot = slot
@@ -136,6 +137,7 @@ class Run:
         self.preempted = False
         self.synced = {}  # rel path -> (size, mtime_ns)
         self.last_record = None
+        self.frozen = False  # its final record is in S3 and must not change
 
     def record(self):
         """The status record to publish: the worker's, plus what the agent knows."""
@@ -144,12 +146,16 @@ class Run:
                 rec = json.load(f)
         except (OSError, ValueError):
             rec = {"token": self.token, "state": "queued"}
-        if rec.get("token") != self.token:
-            rec = {"token": self.token, "state": "queued"}
+        if rec.get("token") != self.token or int(rec.get("attempt") or 1) < self.attempt:
+            rec = {"token": self.token, "state": "queued", "attempt": self.attempt}
         if self.proc is not None and self.proc.poll() is not None and rec.get("ended_at") is None:
-            rec.update(state="failed", ended_at=time.time(), exit_code=self.proc.returncode,
-                       reason="the worker exited with status %s without a record"
-                       % self.proc.returncode)
+            rc = self.proc.returncode
+            if rc < 0 or rc in (137, 143):  # killed by a signal before it could say so
+                rec.update(state="terminated", ended_at=time.time(), exit_code=rc,
+                           reason="the worker was killed by signal %d" % (abs(rc) % 128))
+            else:
+                rec.update(state="failed", ended_at=time.time(), exit_code=rc,
+                           reason="the worker exited with status %s without a record" % rc)
         if self.cancelled and rec.get("state") != "succeeded":
             rec["state"] = "cancelled" if rec.get("ended_at") or self.proc is None \
                 or self.proc.poll() is not None else rec.get("state")
@@ -180,10 +186,35 @@ class Agent:
         self.imds = Imds(IMDS)
         self.spec = self.store.get_json(os.environ["CHESTER_EC2_SPEC"])
         self.sweep = self.spec["sweep_prefix"].rstrip("/") + "/"
-        self.runs = [Run(r, i) for i, r in enumerate(self.spec["runs"])]
+        self.boot = self.count_boot()
+        self.runs = [Run(r, i, self.boot) for i, r in enumerate(self.spec["runs"])]
         self.stop = threading.Event()
         self.preempted = False
         self.lock = threading.Lock()
+
+    @staticmethod
+    def count_boot():
+        """1 on the first start; n after n-1 restarts (a stopped spot instance resumed)."""
+        path = on_disk("/var/lib/chester/boots")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with open(path) as f:
+                n = int(f.read().strip() or 0) + 1
+        except (OSError, ValueError):
+            n = 1
+        with open(path, "w") as f:
+            f.write(str(n))
+        return n
+
+    def final_in_s3(self, run):
+        """The run's published record when it is final (restart: do not run it again)."""
+        try:
+            rec = self.store.get_json(self.status_key(run))
+        except Exception:
+            return None
+        if rec.get("state") in ("succeeded", "failed", "cancelled"):
+            return rec
+        return None
 
     # -- paths in S3
     def run_key(self, run, rel):
@@ -212,11 +243,13 @@ class Agent:
         return dest
 
     def fetch_run(self, run):
+        """Download the run folder; after a restart the local files (newer) are kept."""
         prefix = self.run_key(run, "")
         for key in self.store.keys(prefix):
             rel = key[len(prefix):]
             path = os.path.join(run.dir, rel)
-            self.store.download(key, path)
+            if not os.path.exists(path):
+                self.store.download(key, path)
             if rel == PAYLOAD:
                 os.chmod(path, 0o600)
             st = os.stat(path)
@@ -242,6 +275,7 @@ class Agent:
         env = dict(os.environ)
         for k in ("CHESTER_EC2_SPEC", "CHESTER_EC2_BUCKET"):
             env.pop(k, None)
+        env["CHESTER_ATTEMPT"] = str(self.boot)
         env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"]
                                         if env.get("PYTHONPATH") else "")
         if run is not None:
@@ -293,6 +327,8 @@ class Agent:
             self.publish(run, force_record)
 
     def publish(self, run, force=False):
+        if run.frozen:
+            return
         rec = run.record()
         body = json.dumps(rec, sort_keys=True, default=repr).encode()
         if force or body != run.last_record:
@@ -373,13 +409,17 @@ class Agent:
                 with open(os.path.join(run.dir, "stderr.log"), "a") as f:
                     f.write(reason + "\n")
                 run.state = "ended"
+                run.frozen = True
                 self.store.put(self.status_key(run), json.dumps({
                     "token": run.token, "state": "failed", "reason": reason[:2000],
                     "ended_at": time.time(), "stderr_tail": tail(logf)}).encode())
                 self.sync_run(run)
-                run.last_record = b"final"
             return self.finish()
         for run in self.runs:
+            if self.boot > 1 and self.final_in_s3(run):
+                run.state = "ended"  # it ended before the restart
+                run.frozen = True
+                continue
             if not run.cancelled:
                 self.start(run, code_dir, script)
             else:
@@ -417,6 +457,12 @@ class Agent:
                 break
             self.stop.wait(watch)
         if self.stop.is_set():
+            # a shutdown signals every process: give the workers a moment to record their
+            # end on their own before a second SIGTERM could cut that short
+            end = time.time() + 3.0
+            while time.time() < end and any(
+                    r.proc is not None and r.proc.poll() is None for r in self.runs):
+                time.sleep(0.05)
             for run in self.runs:
                 self.kill(run, grace=5.0)
                 if run.state == "running":

@@ -125,6 +125,10 @@ def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
         '      "endpoint_url": os.environ.get("CHESTER_EC2_S3_ENDPOINT") or None}\n'
         'boto3.client("s3", **kw).download_file(sys.argv[1], sys.argv[2], sys.argv[3])\n'
         f'\' "$CHESTER_EC2_BUCKET" {q(agent_key)} "$state/agent.py"',
+        "# run again on every later boot (a stopped spot instance that resumes)",
+        'boot="${root%/}/var/lib/cloud/scripts/per-boot"',
+        'mkdir -p "$boot"',
+        '[ "$0" -ef "$boot/chester-agent.sh" ] || install -m 700 "$0" "$boot/chester-agent.sh"',
         "trap - EXIT",
         'exec "$PY" "$state/agent.py"',
     ]

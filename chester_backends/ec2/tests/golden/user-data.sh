@@ -20,5 +20,9 @@ kw = {"region_name": os.environ.get("CHESTER_EC2_REGION") or None,
       "endpoint_url": os.environ.get("CHESTER_EC2_S3_ENDPOINT") or None}
 boto3.client("s3", **kw).download_file(sys.argv[1], sys.argv[2], sys.argv[3])
 ' "$CHESTER_EC2_BUCKET" chester/agent/abc.py "$state/agent.py"
+# run again on every later boot (a stopped spot instance that resumes)
+boot="${root%/}/var/lib/cloud/scripts/per-boot"
+mkdir -p "$boot"
+[ "$0" -ef "$boot/chester-agent.sh" ] || install -m 700 "$0" "$boot/chester-agent.sh"
 trap - EXIT
 exec "$PY" "$state/agent.py"
