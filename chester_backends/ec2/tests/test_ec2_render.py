@@ -144,3 +144,25 @@ def test_snapshot_follows_rsync_rules(tmp_path):
     snap = render.snapshot(b)
     assert sorted(snap["files"]) == ["a.py", "keep/dup.txt", "keep/k.bin"]
     assert len(snap["paths"]) == 2  # identical contents are one object
+
+
+def _noop(variant, log_dir, exp_name):
+    pass
+
+
+def test_dry_run_renders_without_touching_aws(tmp_path, monkeypatch):
+    from chester.launcher import launch
+    from chester.testing import ConformanceEnv
+
+    from ec2farm import ec2_config  # type: ignore[import-not-found]
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(runs_per_instance=2))
+    sweep = launch(_noop, [{"i": i} for i in range(3)], backend="ec2", exp_prefix="dry",
+                   config=env.config, dry_run=True)
+    p = sweep.prepared
+    assert len(p.data["groups"]) == 2 and "3 runs on 2 spot t3.micro" in p.summary
+    args = json.loads(p.scripts["run_instances"])
+    assert args["UserData"] == "<user-data>"
+    assert args["MetadataOptions"]["HttpTokens"] == "required"
+    assert p.scripts["user-data"].startswith("#!/bin/bash\n")
