@@ -62,6 +62,7 @@ def test_array_script_with_everything(tmp_path, monkeypatch):
     prepared = chester_prepare(backend, _runs(3, tmp_path), tmp_path / "stage")
     _check("array_everything.sbatch", prepared.scripts["job-0.sbatch"])
     _check("array_everything.submit.sh", prepared.scripts["submit.sh"])
+    _check("array_everything.env.sh", prepared.scripts["env.sh"])
     assert prepared.scripts["job-0.txt"].splitlines() == [r.remote_dir for r in prepared.runs]
     secrets = [p for p in prepared.uploads if p.name == "secrets.sh"][0]
     assert oct(secrets.stat().st_mode & 0o777) == "0o600"

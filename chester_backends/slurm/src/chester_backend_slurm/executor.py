@@ -84,6 +84,8 @@ class LocalExecutor:
         return res
 
     def put_tree(self, local_root: Path, rel_paths: Sequence[str], remote_root: str) -> None:
+        if Path(local_root).resolve() == Path(remote_root).resolve():
+            return  # already in place (no remote_dir: the cluster sees this very folder)
         for rel in rel_paths:
             src = Path(local_root) / rel
             dst = Path(remote_root) / rel

@@ -93,9 +93,15 @@ class SlurmOptions:
             "help": "bind mounts (src[:dst]) added to the run and project folders"})
     singularity_command: str = attrs.field(default="singularity", metadata={
         "help": "singularity or apptainer"})
+    package_manager: str | None = attrs.field(default=None, metadata={
+        "help": "uv, conda or python (default: the top-level package_manager)"})
+    prepare_commands: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "shell lines run before each run (after the top-level ones)"})
+    prepare_script: str | None = attrs.field(default="prepare.sh", metadata={
+        "help": "file under remote_dir sourced before each run when it exists"})
     secrets: tuple[str, ...] = attrs.field(default=(), metadata={
-        "help": "names of launcher environment variables sent in a 0600 file, never on a "
-                "command line"})
+        "help": "names of local environment variables, or paths of local KEY=VALUE files, "
+                "whose values reach the runs through a 0600 file (never a command line)"})
     env: Mapping[str, str] = attrs.field(factory=dict, metadata={
         "help": "environment variables set for every run"})
     # -- scheduling ------------------------------------------------------------------------
@@ -112,6 +118,9 @@ class SlurmOptions:
         if self.gpu_directive not in GPU_DIRECTIVES:
             raise ValueError(f"gpu_directive must be one of {', '.join(GPU_DIRECTIVES)}, "
                              f"not {self.gpu_directive!r}")
+        if self.package_manager not in (None, "uv", "conda", "python"):
+            raise ValueError(f"package_manager must be uv, conda or python, not "
+                             f"{self.package_manager!r}")
         if self.array_throttle is not None and self.array_throttle < 1:
             raise ValueError("array_throttle must be at least 1")
 

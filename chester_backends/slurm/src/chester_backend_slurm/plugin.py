@@ -81,11 +81,19 @@ def _project_dir(backend: BackendConfig) -> str:
 
 
 def _rel_under(path: str, root: str) -> str | None:
-    try:
-        rel = PurePosixPath(path).relative_to(PurePosixPath(root))
-    except ValueError:
-        return None
-    return rel.as_posix()
+    """``path`` relative to ``root`` (POSIX strings), or None when it is not under it."""
+    path, root = os.path.normpath(path), os.path.normpath(root)
+    if path == root:
+        return ""
+    prefix = root if root.endswith("/") else root + "/"
+    return path[len(prefix):] if path.startswith(prefix) else None
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -149,28 +157,30 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
             run_rels.append(rel)
     rels: list[str] = []
     stage_rel = _rel_under(stage_dir, upload_root)
+    scripts: dict[str, str] = {}
+    # the environment and secrets are the SSH backend's (one piece of code per idea)
+    from chester_backend_ssh.plugin import _secret_values, render_env_file
+
+    ssh_view = attrs.evolve(backend, options=attrs.evolve(opts, remote_dir=project_dir))
+    env_text = render_env_file(ssh_view)
+    _write(tree / stage_rel / "env.sh", env_text)
+    rels.append(f"{stage_rel}/env.sh")
+    scripts["env.sh"] = env_text
+    env_file = f"{stage_dir}/env.sh"
     secrets_file = None
     if opts.secrets:
-        missing = [n for n in opts.secrets if n not in os.environ]
-        if missing:
-            raise UserError(f"slurm: secret {missing[0]!r} is not set in the launcher's "
-                            "environment")
-        body = "".join(f"export {n}={shlex.quote(os.environ[n])}\n" for n in opts.secrets)
-        p = tree / stage_rel / "secrets.sh"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
+        body = "".join(f"{k}={shlex.quote(v)}\n" for k, v in _secret_values(ssh_view).items())
+        _write(tree / stage_rel / "secrets.sh", body, mode=0o600)
         rels.append(f"{stage_rel}/secrets.sh")
         secrets_file = f"{stage_dir}/secrets.sh"
-    gpus_of = {r.token: _variant_gpus(r) for r in runs}
-    scripts: dict[str, str] = {}
+    # the seed's $gpus in remote_header: the variant's gpus of the job's first run
+    by_token = {r.token: r for r in runs}
+    wants_gpus = bool(opts.remote_header and "$" in opts.remote_header)
     for job in jobs:
         text = render.job_script(
             job, opts, stage_dir=stage_dir, stage_root=stage_root, project_dir=project_dir,
-            package_manager=backend.package_manager, conda_env=backend.conda_env,
-            conda_command=backend.conda_command, prepare_commands=backend.prepare_commands,
-            secrets_file=secrets_file, variant_gpus=gpus_of.get(job.tokens[0]))
+            env_file=env_file, secrets_file=secrets_file,
+            variant_gpus=_variant_gpus(by_token[job.tokens[0]]) if wants_gpus else None)
         manifest = "".join(f"{d}\n" for d in job.run_dirs)
         for name, body in ((job.script, text), (job.manifest, manifest)):
             p = tree / stage_rel / name
@@ -198,10 +208,11 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
 def _sync_lines(backend: BackendConfig, project_dir: str) -> list[str]:
     """Environment sync on the login host, once per sweep (not once per task)."""
     q = shlex.quote
-    if backend.package_manager == "uv":
+    pm = backend.options.package_manager or backend.package_manager
+    if pm == "uv":
         return [f"cd {q(project_dir)}", 'export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"',
-                "uv sync >&2"]
-    if backend.package_manager == "conda" and backend.conda_env:
+                "if [ -f pyproject.toml ] && command -v uv >/dev/null; then uv sync -q >&2; fi"]
+    if pm == "conda" and backend.conda_env:
         c = q(backend.conda_command)
         return [f"cd {q(project_dir)}",
                 f"if [ -f environment.yml ]; then {c} env update -n {q(backend.conda_env)} "

@@ -18,7 +18,6 @@ from chester.errors import UserError
 
 from chester_backend_slurm.options import GPU_DIRECTIVES, RESOURCE_KEYS, SlurmOptions
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SBATCH_VALUE = re.compile(r"[^\x00-\x1f\x7f]+\Z")
 q = shlex.quote
 
@@ -137,10 +136,9 @@ def header(options: SlurmOptions, res: Mapping[str, Any], variant_gpus: Any = No
     return lines
 
 
-def python_argv(options: SlurmOptions, package_manager: str) -> list[str]:
-    """The command that starts Python for a run (without ``-m chester.worker``)."""
-    if package_manager == "uv":
-        return ["uv", "run", "--no-sync", options.python]
+def python_argv(options: SlurmOptions) -> list[str]:
+    """The command that starts Python for a run (the env file has put the package manager's
+    environment first on PATH)."""
     return [options.python]
 
 
@@ -152,14 +150,14 @@ def _binds(options: SlurmOptions, project_dir: str, stage_root: str) -> list[str
     return out
 
 
-def worker_command(options: SlurmOptions, res: Mapping[str, Any], package_manager: str,
-                   project_dir: str, stage_root: str) -> str:
+def worker_command(options: SlurmOptions, res: Mapping[str, Any], project_dir: str,
+                   stage_root: str) -> str:
     """``python -m chester.worker "$RUN_DIR"``, inside the container when asked.
 
     Only the Python command runs in the container; the run folder is bound into it, so the
     worker's record lands in the same folder the status query reads on the host.
     """
-    argv = python_argv(options, package_manager) + ["-m", "chester.worker"]
+    argv = python_argv(options) + ["-m", "chester.worker"]
     if res.get("use_singularity"):
         if not options.simg_path:
             raise UserError("slurm: use_singularity needs simg_path (the image)")
@@ -173,29 +171,24 @@ def worker_command(options: SlurmOptions, res: Mapping[str, Any], package_manage
     return shlex.join(argv) + ' "$RUN_DIR"'
 
 
-def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, package_manager: str,
-                conda_env: str | None, conda_command: str, prepare_commands: Sequence[str],
-                project_dir: str, secrets_file: str | None) -> list[str]:
-    """Shell lines run on the compute node before the worker (modules, env, prepare)."""
+def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: str,
+                env_file: str, secrets_file: str | None) -> list[str]:
+    """Shell lines run on the compute node before the worker.
+
+    Modules first (the environment may need them), then the sweep's env file — the SSH
+    backend's: package manager, env, prepare commands, prepare script — then the secrets,
+    then the run's own pre-commands and compile step (the seed's run_experiment_lite).
+    """
     lines = [f"cd {q(project_dir)}"]
     mods = list(options.modules)
     if _gpus(res) and options.cuda_module:
         mods.append(options.cuda_module)
     for m in mods:
         lines.append(f"module load {q(_check_line('modules', m))}")
-    if package_manager == "uv":
-        lines.append('export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"')
-    elif package_manager == "conda":
-        lines.append(f'eval "$({q(conda_command)} shell.bash hook)"')
-        lines.append(f"{q(conda_command)} activate {q(conda_env or '')}")
-    for name, value in sorted(dict(options.env).items()):
-        if not _ENV_NAME.match(name):
-            raise UserError(f"slurm: env name {name!r} is not a valid variable name")
-        lines.append(f"export {name}={q(str(value))}")
+    lines.append(f"set +u; . {q(env_file)}; set -u")
     if secrets_file:
-        lines.append(f". {q(secrets_file)}")
-    # prepare commands are shell lines by design (chester.yaml's prepare_commands)
-    pre = list(prepare_commands) + [str(c) for c in (res.get("pre_commands") or ())]
+        lines.append(f"set -a; . {q(secrets_file)}; set +a")
+    pre = [str(c) for c in (res.get("pre_commands") or ())]
     if pre:
         lines.append("set -e")
         lines.extend(pre)
@@ -208,9 +201,8 @@ def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, package_manage
 
 
 def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: str,
-               project_dir: str, package_manager: str, conda_env: str | None,
-               conda_command: str, prepare_commands: Sequence[str],
-               secrets_file: str | None, variant_gpus: Any = None) -> str:
+               project_dir: str, env_file: str, secrets_file: str | None,
+               variant_gpus: Any = None) -> str:
     """The batch script of one job."""
     res = job.resources
     lines = header(options, res, variant_gpus)
@@ -227,10 +219,9 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     lines.extend(sbatch_lines(options, res, header_keys(lines)))
     lines.append("#SBATCH --requeue")
     lines.append("set -uo pipefail")
-    setup = setup_lines(options, res, package_manager=package_manager, conda_env=conda_env,
-                        conda_command=conda_command, prepare_commands=prepare_commands,
-                        project_dir=project_dir, secrets_file=secrets_file)
-    worker = worker_command(options, res, package_manager, project_dir, stage_root)
+    setup = setup_lines(options, res, project_dir=project_dir, env_file=env_file,
+                        secrets_file=secrets_file)
+    worker = worker_command(options, res, project_dir, stage_root)
     if job.kind == "serial":
         lines.append("# serial steps in one allocation: each starts when the one before succeeded")
         lines.extend(setup)

@@ -1,7 +1,7 @@
 set -euo pipefail
 cd /scratch/me/proj
 export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"
-uv sync >&2
+if [ -f pyproject.toml ] && command -v uv >/dev/null; then uv sync -q >&2; fi
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
 known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0 2>/dev/null || true)

@@ -1,0 +1,7 @@
+# chester: sourced before each run of this sweep
+if [ -f /scratch/me/proj/.venv/bin/activate ]; then . /scratch/me/proj/.venv/bin/activate; fi
+export OMP_NUM_THREADS=4
+export ODD='$(whoami) `id`; echo '"'"'hi'"'"''
+echo prepared
+if [ -f /scratch/me/proj/prepare.sh ]; then . /scratch/me/proj/prepare.sh; fi
+:
