@@ -349,11 +349,12 @@ def test_launch_errors_are_one_line(kind, tmp_path, ssh_hosts):
                         "key_filename": str(ssh_hosts.base / "other_ed25519")},
             "refused": {"host": f"root@{h.gw}:2"},
             "unknown-host": {"host": "no-such-host.invalid"}}[kind]
-    project, cfg = make_config(tmp_path, ssh_hosts, {"bad": (0, {**opts, "ssh_config": None})})
-    cfg_dict = yaml.safe_load((project / "chester.yaml").read_text())
-    cfg_dict["backends"]["bad"].pop("ssh_config")
-    (project / "chester.yaml").write_text(yaml.safe_dump(cfg_dict))
-    cfg = load_config(project / "chester.yaml")
+    # an ssh_config with no key in it (and no writes to ~/.ssh/known_hosts)
+    plain = tmp_path / "plain_ssh_config"
+    plain.write_text("Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+                     "  LogLevel ERROR\n")
+    project, cfg = make_config(tmp_path, ssh_hosts,
+                               {"bad": (0, {**opts, "ssh_config": str(plain)})})
     disp = Dispatcher(sleep=lambda s: None, attempts=2)
     t0 = time.monotonic()
     with pytest.raises(BackendError) as ei:
