@@ -194,3 +194,31 @@ def test_status_without_accounting(tmp_path, slurm_local, make_config, monkeypat
         assert "ValueError" in bad.runs[0].reason
     finally:
         slurm_local.restart(accounting=True)
+
+
+def fn_chatty(variant, log_dir, exp_name):
+    import sys as _sys
+
+    for i in range(3):
+        print(f"line {i}", flush=True)
+        time.sleep(1)
+    print("to stderr", file=_sys.stderr, flush=True)
+
+
+def test_logs_follow_until_the_run_ends(tmp_path, slurm_local, login_host, make_config):
+    import io
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(__import__(__name__))
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
+        host=login_host, remote_dir=str(tmp_path / "remote")))
+    sweep = launch(fn_chatty, [{}], backend="slurm", exp_prefix="logs", config=env.config)
+    run = sweep.runs[0]
+    out = io.StringIO()
+    sweep.logs(run.name, follow=True, out=out)
+    assert out.getvalue().splitlines() == ["line 0", "line 1", "line 2"]
+    err = io.StringIO()
+    sweep.logs(run.name, stream="stderr", out=err)
+    assert "to stderr" in err.getvalue()
+    assert sweep.status()[run.name] == State.SUCCEEDED
