@@ -1,0 +1,91 @@
+"""Reading sacct/squeue text and merging it with worker records (pure functions), and the
+poll pacer. The real scheduler is exercised in test_slurm_scenarios.py."""
+
+from chester.types import State
+
+from chester_backend_slurm import scheduler as s
+
+
+def test_rows_expand_compressed_array_ids():
+    rows = s.parse_rows("12_[3-5,7%2]|PENDING|0:0|JobArrayTaskLimit|Unknown|Unknown|None assigned\n"
+                        "12_0|RUNNING|0:0|None|x|y|localhost\n"
+                        "13|TIMEOUT|0:15|TimeLimit|x|y|localhost\n")
+    assert sorted(rows) == ["12_0", "12_3", "12_4", "12_5", "12_7", "13"]
+    assert rows["12_4"].reason == "JobArrayTaskLimit"
+    squeue = s.parse_rows("14_1|PENDING|Priority|N/A|N/A|\n")
+    assert squeue["14_1"].state == "PENDING" and squeue["14_1"].reason == "Priority"
+
+
+def _rec(state=None, done=False, token="t", attempt=1, ended=True):
+    st = None if state is None else {"token": token, "state": state, "attempt": attempt,
+                                     "ended_at": 2.0 if ended else None, "reason": "boom"}
+    return {"token": token, "status": st, "done": done, "tail": "last line"}
+
+
+def _merge(row, rec, kind="array", source="sacct"):
+    return s.merge(row, rec, token="t", remote_id="1_0", host="h", kind=kind, source=source)
+
+
+def test_completed_needs_the_success_record():
+    done = s.JobRow(state="COMPLETED", exit_code="0:0")
+    assert _merge(done, _rec("succeeded", done=True)).state == State.SUCCEEDED
+    assert _merge(done, _rec(None)).state == State.FAILED
+    assert _merge(done, _rec("succeeded", done=False)).state == State.FAILED
+    other = _rec("succeeded", done=True, token="someone-else")
+    assert _merge(done, other).state == State.FAILED
+
+
+def test_terminal_states_map_to_their_words():
+    cases = {"TIMEOUT": State.TIMEOUT, "OUT_OF_MEMORY": State.OOM, "CANCELLED": State.CANCELLED,
+             "NODE_FAIL": State.FAILED, "BOOT_FAIL": State.FAILED, "DEADLINE": State.TIMEOUT,
+             "PREEMPTED": State.PREEMPTED, "FAILED": State.FAILED}
+    for word, state in cases.items():
+        st = _merge(s.JobRow(state=word, exit_code="1:0", reason="None"), _rec(None))
+        assert st.state == state, word
+        assert st.reason and st.stderr_tail == "last line"
+    failed = _merge(s.JobRow(state="FAILED", exit_code="1:0"), _rec("failed"))
+    assert failed.reason == "boom"
+    dep = _merge(s.JobRow(state="CANCELLED", reason="DependencyNeverSatisfied"), _rec(None))
+    assert "did not succeed" in dep.reason
+
+
+def test_pending_reason_and_requeue_keep_identity():
+    q = _merge(s.JobRow(state="PENDING", reason="QOSMaxGRESPerUser"), _rec(None))
+    assert q.state == State.QUEUED and q.pending_reason == "QOSMaxGRESPerUser"
+    rq = _merge(s.JobRow(state="PENDING", reason="BeginTime"), _rec("failed", attempt=1))
+    assert rq.state == State.REQUEUED and rq.attempt == 2 and rq.remote_id == "1_0"
+    assert _merge(s.JobRow(state="REQUEUED"), _rec("running", ended=False)).attempt == 2
+
+
+def test_unknown_to_the_scheduler():
+    assert _merge(None, _rec(None)).state == State.QUEUED  # sacct lags right after sbatch
+    assert _merge(None, _rec("succeeded", done=True)).state == State.SUCCEEDED
+    assert _merge(None, _rec("running", ended=False), source="squeue").state == State.LOST
+
+
+def test_serial_steps():
+    running = s.JobRow(state="RUNNING")
+    assert _merge(running, _rec(None), kind="serial").state == State.QUEUED
+    assert _merge(running, _rec("succeeded", done=True), kind="serial").state == State.SUCCEEDED
+    failed = s.JobRow(state="FAILED", exit_code="1:0")
+    assert "earlier step" in _merge(failed, _rec(None), kind="serial").reason
+
+
+def test_pacer_grows_resets_backs_off_and_stays_below_min_job_age():
+    p = s.Pacer(minimum=2.0, maximum=60.0, min_job_age=30)
+    assert p.cap == 10.0
+    p.observed("a", now=0)
+    assert p.interval == 2.0 and not p.due(now=1) and p.due(now=2)
+    for t in range(1, 10):
+        p.observed("a", now=t)
+    assert p.interval == 10.0  # grew, capped at MinJobAge / 3
+    p.observed("b", now=20)
+    assert p.interval == 2.0
+    p.failed(now=21)
+    assert p.interval == 4.0
+
+
+def test_cluster_info():
+    info = s.parse_cluster_info("MaxArraySize            = 5\nMinJobAge               = 300 sec\n"
+                                "AccountingStorageType   = accounting_storage/none\n")
+    assert info == {"MaxArraySize": 5, "MinJobAge": 300, "accounting": 0}
