@@ -88,7 +88,7 @@ def _s3_keys(prefix=""):
 
 
 def test_spot_interruption_reads_preempted(tmp_path, farm):
-    env = _env(tmp_path)
+    env = _env(tmp_path, max_requeues=0)
     sweep = _launch(env, [{"seconds": 60}], "spot")
     run = sweep.runs[0]
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
@@ -244,3 +244,30 @@ def test_stopped_spot_instance_resumes_the_run(tmp_path, farm):
     assert (run.log_dir / "progress.txt").read_text().count("start") == 2
     st = json.loads((run.log_dir / ".chester" / "status.json").read_text())
     assert st["attempt"] == 2 and st["state"] == "succeeded"
+
+
+def test_preempted_run_is_requeued_on_a_new_instance(tmp_path, farm):
+    env = _env(tmp_path, max_requeues=1)
+    sweep = _launch(env, [{"seconds": 4}], "requeue")
+    run = sweep.runs[0]
+    first = run.handle.remote_id
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    _until(lambda: any(k.endswith("progress.txt") for k in _s3_keys()), what="a sync")
+    farm.interrupt(first)
+    _until(lambda: sweep.status()[run.name].value == "preempted", what="preempted")
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.terminate_instances(InstanceIds=[first])
+    _until(lambda: farm.instances[first].done, what="instance gone")
+    assert sweep.status()[run.name].value == "requeued"
+    assert sweep.status()[run.name].value in ("requeued", "queued", "running")  # no 3rd one
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    assert len(farm.instances) == 2
+    second = [i for i in farm.instances if i != first][0]
+    tags = {t["Key"]: t["Value"] for t in ec2.describe_instances(InstanceIds=[second])[
+        "Reservations"][0]["Instances"][0]["Tags"]}
+    assert tags["chester:attempt"] == "2" and tags["chester:group"] == run.handle.get("group")
+    # the second instance started from what the first one had synced
+    assert (run.log_dir / "progress.txt").read_text().count("start") == 2
+    st = json.loads((run.log_dir / ".chester" / "status.json").read_text())
+    assert st["attempt"] == 2

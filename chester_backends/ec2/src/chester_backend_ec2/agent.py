@@ -206,15 +206,12 @@ class Agent:
             f.write(str(n))
         return n
 
-    def final_in_s3(self, run):
-        """The run's published record when it is final (restart: do not run it again)."""
+    def earlier(self, run):
+        """The run's record in S3 from an earlier instance or boot, or None."""
         try:
-            rec = self.store.get_json(self.status_key(run))
+            return self.store.get_json(self.status_key(run))
         except Exception:
             return None
-        if rec.get("state") in ("succeeded", "failed", "cancelled"):
-            return rec
-        return None
 
     # -- paths in S3
     def run_key(self, run, rel):
@@ -275,7 +272,7 @@ class Agent:
         env = dict(os.environ)
         for k in ("CHESTER_EC2_SPEC", "CHESTER_EC2_BUCKET"):
             env.pop(k, None)
-        env["CHESTER_ATTEMPT"] = str(self.boot)
+        env["CHESTER_ATTEMPT"] = str(run.attempt if run is not None else self.boot)
         env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"]
                                         if env.get("PYTHONPATH") else "")
         if run is not None:
@@ -416,10 +413,14 @@ class Agent:
                 self.sync_run(run)
             return self.finish()
         for run in self.runs:
-            if self.boot > 1 and self.final_in_s3(run):
-                run.state = "ended"  # it ended before the restart
+            rec = self.earlier(run)
+            if rec and rec.get("state") in ("succeeded", "failed", "cancelled"):
+                run.state = "ended"  # it ended before a restart or a requeue
                 run.frozen = True
                 continue
+            if rec and rec.get("state") != "queued":
+                run.attempt = max(run.attempt, int(rec.get("attempt") or 1) + 1)
+            self.publish(run, force=True)  # queued, this attempt (clears an old preemption)
             if not run.cancelled:
                 self.start(run, code_dir, script)
             else:

@@ -47,6 +47,7 @@ from chester_backend_ec2.options import Ec2Options
 NAME = "ec2"
 SWEEP_TAG = "chester:sweep"
 GROUP_TAG = "chester:group"
+ATTEMPT_TAG = "chester:attempt"
 #: Files of a run folder that never come back (they went out from here).
 NEVER_PULLED = (".chester/payload.pkl",)
 PULL_STATE = ".chester/ec2-pulled.json"
@@ -116,9 +117,7 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
                      for r in members],
         }
         spec_key = f"{sp}instances/{gtok}.json"
-        ud = render.user_data(bucket=o.bucket, spec_key=spec_key, agent_key=agent_key,
-                              region=o.region, endpoint_url=o.endpoint_url, python=o.python,
-                              bootstrap=o.bootstrap_commands)
+        ud = _user_data(o, spec_key, agent_key)
         if len(ud.encode()) > render.USER_DATA_LIMIT:
             raise UserError(f"ec2 backend: user-data is {len(ud.encode())} bytes, over EC2's "
                             f"16 KB: shorten bootstrap_commands")
@@ -141,16 +140,26 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
               "agent_key": agent_key, "groups": groups})
 
 
+def _user_data(o: Ec2Options, spec_key: str, agent_key: str) -> str:
+    from chester_backend_ec2 import render
+
+    return render.user_data(bucket=o.bucket, spec_key=spec_key, agent_key=agent_key,
+                            region=o.region, endpoint_url=o.endpoint_url, python=o.python,
+                            bootstrap=o.bootstrap_commands)
+
+
 def _run_args(backend: BackendConfig, sweep: str, gtok: str, user_data: str,
-              redact: bool = False) -> dict[str, Any]:
+              redact: bool = False, attempt: int = 1) -> dict[str, Any]:
     o: Ec2Options = backend.options
     tags = [{"Key": k, "Value": str(v)} for k, v in sorted(o.tags.items())]
     tags += [{"Key": "Name", "Value": f"chester-{sweep}"[:256]},
              {"Key": SWEEP_TAG, "Value": sweep}, {"Key": GROUP_TAG, "Value": gtok}]
+    if attempt > 1:
+        tags.append({"Key": ATTEMPT_TAG, "Value": str(attempt)})
     args: dict[str, Any] = dict(o.run_instances_extra)
     args.update(
         ImageId=o.image_id, InstanceType=o.instance_type, MinCount=1, MaxCount=1,
-        ClientToken=gtok, UserData="<user-data>" if redact else user_data,
+        ClientToken=gtok if attempt == 1 else f"{gtok}-a{attempt}", UserData="<user-data>" if redact else user_data,
         InstanceInitiatedShutdownBehavior="terminate",
         MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
                          "HttpPutResponseHopLimit": 1, "InstanceMetadataTags": "disabled"},
@@ -360,6 +369,10 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
         if st == "cancelled" or (cancelled and (rec.get("ended_at") or not alive)):
             return RunStatus(state=State.CANCELLED, **{**kw, "reason": kw.get("reason") or
                                                        "cancelled"})
+        if rec.get("preempted") and st != "failed" and alive and \
+                int(_tag(inst, ATTEMPT_TAG) or 1) > int(rec.get("attempt") or 1):
+            return RunStatus(state=State.REQUEUED, remote_id=iid, attempt=rec.get("attempt"),
+                             pending_reason=f"preempted; started again on {iid}")
         if rec.get("preempted") and st != "failed":
             kw["reason"] = f"spot interruption of {iid}; the run did not finish"
             return RunStatus(state=State.PREEMPTED, **kw)
@@ -419,7 +432,52 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
         for h in hs:
             out[h.token] = to_status(h, by_group.get(h.get("group")), records.get(h.token),
                                      h.token in cancels)
+        if o.max_requeues > 0:
+            _requeue(backend, ec2, s3, sweep, hs, out, insts, by_group)
     return out
+
+
+def _requeue(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
+             out: dict[str, RunStatus], insts: list[dict], by_group: dict[str, dict]) -> None:
+    """Start a preempted instance's unfinished runs again on a new instance.
+
+    Only when the instance is gone, every run of it that is asked about is preempted or over,
+    and the group has had fewer than ``1 + max_requeues`` instances. The ClientToken and the
+    attempt tag make a repeated poll (or a retried call) start no second replacement."""
+    from chester_backend_ec2 import aws, render
+
+    o: Ec2Options = backend.options
+    members: dict[str, list[RunHandle]] = {}
+    for h in hs:
+        members.setdefault(h.get("group") or "", []).append(h)
+    for gtok, mhs in members.items():
+        cur = by_group.get(gtok)
+        if not gtok or cur is None or cur["State"]["Name"] not in ("shutting-down", "terminated"):
+            continue
+        states = [out[h.token].state for h in mhs]
+        if State.PREEMPTED not in states or \
+                any(s not in (State.PREEMPTED,) and not s.terminal for s in states):
+            continue
+        attempts = sum(1 for i in insts if _tag(i, GROUP_TAG) == gtok)
+        if attempts >= 1 + o.max_requeues:
+            continue
+        agent = render.agent_source()
+        agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
+        spec_key = f"{sweep_prefix(o, sweep)}instances/{gtok}.json"
+        with aws.errors("uploading the agent", s3):
+            if not _exists(s3, o.bucket, agent_key):
+                s3.put_object(Bucket=o.bucket, Key=agent_key, Body=agent)
+        args = _run_args(backend, sweep, gtok, _user_data(o, spec_key, agent_key),
+                         attempt=attempts + 1)
+        with aws.errors("run_instances (requeue)", ec2):
+            new = ec2.run_instances(**args)["Instances"][0]
+        for h in mhs:
+            if out[h.token].state == State.PREEMPTED:
+                out[h.token] = RunStatus(
+                    state=State.REQUEUED, remote_id=new["InstanceId"],
+                    attempt=(out[h.token].attempt or 1) + 1,
+                    pending_reason=f"preempted on {cur['InstanceId']}; started again on "
+                                   f"{new['InstanceId']} (instance {attempts + 1})")
 
 
 # -- cancel --------------------------------------------------------------------------------------
@@ -438,11 +496,18 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
     for h in handles:
         asked.setdefault(h.get("group") or "", set()).add(h.token)
     # an instance is terminated only when every run it carries is cancelled
-    whole = {h.remote_id for h in handles if h.remote_id and
-             len(asked[h.get("group") or ""]) >= int(h.get("group_size") or 1)}
+    whole = sorted({h.get("group") or "" for h in handles if h.get("group") and
+                    len(asked[h.get("group") or ""]) >= int(h.get("group_size") or 1)})
     if whole:
         with aws.errors("terminating instances", ec2):
-            ec2.terminate_instances(InstanceIds=sorted(whole))
+            ids = set()
+            for i in range(0, len(whole), 200):
+                ids |= {inst["InstanceId"] for inst in _describe(
+                    ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": whole[i:i + 200]},
+                          {"Name": "instance-state-name",
+                           "Values": ["pending", "running", "stopping", "stopped"]}])}
+            if ids:
+                ec2.terminate_instances(InstanceIds=sorted(ids))
     return {h.token: True for h in handles}
 
 
