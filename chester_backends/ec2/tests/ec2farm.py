@@ -35,7 +35,10 @@ def moto_endpoint(request):
     """The shared ``aws_endpoint`` fixture when it exists, else our own ThreadedMotoServer."""
     try:
         ep = request.getfixturevalue("aws_endpoint")
-        url = getattr(ep, "url", None) or getattr(ep, "endpoint_url", None) or str(ep)
+        if isinstance(ep, dict):
+            url = ep.get("url") or ep.get("endpoint_url")
+        else:
+            url = getattr(ep, "url", None) or getattr(ep, "endpoint_url", None) or str(ep)
         yield url
         return
     except pytest.FixtureLookupError:
@@ -166,6 +169,8 @@ class Farm:
     """Plays EC2: runs the user-data of every instance chester launches in moto."""
 
     def __init__(self, base: Path, endpoint: str, *, paused: bool = False):
+        #: give instances AWS_ENDPOINT_URL (False: they must use the endpoint in user-data)
+        self.endpoint_env = True
         import boto3
 
         self.base = base
@@ -232,7 +237,9 @@ class Farm:
 
     def _env(self, root: Path, imds: FakeImds) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(INSTANCE_CREDS, AWS_ENDPOINT_URL=self.endpoint, AWS_DEFAULT_REGION=REGION,
+        if self.endpoint_env:
+            env["AWS_ENDPOINT_URL"] = self.endpoint
+        env.update(INSTANCE_CREDS, AWS_DEFAULT_REGION=REGION,
                    CHESTER_EC2_IMDS=imds.url, CHESTER_EC2_ROOT=str(root),
                    CHESTER_EC2_POWEROFF=f"touch {root}/powered-off",
                    PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}")

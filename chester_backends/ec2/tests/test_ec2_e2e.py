@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -230,3 +231,28 @@ def test_cli_status_monitor_logs(project, farm):
     logs = subprocess.run(exe + ["logs", results[0].parent.name], cwd=project.project,
                           env=env, capture_output=True, text=True, timeout=60)
     assert logs.returncode == 0 and "trained" in logs.stdout, logs.stderr
+
+
+def test_endpoint_url_option_reaches_the_instance(project, farm, monkeypatch):
+    """An S3-compatible store: S3 only through `endpoint_url`, on the laptop and the instance."""
+    from chester.config import load_config
+    from chester.launcher import launch
+    from chester_backend_ec2 import aws as aws_mod
+
+    ep = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", ep)  # EC2 stays on moto
+    aws_mod.reset_clients()
+    farm.endpoint_env = False
+    text = (project.project / "chester.yaml").read_text()
+    (project.project / "chester.yaml").write_text(
+        text.replace("type: ec2", f"type: ec2\n    endpoint_url: {ep}"))
+    cfg = load_config(project.project / "chester.yaml")
+    assert cfg.backend("ec2").options.endpoint_url == ep
+    sweep = launch(_train(), [{"lr": 9}], backend="ec2", exp_prefix="s3compat", config=cfg)
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sweep.runs[0]
+    assert [s.value for s in states.values()] == ["succeeded"], (run.reason, run.stderr_tail)
+    assert json.loads((run.log_dir / "result.json").read_text())["variant"] == {"lr": 9}
+    ud = farm.instances[run.handle.remote_id].user_data
+    assert f"export CHESTER_EC2_S3_ENDPOINT={ep}" in ud

@@ -86,8 +86,10 @@ class Ec2Options:
                 "(see docs/backends/ec2.md for the least-privilege policy)"})
     spot: bool = attrs.field(default=True, metadata={
         "help": "launch spot instances (false: on-demand)"})
-    max_price: str | None = attrs.field(default=None, metadata={
-        "help": "spot maximum price per hour in USD (default: the on-demand price)"})
+    max_price: str | float | None = attrs.field(default=None, converter=attrs.converters.optional(
+        lambda v: format(v, "g") if isinstance(v, float) else str(v)), metadata={
+        "help": "spot maximum price per hour in USD, e.g. \"0.90\" (default: the on-demand "
+                "price)"})
     interruption_behavior: str = attrs.field(
         default="terminate",
         validator=attrs.validators.in_(("terminate", "stop", "hibernate")),
