@@ -56,11 +56,34 @@ def scontrol_config() -> dict[str, str]:
 
 @attrs.define
 class SlurmCluster:
+    """The cluster the tests submit to; ``env`` is what its clients need (``SLURM_CONF``)."""
+
     max_array_size: int
     accounting: bool
     started: bool
+    env: dict = attrs.Factory(dict)
+    factory: object = None  # tests/infra's SlurmFactory, when that is what started it
 
-    def restart(self, *, accounting: bool) -> None:
+    def environ(self) -> dict:
+        return {**os.environ, **self.env}
+
+    def without_accounting(self) -> "SlurmCluster":
+        """A cluster like this one without accounting (another one, or this one restarted;
+        call :meth:`restore` afterwards)."""
+        if self.factory is not None:
+            c = self.factory.get(max_array_size=self.max_array_size, accounting=False)
+            return SlurmCluster(max_array_size=c.max_array_size, accounting=False,
+                                started=True, env=dict(c.env))
+        if not self.started:
+            pytest.skip("the SLURM was started by someone else; not reconfiguring it")
+        self._restart(accounting=False)
+        return self
+
+    def restore(self) -> None:
+        if self.factory is None and not self.accounting:
+            self._restart(accounting=True)
+
+    def _restart(self, *, accounting: bool) -> None:
         """Restart slurmctld/slurmd with or without accounting (slurmdbd keeps running)."""
         for p in ("/run/slurmd.pid", "/run/slurmctld.pid"):
             if _running(p):
@@ -77,8 +100,18 @@ class SlurmCluster:
 
 
 @pytest.fixture(scope="session")
-def slurm_local():
-    """A running single-node SLURM with accounting and a small MaxArraySize."""
+def slurm_local(request):
+    """A running single-node SLURM with accounting and a small MaxArraySize: the session's
+    ``slurm_factory`` (tests/infra) when there is one, else the infra.md recipe."""
+    try:
+        factory = request.getfixturevalue("slurm_factory")
+    except pytest.FixtureLookupError:
+        factory = None
+    if factory is not None:
+        c = factory.get(max_array_size=SMALL_MAX_ARRAY_SIZE, accounting=True)
+        yield SlurmCluster(max_array_size=c.max_array_size, accounting=True, started=True,
+                           env=dict(c.env), factory=factory)
+        return
     miss = _missing("slurmctld", "slurmd", "sbatch", "munged", "/usr/sbin/munged")
     if miss and not Path("/usr/sbin/slurmctld").exists():
         _skip_or_fail(f"SLURM is not installed ({miss}); see .ci/install.sh")
@@ -114,8 +147,17 @@ class LoginHost:
 
 
 @pytest.fixture(scope="session")
-def login_host(tmp_path_factory, slurm_local):
-    """A key-only sshd on 127.0.0.1 in front of the SLURM: the cluster's login host."""
+def login_host(request, tmp_path_factory, slurm_local):
+    """A key-only sshd on 127.0.0.1 in front of the SLURM: the cluster's login host
+    (tests/infra's ``sshd_loopback`` when there is one)."""
+    try:
+        h = request.getfixturevalue("sshd_loopback")
+    except pytest.FixtureLookupError:
+        h = None
+    if h is not None:
+        yield LoginHost(dir=Path(h.ssh_config).parent, alias=h.alias, ssh_config=h.ssh_config,
+                        key=h.key)
+        return
     if not Path("/usr/sbin/sshd").exists():
         _skip_or_fail("openssh-server is not installed")
     d = tmp_path_factory.mktemp("login")
@@ -132,14 +174,19 @@ def login_host(tmp_path_factory, slurm_local):
 
 
 @pytest.fixture
-def make_config():
+def make_config(slurm_local):
     """Build a chester.yaml mapping with one backend ``slurm`` (see :func:`slurm_config`)."""
-    return slurm_config
+    def make(**kw):
+        kw.setdefault("scheduler_env", slurm_local.env)
+        return slurm_config(**kw)
+    return make
 
 
 def slurm_config(*, host: LoginHost | None = None, remote_dir: str | None = None,
                  **options) -> dict:
     """A chester.yaml mapping with one backend ``slurm``."""
+    if not options.get("scheduler_env"):
+        options.pop("scheduler_env", None)
     opts = {"type": "slurm", "python": PY, "poll_interval": 0.3, **options}
     if host is not None:
         opts.update(host=host.alias, ssh_config=host.ssh_config)

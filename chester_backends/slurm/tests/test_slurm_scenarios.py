@@ -115,15 +115,17 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
     _wait_state(requeued, run, {State.RUNNING})
     time.sleep(1.5)  # the worker has started and recorded attempt 1
     rid = _row(requeued, run).remote_id
-    subprocess.run(["scontrol", "requeue", rid], check=True)
+    subprocess.run(["scontrol", "requeue", rid], check=True, env=slurm_local.environ())
     # SLURM holds a requeued job for ~2 minutes (BeginTime); chester must say "requeued"
     st = _wait_state(requeued, run, {State.REQUEUED}, timeout=30)
     assert st == State.REQUEUED and _row(requeued, run).attempt == 2
     end = time.monotonic() + 30
     while subprocess.run(["squeue", "-h", "-j", rid, "-o", "%T"], capture_output=True,
-                         text=True).stdout.strip() != "PENDING" and time.monotonic() < end:
+                         text=True, env=slurm_local.environ()).stdout.strip() != "PENDING" \
+            and time.monotonic() < end:
         time.sleep(0.2)
-    subprocess.run(["scontrol", "update", f"JobId={rid}", "StartTime=now"], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={rid}", "StartTime=now"], check=True,
+                   env=slurm_local.environ())
 
     # cancel a whole array once its tasks run
     for r in cancelled.runs:
@@ -172,14 +174,12 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
 
 def test_status_without_accounting(tmp_path, slurm_local, make_config, monkeypatch):
     """With accounting off, squeue (one call per poll) gives the same answers."""
-    if not slurm_local.started:
-        pytest.skip("the SLURM was started by someone else; not reconfiguring it")
     log = tmp_path / "calls.log"
     monkeypatch.setenv("PATH", f"{_shims(tmp_path, log)}:{os.environ['PATH']}")
-    slurm_local.restart(accounting=False)
+    cluster = slurm_local.without_accounting()
     try:
-        env = ConformanceEnv.create(tmp_path, backend="slurm",
-                                    config=make_config(poll_interval=0.0))
+        env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
+            poll_interval=0.0, scheduler_env=cluster.env))
         ok = launch(fn_write_result, [{"i": i} for i in range(2)], backend="slurm",
                     exp_prefix="noacct", config=env.config)
         bad = launch(fn_raise, [{"tag": "na"}], backend="slurm", exp_prefix="noacct-fail",
@@ -193,7 +193,7 @@ def test_status_without_accounting(tmp_path, slurm_local, make_config, monkeypat
                         progress=False)[bad.runs[0].name] == State.FAILED
         assert "ValueError" in bad.runs[0].reason
     finally:
-        slurm_local.restart(accounting=True)
+        slurm_local.restore()
 
 
 def fn_chatty(variant, log_dir, exp_name):

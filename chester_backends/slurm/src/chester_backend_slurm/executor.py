@@ -6,14 +6,18 @@ Both executors offer the same few calls; the backend never cares which one it ha
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import attrs
 
-from chester.errors import BackendError, ConnectError, TransientBackendError
+from chester.errors import BackendError, ConnectError, TransientBackendError, UserError
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @attrs.frozen
@@ -60,17 +64,28 @@ def _rsync_stats(out: str) -> Transferred:
     return Transferred(files=files, bytes=size)
 
 
+def env_prefix(env: Mapping[str, str]) -> str:
+    """``export`` lines for the scheduler's environment (e.g. ``SLURM_CONF``), quoted."""
+    lines = []
+    for k, v in sorted(env.items()):
+        if not _ENV_NAME.match(k):
+            raise UserError(f"slurm: scheduler_env name {k!r} is not a valid variable name")
+        lines.append(f"export {k}={shlex.quote(str(v))}\n")
+    return "".join(lines)
+
+
 @attrs.define
 class LocalExecutor:
     """``sbatch`` is on this machine: subprocesses, and plain copies."""
 
     backend: str
     host: str | None = None
+    prefix: str = ""
 
     def run_script(self, script: str, *, timeout: float | None = None,
                    check: bool = True) -> Result:
         try:
-            p = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True,
+            p = subprocess.run(["bash", "-s"], input=self.prefix + script, capture_output=True, text=True,
                                timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise TransientBackendError(f"{self.backend}: command timed out after {timeout}s") \
@@ -130,10 +145,11 @@ class RemoteExecutor:
     backend: str
     transport: Any
     host: str | None = None
+    prefix: str = ""
 
     def run_script(self, script: str, *, timeout: float | None = None,
                    check: bool = True) -> Result:
-        r = self.transport.run_script(script, timeout=timeout, check=False)
+        r = self.transport.run_script(self.prefix + script, timeout=timeout, check=False)
         res = Result(r.stdout, r.stderr, r.exit_code)
         if check and res.exit_code != 0:
             raise BackendError(f"{self.backend}: command on {self.host} failed "
@@ -158,8 +174,9 @@ class RemoteExecutor:
 
 def open_executor(backend_name: str, options: Any) -> Executor:
     """The executor for a configured backend: remote when ``host`` is set."""
+    prefix = env_prefix(options.scheduler_env)
     if not options.host:
-        return LocalExecutor(backend=backend_name)
+        return LocalExecutor(backend=backend_name, prefix=prefix)
     try:
         from chester_backend_ssh.transport import SSHTarget, Transport
     except ImportError as exc:  # pragma: no cover - the dependency is declared
@@ -168,7 +185,7 @@ def open_executor(backend_name: str, options: Any) -> Executor:
     target = SSHTarget.parse(options.host, user=options.user, port=options.port,
                              key_filename=options.key_filename, ssh_config=options.ssh_config)
     return RemoteExecutor(backend=backend_name, transport=Transport(target, backend=backend_name),
-                          host=options.host)
+                          host=options.host, prefix=prefix)
 
 
 __all__ = ["ConnectError", "Executor", "LocalExecutor", "RemoteExecutor", "Result",

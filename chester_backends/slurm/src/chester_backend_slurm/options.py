@@ -49,6 +49,9 @@ class SlurmOptions:
     ssh_config: str | None = attrs.field(default=None, metadata={"help": "ssh_config file"})
     remote_dir: str | None = attrs.field(default=None, metadata={
         "help": "project root on the cluster (default: the local project path)"})
+    scheduler_env: Mapping[str, str] = attrs.field(factory=dict, metadata={
+        "help": "environment for the SLURM commands on the submit host, e.g. SLURM_CONF "
+                "(jobs inherit it through sbatch)"})
     python: str = attrs.field(default="python3", metadata={
         "help": "Python with chester installed, on the login host and compute nodes"})
     # -- resources -------------------------------------------------------------------------
