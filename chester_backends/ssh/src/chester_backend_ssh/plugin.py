@@ -46,7 +46,8 @@ RUN_FILES = (rd.VARIANT_JSON, rd.RUN_JSON, rd.PAYLOAD)
 PULL_EXCLUDES = (f"/{rd.PAYLOAD}", "claim.lock")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-__all__ = ["SSHOptions", "NAME", "transport_for", "render_env_file", "render_submit_script"]
+__all__ = ["SSHOptions", "NAME", "transport_for", "render_env_file", "render_submit_script",
+           "secret_values", "sync_code", "target_argv", "code_footprint"]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -179,6 +180,10 @@ def _secret_values(backend: BackendConfig) -> dict[str, str]:
                 v = v[1:-1]
             out[k] = v
     return out
+
+
+#: public name (the SLURM backend uses it); ``_secret_values`` stays for compatibility
+secret_values = _secret_values
 
 
 def _render_secrets(values: Mapping[str, str]) -> bytes:
