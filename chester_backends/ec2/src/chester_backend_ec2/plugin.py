@@ -211,12 +211,12 @@ def upload_code(s3: Any, o: Ec2Options, data: Mapping[str, Any]) -> int:
         return 0
     prefix = f"{_root(o)}code/objects/"
     have = {obj["Key"][len(prefix):] for obj in _list(s3, o.bucket, prefix)}
-    sent = 0
-    for digest, path in sorted(data["paths"].items()):
-        if digest in have:
-            continue
-        s3.upload_file(path, o.bucket, prefix + digest)
-        sent += os.path.getsize(path)
+    missing = [(d, p) for d, p in sorted(data["paths"].items()) if d not in have]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(8, len(missing))) as pool:
+            for fut in [pool.submit(s3.upload_file, p, o.bucket, prefix + d) for d, p in missing]:
+                fut.result()
+    sent = sum(os.path.getsize(p) for _, p in missing)
     body = data["manifest"].encode()
     s3.put_object(Bucket=o.bucket, Key=data["manifest_key"], Body=body)
     return sent + len(body)
