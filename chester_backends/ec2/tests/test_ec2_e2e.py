@@ -125,6 +125,15 @@ def test_pull_include_exclude_and_progress(project, farm):
     # later, everything (only the new files travel)
     got = sweep.pull()
     assert got[0].files == 1 and got[0].bytes == 5000
+    # an object that changed in S3 comes again (whatever the clocks say)
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    key = [o["Key"] for o in s3.list_objects_v2(Bucket="chester-test")["Contents"]
+           if o["Key"].endswith(f"{run.token}/result.json")][0]
+    s3.put_object(Bucket="chester-test", Key=key, Body=b'{"changed": true}')
+    got = sweep.pull()
+    assert got[0].files == 1 and (run.log_dir / "result.json").read_text() == '{"changed": true}'
     # a newer local file is never overwritten
     (run.log_dir / "stdout.log").write_text("edited locally\n")
     from chester_backend_ec2 import plugin

@@ -561,10 +561,13 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                 except OSError:
                     st = None
                 if st is not None:
-                    if state.get(rel) == etag and st.st_size == obj["Size"]:
+                    seen = state.get(rel)
+                    untouched = isinstance(seen, dict) and \
+                        [st.st_size, st.st_mtime_ns] == [seen.get("size"), seen.get("mtime_ns")]
+                    if untouched and seen.get("etag") == etag:
                         continue  # unchanged since the last pull
-                    if st.st_mtime > obj["LastModified"].timestamp():
-                        continue  # never overwrite a newer local file
+                    if not untouched and st.st_mtime > obj["LastModified"].timestamp():
+                        continue  # a local file changed here and newer: never overwritten
                 todo.append((rel, {"Key": obj["Key"], "Size": obj["Size"], "ETag": etag}))
             plan.append((h, todo, state))
     bar = _progress(sum(obj["Size"] for _, todo, _ in plan for _, obj in todo))
@@ -580,7 +583,9 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                     tmp = path.with_name(f".{path.name}.ec2-part")
                     s3.download_file(o.bucket, obj["Key"], str(tmp))
                     os.replace(tmp, path)
-                    state[rel] = obj["ETag"]
+                    st = path.stat()
+                    state[rel] = {"etag": obj["ETag"], "size": st.st_size,
+                                  "mtime_ns": st.st_mtime_ns}
                     nbytes += obj["Size"]
                     if bar is not None:
                         bar.advance(bar.task_ids[0], obj["Size"])
