@@ -271,3 +271,19 @@ def test_preempted_run_is_requeued_on_a_new_instance(tmp_path, farm):
     assert (run.log_dir / "progress.txt").read_text().count("start") == 2
     st = json.loads((run.log_dir / ".chester" / "status.json").read_text())
     assert st["attempt"] == 2
+
+
+def test_failed_setup_fails_every_run_with_the_log(tmp_path, farm):
+    env = _env(tmp_path)
+    with open(env.project / "chester.yaml", "a") as f:
+        f.write("prepare_commands: ['echo setting up', 'echo broken-dependency >&2; exit 7']\n")
+    from chester.config import load_config
+
+    env.config = load_config(env.project / "chester.yaml")
+    sweep = _launch(env, [{"seconds": 0}, {"seconds": 0}], "badsetup")
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    for run in sweep.runs:
+        assert states[run.name].value == "failed"
+        assert "instance setup failed (exit 7)" in run.reason
+        assert "broken-dependency" in run.reason
+        assert "instance setup failed" in (run.log_dir / "stderr.log").read_text()

@@ -398,11 +398,20 @@ class Agent:
             os.makedirs(run.dir, exist_ok=True)
             self.fetch_run(run)
         self.check_cancel()
+        for run in self.runs:
+            rec = self.earlier(run)
+            if rec and rec.get("state") in ("succeeded", "failed", "cancelled"):
+                run.state = "ended"  # it ended before a restart or a requeue
+                run.frozen = True
+            elif rec and rec.get("state") != "queued":
+                run.attempt = max(run.attempt, int(rec.get("attempt") or 1) + 1)
         code_dir = self.fetch_code()
         rc, script, logf = self.setup(code_dir)
         if rc != 0:
             reason = "instance setup failed (exit %d): %s" % (rc, tail(logf, 10) or "")
             for run in self.runs:
+                if run.frozen:
+                    continue
                 with open(os.path.join(run.dir, "stderr.log"), "a") as f:
                     f.write(reason + "\n")
                 run.state = "ended"
@@ -413,15 +422,10 @@ class Agent:
                 self.sync_run(run)
             return self.finish()
         for run in self.runs:
-            rec = self.earlier(run)
-            if rec and rec.get("state") in ("succeeded", "failed", "cancelled"):
-                run.state = "ended"  # it ended before a restart or a requeue
-                run.frozen = True
+            if run.frozen:
                 continue
-            if rec and rec.get("state") != "queued":
-                run.attempt = max(run.attempt, int(rec.get("attempt") or 1) + 1)
             self.publish(run, force=True)  # queued, this attempt (clears an old preemption)
-            if not run.cancelled:
+            if not run.cancelled and not self.stop.is_set():
                 self.start(run, code_dir, script)
             else:
                 run.state = "ended"
