@@ -263,6 +263,14 @@ class Farm:
             inst.killed_at = time.time()
             kill_session(inst.proc.pid, signal.SIGTERM)
 
+    def crash(self, iid: str):
+        """The machine dies at once (no shutdown): SIGKILL everything, then terminate."""
+        inst = self.instances[iid]
+        inst.done = True
+        kill_session(inst.proc.pid, signal.SIGKILL)
+        inst.proc.wait(10)
+        self.ec2.terminate_instances(InstanceIds=[iid])
+
     def interrupt(self, iid: str):
         """Post a spot interruption notice on the instance's metadata."""
         t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))

@@ -287,3 +287,42 @@ def test_failed_setup_fails_every_run_with_the_log(tmp_path, farm):
         assert "instance setup failed (exit 7)" in run.reason
         assert "broken-dependency" in run.reason
         assert "instance setup failed" in (run.log_dir / "stderr.log").read_text()
+
+
+def test_instance_dying_mid_run_reads_lost(tmp_path, farm):
+    env = _env(tmp_path)
+    sweep = _launch(env, [{"seconds": 60}], "crash")
+    run = sweep.runs[0]
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    farm.crash(run.handle.remote_id)
+    states = sweep.wait(timeout=30, poll_interval=0.3, progress=False, pull=True)
+    assert states[run.name].value == "lost"
+    assert "never ended" in run.reason
+    assert len(farm.instances) == 1  # a lost run is not requeued
+
+
+@pytest.mark.parametrize("istate,rec,cancel,expected", [
+    ("pending", None, False, "queued"),
+    ("running", {"state": "running"}, False, "running"),
+    ("running", {"state": "succeeded"}, False, "succeeded"),
+    ("terminated", {"state": "succeeded"}, False, "succeeded"),
+    ("terminated", {"state": "failed", "reason": "ValueError: x"}, False, "failed"),
+    ("running", {"state": "running", "preempted": True}, False, "preempted"),
+    ("terminated", {"state": "terminated", "preempted": True}, False, "preempted"),
+    ("terminated", {"state": "running"}, False, "lost"),
+    ("terminated", None, False, "lost"),
+    (None, None, False, "lost"),
+    ("terminated", None, True, "cancelled"),
+    ("running", {"state": "running"}, True, "running"),
+    ("terminated", {"state": "running"}, True, "cancelled"),
+    ("running", {"state": "cancelled"}, True, "cancelled"),
+    ("stopped", {"state": "terminated", "preempted": True}, False, "preempted"),
+])
+def test_status_table(istate, rec, cancel, expected):
+    from chester.types import RunHandle
+    from chester_backend_ec2.plugin import to_status
+
+    h = RunHandle(run_id=1, token="t", backend="ec2", local_dir="/x", remote_dir="/y",
+                  remote_id="i-1")
+    inst = None if istate is None else {"InstanceId": "i-1", "State": {"Name": istate}}
+    assert to_status(h, inst, rec, cancel).state.value == expected
