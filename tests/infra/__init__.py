@@ -1,0 +1,256 @@
+"""Real servers for the integration tests: SSH hosts, a single-node SLURM and an AWS endpoint.
+
+The fixtures live in :mod:`tests.infra.plugin` (loaded from the repo-root ``conftest.py``);
+the machinery is in :mod:`tests.infra.sshd`, :mod:`tests.infra.slurm` and
+:mod:`tests.infra.aws`. Everything started here binds to loopback or to addresses inside
+network namespaces created here, and is stopped by pid at the end of the session.
+
+This module holds the small helpers the three share.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import pytest
+
+__all__ = [
+    "InfraUnavailable",
+    "Daemon",
+    "free_port",
+    "kill_pids",
+    "on_exit",
+    "pids_with_env",
+    "require",
+    "skip_or_fail",
+    "wait_until",
+]
+
+
+class InfraUnavailable(Exception):
+    """Something a fixture needs is missing (binary, root, ...): skip, or fail under CI."""
+
+
+def skip_or_fail(reason: str) -> None:
+    """``pytest.skip`` on a developer machine, ``pytest.fail`` when ``CI=true``."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"test infrastructure unavailable under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require(*, root: bool = False, binaries: Iterable[str] = ()) -> None:
+    """Raise :class:`InfraUnavailable` unless we are root (if asked) and every binary exists.
+
+    A binary is an absolute path or a name looked up on ``PATH`` (plus the sbin folders,
+    which a non-login root shell may lack).
+    """
+    if root and os.geteuid() != 0:
+        raise InfraUnavailable("needs root")
+    missing = [b for b in binaries if find_binary(b) is None]
+    if missing:
+        raise InfraUnavailable(
+            "missing binaries: " + ", ".join(missing) + " (see .ci/install.sh)")
+
+
+def find_binary(name: str) -> str | None:
+    if os.path.isabs(name):
+        return name if os.access(name, os.X_OK) else None
+    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+    return shutil.which(name, path=path)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.05) -> object:
+    """Poll ``pred`` until it returns something truthy; raise ``TimeoutError`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- processes --------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        pass
+
+
+class Daemon:
+    """A server process run in the foreground as our child, stopped by its pid.
+
+    It gets ``SIGKILL`` if the test process dies without cleaning up (``PR_SET_PDEATHSIG``),
+    and its stdout/stderr go to ``log``.
+    """
+
+    def __init__(self, argv: list[str], log: Path, env: Mapping[str, str] | None = None,
+                 cwd: str | Path | None = None):
+        self.argv = argv
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None, cwd=cwd,
+                preexec_fn=_die_with_parent, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+        """Signal the process, then ``SIGKILL`` it if it has not exited after ``timeout``."""
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(5)
+
+    def tail(self, n: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def _ancestors() -> set[int]:
+    out, pid = set(), os.getpid()
+    while pid > 1:
+        out.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
+def pids_with_env(entries: Iterable[str]) -> list[int]:
+    """Pids of processes whose environment holds any of ``entries`` (``"KEY=value"``),
+    excluding this process and its ancestors."""
+    wanted = [e.encode() for e in entries]
+    skip = _ancestors()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in skip:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(w in env for w in wanted):
+            found.append(int(name))
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    kids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            kids.append(int(name))
+    return kids
+
+
+def descendants_of(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = children_of(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def kill_pids(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def run(argv: list[str], *, check: bool = True, timeout: float = 60,
+        env: Mapping[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    """``subprocess.run`` with text output captured; the error names the command and its output."""
+    if "input" not in kw:
+        kw["stdin"] = subprocess.DEVNULL
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                       env=dict(env) if env is not None else None, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: "
+                           f"{(p.stderr or p.stdout).strip()[-1500:]}")
+    return p
+
+
+# -- cleanup that also runs when the session dies early -------------------------------
+
+_exit_hooks: list[Callable[[], None]] = []
+
+
+def on_exit(fn: Callable[[], None]) -> Callable[[], None]:
+    """Run ``fn`` at interpreter exit unless it was removed (see :func:`done_exit`).
+
+    Fixtures stop their servers in ``finally``; this is the second line for an interrupted
+    session. ``fn`` must be idempotent.
+    """
+    _exit_hooks.append(fn)
+    return fn
+
+
+def done_exit(fn: Callable[[], None]) -> None:
+    try:
+        _exit_hooks.remove(fn)
+    except ValueError:
+        pass
+
+
+@atexit.register
+def _run_exit_hooks() -> None:
+    while _exit_hooks:
+        fn = _exit_hooks.pop()
+        try:
+            fn()
+        except Exception:
+            pass

@@ -1,0 +1,150 @@
+"""pytest fixtures that start real servers for the session and stop them (by pid) at its end.
+
+Loaded from the repo-root ``conftest.py``. Each fixture skips when what it needs is
+missing (binaries, root) — or fails when ``CI=true``, so CI never skips silently.
+
+``sshd_hosts``           :class:`tests.infra.sshd.SshHosts` — 2 hosts in network namespaces
+``sshd_loopback``        :class:`tests.infra.sshd.SshHost` — sshd on 127.0.0.1:<free port>
+``slurm_factory``        :class:`tests.infra.slurm.SlurmFactory` — ``.get(max_array_size=,
+                         accounting=, cpus=)`` → a running cluster with that config
+``slurm_cluster``        :class:`tests.infra.slurm.SlurmCluster` — with accounting (slurmdbd),
+                         ``MaxArraySize=11``
+``slurm_cluster_noacct`` the same without accounting (``accounting_storage/none``)
+``aws_endpoint``         :class:`tests.infra.aws.AwsEndpoint` — moto server on 127.0.0.1
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from . import InfraUnavailable, done_exit, on_exit, skip_or_fail
+from .aws import AwsEndpoint, start_aws
+from .slurm import DEFAULT_MAX_ARRAY_SIZE, SlurmCluster, SlurmFactory
+from .sshd import SshHost, SshHosts, make_keys, start_loopback_host, start_netns_hosts
+
+# start-up times of this session's servers, in seconds (printed at the end with -v)
+TIMINGS: dict[str, float] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, a killed run) would end the process without the fixtures'
+    # teardown; turn it into KeyboardInterrupt so the servers are stopped and the
+    # namespaces removed. Left alone when someone else installed a handler.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def _interrupt(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+        try:
+            signal.signal(signal.SIGTERM, _interrupt)
+        except ValueError:  # not in the main thread
+            pass
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if TIMINGS and config.getoption("verbose") > 0:
+        terminalreporter.write_line(
+            "test servers started in: " +
+            ", ".join(f"{k} {v:.2f}s" for k, v in TIMINGS.items()))
+
+
+def _start(what: str, fn, *args, **kw):
+    """Call a start function; missing pieces skip (or fail under CI), timing recorded."""
+    t0 = time.monotonic()
+    try:
+        out = fn(*args, **kw)
+    except InfraUnavailable as e:
+        skip_or_fail(f"{what}: {e}")
+        raise  # not reached
+    TIMINGS[what] = time.monotonic() - t0
+    return out
+
+
+@pytest.fixture(scope="session")
+def _ssh_keys(tmp_path_factory):
+    if os.geteuid() != 0:
+        skip_or_fail("ssh hosts need root")
+    return make_keys(tmp_path_factory.mktemp("sshkeys"))
+
+
+@pytest.fixture(scope="session")
+def sshd_hosts(tmp_path_factory, _ssh_keys) -> Iterator[SshHosts]:
+    """Two SSH hosts ``chost1``/``chost2``, each a network namespace with its own address
+    (10.253.K.2, port 22), hostname and private ``/remote``; key-only root login.
+
+    Tests that inject faults should undo them (``sshd_hosts.heal()``).
+    """
+    hosts = _start("sshd_hosts", start_netns_hosts, tmp_path_factory.mktemp("sshd_hosts"),
+                   2, keys=_ssh_keys)
+    hook = on_exit(hosts.stop)
+    try:
+        yield hosts
+    finally:
+        hosts.stop()
+        done_exit(hook)
+
+
+@pytest.fixture(scope="session")
+def sshd_loopback(tmp_path_factory, _ssh_keys) -> Iterator[SshHost]:
+    """A key-only sshd on 127.0.0.1:<free port>, alias ``loopback``; its ``remote_dir`` is a
+    temp folder (the filesystem is this machine's)."""
+    host = _start("sshd_loopback", start_loopback_host,
+                  tmp_path_factory.mktemp("sshd_loopback"), keys=_ssh_keys)
+    hook = on_exit(host.stop)
+    try:
+        yield host
+    finally:
+        host.stop()
+        done_exit(hook)
+
+
+@pytest.fixture(scope="session")
+def slurm_factory(tmp_path_factory) -> Iterator[SlurmFactory]:
+    """Starts single-node SLURM clusters on demand: ``slurm_factory.get(max_array_size=5)``.
+    Each config is started once and kept until the end of the session."""
+    factory = SlurmFactory(tmp_path_factory.mktemp("slurm"))
+    hook = on_exit(factory.stop)
+    try:
+        yield factory
+    finally:
+        factory.stop()
+        done_exit(hook)
+        TIMINGS.update({f"slurm {k}": v for k, v in factory.timings.items()})
+
+
+def _cluster(factory: SlurmFactory, what: str, **kw) -> SlurmCluster:
+    return _start(what, factory.get, **kw)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(slurm_factory) -> SlurmCluster:
+    """SLURM with slurmdbd accounting (real ``sacct``), ``MaxArraySize=11``, ``CPUs=8``."""
+    return _cluster(slurm_factory, "slurm_cluster", max_array_size=DEFAULT_MAX_ARRAY_SIZE,
+                    accounting=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_noacct(slurm_factory) -> SlurmCluster:
+    """SLURM without accounting (``accounting_storage/none``), ``MaxArraySize=11``."""
+    return _cluster(slurm_factory, "slurm_cluster_noacct",
+                    max_array_size=DEFAULT_MAX_ARRAY_SIZE, accounting=False)
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint() -> Iterator[AwsEndpoint]:
+    """moto's server on 127.0.0.1:<free port>. Merge ``aws_endpoint.env`` into the
+    environment of the code under test; ``aws_endpoint.reset()`` wipes its state."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError as e:
+        skip_or_fail(f"moto[server] is not installed: {e}")
+    ep = _start("aws_endpoint", start_aws)
+    hook = on_exit(ep.stop)
+    try:
+        yield ep
+    finally:
+        ep.stop()
+        done_exit(hook)

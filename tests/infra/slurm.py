@@ -1,0 +1,437 @@
+"""A real single-node SLURM (Debian 12's slurm-wlm 22.05) started by the test session.
+
+Everything lives in a temp dir and runs as root in the foreground, as our child, on loopback
+only: one ``munged`` (own key and socket), and per cluster a ``slurmctld`` and a ``slurmd``
+on free ports, each with its own ``slurm.conf``, state, spool and logs. Clusters with
+accounting share one ``slurmdbd`` backed by a throw-away MariaDB (unix socket only, no
+grant tables), so ``sacct`` has real data; clusters without accounting have
+``AccountingStorageType=accounting_storage/none`` (``sacct`` then says accounting is
+disabled; ``sacct -c`` reads ``JobCompType=jobcomp/filetxt``).
+
+Clients find a cluster by ``SLURM_CONF``: run ``sbatch``/``squeue``/``sacct``/... with
+``cluster.env`` merged into the environment (or use ``cluster.run``). The daemons never
+read ``/etc/slurm``, so a SLURM installed or started by someone else is left alone.
+
+The config follows the tested recipe (``infra.md`` §1): ``CPUs=8`` with
+``config_overrides`` (8 tasks at once on 2 cores), ``batch_sched_delay=0`` (~1 s job
+turnaround), ``MinJobAge=300`` (finished jobs stay in ``scontrol show job``),
+``kill_invalid_depend``, ``ReturnToService=2``, ``proctrack/linuxproc``, no cgroups.
+Jobs run as root.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import (
+    Daemon,
+    free_port,
+    kill_pids,
+    pids_with_env,
+    require,
+    run,
+    wait_until,
+)
+
+MUNGED = "/usr/sbin/munged"
+MARIADBD = "/usr/sbin/mariadbd"
+NEEDED = (MUNGED, "mungekey", "munge", "ss", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo",
+          "scontrol", "scancel")
+NEEDED_ACCT = ("slurmdbd", MARIADBD, "mariadb", "sacct", "sacctmgr")
+TAG = "CHESTER_TEST_SLURM"  # in every daemon's environment, to find leftovers by pid
+
+DEFAULT_MAX_ARRAY_SIZE = 11
+NODE = "localhost"
+PARTITION = "debug"
+
+
+@dataclass(eq=False)
+class SlurmCluster:
+    """A running single-node cluster. Use ``cluster.env`` (``SLURM_CONF``) for the clients."""
+
+    name: str  # ClusterName
+    conf: Path  # slurm.conf
+    env: dict[str, str]  # add to os.environ for sbatch/squeue/sacct/scontrol/...
+    max_array_size: int  # MaxArraySize: --array indices must be < this
+    accounting: bool  # slurmdbd behind it (real `sacct`)
+    cpus: int
+    base: Path  # everything of this cluster: conf, state, spool, logs
+    node: str = NODE
+    partition: str = PARTITION
+    jobcomp_log: Path = field(default=Path())  # JobCompType=jobcomp/filetxt (`sacct -c`)
+    dbd_conf: Path | None = None  # slurmdbd.conf when accounting
+    ctld_port: int = 0
+    slurmd_port: int = 0
+    _ctld: Daemon | None = field(default=None, repr=False)
+    _slurmd: Daemon | None = field(default=None, repr=False)
+
+    def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """``os.environ`` plus :attr:`env` (plus ``extra``)."""
+        return {**os.environ, **self.env, **(extra or {})}
+
+    def run(self, argv: list[str], *, check: bool = True, timeout: float = 60,
+            **kw) -> subprocess.CompletedProcess:
+        """Run a SLURM client command against this cluster (text output captured)."""
+        return run(argv, check=check, timeout=timeout, env=self.environ(), **kw)
+
+    def sbatch(self, *args: str, cwd: str | Path | None = None) -> str:
+        """``sbatch --parsable ARGS`` → the job id."""
+        out = self.run(["sbatch", "--parsable", *args], cwd=cwd).stdout.strip()
+        return out.split(";")[0]
+
+    def queue(self) -> list[str]:
+        """Job ids (``%i``) still known to ``squeue``."""
+        return self.run(["squeue", "-h", "-o", "%i"]).stdout.split()
+
+    def wait_job(self, job_id: str, timeout: float = 60) -> None:
+        """Wait until ``job_id`` (or every task of the array) has left ``squeue``."""
+        def gone() -> bool:
+            r = self.run(["squeue", "-h", "-j", job_id, "-o", "%i"], check=False)
+            return r.returncode == 0 and not r.stdout.strip() or \
+                "Invalid job id" in r.stderr
+        wait_until(gone, timeout, f"job {job_id} to finish", interval=0.2)
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Wait until no job is pending or running and the node is idle."""
+        def idle() -> bool:
+            if self.queue():
+                return False
+            r = self.run(["sinfo", "-h", "-n", self.node, "-o", "%t"], check=False)
+            return r.stdout.strip() == "idle"
+        wait_until(idle, timeout, f"cluster {self.name} to be idle", interval=0.2)
+
+    def cancel_all(self, timeout: float = 30) -> None:
+        """``scancel`` every job of this cluster and wait until it is idle."""
+        if self.queue():
+            self.run(["scancel", "--full", *self.queue()], check=False)
+        self.wait_idle(timeout)
+
+    def sacct_state(self, job_id: str) -> str | None:
+        """The ``sacct -X`` state of one job (``None`` while sacct does not know it)."""
+        r = self.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State"],
+                     check=False)
+        for line in r.stdout.splitlines():
+            jid, _, state = line.partition("|")
+            if jid == job_id:
+                return state.split()[0] if state else None
+        return None
+
+    def alive(self) -> bool:
+        return all(d is not None and d.alive() for d in (self._ctld, self._slurmd))
+
+    def logs(self) -> str:
+        out = []
+        for f in ("slurmctld.log", "slurmd.log"):
+            try:
+                out.append(f"--- {f}\n" + (self.base / "log" / f).read_text()[-3000:])
+            except OSError:
+                pass
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """Cancel the jobs, stop slurmd and slurmctld, kill what is left. Idempotent."""
+        if self.alive():
+            try:
+                self.cancel_all(timeout=15)
+            except Exception:
+                pass
+        for d in (self._slurmd, self._ctld):
+            if d is not None:
+                d.stop(timeout=10)
+        # job steps and anything else still running against this cluster
+        kill_pids(pids_with_env([f"SLURM_CONF={self.conf}"]))
+
+
+class SlurmFactory:
+    """Starts clusters on demand, one per (MaxArraySize, accounting, CPUs), all kept up until
+    :meth:`stop`. One munged serves them all; one slurmdbd + MariaDB serves those with
+    accounting."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.clusters: dict[tuple[int, bool, int], SlurmCluster] = {}
+        self._munged: Daemon | None = None
+        self._mariadb: Daemon | None = None
+        self._dbd: Daemon | None = None
+        self._dbd_port = 0
+        self.munge_socket = base / "munge" / "munge.socket"
+        self.db_socket = base / "mariadb" / "mysqld.sock"
+        self.timings: dict[str, float] = {}
+
+    # -- public ---------------------------------------------------------------------------
+    def get(self, max_array_size: int = DEFAULT_MAX_ARRAY_SIZE, accounting: bool = True,
+            cpus: int = 8) -> SlurmCluster:
+        """A running, idle cluster with that config (started on first use)."""
+        key = (max_array_size, accounting, cpus)
+        c = self.clusters.get(key)
+        if c is not None and c.alive():
+            return c
+        require(root=True, binaries=NEEDED + (NEEDED_ACCT if accounting else ()))
+        if c is not None:  # a daemon died under a test: start the cluster afresh
+            c.stop()
+        t0 = time.monotonic()
+        _check_hostname_is_loopback()
+        self._start_munged()
+        if accounting:
+            self._start_dbd()
+        name = f"ch{'acct' if accounting else 'noacct'}{max_array_size}c{cpus}"
+        c = self._start_cluster(name, max_array_size, accounting, cpus)
+        self.clusters[key] = c
+        self.timings[name] = time.monotonic() - t0
+        return c
+
+    def stop(self) -> None:
+        """Stop every cluster, then slurmdbd, MariaDB and munged. Idempotent."""
+        for c in list(self.clusters.values()):
+            c.stop()
+        for d in (self._dbd, self._mariadb, self._munged):
+            if d is not None:
+                d.stop(timeout=10)
+        kill_pids(pids_with_env([f"{TAG}={self.base}"]))
+
+    # -- daemons --------------------------------------------------------------------------
+    def _daemon_env(self, slurm_conf: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+        env.update(SLURM_CONF=str(slurm_conf), MYSQL_UNIX_PORT=str(self.db_socket))
+        env[TAG] = str(self.base)
+        return env
+
+    def _start_munged(self) -> None:
+        if self._munged is not None and self._munged.alive():
+            return
+        d = self.base / "munge"
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)
+        key = d / "munge.key"
+        if not key.exists():
+            run(["mungekey", "--create", f"--keyfile={key}"])
+        key.chmod(0o600)
+        self._munged = m = Daemon(
+            [MUNGED, "--foreground", "--force", f"--socket={self.munge_socket}",
+             f"--key-file={key}", f"--pid-file={d / 'munged.pid'}",
+             f"--seed-file={d / 'munged.seed'}", f"--log-file={d / 'munged.log'}"],
+            d / "munged.out", env={**os.environ, TAG: str(self.base)})
+        wait_until(lambda: self.munge_socket.exists() or not m.alive(), 10, "munged")
+        r = run(["munge", "-n", "-S", str(self.munge_socket)], check=False) \
+            if m.alive() else None
+        if r is None or r.returncode != 0:
+            raise RuntimeError(f"munged did not start: {m.tail()}")
+
+    def _start_dbd(self) -> None:
+        if self._dbd is not None and self._dbd.alive():
+            return
+        if self._mariadb is None or not self._mariadb.alive():
+            self._start_mariadb()
+        dd = self.base / "dbd"
+        (dd / "log").mkdir(parents=True, exist_ok=True)
+        self._dbd_port = free_port()
+        conf = dd / "slurmdbd.conf"
+        conf.write_text(f"""\
+AuthType=auth/munge
+AuthInfo=socket={self.munge_socket}
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={self._dbd_port}
+# binds 127.0.0.1 (what the hostname resolves to) instead of 0.0.0.0
+CommunicationParameters=NoInAddrAny
+SlurmUser=root
+LogFile={dd / 'log' / 'slurmdbd.log'}
+PidFile={dd / 'slurmdbd.pid'}
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=root
+StorageLoc=slurm_acct_db
+""")
+        conf.chmod(0o600)
+        # slurmdbd reads slurmdbd.conf from the folder of $SLURM_CONF, and reaches MariaDB
+        # through $MYSQL_UNIX_PORT
+        self._dbd = dbd = Daemon(["slurmdbd", "-D"], dd / "log" / "slurmdbd.out",
+                                 env=self._daemon_env(dd / "slurm.conf"))
+
+        def dbd_up() -> bool:
+            if not dbd.alive():
+                raise RuntimeError(f"slurmdbd died: {dbd.tail()}")
+            return _listening(dbd.pid)
+        wait_until(dbd_up, 30, "slurmdbd", interval=0.05)
+        _assert_loopback_only([dbd.pid], "slurmdbd")
+
+    def _start_mariadb(self) -> None:
+        d = self.base / "mariadb"
+        data = d / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        # An empty data dir and no grant tables: starts in ~0.2 s (mariadb-install-db would
+        # take seconds); unix socket only, no TCP port.
+        self._mariadb = db = Daemon(
+            [MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root",
+             "--skip-grant-tables", "--skip-networking", f"--socket={self.db_socket}",
+             f"--pid-file={d / 'mysqld.pid'}", "--skip-log-bin",
+             "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
+             "--innodb-flush-log-at-trx-commit=0", "--innodb-lock-wait-timeout=900",
+             f"--log-error={d / 'mariadb.log'}"],
+            d / "mariadbd.out", env={**os.environ, TAG: str(self.base)})
+
+        def db_up() -> bool:
+            if not db.alive():
+                raise RuntimeError(f"mariadbd died: {_tail(d / 'mariadb.log')}")
+            return run(["mariadb", "-S", str(self.db_socket), "-e", "select 1"],
+                       check=False).returncode == 0
+        wait_until(db_up, 30, "MariaDB", interval=0.05)
+
+    def _start_cluster(self, name: str, max_array_size: int, accounting: bool,
+                       cpus: int) -> SlurmCluster:
+        b = self.base / name
+        for sub in ("etc", "state", "spool", "log"):
+            (b / sub).mkdir(parents=True, exist_ok=True)
+        conf = b / "etc" / "slurm.conf"
+        for attempt in range(3):  # a free port may be taken between probe and bind
+            c = SlurmCluster(
+                name=name, conf=conf, env={"SLURM_CONF": str(conf)},
+                max_array_size=max_array_size, accounting=accounting, cpus=cpus, base=b,
+                jobcomp_log=b / "log" / "jobcomp.log",
+                dbd_conf=self.base / "dbd" / "slurmdbd.conf" if accounting else None,
+                ctld_port=free_port(), slurmd_port=free_port())
+            conf.write_text(self._slurm_conf(c))
+            env = self._daemon_env(conf)
+            if accounting:
+                # the cluster must be known to slurmdbd before slurmctld first starts
+                run(["sacctmgr", "-i", "-Q", "add", "cluster", name], check=False, env=env)
+            try:
+                self._start_daemons(c, env)
+            except Exception:
+                c.stop()
+                if attempt == 2:
+                    raise
+                continue
+            return c
+        raise AssertionError("unreachable")
+
+    def _start_daemons(self, c: SlurmCluster, env: dict[str, str]) -> None:
+        log = c.base / "log"
+        c._ctld = ctld = Daemon(["slurmctld", "-D", "-i"], log / "slurmctld.out", env=env)
+        wait_until(lambda: _listening(ctld.pid) or not ctld.alive(), 30, "slurmctld")
+        if not ctld.alive():
+            raise RuntimeError(f"slurmctld did not start: {c.logs()}")
+        c._slurmd = slurmd = Daemon(["slurmd", "-D", "-N", c.node], log / "slurmd.out",
+                                    env=env)
+
+        def ready() -> bool:
+            if not (ctld.alive() and slurmd.alive()):
+                raise RuntimeError(f"slurm daemons died: {c.logs()}")
+            r = c.run(["sinfo", "-h", "-n", c.node, "-o", "%t"], check=False)
+            return r.stdout.strip() == "idle"
+        try:
+            wait_until(ready, 30, f"node {c.node} of {c.name} to be idle", interval=0.05)
+        except TimeoutError as e:
+            raise RuntimeError(f"{e}: {c.logs()}") from None
+        _assert_loopback_only([ctld.pid, slurmd.pid], c.name)
+
+    def _slurm_conf(self, c: SlurmCluster) -> str:
+        b = c.base
+        if c.accounting:
+            acct = f"""\
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort={self._dbd_port}
+# the munge socket for talking to slurmdbd (AuthInfo only covers slurmctld/slurmd)
+AccountingStoragePass={self.munge_socket}
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30"""
+        else:
+            acct = """\
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none"""
+        return f"""\
+ClusterName={c.name}
+SlurmctldHost=localhost(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={self.munge_socket}
+CredType=cred/munge
+# every daemon binds the address the hostname resolves to (loopback), not 0.0.0.0
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
+SlurmctldPort={c.ctld_port}
+SlurmdPort={c.slurmd_port}
+StateSaveLocation={b / 'state'}
+SlurmdSpoolDir={b / 'spool'}
+SlurmctldPidFile={b / 'slurmctld.pid'}
+SlurmdPidFile={b / 'slurmd.pid'}
+SlurmctldLogFile={b / 'log' / 'slurmctld.log'}
+SlurmdLogFile={b / 'log' / 'slurmd.log'}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+# the default batch_sched_delay=3 makes each scheduling pass wait 3 s after a job ends
+SchedulerParameters=batch_sched_delay=0
+{acct}
+JobCompType=jobcomp/filetxt
+JobCompLoc={c.jobcomp_log}
+DependencyParameters=kill_invalid_depend
+ReturnToService=2
+MpiDefault=none
+SwitchType=switch/none
+MaxArraySize={c.max_array_size}
+MaxJobCount=10000
+MinJobAge=300
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=5
+Waittime=0
+# CPUs may exceed the real count thanks to config_overrides
+SlurmdParameters=config_overrides
+NodeName={c.node} NodeAddr=127.0.0.1 CPUs={c.cpus} RealMemory=1000 State=UNKNOWN
+PartitionName={c.partition} Nodes={c.node} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+# -- checks -------------------------------------------------------------------------------
+
+def _tail(p: Path, n: int = 1500) -> str:
+    try:
+        return p.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _check_hostname_is_loopback() -> None:
+    """With NoInAddrAny the daemons bind the address the hostname resolves to: it must be
+    loopback, or they would listen on a real interface."""
+    host = socket.gethostname()
+    try:
+        addr = socket.gethostbyname(host)
+    except OSError:
+        addr = ""
+    if not addr.startswith("127."):
+        # the tested recipe's fix (infra.md §1): map the hostname to loopback
+        with open("/etc/hosts", "a") as f:
+            f.write(f"\n127.0.0.1 {host}\n")
+        addr = socket.gethostbyname(host)
+        if not addr.startswith("127."):
+            raise RuntimeError(f"hostname {host} resolves to {addr}, not loopback")
+
+
+def _listen_addrs(pid: int) -> list[str]:
+    """Local addresses of the TCP sockets ``pid`` listens on (from ``ss``)."""
+    out = run(["ss", "-ltnpH"], check=False).stdout
+    return [line.split()[3] for line in out.splitlines() if f"pid={pid}," in line]
+
+
+def _listening(pid: int) -> bool:
+    return bool(_listen_addrs(pid))
+
+
+def _assert_loopback_only(pids: list[int], what: str) -> None:
+    for pid in pids:
+        bad = [a for a in _listen_addrs(pid) if not a.startswith("127.")]
+        if bad:
+            os.kill(pid, signal.SIGKILL)
+            raise RuntimeError(f"{what} (pid {pid}) listens on {bad}, not only loopback")
