@@ -166,3 +166,21 @@ def test_dry_run_renders_without_touching_aws(tmp_path, monkeypatch):
     assert args["UserData"] == "<user-data>"
     assert args["MetadataOptions"]["HttpTokens"] == "required"
     assert p.scripts["user-data"].startswith("#!/bin/bash\n")
+
+
+@pytest.mark.parametrize("over", [
+    {"bootstrap_commands": ["export AWS_SECRET_ACCESS_KEY=abc"]},
+    {"bootstrap_commands": ["echo AKIAIOSFODNN7EXAMPLE"]},
+    {"tags": {"k": "-----BEGIN RSA PRIVATE KEY-----"}},
+])
+def test_secret_looking_values_are_refused(tmp_path, over):
+    from chester.errors import UserError
+    from chester.launcher import launch
+    from chester.testing import ConformanceEnv
+
+    from ec2farm import ec2_config  # type: ignore[import-not-found]
+
+    env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(**over))
+    with pytest.raises(UserError, match="instance role"):
+        launch(_noop, [{"i": 1}], backend="ec2", exp_prefix="sec", config=env.config,
+               dry_run=True)

@@ -118,6 +118,13 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
         }
         spec_key = f"{sp}instances/{gtok}.json"
         ud = _user_data(o, spec_key, agent_key)
+        if i == 0:
+            seen = render.find_secret(ud + json.dumps(o.tags) + json.dumps(
+                o.run_instances_extra, default=str))
+            if seen:
+                raise UserError(f"ec2 backend: the user-data, tags or run_instances_extra hold "
+                                f"{seen}; instances get their access from the instance role "
+                                "(iam_instance_profile), never from user-data")
         if len(ud.encode()) > render.USER_DATA_LIMIT:
             raise UserError(f"ec2 backend: user-data is {len(ud.encode())} bytes, over EC2's "
                             f"16 KB: shorten bootstrap_commands")

@@ -135,6 +135,23 @@ def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
     return "\n".join(lines) + "\n"
 
 
+_SECRET_PATTERNS = (
+    (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "an AWS access key id"),
+    (r"(?i)aws_secret_access_key|aws_session_token", "an AWS secret setting"),
+    (r"-----BEGIN [A-Z ]*PRIVATE KEY-----", "a private key"),
+)
+
+
+def find_secret(text: str) -> str | None:
+    """What secret-looking thing ``text`` holds (None: nothing found)."""
+    import re
+
+    for pattern, what in _SECRET_PATTERNS:
+        if re.search(pattern, text):
+            return what
+    return None
+
+
 def group_token(tokens: Iterable[str]) -> str:
     """The ClientToken of the instance carrying these runs (deterministic, <= 64 chars)."""
     return "chester-" + hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:40]
