@@ -10,6 +10,7 @@ moto hands out public-looking instance addresses (54.x, 10.x): never connect to 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ def start_aws() -> AwsEndpoint:
     """Start moto's ``ThreadedMotoServer`` on 127.0.0.1 with a free port."""
     from moto.server import ThreadedMotoServer
 
+    # werkzeug prints one line per request to stderr unless its logger is configured
+    wz = logging.getLogger("werkzeug")
+    if wz.level == logging.NOTSET:
+        wz.setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

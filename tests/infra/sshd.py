@@ -90,6 +90,8 @@ UseDNS no
 MaxStartups 100:30:200
 MaxSessions 50
 Subsystem sftp internal-sftp
+# lets a client pick the SLURM cluster: ssh -o SetEnv=SLURM_CONF=... (a "login host")
+AcceptEnv SLURM_CONF
 LogLevel VERBOSE
 """
 

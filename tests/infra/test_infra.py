@@ -253,3 +253,16 @@ def test_aws_s3_and_ec2(aws_endpoint, monkeypatch, tmp_path):
 
     aws_endpoint.reset()
     assert s3.list_buckets()["Buckets"] == []
+
+
+def test_loopback_host_as_slurm_login_node(sshd_loopback, slurm_cluster, tmp_path):
+    h, c = sshd_loopback, slurm_cluster
+    setenv = {"SetEnv": f"SLURM_CONF={c.conf}"}
+    assert h.run("echo $SLURM_CONF", options=setenv).stdout.strip() == str(c.conf)
+    job = h.run(f"cd {tmp_path} && sbatch --parsable -o o-%j.txt --wrap 'echo via ssh'",
+                options=setenv).stdout.strip()
+    assert f"ClusterName={c.name}" in h.run(
+        "scontrol show config | tr -d ' '", options=setenv).stdout
+    c.wait_job(job)
+    assert (tmp_path / f"o-{job}.txt").read_text() == "via ssh\n"
+    assert f"StdOut={tmp_path}/o-{job}.txt" in c.run(["scontrol", "show", "job", job]).stdout
