@@ -14,8 +14,9 @@ Measures, in one run on the same slurmctld:
   * end-to-end time from launch to every result pulled home, and the drain time of a bare
     ``sbatch --array=0-N --wrap true`` for scale.
 
-A SLURM already running is used when its MaxArraySize is 1001; otherwise one is started
-with the tested recipe (chester_backends/slurm/tests/slurm-up.sh) and stopped at the end.
+The SLURM is started for the bench and stopped at the end: with tests/infra's SlurmFactory
+(its own daemons on free loopback ports, found through SLURM_CONF) when it is importable,
+else with the tested recipe (chester_backends/slurm/tests/slurm-up.sh).
 """
 
 from __future__ import annotations
@@ -77,19 +78,31 @@ def wait_queue_empty(job_id: str, timeout: float = 1800) -> None:
     raise TimeoutError(f"job {job_id} still in the queue")
 
 
-def ensure_cluster() -> bool:
-    """Start a SLURM with MaxArraySize 1001 unless one runs; True when we started it."""
+def ensure_cluster(work: Path):
+    """A SLURM with MaxArraySize 1001: tests/infra's SlurmFactory when it is there (its own
+    daemons, found through SLURM_CONF), else the infra.md recipe. Returns a stop function."""
+    try:
+        sys.path.insert(0, str(ROOT))
+        from tests.infra.slurm import SlurmFactory
+    except ImportError:
+        SlurmFactory = None
+    if SlurmFactory is not None:
+        factory = SlurmFactory(work / "slurm")
+        cluster = factory.get(max_array_size=1001, accounting=True)
+        os.environ.update(cluster.env)
+        return factory.stop, dict(cluster.env)
     if _pid_alive("/run/slurmctld.pid"):
         conf = _sh("scontrol", "show", "config")
         size = re.search(r"MaxArraySize\s*=\s*(\d+)", conf)
         if not size or int(size.group(1)) != 1001:
             sys.exit("a SLURM with MaxArraySize != 1001 is running (a test cluster?); "
                      "stop it first")
-        return False
+        return (lambda: None), {}
     env = {**os.environ, "SLURM_MAX_ARRAY_SIZE": "1001"}
     subprocess.run(["bash", str(RECIPES / "slurm-up.sh")], env=env, check=True,
                    capture_output=True)
-    return True
+    return (lambda: subprocess.run(["bash", str(RECIPES / "slurm-down.sh")],
+                                   capture_output=True)), {}
 
 
 def start_sshd(d: Path) -> None:
@@ -202,7 +215,7 @@ def main() -> None:
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     work = Path(tempfile.mkdtemp(prefix="chester-slurm-bench-"))
-    started = ensure_cluster()
+    stop_cluster, slurm_env = ensure_cluster(work)
     login = work / "login"
     figures: dict[str, object] = {"runs": n}
     try:
@@ -222,7 +235,7 @@ def main() -> None:
         # 2. chester through the login host: launch, status polls, everything pulled
         cfg = make_project(work, "ssh-project", {
             "host": "testhost", "ssh_config": str(login / "ssh_config"),
-            "remote_dir": str(work / "remote")})
+            "remote_dir": str(work / "remote"), "scheduler_env": slurm_env})
         timer = SubmitTimer()
         disp = dispatcher_with(timer)
         t0 = time.perf_counter()
@@ -262,7 +275,7 @@ def main() -> None:
         print(f"[bench] end to end: {t_e2e:.1f} s, {ok} succeeded, {pulled} pulled", flush=True)
 
         # 3. chester directly (no SSH), submission only
-        cfg2 = make_project(work, "direct-project", {})
+        cfg2 = make_project(work, "direct-project", {"scheduler_env": slurm_env})
         timer2 = SubmitTimer()
         t0 = time.perf_counter()
         sweep2 = launch(trivial, [{"i": i} for i in range(n)], backend="slurm",
@@ -291,8 +304,7 @@ def main() -> None:
             os.kill(int((login / "sshd.pid").read_text().strip()), 15)
         except (OSError, ValueError):
             pass
-        if started:
-            subprocess.run(["bash", str(RECIPES / "slurm-down.sh")], capture_output=True)
+        stop_cluster()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -222,3 +222,35 @@ def test_logs_follow_until_the_run_ends(tmp_path, slurm_local, login_host, make_
     sweep.logs(run.name, stream="stderr", out=err)
     assert "to stderr" in err.getvalue()
     assert sweep.status()[run.name] == State.SUCCEEDED
+
+
+def test_singularity_wraps_only_the_python_command(tmp_path, slurm_local, make_config):
+    """Apptainer/Singularity cannot be installed here: a shim with the same command line
+    (``exec [-B src[:dst]]... [--nv] IMAGE CMD...``) records its call and runs CMD on the
+    host. The worker's records land in the (bound) run folder and the run succeeds."""
+    calls = tmp_path / "singularity-calls.txt"
+    shim = tmp_path / "singularity"
+    shim.write_text(f"""#!/bin/bash
+printf '%s\\n' "$*" >> {calls}
+[ "$1" = exec ] || exit 2; shift
+while [ $# -gt 0 ]; do
+  case "$1" in -B) shift 2 ;; --nv) shift ;; *) break ;; esac
+done
+shift  # the image
+exec "$@"
+""")
+    shim.chmod(0o755)
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
+        use_singularity=True, simg_path="/images/train.sif", singularity_command=str(shim),
+        remote_mount_option=["/usr/share/glvnd"]))
+    sweep = launch(fn_write_result, [{"i": 1}, {"i": 2}], backend="slurm",
+                   exp_prefix="ctr", config=env.config)
+    states = sweep.wait(timeout=WAIT, poll_interval=0.3, progress=False)
+    assert set(states.values()) == {State.SUCCEEDED}
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2
+    assert all(" /images/train.sif " in line and "-m chester.worker" in line and
+               "-B /usr/share/glvnd" in line and "--nv" not in line for line in lines)
+    for r in sweep.runs:
+        assert json.loads((r.log_dir / ".chester" / "status.json").read_text())["state"] == \
+            "succeeded"
