@@ -9,9 +9,7 @@ moto hands out public-looking instance addresses (54.x, 10.x): never connect to 
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,23 +56,9 @@ def start_aws() -> AwsEndpoint:
     if wz.level == logging.NOTSET:
         wz.setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=5) as r:
-                    json.loads(r.read() or b"{}")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-    except BaseException:
-        server.stop()
-        raise
+    server.start()  # returns once the socket is bound and the server is about to serve
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
     env = {
         "AWS_ENDPOINT_URL": url,
         "AWS_ACCESS_KEY_ID": "testing",
