@@ -49,11 +49,11 @@ def main() -> int:
 def run(args: argparse.Namespace) -> int:
     import boto3
     import yaml
+    from chester_backend_ec2 import aws, plugin
 
     from chester.config import load_config
     from chester.dispatch import Dispatcher
     from chester.launcher import launch
-    from chester_backend_ec2 import aws, plugin
 
     tmp = Path(tempfile.mkdtemp(prefix="ec2-bench-"))
     project = tmp / "project"

@@ -44,9 +44,9 @@ def moto_endpoint(request):
     except pytest.FixtureLookupError:
         pass
     pytest.importorskip("moto")
-    from moto.server import ThreadedMotoServer
-
     import logging
+
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-
-from chester.testing import ConformanceEnv
-
 from ec2farm import REGION, ec2_config  # type: ignore[import-not-found]
 
+from chester.testing import ConformanceEnv
 
 FNS = r"""
 import json
@@ -125,7 +123,6 @@ def test_instance_gone_without_record_reads_lost(tmp_path, farm):
 def test_retried_submit_after_connection_error_starts_one_instance(tmp_path, farm):
     """The response of run_instances is lost: the dispatcher retries, one instance exists."""
     from botocore.exceptions import ConnectionClosedError
-
     from chester_backend_ec2 import aws
 
     env = _env(tmp_path)
@@ -319,8 +316,9 @@ def test_instance_dying_mid_run_reads_lost(tmp_path, farm):
     ("stopped", {"state": "terminated", "preempted": True}, False, "preempted"),
 ])
 def test_status_table(istate, rec, cancel, expected):
-    from chester.types import RunHandle
     from chester_backend_ec2.plugin import to_status
+
+    from chester.types import RunHandle
 
     h = RunHandle(run_id=1, token="t", backend="ec2", local_dir="/x", remote_dir="/y",
                   remote_id="i-1")

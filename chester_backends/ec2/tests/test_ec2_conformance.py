@@ -1,10 +1,9 @@
 """The ec2 backend against chester's conformance suite (moto + the farm playing EC2)."""
 
 import pytest
+from ec2farm import ec2_config  # type: ignore[import-not-found]
 
 from chester.testing import BackendConformance, ConformanceEnv
-
-from ec2farm import ec2_config  # type: ignore[import-not-found]
 
 
 class TestEc2Conformance(BackendConformance):

@@ -7,13 +7,11 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from ec2farm import INSTANCE_CREDS, REGION, ec2_config  # type: ignore[import-not-found]
 
 from chester.testing import ConformanceEnv
-
-from ec2farm import INSTANCE_CREDS, REGION, ec2_config  # type: ignore[import-not-found]
 
 TRAIN = '''
 import json, os, sys, time
@@ -57,8 +55,9 @@ def _train():
 
 
 def test_one_run_round_trip(project, farm):
-    from chester.launcher import launch
     from chester_backend_ec2 import aws as aws_mod
+
+    from chester.launcher import launch
 
     ops: list[str] = []
     bcfg = project.config.backend("ec2")
@@ -145,8 +144,9 @@ def test_pull_include_exclude_and_progress(project, farm):
 
 
 def test_relaunch_with_unchanged_code_uploads_no_code(project, farm):
-    from chester.launcher import launch
     from chester_backend_ec2 import plugin
+
+    from chester.launcher import launch
 
     s1 = launch(_train(), [{"lr": 1}], backend="ec2", exp_prefix="code-a", config=project.config)
     first = dict(plugin.LAST_SUBMIT)
@@ -244,9 +244,10 @@ def test_cli_status_monitor_logs(project, farm):
 
 def test_endpoint_url_option_reaches_the_instance(project, farm, monkeypatch):
     """An S3-compatible store: S3 only through `endpoint_url`, on the laptop and the instance."""
+    from chester_backend_ec2 import aws as aws_mod
+
     from chester.config import load_config
     from chester.launcher import launch
-    from chester_backend_ec2 import aws as aws_mod
 
     ep = os.environ["AWS_ENDPOINT_URL"]
     monkeypatch.delenv("AWS_ENDPOINT_URL")

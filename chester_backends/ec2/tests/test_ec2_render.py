@@ -10,13 +10,12 @@ from pathlib import Path
 
 import attrs
 import pytest
+from chester_backend_ec2 import render
+from chester_backend_ec2.options import Ec2Options
 
 from chester.config import build_options
 from chester.errors import ConfigError
 from chester.types import BackendConfig
-
-from chester_backend_ec2 import render
-from chester_backend_ec2.options import Ec2Options
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -151,10 +150,10 @@ def _noop(variant, log_dir, exp_name):
 
 
 def test_dry_run_renders_without_touching_aws(tmp_path, monkeypatch):
+    from ec2farm import ec2_config  # type: ignore[import-not-found]
+
     from chester.launcher import launch
     from chester.testing import ConformanceEnv
-
-    from ec2farm import ec2_config  # type: ignore[import-not-found]
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(runs_per_instance=2))
@@ -174,11 +173,11 @@ def test_dry_run_renders_without_touching_aws(tmp_path, monkeypatch):
     {"tags": {"k": "-----BEGIN RSA PRIVATE KEY-----"}},
 ])
 def test_secret_looking_values_are_refused(tmp_path, over):
+    from ec2farm import ec2_config  # type: ignore[import-not-found]
+
     from chester.errors import UserError
     from chester.launcher import launch
     from chester.testing import ConformanceEnv
-
-    from ec2farm import ec2_config  # type: ignore[import-not-found]
 
     env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(**over))
     with pytest.raises(UserError, match="instance role"):

@@ -302,7 +302,7 @@ class Agent:
         A final record is published only when the worker had exited before the files were
         walked, so a launcher that sees it finds every file of the run in S3."""
         exited = run.proc is None or run.proc.poll() is not None
-        for dirpath, dirnames, filenames in os.walk(run.dir):
+        for dirpath, _dirs, filenames in os.walk(run.dir):
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 rel = os.path.relpath(path, run.dir).replace(os.sep, "/")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from chester.errors import BackendError, ConnectError, TransientBackendError
 
@@ -60,12 +61,14 @@ def errors(what: str, c: Any, *, sent: bool = True) -> Iterator[None]:
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
-        ConnectionError as BotoConnectionError,
         EndpointConnectionError,
         HTTPClientError,
         NoCredentialsError,
         NoRegionError,
         ReadTimeoutError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
     )
 
     host = where(c)

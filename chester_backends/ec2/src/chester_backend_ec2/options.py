@@ -117,6 +117,9 @@ class Ec2Options:
         "help": "seconds between uploads of the run folders to S3 while runs go on"})
     watch_interval_s: float = attrs.field(default=5.0, validator=_positive, metadata={
         "help": "seconds between checks for a spot interruption notice and cancel markers"})
+    cancel_grace_s: float = attrs.field(default=30.0, metadata={
+        "help": "seconds cancel waits for a running run's instance to stop it and sync its "
+                "folder before the instance is terminated"})
     max_requeues: int = attrs.field(default=2, metadata={
         "help": "times a run preempted on a terminated spot instance starts again on a new "
                 "instance (done by status polls: Sweep.wait, chester monitor); 0: never"})

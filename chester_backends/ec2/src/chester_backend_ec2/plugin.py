@@ -22,9 +22,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 from chester.errors import UserError
 from chester.plugins import hookimpl
@@ -41,7 +42,6 @@ from chester.types import (
     RunStatus,
     State,
 )
-
 from chester_backend_ec2.options import Ec2Options
 
 NAME = "ec2"
@@ -499,6 +499,7 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
         for h in handles:
             s3.put_object(Bucket=o.bucket, Body=b"",
                           Key=f"{sweep_prefix(o, h.get('sweep') or '')}ctl/cancel/{h.token}")
+    _await_agents(o, s3, handles)
     asked: dict[str, set[str]] = {}
     for h in handles:
         asked.setdefault(h.get("group") or "", set()).add(h.token)
@@ -516,6 +517,28 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
             if ids:
                 ec2.terminate_instances(InstanceIds=sorted(ids))
     return {h.token: True for h in handles}
+
+
+def _await_agents(o: Ec2Options, s3: Any, handles: Sequence[RunHandle]) -> None:
+    """Give the agents of running runs up to ``cancel_grace_s`` to stop them and sync their
+    folders (they read the cancel markers every ``watch_interval_s``) before any instance is
+    terminated, so a cancelled run's files reach S3. Runs not started yet are not waited for."""
+    from chester_backend_ec2 import aws
+
+    deadline = time.monotonic() + o.cancel_grace_s
+    by_sweep = _sweeps(handles)
+    waiting: set[str] | None = None
+    while True:
+        live: set[str] = set()
+        for sweep, hs in by_sweep.items():
+            with aws.errors("reading status records", s3):
+                records, _ = _ctl(s3, o, sweep)
+            live |= {h.token for h in hs if (records.get(h.token) or {}).get("state") ==
+                     "running" and not records[h.token].get("ended_at")}
+        waiting = live if waiting is None else waiting & live
+        if not waiting or time.monotonic() >= deadline:
+            return
+        time.sleep(min(1.0, o.watch_interval_s))
 
 
 # -- pull ----------------------------------------------------------------------------------------
@@ -544,8 +567,8 @@ def _progress(total: int) -> Any:
 @hookimpl
 def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
                  patterns: PullPatterns) -> list[PullResult]:
-    from chester_backend_ec2 import aws
     from chester.rundir import read_json, write_json_atomic
+    from chester_backend_ec2 import aws
 
     o: Ec2Options = backend.options
     s3 = aws.client("s3", o)

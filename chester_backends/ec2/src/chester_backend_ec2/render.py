@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import shlex
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from chester.sync import log_dir_exclude, select_files
 from chester.types import BackendConfig
