@@ -324,3 +324,17 @@ def test_status_table(istate, rec, cancel, expected):
                   remote_id="i-1")
     inst = None if istate is None else {"InstanceId": "i-1", "State": {"Name": istate}}
     assert to_status(h, inst, rec, cancel).state.value == expected
+
+
+def test_withdrawn_notice_clears_preempted(tmp_path, farm):
+    """A hibernated instance that resumes: the notice goes away and the run reads running."""
+    env = _env(tmp_path, max_requeues=0)
+    sweep = _launch(env, [{"seconds": 4}], "hib")
+    run = sweep.runs[0]
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    farm.interrupt(run.handle.remote_id)
+    _until(lambda: sweep.status()[run.name].value == "preempted", what="preempted")
+    farm.instances[run.handle.remote_id].imds.action = None
+    _until(lambda: sweep.status()[run.name].value in ("running", "succeeded"), what="running")
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert states[run.name].value == "succeeded"

@@ -384,6 +384,13 @@ class Agent:
             self.sync_all(force=True)
             for run in self.runs:
                 self.publish(run, force=True)
+        elif not action and self.preempted:
+            # the notice is gone and we are still here: a hibernated instance resumed
+            log("spot interruption notice withdrawn; the runs go on")
+            self.preempted = False
+            for run in self.runs:
+                run.preempted = False
+                self.publish(run)
         return bool(action)
 
     def on_term(self, signum, frame):
