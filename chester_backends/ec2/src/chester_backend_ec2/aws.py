@@ -17,7 +17,7 @@ _clients: dict[tuple, Any] = {}
 TRANSIENT_CODES = frozenset({
     "RequestLimitExceeded", "Throttling", "ThrottlingException", "SlowDown",
     "InternalError", "InternalFailure", "ServiceUnavailable", "RequestTimeout",
-    "Unavailable", "503", "500",
+    "Unavailable", "503", "500", "InsufficientInstanceCapacity",
 })
 
 
