@@ -151,7 +151,7 @@ def bench_submitit(py: Path, d: Path, n: int) -> dict:
     return res
 
 
-def make_project(d: Path, name: str, options: dict) -> "object":
+def make_project(d: Path, name: str, options: dict) -> object:
     import yaml
 
     from chester.config import load_config

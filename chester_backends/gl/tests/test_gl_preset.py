@@ -1,12 +1,11 @@
 """The ``gl`` preset: registered, SLURM with gl's defaults, overridable by seed keys."""
 
-from pathlib import Path
+
+from chester_backend_gl.plugin import DEFAULTS, GlOptions
 
 from chester.config import load_config
 from chester.plugins import build_plugin_manager
 from chester.types import RunSpec
-
-from chester_backend_gl.plugin import DEFAULTS, GlOptions
 
 
 def test_registered_with_its_defaults():

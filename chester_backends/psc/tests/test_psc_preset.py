@@ -1,12 +1,11 @@
 """The ``psc`` preset: registered, SLURM with psc's defaults, overridable by seed keys."""
 
-from pathlib import Path
+
+from chester_backend_psc.plugin import DEFAULTS, PscOptions
 
 from chester.config import load_config
 from chester.plugins import build_plugin_manager
 from chester.types import RunSpec
-
-from chester_backend_psc.plugin import DEFAULTS, PscOptions
 
 
 def test_registered_with_its_defaults():

@@ -1,12 +1,11 @@
 """The ``satori`` preset: registered, SLURM with satori's defaults, overridable by seed keys."""
 
-from pathlib import Path
+
+from chester_backend_satori.plugin import DEFAULTS, SatoriOptions
 
 from chester.config import load_config
 from chester.plugins import build_plugin_manager
 from chester.types import RunSpec
-
-from chester_backend_satori.plugin import DEFAULTS, SatoriOptions
 
 
 def test_registered_with_its_defaults():

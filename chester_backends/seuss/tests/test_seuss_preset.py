@@ -1,12 +1,11 @@
 """The ``seuss`` preset: registered, SLURM with seuss's defaults, overridable by seed keys."""
 
-from pathlib import Path
+
+from chester_backend_seuss.plugin import DEFAULTS, SeussOptions
 
 from chester.config import load_config
 from chester.plugins import build_plugin_manager
 from chester.types import RunSpec
-
-from chester_backend_seuss.plugin import DEFAULTS, SeussOptions
 
 
 def test_registered_with_its_defaults():

@@ -67,7 +67,7 @@ class SlurmCluster:
     def environ(self) -> dict:
         return {**os.environ, **self.env}
 
-    def without_accounting(self) -> "SlurmCluster":
+    def without_accounting(self) -> SlurmCluster:
         """A cluster like this one without accounting (another one, or this one restarted;
         call :meth:`restore` afterwards)."""
         if self.factory is not None:

@@ -9,13 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
+from chester_backend_slurm.options import SlurmOptions
+from chester_backend_slurm.plugin import chester_prepare
 
 from chester.config import build_options
 from chester.errors import UserError
 from chester.types import BackendConfig, RunSpec
-
-from chester_backend_slurm.options import SlurmOptions
-from chester_backend_slurm.plugin import chester_prepare
 
 GOLDEN = Path(__file__).parent / "golden"
 PROJECT = Path("/home/me/proj")
@@ -64,7 +63,7 @@ def test_array_script_with_everything(tmp_path, monkeypatch):
     _check("array_everything.submit.sh", prepared.scripts["submit.sh"])
     _check("array_everything.env.sh", prepared.scripts["env.sh"])
     assert prepared.scripts["job-0.txt"].splitlines() == [r.remote_dir for r in prepared.runs]
-    secrets = [p for p in prepared.uploads if p.name == "secrets.sh"][0]
+    secrets = next(p for p in prepared.uploads if p.name == "secrets.sh")
     assert oct(secrets.stat().st_mode & 0o777) == "0o600"
     assert "s3cr3t" not in "".join(prepared.scripts.values())
 

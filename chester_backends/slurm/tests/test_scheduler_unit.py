@@ -1,9 +1,9 @@
 """Reading sacct/squeue text and merging it with worker records (pure functions), and the
 poll pacer. The real scheduler is exercised in test_slurm_scenarios.py."""
 
-from chester.types import State
-
 from chester_backend_slurm import scheduler as s
+
+from chester.types import State
 
 
 def test_rows_expand_compressed_array_ids():

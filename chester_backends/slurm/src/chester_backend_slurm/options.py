@@ -5,7 +5,9 @@ Imports nothing heavy: ``chester plugins list`` loads this module.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+import functools
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -56,7 +58,7 @@ class SlurmOptions:
         "help": "Python with chester installed, on the login host and compute nodes"})
     # -- resources -------------------------------------------------------------------------
     partition: str | None = attrs.field(default=None, metadata={"help": "--partition"})
-    time: Union[str, int, None] = attrs.field(default=None, metadata={
+    time: str | int | None = attrs.field(default=None, metadata={
         "help": "--time (minutes, or D-HH:MM:SS)"})
     nodes: int | None = attrs.field(default=None, metadata={"help": "--nodes"})
     ntasks_per_node: int | None = attrs.field(default=None, metadata={"help": "--ntasks-per-node"})
@@ -83,7 +85,7 @@ class SlurmOptions:
     remote_header: str | None = attrs.field(default=None, metadata={
         "help": "seed: raw header text (#SBATCH lines); $gpus is replaced by the run's GPUs"})
     # -- environment -----------------------------------------------------------------------
-    modules: Union[str, tuple[str, ...]] = attrs.field(default=(), converter=_str_tuple,
+    modules: str | tuple[str, ...] = attrs.field(default=(), converter=_str_tuple,
                                                        metadata={"help": "modules to load"})
     cuda_module: str | None = attrs.field(default=None, metadata={
         "help": "module loaded when the run asks for GPUs"})
@@ -91,7 +93,7 @@ class SlurmOptions:
         "help": "run the Python command inside simg_path"})
     simg_path: str | None = attrs.field(default=None, metadata={
         "help": "Singularity/Apptainer image"})
-    remote_mount_option: Union[str, tuple[str, ...], None] = attrs.field(
+    remote_mount_option: str | tuple[str, ...] | None = attrs.field(
         default=(), converter=_str_tuple, metadata={
             "help": "bind mounts (src[:dst]) added to the run and project folders"})
     singularity_command: str = attrs.field(default="singularity", metadata={
@@ -163,7 +165,7 @@ def preset_options_cls(name: str, defaults: Mapping[str, Any]) -> type:
     ns: dict[str, Any] = {"__annotations__": {}, "__module__": __name__}
     for key, d in defaults.items():
         f = fields[key]
-        default: Any = attrs.Factory(lambda d=d: dict(d)) if isinstance(d, dict) else d
+        default: Any = attrs.Factory(functools.partial(dict, d)) if isinstance(d, dict) else d
         ns["__annotations__"][key] = f.type
         ns[key] = attrs.field(default=default, converter=f.converter, metadata=f.metadata)
     cls = attrs.frozen(kw_only=True)(type(f"{name.capitalize()}Options", (SlurmOptions,), ns))

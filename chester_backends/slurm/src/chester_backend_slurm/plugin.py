@@ -14,9 +14,10 @@ import shlex
 import shutil
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 import attrs
 
@@ -35,7 +36,6 @@ from chester.types import (
     RunSpec,
     RunStatus,
 )
-
 from chester_backend_slurm import render, scheduler
 from chester_backend_slurm.options import SlurmOptions, resources_for
 
@@ -157,6 +157,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
             run_rels.append(rel)
     rels: list[str] = []
     stage_rel = _rel_under(stage_dir, upload_root)
+    assert stage_rel is not None  # the stage folder is under the upload root by construction
     scripts: dict[str, str] = {}
     # the environment and secrets are the SSH backend's (one piece of code per idea)
     from chester_backend_ssh.plugin import _secret_values, render_env_file
@@ -257,7 +258,8 @@ def _handles(backend: BackendConfig, prepared: PreparedSweep,
             remote_dir=r.remote_dir, remote_id=rid,
             host=backend.options.host or rd.hostname(),
             extra=(("job", jid), ("kind", j["kind"]), ("submitted", f"{submitted_at:.0f}"),
-                   ("stage", prepared.data["stage_dir"]))))
+                   ("stage", prepared.data["stage_dir"]))
+            + ((("after", ids[j["after"]]),) if j.get("after") is not None else ())))
     return out
 
 
@@ -357,7 +359,7 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
                 row = parent
         out[h.token] = scheduler.merge(row, records.get(h.remote_dir), token=h.token,
                                        remote_id=rid, host=h.host, kind=h.get("kind") or "array",
-                                       source=source)
+                                       source=source, depends=h.get("after") is not None)
     return source, out
 
 

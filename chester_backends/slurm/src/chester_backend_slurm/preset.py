@@ -14,11 +14,11 @@ over the defaults.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from chester.plugins import hookimpl
 from chester.types import BackendSpec
-
 from chester_backend_slurm.options import preset_options_cls
 from chester_backend_slurm.plugin import backend_spec
 

@@ -10,12 +10,12 @@ import hashlib
 import json
 import re
 import shlex
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
 from chester.errors import UserError
-
 from chester_backend_slurm.options import GPU_DIRECTIVES, RESOURCE_KEYS, SlurmOptions
 
 _SBATCH_VALUE = re.compile(r"[^\x00-\x1f\x7f]+\Z")
@@ -144,7 +144,8 @@ def python_argv(options: SlurmOptions) -> list[str]:
 
 def _binds(options: SlurmOptions, project_dir: str, stage_root: str) -> list[str]:
     out: list[str] = []
-    for b in (*options.remote_mount_option, project_dir, stage_root):
+    binds: tuple[str, ...] = tuple(options.remote_mount_option or ())  # type: ignore[arg-type]
+    for b in (*binds, project_dir, stage_root):
         if b and b not in out:
             out.append(b)
     return out
@@ -303,7 +304,7 @@ def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
     serial: dict[str, list[int]] = {}
     order: list[tuple[str, str]] = []
     depended_on = {t for r in runs for t in r.order_after}
-    for i, (r, res) in enumerate(zip(runs, resources)):
+    for i, (r, res) in enumerate(zip(runs, resources, strict=True)):
         if "\n" in r.remote_dir:
             raise UserError(f"slurm: run folder {r.remote_dir!r} holds a newline")
         if r.order_after or r.token in depended_on:

@@ -12,7 +12,8 @@ import json
 import re
 import shlex
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -115,6 +116,7 @@ class JobRow:
     exit_code: str | None = None
     reason: str | None = None
     node: str | None = None
+    started: bool = True
 
 
 def _expand_ids(job_id: str) -> list[str]:
@@ -142,7 +144,8 @@ def parse_rows(text: str) -> dict[str, JobRow]:
         state = parts[1].split()[0] if parts[1] else "UNKNOWN"
         if len(parts) >= 7:  # sacct: JobID,State,ExitCode,Reason,Start,End,NodeList
             row = JobRow(state=state, exit_code=parts[2], reason=parts[3] or None,
-                         node=parts[6] or None)
+                         node=parts[6] or None,
+                         started=parts[4] not in ("", "None", "Unknown"))
         else:  # squeue: %i|%T|%r|%S|%e|%N
             row = JobRow(state=state, reason=parts[2] or None,
                          node=parts[5] if len(parts) > 5 and parts[5] else None)
@@ -200,13 +203,14 @@ def _exit_code(text: str | None) -> int | None:
 
 
 def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remote_id: str,
-          host: str | None, kind: str, source: str | None) -> RunStatus:
+          host: str | None, kind: str, source: str | None,
+          depends: bool = False) -> RunStatus:
     """A run's state from the scheduler's view and the worker's records.
 
     ``succeeded`` needs the worker's success record (and ``.done``) whatever SLURM says.
     """
     rec = rec or {}
-    st = rec.get("status") if rec.get("token") == token else None
+    st: dict[str, Any] | None = rec.get("status") if rec.get("token") == token else None
     if st is not None and st.get("token") != token:
         st = None
     done = bool(rec.get("done")) and st is not None
@@ -222,7 +226,7 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         if worker_ok:
             return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
         if worker_ended:
-            return _from_record(st, tail, common)
+            return _from_record(st or {}, tail, common)
         if source == "squeue" and st is not None:
             return RunStatus(state=State.LOST, reason="the job left the queue without a "
                              "record of its end", stderr_tail=tail, **common)
@@ -245,7 +249,7 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
             if worker_ok:
                 return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
             if worker_ended:
-                return _from_record(st, tail, common)
+                return _from_record(st or {}, tail, common)
             if st is None:
                 return RunStatus(state=State.QUEUED, pending_reason="waiting for the step "
                                  "before it", **common)
@@ -256,7 +260,7 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         if worker_ok:
             return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
         if worker_ended:
-            return _from_record(st, tail, common)
+            return _from_record(st or {}, tail, common)
         if kind == "serial" and st is None:
             return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
                              **common)
@@ -265,15 +269,16 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
                          stderr_tail=tail, **common)
     if s in _TERMINAL_WORDS:
         state, word = _TERMINAL_WORDS[s]
-        if s == "CANCELLED" and row.reason and row.reason.startswith("Dependency"):
+        never_ran = depends and not row.started and st is None
+        if s == "CANCELLED" and (never_ran or (row.reason or "").startswith("Dependency")):
             word = "cancelled: a run it depends on did not succeed (DependencyNeverSatisfied)"
         elif s == "CANCELLED" and row.reason and row.reason != "None":
             word = f"cancelled ({row.reason})"
         if s == "FAILED" and kind == "serial" and st is None:
             return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
                              **common)
-        if s == "FAILED" and worker_ended and st.get("state") in ("failed", "terminated"):
-            return _from_record(st, tail, common, exit_code=_exit_code(row.exit_code))
+        if s == "FAILED" and worker_ended and (st or {}).get("state") in ("failed", "terminated"):
+            return _from_record(st or {}, tail, common, exit_code=_exit_code(row.exit_code))
         reason = word
         if s == "FAILED":
             reason = f"job failed with exit code {row.exit_code}"
