@@ -160,7 +160,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     assert stage_rel is not None  # the stage folder is under the upload root by construction
     scripts: dict[str, str] = {}
     # the environment and secrets are the SSH backend's (one piece of code per idea)
-    from chester_backend_ssh.plugin import _secret_values, render_env_file
+    from chester_backend_ssh.plugin import render_env_file, secret_values
 
     ssh_view = attrs.evolve(backend, options=attrs.evolve(opts, remote_dir=project_dir))
     env_text = render_env_file(ssh_view)
@@ -170,7 +170,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     env_file = f"{stage_dir}/env.sh"
     secrets_file = None
     if opts.secrets:
-        body = "".join(f"{k}={shlex.quote(v)}\n" for k, v in _secret_values(ssh_view).items())
+        body = "".join(f"{k}={shlex.quote(v)}\n" for k, v in secret_values(ssh_view).items())
         _write(tree / stage_rel / "secrets.sh", body, mode=0o600)
         rels.append(f"{stage_rel}/secrets.sh")
         secrets_file = f"{stage_dir}/secrets.sh"
