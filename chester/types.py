@@ -39,8 +39,10 @@ class State(str, enum.Enum):
         return self in TERMINAL_STATES
 
 
+#: ``preempted`` is final: a backend that will run the run again reports ``requeued``.
 TERMINAL_STATES = frozenset(
-    {State.SUCCEEDED, State.FAILED, State.CANCELLED, State.TIMEOUT, State.OOM, State.LOST}
+    {State.SUCCEEDED, State.FAILED, State.CANCELLED, State.TIMEOUT, State.OOM, State.PREEMPTED,
+     State.LOST}
 )
 
 

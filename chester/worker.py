@@ -25,6 +25,9 @@ class Terminated(BaseException):
 
 
 def _on_term(signum: int, _frame: object) -> None:
+    # a second TERM (a shutdown racing a cancel) must not kill the worker before it
+    # records how the run ended
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated(f"terminated by signal {signum}")
 
 

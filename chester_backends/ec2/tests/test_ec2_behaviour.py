@@ -85,6 +85,12 @@ def _s3_keys(prefix=""):
     return out
 
 
+def _notice(sweep, run) -> bool:
+    """The sweep has seen the spot interruption notice for the run."""
+    sweep.status()
+    return "interruption notice" in (sweep.store.run(run.id).pending_reason or "")
+
+
 def test_spot_interruption_reads_preempted(tmp_path, farm):
     env = _env(tmp_path, max_requeues=0)
     sweep = _launch(env, [{"seconds": 60}], "spot")
@@ -93,12 +99,13 @@ def test_spot_interruption_reads_preempted(tmp_path, farm):
     _until(lambda: any(k.endswith("progress.txt") for k in _s3_keys()), what="a sync")
     iid = run.handle.remote_id
     farm.interrupt(iid)  # the two-minute notice on IMDS
-    _until(lambda: sweep.status()[run.name].value == "preempted", what="preempted")
-    assert "spot interruption" in (run.reason or "")
+    _until(lambda: _notice(sweep, run), what="the notice")
+    assert sweep.status()[run.name].value == "running"  # not over until the instance goes
     # AWS reclaims the instance: the agent stops the run and syncs on the way down
     boto3.client("ec2", region_name=REGION).terminate_instances(InstanceIds=[iid])
     _until(lambda: farm.instances[iid].done, what="instance gone")
     assert sweep.status()[run.name].value == "preempted"
+    assert "spot interruption" in (run.reason or "")
     s3 = boto3.client("s3", region_name=REGION)
     key = [k for k in _s3_keys() if k.endswith(f"{run.token}/progress.txt")][0]
     body = s3.get_object(Bucket="chester-test", Key=key)["Body"].read().decode()
@@ -229,11 +236,11 @@ def test_stopped_spot_instance_resumes_the_run(tmp_path, farm):
     iid = run.handle.remote_id
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
     farm.interrupt(iid)
-    _until(lambda: sweep.status()[run.name].value == "preempted", what="preempted")
+    _until(lambda: _notice(sweep, run), what="the notice")
     ec2 = boto3.client("ec2", region_name=REGION)
     ec2.stop_instances(InstanceIds=[iid])
     _until(lambda: farm.instances[iid].done, what="instance stopped")
-    assert sweep.status()[run.name].value == "preempted"
+    assert sweep.status()[run.name].value == "requeued"
     ec2.start_instances(InstanceIds=[iid])
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
@@ -251,7 +258,7 @@ def test_preempted_run_is_requeued_on_a_new_instance(tmp_path, farm):
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
     _until(lambda: any(k.endswith("progress.txt") for k in _s3_keys()), what="a sync")
     farm.interrupt(first)
-    _until(lambda: sweep.status()[run.name].value == "preempted", what="preempted")
+    _until(lambda: _notice(sweep, run), what="the notice")
     ec2 = boto3.client("ec2", region_name=REGION)
     ec2.terminate_instances(InstanceIds=[first])
     _until(lambda: farm.instances[first].done, what="instance gone")
@@ -304,7 +311,7 @@ def test_instance_dying_mid_run_reads_lost(tmp_path, farm):
     ("running", {"state": "succeeded"}, False, "succeeded"),
     ("terminated", {"state": "succeeded"}, False, "succeeded"),
     ("terminated", {"state": "failed", "reason": "ValueError: x"}, False, "failed"),
-    ("running", {"state": "running", "preempted": True}, False, "preempted"),
+    ("running", {"state": "running", "preempted": True}, False, "running"),
     ("terminated", {"state": "terminated", "preempted": True}, False, "preempted"),
     ("terminated", {"state": "running"}, False, "lost"),
     ("terminated", None, False, "lost"),
@@ -333,7 +340,7 @@ def test_withdrawn_notice_clears_preempted(tmp_path, farm):
     run = sweep.runs[0]
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
     farm.interrupt(run.handle.remote_id)
-    _until(lambda: sweep.status()[run.name].value == "preempted", what="preempted")
+    _until(lambda: _notice(sweep, run), what="the notice")
     farm.instances[run.handle.remote_id].imds.action = None
     _until(lambda: sweep.status()[run.name].value in ("running", "succeeded"), what="running")
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)

@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
+import attrs
+
 from chester.errors import UserError
 from chester.plugins import hookimpl
 from chester.sync import decide
@@ -381,6 +383,10 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
             return RunStatus(state=State.REQUEUED, remote_id=iid, attempt=rec.get("attempt"),
                              pending_reason=f"preempted; started again on {iid}")
         if rec.get("preempted") and st != "failed":
+            if alive and st == "running":
+                # the two-minute notice: the run goes on until the instance is taken
+                return RunStatus(state=State.RUNNING, **{
+                    **kw, "pending_reason": f"spot interruption notice on {iid}"})
             kw["reason"] = f"spot interruption of {iid}; the run did not finish"
             return RunStatus(state=State.PREEMPTED, **kw)
         if st == "failed":
@@ -441,7 +447,24 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
                                      h.token in cancels)
         if o.max_requeues > 0:
             _requeue(backend, ec2, s3, sweep, hs, out, insts, by_group)
+            _will_requeue(o, hs, out, insts)
     return out
+
+
+def _will_requeue(o: Ec2Options, hs: Sequence[RunHandle], out: dict[str, RunStatus],
+                  insts: list[dict]) -> None:
+    """``preempted`` is final in chester: a run whose group may still start again (its
+    instance is not gone yet, or it may resume) reads ``requeued`` until that is decided."""
+    for h in hs:
+        st = out[h.token]
+        gtok = h.get("group")
+        if st.state != State.PREEMPTED or not gtok:
+            continue
+        attempts = sum(1 for i in insts if _tag(i, GROUP_TAG) == gtok)
+        if attempts < 1 + o.max_requeues:
+            out[h.token] = attrs.evolve(
+                st, state=State.REQUEUED,
+                pending_reason=f"preempted; will start again ({st.reason or 'spot interruption'})")
 
 
 def _requeue(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
