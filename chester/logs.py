@@ -39,6 +39,23 @@ def get_logger() -> Any:
     return _LazyLogger()
 
 
+class _StreamLogger:
+    """Writes each line to the stream current at the time (``sys.stderr`` by default), so a
+    replaced or closed stream (tests, redirections) never breaks logging later."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        stream = self._stream or sys.stderr
+        try:
+            print(message, file=stream, flush=True)
+        except ValueError:  # the stream was closed
+            pass
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+
 def configure(*, level: str = "warning", json: bool = False, stream: Any = None) -> None:
     """Route chester's structlog output: pretty on a terminal, JSON lines when asked."""
     import logging
@@ -47,12 +64,11 @@ def configure(*, level: str = "warning", json: bool = False, stream: Any = None)
 
     global _pending
     _pending = None
-    stream = stream or sys.stderr
     renderer: Any
     if json:
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=(stream or sys.stderr).isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -62,6 +78,6 @@ def configure(*, level: str = "warning", json: bool = False, stream: Any = None)
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.WARNING)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=lambda *args: _StreamLogger(stream),
         cache_logger_on_first_use=False,
     )

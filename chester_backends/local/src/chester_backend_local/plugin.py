@@ -7,7 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -119,17 +119,9 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     return [_handle(r) for r in prepared.runs]
 
 
-def to_status(d: Mapping) -> RunStatus:
-    """A ``chester.target`` probe result as a ``RunStatus``."""
-    return RunStatus(state=d["state"], reason=d.get("reason"), stderr_tail=d.get("stderr_tail"),
-                     exit_code=d.get("exit_code"), attempt=d.get("attempt"), host=d.get("host"),
-                     started_at=d.get("started_at"), ended_at=d.get("ended_at"),
-                     pending_reason=d.get("pending_reason"))
-
-
 @hookimpl
 def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    from chester.target import probe
+    from chester.target import probe, to_status
 
     return {h.token: to_status(probe(Path(h.remote_dir))) for h in handles}
 
