@@ -95,7 +95,7 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
                     exp_prefix="broken-chain", config=cfg, order="dependent")
     serial = launch(fn_write_result, [{"step": i} for i in range(3)], backend="slurm",
                     exp_prefix="serial", config=cfg, resources={"serial_group": "g"})
-    requeued = launch(fn_sleep_with_child, [{"seconds": 6}], backend="slurm",
+    requeued = launch(fn_sleep_with_child, [{"seconds": 20}], backend="slurm",
                       exp_prefix="requeue", config=cfg)
     cancelled = launch(fn_sleep_with_child, [{"seconds": 600}] * 3, backend="slurm",
                        exp_prefix="cancel", config=cfg)
