@@ -51,23 +51,57 @@ def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict
     return h.hexdigest()
 
 
-def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: str,
-                     env: Mapping[str, str], attempt: int = 1) -> None:
-    """Write ``variant.json`` and ``.chester/`` (run record, payload 0600) into the run folder."""
+def _write_new(path: str, data: bytes, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequence[dict],
+                      project_dir: str, env: Mapping[str, str], attempt: int = 1) -> None:
+    """Write ``variant.json`` and ``.chester/`` (run record, payload 0600) into each run folder.
+
+    The function is pickled once for the whole batch; each payload is that pickle followed
+    by the pickle of the run's variant (the worker loads both from one file). The folders
+    are new and not yet submitted, so plain writes are enough: a launcher that dies here
+    leaves the runs ``new`` and the next launch writes them again.
+    """
     import cloudpickle
 
-    d = Path(row.local_dir)
-    (d / rd.META).mkdir(parents=True, exist_ok=True)
-    rd.write_json_atomic(d / rd.VARIANT_JSON, {**variant, "exp_name": row.name})
-    payload = cloudpickle.dumps({"fn": fn, "variant": AttrDict(variant)})
-    tmp = d / rd.META / ".payload.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, d / rd.PAYLOAD)
-    rd.write_json_atomic(d / rd.RUN_JSON, {
-        "token": row.token, "name": row.name, "run_id": row.id, "attempt": attempt,
-        "project_dir": project_dir, "env": dict(env)})
+    fn_bytes = cloudpickle.dumps(fn)
+    env = dict(env)
+    made: set[str] = set()
+    for row, variant in zip(rows, variants, strict=True):
+        d = os.fspath(row.local_dir)
+        meta = os.path.join(d, rd.META)
+        parent = os.path.dirname(d)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            pass
+        try:
+            os.mkdir(meta)
+        except FileExistsError:
+            pass
+        _write_new(os.path.join(d, rd.VARIANT_JSON), json.dumps(
+            {**variant, "exp_name": row.name}, ensure_ascii=False, default=repr).encode())
+        _write_new(os.path.join(d, rd.PAYLOAD),
+                   fn_bytes + cloudpickle.dumps(AttrDict(variant)), 0o600)
+        _write_new(os.path.join(d, rd.RUN_JSON), json.dumps({
+            "token": row.token, "name": row.name, "run_id": row.id, "attempt": attempt,
+            "project_dir": project_dir, "env": env}, ensure_ascii=False).encode())
+
+
+def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: str,
+                     env: Mapping[str, str], attempt: int = 1) -> None:
+    """One run folder (see :func:`write_run_folders`)."""
+    write_run_folders([row], fn=fn, variants=[variant], project_dir=project_dir, env=env,
+                      attempt=attempt)
 
 
 def _extra_pair(d: str, project: Path, remote_root: str | None) -> tuple[str, str]:
@@ -200,10 +234,10 @@ def launch(
     if lost:
         store.record_status(lost)
         store.set_submit_state([i for i, _ in lost], "unknown")
-    for row in todo:
-        if not (Path(row.local_dir) / rd.RUN_JSON).exists() or row.submit_state == "new":
-            write_run_folder(row, fn=fn, variant=vlist[row.idx],
-                             project_dir=remote_root or str(cfg.project_path), env=env)
+    to_write = [row for row in todo if row.submit_state == "new"
+                or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
+    write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
+                      project_dir=remote_root or str(cfg.project_path), env=env)
     if not todo:
         if rows and not lost:
             store.mark_launch_complete(srow.id)

@@ -8,7 +8,7 @@ Layout of one run folder (the seed's, plus chester's own records under ``.cheste
         stderr.log          the run's standard error
         .done               written on success (the seed's marker)
         .chester/run.json   token, name, attempt: what the run is
-        .chester/payload.pkl  cloudpickle of the function and the exact variant (mode 0600)
+        .chester/payload.pkl  cloudpickle of the function, then of the exact variant (mode 0600)
         .chester/status.json  the worker's record: start, end, exit status, exception
         .chester/queued.json  the queue runner that owns the run (pid, start time)
         .chester/cancel     present once the run was cancelled

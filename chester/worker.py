@@ -92,9 +92,11 @@ def run(run_dir: str) -> int:
         import cloudpickle
 
         with open(at(rd.PAYLOAD), "rb") as f:
-            payload = cloudpickle.load(f)
-        fn = payload["fn"]
-        variant = payload["variant"]
+            fn = cloudpickle.load(f)
+            if isinstance(fn, dict):  # the older form: one pickle holding both
+                fn, variant = fn["fn"], fn["variant"]
+            else:  # the function's pickle, then the variant's
+                variant = cloudpickle.load(f)
         fn(variant, run_dir, meta.get("name"))
     except Terminated as exc:
         import traceback

@@ -158,7 +158,7 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
     assert all(a["ended_at"] <= b["started_at"] for a, b in zip(ends, ends[1:], strict=False))
 
     rq = _row(requeued, run)
-    assert done["requeued"][run.name] == State.SUCCEEDED
+    assert done["requeued"][run.name] == State.SUCCEEDED, (rq, run.stderr_tail)
     assert rq.remote_id == rid and rq.token == run.token
     assert rq.attempt == 2, rq
     assert json.loads((run.log_dir / ".chester" / "status.json").read_text())["attempt"] == 2
