@@ -62,6 +62,7 @@ class SlurmCluster:
     accounting: bool  # slurmdbd behind it (real `sacct`)
     cpus: int
     base: Path  # everything of this cluster: conf, state, spool, logs
+    enforce_memory: bool = False  # memory is a consumable; a job over its --mem is killed
     node: str = NODE
     partition: str = PARTITION
     jobcomp_log: Path = field(default=Path())  # JobCompType=jobcomp/filetxt (`sacct -c`)
@@ -166,9 +167,16 @@ class SlurmFactory:
 
     # -- public ---------------------------------------------------------------------------
     def get(self, max_array_size: int = DEFAULT_MAX_ARRAY_SIZE, accounting: bool = True,
-            cpus: int = 8) -> SlurmCluster:
-        """A running, idle cluster with that config (started on first use)."""
-        key = (max_array_size, accounting, cpus)
+            cpus: int = 8, enforce_memory: bool = False) -> SlurmCluster:
+        """A running, idle cluster with that config (started on first use).
+
+        ``enforce_memory`` (needs ``accounting``): memory is scheduled (``CR_Core_Memory``,
+        500 MB per CPU by default) and the accounting poller kills a job over its ``--mem``
+        within a second (``JobAcctGatherParams=OverMemoryKill``; there are no cgroups here).
+        """
+        if enforce_memory and not accounting:
+            raise ValueError("enforce_memory needs accounting (jobacct_gather/linux)")
+        key = (max_array_size, accounting, cpus, enforce_memory)
         c = self.clusters.get(key)
         if c is not None and c.alive():
             return c
@@ -180,8 +188,9 @@ class SlurmFactory:
         self._start_munged()
         if accounting:
             self._start_dbd()
-        name = f"ch{'acct' if accounting else 'noacct'}{max_array_size}c{cpus}"
-        c = self._start_cluster(name, max_array_size, accounting, cpus)
+        name = f"ch{'acct' if accounting else 'noacct'}{max_array_size}c{cpus}" + \
+            ("mem" if enforce_memory else "")
+        c = self._start_cluster(name, max_array_size, accounting, cpus, enforce_memory)
         self.clusters[key] = c
         self.timings[name] = time.monotonic() - t0
         return c
@@ -284,7 +293,7 @@ StorageLoc=slurm_acct_db
         wait_until(db_up, 30, "MariaDB", interval=0.05)
 
     def _start_cluster(self, name: str, max_array_size: int, accounting: bool,
-                       cpus: int) -> SlurmCluster:
+                       cpus: int, enforce_memory: bool = False) -> SlurmCluster:
         b = self.base / name
         for sub in ("etc", "state", "spool", "log"):
             (b / sub).mkdir(parents=True, exist_ok=True)
@@ -293,6 +302,7 @@ StorageLoc=slurm_acct_db
             c = SlurmCluster(
                 name=name, conf=conf, env={"SLURM_CONF": str(conf)},
                 max_array_size=max_array_size, accounting=accounting, cpus=cpus, base=b,
+                enforce_memory=enforce_memory,
                 jobcomp_log=b / "log" / "jobcomp.log",
                 dbd_conf=self.base / "dbd" / "slurmdbd.conf" if accounting else None,
                 ctld_port=free_port(), slurmd_port=free_port())
@@ -341,7 +351,9 @@ AccountingStoragePort={self._dbd_port}
 # the munge socket for talking to slurmdbd (AuthInfo only covers slurmctld/slurmd)
 AccountingStoragePass={self.munge_socket}
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30"""
+JobAcctGatherFrequency={1 if c.enforce_memory else 30}"""
+            if c.enforce_memory:
+                acct += "\nJobAcctGatherParams=OverMemoryKill"
         else:
             acct = """\
 AccountingStorageType=accounting_storage/none
@@ -367,7 +379,7 @@ SlurmdLogFile={b / 'log' / 'slurmd.log'}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters={"CR_Core_Memory" if c.enforce_memory else "CR_Core"}
 SchedulerType=sched/backfill
 # the default batch_sched_delay=3 makes each scheduling pass wait 3 s after a job ends
 SchedulerParameters=batch_sched_delay=0
@@ -388,7 +400,8 @@ KillWait=5
 Waittime=0
 # CPUs may exceed the real count thanks to config_overrides
 SlurmdParameters=config_overrides
-NodeName={c.node} NodeAddr=127.0.0.1 CPUs={c.cpus} RealMemory=1000 State=UNKNOWN
+{"DefMemPerCPU=500" if c.enforce_memory else ""}
+NodeName={c.node} NodeAddr=127.0.0.1 CPUs={c.cpus} RealMemory={500 * c.cpus if c.enforce_memory else 1000} State=UNKNOWN
 PartitionName={c.partition} Nodes={c.node} Default=YES MaxTime=INFINITE State=UP
 """
 

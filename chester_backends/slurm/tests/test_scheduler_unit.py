@@ -49,6 +49,26 @@ def test_terminal_states_map_to_their_words():
     assert "did not succeed" in dep.reason
 
 
+def test_a_memory_kill_reads_oom_whatever_the_job_state():
+    """slurmstepd's words in the job's output decide: the cgroup OOM killer leaves FAILED or
+    OUT_OF_MEMORY, the accounting poller (OverMemoryKill) leaves FAILED with signal 9."""
+    lines = {
+        "FAILED": "slurmstepd-n1: error: Exceeded job memory limit",
+        "OUT_OF_MEMORY": "slurmstepd: error: Detected 1 oom_kill event in StepId=7.batch.",
+        "CANCELLED": "slurmstepd: error: Detected 2 oom-kill event(s) in StepId=7.0.",
+    }
+    for word, line in lines.items():
+        rec = {**_rec("running", ended=False), "sched_tail": f"something\n{line}"}
+        st = _merge(s.JobRow(state=word, exit_code="0:9"), rec)
+        assert st.state == State.OOM, word
+        assert st.reason == f"out of memory: {line}" and st.exit_code == 137
+    plain = {**_rec(None), "sched_tail": "slurmstepd: error: *** JOB 7 CANCELLED AT x ***"}
+    assert _merge(s.JobRow(state="FAILED", exit_code="0:9"), plain).state == State.FAILED
+    script = s.status_script(["7"], "2026-01-01", ["/r/a b"], "python3",
+                             sched_outputs=["/s/slurm-7_0.out"])
+    assert '["/r/a b", "/s/slurm-7_0.out"]' in script
+
+
 def test_pending_reason_and_requeue_keep_identity():
     q = _merge(s.JobRow(state="PENDING", reason="QOSMaxGRESPerUser"), _rec(None))
     assert q.state == State.QUEUED and q.pending_reason == "QOSMaxGRESPerUser"

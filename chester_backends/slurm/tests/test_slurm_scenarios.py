@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from chester.launcher import launch
 from chester.testing import ConformanceEnv, fn_raise, fn_sleep_with_child, fn_write_result
 from chester.types import State
@@ -158,6 +160,12 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
     assert all(a["ended_at"] <= b["started_at"] for a, b in zip(ends, ends[1:], strict=False))
 
     rq = _row(requeued, run)
+    if done["requeued"][run.name] != State.SUCCEEDED:  # DIAG
+        print("DIAG row", rq)
+        print("DIAG status", (run.log_dir / ".chester" / "status.json").read_text())
+        print("DIAG stderr", (run.log_dir / "stderr.log").read_text()[-3000:])
+        print("DIAG stdout", (run.log_dir / "stdout.log").read_text()[-3000:])
+        print("DIAG sacct", subprocess.run(["sacct", "-D", "-X", "-P", "-j", rid.split("_")[0], "-o", "JobID,State,ExitCode,Reason,Start,End,Restarts"], capture_output=True, text=True, env=slurm_local.environ()).stdout)
     assert done["requeued"][run.name] == State.SUCCEEDED, (rq, run.stderr_tail)
     assert rq.remote_id == rid and rq.token == run.token
     assert rq.attempt == 2, rq
@@ -252,3 +260,31 @@ exec "$@"
     for r in sweep.runs:
         assert json.loads((r.log_dir / ".chester" / "status.json").read_text())["state"] == \
             "succeeded"
+
+
+def fn_hog_memory(variant, log_dir, exp_name):
+    import time as _time
+
+    block = bytearray(variant["mb"] * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: resident, not just mapped
+    _time.sleep(variant["hold"])
+    with open(os.path.join(log_dir, "result.json"), "w") as f:
+        json.dump({"mb": variant["mb"]}, f)
+
+
+def test_over_its_memory_reads_oom(tmp_path, slurm_local, make_config):
+    """A run over its ``mem`` is killed by SLURM and reads ``oom``; one under it succeeds."""
+    if slurm_local.factory is None:
+        pytest.skip("needs tests/infra's SlurmFactory for a memory-enforcing cluster")
+    c = slurm_local.factory.get(max_array_size=slurm_local.max_array_size, accounting=True,
+                                enforce_memory=True)
+    env = ConformanceEnv.create(tmp_path, backend="slurm",
+                                config=make_config(scheduler_env=c.env))
+    s = launch(fn_hog_memory, [{"mb": 600, "hold": 20}, {"mb": 1, "hold": 0}],
+               backend="slurm", exp_prefix="oom", config=env.config, resources={"mem": "200M"})
+    done = s.wait(timeout=WAIT, poll_interval=0.5, progress=False)
+    hog, small = s.runs
+    assert done[hog.name] == State.OOM, (hog.reason, hog.stderr_tail)
+    assert "memory" in (hog.reason or "")
+    assert not (hog.log_dir / ".done").exists()
+    assert done[small.name] == State.SUCCEEDED, (small.reason, small.stderr_tail)

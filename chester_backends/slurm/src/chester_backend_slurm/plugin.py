@@ -322,6 +322,14 @@ def _start_date(handles: Sequence[RunHandle]) -> str:
     return dt.datetime.fromtimestamp(t - 86400).strftime("%Y-%m-%d")
 
 
+def _sched_output(h: RunHandle) -> str | None:
+    """The job's own output file (``slurm-%A_%a.out`` / ``slurm-%j.out`` in the stage)."""
+    stage = h.get("stage")
+    if not stage or not h.remote_id:
+        return None
+    return f"{stage}/slurm-{h.remote_id}.out"
+
+
 def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
           ) -> tuple[str | None, dict[str, RunStatus]]:
     """One round trip: one scheduler query and every run's records. (source, statuses)."""
@@ -330,7 +338,8 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
     known = _CLUSTER.get(_key(backend), {})
     script = scheduler.status_script(ids, _start_date(handles),
                                      [h.remote_dir for h in handles], opts.python,
-                                     accounting=bool(known.get("accounting", 1)))
+                                     accounting=bool(known.get("accounting", 1)),
+                                     sched_outputs=[_sched_output(h) for h in handles])
     own = ex is None
     ex = ex or _open(backend)
     try:

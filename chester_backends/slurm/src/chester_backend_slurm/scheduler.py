@@ -46,17 +46,24 @@ def tail(p, n=20, size=8192):
     text = data.decode("utf-8", "replace").rstrip("\n")
     return "\n".join(text.splitlines()[-n:]) or None
 out = {}
-for d in sys.stdin.read().splitlines():
-    if not d:
+for line in sys.stdin.read().splitlines():
+    if not line:
         continue
+    d, sched_out = json.loads(line)
     meta = rd(os.path.join(d, ".chester", "run.json"))
     st = rd(os.path.join(d, ".chester", "status.json"))
+    ok = st is not None and st.get("state") == "succeeded"
     out[d] = {"token": (meta or {}).get("token"), "exists": meta is not None, "status": st,
               "done": os.path.exists(os.path.join(d, ".done")),
-              "tail": tail(os.path.join(d, "stderr.log")) if st is None or
-                      st.get("state") != "succeeded" else None}
+              "tail": None if ok else tail(os.path.join(d, "stderr.log")),
+              "sched_tail": None if ok or not sched_out else tail(sched_out, 8, 4096)}
 print(json.dumps(out))
 """
+
+#: What slurmstepd writes to a job's output when it kills the job for its memory: the
+#: cgroup OOM killer ("Detected 1 oom_kill event") or the accounting poller under
+#: ``JobAcctGatherParams=OverMemoryKill`` ("Exceeded job memory limit").
+_MEMORY_KILL = re.compile(r"oom[-_]kill event|exceeded (job |step )?memory limit", re.I)
 
 
 def cluster_info_script() -> str:
@@ -79,8 +86,12 @@ def parse_cluster_info(text: str) -> dict[str, int]:
 
 
 def status_script(job_ids: Sequence[str], start_date: str, run_dirs: Sequence[str],
-                  python: str, *, accounting: bool = True, with_records: bool = True) -> str:
+                  python: str, *, accounting: bool = True, with_records: bool = True,
+                  sched_outputs: Sequence[str | None] | None = None) -> str:
     """One scheduler query for every job, then the records of every run folder.
+
+    ``sched_outputs`` are the jobs' own output files (``#SBATCH --output``), one per run
+    folder, where slurmstepd says why it killed a job.
 
     ``sacct`` when the cluster keeps accounting (falling back to ``squeue`` if it answers
     that accounting is disabled); ``squeue -t all`` alone when we know it does not.
@@ -103,7 +114,8 @@ def status_script(job_ids: Sequence[str], start_date: str, run_dirs: Sequence[st
     if with_records:
         lines.append(f"echo {MARK_RECORDS}")
         lines.append(f"{q(python)} -c {q(RECORD_READER)} <<'CHESTER_RUN_DIRS'")
-        lines.extend(run_dirs)
+        outs = list(sched_outputs) if sched_outputs is not None else [None] * len(run_dirs)
+        lines.extend(json.dumps([d, o]) for d, o in zip(run_dirs, outs, strict=True))
         lines.append("CHESTER_RUN_DIRS")
     return "\n".join(lines) + "\n"
 
@@ -215,6 +227,7 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         st = None
     done = bool(rec.get("done")) and st is not None
     tail = rec.get("tail")
+    sched_tail = rec.get("sched_tail") or ""
     common: dict[str, Any] = {"remote_id": remote_id, "host": (st or {}).get("host") or host,
                               "started_at": (st or {}).get("started_at"),
                               "ended_at": (st or {}).get("ended_at"),
@@ -267,6 +280,11 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         return RunStatus(state=State.FAILED, exit_code=_exit_code(row.exit_code),
                          reason="SLURM says COMPLETED but the worker wrote no success record",
                          stderr_tail=tail, **common)
+    if s in ("FAILED", "CANCELLED", "OUT_OF_MEMORY") and not worker_ok \
+            and _MEMORY_KILL.search(sched_tail):
+        line = next(ln for ln in reversed(sched_tail.splitlines()) if _MEMORY_KILL.search(ln))
+        return RunStatus(state=State.OOM, reason=f"out of memory: {line.strip()}",
+                         stderr_tail=tail, exit_code=_exit_code(row.exit_code), **common)
     if s in _TERMINAL_WORDS:
         state, word = _TERMINAL_WORDS[s]
         never_ran = depends and not row.started and st is None
