@@ -39,6 +39,36 @@ def _attempt(meta: dict) -> int:
     return int(meta.get("attempt", 1))
 
 
+#: How long a new attempt lets the worker of an earlier one finish (it was told to stop:
+#: a requeue) before stopping it itself.
+PREVIOUS_ATTEMPT_GRACE_S = 30.0
+
+
+def _outlive(prior: dict) -> None:
+    """Wait for the worker of an earlier attempt of this run to end; stop it if it lingers.
+
+    A scheduler may start the run again while the old worker still records its end (a
+    requeue signals the job, marks it pending and can start it at once; a worker whose
+    shell died first is no longer tracked). The new attempt must not run beside it.
+    """
+    pid, ticks = prior.get("pid"), prior.get("start_ticks")
+    print(f"chester.worker: attempt {prior.get('attempt') or 1} (pid {pid}) is still ending; "
+          "waiting for it", file=sys.stderr)
+    deadline = time.monotonic() + PREVIOUS_ATTEMPT_GRACE_S
+    while time.monotonic() < deadline:
+        if not rd.pid_alive(pid, ticks):
+            return
+        time.sleep(0.1)
+    pgid = prior.get("pgid")
+    if pgid and pgid != os.getpgid(0):
+        rd.kill_group(int(pgid))
+    else:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (OSError, TypeError, ValueError):
+            pass
+
+
 def run(run_dir: str) -> int:
     """Run the run in ``run_dir``; return the process exit status."""
     run_dir = os.path.abspath(run_dir)
@@ -61,9 +91,11 @@ def run(run_dir: str) -> int:
             return 0
         if prior.get("ended_at") is None and rd.pid_alive(prior.get("pid"), prior.get("start_ticks")) \
                 and prior.get("pid") != os.getpid():
-            print("chester.worker: this run is already running (pid %s)" % prior.get("pid"),
-                  file=sys.stderr)
-            return 0
+            if int(prior.get("attempt") or 1) >= attempt:
+                print("chester.worker: this run is already running (pid %s)" % prior.get("pid"),
+                      file=sys.stderr)
+                return 0
+            _outlive(prior)
     if os.path.exists(at(rd.CANCEL)):
         rd.write_json_atomic(at(rd.STATUS), {
             "token": token, "attempt": attempt, "state": "cancelled",

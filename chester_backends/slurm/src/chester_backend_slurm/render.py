@@ -226,8 +226,14 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     if job.kind == "serial":
         lines.append("# serial steps in one allocation: each starts when the one before succeeded")
         lines.extend(setup)
+        lines.append("# the shell outlives each step, so SLURM's signals reach the worker and "
+                     "the shell waits for its end")
+        lines.append("trap 'kill -TERM \"$step\" 2>/dev/null' TERM")
         lines.append("while IFS= read -r RUN_DIR; do")
-        lines.append(f'  {worker} >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log" || exit $?')
+        lines.append(f'  {worker} >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log" &')
+        lines.append("  step=$!")
+        lines.append('  while wait "$step"; rc=$?; kill -0 "$step" 2>/dev/null; do :; done')
+        lines.append('  [ "$rc" -eq 0 ] || exit "$rc"')
         lines.append(f"done < {q(manifest)}")
     else:
         if job.kind == "array":
@@ -239,7 +245,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
                      'exit 2; }')
         lines.append('exec >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log"')
         lines.extend(setup)
-        lines.append(worker)
+        lines.append(f"exec {worker}")  # the worker is the job's process: signals reach it
     return "\n".join(lines) + "\n"
 
 

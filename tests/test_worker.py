@@ -1,0 +1,110 @@
+"""The worker on its own: payload formats and a new attempt meeting the old one's worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import cloudpickle
+
+from chester import rundir as rd
+from chester.launcher import write_run_folder
+
+
+def record_result(variant, log_dir, exp_name):
+    with open(os.path.join(log_dir, "result.json"), "w") as f:
+        json.dump({"x": variant["x"], "name": exp_name, "t": time.time()}, f)
+
+
+def _row(d: Path):
+    """What write_run_folder reads of a job-store row."""
+    return SimpleNamespace(id=1, name="1_w", token="tok", local_dir=str(d))
+
+
+def _worker(d: Path, **env) -> subprocess.CompletedProcess:
+    e = {**os.environ, **{k: str(v) for k, v in env.items()}}
+    return subprocess.run([sys.executable, "-m", "chester.worker", str(d)], env=e,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_both_payload_forms_run(tmp_path):
+    new = tmp_path / "new"
+    write_run_folder(_row(new), fn=record_result, variant={"x": "a'$(b)\n"},
+                     project_dir=str(tmp_path), env={})
+    assert _worker(new).returncode == 0
+    assert json.loads((new / "result.json").read_text())["x"] == "a'$(b)\n"
+    old = tmp_path / "old"  # one pickle holding both, as launchers before 0.3 wrote
+    write_run_folder(_row(old), fn=record_result, variant={"x": 1},
+                     project_dir=str(tmp_path), env={})
+    (old / rd.PAYLOAD).write_bytes(cloudpickle.dumps({"fn": record_result, "variant": {"x": 2}}))
+    assert _worker(old).returncode == 0
+    assert json.loads((old / "result.json").read_text())["x"] == 2
+
+
+def _earlier_attempt(d: Path, lingering_s: float) -> subprocess.Popen:
+    """A process standing in for attempt 1's worker, still alive, recorded as running."""
+    p = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({lingering_s})"],
+                         start_new_session=True)
+    for _ in range(100):
+        if rd.proc_start_time(p.pid) is not None:
+            break
+        time.sleep(0.01)
+    rd.write_json_atomic(d / rd.STATUS, {
+        "token": "tok", "attempt": 1, "pid": p.pid, "pgid": p.pid,
+        "start_ticks": rd.proc_start_time(p.pid), "state": "running", "ended_at": None})
+    return p
+
+
+def test_a_new_attempt_waits_for_the_old_worker_to_end(tmp_path):
+    """A requeue can start attempt 2 while attempt 1's worker still records its end: the new
+    worker waits for it, then runs (never beside it, never skipping the run)."""
+    d = tmp_path / "run"
+    write_run_folder(_row(d), fn=record_result, variant={"x": 1}, project_dir=str(tmp_path),
+                     env={})
+    old = _earlier_attempt(d, 2.0)
+    res = _worker(d, CHESTER_ATTEMPT=2)
+    ended = time.time()
+    assert res.returncode == 0, res.stderr
+    assert old.wait(timeout=5) == 0  # it ended on its own
+    assert "is still ending; waiting for it" in res.stderr
+    st = json.loads((d / rd.STATUS).read_text())
+    assert st["state"] == "succeeded" and st["attempt"] == 2
+    assert (d / rd.DONE).exists()
+    assert json.loads((d / "result.json").read_text())["t"] <= ended
+
+
+def test_a_lingering_old_worker_is_stopped(tmp_path, monkeypatch):
+    d = tmp_path / "run"
+    write_run_folder(_row(d), fn=record_result, variant={"x": 1}, project_dir=str(tmp_path),
+                     env={})
+    old = _earlier_attempt(d, 600)
+    from chester import worker
+
+    monkeypatch.setattr(worker, "PREVIOUS_ATTEMPT_GRACE_S", 0.5)
+    monkeypatch.setenv("CHESTER_ATTEMPT", "2")
+    try:
+        assert worker.run(str(d)) == 0
+        assert old.wait(timeout=10) != 0  # stopped by a signal
+        assert json.loads((d / rd.STATUS).read_text())["attempt"] == 2
+    finally:
+        if old.poll() is None:
+            old.kill()
+
+
+def test_the_same_attempt_twice_runs_once(tmp_path):
+    d = tmp_path / "run"
+    write_run_folder(_row(d), fn=record_result, variant={"x": 1}, project_dir=str(tmp_path),
+                     env={})
+    other = _earlier_attempt(d, 30)
+    try:
+        res = _worker(d, CHESTER_ATTEMPT=1)
+        assert res.returncode == 0 and "already running" in res.stderr
+        assert not (d / "result.json").exists()
+        assert other.poll() is None  # left alone
+    finally:
+        other.kill()
