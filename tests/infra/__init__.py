@@ -17,8 +17,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -101,11 +103,28 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _popen(argv: list[str], **kw) -> subprocess.Popen:
+    """``subprocess.Popen`` from the main thread or from one spawner thread that lives as long
+    as the process: ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child ends,
+    so a daemon started from a short-lived thread (a fault injected later) would die with it."""
+    global _spawner
+    if threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(argv, **kw)
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(1, thread_name_prefix="infra-spawner")
+    return _spawner.submit(subprocess.Popen, argv, **kw).result()
+
+
 class Daemon:
     """A server process run in the foreground as our child, stopped by its pid.
 
     It gets ``SIGKILL`` if the test process dies without cleaning up (``PR_SET_PDEATHSIG``),
-    and its stdout/stderr go to ``log``.
+    and its stdout/stderr go to ``log``. It may be started from any thread.
     """
 
     def __init__(self, argv: list[str], log: Path, env: Mapping[str, str] | None = None,
@@ -114,7 +133,7 @@ class Daemon:
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
+            self.proc = _popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None, cwd=cwd,
                 preexec_fn=_die_with_parent, start_new_session=True)

@@ -59,13 +59,15 @@ class SshKeys:
     host_key: Path  # the servers' host key
     key: Path  # the client's private key (ed25519, no passphrase)
     authorized_keys: Path
+    other_key: Path  # a second client key that no server accepts (auth failure tests)
 
 
 def make_keys(d: Path) -> SshKeys:
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o700)
-    keys = SshKeys(d, d / "host_ed25519", d / "id_ed25519", d / "authorized_keys")
-    for k in (keys.host_key, keys.key):
+    keys = SshKeys(d, d / "host_ed25519", d / "id_ed25519", d / "authorized_keys",
+                   d / "other_ed25519")
+    for k in (keys.host_key, keys.key, keys.other_key):
         if not k.exists():
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "chester-test",
                  "-f", str(k)])
@@ -130,6 +132,7 @@ class SshHost:
     local_dir: Path  # the same folder as seen by the test process
     log: Path  # sshd log (LogLevel VERBOSE)
     netns: str | None = None  # network namespace, None for the loopback host
+    other_key: str = ""  # a private key this host does not accept
     _config: Path = field(default=Path(), repr=False)
     _holder: Daemon | None = field(default=None, repr=False)
     _sshd: Daemon | None = field(default=None, repr=False)
@@ -296,13 +299,15 @@ def accepted_connections(host: SshHost) -> int:
 @dataclass(eq=False)
 class SshHosts:
     """What the ``sshd_hosts`` fixture yields: the hosts (index them by number or alias)
-    plus the shared ``ssh_config``, ``key`` and ``user``, and the fault helpers."""
+    plus the shared ``ssh_config``, ``key``, ``other_key`` (accepted by no host) and
+    ``user``, and the fault helpers."""
 
     hosts: list[SshHost]
     ssh_config: str
     key: str
     user: str
     base: Path
+    other_key: str = ""
 
     def __getitem__(self, which: int | str) -> SshHost:
         if isinstance(which, int):
@@ -420,7 +425,7 @@ def _create_netns_host(i: int, k: int, base: Path, keys: SshKeys, user: str,
     host = SshHost(alias=name, hostname=name, address=there, port=22, user=user,
                    key=str(keys.key), ssh_config=str(ssh_config), remote_dir=REMOTE,
                    local_dir=local, log=hdir / "sshd.log", netns=ns,
-                   _config=hdir / "sshd_config", _veth=veth)
+                   other_key=str(keys.other_key), _config=hdir / "sshd_config", _veth=veth)
     host._config.write_text(_sshd_config(keys, there, 22))
     run(["ip", "netns", "add", ns])
     try:
@@ -458,7 +463,7 @@ def start_netns_hosts(base: Path, n: int = 2, keys: SshKeys | None = None,
     os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation folder
     os.makedirs(REMOTE, exist_ok=True)  # mount point of each host's private folder
     ssh_config = base / "ssh_config"
-    group = SshHosts([], str(ssh_config), str(keys.key), user, base)
+    group = SshHosts([], str(ssh_config), str(keys.key), user, base, str(keys.other_key))
     try:
         with open(LOCK, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # subnet choice + creation, against other sessions
@@ -493,7 +498,8 @@ def start_loopback_host(base: Path, keys: SshKeys | None = None,
         host = SshHost(alias="loopback", hostname=socket.gethostname(), address="127.0.0.1",
                        port=port, user=user, key=str(keys.key),
                        ssh_config=str(base / "ssh_config"), remote_dir=str(remote),
-                       local_dir=remote, log=base / "sshd.log", _config=base / "sshd_config")
+                       local_dir=remote, log=base / "sshd.log", other_key=str(keys.other_key),
+                       _config=base / "sshd_config")
         host._config.write_text(_sshd_config(keys, "127.0.0.1", port))
         Path(host.ssh_config).write_text(
             _client_block(host.alias, host.address, port, user, keys.key))

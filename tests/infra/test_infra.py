@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -36,15 +37,14 @@ def test_remote_dirs_are_private(sshd_hosts):
     assert not (b.local_dir / name).exists()
 
 
-def test_key_only_auth(sshd_hosts, tmp_path):
+def test_key_only_auth(sshd_hosts):
     h = sshd_hosts[0]
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
-                    str(tmp_path / "other")], check=True)
+    assert h.other_key == sshd_hosts.other_key and Path(h.other_key).exists()
     # a client with another key only is refused (no password, no other method)
     r = subprocess.run(
         ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
          "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
-         "-i", str(tmp_path / "other"), f"root@{h.address}", "true"],
+         "-i", h.other_key, f"root@{h.address}", "true"],
         capture_output=True, text=True, timeout=30)
     assert r.returncode == 255 and "Permission denied" in r.stderr
 
@@ -82,6 +82,21 @@ def test_kill_and_restart_sshd(sshd_hosts):
         assert time.monotonic() - t0 < 3
         assert other.run("hostname").stdout.strip() == other.hostname  # the other is fine
         sshd_hosts.restart_sshd(h)
+        assert h.sshd_pid is not None
+        assert h.run("hostname").stdout.strip() == h.hostname
+    finally:
+        sshd_hosts.heal()
+
+
+def test_sshd_started_from_another_thread_outlives_it(sshd_hosts):
+    # a fault that restarts sshd later does it from a timer thread, which then ends
+    h = sshd_hosts[1]
+    try:
+        h.kill_sshd()
+        t = threading.Thread(target=h.start_sshd)
+        t.start()
+        t.join(30)
+        time.sleep(0.3)
         assert h.sshd_pid is not None
         assert h.run("hostname").stdout.strip() == h.hostname
     finally:
