@@ -1,7 +1,7 @@
 """Bench of the ssh backend: a 200-run sweep to one host.
 
 Run as root: ``.venv/bin/python bench/ssh_bench.py [N_RUNS]``. It starts one SSH host (a
-network namespace with its own sshd, as the tests do), and prints:
+network namespace with its own sshd: ``tests/infra/sshd.py``, as the tests do), and prints:
 
 * SSH connections opened for the launch (sshd log "Accepted publickey" lines, and the
   transport's own counter), and the launch wall time against one rsync of the project plus
@@ -14,7 +14,6 @@ Everything it starts is stopped at the end.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,9 +24,7 @@ from pathlib import Path
 import cloudpickle
 import yaml
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-CONFTEST = ROOT / "chester_backends" / "ssh" / "tests" / "conftest.py"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def fn_noop(variant, log_dir, exp_name):
@@ -40,28 +37,25 @@ def fn_noop(variant, log_dir, exp_name):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def _load_conftest():
-    spec = importlib.util.spec_from_file_location("ssh_bench_hosts", CONFTEST)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    hosts_mod = _load_conftest()
-    why = hosts_mod._missing()
-    if why:
-        print(f"cannot run the bench: {why}")
-        return 1
-    from chester.config import load_config
-    from chester.dispatch import Dispatcher
-    from chester.launcher import launch
+    sys.path.insert(0, str(ROOT))
     from chester_backend_ssh import plugin
     from chester_backend_ssh.transport import Transport
 
+    from chester.config import load_config
+    from chester.dispatch import Dispatcher
+    from chester.launcher import launch
+    from tests.infra import InfraUnavailable
+    from tests.infra.sshd import start_netns_hosts
+
     tmp = Path(tempfile.mkdtemp(prefix="chester-ssh-bench-"))
-    hosts = hosts_mod.create_hosts(tmp / "sshd", 1)
+    try:
+        hosts = start_netns_hosts(tmp / "sshd", 1)
+    except InfraUnavailable as e:
+        print(f"cannot run the bench: {e}")
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        return 1
     host = hosts[0]
     try:
         project = tmp / "project"
@@ -70,7 +64,7 @@ def main() -> int:
         for i in range(20):  # a small project to sync
             (project / f"mod{i}.py").write_text(f"X = {i}\n" * 50)
         (project / "chester.yaml").write_text(yaml.safe_dump({"backends": {"box": {
-            "type": "ssh", "host": host.name, "remote_dir": "/remote/bench",
+            "type": "ssh", "host": host.alias, "remote_dir": "/remote/bench",
             "ssh_config": hosts.ssh_config, "python": sys.executable, "max_parallel": 8}}}))
         cfg = load_config(project / "chester.yaml")
 
@@ -93,15 +87,15 @@ def main() -> int:
         Transport._exec = counting_exec  # type: ignore[method-assign]
 
         def snapshot():
-            return (host.accepted(), sum(t.connections_opened for t in made),
+            return (host.accepted_connections(), sum(t.connections_opened for t in made),
                     sum(t.rsync_invocations for t in made), execs[0])
 
         # baseline: one rsync of the project plus one ssh command
         ssh = ["ssh", "-F", hosts.ssh_config]
         t0 = time.perf_counter()
         subprocess.run(["rsync", "-rlptz", "--mkpath", "-e", " ".join(ssh), "--exclude=.git/",
-                        f"{project}/", f"{host.name}:/remote/baseline/"], check=True)
-        subprocess.run([*ssh, host.name, "true"], check=True)
+                        f"{project}/", f"{host.alias}:/remote/baseline/"], check=True)
+        subprocess.run([*ssh, host.alias, "true"], check=True)
         baseline = time.perf_counter() - t0
 
         disp = Dispatcher()
@@ -181,7 +175,7 @@ def main() -> int:
         print(json.dumps(fig, indent=2))
         return 0
     finally:
-        hosts_mod.destroy_hosts(hosts)
+        hosts.stop()
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 

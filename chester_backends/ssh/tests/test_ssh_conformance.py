@@ -11,12 +11,12 @@ from chester.testing import BackendConformance, ConformanceEnv
 
 class TestSSHBackend(BackendConformance):
     @pytest.fixture
-    def chester_env(self, tmp_path, ssh_hosts):
-        h = ssh_hosts[0]
+    def chester_env(self, tmp_path, sshd_hosts):
+        h = sshd_hosts[0]
         remote = f"/remote/{tmp_path.name}"
         return ConformanceEnv.create(
             tmp_path, backend="gpu1", timeout=120, poll_interval=0.3,
             config={"backends": {"gpu1": {
-                "type": "ssh", "host": h.name, "remote_dir": remote,
-                "ssh_config": ssh_hosts.ssh_config, "python": sys.executable,
+                "type": "ssh", "host": h.alias, "remote_dir": remote,
+                "ssh_config": sshd_hosts.ssh_config, "python": sys.executable,
                 "max_parallel": 4, "connect_timeout": 5}}})

@@ -1,11 +1,11 @@
-"""End-to-end tests of the ssh backend against real sshd hosts (see conftest.py)."""
+"""End-to-end tests of the ssh backend against real sshd hosts (tests/infra's
+``sshd_hosts``: two network namespaces, each with its own hostname and ``/remote``)."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,14 +14,13 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import yaml
+from chester_backend_ssh.plugin import sync_code, transport_for
+from chester_backend_ssh.transport import SSHTarget, Transport
 
 from chester.config import load_config
 from chester.dispatch import Dispatcher
 from chester.errors import BackendError, ConnectError
 from chester.launcher import launch
-
-from chester_backend_ssh.plugin import sync_code, transport_for
-from chester_backend_ssh.transport import SSHTarget, Transport
 
 # the launched functions travel by value: the hosts cannot import this test module
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -49,17 +48,17 @@ def fn_report(variant, log_dir, exp_name):
     print(f"hello from {exp_name}", flush=True)
 
 
-def make_config(tmp_path: Path, ssh_hosts, backends: dict, **top) -> tuple[Path, object]:
+def make_config(tmp_path: Path, sshd_hosts, backends: dict, **top) -> tuple[Path, object]:
     project = tmp_path / "project"
     project.mkdir(parents=True, exist_ok=True)
     (project / ".git").mkdir(exist_ok=True)
     (project / "train.py").write_text("print('code')\n")
     full = {"backends": {}, **top}
     for name, (index, opts) in backends.items():
-        h = ssh_hosts[index]
+        h = sshd_hosts[index]
         full["backends"][name] = {
-            "type": "ssh", "host": h.name, "remote_dir": f"/remote/{tmp_path.name}",
-            "ssh_config": ssh_hosts.ssh_config, "python": sys.executable,
+            "type": "ssh", "host": h.alias, "remote_dir": f"/remote/{tmp_path.name}",
+            "ssh_config": sshd_hosts.ssh_config, "python": sys.executable,
             "connect_timeout": 3, **opts}
     (project / "chester.yaml").write_text(yaml.safe_dump(full))
     return project, load_config(project / "chester.yaml")
@@ -72,11 +71,11 @@ def fast_dispatcher() -> Dispatcher:
 def host_path(host, remote: str) -> Path:
     """Where a host's /remote path is visible from here."""
     assert remote.startswith("/remote/")
-    return host.root / remote[len("/remote/"):]
+    return host.local_dir / remote[len("/remote/"):]
 
 
-def test_two_hosts_each_run_once_on_its_host(tmp_path, ssh_hosts):
-    project, cfg = make_config(tmp_path, ssh_hosts, {"gpu1": (0, {}), "gpu2": (1, {})})
+def test_two_hosts_each_run_once_on_its_host(tmp_path, sshd_hosts):
+    project, cfg = make_config(tmp_path, sshd_hosts, {"gpu1": (0, {}), "gpu2": (1, {})})
     sweeps = {}
     for name in ("gpu1", "gpu2"):
         sweeps[name] = launch(fn_report, [{"i": i} for i in range(3)], backend=name,
@@ -88,28 +87,28 @@ def test_two_hosts_each_run_once_on_its_host(tmp_path, ssh_hosts):
         assert {s.value for s in states.values()} == {"succeeded"}, states
         for run in sw.runs:
             res = json.loads((run.log_dir / "result.json").read_text())
-            assert res["host"] == ssh_hosts[index].name
+            assert res["host"] == sshd_hosts[index].hostname
             assert res["cwd"] == f"/remote/{tmp_path.name}"
             assert (run.log_dir / "invocations.txt").read_text().count("\n") == 1
             # the run folder lives in that host's private /remote, not on the other one
-            assert (host_path(ssh_hosts[index], run.remote_dir) / ".done").exists()
-            other = ssh_hosts[1 - index]
+            assert (host_path(sshd_hosts[index], run.remote_dir) / ".done").exists()
+            other = sshd_hosts[1 - index]
             assert not (host_path(other, run.remote_dir)).exists()
     # the code was synced to each host, chester's excludes honoured
     for index in (0, 1):
-        root = ssh_hosts[index].root / tmp_path.name
+        root = sshd_hosts[index].local_dir / tmp_path.name
         assert (root / "train.py").exists()
         assert not (root / ".git").exists()
 
 
-def test_env_prepare_secrets_gpus_and_queue(tmp_path, ssh_hosts, monkeypatch):
+def test_env_prepare_secrets_gpus_and_queue(tmp_path, sshd_hosts, monkeypatch):
     monkeypatch.setenv("CHESTER_TEST_TOKEN", "s3cr3t 'quoted' $(nope)")
     secrets_file = tmp_path / "more.env"
     secrets_file.write_text("# comment\nDB_PASSWORD='pa ss'\nexport API_KEY=k-123\n")
     opts = {"env": {"MY_FLAG": "it's \"on\""}, "prepare_commands": ["export PREPARED=yes"],
             "secrets": ["CHESTER_TEST_TOKEN", str(secrets_file)],
             "max_parallel": 2, "gpus": ["0", "1"]}
-    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, opts)})
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, opts)})
     (project / "prepare.sh").write_text("export FROM_PREPARE_SH=1\n")
     names = ["MY_FLAG", "PREPARED", "FROM_PREPARE_SH", "CHESTER_TEST_TOKEN", "DB_PASSWORD",
              "API_KEY"]
@@ -137,7 +136,7 @@ def test_env_prepare_secrets_gpus_and_queue(tmp_path, ssh_hosts, monkeypatch):
         peak = max(peak, running)
     assert peak <= 2
     # the secrets file was deleted on the host; nothing under chester's folder holds a value
-    cdir = ssh_hosts[0].root / tmp_path.name / ".chester"
+    cdir = sshd_hosts[0].local_dir / tmp_path.name / ".chester"
     for p in cdir.rglob("*"):
         if p.is_file():
             assert not p.name.endswith(".secrets"), p
@@ -151,8 +150,8 @@ def test_env_prepare_secrets_gpus_and_queue(tmp_path, ssh_hosts, monkeypatch):
     assert "s3cr3t" not in out.stdout and "k-123" not in out.stdout
 
 
-def test_pull_patterns_and_incremental(tmp_path, ssh_hosts):
-    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {})})
+def test_pull_patterns_and_incremental(tmp_path, sshd_hosts):
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, {})})
     sw = launch(fn_report, [{"i": 0, "artefacts": ["best.pt", "last.pt", "curve.png", "m.txt"]}],
                 backend="box", exp_prefix="pats", config=cfg, dispatcher=fast_dispatcher())
     sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
@@ -175,8 +174,8 @@ def test_pull_patterns_and_incremental(tmp_path, ssh_hosts):
     assert sum(r.files for r in sw.pull()) == 0
 
 
-def test_code_sync_dry_run_and_no_delete(tmp_path, ssh_hosts):
-    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {"extra_sync_dirs": ["data/assets"]})},
+def test_code_sync_dry_run_and_no_delete(tmp_path, sshd_hosts):
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, {"extra_sync_dirs": ["data/assets"]})},
                                rsync_exclude=["*.ckpt"])
     (project / "data" / "assets").mkdir(parents=True)
     (project / "data" / "assets" / "vocab.txt").write_text("a b c")
@@ -189,7 +188,7 @@ def test_code_sync_dry_run_and_no_delete(tmp_path, ssh_hosts):
         dry = sync_code(bcfg, tr, dry_run=True)
         assert dry.files == 4  # chester.yaml, train.py, pkg/mod.py, data/assets/vocab.txt
         assert dry.bytes > 0
-        root = ssh_hosts[0].root / tmp_path.name
+        root = sshd_hosts[0].local_dir / tmp_path.name
         assert not root.exists() or not (root / "train.py").exists()
         # something of the user's on the host that is not in the project survives a sync
         tr.run(["mkdir", "-p", f"/remote/{tmp_path.name}/results"])
@@ -204,8 +203,8 @@ def test_code_sync_dry_run_and_no_delete(tmp_path, ssh_hosts):
     assert (root / "data" / "assets" / "vocab.txt").read_text() == "a b c"
 
 
-def test_logs_follow_and_cancel(tmp_path, ssh_hosts):
-    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {})})
+def test_logs_follow_and_cancel(tmp_path, sshd_hosts):
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, {})})
     sw = launch(fn_report, [{"i": 0, "sleep": 1.5}], backend="box", exp_prefix="logs",
                 config=cfg, dispatcher=fast_dispatcher())
     out = io.StringIO()
@@ -215,14 +214,14 @@ def test_logs_follow_and_cancel(tmp_path, ssh_hosts):
     sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
 
 
-def test_errors_are_one_line_naming_backend_and_host(tmp_path, ssh_hosts):
-    h = ssh_hosts[0]
+def test_errors_are_one_line_naming_backend_and_host(tmp_path, sshd_hosts):
+    h = sshd_hosts[0]
     cases = [
         (SSHTarget(host="no-such-host.invalid", connect_timeout=3), ConnectError,
          "cannot resolve"),
-        (SSHTarget(host=h.gw, port=2, user="root", connect_timeout=3), ConnectError,
+        (SSHTarget(host=h.address, port=2, user="root", connect_timeout=3), ConnectError,
          "connection refused"),
-        (SSHTarget(host=h.addr, user="root", key_filename=str(ssh_hosts.base / "other_ed25519"),
+        (SSHTarget(host=h.address, user="root", key_filename=sshd_hosts.other_key,
                    connect_timeout=3), BackendError, "authentication failed"),
     ]
     for target, kind, words in cases:
@@ -238,7 +237,7 @@ def test_errors_are_one_line_naming_backend_and_host(tmp_path, ssh_hosts):
         if kind is BackendError:
             assert not isinstance(ei.value, ConnectError)
     # a missing remote folder / command is permanent and says what is missing
-    with Transport(SSHTarget(host=h.name, ssh_config=ssh_hosts.ssh_config), backend="gpu9") as tr:
+    with Transport(SSHTarget(host=h.alias, ssh_config=sshd_hosts.ssh_config), backend="gpu9") as tr:
         with pytest.raises(BackendError) as ei:
             tr.run(["ls", "/remote/definitely-missing"])
         assert "No such file" in str(ei.value) and "\n" not in str(ei.value)
@@ -260,8 +259,8 @@ print("launched", len(sw.runs))
 """
 
 
-def test_launcher_exits_then_cli_status_and_pull_finish(tmp_path, ssh_hosts):
-    project, cfg = make_config(tmp_path, ssh_hosts, {"box": (0, {})})
+def test_launcher_exits_then_cli_status_and_pull_finish(tmp_path, sshd_hosts):
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, {})})
     env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
     script = project / "launch.py"
     script.write_text(LAUNCH_SCRIPT.format(testdir=str(Path(__file__).parent)))
@@ -311,15 +310,15 @@ print("launched")
 """
 
 
-def test_seed_keys_run_experiment_lite_auto_pull(tmp_path, ssh_hosts):
+def test_seed_keys_run_experiment_lite_auto_pull(tmp_path, sshd_hosts):
     project = tmp_path / "project"
     project.mkdir()
     (project / ".git").mkdir()
     (project / "chester.yaml").write_text(yaml.safe_dump({
-        "ssh_hosts": ["gpu1"], "host_address": {"gpu1": ssh_hosts[0].name},
+        "ssh_hosts": ["gpu1"], "host_address": {"gpu1": sshd_hosts[0].alias},
         "remote_dir": {"gpu1": f"/remote/{tmp_path.name}"},
         # what the test hosts need on top of the seed's keys
-        "backends": {"gpu1": {"type": "ssh", "ssh_config": ssh_hosts.ssh_config,
+        "backends": {"gpu1": {"type": "ssh", "ssh_config": sshd_hosts.ssh_config,
                               "python": sys.executable, "connect_timeout": 3}}}))
     (project / "launch.py").write_text(SEED_SCRIPT)
     env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
@@ -343,17 +342,17 @@ def test_seed_keys_run_experiment_lite_auto_pull(tmp_path, ssh_hosts):
 
 
 @pytest.mark.parametrize("kind", ["bad-key", "refused", "unknown-host"])
-def test_launch_errors_are_one_line(kind, tmp_path, ssh_hosts):
-    h = ssh_hosts[0]
-    opts = {"bad-key": {"host": f"root@{h.addr}",
-                        "key_filename": str(ssh_hosts.base / "other_ed25519")},
-            "refused": {"host": f"root@{h.gw}:2"},
+def test_launch_errors_are_one_line(kind, tmp_path, sshd_hosts):
+    h = sshd_hosts[0]
+    opts = {"bad-key": {"host": f"root@{h.address}",
+                        "key_filename": sshd_hosts.other_key},
+            "refused": {"host": f"root@{h.address}:2"},
             "unknown-host": {"host": "no-such-host.invalid"}}[kind]
     # an ssh_config with no key in it (and no writes to ~/.ssh/known_hosts)
     plain = tmp_path / "plain_ssh_config"
     plain.write_text("Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
                      "  LogLevel ERROR\n")
-    project, cfg = make_config(tmp_path, ssh_hosts,
+    project, cfg = make_config(tmp_path, sshd_hosts,
                                {"bad": (0, {**opts, "ssh_config": str(plain)})})
     disp = Dispatcher(sleep=lambda s: None, attempts=2)
     t0 = time.monotonic()

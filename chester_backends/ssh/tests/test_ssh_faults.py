@@ -18,13 +18,12 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import yaml
+from chester_backend_ssh.transport import Transport
 
 from chester.config import load_config
 from chester.dispatch import Dispatcher
 from chester.errors import TransientBackendError
 from chester.launcher import launch
-
-from chester_backend_ssh.transport import Transport
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -51,12 +50,11 @@ CASES = [
 
 
 @pytest.fixture
-def host(ssh_hosts):
-    h = ssh_hosts[1]
-    yield h
-    h.unblackhole()
-    if h.sshd_pid() is None:
-        h.start()
+def host(sshd_hosts):
+    try:
+        yield sshd_hosts[1]
+    finally:
+        sshd_hosts.heal()
 
 
 def _later(seconds: float, fn) -> threading.Thread:
@@ -66,13 +64,13 @@ def _later(seconds: float, fn) -> threading.Thread:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
+def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host, monkeypatch):
     project = tmp_path / "project"
     project.mkdir()
     (project / ".git").mkdir()
     (project / "chester.yaml").write_text(yaml.safe_dump({"backends": {"flaky": {
-        "type": "ssh", "host": host.name, "remote_dir": f"/remote/{tmp_path.name}",
-        "ssh_config": ssh_hosts.ssh_config, "python": sys.executable, "connect_timeout": 2,
+        "type": "ssh", "host": host.alias, "remote_dir": f"/remote/{tmp_path.name}",
+        "ssh_config": sshd_hosts.ssh_config, "python": sys.executable, "connect_timeout": 2,
         "max_parallel": 3}}}))
     cfg = load_config(project / "chester.yaml")
     disp = Dispatcher(sleep=lambda s: time.sleep(min(s, 1.0)), attempts=8)
@@ -80,7 +78,7 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
     threads = []
 
     def restart_later(seconds=1.5):
-        threads.append(_later(seconds, host.start))
+        threads.append(_later(seconds, host.start_sshd))
 
     def once(name):
         if name in fired:
@@ -94,7 +92,7 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
     if case == "submit-refused":
         def put_tree(self, *a, **kw):
             if once(case):
-                host.kill()
+                host.kill_sshd()
                 restart_later()
             return orig_put_tree(self, *a, **kw)
         monkeypatch.setattr(Transport, "put_tree", put_tree)
@@ -102,7 +100,7 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
         def run_script(self, *a, **kw):
             res = orig_script(self, *a, **kw)
             if once(case):  # the queue started; the reply never arrives
-                host.kill()
+                host.kill_sshd()
                 restart_later()
                 raise TransientBackendError("ssh backend 'flaky': connection dropped")
             return res
@@ -110,7 +108,7 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
     elif case == "submit-during-script":
         def run_script(self, *a, **kw):
             if once(case):
-                threads.append(_later(0.02, host.kill))
+                threads.append(_later(0.02, host.kill_sshd))
                 restart_later(1.5)
             return orig_script(self, *a, **kw)
         monkeypatch.setattr(Transport, "run_script", run_script)
@@ -123,7 +121,7 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
                     threads.append(_later(5, host.unblackhole))
                 else:
                     threads.append(_later(0.03 if case == "status-mid-command" else 0.12,
-                                          host.kill))
+                                          host.kill_sshd))
                     restart_later(1.5)
             return orig_run(self, argv, **kw)
         monkeypatch.setattr(Transport, "run", run)
@@ -131,9 +129,9 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
         def rsync_pull(self, *a, **kw):
             if once(case):
                 if case == "pull-refused":
-                    host.kill()
+                    host.kill_sshd()
                 else:
-                    threads.append(_later(0.15, host.kill))
+                    threads.append(_later(0.15, host.kill_sshd))
                 restart_later(1.5 if case == "pull-refused" else 2.0)
             return orig_pull(self, *a, **kw)
         monkeypatch.setattr(Transport, "rsync_pull", rsync_pull)
@@ -143,7 +141,7 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
     sw = launch(fn_work, [{"i": i, "mb": mb} for i in range(n)], backend="flaky",
                 exp_prefix=f"fault-{case}", config=cfg, dispatcher=disp)
     if case == "status-refused":
-        host.kill()
+        host.kill_sshd()
         restart_later(2.0)
     elif case == "blackhole-status":
         host.blackhole()
@@ -155,7 +153,7 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
     assert [s.value for s in states.values()] == ["succeeded"] * n, states
     lost = dup = unpulled = 0
     for run in sw.runs:
-        remote = host.root / run.remote_dir[len("/remote/"):]
+        remote = host.local_dir / run.remote_dir[len("/remote/"):]
         inv = remote / "invocations.txt"
         count = inv.read_text().count("\n") if inv.exists() else 0
         lost += count == 0
@@ -171,10 +169,10 @@ def test_fault_injected_sweep(case, tmp_path, ssh_hosts, host, monkeypatch):
     print(json.dumps({"case": case, "lost": lost, "duplicated": dup, "unpulled": unpulled}))
 
 
-def test_blackhole_during_a_long_command_fails_in_seconds(ssh_hosts, host):
+def test_blackhole_during_a_long_command_fails_in_seconds(sshd_hosts, host):
     from chester_backend_ssh.transport import SSHTarget
 
-    tr = Transport(SSHTarget(host=host.name, ssh_config=ssh_hosts.ssh_config,
+    tr = Transport(SSHTarget(host=host.alias, ssh_config=sshd_hosts.ssh_config,
                              connect_timeout=2), backend="flaky")
     with tr:
         assert tr.run(["echo", "up"]).stdout == "up\n"
