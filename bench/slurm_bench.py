@@ -14,9 +14,10 @@ Measures, in one run on the same slurmctld:
   * end-to-end time from launch to every result pulled home, and the drain time of a bare
     ``sbatch --array=0-N --wrap true`` for scale.
 
-The SLURM is started for the bench and stopped at the end: with tests/infra's SlurmFactory
-(its own daemons on free loopback ports, found through SLURM_CONF) when it is importable,
-else with the tested recipe (chester_backends/slurm/tests/slurm-up.sh).
+The SLURM and the login host are started for the bench and stopped at the end, with the
+tests' own machinery: tests/infra's SlurmFactory (its own daemons on free loopback ports,
+found through SLURM_CONF) and tests/infra/sshd.py's loopback sshd. Run it as root from the
+repo root (it needs the packages of .ci/install.sh).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,21 +35,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ROOT / "chester_backends" / "slurm" / "tests"
 
 
 def trivial(variant, log_dir, exp_name):
     """The benched function: trivial work, one small result file."""
     with open(os.path.join(log_dir, "result.txt"), "w") as f:
         f.write(str(variant["i"] * 2))
-
-
-def _pid_alive(pidfile: str) -> bool:
-    try:
-        os.kill(int(Path(pidfile).read_text().strip()), 0)
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 def _sh(*argv: str, **kw) -> str:
@@ -78,39 +69,13 @@ def wait_queue_empty(job_id: str, timeout: float = 1800) -> None:
     raise TimeoutError(f"job {job_id} still in the queue")
 
 
-def ensure_cluster(work: Path):
-    """A SLURM with MaxArraySize 1001: tests/infra's SlurmFactory when it is there (its own
-    daemons, found through SLURM_CONF), else the infra.md recipe. Returns a stop function."""
-    try:
-        sys.path.insert(0, str(ROOT))
-        from tests.infra.slurm import SlurmFactory
-    except ImportError:
-        SlurmFactory = None
-    if SlurmFactory is not None:
-        factory = SlurmFactory(work / "slurm")
-        cluster = factory.get(max_array_size=1001, accounting=True)
-        os.environ.update(cluster.env)
-        return factory.stop, dict(cluster.env)
-    if _pid_alive("/run/slurmctld.pid"):
-        conf = _sh("scontrol", "show", "config")
-        size = re.search(r"MaxArraySize\s*=\s*(\d+)", conf)
-        if not size or int(size.group(1)) != 1001:
-            sys.exit("a SLURM with MaxArraySize != 1001 is running (a test cluster?); "
-                     "stop it first")
-        return (lambda: None), {}
-    env = {**os.environ, "SLURM_MAX_ARRAY_SIZE": "1001"}
-    subprocess.run(["bash", str(RECIPES / "slurm-up.sh")], env=env, check=True,
-                   capture_output=True)
-    return (lambda: subprocess.run(["bash", str(RECIPES / "slurm-down.sh")],
-                                   capture_output=True)), {}
-
-
-def start_sshd(d: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run(["bash", str(RECIPES / "sshd-up.sh"), str(d), str(port)], check=True,
-                   capture_output=True)
+def start_cluster(factory):
+    """A SLURM with MaxArraySize 1001 and accounting from tests/infra's SlurmFactory; its
+    ``SLURM_CONF`` goes into this process's environment (for sbatch/squeue/sdiag here).
+    Returns the cluster's client environment."""
+    cluster = factory.get(max_array_size=1001, accounting=True)
+    os.environ.update(cluster.env)
+    return dict(cluster.env)
 
 
 def submitit_venv(d: Path) -> Path:
@@ -212,14 +177,21 @@ def main() -> None:
 
     from chester.launcher import launch
     from chester.types import State
+    from tests.infra import InfraUnavailable
+    from tests.infra.slurm import SlurmFactory
+    from tests.infra.sshd import start_loopback_host
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     work = Path(tempfile.mkdtemp(prefix="chester-slurm-bench-"))
-    stop_cluster, slurm_env = ensure_cluster(work)
-    login = work / "login"
+    factory = SlurmFactory(work / "slurm")
+    login = None
     figures: dict[str, object] = {"runs": n}
     try:
-        start_sshd(login)
+        try:
+            slurm_env = start_cluster(factory)
+            login = start_loopback_host(work / "login")
+        except InfraUnavailable as e:
+            sys.exit(f"cannot run the bench: {e}")
         size = int(re.search(r"MaxArraySize\s*=\s*(\d+)",
                              _sh("scontrol", "show", "config")).group(1))
         figures["MaxArraySize"] = size
@@ -234,7 +206,7 @@ def main() -> None:
 
         # 2. chester through the login host: launch, status polls, everything pulled
         cfg = make_project(work, "ssh-project", {
-            "host": "testhost", "ssh_config": str(login / "ssh_config"),
+            "host": login.alias, "ssh_config": login.ssh_config,
             "remote_dir": str(work / "remote"), "scheduler_env": slurm_env})
         timer = SubmitTimer()
         disp = dispatcher_with(timer)
@@ -300,11 +272,9 @@ def main() -> None:
             figures["submitit map_array submit s"] / figures["chester (direct) launch s"], 2)
         print(json.dumps(figures, indent=2))
     finally:
-        try:
-            os.kill(int((login / "sshd.pid").read_text().strip()), 15)
-        except (OSError, ValueError):
-            pass
-        stop_cluster()
+        if login is not None:
+            login.stop()
+        factory.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
