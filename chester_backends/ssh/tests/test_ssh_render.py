@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from chester_backend_ssh import plugin
+from chester_backend_ssh.transport import SSHTarget, Transport
 
 from chester.config import load_config
 from chester.errors import ConfigError, UserError
 from chester.types import RunSpec
-
-from chester_backend_ssh import plugin
-from chester_backend_ssh.transport import SSHTarget, Transport
 
 GOLDEN = Path(__file__).parent / "golden"
 

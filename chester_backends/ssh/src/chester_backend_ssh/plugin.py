@@ -19,8 +19,9 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 from chester import rundir as rd
 from chester.errors import BackendError, UserError
@@ -425,7 +426,6 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
 @hookimpl
 def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
                  out: TextIO) -> bool:
-    o: SSHOptions = backend.options
     argv = target_argv(backend, ["tail", *(["-f"] if follow else []), handle.remote_dir,
                                  stream])
 
@@ -493,7 +493,7 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                               key=lambda x: -len(x[0]))
             bar = _Progress(f"pull {backend.name}", len(items))
 
-            def progress(name: str, size: int) -> None:
+            def progress(name: str, size: int, prefixes=prefixes, bar=bar) -> None:
                 for pre, tok in prefixes:
                     if name.startswith(pre):
                         per[tok][0] += 1

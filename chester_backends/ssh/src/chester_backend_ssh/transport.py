@@ -25,8 +25,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import attrs
 
@@ -56,7 +57,7 @@ class SSHTarget:
     connect_timeout: float = 10.0
 
     @classmethod
-    def parse(cls, spec: str, **kw: Any) -> "SSHTarget":
+    def parse(cls, spec: str, **kw: Any) -> SSHTarget:
         """``"alias"``, ``"user@host"`` or ``"user@host:port"``; ``kw`` fills the other fields
         (an explicit ``user``/``port`` in ``kw`` wins only when the spec has none)."""
         m = _SPEC_RE.match(spec.strip())
@@ -85,7 +86,7 @@ class SyncStats:
     bytes: int = 0
     invocations: int = 0
 
-    def __add__(self, other: "SyncStats") -> "SyncStats":
+    def __add__(self, other: SyncStats) -> SyncStats:
         return SyncStats(
             files=self.files + other.files,
             bytes=self.bytes + other.bytes,
@@ -239,7 +240,7 @@ class Transport:
             shutil.rmtree(self._ctl_dir, ignore_errors=True)
             self._ctl_dir = None
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Transport:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -339,7 +340,7 @@ class Transport:
                     return
                 try:
                     n = chan.send(view[:32768])
-                except socket.timeout:
+                except TimeoutError:
                     continue  # window full; the reader loop watches the link
                 if n <= 0:
                     return
