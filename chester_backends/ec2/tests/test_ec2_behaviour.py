@@ -107,11 +107,11 @@ def test_spot_interruption_reads_preempted(tmp_path, farm):
     assert sweep.status()[run.name].value == "preempted"
     assert "spot interruption" in (run.reason or "")
     s3 = boto3.client("s3", region_name=REGION)
-    key = [k for k in _s3_keys() if k.endswith(f"{run.token}/progress.txt")][0]
+    key = next(k for k in _s3_keys() if k.endswith(f"{run.token}/progress.txt"))
     body = s3.get_object(Bucket="chester-test", Key=key)["Body"].read().decode()
     assert body.startswith("start\n") and body.count("tick") >= 1
-    rec = json.loads(s3.get_object(Bucket="chester-test", Key=[
-        k for k in _s3_keys() if k.endswith(f"ctl/status/{run.token}.json")][0])["Body"].read())
+    rec = json.loads(s3.get_object(Bucket="chester-test", Key=next(
+        k for k in _s3_keys() if k.endswith(f"ctl/status/{run.token}.json")))["Body"].read())
     assert rec["preempted"] is True
 
 
@@ -267,7 +267,7 @@ def test_preempted_run_is_requeued_on_a_new_instance(tmp_path, farm):
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
     assert len(farm.instances) == 2
-    second = [i for i in farm.instances if i != first][0]
+    second = next(i for i in farm.instances if i != first)
     tags = {t["Key"]: t["Value"] for t in ec2.describe_instances(InstanceIds=[second])[
         "Reservations"][0]["Instances"][0]["Tags"]}
     assert tags["chester:attempt"] == "2" and tags["chester:group"] == run.handle.get("group")

@@ -128,8 +128,8 @@ def test_pull_include_exclude_and_progress(project, farm):
     import boto3
 
     s3 = boto3.client("s3", region_name=REGION)
-    key = [o["Key"] for o in s3.list_objects_v2(Bucket="chester-test")["Contents"]
-           if o["Key"].endswith(f"{run.token}/result.json")][0]
+    key = next(o["Key"] for o in s3.list_objects_v2(Bucket="chester-test")["Contents"]
+           if o["Key"].endswith(f"{run.token}/result.json"))
     s3.put_object(Bucket="chester-test", Key=key, Body=b'{"changed": true}')
     got = sweep.pull()
     assert got[0].files == 1 and (run.log_dir / "result.json").read_text() == '{"changed": true}'
