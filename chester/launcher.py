@@ -72,29 +72,31 @@ def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequenc
 
     fn_bytes = cloudpickle.dumps(fn)
     env = dict(env)
-    made: set[str] = set()
+    files: list[tuple[str, list[tuple[str, bytes, int]]]] = []
     for row, variant in zip(rows, variants, strict=True):
         d = os.fspath(row.local_dir)
-        meta = os.path.join(d, rd.META)
-        parent = os.path.dirname(d)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        try:
-            os.mkdir(d)
-        except FileExistsError:
-            pass
-        try:
-            os.mkdir(meta)
-        except FileExistsError:
-            pass
-        _write_new(os.path.join(d, rd.VARIANT_JSON), json.dumps(
-            {**variant, "exp_name": row.name}, ensure_ascii=False, default=repr).encode())
-        _write_new(os.path.join(d, rd.PAYLOAD),
-                   fn_bytes + cloudpickle.dumps(AttrDict(variant)), 0o600)
-        _write_new(os.path.join(d, rd.RUN_JSON), json.dumps({
-            "token": row.token, "name": row.name, "run_id": row.id, "attempt": attempt,
-            "project_dir": project_dir, "env": env}, ensure_ascii=False).encode())
+        files.append((d, [
+            (rd.VARIANT_JSON, json.dumps({**variant, "exp_name": row.name}, ensure_ascii=False,
+                                         default=repr).encode(), 0o644),
+            (rd.PAYLOAD, fn_bytes + cloudpickle.dumps(AttrDict(variant)), 0o600),
+            (rd.RUN_JSON, json.dumps({
+                "token": row.token, "name": row.name, "run_id": row.id, "attempt": attempt,
+                "project_dir": project_dir, "env": env}, ensure_ascii=False).encode(), 0o644)]))
+    for parent in {os.path.dirname(d) for d, _ in files}:
+        os.makedirs(parent, exist_ok=True)
+
+    def write(item: tuple[str, list[tuple[str, bytes, int]]]) -> None:
+        d, contents = item
+        for sub in (d, os.path.join(d, rd.META)):
+            try:
+                os.mkdir(sub)
+            except FileExistsError:
+                pass
+        for rel, data, mode in contents:
+            _write_new(os.path.join(d, rel), data, mode)
+
+    for item in files:
+        write(item)
 
 
 def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: str,

@@ -140,13 +140,26 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=60000")
+        self._wal()
+        self._db.execute("PRAGMA synchronous=NORMAL")
         with self.tx():
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
+
+    def _wal(self, patience_s: float = 60.0) -> None:
+        """Switch to WAL. Two processes creating the store at once can meet here, and SQLite
+        answers "database is locked" at once (no busy handler for this step): try again."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         self._db.close()
