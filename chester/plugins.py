@@ -6,8 +6,10 @@ Nothing happens at import time; :func:`get_plugin_manager` builds (and caches) t
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from importlib import metadata
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -183,6 +185,51 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(seen.values(), key=lambda e: e.name)
 
 
+def lazy_module(name: str) -> ModuleType:
+    """The module ``name``, executed on first attribute access (``importlib.util.LazyLoader``).
+
+    For plugin modules: the entry point is imported whenever chester starts (``chester
+    plugins list`` included), so heavy helpers the hooks need can wait until a hook runs::
+
+        render = lazy_module("chester_backend_foo.render")
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+def _name_version(dist: metadata.Distribution | None) -> tuple[str | None, str | None]:
+    """The distribution's name and version from the head of its METADATA.
+
+    ``dist.name``/``dist.version`` parse the whole file (long description included) with the
+    email parser, the slowest step of ``chester plugins list``; Name and Version are single
+    header lines before the first blank line.
+    """
+    if dist is None:
+        return None, None
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        key, sep, value = line.partition(":")
+        if sep and key in ("Name", "Version"):
+            found.setdefault(key, value.strip())
+    if len(found) < 2:  # an odd file: let importlib.metadata read it
+        return dist.name, dist.version
+    return found["Name"], found["Version"]
+
+
 def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginManager:
     """Make a fresh plugin manager and load every installed plugin.
 
@@ -197,8 +244,7 @@ def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginMana
         return cpm
     blocked = _blocked_names()
     for ep in _entry_points():
-        dist = ep.dist.name if ep.dist else None
-        version = ep.dist.version if ep.dist else None
+        dist, version = _name_version(ep.dist)
         if ep.name in blocked:
             pm.set_blocked(ep.name)
             cpm.records[ep.name] = PluginRecord(name=ep.name, distribution=dist, version=version,

@@ -155,3 +155,19 @@ def test_plugins_list_json_fields(tmp_path):
 
 def test_capabilities_default_is_not_idempotent():
     assert Capabilities().idempotent_submit is False
+
+
+def test_lazy_module_runs_on_first_use(tmp_path, monkeypatch):
+    from chester.plugins import lazy_module
+
+    (tmp_path / "chester_lazy_probe.py").write_text(
+        "import os\nos.environ['CHESTER_LAZY_PROBE'] = 'ran'\nVALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("CHESTER_LAZY_PROBE", raising=False)
+    monkeypatch.delitem(sys.modules, "chester_lazy_probe", raising=False)
+    mod = lazy_module("chester_lazy_probe")
+    assert "CHESTER_LAZY_PROBE" not in os.environ
+    assert mod.VALUE == 42 and os.environ["CHESTER_LAZY_PROBE"] == "ran"
+    assert lazy_module("chester_lazy_probe") is sys.modules["chester_lazy_probe"]
+    with pytest.raises(ModuleNotFoundError):
+        lazy_module("chester_no_such_module_here")

@@ -15,7 +15,6 @@ boto3 is imported lazily (``aws.client``), never when the plugin is loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -73,6 +71,8 @@ def _root(o: Ec2Options) -> str:
 
 def sweep_key(backend: BackendConfig, exp_prefix: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", exp_prefix)[:60].strip("-") or "sweep"
+    import hashlib
+
     h = hashlib.sha256(f"{backend.project_path}\0{backend.name}\0{exp_prefix}".encode())
     return f"{safe}-{h.hexdigest()[:10]}"
 
@@ -216,6 +216,8 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[dict]:
 
 def upload_code(s3: Any, o: Ec2Options, data: Mapping[str, Any]) -> int:
     """Upload the snapshot's missing objects and its manifest; return the bytes sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
     if _exists(s3, o.bucket, data["manifest_key"]):
         return 0
     prefix = f"{_root(o)}code/objects/"
@@ -237,6 +239,8 @@ LAST_SUBMIT: dict[str, int] = {}
 
 @hookimpl
 def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
+    from concurrent.futures import ThreadPoolExecutor
+
     from chester_backend_ec2 import aws
 
     o: Ec2Options = backend.options

@@ -15,7 +15,6 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -23,7 +22,7 @@ import attrs
 
 from chester import rundir as rd
 from chester.errors import BackendError, TransientBackendError, UserError
-from chester.plugins import hookimpl
+from chester.plugins import hookimpl, lazy_module
 from chester.types import (
     BARE_EXCLUDES,
     BackendConfig,
@@ -36,8 +35,11 @@ from chester.types import (
     RunSpec,
     RunStatus,
 )
-from chester_backend_slurm import render, scheduler
 from chester_backend_slurm.options import SlurmOptions, resources_for
+
+# loaded on first use: `chester plugins list` only needs the spec below
+render = lazy_module("chester_backend_slurm.render")
+scheduler = lazy_module("chester_backend_slurm.scheduler")
 
 NAME = "slurm"
 DEFAULT_MAX_ARRAY_SIZE = 1001
@@ -285,6 +287,8 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
                                      data["upload_root"])
         if opts.host and opts.remote_dir:
             # code sync (rsync) and the sweep's files (one tar stream) go side by side
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=1) as pool:
                 files = pool.submit(upload)
                 ex.push_project(backend.project_path, opts.remote_dir, rsync_filter_args(
