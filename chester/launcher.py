@@ -16,7 +16,7 @@ from chester.config import ChesterConfig, get_config
 from chester.dispatch import Dispatcher
 from chester.errors import UserError
 from chester.logs import get_logger
-from chester.naming import auto_suffix, map_remote, safe_component
+from chester.naming import auto_suffix, remote_mapper, safe_component
 from chester.store import RunRow, Store
 from chester.sweeps import Sweep
 from chester.types import RunSpec, RunStatus, State
@@ -189,10 +189,10 @@ def launch(
 
     remote_root = getattr(bcfg.options, "remote_dir", None) if caps.remote else None
 
+    to_remote = remote_mapper(cfg.project_path, remote_root) if remote_root else None
+
     def remote_dir_for(local: Path) -> str:
-        if remote_root:
-            return map_remote(local, cfg.project_path, remote_root)
-        return str(local)
+        return to_remote(local) if to_remote else str(local)
 
     store = Store(cfg.store_path)
     if resume not in (True, False, "auto", "incomplete"):

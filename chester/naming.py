@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -52,8 +53,31 @@ def auto_suffix(exp_prefix: str, variant: dict, variations: Sequence[str]) -> st
 def map_remote(local: Path, project_path: Path, remote_root: str) -> str:
     """The seed's mapping: the run folder's path under the project, re-rooted at
     ``remote_root``. A folder outside the project keeps its absolute path."""
-    try:
-        rel = Path(local).resolve().relative_to(Path(project_path).resolve())
-    except ValueError:
-        return str(local)
-    return str(PurePosixPath(remote_root) / PurePosixPath(*rel.parts)) if rel.parts else remote_root
+    return remote_mapper(project_path, remote_root)(local)
+
+
+def remote_mapper(project_path: Path, remote_root: str) -> Callable[[Path], str]:
+    """:func:`map_remote` for many folders: the project and each parent folder are resolved
+    once (a sweep's runs share one parent), not once per run."""
+    project = os.path.realpath(project_path)
+    root = str(PurePosixPath(remote_root))
+    parents: dict[str, str] = {}
+
+    def resolve(local: str) -> str:
+        parent, name = os.path.split(local)
+        if not name or name in (".", "..") or os.path.islink(local):
+            return os.path.realpath(local)
+        real = parents.get(parent)
+        if real is None:
+            real = parents[parent] = os.path.realpath(parent)
+        return os.path.join(real, name)
+
+    def mapped(local: Path) -> str:
+        real = resolve(os.path.abspath(os.fspath(local)))
+        if real == project:
+            return remote_root
+        if not real.startswith(project.rstrip("/") + "/"):
+            return str(local)
+        return f"{root}/{real[len(project.rstrip('/')) + 1:]}".replace("//", "/")
+
+    return mapped

@@ -107,10 +107,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _local_rel(path: Path | str, root: Path) -> str | None:
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return None
+    """``path`` relative to ``root`` (both absolute local paths), or None."""
+    return _rel_under(os.fspath(path), os.fspath(root))
 
 
 def _variant_gpus(run: RunSpec) -> Any:
@@ -200,7 +198,8 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
                f"MaxArraySize {max_array_size}) {where}; scripts in {stage_dir}")
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=Path(staging_dir),
-        uploads=tuple(tree / r for r in rels) + tuple(local_root / r for r in run_rels),
+        uploads=tuple(tree / r for r in rels) + tuple(
+            Path(os.path.join(local_root, r)) for r in run_rels),
         scripts=scripts, summary=summary,
         data={"jobs": [attrs.asdict(j) for j in jobs], "stage_dir": stage_dir,
               "upload_root": upload_root, "tree": str(tree), "rels": rels,
@@ -271,7 +270,20 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
 
     opts: SlurmOptions = backend.options
     ex = _open(backend)
+    pool = None
+    code_sync = None
     try:
+        if opts.host and opts.remote_dir:
+            # the code sync (its own rsync process) starts at once and runs beside the
+            # connection, the cluster query and the upload of the sweep's files
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chester-sync")
+            code_sync = pool.submit(ex.push_project, backend.project_path, opts.remote_dir,
+                                    rsync_filter_args(backend.rsync_include,
+                                                      backend.rsync_exclude,
+                                                      log_dir_exclude(backend.project_path,
+                                                                      backend.log_dir)))
         info = cluster_info(backend, ex)
         size = opts.max_array_size or info["MaxArraySize"]
         if size != prepared.data["max_array_size"]:
@@ -283,23 +295,14 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
                 dst = local_root / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(tree / rel, dst)
-        upload = lambda: ex.put_tree(local_root, [*data["run_rels"], *data["rels"]],  # noqa
-                                     data["upload_root"])
-        if opts.host and opts.remote_dir:
-            # code sync (rsync) and the sweep's files (one tar stream) go side by side
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                files = pool.submit(upload)
-                ex.push_project(backend.project_path, opts.remote_dir, rsync_filter_args(
-                    backend.rsync_include, backend.rsync_exclude,
-                    log_dir_exclude(backend.project_path, backend.log_dir)))
-                files.result()
-        else:
-            upload()
+        ex.put_tree(local_root, [*data["run_rels"], *data["rels"]], data["upload_root"])
+        if code_sync is not None:
+            code_sync.result()
         submitted_at = time.time()
         res = ex.run_script(prepared.scripts["submit.sh"], timeout=600, check=False)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
         ex.close()
     ids: dict[int, str] = {}
     for line in res.stdout.splitlines():

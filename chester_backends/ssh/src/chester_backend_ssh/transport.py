@@ -33,6 +33,25 @@ import attrs
 
 from chester.errors import BackendError, ConnectError, TransientBackendError
 
+
+def _tar_bytes(root: Path, rel_files: Sequence[str]) -> bytes:
+    """An uncompressed tar of ``rel_files`` (relative to ``root``)."""
+    tar_exe = shutil.which("tar")
+    if tar_exe:
+        listing = b"".join(os.fsencode(f) + b"\0" for f in rel_files)
+        p = subprocess.run([tar_exe, "-c", "-f", "-", "-C", str(root), "--no-recursion",
+                            "--null", "-T", "-"], input=listing, capture_output=True)
+        if p.returncode == 0:
+            return p.stdout
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in rel_files:
+            tar.add(str(root / rel), arcname=rel, recursive=False)
+    return buf.getvalue()
+
 __all__ = ["SSHTarget", "RunResult", "SyncStats", "Transport"]
 
 #: rsync exit codes that mean "the link / the remote side went away": worth a retry.
@@ -437,25 +456,28 @@ class Transport:
         self._result(f"writing {remote_path}", out, err, code, True)
 
     def put_tree(self, local_root: Path, rel_paths: Sequence[str], remote_root: str) -> None:
-        """Send many small files (paths relative to ``local_root``) in ONE transfer: a tar
-        stream over the open connection, unpacked under ``remote_root``."""
-        import io
-        import tarfile
+        """Send many small files (paths relative to ``local_root``) in ONE transfer: a
+        gzip'd tar stream over the open connection, unpacked under ``remote_root``.
 
-        buf = io.BytesIO()
+        Regular files only (folders are created as needed), so extracting never changes the
+        mode or owner of an existing folder on the host. The archive is made by the system's
+        ``tar`` (thousands of files in milliseconds), or by Python's ``tarfile`` without one.
+        """
+        import gzip
+
         local_root = Path(local_root)
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            # regular files only (folders are created as needed): extracting never changes
-            # the mode or owner of an existing folder on the host
-            for rel in rel_paths:
-                top = local_root / rel
-                files = [top] if not top.is_dir() else sorted(
-                    p for p in top.rglob("*") if p.is_file() and not p.is_symlink())
-                for f in files:
-                    tar.add(str(f), arcname=f.relative_to(local_root).as_posix(), recursive=False)
+        files: list[str] = []
+        for rel in rel_paths:
+            top = local_root / rel
+            if top.is_dir():
+                files += sorted(p.relative_to(local_root).as_posix() for p in top.rglob("*")
+                                if p.is_file() and not p.is_symlink())
+            else:
+                files.append(rel)
+        archive = gzip.compress(_tar_bytes(local_root, files), compresslevel=1)
         script = (f"set -e; mkdir -p {shlex.quote(remote_root)}; "
-                  f"tar -x --no-same-owner -f - -C {shlex.quote(remote_root)}")
-        out, err, code = self._exec(f"sh -c {shlex.quote(script)}", buf.getvalue(), 600)
+                  f"gzip -dc | tar -x --no-same-owner -f - -C {shlex.quote(remote_root)}")
+        out, err, code = self._exec(f"sh -c {shlex.quote(script)}", archive, 600)
         self._result(f"unpacking files under {remote_root}", out, err, code, True)
 
     # ------------------------------------------------------------------ rsync

@@ -1,0 +1,29 @@
+"""Remote paths map from local ones as in the seed: the project root is replaced."""
+
+from __future__ import annotations
+
+import os
+
+from chester.naming import map_remote, remote_mapper
+
+
+def test_run_folders_map_under_the_remote_root(tmp_path):
+    project = tmp_path / "proj"
+    (project / "data" / "train" / "exp").mkdir(parents=True)
+    m = remote_mapper(project, "/scratch/me/proj/")
+    assert m(project / "data" / "train" / "exp" / "1_a") == "/scratch/me/proj/data/train/exp/1_a"
+    assert m(project) == "/scratch/me/proj/"
+    assert m(tmp_path / "elsewhere" / "r") == str(tmp_path / "elsewhere" / "r")
+    assert map_remote(project / "x", project, "/r") == "/r/x"
+
+
+def test_symlinks_are_followed_like_the_seed(tmp_path):
+    project = tmp_path / "proj"
+    (project / "real").mkdir(parents=True)
+    os.symlink(project / "real", project / "logs")  # a link inside the project
+    os.symlink(project, tmp_path / "alias")  # the project reached through a link
+    m = remote_mapper(tmp_path / "alias", "/r")
+    assert m(project / "logs" / "1_a") == "/r/real/1_a"
+    (project / "real" / "2_b").mkdir()
+    os.symlink(project / "real" / "2_b", project / "real" / "3_c")  # the run folder is a link
+    assert m(project / "real" / "3_c") == "/r/real/2_b"
