@@ -59,6 +59,34 @@ def _write_new(path: str, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
 
 
+_PLAIN_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Only built-in data inside (what plain pickle stores by value, whoever loads it)."""
+    if type(value) in _PLAIN_SCALARS:
+        return True
+    if depth > 50:
+        return False
+    if type(value) in (list, tuple):
+        return all(_plain(v, depth + 1) for v in value)
+    if type(value) is dict or type(value) is AttrDict:
+        return all(type(k) in _PLAIN_SCALARS and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _pickle_variant(variant: AttrDict) -> bytes:
+    """Plain pickle for plain data (fast), cloudpickle for anything else (objects of the
+    launching script, lambdas). Both load with ``cloudpickle.load``."""
+    if _plain(variant):
+        import pickle
+
+        return pickle.dumps(variant, protocol=pickle.DEFAULT_PROTOCOL)
+    import cloudpickle
+
+    return cloudpickle.dumps(variant)
+
+
 def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequence[dict],
                       project_dir: str, env: Mapping[str, str], attempt: int = 1) -> None:
     """Write ``variant.json`` and ``.chester/`` (run record, payload 0600) into each run folder.
@@ -78,7 +106,7 @@ def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequenc
         files.append((d, [
             (rd.VARIANT_JSON, json.dumps({**variant, "exp_name": row.name}, ensure_ascii=False,
                                          default=repr).encode(), 0o644),
-            (rd.PAYLOAD, fn_bytes + cloudpickle.dumps(AttrDict(variant)), 0o600),
+            (rd.PAYLOAD, fn_bytes + _pickle_variant(AttrDict(variant)), 0o600),
             (rd.RUN_JSON, json.dumps({
                 "token": row.token, "name": row.name, "run_id": row.id, "attempt": attempt,
                 "project_dir": project_dir, "env": env}, ensure_ascii=False).encode(), 0o644)]))
@@ -191,7 +219,7 @@ def launch(
 
     to_remote = remote_mapper(cfg.project_path, remote_root) if remote_root else None
 
-    def remote_dir_for(local: Path) -> str:
+    def remote_dir_for(local: str | Path) -> str:
         return to_remote(local) if to_remote else str(local)
 
     store = Store(cfg.store_path)

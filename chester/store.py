@@ -207,16 +207,18 @@ class Store:
                              (str(batch_dir),)).fetchone()
             nxt = row["next"] if row else 1
             nxt = max(nxt, _next_on_disk(batch_dir))
+            batch = str(batch_dir)
+            values = []
             for idx, spec in enumerate(runs):
                 number = nxt + idx
                 name = spec.get("name") or f"{number}_{spec['suffix']}"
-                local_dir = Path(spec.get("local_dir") or batch_dir / name)
-                remote_dir = remote_dir_for(local_dir) if remote_dir_for else str(local_dir)
-                db.execute(
-                    "INSERT INTO runs(sweep_id, idx, number, name, token, backend, local_dir, "
-                    "remote_dir, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (sweep_id, idx, number, name, uuid.uuid4().hex, backend, str(local_dir),
-                     remote_dir, now, now))
+                local_dir = str(spec.get("local_dir") or os.path.join(batch, name))
+                remote_dir = remote_dir_for(local_dir) if remote_dir_for else local_dir
+                values.append((sweep_id, idx, number, name, uuid.uuid4().hex, backend,
+                               local_dir, remote_dir, now, now))
+            db.executemany(
+                "INSERT INTO runs(sweep_id, idx, number, name, token, backend, local_dir, "
+                "remote_dir, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
             db.execute("INSERT INTO numbering(batch_dir, next) VALUES (?,?) "
                        "ON CONFLICT(batch_dir) DO UPDATE SET next=excluded.next",
                        (str(batch_dir), nxt + len(runs)))

@@ -163,10 +163,13 @@ class Sweep:
         """Wait until every run ends; with ``pull``, bring each one home as it finishes.
 
         Failed runs are pulled too (logs first: large artefacts skipped unless
-        ``bare_failed=False``). Raises ``TimeoutError`` after ``timeout`` seconds.
+        ``bare_failed=False``). Raises ``TimeoutError`` after ``timeout`` seconds. Polls every
+        ``poll_interval`` seconds: by default the backend's own ``poll_interval`` option when
+        it has one, else the backend type's usual interval.
         """
         caps = self.dispatcher.manager.get_backend(self.backend.type).spec.capabilities
-        interval = poll_interval if poll_interval is not None else caps.status_poll_interval_s
+        interval = poll_interval if poll_interval is not None else \
+            getattr(self.backend.options, "poll_interval", None) or caps.status_poll_interval_s
         deadline = None if timeout is None else time.monotonic() + timeout
         show = sys.stderr.isatty() if progress is None else progress
         bar = _Progress(len(self), f"{self.exp_prefix} [{self.backend.name}]") if show else None

@@ -46,6 +46,26 @@ def test_both_payload_forms_run(tmp_path):
     assert json.loads((old / "result.json").read_text())["x"] == 2
 
 
+def call_f(variant, log_dir, exp_name):
+    with open(os.path.join(log_dir, "result.json"), "w") as f:
+        json.dump({"f": variant["f"](2), "plain": variant["plain"]}, f)
+
+
+def test_plain_and_rich_variants_reach_the_function(tmp_path):
+    """Plain data is pickled plainly; a variant holding a function goes through cloudpickle."""
+    from chester import launcher
+
+    assert launcher._plain({"a": [1, 2.5, "x", None, (True, b"y")], "b": {"c": 1}})
+    assert not launcher._plain({"a": lambda: 1}) and not launcher._plain({"a": {1, 2}})
+    d = tmp_path / "rich"
+    offset = 40
+    write_run_folder(_row(d), fn=call_f, variant={"f": lambda x: x + offset, "plain": [1, "ü"]},
+                     project_dir=str(tmp_path), env={})
+    res = _worker(d)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((d / "result.json").read_text()) == {"f": 42, "plain": [1, "ü"]}
+
+
 def _earlier_attempt(d: Path, lingering_s: float) -> subprocess.Popen:
     """A process standing in for attempt 1's worker, still alive, recorded as running."""
     p = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({lingering_s})"],
