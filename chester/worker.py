@@ -89,8 +89,11 @@ def run(run_dir: str) -> int:
             print("chester.worker: this run already succeeded; not running it again",
                   file=sys.stderr)
             return 0
-        if prior.get("ended_at") is None and rd.pid_alive(prior.get("pid"), prior.get("start_ticks")) \
-                and prior.get("pid") != os.getpid():
+        # a pid means something only on the host that recorded it (run folders may sit on a
+        # filesystem shared by many nodes)
+        here = prior.get("host") in (None, rd.hostname())
+        if here and prior.get("ended_at") is None and prior.get("pid") != os.getpid() \
+                and rd.pid_alive(prior.get("pid"), prior.get("start_ticks")):
             if int(prior.get("attempt") or 1) >= attempt:
                 print("chester.worker: this run is already running (pid %s)" % prior.get("pid"),
                       file=sys.stderr)

@@ -116,6 +116,24 @@ def test_a_lingering_old_worker_is_stopped(tmp_path, monkeypatch):
             old.kill()
 
 
+def test_a_record_from_another_host_is_not_this_hosts_process(tmp_path):
+    """On a shared filesystem the earlier attempt's pid belongs to another node: never
+    waited for, never signalled."""
+    d = tmp_path / "run"
+    write_run_folder(_row(d), fn=record_result, variant={"x": 1}, project_dir=str(tmp_path),
+                     env={})
+    here = _earlier_attempt(d, 30)  # a live process whose pid the record names...
+    try:
+        st = json.loads((d / rd.STATUS).read_text())
+        rd.write_json_atomic(d / rd.STATUS, {**st, "host": "some-other-node"})  # ...elsewhere
+        res = _worker(d, CHESTER_ATTEMPT=2)
+        assert res.returncode == 0 and "still ending" not in res.stderr, res.stderr
+        assert json.loads((d / rd.STATUS).read_text())["state"] == "succeeded"
+        assert here.poll() is None  # left alone
+    finally:
+        here.kill()
+
+
 def test_the_same_attempt_twice_runs_once(tmp_path):
     d = tmp_path / "run"
     write_run_folder(_row(d), fn=record_result, variant={"x": 1}, project_dir=str(tmp_path),
