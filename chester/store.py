@@ -285,14 +285,14 @@ class Store:
     def record_submitted(self, handles: Sequence[RunHandle]) -> None:
         now = time.time()
         with self.tx() as db:
-            for h in handles:
-                db.execute(
-                    "UPDATE runs SET submit_state='submitted', handle=?, remote_id=?, host=?, "
-                    "submitted_at=?, updated=?, state=CASE WHEN state='pending' THEN 'queued' "
-                    "ELSE state END WHERE id=?",
-                    (json.dumps(h.to_dict()), h.remote_id, h.host, now, now, h.run_id))
-                db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
-                           (h.run_id, now, "queued", "submitted"))
+            db.executemany(
+                "UPDATE runs SET submit_state='submitted', handle=?, remote_id=?, host=?, "
+                "submitted_at=?, updated=?, state=CASE WHEN state='pending' THEN 'queued' "
+                "ELSE state END WHERE id=?",
+                [(json.dumps(h.to_dict()), h.remote_id, h.host, now, now, h.run_id)
+                 for h in handles])
+            db.executemany("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
+                           [(h.run_id, now, "queued", "submitted") for h in handles])
 
     def record_status(self, updates: Sequence[tuple[int, RunStatus]]) -> None:
         """Store new states; a state change is appended to the run's history."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import posixpath
 import shlex
 import shutil
 import threading
@@ -132,7 +133,8 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     stage_dir = str(PurePosixPath(project_dir) / ".chester" / "slurm" / sweep_id) \
         if upload_root != "/" else str(PurePosixPath(os.path.commonpath(
             [r.remote_dir for r in runs])) / ".chester-slurm" / sweep_id)
-    stage_root = os.path.commonpath([str(PurePosixPath(r.remote_dir).parent) for r in runs])
+    stage_root = os.path.commonpath([posixpath.dirname(posixpath.normpath(r.remote_dir))
+                                     for r in runs])
     tree = Path(staging_dir) / "tree"
     if tree.exists():
         shutil.rmtree(tree)
