@@ -70,7 +70,9 @@ class ChesterSpecs:
         """Render everything a submit needs, without touching the target.
 
         When: once per launch, after each run's folder holds ``variant.json`` and
-        ``.chester/`` (payload, run record). ``chester launch --dry-run`` stops after this
+        ``.chester/`` (payload, run record), or, for backends with the ``sweep_spec``
+        capability, after the launch's sweep spec (``RunSpec.spec_file``) holds them.
+        ``chester launch --dry-run`` stops after this
         hook and shows :attr:`PreparedSweep.scripts` and :attr:`PreparedSweep.summary`.
 
         Arguments: ``backend``, the configured backend; ``runs``, the runs to submit (all of

@@ -87,6 +87,20 @@ def _pickle_variant(variant: AttrDict) -> bytes:
     return cloudpickle.dumps(variant)
 
 
+def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir: str,
+               env: Mapping[str, str], attempt: int) -> list[tuple[RunRow, bytes, bytes, bytes]]:
+    """Each run's (row, ``variant.json``, ``.chester/run.json``, variant pickle)."""
+    env = dict(env)
+    return [(row,
+             json.dumps({**variant, "exp_name": row.name}, ensure_ascii=False,
+                        default=repr).encode(),
+             json.dumps({"token": row.token, "name": row.name, "run_id": row.id,
+                         "attempt": attempt, "project_dir": project_dir, "env": env},
+                        ensure_ascii=False).encode(),
+             _pickle_variant(AttrDict(variant)))
+            for row, variant in zip(rows, variants, strict=True)]
+
+
 def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequence[dict],
                       project_dir: str, env: Mapping[str, str], attempt: int = 1) -> None:
     """Write ``variant.json`` and ``.chester/`` (run record, payload 0600) into each run folder.
@@ -99,32 +113,33 @@ def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequenc
     import cloudpickle
 
     fn_bytes = cloudpickle.dumps(fn)
-    env = dict(env)
-    files: list[tuple[str, list[tuple[str, bytes, int]]]] = []
-    for row, variant in zip(rows, variants, strict=True):
-        d = os.fspath(row.local_dir)
-        files.append((d, [
-            (rd.VARIANT_JSON, json.dumps({**variant, "exp_name": row.name}, ensure_ascii=False,
-                                         default=repr).encode(), 0o644),
-            (rd.PAYLOAD, fn_bytes + _pickle_variant(AttrDict(variant)), 0o600),
-            (rd.RUN_JSON, json.dumps({
-                "token": row.token, "name": row.name, "run_id": row.id, "attempt": attempt,
-                "project_dir": project_dir, "env": env}, ensure_ascii=False).encode(), 0o644)]))
-    for parent in {os.path.dirname(d) for d, _ in files}:
+    files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
+    for parent in {os.path.dirname(os.fspath(row.local_dir)) for row, *_ in files}:
         os.makedirs(parent, exist_ok=True)
-
-    def write(item: tuple[str, list[tuple[str, bytes, int]]]) -> None:
-        d, contents = item
+    for row, variant_json, run_json, variant_pickle in files:
+        d = os.fspath(row.local_dir)
         for sub in (d, os.path.join(d, rd.META)):
             try:
                 os.mkdir(sub)
             except FileExistsError:
                 pass
-        for rel, data, mode in contents:
-            _write_new(os.path.join(d, rel), data, mode)
+        _write_new(os.path.join(d, rd.VARIANT_JSON), variant_json)
+        _write_new(os.path.join(d, rd.PAYLOAD), fn_bytes + variant_pickle, 0o600)
+        _write_new(os.path.join(d, rd.RUN_JSON), run_json)
 
-    for item in files:
-        write(item)
+
+def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Callable,
+                     variants: Sequence[dict], project_dir: str, env: Mapping[str, str],
+                     attempt: int = 1) -> int:
+    """The same files as :func:`write_run_folders`, for every run, in one sweep spec
+    (:mod:`chester.sweepspec`) keyed by each run's folder on the target. Returns its size."""
+    import cloudpickle
+
+    from chester import sweepspec
+
+    files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
+    return sweepspec.write(path, cloudpickle.dumps(fn),
+                           ((row.remote_dir, vj, rj, vp) for row, vj, rj, vp in files))
 
 
 def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: str,
@@ -264,22 +279,29 @@ def launch(
     if lost:
         store.record_status(lost)
         store.set_submit_state([i for i, _ in lost], "unknown")
-    to_write = [row for row in todo if row.submit_state == "new"
-                or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
-    write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
-                      project_dir=remote_root or str(cfg.project_path), env=env)
+    project_dir = remote_root or str(cfg.project_path)
     if not todo:
         if rows and not lost:
             store.mark_launch_complete(srow.id)
         return sweep
 
+    staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(exp_prefix)}-"))
+    spec_file: str | None = None
+    if caps.sweep_spec:  # one file for the whole launch; the worker writes each folder
+        spec_file = str(staging / "runs.spec")
+        write_sweep_spec(spec_file, todo, fn=fn, variants=[vlist[r.idx] for r in todo],
+                         project_dir=project_dir, env=env)
+    else:
+        to_write = [row for row in todo if row.submit_state == "new"
+                    or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
+        write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
+                          project_dir=project_dir, env=env)
     run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=exp_prefix,
                          local_dir=Path(r.local_dir), remote_dir=r.remote_dir,
-                         env=env, resources=res_list[r.idx],
+                         env=env, resources=res_list[r.idx], spec_file=spec_file,
                          order_after=(rows[r.idx - 1].token,) if order == "dependent" and r.idx
                          else ())
                  for r in todo]
-    staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(exp_prefix)}-"))
     prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs, staging_dir=staging)
     sweep.prepared = prepared  # type: ignore[attr-defined]
     if dry_run:

@@ -1,10 +1,11 @@
-"""``python -m chester.worker RUN_DIR``: run one run's function on the target.
+"""``python -m chester.worker RUN_DIR [--spec SWEEP_SPEC]``: run one run's function on the target.
 
 Reads ``RUN_DIR/.chester/payload.pkl`` (the function and the exact variant), records the
 start in ``.chester/status.json`` (pid, process start time, host, attempt), calls
 ``fn(variant, log_dir, exp_name)``, records the end (exit status, time, exception and
-traceback) and writes ``.done`` on success. Nothing is passed on the command line but the
-folder, so no value ever meets a shell.
+traceback) and writes ``.done`` on success. With ``--spec``, the run folder is first
+written from the sweep spec (:mod:`chester.sweepspec`) unless it is already there. Nothing
+is passed on the command line but paths, so no value ever meets a shell.
 """
 
 from __future__ import annotations
@@ -167,11 +168,31 @@ def run(run_dir: str) -> int:
     return exit_code
 
 
+USAGE = "usage: python -m chester.worker RUN_DIR [--spec SWEEP_SPEC]"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    spec = None
+    if len(argv) == 3 and argv[1] == "--spec":
+        argv, spec = argv[:1], argv[2]
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m chester.worker RUN_DIR", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
+    if spec is not None:
+        from chester import sweepspec
+
+        for tries_left in (2, 1, 0):
+            try:
+                sweepspec.materialize(spec, argv[0])
+                break
+            except (sweepspec.SpecError, OSError) as exc:
+                if tries_left:  # a resumed launch may be replacing the file right now
+                    time.sleep(1.0)
+                    continue
+                print(f"chester.worker: cannot write the run folder {argv[0]} from its sweep "
+                      f"spec: {exc}", file=sys.stderr)
+                return 2
     return run(argv[0])
 
 

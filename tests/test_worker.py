@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import cloudpickle
+import pytest
 
 from chester import rundir as rd
 from chester.launcher import write_run_folder
@@ -146,3 +147,56 @@ def test_the_same_attempt_twice_runs_once(tmp_path):
         assert other.poll() is None  # left alone
     finally:
         other.kill()
+
+
+def _spec_row(i: int, d: Path):
+    return SimpleNamespace(id=i, name=d.name, token=f"tok{i}", local_dir=str(d),
+                           remote_dir=str(d))
+
+
+def test_worker_writes_its_folder_from_the_sweep_spec(tmp_path):
+    """A launch with a sweep spec writes one file; each worker writes its own folder from
+    it, the same files the launcher writes otherwise, and values arrive byte for byte."""
+    from chester import sweepspec
+    from chester.launcher import write_sweep_spec
+
+    hostile = "q'\"$(touch /tmp/pwned)`id`;\nü\x00" + "x" * 100_000
+    dirs = [tmp_path / "exp" / f"{i}_w" for i in (1, 2)]
+    spec = tmp_path / "runs.spec"
+    write_sweep_spec(spec, [_spec_row(i + 1, d) for i, d in enumerate(dirs)], fn=record_result,
+                     variants=[{"x": hostile}, {"x": 2}], project_dir=str(tmp_path),
+                     env={"A": "b c"})
+    assert oct(spec.stat().st_mode & 0o777) == "0o600"
+    assert sweepspec.runs_in(spec) == [str(d) for d in dirs]
+    assert not dirs[0].exists()
+    res = subprocess.run([sys.executable, "-m", "chester.worker", str(dirs[0]), "--spec",
+                          str(spec)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((dirs[0] / "result.json").read_text())["x"] == hostile
+    assert json.loads((dirs[0] / rd.VARIANT_JSON).read_text()) == {"x": hostile,
+                                                                     "exp_name": "1_w"}
+    meta = json.loads((dirs[0] / rd.RUN_JSON).read_text())
+    assert (meta["token"], meta["env"]) == ("tok1", {"A": "b c"})
+    assert oct((dirs[0] / rd.PAYLOAD).stat().st_mode & 0o777) == "0o600"
+    assert (dirs[0] / rd.DONE).exists() and not dirs[1].exists()
+    # a folder already written is left as it is (a requeued attempt)
+    (dirs[0] / rd.VARIANT_JSON).write_text("{}")
+    assert sweepspec.materialize(spec, str(dirs[0])) is False
+    assert (dirs[0] / rd.VARIANT_JSON).read_text() == "{}"
+
+
+def test_worker_with_a_spec_lacking_its_folder_says_so(tmp_path):
+    from chester import sweepspec
+
+    spec = tmp_path / "runs.spec"
+    sweepspec.write(spec, b"", [(str(tmp_path / "a"), b"{}", b"{}", b"")])
+    res = subprocess.run([sys.executable, "-m", "chester.worker", str(tmp_path / "b"),
+                          "--spec", str(spec)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "holds no run in" in res.stderr and str(tmp_path / "b") in res.stderr
+    (tmp_path / "cut.spec").write_bytes(spec.read_bytes()[:-3])
+    with pytest.raises(sweepspec.SpecError, match="cut short"):
+        sweepspec.read_entry(tmp_path / "cut.spec", str(tmp_path / "a"))
+    (tmp_path / "junk.spec").write_bytes(b"not a spec\n")
+    with pytest.raises(sweepspec.SpecError, match="not a chester sweep spec"):
+        sweepspec.read_entry(tmp_path / "junk.spec", str(tmp_path / "a"))

@@ -5,6 +5,7 @@ No scheduler here: ``chester_prepare`` renders without touching any target.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from chester_backend_slurm.options import SlurmOptions
 from chester_backend_slurm.plugin import chester_prepare
 
+from chester import sweepspec
 from chester.config import build_options
 from chester.errors import UserError
 from chester.types import BackendConfig, RunSpec
@@ -28,10 +30,15 @@ def _backend(options: dict, **kw) -> BackendConfig:
 
 
 def _runs(n: int, tmp_path: Path, **kw) -> list[RunSpec]:
+    """``n`` runs whose folders are in one sweep spec, as ``chester.launch`` makes them."""
+    remote = [f"{REMOTE}/data/train/exp/{i + 1}_exp" for i in range(n)]
+    variants = kw.get("variants", [{"i": i} for i in range(n)])
+    spec = tmp_path / f"runs-{len(list(tmp_path.glob('runs-*.spec')))}.spec"
+    sweepspec.write(spec, b"fn", [(d, json.dumps(v).encode(), b"{}", b"")
+                                  for d, v in zip(remote, variants, strict=True)])
     return [RunSpec(run_id=i + 1, token=f"tok{i:04d}", name=f"{i + 1}_exp", exp_prefix="exp",
-                    local_dir=tmp_path / f"{i + 1}_exp",
-                    remote_dir=f"{REMOTE}/data/train/exp/{i + 1}_exp",
-                    resources=kw.get("resources", [{}] * n)[i],
+                    local_dir=tmp_path / f"{i + 1}_exp", remote_dir=remote[i],
+                    resources=kw.get("resources", [{}] * n)[i], spec_file=str(spec),
                     order_after=(f"tok{i - 1:04d}",) if kw.get("dependent") and i else ())
             for i in range(n)]
 
@@ -66,6 +73,19 @@ def test_array_script_with_everything(tmp_path, monkeypatch):
     secrets = next(p for p in prepared.uploads if p.name == "secrets.sh")
     assert oct(secrets.stat().st_mode & 0o777) == "0o600"
     assert "s3cr3t" not in "".join(prepared.scripts.values())
+    # the sweep's one spec travels with the scripts; no run folder is sent
+    assert sorted(p.name for p in prepared.uploads) == \
+        ["env.sh", "job-0.sbatch", "job-0.txt", "runs.spec", "secrets.sh"]
+    spec = next(p for p in prepared.uploads if p.name == "runs.spec")
+    assert sweepspec.runs_in(spec) == [r.remote_dir for r in prepared.runs]
+
+
+def test_remote_header_gpus_come_from_the_variant_in_the_spec(tmp_path):
+    backend = _backend({"remote_dir": REMOTE,
+                        "remote_header": "#!/bin/bash\n#SBATCH --ntasks-per-node=$gpus\n"})
+    prepared = chester_prepare(backend, _runs(2, tmp_path, variants=[{"gpus": 3}, {"gpus": 1}]),
+                               tmp_path / "stage")
+    assert "#SBATCH --ntasks-per-node=3\n" in prepared.scripts["job-0.sbatch"]
 
 
 def test_chunks_dependent_and_serial(tmp_path):

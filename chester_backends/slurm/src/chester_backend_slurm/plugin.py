@@ -9,6 +9,7 @@ and run spec in one transfer, and run one script that calls ``sbatch`` once per 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import posixpath
 import shlex
@@ -46,8 +47,9 @@ NAME = "slurm"
 DEFAULT_MAX_ARRAY_SIZE = 1001
 CAPABILITIES = Capabilities(remote=True, shared_fs=False, supports_arrays=True,
                             idempotent_submit=True, needs_code_sync=True,
-                            status_poll_interval_s=5.0)
+                            status_poll_interval_s=5.0, sweep_spec=True)
 RUN_FILES = (rd.VARIANT_JSON, rd.RUN_JSON, rd.PAYLOAD)
+SPEC_NAME = "runs.spec"  # the launch's sweep spec, in the stage folder
 
 # per process: what each cluster told us, and when to ask its scheduler again
 _CLUSTER: dict[tuple[str, str | None], dict[str, int]] = {}
@@ -113,8 +115,13 @@ def _local_rel(path: Path | str, root: Path) -> str | None:
 
 
 def _variant_gpus(run: RunSpec) -> Any:
-    v = rd.read_json(Path(run.local_dir) / rd.VARIANT_JSON) or {}
-    return v.get("gpus")
+    if run.spec_file:
+        from chester import sweepspec
+
+        v = json.loads(sweepspec.read_entry(run.spec_file, run.remote_dir)[1])
+    else:
+        v = rd.read_json(Path(run.local_dir) / rd.VARIANT_JSON) or {}
+    return v.get("gpus") if isinstance(v, dict) else None
 
 
 # -- prepare ----------------------------------------------------------------------------------
@@ -138,16 +145,20 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     tree = Path(staging_dir) / "tree"
     if tree.exists():
         shutil.rmtree(tree)
+    spec_file = runs[0].spec_file
+    if any(r.spec_file != spec_file for r in runs):
+        raise UserError("slurm: the runs of one launch must share one sweep spec")
     # run files go from where they are when the project's layout is the same on both sides
-    # (the launcher maps run folders that way); otherwise they are linked into the tree
+    # (the launcher maps run folders that way); otherwise they are linked into the tree.
+    # With a sweep spec there are no run files: the worker writes each folder from it.
     local_root = Path(backend.project_path)
-    mirrored = upload_root != "/" and all(
+    mirrored = not spec_file and upload_root != "/" and all(
         _local_rel(r.local_dir, local_root) == _rel_under(r.remote_dir, upload_root)
         for r in runs)
     if not mirrored:
         local_root = tree
     run_rels: list[str] = []
-    for r in runs:
+    for r in runs if not spec_file else ():
         base = _rel_under(r.remote_dir, upload_root)
         for f in RUN_FILES:
             rel = f"{base}/{f}"
@@ -170,6 +181,11 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     rels.append(f"{stage_rel}/env.sh")
     scripts["env.sh"] = env_text
     env_file = f"{stage_dir}/env.sh"
+    remote_spec = None
+    if spec_file:
+        _link_or_copy(Path(spec_file), tree / stage_rel / SPEC_NAME)
+        rels.append(f"{stage_rel}/{SPEC_NAME}")
+        remote_spec = f"{stage_dir}/{SPEC_NAME}"
     secrets_file = None
     if opts.secrets:
         body = "".join(f"{k}={shlex.quote(v)}\n" for k, v in secret_values(ssh_view).items())
@@ -182,7 +198,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     for job in jobs:
         text = render.job_script(
             job, opts, stage_dir=stage_dir, stage_root=stage_root, project_dir=project_dir,
-            env_file=env_file, secrets_file=secrets_file,
+            env_file=env_file, secrets_file=secrets_file, spec_file=remote_spec,
             variant_gpus=_variant_gpus(by_token[job.tokens[0]]) if wants_gpus else None)
         manifest = "".join(f"{d}\n" for d in job.run_dirs)
         for name, body in ((job.script, text), (job.manifest, manifest)):
@@ -200,8 +216,8 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
                f"MaxArraySize {max_array_size}) {where}; scripts in {stage_dir}")
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=Path(staging_dir),
-        uploads=tuple(tree / r for r in rels) + tuple(
-            Path(os.path.join(local_root, r)) for r in run_rels),
+        uploads=tuple(tree / r for r in rels) + (() if spec_file else tuple(
+            Path(os.path.join(local_root, r)) for r in run_rels)),
         scripts=scripts, summary=summary,
         data={"jobs": [attrs.asdict(j) for j in jobs], "stage_dir": stage_dir,
               "upload_root": upload_root, "tree": str(tree), "rels": rels,

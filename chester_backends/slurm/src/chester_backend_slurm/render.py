@@ -152,11 +152,12 @@ def _binds(options: SlurmOptions, project_dir: str, stage_root: str) -> list[str
 
 
 def worker_command(options: SlurmOptions, res: Mapping[str, Any], project_dir: str,
-                   stage_root: str) -> str:
-    """``python -m chester.worker "$RUN_DIR"``, inside the container when asked.
+                   stage_root: str, spec_file: str | None = None) -> str:
+    """``python -m chester.worker "$RUN_DIR" [--spec SPEC]``, inside the container when asked.
 
     Only the Python command runs in the container; the run folder is bound into it, so the
-    worker's record lands in the same folder the status query reads on the host.
+    worker's record lands in the same folder the status query reads on the host. With the
+    sweep spec, the worker writes the run folder from it first.
     """
     argv = python_argv(options) + ["-m", "chester.worker"]
     if res.get("use_singularity"):
@@ -169,7 +170,7 @@ def worker_command(options: SlurmOptions, res: Mapping[str, Any], project_dir: s
             cargv.append("--nv")
         cargv.append(options.simg_path)
         argv = cargv + argv
-    return shlex.join(argv) + ' "$RUN_DIR"'
+    return shlex.join(argv) + ' "$RUN_DIR"' + (f" --spec {q(spec_file)}" if spec_file else "")
 
 
 def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: str,
@@ -203,7 +204,7 @@ def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: s
 
 def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: str,
                project_dir: str, env_file: str, secrets_file: str | None,
-               variant_gpus: Any = None) -> str:
+               spec_file: str | None = None, variant_gpus: Any = None) -> str:
     """The batch script of one job."""
     res = job.resources
     lines = header(options, res, variant_gpus)
@@ -222,7 +223,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     lines.append("set -uo pipefail")
     setup = setup_lines(options, res, project_dir=project_dir, env_file=env_file,
                         secrets_file=secrets_file)
-    worker = worker_command(options, res, project_dir, stage_root)
+    worker = worker_command(options, res, project_dir, stage_root, spec_file)
     if job.kind == "serial":
         lines.append("# serial steps in one allocation: each starts when the one before succeeded")
         lines.extend(setup)
@@ -230,6 +231,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
                      "the shell waits for its end")
         lines.append("trap 'kill -TERM \"$step\" 2>/dev/null' TERM")
         lines.append("while IFS= read -r RUN_DIR; do")
+        lines.append('  mkdir -p "$RUN_DIR"')
         lines.append(f'  {worker} >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log" &')
         lines.append("  step=$!")
         lines.append('  while wait "$step"; rc=$?; kill -0 "$step" 2>/dev/null; do :; done')
@@ -243,6 +245,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
             lines.append(f"RUN_DIR=$(sed -n 1p {q(manifest)})")
         lines.append('[ -n "$RUN_DIR" ] || { echo "chester: no run folder for this task" >&2; '
                      'exit 2; }')
+        lines.append('mkdir -p "$RUN_DIR" || exit 2')
         lines.append('exec >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log"')
         lines.extend(setup)
         lines.append(f"exec {worker}")  # the worker is the job's process: signals reach it

@@ -1,0 +1,125 @@
+"""One file that holds the specs of many runs; the worker writes each run's folder from it.
+
+Backends whose capabilities say ``sweep_spec`` (SLURM arrays) get one such file per launch
+instead of a folder per run written by the launcher: a 1,000-run sweep is then one file to
+write and ship, not 1,000 folders of three files. On the target, ``python -m chester.worker
+RUN_DIR --spec FILE`` first writes ``RUN_DIR`` from the file, exactly as the launcher would
+have (``variant.json``, ``.chester/run.json``, ``.chester/payload.pkl``), then runs it; a
+later attempt finds the folder written and leaves it as it is.
+
+Layout: a magic line, the length of a JSON index as a decimal line, the index, then the
+blob. The index maps each run folder (normalised path on the target) to the offsets of its
+three parts in the blob; the function's pickle sits once at the start of the blob. A worker
+reads the index and its own parts only, so the file may hold large variants.
+
+This module must import nothing heavy: it runs on every target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+
+from chester import rundir as rd
+
+MAGIC = b"chester-sweep-spec 1\n"
+
+#: One run's entry: (run folder on the target, variant.json, run.json, variant pickle).
+Entry = tuple[str, bytes, bytes, bytes]
+
+
+class SpecError(Exception):
+    """The spec file is missing, damaged, or does not hold the asked run."""
+
+
+def write(path: str | os.PathLike[str], fn_pickle: bytes, entries: Iterable[Entry]) -> int:
+    """Write the spec of ``entries`` (mode 0600: it holds pickles); return its size."""
+    index: dict[str, list[int]] = {}
+    parts: list[bytes] = [fn_pickle]
+    offset = len(fn_pickle)
+    for run_dir, variant_json, run_json, variant_pickle in entries:
+        key = os.path.normpath(run_dir)
+        if key in index:
+            raise ValueError(f"two runs share the folder {run_dir!r}")
+        index[key] = [offset, len(variant_json), len(run_json), len(variant_pickle)]
+        parts += (variant_json, run_json, variant_pickle)
+        offset += len(variant_json) + len(run_json) + len(variant_pickle)
+    head = json.dumps({"fn": len(fn_pickle), "runs": index}, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+    data = b"".join([MAGIC, b"%d\n" % len(head), head, *parts])
+    path = os.fspath(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return len(data)
+
+
+def read_entry(path: str | os.PathLike[str], run_dir: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """(function pickle, variant.json, run.json, variant pickle) of one run."""
+    key = os.path.normpath(os.fspath(run_dir))
+    try:
+        with open(path, "rb") as f:
+            if f.readline() != MAGIC:
+                raise SpecError(f"{path} is not a chester sweep spec")
+            try:
+                size = int(f.readline())
+                head = json.loads(f.read(size))
+            except (ValueError, json.JSONDecodeError) as exc:
+                raise SpecError(f"{path}: damaged index ({exc})") from None
+            base = f.tell()
+            where = head["runs"].get(key)
+            if where is None:
+                raise SpecError(f"{path} holds no run in {key}")
+            fn_pickle = f.read(int(head["fn"]))
+            offset, n_vjson, n_rjson, n_vpickle = (int(x) for x in where)
+            f.seek(base + offset)
+            blob = f.read(n_vjson + n_rjson + n_vpickle)
+    except OSError as exc:
+        raise SpecError(f"cannot read the sweep spec {path}: {exc}") from None
+    if len(fn_pickle) != int(head["fn"]) or len(blob) != n_vjson + n_rjson + n_vpickle:
+        raise SpecError(f"{path} is cut short")
+    return (fn_pickle, blob[:n_vjson], blob[n_vjson:n_vjson + n_rjson],
+            blob[n_vjson + n_rjson:])
+
+
+def runs_in(path: str | os.PathLike[str]) -> Sequence[str]:
+    """The run folders a spec holds (for tools and tests)."""
+    with open(path, "rb") as f:
+        if f.readline() != MAGIC:
+            raise SpecError(f"{path} is not a chester sweep spec")
+        head = json.loads(f.read(int(f.readline())))
+    return list(head["runs"])
+
+
+def _write_once(path: str, data: bytes, mode: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def materialize(path: str | os.PathLike[str], run_dir: str) -> bool:
+    """Write ``run_dir``'s spec files from the sweep spec unless they are there already.
+
+    ``.chester/run.json`` is written last: its presence means the folder is whole. Returns
+    True when the folder was written now.
+    """
+    run_dir = os.path.abspath(run_dir)
+    if os.path.exists(os.path.join(run_dir, rd.RUN_JSON)):
+        return False
+    fn_pickle, variant_json, run_json, variant_pickle = read_entry(path, run_dir)
+    os.makedirs(os.path.join(run_dir, rd.META), exist_ok=True)
+    _write_once(os.path.join(run_dir, rd.VARIANT_JSON), variant_json, 0o644)
+    _write_once(os.path.join(run_dir, rd.PAYLOAD), fn_pickle + variant_pickle, 0o600)
+    _write_once(os.path.join(run_dir, rd.RUN_JSON), run_json, 0o644)
+    return True
