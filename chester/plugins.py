@@ -185,8 +185,25 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(seen.values(), key=lambda e: e.name)
 
 
+class _LazyModule(ModuleType):
+    """Stands for a module until one of its attributes is read, then imports it and hands
+    out the real module's attributes. Looking at the stand-in itself (its type, its
+    ``__class__``, missing dunders: what pluggy's hook discovery and ``inspect`` do) imports
+    nothing."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") and attr.endswith("__"):
+            raise AttributeError(attr)
+        real = self.__dict__.get("_chester_module")
+        if real is None:
+            import importlib
+
+            real = self.__dict__["_chester_module"] = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
 def lazy_module(name: str) -> ModuleType:
-    """The module ``name``, executed on first attribute access (``importlib.util.LazyLoader``).
+    """The module ``name``, imported on first attribute access.
 
     For plugin modules: the entry point is imported whenever chester starts (``chester
     plugins list`` included), so heavy helpers the hooks need can wait until a hook runs::
@@ -200,12 +217,7 @@ def lazy_module(name: str) -> ModuleType:
     spec = importlib.util.find_spec(name)
     if spec is None or spec.loader is None:
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+    return _LazyModule(name)
 
 
 def _name_version(dist: metadata.Distribution | None) -> tuple[str | None, str | None]:

@@ -171,3 +171,27 @@ def test_lazy_module_runs_on_first_use(tmp_path, monkeypatch):
     assert lazy_module("chester_lazy_probe") is sys.modules["chester_lazy_probe"]
     with pytest.raises(ModuleNotFoundError):
         lazy_module("chester_no_such_module_here")
+
+
+def test_registering_a_plugin_leaves_its_lazy_modules_unloaded(tmp_path, monkeypatch):
+    """pluggy looks at every attribute of a plugin module; a lazy helper must survive it."""
+    from chester.plugins import lazy_module
+
+    (tmp_path / "chester_lazy_heavy.py").write_text(
+        "import os\nos.environ['CHESTER_LAZY_HEAVY'] = 'ran'\ndef f():\n    return 7\n")
+    (tmp_path / "chester_lazy_plugin.py").write_text(
+        "from chester.plugins import hookimpl, lazy_module\n"
+        "heavy = lazy_module('chester_lazy_heavy')\n"
+        "@hookimpl\ndef chester_backends():\n    return []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("CHESTER_LAZY_HEAVY", raising=False)
+    for m in ("chester_lazy_heavy", "chester_lazy_plugin"):
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    import chester_lazy_plugin
+
+    cpm = build_plugin_manager(load_entry_points=False)
+    cpm.register(chester_lazy_plugin, "lazy")
+    assert cpm.records["lazy"].hooks == ("chester_backends",)
+    assert "CHESTER_LAZY_HEAVY" not in os.environ
+    assert chester_lazy_plugin.heavy.f() == 7 and os.environ["CHESTER_LAZY_HEAVY"] == "ran"
+    assert lazy_module("chester_lazy_heavy") is sys.modules["chester_lazy_heavy"]
