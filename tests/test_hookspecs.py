@@ -27,3 +27,15 @@ def test_lifecycle_hooks_are_firstresult_and_backends_is_a_collector():
     for name in SPEC_NAMES:
         opts = getattr(getattr(ChesterSpecs, name), f"{hookspecs.PROJECT}_spec")
         assert opts["firstresult"] is (name != "chester_backends"), name
+
+
+def test_run_handle_round_trips_through_its_dict_with_every_field():
+    import attrs
+
+    from chester.types import RunHandle
+
+    h = RunHandle(run_id=3, token="t", backend="b", local_dir="/l", remote_dir="/r",
+                  remote_id="7_1", host="h", extra=(("job", "7"), ("kind", "array")))
+    d = h.to_dict()
+    assert set(d) == {f.name for f in attrs.fields(RunHandle)}
+    assert RunHandle.from_dict(d) == h
