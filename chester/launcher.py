@@ -24,6 +24,12 @@ from chester.variants import VariantGenerator, expand
 
 log = get_logger()
 
+# one encoder each, made once (json.dumps makes a new one per call when given options)
+_json_key = json.JSONEncoder(sort_keys=True, default=repr).encode
+_json_fingerprint = json.JSONEncoder(sort_keys=True, default=repr, ensure_ascii=False).encode
+_json_variant = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
+
 
 def _variations(variants: Any, vlist: list[dict]) -> list[str]:
     if isinstance(variants, VariantGenerator):
@@ -35,7 +41,7 @@ def _variations(variants: Any, vlist: list[dict]) -> list[str]:
                 keys.append(k)
     out = []
     for k in keys:
-        vals = {json.dumps(v.get(k), sort_keys=True, default=repr) for v in vlist}
+        vals = {_json_key(v.get(k)) for v in vlist}
         if len(vals) > 1:
             out.append(k)
     return out
@@ -46,7 +52,7 @@ def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict
     h = hashlib.sha256()
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
     for v in vlist:
-        h.update(json.dumps(v, sort_keys=True, default=repr, ensure_ascii=False).encode())
+        h.update(_json_fingerprint(v).encode())
         h.update(b"\0")
     return h.hexdigest()
 
@@ -90,13 +96,12 @@ def _pickle_variant(variant: AttrDict) -> bytes:
 def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir: str,
                env: Mapping[str, str], attempt: int) -> list[tuple[RunRow, bytes, bytes, bytes]]:
     """Each run's (row, ``variant.json``, ``.chester/run.json``, variant pickle)."""
-    env = dict(env)
+    # run.json is {"token", "name", "run_id", then what every run shares}: that tail once
+    shared = _json_text({"attempt": attempt, "project_dir": project_dir, "env": dict(env)})
     return [(row,
-             json.dumps({**variant, "exp_name": row.name}, ensure_ascii=False,
-                        default=repr).encode(),
-             json.dumps({"token": row.token, "name": row.name, "run_id": row.id,
-                         "attempt": attempt, "project_dir": project_dir, "env": env},
-                        ensure_ascii=False).encode(),
+             _json_variant({**variant, "exp_name": row.name}).encode(),
+             f'{{"token": {_json_text(row.token)}, "name": {_json_text(row.name)}, '
+             f'"run_id": {int(row.id)}, {shared[1:]}'.encode(),
              _pickle_variant(AttrDict(variant)))
             for row, variant in zip(rows, variants, strict=True)]
 

@@ -109,3 +109,11 @@ def test_cluster_info():
     info = s.parse_cluster_info("MaxArraySize            = 5\nMinJobAge               = 300 sec\n"
                                 "AccountingStorageType   = accounting_storage/none\n")
     assert info == {"MaxArraySize": 5, "MinJobAge": 300, "accounting": 0}
+
+
+def test_cluster_info_from_the_submit_script_output():
+    out = ("CLUSTER AccountingStorageType   = accounting_storage/slurmdbd\n"
+           "CLUSTER MaxArraySize            = 1001\nJOB 0 17\nMaxArraySize = 3\n")
+    assert s.cluster_info_of(out) == {"MaxArraySize": 1001, "accounting": 1}
+    assert "exit 3" in "\n".join(s.cluster_check_lines(1001))
+    assert not any("exit 3" in line for line in s.cluster_check_lines(None))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from chester_backend_slurm import plugin as slurm_plugin
 
 from chester.launcher import launch
 from chester.testing import ConformanceEnv, fn_raise, fn_sleep_with_child, fn_write_result
@@ -63,12 +64,15 @@ def test_sweep_larger_than_max_array_size(tmp_path, slurm_local, make_config, mo
     if size > 50:  # a cluster with the default MaxArraySize: chunk by the option instead
         size, extra = 5, {"max_array_size": 5}
     n = size + 2
+    # nothing known of the cluster yet: arrays are cut for SLURM's default MaxArraySize, the
+    # submit script finds the cluster's own, and the sweep is cut again before any sbatch
+    monkeypatch.setattr(slurm_plugin, "_CLUSTER", {})
     env = ConformanceEnv.create(tmp_path, backend="slurm",
                                 config=make_config(poll_interval=0.0, **extra))
     sweep = launch(fn_write_result, [{"i": i} for i in range(n)], backend="slurm",
                    exp_prefix="chunks", config=env.config)
     assert _calls(log, "sbatch") == math.ceil(n / size)
-    assert _calls(log, "scontrol") == 1  # MaxArraySize, read once
+    assert _calls(log, "scontrol") == 1  # MaxArraySize, read once (by the submit script)
     ids = [_row(sweep, r).remote_id for r in sweep.runs]
     assert len(set(i.split("_")[0] for i in ids)) == math.ceil(n / size)
     assert all("_" in i for i in ids)

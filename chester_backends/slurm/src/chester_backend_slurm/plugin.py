@@ -126,12 +126,17 @@ def _variant_gpus(run: RunSpec) -> Any:
 
 # -- prepare ----------------------------------------------------------------------------------
 def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: Path,
-                 max_array_size: int) -> PreparedSweep:
-    """Plan the jobs and render every file of a sweep under ``staging_dir/tree``."""
+                 max_array_size: int, *, size_known: bool = False) -> PreparedSweep:
+    """Plan the jobs and render every file of a sweep under ``staging_dir/tree``.
+
+    Unless ``size_known`` (just read from the cluster) or set in the options, the submit
+    script first checks the cluster's MaxArraySize against ``max_array_size``."""
     opts: SlurmOptions = backend.options
     if not runs:
         raise UserError("slurm: nothing to submit")
-    resources = [resources_for(opts, r.resources) for r in runs]
+    by_overrides: dict[int, dict[str, Any]] = {}  # runs of a sweep often share one mapping
+    resources = [by_overrides.get(id(r.resources)) or by_overrides.setdefault(
+        id(r.resources), resources_for(opts, r.resources)) for r in runs]
     jobs = render.plan_jobs(runs, resources, max_array_size)
     project_dir = _project_dir(backend)
     upload_root = project_dir if all(_rel_under(r.remote_dir, project_dir) is not None
@@ -209,7 +214,10 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
             scripts[name] = body
     sync = any(bool(res.get("sync_on_launch", backend.sync_on_launch)) for res in resources)
     prelude = _sync_lines(backend, project_dir) if sync else []
-    scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude)
+    # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
+    checks = [] if size_known else scheduler.cluster_check_lines(
+        None if opts.max_array_size else max_array_size)
+    scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude, checks=checks)
     n_arrays = sum(1 for j in jobs if j.kind == "array")
     where = f"on {opts.host}" if opts.host else "on this machine"
     summary = (f"{len(runs)} runs as {len(jobs)} sbatch call(s) ({n_arrays} array(s), "
@@ -250,17 +258,6 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
 
 
 # -- submit -----------------------------------------------------------------------------------
-def cluster_info(backend: BackendConfig, ex: Any) -> dict[str, int]:
-    """MaxArraySize and MinJobAge, read once per submit (one ``scontrol`` call)."""
-    res = ex.run_script(scheduler.cluster_info_script(), timeout=60, check=False)
-    info = scheduler.parse_cluster_info(res.stdout)
-    if "MaxArraySize" not in info:
-        raise BackendError(f"{backend.name}: cannot read the cluster's configuration "
-                           f"(scontrol show config): {res.stderr.strip()[-500:]}")
-    _CLUSTER[_key(backend)] = info
-    return info
-
-
 def _handles(backend: BackendConfig, prepared: PreparedSweep,
              ids: Mapping[int, str], submitted_at: float) -> list[RunHandle]:
     by_token: dict[str, tuple[dict, int]] = {}
@@ -280,6 +277,22 @@ def _handles(backend: BackendConfig, prepared: PreparedSweep,
                    ("stage", prepared.data["stage_dir"]))
             + ((("after", ids[j["after"]]),) if j.get("after") is not None else ())))
     return out
+
+
+def _send_and_submit(backend: BackendConfig, ex: Any, prepared: PreparedSweep,
+                     code_sync: Any) -> Any:
+    """Send the stage (and wait for the code sync), then run the submit script."""
+    data = prepared.data
+    local_root, tree = Path(data["local_root"]), Path(data["tree"])
+    if local_root != tree:  # stage files join the run files under the project
+        for rel in data["rels"]:
+            dst = local_root / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tree / rel, dst)
+    ex.put_tree(local_root, [*data["run_rels"], *data["rels"]], data["upload_root"])
+    if code_sync is not None:
+        code_sync.result()
+    return ex.run_script(prepared.scripts["submit.sh"], timeout=600, check=False)
 
 
 @hookimpl
@@ -302,22 +315,17 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
                                                       backend.rsync_exclude,
                                                       log_dir_exclude(backend.project_path,
                                                                       backend.log_dir)))
-        info = cluster_info(backend, ex)
-        size = opts.max_array_size or info["MaxArraySize"]
-        if size != prepared.data["max_array_size"]:
-            prepared = render_sweep(backend, prepared.runs, prepared.staging_dir / "again", size)
-        data = prepared.data
-        local_root, tree = Path(data["local_root"]), Path(data["tree"])
-        if local_root != tree:  # stage files join the run files under the project
-            for rel in data["rels"]:
-                dst = local_root / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(tree / rel, dst)
-        ex.put_tree(local_root, [*data["run_rels"], *data["rels"]], data["upload_root"])
-        if code_sync is not None:
-            code_sync.result()
+        res = _send_and_submit(backend, ex, prepared, code_sync)
+        info = scheduler.cluster_info_of(res.stdout)
+        if "MaxArraySize" not in info:  # the script's first step failed
+            raise BackendError(f"{backend.name}: cannot read the cluster's configuration "
+                               f"(scontrol show config): {res.stderr.strip()[-500:]}")
+        _CLUSTER[_key(backend)] = info
+        if res.exit_code == scheduler.EXIT_RECHUNK:  # cut for another MaxArraySize: again
+            prepared = render_sweep(backend, prepared.runs, prepared.staging_dir / "again",
+                                    info["MaxArraySize"], size_known=True)
+            res = _send_and_submit(backend, ex, prepared, None)
         submitted_at = time.time()
-        res = ex.run_script(prepared.scripts["submit.sh"], timeout=600, check=False)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
@@ -543,4 +551,4 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
 
 __all__ = ["CAPABILITIES", "NAME", "backend_spec", "chester_backends", "chester_cancel",
            "chester_logs", "chester_prepare", "chester_pull", "chester_status", "chester_submit",
-           "cluster_info", "query", "render_sweep"]
+           "query", "render_sweep"]

@@ -252,15 +252,18 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     return "\n".join(lines) + "\n"
 
 
-def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = ()) -> str:
-    """Bash run on the login host: one ``sbatch`` per job, skipping jobs already submitted.
+def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = (),
+                  checks: Sequence[str] = ()) -> str:
+    """Bash run on the login host: ``checks`` first (the cluster's configuration), then
+    ``prelude`` (the environment sync), then one ``sbatch`` per job, skipping jobs already
+    submitted.
 
     A job counts as submitted when its id file exists or the scheduler knows its name (a
     submit that was cut off after ``sbatch`` and is being retried). Prints ``JOB <index>
     <job id>`` lines.
     """
     names = ",".join(j.name for j in jobs)
-    lines = ["set -euo pipefail", *prelude, f"stage={q(stage_dir)}", 'cd "$stage"',
+    lines = ["set -euo pipefail", *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"',
              f"known=$(squeue -h -t all -o '%j %F' --name={q(names)} 2>/dev/null || true)",
              "lookup() { printf '%s\\n' \"$known\" | awk -v n=\"$1\" '$1 == n { print $2; exit }'; }"]
     for j in jobs:
@@ -313,6 +316,7 @@ def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
     serial: dict[str, list[int]] = {}
     order: list[tuple[str, str]] = []
     depended_on = {t for r in runs for t in r.order_after}
+    keys: dict[int, str] = {}  # resource_key of each distinct mapping, once
     for i, (r, res) in enumerate(zip(runs, resources, strict=True)):
         if "\n" in r.remote_dir:
             raise UserError(f"slurm: run folder {r.remote_dir!r} holds a newline")
@@ -326,7 +330,7 @@ def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
                 order.append(("serial", k))
             serial[k].append(i)
         else:
-            k = resource_key(res)
+            k = keys.get(id(res)) or keys.setdefault(id(res), resource_key(res))
             if k not in groups:
                 groups[k] = []
                 order.append(("array", k))

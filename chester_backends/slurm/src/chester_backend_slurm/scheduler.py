@@ -66,9 +66,36 @@ print(json.dumps(out))
 _MEMORY_KILL = re.compile(r"oom[-_]kill event|exceeded (job |step )?memory limit", re.I)
 
 
-def cluster_info_script() -> str:
-    return ("scontrol show config | "
-            "grep -E '^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) '\n")
+#: what the submit script exits with when the arrays were cut for another MaxArraySize
+EXIT_RECHUNK = 3
+_CLUSTER_PREFIX = "CLUSTER "
+
+
+def cluster_check_lines(expected_max_array_size: int | None) -> list[str]:
+    """Shell lines that open the submit script: print what we use of ``scontrol show
+    config`` (``CLUSTER`` lines: MaxArraySize, MinJobAge, accounting), and, when the arrays
+    were cut for an assumed MaxArraySize, stop before any ``sbatch`` if the cluster's
+    differs (exit :data:`EXIT_RECHUNK`). One process on the login host instead of two."""
+    lines = [
+        'cfg=$(scontrol show config) || { echo "chester: scontrol show config failed" >&2; '
+        "exit 4; }",
+        "printf '%s\\n' \"$cfg\" | grep -E "
+        "'^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) ' "
+        f"| sed 's/^/{_CLUSTER_PREFIX}/' || true",
+    ]
+    if expected_max_array_size is not None:
+        lines += [
+            "size=$(printf '%s\\n' \"$cfg\" | awk '$1 == \"MaxArraySize\" { print $3; exit }')",
+            f'if [ "$size" != "{int(expected_max_array_size)}" ]; then exit {EXIT_RECHUNK}; fi',
+        ]
+    return lines
+
+
+def cluster_info_of(stdout: str) -> dict[str, int]:
+    """The ``CLUSTER`` lines of a submit script's output, parsed."""
+    return parse_cluster_info("\n".join(line[len(_CLUSTER_PREFIX):]
+                                        for line in stdout.splitlines()
+                                        if line.startswith(_CLUSTER_PREFIX)))
 
 
 def parse_cluster_info(text: str) -> dict[str, int]:

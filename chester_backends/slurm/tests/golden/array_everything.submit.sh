@@ -1,4 +1,8 @@
 set -euo pipefail
+cfg=$(scontrol show config) || { echo "chester: scontrol show config failed" >&2; exit 4; }
+printf '%s\n' "$cfg" | grep -E '^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) ' | sed 's/^/CLUSTER /' || true
+size=$(printf '%s\n' "$cfg" | awk '$1 == "MaxArraySize" { print $3; exit }')
+if [ "$size" != "1001" ]; then exit 3; fi
 cd /scratch/me/proj
 export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"
 if [ -f pyproject.toml ] && command -v uv >/dev/null; then uv sync -q >&2; fi

@@ -1,4 +1,6 @@
 set -euo pipefail
+cfg=$(scontrol show config) || { echo "chester: scontrol show config failed" >&2; exit 4; }
+printf '%s\n' "$cfg" | grep -E '^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) ' | sed 's/^/CLUSTER /' || true
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
 known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0,chester-1644414db487-1,chester-1644414db487-2 2>/dev/null || true)
