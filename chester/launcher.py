@@ -249,6 +249,7 @@ def launch(
                                     incomplete_only=resume == "incomplete") if resume else None
     if existing is not None:
         srow = existing
+        rows = store.runs(srow.id)
         log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
     else:
         specs: list[dict[str, Any]] = [
@@ -259,11 +260,11 @@ def launch(
             specs[i]["local_dir"] = str(p if p.is_absolute() else cfg.project_path / p)
             specs[i].setdefault("name", safe_component(p.name))
         extra = [_extra_pair(d, cfg.project_path, remote_root) for d in extra_pull_dirs]
-        srow = store.create_sweep(exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir,
-                                  fingerprint=fp, runs=specs, remote_dir_for=remote_dir_for,
-                                  options={"order": order, "extra_pull_dirs": extra})
+        srow, rows = store.create_sweep(
+            exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir, fingerprint=fp,
+            runs=specs, remote_dir_for=remote_dir_for,
+            options={"order": order, "extra_pull_dirs": extra})
     sweep = Sweep(row=srow, store=store, config=cfg, dispatcher=dispatcher, backend=bcfg)
-    rows = store.runs(srow.id)
     env = dict(env or {})
     for k, val in env.items():
         if not isinstance(k, str) or not isinstance(val, str):

@@ -189,11 +189,12 @@ class Store:
 
     def create_sweep(self, *, exp_prefix: str, backend: str, batch_dir: Path, fingerprint: str,
                      runs: Sequence[dict[str, Any]], options: dict | None = None,
-                     remote_dir_for: Any = None) -> SweepRow:
+                     remote_dir_for: Any = None) -> tuple[SweepRow, list[RunRow]]:
         """Create a sweep and its runs in one transaction, numbering runs atomically.
 
         ``runs`` items carry ``suffix`` (the name after the number). Numbers continue from the
         larger of the store's counter and the ``N_*`` folders already in ``batch_dir``.
+        Returns the sweep and its runs (as :meth:`runs` would read them back).
         """
         now = time.time()
         with self.tx() as db:
@@ -223,7 +224,18 @@ class Store:
                        "ON CONFLICT(batch_dir) DO UPDATE SET next=excluded.next",
                        (str(batch_dir), nxt + len(runs)))
             r = db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
-        return _sweep_row(r)
+            ids = [i for (i,) in db.execute("SELECT id FROM runs WHERE sweep_id=? ORDER BY idx",
+                                            (sweep_id,))]
+        # the new rows as inserted (the columns' defaults filled in), not read back
+        new = [RunRow(id=i, sweep_id=sweep_id, idx=idx, number=number, name=name, token=token,
+                      backend=backend, local_dir=local_dir, remote_dir=remote_dir,
+                      submit_state="new", state=State.PENDING, reason=None, stderr_tail=None,
+                      exit_code=None, remote_id=None, host=None, handle=None, attempt=1,
+                      created=now, submitted_at=None, started_at=None, ended_at=None,
+                      updated=now, pulled_at=None, pending_reason=None)
+               for i, (_, idx, number, name, token, backend, local_dir, remote_dir, _, _)
+               in zip(ids, values, strict=True)]
+        return _sweep_row(r), new
 
     def sweep(self, sweep_id: int) -> SweepRow:
         r = self._db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
