@@ -259,12 +259,18 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
     submitted.
 
     A job counts as submitted when its id file exists or the scheduler knows its name (a
-    submit that was cut off after ``sbatch`` and is being retried). Prints ``JOB <index>
+    submit that was cut off after ``sbatch`` and is being retried; the scheduler is asked
+    only when a submit started in this stage folder before). Prints ``JOB <index>
     <job id>`` lines.
     """
     names = ",".join(j.name for j in jobs)
     lines = ["set -euo pipefail", *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"',
-             f"known=$(squeue -h -t all -o '%j %F' --name={q(names)} 2>/dev/null || true)",
+             "# a submit that ran before (a retry, a resumed launch) may have made jobs whose",
+             "# ids it never wrote down: only then ask the scheduler for them by name",
+             "known=",
+             f"if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' "
+             f"--name={q(names)} 2>/dev/null || true); fi",
+             ": > .submit-started",
              "lookup() { printf '%s\\n' \"$known\" | awk -v n=\"$1\" '$1 == n { print $2; exit }'; }"]
     for j in jobs:
         var = f"jid{j.index}"

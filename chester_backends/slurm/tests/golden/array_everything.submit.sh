@@ -8,7 +8,11 @@ export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"
 if [ -f pyproject.toml ] && command -v uv >/dev/null; then uv sync -q >&2; fi
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
-known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0 2>/dev/null || true)
+# a submit that ran before (a retry, a resumed launch) may have made jobs whose
+# ids it never wrote down: only then ask the scheduler for them by name
+known=
+if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0 2>/dev/null || true); fi
+: > .submit-started
 lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; }
 jid0=""
 if [ -s job-0.id ]; then jid0=$(cat job-0.id); else jid0=$(lookup chester-1644414db487-0); fi

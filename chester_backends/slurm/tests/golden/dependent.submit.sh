@@ -3,7 +3,11 @@ cfg=$(scontrol show config) || { echo "chester: scontrol show config failed" >&2
 printf '%s\n' "$cfg" | grep -E '^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) ' | sed 's/^/CLUSTER /' || true
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
-known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0,chester-1644414db487-1,chester-1644414db487-2 2>/dev/null || true)
+# a submit that ran before (a retry, a resumed launch) may have made jobs whose
+# ids it never wrote down: only then ask the scheduler for them by name
+known=
+if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0,chester-1644414db487-1,chester-1644414db487-2 2>/dev/null || true); fi
+: > .submit-started
 lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; }
 jid0=""
 if [ -s job-0.id ]; then jid0=$(cat job-0.id); else jid0=$(lookup chester-1644414db487-0); fi
