@@ -75,6 +75,9 @@ def test_pending_reason_and_requeue_keep_identity():
     rq = _merge(s.JobRow(state="PENDING", reason="BeginTime"), _rec("failed", attempt=1))
     assert rq.state == State.REQUEUED and rq.attempt == 2 and rq.remote_id == "1_0"
     assert _merge(s.JobRow(state="REQUEUED"), _rec("running", ended=False)).attempt == 2
+    # the worker has started and sacct still says PENDING (accounting lags): running
+    lag = _merge(s.JobRow(state="PENDING", reason="Dependency"), _rec("running", ended=False))
+    assert lag.state == State.RUNNING
 
 
 def test_unknown_to_the_scheduler():

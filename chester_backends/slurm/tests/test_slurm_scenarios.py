@@ -123,9 +123,13 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
     # SLURM holds a requeued job for ~2 minutes (BeginTime); chester must say "requeued"
     st = _wait_state(requeued, run, {State.REQUEUED}, timeout=30)
     assert st == State.REQUEUED and _row(requeued, run).attempt == 2
+    # start it again only once accounting has closed attempt 1 (sacct: REQUEUED, then
+    # PENDING): a job started while its last attempt is still being cleaned up can fail to
+    # launch on the node
     end = time.monotonic() + 30
-    while subprocess.run(["squeue", "-h", "-j", rid, "-o", "%T"], capture_output=True,
-                         text=True, env=slurm_local.environ()).stdout.strip() != "PENDING" \
+    while subprocess.run(["sacct", "-X", "-n", "-P", "-j", rid, "-o", "State"],
+                         capture_output=True, text=True,
+                         env=slurm_local.environ()).stdout.strip() != "PENDING" \
             and time.monotonic() < end:
         time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"JobId={rid}", "StartTime=now"], check=True,

@@ -273,6 +273,9 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         return RunStatus(state=State.QUEUED, pending_reason="submitted", **common)
     s = row.state.rstrip("+")
     if s == "PENDING":
+        if st is not None and not worker_ended and st.get("state") == "running":
+            # the worker runs and sacct has not caught up with the job's start yet
+            return RunStatus(state=State.RUNNING, **common)
         if st is not None:  # it ran before: requeued
             attempt = int(st.get("attempt") or 1) + (1 if worker_ended or st.get("state") ==
                                                      "running" else 0)
