@@ -14,7 +14,6 @@ where each value came from.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 import types
@@ -220,6 +219,13 @@ def _type_name(tp: Any) -> str:
     return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def _close(word: str, known: Any) -> list[str]:
+    """The nearest known name, for "did you mean" (difflib is loaded only for errors)."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(known), n=1)
+
+
 def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
                   legacy_ok: bool = False) -> Any:
     """Build an attrs options object from YAML, with one-line errors naming file and key.
@@ -237,7 +243,7 @@ def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
         if name not in fields:
             if legacy_ok and name in legacy_names:
                 continue
-            close = difflib.get_close_matches(name, list(fields), n=1)
+            close = _close(name, fields)
             hint = f"did you mean {close[0]!r}?" if close else \
                 f"valid options: {', '.join(sorted(fields)) or 'none'}"
             raise ConfigError(path, f"{key}.{name}", "unknown option", hint)
@@ -315,7 +321,7 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
     for key, value in raw.items():
         key = str(key)
         if key not in GLOBAL_KEYS:
-            close = difflib.get_close_matches(key, list(GLOBAL_KEYS), n=1)
+            close = _close(key, GLOBAL_KEYS)
             raise ConfigError(path, key, "unknown key",
                               f"did you mean {close[0]!r}?" if close else
                               "see `chester config` for the valid keys")
