@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import cloudpickle
 
 from chester import rundir as rd
 from chester.attrdict import AttrDict
@@ -85,11 +88,7 @@ def _pickle_variant(variant: AttrDict) -> bytes:
     """Plain pickle for plain data (fast), cloudpickle for anything else (objects of the
     launching script, lambdas). Both load with ``cloudpickle.load``."""
     if _plain(variant):
-        import pickle
-
         return pickle.dumps(variant, protocol=pickle.DEFAULT_PROTOCOL)
-    import cloudpickle
-
     return cloudpickle.dumps(variant)
 
 
@@ -115,8 +114,6 @@ def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequenc
     are new and not yet submitted, so plain writes are enough: a launcher that dies here
     leaves the runs ``new`` and the next launch writes them again.
     """
-    import cloudpickle
-
     fn_bytes = cloudpickle.dumps(fn)
     files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
     for parent in {os.path.dirname(os.fspath(row.local_dir)) for row, *_ in files}:
@@ -138,8 +135,6 @@ def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Cal
                      attempt: int = 1) -> int:
     """The same files as :func:`write_run_folders`, for every run, in one sweep spec
     (:mod:`chester.sweepspec`) keyed by each run's folder on the target. Returns its size."""
-    import cloudpickle
-
     from chester import sweepspec
 
     files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
