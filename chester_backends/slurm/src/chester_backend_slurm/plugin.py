@@ -260,22 +260,23 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
 # -- submit -----------------------------------------------------------------------------------
 def _handles(backend: BackendConfig, prepared: PreparedSweep,
              ids: Mapping[int, str], submitted_at: float) -> list[RunHandle]:
-    by_token: dict[str, tuple[dict, int]] = {}
+    by_token: dict[str, tuple[dict, int, tuple[tuple[str, str], ...]]] = {}
     for j in prepared.data["jobs"]:
+        jid = ids[j["index"]]
+        extra = ((("job", jid), ("kind", j["kind"]), ("submitted", f"{submitted_at:.0f}"),
+                  ("stage", prepared.data["stage_dir"]))
+                 + ((("after", ids[j["after"]]),) if j.get("after") is not None else ()))
         for i, tok in enumerate(j["tokens"]):
-            by_token[tok] = (j, i)
+            by_token[tok] = (j, i, extra)  # one extra per job, shared by its runs
+    host = backend.options.host or rd.hostname()
     out = []
     for r in prepared.runs:
-        j, i = by_token[r.token]
-        jid = ids[j["index"]]
-        rid = f"{jid}_{i}" if j["kind"] == "array" else jid
+        j, i, extra = by_token[r.token]
+        jid = extra[0][1]
         out.append(RunHandle(
             run_id=r.run_id, token=r.token, backend=backend.name, local_dir=str(r.local_dir),
-            remote_dir=r.remote_dir, remote_id=rid,
-            host=backend.options.host or rd.hostname(),
-            extra=(("job", jid), ("kind", j["kind"]), ("submitted", f"{submitted_at:.0f}"),
-                   ("stage", prepared.data["stage_dir"]))
-            + ((("after", ids[j["after"]]),) if j.get("after") is not None else ())))
+            remote_dir=r.remote_dir, remote_id=f"{jid}_{i}" if j["kind"] == "array" else jid,
+            host=host, extra=extra))
     return out
 
 
