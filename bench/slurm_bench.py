@@ -4,11 +4,16 @@
 
 Measures, in one run on the same slurmctld:
   * chester, submitting through a loopback sshd acting as the login host: sbatch calls
-    (distinct job ids), launch wall time (run folders written + one submit), and the time
+    (distinct job ids), launch wall time (the sweep spec written + one submit), and the time
     of the submit hook alone;
-  * chester submitting directly (no SSH), launch wall time;
-  * submitit's ``map_array`` of the same number of trivial calls (submitit lives only in a
-    throw-away venv made here with uv, never in the project's dependencies);
+  * chester submitting directly (no SSH) against submitit's ``map_array`` of the same number
+    of trivial calls (submitit lives only in a throw-away venv made here with uv, never in
+    the project's dependencies). Both are measured the same way, alternately, ``--rounds``
+    times: a fresh Python process imports the library and sets up its executor (submitit's
+    ``SlurmExecutor``; chester's backend discovery and ``chester.yaml``), then times the one
+    call that writes what the runs need and submits them (``chester.launch`` with a fresh
+    project and job store each round; ``map_array``). The wall time of each whole script
+    (interpreter start to exit) is reported too;
   * scheduler queries per status poll, counted on the server side: slurmdbd's
     DBD_GET_JOBS_COND (sacct) and slurmctld's REQUEST_JOB_INFO (squeue) RPC counters;
   * end-to-end time from launch to every result pulled home, and the drain time of a bare
@@ -28,6 +33,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,7 +50,10 @@ def trivial(variant, log_dir, exp_name):
 
 
 def _sh(*argv: str, **kw) -> str:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=True, **kw).stdout
+    p = subprocess.run(list(argv), capture_output=True, text=True, **kw)
+    if p.returncode:
+        raise RuntimeError(f"{argv[0]} failed ({p.returncode}): {p.stderr.strip()[-2000:]}")
+    return p.stdout
 
 
 def _rpc_count(text: str, name: str) -> int:
@@ -104,16 +113,53 @@ print(json.dumps({"seconds": dt, "job_ids": sorted({j.job_id.split("_")[0] for j
 """
 
 
-def bench_submitit(py: Path, d: Path, n: int) -> dict:
-    script = d / "submitit_bench.py"
-    script.write_text(SUBMITIT_SCRIPT)
-    out = _sh(str(py), str(script), str(d / "submitit-logs"), str(n))
+CHESTER_SCRIPT = r"""
+import json, sys, time
+from pathlib import Path
+from chester.config import load_config
+from chester.launcher import launch
+from chester.plugins import get_plugin_manager
+
+def trivial(variant, log_dir, exp_name):
+    return variant["i"] * 2
+
+n = int(sys.argv[2])
+cfg = load_config(Path(sys.argv[1]))
+get_plugin_manager()  # finding the backends: what SlurmExecutor(...) is to submitit
+t = time.perf_counter()
+sweep = launch(trivial, [{"i": i} for i in range(n)], backend="slurm", exp_prefix="bench",
+               config=cfg)
+dt = time.perf_counter() - t
+print(json.dumps({"seconds": dt,
+                  "job_ids": sorted({r.handle.remote_id.split("_")[0] for r in sweep.runs})}))
+"""
+
+
+def _submit_in_process(argv: list[str]) -> dict:
+    """Run one submitting script; cancel what it submitted and wait for the queue to drain."""
+    t = time.perf_counter()
+    out = _sh(*argv, cwd=str(ROOT))
     res = json.loads(out.strip().splitlines()[-1])
+    res["process"] = time.perf_counter() - t  # the whole script: start, imports, submit
     for jid in res["job_ids"]:
         subprocess.run(["scancel", jid], check=False)
     for jid in res["job_ids"]:
         wait_queue_empty(jid)
     return res
+
+
+def bench_submitit(py: Path, d: Path, n: int, k: int) -> dict:
+    script = d / "submitit_bench.py"
+    script.write_text(SUBMITIT_SCRIPT)
+    return _submit_in_process([str(py), str(script), str(d / f"submitit-logs-{k}"), str(n)])
+
+
+def bench_chester_direct(d: Path, n: int, k: int, slurm_env: dict) -> dict:
+    script = d / "chester_bench.py"
+    script.write_text(CHESTER_SCRIPT)
+    make_project(d, f"direct-project-{k}", {"scheduler_env": slurm_env})
+    return _submit_in_process([sys.executable, str(script),
+                               str(d / f"direct-project-{k}" / "chester.yaml"), str(n)])
 
 
 def make_project(d: Path, name: str, options: dict) -> object:
@@ -170,6 +216,8 @@ def dispatcher_with(timer: SubmitTimer):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="alternating submitit / chester direct submissions to compare")
     args = ap.parse_args()
     n = args.runs
     sys.path.insert(0, str(ROOT))
@@ -197,12 +245,6 @@ def main() -> None:
         figures["MaxArraySize"] = size
         print(f"[bench] SLURM up (MaxArraySize {size}); making the submitit venv", flush=True)
         py = submitit_venv(work)
-
-        # 1. submitit map_array, submission only (its tasks are cancelled right away)
-        sub = bench_submitit(py, work, n)
-        figures["submitit map_array submit s"] = round(sub["seconds"], 3)
-        figures["submitit sbatch calls"] = len(sub["job_ids"])
-        print(f"[bench] submitit map_array: {sub['seconds']:.2f} s", flush=True)
 
         # 2. chester through the login host: launch, status polls, everything pulled
         cfg = make_project(work, "ssh-project", {
@@ -246,18 +288,28 @@ def main() -> None:
         figures["status hook calls during wait"] = timer.status_calls - calls0
         print(f"[bench] end to end: {t_e2e:.1f} s, {ok} succeeded, {pulled} pulled", flush=True)
 
-        # 3. chester directly (no SSH), submission only
-        cfg2 = make_project(work, "direct-project", {"scheduler_env": slurm_env})
-        timer2 = SubmitTimer()
-        t0 = time.perf_counter()
-        sweep2 = launch(trivial, [{"i": i} for i in range(n)], backend="slurm",
-                        exp_prefix="bench-direct", config=cfg2, dispatcher=dispatcher_with(timer2))
-        figures["chester (direct) launch s"] = round(time.perf_counter() - t0, 3)
-        figures["chester (direct) submit hook s"] = round(timer2.submit_s, 3)
-        jobs2 = {r.handle.remote_id.split("_")[0] for r in sweep2.runs}
-        sweep2.cancel()
-        for j in jobs2:
-            wait_queue_empty(j)
+        # 3. chester directly (no SSH) against submitit's map_array, alternately, each in a
+        #    fresh process that has imported its library; submission only (the tasks are
+        #    cancelled right away)
+        chester_s, submitit_s, chester_p, submitit_p = [], [], [], []
+        for k in range(args.rounds):
+            sub = bench_submitit(py, work, n, k)
+            submitit_s.append(round(sub["seconds"], 3))
+            figures["submitit sbatch calls"] = len(sub["job_ids"])
+            mine = bench_chester_direct(work, n, k, slurm_env)
+            chester_s.append(round(mine["seconds"], 3))
+            submitit_p.append(round(sub["process"], 3))
+            chester_p.append(round(mine["process"], 3))
+            figures["chester (direct) sbatch calls"] = len(mine["job_ids"])
+            print(f"[bench] round {k + 1}: submitit map_array {sub['seconds']:.3f} s "
+                  f"(script {sub['process']:.2f} s), chester.launch {mine['seconds']:.3f} s "
+                  f"(script {mine['process']:.2f} s)", flush=True)
+        figures["submitit map_array submit s (each round)"] = submitit_s
+        figures["chester (direct) launch s (each round)"] = chester_s
+        figures["submitit map_array submit s (median)"] = statistics.median(submitit_s)
+        figures["chester (direct) launch s (median)"] = statistics.median(chester_s)
+        figures["submitit whole script s (each round)"] = submitit_p
+        figures["chester (direct) whole script s (each round)"] = chester_p
 
         # 4. a bare array of `true`, for scale
         t0 = time.perf_counter()
@@ -266,10 +318,11 @@ def main() -> None:
         wait_queue_empty(jid)
         figures["bare array drain s"] = round(time.perf_counter() - t0, 2)
 
-        figures["submit speed-up vs submitit (ssh launch)"] = round(
-            figures["submitit map_array submit s"] / figures["chester (ssh) launch s"], 2)
-        figures["submit speed-up vs submitit (direct launch)"] = round(
-            figures["submitit map_array submit s"] / figures["chester (direct) launch s"], 2)
+        figures["submitit / chester (direct), median"] = round(
+            figures["submitit map_array submit s (median)"]
+            / figures["chester (direct) launch s (median)"], 2)
+        figures["submitit (median) / chester (ssh)"] = round(
+            figures["submitit map_array submit s (median)"] / figures["chester (ssh) launch s"], 2)
         print(json.dumps(figures, indent=2))
     finally:
         if login is not None:
