@@ -48,14 +48,7 @@ def write(path: str | os.PathLike[str], fn_pickle: bytes, entries: Iterable[Entr
     head = json.dumps({"fn": len(fn_pickle), "runs": index}, ensure_ascii=False,
                       separators=(",", ":")).encode()
     data = b"".join([MAGIC, b"%d\n" % len(head), head, *parts])
-    path = os.fspath(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+    _write_once(os.fspath(path), data, 0o600)
     return len(data)
 
 
@@ -97,6 +90,7 @@ def runs_in(path: str | os.PathLike[str]) -> Sequence[str]:
 
 
 def _write_once(path: str, data: bytes, mode: int) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
