@@ -78,6 +78,8 @@ def test_pending_reason_and_requeue_keep_identity():
     # the worker has started and sacct still says PENDING (accounting lags): running
     lag = _merge(s.JobRow(state="PENDING", reason="Dependency"), _rec("running", ended=False))
     assert lag.state == State.RUNNING
+    ended = _merge(s.JobRow(state="PENDING", reason="None"), _rec("succeeded", done=True))
+    assert ended.state == State.SUCCEEDED  # it ran and ended before sacct saw it start
 
 
 def test_unknown_to_the_scheduler():
@@ -118,5 +120,27 @@ def test_cluster_info_from_the_submit_script_output():
     out = ("CLUSTER AccountingStorageType   = accounting_storage/slurmdbd\n"
            "CLUSTER MaxArraySize            = 1001\nJOB 0 17\nMaxArraySize = 3\n")
     assert s.cluster_info_of(out) == {"MaxArraySize": 1001, "accounting": 1}
-    assert "exit 3" in "\n".join(s.cluster_check_lines(1001))
-    assert not any("exit 3" in line for line in s.cluster_check_lines(None))
+
+
+def test_cluster_check_stops_before_sbatch_only_on_another_max_array_size(tmp_path):
+    """The rendered check run by bash, with a stand-in scontrol printing a config."""
+    import os
+    import subprocess
+
+    fake = tmp_path / "scontrol"
+    fake.write_text("#!/bin/sh\nprintf 'AccountingStorageType   = accounting_storage/none\\n"
+                    "MaxArraySize            = 5\\nMinJobAge               = 300 sec\\n'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+
+    def run(expected):
+        script = "\n".join(["set -euo pipefail", *s.cluster_check_lines(expected),
+                            "echo SUBMITTED"])
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+
+    for expected, code in ((1001, s.EXIT_RECHUNK), (5, 0), (None, 0)):
+        res = run(expected)
+        assert res.returncode == code, (expected, res)
+        assert ("SUBMITTED" in res.stdout) == (code == 0)
+        assert s.cluster_info_of(res.stdout) == {"MaxArraySize": 5, "MinJobAge": 300,
+                                                 "accounting": 0}

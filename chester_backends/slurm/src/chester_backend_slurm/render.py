@@ -278,7 +278,7 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
         lines += [
             f'{var}=""',
             f'if [ -s job-{j.index}.id ]; then {var}=$(cat job-{j.index}.id); '
-            f'else {var}=$(lookup {q(j.name)}); fi',
+            f'elif [ -n "$known" ]; then {var}=$(lookup {q(j.name)}); fi',
             f'if [ -z "${var}" ]; then {var}=$(sbatch --parsable{dep} {j.script}); '
             f'{var}=${{{var}%%;*}}; printf \'%s\\n\' "${var}" > job-{j.index}.id; fi',
             f'echo "JOB {j.index} ${var}"',

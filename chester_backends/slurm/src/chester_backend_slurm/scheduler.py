@@ -75,20 +75,14 @@ def cluster_check_lines(expected_max_array_size: int | None) -> list[str]:
     """Shell lines that open the submit script: print what we use of ``scontrol show
     config`` (``CLUSTER`` lines: MaxArraySize, MinJobAge, accounting), and, when the arrays
     were cut for an assumed MaxArraySize, stop before any ``sbatch`` if the cluster's
-    differs (exit :data:`EXIT_RECHUNK`). One process on the login host instead of two."""
-    lines = [
-        'cfg=$(scontrol show config) || { echo "chester: scontrol show config failed" >&2; '
-        "exit 4; }",
-        "printf '%s\\n' \"$cfg\" | grep -E "
-        "'^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) ' "
-        f"| sed 's/^/{_CLUSTER_PREFIX}/' || true",
-    ]
-    if expected_max_array_size is not None:
-        lines += [
-            "size=$(printf '%s\\n' \"$cfg\" | awk '$1 == \"MaxArraySize\" { print $3; exit }')",
-            f'if [ "$size" != "{int(expected_max_array_size)}" ]; then exit {EXIT_RECHUNK}; fi',
-        ]
-    return lines
+    differs (exit :data:`EXIT_RECHUNK`). One ``scontrol`` and one ``awk``: the login host
+    starts as few processes as it can."""
+    want = "" if expected_max_array_size is None else str(int(expected_max_array_size))
+    program = ("/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / "
+               f'{{ print "{_CLUSTER_PREFIX}" $0 }} '
+               '$1 == "MaxArraySize" { size = $3 } '
+               f'END {{ if (want != "" && size != want) exit {EXIT_RECHUNK} }}')
+    return [f"scontrol show config | awk -v want={want or chr(39) * 2} {shlex.quote(program)}"]
 
 
 def cluster_info_of(stdout: str) -> dict[str, int]:
@@ -273,8 +267,12 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         return RunStatus(state=State.QUEUED, pending_reason="submitted", **common)
     s = row.state.rstrip("+")
     if s == "PENDING":
+        # sacct lags the controller: a short run can start, and even end, while sacct still
+        # says PENDING. A success stays a success (the worker never runs a succeeded run
+        # again); a running worker is running.
+        if worker_ok:
+            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
         if st is not None and not worker_ended and st.get("state") == "running":
-            # the worker runs and sacct has not caught up with the job's start yet
             return RunStatus(state=State.RUNNING, **common)
         if st is not None:  # it ran before: requeued
             attempt = int(st.get("attempt") or 1) + (1 if worker_ended or st.get("state") ==

@@ -1,6 +1,5 @@
 set -euo pipefail
-cfg=$(scontrol show config) || { echo "chester: scontrol show config failed" >&2; exit 4; }
-printf '%s\n' "$cfg" | grep -E '^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) ' | sed 's/^/CLUSTER /' || true
+scontrol show config | awk -v want='' '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } END { if (want != "" && size != want) exit 3 }'
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
 # a submit that ran before (a retry, a resumed launch) may have made jobs whose
@@ -10,14 +9,14 @@ if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' --name=chest
 : > .submit-started
 lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; }
 jid0=""
-if [ -s job-0.id ]; then jid0=$(cat job-0.id); else jid0=$(lookup chester-1644414db487-0); fi
+if [ -s job-0.id ]; then jid0=$(cat job-0.id); elif [ -n "$known" ]; then jid0=$(lookup chester-1644414db487-0); fi
 if [ -z "$jid0" ]; then jid0=$(sbatch --parsable job-0.sbatch); jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id; fi
 echo "JOB 0 $jid0"
 jid1=""
-if [ -s job-1.id ]; then jid1=$(cat job-1.id); else jid1=$(lookup chester-1644414db487-1); fi
+if [ -s job-1.id ]; then jid1=$(cat job-1.id); elif [ -n "$known" ]; then jid1=$(lookup chester-1644414db487-1); fi
 if [ -z "$jid1" ]; then jid1=$(sbatch --parsable --dependency=afterok:"$jid0" job-1.sbatch); jid1=${jid1%%;*}; printf '%s\n' "$jid1" > job-1.id; fi
 echo "JOB 1 $jid1"
 jid2=""
-if [ -s job-2.id ]; then jid2=$(cat job-2.id); else jid2=$(lookup chester-1644414db487-2); fi
+if [ -s job-2.id ]; then jid2=$(cat job-2.id); elif [ -n "$known" ]; then jid2=$(lookup chester-1644414db487-2); fi
 if [ -z "$jid2" ]; then jid2=$(sbatch --parsable --dependency=afterok:"$jid1" job-2.sbatch); jid2=${jid2%%;*}; printf '%s\n' "$jid2" > job-2.id; fi
 echo "JOB 2 $jid2"
