@@ -56,7 +56,7 @@ def map_remote(local: Path, project_path: Path, remote_root: str) -> str:
     return remote_mapper(project_path, remote_root)(local)
 
 
-def remote_mapper(project_path: Path, remote_root: str) -> Callable[[Path], str]:
+def remote_mapper(project_path: Path, remote_root: str) -> Callable[[str | Path], str]:
     """:func:`map_remote` for many folders: the project and each parent folder are resolved
     once (a sweep's runs share one parent), not once per run."""
     project = os.path.realpath(project_path)
@@ -72,7 +72,7 @@ def remote_mapper(project_path: Path, remote_root: str) -> Callable[[Path], str]
             real = parents[parent] = os.path.realpath(parent)
         return os.path.join(real, name)
 
-    def mapped(local: Path) -> str:
+    def mapped(local: str | Path) -> str:
         real = resolve(os.path.abspath(os.fspath(local)))
         if real == project:
             return remote_root

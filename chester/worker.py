@@ -63,7 +63,7 @@ def _outlive(prior: dict) -> None:
     pgid = prior.get("pgid")
     if pgid and pgid != os.getpgid(0):
         rd.kill_group(int(pgid))
-    else:
+    elif pid:
         try:
             os.kill(int(pid), signal.SIGKILL)
         except (OSError, TypeError, ValueError):
