@@ -228,7 +228,9 @@ class BackendConformance:
         result = sweep.cancel()
         assert result == {sweep.runs[0].name: True}
         states = self._wait(env, sweep, pull=True)
-        assert states[sweep.runs[0].name].value == "cancelled"
+        row = sweep.store.run(sweep.runs[0].id)
+        assert states[sweep.runs[0].name].value == "cancelled", (row.state, row.reason,
+                                                                 row.stderr_tail)
         if pids is None:
             pids = json.loads((sweep.runs[0].log_dir / "pids.json").read_text())
         if env.check_processes:

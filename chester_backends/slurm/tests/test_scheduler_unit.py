@@ -84,6 +84,9 @@ def test_pending_reason_and_requeue_keep_identity():
 
 def test_unknown_to_the_scheduler():
     assert _merge(None, _rec(None)).state == State.QUEUED  # sacct lags right after sbatch
+    # a worker stopped by a signal before sacct listed its job: the scheduler says why
+    assert _merge(None, _rec("terminated")).state == State.RUNNING
+    assert _merge(None, _rec("terminated"), source="squeue").state == State.FAILED
     assert _merge(None, _rec("succeeded", done=True)).state == State.SUCCEEDED
     assert _merge(None, _rec("running", ended=False), source="squeue").state == State.LOST
 

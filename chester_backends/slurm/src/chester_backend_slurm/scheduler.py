@@ -259,6 +259,11 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         # not known to the scheduler (yet: sacct lags; or no more: squeue forgets)
         if worker_ok:
             return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
+        if worker_ended and source != "squeue" and (st or {}).get("state") == "terminated":
+            # stopped by a signal: only the scheduler can say why (cancel, time limit,
+            # requeue, preemption), and sacct keeps every job, so wait for its word
+            return RunStatus(state=State.RUNNING, reason="stopped by a signal; waiting for "
+                             "the scheduler to say why", **common)
         if worker_ended:
             return _from_record(st or {}, tail, common)
         if source == "squeue" and st is not None:
