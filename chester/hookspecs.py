@@ -77,7 +77,8 @@ class ChesterSpecs:
 
         Arguments: ``backend``, the configured backend; ``runs``, the runs to submit (all of
         one sweep, possibly a subset when a launch is resumed); ``staging_dir``, a fresh
-        local folder for scripts and manifests.
+        local folder for scripts and manifests, removed once ``chester_submit`` returns or
+        fails (a dry run keeps it).
 
         Returns: a :class:`~chester.types.PreparedSweep`.
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -287,32 +288,36 @@ def launch(
         return sweep
 
     staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(exp_prefix)}-"))
-    spec_file: str | None = None
-    if caps.sweep_spec:  # one file for the whole launch; the worker writes each folder
-        spec_file = str(staging / "runs.spec")
-        write_sweep_spec(spec_file, todo, fn=fn, variants=[vlist[r.idx] for r in todo],
-                         project_dir=project_dir, env=env)
-    else:
-        to_write = [row for row in todo if row.submit_state == "new"
-                    or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
-        write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
-                          project_dir=project_dir, env=env)
-    run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=exp_prefix,
-                         local_dir=Path(r.local_dir), remote_dir=r.remote_dir,
-                         env=env, resources=res_list[r.idx], spec_file=spec_file,
-                         order_after=(rows[r.idx - 1].token,) if order == "dependent" and r.idx
-                         else ())
-                 for r in todo]
-    prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs, staging_dir=staging)
-    sweep.prepared = prepared  # type: ignore[attr-defined]
-    if dry_run:
-        return sweep
-    store.set_submit_state([r.id for r in todo], "submitting")
     try:
-        handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
-    except BaseException:
-        log.error("submit_failed", sweep=exp_prefix, backend=bcfg.name)
-        raise
+        spec_file: str | None = None
+        if caps.sweep_spec:  # one file for the whole launch; the worker writes each folder
+            spec_file = str(staging / "runs.spec")
+            write_sweep_spec(spec_file, todo, fn=fn, variants=[vlist[r.idx] for r in todo],
+                             project_dir=project_dir, env=env)
+        else:
+            to_write = [row for row in todo if row.submit_state == "new"
+                        or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
+            write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
+                              project_dir=project_dir, env=env)
+        run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=exp_prefix,
+                             local_dir=Path(r.local_dir), remote_dir=r.remote_dir,
+                             env=env, resources=res_list[r.idx], spec_file=spec_file,
+                             order_after=(rows[r.idx - 1].token,)
+                             if order == "dependent" and r.idx else ())
+                     for r in todo]
+        prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs, staging_dir=staging)
+        sweep.prepared = prepared  # type: ignore[attr-defined]
+        if dry_run:
+            return sweep
+        store.set_submit_state([r.id for r in todo], "submitting")
+        try:
+            handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
+        except BaseException:
+            log.error("submit_failed", sweep=exp_prefix, backend=bcfg.name)
+            raise
+    finally:
+        if not dry_run:  # all of it has been sent (a dry run keeps it to be read)
+            shutil.rmtree(staging, ignore_errors=True)
     store.record_submitted(list(handles))
     store.mark_launch_complete(srow.id)
     log.info("launched", sweep=exp_prefix, backend=bcfg.name, runs=len(handles))
