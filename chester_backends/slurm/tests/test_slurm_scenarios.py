@@ -120,18 +120,21 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
     time.sleep(1.5)  # the worker has started and recorded attempt 1
     rid = _row(requeued, run).remote_id
     subprocess.run(["scontrol", "requeue", rid], check=True, env=slurm_local.environ())
+    requeued_at = time.monotonic()
     # SLURM holds a requeued job for ~2 minutes (BeginTime); chester must say "requeued"
     st = _wait_state(requeued, run, {State.REQUEUED}, timeout=30)
     assert st == State.REQUEUED and _row(requeued, run).attempt == 2
-    # start it again only once accounting has closed attempt 1 (sacct: REQUEUED, then
-    # PENDING): a job started while its last attempt is still being cleaned up can fail to
-    # launch on the node
+    # SLURM holds a requeued job back (BeginTime) for a reason: slurmd refuses a job whose
+    # credential is not newer, to the second, than the requeue's revocation ("Killing
+    # non-startable batch job: Job credential revoked", and the job ends FAILED). Start it
+    # again early, but only once it is PENDING and a few seconds have passed.
     end = time.monotonic() + 30
     while subprocess.run(["sacct", "-X", "-n", "-P", "-j", rid, "-o", "State"],
                          capture_output=True, text=True,
                          env=slurm_local.environ()).stdout.strip() != "PENDING" \
             and time.monotonic() < end:
         time.sleep(0.2)
+    time.sleep(max(0.0, requeued_at + 3.0 - time.monotonic()))
     subprocess.run(["scontrol", "update", f"JobId={rid}", "StartTime=now"], check=True,
                    env=slurm_local.environ())
 
