@@ -29,19 +29,31 @@ def _backend_dirs():
     return [d for d in found if f"{d.relative_to(ROOT).as_posix()}/pyproject.toml" in tracked]
 
 
+def _dist_name(d: Path) -> str:
+    text = (d / "pyproject.toml").read_text()
+    return text.split('name = "', 1)[1].split('"', 1)[0]
+
+
 @pytest.fixture(scope="module")
-def wheel_venv(tmp_path_factory):
+def wheels(tmp_path_factory):
+    """Every distribution of the repository built as a wheel, in one folder."""
     try:
         import uv  # noqa: F401
     except ImportError:
         if os.environ.get("CI") == "true":
             pytest.fail("uv is needed to build wheels")
         pytest.skip("uv not installed")
-    tmp = tmp_path_factory.mktemp("dist")
-    wheels = tmp / "wheels"
+    out = tmp_path_factory.mktemp("wheels")
     dists = [ROOT] + _backend_dirs()
     for d in dists:
-        _uv("build", "--wheel", "-q", "-o", str(wheels), str(d))
+        _uv("build", "--wheel", "-q", "-o", str(out), str(d))
+    return out, dists
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(wheels, tmp_path_factory):
+    wheels, dists = wheels
+    tmp = tmp_path_factory.mktemp("dist")
     venv = tmp / "venv"
     _uv("venv", "-q", str(venv))
     env = {**os.environ, "VIRTUAL_ENV": str(venv)}
@@ -80,3 +92,27 @@ def test_installed_core_runs_a_sweep(wheel_venv, tmp_path):
                        env={**os.environ, "CHESTER_SLOTS_DIR": str(tmp_path / "slots")})
     assert r.returncode == 0, r.stderr
     assert "['succeeded', 'succeeded']" in r.stdout
+
+
+@pytest.mark.parametrize("backend", [d.name for d in _backend_dirs()])
+def test_each_backend_installs_alone(wheels, backend, tmp_path):
+    """``pip install chester-backend-X`` alone (here: uv pip, from the folder of built wheels)
+    gives a working ``chester`` whose plugin list shows X, and what X depends on, active."""
+    wheel_dir, _ = wheels
+    dist = _dist_name(ROOT / "chester_backends" / backend)
+    venv = tmp_path / "venv"
+    _uv("venv", "-q", str(venv))
+    _uv("pip", "install", "-q", "--python", str(venv / "bin" / "python"), "--find-links",
+        str(wheel_dir), dist, env={**os.environ, "VIRTUAL_ENV": str(venv)})
+    (tmp_path / "proj" / ".git").mkdir(parents=True)
+    r = subprocess.run([str(venv / "bin" / "chester"), "plugins", "list", "--json"],
+                       cwd=tmp_path / "proj", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    recs = {x["name"]: x for x in json.loads(r.stdout)}
+    assert recs[backend]["status"] == "active", recs[backend]["error"]
+    assert recs[backend]["distribution"] == dist
+    assert recs[backend]["version"] == chester.__version__
+    # the local backend comes with chester-ml; every plugin that came along loads
+    assert recs["local"]["status"] == "active"
+    for name, rec in recs.items():
+        assert rec["status"] == "active", (name, rec["error"])

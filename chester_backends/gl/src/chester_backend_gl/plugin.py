@@ -6,15 +6,7 @@ keys (``remote_header``, ``modules``, ``cuda_module``, ``simg_path``, ``remote_m
 
 from __future__ import annotations
 
-from chester_backend_slurm.plugin import (  # noqa: F401  (the slurm backend's hooks)
-    chester_cancel,
-    chester_logs,
-    chester_prepare,
-    chester_pull,
-    chester_status,
-    chester_submit,
-)
-from chester_backend_slurm.preset import preset
+from chester_backend_slurm.preset import Preset
 
 NAME = "gl"
 DEFAULTS = {
@@ -30,4 +22,5 @@ DEFAULTS = {
     "remote_mount_option": ("/usr/share/glvnd",),
 }
 
-GlOptions, chester_backends = preset(NAME, "University of Michigan Great Lakes (SLURM)", DEFAULTS)
+plugin = Preset(NAME, "University of Michigan Great Lakes (SLURM)", DEFAULTS)
+GlOptions = plugin.options_cls

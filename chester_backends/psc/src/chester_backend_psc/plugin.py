@@ -6,15 +6,7 @@ keys (``remote_header``, ``modules``, ``cuda_module``, ``simg_path``, ``remote_m
 
 from __future__ import annotations
 
-from chester_backend_slurm.plugin import (  # noqa: F401  (the slurm backend's hooks)
-    chester_cancel,
-    chester_logs,
-    chester_prepare,
-    chester_pull,
-    chester_status,
-    chester_submit,
-)
-from chester_backend_slurm.preset import preset
+from chester_backend_slurm.preset import Preset
 
 NAME = "psc"
 DEFAULTS = {
@@ -27,4 +19,5 @@ DEFAULTS = {
     "cuda_module": "cuda/9.0",
 }
 
-PscOptions, chester_backends = preset(NAME, "Pittsburgh Supercomputing Center Bridges-2 (SLURM)", DEFAULTS)
+plugin = Preset(NAME, "Pittsburgh Supercomputing Center Bridges-2 (SLURM)", DEFAULTS)
+PscOptions = plugin.options_cls

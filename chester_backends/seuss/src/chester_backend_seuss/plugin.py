@@ -6,15 +6,7 @@ keys (``remote_header``, ``modules``, ``cuda_module``, ``simg_path``, ``remote_m
 
 from __future__ import annotations
 
-from chester_backend_slurm.plugin import (  # noqa: F401  (the slurm backend's hooks)
-    chester_cancel,
-    chester_logs,
-    chester_prepare,
-    chester_pull,
-    chester_status,
-    chester_submit,
-)
-from chester_backend_slurm.preset import preset
+from chester_backend_slurm.preset import Preset
 
 NAME = "seuss"
 DEFAULTS = {
@@ -29,4 +21,5 @@ DEFAULTS = {
     "remote_mount_option": ("/usr/share/glvnd",),
 }
 
-SeussOptions, chester_backends = preset(NAME, "Carnegie Mellon SEUSS cluster (SLURM)", DEFAULTS)
+plugin = Preset(NAME, "Carnegie Mellon SEUSS cluster (SLURM)", DEFAULTS)
+SeussOptions = plugin.options_cls

@@ -1,36 +1,87 @@
 """Cluster presets: a backend type that is SLURM with one cluster's defaults.
 
-A preset distribution's plugin module is three lines::
+A preset is one :class:`Preset` object, registered as a plugin (pluggy takes a class
+instance whose methods are the hook implementations). A preset distribution's plugin module
+is::
 
-    from chester_backend_slurm.plugin import (chester_cancel, chester_logs, chester_prepare,
-                                              chester_pull, chester_status, chester_submit)
-    from chester_backend_slurm.preset import preset
-    GlOptions, chester_backends = preset("gl", "Great Lakes (UMich)", {...defaults...})
+    from chester_backend_slurm.preset import Preset
+    DEFAULTS = {...}
+    plugin = Preset("gl", "University of Michigan Great Lakes (SLURM)", DEFAULTS)
+    GlOptions = plugin.options_cls
 
-The lifecycle hooks are the slurm backend's own functions; only the options class (its
-defaults) differs. Values from ``chester.yaml`` — the seed's per-mode keys included — win
-over the defaults.
+with the entry point ``gl = "chester_backend_gl.plugin:plugin"``. The lifecycle hooks are
+the slurm backend's own; only the options class (its defaults) differs. Values from
+``chester.yaml`` — the seed's per-mode keys included — win over the defaults.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 from chester.plugins import hookimpl
-from chester.types import BackendSpec
+from chester.types import (
+    BackendConfig,
+    BackendSpec,
+    PreparedSweep,
+    PullPatterns,
+    PullResult,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
+from chester_backend_slurm import plugin as slurm
 from chester_backend_slurm.options import preset_options_cls
-from chester_backend_slurm.plugin import backend_spec
 
 
-def preset(name: str, summary: str, defaults: Mapping[str, Any]
-           ) -> tuple[type, Callable[[], list[BackendSpec]]]:
-    """(options class, ``chester_backends`` hook implementation) of a cluster preset."""
-    options_cls = preset_options_cls(name, defaults)
-    spec = backend_spec(name, summary, options_cls)
+class Preset:
+    """The plugin of one cluster preset: the slurm backend's hooks under its own name."""
+
+    def __init__(self, name: str, summary: str, defaults: Mapping[str, Any]):
+        self.name = name
+        self.defaults = dict(defaults)
+        self.options_cls = preset_options_cls(name, defaults)
+        self.spec = slurm.backend_spec(name, summary, self.options_cls)
+
+    def __repr__(self) -> str:
+        return f"<chester slurm preset {self.name!r}>"
 
     @hookimpl
-    def chester_backends() -> list[BackendSpec]:
-        return [spec]
+    def chester_backends(self) -> list[BackendSpec]:
+        return [self.spec]
 
-    return options_cls, chester_backends
+    @hookimpl
+    def chester_prepare(self, backend: BackendConfig, runs: Sequence[RunSpec],
+                        staging_dir: Path) -> PreparedSweep:
+        return slurm.chester_prepare(backend=backend, runs=runs, staging_dir=staging_dir)
+
+    @hookimpl
+    def chester_submit(self, backend: BackendConfig,
+                       prepared: PreparedSweep) -> list[RunHandle]:
+        return slurm.chester_submit(backend=backend, prepared=prepared)
+
+    @hookimpl
+    def chester_status(self, backend: BackendConfig,
+                       handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
+        return slurm.chester_status(backend=backend, handles=handles)
+
+    @hookimpl
+    def chester_cancel(self, backend: BackendConfig,
+                       handles: Sequence[RunHandle]) -> dict[str, bool]:
+        return slurm.chester_cancel(backend=backend, handles=handles)
+
+    @hookimpl
+    def chester_pull(self, backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                     patterns: PullPatterns) -> list[PullResult]:
+        return slurm.chester_pull(backend=backend, handles=handles, dest=dest,
+                                  patterns=patterns)
+
+    @hookimpl
+    def chester_logs(self, backend: BackendConfig, handle: RunHandle, follow: bool,
+                     stream: str, out: TextIO) -> bool:
+        return slurm.chester_logs(backend=backend, handle=handle, follow=follow, stream=stream,
+                                  out=out)
+
+
+__all__ = ["Preset"]
