@@ -57,6 +57,17 @@ GLOBAL_KEYS: dict[str, tuple[Any, Any, str]] = {
     "hydra_config_path": (str, "configs", "Hydra config folder"),
     "backends": (dict, {}, "named backends: {name: {type: ..., options...}}"),
 }
+#: The earlier chester's keys that nothing here implements: set, they are an error that says
+#: what to do instead (an empty value is accepted, as seed configs often carry them).
+NOT_SUPPORTED = {
+    "remote_log_dir": "run folders live under each backend's remote_dir at the same place as "
+                      "under the local project; remove remote_log_dir (and set log_dir for both)",
+    "autobot_nodelist": "the autobot backend is not part of this release; remove the key",
+    "gpu_state_dir": "the autobot backend is not part of this release; remove the key",
+    "chester_queue_dir": "the autobot backend is not part of this release; remove the key",
+    "chester_scheduler_log_dir": "the autobot backend is not part of this release; remove the "
+                                 "key",
+}
 PER_MODE_KEYS = ("host_address", "remote_dir", "remote_log_dir", "remote_header", "modules",
                  "cuda_module", "simg_path", "remote_mount_option")
 LEGACY_OPTION_NAMES = {"host_address": "host"}
@@ -226,6 +237,16 @@ def _close(word: str, known: Any) -> list[str]:
     return difflib.get_close_matches(word, list(known), n=1)
 
 
+def _attrs_class_of(tp: Any) -> type | None:
+    """The attrs class a field holds (``X`` or ``X | None``), if any."""
+    if isinstance(tp, type) and attrs.has(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if isinstance(a, type) and attrs.has(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
 def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
                   legacy_ok: bool = False) -> Any:
     """Build an attrs options object from YAML, with one-line errors naming file and key.
@@ -248,6 +269,15 @@ def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
                 f"valid options: {', '.join(sorted(fields)) or 'none'}"
             raise ConfigError(path, f"{key}.{name}", "unknown option", hint)
         f = fields[name]
+        nested = _attrs_class_of(f.type)
+        if nested is not None and isinstance(value, (Mapping, str)):
+            # a group of options of its own (e.g. ``container: {image: ...}``); a string is
+            # the group's first required field (``container: /images/x.sif``)
+            if isinstance(value, str):
+                first = next(a.name for a in attrs.fields(nested) if a.default is attrs.NOTHING)
+                value = {first: value}
+            kwargs[name] = build_options(nested, value, path=path, key=f"{key}.{name}")
+            continue
         ok, conv = _check_type(value, f.type)
         if not ok:
             raise ConfigError(path, f"{key}.{name}",
@@ -346,6 +376,9 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
     if values["package_manager"] == "conda" and not values["conda_env"]:
         raise ConfigError(path, "conda_env", "missing (package_manager is conda)",
                           "add `conda_env: <env name>`")
+    for key, why in NOT_SUPPORTED.items():  # accepted once, now refused rather than ignored
+        if values[key]:
+            raise ConfigError(path, key, "not supported by this version of chester", why)
     for key in ("prepare_commands", "rsync_include", "rsync_exclude", "ssh_hosts"):
         bad = [x for x in values[key] if not isinstance(x, str)]
         if bad:

@@ -231,7 +231,8 @@ def launch(
     names = [safe_component(n) for n in exp_names] if exp_names is not None else None
     fp = fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)
 
-    remote_root = getattr(bcfg.options, "remote_dir", None) if caps.remote else None
+    spec_of = dispatcher.manager.get_backend(bcfg.type).spec
+    remote_root = spec_of.remote_root(bcfg.options) if spec_of.remote_root else None
 
     to_remote = remote_mapper(cfg.project_path, remote_root) if remote_root else None
 

@@ -172,3 +172,23 @@ def tail(path: str | Path, lines: int = 20, max_bytes: int = 8192) -> str | None
     if not text:
         return None
     return "\n".join(text.splitlines()[-lines:])
+
+
+def runtime_archive() -> str | None:
+    """The runtime zip (``chester-<digest>.pyz``) this process runs from, or None when
+    chester is installed as a package here."""
+    path = __file__
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        if path.endswith(".pyz") and not os.path.isdir(path):
+            return path
+        path = parent
+
+
+def tool_argv(python: str, tool: str) -> list[str]:
+    """The argv that starts one of chester's target tools (``worker``, ``runner``,
+    ``target``) with ``python``: from the runtime zip this process runs from, if any."""
+    rt = runtime_archive()
+    return [python, rt, tool] if rt else [python, "-m", f"chester.{tool}"]

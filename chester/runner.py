@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -71,7 +72,8 @@ def _claim_locked(run_dir: Path, me: dict) -> bool:
 
 
 def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], python: str,
-              slots_dir: Path, cwd: str | None, env_file: str | None = None) -> int:
+              slots_dir: Path, cwd: str | None, env_file: str | None = None,
+              prefix: list[str] | None = None) -> int:
     slots_dir.mkdir(parents=True, exist_ok=True)
     me = {"runner_pid": os.getpid(), "runner_ticks": rd.proc_start_time(os.getpid()),
           "host": rd.hostname()}
@@ -81,7 +83,8 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
     base_env.pop("CHESTER_SLOTS_DIR", None)
     for run_dir in mine:
         if (run_dir / rd.CANCEL).exists():
-            subprocess.call([python, "-m", "chester.worker", str(run_dir)], cwd=cwd)
+            subprocess.call([*(prefix or ()), *rd.tool_argv(python, "worker"), str(run_dir)],
+                            cwd=cwd)
             continue
         slot = None
         while slot is None:
@@ -92,7 +95,8 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
             if (run_dir / rd.CANCEL).exists():
                 break
         if slot is None:  # cancelled while waiting
-            subprocess.call([python, "-m", "chester.worker", str(run_dir)], cwd=cwd)
+            subprocess.call([*(prefix or ()), *rd.tool_argv(python, "worker"), str(run_dir)],
+                            cwd=cwd)
             continue
         index, fd = slot
         env = dict(base_env)
@@ -101,7 +105,9 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
         out = open(run_dir / rd.STDOUT, "ab")
         err = open(run_dir / rd.STDERR, "ab")
         try:
-            argv = [python, "-c", WORKER_CODE, str(run_dir)]
+            argv = [python, "-c", WORKER_CODE, str(run_dir)] if not rd.runtime_archive() \
+                else [*rd.tool_argv(python, "worker"), str(run_dir)]
+            argv = [*(prefix or ()), *argv]
             if env_file:
                 argv = ["/bin/sh", "-c", '. "$0" && exec "$@"', env_file, *argv]
             children.append(subprocess.Popen(
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots-dir", type=Path, default=None)
     p.add_argument("--cwd", default=None)
     p.add_argument("--env-file", default=None, help="sh file sourced before each run")
+    p.add_argument("--worker-prefix", default="",
+                   help="argv (shell words) put before each worker's, e.g. a container's exec")
     p.add_argument("--from-file", type=Path, default=None, help="file with one run folder a line")
     p.add_argument("run_dirs", nargs="*", type=Path)
     a = p.parse_args(argv)
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus = [g for g in a.gpus.split(",") if g.strip()]
     return run_queue(dirs, max_parallel=max(1, a.max_parallel), gpus=gpus, python=a.python,
                      slots_dir=a.slots_dir or default_slots_dir(), cwd=a.cwd,
-                     env_file=a.env_file)
+                     env_file=a.env_file, prefix=shlex.split(a.worker_prefix))
 
 
 if __name__ == "__main__":

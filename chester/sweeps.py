@@ -167,9 +167,10 @@ class Sweep:
         ``poll_interval`` seconds: by default the backend's own ``poll_interval`` option when
         it has one, else the backend type's usual interval.
         """
-        caps = self.dispatcher.manager.get_backend(self.backend.type).spec.capabilities
+        spec = self.dispatcher.manager.get_backend(self.backend.type).spec
         interval = poll_interval if poll_interval is not None else \
-            getattr(self.backend.options, "poll_interval", None) or caps.status_poll_interval_s
+            (spec.poll_interval(self.backend.options) if spec.poll_interval else None) \
+            or spec.capabilities.status_poll_interval_s
         deadline = None if timeout is None else time.monotonic() + timeout
         show = sys.stderr.isatty() if progress is None else progress
         bar = _Progress(len(self), f"{self.exp_prefix} [{self.backend.name}]") if show else None

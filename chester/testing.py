@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import shlex
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,59 +37,48 @@ import attrs
 from chester.config import ChesterConfig, load_config
 from chester.dispatch import Dispatcher
 from chester.plugins import build_plugin_manager, hookimpl
-
-HOSTILE_VALUES: dict[str, Any] = {
-    "single": "it's",
-    "double": 'say "hi"',
-    "subshell": "$(touch /tmp/chester-pwned)",
-    "backtick": "`touch /tmp/chester-pwned`",
-    "semicolon": "a; rm -rf /tmp/nothing",
-    "andand": "x && echo pwned",
-    "newline": "line1\nline2\r\n\ttab",
-    "unicode": "μ-λ ☃ 学习率 \u200b",
-    "dollar": "$HOME ${PATH} $1 %s {0}",
-    "big": "x" * 100_000,
-    "glob": "* ? [a-z] ~",
-    "backslash": "\\n \\ '\\''",
-}
+from chester.testing_functions import (  # noqa: F401  (part of this module's API)
+    HOSTILE_VALUES,
+    fn_hostile,
+    fn_raise,
+    fn_sleep_with_child,
+    fn_write_result,
+)
 
 
 def _now() -> float:
     return time.time()
 
 
-# --- functions launched by the suite (module level: pickled by reference) -----------------
-def fn_write_result(variant: Mapping, log_dir: str, exp_name: str) -> None:
-    """Write the variant and the invocation into the run folder."""
-    with open(os.path.join(log_dir, "invocations.txt"), "a") as f:
-        f.write(f"{os.getpid()}\n")
-    with open(os.path.join(log_dir, "result.json"), "w", encoding="utf-8") as f:
-        json.dump({"variant": dict(variant), "exp_name": exp_name,
-                   "cwd": os.getcwd()}, f, ensure_ascii=False)
-    print(f"hello from {exp_name}")
+def container_stand_in(folder: str | os.PathLike[str], name: str = "apptainer"
+                       ) -> tuple[Path, Path]:
+    """A stand-in for ``apptainer``/``singularity`` where neither can be installed.
+
+    It takes the same command line (``exec [-B SRC[:DST]]... [--nv] [--OPTION]... IMAGE
+    CMD...``), appends its arguments as one JSON list a line to the calls file, and runs
+    CMD on the host. Returns ``(runtime path, calls file)``; give the runtime path as the
+    backend's ``container: {runtime: PATH}`` (or ``singularity_command``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    exe, calls = folder / name, folder / f"{name}-calls.jsonl"
+    exe.write_text(f"""#!/bin/sh
+python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> {shlex.quote(str(calls))}
+[ "$1" = exec ] || {{ echo "{name}: only exec is supported" >&2; exit 2; }}
+shift
+while [ $# -gt 0 ]; do
+  case "$1" in -B|--bind) shift 2 ;; -*) shift ;; *) break ;; esac
+done
+shift  # the image
+exec "$@"
+""")
+    exe.chmod(0o755)
+    return exe, calls
 
 
-def fn_raise(variant: Mapping, log_dir: str, exp_name: str) -> None:
-    print("about to fail", file=sys.stderr)
-    raise ValueError(f"deliberate failure {variant['tag']}")
-
-
-def fn_sleep_with_child(variant: Mapping, log_dir: str, exp_name: str) -> None:
-    """Start a child process, record both pids, then sleep."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    with open(os.path.join(log_dir, "pids.json"), "w") as f:
-        json.dump({"worker": os.getpid(), "child": child.pid}, f)
-    time.sleep(float(variant.get("seconds", 600)))
-
-
-def fn_hostile(variant: Mapping, log_dir: str, exp_name: str) -> None:
-    """Check the values in place and write them back exactly (JSON, with escapes)."""
-    ok = {k: variant[k] == v for k, v in HOSTILE_VALUES.items()}
-    ok["env"] = os.environ.get("CHESTER_HOSTILE") == HOSTILE_VALUES["subshell"]
-    with open(os.path.join(log_dir, "hostile.json"), "w", encoding="utf-8") as f:
-        json.dump({"ok": ok, "values": dict(variant)}, f, ensure_ascii=True)
-    if not all(ok.values()):
-        raise AssertionError(f"values changed on the way: {[k for k, v in ok.items() if not v]}")
+def container_calls(calls: str | os.PathLike[str]) -> list[list[str]]:
+    """The argument lists a :func:`container_stand_in` was called with, in order."""
+    p = Path(calls)
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
 
 
 @attrs.define

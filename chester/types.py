@@ -7,7 +7,7 @@ All are ``attrs`` frozen, keyword-only classes: hashable, safe to share, extende
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,15 @@ def _norm_name(value: str) -> str:
 
 @frozen(kw_only=True)
 class Capabilities:
-    """What a backend can do; the core and the CLI adapt to it."""
+    """What a backend can do.
+
+    The core acts on ``idempotent_submit`` (whether a submit that may have happened is
+    retried), ``status_poll_interval_s`` (how often ``Sweep.wait`` polls, unless the spec's
+    ``poll_interval`` reads one from the options) and ``sweep_spec``. ``remote``,
+    ``shared_fs``, ``supports_arrays`` and ``needs_code_sync`` describe the backend to people
+    (``chester plugins list --verbose``); the core takes where runs live on the target from
+    ``BackendSpec.remote_root``, not from ``remote``.
+    """
 
     remote: bool = False
     shared_fs: bool = True
@@ -78,6 +86,12 @@ class BackendSpec:
     summary: str
     options_cls: type
     capabilities: Capabilities = field(factory=Capabilities)
+    #: the project's root on the target, from the backend's options (remote backends); run
+    #: folders map under it as they are under the local project. None: same paths as here.
+    remote_root: Callable[[Any], str | None] | None = None
+    #: the shortest time between two status polls the backend's options ask for (None:
+    #: ``capabilities.status_poll_interval_s``)
+    poll_interval: Callable[[Any], float | None] | None = None
 
 
 @frozen(kw_only=True)

@@ -163,3 +163,33 @@ def test_chester_config_shows_values_and_sources(tmp_path):
     assert r.returncode == 0 and "results" in r.stdout
     r = run_chester(["config", "--json"], cwd=project)
     assert '"key": "log_dir"' in r.stdout
+
+
+@pytest.mark.parametrize("key,value,said", [
+    ("remote_log_dir", "{gl: /scratch/me/logs}", "remote_dir"),
+    ("autobot_nodelist", "['1-1', '1-6']", "autobot"),
+    ("gpu_state_dir", "/tmp/gpus", "autobot"),
+])
+def test_seed_keys_nothing_implements_are_refused_not_ignored(tmp_path, key, value, said):
+    project = make_project(tmp_path / "proj", f"{key}: {value}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(project / "chester.yaml")
+    msg = str(ei.value)
+    assert "\n" not in msg and f"chester.yaml: {key}: not supported" in msg and said in msg
+    # the empty values seed configs often carry are fine
+    empty = "[]" if value.startswith("[") else ("{}" if value.startswith("{") else "''")
+    assert load_config(make_project(tmp_path / "ok", f"{key}: {empty}\n") / "chester.yaml")
+
+
+def test_nested_option_groups_name_the_nested_key(tmp_path):
+    project = make_project(tmp_path / "proj", "backends:\n  box:\n    type: local\n"
+                           "    container: {image: /i.sif, bindz: [/x]}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(project / "chester.yaml").backend("box")
+    assert "backends.box.container.bindz: unknown option" in str(ei.value)
+    assert "did you mean 'binds'" in str(ei.value)
+    # a string is the image
+    project = make_project(tmp_path / "p2", "backends:\n  box:\n    type: local\n"
+                           "    container: /images/x.sif\n")
+    c = load_config(project / "chester.yaml").backend("box").options.container
+    assert (c.image, c.runtime, c.nv) == ("/images/x.sif", "apptainer", None)

@@ -38,6 +38,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
         for name, entry in sorted(backends.items()):
             print(f"\n{name}: {entry.spec.summary}  [{entry.distribution}]")
+            caps = attrs.asdict(entry.spec.capabilities)
+            print("  capabilities: " + ", ".join(
+                k if v is True else f"{k}={v}" for k, v in caps.items() if v is not False))
             for f in attrs.fields(entry.spec.options_cls):
                 default = "" if f.default is attrs.NOTHING else f" (default: {f.default!r})"
                 print(f"  {f.name}: {f.metadata.get('help', '')}{default}")

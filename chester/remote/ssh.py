@@ -1,4 +1,4 @@
-"""SSH transport shared by the SSH backend and the backends built on it (SLURM, autobot).
+"""SSH transport of the remote layer: used by every backend that reaches a host over SSH.
 
 One :class:`Transport` holds ONE fabric ``Connection`` to one host and reuses it for a
 whole operation (a submit, a status poll, a pull). ``rsync`` runs over ``ssh`` with the same
@@ -565,14 +565,16 @@ class Transport:
             stderr=subprocess.PIPE,
             text=True,
         )
+        p_out, p_err, p_in = proc.stdout, proc.stderr, proc.stdin
+        assert p_out is not None and p_err is not None  # both are pipes
         err_chunks: list[str] = []
-        t_err = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+        t_err = threading.Thread(target=lambda: err_chunks.append(p_err.read()), daemon=True)
         t_err.start()
-        if stdin is not None:
+        if stdin is not None and p_in is not None:
             def feed() -> None:
                 try:
-                    proc.stdin.write(stdin)
-                    proc.stdin.close()
+                    p_in.write(stdin)
+                    p_in.close()
                 except Exception:
                     pass
 
@@ -580,7 +582,7 @@ class Transport:
         files = 0
         nbytes = 0
         stats_text: list[str] = []
-        for line in proc.stdout:
+        for line in p_out:
             if line.startswith(">>> "):
                 parts = line[4:].rstrip("\n").split(" ", 1)
                 if len(parts) == 2 and not parts[1].endswith("/"):

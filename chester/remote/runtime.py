@@ -1,0 +1,241 @@
+"""chester's target-side runtime, shipped with every launch: the target needs no chester.
+
+The runtime is one zip file, ``chester-<digest>.pyz``: the ``chester`` package and the
+``cloudpickle`` it unpickles with, plus a ``__main__.py`` that starts one of the target
+tools::
+
+    python chester-<digest>.pyz worker RUN_DIR [--spec FILE]   # chester.worker
+    python chester-<digest>.pyz runner ...                     # chester.runner
+    python chester-<digest>.pyz target status|cancel|tail ...  # chester.target
+
+The digest is the content's, so launcher and target always speak the same protocol: a host
+that has chester installed still runs the shipped copy, and a backend sends the file only
+when the host does not have that digest yet (under ``<remote_dir>/.chester/runtime/``). The
+zip is on ``sys.path`` of that one process only (no ``PYTHONPATH``), so what a run starts
+never sees it; the working folder comes next on ``sys.path``, as with ``python -m``.
+
+Before anything is submitted, a backend runs :func:`probe_script` on the target (after the
+package manager's setup) and :func:`check` reads the answer: a Python that is missing, older
+than 3.10, or of another minor version than this launcher's (which pickled the function)
+stops the launch with one line naming the backend, the host, the Python found and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shlex
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import attrs
+
+from chester.errors import BackendError
+
+MIN_PYTHON = (3, 10)
+#: the folder, under a backend's remote root, that holds runtimes
+REMOTE_SUBDIR = ".chester/runtime"
+TOOLS = ("worker", "runner", "target")
+
+_MAIN = '''\
+"""chester's target-side runtime: python THIS.pyz {worker|runner|target} ARGS..."""
+import os
+import runpy
+import sys
+
+_TOOLS = {"worker": "chester.worker", "runner": "chester.runner", "target": "chester.target"}
+
+
+def _main():
+    if sys.version_info < (3, 10):
+        sys.stderr.write("chester: the runtime needs Python >= 3.10, this is %s (%s)\\n"
+                         % (sys.version.split()[0], sys.executable))
+        sys.exit(3)
+    if len(sys.argv) < 2 or sys.argv[1] not in _TOOLS:
+        sys.stderr.write("usage: python %s {worker|runner|target} ARGS...\\n" % sys.argv[0])
+        sys.exit(2)
+    # as with `python -m`: the working folder is importable (after the runtime itself)
+    sys.path.insert(1, os.getcwd())
+    tool = sys.argv.pop(1)
+    runpy.run_module(_TOOLS[tool], run_name="__main__", alter_sys=True)
+
+
+_main()
+'''
+
+
+@attrs.frozen
+class Runtime:
+    """A built runtime: the local file, its content digest and its file name."""
+
+    path: Path
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def remote_path(self, root: str) -> str:
+        """Where it lives under a backend's remote root."""
+        return str(PurePosixPath(root) / REMOTE_SUBDIR / self.name)
+
+    def argv(self, python: str, tool: str, root: str) -> list[str]:
+        """``python <runtime> TOOL`` with the runtime under ``root``."""
+        if tool not in TOOLS:
+            raise ValueError(f"unknown tool {tool!r}")
+        return [python, self.remote_path(root), tool]
+
+
+def _package_files(pkg_dir: Path, arc_root: str) -> list[tuple[str, bytes]]:
+    out = []
+    for p in sorted(pkg_dir.rglob("*.py")):
+        if "__pycache__" in p.parts:
+            continue
+        out.append((f"{arc_root}/{p.relative_to(pkg_dir).as_posix()}", p.read_bytes()))
+    return out
+
+
+def _contents() -> list[tuple[str, bytes]]:
+    import cloudpickle
+
+    import chester
+
+    files = [("__main__.py", _MAIN.encode())]
+    files += _package_files(Path(chester.__file__).parent, "chester")
+    files += _package_files(Path(cloudpickle.__file__).parent, "cloudpickle")
+    return files
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("CHESTER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser() / "runtime"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "chester" / "runtime"
+
+
+_BUILT: dict[str, Runtime] = {}
+
+
+def build() -> Runtime:
+    """The runtime of this chester (built once, then cached by content)."""
+    files = _contents()
+    h = hashlib.sha256()
+    for name, data in files:
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    digest = h.hexdigest()[:20]
+    if digest in _BUILT and _BUILT[digest].path.exists():
+        return _BUILT[digest]
+    path = cache_dir() / f"chester-{digest}.pyz"
+    if not path.exists():
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in files:
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                z.writestr(info, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    rt = _BUILT[digest] = Runtime(path=path, digest=digest)
+    return rt
+
+
+# -- the target's Python ------------------------------------------------------------------------
+PROBE = "chester-probe"
+
+
+def probe_script(python: str, runtime_remote: str, *, setup: list[str] | None = None) -> str:
+    """Shell text that reports whether the runtime is on the target and which Python
+    ``python`` is there (after ``setup``, the package manager's lines)."""
+    q = shlex.quote
+    code = ("import sys; print('%s python=%%d.%%d.%%d %%s' %% (sys.version_info[:3] + "
+            "(sys.executable,)))" % PROBE)
+    return "\n".join([
+        *(setup or []),
+        f"if [ -f {q(runtime_remote)} ]; then echo '{PROBE} runtime=1'; "
+        f"else echo '{PROBE} runtime=0'; fi",
+        f"if command -v {q(python)} >/dev/null 2>&1; then {q(python)} -c {q(code)} "
+        f"|| echo '{PROBE} python=broken'; else echo '{PROBE} python=missing'; fi",
+    ]) + "\n"
+
+
+#: exit codes of :func:`guard_lines`: the runtime is missing / the Python cannot run it
+EXIT_NO_RUNTIME = 6
+EXIT_BAD_PYTHON = 7
+
+
+def guard_lines(python: str, runtime_remote: str, *, setup: list[str] | None = None) -> list[str]:
+    """Lines for a submit script that runs everything in one go: they print the probe
+    (:func:`parse_probe` reads it) and stop the script before anything is submitted when
+    the runtime is not on the target (:data:`EXIT_NO_RUNTIME`: send it, run again) or its
+    Python is missing or not this launcher's minor version (:data:`EXIT_BAD_PYTHON`)."""
+    want = "%d.%d." % sys.version_info[:2]
+    probe = probe_script(python, runtime_remote, setup=setup).strip().replace("\n", "; ")
+    return [
+        f"chester_probe=$( {{ {probe}; }} 2>/dev/null || true )",
+        "printf '%s\\n' \"$chester_probe\"",
+        f'case "$chester_probe" in *"{PROBE} python={want}"*) ;; *) exit {EXIT_BAD_PYTHON};; esac',
+        f'case "$chester_probe" in *"{PROBE} runtime=0"*) exit {EXIT_NO_RUNTIME};; esac',
+    ]
+
+
+@attrs.frozen
+class Probe:
+    runtime_present: bool
+    version: tuple[int, ...] | None
+    executable: str | None
+    problem: str | None
+
+
+def parse_probe(stdout: str) -> Probe:
+    present = False
+    version: tuple[int, ...] | None = None
+    exe = None
+    problem: str | None = "no answer"
+    for line in stdout.splitlines():
+        if not line.startswith(PROBE + " "):
+            continue
+        key, _, value = line[len(PROBE) + 1:].partition("=")
+        if key == "runtime":
+            present = value.strip() == "1"
+        elif key == "python":
+            if value in ("missing", "broken"):
+                problem = value
+            else:
+                ver, _, exe = value.partition(" ")
+                try:
+                    version = tuple(int(x) for x in ver.split("."))
+                    problem = None
+                except ValueError:
+                    problem = "broken"
+    return Probe(runtime_present=present, version=version, executable=exe, problem=problem)
+
+
+def check(probe: Probe, *, who: str, python: str, same_minor: bool = True) -> None:
+    """Raise a one-line :class:`BackendError` unless the target's Python can run the
+    runtime and unpickle what this launcher pickled."""
+    here = "%d.%d" % sys.version_info[:2]
+    fix = ("set `python:` in this backend's options to a Python %s on the host, or use "
+           "package_manager: uv (or conda) so the project's environment provides one" % here)
+    if probe.problem == "missing":
+        raise BackendError(f"{who}: no Python at {python!r} on the host; {fix}")
+    if probe.problem is not None or probe.version is None:
+        raise BackendError(f"{who}: {python!r} on the host did not run ({probe.problem}); {fix}")
+    found = ".".join(map(str, probe.version))
+    if probe.version[:2] < MIN_PYTHON:
+        raise BackendError(f"{who}: {python!r} on the host is Python {found} "
+                           f"({probe.executable}), older than chester needs "
+                           f"(>= {'.'.join(map(str, MIN_PYTHON))}); {fix}")
+    if same_minor and tuple(probe.version[:2]) != tuple(sys.version_info[:2]):
+        raise BackendError(f"{who}: {python!r} on the host is Python {found} "
+                           f"({probe.executable}), but this launcher is Python {here} and "
+                           f"runs are pickled for it; {fix}")
+
+
+__all__ = ["EXIT_BAD_PYTHON", "EXIT_NO_RUNTIME", "guard_lines", "MIN_PYTHON", "PROBE", "Probe", "REMOTE_SUBDIR", "Runtime", "build", "cache_dir",
+           "check", "parse_probe", "probe_script"]

@@ -1,0 +1,65 @@
+"""The functions the conformance suite (:mod:`chester.testing`) launches, and the hostile
+values it sends.
+
+They are pickled by reference, so the target imports this module: it uses the standard
+library only, and it is part of chester's runtime, which a target gets without installing
+chester.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+HOSTILE_VALUES: dict[str, Any] = {
+    "single": "it's",
+    "double": 'say "hi"',
+    "subshell": "$(touch /tmp/chester-pwned)",
+    "backtick": "`touch /tmp/chester-pwned`",
+    "semicolon": "a; rm -rf /tmp/nothing",
+    "andand": "x && echo pwned",
+    "newline": "line1\nline2\r\n\ttab",
+    "unicode": "μ-λ ☃ 学习率 \u200b",
+    "dollar": "$HOME ${PATH} $1 %s {0}",
+    "big": "x" * 100_000,
+    "glob": "* ? [a-z] ~",
+    "backslash": "\\n \\ '\\''",
+}
+
+
+def fn_write_result(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Write the variant and the invocation into the run folder."""
+    with open(os.path.join(log_dir, "invocations.txt"), "a") as f:
+        f.write(f"{os.getpid()}\n")
+    with open(os.path.join(log_dir, "result.json"), "w", encoding="utf-8") as f:
+        json.dump({"variant": dict(variant), "exp_name": exp_name,
+                   "cwd": os.getcwd()}, f, ensure_ascii=False)
+    print(f"hello from {exp_name}")
+
+
+def fn_raise(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    print("about to fail", file=sys.stderr)
+    raise ValueError(f"deliberate failure {variant['tag']}")
+
+
+def fn_sleep_with_child(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Start a child process, record both pids, then sleep."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(os.path.join(log_dir, "pids.json"), "w") as f:
+        json.dump({"worker": os.getpid(), "child": child.pid}, f)
+    time.sleep(float(variant.get("seconds", 600)))
+
+
+def fn_hostile(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Check the values in place and write them back exactly (JSON, with escapes)."""
+    ok = {k: variant[k] == v for k, v in HOSTILE_VALUES.items()}
+    ok["env"] = os.environ.get("CHESTER_HOSTILE") == HOSTILE_VALUES["subshell"]
+    with open(os.path.join(log_dir, "hostile.json"), "w", encoding="utf-8") as f:
+        json.dump({"ok": ok, "values": dict(variant)}, f, ensure_ascii=True)
+    if not all(ok.values()):
+        raise AssertionError(f"values changed on the way: {[k for k, v in ok.items() if not v]}")
