@@ -41,11 +41,11 @@ def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     sys.path.insert(0, str(ROOT))
     from chester_backend_ssh import plugin
-    from chester_backend_ssh.transport import Transport
 
     from chester.config import load_config
     from chester.dispatch import Dispatcher
     from chester.launcher import launch
+    from chester.remote.ssh import Transport
     from tests.infra import InfraUnavailable
     from tests.infra.sshd import start_netns_hosts
 

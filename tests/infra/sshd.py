@@ -94,6 +94,9 @@ MaxSessions 50
 Subsystem sftp internal-sftp
 # lets a client pick the SLURM cluster: ssh -o SetEnv=SLURM_CONF=... (a "login host")
 AcceptEnv SLURM_CONF
+# a fresh host: `python3` is the system's (pyenv, where the user's shell sets it up, resolves
+# to it), with nothing of chester's installed
+SetEnv PYENV_VERSION=system
 LogLevel VERBOSE
 """
 

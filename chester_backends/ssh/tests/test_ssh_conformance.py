@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from chester.testing import BackendConformance, ConformanceEnv
@@ -18,5 +16,5 @@ class TestSSHBackend(BackendConformance):
             tmp_path, backend="gpu1", timeout=120, poll_interval=0.3,
             config={"backends": {"gpu1": {
                 "type": "ssh", "host": h.alias, "remote_dir": remote,
-                "ssh_config": sshd_hosts.ssh_config, "python": sys.executable,
+                "ssh_config": sshd_hosts.ssh_config,
                 "max_parallel": 4, "connect_timeout": 5}}})

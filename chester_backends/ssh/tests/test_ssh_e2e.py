@@ -15,12 +15,12 @@ import cloudpickle
 import pytest
 import yaml
 from chester_backend_ssh.plugin import sync_code, transport_for
-from chester_backend_ssh.transport import SSHTarget, Transport
 
 from chester.config import load_config
 from chester.dispatch import Dispatcher
 from chester.errors import BackendError, ConnectError
 from chester.launcher import launch
+from chester.remote.ssh import SSHTarget, Transport
 
 # the launched functions travel by value: the hosts cannot import this test module
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -58,7 +58,7 @@ def make_config(tmp_path: Path, sshd_hosts, backends: dict, **top) -> tuple[Path
         h = sshd_hosts[index]
         full["backends"][name] = {
             "type": "ssh", "host": h.alias, "remote_dir": f"/remote/{tmp_path.name}",
-            "ssh_config": sshd_hosts.ssh_config, "python": sys.executable,
+            "ssh_config": sshd_hosts.ssh_config,
             "connect_timeout": 3, **opts}
     (project / "chester.yaml").write_text(yaml.safe_dump(full))
     return project, load_config(project / "chester.yaml")
@@ -319,7 +319,7 @@ def test_seed_keys_run_experiment_lite_auto_pull(tmp_path, sshd_hosts):
         "remote_dir": {"gpu1": f"/remote/{tmp_path.name}"},
         # what the test hosts need on top of the seed's keys
         "backends": {"gpu1": {"type": "ssh", "ssh_config": sshd_hosts.ssh_config,
-                              "python": sys.executable, "connect_timeout": 3}}}))
+                              "connect_timeout": 3}}}))
     (project / "launch.py").write_text(SEED_SCRIPT)
     env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
     r = subprocess.run([sys.executable, "launch.py"], cwd=project, env=env,
@@ -365,3 +365,64 @@ def test_launch_errors_are_one_line(kind, tmp_path, sshd_hosts):
     assert {"bad-key": "authentication failed", "refused": "connection refused",
             "unknown-host": "cannot resolve"}[kind] in msg, msg
     assert time.monotonic() - t0 < 20
+
+
+# -- a host that has nothing of chester's ----------------------------------------------------
+def test_the_host_needs_no_chester(tmp_path, sshd_hosts):
+    """The hosts' ``python3`` (no ``python:`` option) has neither chester nor cloudpickle:
+    the runtime chester ships under remote_dir runs the queue, the workers and status."""
+    project, cfg = make_config(tmp_path, sshd_hosts, {"bare": (0, {})})
+    assert "python" not in yaml.safe_load((project / "chester.yaml").read_text())[
+        "backends"]["bare"]
+    with transport_for(cfg.backend("bare")) as tr:
+        res = tr.run(["python3", "-c", "import chester"], check=False)
+        assert res.exit_code != 0 and "No module named 'chester'" in res.stderr, \
+            "the test host's python3 must not have chester installed"
+        assert tr.run(["python3", "-c", "import cloudpickle"], check=False).exit_code != 0
+    sw = launch(fn_report, [{"i": i} for i in range(2)], backend="bare", exp_prefix="bare",
+                config=cfg, dispatcher=fast_dispatcher())
+    states = sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert {s.value for s in states.values()} == {"succeeded"}, states
+    from chester.remote import runtime
+
+    rt = runtime.build()
+    on_host = host_path(sshd_hosts[0], f"/remote/{tmp_path.name}") / ".chester" / "runtime"
+    assert [p.name for p in on_host.iterdir()] == [rt.name]
+    assert (on_host / rt.name).read_bytes() == rt.path.read_bytes()
+    # a second launch finds the runtime there and sends only the runs
+    sw2 = launch(fn_report, [{"i": 9}], backend="bare", exp_prefix="bare2", config=cfg,
+                 dispatcher=fast_dispatcher())
+    assert {s.value for s in sw2.wait(timeout=60, poll_interval=0.3, progress=False).values()} \
+        == {"succeeded"}
+    r = subprocess.run([CHESTER, "status", "bare", "--json"], cwd=project, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [x["state"] for x in json.loads(r.stdout)["runs"]] == ["succeeded", "succeeded"]
+
+
+@pytest.mark.parametrize("kind", ["other-minor", "too-old", "missing"])
+def test_a_python_that_cannot_run_the_sweep_stops_before_submit(kind, tmp_path, sshd_hosts):
+    """A stand-in ``python`` reports another version: the launch stops with one line naming
+    the backend, the host, the Python found and the fix, and nothing is queued there."""
+    fake = tmp_path / "bin" / "python3.x"
+    fake.parent.mkdir()
+    version = {"other-minor": "3.%d.4" % (sys.version_info[1] + 1), "too-old": "3.8.10"}
+    fake.write_text(f"#!/bin/sh\necho 'chester-probe python={version.get(kind)} /opt/py/bin/"
+                    "python3'\n")
+    fake.chmod(0o755)
+    python = str(fake) if kind != "missing" else "/nonexistent/python3"
+    project, cfg = make_config(tmp_path, sshd_hosts, {"odd": (0, {"python": python})})
+    with pytest.raises(BackendError) as ei:
+        launch(fn_report, [{"i": 1}], backend="odd", exp_prefix="odd", config=cfg,
+               dispatcher=fast_dispatcher())
+    msg = str(ei.value)
+    assert "\n" not in msg and "'odd'" in msg and sshd_hosts[0].alias in msg
+    assert "set `python:`" in msg
+    if kind == "missing":
+        assert "no Python at '/nonexistent/python3'" in msg
+    else:
+        assert f"Python {version[kind]} (/opt/py/bin/python3)" in msg
+    # nothing was queued or started on the host
+    root = host_path(sshd_hosts[0], f"/remote/{tmp_path.name}")
+    assert not list(root.glob(".chester/sweeps/*.queue"))
+    assert not any((root / "data").rglob("status.json"))

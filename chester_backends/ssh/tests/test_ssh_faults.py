@@ -18,12 +18,12 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import yaml
-from chester_backend_ssh.transport import Transport
 
 from chester.config import load_config
 from chester.dispatch import Dispatcher
 from chester.errors import TransientBackendError
 from chester.launcher import launch
+from chester.remote.ssh import Transport
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -70,7 +70,7 @@ def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host, monkeypatch):
     (project / ".git").mkdir()
     (project / "chester.yaml").write_text(yaml.safe_dump({"backends": {"flaky": {
         "type": "ssh", "host": host.alias, "remote_dir": f"/remote/{tmp_path.name}",
-        "ssh_config": sshd_hosts.ssh_config, "python": sys.executable, "connect_timeout": 2,
+        "ssh_config": sshd_hosts.ssh_config, "connect_timeout": 2,
         "max_parallel": 3}}}))
     cfg = load_config(project / "chester.yaml")
     disp = Dispatcher(sleep=lambda s: time.sleep(min(s, 1.0)), attempts=8)
@@ -170,7 +170,7 @@ def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host, monkeypatch):
 
 
 def test_blackhole_during_a_long_command_fails_in_seconds(sshd_hosts, host):
-    from chester_backend_ssh.transport import SSHTarget
+    from chester.remote.ssh import SSHTarget
 
     tr = Transport(SSHTarget(host=host.alias, ssh_config=sshd_hosts.ssh_config,
                              connect_timeout=2), backend="flaky")

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 from chester_backend_ssh import plugin
-from chester_backend_ssh.transport import SSHTarget, Transport
 
 from chester.config import load_config
 from chester.errors import ConfigError, UserError
+from chester.remote import runtime
+from chester.remote.ssh import SSHTarget, Transport
 from chester.types import RunSpec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -86,7 +87,9 @@ def test_rendered_scripts_match_golden(tmp_path, monkeypatch):
     for r in runs:
         r.local_dir.mkdir(parents=True)
     prep = plugin.chester_prepare(backend=b, runs=runs, staging_dir=tmp_path / "stage")
-    check_golden("submit.sh", prep.scripts["submit.sh"])
+    rt = runtime.build().name
+    check_golden("submit.sh", prep.scripts["submit.sh"].replace(rt, "RUNTIME.pyz"))
+    check_golden("probe.sh", prep.scripts["probe.sh"].replace(rt, "RUNTIME.pyz"))
     check_golden("env.sh", prep.scripts["env.sh"])
     rsync = prep.scripts["rsync"].replace(str(cfg.project_path), "PROJECT")
     check_golden("rsync.txt", rsync + "\n")
@@ -94,7 +97,7 @@ def test_rendered_scripts_match_golden(tmp_path, monkeypatch):
     assert "2 runs on me@gpu1:2222" in prep.summary
     assert "code: up to 1 files" in prep.summary  # chester.yaml; data/ is the log dir
     # the rendered shell is valid
-    for name in ("submit.sh", "env.sh"):
+    for name in ("submit.sh", "env.sh", "probe.sh"):
         subprocess.run(["bash", "-n"], input=prep.scripts[name], text=True, check=True)
     subprocess.run(["sh", "-n"], input=prep.scripts["env.sh"], text=True, check=True)
 
@@ -135,6 +138,6 @@ def test_target_calls_use_the_package_manager(tmp_path):
                           "backends": {"b": {"type": "ssh", "host": "h", "remote_dir": "/r"}}})
     argv = plugin.target_argv(cfg.backend("b"), ["status", "-"])
     assert argv[:2] == ["sh", "-c"] and 'conda shell.posix activate ml' in argv[2]
-    assert argv[-5:] == ["python3", "-m", "chester.target", "status", "-"]
-    cfg = _cfg(tmp_path, {"backends": {"b": {"type": "ssh", "host": "h", "remote_dir": "/r"}}})
-    assert plugin.target_argv(cfg.backend("b"), ["status", "-"])[0] == "python3"
+    # the host needs no chester: the tool runs from the runtime shipped under remote_dir
+    rt = runtime.build()
+    assert argv[-5:] == ["python3", f"/r/.chester/runtime/{rt.name}", "target", "status", "-"]

@@ -1,4 +1,5 @@
 # chester: sourced before each run of this sweep
+export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"
 if [ -f '/home/me/my proj/.venv/bin/activate' ]; then . '/home/me/my proj/.venv/bin/activate'; fi
 export ODD='it'"'"'s $(x) `y`'
 export WANDB_MODE=offline
