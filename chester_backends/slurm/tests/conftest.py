@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import attrs
 import pytest
@@ -16,7 +15,6 @@ from tests.infra import InfraUnavailable, skip_or_fail
 from tests.infra.slurm import SlurmFactory
 from tests.infra.sshd import SshHost
 
-PY = sys.executable
 SMALL_MAX_ARRAY_SIZE = 5
 
 
@@ -81,7 +79,7 @@ def slurm_config(*, host: SshHost | None = None, remote_dir: str | None = None,
     """A chester.yaml mapping with one backend ``slurm``."""
     if not options.get("scheduler_env"):
         options.pop("scheduler_env", None)
-    opts = {"type": "slurm", "python": PY, "poll_interval": 0.3, **options}
+    opts = {"type": "slurm", "poll_interval": 0.3, **options}
     if host is not None:
         opts.update(host=host.alias, ssh_config=host.ssh_config)
     if remote_dir is not None:

@@ -27,7 +27,6 @@ def test_mode_gl_from_the_seed_api(tmp_path, slurm_local, login_host, monkeypatc
     from chester.types import State
 
     cloudpickle.register_pickle_by_value(__import__(__name__))
-    PY = __import__("sys").executable
     project = tmp_path / "project"
     project.mkdir()
     (project / ".git").mkdir()
@@ -38,7 +37,8 @@ def test_mode_gl_from_the_seed_api(tmp_path, slurm_local, login_host, monkeypatc
         # seed keys override the preset: no module system and no spgpu partition here
         "modules": {"gl": []},
         "remote_header": {"gl": "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=10\n"},
-        "backends": {"gl": {"python": PY, "ssh_config": login_host.ssh_config,
+        # no `python:`: the login host's and the nodes' python3 have no chester installed
+        "backends": {"gl": {"ssh_config": login_host.ssh_config,
                             "poll_interval": 0.3, "scheduler_env": slurm_local.env}},
     }))
     monkeypatch.setenv("CHESTER_CONFIG_PATH", str(project / "chester.yaml"))

@@ -236,21 +236,14 @@ def test_logs_follow_until_the_run_ends(tmp_path, slurm_local, login_host, make_
 
 
 def test_singularity_wraps_only_the_python_command(tmp_path, slurm_local, make_config):
-    """Apptainer/Singularity cannot be installed here: a shim with the same command line
-    (``exec [-B src[:dst]]... [--nv] IMAGE CMD...``) records its call and runs CMD on the
-    host. The worker's records land in the (bound) run folder and the run succeeds."""
-    calls = tmp_path / "singularity-calls.txt"
-    shim = tmp_path / "singularity"
-    shim.write_text(f"""#!/bin/bash
-printf '%s\\n' "$*" >> {calls}
-[ "$1" = exec ] || exit 2; shift
-while [ $# -gt 0 ]; do
-  case "$1" in -B) shift 2 ;; --nv) shift ;; *) break ;; esac
-done
-shift  # the image
-exec "$@"
-""")
-    shim.chmod(0o755)
+    """Apptainer/Singularity cannot be installed here: a stand-in with the same command line
+    (``chester.testing.container_stand_in``) records its call and runs CMD on the host. The
+    seed's keys map onto the remote layer's container; the worker runs from chester's
+    runtime, its records land in the (bound) run folder and the run succeeds."""
+    from chester.remote import runtime
+    from chester.testing import container_calls, container_stand_in
+
+    shim, calls = container_stand_in(tmp_path / "bin", "singularity")
     env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
         use_singularity=True, simg_path="/images/train.sif", singularity_command=str(shim),
         remote_mount_option=["/usr/share/glvnd"]))
@@ -258,10 +251,14 @@ exec "$@"
                    exp_prefix="ctr", config=env.config)
     states = sweep.wait(timeout=WAIT, poll_interval=0.3, progress=False)
     assert set(states.values()) == {State.SUCCEEDED}
-    lines = calls.read_text().splitlines()
-    assert len(lines) == 2
-    assert all(" /images/train.sif " in line and "-m chester.worker" in line and
-               "-B /usr/share/glvnd" in line and "--nv" not in line for line in lines)
+    got = container_calls(calls)
+    assert len(got) == 2
+    rt = runtime.build().name
+    for argv in got:
+        i = argv.index("/images/train.sif")
+        assert argv[0] == "exec" and "--nv" not in argv
+        assert argv[argv.index("-B") + 1] == "/usr/share/glvnd"
+        assert argv[i + 2].endswith(rt) and argv[i + 3] == "worker"
     for r in sweep.runs:
         assert json.loads((r.log_dir / ".chester" / "status.json").read_text())["state"] == \
             "succeeded"

@@ -178,11 +178,8 @@ def open_executor(backend_name: str, options: Any) -> Executor:
     prefix = env_prefix(options.scheduler_env)
     if not options.host:
         return LocalExecutor(backend=backend_name, prefix=prefix)
-    try:
-        from chester_backend_ssh.transport import SSHTarget, Transport
-    except ImportError as exc:  # pragma: no cover - the dependency is declared
-        raise BackendError(f"{backend_name}: host is set but chester-backend-ssh is not "
-                           "installed (pip install chester-backend-ssh)") from exc
+    from chester.remote.ssh import SSHTarget, Transport
+
     target = SSHTarget.parse(options.host, user=options.user, port=options.port,
                              key_filename=options.key_filename, ssh_config=options.ssh_config)
     return RemoteExecutor(backend=backend_name, transport=Transport(target, backend=backend_name),

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from chester.errors import UserError
+from chester.remote.options import ContainerOptions, EnvOptions, SecretsOptions, str_tuple
 
 #: How a GPU count becomes an ``#SBATCH`` line.
 GPU_DIRECTIVES = {
@@ -30,17 +31,16 @@ RUN_KEYS = ("sbatch", "use_singularity", "pre_commands", "compile_script", "wait
             "sync_on_launch", "serial_group")
 
 
-def _str_tuple(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(v for v in value.split() if v) if " " in value.strip() else (value,)
-    return tuple(str(v) for v in value)
 
 
 @attrs.frozen(kw_only=True)
-class SlurmOptions:
-    """Options of the ``slurm`` backend (and of every cluster preset)."""
+class SlurmOptions(EnvOptions, SecretsOptions, ContainerOptions):
+    """Options of the ``slurm`` backend (and of every cluster preset).
+
+    ``python``, ``package_manager``, ``prepare_commands``, ``prepare_script``, ``env``,
+    ``secrets`` and ``container`` (with the seed's ``use_singularity``, ``simg_path``,
+    ``remote_mount_option``, ``singularity_command``) are the remote layer's
+    (:mod:`chester.remote.options`): they mean the same on every backend."""
 
     # -- where ---------------------------------------------------------------------------
     host: str | None = attrs.field(default=None, metadata={
@@ -54,8 +54,6 @@ class SlurmOptions:
     scheduler_env: Mapping[str, str] = attrs.field(factory=dict, metadata={
         "help": "environment for the SLURM commands on the submit host, e.g. SLURM_CONF "
                 "(jobs inherit it through sbatch)"})
-    python: str = attrs.field(default="python3", metadata={
-        "help": "Python with chester installed, on the login host and compute nodes"})
     # -- resources -------------------------------------------------------------------------
     partition: str | None = attrs.field(default=None, metadata={"help": "--partition"})
     time: str | int | None = attrs.field(default=None, metadata={
@@ -85,30 +83,10 @@ class SlurmOptions:
     remote_header: str | None = attrs.field(default=None, metadata={
         "help": "seed: raw header text (#SBATCH lines); $gpus is replaced by the run's GPUs"})
     # -- environment -----------------------------------------------------------------------
-    modules: str | tuple[str, ...] = attrs.field(default=(), converter=_str_tuple,
+    modules: str | tuple[str, ...] = attrs.field(default=(), converter=str_tuple,
                                                        metadata={"help": "modules to load"})
     cuda_module: str | None = attrs.field(default=None, metadata={
         "help": "module loaded when the run asks for GPUs"})
-    use_singularity: bool = attrs.field(default=False, metadata={
-        "help": "run the Python command inside simg_path"})
-    simg_path: str | None = attrs.field(default=None, metadata={
-        "help": "Singularity/Apptainer image"})
-    remote_mount_option: str | tuple[str, ...] | None = attrs.field(
-        default=(), converter=_str_tuple, metadata={
-            "help": "bind mounts (src[:dst]) added to the run and project folders"})
-    singularity_command: str = attrs.field(default="singularity", metadata={
-        "help": "singularity or apptainer"})
-    package_manager: str | None = attrs.field(default=None, metadata={
-        "help": "uv, conda or python (default: the top-level package_manager)"})
-    prepare_commands: tuple[str, ...] = attrs.field(default=(), metadata={
-        "help": "shell lines run before each run (after the top-level ones)"})
-    prepare_script: str | None = attrs.field(default="prepare.sh", metadata={
-        "help": "file under remote_dir sourced before each run when it exists"})
-    secrets: tuple[str, ...] = attrs.field(default=(), metadata={
-        "help": "names of local environment variables, or paths of local KEY=VALUE files, "
-                "whose values reach the runs through a 0600 file (never a command line)"})
-    env: Mapping[str, str] = attrs.field(factory=dict, metadata={
-        "help": "environment variables set for every run"})
     # -- scheduling ------------------------------------------------------------------------
     array_throttle: int | None = attrs.field(default=None, metadata={
         "help": "at most this many tasks of one array at once (--array=...%K)"})
@@ -123,9 +101,6 @@ class SlurmOptions:
         if self.gpu_directive not in GPU_DIRECTIVES:
             raise ValueError(f"gpu_directive must be one of {', '.join(GPU_DIRECTIVES)}, "
                              f"not {self.gpu_directive!r}")
-        if self.package_manager not in (None, "uv", "conda", "python"):
-            raise ValueError(f"package_manager must be uv, conda or python, not "
-                             f"{self.package_manager!r}")
         if self.array_throttle is not None and self.array_throttle < 1:
             raise ValueError("array_throttle must be at least 1")
 
@@ -141,11 +116,10 @@ def resources_for(options: SlurmOptions, overrides: Mapping[str, Any]) -> dict[s
     res["gpu_type"] = options.gpu_type
     res["sbatch"] = tuple(options.sbatch)
     res["gpu_sbatch"] = tuple(options.gpu_sbatch)
-    res["use_singularity"] = options.use_singularity
     res["_overrides"] = tuple(sorted(k for k in overrides if k in RESOURCE_KEYS))
     for k, v in overrides.items():
         if k == "sbatch":
-            res["sbatch"] = tuple(res["sbatch"]) + _str_tuple(v) if isinstance(v, (list, tuple)) \
+            res["sbatch"] = tuple(res["sbatch"]) + str_tuple(v) if isinstance(v, (list, tuple)) \
                 else tuple(res["sbatch"]) + (str(v),)
         else:
             res[k] = v

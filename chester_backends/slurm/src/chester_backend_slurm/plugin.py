@@ -25,6 +25,7 @@ import attrs
 from chester import rundir as rd
 from chester.errors import BackendError, TransientBackendError, UserError
 from chester.plugins import hookimpl, lazy_module
+from chester.remote import paths, runtime, shell
 from chester.types import (
     BARE_EXCLUDES,
     BackendConfig,
@@ -48,7 +49,6 @@ DEFAULT_MAX_ARRAY_SIZE = 1001
 CAPABILITIES = Capabilities(remote=True, shared_fs=False, supports_arrays=True,
                             idempotent_submit=True, needs_code_sync=True,
                             status_poll_interval_s=5.0, sweep_spec=True)
-RUN_FILES = (rd.VARIANT_JSON, rd.RUN_JSON, rd.PAYLOAD)
 SPEC_NAME = "runs.spec"  # the launch's sweep spec, in the stage folder
 
 # per process: what each cluster told us, and when to ask its scheduler again
@@ -61,7 +61,8 @@ _LOCK = threading.Lock()
 def backend_spec(name: str, summary: str, options_cls: type) -> BackendSpec:
     """The spec of ``slurm`` or of a cluster preset built on it."""
     return BackendSpec(name=name, summary=summary, options_cls=options_cls,
-                       capabilities=CAPABILITIES)
+                       capabilities=CAPABILITIES, remote_root=lambda o: o.remote_dir,
+                       poll_interval=lambda o: o.poll_interval)
 
 
 @hookimpl
@@ -85,33 +86,11 @@ def _project_dir(backend: BackendConfig) -> str:
     return backend.options.remote_dir or str(backend.project_path)
 
 
-def _rel_under(path: str, root: str) -> str | None:
-    """``path`` relative to ``root`` (POSIX strings), or None when it is not under it."""
-    path, root = os.path.normpath(path), os.path.normpath(root)
-    if path == root:
-        return ""
-    prefix = root if root.endswith("/") else root + "/"
-    return path[len(prefix):] if path.startswith(prefix) else None
-
-
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def _local_rel(path: Path | str, root: Path) -> str | None:
-    """``path`` relative to ``root`` (both absolute local paths), or None."""
-    return _rel_under(os.fspath(path), os.fspath(root))
 
 
 def _variant_gpus(run: RunSpec) -> Any:
@@ -139,7 +118,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
         id(r.resources), resources_for(opts, r.resources)) for r in runs]
     jobs = render.plan_jobs(runs, resources, max_array_size)
     project_dir = _project_dir(backend)
-    upload_root = project_dir if all(_rel_under(r.remote_dir, project_dir) is not None
+    upload_root = project_dir if all(paths.rel_under(r.remote_dir, project_dir) is not None
                                      for r in runs) else "/"
     sweep_id = jobs[0].name.rsplit("-", 1)[0]
     stage_dir = str(PurePosixPath(project_dir) / ".chester" / "slurm" / sweep_id) \
@@ -158,45 +137,49 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     # With a sweep spec there are no run files: the worker writes each folder from it.
     local_root = Path(backend.project_path)
     mirrored = not spec_file and upload_root != "/" and all(
-        _local_rel(r.local_dir, local_root) == _rel_under(r.remote_dir, upload_root)
+        paths.rel_under(r.local_dir, local_root) == paths.rel_under(r.remote_dir, upload_root)
         for r in runs)
     if not mirrored:
         local_root = tree
     run_rels: list[str] = []
     for r in runs if not spec_file else ():
-        base = _rel_under(r.remote_dir, upload_root)
-        for f in RUN_FILES:
+        base = paths.rel_under(r.remote_dir, upload_root)
+        for f in paths.RUN_FILES:
             rel = f"{base}/{f}"
             if not mirrored:
                 src = Path(r.local_dir) / f
                 if not src.exists():
                     continue
-                _link_or_copy(src, tree / rel)
+                paths.link_or_copy(src, tree / rel)
             run_rels.append(rel)
     rels: list[str] = []
-    stage_rel = _rel_under(stage_dir, upload_root)
+    stage_rel = paths.rel_under(stage_dir, upload_root)
     assert stage_rel is not None  # the stage folder is under the upload root by construction
     scripts: dict[str, str] = {}
-    # the environment and secrets are the SSH backend's (one piece of code per idea)
-    from chester_backend_ssh.plugin import render_env_file, secret_values
-
-    ssh_view = attrs.evolve(backend, options=attrs.evolve(opts, remote_dir=project_dir))
-    env_text = render_env_file(ssh_view)
+    # environment, secrets and runtime: the remote layer's, as on every backend
+    env_text = shell.render_env_file(backend, project_dir)
     _write(tree / stage_rel / "env.sh", env_text)
     rels.append(f"{stage_rel}/env.sh")
     scripts["env.sh"] = env_text
     env_file = f"{stage_dir}/env.sh"
     remote_spec = None
     if spec_file:
-        _link_or_copy(Path(spec_file), tree / stage_rel / SPEC_NAME)
+        paths.link_or_copy(Path(spec_file), tree / stage_rel / SPEC_NAME)
         rels.append(f"{stage_rel}/{SPEC_NAME}")
         remote_spec = f"{stage_dir}/{SPEC_NAME}"
     secrets_file = None
     if opts.secrets:
-        body = "".join(f"{k}={shlex.quote(v)}\n" for k, v in secret_values(ssh_view).items())
+        body = shell.render_secrets(shell.secret_values(backend)).decode()
         _write(tree / stage_rel / "secrets.sh", body, mode=0o600)
         rels.append(f"{stage_rel}/secrets.sh")
         secrets_file = f"{stage_dir}/secrets.sh"
+    # chester's target-side runtime, under the project (login host and compute nodes share
+    # it); the submit script stops before sbatch when it is missing there (then it is sent)
+    rt = runtime.build()
+    rt_remote = rt.remote_path(project_dir)
+    rt_rel = paths.rel_under(rt_remote, upload_root)
+    assert rt_rel is not None
+    paths.link_or_copy(rt.path, tree / rt_rel)
     # the seed's $gpus in remote_header: the variant's gpus of the job's first run
     by_token = {r.token: r for r in runs}
     wants_gpus = bool(opts.remote_header and "$" in opts.remote_header)
@@ -204,7 +187,8 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
         text = render.job_script(
             job, opts, stage_dir=stage_dir, stage_root=stage_root, project_dir=project_dir,
             env_file=env_file, secrets_file=secrets_file, spec_file=remote_spec,
-            variant_gpus=_variant_gpus(by_token[job.tokens[0]]) if wants_gpus else None)
+            variant_gpus=_variant_gpus(by_token[job.tokens[0]]) if wants_gpus else None,
+            runtime_path=rt_remote)
         manifest = "".join(f"{d}\n" for d in job.run_dirs)
         for name, body in ((job.script, text), (job.manifest, manifest)):
             p = tree / stage_rel / name
@@ -213,7 +197,10 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
             rels.append(f"{stage_rel}/{name}")
             scripts[name] = body
     sync = any(bool(res.get("sync_on_launch", backend.sync_on_launch)) for res in resources)
-    prelude = _sync_lines(backend, project_dir) if sync else []
+    prelude = shell.env_sync_lines(backend, project_dir) if sync else []
+    prelude += runtime.guard_lines(opts.python, rt_remote,
+                                   setup=[f"cd {shlex.quote(project_dir)}",
+                                          *shell.setup_lines(backend, project_dir)])
     # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
     checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
@@ -230,22 +217,8 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
         data={"jobs": [attrs.asdict(j) for j in jobs], "stage_dir": stage_dir,
               "upload_root": upload_root, "tree": str(tree), "rels": rels,
               "local_root": str(local_root), "run_rels": run_rels,
-              "max_array_size": max_array_size, "project_dir": project_dir})
-
-
-def _sync_lines(backend: BackendConfig, project_dir: str) -> list[str]:
-    """Environment sync on the login host, once per sweep (not once per task)."""
-    q = shlex.quote
-    pm = backend.options.package_manager or backend.package_manager
-    if pm == "uv":
-        return [f"cd {q(project_dir)}", 'export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"',
-                "if [ -f pyproject.toml ] && command -v uv >/dev/null; then uv sync -q >&2; fi"]
-    if pm == "conda" and backend.conda_env:
-        c = q(backend.conda_command)
-        return [f"cd {q(project_dir)}",
-                f"if [ -f environment.yml ]; then {c} env update -n {q(backend.conda_env)} "
-                "-f environment.yml --prune >&2; fi"]
-    return []
+              "max_array_size": max_array_size, "project_dir": project_dir,
+              "runtime_rel": rt_rel})
 
 
 @hookimpl
@@ -282,7 +255,8 @@ def _handles(backend: BackendConfig, prepared: PreparedSweep,
 
 def _send_and_submit(backend: BackendConfig, ex: Any, prepared: PreparedSweep,
                      code_sync: Any) -> Any:
-    """Send the stage (and wait for the code sync), then run the submit script."""
+    """Send the stage (and wait for the code sync), then run the submit script; send the
+    runtime and run it again if the target lacks it (the script stopped before sbatch)."""
     data = prepared.data
     local_root, tree = Path(data["local_root"]), Path(data["tree"])
     if local_root != tree:  # stage files join the run files under the project
@@ -293,12 +267,29 @@ def _send_and_submit(backend: BackendConfig, ex: Any, prepared: PreparedSweep,
     ex.put_tree(local_root, [*data["run_rels"], *data["rels"]], data["upload_root"])
     if code_sync is not None:
         code_sync.result()
-    return ex.run_script(prepared.scripts["submit.sh"], timeout=600, check=False)
+    res = ex.run_script(prepared.scripts["submit.sh"], timeout=1800, check=False)
+    if res.exit_code == runtime.EXIT_NO_RUNTIME:
+        ex.put_tree(tree, [data["runtime_rel"]], data["upload_root"])
+        res = ex.run_script(prepared.scripts["submit.sh"], timeout=1800, check=False)
+    return res
+
+
+def _check_submit_env(backend: BackendConfig, res: Any) -> None:
+    """One line when the submit script stopped on the environment, before any sbatch."""
+    who = f"{backend.name} backend ({backend.options.host or rd.hostname()})"
+    if res.exit_code == 5:  # the environment sync failed (uv/conda missing or failing)
+        raise BackendError(f"{who}: preparing the environment failed: "
+                           f"{shell.env_failure(res.stderr, res.exit_code)}")
+    if res.exit_code in (runtime.EXIT_BAD_PYTHON, runtime.EXIT_NO_RUNTIME):
+        runtime.check(runtime.parse_probe(res.stdout), who=who, python=backend.options.python)
+        raise BackendError(f"{who}: chester's runtime could not be placed under "
+                           f"{backend.options.remote_dir or backend.project_path}: "
+                           f"{res.stderr.strip()[-300:]}")
 
 
 @hookimpl
 def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
-    from chester.sync import log_dir_exclude, rsync_filter_args
+    from chester.remote import codesync
 
     opts: SlurmOptions = backend.options
     ex = _open(backend)
@@ -312,11 +303,9 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
 
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chester-sync")
             code_sync = pool.submit(ex.push_project, backend.project_path, opts.remote_dir,
-                                    rsync_filter_args(backend.rsync_include,
-                                                      backend.rsync_exclude,
-                                                      log_dir_exclude(backend.project_path,
-                                                                      backend.log_dir)))
+                                    codesync.filter_args(backend))
         res = _send_and_submit(backend, ex, prepared, code_sync)
+        _check_submit_env(backend, res)
         info = scheduler.cluster_info_of(res.stdout)
         if "MaxArraySize" not in info:  # the script's first step failed
             raise BackendError(f"{backend.name}: cannot read the cluster's configuration "
@@ -326,6 +315,7 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
             prepared = render_sweep(backend, prepared.runs, prepared.staging_dir / "again",
                                     info["MaxArraySize"], size_known=True)
             res = _send_and_submit(backend, ex, prepared, None)
+            _check_submit_env(backend, res)
         submitted_at = time.time()
     finally:
         if pool is not None:
@@ -465,26 +455,6 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
 
 
 # -- pull ---------------------------------------------------------------------------------------
-def _pull_filters(rels: Sequence[str], patterns: PullPatterns) -> list[str]:
-    args: list[str] = []
-    excludes = list(patterns.exclude) + (list(BARE_EXCLUDES) if patterns.bare else [])
-    for rel in rels:
-        for pat in patterns.include:
-            args.append(f"--include=/{rel}/**{pat}" if "/" not in pat else
-                        f"--include=/{rel}/{pat.lstrip('/')}")
-    args += [f"--exclude={p}" for p in excludes]
-    args.append(f"--exclude={rd.PAYLOAD.split('/')[-1]}")
-    parents: set[str] = set()
-    for rel in rels:
-        parts = rel.split("/")
-        for k in range(1, len(parts)):
-            parents.add("/".join(parts[:k]))
-    args += [f"--include=/{p}/" for p in sorted(parents)]
-    args += [f"--include=/{rel}/***" for rel in rels]
-    args.append("--exclude=*")
-    return args
-
-
 @hookimpl
 def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
                  patterns: PullPatterns) -> list[PullResult]:
@@ -496,7 +466,7 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
     remote_root = os.path.commonpath([str(PurePosixPath(h.remote_dir).parent) for h in todo])
     local_root = os.path.commonpath([str(Path(h.local_dir).parent) for h in todo])
     groups: list[tuple[str, str, list[RunHandle]]] = []
-    if all(_rel_under(h.remote_dir, remote_root) == Path(h.local_dir).relative_to(
+    if all(paths.rel_under(h.remote_dir, remote_root) == Path(h.local_dir).relative_to(
             local_root).as_posix() for h in todo):
         groups.append((remote_root, local_root, todo))
     else:  # folders laid out differently on each side: one rsync per run
@@ -505,10 +475,15 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
     ex = _open(backend)
     try:
         for rroot, lroot, hs in groups:
-            rels = [_rel_under(h.remote_dir, rroot) or "" for h in hs]
-            got = ex.pull(rroot, Path(lroot), _pull_filters(rels, patterns))
+            rels = [paths.rel_under(h.remote_dir, rroot) or "" for h in hs]
+            excludes = (*patterns.exclude, *(BARE_EXCLUDES if patterns.bare else ()))
+            got = ex.pull(rroot, Path(lroot),
+                          paths.pull_filter_args(rels, patterns.include, excludes))
             # rsync counts the whole transfer; it is reported on the first run of the group
-            results[hs[0].token] = PullResult(token=hs[0].token, files=got.files, bytes=got.bytes)
+            results[hs[0].token] = PullResult(token=hs[0].token, files=got.files, bytes=got.bytes,
+                                              complete=paths.arrived(hs[0].local_dir))
+            for h in hs[1:]:
+                results[h.token] = PullResult(token=h.token, complete=paths.arrived(h.local_dir))
         for local, remote in patterns.extra_dirs:
             ex.pull(remote, Path(local), ["--exclude=.chester/"])
     finally:
@@ -520,32 +495,21 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
 @hookimpl
 def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
                  out: TextIO) -> bool:
+    from chester.remote.follow import follow as follow_log
+
     path = f"{handle.remote_dir}/{rd.STDOUT if stream == 'stdout' else rd.STDERR}"
-    offset = 0
     ex = _open(backend)
+
+    def read(offset: int) -> bytes:
+        res = ex.run_script(f"f={shlex.quote(path)}; if [ -f \"$f\" ]; then "
+                            f"tail -c +{offset + 1} \"$f\"; fi\n", timeout=60, check=False)
+        return res.stdout.encode("utf-8", "surrogateescape")
+
+    def finished() -> bool:
+        return query(backend, [handle], ex)[1][handle.token].state.terminal
+
     try:
-        while True:
-            res = ex.run_script(
-                f"f={shlex.quote(path)}; if [ -f \"$f\" ]; then tail -c +{offset + 1} \"$f\"; fi\n",
-                timeout=60, check=False)
-            chunk = res.stdout
-            if chunk:
-                out.write(chunk)
-                out.flush()
-                offset += len(chunk.encode("utf-8", "surrogateescape"))
-            if not follow:
-                return True
-            if not chunk:
-                _src, st = query(backend, [handle], ex)
-                if st[handle.token].state.terminal:
-                    res = ex.run_script(f"f={shlex.quote(path)}; if [ -f \"$f\" ]; then "
-                                        f"tail -c +{offset + 1} \"$f\"; fi\n", timeout=60,
-                                        check=False)
-                    if res.stdout:
-                        out.write(res.stdout)
-                        out.flush()
-                    return True
-                time.sleep(1.0)
+        return follow_log(read, finished, out, follow=follow)
     finally:
         ex.close()
 

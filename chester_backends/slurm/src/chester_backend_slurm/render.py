@@ -136,40 +136,23 @@ def header(options: SlurmOptions, res: Mapping[str, Any], variant_gpus: Any = No
     return lines
 
 
-def python_argv(options: SlurmOptions) -> list[str]:
-    """The command that starts Python for a run (the env file has put the package manager's
-    environment first on PATH)."""
-    return [options.python]
-
-
-def _binds(options: SlurmOptions, project_dir: str, stage_root: str) -> list[str]:
-    out: list[str] = []
-    binds: tuple[str, ...] = tuple(options.remote_mount_option or ())  # type: ignore[arg-type]
-    for b in (*binds, project_dir, stage_root):
-        if b and b not in out:
-            out.append(b)
-    return out
-
-
 def worker_command(options: SlurmOptions, res: Mapping[str, Any], project_dir: str,
-                   stage_root: str, spec_file: str | None = None) -> str:
-    """``python -m chester.worker "$RUN_DIR" [--spec SPEC]``, inside the container when asked.
+                   stage_root: str, spec_file: str | None = None,
+                   runtime_path: str | None = None) -> str:
+    """``python RUNTIME worker "$RUN_DIR" [--spec SPEC]``, inside the container when asked.
 
-    Only the Python command runs in the container; the run folder is bound into it, so the
+    ``RUNTIME`` is chester's target-side runtime under the project (the cluster needs no
+    chester installed). Only the worker runs in the container (the remote layer's
+    :mod:`chester.remote.container`); the project and run folders are bound into it, so the
     worker's record lands in the same folder the status query reads on the host. With the
     sweep spec, the worker writes the run folder from it first.
     """
-    argv = python_argv(options) + ["-m", "chester.worker"]
-    if res.get("use_singularity"):
-        if not options.simg_path:
-            raise UserError("slurm: use_singularity needs simg_path (the image)")
-        cargv = [options.singularity_command, "exec"]
-        for b in _binds(options, project_dir, stage_root):
-            cargv += ["-B", b]
-        if _gpus(res):
-            cargv.append("--nv")
-        cargv.append(options.simg_path)
-        argv = cargv + argv
+    from chester.remote import container as ctr
+
+    argv = [options.python, runtime_path, "worker"] if runtime_path else \
+        [options.python, "-m", "chester.worker"]
+    c = ctr.resolve(options, res, backend="slurm")
+    argv = ctr.wrap(argv, c, binds=[project_dir, stage_root], gpus=bool(_gpus(res)))
     return shlex.join(argv) + ' "$RUN_DIR"' + (f" --spec {q(spec_file)}" if spec_file else "")
 
 
@@ -204,7 +187,8 @@ def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: s
 
 def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: str,
                project_dir: str, env_file: str, secrets_file: str | None,
-               spec_file: str | None = None, variant_gpus: Any = None) -> str:
+               spec_file: str | None = None, variant_gpus: Any = None,
+               runtime_path: str | None = None) -> str:
     """The batch script of one job."""
     res = job.resources
     lines = header(options, res, variant_gpus)
@@ -223,7 +207,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     lines.append("set -uo pipefail")
     setup = setup_lines(options, res, project_dir=project_dir, env_file=env_file,
                         secrets_file=secrets_file)
-    worker = worker_command(options, res, project_dir, stage_root, spec_file)
+    worker = worker_command(options, res, project_dir, stage_root, spec_file, runtime_path)
     if job.kind == "serial":
         lines.append("# serial steps in one allocation: each starts when the one before succeeded")
         lines.extend(setup)

@@ -2,7 +2,16 @@ set -euo pipefail
 scontrol show config | awk -v want=1001 '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } END { if (want != "" && size != want) exit 3 }'
 cd /scratch/me/proj
 export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"
-if [ -f pyproject.toml ] && command -v uv >/dev/null; then uv sync -q >&2; fi
+if [ -f pyproject.toml ]; then
+  if ! command -v uv >/dev/null 2>&1; then
+    echo "chester: package_manager is uv but uv is not on PATH on $(hostname) (install uv there, or set package_manager: python)" >&2; exit 5
+  fi
+  uv sync -q >&2 || { echo "chester: uv sync failed on $(hostname)" >&2; exit 5; }
+fi
+chester_probe=$( { cd /scratch/me/proj; export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"; if [ -f /scratch/me/proj/.venv/bin/activate ]; then . /scratch/me/proj/.venv/bin/activate; fi; if [ -f /scratch/me/proj/.chester/runtime/RUNTIME.pyz ]; then echo 'chester-probe runtime=1'; else echo 'chester-probe runtime=0'; fi; if command -v python >/dev/null 2>&1; then python -c 'import sys; print('"'"'chester-probe python=%d.%d.%d %s'"'"' % (sys.version_info[:3] + (sys.executable,)))' || echo 'chester-probe python=broken'; else echo 'chester-probe python=missing'; fi; } 2>/dev/null || true )
+printf '%s\n' "$chester_probe"
+case "$chester_probe" in *"chester-probe python=X.Y."*) ;; *) exit 7;; esac
+case "$chester_probe" in *"chester-probe runtime=0"*) exit 6;; esac
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
 # a submit that ran before (a retry, a resumed launch) may have made jobs whose

@@ -1,5 +1,9 @@
 set -euo pipefail
 scontrol show config | awk -v want='' '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } END { if (want != "" && size != want) exit 3 }'
+chester_probe=$( { cd /scratch/me/proj; if [ -f /scratch/me/proj/.chester/runtime/RUNTIME.pyz ]; then echo 'chester-probe runtime=1'; else echo 'chester-probe runtime=0'; fi; if command -v python3 >/dev/null 2>&1; then python3 -c 'import sys; print('"'"'chester-probe python=%d.%d.%d %s'"'"' % (sys.version_info[:3] + (sys.executable,)))' || echo 'chester-probe python=broken'; else echo 'chester-probe python=missing'; fi; } 2>/dev/null || true )
+printf '%s\n' "$chester_probe"
+case "$chester_probe" in *"chester-probe python=X.Y."*) ;; *) exit 7;; esac
+case "$chester_probe" in *"chester-probe runtime=0"*) exit 6;; esac
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
 # a submit that ran before (a retry, a resumed launch) may have made jobs whose
