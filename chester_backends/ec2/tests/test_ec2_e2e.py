@@ -85,7 +85,11 @@ def test_one_run_round_trip(project, farm):
     run_dir = inst.root / run.handle.remote_dir.lstrip("/")
     shipped = {p.relative_to(code).as_posix() for p in code.rglob("*")
                if p.is_file() and run_dir not in p.parents}
-    assert shipped == {"mytrain.py", "assets/data.txt", "chester.yaml"}, shipped
+    # chester's runtime travels with the code: the instance needs no chester installed
+    from chester.remote import runtime
+
+    rt = f".chester/runtime/{runtime.build().name}"
+    assert shipped == {"mytrain.py", "assets/data.txt", "chester.yaml", rt}, shipped
     end = time.time() + 10
     while not (inst.root / "powered-off").exists():
         assert time.time() < end

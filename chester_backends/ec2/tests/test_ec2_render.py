@@ -15,12 +15,14 @@ from chester_backend_ec2.options import Ec2Options
 
 from chester.config import build_options
 from chester.errors import ConfigError
+from chester.remote import runtime
 from chester.types import BackendConfig
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
 def _golden(name: str, text: str) -> None:
+    text = text.replace(runtime.build().name, "RUNTIME.pyz")  # its digest follows the code
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
         path.write_text(text)
@@ -141,8 +143,9 @@ def test_snapshot_follows_rsync_rules(tmp_path):
     (tmp_path / "keep" / "dup.txt").write_text("same")
     b = _backend(tmp_path, rsync_include=("keep/k.bin",), rsync_exclude=("*.bin",))
     snap = render.snapshot(b)
-    assert sorted(snap["files"]) == ["a.py", "keep/dup.txt", "keep/k.bin"]
-    assert len(snap["paths"]) == 2  # identical contents are one object
+    rt = f".chester/runtime/{runtime.build().name}"  # chester's runtime travels with the code
+    assert sorted(snap["files"]) == [rt, "a.py", "keep/dup.txt", "keep/k.bin"]
+    assert len(snap["paths"]) == 3  # identical contents are one object
 
 
 def _noop(variant, log_dir, exp_name):

@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from chester.remote.options import check_package_manager
+
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]\Z")
 _CIDR_WORLD = ("0.0.0.0/0", "::/0")
 #: run_instances arguments the backend owns; ``run_instances_extra`` may not set them.
@@ -109,9 +111,12 @@ class Ec2Options:
     remote_dir: str = attrs.field(default="/opt/chester/project", metadata={
         "help": "where the project lives on the instance"})
     python: str = attrs.field(default="python3", metadata={
-        "help": "Python interpreter on the instance"})
+        "help": "Python interpreter on the instance (with package_manager: python; chester "
+                "itself travels with the code)"})
+    package_manager: str | None = attrs.field(default=None, validator=check_package_manager, metadata={
+        "help": "uv, conda or python (default: the top-level package_manager)"})
     bootstrap_commands: tuple[str, ...] = attrs.field(default=(), metadata={
-        "help": "shell lines run first on the instance (e.g. installing chester-ml); "
+        "help": "shell lines run first on the instance (e.g. installing uv or CUDA); "
                 "never put secrets here: user-data is readable from the instance"})
     sync_interval_s: float = attrs.field(default=60.0, validator=_positive, metadata={
         "help": "seconds between uploads of the run folders to S3 while runs go on"})

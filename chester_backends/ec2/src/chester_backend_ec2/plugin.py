@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ import attrs
 
 from chester.errors import UserError
 from chester.plugins import hookimpl
+from chester.remote import paths
 from chester.sync import decide
 from chester.types import (
     BackendConfig,
@@ -61,7 +61,8 @@ def chester_backends() -> list[BackendSpec]:
         options_cls=Ec2Options,
         capabilities=Capabilities(remote=True, shared_fs=False, supports_arrays=False,
                                   idempotent_submit=True, needs_code_sync=True,
-                                  status_poll_interval_s=30.0))]
+                                  status_poll_interval_s=30.0),
+        remote_root=lambda o: o.remote_dir)]
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -579,18 +580,6 @@ def _wanted(rel: str, rules: list[tuple[str, str]]) -> bool:
     return decide(rules, rel, False)
 
 
-def _progress(total: int) -> Any:
-    if not (sys.stderr.isatty() and total):
-        return None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    p = Progress(TextColumn("pull ec2"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                 transient=True)
-    p.start()
-    p.add_task("pull", total=total)
-    return p
-
-
 @hookimpl
 def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
                  patterns: PullPatterns) -> list[PullResult]:
@@ -627,9 +616,11 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                         continue  # a local file changed here and newer: never overwritten
                 todo.append((rel, {"Key": obj["Key"], "Size": obj["Size"], "ETag": etag}))
             plan.append((h, todo, state))
-    bar = _progress(sum(obj["Size"] for _, todo, _ in plan for _, obj in todo))
+    from chester.remote.progress import Progress
+
     results = []
-    try:
+    with Progress(f"pull {backend.name}", sum(obj["Size"] for _, todo, _ in plan
+                                             for _, obj in todo), unit="bytes") as bar:
         with aws.errors("downloading run files", s3):
             for h, todo, state in plan:
                 local = Path(h.local_dir)
@@ -644,14 +635,11 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                     state[rel] = {"etag": obj["ETag"], "size": st.st_size,
                                   "mtime_ns": st.st_mtime_ns}
                     nbytes += obj["Size"]
-                    if bar is not None:
-                        bar.advance(bar.task_ids[0], obj["Size"])
+                    bar.advance(obj["Size"])
                 if todo:
                     write_json_atomic(local / PULL_STATE, state)
-                results.append(PullResult(token=h.token, files=len(todo), bytes=nbytes))
-    finally:
-        if bar is not None:
-            bar.stop()
+                results.append(PullResult(token=h.token, files=len(todo), bytes=nbytes,
+                                          complete=paths.arrived(h.local_dir)))
     return results
 
 
@@ -661,32 +649,26 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
                  out: TextIO) -> bool:
     from botocore.exceptions import ClientError
 
+    from chester.remote.follow import follow as follow_log
     from chester_backend_ec2 import aws
 
     o: Ec2Options = backend.options
     s3 = aws.client("s3", o)
     name = "stderr.log" if stream == "stderr" else "stdout.log"
     key = f"{sweep_prefix(o, handle.get('sweep') or '')}runs/{handle.token}/{name}"
-    offset = 0
-    while True:
+    def read(offset: int) -> bytes:
         with aws.errors("reading logs", s3):
             try:
                 kw = {"Range": f"bytes={offset}-"} if offset else {}
-                body = s3.get_object(Bucket=o.bucket, Key=key, **kw)["Body"].read()
+                return s3.get_object(Bucket=o.bucket, Key=key, **kw)["Body"].read()
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
                 if code in ("NoSuchKey", "404", "InvalidRange", "416"):
-                    body = b""
-                else:
-                    raise
-        if body:
-            out.write(body.decode("utf-8", "replace"))
-            out.flush()
-            offset += len(body)
-        if not follow:
-            return True
-        st = chester_status(backend, [handle])[handle.token]
-        if st.state.terminal:
-            return True
-        time.sleep(max(1.0, min(o.sync_interval_s, 10.0)))
+                    return b""
+                raise
 
+    def finished() -> bool:
+        return chester_status(backend, [handle])[handle.token].state.terminal
+
+    return follow_log(read, finished, out, follow=follow,
+                      interval=max(1.0, min(o.sync_interval_s, 10.0)))

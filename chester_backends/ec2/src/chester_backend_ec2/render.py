@@ -54,6 +54,13 @@ def snapshot(backend: BackendConfig) -> dict[str, Any]:
         digest = sha256_file(path)
         files[rel] = [digest, st.st_mode & 0o777]
         paths[digest] = str(path)
+    # chester's target-side runtime travels with the code (the AMI needs no chester)
+    from chester.remote import runtime
+
+    rt = runtime.build()
+    digest = sha256_file(rt.path)
+    files[f"{runtime.REMOTE_SUBDIR}/{rt.name}"] = [digest, 0o644]
+    paths[digest] = str(rt.path)
     return {"files": files, "paths": paths,
             "sizes": {d: os.path.getsize(p) for d, p in paths.items()}}
 
@@ -63,31 +70,23 @@ def manifest_bytes(snap: dict[str, Any]) -> bytes:
 
 
 def setup_scripts(backend: BackendConfig) -> tuple[str, str, list[str]]:
-    """(setup run once in the project folder, env sourced before each worker, worker argv)."""
+    """(setup run once in the project folder, env sourced before each worker, worker argv).
+
+    The package manager's lines are the remote layer's (:mod:`chester.remote.shell`), as on
+    every backend; the worker runs from chester's runtime, which travels in the code
+    snapshot (:func:`snapshot`), so the AMI needs no chester."""
+    from chester.remote import runtime, shell
+
     opts = backend.options
+    root = "."  # the agent runs the setup and every worker in the project folder
+    pm = shell.package_manager(backend)
+    env = shell.setup_lines(backend, root)
     setup = ["set -e"]
-    env = []
-    pm = backend.package_manager
-    if pm == "uv":
-        path = 'export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"'
-        setup.append(path)
-        env.append(path)
-        if backend.sync_on_launch:
-            setup.append("if [ -f pyproject.toml ]; then uv sync; fi")
-        argv = ["uv", "run", "python", "-m", "chester.worker"]
-    elif pm == "conda":
-        act = [f'eval "$({shlex.quote(backend.conda_command)} shell.bash hook)"',
-               f"{shlex.quote(backend.conda_command)} activate "
-               f"{shlex.quote(backend.conda_env or 'base')}"]
-        setup += act
-        env += act
-        if backend.sync_on_launch:
-            setup.append(f"if [ -f environment.yml ]; then {shlex.quote(backend.conda_command)} "
-                         "env update --prune -f environment.yml; fi")
-        argv = ["python", "-m", "chester.worker"]
-    else:
-        argv = [opts.python, "-m", "chester.worker"]
-    setup += list(backend.prepare_commands)
+    if backend.sync_on_launch:
+        setup += shell.env_sync_lines(backend, root)
+    setup += [*env, *backend.prepare_commands]
+    python = opts.python if pm == "python" else "python"
+    argv = [python, runtime.build().remote_path(root), "worker"]
     return "\n".join(setup) + "\n", "\n".join(env) + "\n", argv
 
 

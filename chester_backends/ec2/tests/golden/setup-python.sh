@@ -3,4 +3,4 @@ echo prepared
 #--- env.sh
 
 #--- worker
-["python3", "-m", "chester.worker"]
+["python3", ".chester/runtime/RUNTIME.pyz", "worker"]
