@@ -15,6 +15,7 @@ import attrs
 
 from chester import rundir as rd
 from chester.plugins import hookimpl
+from chester.remote.options import ContainerOptions
 from chester.types import (
     BackendConfig,
     BackendSpec,
@@ -31,8 +32,9 @@ NAME = "local"
 
 
 @attrs.frozen(kw_only=True)
-class LocalOptions:
-    """Options of the ``local`` backend."""
+class LocalOptions(ContainerOptions):
+    """Options of the ``local`` backend (``container`` and the seed's ``use_singularity``/
+    ``simg_path`` are the remote layer's, as on every shell backend)."""
 
     max_parallel: int | None = attrs.field(default=None, metadata={
         "help": "runs at once (default: GPUs if any, else cores)"})
@@ -73,13 +75,33 @@ def chester_backends() -> list[BackendSpec]:
 @hookimpl
 def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
                     staging_dir: Path) -> PreparedSweep:
-    cap, gpus = _plan(backend.options)
-    python = backend.options.python or sys.executable
+    from chester.remote import container as ctr
+
+    o: LocalOptions = backend.options
+    cap, gpus = _plan(o)
+    python = o.python or sys.executable
     queue_dir = backend.project_path / ".chester" / "queues"
     queue_file = queue_dir / f"{runs[0].token}.txt"
-    argv = [python, "-m", "chester.runner", "--max-parallel", str(cap),
+    c = ctr.resolve(o, backend=f"local backend {backend.name!r}")
+    if c is None and python == sys.executable:
+        runner = [sys.executable, "-m", "chester.runner"]
+    else:
+        # another Python (a container's, another environment's) may not have chester:
+        # the queue and each worker run from chester's runtime
+        from chester.remote import runtime
+
+        rt = runtime.build()
+        runner = [sys.executable, str(rt.path), "runner"]
+    argv = [*runner, "--max-parallel", str(cap),
             "--python", python, "--cwd", str(backend.project_path),
             "--from-file", str(queue_file)]
+    if c is not None:
+        binds = [str(backend.project_path), str(rt.path.parent)]
+        outside = [str(Path(r.local_dir).parent) for r in runs
+                   if not str(r.local_dir).startswith(str(backend.project_path) + "/")]
+        if outside:  # run folders outside the project are bound too
+            binds.append(os.path.commonpath(outside))
+        argv += ["--worker-prefix", shlex.join(ctr.wrap([], c, binds=binds, gpus=bool(gpus)))]
     if gpus:
         argv += ["--gpus", ",".join(gpus)]
     gpu_note = f", GPUs {','.join(gpus)}" if gpus else ""
