@@ -138,7 +138,26 @@ def _spawn_auto_pull(exp_prefix: str, interval: float) -> None:
     (logs / f"{exp_prefix}.pid").write_text(f"{proc.pid}\n")
 
 
-atexit.register(flush)
+def _register_flush_at_exit() -> None:
+    """Submit what is still collected when the script ends.
+
+    Backends submit through thread pools, and by the time ``atexit`` handlers run,
+    ``concurrent.futures`` refuses new work ("cannot schedule new futures after interpreter
+    shutdown", or "can't register atexit after shutdown" when first imported then). So the
+    flush runs among ``threading``'s exit hooks, which run first, after the thread pools'
+    own hook has been registered (they run last-in first-out). ``atexit`` stays as the
+    fallback (a flush with nothing left to submit does nothing).
+    """
+    import concurrent.futures.thread  # noqa: F401  (registers its exit hook now)
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(flush)
+    atexit.register(flush)
+
+
+_register_flush_at_exit()
 
 
 def run_experiment_lite(

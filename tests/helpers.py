@@ -113,3 +113,27 @@ def run_seed_example(project: Path, mode: str, timeout: float = 180) -> dict:
         assert (d / ".done").exists(), d
     assert got == {(lr, b) for lr in (0.001, 0.01) for b in (32, 64)}
     return st
+
+
+def stop_monitor(project: Path, exp_prefix: str = "my_experiment") -> int | None:
+    """End the ``auto_pull`` monitor a script started for ``exp_prefix`` (its pid is in
+    ``.chester/monitor/<exp_prefix>.pid``) and its process group; returns its pid."""
+    import signal
+    import time
+
+    pid_file = project / ".chester" / "monitor" / f"{exp_prefix}.pid"
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text())
+    try:
+        os.killpg(pid, signal.SIGTERM)  # it runs in a session (and group) of its own
+    except ProcessLookupError:
+        return pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    return pid
