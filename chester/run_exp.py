@@ -153,8 +153,25 @@ def _register_flush_at_exit() -> None:
 
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
-        register(flush)
-    atexit.register(flush)
+        register(_flush_at_exit)
+    atexit.register(_flush_at_exit)
+
+
+def _flush_at_exit() -> None:
+    """:func:`flush`, reporting a failure on stderr instead of raising (an exception here
+    would skip the exit hooks after it, such as the thread pools' joins)."""
+    from chester.errors import ChesterError
+
+    try:
+        flush()
+    except ChesterError as exc:
+        print(f"chester: error: {exc}", file=sys.stderr)
+    except Exception:
+        import traceback
+
+        print("chester: the runs collected by run_experiment_lite were not submitted:",
+              file=sys.stderr)
+        traceback.print_exc()
 
 
 _register_flush_at_exit()

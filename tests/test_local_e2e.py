@@ -14,7 +14,7 @@ import pytest
 from chester.rundir import pid_alive
 from chester.testing import HOSTILE_VALUES
 
-from .helpers import make_project, run_chester, run_seed_example
+from .helpers import SEED_EXAMPLE, make_project, run_chester, run_seed_example
 
 LAUNCHER = """
 import json, os, sys, time
@@ -225,6 +225,16 @@ def test_the_seed_example_shows_all_its_runs_under_its_prefix(project):
     # the runs are already home: auto_pull starts no monitor for this machine
     assert not (project / ".chester" / "monitor").exists()
     assert "nothing to monitor" in run_chester(["monitor", "my_experiment"], cwd=project).stdout
+
+
+def test_a_launch_failing_when_the_script_ends_says_why_in_one_line(project):
+    (project / "chester.yaml").write_text("backends:\n  box:\n    type: ssh\n    host: h\n"
+                                          "    remote_dir: /r\n    max_paralel: 2\n")
+    (project / "seed.py").write_text(SEED_EXAMPLE.replace("mode='local'", "mode='box'"))
+    r = subprocess.run([sys.executable, "seed.py"], cwd=project, capture_output=True,
+                       text=True, timeout=60)
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("chester: error: ") and "backends.box.max_paralel" in r.stderr
 
 
 def test_a_prefix_names_every_launch_and_prefix_at_n_one(project):
