@@ -337,31 +337,29 @@ def find_sweep(store: Store, ref: str | None, *, sweep_id: int | None = None
     with neither ``ref`` nor ``sweep_id`` the latest launch's experiment; ``row`` is its
     latest launch), ``(row, False)`` for one launch (``PREFIX@N`` or ``sweep_id``)."""
     where = f"in the job store {store.path}"
-    if sweep_id is not None or (ref is not None and store.latest_sweep(ref) is None
-                                and _LAUNCH_REF.match(ref)):
-        prefix = ref
-        if sweep_id is None:
-            m = _LAUNCH_REF.match(ref or "")
-            assert m is not None
-            prefix, sweep_id = m["prefix"], int(m["id"])
-        try:
-            row = store.sweep(sweep_id)
-        except KeyError:
-            row = None
-        if row is not None and (prefix is None or row.exp_prefix == prefix):
-            return row, False
-        if prefix is None:
-            raise UserError(f"no launch {sweep_id} {where}")
-        ids = [s.id for s in store.sweeps(prefix)]
-        if not ids:
-            raise UserError(f"no sweep named {prefix!r} {where}")
-        raise UserError(f"sweep {prefix!r} has no launch {sweep_id}; its launches are "
-                        f"{id_ranges(ids)} (see `chester status {prefix} --all`)")
-    row = store.latest_sweep(ref)
-    if row is None:
-        what = f"named {ref!r} " if ref else ""
-        raise UserError(f"no sweep {what}{where}")
-    return row, True
+    if sweep_id is None and ref is not None and store.latest_sweep(ref) is None:
+        m = _LAUNCH_REF.match(ref)  # a prefix that exists as written wins over PREFIX@N
+        if m:
+            ref, sweep_id = m["prefix"], int(m["id"])
+    if sweep_id is None:
+        row = store.latest_sweep(ref)
+        if row is None:
+            what = f"named {ref!r} " if ref else ""
+            raise UserError(f"no sweep {what}{where}")
+        return row, True
+    try:
+        found: SweepRow | None = store.sweep(sweep_id)
+    except KeyError:
+        found = None
+    if found is not None and ref in (None, found.exp_prefix):
+        return found, False
+    if ref is None:
+        raise UserError(f"no launch {sweep_id} {where}")
+    ids = [s.id for s in store.sweeps(ref)]
+    if not ids:
+        raise UserError(f"no sweep named {ref!r} {where}")
+    raise UserError(f"sweep {ref!r} has no launch {sweep_id}; its launches are "
+                    f"{id_ranges(ids)} (see `chester status {ref} --all`)")
 
 
 def id_ranges(ids: Iterable[int]) -> str:
