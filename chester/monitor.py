@@ -11,30 +11,37 @@ import time
 from chester.config import get_config
 from chester.dispatch import Dispatcher
 from chester.errors import UserError
-from chester.sweeps import Sweep, open_store
+from chester.store import SweepRow
+from chester.sweeps import Sweep, find_sweep, open_store
 from chester.types import State
 
 
-def _open_sweeps(exp_prefix: str | None) -> list[Sweep]:
+def _open_sweeps(ref: str | None) -> list[Sweep]:
+    """The sweep ``ref`` names (``PREFIX``: every launch; ``PREFIX@N``: one), or every sweep
+    with unfinished or unpulled runs; each read from the store afresh while it is watched."""
     cfg = get_config()
     if not cfg.store_path.exists():
         raise UserError(f"no job store at {cfg.store_path}: nothing was launched from this project")
     store = open_store(cfg)
     disp = Dispatcher()
-    rows = store.sweeps(exp_prefix)
-    if exp_prefix and not rows:
-        raise UserError(f"no sweep named {exp_prefix!r} in the job store {cfg.store_path}")
-    out = []
-    for row in rows:
-        runs = store.runs(row.id)
-        if any(not r.state.terminal or (r.handle and not r.pulled_at) for r in runs):
-            out.append(Sweep(row=row, store=store, config=cfg, dispatcher=disp))
-    return out
+    if ref:
+        row, experiment = find_sweep(store, ref)
+        candidates = [Sweep(row=row, store=store, config=cfg, dispatcher=disp,
+                            experiment=experiment)]
+    else:
+        latest: dict[str, SweepRow] = {}
+        for row in store.sweeps():
+            latest[row.exp_prefix] = row
+        candidates = [Sweep(row=row, store=store, config=cfg, dispatcher=disp, experiment=True)
+                      for row in sorted(latest.values(), key=lambda r: r.id)]
+    return [sw for sw in candidates
+            if any(not r.state.terminal or (r.handle and not r.pulled_at) for r in sw.rows())]
 
 
 def monitor(exp_prefix: str | None = None, *, interval: float | None = None,
             bare: bool = False, timeout: float | None = None, once: bool = False) -> int:
-    """Poll every unfinished sweep and pull each run as it ends. Returns an exit status."""
+    """Poll every unfinished sweep (or the one ``exp_prefix`` names: ``PREFIX`` or
+    ``PREFIX@N``) and pull each run as it ends. Returns an exit status."""
     sweeps = _open_sweeps(exp_prefix)
     if not sweeps:
         print("nothing to monitor: every run has ended and been pulled")
@@ -50,8 +57,7 @@ def monitor(exp_prefix: str | None = None, *, interval: float | None = None,
                 exclude=("*.pkl", "*.png", "*.gif", "*.pth", "*.pt") if bare else ())
     failed = 0
     for sw in sweeps:
-        states = sw.status(refresh=False)
-        failed += sum(1 for s in states.values() if s.terminal and s != State.SUCCEEDED)
-        print(f"{sw.exp_prefix}: " + ", ".join(
+        failed += sum(1 for r in sw.rows() if r.state.terminal and r.state != State.SUCCEEDED)
+        print(f"{sw.ref}: " + ", ".join(
             f"{n} {s}" for s, n in sorted(sw.counts().items())))
     return 1 if failed else 0

@@ -10,12 +10,14 @@
         run_experiment_lite(stub_method_call=train, variant=v, variations=vg.variations(),
                             exp_prefix="lr-sweep", mode="local", wait_subprocess=False)
 
-Calls are collected per sweep and submitted together (one code sync, one submit) when a
-variant carries the seed's ``chester_last_variant`` marker, when the sweep's settings change,
-or when the script ends. ``mode`` names a backend (``local``, a ``backends:`` entry, an SSH
-host from ``ssh_hosts``, or an installed backend type such as ``gl``). With the local
+Calls are collected and submitted together as one launch (one code sync, one submit) when
+a variant carries the seed's ``chester_last_variant`` marker, when the settings change, or
+when the script ends. All launches under one ``exp_prefix`` are one sweep (``chester status
+PREFIX``, ``chester.sweep(PREFIX)``). ``mode`` names a backend (``local``, a ``backends:``
+entry, an SSH host from ``ssh_hosts``, or an installed backend type such as ``gl``). With the local
 backend and the seed's default ``wait_subprocess=True`` each call runs its variant and
-waits for it, as before.
+waits for it, as before (a launch per call). ``auto_pull=True`` with a remote backend
+starts one detached ``python -m chester.auto_pull`` per prefix.
 
 Parameters that no longer apply (``script``, ``python_command``, Hydra options, ...) warn
 once and are never passed to the worker.
@@ -100,25 +102,79 @@ def flush() -> Any:
             for label, text in prepared.scripts.items():
                 print(f"--- {label} ---\n{text}")
         return sweep
-    if s["auto_pull"]:
+    if s["auto_pull"] and _remote(sweep):
         _spawn_auto_pull(s["exp_prefix"], s["auto_pull_interval"])
     return sweep
 
 
+def _remote(sweep: Any) -> bool:
+    """Do the sweep's runs live elsewhere (so that there is something to pull)?"""
+    manager = sweep.dispatcher.manager
+    return bool(manager.get_backend(sweep.backend.type).spec.capabilities.remote)
+
+
+_monitors: dict[str, subprocess.Popen] = {}
+
+
 def _spawn_auto_pull(exp_prefix: str, interval: float) -> None:
-    """A detached ``python -m chester.auto_pull`` for this sweep (it works from the store)."""
+    """A detached ``python -m chester.auto_pull`` for the sweep ``exp_prefix``: every run of
+    every launch under it, read from the store on each poll, so one monitor per prefix
+    (started again only if it has already ended) covers all of this script's launches. Its
+    output goes to ``.chester/monitor/<exp_prefix>.log``, its pid to ``<exp_prefix>.pid``."""
     from chester.config import get_config
 
+    running = _monitors.get(exp_prefix)
+    if running is not None and running.poll() is None:
+        return
     cfg = get_config()
     logs = cfg.project_path / ".chester" / "monitor"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{exp_prefix}.log", "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "chester.auto_pull", "--exp-prefix", exp_prefix,
-                          "--poll-interval", str(interval)], stdin=subprocess.DEVNULL, stdout=out,
-                         stderr=out, start_new_session=True, cwd=str(cfg.project_path))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chester.auto_pull", "--exp-prefix", exp_prefix,
+             "--poll-interval", str(interval)], stdin=subprocess.DEVNULL, stdout=out,
+            stderr=out, start_new_session=True, cwd=str(cfg.project_path))
+    _monitors[exp_prefix] = proc
+    (logs / f"{exp_prefix}.pid").write_text(f"{proc.pid}\n")
 
 
-atexit.register(flush)
+def _register_flush_at_exit() -> None:
+    """Submit what is still collected when the script ends.
+
+    Backends submit through thread pools, and by the time ``atexit`` handlers run,
+    ``concurrent.futures`` refuses new work ("cannot schedule new futures after interpreter
+    shutdown", or "can't register atexit after shutdown" when first imported then). So the
+    flush runs among ``threading``'s exit hooks, which run first, after the thread pools'
+    own hook has been registered (they run last-in first-out). ``atexit`` stays as the
+    fallback (a flush with nothing left to submit does nothing).
+    """
+    import concurrent.futures.thread  # noqa: F401  (registers its exit hook now)
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_flush_at_exit)
+    atexit.register(_flush_at_exit)
+
+
+def _flush_at_exit() -> None:
+    """:func:`flush`, reporting a failure on stderr instead of raising (an exception here
+    would skip the exit hooks after it, such as the thread pools' joins)."""
+    from chester.errors import ChesterError
+
+    try:
+        flush()
+    except ChesterError as exc:
+        print(f"chester: error: {exc}", file=sys.stderr)
+    except Exception:
+        import traceback
+
+        print("chester: the runs collected by run_experiment_lite were not submitted:",
+              file=sys.stderr)
+        traceback.print_exc()
+
+
+_register_flush_at_exit()
 
 
 def run_experiment_lite(

@@ -272,6 +272,15 @@ class Store:
                                     (sweep_id,)).fetchall()
         return [_run_row(r) for r in rows]
 
+    def experiment_runs(self, exp_prefix: str) -> list[RunRow]:
+        """Every run of every launch named ``exp_prefix``, in the order of their numbers
+        (the ``N_`` of their folders), launch by launch where numbers tie."""
+        rows = self._db.execute(
+            "SELECT runs.* FROM runs JOIN sweeps ON runs.sweep_id = sweeps.id "
+            "WHERE sweeps.exp_prefix=? ORDER BY runs.number, runs.sweep_id, runs.idx",
+            (exp_prefix,)).fetchall()
+        return [_run_row(r) for r in rows]
+
     def run(self, run_id: int) -> RunRow:
         r = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if r is None:

@@ -6,6 +6,7 @@ works in the launching process and, through :func:`chester.sweep`, in any later 
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -73,7 +74,14 @@ class Run:
 
 @attrs.define
 class Sweep:
-    """A launched sweep. Get one from :func:`chester.launch` or :func:`chester.sweep`."""
+    """Runs from the store: one launch, or every launch of one ``exp_prefix`` (the
+    experiment). Get one from :func:`chester.launch` (that launch) or :func:`chester.sweep`
+    (``"PREFIX"``: the experiment; ``"PREFIX@N"``: launch ``N``).
+
+    An experiment's launches are read from the store afresh on every call, so a handle
+    made before a later launch of the same prefix covers that launch's runs too. Its runs
+    may live on several backends; each operation asks each backend about its own runs.
+    """
 
     row: SweepRow
     store: Store = attrs.field(repr=False)
@@ -81,9 +89,13 @@ class Sweep:
     dispatcher: Dispatcher = attrs.field(repr=False, factory=Dispatcher)
     _backend: BackendConfig | None = attrs.field(default=None, repr=False, alias="backend")
     prepared: Any = attrs.field(default=None, repr=False)
+    #: True: every launch of ``exp_prefix``; False: the launch ``row`` only.
+    experiment: bool = attrs.field(default=False, kw_only=True)
+    _backends: dict[str, BackendConfig] = attrs.field(factory=dict, repr=False, init=False)
 
     @property
     def id(self) -> int:
+        """The launch's id (of an experiment: its latest launch)."""
         return self.row.id
 
     @property
@@ -91,46 +103,71 @@ class Sweep:
         return self.row.exp_prefix
 
     @property
+    def ref(self) -> str:
+        """What names these runs on the command line: ``PREFIX`` or ``PREFIX@N``."""
+        return self.exp_prefix if self.experiment else f"{self.exp_prefix}@{self.id}"
+
+    @property
     def backend(self) -> BackendConfig:
-        if self._backend is None:
-            self._backend = self.config.backend(self.row.backend, self.dispatcher.manager)
-        return self._backend
+        """The launch's backend (of an experiment: its latest launch's)."""
+        return self._backend_for(self.row.backend)
+
+    def _backend_for(self, name: str) -> BackendConfig:
+        if self._backend is not None and self._backend.name == name:
+            return self._backend
+        found = self._backends.get(name)
+        if found is None:
+            found = self._backends[name] = self.config.backend(name, self.dispatcher.manager)
+        return found
+
+    def launches(self) -> list[SweepRow]:
+        """The launches these runs come from, oldest first."""
+        if not self.experiment:
+            return [self.row]
+        rows = self.store.sweeps(self.exp_prefix)
+        if rows:
+            self.row = rows[-1]
+        return rows or [self.row]
 
     @property
     def runs(self) -> list[Run]:
-        return [Run(self, r.id, r.name, r.token) for r in self.store.runs(self.id)]
+        return [Run(self, r.id, r.name, r.token) for r in self.rows()]
 
     def __len__(self) -> int:
-        return len(self.store.runs(self.id))
+        return len(self.rows())
 
     def rows(self) -> list[RunRow]:
+        """The runs as stored, in the order of their numbers."""
+        if self.experiment:
+            return self.store.experiment_runs(self.exp_prefix)
         return self.store.runs(self.id)
 
     # -- status ---------------------------------------------------------------------------
     def refresh(self) -> list[RunRow]:
-        """Ask the backend about every unfinished run (one hook call) and store the answer."""
-        rows = self.store.runs(self.id)
+        """Ask each backend about its unfinished runs (one hook call each), store the answer."""
+        rows = self.rows()
         live = [r for r in rows if r.handle is not None and not r.state.terminal]
-        if live:
-            result = self.dispatcher.call("chester_status", self.backend,
-                                          handles=[r.handle for r in live])
+        if not live:
+            return rows
+        for name, group in _by_backend(live).items():
+            result = self.dispatcher.call("chester_status", self._backend_for(name),
+                                          handles=[r.handle for r in group])
             updates: list[tuple[int, RunStatus]] = []
-            for r in live:
+            for r in group:
                 st = result.get(r.token)
                 if st is not None:
                     updates.append((r.id, st))
             self.store.record_status(updates)
-            rows = self.store.runs(self.id)
-        return rows
+        return self.rows()
 
     def status(self, refresh: bool = True) -> dict[str, State]:
         """Run name → state, refreshed from the backend unless ``refresh=False``."""
-        rows = self.refresh() if refresh else self.store.runs(self.id)
+        rows = self.refresh() if refresh else self.rows()
         return {r.name: r.state for r in rows}
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for r in self.store.runs(self.id):
+        for r in self.rows():
             out[r.state.value] = out.get(r.state.value, 0) + 1
         return out
 
@@ -139,23 +176,40 @@ class Sweep:
              bare: bool = False, extra_dirs: Sequence[tuple[str, str]] = (),
              only_new: bool = False, rows: Sequence[RunRow] | None = None) -> list[Any]:
         """Bring finished runs home (incremental; a second pull transfers nothing new)."""
-        rows = list(rows) if rows is not None else self.store.runs(self.id)
+        rows = list(rows) if rows is not None else self.rows()
         todo = [r for r in rows if r.handle is not None and r.state.terminal
                 and not (only_new and r.pulled_at)]
         if not todo:
             return []
         excl = tuple(exclude) + (BARE_EXCLUDES if bare else ())
-        if not extra_dirs:
-            extra_dirs = [tuple(p) for p in self.row.options.get("extra_pull_dirs", [])]
-        pats = PullPatterns(include=tuple(include), exclude=excl, bare=bare,
-                            extra_dirs=tuple(tuple(p) for p in extra_dirs))  # type: ignore[misc]
-        results = self.dispatcher.call("chester_pull", self.backend,
-                                       handles=[r.handle for r in todo],
-                                       dest=self.config.project_path, patterns=pats)
-        self.store.mark_pulled([r.id for r in todo])
-        return list(results)
+        options = {launch.id: launch.options for launch in self.launches()}
+        groups: dict[tuple[str, tuple], list[RunRow]] = {}
+        for r in todo:
+            extra = extra_dirs or options.get(r.sweep_id, {}).get("extra_pull_dirs", [])
+            key = (r.backend, tuple(tuple(p) for p in extra))
+            groups.setdefault(key, []).append(r)
+        results: list[Any] = []
+        for (name, extra), group in groups.items():
+            pats = PullPatterns(include=tuple(include), exclude=excl, bare=bare,
+                                extra_dirs=extra)
+            results += self.dispatcher.call("chester_pull", self._backend_for(name),
+                                            handles=[r.handle for r in group],
+                                            dest=self.config.project_path, patterns=pats)
+            self.store.mark_pulled([r.id for r in group])
+        return results
 
     # -- wait -----------------------------------------------------------------------------
+    def _poll_interval(self, names: Iterable[str]) -> float:
+        """The shortest of the backends' own ``poll_interval`` options (else their type's
+        usual interval)."""
+        out = []
+        for name in names:
+            b = self._backend_for(name)
+            spec = self.dispatcher.manager.get_backend(b.type).spec
+            own = spec.poll_interval(b.options) if spec.poll_interval else None
+            out.append(own or spec.capabilities.status_poll_interval_s)
+        return min(out)
+
     def wait(self, timeout: float | None = None, pull: bool = True, *,
              poll_interval: float | None = None, progress: bool | None = None,
              bare_failed: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -165,15 +219,14 @@ class Sweep:
         Failed runs are pulled too (logs first: large artefacts skipped unless
         ``bare_failed=False``). Raises ``TimeoutError`` after ``timeout`` seconds. Polls every
         ``poll_interval`` seconds: by default the backend's own ``poll_interval`` option when
-        it has one, else the backend type's usual interval.
+        it has one, else the backend type's usual interval (for runs on several backends,
+        the shortest of theirs).
         """
-        spec = self.dispatcher.manager.get_backend(self.backend.type).spec
-        interval = poll_interval if poll_interval is not None else \
-            (spec.poll_interval(self.backend.options) if spec.poll_interval else None) \
-            or spec.capabilities.status_poll_interval_s
+        names = {r.backend for r in self.rows()} or {self.row.backend}
+        interval = poll_interval if poll_interval is not None else self._poll_interval(names)
         deadline = None if timeout is None else time.monotonic() + timeout
         show = sys.stderr.isatty() if progress is None else progress
-        bar = _Progress(len(self), f"{self.exp_prefix} [{self.backend.name}]") if show else None
+        bar = _Progress(len(self), f"{self.ref} [{', '.join(sorted(names))}]") if show else None
         backoff = interval
         try:
             while True:
@@ -185,9 +238,9 @@ class Sweep:
 
                     if not isinstance(exc, TransientBackendError):
                         raise
-                    log.warning("status_failed", sweep=self.exp_prefix, error=str(exc))
+                    log.warning("status_failed", sweep=self.ref, error=str(exc))
                     backoff = min(backoff * 2, 300.0)
-                    rows = self.store.runs(self.id)
+                    rows = self.rows()
                 if pull:
                     ok = [r for r in rows if r.state == State.SUCCEEDED and not r.pulled_at]
                     bad = [r for r in rows if r.state.terminal and r.state != State.SUCCEEDED
@@ -201,7 +254,7 @@ class Sweep:
                 if all(r.state.terminal for r in rows):
                     return {r.name: r.state for r in rows}
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"sweep {self.exp_prefix!r} not finished after {timeout}s")
+                    raise TimeoutError(f"sweep {self.ref!r} not finished after {timeout}s")
                 time.sleep(backoff if deadline is None
                            else max(0.0, min(backoff, deadline - time.monotonic())))
         finally:
@@ -212,23 +265,33 @@ class Sweep:
     def cancel(self, names: Iterable[str] | None = None) -> dict[str, bool]:
         """Cancel unfinished runs (all, or those named); returns name → stopped."""
         wanted = set(names) if names is not None else None
-        rows = [r for r in self.store.runs(self.id)
+        rows = [r for r in self.rows()
                 if r.handle is not None and not r.state.terminal
                 and (wanted is None or r.name in wanted)]
         if not rows:
             return {}
-        result = self.dispatcher.call("chester_cancel", self.backend,
-                                      handles=[r.handle for r in rows])
+        result: dict[str, Any] = {}
+        for name, group in _by_backend(rows).items():
+            result.update(self.dispatcher.call("chester_cancel", self._backend_for(name),
+                                               handles=[r.handle for r in group]))
         self.refresh()
         return {r.name: bool(result.get(r.token)) for r in rows}
 
     def logs(self, run: str, *, follow: bool = False, stream: str = "stdout",
              out: Any = None) -> None:
-        rows = [r for r in self.store.runs(self.id) if r.name == run or r.token == run]
-        if not rows or rows[0].handle is None:
-            raise UserError(f"no submitted run {run!r} in sweep {self.exp_prefix!r}")
-        self.dispatcher.call("chester_logs", self.backend, handle=rows[0].handle, follow=follow,
-                             stream=stream, out=out or sys.stdout)
+        rows = [r for r in self.rows() if r.name == run or r.token == run]
+        if not rows or rows[-1].handle is None:
+            raise UserError(f"no submitted run {run!r} in sweep {self.ref!r}")
+        self.dispatcher.call("chester_logs", self._backend_for(rows[-1].backend),
+                             handle=rows[-1].handle, follow=follow, stream=stream,
+                             out=out or sys.stdout)
+
+
+def _by_backend(rows: Iterable[RunRow]) -> dict[str, list[RunRow]]:
+    groups: dict[str, list[RunRow]] = {}
+    for r in rows:
+        groups.setdefault(r.backend, []).append(r)
+    return groups
 
 
 class _Progress:
@@ -254,7 +317,8 @@ class _Progress:
         for r in rows:
             counts[r.state.value] = counts.get(r.state.value, 0) + 1
         detail = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
-        self._p.update(self._t, completed=sum(1 for r in rows if r.state.terminal), detail=detail)
+        self._p.update(self._t, total=len(rows),
+                       completed=sum(1 for r in rows if r.state.terminal), detail=detail)
 
     def close(self) -> None:
         self._p.stop()
@@ -265,16 +329,65 @@ def open_store(config: ChesterConfig | None = None) -> Store:
     return Store(cfg.store_path)
 
 
+_LAUNCH_REF = re.compile(r"^(?P<prefix>.+)@(?P<id>\d+)$")
+
+
+def find_sweep(store: Store, ref: str | None, *, sweep_id: int | None = None
+               ) -> tuple[SweepRow, bool]:
+    """What ``ref`` names in the store: ``(row, True)`` for an experiment (``PREFIX``, or
+    with neither ``ref`` nor ``sweep_id`` the latest launch's experiment; ``row`` is its
+    latest launch), ``(row, False)`` for one launch (``PREFIX@N`` or ``sweep_id``)."""
+    where = f"in the job store {store.path}"
+    if sweep_id is None and ref is not None and store.latest_sweep(ref) is None:
+        m = _LAUNCH_REF.match(ref)  # a prefix that exists as written wins over PREFIX@N
+        if m:
+            ref, sweep_id = m["prefix"], int(m["id"])
+    if sweep_id is None:
+        row = store.latest_sweep(ref)
+        if row is None:
+            what = f"named {ref!r} " if ref else ""
+            raise UserError(f"no sweep {what}{where}")
+        return row, True
+    try:
+        found: SweepRow | None = store.sweep(sweep_id)
+    except KeyError:
+        found = None
+    if found is not None and ref in (None, found.exp_prefix):
+        return found, False
+    if ref is None:
+        raise UserError(f"no launch {sweep_id} {where}")
+    ids = [s.id for s in store.sweeps(ref)]
+    if not ids:
+        raise UserError(f"no sweep named {ref!r} {where}")
+    raise UserError(f"sweep {ref!r} has no launch {sweep_id}; its launches are "
+                    f"{id_ranges(ids)} (see `chester status {ref} --all`)")
+
+
+def id_ranges(ids: Iterable[int]) -> str:
+    """``[1, 2, 3, 7]`` → ``"1-3, 7"``."""
+    spans: list[list[int]] = []
+    for i in sorted(ids):
+        if spans and spans[-1][1] == i - 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
 def sweep(exp_prefix: str | None = None, *, config: ChesterConfig | None = None,
           dispatcher: Dispatcher | None = None, sweep_id: int | None = None) -> Sweep:
-    """Reattach to the latest sweep named ``exp_prefix`` (or any, or by id) from the store."""
+    """Reattach to runs in the store.
+
+    ``sweep("PREFIX")`` is the experiment: every run of every launch with that
+    ``exp_prefix`` (on any backend), in the order of their numbers; ``sweep("PREFIX@N")``
+    or ``sweep(sweep_id=N)`` is launch ``N`` alone; ``sweep()`` is the experiment of the
+    latest launch.
+    """
     cfg = config or get_config()
     store = open_store(cfg)
-    row = store.sweep(sweep_id) if sweep_id is not None else store.latest_sweep(exp_prefix)
-    if row is None:
-        what = f"named {exp_prefix!r} " if exp_prefix else ""
-        raise UserError(f"no sweep {what}in the job store {cfg.store_path}")
-    return Sweep(row=row, store=store, config=cfg, dispatcher=dispatcher or Dispatcher())
+    row, experiment = find_sweep(store, exp_prefix, sweep_id=sweep_id)
+    return Sweep(row=row, store=store, config=cfg, dispatcher=dispatcher or Dispatcher(),
+                 experiment=experiment)
 
 
 def wait_all(sweeps: Sequence[Sweep], **kw: Any) -> None:

@@ -14,7 +14,7 @@ import pytest
 from chester.rundir import pid_alive
 from chester.testing import HOSTILE_VALUES
 
-from .helpers import make_project, run_chester
+from .helpers import SEED_EXAMPLE, make_project, run_chester, run_seed_example
 
 LAUNCHER = """
 import json, os, sys, time
@@ -202,8 +202,8 @@ def test_run_experiment_lite_hostile_values_and_blocking_default(project):
     r = subprocess.run([sys.executable, "seed.py"], cwd=project, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
-    st = _status(project, "seedapi")
-    assert [run["state"] for run in st["runs"]] == ["succeeded"]
+    st = _status(project, "seedapi")  # the sweep: every launch under the prefix
+    assert [run["state"] for run in st["runs"]] == ["succeeded"] * 2
     st_all = json.loads(run_chester(["status", "--all", "--json", "seedapi"], cwd=project).stdout)
     runs = [run for s in st_all for run in s["runs"]]
     assert len(runs) == 2 and all(run["state"] == "succeeded" for run in runs)
@@ -211,6 +211,61 @@ def test_run_experiment_lite_hostile_values_and_blocking_default(project):
         got = json.loads((Path(run["log_dir"]) / "got.json").read_text())
         assert got == HOSTILE_VALUES
     assert not Path("/tmp/chester-pwned").exists()
+
+
+def test_the_seed_example_shows_all_its_runs_under_its_prefix(project):
+    st = run_seed_example(project, "local")
+    # each call ran its variant and waited, as the seed did: four launches of one run
+    assert len(st["sweep_ids"]) == 4
+    first = _status(project, f"my_experiment@{st['sweep_ids'][0]}")
+    assert [run["name"] for run in first["runs"]] == ["1_my_experiment"]
+    assert first["ref"] == f"my_experiment@{st['sweep_ids'][0]}"
+    table = run_chester(["status", "my_experiment"], cwd=project).stdout
+    assert "my_experiment (launches 1-4, backend local): 4 succeeded" in table
+    # the runs are already home: auto_pull starts no monitor for this machine
+    assert not (project / ".chester" / "monitor").exists()
+    assert "nothing to monitor" in run_chester(["monitor", "my_experiment"], cwd=project).stdout
+
+
+def test_a_launch_failing_when_the_script_ends_says_why_in_one_line(project):
+    (project / "chester.yaml").write_text("backends:\n  box:\n    type: ssh\n    host: h\n"
+                                          "    remote_dir: /r\n    max_paralel: 2\n")
+    (project / "seed.py").write_text(SEED_EXAMPLE.replace("mode='local'", "mode='box'"))
+    r = subprocess.run([sys.executable, "seed.py"], cwd=project, capture_output=True,
+                       text=True, timeout=60)
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("chester: error: ") and "backends.box.max_paralel" in r.stderr
+
+
+def test_a_prefix_names_every_launch_and_prefix_at_n_one(project):
+    assert _launch(project, [{"i": 0, "sleep": 60}, {"i": 1, "sleep": 60}], "exp").returncode == 0
+    assert _launch(project, [{"i": 2, "sleep": 60}], "exp").returncode == 0
+    st = _status(project, "exp")
+    first, second = st["sweep_ids"]
+    assert [r["number"] for r in st["runs"]] == [1, 2, 3]
+    assert [r["sweep_id"] for r in st["runs"]] == [first, first, second]
+    assert [r["name"] for r in _status(project, f"exp@{second}")["runs"]] == ["3_exp"]
+    # running the first launch again reattaches to it: nothing new is submitted
+    again = _launch(project, [{"i": 0, "sleep": 60}, {"i": 1, "sleep": 60}], "exp")
+    assert again.returncode == 0 and "LAUNCHED 2" in again.stdout
+    assert _status(project, "exp")["sweep_ids"] == [first, second]
+    # one launch, then the rest of the sweep
+    c = run_chester(["cancel", f"exp@{second}"], cwd=project)
+    assert c.stdout.strip() == f"exp@{second}: cancelled 1 of 1 unfinished runs", c.stderr
+    c = run_chester(["cancel", "exp"], cwd=project)
+    assert c.stdout.strip() == "exp: cancelled 2 of 2 unfinished runs", c.stderr
+    st = _wait_status(project, "exp", timeout=30)
+    assert [r["state"] for r in st["runs"]] == ["cancelled"] * 3
+    per_launch = json.loads(run_chester(["status", "--all", "--json", "exp"], cwd=project).stdout)
+    assert [len(s["runs"]) for s in per_launch] == [2, 1]
+    for ref, message in ((f"exp@{second + 5}", f"sweep 'exp' has no launch {second + 5}; "
+                          f"its launches are {first}-{second}"),
+                         ("nosuch@1", "no sweep named 'nosuch'"),
+                         ("nosuch", "no sweep named 'nosuch'")):
+        for cmd in ("status", "pull", "cancel", "monitor"):
+            r = run_chester([cmd, ref], cwd=project)
+            assert r.returncode == 2 and r.stderr.count("\n") == 1, (cmd, r.stderr)
+            assert message in r.stderr, (cmd, r.stderr)
 
 
 def test_logs_follow_streams_until_the_run_ends(project):

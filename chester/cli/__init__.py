@@ -13,6 +13,7 @@ from chester import __version__
 
 EXIT_USER = 2
 EXIT_BACKEND = 1
+AT_N = "PREFIX@N: launch N only (the sweep id `status` shows)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,9 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="show the resolved chester.yaml and where values came from")
     cf.add_argument("--json", action="store_true", help="JSON output")
 
-    st = sub.add_parser("status", help="states of the runs of a sweep (default: the latest)")
-    st.add_argument("exp_prefix", nargs="?", help="sweep name (exp_prefix)")
-    st.add_argument("--all", action="store_true", help="every sweep in the store")
+    st = sub.add_parser("status", help="states of every run of a sweep (default: the latest)")
+    st.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
+                    help=f"sweep name (exp_prefix): all its runs, of every launch; {AT_N}")
+    st.add_argument("--all", action="store_true",
+                    help="one table per launch (of PREFIX, or every launch in the store)")
     st.add_argument("--json", action="store_true", help="JSON output")
     st.add_argument("--no-refresh", action="store_true", help="show stored states only")
 
@@ -47,17 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--stderr", action="store_true", help="show stderr instead of stdout")
 
     cn = sub.add_parser("cancel", help="cancel a sweep's unfinished runs, or named runs")
-    cn.add_argument("exp_prefix", nargs="?", help="sweep name (default: the latest)")
+    cn.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
+                    help=f"sweep name (default: the latest); {AT_N}")
     cn.add_argument("--run", action="append", default=[], help="only this run (repeatable)")
 
     pu = sub.add_parser("pull", help="bring finished runs home (incremental)")
-    pu.add_argument("exp_prefix", nargs="?", help="sweep name (default: the latest)")
+    pu.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
+                    help=f"sweep name (default: the latest); {AT_N}")
     pu.add_argument("--include", action="append", default=[], help="rsync include pattern")
     pu.add_argument("--exclude", action="append", default=[], help="rsync exclude pattern")
     pu.add_argument("--bare", action="store_true", help="skip *.pkl *.png *.gif *.pth *.pt")
 
     mo = sub.add_parser("monitor", help="wait for sweeps to end, pulling each run as it finishes")
-    mo.add_argument("exp_prefix", nargs="?", help="sweep name (default: every unfinished sweep)")
+    mo.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
+                    help=f"sweep name (default: every unfinished sweep); {AT_N}")
     mo.add_argument("--interval", type=float, default=None, help="seconds between polls")
     mo.add_argument("--bare", action="store_true", help="skip large artefacts when pulling")
     mo.add_argument("--timeout", type=float, default=None, help="give up after N seconds")

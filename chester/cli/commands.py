@@ -59,10 +59,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweeps(prefix: str | None, all_: bool = False) -> list[Any]:
+def _sweeps(ref: str | None, all_: bool = False) -> list[Any]:
+    """The runs a command acts on: the experiment ``ref`` names (``PREFIX``; no ``ref``: the
+    latest launch's), or launch ``PREFIX@N``; with ``all_``, each launch on its own (of
+    ``ref``, or every launch in the store)."""
     from chester.config import get_config
     from chester.dispatch import Dispatcher
-    from chester.sweeps import Sweep, open_store
+    from chester.sweeps import Sweep, find_sweep, open_store
 
     cfg = get_config()
     if not cfg.store_path.exists():
@@ -70,14 +73,16 @@ def _sweeps(prefix: str | None, all_: bool = False) -> list[Any]:
     store = open_store(cfg)
     disp = Dispatcher()
     if all_:
-        rows = store.sweeps(prefix)
-    else:
-        latest = store.latest_sweep(prefix)
-        rows = [latest] if latest else []
-    if not rows:
-        what = f"named {prefix!r} " if prefix else ""
-        raise UserError(f"no sweep {what}in the job store {cfg.store_path}")
-    return [Sweep(row=r, store=store, config=cfg, dispatcher=disp) for r in rows]
+        if ref is None:
+            rows = store.sweeps()
+        else:
+            row, experiment = find_sweep(store, ref)
+            rows = store.sweeps(row.exp_prefix) if experiment else [row]
+        if not rows:
+            raise UserError(f"no sweep in the job store {cfg.store_path}")
+        return [Sweep(row=r, store=store, config=cfg, dispatcher=disp) for r in rows]
+    row, experiment = find_sweep(store, ref)
+    return [Sweep(row=row, store=store, config=cfg, dispatcher=disp, experiment=experiment)]
 
 
 def _ago(t: float | None) -> str:
@@ -92,14 +97,21 @@ def _ago(t: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from chester.sweeps import id_ranges
+
     sweeps = _sweeps(args.exp_prefix, args.all)
     out_json = []
     for sw in sweeps:
-        rows = sw.store.runs(sw.id) if args.no_refresh else sw.refresh()
+        rows = sw.rows() if args.no_refresh else sw.refresh()
+        launches = [launch.id for launch in sw.launches()]
+        backends = sorted({r.backend for r in rows} or {sw.row.backend})
         if args.json:
             out_json.append({
-                "sweep": sw.exp_prefix, "sweep_id": sw.id, "backend": sw.row.backend,
-                "runs": [{"id": r.id, "name": r.name, "state": r.state.value, "reason": r.reason,
+                "sweep": sw.exp_prefix, "ref": sw.ref, "sweep_id": sw.id,
+                "sweep_ids": launches, "backend": backends[0] if len(backends) == 1 else None,
+                "backends": backends,
+                "runs": [{"id": r.id, "number": r.number, "name": r.name, "sweep_id": r.sweep_id,
+                          "backend": r.backend, "state": r.state.value, "reason": r.reason,
                           "pending_reason": r.pending_reason, "exit_code": r.exit_code,
                           "host": r.host, "remote_id": r.remote_id, "attempt": r.attempt,
                           "log_dir": r.local_dir, "stderr_tail": r.stderr_tail,
@@ -108,14 +120,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts: dict[str, int] = {}
         for r in rows:
             counts[r.state.value] = counts.get(r.state.value, 0) + 1
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
+        several = len(backends) > 1
         table = []
         for r in rows:
             why = r.reason or r.pending_reason or ""
-            table.append([r.id, r.name, r.state.value, why[:120], r.exit_code, r.host or "",
-                          r.remote_id or "", "yes" if r.pulled_at else ""])
-        emit_table(f"{sw.exp_prefix} (sweep {sw.id}, backend {sw.row.backend}): {summary}",
-                   ["Id", "Run", "State", "Reason", "Exit", "Host", "Remote id", "Pulled"], table)
+            table.append([r.id, r.name, r.sweep_id, *([r.backend] if several else []),
+                          r.state.value, why[:120], r.exit_code,
+                          r.host or "", r.remote_id or "", "yes" if r.pulled_at else ""])
+        what = (f"launch{'es' if len(launches) > 1 else ''} {id_ranges(launches)}"
+                if sw.experiment else f"launch {sw.id}")
+        emit_table(f"{sw.ref} ({what}, backend{'s' if several else ''} {', '.join(backends)}): "
+                   f"{summary}",
+                   ["Id", "Run", "Launch", *(["Backend"] if several else []), "State", "Reason",
+                    "Exit", "Host", "Remote id", "Pulled"], table)
         for r in rows:
             if r.state.terminal and r.state.value != "succeeded" and r.stderr_tail:
                 tail = "\n".join(r.stderr_tail.splitlines()[-5:])
@@ -149,10 +167,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     sw = _sweeps(args.exp_prefix)[0]
     result = sw.cancel(args.run or None)
     if not result:
-        print(f"{sw.exp_prefix}: nothing to cancel")
+        print(f"{sw.ref}: nothing to cancel")
         return 0
     stopped = sum(1 for v in result.values() if v)
-    print(f"{sw.exp_prefix}: cancelled {stopped} of {len(result)} unfinished runs")
+    print(f"{sw.ref}: cancelled {stopped} of {len(result)} unfinished runs")
     return 0
 
 
@@ -162,7 +180,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     results = sw.pull(include=args.include, exclude=args.exclude, bare=args.bare)
     files = sum(r.files for r in results)
     size = sum(r.bytes for r in results)
-    print(f"{sw.exp_prefix}: pulled {len(results)} runs, {files} files, {size} bytes")
+    print(f"{sw.ref}: pulled {len(results)} runs, {files} files, {size} bytes")
     return 0
 
 
