@@ -65,7 +65,7 @@ def main() -> int:
             (project / f"mod{i}.py").write_text(f"X = {i}\n" * 50)
         (project / "chester.yaml").write_text(yaml.safe_dump({"backends": {"box": {
             "type": "ssh", "host": host.alias, "remote_dir": "/remote/bench",
-            "ssh_config": hosts.ssh_config, "python": sys.executable, "max_parallel": 8}}}))
+            "ssh_config": hosts.ssh_config, "max_parallel": 8}}}))
         cfg = load_config(project / "chester.yaml")
 
         made: list[Transport] = []
