@@ -18,7 +18,7 @@ def _install_workspace(session: nox.Session, *extra: str) -> None:
     editable = []
     for b in BACKENDS:
         editable += ["-e", b]
-    session.install("-e", ".[test]", *editable, *extra)
+    session.install("-e", ".[test,docs]", *editable, *extra)
 
 
 @nox.session
@@ -49,6 +49,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Regenerate docs/hooks.md from the hook specifications."""
+    """Regenerate docs/hooks.md from the hook specifications, then build the site (mkdocs,
+    warnings are errors: a broken link or a stale reference fails)."""
     _install_workspace(session)
     session.run("python", "docs/gen_hooks.py")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")

@@ -158,22 +158,67 @@ def _dirs(args: list[str]) -> list[Path]:
     return [Path(a) for a in args]
 
 
+STATUS_FIELDS = """\
+output: one JSON object on one line, keyed by each run folder as given:
+  {"DIR": {"state": ..., "reason": ..., "exit_code": ..., "attempt": ..., ...}, ...}
+  state          queued | running | succeeded | failed | cancelled | lost
+  reason         why it failed, was cancelled or is lost (null otherwise)
+  pending_reason why a queued run waits (queued only)
+  exit_code      the worker's exit status, once it ended
+  attempt        the run's attempt number (from its run record)
+  host, pid, started_at, ended_at   from the worker's start record, once it started
+  stderr_tail    the last lines of stderr.log, for runs that did not succeed
+  orphans_killed true when processes the run left behind were stopped
+exit status: 0 (the states are in the output), 2 (usage)"""
+
+
+def _parser() -> Any:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m chester.target",
+        description="Look at and act on run folders where they run (chester's target-side "
+                    "tool; from the shipped runtime: python chester-<digest>.pyz target ...). "
+                    "Imports nothing beyond the standard library.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{status,cancel,tail}")
+    fmt = argparse.RawDescriptionHelpFormatter
+    s = sub.add_parser("status", help="every run's state, in one call", formatter_class=fmt,
+                       description="Print the state of each run folder, read from its records "
+                                   "(.chester/run.json, .chester/status.json, .done, the queue "
+                                   "owner) and its processes (pid with start time). A run that "
+                                   "wrote .done but left processes behind has them stopped.",
+                       epilog=STATUS_FIELDS)
+    s.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="run folders, or - to read them one a line from standard input")
+    c = sub.add_parser("cancel", help="cancel runs", formatter_class=fmt,
+                       description="Mark each run cancelled (a queued run never starts) and stop "
+                                   "a running one's whole process group (TERM, 5 s, KILL).",
+                       epilog="output: one JSON object on one line, {\"DIR\": true|false}: true "
+                              "when the run was live and is now cancelled\n"
+                              "exit status: 0, 2 (usage)")
+    c.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, or -")
+    t = sub.add_parser("tail", help="print (and follow) a run's output", formatter_class=fmt,
+                       description="Print stdout.log or stderr.log of a run folder from its "
+                                   "start; with -f keep printing until the run ends.",
+                       epilog="output: the log's bytes as UTF-8 text\nexit status: 0, 2 (usage)")
+    t.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    t.add_argument("dir", metavar="DIR", help="the run folder")
+    t.add_argument("stream", nargs="?", default="stdout", choices=("stdout", "stderr"))
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("status", "cancel", "tail"):
-        print("usage: python -m chester.target status|cancel DIR...|-  |  tail [-f] DIR STREAM",
-              file=sys.stderr)
-        return 2
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "status":
-        print(json.dumps({str(d): probe(d) for d in _dirs(rest)}))
-    elif cmd == "cancel":
-        print(json.dumps(cancel_many(_dirs(rest))))
+    try:
+        a = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help: 0, a usage error: 2
+        return int(exc.code or 0)
+    if a.cmd == "status":
+        print(json.dumps({str(d): probe(d) for d in _dirs(a.dirs)}))
+    elif a.cmd == "cancel":
+        print(json.dumps(cancel_many(_dirs(a.dirs))))
     else:
-        f = rest[0] == "-f"
-        if f:
-            rest = rest[1:]
-        follow(Path(rest[0]), rest[1] if len(rest) > 1 else "stdout", sys.stdout, follow=f)
+        follow(Path(a.dir), a.stream, sys.stdout, follow=a.follow)
     return 0
 
 

@@ -1,0 +1,125 @@
+"""chester's target-side runtime: one zip that runs the worker, runner and target tools with a
+Python that has nothing of chester's installed; the check of a target's Python."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from chester.errors import BackendError
+from chester.remote import runtime
+
+BARE = "/usr/bin/python3"  # Debian's: no chester, no cloudpickle
+
+
+def _bare_python():
+    if not os.path.exists(BARE):
+        pytest.skip("needs the system python3")
+    r = subprocess.run([BARE, "-c", "import chester"], capture_output=True, cwd="/")
+    if r.returncode == 0:
+        pytest.skip("the system python3 has chester installed")
+    return BARE
+
+
+def test_built_once_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHESTER_CACHE_DIR", str(tmp_path))
+    runtime._BUILT.clear()
+    a = runtime.build()
+    b = runtime.build()
+    assert a == b and a.path.parent == tmp_path / "runtime"
+    assert a.name == f"chester-{a.digest}.pyz"
+    data = a.path.read_bytes()
+    a.path.unlink()
+    runtime._BUILT.clear()
+    assert runtime.build().path.read_bytes() == data  # byte for byte the same zip again
+
+
+def test_the_tools_run_from_the_zip_with_a_bare_python(tmp_path):
+    py = _bare_python()
+    rt = runtime.build()
+    r = subprocess.run([py, str(rt.path), "target", "status", "--help"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "usage:" in r.stdout and "stderr_tail" in r.stdout
+    r = subprocess.run([py, str(rt.path), "target", "status", str(tmp_path / "nope")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[str(tmp_path / "nope")]["state"] == "lost"
+    r = subprocess.run([py, str(rt.path), "bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "worker|runner|target" in r.stderr
+    for tool in ("worker", "runner"):
+        r = subprocess.run([py, str(rt.path), tool, "--help"], capture_output=True, text=True)
+        assert "usage" in (r.stdout + r.stderr).lower()
+
+
+def test_a_run_from_the_zip_unpickles_with_the_shipped_cloudpickle(tmp_path):
+    """A run folder written by the launcher, run by a bare Python through the runtime."""
+    import cloudpickle
+
+    from chester import rundir as rd
+
+    py = _bare_python()
+    run_dir = tmp_path / "1_run"
+    (run_dir / ".chester").mkdir(parents=True)
+    rd.write_json_atomic(run_dir / rd.RUN_JSON, {"token": "t", "name": "1_run", "attempt": 1})
+    value = "it's $(id) `x`\n\u00e9"
+
+    def fn(variant, log_dir, exp_name):
+        import sys as _s
+
+        with open(log_dir + "/out.json", "w") as f:
+            f.write(__import__("json").dumps({"v": variant["v"], "py": _s.executable}))
+
+    with open(run_dir / rd.PAYLOAD, "wb") as f:
+        f.write(cloudpickle.dumps(fn))
+        f.write(cloudpickle.dumps({"v": value}))
+    r = subprocess.run([py, str(runtime.build().path), "worker", str(run_dir)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads((run_dir / "out.json").read_text())
+    assert out == {"v": value, "py": py}
+    assert json.loads((run_dir / rd.STATUS).read_text())["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("line,problem", [
+    ("chester-probe python=missing", "no Python at 'python3'"),
+    ("chester-probe python=3.8.10 /usr/bin/python3.8", "older than chester needs"),
+    (f"chester-probe python=3.{sys.version_info[1] + 1}.0 /opt/py", "runs are pickled for it"),
+    ("garbage", "did not run"),
+])
+def test_a_python_that_cannot_run_the_sweep_is_one_line(line, problem):
+    probe = runtime.parse_probe(f"chester-probe runtime=1\n{line}\n")
+    with pytest.raises(BackendError) as ei:
+        runtime.check(probe, who="ssh backend 'b' (h)", python="python3")
+    msg = str(ei.value)
+    assert problem in msg and "\n" not in msg and msg.startswith("ssh backend 'b' (h): ")
+    assert "set `python:`" in msg
+
+
+def test_the_same_minor_version_passes():
+    here = "%d.%d.%d" % sys.version_info[:3]
+    probe = runtime.parse_probe(f"chester-probe runtime=0\nchester-probe python={here} /x\n")
+    assert not probe.runtime_present and probe.version == tuple(sys.version_info[:3])
+    runtime.check(probe, who="b", python="python3")
+
+
+def test_guard_lines_stop_a_script_before_it_submits(tmp_path):
+    rt = tmp_path / "rt.pyz"
+    fake = tmp_path / "py"
+    fake.write_text("#!/bin/sh\necho 'chester-probe python=3.8.1 /old'\n")
+    fake.chmod(0o755)
+
+    def run(python):
+        script = "\n".join(["set -euo pipefail", *runtime.guard_lines(python, str(rt)),
+                            "echo SUBMITTED"])
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+    r = run(sys.executable)
+    assert r.returncode == runtime.EXIT_NO_RUNTIME and "SUBMITTED" not in r.stdout
+    rt.write_bytes(b"zip")
+    r = run(sys.executable)
+    assert r.returncode == 0 and "SUBMITTED" in r.stdout
+    r = run(str(fake))
+    assert r.returncode == runtime.EXIT_BAD_PYTHON and "SUBMITTED" not in r.stdout
+    assert runtime.parse_probe(r.stdout).version == (3, 8, 1)
