@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     pll = plsub.add_parser("list", help="list plugins, their backends and hooks")
     pll.add_argument("--json", action="store_true", help="JSON output")
     pll.add_argument("--verbose", action="store_true", help="show each backend's options")
+    pln = plsub.add_parser("new", help="write a ready-to-install backend package to start from")
+    pln.add_argument("name", help="the backend type (a Python identifier, e.g. tmux)")
+    pln.add_argument("--dir", default=".", help="where to write chester-backend-NAME/")
 
     cf = sub.add_parser("config", help="show the resolved chester.yaml and where values came from")
     cf.add_argument("--json", action="store_true", help="JSON output")

@@ -14,8 +14,17 @@ from chester.errors import UserError
 def cmd_plugins(args: argparse.Namespace) -> int:
     from chester.plugins import get_plugin_manager
 
+    if args.plugins_command == "new":
+        from pathlib import Path
+
+        from chester.scaffold import new_plugin
+
+        root = new_plugin(args.name, Path(args.dir))
+        print(f"wrote {root}\nnext: pip install -e '{root}[test]' && chester plugins list && "
+              f"pytest {root}/tests")
+        return 0
     if args.plugins_command != "list":
-        raise UserError("usage: chester plugins list [--json] [--verbose]")
+        raise UserError("usage: chester plugins list [--json] [--verbose] | plugins new NAME")
     mgr = get_plugin_manager()
     backends = mgr.backends()  # also fills each record's backends
     conflicts = mgr.conflicts()

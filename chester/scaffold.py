@@ -1,0 +1,218 @@
+"""``chester plugins new NAME``: a ready-to-install backend package.
+
+The package installs, registers its backend through the entry-point group ``chester`` and
+lists as ``active`` before its author writes a line; its hooks raise ``NotImplementedError``
+naming the contract each must meet, and its conformance test runs chester's suite
+(:class:`chester.testing.BackendConformance`) against it.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from pathlib import Path
+
+from chester import __version__
+from chester.errors import UserError
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+PYPROJECT = '''\
+[build-system]
+requires = ["hatchling>=1.24"]
+build-backend = "hatchling.build"
+
+[project]
+name = "chester-backend-{dash}"
+version = "0.1.0"
+description = "chester backend: {name} (describe where it runs)."
+readme = "README.md"
+requires-python = ">=3.10"
+dependencies = ["chester-ml>={version},<{next_minor}"]
+
+[project.optional-dependencies]
+test = ["chester-ml[testing]>={version},<{next_minor}"]
+
+[project.entry-points.chester]
+{name} = "chester_backend_{name}.plugin"
+
+[tool.hatch.build.targets.wheel]
+packages = ["src/chester_backend_{name}"]
+'''
+
+README = '''\
+# chester-backend-{dash}
+
+A [chester](https://pypi.org/project/chester-ml/) backend: `{name}`.
+
+```bash
+pip install -e ".[test]"
+chester plugins list          # {name} is listed active
+pytest tests                  # chester's conformance suite against this backend
+```
+
+```yaml
+# chester.yaml
+backends:
+  mine:
+    type: {name}
+```
+
+Each hook in `src/chester_backend_{name}/plugin.py` says what it must do; chester's
+`docs/plugins.md`, `docs/hooks.md` and `docs/remote.md` have the details.
+'''
+
+OPTIONS = '''\
+"""Options of the ``{name}`` backend (``chester plugins list`` imports this: keep it light)."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class {cls}Options:
+    """What a ``type: {name}`` entry of chester.yaml may set. Every field needs a default or
+    is required; ``metadata["help"]`` is shown in config errors and ``chester plugins list
+    --verbose``. To run on remote hosts, inherit the remote layer's groups instead, e.g.
+    ``class {cls}Options(EnvOptions, SecretsOptions, ContainerOptions)`` from
+    ``chester.remote.options``."""
+
+    max_parallel: int = attrs.field(default=1, metadata={{"help": "runs at once"}})
+'''
+
+PLUGIN = '''\
+"""The ``{name}`` backend plugin for chester.
+
+Every hook below is called only for backends of type ``{name}``. Each raises
+``NotImplementedError`` until written; the text says what the contract asks (see chester's
+docs/hooks.md for the whole of it). Hook implementations take no default arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from chester.plugins import hookimpl
+from chester.types import (
+    BackendConfig,
+    BackendSpec,
+    Capabilities,
+    PreparedSweep,
+    PullPatterns,
+    PullResult,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
+from chester_backend_{name}.options import {cls}Options
+
+NAME = "{name}"
+
+
+@hookimpl
+def chester_backends() -> list[BackendSpec]:
+    """Declare the backend type, its options class and what it can do."""
+    return [BackendSpec(name=NAME, summary="{name}: describe where runs go",
+                        options_cls={cls}Options,
+                        capabilities=Capabilities(remote=False, idempotent_submit=False))]
+
+
+@hookimpl
+def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
+                    staging_dir: Path) -> PreparedSweep:
+    """Render what the submit will send; no side effects outside ``staging_dir``.
+
+    Each ``RunSpec`` has ``run_id``, ``token``, ``name``, ``local_dir`` (holding
+    ``variant.json`` and ``.chester/``) and ``remote_dir`` (where the folder lives on the
+    target). ``--dry-run`` stops after this hook and shows ``scripts``."""
+    raise NotImplementedError("chester_prepare must return a PreparedSweep for these runs")
+
+
+@hookimpl
+def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
+    """Start every run of ``prepared.runs`` (the worker is ``python -m chester.worker
+    RUN_DIR`` where chester is installed, or ``python <runtime> worker RUN_DIR`` with the
+    runtime from ``chester.remote.runtime.build()``) and return one ``RunHandle`` per run,
+    carrying the run's ``token``. A retried submit must never start a run twice."""
+    raise NotImplementedError("chester_submit must start each run once and return its handle")
+
+
+@hookimpl
+def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
+    """The state of every handle, in ONE call (``chester.target.probe`` reads a run folder):
+    ``{{token: RunStatus}}``. A failed run carries ``reason`` and ``stderr_tail``; a run whose
+    worker never started must end ``failed`` or ``lost`` with a reason, never stay queued."""
+    raise NotImplementedError("chester_status must return a RunStatus for every handle's token")
+
+
+@hookimpl
+def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
+    """Stop the runs (queued ones never start); ``{{token: True}}`` for each run cancelled."""
+    raise NotImplementedError("chester_cancel must stop each live run and report it by token")
+
+
+@hookimpl
+def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                 patterns: PullPatterns) -> list[PullResult]:
+    """Bring each run's folder home into its ``local_dir`` (incremental, never deleting);
+    ``complete=True`` only when the run's end record is home."""
+    raise NotImplementedError("chester_pull must copy each run folder home and say what came")
+
+
+@hookimpl
+def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
+                 out: TextIO) -> bool:
+    """Write the run's ``stdout.log``/``stderr.log`` to ``out``; with ``follow``, until the run
+    ends (``chester.remote.follow.follow`` does the loop)."""
+    raise NotImplementedError("chester_logs must copy the run's log to out")
+'''
+
+TEST = '''\
+"""chester's conformance suite against the ``{name}`` backend."""
+
+import pytest
+
+from chester.testing import BackendConformance, ConformanceEnv
+
+
+class Test{cls}(BackendConformance):
+    @pytest.fixture
+    def chester_env(self, tmp_path):
+        return ConformanceEnv.create(
+            tmp_path, backend="{name}",
+            config={{"backends": {{"{name}": {{"type": "{name}"}}}}}},
+            timeout=60, poll_interval=0.2)
+'''
+
+
+def new_plugin(name: str, dest: Path) -> Path:
+    """Write the package for backend ``name`` under ``dest/chester-backend-NAME``."""
+    if not _NAME.match(name) or keyword.iskeyword(name):
+        raise UserError(f"plugin name {name!r}: use lower-case letters, digits and _ "
+                        "(a Python identifier starting with a letter)")
+    root = Path(dest) / f"chester-backend-{name.replace('_', '-')}"
+    if root.exists():
+        raise UserError(f"{root} already exists; choose another name or folder (--dir)")
+    cls = "".join(p.capitalize() for p in name.split("_"))
+    major, minor = (int(x) for x in __version__.split(".")[:2])
+    fmt = {"name": name, "dash": name.replace("_", "-"), "cls": cls,
+           "version": __version__, "next_minor": f"{major}.{minor + 1}"}
+    files = {
+        "pyproject.toml": PYPROJECT,
+        "README.md": README,
+        f"src/chester_backend_{name}/__init__.py": '"""chester backend: {name}."""\n',
+        f"src/chester_backend_{name}/options.py": OPTIONS,
+        f"src/chester_backend_{name}/plugin.py": PLUGIN,
+        f"tests/test_{name}_conformance.py": TEST,
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.format(**fmt))
+    return root
+
+
+__all__ = ["new_plugin"]

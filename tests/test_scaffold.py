@@ -1,0 +1,64 @@
+"""``chester plugins new NAME``: a package that installs and lists active before its author
+writes a line, and whose conformance test names the contract each stub breaks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chester.errors import UserError
+from chester.scaffold import new_plugin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _uv(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "uv", *args], check=True, capture_output=True,
+                          text=True, **kw)
+
+
+def test_bad_names_and_existing_folders_are_refused(tmp_path):
+    for bad in ("Tmux", "1x", "a-b", "class", ""):
+        with pytest.raises(UserError):
+            new_plugin(bad, tmp_path)
+    new_plugin("tmux", tmp_path)
+    with pytest.raises(UserError) as ei:
+        new_plugin("tmux", tmp_path)
+    assert "already exists" in str(ei.value)
+
+
+def test_a_new_plugin_installs_lists_active_and_runs_the_conformance_suite(tmp_path):
+    try:
+        import uv  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("uv is needed to make a venv")
+        pytest.skip("uv not installed")
+    r = subprocess.run([str(Path(sys.executable).parent / "chester"), "plugins", "new", "tmux",
+                        "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pkg = tmp_path / "chester-backend-tmux"
+    assert f"wrote {pkg}" in r.stdout
+    venv = tmp_path / "venv"
+    _uv("venv", "-q", str(venv))
+    py = str(venv / "bin" / "python")
+    # chester-ml from this checkout (its own dependency on the local backend too)
+    _uv("pip", "install", "-q", "--python", py, str(ROOT), str(ROOT / "chester_backends/local"),
+        "-e", f"{pkg}[test]", env={**os.environ, "VIRTUAL_ENV": str(venv)}, timeout=600)
+    (tmp_path / "proj" / ".git").mkdir(parents=True)
+    r = subprocess.run([str(venv / "bin/chester"), "plugins", "list", "--json"],
+                       cwd=tmp_path / "proj", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    recs = {x["name"]: x for x in json.loads(r.stdout)}
+    assert recs["tmux"]["status"] == "active"
+    assert recs["tmux"]["distribution"] == "chester-backend-tmux"
+    assert set(recs["tmux"]["hooks"]) >= {"chester_prepare", "chester_submit", "chester_status",
+                                          "chester_pull", "chester_cancel", "chester_logs"}
+    r = subprocess.run([py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        str(pkg / "tests")], cwd=pkg, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1, r.stdout[-2000:]  # the stubs fail, naming the contract
+    assert "chester_prepare must return a PreparedSweep" in r.stdout, r.stdout[-2000:]
