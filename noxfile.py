@@ -49,8 +49,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Regenerate docs/hooks.md from the hook specifications, then build the site (mkdocs,
+    """Regenerate docs/hooks.md and docs/records.md from the code, then build the site (mkdocs,
     warnings are errors: a broken link or a stale reference fails)."""
     _install_workspace(session)
     session.run("python", "docs/gen_hooks.py")
+    session.run("python", "docs/gen_records.py")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")

@@ -97,8 +97,11 @@ class ChesterSpecs:
         Arguments: ``backend``; ``prepared``, the value ``chester_prepare`` returned.
 
         Returns: one :class:`~chester.types.RunHandle` per run, in the order of
-        ``prepared.runs``. A backend may submit the whole sweep in one call (job arrays,
-        one SSH session).
+        ``prepared.runs``, carrying the run's ``run_id``, ``token``, ``local_dir`` and
+        ``remote_dir``; ``remote_id`` is the target's own id for the run when it has one (a
+        SLURM ``job_task`` id, an instance id) and ``host`` where it went; ``extra`` holds
+        what the backend's later hooks need. A backend may submit the whole sweep in one
+        call (job arrays, one SSH session).
 
         Errors: :class:`~chester.errors.ConnectError` when nothing reached the target;
         :class:`~chester.errors.TransientBackendError` when the outcome is unknown;
@@ -123,7 +126,11 @@ class ChesterSpecs:
         Returns: a mapping from each handle's ``token`` to a
         :class:`~chester.types.RunStatus`. Must make one round trip / one scheduler query for
         all handles, not one per run. A run that finished successfully is ``succeeded``
-        only when its worker wrote its success record.
+        only when its worker wrote its success record. A run that ended otherwise carries a
+        ``reason`` and, when it had output, ``stderr_tail`` (the last lines of its stderr); a
+        queued run may say why it waits in ``pending_reason``; ``host`` names the machine a
+        run is on once known. A run whose worker never started must not stay ``queued``
+        forever: it ends ``failed`` or ``lost`` with a reason.
 
         Errors: ``TransientBackendError`` (retried), ``BackendError``.
 

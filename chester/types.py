@@ -50,6 +50,12 @@ def _norm_name(value: str) -> str:
     return value.strip().lower()
 
 
+def _doc(text: str, filled: str, read: str) -> dict[str, str]:
+    """A field's reference entry (docs/records.md is generated from these): what it holds,
+    who fills it and who reads it."""
+    return {"doc": text, "filled_by": filled, "read_by": read}
+
+
 @frozen(kw_only=True)
 class Capabilities:
     """What a backend can do.
@@ -62,15 +68,23 @@ class Capabilities:
     ``BackendSpec.remote_root``, not from ``remote``.
     """
 
-    remote: bool = False
-    shared_fs: bool = True
-    supports_arrays: bool = False
-    idempotent_submit: bool = False
-    needs_code_sync: bool = False
-    status_poll_interval_s: float = 2.0
-    #: the launcher writes one sweep spec (``RunSpec.spec_file``) instead of each run's
-    #: folder; the target starts ``python -m chester.worker RUN_DIR --spec FILE``
-    sweep_spec: bool = False
+    remote: bool = field(default=False, metadata=_doc(
+        "runs go to another machine", "the plugin's chester_backends", "chester plugins list"))
+    shared_fs: bool = field(default=True, metadata=_doc(
+        "the target sees this machine's files", "the plugin's chester_backends", "chester plugins list"))
+    supports_arrays: bool = field(default=False, metadata=_doc(
+        "many runs go as one scheduler array", "the plugin's chester_backends", "chester plugins list"))
+    idempotent_submit: bool = field(default=False, metadata=_doc(
+        "a submit checks each run's token on the target, so a submit that may have happened "
+        "can be retried", "the plugin's chester_backends", "the dispatcher (retries), the launcher (resumed launches)"))
+    needs_code_sync: bool = field(default=False, metadata=_doc(
+        "the project's code is copied to the target", "the plugin's chester_backends", "chester plugins list"))
+    status_poll_interval_s: float = field(default=2.0, metadata=_doc(
+        "how often to poll status when the options say nothing", "the plugin's chester_backends",
+        "Sweep.wait, chester monitor"))
+    sweep_spec: bool = field(default=False, metadata=_doc(
+        "the launcher writes one sweep spec (RunSpec.spec_file) instead of each run's folder; "
+        "the target starts the worker with --spec FILE", "the plugin's chester_backends", "the launcher"))
 
 
 @frozen(kw_only=True)
@@ -82,16 +96,23 @@ class BackendSpec:
     ``from_mapping(cls, data, *, legacy)`` to translate the seed's per-mode keys.
     """
 
-    name: str = field(converter=_norm_name, validator=attrs.validators.matches_re(r"[a-z][a-z0-9_-]*"))
-    summary: str
-    options_cls: type
-    capabilities: Capabilities = field(factory=Capabilities)
-    #: the project's root on the target, from the backend's options (remote backends); run
-    #: folders map under it as they are under the local project. None: same paths as here.
-    remote_root: Callable[[Any], str | None] | None = None
-    #: the shortest time between two status polls the backend's options ask for (None:
-    #: ``capabilities.status_poll_interval_s``)
-    poll_interval: Callable[[Any], float | None] | None = None
+    name: str = field(converter=_norm_name,
+                      validator=attrs.validators.matches_re(r"[a-z][a-z0-9_-]*"),
+                      metadata=_doc("the backend type (`type:` in chester.yaml)", "the plugin's chester_backends",
+                                    "config, plugin manager, CLI"))
+    summary: str = field(metadata=_doc("one line for people", "the plugin's chester_backends", "chester plugins list"))
+    options_cls: type = field(metadata=_doc(
+        "attrs class of the options; each field's metadata['help'] is its help", "the plugin's chester_backends",
+        "config (validation, errors), chester plugins list --verbose"))
+    capabilities: Capabilities = field(factory=Capabilities, metadata=_doc(
+        "what the backend can do", "the plugin's chester_backends", "launcher, dispatcher, Sweep, CLI"))
+    remote_root: Callable[[Any], str | None] | None = field(default=None, metadata=_doc(
+        "the project's root on the target from the options (remote backends); run folders map "
+        "under it as under the local project. None: the same paths as here", "the plugin's chester_backends",
+        "the launcher (RunSpec.remote_dir)"))
+    poll_interval: Callable[[Any], float | None] | None = field(default=None, metadata=_doc(
+        "the shortest time between two status polls the options ask for (None: "
+        "capabilities.status_poll_interval_s)", "the plugin's chester_backends", "Sweep.wait, chester monitor"))
 
 
 @frozen(kw_only=True)
@@ -103,19 +124,32 @@ class BackendConfig:
     ``options_cls``.
     """
 
-    name: str
-    type: str
-    options: Any
-    project_path: Path
-    log_dir: Path
-    source: str = "<defaults>"
-    rsync_include: tuple[str, ...] = ()
-    rsync_exclude: tuple[str, ...] = ()
-    prepare_commands: tuple[str, ...] = ()
-    package_manager: str = "python"
-    conda_env: str | None = None
-    conda_command: str = "conda"
-    sync_on_launch: bool = True
+    name: str = field(metadata=_doc("the key under backends: (or the type itself)", "config (chester.yaml)",
+                                    "every hook (messages), the store"))
+    type: str = field(metadata=_doc("the backend type", "config (chester.yaml)", "plugin manager, dispatcher"))
+    options: Any = field(metadata=_doc("an instance of the spec's options_cls", "config (chester.yaml)",
+                                       "the backend's hooks"))
+    project_path: Path = field(metadata=_doc("the local project root", "config (chester.yaml)",
+                                             "hooks (code sync, secrets files), launcher"))
+    log_dir: Path = field(metadata=_doc("the local log root", "config (chester.yaml)",
+                                        "launcher (run folders), code sync (excluded)"))
+    source: str = field(default="<defaults>", metadata=_doc(
+        "where the options came from", "config (chester.yaml)", "messages"))
+    rsync_include: tuple[str, ...] = field(default=(), metadata=_doc(
+        "code sync include patterns", "config (chester.yaml)", "chester.remote.codesync"))
+    rsync_exclude: tuple[str, ...] = field(default=(), metadata=_doc(
+        "code sync exclude patterns", "config (chester.yaml)", "chester.remote.codesync"))
+    prepare_commands: tuple[str, ...] = field(default=(), metadata=_doc(
+        "top-level shell lines run before each remote run", "config (chester.yaml)", "chester.remote.shell"))
+    package_manager: str = field(default="python", metadata=_doc(
+        "top-level uv | conda | python", "config (chester.yaml)", "chester.remote.shell"))
+    conda_env: str | None = field(default=None, metadata=_doc(
+        "the conda environment (package_manager: conda)", "config (chester.yaml)", "chester.remote.shell"))
+    conda_command: str = field(default="conda", metadata=_doc(
+        "conda or mamba", "config (chester.yaml)", "chester.remote.shell"))
+    sync_on_launch: bool = field(default=True, metadata=_doc(
+        "sync the environment (uv sync, conda env update) once per launch", "config (chester.yaml)",
+        "remote backends' submit"))
 
 
 @frozen(kw_only=True)
@@ -131,17 +165,31 @@ class RunSpec:
     backends without ``remote``).
     """
 
-    run_id: int
-    token: str
-    name: str
-    exp_prefix: str
-    local_dir: Path
-    remote_dir: str
-    attempt: int = 1
-    env: Mapping[str, str] = field(factory=dict)
-    resources: Mapping[str, Any] = field(factory=dict)
-    order_after: tuple[str, ...] = ()
-    spec_file: str | None = None
+    run_id: int = field(metadata=_doc("the store's id of the run (an int, not a name)", "the launcher",
+                                      "the backend's hooks (RunHandle.run_id)"))
+    token: str = field(metadata=_doc(
+        "unique to this attempt of this run; a submit checks it on the target so it never "
+        "starts a run twice", "the launcher", "the backend's hooks, the worker's records"))
+    name: str = field(metadata=_doc("the run folder's name, <N>_<name>", "the launcher",
+                                    "the backend's hooks (job names, messages)"))
+    exp_prefix: str = field(metadata=_doc("the sweep's prefix", "the launcher", "the backend's hooks"))
+    local_dir: Path = field(metadata=_doc("the run folder here (results are pulled into it)",
+                                          "the launcher", "the backend's hooks (uploads, pull)"))
+    remote_dir: str = field(metadata=_doc(
+        "the run folder on the target (equal to local_dir without remote_root)", "the launcher",
+        "the backend's hooks (where the worker runs), RunHandle.remote_dir"))
+    attempt: int = field(default=1, metadata=_doc("1, then 2... when a run is submitted "
+                                                  "again", "the launcher", "the backend's hooks, the worker"))
+    env: Mapping[str, str] = field(factory=dict, metadata=_doc(
+        "environment variables for this run", "the launcher", "the backend's hooks"))
+    resources: Mapping[str, Any] = field(factory=dict, metadata=_doc(
+        "per-run settings (e.g. SLURM resources, pre_commands)", "the launcher (launch resources=)",
+        "the backend's hooks"))
+    order_after: tuple[str, ...] = field(default=(), metadata=_doc(
+        "tokens this run must wait for (order='dependent')", "the launcher", "the backend's hooks (SLURM afterok)"))
+    spec_file: str | None = field(default=None, metadata=_doc(
+        "the launch's sweep spec (sweep_spec backends): every run's folder in one file", "the launcher",
+        "the backend's hooks, the worker (--spec)"))
 
 
 @frozen(kw_only=True)
@@ -152,13 +200,20 @@ class PreparedSweep:
     text (shown by ``--dry-run`` and used for golden tests); ``data`` is private to the backend.
     """
 
-    backend: str
-    runs: tuple[RunSpec, ...]
-    staging_dir: Path
-    uploads: tuple[Path, ...] = ()
-    scripts: Mapping[str, str] = field(factory=dict)
-    summary: str = ""
-    data: Mapping[str, Any] = field(factory=dict)
+    backend: str = field(metadata=_doc("the backend's name", "chester_prepare", "the launcher"))
+    runs: tuple[RunSpec, ...] = field(metadata=_doc("the runs prepared", "chester_prepare",
+                                                     "chester_submit"))
+    staging_dir: Path = field(metadata=_doc(
+        "a local folder for rendered files (removed after the submit; kept by a dry run)",
+        "the launcher (passed to chester_prepare)", "chester_prepare, chester_submit"))
+    uploads: tuple[Path, ...] = field(default=(), metadata=_doc(
+        "local paths the submit will send", "chester_prepare", "--dry-run"))
+    scripts: Mapping[str, str] = field(factory=dict, metadata=_doc(
+        "label -> rendered text", "chester_prepare", "--dry-run, golden tests"))
+    summary: str = field(default="", metadata=_doc("one line for people", "chester_prepare",
+                                                    "--dry-run, logs"))
+    data: Mapping[str, Any] = field(factory=dict, metadata=_doc(
+        "private to the backend", "chester_prepare", "chester_submit"))
 
 
 @frozen(kw_only=True)
@@ -168,14 +223,20 @@ class RunHandle:
     Stored as JSON in the job store; ``extra`` holds backend-specific string pairs.
     """
 
-    run_id: int
-    token: str
-    backend: str
-    local_dir: str
-    remote_dir: str
-    remote_id: str | None = None
-    host: str | None = None
-    extra: tuple[tuple[str, str], ...] = ()
+    run_id: int = field(metadata=_doc("RunSpec.run_id", "chester_submit", "the store"))
+    token: str = field(metadata=_doc("RunSpec.token: the key of every result dict", "chester_submit",
+                                     "the store, every later hook"))
+    backend: str = field(metadata=_doc("the backend's name", "chester_submit", "the dispatcher"))
+    local_dir: str = field(metadata=_doc("RunSpec.local_dir", "chester_submit", "pull, the CLI"))
+    remote_dir: str = field(metadata=_doc("RunSpec.remote_dir", "chester_submit",
+                                          "status, cancel, pull, logs"))
+    remote_id: str | None = field(default=None, metadata=_doc(
+        "the target's id (a SLURM job_task id, an instance id)", "chester_submit",
+        "status, cancel, chester status"))
+    host: str | None = field(default=None, metadata=_doc("where the run went", "chester_submit",
+                                                         "chester status"))
+    extra: tuple[tuple[str, str], ...] = field(default=(), metadata=_doc(
+        "backend-specific string pairs (RunHandle.get)", "chester_submit", "the backend's later hooks"))
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """Look up one ``extra`` value."""
@@ -202,16 +263,28 @@ class RunHandle:
 class RunStatus:
     """A run's state as a backend sees it now."""
 
-    state: State = field(converter=State)
-    reason: str | None = None
-    stderr_tail: str | None = None
-    exit_code: int | None = None
-    attempt: int | None = None
-    remote_id: str | None = None
-    host: str | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    pending_reason: str | None = None
+    state: State = field(converter=State, metadata=_doc(
+        "one of the State vocabulary", "chester_status", "the store, Sweep, chester status"))
+    reason: str | None = field(default=None, metadata=_doc(
+        "why a run failed, was cancelled, timed out or is lost (required for those)", "chester_status",
+        "chester status, Run.reason"))
+    stderr_tail: str | None = field(default=None, metadata=_doc(
+        "the last lines of the run's stderr, for a run that did not succeed", "chester_status",
+        "chester status (printed under the table), Run.stderr_tail"))
+    exit_code: int | None = field(default=None, metadata=_doc(
+        "the worker's exit status once it ended", "chester_status", "chester status"))
+    attempt: int | None = field(default=None, metadata=_doc(
+        "the attempt the target is on (requeues)", "chester_status", "the store"))
+    remote_id: str | None = field(default=None, metadata=_doc(
+        "the target's id, when it changed since the submit", "chester_status", "the store"))
+    host: str | None = field(default=None, metadata=_doc(
+        "the machine the run is on (a node, an instance)", "chester_status", "chester status"))
+    started_at: float | None = field(default=None, metadata=_doc(
+        "epoch seconds the worker started", "chester_status", "the store"))
+    ended_at: float | None = field(default=None, metadata=_doc(
+        "epoch seconds the worker ended", "chester_status", "the store"))
+    pending_reason: str | None = field(default=None, metadata=_doc(
+        "why a queued run waits (e.g. the scheduler's reason)", "chester_status", "chester status"))
 
 
 @frozen(kw_only=True)
@@ -222,10 +295,16 @@ class PullPatterns:
     ``(local, remote)`` pairs pulled as well.
     """
 
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    bare: bool = False
-    extra_dirs: tuple[tuple[str, str], ...] = ()
+    include: tuple[str, ...] = field(default=(), metadata=_doc(
+        "rsync-style patterns always brought home", "Sweep.pull, chester pull --include",
+        "chester_pull"))
+    exclude: tuple[str, ...] = field(default=(), metadata=_doc(
+        "rsync-style patterns never brought home", "Sweep.pull, chester pull --exclude",
+        "chester_pull"))
+    bare: bool = field(default=False, metadata=_doc(
+        "skip large artefacts (BARE_EXCLUDES)", "Sweep.wait (failed runs)", "chester_pull"))
+    extra_dirs: tuple[tuple[str, str], ...] = field(default=(), metadata=_doc(
+        "(local, remote) folders pulled as well", "launch extra_pull_dirs=", "chester_pull"))
 
 
 BARE_EXCLUDES = ("*.pkl", "*.png", "*.gif", "*.pth", "*.pt")
@@ -235,7 +314,10 @@ BARE_EXCLUDES = ("*.pkl", "*.png", "*.gif", "*.pth", "*.pt")
 class PullResult:
     """What one pull of one run brought home."""
 
-    token: str
-    files: int = 0
-    bytes: int = 0
-    complete: bool = True
+    token: str = field(metadata=_doc("the run's token", "chester_pull", "the store"))
+    files: int = field(default=0, metadata=_doc("files that arrived", "chester_pull",
+                                                "chester pull (counts)"))
+    bytes: int = field(default=0, metadata=_doc("bytes that arrived", "chester_pull", "chester pull"))
+    complete: bool = field(default=True, metadata=_doc(
+        "the run's end record is home (chester.remote.paths.arrived); only then is the run "
+        "marked pulled", "chester_pull", "the store, Sweep.wait, chester monitor"))

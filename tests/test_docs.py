@@ -20,6 +20,24 @@ def test_hook_reference_is_generated_from_the_specs():
     assert (ROOT / "docs/hooks.md").read_text() == mod.render(), "run `nox -s docs`"
 
 
+def test_records_reference_is_generated_from_the_types():
+    spec = __import__("importlib.util").util.spec_from_file_location(
+        "gen_records", ROOT / "docs/gen_records.py")
+    mod = __import__("importlib.util").util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = mod.render()
+    assert (ROOT / "docs/records.md").read_text() == text, "run `nox -s docs`"
+    import attrs
+
+    from chester import types
+
+    for cls in (types.RunStatus, types.RunHandle, types.RunSpec, types.PullResult):
+        for f in attrs.fields(cls):
+            assert f"| `{f.name}` |" in text
+            assert f.metadata.get("doc") and f.metadata.get("filled_by") and \
+                f.metadata.get("read_by"), f"{cls.__name__}.{f.name} has no reference entry"
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Two commands on a fresh machine", 1)[1].split("\n## ", 1)[0]
