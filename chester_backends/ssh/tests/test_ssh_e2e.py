@@ -426,3 +426,35 @@ def test_a_python_that_cannot_run_the_sweep_stops_before_submit(kind, tmp_path, 
     root = host_path(sshd_hosts[0], f"/remote/{tmp_path.name}")
     assert not list(root.glob(".chester/sweeps/*.queue"))
     assert not any((root / "data").rglob("status.json"))
+
+
+def test_a_secrets_file_is_never_synced_nor_left_behind(tmp_path, sshd_hosts, monkeypatch):
+    """A secrets file inside the project travels only as the 0600 file the queue reads and
+    removes; a submit that fails (here: uv is asked for and missing) leaves no copy."""
+    opts = {"secrets": ["secrets.env"]}
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, opts)})
+    (project / "secrets.env").write_text("API_KEY=k-very-secret\n")
+    sw = launch(fn_report, [{"i": 1, "env_names": ["API_KEY"]}], backend="box",
+                exp_prefix="sec", config=cfg, dispatcher=fast_dispatcher())
+    states = sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert {s.value for s in states.values()} == {"succeeded"}
+    res = json.loads((sw.runs[0].log_dir / "result.json").read_text())
+    assert res["env"]["API_KEY"] == "k-very-secret"
+    root = host_path(sshd_hosts[0], f"/remote/{tmp_path.name}")
+
+    def leaked() -> list[str]:  # any file on the host but what the run itself wrote
+        return [str(p) for p in root.rglob("*") if p.is_file() and p.name != "result.json"
+                and b"k-very-secret" in p.read_bytes()]
+
+    assert (root / "train.py").exists() and not (root / "secrets.env").exists()
+    assert leaked() == []
+    # a failed submit: the project asks for uv, which the host lacks (or cannot run)
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\nversion = '0'\n")
+    _, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, {**opts,
+                                                            "package_manager": "uv"})})
+    with pytest.raises(BackendError) as ei:
+        launch(fn_report, [{"i": 2}], backend="box", exp_prefix="sec2", config=cfg,
+               dispatcher=fast_dispatcher())
+    msg = str(ei.value)  # uv missing there, or failing: either way one line, before queueing
+    assert "preparing the environment failed: uv" in msg and "\n" not in msg
+    assert leaked() == []
