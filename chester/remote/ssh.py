@@ -52,7 +52,39 @@ def _tar_bytes(root: Path, rel_files: Sequence[str]) -> bytes:
             tar.add(str(root / rel), arcname=rel, recursive=False)
     return buf.getvalue()
 
-__all__ = ["SSHTarget", "RunResult", "SyncStats", "Transport"]
+__all__ = ["Background", "SSHTarget", "RunResult", "SyncStats", "Transport"]
+
+
+class Background:
+    """Run ``fn()`` in a thread now; :meth:`result` waits and returns (or raises) what it did.
+
+    For a code sync that runs beside other steps of a submit over the same
+    :class:`Transport` (rsync has its own ControlMaster connection). A plain thread, not
+    ``concurrent.futures``: it may be started while the interpreter exits (a script's runs
+    submitted at its end)."""
+
+    def __init__(self, fn: Callable[[], Any], name: str = "chester-sync"):
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self._value = fn()
+            except BaseException as exc:  # re-raised by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def wait(self) -> None:
+        """Wait without raising (when another error is already on its way)."""
+        self._thread.join()
 
 #: rsync exit codes that mean "the link / the remote side went away": worth a retry.
 _RSYNC_TRANSIENT = {10, 12, 30, 35, 255}

@@ -293,17 +293,16 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
 
     opts: SlurmOptions = backend.options
     ex = _open(backend)
-    pool = None
     code_sync = None
     try:
         if opts.host and opts.remote_dir:
             # the code sync (its own rsync process) starts at once and runs beside the
             # connection, the cluster query and the upload of the sweep's files
-            from concurrent.futures import ThreadPoolExecutor
+            from chester.remote.ssh import Background
 
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chester-sync")
-            code_sync = pool.submit(ex.push_project, backend.project_path, opts.remote_dir,
-                                    codesync.filter_args(backend))
+            filters = codesync.filter_args(backend)
+            code_sync = Background(lambda: ex.push_project(backend.project_path,
+                                                           opts.remote_dir, filters))
         res = _send_and_submit(backend, ex, prepared, code_sync)
         _check_submit_env(backend, res)
         info = scheduler.cluster_info_of(res.stdout)
@@ -318,8 +317,8 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
             _check_submit_env(backend, res)
         submitted_at = time.time()
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+        if code_sync is not None:
+            code_sync.wait()
         ex.close()
     ids: dict[int, str] = {}
     for line in res.stdout.splitlines():

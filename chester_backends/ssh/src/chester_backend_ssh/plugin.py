@@ -27,7 +27,7 @@ from chester.errors import BackendError, UserError
 from chester.plugins import hookimpl
 from chester.remote import codesync, paths, runtime, shell
 from chester.remote import container as ctr
-from chester.remote.ssh import SSHTarget, Transport
+from chester.remote.ssh import Background, SSHTarget, Transport
 from chester.types import (
     BackendConfig,
     BackendSpec,
@@ -160,7 +160,8 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     script = render_submit_script(backend, queue_file=queue_file, env_file=env_file,
                                   secrets_file=secrets_file, runner_log=runner_log,
                                   rt_remote=rt_remote)
-    probe = "\n".join([*(shell.env_sync_lines(backend, o.remote_dir) if sync_env else []),
+    env_sync = shell.env_sync_lines(backend, o.remote_dir) if sync_env else []
+    probe = "\n".join([*env_sync,
                        f"cd {shlex.quote(o.remote_dir)}",
                        runtime.probe_script(o.python, rt_remote,
                                             setup=shell.setup_lines(backend, o.remote_dir))])
@@ -187,7 +188,8 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
                  + (f", GPUs {','.join(gpus)}" if gpus else "") + f") under {o.remote_dir}"),
         data={"queue_file": queue_file, "env_file": env_file, "runner_log": runner_log,
               "secrets_file": secrets_file, "filters": filters, "script": script,
-              "probe": probe, "tree": str(tree), "queue_key": key,
+              "probe": probe, "probe_needs_code": bool(env_sync), "tree": str(tree),
+              "queue_key": key,
               "runtime": str(rt.path), "runtime_remote": rt_remote},
     )
 
@@ -225,14 +227,25 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
                                   tree)
     files += sorted(staged - set(files))  # the sweep's queue and env files
     with transport_for(backend) as tr:
-        if o.sync:
-            sync_code(backend, tr, filters=d["filters"])
-        probe = _probe(backend, tr, d["probe"])
-        if not probe.runtime_present:
-            rel = d["runtime_remote"].lstrip("/")
-            paths.link_or_copy(Path(d["runtime"]), tree / rel)
-            files.append(rel)
-        tr.put_tree(tree, sorted(set(files)), "/")
+        # the code sync (rsync, its own connection) runs beside the probe and the upload of
+        # the run files, unless the environment sync needs the code first
+        code = Background(lambda: sync_code(backend, tr, filters=d["filters"])) \
+            if o.sync else None
+        try:
+            if code is not None and d["probe_needs_code"]:
+                code.result()
+            probe = _probe(backend, tr, d["probe"])
+            if not probe.runtime_present:
+                rel = d["runtime_remote"].lstrip("/")
+                paths.link_or_copy(Path(d["runtime"]), tree / rel)
+                files.append(rel)
+            tr.put_tree(tree, sorted(set(files)), "/")
+            if code is not None:
+                code.result()
+        except BaseException:
+            if code is not None:
+                code.wait()
+            raise
         if d["secrets_file"]:
             tr.put_bytes(shell.render_secrets(secrets), d["secrets_file"], 0o600)
         try:
