@@ -12,7 +12,8 @@
 
 Calls are collected per sweep and submitted together (one code sync, one submit) when a
 variant carries the seed's ``chester_last_variant`` marker, when the sweep's settings change,
-or when the script ends. ``mode`` names a backend (``local``, a ``backends:`` entry, an SSH
+or when the script ends (among the interpreter's thread-shutdown callbacks, with what the
+submit needs imported beforehand, so backends may use threads). ``mode`` names a backend (``local``, a ``backends:`` entry, an SSH
 host from ``ssh_hosts``, or an installed backend type such as ``gl``). With the local
 backend and the seed's default ``wait_subprocess=True`` each call runs its variant and
 waits for it, as before.
@@ -118,7 +119,50 @@ def _spawn_auto_pull(exp_prefix: str, interval: float) -> None:
                          stderr=out, start_new_session=True, cwd=str(cfg.project_path))
 
 
-atexit.register(flush)
+_exit_hook = False
+
+
+def _flush_at_exit() -> None:
+    """Submit what is still collected as the script ends; a failure exits with status 1."""
+    if _pending is None or not _pending.variants:
+        return
+    try:
+        flush()
+    except BaseException as exc:  # the script's runs were not submitted: say so, exit 1
+        import traceback
+
+        traceback.print_exc()
+        print(f"chester: the runs collected by run_experiment_lite were not submitted: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _register_exit_flush() -> None:
+    """Arrange for :func:`_flush_at_exit` to run when the interpreter ends.
+
+    It runs among the ``threading`` module's exit callbacks, before
+    ``concurrent.futures`` refuses new work and before threads are joined, so a backend may
+    use thread pools and start threads while it submits. ``concurrent.futures.thread`` is
+    imported here, now, because importing it during shutdown fails ("can't register atexit
+    after shutdown"). The plain ``atexit`` hook stays as a fallback for calls collected
+    after that point.
+    """
+    global _exit_hook
+    if _exit_hook:
+        return
+    _exit_hook = True
+    import concurrent.futures.thread  # noqa: F401  (see the docstring)
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(_flush_at_exit)
+        except RuntimeError:  # already shutting down: the atexit hook below runs it
+            pass
+    atexit.register(_flush_at_exit)
 
 
 def run_experiment_lite(
@@ -212,6 +256,7 @@ def run_experiment_lite(
     if _pending is not None and _pending.key != key:
         flush()
     if _pending is None:
+        _register_exit_flush()
         _pending = _Batch(key, stub_method_call, settings)
     _pending.variants.append(v)
     _pending.names.append(exp_name)
