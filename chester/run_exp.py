@@ -18,14 +18,22 @@ host from ``ssh_hosts``, or an installed backend type such as ``gl``). With the 
 backend and the seed's default ``wait_subprocess=True`` each call runs its variant and
 waits for it, as before.
 
-Parameters that no longer apply (``script``, ``python_command``, Hydra options, ...) warn
-once and are never passed to the worker.
+``script`` makes each call a command run (:mod:`chester.command`): ``python_command``
+followed by ``script`` (``"train.py"``, ``"-m pkg.train"``, or with fixed arguments), the
+variant as ``--key value`` then ``--log_dir DIR --exp_name NAME``; with ``hydra_enabled``
+as Hydra overrides ``key=value`` after the ``hydra_flags`` then ``hydra.run.dir=DIR``.
+Extra keyword arguments are extra arguments of the script, after the variant's (as the
+seed passed them). ``launch_with_subprocess=False`` with ``hydra_enabled`` on the local
+backend composes the Hydra config in this process and calls ``stub_method_call(cfg)``.
+Parameters that no longer apply (``use_cloudpickle``, ``print_command``; ``python_command``
+without ``script``) warn once and are never passed to the worker.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import subprocess
 import sys
 import warnings
@@ -45,13 +53,8 @@ __all__ = [
 
 #: Parameters the seed had that no longer do anything, with their defaults.
 _OBSOLETE = {
-    "script": None,
-    "python_command": "python",
     "use_cloudpickle": True,
     "print_command": True,
-    "launch_with_subprocess": True,
-    "hydra_enabled": False,
-    "hydra_flags": None,
 }
 _warned: set[str] = set()
 
@@ -202,16 +205,29 @@ def run_experiment_lite(
     Returns the :class:`chester.Sweep` once the runs were submitted (else ``None``).
     """
     global _pending
-    given = {"script": script, "python_command": python_command,
-             "use_cloudpickle": use_cloudpickle, "print_command": print_command,
-             "launch_with_subprocess": launch_with_subprocess, "hydra_enabled": hydra_enabled,
-             "hydra_flags": hydra_flags}
+    given = {"use_cloudpickle": use_cloudpickle, "print_command": print_command}
     for name, default in _OBSOLETE.items():
         if given[name] != default:
             _warn_once(name, f"run_experiment_lite: {name}= no longer applies and is ignored "
                             "(runs always go through python -m chester.worker)")
-    for extra in kwargs:
-        _warn_once(extra, f"run_experiment_lite: unknown parameter {extra}= is ignored")
+    if script is None:
+        if python_command != "python":
+            _warn_once("python_command", "run_experiment_lite: python_command= applies only "
+                       "with script=; a function runs with the backend's configured Python")
+        for extra in kwargs:
+            _warn_once(extra, f"run_experiment_lite: {extra}= is ignored (extra parameters "
+                       "are arguments of a script=, and there is none)")
+    if hydra_flags and not hydra_enabled:
+        raise TypeError("run_experiment_lite: hydra_flags= needs hydra_enabled=True")
+    if not launch_with_subprocess and not hydra_enabled:
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False runs a Hydra app "
+                        "in this process and needs hydra_enabled=True")
+    if not launch_with_subprocess:
+        if batch_tasks is not None:
+            raise TypeError("run_experiment_lite: launch_with_subprocess=False takes one "
+                            "variant, not batch_tasks")
+        return _run_in_process(stub_method_call, script, variant, exp_prefix, exp_name,
+                               log_dir, sub_dir, mode, dry, hydra_flags, kwargs)
     if max_num_processes != 10 and mode == "local":
         _warn_once("max_num_processes", "run_experiment_lite: max_num_processes= is replaced by "
                    "`backends: {local: {type: local, max_parallel: N}}` in chester.yaml")
@@ -222,7 +238,10 @@ def run_experiment_lite(
             fn = task.pop("stub_method_call", stub_method_call)
             v = task.pop("variant", variant)
             result = run_experiment_lite(
-                stub_method_call=fn, exp_prefix=task.pop("exp_prefix", exp_prefix),
+                stub_method_call=fn, script=task.pop("script", script),
+                python_command=task.pop("python_command", python_command),
+                hydra_enabled=hydra_enabled, hydra_flags=hydra_flags,
+                exp_prefix=task.pop("exp_prefix", exp_prefix),
                 exp_name=task.pop("exp_name", None), log_dir=task.pop("log_dir", None),
                 sub_dir=sub_dir, mode=mode, use_gpu=use_gpu, dry=dry,
                 env=task.pop("env", env), variant=v, variations=variations,
@@ -230,11 +249,32 @@ def run_experiment_lite(
                 compile_script=compile_script, wait_compile=wait_compile,
                 use_singularity=use_singularity, auto_pull=auto_pull,
                 auto_pull_interval=auto_pull_interval, sync_env=sync_env,
-                extra_pull_dirs=extra_pull_dirs)
+                extra_pull_dirs=extra_pull_dirs, **kwargs)
         return result
-    if stub_method_call is None:
-        raise TypeError("run_experiment_lite needs stub_method_call (the function to run)")
+    target: Callable
+    if script is not None:
+        from chester.command import Command, CommandError
+
+        try:
+            target = Command(shlex.split(python_command) + shlex.split(script),
+                             "hydra" if hydra_enabled else "argparse",
+                             hydra_flags=hydra_flags)
+        except CommandError as exc:
+            raise TypeError(f"run_experiment_lite: {exc}") from None
+        target_key: Any = ("command", tuple(target.argv), target.args_style,
+                           repr(sorted(target.hydra_flags.items())))
+    elif hydra_enabled:
+        raise TypeError("run_experiment_lite: hydra_enabled=True runs a Hydra app: give its "
+                        "file as script= (e.g. script='train.py')")
+    elif stub_method_call is None:
+        raise TypeError("run_experiment_lite needs stub_method_call (the function to run) "
+                        "or script= (a script to run)")
+    else:
+        target, target_key = stub_method_call, id(stub_method_call)
     v = dict(variant or {})
+    if script is not None:
+        for k, val in kwargs.items():  # the seed passed them after the variant's arguments
+            v.setdefault(k, val)
     last = bool(v.pop("chester_last_variant", False))
     v.pop("chester_first_variant", None)
     resources: dict[str, Any] = {}
@@ -252,12 +292,12 @@ def run_experiment_lite(
                 "resources": resources, "dry": dry, "auto_pull": auto_pull,
                 "auto_pull_interval": auto_pull_interval,
                 "extra_pull_dirs": list(extra_pull_dirs or [])}
-    key = (id(stub_method_call), repr(sorted((k, repr(val)) for k, val in settings.items())))
+    key = (target_key, repr(sorted((k, repr(val)) for k, val in settings.items())))
     if _pending is not None and _pending.key != key:
         flush()
     if _pending is None:
         _register_exit_flush()
-        _pending = _Batch(key, stub_method_call, settings)
+        _pending = _Batch(key, target, settings)
     _pending.variants.append(v)
     _pending.names.append(exp_name)
     _pending.dirs.append(os.fspath(log_dir) if log_dir else None)
@@ -278,3 +318,73 @@ def _is_local(mode: str) -> bool:
     except Exception:
         return False
     return btype == "local"
+
+
+def _run_in_process(fn: Callable | None, script: str | None, variant: dict | None,
+                    exp_prefix: str, exp_name: str | None, log_dir: str | None, sub_dir: str,
+                    mode: str, dry: bool, hydra_flags: dict | None, extra: dict) -> Any:
+    """The seed's ``launch_with_subprocess=False``: compose the Hydra config of the variant
+    here and call ``fn(cfg)`` (a debugging path: local only, not a tracked run).
+
+    The config is ``config_name`` (default ``config``) in ``config_path`` (default the
+    ``configs`` folder beside ``script``, else in the project root); both may be given as
+    keyword arguments. Other keyword arguments are extra overrides.
+    """
+    from pathlib import Path
+
+    from chester.command import Command
+    from chester.config import get_config
+    from chester.naming import auto_suffix, safe_component
+
+    if fn is None:
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False calls "
+                        "stub_method_call(cfg) in this process; give stub_method_call")
+    if not _is_local(mode):
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False runs in this "
+                        f"process and needs a local mode, not mode={mode!r}")
+    if hydra_flags:
+        _warn_once("hydra_flags_in_process", "run_experiment_lite: hydra_flags= do not apply "
+                   "to an in-process compose and are ignored")
+    extra = dict(extra)
+    cfg_root = get_config().project_path
+    config_name = str(extra.pop("config_name", "config"))
+    config_path = extra.pop("config_path", None)
+    if config_path is None:
+        script_dir = Path(script).parent if script and script.endswith(".py") else Path()
+        config_path = cfg_root / script_dir / "configs"
+    config_dir = Path(config_path).expanduser()
+    if not config_dir.is_absolute():
+        config_dir = cfg_root / config_dir
+    if not config_dir.is_dir():
+        raise TypeError(f"run_experiment_lite: no Hydra config folder {config_dir}; give "
+                        "config_path= (the folder holding config_name.yaml)")
+    v = {k: val for k, val in dict(variant or {}).items()
+         if k not in ("chester_first_variant", "chester_last_variant")}
+    v.update(extra)
+    name = safe_component(exp_name or auto_suffix(exp_prefix, v, []))
+    out = Path(log_dir).expanduser() if log_dir else \
+        get_config().log_dir / sub_dir / exp_prefix / name
+    if not out.is_absolute():
+        out = cfg_root / out
+    overrides = Command(["app"], "hydra", run_args=False).build(v, str(out), name)[1:]
+    overrides.append(f"hydra.run.dir={out}")
+    if dry:
+        print(f"compose {config_dir / config_name} with {overrides}")
+        return None
+    try:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import open_dict
+    except ImportError:
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False needs hydra-core "
+                        "(pip install hydra-core)") from None
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(out)
+        cfg.hydra.job.name = name
+    out.mkdir(parents=True, exist_ok=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # the app sees its own config, as under @hydra.main
+        del cfg["hydra"]
+    return fn(cfg)
