@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from chester import rundir as rd
 from chester.attrdict import AttrDict
 from chester.config import ChesterConfig, get_config
@@ -90,7 +88,21 @@ def _pickle_variant(variant: AttrDict) -> bytes:
     launching script, lambdas). Both load with ``cloudpickle.load``."""
     if _plain(variant):
         return pickle.dumps(variant, protocol=pickle.DEFAULT_PROTOCOL)
+    import cloudpickle
+
     return cloudpickle.dumps(variant)
+
+
+def _pickle_fn(fn: Callable) -> bytes:
+    """The run's callable: a command (plain pickle: its class is chester's) or a function
+    (cloudpickle, imported only then)."""
+    from chester.command import Command
+
+    if type(fn) is Command:
+        return pickle.dumps(fn, protocol=pickle.DEFAULT_PROTOCOL)
+    import cloudpickle
+
+    return cloudpickle.dumps(fn)
 
 
 def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir: str,
@@ -115,7 +127,7 @@ def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequenc
     are new and not yet submitted, so plain writes are enough: a launcher that dies here
     leaves the runs ``new`` and the next launch writes them again.
     """
-    fn_bytes = cloudpickle.dumps(fn)
+    fn_bytes = _pickle_fn(fn)
     files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
     for parent in {os.path.dirname(os.fspath(row.local_dir)) for row, *_ in files}:
         os.makedirs(parent, exist_ok=True)
@@ -139,7 +151,7 @@ def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Cal
     from chester import sweepspec
 
     files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
-    return sweepspec.write(path, cloudpickle.dumps(fn),
+    return sweepspec.write(path, _pickle_fn(fn),
                            ((row.remote_dir, vj, rj, vp) for row, vj, rj, vp in files))
 
 

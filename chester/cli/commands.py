@@ -191,8 +191,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     sweep = launch(command, variants, backend=args.backend, exp_prefix=prefix,
                    dry_run=args.dry_run, resume="incomplete")
-    rows = sweep.rows()
     if args.dry_run:
+        rows = sweep.rows()
         print(f"dry run: sweep {prefix!r}, {len(rows)} runs on backend {sweep.backend.name!r} "
               "(nothing submitted)")
         for r in rows:
@@ -204,7 +204,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
             for label, text in (prepared.scripts or {}).items():
                 print(f"--- {label} ---\n{text}")
         return 0
-    print(f"launched sweep {prefix!r}: {len(rows)} runs on backend {sweep.backend.name!r}")
+    print(f"launched sweep {prefix!r}: {len(variants)} runs on backend "
+          f"{sweep.backend.name!r}")
     if not args.wait:
         print(f"follow it:  chester status {shlex.quote(prefix)}  |  chester monitor "
               f"{shlex.quote(prefix)}  |  chester logs -f RUN")
