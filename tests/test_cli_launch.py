@@ -142,3 +142,21 @@ def test_cli_launch_bad_input_is_one_clear_line(project):
     assert "cannot read the sweep file nope.yaml" in proc.stderr
     proc = _chester(project, "launch", "-b", "nowhere", "--", "python", "t.py", check=2)
     assert "nowhere" in proc.stderr
+
+
+def test_cli_launch_imports_nothing_it_does_not_need(project):
+    """The launch's whole process stays small: a command payload is a plain pickle, the
+    submit's retry machinery is set up only for a retry, and info lines below the CLI's
+    threshold do not set up structlog."""
+    code = ("import sys\n"
+            "from chester.cli import main\n"
+            "rc = main(['launch', '-p', 'lean', '--', 'python', 'train.py', 'lr=1,2'])\n"
+            "print(sorted(m for m in ('cloudpickle', 'tenacity', 'structlog', 'rich')\n"
+            "             if m in sys.modules), rc)\n")
+    env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[] 0"
+    _chester(project, "monitor", "lean", "--timeout", "60")
+    assert sorted(a[0] for a in _argvs(project, "lean")) == ["lr=1", "lr=2"]

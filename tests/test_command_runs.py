@@ -199,3 +199,36 @@ def test_hostile_values_slurm(tmp_path, slurm_cluster, sshd_loopback):
         sweep = launch(["python", "show_argv.py"], _variants(), args_style=style, config=cfg,
                        backend="cluster", exp_prefix=f"hostile-{style}")
         _check_hostile(sweep, style, project)
+
+
+SLEEPER = '''
+import os, time
+with open(os.path.join(os.environ["CHESTER_LOG_DIR"], "child.pid"), "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(120)
+'''
+
+
+def test_cancel_stops_the_command_and_its_worker(tmp_path):
+    import time
+
+    from chester.rundir import pid_alive
+
+    cfg = _local_project(tmp_path)
+    (cfg.project_path / "sleeper.py").write_text(SLEEPER)
+    sweep = launch(["python", "sleeper.py"], [{"n": 1}], config=cfg, backend="local",
+                   exp_prefix="cancel-cmd", run_args=False)
+    pid_file = sweep.runs[0].log_dir / "child.pid"
+    end = time.time() + 30
+    while not pid_file.exists():
+        assert time.time() < end, "the command never started"
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    assert pid_alive(child)
+    assert list(sweep.cancel().values()) == [True]
+    states = sweep.wait(timeout=30, poll_interval=0.2, progress=False, pull=False)
+    assert list(states.values()) == [State.CANCELLED]
+    end = time.time() + 10
+    while pid_alive(child):
+        assert time.time() < end, "the command outlived its cancelled run"
+        time.sleep(0.1)
