@@ -21,8 +21,6 @@ class ChesterLauncherConf:
     resources: Dict[str, Any] = field(default_factory=dict)
     #: environment variables of every job
     env: Dict[str, str] = field(default_factory=dict)
-    #: wait for the jobs and return their results (False: submit, return UNKNOWN results)
-    wait: bool = True
     #: give up waiting after this many seconds (None: no limit)
     timeout: Optional[float] = None
     #: seconds between status polls (None: the backend's own poll_interval)

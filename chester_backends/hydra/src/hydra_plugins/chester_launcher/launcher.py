@@ -74,13 +74,12 @@ class JobRunner:
 
 class ChesterLauncher(Launcher):
     def __init__(self, backend: str = "local", exp_prefix: str | None = None,
-                 resources: Any = None, env: Any = None, wait: bool = True,
-                 timeout: float | None = None, poll_interval: float | None = None) -> None:
+                 resources: Any = None, env: Any = None, timeout: float | None = None,
+                 poll_interval: float | None = None) -> None:
         self.backend = backend
         self.exp_prefix = exp_prefix
         self.resources = _plain(resources) or {}
         self.env = {str(k): str(v) for k, v in (_plain(env) or {}).items()}
-        self.wait = wait
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.config: DictConfig | None = None
@@ -130,9 +129,6 @@ class ChesterLauncher(Launcher):
         sweep = chester.launch(runner, variants, backend=self.backend, exp_prefix=prefix,
                                run_dirs=dirs, exp_names=names, env=self.env,
                                resources=self.resources, resume="incomplete")
-        if not self.wait:
-            log.info(f"Submitted; follow with `chester status {prefix}`")
-            return [_unknown(v["overrides"]) for v in variants]
         sweep.wait(timeout=self.timeout, poll_interval=self.poll_interval, pull=True)
         return [_job_return(row, v["overrides"])
                 for row, v in zip(sorted(sweep.rows(), key=lambda r: r.idx), variants,
@@ -143,12 +139,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, DictConfig):
         return OmegaConf.to_container(value, resolve=True)
     return dict(value) if value else value
-
-
-def _unknown(overrides: list[str]) -> JobReturn:
-    ret = JobReturn(overrides=overrides, status=JobStatus.UNKNOWN)
-    ret.return_value = None
-    return ret
 
 
 def _job_return(row: Any, overrides: list[str]) -> JobReturn:
