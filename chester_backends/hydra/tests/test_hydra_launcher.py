@@ -128,3 +128,10 @@ def test_multirun_on_slurm_returns_every_job_result(tmp_path, slurm_cluster, ssh
         "poll_interval": 0.3, "scheduler_env": dict(slurm_cluster.env),
         "remote_dir": str(tmp_path / "remote")}})
     _check_returns(project, "cluster", slurm=True)
+    ok = _run(project, "app.py", "-m", "hydra/launcher=chester",
+              "hydra.launcher.backend=cluster", "hydra.launcher.poll_interval=0.3",
+              "hydra.sweep.dir=multirun/from-the-app", "lr=1e-3,1e-4")
+    assert ok.returncode == 0, ok.stderr
+    results = sorted(json.loads(p.read_text())["lr"]
+                     for p in (project / "multirun" / "from-the-app").glob("*/result.json"))
+    assert results == [1e-4, 1e-3]
