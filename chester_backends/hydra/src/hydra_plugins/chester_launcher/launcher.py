@@ -96,7 +96,7 @@ class ChesterLauncher(Launcher):
                initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.hydra_config import HydraConfig
 
-        import chester
+        from chester.launcher import launch
         from chester.naming import safe_component
 
         setup_globals()
@@ -108,7 +108,9 @@ class ChesterLauncher(Launcher):
         prefix = safe_component(self.exp_prefix or str(self.config.hydra.job.name))
         log.info(f"Launching {len(job_overrides)} jobs as chester runs on backend "
                  f"{self.backend!r} (sweep {prefix!r})")
-        variants, dirs, names = [], [], []
+        variants: list[dict[str, Any]] = []
+        dirs: list[str] = []
+        names: list[str] = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             shown = " ".join(filter_overrides(overrides))
             log.info(f"\t#{idx} : {shown}")
@@ -126,9 +128,9 @@ class ChesterLauncher(Launcher):
                              "hydra_config": cfg})
         HydraConfig.instance().set_config(self.config)
         runner = JobRunner(self.hydra_context, self.task_function, Singleton.get_state())
-        sweep = chester.launch(runner, variants, backend=self.backend, exp_prefix=prefix,
-                               run_dirs=dirs, exp_names=names, env=self.env,
-                               resources=self.resources, resume="incomplete")
+        sweep = launch(runner, variants, backend=self.backend, exp_prefix=prefix,
+                       run_dirs=dirs, exp_names=names, env=self.env,
+                       resources=self.resources, resume="incomplete")
         sweep.wait(timeout=self.timeout, poll_interval=self.poll_interval, pull=True)
         return [_job_return(row, v["overrides"])
                 for row, v in zip(sorted(sweep.rows(), key=lambda r: r.idx), variants,
