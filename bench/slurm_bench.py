@@ -3,6 +3,9 @@
     .venv/bin/python bench/slurm_bench.py [--runs 1000]
 
 Measures, in one run on the same slurmctld:
+  * ``chester launch -b slurm -- python -c pass i=0,1,...`` from a shell against submitit's
+    whole ``map_array`` script: interpreter start to submitted, alternately, ``--rounds``
+    times (``--cli-only`` stops after this);
   * chester, submitting through a loopback sshd acting as the login host: sbatch calls
     (distinct job ids), launch wall time (the sweep spec written + one submit), and the time
     of the submit hook alone;
@@ -91,8 +94,8 @@ def submitit_venv(d: Path) -> Path:
     venv = d / "submitit-venv"
     uv = shutil.which("uv") or str(ROOT / ".venv" / "bin" / "uv")
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
-                    "submitit"], check=True)
+    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python",
+                    str(venv / "bin" / "python"), "submitit"], check=True)
     return venv / "bin" / "python"
 
 
@@ -162,6 +165,28 @@ def bench_chester_direct(d: Path, n: int, k: int, slurm_env: dict) -> dict:
                                str(d / f"direct-project-{k}" / "chester.yaml"), str(n)])
 
 
+def bench_chester_cli(d: Path, n: int, k: int, slurm_env: dict) -> dict:
+    """``chester launch -b slurm -- python -c pass i=0,1,...`` from a shell: the whole
+    process, interpreter start to submitted (job ids read from squeue afterwards)."""
+    make_project(d, f"cli-project-{k}", {"scheduler_env": slurm_env})
+    project = d / f"cli-project-{k}"
+    exe = str(Path(sys.executable).parent / "chester")
+    argv = [exe, "launch", "-b", "slurm", "-p", "bench", "--", "python", "-c", "pass",
+            "i=" + ",".join(str(i) for i in range(n))]
+    env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
+    t = time.perf_counter()
+    out = _sh(*argv, cwd=str(project), env=env)
+    dt = time.perf_counter() - t
+    assert f"{n} runs on backend 'slurm'" in out, out
+    jobs = sorted({line.split("_")[0] for line in
+                   _sh("squeue", "-h", "-o", "%i").split() if line.strip()})
+    for jid in jobs:
+        subprocess.run(["scancel", jid], check=False)
+    for jid in jobs:
+        wait_queue_empty(jid)
+    return {"process": dt, "job_ids": jobs}
+
+
 def make_project(d: Path, name: str, options: dict) -> object:
     import yaml
 
@@ -218,8 +243,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5,
                     help="alternating submitit / chester direct submissions to compare")
+    ap.add_argument("--cli-only", action="store_true",
+                    help="only compare `chester launch` from a shell with submitit's script")
     args = ap.parse_args()
     n = args.runs
+    # both sides run from compiled bytecode, as after a pip install: submitit's venv is
+    # installed with --compile-bytecode, and chester's modules get their .pyc files written
+    # (the first round writes whatever is missing)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     sys.path.insert(0, str(ROOT))
     import cloudpickle
 
@@ -245,6 +276,26 @@ def main() -> None:
         figures["MaxArraySize"] = size
         print(f"[bench] SLURM up (MaxArraySize {size}); making the submitit venv", flush=True)
         py = submitit_venv(work)
+
+        # 1. `chester launch` from a shell against submitit's whole script, alternately
+        cli_p, sub_p = [], []
+        for k in range(args.rounds):
+            sub = bench_submitit(py, work, n, k + 100)
+            cli = bench_chester_cli(work, n, k, slurm_env)
+            sub_p.append(round(sub["process"], 3))
+            cli_p.append(round(cli["process"], 3))
+            figures["chester launch (cli) sbatch calls"] = len(cli["job_ids"])
+            print(f"[bench] round {k + 1}: submitit whole script {sub['process']:.3f} s, "
+                  f"`chester launch` whole process {cli['process']:.3f} s", flush=True)
+        figures["submitit whole script s (each round, vs cli)"] = sub_p
+        figures["chester launch (cli) whole process s (each round)"] = cli_p
+        figures["submitit whole script s (median, vs cli)"] = statistics.median(sub_p)
+        figures["chester launch (cli) whole process s (median)"] = statistics.median(cli_p)
+        figures["submitit / chester launch (cli), whole process, median"] = round(
+            statistics.median(sub_p) / statistics.median(cli_p), 2)
+        if args.cli_only:
+            print(json.dumps(figures, indent=2))
+            return
 
         # 2. chester through the login host: launch, status polls, everything pulled
         cfg = make_project(work, "ssh-project", {

@@ -60,7 +60,23 @@ class Dispatcher:
         if hook == "chester_submit":
             caps = self._manager.get_backend(backend.type).spec.capabilities
             retry_on = retry.submit_retry_on(caps.idempotent_submit)
-        policy = retry.network_retry(op=hook, backend=backend.name, retry_on=retry_on,
-                                     attempts=self.attempts, max_delay_s=self.max_delay_s,
-                                     sleep=self.sleep)
-        return policy(once)
+        # the first attempt runs bare: the retry machinery (tenacity) is set up only when it
+        # fails with an error worth retrying, and then replays that failure as its attempt 1
+        started = time.monotonic()
+        try:
+            return once()
+        except retry_on as exc:
+            if self.attempts <= 1:
+                raise
+            first: list[BaseException] = [exc]
+        policy = retry.network_retry(
+            op=hook, backend=backend.name, retry_on=retry_on, attempts=self.attempts,
+            max_delay_s=max(0.0, self.max_delay_s - (time.monotonic() - started)),
+            sleep=self.sleep)
+
+        def replay() -> Any:
+            if first:
+                raise first.pop()
+            return once()
+
+        return policy(replay)

@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from chester import rundir as rd
 from chester.attrdict import AttrDict
 from chester.config import ChesterConfig, get_config
@@ -90,7 +88,21 @@ def _pickle_variant(variant: AttrDict) -> bytes:
     launching script, lambdas). Both load with ``cloudpickle.load``."""
     if _plain(variant):
         return pickle.dumps(variant, protocol=pickle.DEFAULT_PROTOCOL)
+    import cloudpickle
+
     return cloudpickle.dumps(variant)
+
+
+def _pickle_fn(fn: Callable) -> bytes:
+    """The run's callable: a command (plain pickle: its class is chester's) or a function
+    (cloudpickle, imported only then)."""
+    from chester.command import Command
+
+    if type(fn) is Command:
+        return pickle.dumps(fn, protocol=pickle.DEFAULT_PROTOCOL)
+    import cloudpickle
+
+    return cloudpickle.dumps(fn)
 
 
 def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir: str,
@@ -115,7 +127,7 @@ def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequenc
     are new and not yet submitted, so plain writes are enough: a launcher that dies here
     leaves the runs ``new`` and the next launch writes them again.
     """
-    fn_bytes = cloudpickle.dumps(fn)
+    fn_bytes = _pickle_fn(fn)
     files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
     for parent in {os.path.dirname(os.fspath(row.local_dir)) for row, *_ in files}:
         os.makedirs(parent, exist_ok=True)
@@ -139,7 +151,7 @@ def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Cal
     from chester import sweepspec
 
     files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
-    return sweepspec.write(path, cloudpickle.dumps(fn),
+    return sweepspec.write(path, _pickle_fn(fn),
                            ((row.remote_dir, vj, rj, vp) for row, vj, rj, vp in files))
 
 
@@ -159,7 +171,7 @@ def _extra_pair(d: str, project: Path, remote_root: str | None) -> tuple[str, st
 
 
 def launch(
-    fn: Callable[..., Any],
+    fn: Callable[..., Any] | str | Sequence[str],
     variants: Any,
     *,
     backend: str = "local",
@@ -177,8 +189,18 @@ def launch(
     resume: bool | str = "auto",
     config: ChesterConfig | None = None,
     dispatcher: Dispatcher | None = None,
+    args_style: str = "argparse",
+    hydra_flags: Mapping[str, Any] | None = None,
+    run_args: bool = True,
 ) -> Sweep:
     """Launch ``fn(variant, log_dir, exp_name)`` once per variant on ``backend``.
+
+    ``fn`` may instead be a command: an argv list, or a string split as a shell splits
+    words (never run by a shell). Each variant then becomes arguments as ``args_style``
+    says (``"argparse"``: ``--key value``; ``"hydra"``: ``key=value`` overrides after
+    ``hydra_flags``; ``"template"``: ``{key}`` placeholders in the command filled in);
+    ``run_args`` adds the run folder (``--log_dir``/``--exp_name``, or
+    ``hydra.run.dir=``). See :mod:`chester.command`.
 
     ``variants`` is a :class:`VariantGenerator`, a list of dicts or one dict. Runs land in
     ``<log_dir>/<sub_dir>/<exp_prefix>/<N>_<name>/``. Every run is recorded in the job store
@@ -198,8 +220,20 @@ def launch(
     ``"dependent"``) are passed to backends that use them. ``dry_run`` prepares and returns
     without submitting; the prepared scripts are on ``sweep.prepared``.
     """
+    from chester.command import Command, CommandError
+
+    if isinstance(fn, (str, list, tuple)):
+        try:
+            fn = Command(fn, args_style, hydra_flags=hydra_flags, run_args=run_args)
+        except CommandError as exc:
+            raise UserError(str(exc)) from None
+    elif args_style != "argparse" or hydra_flags:
+        if not isinstance(fn, Command):
+            raise UserError("args_style= and hydra_flags= apply to commands (an argv list "
+                            "or a string), not to a function")
     if not callable(fn):
-        raise UserError("launch() needs a callable fn(variant, log_dir, exp_name)")
+        raise UserError("launch() needs a callable fn(variant, log_dir, exp_name) or a "
+                        "command (an argv list or a string)")
     if not exp_prefix or "/" in exp_prefix or exp_prefix in (".", ".."):
         raise UserError(f"exp_prefix {exp_prefix!r} must be a non-empty name without '/'")
     if order not in ("parallel", "dependent"):
@@ -213,6 +247,12 @@ def launch(
         bad = [k for k in v if not isinstance(k, str)]
         if bad:
             raise UserError(f"variant keys must be strings, got {bad[0]!r}")
+    if isinstance(fn, Command):
+        for v in vlist:  # a variant the command cannot take fails here, before any submit
+            try:
+                fn.build(v, "LOG_DIR", "EXP_NAME")
+            except CommandError as exc:
+                raise UserError(str(exc)) from None
     if exp_names is not None and len(exp_names) != len(vlist):
         raise UserError(f"exp_names has {len(exp_names)} names for {len(vlist)} variants")
     if run_dirs is not None and len(run_dirs) != len(vlist):

@@ -34,6 +34,8 @@ class _LazyLogger:
 
     def __getattr__(self, name: str) -> Any:
         if _pending is not None:
+            if name in _QUIET and _quiet_level(_pending) and not _app_configured():
+                return _drop  # below the pending threshold: no need to set structlog up yet
             configure(**_pending)
         if _configured or _app_configured():
             import structlog
@@ -42,6 +44,11 @@ class _LazyLogger:
         if name in _QUIET:
             return _drop
         return getattr(_default_logger(), name)
+
+
+def _quiet_level(kw: dict[str, Any]) -> bool:
+    """The pending configuration drops debug and info lines."""
+    return str(kw.get("level", "warning")).lower() in ("warning", "warn", "error", "critical")
 
 
 def _default_logger() -> Any:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
-import tenacity
+from typing import TYPE_CHECKING, Any
 
 from chester.errors import ConnectError, TransientBackendError
 from chester.logs import get_logger
+
+if TYPE_CHECKING:
+    import tenacity
 
 log = get_logger()
 
@@ -33,6 +34,7 @@ def network_retry(
     Only ``retry_on`` errors are retried; the last one is re-raised as it was. Each retry is
     logged as ``retrying`` with the operation, attempt, sleep and error.
     """
+    import tenacity
 
     def _before_sleep(rs: tenacity.RetryCallState) -> None:
         exc = rs.outcome.exception() if rs.outcome else None

@@ -10,23 +10,33 @@
         run_experiment_lite(stub_method_call=train, variant=v, variations=vg.variations(),
                             exp_prefix="lr-sweep", mode="local", wait_subprocess=False)
 
-Calls are collected and submitted together as one launch (one code sync, one submit) when
-a variant carries the seed's ``chester_last_variant`` marker, when the settings change, or
-when the script ends. All launches under one ``exp_prefix`` are one sweep (``chester status
-PREFIX``, ``chester.sweep(PREFIX)``). ``mode`` names a backend (``local``, a ``backends:``
-entry, an SSH host from ``ssh_hosts``, or an installed backend type such as ``gl``). With the local
+Calls are collected per sweep and submitted together (one code sync, one submit) when a
+variant carries the seed's ``chester_last_variant`` marker, when the sweep's settings change,
+or when the script ends; all launches under one ``exp_prefix`` are one sweep (``chester
+status PREFIX``, ``chester.sweep(PREFIX)``). The end-of-script submit runs among the
+interpreter's thread-shutdown callbacks, with what the submit needs imported beforehand, so
+backends may use threads. ``mode`` names a backend (``local``, a ``backends:`` entry, an SSH
+host from ``ssh_hosts``, or an installed backend type such as ``gl``). With the local
 backend and the seed's default ``wait_subprocess=True`` each call runs its variant and
 waits for it, as before (a launch per call). ``auto_pull=True`` with a remote backend
 starts one detached ``python -m chester.auto_pull`` per prefix.
 
-Parameters that no longer apply (``script``, ``python_command``, Hydra options, ...) warn
-once and are never passed to the worker.
+``script`` makes each call a command run (:mod:`chester.command`): ``python_command``
+followed by ``script`` (``"train.py"``, ``"-m pkg.train"``, or with fixed arguments), the
+variant as ``--key value`` then ``--log_dir DIR --exp_name NAME``; with ``hydra_enabled``
+as Hydra overrides ``key=value`` after the ``hydra_flags`` then ``hydra.run.dir=DIR``.
+Extra keyword arguments are extra arguments of the script, after the variant's (as the
+seed passed them). ``launch_with_subprocess=False`` with ``hydra_enabled`` on the local
+backend composes the Hydra config in this process and calls ``stub_method_call(cfg)``.
+Parameters that no longer apply (``use_cloudpickle``, ``print_command``; ``python_command``
+without ``script``) warn once and are never passed to the worker.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import subprocess
 import sys
 import warnings
@@ -46,13 +56,8 @@ __all__ = [
 
 #: Parameters the seed had that no longer do anything, with their defaults.
 _OBSOLETE = {
-    "script": None,
-    "python_command": "python",
     "use_cloudpickle": True,
     "print_command": True,
-    "launch_with_subprocess": True,
-    "hydra_enabled": False,
-    "hydra_flags": None,
 }
 _warned: set[str] = set()
 
@@ -138,43 +143,56 @@ def _spawn_auto_pull(exp_prefix: str, interval: float) -> None:
     (logs / f"{exp_prefix}.pid").write_text(f"{proc.pid}\n")
 
 
-def _register_flush_at_exit() -> None:
-    """Submit what is still collected when the script ends.
-
-    Backends submit through thread pools, and by the time ``atexit`` handlers run,
-    ``concurrent.futures`` refuses new work ("cannot schedule new futures after interpreter
-    shutdown", or "can't register atexit after shutdown" when first imported then). So the
-    flush runs among ``threading``'s exit hooks, which run first, after the thread pools'
-    own hook has been registered (they run last-in first-out). ``atexit`` stays as the
-    fallback (a flush with nothing left to submit does nothing).
-    """
-    import concurrent.futures.thread  # noqa: F401  (registers its exit hook now)
-    import threading
-
-    register = getattr(threading, "_register_atexit", None)
-    if register is not None:
-        register(_flush_at_exit)
-    atexit.register(_flush_at_exit)
+_exit_hook = False
 
 
 def _flush_at_exit() -> None:
-    """:func:`flush`, reporting a failure on stderr instead of raising (an exception here
-    would skip the exit hooks after it, such as the thread pools' joins)."""
+    """Submit what is still collected as the script ends; a failure exits with status 1."""
+    if _pending is None or not _pending.variants:
+        return
     from chester.errors import ChesterError
 
     try:
         flush()
-    except ChesterError as exc:
-        print(f"chester: error: {exc}", file=sys.stderr)
-    except Exception:
-        import traceback
+    except BaseException as exc:  # the script's runs were not submitted: say so, exit 1
+        if isinstance(exc, ChesterError):  # a known problem: one line
+            print(f"chester: error: the runs collected by run_experiment_lite were not "
+                  f"submitted: {exc}", file=sys.stderr)
+        else:
+            import traceback
 
-        print("chester: the runs collected by run_experiment_lite were not submitted:",
-              file=sys.stderr)
-        traceback.print_exc()
+            traceback.print_exc()
+            print(f"chester: the runs collected by run_experiment_lite were not submitted: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
-_register_flush_at_exit()
+def _register_exit_flush() -> None:
+    """Arrange for :func:`_flush_at_exit` to run when the interpreter ends.
+
+    It runs among the ``threading`` module's exit callbacks, before
+    ``concurrent.futures`` refuses new work and before threads are joined, so a backend may
+    use thread pools and start threads while it submits. ``concurrent.futures.thread`` is
+    imported here, now, because importing it during shutdown fails ("can't register atexit
+    after shutdown"). The plain ``atexit`` hook stays as a fallback for calls collected
+    after that point.
+    """
+    global _exit_hook
+    if _exit_hook:
+        return
+    _exit_hook = True
+    import concurrent.futures.thread  # noqa: F401  (see the docstring)
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(_flush_at_exit)
+        except RuntimeError:  # already shutting down: the atexit hook below runs it
+            pass
+    atexit.register(_flush_at_exit)
 
 
 def run_experiment_lite(
@@ -214,16 +232,29 @@ def run_experiment_lite(
     Returns the :class:`chester.Sweep` once the runs were submitted (else ``None``).
     """
     global _pending
-    given = {"script": script, "python_command": python_command,
-             "use_cloudpickle": use_cloudpickle, "print_command": print_command,
-             "launch_with_subprocess": launch_with_subprocess, "hydra_enabled": hydra_enabled,
-             "hydra_flags": hydra_flags}
+    given = {"use_cloudpickle": use_cloudpickle, "print_command": print_command}
     for name, default in _OBSOLETE.items():
         if given[name] != default:
             _warn_once(name, f"run_experiment_lite: {name}= no longer applies and is ignored "
                             "(runs always go through python -m chester.worker)")
-    for extra in kwargs:
-        _warn_once(extra, f"run_experiment_lite: unknown parameter {extra}= is ignored")
+    if script is None:
+        if python_command != "python":
+            _warn_once("python_command", "run_experiment_lite: python_command= applies only "
+                       "with script=; a function runs with the backend's configured Python")
+        for extra in kwargs:
+            _warn_once(extra, f"run_experiment_lite: {extra}= is ignored (extra parameters "
+                       "are arguments of a script=, and there is none)")
+    if hydra_flags and not hydra_enabled:
+        raise TypeError("run_experiment_lite: hydra_flags= needs hydra_enabled=True")
+    if not launch_with_subprocess and not hydra_enabled:
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False runs a Hydra app "
+                        "in this process and needs hydra_enabled=True")
+    if not launch_with_subprocess:
+        if batch_tasks is not None:
+            raise TypeError("run_experiment_lite: launch_with_subprocess=False takes one "
+                            "variant, not batch_tasks")
+        return _run_in_process(stub_method_call, script, variant, exp_prefix, exp_name,
+                               log_dir, sub_dir, mode, dry, hydra_flags, kwargs)
     if max_num_processes != 10 and mode == "local":
         _warn_once("max_num_processes", "run_experiment_lite: max_num_processes= is replaced by "
                    "`backends: {local: {type: local, max_parallel: N}}` in chester.yaml")
@@ -234,7 +265,10 @@ def run_experiment_lite(
             fn = task.pop("stub_method_call", stub_method_call)
             v = task.pop("variant", variant)
             result = run_experiment_lite(
-                stub_method_call=fn, exp_prefix=task.pop("exp_prefix", exp_prefix),
+                stub_method_call=fn, script=task.pop("script", script),
+                python_command=task.pop("python_command", python_command),
+                hydra_enabled=hydra_enabled, hydra_flags=hydra_flags,
+                exp_prefix=task.pop("exp_prefix", exp_prefix),
                 exp_name=task.pop("exp_name", None), log_dir=task.pop("log_dir", None),
                 sub_dir=sub_dir, mode=mode, use_gpu=use_gpu, dry=dry,
                 env=task.pop("env", env), variant=v, variations=variations,
@@ -242,11 +276,32 @@ def run_experiment_lite(
                 compile_script=compile_script, wait_compile=wait_compile,
                 use_singularity=use_singularity, auto_pull=auto_pull,
                 auto_pull_interval=auto_pull_interval, sync_env=sync_env,
-                extra_pull_dirs=extra_pull_dirs)
+                extra_pull_dirs=extra_pull_dirs, **kwargs)
         return result
-    if stub_method_call is None:
-        raise TypeError("run_experiment_lite needs stub_method_call (the function to run)")
+    target: Callable
+    if script is not None:
+        from chester.command import Command, CommandError
+
+        try:
+            target = Command(shlex.split(python_command) + shlex.split(script),
+                             "hydra" if hydra_enabled else "argparse",
+                             hydra_flags=hydra_flags)
+        except CommandError as exc:
+            raise TypeError(f"run_experiment_lite: {exc}") from None
+        target_key: Any = ("command", tuple(target.argv), target.args_style,
+                           repr(sorted(target.hydra_flags.items())))
+    elif hydra_enabled:
+        raise TypeError("run_experiment_lite: hydra_enabled=True runs a Hydra app: give its "
+                        "file as script= (e.g. script='train.py')")
+    elif stub_method_call is None:
+        raise TypeError("run_experiment_lite needs stub_method_call (the function to run) "
+                        "or script= (a script to run)")
+    else:
+        target, target_key = stub_method_call, id(stub_method_call)
     v = dict(variant or {})
+    if script is not None:
+        for k, val in kwargs.items():  # the seed passed them after the variant's arguments
+            v.setdefault(k, val)
     last = bool(v.pop("chester_last_variant", False))
     v.pop("chester_first_variant", None)
     resources: dict[str, Any] = {}
@@ -264,11 +319,12 @@ def run_experiment_lite(
                 "resources": resources, "dry": dry, "auto_pull": auto_pull,
                 "auto_pull_interval": auto_pull_interval,
                 "extra_pull_dirs": list(extra_pull_dirs or [])}
-    key = (id(stub_method_call), repr(sorted((k, repr(val)) for k, val in settings.items())))
+    key = (target_key, repr(sorted((k, repr(val)) for k, val in settings.items())))
     if _pending is not None and _pending.key != key:
         flush()
     if _pending is None:
-        _pending = _Batch(key, stub_method_call, settings)
+        _register_exit_flush()
+        _pending = _Batch(key, target, settings)
     _pending.variants.append(v)
     _pending.names.append(exp_name)
     _pending.dirs.append(os.fspath(log_dir) if log_dir else None)
@@ -289,3 +345,73 @@ def _is_local(mode: str) -> bool:
     except Exception:
         return False
     return btype == "local"
+
+
+def _run_in_process(fn: Callable | None, script: str | None, variant: dict | None,
+                    exp_prefix: str, exp_name: str | None, log_dir: str | None, sub_dir: str,
+                    mode: str, dry: bool, hydra_flags: dict | None, extra: dict) -> Any:
+    """The seed's ``launch_with_subprocess=False``: compose the Hydra config of the variant
+    here and call ``fn(cfg)`` (a debugging path: local only, not a tracked run).
+
+    The config is ``config_name`` (default ``config``) in ``config_path`` (default the
+    ``configs`` folder beside ``script``, else in the project root); both may be given as
+    keyword arguments. Other keyword arguments are extra overrides.
+    """
+    from pathlib import Path
+
+    from chester.command import Command
+    from chester.config import get_config
+    from chester.naming import auto_suffix, safe_component
+
+    if fn is None:
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False calls "
+                        "stub_method_call(cfg) in this process; give stub_method_call")
+    if not _is_local(mode):
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False runs in this "
+                        f"process and needs a local mode, not mode={mode!r}")
+    if hydra_flags:
+        _warn_once("hydra_flags_in_process", "run_experiment_lite: hydra_flags= do not apply "
+                   "to an in-process compose and are ignored")
+    extra = dict(extra)
+    cfg_root = get_config().project_path
+    config_name = str(extra.pop("config_name", "config"))
+    config_path = extra.pop("config_path", None)
+    if config_path is None:
+        script_dir = Path(script).parent if script and script.endswith(".py") else Path()
+        config_path = cfg_root / script_dir / "configs"
+    config_dir = Path(config_path).expanduser()
+    if not config_dir.is_absolute():
+        config_dir = cfg_root / config_dir
+    if not config_dir.is_dir():
+        raise TypeError(f"run_experiment_lite: no Hydra config folder {config_dir}; give "
+                        "config_path= (the folder holding config_name.yaml)")
+    v = {k: val for k, val in dict(variant or {}).items()
+         if k not in ("chester_first_variant", "chester_last_variant")}
+    v.update(extra)
+    name = safe_component(exp_name or auto_suffix(exp_prefix, v, []))
+    out = Path(log_dir).expanduser() if log_dir else \
+        get_config().log_dir / sub_dir / exp_prefix / name
+    if not out.is_absolute():
+        out = cfg_root / out
+    overrides = Command(["app"], "hydra", run_args=False).build(v, str(out), name)[1:]
+    overrides.append(f"hydra.run.dir={out}")
+    if dry:
+        print(f"compose {config_dir / config_name} with {overrides}")
+        return None
+    try:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import open_dict
+    except ImportError:
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False needs hydra-core "
+                        "(pip install hydra-core)") from None
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(out)
+        cfg.hydra.job.name = name
+    out.mkdir(parents=True, exist_ok=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # the app sees its own config, as under @hydra.main
+        del cfg["hydra"]
+    return fn(cfg)

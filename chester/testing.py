@@ -15,7 +15,8 @@ Use it from a pytest module in the backend's tests::
 Every test launches real runs through :func:`chester.launch` on the backend and checks what
 a researcher relies on: runs succeed and come home, failures say why, cancel stops a run and
 its children, status is one hook call for many runs, a second pull transfers nothing new,
-hostile variant values arrive byte for byte, and a launcher that died mid-submit can be run
+hostile variant values arrive byte for byte (to a function, and as a command's arguments),
+a failing command reports its exit status, and a launcher that died mid-submit can be run
 again without running anything twice.
 
 The functions launched here are module-level in this module, so the target needs only
@@ -79,6 +80,13 @@ def container_calls(calls: str | os.PathLike[str]) -> list[list[str]]:
     """The argument lists a :func:`container_stand_in` was called with, in order."""
     p = Path(calls)
     return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+#: A command run by the suite: writes its arguments into the run folder (only Python needed).
+CMD_SHOW_ARGV = ["python", "-c", "import json, os, sys; json.dump(sys.argv[1:], open(os.path."
+                 "join(os.environ['CHESTER_LOG_DIR'], 'argv.json'), 'w', encoding='utf-8'))"]
+CMD_FAIL = ["python", "-c", "import sys; print('boom from the command', file=sys.stderr); "
+            "sys.exit(5)"]
 
 
 @attrs.define
@@ -146,7 +154,7 @@ def _counter(sweep: Any) -> _CallCounter:
 class BackendConformance:
     """Subclass in a test module and provide a ``chester_env`` fixture (a ConformanceEnv)."""
 
-    def _launch(self, cenv: ConformanceEnv, fn: Callable, variants: Any, prefix: str,
+    def _launch(self, cenv: ConformanceEnv, fn: Callable | list[str], variants: Any, prefix: str,
                 **kw: Any) -> Any:
         from chester.launcher import launch
 
@@ -290,3 +298,35 @@ class BackendConformance:
             assert n <= 1, f"{run.name} ran {n} times"
             if caps.idempotent_submit:
                 assert n == 1
+
+    def test_command_runs_get_hostile_values_as_argv(self, chester_env: ConformanceEnv) -> None:
+        env = chester_env
+        pwned = Path("/tmp/chester-pwned")
+        if pwned.exists():
+            pwned.unlink()
+        for style in ("argparse", "hydra"):
+            sweep = self._launch(env, CMD_SHOW_ARGV, [dict(HOSTILE_VALUES)],
+                                 f"conf-cmd-{style}", args_style=style)
+            states = self._wait(env, sweep, pull=True)
+            run = sweep.runs[0]
+            assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+            argv = json.loads((run.log_dir / "argv.json").read_text(encoding="utf-8"))
+            if style == "argparse":
+                expect = [a for k, v in HOSTILE_VALUES.items() for a in (f"--{k}", v)]
+                assert argv[:-4] == expect
+                assert argv[-4] == "--log_dir" and argv[-2:] == ["--exp_name", run.name]
+            else:
+                assert argv[:-1] == [f"{k}={v}" for k, v in HOSTILE_VALUES.items()]
+                assert argv[-1].startswith("hydra.run.dir=")
+            assert (run.log_dir / ".done").exists()
+        assert not pwned.exists(), "a variant value was evaluated by a shell"
+
+    def test_failed_command_reports_its_exit_status(self, chester_env: ConformanceEnv) -> None:
+        env = chester_env
+        sweep = self._launch(env, CMD_FAIL, [{"tag": 1}], "conf-cmd-fail")
+        states = self._wait(env, sweep, pull=True)
+        run = sweep.runs[0]
+        assert states[run.name].value == "failed"
+        assert run.reason and "exited with status 5" in run.reason, run.reason
+        assert run.stderr_tail and "boom from the command" in run.stderr_tail
+        assert not (run.log_dir / ".done").exists()

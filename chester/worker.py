@@ -121,8 +121,10 @@ def run(run_dir: str) -> int:
     signal.signal(signal.SIGTERM, _on_term)
     os.environ.update({str(k): str(v) for k, v in (meta.get("env") or {}).items()})
     project = meta.get("project_dir")
-    if project and project not in sys.path:
-        sys.path.insert(0, project)
+    if project:
+        os.environ["CHESTER_PROJECT_DIR"] = str(project)
+        if project not in sys.path:
+            sys.path.insert(0, project)
     exit_code = 0
     try:
         import cloudpickle
@@ -146,13 +148,14 @@ def run(run_dir: str) -> int:
             record.update(state="failed", reason=f"SystemExit({exc.code!r})")
         exit_code = code
     except BaseException as exc:  # the run's own failure: record it, keep the traceback
-        import traceback
-
-        tb = traceback.format_exc()
-        sys.stderr.write(tb)
-        record.update(state="failed", reason=f"{type(exc).__name__}: {exc}"[:2000],
-                      exception=type(exc).__name__, traceback=tb[-20000:])
-        exit_code = EXIT_FAILED
+        command = sys.modules.get("chester.command")
+        if command is not None and isinstance(exc, command.CommandFailed):
+            # a command run: its own stderr is the story, not a traceback of the worker
+            code = exc.returncode
+            record.update(state="failed", reason=str(exc), command_exit_status=code)
+            exit_code = code if 0 < code < 256 else (128 - code if code < 0 else EXIT_FAILED)
+        else:
+            exit_code = _record_exception(record, exc)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.stdout.flush()
@@ -166,6 +169,17 @@ def run(run_dir: str) -> int:
     else:
         rd.write_json_atomic(at(rd.STATUS), record)
     return exit_code
+
+
+def _record_exception(record: dict, exc: BaseException) -> int:
+    """Record the exception being handled as the run's failure; print its traceback."""
+    import traceback
+
+    tb = traceback.format_exc()
+    sys.stderr.write(tb)
+    record.update(state="failed", reason=f"{type(exc).__name__}: {exc}"[:2000],
+                  exception=type(exc).__name__, traceback=tb[-20000:])
+    return EXIT_FAILED
 
 
 USAGE = "usage: python -m chester.worker RUN_DIR [--spec SWEEP_SPEC]"

@@ -76,7 +76,27 @@ def test_wheels_install_and_every_plugin_loads(wheel_venv, tmp_path):
     for name, rec in recs.items():
         assert rec["status"] == "active", (name, rec["error"])
         assert rec["version"] == chester.__version__
-    assert len(recs) == len(dists) - 1  # every backend distribution registers one plugin
+    # every backend distribution registers one plugin; others (the Hydra launcher) none
+    backends = [d for d in dists[1:] if _registers_backend(d)]
+    assert len(backends) < len(dists) - 1  # the Hydra launcher is built and installed too
+    assert len(recs) == len(backends)
+
+
+def _registers_backend(dist_dir: Path) -> bool:
+    """The distribution declares a ``chester`` entry point (a backend plugin)."""
+    return "[project.entry-points.chester]" in (dist_dir / "pyproject.toml").read_text()
+
+
+def test_hydra_launcher_wheel_is_found_by_hydra(wheel_venv, tmp_path):
+    venv, _ = wheel_venv
+    r = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "from hydra.core.plugins import Plugins\n"
+         "from hydra.plugins.launcher import Launcher\n"
+         "print(sorted(p.__name__ for p in Plugins.instance().discover(Launcher)))"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ChesterLauncher" in r.stdout
 
 
 def test_installed_core_runs_a_sweep(wheel_venv, tmp_path):

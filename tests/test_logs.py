@@ -36,3 +36,19 @@ def test_an_application_that_configures_structlog_gets_chester_s_info_lines():
                          timeout=60)
     assert res.returncode == 0, res.stderr
     assert "launched" in res.stdout and "runs=3" in res.stdout
+
+
+def test_a_pending_warning_threshold_drops_info_without_setting_structlog_up():
+    script = ("import sys\n"
+              "from chester.logs import configure_lazily, get_logger\n"
+              "configure_lazily(level='warning')\n"
+              "log = get_logger()\n"
+              "log.info('quiet', n=1)\n"
+              "print('structlog loaded:', 'structlog' in sys.modules, flush=True)\n"
+              "log.warning('loud', n=2)\n"
+              "log.info('still quiet', n=3)\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "structlog loaded: False"
+    assert "loud" in res.stderr and "quiet" not in res.stderr

@@ -27,6 +27,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+    la = sub.add_parser(
+        "launch", help="run a command once per combination of key=a,b values",
+        usage="chester launch [-b BACKEND] [-p PREFIX] [--sweep FILE.yaml] "
+              "[--style hydra|argparse] [--dry-run] [--wait] -- COMMAND [ARGS...]",
+        description="Run COMMAND once per variant on a backend, as Hydra's multirun does: "
+                    "each key=a,b token sweeps over its comma-separated values (commas inside "
+                    "quotes or brackets do not split), --sweep adds keys from a YAML file, and "
+                    "every combination is one tracked run. Values reach the command exactly "
+                    "as typed, as single argv elements; nothing is run by a shell.",
+        epilog="example: chester launch -b cluster -- python train.py lr=1e-3,1e-4 seed=1,2,3")
+    la.add_argument("-b", "--backend", default="local", help="backend name (default: local)")
+    la.add_argument("-p", "--prefix", default=None,
+                    help="sweep name, exp_prefix (default: the script's name)")
+    la.add_argument("--sweep", metavar="FILE.yaml", default=None,
+                    help="YAML mapping of keys to a value or a list of values")
+    la.add_argument("--style", choices=("hydra", "argparse"), default="hydra",
+                    help="hydra: key=value overrides (default); argparse: --key value")
+    la.add_argument("--no-run-args", action="store_true",
+                    help="do not add the run folder (hydra.run.dir=, or --log_dir/--exp_name)")
+    la.add_argument("--dry-run", action="store_true",
+                    help="show each run's command and what the backend would submit")
+    la.add_argument("--wait", action="store_true",
+                    help="wait for every run to end and pull it; exit 1 if any did not succeed")
+    la.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+
     pl = sub.add_parser("plugins", help="installed backend plugins")
     plsub = pl.add_subparsers(dest="plugins_command", metavar="ACTION")
     pll = plsub.add_parser("list", help="list plugins, their backends and hooks")

@@ -198,3 +198,54 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     return monitor(args.exp_prefix, interval=args.interval, bare=args.bare,
                    timeout=args.timeout, once=args.once)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    import shlex
+
+    from chester import overrides
+    from chester.command import Command, CommandError
+    from chester.launcher import launch
+    from chester.naming import safe_component
+
+    tokens = list(args.cmd)
+    if tokens and tokens[0] == "--":
+        tokens = tokens[1:]
+    program, keys = overrides.parse_command(tokens)
+    from_file = overrides.load_sweep_file(args.sweep) if args.sweep else {}
+    variants = overrides.combine(keys, from_file)
+    prefix = args.prefix or safe_component(overrides.default_prefix(program))
+    try:
+        command = Command(program, args.style, run_args=not args.no_run_args)
+    except CommandError as exc:
+        raise UserError(str(exc)) from None
+    sweep = launch(command, variants, backend=args.backend, exp_prefix=prefix,
+                   dry_run=args.dry_run, resume="incomplete")
+    if args.dry_run:
+        rows = sweep.rows()
+        print(f"dry run: sweep {prefix!r}, {len(rows)} runs on backend {sweep.backend.name!r} "
+              "(nothing submitted)")
+        for r in rows:
+            print(f"  {r.name}: {shlex.join(command.build(variants[r.idx], r.remote_dir, r.name))}")
+        prepared = getattr(sweep, "prepared", None)
+        if prepared is not None:
+            if prepared.summary:
+                print(prepared.summary)
+            for label, text in (prepared.scripts or {}).items():
+                print(f"--- {label} ---\n{text}")
+        return 0
+    print(f"launched sweep {prefix!r}: {len(variants)} runs on backend "
+          f"{sweep.backend.name!r}")
+    if not args.wait:
+        print(f"follow it:  chester status {shlex.quote(prefix)}  |  chester monitor "
+              f"{shlex.quote(prefix)}  |  chester logs -f RUN")
+        return 0
+    states = sweep.wait(pull=True)
+    counts: dict[str, int] = {}
+    for st in states.values():
+        counts[st.value] = counts.get(st.value, 0) + 1
+    print(f"{prefix}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    bad = [r for r in sweep.rows() if r.state.value != "succeeded"]
+    for r in bad:
+        print(f"  {r.name}: {r.state.value} {r.reason or ''}".rstrip())
+    return 1 if bad else 0

@@ -1,0 +1,190 @@
+"""Command runs: a program run once per variant, its variant given as arguments.
+
+``chester.launch(["python", "train.py"], vg, args_style="hydra")`` makes each run a
+:class:`Command`: it travels in the run's payload exactly as a function does, and the worker
+calls it like one, so every backend runs commands unchanged. How a variant becomes
+arguments:
+
+``"argparse"``  ``--key value`` per variant key (``--key=value`` when the value starts with
+                ``-``, so argparse never takes it for an option), then ``--log_dir DIR
+                --exp_name NAME`` as the earlier chester passed them to scripts.
+``"hydra"``     the ``hydra_flags`` (``True`` → ``--flag``, else ``--flag=value``), then
+                ``key=value`` overrides (nested dicts as ``a.b=value``), then
+                ``hydra.run.dir=DIR`` so Hydra writes into the run folder.
+``"template"``  no arguments added: ``{key}`` placeholders in the command's elements are
+                filled from the variant and ``{log_dir}``, ``{exp_name}``.
+
+``run_args=False`` leaves out the run folder arguments. Each value is one argv element,
+exactly (strings as they are; other values as text, lists and dicts as JSON in
+``argparse`` style and in Hydra's list syntax in ``hydra`` style); nothing is given to a
+shell. The command runs in the project folder with ``CHESTER_LOG_DIR``,
+``CHESTER_EXP_NAME`` and ``CHESTER_PROJECT_DIR`` set; a leading ``python``/``python3`` is
+the worker's own interpreter (the backend's configured Python). Its output goes to the
+run's ``stdout``/``stderr``; a non-zero exit fails the run with that exit status.
+
+This module runs on every target: it imports nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import string
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+STYLES = ("argparse", "hydra", "template")
+#: Variant keys the earlier chester used as markers; never arguments.
+_MARKERS = ("chester_first_variant", "chester_last_variant", "is_debug")
+
+
+class CommandError(ValueError):
+    """The command or its argument style cannot make an argv for a variant."""
+
+
+class CommandFailed(Exception):
+    """The command ended with a non-zero exit status (or a signal)."""
+
+    def __init__(self, returncode: int, command: str):
+        self.returncode = returncode
+        if returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = str(-returncode)
+            reason = f"command `{command}` was killed by {name}"
+        else:
+            reason = f"command `{command}` exited with status {returncode}"
+        super().__init__(reason)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _hydra_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    return _text(value)
+
+
+def _hydra_overrides(prefix: str, value: Any) -> list[str]:
+    if isinstance(value, Mapping) and value:
+        out: list[str] = []
+        for k, v in value.items():
+            out += _hydra_overrides(f"{prefix}.{k}", v)
+        return out
+    return [f"{prefix}={_hydra_value(value)}"]
+
+
+class _Fields(dict):
+    def __missing__(self, key: str) -> Any:
+        raise CommandError(f"the command's placeholder {{{key}}} names no variant key "
+                           f"(keys: {', '.join(sorted(self)) or 'none'})")
+
+
+class Command:
+    """A command to run once per variant (see the module docstring)."""
+
+    __slots__ = ("argv", "args_style", "hydra_flags", "run_args")
+
+    def __init__(self, argv: str | Sequence[str], args_style: str = "argparse", *,
+                 hydra_flags: Mapping[str, Any] | None = None, run_args: bool = True):
+        if isinstance(argv, str):
+            argv = shlex.split(argv)
+        argv = list(argv)
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise CommandError("a command is a non-empty list of strings (or one string, "
+                               f"split as a shell would split it), not {argv!r}")
+        if args_style not in STYLES:
+            raise CommandError(f"args_style must be one of {', '.join(STYLES)}, "
+                               f"not {args_style!r}")
+        if hydra_flags and args_style != "hydra":
+            raise CommandError("hydra_flags applies only with args_style='hydra'")
+        self.argv = argv
+        self.args_style = args_style
+        self.hydra_flags = dict(hydra_flags or {})
+        self.run_args = bool(run_args)
+
+    def __getstate__(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state: dict) -> None:
+        for k in self.__slots__:
+            setattr(self, k, state[k])
+
+    def __repr__(self) -> str:
+        return f"Command({shlex.join(self.argv)!r}, args_style={self.args_style!r})"
+
+    def build(self, variant: Mapping[str, Any], log_dir: str, exp_name: str | None) -> list[str]:
+        """The argv for one run."""
+        items = [(str(k), v) for k, v in variant.items() if k not in _MARKERS]
+        if self.args_style == "template":
+            fields = _Fields({k: _text(v) for k, v in items})
+            fields.update(log_dir=str(log_dir), exp_name=str(exp_name or ""))
+            fmt = string.Formatter()
+            out = []
+            for a in self.argv:
+                try:
+                    out.append(fmt.vformat(a, (), fields))
+                except (ValueError, IndexError) as exc:
+                    raise CommandError(f"bad placeholder in command element {a!r}: {exc} "
+                                       "(write {{ and }} for literal braces)") from None
+            return out
+        argv = list(self.argv)
+        if self.args_style == "argparse":
+            for k, v in items:
+                text = _text(v)
+                argv += [f"--{k}={text}"] if text.startswith("-") else [f"--{k}", text]
+            if self.run_args:
+                argv += ["--log_dir", str(log_dir), "--exp_name", str(exp_name or "")]
+            return argv
+        for flag, v in self.hydra_flags.items():
+            if v is True:
+                argv.append(f"--{flag}")
+            elif v is not False and v is not None:
+                argv.append(f"--{flag}={_text(v)}")
+        for k, v in items:
+            argv += _hydra_overrides(k, v)
+        if self.run_args:
+            argv.append(f"hydra.run.dir={log_dir}")
+        return argv
+
+    def __call__(self, variant: Mapping[str, Any], log_dir: str, exp_name: str | None) -> None:
+        argv = self.build(variant, log_dir, exp_name)
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        env = dict(os.environ)
+        env.update(CHESTER_LOG_DIR=str(log_dir), CHESTER_EXP_NAME=str(exp_name or ""))
+        project = env.get("CHESTER_PROJECT_DIR")
+        cwd = project if project and os.path.isdir(project) else None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
+        try:
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # the worker was told to stop: stop the command too
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if code:
+            shown = shlex.join(self.argv)
+            raise CommandFailed(code, shown if len(shown) <= 200 else shown[:197] + "...")
