@@ -183,10 +183,27 @@ def _record_exception(record: dict, exc: BaseException) -> int:
 
 
 USAGE = "usage: python -m chester.worker RUN_DIR [--spec SWEEP_SPEC]"
+HELP = USAGE + """
+
+Run one run of a sweep (chester's target-side worker; from the shipped runtime:
+python chester-<digest>.pyz worker ...).
+
+input:   RUN_DIR/.chester/run.json (token, name, attempt) and .chester/payload.pkl (the
+         function, or command, then the variant); with --spec, the folder is first written
+         from the launch's sweep spec (this run's entry only)
+records: RUN_DIR/.chester/status.json at the start (pid, pgid, start_ticks, host, attempt,
+         state: running) and at the end (ended_at, state, exit_code; on failure reason,
+         exception, traceback); RUN_DIR/.done on success
+exit status: 0 succeeded (or already done), 1 the function raised or the command failed,
+         143 stopped by a signal, 2 usage or an unreadable sweep spec
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(HELP, end="")
+        return 0
     spec = None
     if len(argv) == 3 and argv[1] == "--spec":
         argv, spec = argv[:1], argv[2]
