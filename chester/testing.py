@@ -198,8 +198,12 @@ class BackendConformance:
         states = self._wait(env, sweep, pull=True)
         assert [s.value for s in states.values()] == ["failed", "failed"]
         for run, tag in zip(sweep.runs, ["t-41", "t-42"], strict=False):
-            assert run.reason and "ValueError" in run.reason and tag in run.reason, run.reason
-            assert run.stderr_tail and f"deliberate failure {tag}" in run.stderr_tail
+            assert run.reason and "ValueError" in run.reason and tag in run.reason, (
+                "chester_status: a run that ended otherwise carries a reason (the exception); "
+                f"got {run.reason!r}")
+            assert run.stderr_tail and f"deliberate failure {tag}" in run.stderr_tail, (
+                "chester_status: a failed run carries stderr_tail, the last lines of its "
+                f"stderr; got {run.stderr_tail!r}")
             assert not (run.log_dir / ".done").exists()
             assert "deliberate failure" in (run.log_dir / "stderr.log").read_text()
 
@@ -330,3 +334,25 @@ class BackendConformance:
         assert run.reason and "exited with status 5" in run.reason, run.reason
         assert run.stderr_tail and "boom from the command" in run.stderr_tail
         assert not (run.log_dir / ".done").exists()
+
+    def test_run_folders_with_spaces_and_unicode(self, chester_env: ConformanceEnv) -> None:
+        """A log folder whose path has spaces and non-ASCII letters (run folders, and their
+        place on the target, carry them)."""
+        import yaml
+
+        env = chester_env
+        raw = yaml.safe_load(env.config.path.read_text()) if env.config.path else {}
+        raw["log_dir"] = "data dir/r\u00e9sultats \u2603"
+        alt = env.project / "chester-unicode.yaml"
+        alt.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        odd = attrs.evolve(env, config=load_config(alt))
+        sweep = self._launch(odd, fn_write_result, [{"i": 1}, {"i": 2}], "conf-odd path")
+        states = self._wait(odd, sweep, pull=True)
+        assert sorted(s.value for s in states.values()) == ["succeeded"] * 2, (
+            "chester_submit/chester_pull: run folders whose paths hold spaces and unicode "
+            f"run and come home like any other; got {states}")
+        for run in sweep.runs:
+            assert "r\u00e9sultats \u2603" in str(run.log_dir)
+            assert json.loads((run.log_dir / "result.json").read_text())["exp_name"] == \
+                run.name, "chester_pull: each run's files come home into its local_dir"
+
