@@ -137,3 +137,17 @@ def stop_monitor(project: Path, exp_prefix: str = "my_experiment") -> int | None
             break
         time.sleep(0.1)
     return pid
+
+
+def uv(*args: str, **kw) -> subprocess.CompletedProcess:
+    """Run ``python -m uv ARGS`` (checked); skip the test (fail it under CI) without uv."""
+    try:
+        import uv as _uv  # noqa: F401
+    except ImportError:
+        import pytest
+
+        if os.environ.get("CI") == "true":
+            pytest.fail("uv is needed to build wheels and make venvs")
+        pytest.skip("uv not installed")
+    return subprocess.run([sys.executable, "-m", "uv", *args], check=True, capture_output=True,
+                          text=True, **kw)

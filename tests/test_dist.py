@@ -3,19 +3,17 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import chester
 
+from .helpers import uv as _uv
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _uv(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "uv", *args], check=True, capture_output=True,
-                          text=True, **kw)
 
 
 def _backend_dirs():
@@ -37,12 +35,6 @@ def _dist_name(d: Path) -> str:
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory):
     """Every distribution of the repository built as a wheel, in one folder."""
-    try:
-        import uv  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("uv is needed to build wheels")
-        pytest.skip("uv not installed")
     out = tmp_path_factory.mktemp("wheels")
     dists = [ROOT] + _backend_dirs()
     for d in dists:

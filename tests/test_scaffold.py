@@ -12,12 +12,9 @@ import pytest
 from chester.errors import UserError
 from chester.scaffold import new_plugin
 
+from .helpers import uv
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _uv(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "uv", *args], check=True, capture_output=True,
-                          text=True, **kw)
 
 
 def test_bad_names_and_existing_folders_are_refused(tmp_path):
@@ -31,22 +28,16 @@ def test_bad_names_and_existing_folders_are_refused(tmp_path):
 
 
 def test_a_new_plugin_installs_lists_active_and_runs_the_conformance_suite(tmp_path):
-    try:
-        import uv  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("uv is needed to make a venv")
-        pytest.skip("uv not installed")
     r = subprocess.run([str(Path(sys.executable).parent / "chester"), "plugins", "new", "tmux",
                         "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     pkg = tmp_path / "chester-backend-tmux"
     assert f"wrote {pkg}" in r.stdout
     venv = tmp_path / "venv"
-    _uv("venv", "-q", str(venv))
+    uv("venv", "-q", str(venv))
     py = str(venv / "bin" / "python")
     # chester-ml from this checkout (its own dependency on the local backend too)
-    _uv("pip", "install", "-q", "--python", py, str(ROOT), str(ROOT / "chester_backends/local"),
+    uv("pip", "install", "-q", "--python", py, str(ROOT), str(ROOT / "chester_backends/local"),
         "-e", f"{pkg}[test]", env={**os.environ, "VIRTUAL_ENV": str(venv)}, timeout=600)
     (tmp_path / "proj" / ".git").mkdir(parents=True)
     r = subprocess.run([str(venv / "bin/chester"), "plugins", "list", "--json"],
