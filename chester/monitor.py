@@ -17,9 +17,7 @@ from chester.types import State
 
 def _open_sweeps(exp_prefix: str | None) -> list[Sweep]:
     cfg = get_config()
-    if not cfg.store_path.exists():
-        raise UserError(f"no job store at {cfg.store_path}: nothing was launched from this project")
-    store = open_store(cfg)
+    store = open_store(cfg, create=False)
     disp = Dispatcher()
     rows = store.sweeps(exp_prefix)
     if exp_prefix and not rows:

@@ -259,16 +259,17 @@ class _Progress:
         self._p.stop()
 
 
-def open_store(config: ChesterConfig | None = None) -> Store:
+def open_store(config: ChesterConfig | None = None, *, create: bool = True) -> Store:
+    """The project's job store; ``create=False`` raises a one-line error when there is none."""
     cfg = config or get_config()
-    return Store(cfg.store_path)
+    return Store(cfg.store_path, create=create)
 
 
 def sweep(exp_prefix: str | None = None, *, config: ChesterConfig | None = None,
           dispatcher: Dispatcher | None = None, sweep_id: int | None = None) -> Sweep:
     """Reattach to the latest sweep named ``exp_prefix`` (or any, or by id) from the store."""
     cfg = config or get_config()
-    store = open_store(cfg)
+    store = open_store(cfg, create=False)
     row = store.sweep(sweep_id) if sweep_id is not None else store.latest_sweep(exp_prefix)
     if row is None:
         what = f"named {exp_prefix!r} " if exp_prefix else ""

@@ -101,6 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as exc:
+        import sqlite3
+
+        if not isinstance(exc, sqlite3.DatabaseError):
+            raise
+        print(f"chester: error: the job store cannot be read ({exc}): it is damaged; restore "
+              "it from a backup, or move .chester/jobs.db aside to start a new store",
+              file=sys.stderr)
+        return EXIT_USER
 
 
 def _version() -> int:

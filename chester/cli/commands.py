@@ -62,9 +62,7 @@ def _sweeps(prefix: str | None, all_: bool = False) -> list[Any]:
     from chester.sweeps import Sweep, open_store
 
     cfg = get_config()
-    if not cfg.store_path.exists():
-        raise UserError(f"no job store at {cfg.store_path}: nothing was launched from this project")
-    store = open_store(cfg)
+    store = open_store(cfg, create=False)
     disp = Dispatcher()
     if all_:
         rows = store.sweeps(prefix)
@@ -128,7 +126,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from chester.sweeps import open_store
 
     cfg = get_config()
-    store = open_store(cfg)
+    store = open_store(cfg, create=False)
     rows = store.find_runs(args.run)
     if not rows:
         raise UserError(f"no run {args.run!r} in the job store {cfg.store_path}")
