@@ -226,6 +226,11 @@ def _close(word: str, known: Any) -> list[str]:
     return difflib.get_close_matches(word, list(known), n=1)
 
 
+#: Options that take counts of at least 1 whatever backend declares them (a field's
+#: ``metadata={"min": N}`` sets another floor).
+MIN_ONE_OPTIONS = frozenset({"max_parallel"})
+
+
 def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
                   legacy_ok: bool = False) -> Any:
     """Build an attrs options object from YAML, with one-line errors naming file and key.
@@ -252,6 +257,11 @@ def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
         if not ok:
             raise ConfigError(path, f"{key}.{name}",
                               f"expected {_type_name(f.type)}, got {type(value).__name__} {value!r}"[:200],
+                              f.metadata.get("help"))
+        low = f.metadata.get("min", 1 if name in MIN_ONE_OPTIONS else None)
+        if low is not None and isinstance(conv, (int, float)) and not isinstance(conv, bool) \
+                and conv < low:
+            raise ConfigError(path, f"{key}.{name}", f"must be at least {low}, got {value!r}",
                               f.metadata.get("help"))
         kwargs[name] = conv
     for name, f in fields.items():

@@ -8,6 +8,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from chester.config import ChesterConfig, get_config
 from chester.dispatch import Dispatcher
 from chester.errors import UserError
 from chester.logs import get_logger
-from chester.naming import auto_suffix, remote_mapper, safe_component
+from chester.naming import auto_suffix, check_name, check_path, remote_mapper, safe_component
 from chester.store import RunRow, Store
 from chester.sweeps import Sweep
 from chester.types import RunSpec, RunStatus, State
@@ -29,8 +30,7 @@ from chester.variants import VariantGenerator, expand
 log = get_logger()
 
 # one encoder each, made once (json.dumps makes a new one per call when given options)
-_json_key = json.JSONEncoder(sort_keys=True, default=repr).encode
-_json_fingerprint = json.JSONEncoder(sort_keys=True, default=repr, ensure_ascii=False).encode
+_json_legacy = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 _json_variant = json.JSONEncoder(ensure_ascii=False, default=repr).encode
 _json_text = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -45,19 +45,47 @@ def _variations(variants: Any, vlist: list[dict]) -> list[str]:
                 keys.append(k)
     out = []
     for k in keys:
-        vals = {_json_key(v.get(k)) for v in vlist}
+        vals = {_value_key(v.get(k)) for v in vlist}
         if len(vals) > 1:
             out.append(k)
     return out
 
 
+def _value_key(value: Any) -> Any:
+    from chester.fingerprint import UnstableValue, digest
+
+    try:
+        return digest(value)
+    except UnstableValue:
+        return id(value)
+
+
 def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict],
                 names: Sequence[str] | None) -> str:
-    h = hashlib.sha256()
+    """What makes a launch "the same sweep again": prefix, backend, folder, names and
+    variants. Stable for any picklable value across processes (:mod:`chester.fingerprint`);
+    raises :class:`~chester.fingerprint.UnstableValue` for a value pickle could not store."""
+    from chester.fingerprint import digest
+
+    h = hashlib.sha256(b"chester-fingerprint-2\0")
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
     for v in vlist:
-        h.update(_json_fingerprint(v).encode())
-        h.update(b"\0")
+        h.update(digest(v))
+    return h.hexdigest()
+
+
+def legacy_fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict],
+                       names: Sequence[str] | None) -> str | None:
+    """The fingerprint earlier versions stored, for plain JSON data only (where it was
+    stable), so a sweep launched by them is still found; ``None`` for anything else."""
+    h = hashlib.sha256()
+    h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
+    try:
+        for v in vlist:
+            h.update(_json_legacy(v).encode())
+            h.update(b"\0")
+    except (TypeError, ValueError):
+        return None
     return h.hexdigest()
 
 
@@ -94,20 +122,25 @@ def _pickle_variant(variant: AttrDict) -> bytes:
 
 
 def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir: str,
-               env: Mapping[str, str], attempt: int) -> list[tuple[RunRow, bytes, bytes, bytes]]:
-    """Each run's (row, ``variant.json``, ``.chester/run.json``, variant pickle)."""
-    # run.json is {"token", "name", "run_id", then what every run shares}: that tail once
-    shared = _json_text({"attempt": attempt, "project_dir": project_dir, "env": dict(env)})
+               env: Mapping[str, str],
+               attempt: int | None) -> list[tuple[RunRow, bytes, bytes, bytes]]:
+    """Each run's (row, ``variant.json``, ``.chester/run.json``, variant pickle).
+
+    ``attempt`` None: each row's own attempt (a run submitted again counts on)."""
+    # run.json is {"token", "name", "run_id", "attempt", then what every run shares}
+    shared = _json_text({"project_dir": project_dir, "env": dict(env)})
     return [(row,
              _json_variant({**variant, "exp_name": row.name}).encode(),
              f'{{"token": {_json_text(row.token)}, "name": {_json_text(row.name)}, '
-             f'"run_id": {int(row.id)}, {shared[1:]}'.encode(),
+             f'"run_id": {int(row.id)}, "attempt": {int(attempt or row.attempt or 1)}, '
+             f'{shared[1:]}'.encode(),
              _pickle_variant(AttrDict(variant)))
             for row, variant in zip(rows, variants, strict=True)]
 
 
 def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequence[dict],
-                      project_dir: str, env: Mapping[str, str], attempt: int = 1) -> None:
+                      project_dir: str, env: Mapping[str, str],
+                      attempt: int | None = None) -> None:
     """Write ``variant.json`` and ``.chester/`` (run record, payload 0600) into each run folder.
 
     The function is pickled once for the whole batch; each payload is that pickle followed
@@ -133,7 +166,7 @@ def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequenc
 
 def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Callable,
                      variants: Sequence[dict], project_dir: str, env: Mapping[str, str],
-                     attempt: int = 1) -> int:
+                     attempt: int | None = None) -> int:
     """The same files as :func:`write_run_folders`, for every run, in one sweep spec
     (:mod:`chester.sweepspec`) keyed by each run's folder on the target. Returns its size."""
     from chester import sweepspec
@@ -144,7 +177,7 @@ def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Cal
 
 
 def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: str,
-                     env: Mapping[str, str], attempt: int = 1) -> None:
+                     env: Mapping[str, str], attempt: int | None = None) -> None:
     """One run folder (see :func:`write_run_folders`)."""
     write_run_folders([row], fn=fn, variants=[variant], project_dir=project_dir, env=env,
                       attempt=attempt)
@@ -156,6 +189,21 @@ def _extra_pair(d: str, project: Path, remote_root: str | None) -> tuple[str, st
     if p.is_absolute():
         return (str(p), str(p))
     return (str(project / p), str(Path(remote_root) / p) if remote_root else str(project / p))
+
+
+#: States a ``resume="retry"`` submits again; ``"retry-failed"`` adds :data:`FAILED_STATES`.
+RETRY_STATES = (State.LOST,)
+FAILED_STATES = (State.FAILED, State.TIMEOUT, State.OOM)
+
+
+def _reset_for_retry(store: Store, rows: list[RunRow], *, failed: bool) -> list[RunRow]:
+    """Make the sweep's lost (and, with ``failed``, failed) runs new submissions again."""
+    states = RETRY_STATES + (FAILED_STATES if failed else ())
+    again = [r.id for r in rows if r.state in states]
+    if again:
+        store.reset_for_retry(again)
+        log.info("retrying_runs", runs=len(again))
+    return store.runs(rows[0].sweep_id) if rows else rows
 
 
 def launch(
@@ -198,12 +246,24 @@ def launch(
     ``"dependent"``) are passed to backends that use them. ``dry_run`` prepares and returns
     without submitting; the prepared scripts are on ``sweep.prepared``.
     """
+    # every argument is checked before anything is written: a bad one leaves nothing behind
     if not callable(fn):
         raise UserError("launch() needs a callable fn(variant, log_dir, exp_name)")
-    if not exp_prefix or "/" in exp_prefix or exp_prefix in (".", ".."):
-        raise UserError(f"exp_prefix {exp_prefix!r} must be a non-empty name without '/'")
+    check_name("exp_prefix", exp_prefix)
+    check_name("sub_dir", sub_dir, path=True)
+    if log_dir is not None:
+        check_path("log_dir", log_dir)
     if order not in ("parallel", "dependent"):
         raise UserError(f"order must be 'parallel' or 'dependent', not {order!r}")
+    if resume not in (True, False, "auto", "incomplete", "retry", "retry-failed"):
+        raise UserError("resume must be 'auto', 'incomplete', 'retry', 'retry-failed', True or "
+                        f"False, not {resume!r}")
+    env = dict(env or {})
+    for k, val in env.items():
+        if not isinstance(k, str) or not isinstance(val, str):
+            raise UserError(f"env must map strings to strings, got {k!r}: {val!r}")
+        if not k or "=" in k or "\0" in k or "\0" in val:
+            raise UserError(f"env name {k!r} is not a valid environment variable name")
     cfg = config or get_config()
     dispatcher = dispatcher or Dispatcher()
     bcfg = cfg.backend(backend, dispatcher.manager)
@@ -213,23 +273,45 @@ def launch(
         bad = [k for k in v if not isinstance(k, str)]
         if bad:
             raise UserError(f"variant keys must be strings, got {bad[0]!r}")
-    if exp_names is not None and len(exp_names) != len(vlist):
-        raise UserError(f"exp_names has {len(exp_names)} names for {len(vlist)} variants")
-    if run_dirs is not None and len(run_dirs) != len(vlist):
-        raise UserError(f"run_dirs has {len(run_dirs)} folders for {len(vlist)} variants")
+    if exp_names is not None:
+        exp_names = list(exp_names)
+        if len(exp_names) != len(vlist):
+            raise UserError(f"exp_names has {len(exp_names)} names for {len(vlist)} variants")
+        for n in exp_names:
+            check_name("exp_name", n, cleaned=True)
+    if run_dirs is not None:
+        run_dirs = list(run_dirs)
+        if len(run_dirs) != len(vlist):
+            raise UserError(f"run_dirs has {len(run_dirs)} folders for {len(vlist)} variants")
+        for d in run_dirs:
+            check_path("run_dirs entry", d)
     if isinstance(resources, Mapping) or resources is None:
         res_list = [dict(resources or {})] * len(vlist)
     else:
-        res_list = [dict(r) for r in resources]
+        try:
+            res_list = [dict(r) for r in resources]
+        except (TypeError, ValueError):
+            raise UserError("resources must be one mapping, or one mapping per variant, not "
+                            f"{type(resources).__name__}") from None
         if len(res_list) != len(vlist):
             raise UserError(f"resources has {len(res_list)} entries for {len(vlist)} variants")
+    for r in res_list:
+        bad = [k for k in r if not isinstance(k, str)]
+        if bad:
+            raise UserError(f"resources keys must be strings, got {bad[0]!r}")
     root = Path(log_dir).expanduser() if log_dir is not None else cfg.log_dir
     if not root.is_absolute():
         root = cfg.project_path / root
     batch_dir = root / sub_dir / exp_prefix
     varying = list(variations) if variations is not None else _variations(variants, vlist)
     names = [safe_component(n) for n in exp_names] if exp_names is not None else None
-    fp = fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)
+    if resume is False:
+        fps = [f"new-{uuid.uuid4().hex}"]  # never matched: a new sweep
+    else:
+        fps = [fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)]
+        legacy = legacy_fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)
+        if legacy:
+            fps.append(legacy)
 
     remote_root = getattr(bcfg.options, "remote_dir", None) if caps.remote else None
 
@@ -238,33 +320,28 @@ def launch(
     def remote_dir_for(local: str | Path) -> str:
         return to_remote(local) if to_remote else str(local)
 
-    store = Store(cfg.store_path)
-    if resume not in (True, False, "auto", "incomplete"):
-        raise UserError(f"resume must be 'auto', 'incomplete', True or False, not {resume!r}")
-    existing = store.find_resumable(exp_prefix, bcfg.name, fp,
-                                    incomplete_only=resume == "incomplete") if resume else None
-    if existing is not None:
-        srow = existing
-        rows = store.runs(srow.id)
-        log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
-    else:
-        specs: list[dict[str, Any]] = [
+    def specs() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [
             ({"name": names[i]} if names else {"suffix": auto_suffix(exp_prefix, v, varying)})
             for i, v in enumerate(vlist)]
         for i, d in enumerate(run_dirs or ()):
             p = Path(d).expanduser()
-            specs[i]["local_dir"] = str(p if p.is_absolute() else cfg.project_path / p)
-            specs[i].setdefault("name", safe_component(p.name))
-        extra = [_extra_pair(d, cfg.project_path, remote_root) for d in extra_pull_dirs]
-        srow, rows = store.create_sweep(
-            exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir, fingerprint=fp,
-            runs=specs, remote_dir_for=remote_dir_for,
-            options={"order": order, "extra_pull_dirs": extra})
+            out[i]["local_dir"] = str(p if p.is_absolute() else cfg.project_path / p)
+            out[i].setdefault("name", safe_component(p.name))
+        return out
+
+    extra = [_extra_pair(d, cfg.project_path, remote_root) for d in extra_pull_dirs]
+    store = Store(cfg.store_path)
+    srow, rows, resumed = store.resume_or_create_sweep(
+        exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir, fingerprint=fps[0],
+        runs=specs, remote_dir_for=remote_dir_for,
+        options={"order": order, "extra_pull_dirs": extra},
+        resume=fps if resume is not False else (), incomplete_only=resume == "incomplete")
+    if resumed:
+        log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
+        if resume in ("retry", "retry-failed"):
+            rows = _reset_for_retry(store, rows, failed=resume == "retry-failed")
     sweep = Sweep(row=srow, store=store, config=cfg, dispatcher=dispatcher, backend=bcfg)
-    env = dict(env or {})
-    for k, val in env.items():
-        if not isinstance(k, str) or not isinstance(val, str):
-            raise UserError(f"env must map strings to strings, got {k!r}: {val!r}")
 
     todo: list[RunRow] = []
     lost: list[tuple[int, RunStatus]] = []
