@@ -10,7 +10,7 @@ import time
 
 from chester.config import get_config
 from chester.dispatch import Dispatcher
-from chester.errors import UserError
+from chester.errors import UserError, WaitTimeout
 from chester.sweeps import Sweep, open_store
 from chester.types import State
 
@@ -25,7 +25,9 @@ def _open_sweeps(exp_prefix: str | None) -> list[Sweep]:
     out = []
     for row in rows:
         runs = store.runs(row.id)
-        if any(not r.state.terminal or (r.handle and not r.pulled_at) for r in runs):
+        # runs never submitted are nothing to wait for: they wait for the launch to run again
+        if any(r.handle is not None and (not r.state.terminal or not r.pulled_at)
+               for r in runs):
             out.append(Sweep(row=row, store=store, config=cfg, dispatcher=disp))
     return out
 
@@ -44,12 +46,28 @@ def monitor(exp_prefix: str | None = None, *, interval: float | None = None,
             rows = sw.refresh()
             sw.pull(rows=[r for r in rows if r.state.terminal and not r.pulled_at], bare=bare)
             continue
-        sw.wait(timeout=left, pull=True, poll_interval=interval, bare_failed=True,
-                exclude=("*.pkl", "*.png", "*.gif", "*.pth", "*.pt") if bare else ())
-    failed = 0
+        try:
+            sw.wait(timeout=left, pull=True, poll_interval=interval, bare_failed=True,
+                    exclude=("*.pkl", "*.png", "*.gif", "*.pth", "*.pt") if bare else ())
+        except WaitTimeout:
+            going = sum(1 for r in sw.rows() if r.handle is not None and not r.state.terminal)
+            raise WaitTimeout(f"{sw.exp_prefix}: not finished after {timeout:g}s ({going} runs "
+                              "still going); `chester monitor` again to keep waiting") from None
+    bad = 0
     for sw in sweeps:
-        states = sw.status(refresh=False)
-        failed += sum(1 for s in states.values() if s.terminal and s != State.SUCCEEDED)
-        print(f"{sw.exp_prefix}: " + ", ".join(
-            f"{n} {s}" for s, n in sorted(sw.counts().items())))
-    return 1 if failed else 0
+        rows = sw.rows()
+        bad += sum(1 for r in rows if r.state.terminal and r.state != State.SUCCEEDED)
+        line = f"{sw.exp_prefix}: " + ", ".join(
+            f"{n} {s}" for s, n in sorted(sw.counts().items()))
+        unpulled = [r.name for r in rows if r.handle is not None and r.state.terminal
+                    and not r.pulled_at]
+        never = [r.name for r in rows if r.handle is None and not r.state.terminal]
+        if unpulled and not once:
+            bad += len(unpulled)
+            line += (f"; {len(unpulled)} not pulled (their files did not arrive: "
+                     f"{', '.join(unpulled[:3])}{', ...' if len(unpulled) > 3 else ''})")
+        if never:
+            line += (f"; {len(never)} never submitted (run the launch again to submit "
+                     "them)")
+        print(line)
+    return 1 if bad else 0

@@ -23,12 +23,17 @@ from chester.types import (
     BARE_EXCLUDES,
     BackendConfig,
     PullPatterns,
+    PullResult,
     RunHandle,
     RunStatus,
     State,
 )
 
 log = get_logger()
+
+#: How many more polls ``Sweep.wait`` tries a pull whose files did not all arrive, once
+#: every run has ended.
+PULL_RETRIES = 3
 
 
 @attrs.define
@@ -69,6 +74,11 @@ class Run:
     @property
     def handle(self) -> RunHandle | None:
         return self._row.handle
+
+    @property
+    def pulled(self) -> bool:
+        """Whether all of the run's files have arrived home (the backend said so)."""
+        return self._row.pulled_at is not None
 
 
 @attrs.define
@@ -152,21 +162,36 @@ class Sweep:
         results = self.dispatcher.call("chester_pull", self.backend,
                                        handles=[r.handle for r in todo],
                                        dest=self.config.project_path, patterns=pats)
-        self.store.mark_pulled([r.id for r in todo])
-        return list(results)
+        # a run is pulled only when the backend says all its files arrived; one it did not
+        # answer for did not arrive either
+        by_token = {res.token: res for res in results}
+        out = [by_token.get(r.token) or PullResult(token=r.token, complete=False) for r in todo]
+        self.store.mark_pulled([r.id for r, res in zip(todo, out, strict=True) if res.complete])
+        missing = [r.name for r, res in zip(todo, out, strict=True) if not res.complete]
+        if missing:
+            log.warning("pull_incomplete", sweep=self.exp_prefix, runs=len(missing),
+                        first=missing[0])
+        return out
 
     # -- wait -----------------------------------------------------------------------------
     def wait(self, timeout: float | None = None, pull: bool = True, *,
              poll_interval: float | None = None, progress: bool | None = None,
              bare_failed: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),
-             extra_dirs: Sequence[tuple[str, str]] = ()) -> dict[str, State]:
-        """Wait until every run ends; with ``pull``, bring each one home as it finishes.
+             extra_dirs: Sequence[tuple[str, str]] = (),
+             pull_retries: int = PULL_RETRIES) -> dict[str, State]:
+        """Wait until every submitted run ends; with ``pull``, bring each one home as it ends.
 
-        Failed runs are pulled too (logs first: large artefacts skipped unless
-        ``bare_failed=False``). Raises ``TimeoutError`` after ``timeout`` seconds. Polls every
-        ``poll_interval`` seconds: by default the backend's own ``poll_interval`` option when
-        it has one, else the backend type's usual interval.
+        Runs never submitted (a dry run, a failed launch) are not waited for: they stay
+        ``pending`` until the launch is run again. Failed runs are pulled too (logs first:
+        large artefacts skipped unless ``bare_failed=False``). A pull whose files did not all
+        arrive is tried again at each poll, and up to ``pull_retries`` more polls once every
+        run has ended; the run stays unpulled (``Run.pulled`` false) if they never arrive.
+        Raises :class:`~chester.errors.WaitTimeout` (a ``TimeoutError``) after ``timeout``
+        seconds. Polls every ``poll_interval`` seconds: by default the backend's own
+        ``poll_interval`` option when it has one, else the backend type's usual interval.
         """
+        from chester.errors import TransientBackendError, WaitTimeout
+
         caps = self.dispatcher.manager.get_backend(self.backend.type).spec.capabilities
         interval = poll_interval if poll_interval is not None else \
             getattr(self.backend.options, "poll_interval", None) or caps.status_poll_interval_s
@@ -174,33 +199,43 @@ class Sweep:
         show = sys.stderr.isatty() if progress is None else progress
         bar = _Progress(len(self), f"{self.exp_prefix} [{self.backend.name}]") if show else None
         backoff = interval
+        retries_left = pull_retries
         try:
             while True:
                 try:
                     rows = self.refresh()
                     backoff = interval
-                except Exception as exc:
-                    from chester.errors import TransientBackendError
-
-                    if not isinstance(exc, TransientBackendError):
-                        raise
+                except TransientBackendError as exc:
                     log.warning("status_failed", sweep=self.exp_prefix, error=str(exc))
                     backoff = min(backoff * 2, 300.0)
                     rows = self.store.runs(self.id)
                 if pull:
                     ok = [r for r in rows if r.state == State.SUCCEEDED and not r.pulled_at]
                     bad = [r for r in rows if r.state.terminal and r.state != State.SUCCEEDED
-                           and not r.pulled_at]
+                           and r.handle is not None and not r.pulled_at]
                     if ok:
                         self.pull(rows=ok, include=include, exclude=exclude, extra_dirs=extra_dirs)
                     if bad:
                         self.pull(rows=bad, bare=bare_failed, include=include, exclude=exclude)
+                    if ok or bad:
+                        rows = self.store.runs(self.id)
                 if bar:
                     bar.update(rows)
-                if all(r.state.terminal for r in rows):
-                    return {r.name: r.state for r in rows}
+                waiting = [r for r in rows if not r.state.terminal and r.handle is not None]
+                unpulled = [r for r in rows if pull and r.state.terminal
+                            and r.handle is not None and not r.pulled_at]
+                if not waiting:
+                    if not unpulled or retries_left <= 0:
+                        if unpulled:
+                            log.warning("not_pulled", sweep=self.exp_prefix, runs=len(unpulled),
+                                        first=unpulled[0].name)
+                        return {r.name: r.state for r in rows}
+                    retries_left -= 1
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"sweep {self.exp_prefix!r} not finished after {timeout}s")
+                    raise WaitTimeout(
+                        f"sweep {self.exp_prefix!r} not finished after {timeout:g}s "
+                        f"({len(waiting)} of {len(rows)} runs still going); wait again to "
+                        "keep waiting")
                 time.sleep(backoff if deadline is None
                            else max(0.0, min(backoff, deadline - time.monotonic())))
         finally:

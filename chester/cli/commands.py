@@ -155,9 +155,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
     sw = _sweeps(args.exp_prefix)[0]
     sw.refresh()
     results = sw.pull(include=args.include, exclude=args.exclude, bare=args.bare)
-    files = sum(r.files for r in results)
-    size = sum(r.bytes for r in results)
-    print(f"{sw.exp_prefix}: pulled {len(results)} runs, {files} files, {size} bytes")
+    done = [r for r in results if r.complete]
+    files = sum(r.files for r in done)
+    size = sum(r.bytes for r in done)
+    print(f"{sw.exp_prefix}: pulled {len(done)} runs, {files} files, {size} bytes")
+    if len(done) < len(results):
+        names = {r.token: r.name for r in sw.rows()}
+        missing = [names.get(r.token, r.token) for r in results if not r.complete]
+        print(f"{sw.exp_prefix}: {len(missing)} runs did not arrive (not marked pulled; "
+              f"`chester pull` again to retry): {', '.join(missing)}", file=sys.stderr)
+        return 1
     return 0
 
 
