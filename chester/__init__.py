@@ -25,6 +25,7 @@ __version__ = "0.3.0"
 
 _LAZY = {
     "launch": ("chester.launcher", "launch"),
+    "relaunch": ("chester.launcher", "relaunch"),
     "sweep": ("chester.sweeps", "sweep"),
     "Sweep": ("chester.sweeps", "Sweep"),
     "Run": ("chester.sweeps", "Run"),

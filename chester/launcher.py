@@ -132,7 +132,8 @@ def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir:
     return [(row,
              _json_variant({**variant, "exp_name": row.name}).encode(),
              f'{{"token": {_json_text(row.token)}, "name": {_json_text(row.name)}, '
-             f'"run_id": {int(row.id)}, "attempt": {int(attempt or row.attempt or 1)}, '
+             f'"run_id": {int(row.id)}, '
+             f'"attempt": {int(attempt or getattr(row, "attempt", None) or 1)}, '
              f'{shared[1:]}'.encode(),
              _pickle_variant(AttrDict(variant)))
             for row, variant in zip(rows, variants, strict=True)]
@@ -236,7 +237,11 @@ def launch(
     submits only what it never submitted, so every variant runs once however often the
     script is run; ``resume="incomplete"`` reattaches only when that launch did not finish
     submitting (the seed API's behaviour: running the script again makes new runs);
-    ``resume=False`` always starts a new sweep with new numbered runs.
+    ``resume=False`` always starts a new sweep with new numbered runs. ``resume="retry"``
+    reattaches like ``"auto"`` and also submits again the runs of that sweep that were
+    ``lost`` (``"retry-failed"``: also ``failed``, ``timeout`` and ``oom``), in their own
+    folders, leaving the succeeded ones alone (:func:`relaunch` does the same from the
+    command line, without the script).
 
     ``exp_names`` and ``run_dirs`` name each run and its folder explicitly.
     ``extra_pull_dirs`` are folders pulled with every run (relative: under the project root
@@ -335,13 +340,16 @@ def launch(
     srow, rows, resumed = store.resume_or_create_sweep(
         exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir, fingerprint=fps[0],
         runs=specs, remote_dir_for=remote_dir_for,
-        options={"order": order, "extra_pull_dirs": extra},
+        options={"order": order, "extra_pull_dirs": extra,
+                 **({"resources": res_list} if any(res_list) else {})},
         resume=fps if resume is not False else (), incomplete_only=resume == "incomplete")
+    sweep = Sweep(row=srow, store=store, config=cfg, dispatcher=dispatcher, backend=bcfg)
     if resumed:
         log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
         if resume in ("retry", "retry-failed"):
-            rows = _reset_for_retry(store, rows, failed=resume == "retry-failed")
-    sweep = Sweep(row=srow, store=store, config=cfg, dispatcher=dispatcher, backend=bcfg)
+            sweep.refresh()  # the states as they are now: a run may have been lost since
+            rows = _reset_for_retry(store, store.runs(srow.id),
+                                    failed=resume == "retry-failed")
 
     todo: list[RunRow] = []
     lost: list[tuple[int, RunStatus]] = []
@@ -399,3 +407,63 @@ def launch(
     store.mark_launch_complete(srow.id)
     log.info("launched", sweep=exp_prefix, backend=bcfg.name, runs=len(handles))
     return sweep
+
+
+def relaunch(exp_prefix: str | None = None, *, failed: bool = False,
+             config: ChesterConfig | None = None, dispatcher: Dispatcher | None = None,
+             sweep_id: int | None = None) -> tuple[Sweep, list[str]]:
+    """Submit again the ``lost`` runs (with ``failed``: also ``failed``, ``timeout`` and
+    ``oom``) of the latest sweep named ``exp_prefix``, from their run folders, without the
+    launching script; succeeded, running and cancelled runs are left alone.
+
+    Each run keeps its folder and name and gets a new token and the next attempt number.
+    Needs each run's payload in its local folder (every backend but those with the
+    ``sweep_spec`` capability writes it there); otherwise run the launch script again with
+    ``resume="retry"`` (or ``"retry-failed"``). Returns the sweep and the names submitted.
+    """
+    from chester.sweeps import sweep as reattach
+
+    cfg = config or get_config()
+    dispatcher = dispatcher or Dispatcher()
+    sw = reattach(exp_prefix, config=cfg, dispatcher=dispatcher, sweep_id=sweep_id)
+    bcfg = sw.backend
+    caps = dispatcher.manager.get_backend(bcfg.type).spec.capabilities
+    rows = sw.refresh()
+    states = RETRY_STATES + (FAILED_STATES if failed else ())
+    again = [r for r in rows if r.state in states]
+    if not again:
+        return sw, []
+    for r in again:  # everything is checked before anything changes
+        if caps.sweep_spec or not (Path(r.local_dir) / rd.PAYLOAD).is_file() \
+                or rd.read_json(Path(r.local_dir) / rd.RUN_JSON) is None:
+            raise UserError(
+                f"run {r.name!r} has no payload in {r.local_dir}: run the launch script again "
+                f"with resume={'retry-failed' if failed else 'retry'!r} to submit it again")
+    sw.store.reset_for_retry([r.id for r in again])
+    fresh = {r.id: r for r in sw.store.runs(sw.id)}
+    todo = [fresh[r.id] for r in again]
+    envs: dict[int, dict[str, str]] = {}
+    for r in todo:  # the run record, with the new token and attempt
+        path = Path(r.local_dir) / rd.RUN_JSON
+        meta = rd.read_json(path) or {}
+        envs[r.id] = dict(meta.get("env") or {})
+        rd.write_json_atomic(path, {**meta, "token": r.token, "attempt": r.attempt})
+    res = sw.row.options.get("resources") or []
+    order = sw.row.options.get("order", "parallel")
+    by_idx = {r.idx: r for r in fresh.values()}
+    specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=sw.exp_prefix,
+                     local_dir=Path(r.local_dir), remote_dir=r.remote_dir, env=envs[r.id],
+                     resources=dict(res[r.idx]) if r.idx < len(res) else {},
+                     order_after=(by_idx[r.idx - 1].token,)
+                     if order == "dependent" and r.idx and r.idx - 1 in by_idx else ())
+             for r in todo]
+    staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(sw.exp_prefix)}-"))
+    try:
+        prepared = dispatcher.call("chester_prepare", bcfg, runs=specs, staging_dir=staging)
+        sw.store.set_submit_state([r.id for r in todo], "submitting")
+        handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    sw.store.record_submitted(list(handles))
+    log.info("relaunched", sweep=sw.exp_prefix, backend=bcfg.name, runs=len(handles))
+    return sw, [r.name for r in todo]

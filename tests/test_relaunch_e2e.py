@@ -4,6 +4,7 @@ processes)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -66,3 +67,106 @@ def test_two_launchers_of_one_sweep_at_once_make_one_sweep(project):
     assert r.returncode == 0, (r.stdout, r.stderr)
     ran = list((project / "data" / "train" / "race").glob("*/ran.txt"))
     assert len(ran) == 3 and all(f.read_text() == "x\n" for f in ran)
+
+
+LOSSY = textwrap.dedent("""
+    import os, sys, time
+    import chester
+
+    def train(variant, log_dir, exp_name):
+        with open(os.path.join(log_dir, "ran.txt"), "a") as f:
+            f.write(f"{os.environ.get('CHESTER_ATTEMPT', '')}{variant['i']}\\n")
+        flaky = os.path.join(log_dir, "flaky-once")
+        if variant.get("flaky") and not os.path.exists(flaky):
+            open(flaky, "w").close()
+            raise RuntimeError("flaky")
+        time.sleep(variant["sleep"])
+
+    resume = sys.argv[1] if len(sys.argv) > 1 else "auto"
+    chester.launch(train, [{"i": 0, "sleep": 2}, {"i": 1, "sleep": 0, "flaky": True},
+                           {"i": 2, "sleep": 0}, {"i": 3, "sleep": 0}],
+                   exp_prefix="lossy", resume=resume)
+""")
+
+
+def _lose_the_queue(project):
+    """Launch 4 runs one at a time and SIGKILL the host's queue runner while the first runs."""
+    import signal
+    import time
+
+    (project / "lossy.py").write_text(LOSSY)
+    (project / "chester.yaml").write_text("backends:\n  local:\n    type: local\n"
+                                          "    max_parallel: 1\n")
+    r = subprocess.run([sys.executable, "lossy.py"], cwd=project, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    first = project / "data" / "train" / "lossy" / "1_lossy_i_0_sleep_2"
+    deadline = time.monotonic() + 30
+    while not (first / ".chester" / "status.json").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runner = json.loads((first / ".chester" / "queued.json").read_text())["runner_pid"]
+    os.kill(runner, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        st = _status(project, "lossy")
+        if st["runs"][0]["state"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+    assert [r["state"] for r in st["runs"]] == ["succeeded", "lost", "lost", "lost"], st
+    return st
+
+
+def _ran(project):
+    return {d.name: d.joinpath("ran.txt").read_text().split()
+            for d in sorted((project / "data" / "train" / "lossy").iterdir())
+            if d.joinpath("ran.txt").exists()}
+
+
+def test_relaunch_submits_lost_runs_again_and_leaves_succeeded_ones(project):
+    _lose_the_queue(project)
+    # running the launch again as it was does nothing: those runs were submitted
+    r = subprocess.run([sys.executable, "lossy.py"], cwd=project, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [x["state"] for x in _status(project, "lossy")["runs"]][1:] == ["lost"] * 3
+    r = run_chester(["relaunch", "lossy"], cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "submitted 3 lost runs again" in r.stdout
+    m = run_chester(["monitor", "lossy", "--interval", "0.2", "--timeout", "60"], cwd=project)
+    st = _status(project, "lossy")
+    assert [x["state"] for x in st["runs"]] == ["succeeded", "failed", "succeeded",
+                                                "succeeded"], (st, m.stdout, m.stderr)
+    assert [x["attempt"] for x in st["runs"]] == [1, 2, 2, 2]
+    ran = _ran(project)
+    assert [len(v) for v in ran.values()] == [1, 1, 1, 1], ran
+    # failed runs only on request
+    r = run_chester(["relaunch", "lossy"], cwd=project)
+    assert r.returncode == 0 and "no lost runs" in r.stdout
+    r = run_chester(["relaunch", "lossy", "--failed"], cwd=project)
+    assert r.returncode == 0 and "submitted 1 " in r.stdout, r.stdout
+    m = run_chester(["monitor", "lossy", "--interval", "0.2", "--timeout", "60"], cwd=project)
+    assert m.returncode == 0, (m.stdout, m.stderr)
+    st = _status(project, "lossy")
+    assert [x["state"] for x in st["runs"]] == ["succeeded"] * 4
+    assert [len(v) for v in _ran(project).values()] == [1, 2, 1, 1]
+
+
+def test_launch_with_resume_retry_submits_lost_runs_again(project):
+    _lose_the_queue(project)
+    r = subprocess.run([sys.executable, "lossy.py", "retry-failed"], cwd=project,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    m = run_chester(["monitor", "lossy", "--interval", "0.2", "--timeout", "60"], cwd=project)
+    st = _status(project, "lossy")
+    assert [x["state"] for x in st["runs"]] == ["succeeded", "failed", "succeeded",
+                                                "succeeded"], (st, m.stdout)
+    r = subprocess.run([sys.executable, "lossy.py", "retry-failed"], cwd=project,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    m = run_chester(["monitor", "lossy", "--interval", "0.2", "--timeout", "60"], cwd=project)
+    assert m.returncode == 0, (m.stdout, m.stderr)
+    assert [len(v) for v in _ran(project).values()] == [1, 2, 1, 1]
+    assert len(json.loads(run_chester(["status", "--all", "--json", "lossy"],
+                                      cwd=project).stdout)) == 1

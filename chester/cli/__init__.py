@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--exclude", action="append", default=[], help="rsync exclude pattern")
     pu.add_argument("--bare", action="store_true", help="skip *.pkl *.png *.gif *.pth *.pt")
 
+    rl = sub.add_parser("relaunch", help="submit a sweep's lost (and, with --failed, failed) "
+                                         "runs again; succeeded runs are left alone")
+    rl.add_argument("exp_prefix", nargs="?", help="sweep name (default: the latest)")
+    rl.add_argument("--failed", action="store_true",
+                    help="also runs that failed, timed out or ran out of memory")
+
     mo = sub.add_parser("monitor", help="wait for sweeps to end, pulling each run as it finishes")
     mo.add_argument("exp_prefix", nargs="?", help="sweep name (default: every unfinished sweep)")
     mo.add_argument("--interval", type=float, default=None, help="seconds between polls")

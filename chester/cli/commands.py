@@ -173,3 +173,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     return monitor(args.exp_prefix, interval=args.interval, bare=args.bare,
                    timeout=args.timeout, once=args.once)
+
+
+def cmd_relaunch(args: argparse.Namespace) -> int:
+    from chester.launcher import relaunch
+
+    sw, names = relaunch(args.exp_prefix, failed=args.failed)
+    what = "lost, failed, timed-out or out-of-memory" if args.failed else "lost"
+    if not names:
+        print(f"{sw.exp_prefix}: no {what} runs to submit again")
+        return 0
+    print(f"{sw.exp_prefix}: submitted {len(names)} {what} runs again: {', '.join(names)}")
+    return 0
