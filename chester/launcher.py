@@ -31,8 +31,18 @@ log = get_logger()
 
 # one encoder each, made once (json.dumps makes a new one per call when given options)
 _json_legacy = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
-_json_variant = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+_json_variant_text = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+_json_variant_ascii = json.JSONEncoder(default=repr).encode
 _json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _json_variant(variant: dict) -> bytes:
+    """``variant.json``'s bytes: UTF-8, or ``\\u`` escapes where a string holds what UTF-8
+    cannot carry (a lone surrogate); the function gets the exact value from the pickle."""
+    try:
+        return _json_variant_text(variant).encode()
+    except UnicodeEncodeError:
+        return _json_variant_ascii(variant).encode()
 
 
 def _variations(variants: Any, vlist: list[dict]) -> list[str]:
@@ -130,7 +140,7 @@ def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir:
     # run.json is {"token", "name", "run_id", "attempt", then what every run shares}
     shared = _json_text({"project_dir": project_dir, "env": dict(env)})
     return [(row,
-             _json_variant({**variant, "exp_name": row.name}).encode(),
+             _json_variant({**variant, "exp_name": row.name}),
              f'{{"token": {_json_text(row.token)}, "name": {_json_text(row.name)}, '
              f'"run_id": {int(row.id)}, '
              f'"attempt": {int(attempt or getattr(row, "attempt", None) or 1)}, '
@@ -269,6 +279,11 @@ def launch(
             raise UserError(f"env must map strings to strings, got {k!r}: {val!r}")
         if not k or "=" in k or "\0" in k or "\0" in val:
             raise UserError(f"env name {k!r} is not a valid environment variable name")
+        try:
+            (k + val).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"env {k!r} holds a character an environment cannot carry "
+                            "(a lone surrogate)") from None
     cfg = config or get_config()
     dispatcher = dispatcher or Dispatcher()
     bcfg = cfg.backend(backend, dispatcher.manager)

@@ -38,6 +38,11 @@ def check_name(kind: str, value: object, *, path: bool = False, cleaned: bool = 
                         "use letters, digits and . _ - = +")
     if cleaned:
         return value
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        raise UserError(f"{kind} {value!r} holds a character no file name can carry "
+                        "(a lone surrogate)") from None
     if path:
         if value.startswith("/"):
             raise UserError(f"{kind} {value!r} must be a relative folder under log_dir, "
@@ -63,6 +68,11 @@ def check_path(kind: str, value: object) -> None:
     m = _CONTROL.search(str(text))
     if m:
         raise UserError(f"{kind} {str(text)!r} holds the control character {m.group()!r}")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise UserError(f"{kind} {str(text)!r} holds a character no file name can carry") \
+            from None
 
 
 def safe_component(text: str) -> str:

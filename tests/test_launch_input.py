@@ -197,6 +197,9 @@ def test_a_run_folder_on_disk_is_never_reused(env):
     ({"log_dir": "logs\nhere"}, "log_dir"),
     ({"env": {"A=B": "x"}}, "env"),
     ({"env": {"A": 1}}, "env"),
+    ({"env": {"A": "\ud800"}}, "env"),
+    ({"exp_prefix": "lone\ud800"}, "exp_prefix"),
+    ({"sub_dir": "x/\ud800"}, "sub_dir"),
     ({"resources": [{"gpus": 1}]}, "resources"),
     ({"resources": 5}, "resources"),
     ({"resume": "sometimes"}, "resume"),
@@ -235,3 +238,21 @@ def test_variant_json_is_written_for_objects(env):
     s.wait(timeout=60, poll_interval=0.2, progress=False)
     vj = json.loads((Path(s.runs[0].log_dir) / "variant.json").read_text())
     assert vj["exp_name"] == s.runs[0].name
+
+
+def test_a_lone_surrogate_in_a_value_reaches_the_function(env):
+    s = launch(_write_variant, [{"x": "a\ud800b", "k\udcff": ["\udfff"]}],
+               exp_prefix="sur", config=env.config)
+    assert s.wait(timeout=60, poll_interval=0.2, progress=False) == {s.runs[0].name: "succeeded"}
+    import pickle
+
+    got = pickle.loads((Path(s.runs[0].log_dir) / "got.pkl").read_bytes())
+    assert got == {"x": "a\ud800b", "k\udcff": ["\udfff"]}
+    assert json.loads((Path(s.runs[0].log_dir) / "variant.json").read_text())["x"] == "a\ud800b"
+
+
+def _write_variant(variant, log_dir, exp_name):
+    import pickle
+
+    with open(os.path.join(log_dir, "got.pkl"), "wb") as f:
+        pickle.dump(dict(variant), f)
