@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from chester.errors import UserError
-from chester.fingerprint import UnstableValue, hexdigest
 from chester.launcher import launch
 from chester.store import Store
 from chester.testing import ConformanceEnv
@@ -89,6 +88,8 @@ def test_fingerprint_is_the_same_in_every_process_whatever_the_order(tmp_path):
 
 
 def test_fingerprint_tells_different_values_apart_and_refuses_what_pickle_cannot_store():
+    from chester.fingerprint import UnstableValue, hexdigest
+
     assert hexdigest({"a": 1}) != hexdigest({"a": 1.0}) != hexdigest({"a": True})
     assert hexdigest({"s": {"a", "b"}}) != hexdigest({"s": {"a", "c"}})
     assert hexdigest(Cfg(1, {"x"})) == hexdigest(Cfg(1, {"x"}))
@@ -227,6 +228,8 @@ def test_max_parallel_below_one_is_refused(tmp_path, value):
 
 
 def test_a_value_without_a_fingerprint_is_refused_unless_resume_is_false(env):
+    from chester.fingerprint import UnstableValue
+
     with open(__file__) as f:
         with pytest.raises(UnstableValue):
             launch(_noop, [{"f": f}], exp_prefix="unstable", config=env.config, dry_run=True)
