@@ -389,23 +389,31 @@ def launch(
 
     staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(exp_prefix)}-"))
     try:
-        spec_file: str | None = None
-        if caps.sweep_spec:  # one file for the whole launch; the worker writes each folder
-            spec_file = str(staging / "runs.spec")
-            write_sweep_spec(spec_file, todo, fn=fn, variants=[vlist[r.idx] for r in todo],
-                             project_dir=project_dir, env=env)
-        else:
-            to_write = [row for row in todo if row.submit_state == "new"
-                        or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
-            write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
-                              project_dir=project_dir, env=env)
-        run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=exp_prefix,
-                             local_dir=Path(r.local_dir), remote_dir=r.remote_dir,
-                             env=env, resources=res_list[r.idx], spec_file=spec_file,
-                             order_after=(rows[r.idx - 1].token,)
-                             if order == "dependent" and r.idx else ())
-                     for r in todo]
-        prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs, staging_dir=staging)
+        try:
+            spec_file: str | None = None
+            if caps.sweep_spec:  # one file for the whole launch; the worker writes each folder
+                spec_file = str(staging / "runs.spec")
+                write_sweep_spec(spec_file, todo, fn=fn, variants=[vlist[r.idx] for r in todo],
+                                 project_dir=project_dir, env=env)
+            else:
+                to_write = [row for row in todo if row.submit_state == "new"
+                            or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
+                write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
+                                  project_dir=project_dir, env=env)
+            run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name,
+                                 exp_prefix=exp_prefix, local_dir=Path(r.local_dir),
+                                 remote_dir=r.remote_dir, env=env, resources=res_list[r.idx],
+                                 spec_file=spec_file,
+                                 order_after=(rows[r.idx - 1].token,)
+                                 if order == "dependent" and r.idx else ())
+                         for r in todo]
+            prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs,
+                                       staging_dir=staging)
+        except BaseException:
+            # nothing was sent: a sweep this call made is taken back, folders and all
+            if not resumed:
+                _discard(store, srow.id, rows, batch_dir)
+            raise
         sweep.prepared = prepared  # type: ignore[attr-defined]
         if dry_run:
             return sweep
@@ -422,6 +430,21 @@ def launch(
     store.mark_launch_complete(srow.id)
     log.info("launched", sweep=exp_prefix, backend=bcfg.name, runs=len(handles))
     return sweep
+
+
+def _discard(store: Store, sweep_id: int, rows: Sequence[RunRow], batch_dir: Path) -> None:
+    """Take back a sweep whose launch failed before anything was submitted: its store rows
+    and the run folders this launch made (they did not exist before: see
+    :meth:`Store.resume_or_create_sweep`)."""
+    if not store.discard_sweep(sweep_id):
+        return
+    for r in rows:
+        shutil.rmtree(r.local_dir, ignore_errors=True)
+    for d in (batch_dir, batch_dir.parent):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def relaunch(exp_prefix: str | None = None, *, failed: bool = False,

@@ -482,6 +482,20 @@ class Store:
                     db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
                                (run_id, now, st.state.value, st.reason))
 
+    def discard_sweep(self, sweep_id: int) -> bool:
+        """Delete a sweep none of whose runs was ever submitted (a launch that failed before
+        sending anything). Returns False, deleting nothing, if any run was submitted."""
+        with self.tx() as db:
+            sent = db.execute("SELECT count(*) FROM runs WHERE sweep_id=? AND "
+                              "submit_state!='new'", (sweep_id,)).fetchone()[0]
+            if sent:
+                return False
+            db.execute("DELETE FROM events WHERE run_id IN "
+                       "(SELECT id FROM runs WHERE sweep_id=?)", (sweep_id,))
+            db.execute("DELETE FROM runs WHERE sweep_id=?", (sweep_id,))
+            db.execute("DELETE FROM sweeps WHERE id=?", (sweep_id,))
+        return True
+
     def reset_for_retry(self, run_ids: Sequence[int]) -> None:
         """Make ended runs new submissions of themselves: same folder and name, a new token
         (so no target mistakes the new start for the old one) and the next attempt number."""

@@ -259,3 +259,47 @@ def _write_variant(variant, log_dir, exp_name):
 
     with open(os.path.join(log_dir, "got.pkl"), "wb") as f:
         pickle.dump(dict(variant), f)
+
+
+class _PickyBackend:
+    """A backend that refuses its resources when it prepares (as a scheduler backend may)."""
+
+    @staticmethod
+    def _options():
+        import attrs
+
+        @attrs.frozen
+        class PickyOptions:
+            pass
+
+        return PickyOptions
+
+    from chester.plugins import hookimpl as _hookimpl
+
+    @_hookimpl
+    def chester_backends(self):
+        from chester.types import BackendSpec, Capabilities
+
+        return [BackendSpec(name="picky", summary="refuses GPUs at prepare",
+                            options_cls=self._options(), capabilities=Capabilities())]
+
+    @_hookimpl
+    def chester_prepare(self, backend, runs, staging_dir):
+        raise UserError("resources.gpus: this backend has no GPUs (drop `gpus`)")
+
+
+def test_a_launch_that_fails_before_submitting_leaves_no_sweep_and_no_folder(tmp_path):
+    from chester.dispatch import Dispatcher
+    from chester.plugins import build_plugin_manager
+
+    env = ConformanceEnv.create(tmp_path, backend="picky",
+                                config={"backends": {"picky": {"type": "picky"}}})
+    mgr = build_plugin_manager()
+    mgr.register(_PickyBackend(), name="picky-plugin")
+    with pytest.raises(UserError, match="no GPUs"):
+        launch(_noop, [{"a": 1}, {"a": 2}], backend="picky", exp_prefix="orphan",
+               config=env.config, dispatcher=Dispatcher(manager=mgr),
+               resources={"gpus": 1})
+    _nothing_written(env)
+    assert not (env.project / "data" / "train" / "orphan").exists()
+    assert Store(env.config.store_path).runs() == []
