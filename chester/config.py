@@ -313,6 +313,11 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(path, None, f"cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
+            raise ConfigError(path, f"line {line}", f"not UTF-8 text (byte "
+                              f"{exc.object[exc.start]:#04x})",
+                              "save the file as UTF-8") from None
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:

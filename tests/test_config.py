@@ -163,3 +163,23 @@ def test_chester_config_shows_values_and_sources(tmp_path):
     assert r.returncode == 0 and "results" in r.stdout
     r = run_chester(["config", "--json"], cwd=project)
     assert '"key": "log_dir"' in r.stdout
+
+
+def test_a_chester_yaml_that_is_not_utf8_is_one_line(tmp_path):
+    from tests.helpers import make_project, run_chester
+
+    project = make_project(tmp_path / "p")
+    (project / "chester.yaml").write_bytes(b"log_dir: data\n# caf\xe9 latin-1\n")
+    r = run_chester(["config"], cwd=project)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "line 2" in r.stderr and "not UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_chester_logs_configure_works_without_importing_the_module_first():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import chester; "
+                        "chester.logs.configure(level='info'); print('ok')"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -170,3 +170,27 @@ def test_launch_with_resume_retry_submits_lost_runs_again(project):
     assert [len(v) for v in _ran(project).values()] == [1, 2, 1, 1]
     assert len(json.loads(run_chester(["status", "--all", "--json", "lossy"],
                                       cwd=project).stdout)) == 1
+
+
+def test_ctrl_c_ends_logs_follow_quietly(project):
+    import signal
+    import time
+
+    (project / "talk.py").write_text(textwrap.dedent("""
+        import time, chester
+        def train(v, d, n):
+            for i in range(100):
+                print("tick", i, flush=True)
+                time.sleep(0.2)
+        chester.launch(train, [{}], exp_prefix="talk")
+    """))
+    subprocess.run([sys.executable, "talk.py"], cwd=project, check=True, capture_output=True)
+    name = _status(project, "talk")["runs"][0]["name"]
+    p = subprocess.Popen([sys.executable, "-m", "chester.cli", "logs", "-f", name], cwd=project,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert "tick 0" in out and err == ""
+    run_chester(["cancel", "talk"], cwd=project)

@@ -135,8 +135,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
         raise UserError(f"run {row.name!r} was never submitted")
     disp = Dispatcher()
     backend = cfg.backend(row.backend, disp.manager)
-    disp.call("chester_logs", backend, handle=row.handle, follow=args.follow,
-              stream="stderr" if args.stderr else "stdout", out=sys.stdout)
+    try:
+        disp.call("chester_logs", backend, handle=row.handle, follow=args.follow,
+                  stream="stderr" if args.stderr else "stdout", out=sys.stdout)
+    except KeyboardInterrupt:
+        if not args.follow:
+            raise
+        sys.stdout.flush()  # Ctrl-C is how one stops following: not an error
     return 0
 
 
