@@ -73,6 +73,16 @@ def _claim_locked(run_dir: Path, me: dict) -> bool:
     return True
 
 
+def _record_exit(run_dir: Path, returncode: int) -> None:
+    meta = rd.read_json(run_dir / rd.RUN_JSON) or {}
+    try:
+        rd.write_json_atomic(run_dir / rd.EXIT, {"token": meta.get("token"),
+                                                 "attempt": meta.get("attempt"),
+                                                 "returncode": returncode})
+    except OSError:
+        pass  # a full disk: the status then says the run died without a record
+
+
 def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], python: str,
               slots_dir: Path, cwd: str | None, env_file: str | None = None) -> int:
     slots_dir.mkdir(parents=True, exist_ok=True)
@@ -82,14 +92,22 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
     children: list[subprocess.Popen] = []
     slots: dict[subprocess.Popen, int] = {}  # running worker -> the slot lock held for it
 
+    dirs: dict[subprocess.Popen, Path] = {}
+
     def reap() -> list[subprocess.Popen]:
-        """Release the slot of every worker that ended; return those still running."""
+        """Release the slot of every worker that ended and record how it exited (a worker
+        killed by a signal or by ``os._exit`` records nothing itself); return those still
+        running."""
         alive = []
         for c in children:
             if c.poll() is None:
                 alive.append(c)
-            elif c in slots:
+                continue
+            if c in slots:
                 os.close(slots.pop(c))
+            run_dir = dirs.pop(c, None)
+            if run_dir is not None:
+                _record_exit(run_dir, c.returncode)
         return alive
 
     base_env = dict(os.environ)
@@ -130,6 +148,7 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
             err.close()
         children.append(child)
         slots[child] = fd  # held here until the worker ends, whatever it leaves running
+        dirs[child] = run_dir
     while children:
         children = reap()
         if children:

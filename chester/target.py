@@ -9,6 +9,7 @@ come one a line on standard input (``-``). Runs on the target: imports nothing h
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,27 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
             state = "failed"
         return {**out, "state": state, "reason": reason, "stderr_tail": tail,
                 "exit_code": st.get("exit_code")}
+    ex = rd.read_json(run_dir / rd.EXIT)
+    if not (ex and ex.get("token") == meta.get("token")):
+        q = rd.read_json(run_dir / rd.QUEUED)
+        if q and q.get("token") == meta.get("token") and \
+                rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks")):
+            # its queue runner is about to record how the worker ended: ask again then
+            return {**out, "state": "running"}
+    if ex and ex.get("token") == meta.get("token") and ex.get("returncode") is not None:
+        rc = int(ex["returncode"])
+        if rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            return {**out, "state": "failed", "stderr_tail": tail, "exit_code": 128 - rc,
+                    "signal": -rc,
+                    "reason": f"the run's process was killed by {name} ({-rc}) before it "
+                              "recorded an end"}
+        return {**out, "state": "failed", "stderr_tail": tail, "exit_code": rc,
+                "reason": f"the run's process exited with code {rc} without recording an "
+                          "end (os._exit in the run?)"}
     return {**out, "state": "failed", "stderr_tail": tail,
             "reason": "the run's process died without recording an exit (killed?)"}
 

@@ -83,3 +83,35 @@ def test_the_slot_lock_is_not_open_in_the_run(tmp_path, monkeypatch):
     fds = next((project / "data" / "train" / "fds").glob("*/fds.txt")).read_text()
     assert "slot-" not in fds, fds
     assert Path(slots / "slot-0.lock").exists()
+
+
+SUDDEN = textwrap.dedent("""
+    import ctypes, os, chester
+
+    def train(variant, log_dir, exp_name):
+        if variant["how"] == "segv":
+            ctypes.string_at(0)
+        os._exit(variant["code"])
+
+    chester.launch(train, [{"how": "segv", "code": 0}, {"how": "exit", "code": 3},
+                           {"how": "exit", "code": 0}], exp_prefix="sudden")
+""")
+
+
+def test_a_run_killed_by_a_signal_or_os_exit_is_recorded_with_it(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
+    project = make_project(tmp_path / "proj",
+                           "backends:\n  local:\n    type: local\n    max_parallel: 2\n")
+    (project / "sudden.py").write_text(SUDDEN)
+    subprocess.run([sys.executable, "sudden.py"], cwd=project, check=True, timeout=60,
+                   capture_output=True)
+    r = run_chester(["monitor", "sudden", "--interval", "0.2", "--timeout", "30"], cwd=project)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    st = json.loads(run_chester(["status", "--json", "sudden"], cwd=project).stdout)
+    runs = st["runs"]
+    assert [x["state"] for x in runs] == ["failed"] * 3
+    assert "SIGSEGV (11)" in runs[0]["reason"] and runs[0]["exit_code"] == 139
+    assert "exited with code 3" in runs[1]["reason"] and runs[1]["exit_code"] == 3
+    assert "exited with code 0 without recording" in runs[2]["reason"]
