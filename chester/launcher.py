@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -147,6 +148,41 @@ def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir:
              f'{shared[1:]}'.encode(),
              _pickle_variant(AttrDict(variant)))
             for row, variant in zip(rows, variants, strict=True)]
+
+
+@contextlib.contextmanager
+def _ship_local_modules(project_dir: str | os.PathLike) -> Any:
+    """While pickling, send by value the project's modules the target could not import by
+    name: a module beside a script in a subfolder (``scripts/helpers.py`` imported as
+    ``helpers``) is on the launcher's ``sys.path`` but not on the target's, where only the
+    project root is. Modules importable from the root, and installed ones, go by name."""
+    import sys
+
+    root = os.path.realpath(project_dir)
+    shipped = []
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if not path or name == "__main__" or name.startswith("chester"):
+            continue
+        real = os.path.realpath(path)
+        if not real.startswith(root + os.sep) or "site-packages" in real.split(os.sep):
+            continue
+        rel = name.replace(".", os.sep)
+        if real in (os.path.join(root, rel + ".py"), os.path.join(root, rel, "__init__.py")):
+            continue  # the target imports it from the project root
+        try:
+            cloudpickle.register_pickle_by_value(mod)
+        except ValueError:
+            continue
+        shipped.append(mod)
+    try:
+        yield shipped
+    finally:
+        for mod in shipped:
+            try:
+                cloudpickle.unregister_pickle_by_value(mod)
+            except ValueError:
+                pass
 
 
 def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequence[dict],
@@ -391,15 +427,18 @@ def launch(
     try:
         try:
             spec_file: str | None = None
-            if caps.sweep_spec:  # one file for the whole launch; the worker writes each folder
-                spec_file = str(staging / "runs.spec")
-                write_sweep_spec(spec_file, todo, fn=fn, variants=[vlist[r.idx] for r in todo],
-                                 project_dir=project_dir, env=env)
-            else:
-                to_write = [row for row in todo if row.submit_state == "new"
-                            or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
-                write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
-                                  project_dir=project_dir, env=env)
+            with _ship_local_modules(cfg.project_path):
+                if caps.sweep_spec:  # one file for the launch; the worker writes each folder
+                    spec_file = str(staging / "runs.spec")
+                    write_sweep_spec(spec_file, todo, fn=fn,
+                                     variants=[vlist[r.idx] for r in todo],
+                                     project_dir=project_dir, env=env)
+                else:
+                    to_write = [row for row in todo if row.submit_state == "new"
+                                or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
+                    write_run_folders(to_write, fn=fn,
+                                      variants=[vlist[r.idx] for r in to_write],
+                                      project_dir=project_dir, env=env)
             run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name,
                                  exp_prefix=exp_prefix, local_dir=Path(r.local_dir),
                                  remote_dir=r.remote_dir, env=env, resources=res_list[r.idx],

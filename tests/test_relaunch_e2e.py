@@ -194,3 +194,34 @@ def test_ctrl_c_ends_logs_follow_quietly(project):
     assert p.returncode == 0, err
     assert "tick 0" in out and err == ""
     run_chester(["cancel", "talk"], cwd=project)
+
+
+def test_a_function_from_a_module_beside_a_script_in_a_subfolder_runs(project):
+    scripts = project / "scripts"
+    scripts.mkdir()
+    (scripts / "helpers.py").write_text(textwrap.dedent("""
+        import os
+
+        SCALE = 3
+
+        class Cfg:
+            def __init__(self, lr):
+                self.lr = lr
+
+        def train(variant, log_dir, exp_name):
+            with open(os.path.join(log_dir, "out.txt"), "w") as f:
+                f.write(str(variant["cfg"].lr * SCALE))
+    """))
+    (scripts / "go.py").write_text(textwrap.dedent("""
+        import chester
+        from helpers import Cfg, train
+        chester.launch(train, [{"cfg": Cfg(2)}], exp_prefix="beside")
+    """))
+    r = subprocess.run([sys.executable, "scripts/go.py"], cwd=project, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    m = run_chester(["monitor", "beside", "--interval", "0.2", "--timeout", "60"], cwd=project)
+    st = _status(project, "beside")
+    assert st["runs"][0]["state"] == "succeeded", (st, m.stdout)
+    out = next((project / "data" / "train" / "beside").glob("*/out.txt"))
+    assert out.read_text() == "6"
