@@ -9,6 +9,7 @@ come one a line on standard input (``-``). Runs on the target: imports nothing h
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -49,8 +50,10 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
             # the runner may have just started the worker: look again before calling it lost
             st = rd.read_json(run_dir / rd.STATUS)
             if st is None:
+                full = _disk_full(run_dir, rd.tail(run_dir / rd.STDERR))
                 return {**out, "state": "lost",
-                        "reason": "the queue runner stopped before starting this run"}
+                        "reason": "the queue runner stopped before starting this run"
+                                  + (f": {full}" if full else "")}
         else:
             return {**out, "state": "queued", "pending_reason": "not yet picked up"}
     out.update(attempt=st.get("attempt"), host=st.get("host"), started_at=st.get("started_at"),
@@ -81,6 +84,10 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
             state = "failed"
         return {**out, "state": state, "reason": reason, "stderr_tail": tail,
                 "exit_code": st.get("exit_code")}
+    full = _disk_full(run_dir, tail)
+    if full:  # why nothing could be recorded, whatever else is known
+        return {**out, "state": "failed", "stderr_tail": tail, "reason": full,
+                "exit_code": (rd.read_json(run_dir / rd.EXIT) or {}).get("returncode")}
     ex = rd.read_json(run_dir / rd.EXIT)
     if not (ex and ex.get("token") == meta.get("token")):
         q = rd.read_json(run_dir / rd.QUEUED)
@@ -104,6 +111,29 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
                           "end (os._exit in the run?)"}
     return {**out, "state": "failed", "stderr_tail": tail,
             "reason": "the run's process died without recording an exit (killed?)"}
+
+
+#: Below this many free bytes, a run that died without a record is put down to a full disk.
+DISK_FULL_BYTES = 1 << 20
+_NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+def _disk_full(run_dir: Path, tail: str | None) -> str | None:
+    """"no space left on <path>" when the run's file system is full (or its stderr says it
+    was), else None."""
+    said = next((line.strip() for line in reversed((tail or "").splitlines())
+                 if any(m in line for m in _NO_SPACE)), None)
+    try:
+        vfs = os.statvfs(run_dir)
+        free = vfs.f_bavail * vfs.f_frsize
+    except OSError:
+        free = None
+    if said is None and (free is None or free >= DISK_FULL_BYTES):
+        return None
+    where = f"no space left on the file system of {run_dir}"
+    if free is not None:
+        where += f" ({free // 1024} KiB free)"
+    return f"{where}: {said}" if said else where
 
 
 def to_status(d: dict[str, Any]) -> Any:

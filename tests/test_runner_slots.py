@@ -115,3 +115,44 @@ def test_a_run_killed_by_a_signal_or_os_exit_is_recorded_with_it(tmp_path, monke
     assert "SIGSEGV (11)" in runs[0]["reason"] and runs[0]["exit_code"] == 139
     assert "exited with code 3" in runs[1]["reason"] and runs[1]["exit_code"] == 3
     assert "exited with code 0 without recording" in runs[2]["reason"]
+
+
+FILL = textwrap.dedent("""
+    import os, chester
+
+    def train(variant, log_dir, exp_name):
+        with open(os.path.join(log_dir, "big.bin"), "wb") as f:
+            while True:
+                f.write(b"x" * 65536)
+                f.flush()
+
+    chester.launch(train, [{"i": 0}], exp_prefix="full")
+""")
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(tiny)],
+                       capture_output=True, text=True)
+    if m.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {m.stderr.strip()}")
+    try:
+        monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
+        project = make_project(tmp_path / "proj", f"log_dir: {tiny}\n"
+                               "backends:\n  local:\n    type: local\n    max_parallel: 1\n")
+        (project / "fill.py").write_text(FILL)
+        subprocess.run([sys.executable, "fill.py"], cwd=project, check=True, timeout=60,
+                       capture_output=True)
+        run_chester(["monitor", "full", "--interval", "0.2", "--timeout", "30"], cwd=project)
+        st = json.loads(run_chester(["status", "--json", "full"], cwd=project).stdout)
+        run = st["runs"][0]
+        assert run["state"] == "failed", run
+        assert "no space left on the file system of" in run["reason"], run["reason"]
+        assert "killed?" not in run["reason"]
+    finally:
+        subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
