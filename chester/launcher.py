@@ -62,9 +62,14 @@ def _variations(variants: Any, vlist: list[dict]) -> list[str]:
     return out
 
 
+_SCALARS = (str, int, float, bool, type(None), bytes)
+
+
 def _value_key(value: Any) -> Any:
     from chester.fingerprint import UnstableValue, digest
 
+    if type(value) in _SCALARS:
+        return (type(value), repr(value))
     try:
         return digest(value)
     except UnstableValue:
