@@ -387,7 +387,7 @@ def launch(
             for i, v in enumerate(vlist)]
         for i, d in enumerate(run_dirs or ()):
             p = Path(d).expanduser()
-            out[i]["local_dir"] = str(p if p.is_absolute() else cfg.project_path / p)
+            out[i]["local_dir"] = os.path.normpath(p if p.is_absolute() else cfg.project_path / p)
             out[i].setdefault("name", safe_component(p.name))
         return out
 
