@@ -263,7 +263,7 @@ def test_monitor_waits_for_every_unfinished_sweep(project):
 
 def test_help_lists_the_commands(project):
     r = run_chester(["--help"], cwd=project)
-    for cmd in ("plugins", "config", "status", "logs", "cancel", "pull", "monitor"):
+    for cmd in ("plugins", "config", "status", "logs", "cancel", "pull", "monitor", "relaunch"):
         assert cmd in r.stdout
     r = run_chester(["status", "--help"], cwd=project)
     assert "--json" in r.stdout
