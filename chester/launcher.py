@@ -167,7 +167,7 @@ def _ship_local_modules(project_dir: str | os.PathLike) -> Any:
     shipped = []
     for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None)
-        if not path or name == "__main__" or name.startswith("chester"):
+        if not path or name in ("__main__", "chester") or name.startswith("chester."):
             continue
         real = os.path.realpath(path)
         if not real.startswith(root + os.sep) or "site-packages" in real.split(os.sep):
