@@ -49,7 +49,8 @@ text = st.text(chars, max_size=12)
 scalars = (st.none() | st.booleans() | st.integers() | text | st.binary(max_size=8)
            | st.floats(allow_nan=False))
 values = st.recursive(
-    scalars | st.frozensets(st.integers() | text, max_size=3),
+    scalars | st.frozensets(st.integers() | text, max_size=3)
+    | st.sets(st.integers() | text, max_size=3),
     lambda inner: (st.lists(inner, max_size=3) | st.tuples(inner, inner)
                    | st.dictionaries(text, inner, max_size=3)),
     max_leaves=6)
