@@ -25,6 +25,7 @@ __version__ = "0.3.0"
 
 _LAZY = {
     "launch": ("chester.launcher", "launch"),
+    "relaunch": ("chester.launcher", "relaunch"),
     "sweep": ("chester.sweeps", "sweep"),
     "Sweep": ("chester.sweeps", "Sweep"),
     "Run": ("chester.sweeps", "Run"),
@@ -39,7 +40,13 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
+#: submodules reachable as attributes without importing them first (``chester.logs.configure``)
+_SUBMODULES = frozenset({"logs", "config", "testing"})
+
+
 def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        return import_module(f"chester.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(import_module(module), attr)

@@ -247,6 +247,11 @@ def _attrs_class_of(tp: Any) -> type | None:
     return None
 
 
+#: Options that take counts of at least 1 whatever backend declares them (a field's
+#: ``metadata={"min": N}`` sets another floor).
+MIN_ONE_OPTIONS = frozenset({"max_parallel"})
+
+
 def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
                   legacy_ok: bool = False) -> Any:
     """Build an attrs options object from YAML, with one-line errors naming file and key.
@@ -282,6 +287,11 @@ def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
         if not ok:
             raise ConfigError(path, f"{key}.{name}",
                               f"expected {_type_name(f.type)}, got {type(value).__name__} {value!r}"[:200],
+                              f.metadata.get("help"))
+        low = f.metadata.get("min", 1 if name in MIN_ONE_OPTIONS else None)
+        if low is not None and isinstance(conv, (int, float)) and not isinstance(conv, bool) \
+                and conv < low:
+            raise ConfigError(path, f"{key}.{name}", f"must be at least {low}, got {value!r}",
                               f.metadata.get("help"))
         kwargs[name] = conv
     for name, f in fields.items():
@@ -333,6 +343,11 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(path, None, f"cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
+            raise ConfigError(path, f"line {line}", f"not UTF-8 text (byte "
+                              f"{exc.object[exc.start]:#04x})",
+                              "save the file as UTF-8") from None
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -67,3 +67,7 @@ class ConnectError(TransientBackendError):
 
     Always safe to retry, submit included.
     """
+
+
+class WaitTimeout(ChesterError, TimeoutError):
+    """``Sweep.wait`` / ``chester monitor`` gave up after its timeout (runs still going)."""

@@ -153,9 +153,11 @@ class ChesterSpecs:
         Arguments: ``backend``; ``handles``; ``dest``, the local project root (each run lands
         in its own ``local_dir``); ``patterns``, include/exclude rules.
 
-        Returns: one :class:`~chester.types.PullResult` per handle. Must be idempotent and
-        incremental (a second pull transfers nothing new) and must never delete or overwrite
-        newer local files.
+        Returns: one :class:`~chester.types.PullResult` per handle, ``complete`` only when
+        every file of the run is home (the core marks a run pulled only then, and pulls the
+        others again later; a handle with no result counts as not arrived). Must be
+        idempotent and incremental (a second pull transfers nothing new) and must never
+        delete or overwrite newer local files.
 
         Errors: ``TransientBackendError`` (retried), ``BackendError``.
 

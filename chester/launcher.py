@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from chester.config import ChesterConfig, get_config
 from chester.dispatch import Dispatcher
 from chester.errors import UserError
 from chester.logs import get_logger
-from chester.naming import auto_suffix, remote_mapper, safe_component
+from chester.naming import auto_suffix, check_name, check_path, remote_mapper, safe_component
 from chester.store import RunRow, Store
 from chester.sweeps import Sweep
 from chester.types import RunSpec, RunStatus, State
@@ -27,10 +29,19 @@ from chester.variants import VariantGenerator, expand
 log = get_logger()
 
 # one encoder each, made once (json.dumps makes a new one per call when given options)
-_json_key = json.JSONEncoder(sort_keys=True, default=repr).encode
-_json_fingerprint = json.JSONEncoder(sort_keys=True, default=repr, ensure_ascii=False).encode
-_json_variant = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+_json_legacy = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+_json_variant_text = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+_json_variant_ascii = json.JSONEncoder(default=repr).encode
 _json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _json_variant(variant: dict) -> bytes:
+    """``variant.json``'s bytes: UTF-8, or ``\\u`` escapes where a string holds what UTF-8
+    cannot carry (a lone surrogate); the function gets the exact value from the pickle."""
+    try:
+        return _json_variant_text(variant).encode()
+    except UnicodeEncodeError:
+        return _json_variant_ascii(variant).encode()
 
 
 def _variations(variants: Any, vlist: list[dict]) -> list[str]:
@@ -43,19 +54,52 @@ def _variations(variants: Any, vlist: list[dict]) -> list[str]:
                 keys.append(k)
     out = []
     for k in keys:
-        vals = {_json_key(v.get(k)) for v in vlist}
+        vals = {_value_key(v.get(k)) for v in vlist}
         if len(vals) > 1:
             out.append(k)
     return out
 
 
+_SCALARS = (str, int, float, bool, type(None), bytes)
+
+
+def _value_key(value: Any) -> Any:
+    from chester.fingerprint import UnstableValue, digest
+
+    if type(value) in _SCALARS:
+        return (type(value), repr(value))
+    try:
+        return digest(value)
+    except UnstableValue:
+        return id(value)
+
+
 def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict],
                 names: Sequence[str] | None) -> str:
-    h = hashlib.sha256()
+    """What makes a launch "the same sweep again": prefix, backend, folder, names and
+    variants. Stable for any picklable value across processes (:mod:`chester.fingerprint`);
+    raises :class:`~chester.fingerprint.UnstableValue` for a value pickle could not store."""
+    from chester.fingerprint import digest
+
+    h = hashlib.sha256(b"chester-fingerprint-2\0")
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
     for v in vlist:
-        h.update(_json_fingerprint(v).encode())
-        h.update(b"\0")
+        h.update(digest(v))
+    return h.hexdigest()
+
+
+def legacy_fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict],
+                       names: Sequence[str] | None) -> str | None:
+    """The fingerprint earlier versions stored, for plain JSON data only (where it was
+    stable), so a sweep launched by them is still found; ``None`` for anything else."""
+    h = hashlib.sha256()
+    h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
+    try:
+        for v in vlist:
+            h.update(_json_legacy(v).encode())
+            h.update(b"\0")
+    except (TypeError, ValueError):
+        return None
     return h.hexdigest()
 
 
@@ -106,20 +150,63 @@ def _pickle_fn(fn: Callable) -> bytes:
 
 
 def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir: str,
-               env: Mapping[str, str], attempt: int) -> list[tuple[RunRow, bytes, bytes, bytes]]:
-    """Each run's (row, ``variant.json``, ``.chester/run.json``, variant pickle)."""
-    # run.json is {"token", "name", "run_id", then what every run shares}: that tail once
-    shared = _json_text({"attempt": attempt, "project_dir": project_dir, "env": dict(env)})
+               env: Mapping[str, str],
+               attempt: int | None) -> list[tuple[RunRow, bytes, bytes, bytes]]:
+    """Each run's (row, ``variant.json``, ``.chester/run.json``, variant pickle).
+
+    ``attempt`` None: each row's own attempt (a run submitted again counts on)."""
+    # run.json is {"token", "name", "run_id", "attempt", then what every run shares}
+    shared = _json_text({"project_dir": project_dir, "env": dict(env)})
     return [(row,
-             _json_variant({**variant, "exp_name": row.name}).encode(),
+             _json_variant({**variant, "exp_name": row.name}),
              f'{{"token": {_json_text(row.token)}, "name": {_json_text(row.name)}, '
-             f'"run_id": {int(row.id)}, {shared[1:]}'.encode(),
+             f'"run_id": {int(row.id)}, '
+             f'"attempt": {int(attempt or getattr(row, "attempt", None) or 1)}, '
+             f'{shared[1:]}'.encode(),
              _pickle_variant(AttrDict(variant)))
             for row, variant in zip(rows, variants, strict=True)]
 
 
+@contextlib.contextmanager
+def _ship_local_modules(project_dir: str | os.PathLike) -> Any:
+    """While pickling, send by value the project's modules the target could not import by
+    name: a module beside a script in a subfolder (``scripts/helpers.py`` imported as
+    ``helpers``) is on the launcher's ``sys.path`` but not on the target's, where only the
+    project root is. Modules importable from the root, and installed ones, go by name."""
+    import sys
+
+    import cloudpickle
+
+    root = os.path.realpath(project_dir)
+    shipped = []
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if not path or name in ("__main__", "chester") or name.startswith("chester."):
+            continue
+        real = os.path.realpath(path)
+        if not real.startswith(root + os.sep) or "site-packages" in real.split(os.sep):
+            continue
+        rel = name.replace(".", os.sep)
+        if real in (os.path.join(root, rel + ".py"), os.path.join(root, rel, "__init__.py")):
+            continue  # the target imports it from the project root
+        try:
+            cloudpickle.register_pickle_by_value(mod)
+        except ValueError:
+            continue
+        shipped.append(mod)
+    try:
+        yield shipped
+    finally:
+        for mod in shipped:
+            try:
+                cloudpickle.unregister_pickle_by_value(mod)
+            except ValueError:
+                pass
+
+
 def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequence[dict],
-                      project_dir: str, env: Mapping[str, str], attempt: int = 1) -> None:
+                      project_dir: str, env: Mapping[str, str],
+                      attempt: int | None = None) -> None:
     """Write ``variant.json`` and ``.chester/`` (run record, payload 0600) into each run folder.
 
     The function is pickled once for the whole batch; each payload is that pickle followed
@@ -145,7 +232,7 @@ def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequenc
 
 def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Callable,
                      variants: Sequence[dict], project_dir: str, env: Mapping[str, str],
-                     attempt: int = 1) -> int:
+                     attempt: int | None = None) -> int:
     """The same files as :func:`write_run_folders`, for every run, in one sweep spec
     (:mod:`chester.sweepspec`) keyed by each run's folder on the target. Returns its size."""
     from chester import sweepspec
@@ -156,7 +243,7 @@ def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Cal
 
 
 def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: str,
-                     env: Mapping[str, str], attempt: int = 1) -> None:
+                     env: Mapping[str, str], attempt: int | None = None) -> None:
     """One run folder (see :func:`write_run_folders`)."""
     write_run_folders([row], fn=fn, variants=[variant], project_dir=project_dir, env=env,
                       attempt=attempt)
@@ -168,6 +255,21 @@ def _extra_pair(d: str, project: Path, remote_root: str | None) -> tuple[str, st
     if p.is_absolute():
         return (str(p), str(p))
     return (str(project / p), str(Path(remote_root) / p) if remote_root else str(project / p))
+
+
+#: States a ``resume="retry"`` submits again; ``"retry-failed"`` adds :data:`FAILED_STATES`.
+RETRY_STATES = (State.LOST,)
+FAILED_STATES = (State.FAILED, State.TIMEOUT, State.OOM)
+
+
+def _reset_for_retry(store: Store, rows: list[RunRow], *, failed: bool) -> list[RunRow]:
+    """Make the sweep's lost (and, with ``failed``, failed) runs new submissions again."""
+    states = RETRY_STATES + (FAILED_STATES if failed else ())
+    again = [r.id for r in rows if r.state in states]
+    if again:
+        store.reset_for_retry(again)
+        log.info("retrying_runs", runs=len(again))
+    return store.runs(rows[0].sweep_id) if rows else rows
 
 
 def launch(
@@ -210,7 +312,11 @@ def launch(
     submits only what it never submitted, so every variant runs once however often the
     script is run; ``resume="incomplete"`` reattaches only when that launch did not finish
     submitting (the seed API's behaviour: running the script again makes new runs);
-    ``resume=False`` always starts a new sweep with new numbered runs.
+    ``resume=False`` always starts a new sweep with new numbered runs. ``resume="retry"``
+    reattaches like ``"auto"`` and also submits again the runs of that sweep that were
+    ``lost`` (``"retry-failed"``: also ``failed``, ``timeout`` and ``oom``), in their own
+    folders, leaving the succeeded ones alone (:func:`relaunch` does the same from the
+    command line, without the script).
 
     ``exp_names`` and ``run_dirs`` name each run and its folder explicitly.
     ``extra_pull_dirs`` are folders pulled with every run (relative: under the project root
@@ -222,6 +328,7 @@ def launch(
     """
     from chester.command import Command, CommandError
 
+    # every argument is checked before anything is written: a bad one leaves nothing behind
     if isinstance(fn, (str, list, tuple)):
         try:
             fn = Command(fn, args_style, hydra_flags=hydra_flags, run_args=run_args)
@@ -234,10 +341,26 @@ def launch(
     if not callable(fn):
         raise UserError("launch() needs a callable fn(variant, log_dir, exp_name) or a "
                         "command (an argv list or a string)")
-    if not exp_prefix or "/" in exp_prefix or exp_prefix in (".", ".."):
-        raise UserError(f"exp_prefix {exp_prefix!r} must be a non-empty name without '/'")
+    check_name("exp_prefix", exp_prefix)
+    check_name("sub_dir", sub_dir, path=True)
+    if log_dir is not None:
+        check_path("log_dir", log_dir)
     if order not in ("parallel", "dependent"):
         raise UserError(f"order must be 'parallel' or 'dependent', not {order!r}")
+    if resume not in (True, False, "auto", "incomplete", "retry", "retry-failed"):
+        raise UserError("resume must be 'auto', 'incomplete', 'retry', 'retry-failed', True or "
+                        f"False, not {resume!r}")
+    env = dict(env or {})
+    for k, val in env.items():
+        if not isinstance(k, str) or not isinstance(val, str):
+            raise UserError(f"env must map strings to strings, got {k!r}: {val!r}")
+        if not k or "=" in k or "\0" in k or "\0" in val:
+            raise UserError(f"env name {k!r} is not a valid environment variable name")
+        try:
+            (k + val).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"env {k!r} holds a character an environment cannot carry "
+                            "(a lone surrogate)") from None
     cfg = config or get_config()
     dispatcher = dispatcher or Dispatcher()
     bcfg = cfg.backend(backend, dispatcher.manager)
@@ -253,23 +376,45 @@ def launch(
                 fn.build(v, "LOG_DIR", "EXP_NAME")
             except CommandError as exc:
                 raise UserError(str(exc)) from None
-    if exp_names is not None and len(exp_names) != len(vlist):
-        raise UserError(f"exp_names has {len(exp_names)} names for {len(vlist)} variants")
-    if run_dirs is not None and len(run_dirs) != len(vlist):
-        raise UserError(f"run_dirs has {len(run_dirs)} folders for {len(vlist)} variants")
+    if exp_names is not None:
+        exp_names = list(exp_names)
+        if len(exp_names) != len(vlist):
+            raise UserError(f"exp_names has {len(exp_names)} names for {len(vlist)} variants")
+        for n in exp_names:
+            check_name("exp_name", n, cleaned=True)
+    if run_dirs is not None:
+        run_dirs = list(run_dirs)
+        if len(run_dirs) != len(vlist):
+            raise UserError(f"run_dirs has {len(run_dirs)} folders for {len(vlist)} variants")
+        for d in run_dirs:
+            check_path("run_dirs entry", d)
     if isinstance(resources, Mapping) or resources is None:
         res_list = [dict(resources or {})] * len(vlist)
     else:
-        res_list = [dict(r) for r in resources]
+        try:
+            res_list = [dict(r) for r in resources]
+        except (TypeError, ValueError):
+            raise UserError("resources must be one mapping, or one mapping per variant, not "
+                            f"{type(resources).__name__}") from None
         if len(res_list) != len(vlist):
             raise UserError(f"resources has {len(res_list)} entries for {len(vlist)} variants")
+    for r in res_list:
+        bad = [k for k in r if not isinstance(k, str)]
+        if bad:
+            raise UserError(f"resources keys must be strings, got {bad[0]!r}")
     root = Path(log_dir).expanduser() if log_dir is not None else cfg.log_dir
     if not root.is_absolute():
         root = cfg.project_path / root
     batch_dir = root / sub_dir / exp_prefix
     varying = list(variations) if variations is not None else _variations(variants, vlist)
     names = [safe_component(n) for n in exp_names] if exp_names is not None else None
-    fp = fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)
+    if resume is False:
+        fps = [f"new-{uuid.uuid4().hex}"]  # never matched: a new sweep
+    else:
+        fps = [fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)]
+        legacy = legacy_fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)
+        if legacy:
+            fps.append(legacy)
 
     spec_of = dispatcher.manager.get_backend(bcfg.type).spec
     remote_root = spec_of.remote_root(bcfg.options) if spec_of.remote_root else None
@@ -279,33 +424,31 @@ def launch(
     def remote_dir_for(local: str | Path) -> str:
         return to_remote(local) if to_remote else str(local)
 
-    store = Store(cfg.store_path)
-    if resume not in (True, False, "auto", "incomplete"):
-        raise UserError(f"resume must be 'auto', 'incomplete', True or False, not {resume!r}")
-    existing = store.find_resumable(exp_prefix, bcfg.name, fp,
-                                    incomplete_only=resume == "incomplete") if resume else None
-    if existing is not None:
-        srow = existing
-        rows = store.runs(srow.id)
-        log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
-    else:
-        specs: list[dict[str, Any]] = [
+    def specs() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [
             ({"name": names[i]} if names else {"suffix": auto_suffix(exp_prefix, v, varying)})
             for i, v in enumerate(vlist)]
         for i, d in enumerate(run_dirs or ()):
             p = Path(d).expanduser()
-            specs[i]["local_dir"] = str(p if p.is_absolute() else cfg.project_path / p)
-            specs[i].setdefault("name", safe_component(p.name))
-        extra = [_extra_pair(d, cfg.project_path, remote_root) for d in extra_pull_dirs]
-        srow, rows = store.create_sweep(
-            exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir, fingerprint=fp,
-            runs=specs, remote_dir_for=remote_dir_for,
-            options={"order": order, "extra_pull_dirs": extra})
+            out[i]["local_dir"] = os.path.normpath(p if p.is_absolute() else cfg.project_path / p)
+            out[i].setdefault("name", safe_component(p.name))
+        return out
+
+    extra = [_extra_pair(d, cfg.project_path, remote_root) for d in extra_pull_dirs]
+    store = Store(cfg.store_path)
+    srow, rows, resumed = store.resume_or_create_sweep(
+        exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir, fingerprint=fps[0],
+        runs=specs, remote_dir_for=remote_dir_for,
+        options={"order": order, "extra_pull_dirs": extra,
+                 **({"resources": res_list} if any(res_list) else {})},
+        resume=fps if resume is not False else (), incomplete_only=resume == "incomplete")
     sweep = Sweep(row=srow, store=store, config=cfg, dispatcher=dispatcher, backend=bcfg)
-    env = dict(env or {})
-    for k, val in env.items():
-        if not isinstance(k, str) or not isinstance(val, str):
-            raise UserError(f"env must map strings to strings, got {k!r}: {val!r}")
+    if resumed:
+        log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
+        if resume in ("retry", "retry-failed"):
+            sweep.refresh()  # the states as they are now: a run may have been lost since
+            rows = _reset_for_retry(store, store.runs(srow.id),
+                                    failed=resume == "retry-failed")
 
     todo: list[RunRow] = []
     lost: list[tuple[int, RunStatus]] = []
@@ -330,23 +473,34 @@ def launch(
 
     staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(exp_prefix)}-"))
     try:
-        spec_file: str | None = None
-        if caps.sweep_spec:  # one file for the whole launch; the worker writes each folder
-            spec_file = str(staging / "runs.spec")
-            write_sweep_spec(spec_file, todo, fn=fn, variants=[vlist[r.idx] for r in todo],
-                             project_dir=project_dir, env=env)
-        else:
-            to_write = [row for row in todo if row.submit_state == "new"
-                        or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
-            write_run_folders(to_write, fn=fn, variants=[vlist[r.idx] for r in to_write],
-                              project_dir=project_dir, env=env)
-        run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=exp_prefix,
-                             local_dir=Path(r.local_dir), remote_dir=r.remote_dir,
-                             env=env, resources=res_list[r.idx], spec_file=spec_file,
-                             order_after=(rows[r.idx - 1].token,)
-                             if order == "dependent" and r.idx else ())
-                     for r in todo]
-        prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs, staging_dir=staging)
+        try:
+            spec_file: str | None = None
+            with _ship_local_modules(cfg.project_path):
+                if caps.sweep_spec:  # one file for the launch; the worker writes each folder
+                    spec_file = str(staging / "runs.spec")
+                    write_sweep_spec(spec_file, todo, fn=fn,
+                                     variants=[vlist[r.idx] for r in todo],
+                                     project_dir=project_dir, env=env)
+                else:
+                    to_write = [row for row in todo if row.submit_state == "new"
+                                or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
+                    write_run_folders(to_write, fn=fn,
+                                      variants=[vlist[r.idx] for r in to_write],
+                                      project_dir=project_dir, env=env)
+            run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name,
+                                 exp_prefix=exp_prefix, local_dir=Path(r.local_dir),
+                                 remote_dir=r.remote_dir, env=env, resources=res_list[r.idx],
+                                 spec_file=spec_file,
+                                 order_after=(rows[r.idx - 1].token,)
+                                 if order == "dependent" and r.idx else ())
+                         for r in todo]
+            prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs,
+                                       staging_dir=staging)
+        except BaseException:
+            # nothing was sent: a sweep this call made is taken back, folders and all
+            if not resumed:
+                _discard(store, srow.id, rows, batch_dir)
+            raise
         sweep.prepared = prepared  # type: ignore[attr-defined]
         if dry_run:
             return sweep
@@ -363,3 +517,90 @@ def launch(
     store.mark_launch_complete(srow.id)
     log.info("launched", sweep=exp_prefix, backend=bcfg.name, runs=len(handles))
     return sweep
+
+
+def _discard(store: Store, sweep_id: int, rows: Sequence[RunRow], batch_dir: Path) -> None:
+    """Take back a sweep whose launch failed before anything was submitted: its store rows
+    and the run folders this launch made (they did not exist before: see
+    :meth:`Store.resume_or_create_sweep`)."""
+    if not store.discard_sweep(sweep_id):
+        return
+    for r in rows:
+        shutil.rmtree(r.local_dir, ignore_errors=True)
+    for d in (batch_dir, batch_dir.parent):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            break
+
+
+def relaunch(exp_prefix: str | None = None, *, failed: bool = False,
+             config: ChesterConfig | None = None, dispatcher: Dispatcher | None = None,
+             sweep_id: int | None = None) -> tuple[Sweep, list[str]]:
+    """Submit again the ``lost`` runs (with ``failed``: also ``failed``, ``timeout`` and
+    ``oom``) of the sweep ``exp_prefix`` names (every launch of the prefix, or ``PREFIX@N``),
+    from their run folders, without the
+    launching script; succeeded, running and cancelled runs are left alone.
+
+    Each run keeps its folder and name and gets a new token and the next attempt number.
+    Needs each run's payload in its local folder (every backend but those with the
+    ``sweep_spec`` capability writes it there); otherwise run the launch script again with
+    ``resume="retry"`` (or ``"retry-failed"``). Returns the sweep and the names submitted.
+    """
+    from chester.sweeps import sweep as reattach
+
+    cfg = config or get_config()
+    dispatcher = dispatcher or Dispatcher()
+    top = reattach(exp_prefix, config=cfg, dispatcher=dispatcher, sweep_id=sweep_id)
+    if not top.experiment:
+        return _relaunch_one(top, failed, dispatcher)
+    names: list[str] = []
+    for row in top.launches():  # each launch on its own backend, with its own settings
+        one = Sweep(row=row, store=top.store, config=cfg, dispatcher=dispatcher)
+        names += _relaunch_one(one, failed, dispatcher)[1]
+    return top, names
+
+
+def _relaunch_one(sw: Sweep, failed: bool, dispatcher: Dispatcher) -> tuple[Sweep, list[str]]:
+    """:func:`relaunch` for one launch."""
+    bcfg = sw.backend
+    caps = dispatcher.manager.get_backend(bcfg.type).spec.capabilities
+    rows = sw.refresh()
+    states = RETRY_STATES + (FAILED_STATES if failed else ())
+    again = [r for r in rows if r.state in states]
+    if not again:
+        return sw, []
+    for r in again:  # everything is checked before anything changes
+        if caps.sweep_spec or not (Path(r.local_dir) / rd.PAYLOAD).is_file() \
+                or rd.read_json(Path(r.local_dir) / rd.RUN_JSON) is None:
+            raise UserError(
+                f"run {r.name!r} has no payload in {r.local_dir}: run the launch script again "
+                f"with resume={'retry-failed' if failed else 'retry'!r} to submit it again")
+    sw.store.reset_for_retry([r.id for r in again])
+    fresh = {r.id: r for r in sw.store.runs(sw.id)}
+    todo = [fresh[r.id] for r in again]
+    envs: dict[int, dict[str, str]] = {}
+    for r in todo:  # the run record, with the new token and attempt
+        path = Path(r.local_dir) / rd.RUN_JSON
+        meta = rd.read_json(path) or {}
+        envs[r.id] = dict(meta.get("env") or {})
+        rd.write_json_atomic(path, {**meta, "token": r.token, "attempt": r.attempt})
+    res = sw.row.options.get("resources") or []
+    order = sw.row.options.get("order", "parallel")
+    by_idx = {r.idx: r for r in fresh.values()}
+    specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=sw.exp_prefix,
+                     local_dir=Path(r.local_dir), remote_dir=r.remote_dir, env=envs[r.id],
+                     resources=dict(res[r.idx]) if r.idx < len(res) else {},
+                     order_after=(by_idx[r.idx - 1].token,)
+                     if order == "dependent" and r.idx and r.idx - 1 in by_idx else ())
+             for r in todo]
+    staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(sw.exp_prefix)}-"))
+    try:
+        prepared = dispatcher.call("chester_prepare", bcfg, runs=specs, staging_dir=staging)
+        sw.store.set_submit_state([r.id for r in todo], "submitting")
+        handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    sw.store.record_submitted(list(handles))
+    log.info("relaunched", sweep=sw.exp_prefix, backend=bcfg.name, runs=len(handles))
+    return sw, [r.name for r in todo]

@@ -10,7 +10,7 @@ import time
 
 from chester.config import get_config
 from chester.dispatch import Dispatcher
-from chester.errors import UserError
+from chester.errors import WaitTimeout
 from chester.store import SweepRow
 from chester.sweeps import Sweep, find_sweep, open_store
 from chester.types import State
@@ -20,9 +20,7 @@ def _open_sweeps(ref: str | None) -> list[Sweep]:
     """The sweep ``ref`` names (``PREFIX``: every launch; ``PREFIX@N``: one), or every sweep
     with unfinished or unpulled runs; each read from the store afresh while it is watched."""
     cfg = get_config()
-    if not cfg.store_path.exists():
-        raise UserError(f"no job store at {cfg.store_path}: nothing was launched from this project")
-    store = open_store(cfg)
+    store = open_store(cfg, create=False)
     disp = Dispatcher()
     if ref:
         row, experiment = find_sweep(store, ref)
@@ -34,8 +32,10 @@ def _open_sweeps(ref: str | None) -> list[Sweep]:
             latest[row.exp_prefix] = row
         candidates = [Sweep(row=row, store=store, config=cfg, dispatcher=disp, experiment=True)
                       for row in sorted(latest.values(), key=lambda r: r.id)]
+    # runs never submitted are nothing to wait for: they wait for the launch to run again
     return [sw for sw in candidates
-            if any(not r.state.terminal or (r.handle and not r.pulled_at) for r in sw.rows())]
+            if any(r.handle is not None and (not r.state.terminal or not r.pulled_at)
+                   for r in sw.rows())]
 
 
 def monitor(exp_prefix: str | None = None, *, interval: float | None = None,
@@ -53,11 +53,28 @@ def monitor(exp_prefix: str | None = None, *, interval: float | None = None,
             rows = sw.refresh()
             sw.pull(rows=[r for r in rows if r.state.terminal and not r.pulled_at], bare=bare)
             continue
-        sw.wait(timeout=left, pull=True, poll_interval=interval, bare_failed=True,
-                exclude=("*.pkl", "*.png", "*.gif", "*.pth", "*.pt") if bare else ())
-    failed = 0
+        try:
+            sw.wait(timeout=left, pull=True, poll_interval=interval, bare_failed=True,
+                    exclude=("*.pkl", "*.png", "*.gif", "*.pth", "*.pt") if bare else ())
+        except WaitTimeout:
+            going = sum(1 for r in sw.rows() if r.handle is not None and not r.state.terminal)
+            raise WaitTimeout(f"{sw.ref}: not finished after {timeout:g}s ({going} runs "
+                              "still going); `chester monitor` again to keep waiting") from None
+    bad = 0
     for sw in sweeps:
-        failed += sum(1 for r in sw.rows() if r.state.terminal and r.state != State.SUCCEEDED)
-        print(f"{sw.ref}: " + ", ".join(
-            f"{n} {s}" for s, n in sorted(sw.counts().items())))
-    return 1 if failed else 0
+        rows = sw.rows()
+        bad += sum(1 for r in rows if r.state.terminal and r.state != State.SUCCEEDED)
+        line = f"{sw.ref}: " + ", ".join(
+            f"{n} {s}" for s, n in sorted(sw.counts().items()))
+        unpulled = [r.name for r in rows if r.handle is not None and r.state.terminal
+                    and not r.pulled_at]
+        never = [r.name for r in rows if r.handle is None and not r.state.terminal]
+        if unpulled and not once:
+            bad += len(unpulled)
+            line += (f"; {len(unpulled)} not pulled (their files did not arrive: "
+                     f"{', '.join(unpulled[:3])}{', ...' if len(unpulled) > 3 else ''})")
+        if never:
+            line += (f"; {len(never)} never submitted (run the launch again to submit "
+                     "them)")
+        print(line)
+    return 1 if bad else 0

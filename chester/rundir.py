@@ -34,6 +34,8 @@ PAYLOAD = f"{META}/payload.pkl"
 STATUS = f"{META}/status.json"
 QUEUED = f"{META}/queued.json"
 CANCEL = f"{META}/cancel"
+#: the worker's exit status as its queue runner saw it ({"token", "returncode"})
+EXIT = f"{META}/exit.json"
 DONE = ".done"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"

@@ -2,8 +2,10 @@
 
 Used by the local and SSH backends. It is started detached (its own session), so runs go on
 after the launcher exits. A slot is an exclusive ``flock`` on ``<slots-dir>/slot-<i>.lock``
-held by the run's worker for as long as it lives, so the cap holds across sweeps and
-launchers; slot ``i`` gives the run GPU ``gpus[i]`` in ``CUDA_VISIBLE_DEVICES``.
+held by this runner (close-on-exec, never passed to the run) for as long as the run's
+worker lives, so the cap holds across sweeps and launchers, and a process the run leaves
+behind (a daemon, ``setsid cmd &``) cannot keep the slot; slot ``i`` gives the run GPU
+``gpus[i]`` in ``CUDA_VISIBLE_DEVICES``.
 
 A run already started (its status record carries its token) or owned by another live
 runner is skipped, so starting the same queue twice never runs anything twice.
@@ -36,7 +38,8 @@ def default_slots_dir() -> Path:
 
 def _try_slot(slots_dir: Path, n: int) -> tuple[int, int] | None:
     for i in range(n):
-        fd = os.open(slots_dir / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(slots_dir / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -71,6 +74,16 @@ def _claim_locked(run_dir: Path, me: dict) -> bool:
     return True
 
 
+def _record_exit(run_dir: Path, returncode: int) -> None:
+    meta = rd.read_json(run_dir / rd.RUN_JSON) or {}
+    try:
+        rd.write_json_atomic(run_dir / rd.EXIT, {"token": meta.get("token"),
+                                                 "attempt": meta.get("attempt"),
+                                                 "returncode": returncode})
+    except OSError:
+        pass  # a full disk: the status then says the run died without a record
+
+
 def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], python: str,
               slots_dir: Path, cwd: str | None, env_file: str | None = None,
               prefix: list[str] | None = None) -> int:
@@ -79,6 +92,26 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
           "host": rd.hostname()}
     mine = [d for d in run_dirs if _claim(d, me)]
     children: list[subprocess.Popen] = []
+    slots: dict[subprocess.Popen, int] = {}  # running worker -> the slot lock held for it
+
+    dirs: dict[subprocess.Popen, Path] = {}
+
+    def reap() -> list[subprocess.Popen]:
+        """Release the slot of every worker that ended and record how it exited (a worker
+        killed by a signal or by ``os._exit`` records nothing itself); return those still
+        running."""
+        alive = []
+        for c in children:
+            if c.poll() is None:
+                alive.append(c)
+                continue
+            if c in slots:
+                os.close(slots.pop(c))
+            run_dir = dirs.pop(c, None)
+            if run_dir is not None:
+                _record_exit(run_dir, c.returncode)
+        return alive
+
     base_env = dict(os.environ)
     base_env.pop("CHESTER_SLOTS_DIR", None)
     for run_dir in mine:
@@ -88,9 +121,9 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
             continue
         slot = None
         while slot is None:
+            children = reap()
             slot = _try_slot(slots_dir, max_parallel)
             if slot is None:
-                children = [c for c in children if c.poll() is None]
                 time.sleep(POLL_S)
             if (run_dir / rd.CANCEL).exists():
                 break
@@ -110,15 +143,25 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
             argv = [*(prefix or ()), *argv]
             if env_file:
                 argv = ["/bin/sh", "-c", '. "$0" && exec "$@"', env_file, *argv]
-            children.append(subprocess.Popen(
+            child = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                pass_fds=(fd,), start_new_session=True))
+                start_new_session=True)
+        except BaseException:
+            os.close(fd)
+            raise
         finally:
             out.close()
             err.close()
-            os.close(fd)  # the worker holds the slot now
-    for c in children:
-        c.wait()
+        children.append(child)
+        slots[child] = fd  # held here until the worker ends, whatever it leaves running
+        dirs[child] = run_dir
+    while children:
+        children = reap()
+        if children:
+            try:
+                children[0].wait(timeout=POLL_S * 10)
+            except subprocess.TimeoutExpired:
+                pass
     return 0
 
 

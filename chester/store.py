@@ -20,7 +20,17 @@ from typing import Any
 
 import attrs
 
+from chester.errors import ChesterError, UserError
 from chester.types import RunHandle, RunStatus, State
+
+#: The schema this code writes, kept in the file's ``PRAGMA user_version``. Version 1 is the
+#: first schema (written before stores carried a version: ``user_version`` 0 with tables).
+SCHEMA_VERSION = 2
+
+#: Steps from each version to the next; each runs inside the transaction that opens the store.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("CREATE INDEX IF NOT EXISTS runs_local_dir ON runs(local_dir)",),
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -61,6 +71,7 @@ CREATE TABLE IF NOT EXISTS runs (
     pending_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id, idx);
+CREATE INDEX IF NOT EXISTS runs_local_dir ON runs(local_dir);
 CREATE TABLE IF NOT EXISTS events (
     run_id INTEGER NOT NULL,
     at REAL NOT NULL,
@@ -132,21 +143,111 @@ def _sweep_row(r: sqlite3.Row) -> SweepRow:
 _NUMBERED = re.compile(r"^(\d+)_")
 
 
-class Store:
-    """Access to one project's job store."""
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA busy_timeout=60000")
+    return db
 
-    def __init__(self, path: Path):
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _create_store_file(path: Path) -> None:
+    """Write a new, empty store beside ``path`` and link it into place (never over a store
+    another process made meanwhile), so no process ever sees a half-made file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+    try:
+        db = _connect(tmp)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("BEGIN IMMEDIATE")
+            _create_schema(db)
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another launcher made it first: use theirs
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            try:
+                os.unlink(leftover)
+            except FileNotFoundError:
+                pass
+
+
+class StoreError(ChesterError):
+    """The job store is missing, empty, damaged or from a newer chester (one line, with the fix)."""
+
+
+class RunFolderTaken(UserError):
+    """A new run would reuse a run folder that is on disk or belongs to another run."""
+
+
+class Store:
+    """Access to one project's job store.
+
+    ``create=False`` opens only a store that exists (read-only commands never make one).
+    A zero-byte file is refused, not taken for a new store: a new store is written whole
+    under another name and linked into place, so a store of zero bytes is one that lost its
+    content (and the record of what was launched, whose folders may still be on disk).
+    """
+
+    def __init__(self, path: Path, *, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._wal()
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self.tx():
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    self._db.execute(stmt)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no job store at {self.path}: nothing was launched from this "
+                                 "project (run a launch first, or cd into the project)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_store_file(self.path)
+        elif self.path.stat().st_size == 0:
+            raise StoreError(
+                f"the job store {self.path} is empty (0 bytes): the record of every launch is "
+                "gone; restore it from a backup, or move it aside to start a new store (run "
+                "folders already on disk are kept and never reused)")
+        try:
+            self._db = _connect(self.path)
+            self._wal()
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"the job store {self.path} cannot be read ({exc}): it is damaged; restore it "
+                "from a backup, or move it aside to start a new store (run folders already "
+                "on disk are kept and never reused)") from None
+
+    def _migrate(self) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION` (one transaction; readers wait for it)."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        with self.tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the job store {self.path} was written by a newer chester (schema "
+                    f"{version}, this one knows {SCHEMA_VERSION}): upgrade chester-ml")
+            tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table' "
+                                "AND name='runs'").fetchone()[0]
+            if version == 0 and not tables:  # a new file
+                _create_schema(db)
+                return
+            version = max(version, 1)
+            while version < SCHEMA_VERSION:
+                for stmt in MIGRATIONS[version]:
+                    db.execute(stmt)
+                version += 1
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _wal(self, patience_s: float = 60.0) -> None:
         """Switch to WAL. Two processes creating the store at once can meet here, and SQLite
@@ -192,12 +293,38 @@ class Store:
                      remote_dir_for: Any = None) -> tuple[SweepRow, list[RunRow]]:
         """Create a sweep and its runs in one transaction, numbering runs atomically.
 
-        ``runs`` items carry ``suffix`` (the name after the number). Numbers continue from the
-        larger of the store's counter and the ``N_*`` folders already in ``batch_dir``.
-        Returns the sweep and its runs (as :meth:`runs` would read them back).
+        ``runs`` items carry ``suffix`` (the name after the number) or ``name``, and
+        optionally ``local_dir``. Numbers continue from the larger of the store's counter
+        and the ``N_*`` folders already in ``batch_dir``. Raises :class:`RunFolderTaken`
+        (and writes nothing) when two runs would share a folder, or a run would reuse a
+        folder already on disk or owned by another run. Returns the sweep and its runs (as
+        :meth:`runs` would read them back).
+        """
+        srow, rows, _ = self.resume_or_create_sweep(
+            exp_prefix=exp_prefix, backend=backend, batch_dir=batch_dir, fingerprint=fingerprint,
+            runs=runs, options=options, remote_dir_for=remote_dir_for, resume=())
+        return srow, rows
+
+    def resume_or_create_sweep(
+            self, *, exp_prefix: str, backend: str, batch_dir: Path, fingerprint: str,
+            runs: Sequence[dict[str, Any]] | Any, options: dict | None = None,
+            remote_dir_for: Any = None, resume: Sequence[str] = (),
+            incomplete_only: bool = False) -> tuple[SweepRow, list[RunRow], bool]:
+        """The latest sweep with one of the ``resume`` fingerprints (see
+        :meth:`find_resumable`), else a new one (see :meth:`create_sweep`), looked up and
+        created in one write transaction: two launchers of one sweep at once make one sweep.
+
+        ``runs`` may be a callable returning the run specs, called only when a new sweep is
+        made. Returns ``(sweep, runs, resumed)``.
         """
         now = time.time()
         with self.tx() as db:
+            for fp in resume:
+                found = self.find_resumable(exp_prefix, backend, fp,
+                                            incomplete_only=incomplete_only)
+                if found is not None:
+                    return found, self.runs(found.id), True
+            specs = runs() if callable(runs) else runs
             cur = db.execute(
                 "INSERT INTO sweeps(exp_prefix, backend, batch_dir, fingerprint, created, options) "
                 "VALUES (?,?,?,?,?,?)",
@@ -210,19 +337,20 @@ class Store:
             nxt = max(nxt, _next_on_disk(batch_dir))
             batch = str(batch_dir)
             values = []
-            for idx, spec in enumerate(runs):
+            for idx, spec in enumerate(specs):
                 number = nxt + idx
                 name = spec.get("name") or f"{number}_{spec['suffix']}"
                 local_dir = str(spec.get("local_dir") or os.path.join(batch, name))
                 remote_dir = remote_dir_for(local_dir) if remote_dir_for else local_dir
                 values.append((sweep_id, idx, number, name, uuid.uuid4().hex, backend,
                                local_dir, remote_dir, now, now))
+            self._check_folders_free(db, [v[6] for v in values])
             db.executemany(
                 "INSERT INTO runs(sweep_id, idx, number, name, token, backend, local_dir, "
                 "remote_dir, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
             db.execute("INSERT INTO numbering(batch_dir, next) VALUES (?,?) "
                        "ON CONFLICT(batch_dir) DO UPDATE SET next=excluded.next",
-                       (str(batch_dir), nxt + len(runs)))
+                       (str(batch_dir), nxt + len(specs)))
             r = db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
             ids = [i for (i,) in db.execute("SELECT id FROM runs WHERE sweep_id=? ORDER BY idx",
                                             (sweep_id,))]
@@ -235,7 +363,35 @@ class Store:
                       updated=now, pulled_at=None, pending_reason=None)
                for i, (_, idx, number, name, token, backend, local_dir, remote_dir, _, _)
                in zip(ids, values, strict=True)]
-        return _sweep_row(r), new
+        return _sweep_row(r), new, False
+
+    @staticmethod
+    def _check_folders_free(db: sqlite3.Connection, dirs: Sequence[str]) -> None:
+        """No two new runs share a folder; none takes a folder on disk or another run's."""
+        seen: dict[str, str] = {}
+        for d in dirs:
+            key = os.path.normpath(d).casefold()  # one folder on a case-insensitive disk too
+            if key in seen:
+                raise RunFolderTaken(
+                    f"two runs would share the folder {d} (names that differ only in "
+                    "characters a folder name cannot hold, or in case, become one folder); "
+                    "give each run a distinct name")
+            seen[key] = d
+        for i in range(0, len(dirs), 500):
+            chunk = list(dirs[i:i + 500])
+            hit = db.execute(
+                f"SELECT local_dir, name FROM runs WHERE local_dir IN ({','.join('?' * len(chunk))}) "
+                "LIMIT 1", chunk).fetchone()
+            if hit:
+                raise RunFolderTaken(
+                    f"the run folder {hit['local_dir']} belongs to the earlier run "
+                    f"{hit['name']!r}; choose other names (exp_names/run_dirs), or relaunch "
+                    "that sweep to run its runs again")
+        for d in dirs:
+            if os.path.lexists(d):
+                raise RunFolderTaken(
+                    f"the run folder {d} already exists; a new run never reuses a folder: "
+                    "choose another name, or move that folder away")
 
     def sweep(self, sweep_id: int) -> SweepRow:
         r = self._db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
@@ -334,6 +490,35 @@ class Store:
                 if old["state"] != st.state.value or (st.attempt and st.attempt != old["attempt"]):
                     db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
                                (run_id, now, st.state.value, st.reason))
+
+    def discard_sweep(self, sweep_id: int) -> bool:
+        """Delete a sweep none of whose runs was ever submitted (a launch that failed before
+        sending anything). Returns False, deleting nothing, if any run was submitted."""
+        with self.tx() as db:
+            sent = db.execute("SELECT count(*) FROM runs WHERE sweep_id=? AND "
+                              "submit_state!='new'", (sweep_id,)).fetchone()[0]
+            if sent:
+                return False
+            db.execute("DELETE FROM events WHERE run_id IN "
+                       "(SELECT id FROM runs WHERE sweep_id=?)", (sweep_id,))
+            db.execute("DELETE FROM runs WHERE sweep_id=?", (sweep_id,))
+            db.execute("DELETE FROM sweeps WHERE id=?", (sweep_id,))
+        return True
+
+    def reset_for_retry(self, run_ids: Sequence[int]) -> None:
+        """Make ended runs new submissions of themselves: same folder and name, a new token
+        (so no target mistakes the new start for the old one) and the next attempt number."""
+        now = time.time()
+        with self.tx() as db:
+            for run_id in run_ids:
+                db.execute(
+                    "UPDATE runs SET token=?, attempt=attempt+1, submit_state='new', "
+                    "state='pending', reason=NULL, stderr_tail=NULL, exit_code=NULL, "
+                    "remote_id=NULL, handle=NULL, submitted_at=NULL, started_at=NULL, "
+                    "ended_at=NULL, pulled_at=NULL, pending_reason=NULL, updated=? WHERE id=?",
+                    (uuid.uuid4().hex, now, run_id))
+                db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
+                           (run_id, now, "pending", "submitted again"))
 
     def mark_pulled(self, run_ids: Sequence[int]) -> None:
         now = time.time()

@@ -24,12 +24,17 @@ from chester.types import (
     BARE_EXCLUDES,
     BackendConfig,
     PullPatterns,
+    PullResult,
     RunHandle,
     RunStatus,
     State,
 )
 
 log = get_logger()
+
+#: How many more polls ``Sweep.wait`` tries a pull whose files did not all arrive, once
+#: every run has ended.
+PULL_RETRIES = 3
 
 
 @attrs.define
@@ -70,6 +75,11 @@ class Run:
     @property
     def handle(self) -> RunHandle | None:
         return self._row.handle
+
+    @property
+    def pulled(self) -> bool:
+        """Whether all of the run's files have arrived home (the backend said so)."""
+        return self._row.pulled_at is not None
 
 
 @attrs.define
@@ -188,15 +198,25 @@ class Sweep:
             extra = extra_dirs or options.get(r.sweep_id, {}).get("extra_pull_dirs", [])
             key = (r.backend, tuple(tuple(p) for p in extra))
             groups.setdefault(key, []).append(r)
-        results: list[Any] = []
+        got: dict[str, PullResult] = {}
         for (name, extra), group in groups.items():
             pats = PullPatterns(include=tuple(include), exclude=excl, bare=bare,
                                 extra_dirs=extra)
-            results += self.dispatcher.call("chester_pull", self._backend_for(name),
-                                            handles=[r.handle for r in group],
-                                            dest=self.config.project_path, patterns=pats)
-            self.store.mark_pulled([r.id for r in group])
-        return results
+            results = self.dispatcher.call("chester_pull", self._backend_for(name),
+                                           handles=[r.handle for r in group],
+                                           dest=self.config.project_path, patterns=pats)
+            # a run is pulled only when the backend says all its files arrived; one it did
+            # not answer for did not arrive either
+            by_token = {res.token: res for res in results}
+            for r in group:
+                got[r.token] = by_token.get(r.token) or PullResult(token=r.token,
+                                                                    complete=False)
+            self.store.mark_pulled([r.id for r in group if got[r.token].complete])
+        out = [got[r.token] for r in todo]
+        missing = [r.name for r in todo if not got[r.token].complete]
+        if missing:
+            log.warning("pull_incomplete", sweep=self.ref, runs=len(missing), first=missing[0])
+        return out
 
     # -- wait -----------------------------------------------------------------------------
     def _poll_interval(self, names: Iterable[str]) -> float:
@@ -213,48 +233,65 @@ class Sweep:
     def wait(self, timeout: float | None = None, pull: bool = True, *,
              poll_interval: float | None = None, progress: bool | None = None,
              bare_failed: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),
-             extra_dirs: Sequence[tuple[str, str]] = ()) -> dict[str, State]:
-        """Wait until every run ends; with ``pull``, bring each one home as it finishes.
+             extra_dirs: Sequence[tuple[str, str]] = (),
+             pull_retries: int = PULL_RETRIES) -> dict[str, State]:
+        """Wait until every submitted run ends; with ``pull``, bring each one home as it ends.
 
-        Failed runs are pulled too (logs first: large artefacts skipped unless
-        ``bare_failed=False``). Raises ``TimeoutError`` after ``timeout`` seconds. Polls every
-        ``poll_interval`` seconds: by default the backend's own ``poll_interval`` option when
-        it has one, else the backend type's usual interval (for runs on several backends,
-        the shortest of theirs).
+        Runs never submitted (a dry run, a failed launch) are not waited for: they stay
+        ``pending`` until the launch is run again. Failed runs are pulled too (logs first:
+        large artefacts skipped unless ``bare_failed=False``). A pull whose files did not all
+        arrive is tried again at each poll, and up to ``pull_retries`` more polls once every
+        run has ended; the run stays unpulled (``Run.pulled`` false) if they never arrive.
+        Raises :class:`~chester.errors.WaitTimeout` (a ``TimeoutError``) after ``timeout``
+        seconds. Polls every ``poll_interval`` seconds: by default the backend's own
+        ``poll_interval`` option when it has one, else the backend type's usual interval (for
+        runs on several backends, the shortest of theirs).
         """
+        from chester.errors import TransientBackendError, WaitTimeout
+
         names = {r.backend for r in self.rows()} or {self.row.backend}
         interval = poll_interval if poll_interval is not None else self._poll_interval(names)
         deadline = None if timeout is None else time.monotonic() + timeout
         show = sys.stderr.isatty() if progress is None else progress
         bar = _Progress(len(self), f"{self.ref} [{', '.join(sorted(names))}]") if show else None
         backoff = interval
+        retries_left = pull_retries
         try:
             while True:
                 try:
                     rows = self.refresh()
                     backoff = interval
-                except Exception as exc:
-                    from chester.errors import TransientBackendError
-
-                    if not isinstance(exc, TransientBackendError):
-                        raise
+                except TransientBackendError as exc:
                     log.warning("status_failed", sweep=self.ref, error=str(exc))
                     backoff = min(backoff * 2, 300.0)
                     rows = self.rows()
                 if pull:
                     ok = [r for r in rows if r.state == State.SUCCEEDED and not r.pulled_at]
                     bad = [r for r in rows if r.state.terminal and r.state != State.SUCCEEDED
-                           and not r.pulled_at]
+                           and r.handle is not None and not r.pulled_at]
                     if ok:
                         self.pull(rows=ok, include=include, exclude=exclude, extra_dirs=extra_dirs)
                     if bad:
                         self.pull(rows=bad, bare=bare_failed, include=include, exclude=exclude)
+                    if ok or bad:
+                        rows = self.rows()
                 if bar:
                     bar.update(rows)
-                if all(r.state.terminal for r in rows):
-                    return {r.name: r.state for r in rows}
+                waiting = [r for r in rows if not r.state.terminal and r.handle is not None]
+                unpulled = [r for r in rows if pull and r.state.terminal
+                            and r.handle is not None and not r.pulled_at]
+                if not waiting:
+                    if not unpulled or retries_left <= 0:
+                        if unpulled:
+                            log.warning("not_pulled", sweep=self.ref, runs=len(unpulled),
+                                        first=unpulled[0].name)
+                        return {r.name: r.state for r in rows}
+                    retries_left -= 1
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"sweep {self.ref!r} not finished after {timeout}s")
+                    raise WaitTimeout(
+                        f"sweep {self.ref!r} not finished after {timeout:g}s "
+                        f"({len(waiting)} of {len(rows)} runs still going); wait again to "
+                        "keep waiting")
                 time.sleep(backoff if deadline is None
                            else max(0.0, min(backoff, deadline - time.monotonic())))
         finally:
@@ -324,9 +361,10 @@ class _Progress:
         self._p.stop()
 
 
-def open_store(config: ChesterConfig | None = None) -> Store:
+def open_store(config: ChesterConfig | None = None, *, create: bool = True) -> Store:
+    """The project's job store; ``create=False`` raises a one-line error when there is none."""
     cfg = config or get_config()
-    return Store(cfg.store_path)
+    return Store(cfg.store_path, create=create)
 
 
 _LAUNCH_REF = re.compile(r"^(?P<prefix>.+)@(?P<id>\d+)$")
@@ -384,7 +422,7 @@ def sweep(exp_prefix: str | None = None, *, config: ChesterConfig | None = None,
     latest launch.
     """
     cfg = config or get_config()
-    store = open_store(cfg)
+    store = open_store(cfg, create=False)
     row, experiment = find_sweep(store, exp_prefix, sweep_id=sweep_id)
     return Sweep(row=row, store=store, config=cfg, dispatcher=dispatcher or Dispatcher(),
                  experiment=experiment)

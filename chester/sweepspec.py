@@ -5,7 +5,8 @@ instead of a folder per run written by the launcher: a 1,000-run sweep is then o
 write and ship, not 1,000 folders of three files. On the target, ``python -m chester.worker
 RUN_DIR --spec FILE`` first writes ``RUN_DIR`` from the file, exactly as the launcher would
 have (``variant.json``, ``.chester/run.json``, ``.chester/payload.pkl``), then runs it; a
-later attempt finds the folder written and leaves it as it is.
+later attempt of the same submission finds the folder written and leaves it as it is, and a
+run submitted again (a new token) gets its folder's records written anew.
 
 Layout: a magic line, the length of a JSON index as a decimal line, the index, then the
 blob. The index maps each run folder (normalised path on the target) to the offsets of its
@@ -109,9 +110,16 @@ def materialize(path: str | os.PathLike[str], run_dir: str) -> bool:
     True when the folder was written now.
     """
     run_dir = os.path.abspath(run_dir)
-    if os.path.exists(os.path.join(run_dir, rd.RUN_JSON)):
-        return False
+    there = rd.read_json(os.path.join(run_dir, rd.RUN_JSON))
     fn_pickle, variant_json, run_json, variant_pickle = read_entry(path, run_dir)
+    if there is not None:
+        try:
+            want = json.loads(run_json)
+        except ValueError:
+            raise SpecError(f"{path}: damaged run record for {run_dir}") from None
+        if (there.get("token"), there.get("attempt")) == (want.get("token"), want.get("attempt")):
+            return False  # this submission's folder, written by an earlier attempt
+        # a run submitted again (``chester relaunch``): its new record replaces the old one
     os.makedirs(os.path.join(run_dir, rd.META), exist_ok=True)
     _write_once(os.path.join(run_dir, rd.VARIANT_JSON), variant_json, 0o644)
     _write_once(os.path.join(run_dir, rd.PAYLOAD), fn_pickle + variant_pickle, 0o600)

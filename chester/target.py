@@ -9,6 +9,8 @@ come one a line on standard input (``-``). Runs on the target: imports nothing h
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -48,8 +50,10 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
             # the runner may have just started the worker: look again before calling it lost
             st = rd.read_json(run_dir / rd.STATUS)
             if st is None:
+                full = _disk_full(run_dir, rd.tail(run_dir / rd.STDERR))
                 return {**out, "state": "lost",
-                        "reason": "the queue runner stopped before starting this run"}
+                        "reason": "the queue runner stopped before starting this run"
+                                  + (f": {full}" if full else "")}
         else:
             return {**out, "state": "queued", "pending_reason": "not yet picked up"}
     out.update(attempt=st.get("attempt"), host=st.get("host"), started_at=st.get("started_at"),
@@ -80,8 +84,56 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
             state = "failed"
         return {**out, "state": state, "reason": reason, "stderr_tail": tail,
                 "exit_code": st.get("exit_code")}
+    full = _disk_full(run_dir, tail)
+    if full:  # why nothing could be recorded, whatever else is known
+        return {**out, "state": "failed", "stderr_tail": tail, "reason": full,
+                "exit_code": (rd.read_json(run_dir / rd.EXIT) or {}).get("returncode")}
+    ex = rd.read_json(run_dir / rd.EXIT)
+    if not (ex and ex.get("token") == meta.get("token")):
+        q = rd.read_json(run_dir / rd.QUEUED)
+        if q and q.get("token") == meta.get("token") and \
+                rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks")):
+            # its queue runner is about to record how the worker ended: ask again then
+            return {**out, "state": "running"}
+    if ex and ex.get("token") == meta.get("token") and ex.get("returncode") is not None:
+        rc = int(ex["returncode"])
+        if rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            return {**out, "state": "failed", "stderr_tail": tail, "exit_code": 128 - rc,
+                    "signal": -rc,
+                    "reason": f"the run's process was killed by {name} ({-rc}) before it "
+                              "recorded an end"}
+        return {**out, "state": "failed", "stderr_tail": tail, "exit_code": rc,
+                "reason": f"the run's process exited with code {rc} without recording an "
+                          "end (os._exit in the run?)"}
     return {**out, "state": "failed", "stderr_tail": tail,
             "reason": "the run's process died without recording an exit (killed?)"}
+
+
+#: Below this many free bytes, a run that died without a record is put down to a full disk.
+DISK_FULL_BYTES = 1 << 20
+_NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+def _disk_full(run_dir: Path, tail: str | None) -> str | None:
+    """"no space left on <path>" when the run's file system is full (or its stderr says it
+    was), else None."""
+    said = next((line.strip() for line in reversed((tail or "").splitlines())
+                 if any(m in line for m in _NO_SPACE)), None)
+    try:
+        vfs = os.statvfs(run_dir)
+        free = vfs.f_bavail * vfs.f_frsize
+    except OSError:
+        free = None
+    if said is None and (free is None or free >= DISK_FULL_BYTES):
+        return None
+    where = f"no space left on the file system of {run_dir}"
+    if free is not None:
+        where += f" ({free // 1024} KiB free)"
+    return f"{where}: {said}" if said else where
 
 
 def to_status(d: dict[str, Any]) -> Any:

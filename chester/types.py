@@ -312,7 +312,8 @@ BARE_EXCLUDES = ("*.pkl", "*.png", "*.gif", "*.pth", "*.pt")
 
 @frozen(kw_only=True)
 class PullResult:
-    """What one pull of one run brought home."""
+    """What one pull of one run brought home; ``complete``: all of the run's files are
+    home (a run is marked pulled only then)."""
 
     token: str = field(metadata=_doc("the run's token", "chester_pull", "the store"))
     files: int = field(default=0, metadata=_doc("files that arrived", "chester_pull",

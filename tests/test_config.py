@@ -193,3 +193,23 @@ def test_nested_option_groups_name_the_nested_key(tmp_path):
                            "    container: /images/x.sif\n")
     c = load_config(project / "chester.yaml").backend("box").options.container
     assert (c.image, c.runtime, c.nv) == ("/images/x.sif", "apptainer", None)
+
+
+def test_a_chester_yaml_that_is_not_utf8_is_one_line(tmp_path):
+    from tests.helpers import make_project, run_chester
+
+    project = make_project(tmp_path / "p")
+    (project / "chester.yaml").write_bytes(b"log_dir: data\n# caf\xe9 latin-1\n")
+    r = run_chester(["config"], cwd=project)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "line 2" in r.stderr and "not UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_chester_logs_configure_works_without_importing_the_module_first():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import chester; "
+                        "chester.logs.configure(level='info'); print('ok')"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

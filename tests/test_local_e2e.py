@@ -287,6 +287,12 @@ def test_logs_follow_streams_until_the_run_ends(project):
 
 def test_cli_user_errors_are_one_line_exit_2(project, tmp_path):
     r = run_chester(["logs", "no-such-run"], cwd=project)
+    assert r.returncode == 2 and "no job store" in r.stderr  # and none was made
+    assert not (project / ".chester").exists()
+    from chester.store import Store
+
+    Store(project / ".chester" / "jobs.db").close()
+    r = run_chester(["logs", "no-such-run"], cwd=project)
     assert r.returncode == 2 and "no run 'no-such-run'" in r.stderr
     empty = make_project(tmp_path / "empty")
     r = run_chester(["status"], cwd=empty)
@@ -312,7 +318,7 @@ def test_monitor_waits_for_every_unfinished_sweep(project):
 
 def test_help_lists_the_commands(project):
     r = run_chester(["--help"], cwd=project)
-    for cmd in ("plugins", "config", "status", "logs", "cancel", "pull", "monitor"):
+    for cmd in ("plugins", "config", "status", "logs", "cancel", "pull", "monitor", "relaunch"):
         assert cmd in r.stdout
     r = run_chester(["status", "--help"], cwd=project)
     assert "--json" in r.stdout

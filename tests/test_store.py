@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from chester.store import Store
 
 
@@ -33,3 +35,170 @@ def test_launch_removes_its_staging_folder_and_a_dry_run_keeps_it(tmp_path):
     sweep = launch(_noop, [{"i": 1}], backend="local", exp_prefix="real", config=env.config)
     assert not sweep.prepared.staging_dir.exists()
     sweep.wait(timeout=60, poll_interval=0.2, progress=False)
+
+
+# The schema as stores written before schema versions hold it (``user_version`` 0), verbatim.
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exp_prefix TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    batch_dir TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created REAL NOT NULL,
+    launch_complete INTEGER NOT NULL DEFAULT 0,
+    options TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+    idx INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    token TEXT NOT NULL UNIQUE,
+    backend TEXT NOT NULL,
+    local_dir TEXT NOT NULL,
+    remote_dir TEXT NOT NULL,
+    submit_state TEXT NOT NULL DEFAULT 'new',
+    state TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT,
+    stderr_tail TEXT,
+    exit_code INTEGER,
+    remote_id TEXT,
+    host TEXT,
+    handle TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL,
+    submitted_at REAL,
+    started_at REAL,
+    ended_at REAL,
+    updated REAL NOT NULL,
+    pulled_at REAL,
+    pending_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id, idx);
+CREATE TABLE IF NOT EXISTS events (
+    run_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS numbering (
+    batch_dir TEXT PRIMARY KEY,
+    next INTEGER NOT NULL
+);
+"""
+
+
+def _v1_store(path, project):
+    """A store as the first schema wrote it: one sweep with one succeeded run."""
+    import sqlite3
+
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA_V1)
+    db.execute("INSERT INTO sweeps(exp_prefix, backend, batch_dir, fingerprint, created, "
+               "launch_complete, options) VALUES ('old', 'local', ?, 'fp', 1.0, 1, '{}')",
+               (str(project / "data" / "train" / "old"),))
+    db.execute("INSERT INTO runs(sweep_id, idx, number, name, token, backend, local_dir, "
+               "remote_dir, submit_state, state, created, updated) VALUES "
+               "(1, 0, 1, '1_old', 'tok', 'local', ?, ?, 'submitted', 'succeeded', 1.0, 1.0)",
+               (str(project / "d" / "1_old"),) * 2)
+    db.execute("INSERT INTO numbering(batch_dir, next) VALUES (?, 2)",
+               (str(project / "data" / "train" / "old"),))
+    db.close()
+
+
+def test_a_store_of_the_first_schema_opens_and_is_migrated(tmp_path):
+    import sqlite3
+
+    from chester.store import SCHEMA_VERSION
+
+    path = tmp_path / "jobs.db"
+    _v1_store(path, tmp_path)
+    store = Store(path)
+    assert [r.name for r in store.runs()] == ["1_old"]
+    assert store.runs()[0].state.value == "succeeded"
+    s, rows = store.create_sweep(exp_prefix="old", backend="local",
+                                 batch_dir=tmp_path / "data" / "train" / "old", fingerprint="g",
+                                 runs=[{"suffix": "new"}])
+    assert rows[0].name == "2_new"
+    store.close()
+    db = sqlite3.connect(str(path))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("SELECT name FROM sqlite_master WHERE name='runs_local_dir'").fetchone()
+
+
+def test_a_store_from_a_newer_chester_is_refused_in_one_line(tmp_path):
+    import sqlite3
+
+    from chester.store import SCHEMA_VERSION, StoreError
+
+    Store(tmp_path / "jobs.db").close()
+    db = sqlite3.connect(str(tmp_path / "jobs.db"))
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError) as ei:
+        Store(tmp_path / "jobs.db")
+    assert "newer chester" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_an_empty_or_damaged_store_is_refused_not_replaced(tmp_path):
+    from chester.store import StoreError
+
+    path = tmp_path / "jobs.db"
+    path.write_bytes(b"")
+    with pytest.raises(StoreError) as ei:
+        Store(path)
+    assert "empty (0 bytes)" in str(ei.value) and "move it aside" in str(ei.value)
+    assert path.stat().st_size == 0  # not turned into a fresh store
+    path.write_bytes(b"this is not a database, just some bytes " * 200)
+    with pytest.raises(StoreError) as ei:
+        Store(path)
+    assert "damaged" in str(ei.value) and "\n" not in str(ei.value)
+    with pytest.raises(StoreError) as ei:
+        Store(tmp_path / "none" / "jobs.db", create=False)
+    assert "no job store" in str(ei.value)
+    assert not (tmp_path / "none").exists()
+
+
+def test_many_processes_creating_the_store_at_once_all_see_one_whole_store(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from chester.store import Store; s = Store(sys.argv[1]); "
+            "s.create_sweep(exp_prefix='p', backend='local', batch_dir=sys.argv[2], "
+            "fingerprint='f', runs=[{'suffix': 'x'}]); print(len(s.sweeps()))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "jobs.db"),
+                               str(tmp_path / "b")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert len(Store(tmp_path / "jobs.db").sweeps()) == 6
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["jobs.db", "jobs.db-shm", "jobs.db-wal"]
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage " * 500])
+def test_every_command_reports_an_empty_or_damaged_store_in_one_line(tmp_path, content):
+    from .helpers import make_project, run_chester
+
+    project = make_project(tmp_path / "p")
+    (project / ".chester").mkdir()
+    (project / ".chester" / "jobs.db").write_bytes(content)
+    for args in (["status"], ["status", "--all"], ["pull"], ["monitor"], ["logs", "x"],
+                 ["cancel"]):
+        r = run_chester(args, cwd=project)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "jobs.db" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert (project / ".chester" / "jobs.db").read_bytes() == content
+
+
+def test_logs_without_a_store_creates_none(tmp_path):
+    from .helpers import make_project, run_chester
+
+    project = make_project(tmp_path / "p")
+    r = run_chester(["logs", "some-run"], cwd=project)
+    assert r.returncode == 2 and "no job store" in r.stderr
+    assert not (project / ".chester").exists()

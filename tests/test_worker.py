@@ -183,6 +183,15 @@ def test_worker_writes_its_folder_from_the_sweep_spec(tmp_path):
     (dirs[0] / rd.VARIANT_JSON).write_text("{}")
     assert sweepspec.materialize(spec, str(dirs[0])) is False
     assert (dirs[0] / rd.VARIANT_JSON).read_text() == "{}"
+    # a run submitted again (new token, next attempt) gets its records written anew
+    again = SimpleNamespace(**{**vars(_spec_row(1, dirs[0])), "token": "tok9", "attempt": 2})
+    spec2 = tmp_path / "again.spec"
+    write_sweep_spec(spec2, [again], fn=record_result, variants=[{"x": 3}],
+                     project_dir=str(tmp_path), env={})
+    assert sweepspec.materialize(spec2, str(dirs[0])) is True
+    meta = json.loads((dirs[0] / rd.RUN_JSON).read_text())
+    assert (meta["token"], meta["attempt"]) == ("tok9", 2)
+    assert json.loads((dirs[0] / rd.VARIANT_JSON).read_text())["x"] == 3
 
 
 def test_worker_with_a_spec_lacking_its_folder_says_so(tmp_path):

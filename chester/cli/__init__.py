@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--exclude", action="append", default=[], help="rsync exclude pattern")
     pu.add_argument("--bare", action="store_true", help="skip *.pkl *.png *.gif *.pth *.pt")
 
+    rl = sub.add_parser("relaunch", help="submit a sweep's lost (and, with --failed, failed) "
+                                         "runs again; succeeded runs are left alone")
+    rl.add_argument("exp_prefix", nargs="?", help="sweep name (default: the latest)")
+    rl.add_argument("--failed", action="store_true",
+                    help="also runs that failed, timed out or ran out of memory")
+
     mo = sub.add_parser("monitor", help="wait for sweeps to end, pulling each run as it finishes")
     mo.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
                     help=f"sweep name (default: every unfinished sweep); {AT_N}")
@@ -135,6 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as exc:
+        import sqlite3
+
+        if not isinstance(exc, sqlite3.DatabaseError):
+            raise
+        print(f"chester: error: the job store cannot be read ({exc}): it is damaged; restore "
+              "it from a backup, or move .chester/jobs.db aside to start a new store",
+              file=sys.stderr)
+        return EXIT_USER
 
 
 def _version() -> int:

@@ -77,9 +77,7 @@ def _sweeps(ref: str | None, all_: bool = False) -> list[Any]:
     from chester.sweeps import Sweep, find_sweep, open_store
 
     cfg = get_config()
-    if not cfg.store_path.exists():
-        raise UserError(f"no job store at {cfg.store_path}: nothing was launched from this project")
-    store = open_store(cfg)
+    store = open_store(cfg, create=False)
     disp = Dispatcher()
     if all_:
         if ref is None:
@@ -158,7 +156,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from chester.sweeps import open_store
 
     cfg = get_config()
-    store = open_store(cfg)
+    store = open_store(cfg, create=False)
     rows = store.find_runs(args.run)
     if not rows:
         raise UserError(f"no run {args.run!r} in the job store {cfg.store_path}")
@@ -167,8 +165,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
         raise UserError(f"run {row.name!r} was never submitted")
     disp = Dispatcher()
     backend = cfg.backend(row.backend, disp.manager)
-    disp.call("chester_logs", backend, handle=row.handle, follow=args.follow,
-              stream="stderr" if args.stderr else "stdout", out=sys.stdout)
+    try:
+        disp.call("chester_logs", backend, handle=row.handle, follow=args.follow,
+                  stream="stderr" if args.stderr else "stdout", out=sys.stdout)
+    except KeyboardInterrupt:
+        if not args.follow:
+            raise
+        sys.stdout.flush()  # Ctrl-C is how one stops following: not an error
     return 0
 
 
@@ -187,9 +190,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
     sw = _sweeps(args.exp_prefix)[0]
     sw.refresh()
     results = sw.pull(include=args.include, exclude=args.exclude, bare=args.bare)
-    files = sum(r.files for r in results)
-    size = sum(r.bytes for r in results)
-    print(f"{sw.ref}: pulled {len(results)} runs, {files} files, {size} bytes")
+    done = [r for r in results if r.complete]
+    files = sum(r.files for r in done)
+    size = sum(r.bytes for r in done)
+    print(f"{sw.ref}: pulled {len(done)} runs, {files} files, {size} bytes")
+    if len(done) < len(results):
+        names = {r.token: r.name for r in sw.rows()}
+        missing = [names.get(r.token, r.token) for r in results if not r.complete]
+        print(f"{sw.ref}: {len(missing)} runs did not arrive (not marked pulled; "
+              f"`chester pull` again to retry): {', '.join(missing)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -249,3 +259,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
     for r in bad:
         print(f"  {r.name}: {r.state.value} {r.reason or ''}".rstrip())
     return 1 if bad else 0
+
+
+def cmd_relaunch(args: argparse.Namespace) -> int:
+    from chester.launcher import relaunch
+
+    sw, names = relaunch(args.exp_prefix, failed=args.failed)
+    what = "lost, failed, timed-out or out-of-memory" if args.failed else "lost"
+    if not names:
+        print(f"{sw.exp_prefix}: no {what} runs to submit again")
+        return 0
+    print(f"{sw.exp_prefix}: submitted {len(names)} {what} runs again: {', '.join(names)}")
+    return 0

@@ -159,8 +159,10 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
 @hookimpl
 def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
                  patterns: PullPatterns) -> list[PullResult]:
-    # the run folders are already where they belong
-    return [PullResult(token=h.token, files=0, bytes=0) for h in handles]
+    # the run folders are already where they belong: complete while they are there
+    return [PullResult(token=h.token, files=0, bytes=0,
+                       complete=(Path(h.local_dir) / rd.RUN_JSON).is_file())
+            for h in handles]
 
 
 @hookimpl
