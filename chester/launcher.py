@@ -455,13 +455,14 @@ def launch(
     for row in rows:
         if row.submit_state == "new":
             todo.append(row)
-        elif row.submit_state == "submitting":
+        elif row.submit_state in ("submitting", SUBMIT_FAILED):
             if caps.idempotent_submit:
                 todo.append(row)  # the backend checks the token: never a second copy
             else:
+                why = (f"{row.reason}" if row.submit_state == SUBMIT_FAILED and row.reason
+                       else "the launcher stopped while submitting this run")
                 lost.append((row.id, RunStatus(
-                    state=State.LOST, reason="the launcher stopped while submitting this run; "
-                    "whether it started is unknown")))
+                    state=State.LOST, reason=f"{why}; whether it started is unknown")))
     if lost:
         store.record_status(lost)
         store.set_submit_state([i for i, _ in lost], "unknown")
@@ -475,7 +476,9 @@ def launch(
     try:
         try:
             spec_file: str | None = None
-            with _ship_local_modules(cfg.project_path):
+            # a command's payload is plain data: nothing to ship, no cloudpickle to load
+            with contextlib.nullcontext([]) if isinstance(fn, Command) else \
+                    _ship_local_modules(cfg.project_path):
                 if caps.sweep_spec:  # one file for the launch; the worker writes each folder
                     spec_file = str(staging / "runs.spec")
                     write_sweep_spec(spec_file, todo, fn=fn,
@@ -507,8 +510,9 @@ def launch(
         store.set_submit_state([r.id for r in todo], "submitting")
         try:
             handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
-        except BaseException:
+        except BaseException as exc:
             log.error("submit_failed", sweep=exp_prefix, backend=bcfg.name)
+            _record_submit_failure(store, todo, exc)
             raise
     finally:
         if not dry_run:  # all of it has been sent (a dry run keeps it to be read)
@@ -517,6 +521,30 @@ def launch(
     store.mark_launch_complete(srow.id)
     log.info("launched", sweep=exp_prefix, backend=bcfg.name, runs=len(handles))
     return sweep
+
+
+#: a run whose submit hook raised (``runs.submit_state``): the error is the run's reason
+SUBMIT_FAILED = "submit_failed"
+
+
+def _record_submit_failure(store: Store, rows: Sequence[RunRow], exc: BaseException) -> None:
+    """Record on each run that its submit raised, and why. Nothing reached the target on a
+    ``ConnectError``: those runs are submitted again by the next launch like new ones; for
+    others the next launch resubmits only when the backend checks tokens, and otherwise
+    reports them ``lost`` with this reason."""
+    from chester.errors import ConnectError
+
+    what = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
+        f"{type(exc).__name__}: {exc}"
+    ids = [r.id for r in rows]
+    if isinstance(exc, ConnectError):
+        store.set_submit_state(ids, "new")
+        reason = f"not submitted (nothing reached the target): {what}"
+    else:
+        store.set_submit_state(ids, SUBMIT_FAILED)
+        reason = f"the submit failed: {what}"
+    store.record_status([(i, RunStatus(state=State.PENDING, reason=reason[:2000]))
+                         for i in ids])
 
 
 def _discard(store: Store, sweep_id: int, rows: Sequence[RunRow], batch_dir: Path) -> None:
@@ -598,7 +626,11 @@ def _relaunch_one(sw: Sweep, failed: bool, dispatcher: Dispatcher) -> tuple[Swee
     try:
         prepared = dispatcher.call("chester_prepare", bcfg, runs=specs, staging_dir=staging)
         sw.store.set_submit_state([r.id for r in todo], "submitting")
-        handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
+        try:
+            handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
+        except BaseException as exc:
+            _record_submit_failure(sw.store, todo, exc)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     sw.store.record_submitted(list(handles))

@@ -123,6 +123,22 @@ class ConformanceEnv:
             self.pid_alive = lambda pid: pid_alive(pid)
 
 
+class _FailFirstSubmit:
+    """An observer plugin whose first ``chester_submit`` raises before the backend's runs."""
+
+    def __init__(self) -> None:
+        self.left = 1
+
+    @hookimpl(wrapper=True)
+    def chester_submit(self):  # type: ignore[no-untyped-def]
+        if self.left:
+            self.left -= 1
+            from chester.errors import BackendError
+
+            raise BackendError("injected: the submit failed before reaching the backend")
+        return (yield)
+
+
 class _CallCounter:
     """An observer plugin counting lifecycle hook calls."""
 
@@ -355,4 +371,39 @@ class BackendConformance:
             assert "r\u00e9sultats \u2603" in str(run.log_dir)
             assert json.loads((run.log_dir / "result.json").read_text())["exp_name"] == \
                 run.name, "chester_pull: each run's files come home into its local_dir"
+
+    def test_relaunch_after_a_submit_that_raised(self, chester_env: ConformanceEnv) -> None:
+        """A submit hook raised: the runs say so (not that the launcher stopped), and the next
+        launch of the same variants submits each once (or, for a backend that cannot check
+        tokens, reports them lost with that reason; resume="retry" submits them)."""
+        from chester.errors import BackendError
+        from chester.launcher import launch
+
+        env = chester_env
+        disp, _ = _dispatcher()
+        disp.manager.register(_FailFirstSubmit(), name="chester-conformance-fail-submit")
+        variants = [{"i": 1}, {"i": 2}]
+        try:
+            launch(fn_write_result, variants, backend=env.backend, exp_prefix="conf-subfail",
+                   config=env.config, dispatcher=disp)
+        except BackendError:
+            pass
+        else:
+            raise AssertionError("the injected submit failure did not reach the caller")
+        from chester.sweeps import sweep as reattach
+
+        rows = reattach("conf-subfail", config=env.config).rows()
+        assert all(r.reason and "the submit failed" in r.reason and "injected" in r.reason
+                   for r in rows), ("launcher: a run whose submit raised records that error "
+                                    f"as its reason; got {[r.reason for r in rows]}")
+        sweep = self._launch(env, fn_write_result, variants, "conf-subfail")
+        if {s.value for s in sweep.status().values()} == {"lost"}:  # no token check
+            assert all("the submit failed" in (r.reason or "") for r in sweep.runs)
+            sweep = self._launch(env, fn_write_result, variants, "conf-subfail",
+                                 resume="retry")
+        states = self._wait(env, sweep, pull=True)
+        assert sorted(s.value for s in states.values()) == ["succeeded"] * 2, states
+        for run in sweep.runs:
+            assert (run.log_dir / "invocations.txt").read_text().count("\n") == 1, (
+                "chester_submit: a retried submit never starts a run twice")
 
