@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="JSON output")
     st.add_argument("--no-refresh", action="store_true", help="show stored states only")
 
+    sw = sub.add_parser("sweeps", help="every sweep of the project: backends, counts by "
+                                       "state, age")
+    sw.add_argument("--json", action="store_true", help="JSON output")
+
     lg = sub.add_parser("logs", help="print a run's output")
     lg.add_argument("run", help="run name, token, id or folder")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
@@ -164,18 +168,38 @@ def _version() -> int:
     return 0
 
 
-def emit_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
-    """A rich table on a terminal; tab-separated text when piped."""
-    if sys.stdout.isatty():
+def emit_table(title: str | None, columns: list[str], rows: list[list[Any]], *,
+               keep: tuple[str, ...] = (), whole: tuple[str, ...] = (),
+               wrap: tuple[str, ...] = (), console: Any = None) -> None:
+    """A rich table on a terminal; tab-separated text when piped.
+
+    On a terminal, a column empty in every row is left out (unless in ``keep``); the
+    ``whole`` columns (names) are never broken, the ``wrap`` ones (free text) wrap at word
+    boundaries and take what width is left, so a table reads on an 80-column terminal."""
+    if console is not None or sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
 
-        t = Table(title=title, show_lines=False)
-        for c in columns:
-            t.add_column(c, overflow="fold")
-        for r in rows:
-            t.add_row(*["" if v is None else str(v) for v in r])
-        Console().print(t)
+        cells = [["" if v is None else str(v) for v in r] for r in rows]
+        shown = [i for i, c in enumerate(columns)
+                 if c in keep or not rows or any(r[i] for r in cells)]
+        from rich import box
+
+        t = Table(title=title, show_lines=False, pad_edge=False, box=box.SIMPLE_HEAD,
+                  padding=(0, 1))
+        for i in shown:
+            c = columns[i]
+            if c in whole:
+                width = max([len(c)] + [len(r[i]) for r in cells])
+                t.add_column(c, no_wrap=True, min_width=width)
+            elif c in wrap:
+                t.add_column(c, overflow="fold", ratio=1, min_width=min(
+                    12, max([len(c)] + [len(r[i]) for r in cells])))
+            else:
+                t.add_column(c, no_wrap=True, overflow="ellipsis", min_width=len(c))
+        for r in cells:
+            t.add_row(*[r[i] for i in shown])
+        (console or Console()).print(t)
     else:
         if title:
             print(f"# {title}")

@@ -103,6 +103,31 @@ def _ago(t: float | None) -> str:
     return f"{s / 3600:.1f}h ago"
 
 
+def status_table(rows: list[Any], *, several: bool, launches: bool,
+                 width: int | None = None) -> tuple[list[str], list[list[Any]], list[str]]:
+    """Columns, rows and the lines printed under the table of ``chester status``.
+
+    On a terminal narrower than 120 columns the reasons go under the table, one line a run,
+    so run names and states keep their width; piped output keeps every column."""
+    import shutil
+
+    if width is None:
+        width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 10**6
+    inline = width >= 120
+    columns = ["Id", "Run", *(["Launch"] if launches else []), *(["Backend"] if several else []),
+               "State", *(["Reason"] if inline else []), "Exit", "Host", "Remote id", "Pulled"]
+    table, notes = [], []
+    for r in rows:
+        why = r.reason or r.pending_reason or ""
+        table.append([r.id, r.name, *([r.sweep_id] if launches else []),
+                      *([r.backend] if several else []), r.state.value,
+                      *([why[:120]] if inline else []), r.exit_code, r.host or "",
+                      r.remote_id or "", "yes" if r.pulled_at else ""])
+        if why and not inline:
+            notes.append(f"{r.name}: {why[:300]}")
+    return columns, table, notes
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from chester.sweeps import id_ranges
 
@@ -129,24 +154,62 @@ def cmd_status(args: argparse.Namespace) -> int:
             counts[r.state.value] = counts.get(r.state.value, 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
         several = len(backends) > 1
-        table = []
-        for r in rows:
-            why = r.reason or r.pending_reason or ""
-            table.append([r.id, r.name, r.sweep_id, *([r.backend] if several else []),
-                          r.state.value, why[:120], r.exit_code,
-                          r.host or "", r.remote_id or "", "yes" if r.pulled_at else ""])
+        columns, table, notes = status_table(rows, several=several,
+                                             launches=len(launches) > 1)
         what = (f"launch{'es' if len(launches) > 1 else ''} {id_ranges(launches)}"
                 if sw.experiment else f"launch {sw.id}")
         emit_table(f"{sw.ref} ({what}, backend{'s' if several else ''} {', '.join(backends)}): "
-                   f"{summary}",
-                   ["Id", "Run", "Launch", *(["Backend"] if several else []), "State", "Reason",
-                    "Exit", "Host", "Remote id", "Pulled"], table)
+                   f"{summary}", columns, table,
+                   keep=("Id", "Run", "State"), whole=("Run", "Launch", "State"),
+                   wrap=("Reason",))
+        for line in notes:
+            print(line)
+        if sys.stdout.isatty() and len(rows) > 1:
+            print(f"{len(rows)} runs: {summary}")
         for r in rows:
             if r.state.terminal and r.state.value != "succeeded" and r.stderr_tail:
                 tail = "\n".join(r.stderr_tail.splitlines()[-5:])
                 print(f"--- {r.name}: last lines of stderr ---\n{tail}")
     if args.json:
         emit_json(out_json if args.all else out_json[0])
+    return 0
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    """Every sweep (exp_prefix) of the project: launches, backends, counts by state, age."""
+    from chester.config import get_config
+    from chester.sweeps import open_store
+
+    cfg = get_config()
+    store = open_store(cfg, create=False)
+    by_prefix: dict[str, list[Any]] = {}
+    for row in store.sweeps():
+        by_prefix.setdefault(row.exp_prefix, []).append(row)
+    out = []
+    for prefix, launches in by_prefix.items():
+        counts: dict[str, int] = {}
+        runs = 0
+        for launch in launches:
+            for r in store.runs(launch.id):
+                runs += 1
+                counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        out.append({"sweep": prefix, "launches": [s.id for s in launches],
+                    "backends": sorted({s.backend for s in launches}), "runs": runs,
+                    "states": dict(sorted(counts.items())),
+                    "last_launch": max(s.created for s in launches)})
+    out.sort(key=lambda d: d["last_launch"])
+    if args.json:
+        emit_json(out)
+        return 0
+    if not out:
+        print(f"no sweeps in the job store {cfg.store_path}")
+        return 0
+    emit_table(f"{len(out)} sweeps in {cfg.store_path}",
+               ["Sweep", "Launches", "Backends", "Runs", "States", "Last launch"],
+               [[d["sweep"], len(d["launches"]), ", ".join(d["backends"]), d["runs"],
+                 ", ".join(f"{n} {s}" for s, n in d["states"].items()),
+                 _ago(d["last_launch"])] for d in out],
+               whole=("Sweep",), wrap=("States",))
     return 0
 
 
