@@ -102,6 +102,10 @@ class ConformanceEnv:
     pid_alive: Callable[[int], bool] = attrs.field(default=None)
     #: Can the suite check leftover processes (same pid namespace as the target)?
     check_processes: bool = True
+    #: Options that make the backend's workers unable to start (e.g. ``{"python":
+    #: "/nonexistent/python3"}``); the suite checks such a launch fails clearly or its runs
+    #: end with a reason. None: that check is skipped.
+    broken_options: Mapping[str, Any] | None = None
 
     @classmethod
     def create(cls, tmp_path: Path, *, backend: str, config: Mapping[str, Any],
@@ -406,4 +410,55 @@ class BackendConformance:
         for run in sweep.runs:
             assert (run.log_dir / "invocations.txt").read_text().count("\n") == 1, (
                 "chester_submit: a retried submit never starts a run twice")
+
+    def test_cancel_right_after_submit(self, chester_env: ConformanceEnv) -> None:
+        """Runs cancelled before (or as) they start end cancelled and never run on."""
+        env = chester_env
+        sweep = self._launch(env, fn_sleep_with_child, [{"seconds": 60}] * 3, "conf-cancel-early")
+        res = sweep.cancel()
+        assert all(res.values()), ("chester_cancel: every live run (queued ones included) is "
+                                   f"cancelled and reported true; got {res}")
+        states = self._wait(env, sweep, pull=False)
+        assert {s.value for s in states.values()} == {"cancelled"}, (
+            f"chester_status: a cancelled run reads cancelled; got {states}")
+        time.sleep(2 * env.poll_interval + 1)
+        assert {s.value for s in sweep.status().values()} == {"cancelled"}, (
+            "chester_cancel: a run cancelled before it started never starts later")
+
+    def test_workers_that_cannot_start_do_not_stay_queued(self,
+                                                          chester_env: ConformanceEnv) -> None:
+        """The launch fails in one line, or each run ends failed/lost with a reason: never
+        queued for ever."""
+        import pytest
+        import yaml
+
+        from chester.errors import ChesterError
+
+        env = chester_env
+        if env.broken_options is None:
+            pytest.skip("the backend's test gives no broken_options")
+        raw = yaml.safe_load(env.config.path.read_text()) if env.config.path else {}
+        raw.setdefault("backends", {}).setdefault(env.backend, {"type": env.backend})
+        raw["backends"][env.backend].update(env.broken_options)
+        alt = env.project / "chester-broken.yaml"
+        alt.write_text(yaml.safe_dump(raw))
+        broken = attrs.evolve(env, config=load_config(alt))
+        try:
+            sweep = self._launch(broken, fn_write_result, [{"i": 1}], "conf-nostart")
+        except ChesterError as exc:
+            assert "\n" not in str(exc), "a launch error is one line"
+            return
+        deadline = time.monotonic() + env.timeout
+        while True:
+            run = sweep.runs[0]
+            st = sweep.status()[run.name]
+            if st.terminal:
+                break
+            assert time.monotonic() < deadline, (
+                "chester_status: a run whose worker never started must not stay "
+                f"{st.value} for ever")
+            time.sleep(env.poll_interval)
+        assert st.value in ("failed", "lost") and run.reason, (
+            f"chester_status: it ends failed or lost with a reason; got {st.value} "
+            f"{run.reason!r}")
 

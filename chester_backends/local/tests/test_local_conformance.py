@@ -12,4 +12,5 @@ class TestLocalConformance(BackendConformance):
         return ConformanceEnv.create(
             tmp_path, backend="local",
             config={"backends": {"local": {"type": "local", "max_parallel": 2}}},
-            timeout=60, poll_interval=0.2)
+            timeout=60, poll_interval=0.2,
+            broken_options={"python": "/nonexistent/python3"})

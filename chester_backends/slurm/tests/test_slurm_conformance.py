@@ -13,7 +13,8 @@ class TestSlurmOverSSH(BackendConformance):
         return ConformanceEnv.create(
             tmp_path, backend="slurm",
             config=make_config(host=login_host, remote_dir=str(remote)),
-            timeout=120, poll_interval=0.3)
+            timeout=120, poll_interval=0.3,
+            broken_options={"python": "/nonexistent/python3"})
 
 
 def test_login_host_and_nodes_have_no_chester(tmp_path, slurm_local, login_host, make_config):

@@ -14,6 +14,7 @@ class TestSSHBackend(BackendConformance):
         remote = f"/remote/{tmp_path.name}"
         return ConformanceEnv.create(
             tmp_path, backend="gpu1", timeout=120, poll_interval=0.3,
+            broken_options={"python": "/nonexistent/python3"},
             config={"backends": {"gpu1": {
                 "type": "ssh", "host": h.alias, "remote_dir": remote,
                 "ssh_config": sshd_hosts.ssh_config,
