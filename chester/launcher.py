@@ -477,8 +477,9 @@ def launch(
         try:
             spec_file: str | None = None
             # a command's payload is plain data: nothing to ship, no cloudpickle to load
-            with contextlib.nullcontext([]) if isinstance(fn, Command) else \
-                    _ship_local_modules(cfg.project_path):
+            shipping: Any = contextlib.nullcontext([]) if isinstance(fn, Command) else \
+                _ship_local_modules(cfg.project_path)
+            with shipping:
                 if caps.sweep_spec:  # one file for the launch; the worker writes each folder
                     spec_file = str(staging / "runs.spec")
                     write_sweep_spec(spec_file, todo, fn=fn,

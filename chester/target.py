@@ -171,36 +171,63 @@ def cancel_many(run_dirs: list[Path], grace_s: float = ORPHAN_GRACE_S) -> dict[s
     return {str(d): r for d, r in zip(run_dirs, results, strict=False)}
 
 
-def follow(run_dir: Path, stream: str, out: Any, *, follow: bool, poll_s: float = 0.2) -> None:
-    """Write a run's stdout or stderr to ``out``; with ``follow``, until the run ends."""
+def _reader_gone(out: Any) -> bool:
+    """True when ``out`` is a pipe or socket whose reader has gone (the client of a
+    ``tail -f`` over SSH was stopped): the follower then stops too."""
+    try:
+        import select
+
+        fd = out.fileno()
+        p = select.poll()
+        p.register(fd, select.POLLERR | select.POLLHUP)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def follow(run_dir: Path, stream: str, out: Any, *, follow: bool, poll_s: float = 0.2,
+           start: int = 0) -> None:
+    """Write a run's stdout or stderr to ``out`` from byte ``start``; with ``follow``, until
+    the run ends (or whoever reads ``out`` goes away). Bytes are written as they are when
+    ``out`` has a binary buffer (``sys.stdout``), else decoded as UTF-8."""
     path = Path(run_dir) / (rd.STDOUT if stream == "stdout" else rd.STDERR)
-    pos = 0
-    while True:
+    raw = getattr(out, "buffer", None)
+    pos = max(0, int(start))
+
+    def emit(data: bytes) -> None:
+        if raw is not None:
+            out.flush()
+            raw.write(data)
+            raw.flush()
+        else:
+            out.write(data.decode("utf-8", "replace"))
+            out.flush()
+
+    def read() -> bytes:
+        nonlocal pos
         try:
             with open(path, "rb") as f:
                 f.seek(pos)
                 chunk = f.read()
                 pos = f.tell()
         except FileNotFoundError:
-            chunk = b""
+            return b""
+        return chunk
+
+    while True:
+        chunk = read()
         if chunk:
-            out.write(chunk.decode("utf-8", "replace"))
-            out.flush()
+            emit(chunk)
         if not follow:
             return
-        if not chunk and probe(Path(run_dir), kill_orphans=False)["state"] not in \
-                ("queued", "running"):
-            # one last read after the end
-            try:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    rest = f.read()
+        if not chunk:
+            if probe(Path(run_dir), kill_orphans=False)["state"] not in ("queued", "running"):
+                rest = read()  # one last read after the end
                 if rest:
-                    out.write(rest.decode("utf-8", "replace"))
-                    out.flush()
-            except FileNotFoundError:
-                pass
-            return
+                    emit(rest)
+                return
+            if _reader_gone(out):
+                return
         time.sleep(poll_s)
 
 
@@ -252,8 +279,10 @@ def _parser() -> Any:
     t = sub.add_parser("tail", help="print (and follow) a run's output", formatter_class=fmt,
                        description="Print stdout.log or stderr.log of a run folder from its "
                                    "start; with -f keep printing until the run ends.",
-                       epilog="output: the log's bytes as UTF-8 text\nexit status: 0, 2 (usage)")
+                       epilog="output: the log's bytes, as they are\nexit status: 0, 2 (usage)")
     t.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    t.add_argument("--from", dest="start", type=int, default=0, metavar="BYTES",
+                   help="start at this byte of the log (a follower that reconnects)")
     t.add_argument("dir", metavar="DIR", help="the run folder")
     t.add_argument("stream", nargs="?", default="stdout", choices=("stdout", "stderr"))
     return p
@@ -270,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "cancel":
         print(json.dumps(cancel_many(_dirs(a.dirs))))
     else:
-        follow(Path(a.dir), a.stream, sys.stdout, follow=a.follow)
+        follow(Path(a.dir), a.stream, sys.stdout, follow=a.follow, start=a.start)
     return 0
 
 

@@ -22,6 +22,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -311,6 +312,9 @@ class Transport:
             if tr is None or not tr.is_active():
                 raise EOFError("SSH session not active")
             chan = tr.open_session(timeout=self.target.connect_timeout)
+        except (KeyboardInterrupt, SystemExit):
+            self._drop()
+            raise
         except BaseException as exc:
             # the link is dead; drop it so the next call reconnects
             self._drop()
@@ -367,7 +371,9 @@ class Transport:
                 if not got:
                     time.sleep(0.01)
             code = chan.recv_exit_status() if chan.exit_status_ready() else -1
-        except BackendError:
+        except (BackendError, KeyboardInterrupt, SystemExit):
+            if not isinstance(sys.exc_info()[1], BackendError):
+                self._drop()  # Ctrl-C: the remote side sees its pipes close and stops
             raise
         except BaseException as exc:
             self._drop()

@@ -458,3 +458,69 @@ def test_a_secrets_file_is_never_synced_nor_left_behind(tmp_path, sshd_hosts, mo
     msg = str(ei.value)  # uv missing there, or failing: either way one line, before queueing
     assert "preparing the environment failed: uv" in msg and "\n" not in msg
     assert leaked() == []
+
+
+def fn_count(variant, log_dir, exp_name):
+    import time as _t
+
+    for i in range(variant["n"]):
+        print(f"line {i:03d}", flush=True)
+        _t.sleep(variant["every"])
+
+
+def test_logs_follow_goes_on_after_a_dropped_link_without_repeating(tmp_path, sshd_hosts):
+    """sshd restarted (sessions killed) while `logs -f` follows: the retried call goes on from
+    the byte it had reached, so every line arrives exactly once."""
+    import threading
+
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, {})})
+    sw = launch(fn_count, [{"n": 40, "every": 0.15}], backend="box", exp_prefix="follow",
+                config=cfg, dispatcher=fast_dispatcher())
+    run = sw.runs[0]
+    out = io.StringIO()
+    dropped = threading.Event()
+
+    def drop_the_link() -> None:
+        deadline = time.monotonic() + 60
+        while "line 005" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sshd_hosts.restart_sshd(0, sessions=True)
+        dropped.set()
+
+    t = threading.Thread(target=drop_the_link)
+    t.start()
+    sw.logs(run.name, follow=True, out=out)  # retried by the dispatcher after the drop
+    t.join(60)
+    assert dropped.is_set()
+    lines = out.getvalue().splitlines()
+    assert lines == [f"line {i:03d}" for i in range(40)], lines
+
+
+def test_ctrl_c_on_logs_follow_leaves_nothing_running_on_the_host(tmp_path, sshd_hosts):
+    import signal
+
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, {})})
+    sw = launch(fn_count, [{"n": 300, "every": 0.2}], backend="box", exp_prefix="ctrlc",
+                config=cfg, dispatcher=fast_dispatcher())
+    run = sw.runs[0]
+    p = subprocess.Popen([CHESTER, "logs", "-f", run.name], cwd=project, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    first = p.stdout.readline()
+    assert first.startswith("line"), first
+    assert time.monotonic() < deadline
+
+    def followers() -> list[str]:
+        out = subprocess.run(["pgrep", "-af", f"target tail -f --from 0 {run.remote_dir}"],
+                             capture_output=True, text=True).stdout
+        return [ln for ln in out.splitlines() if "pgrep" not in ln]
+
+    assert followers(), "the follower runs on the host while logs -f reads"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    end = time.monotonic() + 10
+    while followers():
+        assert time.monotonic() < end, followers()
+        time.sleep(0.2)
+    sw.cancel()

@@ -322,21 +322,30 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
     return {h.token: bool(data.get(h.remote_dir)) for h in handles}
 
 
+#: bytes of a log already written to an ``out`` by an earlier attempt of the same call (the
+#: dispatcher retries ``chester_logs`` after a dropped link): the retry goes on from there
+_LOG_SENT: dict[tuple[str, str, int], int] = {}
+
+
 @hookimpl
 def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
                  out: TextIO) -> bool:
-    argv = target_argv(backend, ["tail", *(["-f"] if follow else []), handle.remote_dir,
-                                 stream])
+    key = (handle.token, stream, id(out))
+    start = _LOG_SENT.get(key, 0)
+    argv = target_argv(backend, ["tail", *(["-f"] if follow else []), "--from", str(start),
+                                 handle.remote_dir, stream])
 
     def write(text: str) -> None:
         out.write(text)
         out.flush()
+        _LOG_SENT[key] = _LOG_SENT.get(key, 0) + len(text.encode("utf-8", "surrogatepass"))
 
     with transport_for(backend) as tr:
         res = tr.stream(argv, write, check=False)
         if res.exit_code == 2 and "can't open file" in res.stderr:
             _ensure_runtime(backend, tr)
             tr.stream(argv, write)
+    _LOG_SENT.pop(key, None)
     return True
 
 
