@@ -71,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     # plugins' own subcommands (e.g. `chester ec2 ls`), through the register_commands hook
     from chester.plugins import get_plugin_manager
 
-    get_plugin_manager().hook.chester_register_commands(subparsers=sub)
+    try:
+        get_plugin_manager().hook.chester_register_commands(subparsers=sub)
+    except Exception as exc:  # one plugin's commands never take chester's own down
+        print(f"chester: warning: a plugin's subcommands could not be added: {exc}",
+              file=sys.stderr)
     return p
 
 
