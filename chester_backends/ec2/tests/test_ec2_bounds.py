@@ -37,8 +37,14 @@ def fn_bounded(variant, log_dir, exp_name):
         with open(os.path.join(log_dir, "checkpoint.json"), "w") as f:
             json.dump({"notice": open(notice).read(), "signals": seen}, f)
         time.sleep(600)  # until the instance is taken
+    if variant.get("biglog"):
+        with open(os.path.join(log_dir, "train.log"), "w") as f:
+            f.write(("x" * 1023 + "\n") * (5 * 1024 + 512))  # 5.5 MiB
     end = time.time() + float(variant.get("seconds", 0))
     while time.time() < end:
+        if variant.get("biglog"):
+            with open(os.path.join(log_dir, "train.log"), "a") as f:
+                f.write("step %f\n" % time.time())
         time.sleep(0.1)
 """
 
@@ -364,6 +370,24 @@ def test_a_refused_requeue_is_the_runs_pending_reason_not_a_failed_status(tmp_pa
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
     assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
     assert len(farm.instances) == 2
+
+
+def test_a_growing_log_has_only_its_new_bytes_uploaded(tmp_path, farm):
+    env = _env(tmp_path)
+    sweep = _launch(env, [{"seconds": 4, "biglog": True}], "biglog")
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sweep.runs[0]
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    text = (run.log_dir / "train.log").read_text()
+    assert text.startswith("x" * 1023 + "\n") and text.count("step ") >= 10
+    assert text.endswith("\n") and len(text) > 5 * 1024 * 1024
+    root = farm.instances[run.handle.remote_id].root
+    on_instance = root / run.handle.remote_dir.lstrip("/") / "train.log"
+    assert on_instance.read_text() == text  # the pieces add up to the file
+    log = (root / "var/log/chester-agent.log").read_text()
+    appended = [int(line.split("appended ")[1].split()[0]) for line in log.splitlines()
+                if "appended" in line and "train.log" in line]
+    assert appended and max(appended) < 64 * 1024  # the 5.5 MiB went up once
 
 
 # -- (6) capacity ---------------------------------------------------------------------------------

@@ -127,6 +127,41 @@ class Store:
         return out
 
 
+#: S3's smallest multipart part: a growing file at least this big gets only its new bytes sent
+APPEND_MIN = 5 * 1024 * 1024
+#: files that only ever grow (logs, metrics): appended to in S3 instead of sent whole
+APPENDABLE = (".log", ".txt", ".csv", ".jsonl", ".out", ".err")
+
+
+class Limited:
+    """The first ``n`` bytes of a file, for an upload of exactly what was there."""
+
+    def __init__(self, f, n):
+        self.f = f
+        self.left = n
+
+    def read(self, size=-1):
+        if self.left <= 0:
+            return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.f.read(size)
+        self.left -= len(data)
+        return data
+
+
+def prefix_sha256(path, n):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = n
+        while left > 0:
+            block = f.read(min(1 << 20, left))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -148,6 +183,7 @@ class Run:
         self.cancelled = False
         self.preempted = False
         self.synced = {}  # rel path -> (size, mtime_ns)
+        self.sent = {}  # rel path of a growing file -> (bytes in S3, their sha256)
         self.last_record = None
         self.frozen = False  # its final record is in S3 and must not change
         self.started = None  # time.time() when the worker started
@@ -348,7 +384,10 @@ class Agent:
                 if run.synced.get(rel) == sig:
                     continue
                 try:
-                    self.store.s3.upload_file(path, self.bucket, self.run_key(run, rel))
+                    if name.endswith(APPENDABLE):
+                        self.upload_growing(run, rel, path, st.st_size)
+                    else:
+                        self.store.s3.upload_file(path, self.bucket, self.run_key(run, rel))
                 except Exception as exc:  # keep going: the next sync retries
                     log("upload of %s failed: %s" % (rel, type(exc).__name__))
                     continue
@@ -360,6 +399,37 @@ class Agent:
                     run.synced[rel] = sig  # else: written to while it went up, sent again
         if exited or not run.record().get("ended_at"):
             self.publish(run, force_record)
+
+    def upload_growing(self, run, rel, path, size):
+        """Send a file that only grows: when S3 holds an unchanged first part of at least
+        APPEND_MIN bytes, only the new bytes go up (a multipart upload whose first part is a
+        server-side copy of the object); otherwise the first ``size`` bytes, whole."""
+        key = self.run_key(run, rel)
+        s3 = self.store.s3
+        old = run.sent.get(rel)
+        if old and APPEND_MIN <= old[0] < size and prefix_sha256(path, old[0]) == old[1]:
+            with open(path, "rb") as f:
+                f.seek(old[0])
+                data = f.read(size - old[0])
+            up = s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+            try:
+                p1 = s3.upload_part_copy(
+                    Bucket=self.bucket, Key=key, UploadId=up, PartNumber=1,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    CopySourceRange="bytes=0-%d" % (old[0] - 1))["CopyPartResult"]["ETag"]
+                p2 = s3.upload_part(Bucket=self.bucket, Key=key, UploadId=up, PartNumber=2,
+                                    Body=data)["ETag"]
+                s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=up, MultipartUpload={"Parts": [
+                        {"ETag": p1, "PartNumber": 1}, {"ETag": p2, "PartNumber": 2}]})
+            except Exception:
+                s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up)
+                raise
+            log("%s: appended %d new bytes to %s" % (run.token, len(data), rel))
+        else:
+            with open(path, "rb") as f:
+                s3.upload_fileobj(Limited(f, size), self.bucket, key)
+        run.sent[rel] = (size, prefix_sha256(path, size))
 
     def publish(self, run, force=False):
         if run.frozen:
