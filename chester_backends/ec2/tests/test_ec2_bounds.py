@@ -452,3 +452,35 @@ def test_missing_instance_profile_is_found_before_any_launch(tmp_path, farm):
         InstanceProfileName="chester-runs")
     sweep = _launch(env, [{"seconds": 0}], "noprofile")
     assert len(_instances()) == 1 and sweep.runs[0].handle.remote_id
+
+
+def test_packed_gpus_are_checked_against_the_instance_type(tmp_path, farm):
+    farm.paused = True
+    env = _env(tmp_path, runs_per_instance=2, instance_type="g5.xlarge")
+    with pytest.raises(UserError, match="g5.xlarge has 1 GPU.*needs 2"):
+        _launch(env, [{"seconds": 0}, {"seconds": 0}], "gpus")
+    assert not _instances()
+    env = _env(tmp_path, runs_per_instance=2, gpus_per_run=2, instance_type="g5.12xlarge")
+    sweep = _launch(env, [{"seconds": 0}, {"seconds": 0}], "gpus4")
+    assert len(_instances()) == 1 and len(sweep.runs) == 2
+
+
+def test_ec2_ls_shows_the_spot_price_where_known(tmp_path, farm, monkeypatch):
+    from chester.cli import main
+
+    farm.paused = True
+    env = _env(tmp_path)
+    monkeypatch.chdir(env.project)
+    _launch(env, [{"seconds": 0}], "price")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["ec2", "ls", "--json"]) == 0
+    (row,) = json.loads(out.getvalue())
+    assert row["market"] == "spot" and row["type"] == "t3.micro"
+    hist = _ec2().describe_spot_price_history(InstanceTypes=["t3.micro"], MaxResults=1)
+    if hist["SpotPriceHistory"]:  # the endpoint publishes prices: ls shows one
+        assert isinstance(row["usd_per_hour"], float)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["ec2", "ls"]) == 0
+    assert "USD/h" in out.getvalue() and row["instance"] in out.getvalue()

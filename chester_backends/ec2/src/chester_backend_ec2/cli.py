@@ -60,6 +60,32 @@ def live_instances(o: Any, sweep: str | None = None) -> list[dict]:
         return _describe(ec2, flt)
 
 
+def spot_prices(o: Any, insts: list[dict]) -> dict[str, float]:
+    """Instance id -> the current spot price of its type in its zone (spot instances only;
+    nothing when the price history cannot be read)."""
+    from chester_backend_ec2 import aws
+
+    ec2 = aws.client("ec2", o)
+    out: dict[str, float] = {}
+    cache: dict[tuple[str, str], float | None] = {}
+    for i in insts:
+        if i.get("InstanceLifecycle") != "spot":
+            continue
+        key = (i.get("InstanceType", ""), (i.get("Placement") or {}).get("AvailabilityZone", ""))
+        if key not in cache:
+            try:
+                hist = ec2.describe_spot_price_history(
+                    InstanceTypes=[key[0]], AvailabilityZone=key[1],
+                    ProductDescriptions=["Linux/UNIX"], MaxResults=1)["SpotPriceHistory"]
+                cache[key] = float(hist[0]["SpotPrice"]) if hist else None
+            except Exception:  # a price is a nicety: never fail the listing for it
+                cache[key] = None
+        price = cache[key]
+        if price is not None:
+            out[i["InstanceId"]] = price
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     from chester_backend_ec2.plugin import GROUP_TAG, SWEEP_TAG, _cancel_spot_requests, _tag
 
@@ -69,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
     o = backend.options
     if args.ec2_command == "ls":
         insts = live_instances(o, args.sweep)
+        prices = spot_prices(o, insts)
         rows = []
         now = time.time()
         for i in sorted(insts, key=lambda i: (_tag(i, SWEEP_TAG) or "", i["LaunchTime"])):
@@ -78,6 +105,7 @@ def main(args: argparse.Namespace) -> int:
                          "market": i.get("InstanceLifecycle") or "on-demand",
                          "launched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(launched)),
                          "hours": round((now - launched) / 3600, 2),
+                         "usd_per_hour": prices.get(i["InstanceId"]),
                          "attempt": _tag(i, "chester:attempt") or "1"})
         if args.json:
             json.dump(rows, sys.stdout, indent=1)
@@ -87,7 +115,11 @@ def main(args: argparse.Namespace) -> int:
 
             emit_table(f"chester ec2 instances ({len(rows)})",
                        ["Instance", "Sweep", "State", "Type", "Market", "Launched", "Hours",
-                        "Attempt"], [list(r.values()) for r in rows])
+                        "USD/h", "Attempt"], [list(r.values()) for r in rows])
+            known = [r["usd_per_hour"] for r in rows if r["usd_per_hour"] is not None]
+            if known:
+                print(f"spot instances now cost about {sum(known):.2f} USD/h in all "
+                      f"(on-demand prices are not looked up)")
         return 0
     if not args.all and not args.sweep:
         raise UserError("chester ec2 kill: name a SWEEP (see `chester ec2 ls`) or pass --all")

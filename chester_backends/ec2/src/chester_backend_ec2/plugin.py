@@ -327,6 +327,7 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     refused = threading.Event()
     if todo:
         check_instance_profile(o)
+        check_gpus(o, ec2)
 
     def launch(g: dict) -> None:
         if refused.is_set():
@@ -429,6 +430,35 @@ def launch_instance(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, use
         if any("InsufficientInstanceCapacity" in t for t in tried):
             raise TransientBackendError(msg)
         raise BackendError(msg)
+
+
+def check_gpus(o: Ec2Options, ec2: Any) -> None:
+    """Packed runs get ``gpus_per_run`` GPUs each: every instance type tried must have
+    ``runs_per_instance × gpus_per_run`` of them (DescribeInstanceTypes' ``GpuInfo``)."""
+    from botocore.exceptions import ClientError
+
+    from chester_backend_ec2 import aws
+
+    need = o.runs_per_instance * o.gpus_per_run
+    if o.runs_per_instance < 2 or not need:
+        return
+    types = sorted({t for t, _, _ in placements(o)})
+    try:
+        found = ec2.describe_instance_types(InstanceTypes=types)["InstanceTypes"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
+            return  # the launcher may not describe types: the run's own CUDA check will say
+        with aws.errors("describing instance types", ec2, sent=False):
+            raise
+    for it in found:
+        have = sum(int(g.get("Count") or 0) for g in (it.get("GpuInfo") or {}).get("Gpus", ()))
+        if have < need:
+            raise UserError(
+                f"ec2 backend: {it['InstanceType']} has {have} GPU(s) but runs_per_instance="
+                f"{o.runs_per_instance} x gpus_per_run={o.gpus_per_run} needs {need}: lower "
+                "runs_per_instance, set gpus_per_run: 0 for CPU runs, or pick a type with "
+                f"{need} GPUs")
 
 
 _checked_profiles: set[tuple[str | None, str]] = set()
