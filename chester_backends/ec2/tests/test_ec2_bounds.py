@@ -311,7 +311,8 @@ def _preempt(farm, sweep, run, iid):
 
 def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_aged_out(
         tmp_path, farm):
-    env = _env(tmp_path, max_requeues=1, preempt_signal="SIGUSR1")
+    # syncs are a minute apart: what the run writes on the notice goes up within seconds
+    env = _env(tmp_path, max_requeues=1, preempt_signal="SIGUSR1", sync_interval_s=60)
     sweep = _launch(env, [{"seconds": 0, "preempt": True}], "notice")
     run = sweep.runs[0]
     first = run.handle.remote_id
@@ -319,7 +320,7 @@ def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_a
     farm.interrupt(first)
     # the run saw the notice (file and signal) and what it wrote then reached S3
     _until(lambda: any(k.endswith(f"{run.token}/checkpoint.json") for k in _s3_keys()),
-           what="the checkpoint synced")
+           timeout=15, what="the checkpoint synced")
     _ec2().terminate_instances(InstanceIds=[first])
     _until(lambda: farm.instances[first].done, what="instance gone")
     _forget(first)

@@ -614,7 +614,8 @@ class Agent:
                 self.publish(run, force=True)
         watch = float(self.spec.get("watch_interval_s", 5))
         sync = float(self.spec.get("sync_interval_s", 60))
-        next_sync = time.time() + sync
+        last_sync = time.time()
+        next_sync = last_sync + sync
         seen = {}
         while not self.stop.is_set():
             self.check_cancel()
@@ -636,9 +637,11 @@ class Agent:
                         continue
                     if changed and not run.record().get("ended_at"):
                         self.publish(run)  # a final record waits for the files (below)
-            if time.time() >= next_sync:
+            # after a spot notice, what the runs write (a checkpoint) goes up at once
+            if time.time() >= (last_sync + min(sync, watch) if self.preempted else next_sync):
                 self.sync_all()
-                next_sync = time.time() + sync
+                last_sync = time.time()
+                next_sync = last_sync + sync
             if all(r.state == "ended" for r in self.runs):
                 break
             self.stop.wait(watch)
