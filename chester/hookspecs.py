@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pluggy
 
@@ -197,4 +197,24 @@ class ChesterSpecs:
         Errors: ``TransientBackendError`` (retried), ``BackendError``.
 
         Retried: yes, only before anything was written.
+        """
+
+    @_spec
+    def chester_register_commands(self, subparsers: Any) -> None:
+        """Add ``chester`` subcommands (as llm's ``register_commands`` does).
+
+        When: each time the ``chester`` command parses its arguments.
+
+        Arguments: ``subparsers``, the argparse subparsers action of ``chester``: call
+        ``subparsers.add_parser(NAME, help=...)`` and ``set_defaults(chester_command=FUNC)``
+        on the parser; ``FUNC(args)`` runs the command and returns its exit status. Keep this
+        hook cheap (no heavy imports: they belong in ``FUNC``); a name chester already uses
+        is an error.
+
+        Returns: nothing. Collector hook.
+
+        Errors: a ``UserError`` or ``BackendError`` raised by ``FUNC`` is printed as chester's
+        own errors are.
+
+        Retried: no (local).
         """

@@ -12,7 +12,8 @@ def test_hook_sets_name_real_specs():
     assert NETWORK_HOOKS <= SPEC_NAMES
     assert LIFECYCLE_HOOKS <= SPEC_NAMES
     assert {"chester_backends", "chester_prepare", "chester_submit", "chester_status",
-            "chester_pull", "chester_cancel", "chester_logs"} == SPEC_NAMES
+            "chester_pull", "chester_cancel", "chester_logs",
+            "chester_register_commands"} == SPEC_NAMES
 
 
 def test_every_spec_follows_the_docstring_template():
@@ -26,7 +27,8 @@ def test_every_spec_follows_the_docstring_template():
 def test_lifecycle_hooks_are_firstresult_and_backends_is_a_collector():
     for name in SPEC_NAMES:
         opts = getattr(getattr(ChesterSpecs, name), f"{hookspecs.PROJECT}_spec")
-        assert opts["firstresult"] is (name != "chester_backends"), name
+        collector = name in ("chester_backends", "chester_register_commands")
+        assert opts["firstresult"] is not collector, name
 
 
 def test_run_handle_round_trips_through_its_dict_with_every_field():

@@ -106,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     mo.add_argument("--bare", action="store_true", help="skip large artefacts when pulling")
     mo.add_argument("--timeout", type=float, default=None, help="give up after N seconds")
     mo.add_argument("--once", action="store_true", help="one pass, then exit")
+    # plugins' own subcommands (e.g. `chester ec2 ls`), through the register_commands hook
+    from chester.plugins import get_plugin_manager
+
+    try:
+        get_plugin_manager().hook.chester_register_commands(subparsers=sub)
+    except Exception as exc:  # one plugin's commands never take chester's own down
+        print(f"chester: warning: a plugin's subcommands could not be added: {exc}",
+              file=sys.stderr)
     return p
 
 
@@ -129,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from chester.cli import commands
 
+        if getattr(args, "chester_command", None) is not None:  # a plugin's subcommand
+            return int(args.chester_command(args) or 0)
         return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
     except UserError as exc:
         print(f"chester: error: {exc}", file=sys.stderr)

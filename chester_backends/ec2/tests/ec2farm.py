@@ -3,8 +3,10 @@
 moto stores user-data but never runs it. The farm watches moto for instances chester
 launched, reads each one's user-data back (``describe_instance_attribute``) and runs it in a
 sandbox folder playing the instance's disk, with a small IMDSv2 server on 127.0.0.1 standing
-in for 169.254.169.254 and the same S3 endpoint. When the script powers off, the farm
-terminates the instance in moto; when moto says an instance is terminated (cancel), the farm
+in for 169.254.169.254 and the same S3 endpoint. When the instance powers off (the script
+runs ``$CHESTER_EC2_POWEROFF``, which creates ``powered-off`` in its folder), the farm
+terminates the instance in moto; a script that just ends (an agent killed) leaves the
+instance running, as on EC2; when moto says an instance is terminated (cancel), the farm
 SIGTERMs every process of that "instance" (its session), then SIGKILLs what is left. Nothing
 ever connects to the addresses moto hands out.
 """
@@ -212,8 +214,8 @@ class Farm:
         for inst in list(self.instances.values()):
             if inst.done:
                 continue
-            if inst.proc.poll() is not None and inst.killed_at is None:
-                # the script ended (it powers off at the end): the instance terminates
+            if inst.killed_at is None and (inst.root / "powered-off").exists():
+                # the instance powered itself off: with shutdown behaviour terminate, it goes
                 inst.done = True
                 kill_session(inst.proc.pid, signal.SIGKILL)
                 self.ec2.terminate_instances(InstanceIds=[inst.id])
@@ -252,6 +254,7 @@ class Farm:
         inst.boots += 1
         inst.done = inst.stopped = False
         inst.killed_at = None
+        (inst.root / "powered-off").unlink(missing_ok=True)
         inst.proc = subprocess.Popen(["bash", str(scripts[0])], cwd=inst.root,
                                      env=self._env(inst.root, inst.imds),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -270,6 +273,10 @@ class Farm:
         kill_session(inst.proc.pid, signal.SIGKILL)
         inst.proc.wait(10)
         self.ec2.terminate_instances(InstanceIds=[iid])
+
+    def kill_agent(self, iid: str):
+        """SIGKILL the agent alone (user-data exec'd it): its runs and the machine go on."""
+        os.kill(self.instances[iid].proc.pid, signal.SIGKILL)
 
     def interrupt(self, iid: str):
         """Post a spot interruption notice on the instance's metadata."""

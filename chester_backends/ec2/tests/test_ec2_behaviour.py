@@ -158,7 +158,7 @@ def test_retried_submit_after_connection_error_starts_one_instance(tmp_path, far
 
 
 def test_packed_instance_one_gpu_each_and_cancel_one_run(tmp_path, farm):
-    env = _env(tmp_path, runs_per_instance=2)
+    env = _env(tmp_path, runs_per_instance=2, instance_type="g5.12xlarge")
     sweep = _launch(env, [{"seconds": 2}, {"seconds": 600}], "packed")
     a, b = sweep.runs
     assert a.handle.remote_id == b.handle.remote_id

@@ -40,8 +40,10 @@ def test_user_data_golden():
     ud = render.user_data(bucket="my-bucket", spec_key="chester/sweeps/s-1/instances/g.json",
                           agent_key="chester/agent/abc.py", region="eu-west-1",
                           endpoint_url=None, python="/opt/conda/bin/python3",
-                          bootstrap=["pip install chester-ml==0.3.0"])
+                          bootstrap=["pip install chester-ml==0.3.0"], max_lifetime_s=7200)
     _golden("user-data.sh", ud)
+    # the shutdown is scheduled before anything that could hang
+    assert ud.index("shutdown -h +120") < ud.index("pip install chester-ml")
     assert len(ud.encode()) < render.USER_DATA_LIMIT
     subprocess.run(["bash", "-n", "-c", ud], check=True)
 

@@ -14,6 +14,18 @@ The user-data script downloads this file from S3 and runs it as ``python3 agent.
    SIGTERM (the instance is going away) stops the runs and syncs;
 6. when every run has ended, syncs a last time and powers the instance off.
 
+Bounds (none of them needs the launcher): a run past its ``time_limit_s`` is stopped and
+recorded ``timeout``; at ``max_lifetime_s`` after the agent started every run still going is
+stopped (``timeout``), synced, and the instance powers off (user-data also scheduled a
+shutdown at that time, for when this agent is gone). A watch thread, never blocked by
+uploads, checks the spot notice and writes ``ctl/heartbeat/<group>.json`` every
+``heartbeat_interval_s``; the launcher terminates an instance whose heartbeat stopped.
+
+On a spot interruption notice each running run is told: the file named by
+``$CHESTER_PREEMPT_FILE`` (``<run>/.chester/preempt``) appears holding the notice, and with
+``preempt_signal`` set that signal goes to the worker's process group; then every run folder
+is synced at once.
+
 Test hooks, all environment variables: ``CHESTER_EC2_IMDS`` (metadata endpoint, default
 ``http://169.254.169.254``), ``CHESTER_EC2_ROOT`` (a folder playing the instance's disk, default
 ``/``), ``CHESTER_EC2_POWEROFF`` (argv run at the end, default ``shutdown -h now``; empty: just
@@ -115,6 +127,41 @@ class Store:
         return out
 
 
+#: S3's smallest multipart part: a growing file at least this big gets only its new bytes sent
+APPEND_MIN = 5 * 1024 * 1024
+#: files that only ever grow (logs, metrics): appended to in S3 instead of sent whole
+APPENDABLE = (".log", ".txt", ".csv", ".jsonl", ".out", ".err")
+
+
+class Limited:
+    """The first ``n`` bytes of a file, for an upload of exactly what was there."""
+
+    def __init__(self, f, n):
+        self.f = f
+        self.left = n
+
+    def read(self, size=-1):
+        if self.left <= 0:
+            return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.f.read(size)
+        self.left -= len(data)
+        return data
+
+
+def prefix_sha256(path, n):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = n
+        while left > 0:
+            block = f.read(min(1 << 20, left))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -136,8 +183,15 @@ class Run:
         self.cancelled = False
         self.preempted = False
         self.synced = {}  # rel path -> (size, mtime_ns)
+        self.sent = {}  # rel path of a growing file -> (bytes in S3, their sha256)
         self.last_record = None
         self.frozen = False  # its final record is in S3 and must not change
+        self.started = None  # time.time() when the worker started
+        self.limit = spec.get("time_limit_s")  # seconds, or None
+        self.timed_out = None  # the reason, once a time bound stopped it
+
+    def preempt_file(self):
+        return os.path.join(self.dir, ".chester", "preempt")
 
     def record(self):
         """The status record to publish: the worker's, plus what the agent knows."""
@@ -160,9 +214,13 @@ class Run:
             rec["state"] = "cancelled" if rec.get("ended_at") or self.proc is None \
                 or self.proc.poll() is not None else rec.get("state")
             rec["cancel_requested"] = True
+        if self.timed_out and rec.get("state") != "succeeded" and \
+                (self.proc is None or self.proc.poll() is not None):
+            rec.update(state="timeout", reason=self.timed_out,
+                       ended_at=rec.get("ended_at") or time.time())
         if self.preempted:
             rec["preempted"] = True
-        if rec.get("state") in ("failed", "terminated"):
+        if rec.get("state") in ("failed", "terminated", "timeout"):
             rec["stderr_tail"] = tail(os.path.join(self.dir, "stderr.log"))
         return rec
 
@@ -191,6 +249,11 @@ class Agent:
         self.stop = threading.Event()
         self.preempted = False
         self.lock = threading.Lock()
+        self.born = float(os.environ.get("CHESTER_EC2_STARTED") or time.time())
+        life = float(self.spec.get("max_lifetime_s") or 0)
+        # stop the runs a little before user-data's shutdown, so their folders get synced
+        self.lifetime = max(life * 0.5, life - min(120.0, life * 0.05)) if life else 0.0
+        self.lifetime_over = False
 
     @staticmethod
     def count_boot():
@@ -219,6 +282,9 @@ class Agent:
 
     def status_key(self, run):
         return "%sctl/status/%s.json" % (self.sweep, run.token)
+
+    def heartbeat_key(self):
+        return "%sctl/heartbeat/%s.json" % (self.sweep, self.spec["group"])
 
     def cancel_prefix(self):
         return "%sctl/cancel/" % self.sweep
@@ -276,6 +342,7 @@ class Agent:
         env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"]
                                         if env.get("PYTHONPATH") else "")
         if run is not None:
+            env["CHESTER_PREEMPT_FILE"] = run.preempt_file()
             g = int(self.spec.get("gpus_per_run") or 0)
             if g and len(self.runs) > 1:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(
@@ -292,6 +359,7 @@ class Agent:
                                     preexec_fn=os.setpgrp)
         out.close()
         err.close()
+        run.started = time.time()
         run.state = "running"
         log("started %s (pid %d)" % (run.token, run.proc.pid))
 
@@ -316,12 +384,52 @@ class Agent:
                 if run.synced.get(rel) == sig:
                     continue
                 try:
-                    self.store.s3.upload_file(path, self.bucket, self.run_key(run, rel))
-                    run.synced[rel] = sig
+                    if name.endswith(APPENDABLE):
+                        self.upload_growing(run, rel, path, st.st_size)
+                    else:
+                        self.store.s3.upload_file(path, self.bucket, self.run_key(run, rel))
                 except Exception as exc:  # keep going: the next sync retries
                     log("upload of %s failed: %s" % (rel, type(exc).__name__))
+                    continue
+                try:
+                    after = os.stat(path)
+                except OSError:
+                    continue
+                if (after.st_size, after.st_mtime_ns) == sig:
+                    run.synced[rel] = sig  # else: written to while it went up, sent again
         if exited or not run.record().get("ended_at"):
             self.publish(run, force_record)
+
+    def upload_growing(self, run, rel, path, size):
+        """Send a file that only grows: when S3 holds an unchanged first part of at least
+        APPEND_MIN bytes, only the new bytes go up (a multipart upload whose first part is a
+        server-side copy of the object); otherwise the first ``size`` bytes, whole."""
+        key = self.run_key(run, rel)
+        s3 = self.store.s3
+        old = run.sent.get(rel)
+        if old and APPEND_MIN <= old[0] < size and prefix_sha256(path, old[0]) == old[1]:
+            with open(path, "rb") as f:
+                f.seek(old[0])
+                data = f.read(size - old[0])
+            up = s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+            try:
+                p1 = s3.upload_part_copy(
+                    Bucket=self.bucket, Key=key, UploadId=up, PartNumber=1,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    CopySourceRange="bytes=0-%d" % (old[0] - 1))["CopyPartResult"]["ETag"]
+                p2 = s3.upload_part(Bucket=self.bucket, Key=key, UploadId=up, PartNumber=2,
+                                    Body=data)["ETag"]
+                s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=up, MultipartUpload={"Parts": [
+                        {"ETag": p1, "PartNumber": 1}, {"ETag": p2, "PartNumber": 2}]})
+            except Exception:
+                s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up)
+                raise
+            log("%s: appended %d new bytes to %s" % (run.token, len(data), rel))
+        else:
+            with open(path, "rb") as f:
+                s3.upload_fileobj(Limited(f, size), self.bucket, key)
+        run.sent[rel] = (size, prefix_sha256(path, size))
 
     def publish(self, run, force=False):
         if run.frozen:
@@ -381,6 +489,7 @@ class Agent:
             for run in self.runs:
                 if run.state == "running" or run.state is None:
                     run.preempted = True
+                    self.tell_preempted(run, action)
             self.sync_all(force=True)
             for run in self.runs:
                 self.publish(run, force=True)
@@ -390,8 +499,73 @@ class Agent:
             self.preempted = False
             for run in self.runs:
                 run.preempted = False
+                try:
+                    os.unlink(run.preempt_file())
+                except OSError:
+                    pass
                 self.publish(run)
         return bool(action)
+
+    def tell_preempted(self, run, action):
+        """The run sees the notice: its preempt file appears, and the configured signal."""
+        path = run.preempt_file()
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                f.write(action)
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            log("could not write %s: %s" % (path, exc))
+        name = self.spec.get("preempt_signal")
+        if name and run.proc is not None and run.proc.poll() is None:
+            try:
+                os.killpg(run.proc.pid, getattr(signal, name))
+            except (ProcessLookupError, AttributeError):
+                pass
+
+    # -- bounds and heartbeat (the watch thread)
+    def check_bounds(self):
+        now = time.time()
+        if self.lifetime and not self.lifetime_over and now - self.born >= self.lifetime:
+            self.lifetime_over = True
+            log("max_lifetime_s reached: stopping every run")
+            for run in self.runs:
+                if run.state != "ended" and run.timed_out is None:
+                    run.timed_out = ("the instance reached max_lifetime_s=%g; the run was "
+                                     "stopped" % float(self.spec["max_lifetime_s"]))
+                    self.kill(run)
+            for run in self.runs:
+                if run.state is None:
+                    run.state = "ended"
+        for run in self.runs:
+            if run.limit and run.started and run.timed_out is None and \
+                    run.proc.poll() is None and now - run.started >= float(run.limit):
+                run.timed_out = "the run passed its time_limit_s=%g and was stopped" % \
+                    float(run.limit)
+                log("%s: time limit reached" % run.token)
+                self.kill(run)
+
+    def heartbeat(self):
+        try:
+            self.store.put(self.heartbeat_key(), json.dumps(
+                {"at": time.time(), "boot": self.boot, "born": self.born}).encode())
+        except Exception as exc:
+            log("heartbeat upload failed: %s" % type(exc).__name__)
+
+    def watch_loop(self):
+        watch = float(self.spec.get("watch_interval_s", 5))
+        beat = float(self.spec.get("heartbeat_interval_s") or 60)
+        next_beat = 0.0
+        while not self.stop.is_set():
+            try:
+                if time.time() >= next_beat:
+                    self.heartbeat()
+                    next_beat = time.time() + beat
+                self.check_spot()
+                self.check_bounds()
+            except Exception as exc:  # the watch goes on whatever one check did
+                log("watch: %s: %s" % (type(exc).__name__, exc))
+            self.stop.wait(watch)
 
     def on_term(self, signum, frame):
         log("signal %d: stopping the runs and syncing" % signum)
@@ -401,6 +575,7 @@ class Agent:
     def main(self):
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
+        threading.Thread(target=self.watch_loop, name="chester-watch", daemon=True).start()
         for run in self.runs:
             os.makedirs(run.dir, exist_ok=True)
             self.fetch_run(run)
@@ -432,17 +607,17 @@ class Agent:
             if run.frozen:
                 continue
             self.publish(run, force=True)  # queued, this attempt (clears an old preemption)
-            if not run.cancelled and not self.stop.is_set():
+            if not run.cancelled and not self.stop.is_set() and not self.lifetime_over:
                 self.start(run, code_dir, script)
             else:
                 run.state = "ended"
                 self.publish(run, force=True)
         watch = float(self.spec.get("watch_interval_s", 5))
         sync = float(self.spec.get("sync_interval_s", 60))
-        next_sync = time.time() + sync
+        last_sync = time.time()
+        next_sync = last_sync + sync
         seen = {}
         while not self.stop.is_set():
-            self.check_spot()
             self.check_cancel()
             changed = False
             for run in self.runs:
@@ -462,9 +637,11 @@ class Agent:
                         continue
                     if changed and not run.record().get("ended_at"):
                         self.publish(run)  # a final record waits for the files (below)
-            if time.time() >= next_sync:
+            # after a spot notice, what the runs write (a checkpoint) goes up at once
+            if time.time() >= (last_sync + min(sync, watch) if self.preempted else next_sync):
                 self.sync_all()
-                next_sync = time.time() + sync
+                last_sync = time.time()
+                next_sync = last_sync + sync
             if all(r.state == "ended" for r in self.runs):
                 break
             self.stop.wait(watch)

@@ -34,6 +34,19 @@ def _positive(_inst: Any, att: attrs.Attribute, value: float) -> None:
         raise ValueError(f"{att.name} must be > 0, got {value!r}")
 
 
+def _optional_positive(_inst: Any, att: attrs.Attribute, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{att.name} must be > 0 (or null: no bound), got {value!r}")
+
+
+PREEMPT_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
+def _signal(_inst: Any, att: attrs.Attribute, value: str | None) -> None:
+    if value is not None and value not in PREEMPT_SIGNALS:
+        raise ValueError(f"{att.name}: {value!r} is not one of {', '.join(PREEMPT_SIGNALS)}")
+
+
 def _extra(_inst: Any, att: attrs.Attribute, value: dict) -> None:
     bad = sorted(set(value) & RESERVED_RUN_ARGS)
     if bad:
@@ -129,4 +142,35 @@ class Ec2Options:
         "help": "times a run preempted on a terminated spot instance starts again on a new "
                 "instance (done by status polls: Sweep.wait, chester monitor); 0: never"})
     shutdown_when_done: bool = attrs.field(default=True, metadata={
-        "help": "power the instance off (terminating it) when its runs end"})
+        "help": "power the instance off (terminating it) when its runs end (false: it idles "
+                "until max_lifetime_s)"})
+    # -- bounds: nothing bills on ---------------------------------------------------------------
+    max_lifetime_s: float | None = attrs.field(default=172800.0, validator=_optional_positive,
+                                               metadata={
+        "help": "hard bound on an instance's life in seconds (default 48 h): the agent stops "
+                "its runs (timeout) and powers off, user-data scheduled a shutdown at that "
+                "time in case the agent died, and status polls terminate it past that; "
+                "null: no bound"})
+    time_limit_s: float | None = attrs.field(default=None, validator=_optional_positive,
+                                             metadata={
+        "help": "per-run time limit in seconds (a run's resources may set time_limit_s); a "
+                "run past it is stopped and reads timeout"})
+    boot_timeout_s: float = attrs.field(default=1800.0, validator=_positive, metadata={
+        "help": "a running instance with no agent heartbeat this long after it started is "
+                "terminated by status polls and its runs read lost"})
+    heartbeat_timeout_s: float = attrs.field(default=600.0, validator=_positive, metadata={
+        "help": "a running instance whose agent heartbeat is older than this is terminated "
+                "by status polls and its unfinished runs read lost"})
+    preempt_signal: str | None = attrs.field(default=None, validator=_signal, metadata={
+        "help": "signal sent to a run's worker on a spot interruption notice (e.g. SIGUSR1; "
+                "default none: the run polls the file $CHESTER_PREEMPT_FILE)"})
+    # -- capacity -----------------------------------------------------------------------------
+    instance_types: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "more instance types tried in order when instance_type has no capacity "
+                "(InsufficientInstanceCapacity, SpotMaxPriceTooLow, "
+                "MaxSpotInstanceCountExceeded)"})
+    subnet_ids: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "more subnets (zones) tried in order after subnet_id when there is no "
+                "capacity"})
+    on_demand_fallback: bool = attrs.field(default=False, metadata={
+        "help": "when no spot capacity is found in any type and subnet, launch on-demand"})

@@ -9,6 +9,8 @@ S3 layout under ``s3://<bucket>/<prefix>/``::
     sweeps/<sweep>/runs/<token>/...       each run folder, both ways
     sweeps/<sweep>/ctl/status/<token>.json status records written by the instance
     sweeps/<sweep>/ctl/cancel/<token>     cancel markers written by the launcher
+    sweeps/<sweep>/ctl/heartbeat/<group>.json  the agent's heartbeat (its LastModified counts)
+    sweeps/<sweep>/ctl/attempts/<group>.json   instances a group has had (requeues), durable
 
 boto3 is imported lazily (``aws.client``), never when the plugin is loaded.
 """
@@ -65,6 +67,14 @@ def chester_backends() -> list[BackendSpec]:
         remote_root=lambda o: o.remote_dir)]
 
 
+@hookimpl
+def chester_register_commands(subparsers: Any) -> None:
+    """``chester ec2 ls`` / ``chester ec2 kill`` (see :mod:`chester_backend_ec2.cli`)."""
+    from chester_backend_ec2 import cli
+
+    cli.register(subparsers)
+
+
 # -- keys ----------------------------------------------------------------------------------------
 def _root(o: Ec2Options) -> str:
     return (o.prefix.strip("/") + "/") if o.prefix.strip("/") else ""
@@ -101,6 +111,13 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     agent = render.agent_source()
     agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
     setup, env_script, worker_argv = render.setup_scripts(backend)
+    seen = render.find_secret(setup + env_script + json.dumps(
+        [dict(r.env) for r in runs], default=str))
+    if seen:
+        raise UserError(f"ec2 backend: prepare_commands, the environment setup or the runs' env "
+                        f"hold {seen}, which would be stored in plain text in S3; give the "
+                        "instances access through their instance role (iam_instance_profile) "
+                        "and other secrets through the remote secrets option")
     staging_dir = Path(staging_dir)
     (staging_dir / "manifest.json").write_bytes(manifest)
     groups = []
@@ -116,7 +133,10 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
             "worker_argv": worker_argv, "gpus_per_run": o.gpus_per_run,
             "sync_interval_s": o.sync_interval_s, "watch_interval_s": o.watch_interval_s,
             "shutdown_when_done": o.shutdown_when_done,
-            "runs": [{"token": r.token, "name": r.name, "remote_dir": r.remote_dir}
+            "max_lifetime_s": o.max_lifetime_s, "preempt_signal": o.preempt_signal,
+            "heartbeat_interval_s": heartbeat_interval(o),
+            "runs": [{"token": r.token, "name": r.name, "remote_dir": r.remote_dir,
+                      "time_limit_s": _time_limit(o, r)}
                      for r in members],
         }
         spec_key = f"{sp}instances/{gtok}.json"
@@ -138,9 +158,11 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
             scripts["run_instances"] = json.dumps(_run_args(backend, sweep, gtok, ud,
                                                             redact=True), indent=1)
     size = sum(snap["sizes"].values())
+    life = f"{o.max_lifetime_s / 3600:g} h" if o.max_lifetime_s else "unbounded (!)"
     summary = (f"{len(runs)} runs on {len(groups)} {'spot' if o.spot else 'on-demand'} "
                f"{o.instance_type} instance(s) in {o.region or 'the default region'}; code "
-               f"{len(snap['files'])} files ({size} bytes) via s3://{o.bucket}/{_root(o)}")
+               f"{len(snap['files'])} files ({size} bytes) via s3://{o.bucket}/{_root(o)}; "
+               f"each instance lives at most {life}")
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
         uploads=tuple(Path(p) for p in snap["paths"].values()), scripts=scripts,
@@ -155,12 +177,33 @@ def _user_data(o: Ec2Options, spec_key: str, agent_key: str) -> str:
 
     return render.user_data(bucket=o.bucket, spec_key=spec_key, agent_key=agent_key,
                             region=o.region, endpoint_url=o.endpoint_url, python=o.python,
-                            bootstrap=o.bootstrap_commands)
+                            bootstrap=o.bootstrap_commands, max_lifetime_s=o.max_lifetime_s)
+
+
+def heartbeat_interval(o: Ec2Options) -> float:
+    """How often the agent writes its heartbeat: five per ``heartbeat_timeout_s``."""
+    return max(min(o.watch_interval_s, 1.0), min(60.0, o.heartbeat_timeout_s / 5))
+
+
+def _time_limit(o: Ec2Options, r: RunSpec) -> float | None:
+    v = r.resources.get("time_limit_s", o.time_limit_s) if r.resources else o.time_limit_s
+    if v is None:
+        return None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise UserError(f"ec2 backend: run {r.name}: time_limit_s must be seconds, got "
+                        f"{v!r}") from None
+    if v <= 0:
+        raise UserError(f"ec2 backend: run {r.name}: time_limit_s must be > 0, got {v!r}")
+    return v
 
 
 def _run_args(backend: BackendConfig, sweep: str, gtok: str, user_data: str,
-              redact: bool = False, attempt: int = 1) -> dict[str, Any]:
+              redact: bool = False, attempt: int = 1, instance_type: str | None = None,
+              subnet_id: str | None = None, spot: bool | None = None) -> dict[str, Any]:
     o: Ec2Options = backend.options
+    spot = o.spot if spot is None else spot
     tags = [{"Key": k, "Value": str(v)} for k, v in sorted(o.tags.items())]
     tags += [{"Key": "Name", "Value": f"chester-{sweep}"[:256]},
              {"Key": SWEEP_TAG, "Value": sweep}, {"Key": GROUP_TAG, "Value": gtok}]
@@ -168,7 +211,8 @@ def _run_args(backend: BackendConfig, sweep: str, gtok: str, user_data: str,
         tags.append({"Key": ATTEMPT_TAG, "Value": str(attempt)})
     args: dict[str, Any] = dict(o.run_instances_extra)
     args.update(
-        ImageId=o.image_id, InstanceType=o.instance_type, MinCount=1, MaxCount=1,
+        ImageId=o.image_id, InstanceType=instance_type or o.instance_type, MinCount=1,
+        MaxCount=1,
         ClientToken=gtok if attempt == 1 else f"{gtok}-a{attempt}", UserData="<user-data>" if redact else user_data,
         InstanceInitiatedShutdownBehavior="terminate",
         MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
@@ -178,20 +222,23 @@ def _run_args(backend: BackendConfig, sweep: str, gtok: str, user_data: str,
     )
     if o.key_name:
         args["KeyName"] = o.key_name
-    if o.subnet_id:
-        args["SubnetId"] = o.subnet_id
+    if subnet_id or o.subnet_id:
+        args["SubnetId"] = subnet_id or o.subnet_id
     if o.security_group_ids:
         args["SecurityGroupIds"] = list(o.security_group_ids)
     if o.iam_instance_profile:
         prof = o.iam_instance_profile
         args["IamInstanceProfile"] = {"Arn": prof} if prof.startswith("arn:") else {"Name": prof}
-    if o.spot:
-        spot: dict[str, Any] = {"InstanceInterruptionBehavior": o.interruption_behavior,
+    if spot:
+        opts: dict[str, Any] = {"InstanceInterruptionBehavior": o.interruption_behavior,
                                 "SpotInstanceType": "one-time" if o.interruption_behavior ==
                                 "terminate" else "persistent"}
         if o.max_price:
-            spot["MaxPrice"] = str(o.max_price)
-        args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
+            opts["MaxPrice"] = str(o.max_price)
+        args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": opts}
+        # the spot request carries the tags too: cancel and cleanup find it by them
+        args["TagSpecifications"].append({"ResourceType": "spot-instances-request",
+                                          "Tags": tags})
     return args
 
 
@@ -277,19 +324,43 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
                 existing[_tag(inst, GROUP_TAG)] = inst
     todo = [g for g in d["groups"] if g["token"] not in existing]
     lock = threading.Lock()
+    refused = threading.Event()
+    if todo:
+        check_instance_profile(o)
+        check_gpus(o, ec2)
 
     def launch(g: dict) -> None:
-        args = _run_args(backend, d["sweep"], g["token"], g["user_data"])
-        with aws.errors("run_instances", ec2):
-            inst = ec2.run_instances(**args)["Instances"][0]
+        if refused.is_set():
+            return  # an earlier launch was refused: start nothing more
+        try:
+            inst = launch_instance(backend, ec2, d["sweep"], g["token"], g["user_data"])
+        except BaseException:
+            refused.set()
+            raise
         with lock:
             existing[g["token"]] = inst
             stats["instances"] += 1
 
     if todo:
+        errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
             for fut in [pool.submit(launch, g) for g in todo]:
-                fut.result()
+                try:
+                    fut.result()
+                except BaseException as exc:
+                    errors.append(exc)
+        if errors:
+            LAST_SUBMIT.clear()
+            LAST_SUBMIT.update(stats)
+            started = len(existing)
+            if not started:
+                raise errors[0]
+            first = errors[0]
+            raise type(first)(
+                f"{first}; {started} of {len(d['groups'])} instances of sweep {d['sweep']} were "
+                "started and keep running (bounded by boot_timeout_s and max_lifetime_s): "
+                f"launch again to start the rest, or stop them with `chester ec2 kill "
+                f"{d['sweep']}`") from None
     LAST_SUBMIT.clear()
     LAST_SUBMIT.update(stats)
     handles = []
@@ -306,6 +377,117 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     order = {r.token: i for i, r in enumerate(prepared.runs)}
     handles.sort(key=lambda h: order[h.token])
     return handles
+
+
+#: run_instances errors that mean "no capacity for this type/zone/market": the next one is
+#: tried. See docs/backends/ec2.md for the AWS pages these codes come from.
+CAPACITY_CODES = frozenset({
+    "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow",
+    "MaxSpotInstanceCountExceeded", "InsufficientHostCapacity", "Unsupported",
+    "UnfulfillableCapacity",
+})
+
+
+def placements(o: Ec2Options) -> list[tuple[str, str | None, bool]]:
+    """(instance type, subnet, spot) in the order they are tried."""
+    types = list(dict.fromkeys([o.instance_type, *o.instance_types]))
+    subnets: list[str | None] = list(dict.fromkeys(
+        [s for s in (o.subnet_id, *o.subnet_ids) if s])) or [None]
+    markets = [o.spot] + ([False] if o.spot and o.on_demand_fallback else [])
+    return [(t, sn, m) for m in markets for t in types for sn in subnets]
+
+
+def launch_instance(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
+                    attempt: int = 1) -> dict:
+    """Start one instance, trying the next type, subnet (zone) and market on a capacity error.
+
+    Each placement has its own ClientToken (a token reused with other arguments is an
+    error at AWS); a lost response is found again by the group tag (see submit)."""
+    from botocore.exceptions import ClientError
+
+    from chester.errors import BackendError, TransientBackendError
+    from chester_backend_ec2 import aws
+
+    o: Ec2Options = backend.options
+    tried: list[str] = []
+    options = placements(o)
+    with aws.errors("run_instances", ec2):
+        for k, (itype, subnet, spot) in enumerate(options):
+            args = _run_args(backend, sweep, gtok, user_data, attempt=attempt,
+                             instance_type=itype, subnet_id=subnet, spot=spot)
+            if k:
+                args["ClientToken"] = f"{args['ClientToken']}-c{k}"
+            try:
+                return ec2.run_instances(**args)["Instances"][0]
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "?")
+                if code not in CAPACITY_CODES or len(options) == 1:
+                    raise
+                tried.append(f"{itype} {'spot' if spot else 'on-demand'} in "
+                             f"{subnet or 'the default subnet'}: {code}")
+        msg = ("ec2 backend: no capacity for any placement tried: " + "; ".join(tried) +
+               " (add instance_types or subnet_ids, or set on_demand_fallback)")
+        if any("InsufficientInstanceCapacity" in t for t in tried):
+            raise TransientBackendError(msg)
+        raise BackendError(msg)
+
+
+def check_gpus(o: Ec2Options, ec2: Any) -> None:
+    """Packed runs get ``gpus_per_run`` GPUs each: every instance type tried must have
+    ``runs_per_instance × gpus_per_run`` of them (DescribeInstanceTypes' ``GpuInfo``)."""
+    from botocore.exceptions import ClientError
+
+    from chester_backend_ec2 import aws
+
+    need = o.runs_per_instance * o.gpus_per_run
+    if o.runs_per_instance < 2 or not need:
+        return
+    types = sorted({t for t, _, _ in placements(o)})
+    try:
+        found = ec2.describe_instance_types(InstanceTypes=types)["InstanceTypes"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
+            return  # the launcher may not describe types: the run's own CUDA check will say
+        with aws.errors("describing instance types", ec2, sent=False):
+            raise
+    for it in found:
+        have = sum(int(g.get("Count") or 0) for g in (it.get("GpuInfo") or {}).get("Gpus", ()))
+        if have < need:
+            raise UserError(
+                f"ec2 backend: {it['InstanceType']} has {have} GPU(s) but runs_per_instance="
+                f"{o.runs_per_instance} x gpus_per_run={o.gpus_per_run} needs {need}: lower "
+                "runs_per_instance, set gpus_per_run: 0 for CPU runs, or pick a type with "
+                f"{need} GPUs")
+
+
+_checked_profiles: set[tuple[str | None, str]] = set()
+
+
+def check_instance_profile(o: Ec2Options) -> None:
+    """The instance profile exists (else every instance would boot and fail to reach S3)."""
+    from botocore.exceptions import ClientError
+
+    from chester_backend_ec2 import aws
+
+    prof = o.iam_instance_profile
+    if not prof or (o.region, prof) in _checked_profiles:
+        return
+    name = prof.rsplit("/", 1)[-1] if prof.startswith("arn:") else prof
+    iam = aws.client("iam", o)
+    try:
+        iam.get_instance_profile(InstanceProfileName=name)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        if code == "NoSuchEntity":
+            raise UserError(f"ec2 backend: iam_instance_profile {prof!r} does not exist; create "
+                            "it with the policy in docs/backends/ec2.md, or fix the name") \
+                from None
+        if code not in ("AccessDenied", "AccessDeniedException"):
+            with aws.errors("checking the instance profile", iam, sent=False):
+                raise
+        return  # the launcher may not read IAM: run_instances will say
+    _checked_profiles.add((o.region, prof))
 
 
 def _describe(ec2: Any, filters: list[dict]) -> list[dict]:
@@ -334,28 +516,53 @@ def _sweeps(handles: Sequence[RunHandle]) -> dict[str, list[RunHandle]]:
     return out
 
 
-def _ctl(s3: Any, o: Ec2Options, sweep: str) -> tuple[dict[str, dict], set[str]]:
-    """Status records (token -> record) and cancel markers of one sweep: one list call,
-    plus one get per record that changed since this process last read it."""
+@attrs.define
+class Ctl:
+    """What the ``ctl/`` prefix of a sweep holds."""
+
+    records: dict[str, dict] = attrs.Factory(dict)  # token -> status record
+    cancels: set[str] = attrs.Factory(set)  # tokens with a cancel marker
+    beats: dict[str, float] = attrs.Factory(dict)  # group -> time of its last heartbeat
+    attempts: dict[str, dict] = attrs.Factory(dict)  # group -> {"attempt", "pending"...}
+
+
+def _get_json(s3: Any, o: Ec2Options, obj: Mapping) -> dict | None:
+    ck = (o.bucket, obj["Key"], obj.get("ETag", ""))
+    rec = _record_cache.get(ck)
+    if rec is None:
+        try:
+            rec = json.loads(s3.get_object(Bucket=o.bucket, Key=obj["Key"])["Body"].read())
+        except (ValueError, KeyError):
+            return None
+        _record_cache[ck] = rec
+    return rec
+
+
+def read_ctl(s3: Any, o: Ec2Options, sweep: str) -> Ctl:
+    """One list call, plus one get per record that changed since this process last read it.
+    A heartbeat's time is its object's LastModified (S3's clock, not the instance's)."""
     prefix = f"{sweep_prefix(o, sweep)}ctl/"
-    records: dict[str, dict] = {}
-    cancels: set[str] = set()
+    ctl = Ctl()
     for obj in _list(s3, o.bucket, prefix):
         rest = obj["Key"][len(prefix):]
         if rest.startswith("cancel/"):
-            cancels.add(rest[len("cancel/"):])
-        elif rest.startswith("status/") and rest.endswith(".json"):
-            tok = rest[len("status/"):-len(".json")]
-            ck = (o.bucket, obj["Key"], obj.get("ETag", ""))
-            rec = _record_cache.get(ck)
-            if rec is None:
-                try:
-                    rec = json.loads(s3.get_object(Bucket=o.bucket, Key=obj["Key"])["Body"].read())
-                except (ValueError, KeyError):
-                    continue
-                _record_cache[ck] = rec
-            records[tok] = rec
-    return records, cancels
+            ctl.cancels.add(rest[len("cancel/"):])
+        elif rest.startswith("heartbeat/") and rest.endswith(".json"):
+            ctl.beats[rest[len("heartbeat/"):-len(".json")]] = obj["LastModified"].timestamp()
+        elif rest.startswith(("status/", "attempts/")) and rest.endswith(".json"):
+            kind, name = rest[:-len(".json")].split("/", 1)
+            rec = _get_json(s3, o, obj)
+            if rec is not None:
+                (ctl.records if kind == "status" else ctl.attempts)[name] = rec
+    return ctl
+
+
+def _ctl(s3: Any, o: Ec2Options, sweep: str) -> tuple[dict[str, dict], set[str]]:
+    ctl = read_ctl(s3, o, sweep)
+    return ctl.records, ctl.cancels
+
+
+FINAL_RECORDS = ("succeeded", "failed", "cancelled", "timeout", "lost")
 
 
 def _spot_reclaimed(inst: Mapping | None) -> bool:
@@ -380,6 +587,10 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
         st = rec.get("state")
         if st == "succeeded":
             return RunStatus(state=State.SUCCEEDED, **kw)
+        if st == "timeout":
+            return RunStatus(state=State.TIMEOUT, **kw)
+        if st == "lost":
+            return RunStatus(state=State.LOST, **kw)
         if st == "cancelled" or (cancelled and (rec.get("ended_at") or not alive)):
             return RunStatus(state=State.CANCELLED, **{**kw, "reason": kw.get("reason") or
                                                        "cancelled"})
@@ -435,84 +646,262 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
     groups = _sweeps(handles)
     with aws.errors("describing instances", ec2):
         insts = _describe(ec2, [{"Name": f"tag:{SWEEP_TAG}", "Values": sorted(groups)}])
+    by_group = _current(insts)
+    out: dict[str, RunStatus] = {}
+    for sweep, hs in groups.items():
+        with aws.errors("reading status records", s3):
+            ctl = read_ctl(s3, o, sweep)
+        _reap(backend, ec2, s3, sweep, hs, by_group, ctl)
+        for h in hs:
+            out[h.token] = to_status(h, by_group.get(h.get("group")), ctl.records.get(h.token),
+                                     h.token in ctl.cancels)
+        if o.max_requeues > 0:
+            _requeue(backend, ec2, s3, sweep, hs, out, insts, by_group, ctl)
+            _will_requeue(o, hs, out, insts, ctl)
+        _release_spot_requests(o, ec2, s3, sweep, hs, out, ctl)
+    return out
+
+
+def _current(insts: list[dict]) -> dict[str, dict]:
+    """Each group's current instance: an alive one, else the one launched last."""
     by_group: dict[str, dict] = {}
     for inst in insts:
         g = _tag(inst, GROUP_TAG)
+        if g is None:
+            continue
         prev = by_group.get(g)
         if prev is None or (inst["State"]["Name"] in ALIVE) or \
                 prev["State"]["Name"] not in ALIVE and inst.get("LaunchTime", 0) > \
                 prev.get("LaunchTime", 0):
             by_group[g] = inst
-    out: dict[str, RunStatus] = {}
-    for sweep, hs in groups.items():
-        with aws.errors("reading status records", s3):
-            records, cancels = _ctl(s3, o, sweep)
-        for h in hs:
-            out[h.token] = to_status(h, by_group.get(h.get("group")), records.get(h.token),
-                                     h.token in cancels)
-        if o.max_requeues > 0:
-            _requeue(backend, ec2, s3, sweep, hs, out, insts, by_group)
-            _will_requeue(o, hs, out, insts)
+    return by_group
+
+
+def _ts(value: Any) -> float | None:
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _members(hs: Sequence[RunHandle]) -> dict[str, list[RunHandle]]:
+    out: dict[str, list[RunHandle]] = {}
+    for h in hs:
+        if h.get("group"):
+            out.setdefault(h.get("group") or "", []).append(h)
     return out
 
 
+def _reap(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
+          by_group: dict[str, dict], ctl: Ctl) -> None:
+    """Terminate running instances that are past their bounds, whatever their agent does:
+
+    - past ``max_lifetime_s`` (plus a slack for the agent's own stop): its open runs ``timeout``;
+    - no heartbeat ``boot_timeout_s`` after it started: its runs ``lost`` (bootstrap hung);
+    - a heartbeat older than ``heartbeat_timeout_s``: its open runs ``lost`` (agent died).
+
+    The verdict is written as the runs' status records, so every launcher reads the same."""
+    from chester_backend_ec2 import aws
+
+    o: Ec2Options = backend.options
+    now = time.time()
+    kill: list[str] = []
+    for gtok, mhs in _members(hs).items():
+        inst = by_group.get(gtok)
+        if inst is None or inst["State"]["Name"] != "running":
+            continue
+        launched = _ts(inst.get("LaunchTime"))
+        if launched is None:
+            continue
+        iid = inst["InstanceId"]
+        open_ = [h for h in mhs if (ctl.records.get(h.token) or {}).get("state")
+                 not in FINAL_RECORDS]
+        beat = ctl.beats.get(gtok)
+        age = now - launched
+        verdict: tuple[str, str] | None = None
+        if o.max_lifetime_s and age > o.max_lifetime_s + min(600.0, max(
+                5.0, o.max_lifetime_s * 0.1)):
+            verdict = ("timeout", f"instance {iid} ran past max_lifetime_s="
+                       f"{o.max_lifetime_s:g} ({age:.0f} s since it started); chester "
+                       "terminated it")
+        elif beat is None or beat + 2 < launched:
+            if age > o.boot_timeout_s:
+                verdict = ("lost", f"instance {iid} gave no sign of its agent {age:.0f} s after "
+                           f"it started (boot_timeout_s={o.boot_timeout_s:g}); chester "
+                           f"terminated it (see `aws ec2 get-console-output --instance-id "
+                           f"{iid}`)")
+        elif now - beat > o.heartbeat_timeout_s and (open_ or o.shutdown_when_done):
+            verdict = ("lost", f"the agent on instance {iid} stopped its heartbeat "
+                       f"{now - beat:.0f} s ago (heartbeat_timeout_s="
+                       f"{o.heartbeat_timeout_s:g}); chester terminated the instance")
+        if verdict is None:
+            continue
+        kill.append(iid)
+        state, reason = verdict
+        with aws.errors("recording terminated runs", s3):
+            for h in open_:
+                old = ctl.records.get(h.token) or {}
+                rec = {"token": h.token, "state": state, "reason": reason, "ended_at": now,
+                       "attempt": old.get("attempt") or 1, "started_at": old.get("started_at"),
+                       "by": "launcher"}
+                s3.put_object(Bucket=o.bucket, Key=f"{sweep_prefix(o, sweep)}ctl/status/"
+                              f"{h.token}.json", Body=json.dumps(rec, sort_keys=True).encode())
+                ctl.records[h.token] = rec
+        by_group[gtok] = {**inst, "State": {"Name": "shutting-down"}}
+    if kill:
+        with aws.errors("terminating instances past their bounds", ec2):
+            ec2.terminate_instances(InstanceIds=kill)
+        _cancel_spot_requests(o, ec2, [g for g, i in by_group.items()
+                                       if i["InstanceId"] in kill])
+
+
+def _attempts(gtok: str, insts: list[dict], ctl: Ctl) -> int:
+    """How many instances the group has had: the durable record, else the attempt tags."""
+    rec = ctl.attempts.get(gtok) or {}
+    tags = [int(_tag(i, ATTEMPT_TAG) or 1) for i in insts if _tag(i, GROUP_TAG) == gtok]
+    return max([int(rec.get("attempt") or 1), *tags])
+
+
 def _will_requeue(o: Ec2Options, hs: Sequence[RunHandle], out: dict[str, RunStatus],
-                  insts: list[dict]) -> None:
-    """``preempted`` is final in chester: a run whose group may still start again (its
-    instance is not gone yet, or it may resume) reads ``requeued`` until that is decided."""
+                  insts: list[dict], ctl: Ctl) -> None:
+    """``preempted`` is final in chester: a run whose group may still start again reads
+    ``requeued`` until that is decided."""
     for h in hs:
         st = out[h.token]
         gtok = h.get("group")
         if st.state != State.PREEMPTED or not gtok:
             continue
-        attempts = sum(1 for i in insts if _tag(i, GROUP_TAG) == gtok)
-        if attempts < 1 + o.max_requeues:
+        if _attempts(gtok, insts, ctl) < 1 + o.max_requeues:
             out[h.token] = attrs.evolve(
                 st, state=State.REQUEUED,
                 pending_reason=f"preempted; will start again ({st.reason or 'spot interruption'})")
 
 
 def _requeue(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
-             out: dict[str, RunStatus], insts: list[dict], by_group: dict[str, dict]) -> None:
+             out: dict[str, RunStatus], insts: list[dict], by_group: dict[str, dict],
+             ctl: Ctl) -> None:
     """Start a preempted instance's unfinished runs again on a new instance.
 
-    Only when the instance is gone, every run of it that is asked about is preempted or over,
-    and the group has had fewer than ``1 + max_requeues`` instances. The ClientToken and the
-    attempt tag make a repeated poll (or a retried call) start no second replacement."""
+    Only when the instance is gone (terminated, or no longer listed at all), every run of it
+    asked about is preempted or over, and the group has had fewer than ``1 + max_requeues``
+    instances. The attempt number is written to ``ctl/attempts/<group>.json`` before the
+    launch (``pending``) and after it, so a count never depends on which instances AWS still
+    lists; a retried launch of the same attempt reuses its ClientToken. A launch that fails
+    (a quota, no capacity) leaves the runs ``requeued`` with the error as pending reason and
+    is tried again at the next poll; it never fails the status call."""
+    from chester.errors import ChesterError
     from chester_backend_ec2 import aws, render
 
     o: Ec2Options = backend.options
-    members: dict[str, list[RunHandle]] = {}
-    for h in hs:
-        members.setdefault(h.get("group") or "", []).append(h)
-    for gtok, mhs in members.items():
+    now = time.time()
+    visible = {i["InstanceId"]: i for i in insts}
+    for gtok, mhs in _members(hs).items():
         cur = by_group.get(gtok)
-        if not gtok or cur is None or cur["State"]["Name"] not in ("shutting-down", "terminated"):
+        if cur is not None and cur["State"]["Name"] not in ("shutting-down", "terminated"):
             continue
         states = [out[h.token].state for h in mhs]
         if State.PREEMPTED not in states or \
-                any(s not in (State.PREEMPTED,) and not s.terminal for s in states):
+                any(s != State.PREEMPTED and not s.terminal for s in states):
             continue
-        attempts = sum(1 for i in insts if _tag(i, GROUP_TAG) == gtok)
-        if attempts >= 1 + o.max_requeues:
+        dur = ctl.attempts.get(gtok) or {}
+        n = _attempts(gtok, insts, ctl)
+        newest = dur.get("instance")
+        ran = max(int((ctl.records.get(h.token) or {}).get("attempt") or 1) for h in mhs)
+        if not dur.get("pending") and newest and n > ran and newest not in visible and \
+                now - float(dur.get("at") or 0) < o.boot_timeout_s:
+            for h in mhs:  # started, not listed yet
+                if out[h.token].state == State.PREEMPTED:
+                    out[h.token] = RunStatus(state=State.REQUEUED, remote_id=newest,
+                                             attempt=n, pending_reason=f"preempted; started "
+                                             f"again on {newest} (instance {n})")
             continue
-        agent = render.agent_source()
-        agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
-        spec_key = f"{sweep_prefix(o, sweep)}instances/{gtok}.json"
-        with aws.errors("uploading the agent", s3):
-            if not _exists(s3, o.bucket, agent_key):
-                s3.put_object(Bucket=o.bucket, Key=agent_key, Body=agent)
-        args = _run_args(backend, sweep, gtok, _user_data(o, spec_key, agent_key),
-                         attempt=attempts + 1)
-        with aws.errors("run_instances (requeue)", ec2):
-            new = ec2.run_instances(**args)["Instances"][0]
+        nxt = n if dur.get("pending") else n + 1
+        if nxt > 1 + o.max_requeues:
+            continue
+        key = f"{sweep_prefix(o, sweep)}ctl/attempts/{gtok}.json"
+        try:
+            agent = render.agent_source()
+            agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
+            spec_key = f"{sweep_prefix(o, sweep)}instances/{gtok}.json"
+            with aws.errors("recording the requeue", s3):
+                s3.put_object(Bucket=o.bucket, Key=key, Body=json.dumps(
+                    {"attempt": nxt, "pending": True, "at": now}).encode())
+                if not _exists(s3, o.bucket, agent_key):
+                    s3.put_object(Bucket=o.bucket, Key=agent_key, Body=agent)
+            new = launch_instance(backend, ec2, sweep, gtok, _user_data(o, spec_key, agent_key),
+                                  attempt=nxt)
+            with aws.errors("recording the requeue", s3):
+                s3.put_object(Bucket=o.bucket, Key=key, Body=json.dumps(
+                    {"attempt": nxt, "instance": new["InstanceId"], "at": now}).encode())
+        except ChesterError as exc:
+            for h in mhs:
+                if out[h.token].state == State.PREEMPTED:
+                    out[h.token] = attrs.evolve(
+                        out[h.token], state=State.REQUEUED, pending_reason=(
+                            f"preempted; starting instance {nxt} failed ({exc}); tried again "
+                            "at the next status poll"))
+            continue
+        old = cur["InstanceId"] if cur else (mhs[0].remote_id or "its instance")
         for h in mhs:
             if out[h.token].state == State.PREEMPTED:
                 out[h.token] = RunStatus(
                     state=State.REQUEUED, remote_id=new["InstanceId"],
                     attempt=(out[h.token].attempt or 1) + 1,
-                    pending_reason=f"preempted on {cur['InstanceId']}; started again on "
-                                   f"{new['InstanceId']} (instance {attempts + 1})")
+                    pending_reason=f"preempted on {old}; started again on "
+                                   f"{new['InstanceId']} (instance {nxt})")
+
+
+_released: set[str] = set()
+
+
+def _release_spot_requests(o: Ec2Options, ec2: Any, s3: Any, sweep: str,
+                           hs: Sequence[RunHandle], out: Mapping[str, RunStatus],
+                           ctl: Ctl) -> None:
+    """A persistent spot request (interruption_behavior stop/hibernate) outlives its
+    instance and starts a new one when it is terminated: cancel it once every run of its
+    group is final (status polls ask only about unfinished runs: the others of a packed
+    group are looked up in their records)."""
+    if not o.spot or o.interruption_behavior == "terminate":
+        return
+    done = []
+    for g, mhs in _members(hs).items():
+        if g in _released or not all(out[h.token].state.terminal for h in mhs):
+            continue
+        if len(mhs) < int(mhs[0].get("group_size") or 1):
+            spec = _get_json(s3, o, {"Key": f"{sweep_prefix(o, sweep)}instances/{g}.json",
+                                     "ETag": "spec"}) or {}
+            asked = {h.token for h in mhs}
+            if not all((ctl.records.get(r["token"]) or {}).get("state") in FINAL_RECORDS
+                       for r in spec.get("runs", ()) if r["token"] not in asked):
+                continue
+        done.append(g)
+    if done:
+        _cancel_spot_requests(o, ec2, done)
+
+
+def _cancel_spot_requests(o: Ec2Options, ec2: Any, groups: Sequence[str]) -> list[str]:
+    """Cancel the open, active or disabled spot requests of these groups (found by their
+    tags). Only persistent requests (``interruption_behavior`` stop or hibernate) outlive
+    their instance; one-time requests close by themselves, so nothing is asked then."""
+    from chester_backend_ec2 import aws
+
+    if not groups or not o.spot or o.interruption_behavior == "terminate":
+        return []
+    ids: list[str] = []
+    with aws.errors("cancelling spot requests", ec2):
+        for i in range(0, len(groups), 200):
+            res = ec2.describe_spot_instance_requests(Filters=[
+                {"Name": f"tag:{GROUP_TAG}", "Values": list(groups[i:i + 200])},
+                {"Name": "state", "Values": ["open", "active", "disabled"]}])
+            ids += [r["SpotInstanceRequestId"] for r in res.get("SpotInstanceRequests", ())]
+        if ids:
+            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=sorted(ids))
+    _released.update(groups)
+    return ids
 
 
 # -- cancel --------------------------------------------------------------------------------------
@@ -535,6 +924,8 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
     whole = sorted({h.get("group") or "" for h in handles if h.get("group") and
                     len(asked[h.get("group") or ""]) >= int(h.get("group_size") or 1)})
     if whole:
+        # first the persistent spot requests, which would start the instances again
+        _cancel_spot_requests(o, ec2, whole)
         with aws.errors("terminating instances", ec2):
             ids = set()
             for i in range(0, len(whole), 200):

@@ -91,8 +91,13 @@ def setup_scripts(backend: BackendConfig) -> tuple[str, str, list[str]]:
 
 
 def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
-              endpoint_url: str | None, python: str, bootstrap: Sequence[str]) -> str:
-    """The user-data script of one instance: fetch the agent from S3 and run it."""
+              endpoint_url: str | None, python: str, bootstrap: Sequence[str],
+              max_lifetime_s: float | None = None) -> str:
+    """The user-data script of one instance: fetch the agent from S3 and run it.
+
+    With ``max_lifetime_s`` its first act is to schedule the instance's shutdown (which
+    terminates it: ``InstanceInitiatedShutdownBehavior=terminate``) at that time, so the
+    bound holds even if the agent never starts or dies."""
     q = shlex.quote
     lines = [
         "#!/bin/bash",
@@ -112,6 +117,21 @@ def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
         'mkdir -p "$state" "${root%/}/var/log"',
         'exec >>"${root%/}/var/log/chester-agent.log" 2>&1',
         'echo "chester: user-data starts $(date -u +%FT%TZ)"',
+    ]
+    if max_lifetime_s:
+        secs = int(max_lifetime_s)
+        mins = max(1, -(-secs // 60))
+        lines += [
+            f"# a hard bound on this instance's life ({secs} s), whatever becomes of the agent",
+            'export CHESTER_EC2_STARTED="$(date +%s)"',
+            'if [ -n "${CHESTER_EC2_POWEROFF+x}" ]; then',
+            f'  (sleep {secs}; echo "chester: max_lifetime_s reached"; '
+            'eval "$CHESTER_EC2_POWEROFF") &',
+            "else",
+            f"  shutdown -h +{mins} || true",
+            "fi",
+        ]
+    lines += [
         "# a bootstrap that fails powers the instance off (it terminates) instead of idling",
         'trap \'echo "chester: bootstrap failed"; eval "${CHESTER_EC2_POWEROFF-shutdown -h now}"\''
         ' EXIT',

@@ -10,6 +10,13 @@ state="${root%/}/var/lib/chester"
 mkdir -p "$state" "${root%/}/var/log"
 exec >>"${root%/}/var/log/chester-agent.log" 2>&1
 echo "chester: user-data starts $(date -u +%FT%TZ)"
+# a hard bound on this instance's life (7200 s), whatever becomes of the agent
+export CHESTER_EC2_STARTED="$(date +%s)"
+if [ -n "${CHESTER_EC2_POWEROFF+x}" ]; then
+  (sleep 7200; echo "chester: max_lifetime_s reached"; eval "$CHESTER_EC2_POWEROFF") &
+else
+  shutdown -h +120 || true
+fi
 # a bootstrap that fails powers the instance off (it terminates) instead of idling
 trap 'echo "chester: bootstrap failed"; eval "${CHESTER_EC2_POWEROFF-shutdown -h now}"' EXIT
 pip install chester-ml==0.3.0

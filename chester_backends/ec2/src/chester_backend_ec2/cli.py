@@ -1,0 +1,138 @@
+"""``chester ec2 ls`` and ``chester ec2 kill``: what chester started on EC2, found by its tags.
+
+They need no job store and no handles: an instance carries ``chester:sweep`` and
+``chester:group`` tags from the moment it is launched, so a submit refused midway, a lost
+launcher or a deleted project leaves nothing these commands cannot find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from chester.errors import UserError
+
+LIVE = ["pending", "running", "stopping", "stopped"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("ec2", help="EC2 instances chester started (found by their tags)")
+    sub = p.add_subparsers(dest="ec2_command", metavar="ACTION")
+    ls = sub.add_parser("ls", help="list live instances chester started: sweep, age, type")
+    ls.add_argument("sweep", nargs="?", help="only this sweep (its chester:sweep tag)")
+    ls.add_argument("--backend", help="the ec2 backend of chester.yaml (default: the only one)")
+    ls.add_argument("--json", action="store_true", help="JSON output")
+    kill = sub.add_parser("kill", help="terminate the live instances of a sweep (or --all), "
+                                       "cancelling their spot requests first")
+    kill.add_argument("sweep", nargs="?", help="the sweep (its chester:sweep tag)")
+    kill.add_argument("--all", action="store_true", help="every instance chester started here")
+    kill.add_argument("--backend", help="the ec2 backend of chester.yaml (default: the only one)")
+    p.set_defaults(chester_command=main)
+
+
+def _backend(name: str | None) -> Any:
+    from chester.config import get_config
+
+    cfg = get_config()
+    if name:
+        return cfg.backend(name)
+    names = [n for n in cfg.backend_names() if n in cfg.values["backends"] and
+             cfg.backend_raw(n)[0] == "ec2"]
+    if len(names) != 1:
+        raise UserError("chester ec2: " + (f"several ec2 backends ({', '.join(names)}): pick one "
+                                           "with --backend" if names else
+                                           "no backend of type ec2 in chester.yaml"))
+    return cfg.backend(names[0])
+
+
+def live_instances(o: Any, sweep: str | None = None) -> list[dict]:
+    from chester_backend_ec2 import aws
+    from chester_backend_ec2.plugin import SWEEP_TAG, _describe
+
+    ec2 = aws.client("ec2", o)
+    flt = [{"Name": "instance-state-name", "Values": LIVE}]
+    flt.append({"Name": f"tag:{SWEEP_TAG}", "Values": [sweep]} if sweep else
+               {"Name": "tag-key", "Values": [SWEEP_TAG]})
+    with aws.errors("describing instances", ec2):
+        return _describe(ec2, flt)
+
+
+def spot_prices(o: Any, insts: list[dict]) -> dict[str, float]:
+    """Instance id -> the current spot price of its type in its zone (spot instances only;
+    nothing when the price history cannot be read)."""
+    from chester_backend_ec2 import aws
+
+    ec2 = aws.client("ec2", o)
+    out: dict[str, float] = {}
+    cache: dict[tuple[str, str], float | None] = {}
+    for i in insts:
+        if i.get("InstanceLifecycle") != "spot":
+            continue
+        key = (i.get("InstanceType", ""), (i.get("Placement") or {}).get("AvailabilityZone", ""))
+        if key not in cache:
+            try:
+                hist = ec2.describe_spot_price_history(
+                    InstanceTypes=[key[0]], AvailabilityZone=key[1],
+                    ProductDescriptions=["Linux/UNIX"], MaxResults=1)["SpotPriceHistory"]
+                cache[key] = float(hist[0]["SpotPrice"]) if hist else None
+            except Exception:  # a price is a nicety: never fail the listing for it
+                cache[key] = None
+        price = cache[key]
+        if price is not None:
+            out[i["InstanceId"]] = price
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from chester_backend_ec2.plugin import GROUP_TAG, SWEEP_TAG, _cancel_spot_requests, _tag
+
+    if args.ec2_command not in ("ls", "kill"):
+        raise UserError("usage: chester ec2 ls [SWEEP] | chester ec2 kill SWEEP|--all")
+    backend = _backend(args.backend)
+    o = backend.options
+    if args.ec2_command == "ls":
+        insts = live_instances(o, args.sweep)
+        prices = spot_prices(o, insts)
+        rows = []
+        now = time.time()
+        for i in sorted(insts, key=lambda i: (_tag(i, SWEEP_TAG) or "", i["LaunchTime"])):
+            launched = i["LaunchTime"].timestamp()
+            rows.append({"instance": i["InstanceId"], "sweep": _tag(i, SWEEP_TAG),
+                         "state": i["State"]["Name"], "type": i.get("InstanceType"),
+                         "market": i.get("InstanceLifecycle") or "on-demand",
+                         "launched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(launched)),
+                         "hours": round((now - launched) / 3600, 2),
+                         "usd_per_hour": prices.get(i["InstanceId"]),
+                         "attempt": _tag(i, "chester:attempt") or "1"})
+        if args.json:
+            json.dump(rows, sys.stdout, indent=1)
+            print()
+        else:
+            from chester.cli import emit_table
+
+            emit_table(f"chester ec2 instances ({len(rows)})",
+                       ["Instance", "Sweep", "State", "Type", "Market", "Launched", "Hours",
+                        "USD/h", "Attempt"], [list(r.values()) for r in rows])
+            known = [r["usd_per_hour"] for r in rows if r["usd_per_hour"] is not None]
+            if known:
+                print(f"spot instances now cost about {sum(known):.2f} USD/h in all "
+                      f"(on-demand prices are not looked up)")
+        return 0
+    if not args.all and not args.sweep:
+        raise UserError("chester ec2 kill: name a SWEEP (see `chester ec2 ls`) or pass --all")
+    from chester_backend_ec2 import aws
+
+    insts = live_instances(o, None if args.all else args.sweep)
+    ec2 = aws.client("ec2", o)
+    groups = sorted({g for g in (_tag(i, GROUP_TAG) for i in insts) if g})
+    _cancel_spot_requests(o, ec2, groups)
+    ids = sorted(i["InstanceId"] for i in insts)
+    if ids:
+        with aws.errors("terminating instances", ec2):
+            for k in range(0, len(ids), 500):
+                ec2.terminate_instances(InstanceIds=ids[k:k + 500])
+    print(f"terminated {len(ids)} instance(s)" + (": " + " ".join(ids) if ids else ""))
+    return 0

@@ -1,0 +1,487 @@
+"""Paths that cost money or results: lifetime bounds, dead agents, refused submits, requeue
+from the durable record, the spot notice reaching the run, capacity fallback, spot requests."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from contextlib import redirect_stdout
+
+import boto3
+import pytest
+from ec2farm import REGION, ec2_config  # type: ignore[import-not-found]
+
+from chester.errors import BackendError, UserError
+from chester.testing import ConformanceEnv
+
+FNS = r"""
+import json
+import os
+import signal
+import time
+
+
+def fn_bounded(variant, log_dir, exp_name):
+    seen = []
+    signal.signal(signal.SIGUSR1, lambda *a: seen.append("SIGUSR1"))
+    attempt = os.environ.get("CHESTER_ATTEMPT")
+    with open(os.path.join(log_dir, "progress.txt"), "a") as f:
+        f.write("start %s\n" % attempt)
+    if variant.get("preempt") and attempt == "1":
+        notice = os.environ["CHESTER_PREEMPT_FILE"]
+        while not os.path.exists(notice):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        with open(os.path.join(log_dir, "checkpoint.json"), "w") as f:
+            json.dump({"notice": open(notice).read(), "signals": seen}, f)
+        time.sleep(600)  # until the instance is taken
+    if variant.get("biglog"):
+        with open(os.path.join(log_dir, "train.log"), "w") as f:
+            f.write(("x" * 1023 + "\n") * (5 * 1024 + 512))  # 5.5 MiB
+    end = time.time() + float(variant.get("seconds", 0))
+    while time.time() < end:
+        if variant.get("biglog"):
+            with open(os.path.join(log_dir, "train.log"), "a") as f:
+                f.write("step %f\n" % time.time())
+        time.sleep(0.1)
+"""
+
+
+def _env(tmp_path, **over):
+    env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(**over))
+    (env.project / "ec2bounds.py").write_text(FNS)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _fns_importable(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path / "project"))
+    sys.modules.pop("ec2bounds", None)
+    yield
+    sys.modules.pop("ec2bounds", None)
+
+
+def _launch(env, variants, prefix, **kw):
+    import importlib
+
+    from chester.dispatch import Dispatcher
+    from chester.launcher import launch
+
+    importlib.invalidate_caches()
+    import ec2bounds  # type: ignore[import-not-found]
+
+    return launch(ec2bounds.fn_bounded, variants, backend="ec2", exp_prefix=prefix,
+                  config=env.config, dispatcher=Dispatcher(sleep=lambda s: None), **kw)
+
+
+def _until(fn, timeout=45.0, what="condition"):
+    end = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        assert time.time() < end, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _ec2():
+    return boto3.client("ec2", region_name=REGION)
+
+
+def _instances(state=None):
+    out = []
+    for r in _ec2().describe_instances(Filters=[{"Name": "tag-key", "Values": ["chester:sweep"]}]
+                                       )["Reservations"]:
+        out += [i for i in r["Instances"] if state is None or i["State"]["Name"] in state]
+    return out
+
+
+def _istate(iid):
+    return _ec2().describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0][
+        "State"]["Name"]
+
+
+def _s3_keys(prefix=""):
+    s3 = boto3.client("s3", region_name=REGION)
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="chester-test",
+                                                             Prefix=prefix):
+        out += [o["Key"] for o in page.get("Contents", ())]
+    return out
+
+
+def _forget(iid):
+    """The instance ages out of DescribeInstances (as terminated ones do after about an hour)."""
+    tags = [{"Key": k} for k in ("chester:sweep", "chester:group", "chester:attempt")]
+    _ec2().delete_tags(Resources=[iid], Tags=tags)
+
+
+class _Refuse:
+    """AWS refusing RunInstances calls (the error comes from the API; nothing else is faked)."""
+
+    def __init__(self, client, code, when):
+        import threading
+
+        self.client, self.code, self.when, self.calls = client, code, when, []
+        self.local = threading.local()
+        self.lock = threading.Lock()
+
+    def params(self, params, **kw):  # the API arguments, seen before the request is built
+        self.local.params = dict(params)
+
+    def __call__(self, **kw):
+        params = self.local.params
+        with self.lock:
+            self.calls.append(params.get("InstanceType"))
+            n = len(self.calls)
+        if self.when(n, params):
+            from botocore.awsrequest import AWSResponse
+
+            http = AWSResponse("https://ec2", 400, {}, None)
+            return http, {"Error": {"Code": self.code, "Message": f"refused: {self.code}"},
+                          "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return None
+
+    def __enter__(self):
+        self.client.meta.events.register("before-parameter-build.ec2.RunInstances", self.params)
+        self.client.meta.events.register("before-call.ec2.RunInstances", self)
+        return self
+
+    def __exit__(self, *exc):
+        self.client.meta.events.unregister("before-parameter-build.ec2.RunInstances",
+                                           self.params)
+        self.client.meta.events.unregister("before-call.ec2.RunInstances", self)
+
+
+# -- (1) lifetime bounds ---------------------------------------------------------------------------
+def test_run_time_limit_reads_timeout_and_powers_off(tmp_path, farm):
+    env = _env(tmp_path)
+    sweep = _launch(env, [{"seconds": 60}], "tlimit", resources={"time_limit_s": 1.5})
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sweep.runs[0]
+    assert states[run.name].value == "timeout", (run.reason, run.stderr_tail)
+    assert "time_limit_s=1.5" in run.reason
+    assert (farm.instances[run.handle.remote_id].root / "powered-off").exists()
+    assert (run.log_dir / "progress.txt").read_text() == "start 1\n"  # synced on the way
+
+
+def test_max_lifetime_stops_the_runs_and_powers_off(tmp_path, farm):
+    env = _env(tmp_path, max_lifetime_s=15)  # room for a slow bootstrap on a busy machine
+    sweep = _launch(env, [{"seconds": 120}], "lifetime")
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sweep.runs[0]
+    assert states[run.name].value == "timeout", (run.reason, run.stderr_tail)
+    assert "max_lifetime_s=15" in run.reason
+    _until(lambda: _istate(run.handle.remote_id) == "terminated", what="terminated")
+
+
+def test_killed_agent_instance_ends_at_its_lifetime_without_the_launcher(tmp_path, farm):
+    """The backstop user-data scheduled: no status poll, no agent, the instance still goes."""
+    env = _env(tmp_path, max_lifetime_s=20)
+    sweep = _launch(env, [{"seconds": 120}], "backstop")
+    run = sweep.runs[0]
+    iid = run.handle.remote_id
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    farm.kill_agent(iid)
+    time.sleep(1)
+    assert _istate(iid) == "running"  # the worker and the machine go on without the agent
+    _until(lambda: _istate(iid) == "terminated", timeout=30, what="terminated by the bound")
+    assert "max_lifetime_s reached" in (farm.instances[iid].root /
+                                         "var/log/chester-agent.log").read_text()
+    assert sweep.status()[run.name].value == "lost"
+    assert "never ended" in run.reason
+
+
+def test_killed_agent_is_terminated_on_a_stale_heartbeat(tmp_path, farm):
+    env = _env(tmp_path, heartbeat_timeout_s=2)
+    sweep = _launch(env, [{"seconds": 120}], "stale")
+    run = sweep.runs[0]
+    iid = run.handle.remote_id
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    farm.kill_agent(iid)
+    _until(lambda: sweep.status()[run.name].value == "lost", timeout=30, what="lost")
+    assert "stopped its heartbeat" in run.reason
+    _until(lambda: _istate(iid) == "terminated", what="terminated")
+    _until(lambda: farm.instances[iid].done, what="its processes gone")
+    # the verdict is durable: another launcher reads the same
+    from chester_backend_ec2 import plugin
+
+    assert plugin.chester_status(sweep.backend, [run.handle])[run.token].state.value == "lost"
+
+
+def test_instance_without_agent_reads_lost_after_boot_timeout(tmp_path, farm):
+    farm.paused = True  # user-data never gets anywhere
+    env = _env(tmp_path, boot_timeout_s=1.5)
+    sweep = _launch(env, [{"seconds": 0}], "noboot")
+    run = sweep.runs[0]
+    assert sweep.status()[run.name].value == "queued"
+    time.sleep(2)
+    assert sweep.status()[run.name].value == "lost"
+    assert "gave no sign of its agent" in run.reason and "get-console-output" in run.reason
+    assert _istate(run.handle.remote_id) in ("shutting-down", "terminated")
+
+
+# -- (2) a submit refused midway -------------------------------------------------------------------
+def test_refused_submit_leaves_findable_instances_and_a_resume_completes(tmp_path, farm,
+                                                                          monkeypatch):
+    from chester_backend_ec2 import aws
+
+    from chester.cli import main
+
+    farm.paused = True
+    env = _env(tmp_path)
+    monkeypatch.chdir(env.project)
+    ec2 = aws.client("ec2", env.config.backend("ec2").options)
+    variants = [{"seconds": 0, "i": i} for i in range(10)]
+    with _Refuse(ec2, "InstanceLimitExceeded", lambda n, p: n >= 4):
+        with pytest.raises(BackendError, match="3 of 10 instances") as ei:
+            _launch(env, variants, "tenth")
+    assert "chester ec2 kill" in str(ei.value)
+    assert len(_instances(("pending", "running"))) == 3
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["ec2", "ls", "--json"]) == 0
+    listed = json.loads(out.getvalue())
+    assert len(listed) == 3 and len({r["sweep"] for r in listed}) == 1
+    # launching again starts the other seven, never a second copy of the three
+    sweep = _launch(env, variants, "tenth")
+    insts = _instances(("pending", "running"))
+    assert len(insts) == 10
+    assert len({t["Value"] for i in insts for t in i["Tags"] if t["Key"] == "chester:group"}) == 10
+    assert {r.handle.remote_id for r in sweep.runs} == {i["InstanceId"] for i in insts}
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["ec2", "kill", listed[0]["sweep"]]) == 0
+    assert "terminated 10 instance(s)" in out.getvalue()
+    assert not _instances(("pending", "running"))
+    assert main(["ec2", "kill"]) == 2  # names nothing: refused
+
+
+# -- (3) persistent spot requests -----------------------------------------------------------------
+def _spot_request(group):
+    tags = [{"Key": "chester:group", "Value": group}, {"Key": "chester:sweep", "Value": "x"}]
+    res = _ec2().request_spot_instances(
+        InstanceCount=1, Type="persistent", LaunchSpecification={
+            "ImageId": "ami-0123456789abcdef0", "InstanceType": "t3.micro"},
+        TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}])
+    return res["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
+
+
+def _open_requests():
+    return [r["SpotInstanceRequestId"] for r in _ec2().describe_spot_instance_requests(
+        Filters=[{"Name": "state", "Values": ["open", "active"]}])["SpotInstanceRequests"]]
+
+
+def test_persistent_spot_request_is_cancelled_once_its_runs_end(tmp_path, farm):
+    env = _env(tmp_path, interruption_behavior="stop")
+    sweep = _launch(env, [{"seconds": 1}], "persist")
+    run = sweep.runs[0]
+    # AWS makes the request RunInstances asked for; it carries the instance's tags
+    args = json.loads(sweep.prepared.scripts["run_instances"])
+    kinds = [t["ResourceType"] for t in args["TagSpecifications"]]
+    assert "spot-instances-request" in kinds
+    rid = _spot_request(run.handle.get("group"))
+    assert rid in _open_requests()
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
+    assert states[run.name].value == "succeeded"
+    assert rid not in _open_requests()
+
+
+def test_cancel_cancels_the_spot_request_before_terminating(tmp_path, farm):
+    env = _env(tmp_path, interruption_behavior="hibernate", cancel_grace_s=5)
+    sweep = _launch(env, [{"seconds": 120}], "persist-cancel")
+    run = sweep.runs[0]
+    rid = _spot_request(run.handle.get("group"))
+    other = _spot_request("chester-someone-else")
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    sweep.cancel()
+    assert rid not in _open_requests() and other in _open_requests()
+
+
+# -- (4) requeue from the durable record ------------------------------------------------------------
+def _preempt(farm, sweep, run, iid):
+    farm.interrupt(iid)
+    _until(lambda: (sweep.status(), "interruption notice" in (
+        sweep.store.run(run.id).pending_reason or ""))[1], what="the notice")
+    _ec2().terminate_instances(InstanceIds=[iid])
+    _until(lambda: farm.instances[iid].done, what="instance gone")
+
+
+def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_aged_out(
+        tmp_path, farm):
+    # syncs are a minute apart: what the run writes on the notice goes up within seconds
+    env = _env(tmp_path, max_requeues=1, preempt_signal="SIGUSR1", sync_interval_s=60)
+    sweep = _launch(env, [{"seconds": 0, "preempt": True}], "notice")
+    run = sweep.runs[0]
+    first = run.handle.remote_id
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    farm.interrupt(first)
+    # the run saw the notice (file and signal) and what it wrote then reached S3
+    _until(lambda: any(k.endswith(f"{run.token}/checkpoint.json") for k in _s3_keys()),
+           timeout=15, what="the checkpoint synced")
+    _ec2().terminate_instances(InstanceIds=[first])
+    _until(lambda: farm.instances[first].done, what="instance gone")
+    _forget(first)
+    assert sweep.status()[run.name].value == "requeued"
+    assert sweep.status()[run.name].value in ("requeued", "queued", "running")
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    assert len(farm.instances) == 2
+    ck = json.loads((run.log_dir / "checkpoint.json").read_text())
+    assert json.loads(ck["notice"])["action"] == "terminate"
+    assert ck["signals"] == ["SIGUSR1"]
+    assert (run.log_dir / "progress.txt").read_text() == "start 1\nstart 2\n"
+    st = json.loads((run.log_dir / ".chester" / "status.json").read_text())
+    assert st["attempt"] == 2
+
+
+def test_max_requeues_one_never_starts_a_third_instance(tmp_path, farm):
+    env = _env(tmp_path, max_requeues=1)
+    sweep = _launch(env, [{"seconds": 120}], "third")
+    run = sweep.runs[0]
+    first = run.handle.remote_id
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    _preempt(farm, sweep, run, first)
+    assert sweep.status()[run.name].value == "requeued"
+    second = _until(lambda: next((i for i in farm.instances if i != first), None),
+                    what="the second instance")
+    _forget(first)  # only the second one is listed now
+    _until(lambda: sweep.status()[run.name].value == "running", what="running again")
+    _preempt(farm, sweep, run, second)
+    for _ in range(3):
+        assert sweep.status()[run.name].value == "preempted"
+    assert len(farm.instances) == 2 and len(_instances()) == 1
+
+
+def test_a_refused_requeue_is_the_runs_pending_reason_not_a_failed_status(tmp_path, farm):
+    from chester_backend_ec2 import aws
+
+    env = _env(tmp_path, max_requeues=1)
+    sweep = _launch(env, [{"seconds": 1}], "quota")
+    run = sweep.runs[0]
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    ec2 = aws.client("ec2", env.config.backend("ec2").options)
+    with _Refuse(ec2, "VcpuLimitExceeded", lambda n, p: True) as refuse:
+        _preempt(farm, sweep, run, run.handle.remote_id)
+        assert sweep.status()[run.name].value == "requeued"
+        assert refuse.calls
+        assert "VcpuLimitExceeded" in sweep.store.run(run.id).pending_reason
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    assert len(farm.instances) == 2
+
+
+def test_a_growing_log_has_only_its_new_bytes_uploaded(tmp_path, farm):
+    env = _env(tmp_path)
+    sweep = _launch(env, [{"seconds": 4, "biglog": True}], "biglog")
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sweep.runs[0]
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    text = (run.log_dir / "train.log").read_text()
+    assert text.startswith("x" * 1023 + "\n") and text.count("step ") >= 10
+    assert text.endswith("\n") and len(text) > 5 * 1024 * 1024
+    root = farm.instances[run.handle.remote_id].root
+    on_instance = root / run.handle.remote_dir.lstrip("/") / "train.log"
+    assert on_instance.read_text() == text  # the pieces add up to the file
+    log = (root / "var/log/chester-agent.log").read_text()
+    appended = [int(line.split("appended ")[1].split()[0]) for line in log.splitlines()
+                if "appended" in line and "train.log" in line]
+    assert appended and max(appended) < 64 * 1024  # the 5.5 MiB went up once
+
+
+# -- (6) capacity ---------------------------------------------------------------------------------
+def test_capacity_errors_fall_back_over_types_subnets_and_on_demand(tmp_path, aws):
+    from chester_backend_ec2 import aws as aws_mod
+    from chester_backend_ec2 import plugin
+
+    subnets = [s["SubnetId"] for s in _ec2().describe_subnets()["Subnets"]][:2]
+    env = _env(tmp_path, instance_types=["t3.small"], subnet_ids=subnets,
+               on_demand_fallback=True)
+    backend = env.config.backend("ec2")
+    ec2 = aws_mod.client("ec2", backend.options)
+    codes = {"t3.micro": "InsufficientInstanceCapacity", "t3.small": "SpotMaxPriceTooLow"}
+
+    def no_spot(n, p):
+        return "InstanceMarketOptions" in p and (
+            p["InstanceType"] == "t3.micro" or p["InstanceType"] == "t3.small" and
+            p.get("SubnetId") == subnets[0])
+
+    with _Refuse(ec2, "SpotMaxPriceTooLow", no_spot) as refuse:
+        inst = plugin.launch_instance(backend, ec2, "s", "chester-g1", "#!/bin/bash\n")
+    assert inst["InstanceType"] == "t3.small" and inst["SubnetId"] == subnets[1]
+    assert refuse.calls == ["t3.micro", "t3.micro", "t3.small", "t3.small"]
+    # no spot anywhere: on-demand
+    with _Refuse(ec2, "MaxSpotInstanceCountExceeded", lambda n, p: "InstanceMarketOptions" in p):
+        inst = plugin.launch_instance(backend, ec2, "s", "chester-g2", "#!/bin/bash\n")
+    assert inst["InstanceType"] == "t3.micro" and "InstanceLifecycle" not in inst
+    # without the fallback the error names every placement tried
+    env = _env(tmp_path, instance_types=["t3.small"])
+    backend = env.config.backend("ec2")
+    with _Refuse(ec2, codes["t3.small"], lambda n, p: True):
+        with pytest.raises(BackendError, match="no capacity .*t3.micro spot.*t3.small spot"):
+            plugin.launch_instance(backend, ec2, "s", "chester-g3", "#!/bin/bash\n")
+    assert not [i for i in _instances() if _tagof(i) == "chester-g3"]
+
+
+def _tagof(inst):
+    return next((t["Value"] for t in inst.get("Tags", ()) if t["Key"] == "chester:group"), None)
+
+
+# -- (7) security ---------------------------------------------------------------------------------
+def test_secret_in_prepare_commands_is_refused(tmp_path, aws):
+    env = _env(tmp_path)
+    with open(env.project / "chester.yaml", "a") as f:
+        f.write("prepare_commands: ['export AWS_SECRET_ACCESS_KEY=abc123']\n")
+    from chester.config import load_config
+
+    env.config = load_config(env.project / "chester.yaml")
+    with pytest.raises(UserError, match="prepare_commands.*AWS secret"):
+        _launch(env, [{"seconds": 0}], "secret")
+    assert not _instances()
+    assert not _s3_keys("chester/sweeps/")
+
+
+def test_missing_instance_profile_is_found_before_any_launch(tmp_path, farm):
+    farm.paused = True
+    env = _env(tmp_path, iam_instance_profile="chester-runs")
+    with pytest.raises(UserError, match="iam_instance_profile 'chester-runs' does not exist"):
+        _launch(env, [{"seconds": 0}], "noprofile")
+    assert not _instances()
+    boto3.client("iam", region_name=REGION).create_instance_profile(
+        InstanceProfileName="chester-runs")
+    sweep = _launch(env, [{"seconds": 0}], "noprofile")
+    assert len(_instances()) == 1 and sweep.runs[0].handle.remote_id
+
+
+def test_packed_gpus_are_checked_against_the_instance_type(tmp_path, farm):
+    farm.paused = True
+    env = _env(tmp_path, runs_per_instance=2, instance_type="g5.xlarge")
+    with pytest.raises(UserError, match="g5.xlarge has 1 GPU.*needs 2"):
+        _launch(env, [{"seconds": 0}, {"seconds": 0}], "gpus")
+    assert not _instances()
+    env = _env(tmp_path, runs_per_instance=2, gpus_per_run=2, instance_type="g5.12xlarge")
+    sweep = _launch(env, [{"seconds": 0}, {"seconds": 0}], "gpus4")
+    assert len(_instances()) == 1 and len(sweep.runs) == 2
+
+
+def test_ec2_ls_shows_the_spot_price_where_known(tmp_path, farm, monkeypatch):
+    from chester.cli import main
+
+    farm.paused = True
+    env = _env(tmp_path)
+    monkeypatch.chdir(env.project)
+    _launch(env, [{"seconds": 0}], "price")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["ec2", "ls", "--json"]) == 0
+    (row,) = json.loads(out.getvalue())
+    assert row["market"] == "spot" and row["type"] == "t3.micro"
+    hist = _ec2().describe_spot_price_history(InstanceTypes=["t3.micro"], MaxResults=1)
+    if hist["SpotPriceHistory"]:  # the endpoint publishes prices: ls shows one
+        assert isinstance(row["usd_per_hour"], float)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["ec2", "ls"]) == 0
+    assert "USD/h" in out.getvalue() and row["instance"] in out.getvalue()
