@@ -53,3 +53,71 @@ def test_runs_are_placed_on_free_gpus_within_caps(tmp_path, gpu_lab):
     assert ("chost1", "0") not in seen, "a GPU used by another process was handed out"
     assert {g for h, g in seen if h == "chost2"} <= {"0", "1"}, seen
     assert not overlaps(gpu_intervals(remote))
+
+
+def _wait_for(pred, timeout=60.0, step=0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = pred()
+        if got:
+            return got
+        time.sleep(step)
+    raise AssertionError("timed out")
+
+
+def test_waiting_runs_say_why_and_start_when_gpus_free(tmp_path, gpu_lab):
+    """Every GPU held by another user's process: the runs wait, saying why and where they
+    are in the queue; two GPUs free up on one node mid-sweep: a 2-GPU run starts there within
+    a couple of seconds, and its status names the node and GPUs."""
+    lab = gpu_lab
+    n1, n2 = lab.nodes
+    busy = [{"used": 12000, "procs": [5000 + i]} for i in range(4)]
+    lab.set_gpus(n1, busy)
+    lab.set_gpus(n2, busy)
+    project, cfg, remote = make_project(tmp_path, lab)
+    sweep = launch(fn_gpu, [{"i": i, "sleep": 3} for i in range(3)], backend="lab",
+                   exp_prefix="wait", config=cfg, dispatcher=fast(), resources={"gpus": 2})
+
+    def waiting():
+        st = sweep.status()
+        return st if all(s.value == "queued" for s in st.values()) and all(
+            (r.pending_reason or "").endswith("0 of 8 free (needs 2 on one node)")
+            for r in sweep.store.runs(sweep.id)) else None
+
+    _wait_for(waiting, 30)
+    reasons = {r.name: r.pending_reason for r in sweep.store.runs(sweep.id)}
+    assert reasons[sweep.runs[0].name].startswith("queue position 1 of 3; no free GPU on "
+                                                  "chost1,chost2: 0 of 8 free"), reasons
+    assert reasons[sweep.runs[2].name].startswith("queue position 3 of 3"), reasons
+    # the memory threshold alone also keeps a GPU busy: a process-free GPU with memory used
+    lab.set_gpus(n2, [{"used": 12000}, busy[1], {}, {}])
+    freed = time.time()
+    first = sweep.runs[0]
+
+    def running():
+        st = sweep.status()
+        return st[first.name].value == "running" and sweep.store.run(first.id)
+
+    row = _wait_for(running, 30, 0.1)
+    status_file = remote / first.log_dir.relative_to(project) / ".chester" / "status.json"
+    rec = json.loads(_wait_for(lambda: status_file.exists() and status_file.read_text(), 10))
+    assert rec["host"] == "chost2" and rec["cuda_visible_devices"] == "2,3"
+    assert rec["started_at"] - freed < 3.0, rec["started_at"] - freed
+    assert row.host == "chost2 GPU 2,3", row.host
+    others = sweep.status()
+    assert others[sweep.runs[1].name].value == "queued"
+    assert sweep.store.run(sweep.runs[1].id).pending_reason.startswith("queue position 1 of 2")
+    lab.free_gpus(n1, 4)
+    lab.free_gpus(n2, 4)
+    states = sweep.wait(timeout=120, poll_interval=0.3, pull=True, progress=False)
+    assert {s.value for s in states.values()} == {"succeeded"}, states
+    for run in sweep.runs:
+        r = json.loads((run.log_dir / "result.json").read_text())
+        assert len(r["cuda"].split(",")) == 2
+    assert not overlaps(gpu_intervals(remote))
+    # the queue is empty: the scheduler left, and its leases with it
+    root = remote / ".chester" / "autobot"
+    _wait_for(lambda: not [p for p in (root / "leases").rglob("*") if p.is_file()], 15)
+    from tests.infra.sshd import _pid_alive
+    state = json.loads((root / "state.json").read_text())
+    _wait_for(lambda: not _pid_alive(state["pid"]), 15)

@@ -476,8 +476,10 @@ class Loop:
         self._watch(running, view, lroot, now, pids)
         reap_leases(lroot, now)
         held = leases(lroot)
+        free = {n: len(f) for n, f in self._free(view, held, cfg).items()}
         started = self._place(queue, view, held, lroot, cfg)
-        self._write_state(view, held, cfg, queue, started)
+        self._write_state(view, leases(lroot) if started else held, free, started)
+        self._drop_secrets(now)
         self.cycles += 1
         return bool(queue) and len(started) < len(queue), bool(running) or bool(started)
 
@@ -524,20 +526,26 @@ class Loop:
             release(lroot, node, r.get("gpus", ()), tok)
             remove(r["path"])
 
-    def _place(self, queue, view, held, lroot, cfg):
+    def _free(self, view, held, cfg):
+        """{node: GPU indices that may be handed out now}: no lease, no compute process
+        (when asked), memory used under the threshold, within the node's cap."""
         free = {}
         caps = cfg.get("max_gpus") or {}
         for n, v in view.items():
             if not v.get("reachable"):
                 continue
             mine = held.get(n, {})
-            f = [g for g, uuid, used, _total in v["gpus"]
-                 if g not in mine
-                 and not (cfg["free_needs_no_process"] and uuid in v["busy"])
-                 and (cfg["free_memory_mib"] is None or used <= cfg["free_memory_mib"])]
+            f = sorted(g for g, uuid, used, _total in v["gpus"]
+                       if g not in mine
+                       and not (cfg["free_needs_no_process"] and uuid in v["busy"])
+                       and (cfg["free_memory_mib"] is None or used <= cfg["free_memory_mib"]))
             cap = caps.get(n, cfg.get("max_gpus_per_node"))
-            room = len(v["gpus"]) if cap is None else max(0, int(cap) - len(mine))
-            free[n] = sorted(f)[:room] if room < len(f) else sorted(f)
+            room = len(f) if cap is None else max(0, int(cap) - len(mine))
+            free[n] = f[:room]
+        return free
+
+    def _place(self, queue, view, held, lroot, cfg):
+        free = self._free(view, held, cfg)
         placed = []
         per_node = {}
         taken = {r["token"] for r in running_entries(self.root)}
@@ -569,7 +577,7 @@ class Loop:
                            {"token": tok, "node": n, "gpus": got, "placed_at": rec["placed_at"]})
                 write_json(os.path.join(self.root, "running", "%s.json" % tok), rec)
                 per_node.setdefault(n, []).append(rec)
-                placed.append(e)
+                placed.append(rec)
                 break
         for n, recs in per_node.items():
             self._start(n, recs)
@@ -601,19 +609,34 @@ class Loop:
                 remove(os.path.join(r["run_dir"], PLACEMENT))
                 release(lease_root(self.root, self.cfg), node, r["gpus"], tok)
 
-    def _write_state(self, view, held, cfg, queue, started):
+    def _drop_secrets(self, now):
+        """A sweep's secrets file goes once none of its runs waits any more (each run's
+        shell read it before its worker started)."""
+        wanted = {e.get("secrets_file") for e in queue_entries(self.root)}
+        sdir = os.path.join(self.root, "sweeps")
+        for name in listdir(sdir):
+            path = os.path.join(sdir, name)
+            if not name.endswith(".secrets") or path in wanted:
+                continue
+            try:
+                if now - os.stat(path).st_mtime > 60:
+                    remove(path)
+            except FileNotFoundError:
+                pass
+
+    def _write_state(self, view, held, free, started):
+        """``state.json``: what the last cycle saw (status explains waiting runs with it)."""
         nodes = {}
         for n, v in view.items():
             if v.get("reachable"):
-                busy = v["busy"]
                 mine = held.get(n, {})
                 nodes[n] = {"reachable": True, "total": len(v["gpus"]),
                             "leased": sorted(mine),
                             "other": sorted(g for g, u, _a, _b in v["gpus"]
-                                            if u in busy and g not in mine),
-                            "free": max(0, len(v["gpus"]) - len(mine)
-                                        - len([1 for g, u, _a, _b in v["gpus"]
-                                               if u in busy and g not in mine]))}
+                                            if u in v["busy"] and g not in mine),
+                            # what was free at the look, less what this cycle handed out
+                            "free": max(0, free.get(n, 0) - sum(
+                                len(r.get("gpus", ())) for r in started if r.get("node") == n))}
             else:
                 nodes[n] = {"reachable": False, "since": v["since"], "error": v["error"]}
         write_json(os.path.join(self.root, "state.json"), {
