@@ -121,3 +121,28 @@ def test_waiting_runs_say_why_and_start_when_gpus_free(tmp_path, gpu_lab):
     from tests.infra.sshd import _pid_alive
     state = json.loads((root / "state.json").read_text())
     _wait_for(lambda: not _pid_alive(state["pid"]), 15)
+
+
+def fn_talk(variant, log_dir, exp_name):
+    import time as _t
+
+    for i in range(3):
+        print(f"line {i} from {exp_name}", flush=True)
+        _t.sleep(0.7)
+
+
+def test_logs_follow_a_run_on_a_node_until_it_ends(tmp_path, gpu_lab):
+    import io
+
+    project, cfg, remote = make_project(tmp_path, gpu_lab)
+    sweep = launch(fn_talk, [{"i": 0}], backend="lab", exp_prefix="logs", config=cfg,
+                   dispatcher=fast())
+    out = io.StringIO()
+    t0 = time.monotonic()
+    sweep.dispatcher.call("chester_logs", sweep.backend, handle=sweep.runs[0].handle,
+                          follow=True, stream="stdout", out=out)
+    text = out.getvalue()
+    assert [f"line {i} from {sweep.runs[0].name}" for i in range(3)] == text.splitlines()
+    assert time.monotonic() - t0 < 30
+    states = sweep.wait(timeout=60, poll_interval=0.3, pull=True, progress=False)
+    assert {s.value for s in states.values()} == {"succeeded"}
