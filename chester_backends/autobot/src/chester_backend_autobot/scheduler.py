@@ -147,7 +147,7 @@ def node_list(nodes):
     nodes = list(nodes)
     if len(nodes) > 2:
         pre = os.path.commonprefix(nodes)
-        cut = pre.rfind("-") + 1 if "-" in pre else len(pre)
+        cut = pre.find("-") + 1 if "-" in pre else len(pre)
         if cut:
             return "%s..%s" % (nodes[0], nodes[-1][cut:])
     return ",".join(nodes)
