@@ -62,7 +62,7 @@ def test_a_killed_node_is_skipped_and_its_run_reported_lost(tmp_path, gpu_lab):
     n1, n2 = lab.nodes
     lab.free_gpus(n1, 1)
     lab.free_gpus(n2, 1)
-    project, cfg, remote = make_project(tmp_path, lab, lost_after=4, node_timeout=2)
+    project, cfg, remote = make_project(tmp_path, lab, lost_after=6, node_timeout=5)
     sweep = launch(fn_count, [{"i": i, "sleep": 6} for i in range(3)], backend="lab",
                    exp_prefix="nodedown", config=cfg, dispatcher=fast())
     recs = wait_for(lambda: (lambda s: s if len(s) == 2 else None)(_status_files(remote)), 30)

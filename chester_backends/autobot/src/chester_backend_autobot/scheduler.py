@@ -19,7 +19,8 @@ or by two. Each placed run's folder gets ``.chester/autobot.json`` (node, GPUs, 
 loop's verdict when the run died or its node was lost) and ``.chester/autobot.started``
 (a directory made on the node just before the worker starts, so a start is never repeated).
 
-Each cycle the loop asks every node it needs, in parallel, over kept-open ssh connections,
+Each cycle the loop asks every node it needs, in parallel, over kept-open ssh sessions (one
+``sh`` per node reading commands on its standard input, so the node's login shell starts once),
 ONE command: ``nvidia-smi --query-gpu=...`` and ``--query-compute-apps=...`` plus which of
 its runs' worker pids still live. A GPU is free when no lease holds it, no compute process
 uses it (``free_needs_no_process``) and its memory used is at most ``free_memory_mib``.
@@ -155,57 +156,117 @@ def node_list(nodes):
 
 # ------------------------------------------------------------------------------ ssh to nodes
 class Nodes:
-    """ssh to the nodes over one kept-open ControlMaster connection each."""
+    """One kept-open ssh session per node: a ``sh`` reading commands on its standard input.
+
+    The node's login shell (and its start-up files) runs once per session, not once per
+    command; each command's output ends with a marker line carrying its exit status. A
+    session that does not answer in time, or whose connection closed, is dropped; the next
+    command opens a new one."""
 
     def __init__(self, root, cfg):
         self.cfg = cfg
         self.opts = list(cfg.get("ssh_options") or [])
-        d = os.path.join("/tmp", "chester-autobot-%d" % os.getuid())
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        self.sock_dir = d
-        self.masters = {}
-        self.commands = 0  # ssh commands run (for the bench)
+        self.sessions = {}
+        self.commands = 0  # commands sent to nodes (for the bench)
+        self.opened = 0  # ssh sessions opened
+        self.fresh = set()  # sessions not used yet
 
-    def _sock(self, node):
-        import hashlib
+    def _open(self, node):
+        import tempfile
 
-        key = hashlib.sha1(("%s\0%s" % (node, " ".join(self.opts))).encode()).hexdigest()[:16]
-        return os.path.join(self.sock_dir, key)
+        err = tempfile.TemporaryFile()
+        argv = ["ssh", *self.opts, "-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5",
+                "-o", "ServerAliveCountMax=2", "-o", "ConnectTimeout=%d" % max(
+                    1, int(self.cfg["node_timeout"])), node, "exec sh"]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                             preexec_fn=_die_with_parent)
+        self.sessions[node] = (p, err, [b""])
+        self.opened += 1
+        return p, err, self.sessions[node][2]
 
-    def master(self, node):
-        p = self.masters.get(node)
-        if p is not None and p.poll() is None:
-            return
-        argv = ["ssh", *self.opts, "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5",
-                "-o", "ServerAliveCountMax=2", "-o", "ConnectTimeout=%d" % max(1, int(
-                    self.cfg["node_timeout"])), "-M", "-N", "-S", self._sock(node), node]
+    def drop(self, node):
+        sess = self.sessions.pop(node, None)
+        if sess is None:
+            return ""
+        p, err, _buf = sess
+        if p.poll() is None:
+            p.kill()
         try:
-            self.masters[node] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        except OSError:
+            p.wait(2)
+        except subprocess.TimeoutExpired:
             pass
+        try:
+            err.seek(0)
+            text = err.read().decode("utf-8", "replace")
+        except OSError:
+            text = ""
+        err.close()
+        return text
 
-    def argv(self, node, command):
-        return ["ssh", *self.opts, "-o", "BatchMode=yes", "-o", "ControlMaster=no",
-                "-S", self._sock(node), "-o", "ConnectTimeout=%d" % max(1, int(
-                    self.cfg["node_timeout"])), node, command]
+    def ensure(self, node):
+        """Open the node's session unless it is open. Called from the loop's own thread:
+        a session dies with the thread that opened it (PR_SET_PDEATHSIG)."""
+        sess = self.sessions.get(node)
+        if sess is None or sess[0].poll() is not None:
+            self.drop(node)
+            self._open(node)
+            self.fresh.add(node)
 
     def run(self, node, command, timeout=None):
-        """(exit status, stdout, stderr); 255 and 'timeout' when the node did not answer."""
-        self.master(node)
+        """(exit status, output); 255 when the node did not answer in time or the
+        connection closed."""
+        import select
+
+        timeout = timeout or self.cfg["node_timeout"]
+        if node not in self.sessions or self.sessions[node][0].poll() is not None:
+            self.ensure(node)
+        if node in self.fresh:
+            self.fresh.discard(node)
+            timeout = max(timeout, 3 * self.cfg["node_timeout"])  # connect + login shell
+        p, err, buf = self.sessions[node]
         self.commands += 1
+        nonce = "@@chester-%d-%d" % (os.getpid(), self.commands)
+        text = "{ %s\n} </dev/null 2>&1; echo \"%s $?\"\n" % (command, nonce)
         try:
-            p = subprocess.run(self.argv(node, command), stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True,
-                               timeout=timeout or self.cfg["node_timeout"])
-        except subprocess.TimeoutExpired:
-            return 255, "", "timeout"
-        return p.returncode, p.stdout, p.stderr
+            p.stdin.write(text.encode())
+            p.stdin.flush()
+        except OSError:
+            return 255, "", self.drop(node).strip() or "connection closed"
+        end = time.monotonic() + timeout
+        data = buf[0]
+        fd = p.stdout.fileno()
+        mark = ("\n" + nonce + " ").encode()
+        while True:
+            i = ("\n" + data.decode("latin-1")).find(mark.decode("latin-1"))
+            if i >= 0:
+                rest = data[i:]
+                nl = rest.find(b"\n")
+                if nl >= 0:
+                    out = data[:i].decode("utf-8", "replace")
+                    try:
+                        code = int(rest[len(nonce) + 1:nl])
+                    except ValueError:
+                        code = 255
+                    buf[0] = rest[nl + 1:]
+                    return code, out, ""
+            left = end - time.monotonic()
+            if left <= 0:
+                self.drop(node)
+                return 255, data.decode("utf-8", "replace"), "timeout"
+            ready, _w, _x = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                why = self.drop(node).strip()
+                return 255, data.decode("utf-8", "replace"), why or "connection closed"
+            data += chunk
 
     def run_many(self, commands, timeout=None):
         """{node: result} for {node: command}, all at once."""
         out = {}
+        for node in commands:
+            self.ensure(node)
 
         def one(node, cmd):
             out[node] = self.run(node, cmd, timeout)
@@ -219,18 +280,12 @@ class Nodes:
         return out
 
     def close(self):
-        for p in self.masters.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.masters.values():
-            try:
-                p.wait(2)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for node in list(self.sessions):
+            self.drop(node)
 
 
 def _die_with_parent():
-    """The ssh masters go when the loop goes, even when it is killed (Linux)."""
+    """The ssh sessions go when the loop goes, even when it is killed (Linux)."""
     os.setpgrp()
     try:
         import ctypes
@@ -552,9 +607,11 @@ class Loop:
         for e in queue:
             tok, run_dir = e["token"], e["run_dir"]
             _m, st, _pl = run_record(run_dir)
-            if tok in taken or st is not None or run_finished(run_dir, tok) \
+            if st is not None or run_finished(run_dir, tok) \
                     or os.path.exists(os.path.join(run_dir, RUN_CANCEL)):
-                remove(e["path"])  # placed by a loop that died, started, or cancelled
+                remove(e["path"])  # started (by a loop that died since), or cancelled
+                continue
+            if tok in taken:  # placed by a loop that died mid-start: it is started again
                 continue
             k = int(e.get("gpus_per_run") or 1)
             for n in e.get("nodes") or ():
@@ -641,7 +698,8 @@ class Loop:
                 nodes[n] = {"reachable": False, "since": v["since"], "error": v["error"]}
         write_json(os.path.join(self.root, "state.json"), {
             "at": time.time(), "pid": os.getpid(), "nodes": nodes, "cycles": self.cycles,
-            "ssh_commands": self.nodes.commands})
+            "ssh_commands": self.nodes.commands,
+            "ssh_sessions": self.nodes.opened})
 
 
 def _tail(run_dir, n=3):
@@ -815,9 +873,11 @@ def _tail_text(d, lines=20):
 
 
 # ------------------------------------------------------------------------------ cancel
-KILL = ("kill -TERM -- -{g} 2>/dev/null || exit 0; i=0; while [ $i -lt {n} ]; do "
-        "kill -0 -- -{g} 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; "
-        "kill -KILL -- -{g} 2>/dev/null; exit 0")
+#: TERM the run's process group, KILL what is left after the grace time (POSIX ``kill``:
+#: a negative pid is a group; dash takes no ``--``)
+KILL = ("kill -TERM -{g} 2>/dev/null || exit 0; i=0; while [ $i -lt {n} ]; do "
+        "kill -0 -{g} 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; "
+        "kill -KILL -{g} 2>/dev/null; exit 0")
 
 
 def cancel(root, run_dirs, grace_s=5.0):
