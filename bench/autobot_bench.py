@@ -79,6 +79,18 @@ def main() -> int:
         for seq in by.values():
             seq.sort()
             gaps += [b2[0] - a1[1] for a1, b2 in zip(seq, seq[1:], strict=False)]
+        # the hand-over in two parts: the scheduler seeing the end and placing the next run
+        # (end record -> placement record), and the worker starting on the node (placement
+        # -> the worker's start record: ssh command, python, runtime import)
+        placed, startup = [], []
+        ends = sorted(b for _h, _g, _a, b in ivs)
+        for p in remote.rglob(".chester/autobot.json"):
+            pl = json.loads(p.read_text())
+            st = json.loads((p.parent / "status.json").read_text())
+            startup.append(st["started_at"] - pl["placed_at"])
+            before = [e for e in ends if e <= pl["placed_at"]]
+            if before and pl["placed_at"] - before[-1] < 5:
+                placed.append(pl["placed_at"] - before[-1])
         first = min(a for _h, _g, a, _b in ivs)
         last = max(b for _h, _g, _a, b in ivs)
         root = remote / ".chester" / "autobot"
@@ -91,6 +103,9 @@ def main() -> int:
         print(f"GPU free -> next run started (worker end record -> next worker start record): "
               f"median {statistics.median(gaps):.2f} s, worst {max(gaps):.2f} s "
               f"({len(gaps)} hand-overs)")
+        print(f"  of which: last end -> placement median {statistics.median(placed):.2f} s; "
+              f"placement -> worker started median {statistics.median(startup):.2f} s, "
+              f"worst {max(startup):.2f} s")
         print(f"scheduler cycles: {st['cycles']}, ssh commands: {st['ssh_commands']} "
               f"({st['ssh_commands'] / max(1, st['cycles']):.2f} per cycle: one query per "
               f"node plus one start per node that got runs), nvidia-smi calls: {smi_calls} "
