@@ -146,3 +146,36 @@ def test_logs_follow_a_run_on_a_node_until_it_ends(tmp_path, gpu_lab):
     assert time.monotonic() - t0 < 30
     states = sweep.wait(timeout=60, poll_interval=0.3, pull=True, progress=False)
     assert {s.value for s in states.values()} == {"succeeded"}
+
+
+def fn_env(variant, log_dir, exp_name):
+    import json as _j
+    import os as _o
+
+    with open(_o.path.join(log_dir, "env.json"), "w") as f:
+        _j.dump({k: _o.environ.get(k) for k in ("LAB_VAR", "FROM_PREP", "LAB_SECRET",
+                                                "CUDA_VISIBLE_DEVICES")}, f)
+
+
+def test_env_prepare_secrets_and_container_reach_the_runs(tmp_path, gpu_lab, monkeypatch):
+    from chester.testing import container_calls, container_stand_in
+
+    monkeypatch.setenv("LAB_SECRET", "s3cr3t 'q' $(x)")
+    runtime, calls = container_stand_in(tmp_path / "ctr")
+    project, cfg, remote = make_project(
+        tmp_path, gpu_lab, env={"LAB_VAR": "a b"}, prepare_commands=["export FROM_PREP=yes"],
+        secrets=["LAB_SECRET"], container={"image": "/images/train.sif", "runtime": str(runtime)})
+    sweep = launch(fn_env, [{"i": i} for i in range(2)], backend="lab", exp_prefix="env",
+                   config=cfg, dispatcher=fast())
+    states = sweep.wait(timeout=120, poll_interval=0.3, pull=True, progress=False)
+    assert {s.value for s in states.values()} == {"succeeded"}, states
+    for run in sweep.runs:
+        got = json.loads((run.log_dir / "env.json").read_text())
+        assert got["LAB_VAR"] == "a b" and got["FROM_PREP"] == "yes"
+        assert got["LAB_SECRET"] == "s3cr3t 'q' $(x)" and got["CUDA_VISIBLE_DEVICES"]
+    used = container_calls(calls)
+    assert len(used) == 2 and all("--nv" in c and "/images/train.sif" in c for c in used)
+    # the secrets never sit in a script, and their file is gone once every run started
+    sweeps = remote / ".chester" / "autobot" / "sweeps"
+    assert "s3cr3t" not in "".join(p.read_text() for p in sweeps.glob("*.json"))
+    _wait_for(lambda: not list(sweeps.glob("*.secrets")), 15)

@@ -492,6 +492,7 @@ class Loop:
         self.down_since = {}  # node -> first failed query (monotonic wall time)
         self.view = {}
         self.cycles = 0
+        self.seen_secrets = set()  # secrets files of runs this loop saw waiting
 
     # -- one cycle -------------------------------------------------------------------------
     def cycle(self):
@@ -502,6 +503,7 @@ class Loop:
         now = time.time()
         queue = queue_entries(self.root)
         running = running_entries(self.root)
+        self.seen_secrets.update(e["secrets_file"] for e in queue if e.get("secrets_file"))
         want = []
         for e in queue:
             for n in e.get("nodes") or ():
@@ -668,7 +670,8 @@ class Loop:
 
     def _drop_secrets(self, now):
         """A sweep's secrets file goes once none of its runs waits any more (each run's
-        shell read it before its worker started)."""
+        shell read it before its worker started): at once when this loop saw its runs wait,
+        else (a file uploaded just before its sweep is queued) after a minute."""
         wanted = {e.get("secrets_file") for e in queue_entries(self.root)}
         sdir = os.path.join(self.root, "sweeps")
         for name in listdir(sdir):
@@ -676,7 +679,7 @@ class Loop:
             if not name.endswith(".secrets") or path in wanted:
                 continue
             try:
-                if now - os.stat(path).st_mtime > 60:
+                if path in self.seen_secrets or now - os.stat(path).st_mtime > 60:
                     remove(path)
             except FileNotFoundError:
                 pass
