@@ -179,3 +179,15 @@ def test_env_prepare_secrets_and_container_reach_the_runs(tmp_path, gpu_lab, mon
     sweeps = remote / ".chester" / "autobot" / "sweeps"
     assert "s3cr3t" not in "".join(p.read_text() for p in sweeps.glob("*.json"))
     _wait_for(lambda: not list(sweeps.glob("*.secrets")), 15)
+
+
+def test_a_sweep_allowed_on_one_node_runs_only_there(tmp_path, gpu_lab):
+    project, cfg, remote = make_project(tmp_path, gpu_lab)
+    sweep = launch(fn_gpu, [{"i": i, "sleep": 0.5} for i in range(6)], backend="lab",
+                   exp_prefix="only2", config=cfg, dispatcher=fast(),
+                   resources={"nodes": ["chost2"]})
+    states = sweep.wait(timeout=120, poll_interval=0.3, pull=True, progress=False)
+    assert {s.value for s in states.values()} == {"succeeded"}, states
+    hosts = {json.loads((r.log_dir / "result.json").read_text())["host"] for r in sweep.runs}
+    assert hosts == {"chost2"}
+    assert not overlaps(gpu_intervals(remote))
