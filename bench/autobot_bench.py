@@ -1,6 +1,8 @@
 """Bench of the autobot backend: 200 short runs on 2 nodes x 4 (stand-in) GPUs.
 
-Run as root: ``.venv/bin/python bench/autobot_bench.py [N_RUNS] [SECONDS_PER_RUN]``. It starts
+Run as root: ``.venv/bin/python bench/autobot_bench.py [N_RUNS] [SECONDS_PER_RUN] [PYTHON]``
+(``PYTHON``: the nodes' interpreter, default ``python3``; on this machine that is a pyenv
+shim costing ~0.3 s per start, ``/usr/bin/python3`` is the same Python without it). It starts
 the test lab of ``tests/infra`` (the loopback sshd as login host, two network-namespace sshd
 hosts as nodes with a stand-in ``nvidia-smi``, one shared filesystem) and prints:
 
@@ -40,6 +42,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+    python = sys.argv[3] if len(sys.argv) > 3 else "python3"
     sys.path.insert(0, str(ROOT))
     from chester.dispatch import Dispatcher
     from chester.launcher import launch
@@ -62,7 +65,7 @@ def main() -> int:
                      state_dir=state, shared=tmp)
         for node in lab.nodes:
             lab.free_gpus(node, 4)
-        project, cfg, remote = make_project(tmp / "b", lab)
+        project, cfg, remote = make_project(tmp / "b", lab, python=python)
         t0 = time.time()
         sweep = launch(fn_sleep, [{"i": i, "seconds": seconds} for i in range(n)],
                        backend="lab", exp_prefix="bench", config=cfg,
@@ -98,7 +101,8 @@ def main() -> int:
         smi_calls = len(lab.smi_calls())
         gpus = 8
         ideal = n * seconds / gpus
-        print(f"runs: {n} x {seconds:g} s on 2 nodes x 4 GPUs; failed: {len(bad)}")
+        print(f"runs: {n} x {seconds:g} s on 2 nodes x 4 GPUs (python: {python}); "
+              f"failed: {len(bad)}")
         print(f"launch (sync + probe + upload + enqueue): {t_submit:.2f} s")
         print(f"GPU free -> next run started (worker end record -> next worker start record): "
               f"median {statistics.median(gaps):.2f} s, worst {max(gaps):.2f} s "

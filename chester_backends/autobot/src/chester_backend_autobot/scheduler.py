@@ -638,35 +638,42 @@ class Loop:
                 per_node.setdefault(n, []).append(rec)
                 placed.append(rec)
                 break
-        for n, recs in per_node.items():
-            self._start(n, recs)
+        if per_node:
+            self._start_many(per_node)
         return placed
 
     def _start(self, node, recs):
-        """Start each run's worker on ``node`` detached, in one ssh command."""
-        parts = []
-        for r in recs:
-            parts.append(start_line(r["entry"], r["run_dir"], r["gpus"]))
-        code, out, err = self.nodes.run(node, "\n".join(parts), timeout=max(
-            30.0, self.cfg["node_timeout"]))
-        for r in recs:
-            tok = r["token"]
-            made = os.path.isdir(os.path.join(r["run_dir"], STARTED))
-            qpath = r["entry"].get("path")
-            if made:
-                rec = dict(r, state="started")
-                rec.pop("path", None)
-                write_json(os.path.join(self.root, "running", "%s.json" % tok), rec)
-                if qpath:
-                    remove(qpath)
-                log(self.root, "started %s on %s GPU %s" % (r["run_dir"], node,
-                                                          ",".join(map(str, r["gpus"]))))
-            else:  # not started: back to the queue (its entry is still there)
-                log(self.root, "could not start %s on %s (exit %s): %s"
-                    % (r["run_dir"], node, code, err.strip()[-300:]))
-                remove(os.path.join(self.root, "running", "%s.json" % tok))
-                remove(os.path.join(r["run_dir"], PLACEMENT))
-                release(lease_root(self.root, self.cfg), node, r["gpus"], tok)
+        self._start_many({node: recs})
+
+    def _start_many(self, per_node):
+        """Start each run's worker on its node detached: one command per node, the nodes in
+        parallel."""
+        answers = self.nodes.run_many(
+            {n: "\n".join(start_line(r["entry"], r["run_dir"], r["gpus"]) for r in recs)
+             for n, recs in per_node.items()}, timeout=max(30.0, self.cfg["node_timeout"]))
+        for node, recs in per_node.items():
+            code, _out, err = answers.get(node, (255, "", "no answer"))
+            for r in recs:
+                self._started(node, r, code, err)
+
+    def _started(self, node, r, code, err):
+        tok = r["token"]
+        made = os.path.isdir(os.path.join(r["run_dir"], STARTED))
+        qpath = r["entry"].get("path")
+        if made:
+            rec = dict(r, state="started")
+            rec.pop("path", None)
+            write_json(os.path.join(self.root, "running", "%s.json" % tok), rec)
+            if qpath:
+                remove(qpath)
+            log(self.root, "started %s on %s GPU %s" % (r["run_dir"], node,
+                                                      ",".join(map(str, r["gpus"]))))
+        else:  # not started: back to the queue (its entry is still there)
+            log(self.root, "could not start %s on %s (exit %s): %s"
+                % (r["run_dir"], node, code, err.strip()[-300:]))
+            remove(os.path.join(self.root, "running", "%s.json" % tok))
+            remove(os.path.join(r["run_dir"], PLACEMENT))
+            release(lease_root(self.root, self.cfg), node, r["gpus"], tok)
 
     def _drop_secrets(self, now):
         """A sweep's secrets file goes once none of its runs waits any more (each run's
