@@ -131,3 +131,35 @@ def test_max_gpus_must_be_counts(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_config(tmp_path / "chester.yaml").backend("lab")
     assert "max_gpus.autobot-1-1" in str(ei.value)
+
+
+def test_a_new_attempt_is_queued_and_started_afresh(tmp_path):
+    """Records of an earlier attempt (its end, placement, start marker) do not stand for the
+    run's next attempt."""
+    d = tmp_path / "run"
+    (d / ".chester" / "autobot.started").mkdir(parents=True)
+    (d / ".chester" / "run.json").write_text(json.dumps({"token": "t", "attempt": 2}))
+    (d / ".chester" / "status.json").write_text(json.dumps(
+        {"token": "t", "attempt": 1, "ended_at": 1.0, "state": "failed", "pid": 1}))
+    (d / ".chester" / "autobot.json").write_text(json.dumps(
+        {"token": "t", "attempt": 1, "node": "n", "gpus": [0],
+         "verdict": {"state": "lost", "reason": "node n unreachable for 200 s"}}))
+    meta, st, pl = S.run_record(str(d))
+    assert st is None and pl is None and not S.run_finished(str(d), "t")
+    assert S.started_marker(str(d), 2).endswith("autobot.started-2")
+    root = tmp_path / "root"
+    root.mkdir()
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"sweep": "k", "config": {}, "runs": [
+        {"token": "t", "run_dir": str(d), "gpus_per_run": 1, "nodes": ["n"]}]}))
+    import fcntl
+
+    fd = os.open(root / "scheduler.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        r = subprocess.run([sys.executable, S.__file__, "submit", str(root), str(sweep)],
+                           capture_output=True, text=True, timeout=60)
+        assert "queued 1 skipped 0" in r.stdout, (r.stdout, r.stderr)
+        assert [e["attempt"] for e in S.queue_entries(str(root))] == [2]
+    finally:
+        os.close(fd)

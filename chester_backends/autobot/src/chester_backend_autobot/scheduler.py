@@ -44,7 +44,17 @@ RUN_META = ".chester/run.json"
 RUN_STATUS = ".chester/status.json"
 RUN_CANCEL = ".chester/cancel"
 PLACEMENT = ".chester/autobot.json"
-STARTED = ".chester/autobot.started"
+STARTED = ".chester/autobot.started"  # plus "-<attempt>" after the first attempt
+
+
+def started_marker(run_dir, attempt=1):
+    """The directory made on the node just before the worker of this attempt starts."""
+    attempt = int(attempt or 1)
+    return os.path.join(run_dir, STARTED if attempt == 1 else "%s-%d" % (STARTED, attempt))
+
+
+def attempt_of(run_dir):
+    return int((read_json(os.path.join(run_dir, RUN_META)) or {}).get("attempt") or 1)
 DONE = ".done"
 
 DEFAULTS = {
@@ -119,26 +129,34 @@ def lease_root(root, cfg):
 
 def run_record(run_dir):
     """(meta, status, placement) of a run folder; status/placement only when they carry
-    the run's token."""
+    the run's token and are of its current attempt."""
     meta = read_json(os.path.join(run_dir, RUN_META)) or {}
     tok = meta.get("token")
     st = read_json(os.path.join(run_dir, RUN_STATUS))
-    if st is not None and tok and st.get("token") != tok:
-        st = None
+    if st is not None and (tok and st.get("token") != tok or not current(meta, st)):
+        st = None  # another run's, or an earlier attempt's
     pl = read_json(os.path.join(run_dir, PLACEMENT))
-    if pl is not None and tok and pl.get("token") != tok:
-        pl = None
+    if pl is not None and tok and (pl.get("token") != tok or int(
+            pl.get("attempt") or 1) < int(meta.get("attempt") or 1)):
+        pl = None  # another run's, or an earlier attempt's
     return meta, st, pl
 
 
+def current(meta, st):
+    """True when the status record is of the run's current attempt (or later)."""
+    return st is not None and int(st.get("attempt") or 1) >= int(meta.get("attempt") or 1)
+
+
 def run_finished(run_dir, token=None):
-    """True once the run will not use its GPUs any more (ended, or given a verdict)."""
+    """True once the run's current attempt will not use its GPUs any more (ended, or given
+    a verdict)."""
     meta, st, pl = run_record(run_dir)
     if token and meta.get("token") not in (None, token):
         return True  # the folder was reused by another run
-    if os.path.exists(os.path.join(run_dir, DONE)):
+    cur = current(meta, st)
+    if cur and st.get("ended_at") is not None:
         return True
-    if st is not None and st.get("ended_at") is not None:
+    if os.path.exists(os.path.join(run_dir, DONE)) and (st is None or cur):
         return True
     return bool(pl and pl.get("verdict"))
 
@@ -441,12 +459,12 @@ def submit(root, sweep_file):
     for i, run in enumerate(sweep["runs"]):
         tok, run_dir = run["token"], run["run_dir"]
         meta, st, pl = run_record(run_dir)
-        started = st is not None and int(st.get("attempt") or 1) >= int(meta.get("attempt") or 1)
+        started = current(meta, st)
         if tok in queued or tok in placed or started or pl is not None:
             skipped += 1
             continue
         entry = {k: v for k, v in sweep.items() if k not in ("runs", "config")}
-        entry.update(run, submitted_at=time.time())
+        entry.update(run, submitted_at=time.time(), attempt=int(meta.get("attempt") or 1))
         write_json(os.path.join(root, "queue", "%020d-%06d-%s.json" % (base, i, tok)), entry)
         n += 1
     ensure_running(root)
@@ -513,7 +531,7 @@ class Loop:
         for r in running:
             if r["node"] not in want:
                 want.append(r["node"])
-            st = read_json(os.path.join(r["run_dir"], RUN_STATUS)) or {}
+            st = run_record(r["run_dir"])[1] or {}
             if st.get("token") == r["token"] and st.get("pid"):
                 pids.setdefault(r["node"], []).append(st["pid"])
         answers = self.nodes.run_many({n: query_command(cfg, pids.get(n, ())) for n in want})
@@ -557,7 +575,7 @@ class Loop:
                 else:
                     continue
             elif st is None:
-                if not os.path.isdir(os.path.join(run_dir, STARTED)):
+                if not os.path.isdir(started_marker(run_dir, r.get("attempt"))):
                     if r.get("state") == "starting" and now - r.get("placed_at", now) > 5:
                         self._start(node, [r])  # a loop killed mid-start: start it now
                     continue
@@ -608,8 +626,8 @@ class Loop:
         taken = {r["token"] for r in running_entries(self.root)}
         for e in queue:
             tok, run_dir = e["token"], e["run_dir"]
-            _m, st, _pl = run_record(run_dir)
-            if st is not None or run_finished(run_dir, tok) \
+            m, st, _pl = run_record(run_dir)
+            if current(m, st) or run_finished(run_dir, tok) \
                     or os.path.exists(os.path.join(run_dir, RUN_CANCEL)):
                 remove(e["path"])  # started (by a loop that died since), or cancelled
                 continue
@@ -630,10 +648,13 @@ class Loop:
                 if len(got) < k:
                     release(lroot, n, got, tok)
                     continue
+                att = int(e.get("attempt") or 1)
                 rec = {"token": tok, "run_dir": run_dir, "node": n, "gpus": got,
-                       "placed_at": time.time(), "state": "starting", "entry": e}
+                       "placed_at": time.time(), "state": "starting", "entry": e,
+                       "attempt": att}
                 write_json(os.path.join(run_dir, PLACEMENT),
-                           {"token": tok, "node": n, "gpus": got, "placed_at": rec["placed_at"]})
+                           {"token": tok, "node": n, "gpus": got, "attempt": att,
+                            "placed_at": rec["placed_at"]})
                 write_json(os.path.join(self.root, "running", "%s.json" % tok), rec)
                 per_node.setdefault(n, []).append(rec)
                 placed.append(rec)
@@ -658,7 +679,7 @@ class Loop:
 
     def _started(self, node, r, code, err):
         tok = r["token"]
-        made = os.path.isdir(os.path.join(r["run_dir"], STARTED))
+        made = os.path.isdir(started_marker(r["run_dir"], r.get("attempt")))
         qpath = r["entry"].get("path")
         if made:
             rec = dict(r, state="started")
@@ -727,7 +748,7 @@ def start_line(e, run_dir, gpus):
     """Shell text run on the node: make the start marker (once), then start the worker
     detached in its own session with CUDA_VISIBLE_DEVICES set."""
     q = shlex.quote
-    started = os.path.join(run_dir, STARTED)
+    started = started_marker(run_dir, e.get("attempt"))
     argv = [*(e.get("prefix") or []), e["python"], e["runtime"], "worker", run_dir]
     inner = '. "$1" && shift && exec "$@"' if e.get("env_file") else 'shift; exec "$@"'
     env_file = e.get("env_file") or "-"
@@ -866,7 +887,7 @@ def probe(d, order, queue, nodes_state, cfg, now):
         return dict(res, state="queued", queue_position=order[d] + 1,
                     pending_reason="queue position %d of %d; %s" % (order[d] + 1, len(queue),
                                                                      why))
-    if os.path.isdir(os.path.join(d, STARTED)):
+    if os.path.isdir(started_marker(d, meta.get("attempt"))):
         return dict(res, state="running", reason="starting")
     return dict(res, state="lost", reason="not in the autobot queue and never started")
 
@@ -908,7 +929,7 @@ def cancel(root, run_dirs, grace_s=5.0):
         if d in queue:
             remove(queue[d]["path"])
         out[d] = True
-        if pl or os.path.isdir(os.path.join(d, STARTED)):
+        if pl or os.path.isdir(started_marker(d, meta.get("attempt"))):
             targets[d] = pl
     if targets:
         # a run placed a moment ago may not have recorded its process group yet
