@@ -15,6 +15,7 @@ import cloudpickle
 import pytest
 
 from chester.dispatch import Dispatcher
+from chester.errors import ConnectError
 from chester.launcher import launch
 from chester.testing import HOSTILE_VALUES, fn_hostile
 from tests.infra.gpulab import gpu_intervals, make_project, overlaps
@@ -194,3 +195,30 @@ def test_cancel_removes_queued_runs(tmp_path, gpu_lab):
 def _no_leftovers(gpu_lab):
     yield
     gpu_lab.hosts.heal()
+
+
+def test_a_login_host_outage_mid_sweep_is_ridden_out(tmp_path, gpu_lab):
+    """The login host's sshd dies (connections drop, new ones are refused) and comes back:
+    a status call in between fails, after its retries, with one line naming the backend and
+    the login host; the scheduler on the login host goes on placing runs meanwhile; every run
+    runs once."""
+    lab = gpu_lab
+    project, cfg, remote = make_project(tmp_path, lab)
+    sweep = launch(fn_count, [{"i": i, "sleep": 1} for i in range(12)], backend="lab",
+                   exp_prefix="outage", config=cfg, dispatcher=fast())
+    wait_for(lambda: len(_status_files(remote)) >= 1, 30)
+    lab.login.kill_sshd()
+    try:
+        before = len(_status_files(remote))
+        with pytest.raises(ConnectError) as ei:
+            sweep.dispatcher.call("chester_status", sweep.backend,
+                                  handles=[r.handle for r in sweep.runs])
+        assert "lab" in str(ei.value) and "\n" not in str(ei.value)
+        wait_for(lambda: len(_status_files(remote)) > before, 30)  # placing goes on
+    finally:
+        lab.login.start_sshd()
+    states = sweep.wait(timeout=120, poll_interval=0.3, pull=True, progress=False)
+    assert {s.value for s in states.values()} == {"succeeded"}, states
+    for run in sweep.runs:
+        assert (run.log_dir / "invocations.txt").read_text().count("\n") == 1, run.name
+    assert not overlaps(gpu_intervals(remote))
