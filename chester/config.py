@@ -50,7 +50,8 @@ GLOBAL_KEYS: dict[str, tuple[Any, Any, str]] = {
     "cuda_module": (dict, {}, "seed: mode -> CUDA module to load with GPUs"),
     "simg_path": (dict, {}, "seed: mode -> Singularity image"),
     "remote_mount_option": (dict, {}, "seed: mode -> Singularity bind"),
-    "autobot_nodelist": (list, [], "seed: autobot nodes"),
+    "autobot_nodelist": (list, [], "seed: autobot nodes (ids 1-1 mean autobot-1-1): the "
+                                   "autobot backend's `nodes` unless it sets them"),
     "gpu_state_dir": (str, "", "seed: autobot GPU state folder"),
     "chester_queue_dir": (str, "", "seed: autobot queue folder"),
     "chester_scheduler_log_dir": (str, "", "seed: autobot scheduler logs"),
@@ -62,11 +63,12 @@ GLOBAL_KEYS: dict[str, tuple[Any, Any, str]] = {
 NOT_SUPPORTED = {
     "remote_log_dir": "run folders live under each backend's remote_dir at the same place as "
                       "under the local project; remove remote_log_dir (and set log_dir for both)",
-    "autobot_nodelist": "the autobot backend is not part of this release; remove the key",
-    "gpu_state_dir": "the autobot backend is not part of this release; remove the key",
-    "chester_queue_dir": "the autobot backend is not part of this release; remove the key",
-    "chester_scheduler_log_dir": "the autobot backend is not part of this release; remove the "
-                                 "key",
+    "gpu_state_dir": "the autobot backend reads each node's nvidia-smi itself and keeps GPU "
+                     "leases under remote_dir (or its lease_dir option); remove the key",
+    "chester_queue_dir": "the autobot backend keeps its queue under <remote_dir>/.chester/"
+                         "autobot; remove the key",
+    "chester_scheduler_log_dir": "the autobot scheduler logs to <remote_dir>/.chester/autobot/"
+                                 "scheduler.log; remove the key",
 }
 PER_MODE_KEYS = ("host_address", "remote_dir", "remote_log_dir", "remote_header", "modules",
                  "cuda_module", "simg_path", "remote_mount_option")
@@ -122,9 +124,13 @@ class ChesterConfig:
             opts = dict(explicit)
             btype = opts.pop("type", None) or name
             merged = {**legacy, **opts}
+            if btype == "autobot" and v.get("autobot_nodelist") and "nodes" not in merged:
+                merged["nodes"] = list(v["autobot_nodelist"])
             return str(btype), merged, f"{self.where()} backends.{name}"
         if name in v["ssh_hosts"]:
             return "ssh", legacy, f"{self.where()} ssh_hosts"
+        if name == "autobot" and v.get("autobot_nodelist"):
+            legacy["nodes"] = list(v["autobot_nodelist"])
         return name, legacy, (self.where() if legacy else "<implicit>")
 
     def backend(self, name: str, manager: Any = None) -> BackendConfig:

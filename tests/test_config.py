@@ -167,8 +167,9 @@ def test_chester_config_shows_values_and_sources(tmp_path):
 
 @pytest.mark.parametrize("key,value,said", [
     ("remote_log_dir", "{gl: /scratch/me/logs}", "remote_dir"),
-    ("autobot_nodelist", "['1-1', '1-6']", "autobot"),
-    ("gpu_state_dir", "/tmp/gpus", "autobot"),
+    ("gpu_state_dir", "/tmp/gpus", "nvidia-smi"),
+    ("chester_queue_dir", "/tmp/queue", ".chester/autobot"),
+    ("chester_scheduler_log_dir", "/tmp/logs", "scheduler.log"),
 ])
 def test_seed_keys_nothing_implements_are_refused_not_ignored(tmp_path, key, value, said):
     project = make_project(tmp_path / "proj", f"{key}: {value}\n")
@@ -213,3 +214,20 @@ def test_chester_logs_configure_works_without_importing_the_module_first():
                         "chester.logs.configure(level='info'); print('ok')"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_seed_autobot_nodelist_is_the_autobot_backends_nodes(tmp_path):
+    pytest.importorskip("chester_backend_autobot")
+    project = make_project(tmp_path / "proj", "autobot_nodelist: ['1-1', '1-6', gpu9]\n"
+                           "host_address: {autobot: me@login}\n"
+                           "remote_dir: {autobot: /home/me/proj}\n"
+                           "backends:\n  lab:\n    type: autobot\n    host: me@login\n"
+                           "    remote_dir: /home/me/proj\n"
+                           "  lab2:\n    type: autobot\n    host: me@login\n"
+                           "    remote_dir: /home/me/proj\n    nodes: [n1]\n")
+    cfg = load_config(project / "chester.yaml")
+    for name in ("autobot", "lab"):  # the seed's mode name, and a named backend
+        o = cfg.backend(name).options
+        assert o.nodes == ("autobot-1-1", "autobot-1-6", "gpu9")
+    assert cfg.backend("lab2").options.nodes == ("n1",)  # the backend's own list wins
+    assert cfg.backend("autobot").options.host == "me@login"

@@ -11,6 +11,8 @@ missing (binaries, root) — or fails when ``CI=true``, so CI never skips silent
                          ``MaxArraySize=11``
 ``slurm_cluster_noacct`` the same without accounting (``accounting_storage/none``)
 ``aws_endpoint``         :class:`tests.infra.aws.AwsEndpoint` — moto server on 127.0.0.1
+``gpu_lab``              :class:`tests.infra.gpulab.GpuLab` — the loopback login host plus the
+                         ``sshd_hosts`` as GPU nodes with a stand-in ``nvidia-smi``
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 
 from . import InfraUnavailable, done_exit, on_exit, skip_or_fail
 from .aws import AwsEndpoint, start_aws
+from .gpulab import GpuLab, write_nvidia_smi
 from .slurm import DEFAULT_MAX_ARRAY_SIZE, SlurmCluster, SlurmFactory
 from .sshd import SshHost, SshHosts, make_keys, start_loopback_host, start_netns_hosts
 
@@ -148,3 +151,17 @@ def aws_endpoint() -> Iterator[AwsEndpoint]:
     finally:
         ep.stop()
         done_exit(hook)
+
+
+@pytest.fixture
+def gpu_lab(tmp_path, sshd_loopback, sshd_hosts) -> Iterator[GpuLab]:
+    """A login host (``sshd_loopback``) and GPU nodes (``sshd_hosts``) sharing ``tmp_path``;
+    each node starts with 4 free stand-in GPUs."""
+    state = tmp_path / "gpu-state"
+    smi = write_nvidia_smi(tmp_path / "bin", state)
+    lab = GpuLab(login=sshd_loopback, hosts=sshd_hosts, nvidia_smi=smi, state_dir=state,
+                 shared=tmp_path)
+    for node in lab.nodes:
+        lab.free_gpus(node, 4)
+    yield lab
+    sshd_hosts.heal()

@@ -1,0 +1,370 @@
+"""The ``autobot`` backend plugin: a lab's GPU nodes behind one login host, no SLURM.
+
+The login host and the nodes share a filesystem (``remote_dir``). Everything remote backends
+share (transport, environment, secrets, containers, run files, runtime, progress) is the
+core's remote layer (:mod:`chester.remote`); the placement is :mod:`.scheduler`, a
+standard-library file uploaded next to chester's runtime and run on the login host. Per
+operation the plugin opens ONE :class:`~chester.remote.ssh.Transport` to the login host:
+
+* submit: rsync the code; one round trip that syncs the environment and checks the login
+  host's Python, runtime and scheduler; one tar stream with every run's files and the
+  sweep's queue file (plus the runtime / scheduler when missing); one call that enqueues the
+  sweep and starts the scheduler loop detached unless one runs;
+* status / cancel: one ``python SCHEDULER status|cancel ROOT`` call, folders on stdin;
+* pull: one rsync for every finished run; logs: ``python SCHEDULER tail [-f]`` streamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any, TextIO
+
+from chester.errors import BackendError, UserError
+from chester.plugins import hookimpl
+from chester.remote import codesync, paths, runtime, shell
+from chester.remote import container as ctr
+from chester.remote.ssh import SSHTarget, Transport
+from chester.types import (
+    BackendConfig,
+    BackendSpec,
+    Capabilities,
+    PreparedSweep,
+    PullPatterns,
+    PullResult,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
+from chester_backend_autobot.options import AutobotOptions, node_name
+
+NAME = "autobot"
+SCHEDULER_SRC = Path(__file__).with_name("scheduler.py")
+
+__all__ = ["NAME", "AutobotOptions", "autobot_root", "scheduler_remote", "transport_for"]
+
+
+# ---------------------------------------------------------------------------- helpers
+def _who(backend: BackendConfig) -> str:
+    return f"autobot backend {backend.name!r} ({backend.options.host})"
+
+
+def transport_for(backend: BackendConfig) -> Transport:
+    o: AutobotOptions = backend.options
+    target = SSHTarget.parse(o.host, user=o.user, port=o.port, key_filename=o.key_filename,
+                             ssh_config=o.ssh_config, connect_timeout=o.connect_timeout)
+    return Transport(target, backend=backend.name)
+
+
+def autobot_root(backend: BackendConfig) -> str:
+    """The scheduler's folder on the shared filesystem (queue, leases, state, log)."""
+    return str(PurePosixPath(backend.options.remote_dir) / ".chester" / "autobot")
+
+
+@cache
+def _scheduler_digest() -> str:
+    return hashlib.sha256(SCHEDULER_SRC.read_bytes()).hexdigest()[:16]
+
+
+def scheduler_remote(backend: BackendConfig) -> str:
+    """Where this version's scheduler file lives on the shared filesystem."""
+    return str(PurePosixPath(autobot_root(backend)) / f"scheduler-{_scheduler_digest()}.py")
+
+
+def _worker_prefix(backend: BackendConfig) -> list[str]:
+    o: AutobotOptions = backend.options
+    c = ctr.resolve(o, backend=_who(backend))
+    return ctr.wrap([], c, binds=[o.remote_dir], gpus=True) if c else []
+
+
+def _run_gpus(backend: BackendConfig, r: RunSpec) -> int:
+    g = r.resources.get("gpus_per_run", r.resources.get("gpus"))
+    try:
+        n = int(g) if g is not None else backend.options.gpus_per_run
+    except (TypeError, ValueError):
+        raise UserError(f"{_who(backend)}: run {r.name!r}: gpus must be a whole number, "
+                        f"not {g!r}") from None
+    return max(1, n)
+
+
+def _run_nodes(backend: BackendConfig, r: RunSpec) -> list[str]:
+    """The run's node allow-list (the earlier chester's #CHESTERNODE): a ``nodes`` resource,
+    else every node of the backend."""
+    o: AutobotOptions = backend.options
+    want = r.resources.get("nodes")
+    if not want:
+        return list(o.nodes)
+    if isinstance(want, str):
+        want = want.replace(",", " ").split()
+    names = [node_name(str(n)) for n in want]
+    unknown = [n for n in names if n not in o.nodes]
+    if unknown:
+        raise UserError(f"{_who(backend)}: run {r.name!r} asks for nodes {unknown} that are "
+                        f"not in this backend's nodes ({', '.join(o.nodes)})")
+    return names
+
+
+def scheduler_config(backend: BackendConfig) -> dict[str, Any]:
+    """The node settings the scheduler loop reads (``config.json``; the last submit's)."""
+    o: AutobotOptions = backend.options
+    return {"ssh_options": list(o.node_ssh_options), "nvidia_smi": o.nvidia_smi,
+            "max_gpus": dict(o.max_gpus), "max_gpus_per_node": o.max_gpus_per_node,
+            "free_memory_mib": o.free_memory_mib,
+            "free_needs_no_process": o.free_needs_no_process,
+            "node_timeout": o.node_timeout, "lost_after": o.lost_after, "cycle": o.cycle,
+            "lease_dir": o.lease_dir}
+
+
+def _sched_argv(backend: BackendConfig, *args: str) -> list[str]:
+    """argv running the scheduler file on the login host, after the package manager's setup."""
+    o: AutobotOptions = backend.options
+    setup = shell.setup_lines(backend, o.remote_dir)
+    return ["sh", "-c", "\n".join([f"cd {shlex.quote(o.remote_dir)} 2>/dev/null || true",
+                                    *setup, 'exec "$@"']), "chester-autobot",
+            o.python, scheduler_remote(backend), args[0], autobot_root(backend), *args[1:]]
+
+
+def _run_handle(backend: BackendConfig, r: RunSpec, key: str) -> RunHandle:
+    return RunHandle(run_id=r.run_id, token=r.token, backend=backend.name,
+                     local_dir=str(r.local_dir), remote_dir=r.remote_dir,
+                     host=backend.options.host, extra=(("sweep", key),))
+
+
+# ---------------------------------------------------------------------------- hooks
+@hookimpl
+def chester_backends() -> list[BackendSpec]:
+    return [BackendSpec(
+        name=NAME, summary="GPU nodes behind one login host: each run placed on a free GPU",
+        options_cls=AutobotOptions,
+        capabilities=Capabilities(remote=True, shared_fs=False, idempotent_submit=True,
+                                  needs_code_sync=True, status_poll_interval_s=2.0),
+        remote_root=lambda o: o.remote_dir)]
+
+
+@hookimpl
+def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
+                    staging_dir: Path) -> PreparedSweep:
+    o: AutobotOptions = backend.options
+    if not runs:
+        return PreparedSweep(backend=backend.name, runs=(), staging_dir=staging_dir)
+    if not o.remote_dir.startswith("/"):
+        raise UserError(f"autobot backend {backend.name!r}: remote_dir must be an absolute "
+                        f"path, not {o.remote_dir!r}")
+    if not o.nodes:
+        raise UserError(f"autobot backend {backend.name!r}: nodes is empty; list the GPU "
+                        "nodes the login host reaches by ssh, e.g. nodes: [autobot-1-1]")
+    try:
+        target = SSHTarget.parse(o.host, user=o.user, port=o.port,
+                                 key_filename=o.key_filename, ssh_config=o.ssh_config)
+    except ValueError as exc:
+        raise UserError(f"autobot backend {backend.name!r}: {exc}") from None
+    shell.check_secrets(backend)
+    prefix = _worker_prefix(backend)  # a container without an image fails here
+    key = runs[0].token
+    root = autobot_root(backend)
+    sdir = PurePosixPath(root) / "sweeps"
+    sweep_file = str(sdir / f"{key}.json")
+    env_file = str(sdir / f"{key}.env")
+    secrets_file = str(sdir / f"{key}.secrets") if o.secrets else None
+    pres = {tuple(str(c) for c in (r.resources.get("pre_commands") or ())) for r in runs}
+    if len(pres) > 1:
+        raise UserError(f"autobot backend {backend.name!r}: pre_commands must be the same "
+                        "for every run of a sweep")
+    syncs = {r.resources["sync_on_launch"] for r in runs if "sync_on_launch" in r.resources}
+    sync_env = bool(any(syncs)) if syncs else backend.sync_on_launch
+    rt = runtime.build()
+    rt_remote = rt.remote_path(o.remote_dir)
+    sched = scheduler_remote(backend)
+    env_text = shell.render_env_file(backend, o.remote_dir, next(iter(pres)))
+    sweep = {"sweep": key, "python": o.python, "runtime": rt_remote, "cwd": o.remote_dir,
+             "env_file": env_file, "secrets_file": secrets_file, "prefix": prefix,
+             "config": scheduler_config(backend),
+             "runs": [{"token": r.token, "run_dir": r.remote_dir, "name": r.name,
+                       "gpus_per_run": _run_gpus(backend, r), "nodes": _run_nodes(backend, r)}
+                      for r in runs]}
+    sweep_text = json.dumps(sweep, indent=1)
+    submit = "\n".join(["set -e", f"cd {shlex.quote(o.remote_dir)}",
+                        *shell.setup_lines(backend, o.remote_dir),
+                        shlex.join([o.python, sched, "submit", root, sweep_file])]) + "\n"
+    q = shlex.quote
+    probe = "\n".join([*(shell.env_sync_lines(backend, o.remote_dir) if sync_env else []),
+                       f"cd {q(o.remote_dir)}",
+                       runtime.probe_script(o.python, rt_remote,
+                                            setup=shell.setup_lines(backend, o.remote_dir)),
+                       f"if [ -f {q(sched)} ]; then echo 'chester-autobot scheduler=1'; fi"])
+    filters = codesync.filter_args(backend)
+    uploads = [Path(r.local_dir) / f for r in runs for f in paths.RUN_FILES]
+    tree = staging_dir / "tree"
+    for rpath, text in ((sweep_file, sweep_text), (env_file, env_text)):
+        p = tree / rpath.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    sync_note = ""
+    if o.sync:
+        n_files, n_bytes = codesync.footprint(backend, o.extra_sync_dirs)
+        sync_note = f"code: up to {n_files} files, {n_bytes} bytes to sync; "
+    gpus = sorted({_run_gpus(backend, r) for r in runs})
+    return PreparedSweep(
+        backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
+        uploads=tuple(uploads),
+        scripts={"probe.sh": probe, "submit.sh": submit, "env.sh": env_text,
+                 "sweep.json": sweep_text,
+                 "rsync": codesync.display(target, backend, o.remote_dir, filters)},
+        summary=(f"{len(runs)} runs through {o.host} on {', '.join(o.nodes)} ({sync_note}"
+                 f"{'/'.join(map(str, gpus))} GPU per run) under {o.remote_dir}"),
+        data={"sweep_file": sweep_file, "secrets_file": secrets_file, "filters": filters,
+              "submit": submit, "probe": probe, "tree": str(tree), "key": key,
+              "runtime": str(rt.path), "runtime_remote": rt_remote, "scheduler": sched},
+    )
+
+
+def _probe(backend: BackendConfig, tr: Transport, script: str) -> tuple[runtime.Probe, bool]:
+    o: AutobotOptions = backend.options
+    res = tr.run_script(script, timeout=1800, check=False)
+    if res.exit_code != 0:
+        raise BackendError(f"{_who(backend)}: preparing the environment failed: "
+                           f"{shell.env_failure(res.stderr, res.exit_code)}")
+    probe = runtime.parse_probe(res.stdout)
+    runtime.check(probe, who=_who(backend), python=o.python)
+    return probe, "chester-autobot scheduler=1" in res.stdout
+
+
+@hookimpl
+def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
+    o: AutobotOptions = backend.options
+    if not prepared.runs:
+        return []
+    d = prepared.data
+    secrets = shell.secret_values(backend) if o.secrets else {}
+    tree = Path(d["tree"])
+    staged = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()}
+    files = paths.stage_run_files(((str(r.local_dir), r.remote_dir) for r in prepared.runs),
+                                  tree)
+    files += sorted(staged - set(files))
+    with transport_for(backend) as tr:
+        if o.sync:
+            codesync.sync(backend, tr, o.remote_dir, extra_dirs=o.extra_sync_dirs,
+                          filters=d["filters"])
+        probe, have_sched = _probe(backend, tr, d["probe"])
+        if not probe.runtime_present:
+            rel = d["runtime_remote"].lstrip("/")
+            paths.link_or_copy(Path(d["runtime"]), tree / rel)
+            files.append(rel)
+        if not have_sched:
+            rel = d["scheduler"].lstrip("/")
+            paths.link_or_copy(SCHEDULER_SRC, tree / rel)
+            files.append(rel)
+        tr.put_tree(tree, sorted(set(files)), "/")
+        if d["secrets_file"]:
+            tr.put_bytes(shell.render_secrets(secrets), d["secrets_file"], 0o600)
+        res = tr.run_script(d["submit"], timeout=600, check=False)
+        if "chester-autobot-queued" not in res.stdout:
+            if d["secrets_file"]:
+                try:
+                    tr.run(["rm", "-f", d["secrets_file"]], timeout=30, check=False)
+                except Exception:  # the submit's own error is the one to report
+                    pass
+            raise BackendError(f"{_who(backend)}: the sweep was not queued (exit "
+                               f"{res.exit_code}): {res.stderr.strip()[-300:]}")
+    return [_run_handle(backend, r, d["key"]) for r in prepared.runs]
+
+
+def _ensure_scheduler(backend: BackendConfig, tr: Transport) -> None:
+    tr.put_bytes(SCHEDULER_SRC.read_bytes(), scheduler_remote(backend), 0o644)
+
+
+def _sched_call(backend: BackendConfig, tr: Transport, args: Sequence[str],
+                stdin: str | None = None, timeout: float | None = 120) -> Any:
+    argv = _sched_argv(backend, *args)
+    res = tr.run(argv, stdin=stdin, timeout=timeout, check=False)
+    if res.exit_code == 2 and "can't open file" in res.stderr:
+        # launched by another chester version: send this version's scheduler
+        _ensure_scheduler(backend, tr)
+        res = tr.run(argv, stdin=stdin, timeout=timeout, check=False)
+    try:
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BackendError(f"{_who(backend)}: unexpected answer from the scheduler "
+                           f"(exit {res.exit_code}): {res.stdout.strip()[-200:]!r} "
+                           f"{res.stderr.strip()[-300:]!r}") from None
+
+
+@hookimpl
+def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
+    from chester.target import to_status
+
+    if not handles:
+        return {}
+    with transport_for(backend) as tr:
+        data = _sched_call(backend, tr, ["status"],
+                           stdin="".join(f"{h.remote_dir}\n" for h in handles))
+    return {h.token: to_status(data[h.remote_dir]) for h in handles}
+
+
+@hookimpl
+def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
+    if not handles:
+        return {}
+    with transport_for(backend) as tr:
+        data = _sched_call(backend, tr, ["cancel"],
+                           stdin="".join(f"{h.remote_dir}\n" for h in handles), timeout=300)
+    return {h.token: bool(data.get(h.remote_dir)) for h in handles}
+
+
+@hookimpl
+def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
+                 out: TextIO) -> bool:
+    argv = _sched_argv(backend, "tail", *(["-f"] if follow else []), handle.remote_dir, stream)
+
+    def write(text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    with transport_for(backend) as tr:
+        res = tr.stream(argv, write, check=False)
+        if res.exit_code == 2 and "can't open file" in res.stderr:
+            _ensure_scheduler(backend, tr)
+            tr.stream(argv, write)
+    return True
+
+
+@hookimpl
+def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                 patterns: PullPatterns) -> list[PullResult]:
+    from chester.remote.progress import Progress
+
+    if not handles:
+        return []
+    o: AutobotOptions = backend.options
+    filters = [f"--include={p}" for p in patterns.include]
+    filters += [f"--exclude={p}" for p in paths.PULL_EXCLUDES]
+    filters += [f"--exclude={p}" for p in patterns.exclude]
+    per: dict[str, list[int]] = {h.token: [0, 0] for h in handles}
+    seen_runs: set[str] = set()
+    items = [(h, h.remote_dir, h.local_dir) for h in handles]
+    with transport_for(backend) as tr:
+        for rroot, lroot, members in paths.pull_groups(items, o.remote_dir, Path(dest)):
+            prefixes = sorted(((rel.rstrip("/") + "/", h.token) for h, rel in members),
+                              key=lambda x: -len(x[0]))
+            with Progress(f"pull {backend.name}", len(members)) as bar:
+
+                def progress(name: str, size: int, prefixes=prefixes, bar=bar) -> None:
+                    for pre, tok in prefixes:
+                        if name.startswith(pre):
+                            per[tok][0] += 1
+                            per[tok][1] += size
+                            if tok not in seen_runs:
+                                seen_runs.add(tok)
+                                bar.advance()
+                            return
+
+                tr.rsync_pull(rroot, lroot, filter_args=filters,
+                              files_from=[rel for _, rel in members], progress=progress)
+        for local, remote in patterns.extra_dirs:
+            tr.rsync_pull(remote, Path(local), filter_args=filters)
+    return [PullResult(token=h.token, files=per[h.token][0], bytes=per[h.token][1],
+                       complete=paths.arrived(h.local_dir)) for h in handles]

@@ -1,0 +1,1035 @@
+"""The autobot GPU scheduler: runs on the login host, places queued runs on free node GPUs.
+
+Standard library only: the backend uploads this file as it is (next to chester's runtime,
+under ``<remote_dir>/.chester/autobot/``) and runs it with the login host's Python::
+
+    python scheduler.py submit ROOT SWEEP_JSON     enqueue a sweep (idempotent), start the loop
+    python scheduler.py run ROOT                   the loop (one per ROOT, kept by a lock)
+    python scheduler.py status ROOT  < DIRS        one JSON object: every run's state
+    python scheduler.py cancel ROOT  < DIRS        remove queued runs, kill running ones
+    python scheduler.py tail ROOT [-f] DIR STREAM  a run's output (followed until it ends)
+
+``ROOT`` (``<remote_dir>/.chester/autobot``) is on the filesystem the login host shares with
+the nodes. It holds ``queue/`` (one file per waiting run, FIFO by name), ``running/`` (one
+file per placed run), ``config.json`` (the last submit's node settings), ``state.json``
+(the loop's last view of the nodes), ``scheduler.lock`` (held by the live loop: ``flock``,
+not a process-name guess) and ``scheduler.log``. GPU leases live in ``LEASES/<node>/<gpu>``
+(``O_EXCL`` files; by default ``ROOT/leases``), so no GPU is handed out twice, by one loop
+or by two. Each placed run's folder gets ``.chester/autobot.json`` (node, GPUs, and the
+loop's verdict when the run died or its node was lost) and ``.chester/autobot.started``
+(a directory made on the node just before the worker starts, so a start is never repeated).
+
+Each cycle the loop asks every node it needs, in parallel, over kept-open ssh sessions (one
+``sh`` per node reading commands on its standard input, so the node's login shell starts once),
+ONE command: ``nvidia-smi --query-gpu=...`` and ``--query-compute-apps=...`` plus which of
+its runs' worker pids still live. A GPU is free when no lease holds it, no compute process
+uses it (``free_needs_no_process``) and its memory used is at most ``free_memory_mib``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+FORMAT = 1
+RUN_META = ".chester/run.json"
+RUN_STATUS = ".chester/status.json"
+RUN_CANCEL = ".chester/cancel"
+PLACEMENT = ".chester/autobot.json"
+STARTED = ".chester/autobot.started"  # plus "-<attempt>" after the first attempt
+
+
+def started_marker(run_dir, attempt=1):
+    """The directory made on the node just before the worker of this attempt starts."""
+    attempt = int(attempt or 1)
+    return os.path.join(run_dir, STARTED if attempt == 1 else "%s-%d" % (STARTED, attempt))
+
+
+def attempt_of(run_dir):
+    return int((read_json(os.path.join(run_dir, RUN_META)) or {}).get("attempt") or 1)
+DONE = ".done"
+
+DEFAULTS = {
+    "ssh_options": [],
+    "nvidia_smi": "nvidia-smi",
+    "max_gpus": {},
+    "max_gpus_per_node": None,
+    "free_memory_mib": 1024,
+    "free_needs_no_process": True,
+    "node_timeout": 10.0,
+    "lost_after": 120.0,
+    "start_timeout": 120.0,
+    "cycle": 0.5,
+    "idle_cycle": 2.0,
+    "lease_dir": None,
+}
+
+
+# ------------------------------------------------------------------------------ small helpers
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path, data, mode=0o644):
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, ".%s.%d.%d.tmp" % (os.path.basename(path), os.getpid(),
+                                                  threading.get_ident()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def remove(path):
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
+def log(root, msg):
+    line = "%s %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), msg)
+    try:
+        with open(os.path.join(root, "scheduler.log"), "a") as f:
+            f.write(line)
+    except OSError:
+        pass
+
+
+def load_config(root):
+    cfg = dict(DEFAULTS)
+    cfg.update(read_json(os.path.join(root, "config.json")) or {})
+    return cfg
+
+
+def lease_root(root, cfg):
+    return cfg.get("lease_dir") or os.path.join(root, "leases")
+
+
+def run_record(run_dir):
+    """(meta, status, placement) of a run folder; status/placement only when they carry
+    the run's token and are of its current attempt."""
+    meta = read_json(os.path.join(run_dir, RUN_META)) or {}
+    tok = meta.get("token")
+    st = read_json(os.path.join(run_dir, RUN_STATUS))
+    if st is not None and (tok and st.get("token") != tok or not current(meta, st)):
+        st = None  # another run's, or an earlier attempt's
+    pl = read_json(os.path.join(run_dir, PLACEMENT))
+    if pl is not None and tok and (pl.get("token") != tok or int(
+            pl.get("attempt") or 1) < int(meta.get("attempt") or 1)):
+        pl = None  # another run's, or an earlier attempt's
+    return meta, st, pl
+
+
+def current(meta, st):
+    """True when the status record is of the run's current attempt (or later)."""
+    return st is not None and int(st.get("attempt") or 1) >= int(meta.get("attempt") or 1)
+
+
+def run_finished(run_dir, token=None):
+    """True once the run's current attempt will not use its GPUs any more (ended, or given
+    a verdict)."""
+    meta, st, pl = run_record(run_dir)
+    if token and meta.get("token") not in (None, token):
+        return True  # the folder was reused by another run
+    cur = current(meta, st)
+    if cur and st.get("ended_at") is not None:
+        return True
+    if os.path.exists(os.path.join(run_dir, DONE)) and (st is None or cur):
+        return True
+    return bool(pl and pl.get("verdict"))
+
+
+def node_list(nodes):
+    """``autobot-1-1, autobot-1-6`` → ``autobot-1-1..1-6`` when they share a prefix."""
+    nodes = list(nodes)
+    if len(nodes) > 2:
+        pre = os.path.commonprefix(nodes)
+        cut = pre.find("-") + 1 if "-" in pre else len(pre)
+        if cut:
+            return "%s..%s" % (nodes[0], nodes[-1][cut:])
+    return ",".join(nodes)
+
+
+# ------------------------------------------------------------------------------ ssh to nodes
+class Nodes:
+    """One kept-open ssh session per node: a ``sh`` reading commands on its standard input.
+
+    The node's login shell (and its start-up files) runs once per session, not once per
+    command; each command's output ends with a marker line carrying its exit status. A
+    session that does not answer in time, or whose connection closed, is dropped; the next
+    command opens a new one."""
+
+    def __init__(self, root, cfg):
+        self.cfg = cfg
+        self.opts = list(cfg.get("ssh_options") or [])
+        self.sessions = {}
+        self.commands = 0  # commands sent to nodes (for the bench)
+        self.opened = 0  # ssh sessions opened
+        self.fresh = set()  # sessions not used yet
+
+    def _open(self, node):
+        import tempfile
+
+        err = tempfile.TemporaryFile()
+        argv = ["ssh", *self.opts, "-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5",
+                "-o", "ServerAliveCountMax=2", "-o", "ConnectTimeout=%d" % max(
+                    1, int(self.cfg["node_timeout"])), node, "exec sh"]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                             preexec_fn=_die_with_parent)
+        self.sessions[node] = (p, err, [b""])
+        self.opened += 1
+        return p, err, self.sessions[node][2]
+
+    def drop(self, node):
+        sess = self.sessions.pop(node, None)
+        if sess is None:
+            return ""
+        p, err, _buf = sess
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.wait(2)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            err.seek(0)
+            text = err.read().decode("utf-8", "replace")
+        except OSError:
+            text = ""
+        err.close()
+        return text
+
+    def ensure(self, node):
+        """Open the node's session unless it is open. Called from the loop's own thread:
+        a session dies with the thread that opened it (PR_SET_PDEATHSIG)."""
+        sess = self.sessions.get(node)
+        if sess is None or sess[0].poll() is not None:
+            self.drop(node)
+            self._open(node)
+            self.fresh.add(node)
+
+    def run(self, node, command, timeout=None):
+        """(exit status, output); 255 when the node did not answer in time or the
+        connection closed."""
+        import select
+
+        timeout = timeout or self.cfg["node_timeout"]
+        if node not in self.sessions or self.sessions[node][0].poll() is not None:
+            self.ensure(node)
+        if node in self.fresh:
+            self.fresh.discard(node)
+            timeout = max(timeout, 3 * self.cfg["node_timeout"])  # connect + login shell
+        p, err, buf = self.sessions[node]
+        self.commands += 1
+        nonce = "@@chester-%d-%d" % (os.getpid(), self.commands)
+        text = "{ %s\n} </dev/null 2>&1; echo \"%s $?\"\n" % (command, nonce)
+        try:
+            p.stdin.write(text.encode())
+            p.stdin.flush()
+        except OSError:
+            return 255, "", self.drop(node).strip() or "connection closed"
+        end = time.monotonic() + timeout
+        data = buf[0]
+        fd = p.stdout.fileno()
+        mark = ("\n" + nonce + " ").encode()
+        while True:
+            i = ("\n" + data.decode("latin-1")).find(mark.decode("latin-1"))
+            if i >= 0:
+                rest = data[i:]
+                nl = rest.find(b"\n")
+                if nl >= 0:
+                    out = data[:i].decode("utf-8", "replace")
+                    try:
+                        code = int(rest[len(nonce) + 1:nl])
+                    except ValueError:
+                        code = 255
+                    buf[0] = rest[nl + 1:]
+                    return code, out, ""
+            left = end - time.monotonic()
+            if left <= 0:
+                self.drop(node)
+                return 255, data.decode("utf-8", "replace"), "timeout"
+            ready, _w, _x = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                why = self.drop(node).strip()
+                return 255, data.decode("utf-8", "replace"), why or "connection closed"
+            data += chunk
+
+    def run_many(self, commands, timeout=None):
+        """{node: result} for {node: command}, all at once."""
+        out = {}
+        for node in commands:
+            self.ensure(node)
+
+        def one(node, cmd):
+            out[node] = self.run(node, cmd, timeout)
+
+        threads = [threading.Thread(target=one, args=(n, c), daemon=True)
+                   for n, c in commands.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    def close(self):
+        for node in list(self.sessions):
+            self.drop(node)
+
+
+def _die_with_parent():
+    """The ssh sessions go when the loop goes, even when it is killed (Linux)."""
+    os.setpgrp()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def query_command(cfg, pids):
+    smi = cfg["nvidia_smi"]
+    lines = [
+        "%s --query-gpu=index,uuid,memory.used,memory.total --format=csv,noheader,nounits"
+        % smi,
+        "echo @@apps",
+        "%s --query-compute-apps=gpu_uuid,pid --format=csv,noheader" % smi,
+        "echo @@alive",
+    ]
+    if pids:
+        lines.append("for p in %s; do [ -d /proc/$p ] && echo $p; done"
+                     % " ".join(str(int(p)) for p in pids))
+    lines.append("echo @@end")
+    return "; ".join(lines)
+
+
+def parse_query(text):
+    """{gpus: [(index, uuid, used, total)], busy: {uuid}, alive: {pid}} or None."""
+    if "@@end" not in text:
+        return None
+    part = "gpu"
+    gpus, busy, alive = [], set(), set()
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("@@"):
+            part = line[2:]
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        try:
+            if part == "gpu" and len(cells) >= 4:
+                gpus.append((int(cells[0]), cells[1], float(cells[2]), float(cells[3])))
+            elif part == "apps" and len(cells) >= 2:
+                busy.add(cells[0])
+            elif part == "alive":
+                alive.add(int(cells[0]))
+        except ValueError:
+            continue
+    return {"gpus": gpus, "busy": busy, "alive": alive}
+
+
+# ------------------------------------------------------------------------------ leases
+def claim(lroot, node, gpu, token, run_dir):
+    d = os.path.join(lroot, node)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, str(gpu))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump({"token": token, "run_dir": run_dir, "at": time.time(),
+                   "pid": os.getpid()}, f)
+    return True
+
+
+def leases(lroot):
+    """{node: {gpu: lease}}"""
+    out = {}
+    for node in listdir(lroot):
+        for g in listdir(os.path.join(lroot, node)):
+            if g.startswith("."):
+                continue
+            path = os.path.join(lroot, node, g)
+            data = read_json(path)
+            if data is None:  # being written: count it as held
+                data = {"token": None, "run_dir": None, "at": time.time()}
+            try:
+                out.setdefault(node, {})[int(g)] = dict(data, path=path)
+            except ValueError:
+                continue
+    return out
+
+
+def release(lroot, node, gpus, token):
+    for g in gpus:
+        path = os.path.join(lroot, node, str(g))
+        data = read_json(path)
+        if data is not None and data.get("token") == token:
+            remove(path)
+
+
+def reap_leases(lroot, now):
+    """Drop leases whose run ended, or that no placement backs after a grace time."""
+    for node, held in leases(lroot).items():
+        for g, le in held.items():
+            rd_, tok = le.get("run_dir"), le.get("token")
+            if not rd_ or not tok:
+                if now - le.get("at", now) > 60:
+                    remove(le["path"])
+                continue
+            if run_finished(rd_, tok):
+                remove(le["path"])
+                continue
+            _m, _st, pl = run_record(rd_)
+            backed = pl and pl.get("node") == node and g in pl.get("gpus", ())
+            if not backed and now - le.get("at", now) > 30:
+                remove(le["path"])
+
+
+# ------------------------------------------------------------------------------ the queue
+def queue_entries(root):
+    out = []
+    qd = os.path.join(root, "queue")
+    for name in listdir(qd):
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        data = read_json(os.path.join(qd, name))
+        if data is None:
+            continue
+        data["path"] = os.path.join(qd, name)
+        out.append(data)
+    return out
+
+
+def running_entries(root):
+    out = []
+    d = os.path.join(root, "running")
+    for name in listdir(d):
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        data = read_json(os.path.join(d, name))
+        if data is not None:
+            data["path"] = os.path.join(d, name)
+            out.append(data)
+    return out
+
+
+def submit(root, sweep_file):
+    sweep = read_json(sweep_file)
+    if sweep is None:
+        print("chester-autobot: cannot read %s" % sweep_file, file=sys.stderr)
+        return 2
+    for d in ("queue", "running", "sweeps"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    cfg = dict(DEFAULTS)
+    cfg.update(sweep.get("config") or {})
+    write_json(os.path.join(root, "config.json"), cfg)
+    queued = {e.get("token") for e in queue_entries(root)}
+    placed = {e.get("token") for e in running_entries(root)}
+    base = time.time_ns()
+    n = skipped = 0
+    for i, run in enumerate(sweep["runs"]):
+        tok, run_dir = run["token"], run["run_dir"]
+        meta, st, pl = run_record(run_dir)
+        started = current(meta, st)
+        if tok in queued or tok in placed or started or pl is not None:
+            skipped += 1
+            continue
+        entry = {k: v for k, v in sweep.items() if k not in ("runs", "config")}
+        entry.update(run, submitted_at=time.time(), attempt=int(meta.get("attempt") or 1))
+        write_json(os.path.join(root, "queue", "%020d-%06d-%s.json" % (base, i, tok)), entry)
+        n += 1
+    ensure_running(root)
+    print("chester-autobot-queued %d skipped %d" % (n, skipped))
+    return 0
+
+
+def lock_free(root):
+    """True when no loop holds the lock."""
+    path = os.path.join(root, "scheduler.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+    return True
+
+
+def ensure_running(root):
+    """Start the loop, detached, unless one holds the lock; only when it has work."""
+    if not (listdir(os.path.join(root, "queue")) or listdir(os.path.join(root, "running"))):
+        return False
+    if not lock_free(root):
+        return False
+    with open(os.path.join(root, "scheduler.log"), "ab") as logf:
+        subprocess.Popen([sys.executable, os.path.abspath(__file__), "run", root],
+                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                         start_new_session=True, close_fds=True)
+    return True
+
+
+# ------------------------------------------------------------------------------ the loop
+class Loop:
+    def __init__(self, root):
+        self.root = root
+        self.cfg = load_config(root)
+        self.nodes = Nodes(root, self.cfg)
+        self.down_since = {}  # node -> first failed query (monotonic wall time)
+        self.view = {}
+        self.cycles = 0
+        self.seen_secrets = set()  # secrets files of runs this loop saw waiting
+
+    # -- one cycle -------------------------------------------------------------------------
+    def cycle(self):
+        cfg = self.cfg = load_config(self.root)
+        self.nodes.cfg = cfg
+        self.nodes.opts = list(cfg.get("ssh_options") or [])
+        lroot = lease_root(self.root, cfg)
+        now = time.time()
+        queue = queue_entries(self.root)
+        running = running_entries(self.root)
+        self.seen_secrets.update(e["secrets_file"] for e in queue if e.get("secrets_file"))
+        want = []
+        for e in queue:
+            for n in e.get("nodes") or ():
+                if n not in want:
+                    want.append(n)
+        pids = {}
+        for r in running:
+            if r["node"] not in want:
+                want.append(r["node"])
+            st = run_record(r["run_dir"])[1] or {}
+            if st.get("token") == r["token"] and st.get("pid"):
+                pids.setdefault(r["node"], []).append(st["pid"])
+        answers = self.nodes.run_many({n: query_command(cfg, pids.get(n, ())) for n in want})
+        view = {}
+        for n in want:
+            code, out, err = answers.get(n, (255, "", ""))
+            q = parse_query(out) if code == 0 else None
+            if q is None:
+                self.down_since.setdefault(n, now)
+                view[n] = {"reachable": False, "since": self.down_since[n],
+                           "error": (err.strip().splitlines() or ["no answer"])[-1][:200]}
+            else:
+                if n in self.down_since:
+                    log(self.root, "node %s answers again" % n)
+                self.down_since.pop(n, None)
+                view[n] = dict(q, reachable=True)
+        self._watch(running, view, lroot, now, pids)
+        reap_leases(lroot, now)
+        held = leases(lroot)
+        free = {n: len(f) for n, f in self._free(view, held, cfg).items()}
+        started = self._place(queue, view, held, lroot, cfg)
+        self._write_state(view, leases(lroot) if started else held, free, started)
+        self._drop_secrets(now)
+        self.cycles += 1
+        return bool(queue) and len(started) < len(queue), bool(running) or bool(started)
+
+    def _watch(self, running, view, lroot, now, asked):
+        """Release what ended; give a verdict to runs whose worker died or node is lost."""
+        cfg = self.cfg
+        for r in running:
+            run_dir, tok, node = r["run_dir"], r["token"], r["node"]
+            meta, st, pl = run_record(run_dir)
+            verdict = None
+            if meta.get("token") not in (None, tok) or run_finished(run_dir, tok):
+                pass
+            elif not view.get(node, {}).get("reachable", False):
+                since = view.get(node, {}).get("since", now)
+                if now - since >= cfg["lost_after"]:
+                    verdict = {"state": "lost", "reason": "node %s unreachable for %d s"
+                               % (node, now - since)}
+                else:
+                    continue
+            elif st is None:
+                if not os.path.isdir(started_marker(run_dir, r.get("attempt"))):
+                    if r.get("state") == "starting" and now - r.get("placed_at", now) > 5:
+                        self._start(node, [r])  # a loop killed mid-start: start it now
+                    continue
+                if now - r.get("placed_at", now) < cfg["start_timeout"]:
+                    continue
+                verdict = {"state": "failed",
+                           "reason": "the worker did not start on %s within %d s: %s"
+                           % (node, cfg["start_timeout"], _tail(run_dir))}
+            elif st.get("ended_at") is None:
+                pid = int(st.get("pid") or 0)
+                if pid in view[node]["alive"] or pid not in asked.get(node, ()):
+                    continue  # alive, or recorded after this cycle's question
+                if run_finished(run_dir, tok):  # it ended between the query and now
+                    pass
+                else:
+                    verdict = {"state": "failed", "reason": "the run's process died on %s "
+                               "without recording an exit (killed?)" % node}
+            if verdict is not None:
+                pl = dict(pl or {"token": tok, "node": node, "gpus": r.get("gpus", [])})
+                pl["verdict"] = dict(verdict, at=now)
+                write_json(os.path.join(run_dir, PLACEMENT), pl)
+                log(self.root, "%s: %s" % (run_dir, verdict["reason"]))
+            release(lroot, node, r.get("gpus", ()), tok)
+            remove(r["path"])
+
+    def _free(self, view, held, cfg):
+        """{node: GPU indices that may be handed out now}: no lease, no compute process
+        (when asked), memory used under the threshold, within the node's cap."""
+        free = {}
+        caps = cfg.get("max_gpus") or {}
+        for n, v in view.items():
+            if not v.get("reachable"):
+                continue
+            mine = held.get(n, {})
+            f = sorted(g for g, uuid, used, _total in v["gpus"]
+                       if g not in mine
+                       and not (cfg["free_needs_no_process"] and uuid in v["busy"])
+                       and (cfg["free_memory_mib"] is None or used <= cfg["free_memory_mib"]))
+            cap = caps.get(n, cfg.get("max_gpus_per_node"))
+            room = len(f) if cap is None else max(0, int(cap) - len(mine))
+            free[n] = f[:room]
+        return free
+
+    def _place(self, queue, view, held, lroot, cfg):
+        free = self._free(view, held, cfg)
+        placed = []
+        per_node = {}
+        taken = {r["token"] for r in running_entries(self.root)}
+        for e in queue:
+            tok, run_dir = e["token"], e["run_dir"]
+            m, st, _pl = run_record(run_dir)
+            if current(m, st) or run_finished(run_dir, tok) \
+                    or os.path.exists(os.path.join(run_dir, RUN_CANCEL)):
+                remove(e["path"])  # started (by a loop that died since), or cancelled
+                continue
+            if tok in taken:  # placed by a loop that died mid-start: it is started again
+                continue
+            k = int(e.get("gpus_per_run") or 1)
+            for n in e.get("nodes") or ():
+                avail = free.get(n, [])
+                if len(avail) < k:
+                    continue
+                got = []
+                for g in list(avail):
+                    if len(got) == k:
+                        break
+                    avail.remove(g)
+                    if claim(lroot, n, g, tok, run_dir):
+                        got.append(g)
+                if len(got) < k:
+                    release(lroot, n, got, tok)
+                    continue
+                att = int(e.get("attempt") or 1)
+                rec = {"token": tok, "run_dir": run_dir, "node": n, "gpus": got,
+                       "placed_at": time.time(), "state": "starting", "entry": e,
+                       "attempt": att}
+                write_json(os.path.join(run_dir, PLACEMENT),
+                           {"token": tok, "node": n, "gpus": got, "attempt": att,
+                            "placed_at": rec["placed_at"]})
+                write_json(os.path.join(self.root, "running", "%s.json" % tok), rec)
+                per_node.setdefault(n, []).append(rec)
+                placed.append(rec)
+                break
+        if per_node:
+            self._start_many(per_node)
+        return placed
+
+    def _start(self, node, recs):
+        self._start_many({node: recs})
+
+    def _start_many(self, per_node):
+        """Start each run's worker on its node detached: one command per node, the nodes in
+        parallel."""
+        answers = self.nodes.run_many(
+            {n: "\n".join(start_line(r["entry"], r["run_dir"], r["gpus"]) for r in recs)
+             for n, recs in per_node.items()}, timeout=max(30.0, self.cfg["node_timeout"]))
+        for node, recs in per_node.items():
+            code, _out, err = answers.get(node, (255, "", "no answer"))
+            for r in recs:
+                self._started(node, r, code, err)
+
+    def _started(self, node, r, code, err):
+        tok = r["token"]
+        made = os.path.isdir(started_marker(r["run_dir"], r.get("attempt")))
+        qpath = r["entry"].get("path")
+        if made:
+            rec = dict(r, state="started")
+            rec.pop("path", None)
+            write_json(os.path.join(self.root, "running", "%s.json" % tok), rec)
+            if qpath:
+                remove(qpath)
+            log(self.root, "started %s on %s GPU %s" % (r["run_dir"], node,
+                                                      ",".join(map(str, r["gpus"]))))
+        else:  # not started: back to the queue (its entry is still there)
+            log(self.root, "could not start %s on %s (exit %s): %s"
+                % (r["run_dir"], node, code, err.strip()[-300:]))
+            remove(os.path.join(self.root, "running", "%s.json" % tok))
+            remove(os.path.join(r["run_dir"], PLACEMENT))
+            release(lease_root(self.root, self.cfg), node, r["gpus"], tok)
+
+    def _drop_secrets(self, now):
+        """A sweep's secrets file goes once none of its runs waits any more (each run's
+        shell read it before its worker started): at once when this loop saw its runs wait,
+        else (a file uploaded just before its sweep is queued) after a minute."""
+        wanted = {e.get("secrets_file") for e in queue_entries(self.root)}
+        sdir = os.path.join(self.root, "sweeps")
+        for name in listdir(sdir):
+            path = os.path.join(sdir, name)
+            if not name.endswith(".secrets") or path in wanted:
+                continue
+            try:
+                if path in self.seen_secrets or now - os.stat(path).st_mtime > 60:
+                    remove(path)
+            except FileNotFoundError:
+                pass
+
+    def _write_state(self, view, held, free, started):
+        """``state.json``: what the last cycle saw (status explains waiting runs with it)."""
+        nodes = {}
+        for n, v in view.items():
+            if v.get("reachable"):
+                mine = held.get(n, {})
+                nodes[n] = {"reachable": True, "total": len(v["gpus"]),
+                            "leased": sorted(mine),
+                            "other": sorted(g for g, u, _a, _b in v["gpus"]
+                                            if u in v["busy"] and g not in mine),
+                            # what was free at the look, less what this cycle handed out
+                            "free": max(0, free.get(n, 0) - sum(
+                                len(r.get("gpus", ())) for r in started if r.get("node") == n))}
+            else:
+                nodes[n] = {"reachable": False, "since": v["since"], "error": v["error"]}
+        write_json(os.path.join(self.root, "state.json"), {
+            "at": time.time(), "pid": os.getpid(), "nodes": nodes, "cycles": self.cycles,
+            "ssh_commands": self.nodes.commands,
+            "ssh_sessions": self.nodes.opened})
+
+
+def _tail(run_dir, n=3):
+    try:
+        with open(os.path.join(run_dir, "stderr.log"), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 2000))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "no output"
+    return " | ".join(text.strip().splitlines()[-n:]) or "no output"
+
+
+def start_line(e, run_dir, gpus):
+    """Shell text run on the node: make the start marker (once), then start the worker
+    detached in its own session with CUDA_VISIBLE_DEVICES set."""
+    q = shlex.quote
+    started = started_marker(run_dir, e.get("attempt"))
+    argv = [*(e.get("prefix") or []), e["python"], e["runtime"], "worker", run_dir]
+    inner = '. "$1" && shift && exec "$@"' if e.get("env_file") else 'shift; exec "$@"'
+    env_file = e.get("env_file") or "-"
+    secrets = ""
+    if e.get("secrets_file"):
+        secrets = "set -a; . %s; set +a; " % q(e["secrets_file"])
+    return ("( mkdir %s 2>/dev/null || exit 0; cd %s || exit 1; %sCUDA_VISIBLE_DEVICES=%s "
+            "exec setsid -f sh -c %s sh %s %s >>%s 2>>%s </dev/null )"
+            % (q(started), q(e["cwd"]), secrets, q(",".join(map(str, gpus))),
+               q(inner), q(env_file), " ".join(q(a) for a in argv),
+               q(os.path.join(run_dir, "stdout.log")), q(os.path.join(run_dir, "stderr.log"))))
+
+
+def run_loop(root):
+    os.makedirs(root, exist_ok=True)
+    fd = os.open(os.path.join(root, "scheduler.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0  # another loop has it
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    loop = Loop(root)
+    log(root, "scheduler %d started" % os.getpid())
+    try:
+        while True:
+            t0 = time.time()
+            try:
+                waiting, busy = loop.cycle()
+            except Exception as exc:  # keep going: a bad file must not stop every sweep
+                import traceback
+
+                log(root, "cycle failed: %s\n%s" % (exc, traceback.format_exc()))
+                waiting, busy = True, True
+            if not waiting and not busy and not queue_entries(root) \
+                    and not running_entries(root):
+                # let go of the lock, then look once more: a submit that came in between
+                # started a loop that found the lock taken and left
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                if not (queue_entries(root) or running_entries(root)):
+                    log(root, "scheduler %d: queue empty, exiting" % os.getpid())
+                    return 0
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return 0
+            pause = loop.cfg["cycle"] if waiting else loop.cfg["idle_cycle"]
+            time.sleep(max(0.0, pause - (time.time() - t0)))
+    finally:
+        loop.nodes.close()
+
+
+# ------------------------------------------------------------------------------ status
+def status(root, run_dirs):
+    cfg = load_config(root)
+    queue = queue_entries(root)
+    order = {e["run_dir"]: i for i, e in enumerate(queue)}
+    state = read_json(os.path.join(root, "state.json")) or {}
+    nodes_state = state.get("nodes") or {}
+    now = time.time()
+    if queue or running_entries(root):
+        ensure_running(root)
+    out = {}
+    for d in run_dirs:
+        out[d] = probe(d, order, queue, nodes_state, cfg, now)
+    return out
+
+
+def probe(d, order, queue, nodes_state, cfg, now):
+    meta, st, pl = run_record(d)
+    res = {"state": "queued", "reason": None, "exit_code": None,
+           "attempt": meta.get("attempt")}
+    if not meta:
+        return dict(res, state="lost", reason="run folder missing on the login host")
+    where = None
+    if pl:
+        where = "%s GPU %s" % (pl.get("node"), ",".join(str(g) for g in pl.get("gpus", ())))
+        res["host"] = pl.get("node")
+        res["gpus"] = pl.get("gpus")
+    cancel = os.path.exists(os.path.join(d, RUN_CANCEL))
+    done = os.path.exists(os.path.join(d, DONE))
+    if st is not None:
+        res.update(attempt=st.get("attempt"), started_at=st.get("started_at"),
+                   ended_at=st.get("ended_at"), pid=st.get("pid"))
+        res["host"] = res.get("host") or st.get("host")
+        tail = _tail_text(d)
+        if done:
+            return dict(res, state="succeeded", exit_code=st.get("exit_code", 0))
+        if st.get("ended_at") is not None:
+            s = st.get("state") or "failed"
+            reason = st.get("reason")
+            if cancel and s != "succeeded":
+                s, reason = "cancelled", "cancelled"
+            if s not in ("failed", "cancelled", "succeeded"):
+                s = "failed"
+            return dict(res, state=s, reason=reason, stderr_tail=tail,
+                        exit_code=st.get("exit_code"))
+        if pl and pl.get("verdict"):
+            v = pl["verdict"]
+            s = "cancelled" if cancel and v["state"] == "failed" else v["state"]
+            return dict(res, state=s, reason=v["reason"], stderr_tail=tail)
+        node = (nodes_state.get(pl.get("node")) if pl else None) or {}
+        if node.get("reachable") is False and now - node.get("since", now) >= cfg["lost_after"]:
+            return dict(res, state="lost", reason="node %s unreachable for %d s"
+                        % (pl.get("node"), now - node["since"]))
+        return dict(res, state="running", host=where or res.get("host"))
+    if pl and pl.get("verdict"):
+        return dict(res, state=pl["verdict"]["state"], reason=pl["verdict"]["reason"],
+                    stderr_tail=_tail_text(d))
+    if cancel:
+        return dict(res, state="cancelled", reason="cancelled before it started")
+    if pl:
+        return dict(res, state="running", host=where, reason="starting on %s" % where)
+    if d in order:
+        e = queue[order[d]]
+        allowed = list(e.get("nodes") or ())
+        total = free = 0
+        down = []
+        for n in allowed:
+            ns = nodes_state.get(n)
+            if not ns:
+                continue
+            if ns.get("reachable"):
+                total += ns.get("total", 0)
+                free += ns.get("free", 0)
+            else:
+                down.append(n)
+        why = "no free GPU on %s: %d of %d free" % (node_list(allowed), free, total)
+        if int(e.get("gpus_per_run") or 1) > 1:
+            why += " (needs %d on one node)" % int(e["gpus_per_run"])
+        if down:
+            why += "; unreachable: %s" % ",".join(down)
+        if not nodes_state:
+            why = "waiting for the scheduler's first look at %s" % node_list(allowed)
+        return dict(res, state="queued", queue_position=order[d] + 1,
+                    pending_reason="queue position %d of %d; %s" % (order[d] + 1, len(queue),
+                                                                     why))
+    if os.path.isdir(started_marker(d, meta.get("attempt"))):
+        return dict(res, state="running", reason="starting")
+    return dict(res, state="lost", reason="not in the autobot queue and never started")
+
+
+def _tail_text(d, lines=20):
+    try:
+        with open(os.path.join(d, "stderr.log"), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode("utf-8", "replace").rstrip("\n")
+    except OSError:
+        return None
+    return "\n".join(text.splitlines()[-lines:]) or None
+
+
+# ------------------------------------------------------------------------------ cancel
+#: TERM the run's process group, KILL what is left after the grace time (POSIX ``kill``:
+#: a negative pid is a group; dash takes no ``--``)
+KILL = ("kill -TERM -{g} 2>/dev/null || exit 0; i=0; while [ $i -lt {n} ]; do "
+        "kill -0 -{g} 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; "
+        "kill -KILL -{g} 2>/dev/null; exit 0")
+
+
+def cancel(root, run_dirs, grace_s=5.0):
+    cfg = load_config(root)
+    out = {}
+    targets = {}
+    queue = {e["run_dir"]: e for e in queue_entries(root)}
+    for d in run_dirs:
+        meta, st, pl = run_record(d)
+        if not meta:
+            out[d] = False
+            continue
+        before = probe(d, {}, [], {}, cfg, time.time())
+        if before["state"] in ("succeeded", "failed", "cancelled", "lost") and d not in queue:
+            out[d] = False
+            continue
+        open(os.path.join(d, RUN_CANCEL), "a").close()
+        if d in queue:
+            remove(queue[d]["path"])
+        out[d] = True
+        if pl or os.path.isdir(started_marker(d, meta.get("attempt"))):
+            targets[d] = pl
+    if targets:
+        # a run placed a moment ago may not have recorded its process group yet
+        deadline = time.time() + 10
+        pending = dict(targets)
+        nodes = Nodes(root, cfg)
+        try:
+            while pending:
+                cmds = {}
+                for d, pl in list(pending.items()):
+                    meta, st, pl2 = run_record(d)
+                    pl = pl2 or pl
+                    if st is not None and st.get("ended_at") is not None:
+                        pending.pop(d)
+                        continue
+                    if st is not None and st.get("pgid") and pl:
+                        cmds.setdefault(pl["node"], []).append(
+                            KILL.format(g=int(st["pgid"]), n=int(grace_s * 10)))
+                        pending.pop(d)
+                if cmds:
+                    nodes.run_many({n: "( %s ) & " % " ) & ( ".join(c) + "wait"
+                                    for n, c in cmds.items()}, timeout=grace_s + 20)
+                if not pending or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            nodes.close()
+    return out
+
+
+# ------------------------------------------------------------------------------ tail
+def tail(root, run_dir, stream, follow):
+    path = os.path.join(run_dir, "stdout.log" if stream == "stdout" else "stderr.log")
+    cfg = load_config(root)
+    pos = 0
+    out = sys.stdout
+    while True:
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            out.write(chunk.decode("utf-8", "replace"))
+            out.flush()
+        if not follow:
+            return 0
+        if not chunk:
+            p = probe(run_dir, {}, [], {}, cfg, time.time())
+            q = {e["run_dir"] for e in queue_entries(root)}
+            if p["state"] not in ("running",) and run_dir not in q:
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(pos)
+                        rest = f.read()
+                    if rest:
+                        out.write(rest.decode("utf-8", "replace"))
+                        out.flush()
+                except FileNotFoundError:
+                    pass
+                return 0
+        time.sleep(0.2)
+
+
+def _stdin_dirs():
+    return [line for line in sys.stdin.read().splitlines() if line]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2 or argv[0] not in ("submit", "run", "status", "cancel", "tail"):
+        print("usage: python scheduler.py submit|run|status|cancel|tail ROOT ...",
+              file=sys.stderr)
+        return 2
+    cmd, root = argv[0], argv[1]
+    if cmd == "submit":
+        return submit(root, argv[2])
+    if cmd == "run":
+        return run_loop(root)
+    if cmd == "status":
+        print(json.dumps(status(root, _stdin_dirs())))
+        return 0
+    if cmd == "cancel":
+        print(json.dumps(cancel(root, _stdin_dirs())))
+        return 0
+    rest = argv[2:]
+    f = bool(rest) and rest[0] == "-f"
+    if f:
+        rest = rest[1:]
+    return tail(root, rest[0], rest[1] if len(rest) > 1 else "stdout", f)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        sys.exit(0)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            sys.exit(0)
+        raise

@@ -1,0 +1,17 @@
+"""The chester.testing conformance suite against the test lab (a real login host and two
+GPU nodes over sshd, stand-in nvidia-smi)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chester.testing import BackendConformance, ConformanceEnv
+from tests.infra.gpulab import lab_backend
+
+
+class TestAutobotBackend(BackendConformance):
+    @pytest.fixture
+    def chester_env(self, tmp_path, gpu_lab):
+        return ConformanceEnv.create(
+            tmp_path, backend="lab", timeout=120, poll_interval=0.3,
+            config={"backends": {"lab": lab_backend(gpu_lab, tmp_path / "shared" / "proj")}})
