@@ -183,12 +183,13 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     # the seed's $gpus in remote_header: the variant's gpus of the job's first run
     by_token = {r.token: r for r in runs}
     wants_gpus = bool(opts.remote_header and "$" in opts.remote_header)
+    require_env = shell.require_env_lines(backend, project_dir)
     for job in jobs:
         text = render.job_script(
             job, opts, stage_dir=stage_dir, stage_root=stage_root, project_dir=project_dir,
             env_file=env_file, secrets_file=secrets_file, spec_file=remote_spec,
             variant_gpus=_variant_gpus(by_token[job.tokens[0]]) if wants_gpus else None,
-            runtime_path=rt_remote)
+            runtime_path=rt_remote, require_env=require_env)
         manifest = "".join(f"{d}\n" for d in job.run_dirs)
         for name, body in ((job.script, text), (job.manifest, manifest)):
             p = tree / stage_rel / name
@@ -198,6 +199,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
             scripts[name] = body
     sync = any(bool(res.get("sync_on_launch", backend.sync_on_launch)) for res in resources)
     prelude = shell.env_sync_lines(backend, project_dir) if sync else []
+    prelude += require_env  # the jobs would stop on it: stop before any sbatch instead
     prelude += runtime.guard_lines(opts.python, rt_remote,
                                    setup=[f"cd {shlex.quote(project_dir)}",
                                           *shell.setup_lines(backend, project_dir)])

@@ -156,39 +156,57 @@ def worker_command(options: SlurmOptions, res: Mapping[str, Any], project_dir: s
     return shlex.join(argv) + ' "$RUN_DIR"' + (f" --spec {q(spec_file)}" if spec_file else "")
 
 
-def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: str,
-                env_file: str, secrets_file: str | None) -> list[str]:
-    """Shell lines run on the compute node before the worker.
+#: Exit status of a job whose setup failed (a ``chester:`` line on stderr says what).
+EXIT_SETUP = 3
 
-    Modules first (the environment may need them), then the sweep's env file — the SSH
-    backend's: package manager, env, prepare commands, prepare script — then the secrets,
-    then the run's own pre-commands and compile step (the seed's run_experiment_lite).
+
+def _fail(what: str) -> str:
+    """``|| ...`` text: one ``chester:`` line naming the failure and the node, then exit."""
+    what = re.sub(r'([\\$`"])', r"\\\1", what)  # literal inside the double quotes
+    return f'{{ echo "chester: {what} on $(hostname)" >&2; exit {EXIT_SETUP}; }}'
+
+
+def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: str,
+                env_file: str, secrets_file: str | None,
+                require_env: Sequence[str] = ()) -> list[str]:
+    """Shell lines run on the compute node before the worker; any failure ends the job
+    with one ``chester:`` line on stderr (the run's reason) instead of running the worker
+    with the wrong environment.
+
+    Modules first (the environment may need them; each ``module load`` is checked and
+    named), then the sweep's env file — the SSH backend's: package manager, env, prepare
+    commands, prepare script — then ``require_env`` (the environment must exist), the
+    secrets, and the run's own pre-commands and compile step (the seed's
+    run_experiment_lite), all under ``set -e``.
     """
-    lines = [f"cd {q(project_dir)}"]
+    lines = [f"cd {q(project_dir)} || " + _fail(f"cannot enter {project_dir}")]
     mods = list(options.modules)
     if _gpus(res) and options.cuda_module:
         mods.append(options.cuda_module)
     for m in mods:
-        lines.append(f"module load {q(_check_line('modules', m))}")
+        name = _check_line('modules', m)
+        what = f"module load {name} failed (check the name with: module avail {name})"
+        lines.append(f"module load {q(name)} || " + _fail(what))
+    lines.append("# setup: the first failing command ends the job and is named")
+    lines.append("set -eE; trap 'echo \"chester: the job setup failed on $(hostname) at: "
+                 "$BASH_COMMAND\" >&2' ERR")
     lines.append(f"set +u; . {q(env_file)}; set -u")
+    lines.extend(require_env)
     if secrets_file:
         lines.append(f"set -a; . {q(secrets_file)}; set +a")
-    pre = [str(c) for c in (res.get("pre_commands") or ())]
-    if pre:
-        lines.append("set -e")
-        lines.extend(pre)
-        lines.append("set +e")
+    lines.extend(str(c) for c in (res.get("pre_commands") or ()))
     if res.get("compile_script"):
         lines.append(str(res["compile_script"]))
         if res.get("wait_compile"):
             lines.append(f"sleep {int(res['wait_compile'])}")
+    lines.append("trap - ERR; set +eE")
     return lines
 
 
 def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: str,
                project_dir: str, env_file: str, secrets_file: str | None,
                spec_file: str | None = None, variant_gpus: Any = None,
-               runtime_path: str | None = None) -> str:
+               runtime_path: str | None = None, require_env: Sequence[str] = ()) -> str:
     """The batch script of one job."""
     res = job.resources
     lines = header(options, res, variant_gpus)
@@ -205,8 +223,11 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     lines.extend(sbatch_lines(options, res, header_keys(lines)))
     lines.append("#SBATCH --requeue")
     lines.append("set -uo pipefail")
+    from chester.remote import container as ctr
+
     setup = setup_lines(options, res, project_dir=project_dir, env_file=env_file,
-                        secrets_file=secrets_file)
+                        secrets_file=secrets_file, require_env=require_env)
+    setup += ctr.env_lines(ctr.resolve(options, res, backend="slurm"))
     worker = worker_command(options, res, project_dir, stage_root, spec_file, runtime_path)
     if job.kind == "serial":
         lines.append("# serial steps in one allocation: each starts when the one before succeeded")

@@ -331,7 +331,10 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         if s == "FAILED" and worker_ended and (st or {}).get("state") in ("failed", "terminated"):
             return _from_record(st or {}, tail, common, exit_code=_exit_code(row.exit_code))
         reason = word
-        if s == "FAILED":
+        said = _setup_failure(tail) if st is None else None
+        if s == "FAILED" and said:  # the job's setup said why it stopped
+            reason = said
+        elif s == "FAILED":
             reason = f"job failed with exit code {row.exit_code}"
             if row.reason and row.reason != "None":
                 reason += f" ({row.reason})"
@@ -340,6 +343,15 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         return RunStatus(state=state, reason=reason, stderr_tail=tail,
                          exit_code=_exit_code(row.exit_code), **common)
     return RunStatus(state=State.QUEUED, pending_reason=f"SLURM state {s}", **common)
+
+
+def _setup_failure(tail: str | None) -> str | None:
+    """The last ``chester: ...`` line of a job that stopped before its worker ran (a
+    module that did not load, a missing environment, a failing prepare command)."""
+    for line in reversed((tail or "").splitlines()):
+        if line.startswith("chester: "):
+            return line[len("chester: "):].strip()
+    return None
 
 
 def _from_record(st: Mapping[str, Any], tail: str | None, common: Mapping[str, Any],

@@ -8,6 +8,7 @@ if [ -f pyproject.toml ]; then
   fi
   uv sync -q >&2 || { echo "chester: uv sync failed on $(hostname)" >&2; exit 5; }
 fi
+[ -f /scratch/me/proj/.venv/bin/activate ] || { echo "chester: package_manager is uv but /scratch/me/proj/.venv is missing on $(hostname) (run uv sync in the project there, or set sync_on_launch: true or package_manager: python)" >&2; exit 5; }
 chester_probe=$( { cd /scratch/me/proj; export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"; if [ -f /scratch/me/proj/.venv/bin/activate ]; then . /scratch/me/proj/.venv/bin/activate; fi; if [ -f /scratch/me/proj/.chester/runtime/RUNTIME.pyz ]; then echo 'chester-probe runtime=1'; else echo 'chester-probe runtime=0'; fi; if command -v python >/dev/null 2>&1; then python -c 'import sys; print('"'"'chester-probe python=%d.%d.%d %s'"'"' % (sys.version_info[:3] + (sys.executable,)))' || echo 'chester-probe python=broken'; else echo 'chester-probe python=missing'; fi; } 2>/dev/null || true )
 printf '%s\n' "$chester_probe"
 case "$chester_probe" in *"chester-probe python=X.Y."*) ;; *) exit 7;; esac
