@@ -257,6 +257,11 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     return "\n".join(lines) + "\n"
 
 
+#: sbatch's words for a per-user or per-account submit limit (each array task counts):
+#: not transient, it lasts until queued jobs end
+SUBMIT_LIMIT_RE = r"(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit"
+
+
 def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = (),
                   checks: Sequence[str] = ()) -> str:
     """Bash run on the login host: ``checks`` first (the cluster's configuration), then
@@ -265,8 +270,12 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
 
     A job counts as submitted when its id file exists or the scheduler knows its name (a
     submit that was cut off after ``sbatch`` and is being retried; the scheduler is asked
-    only when a submit started in this stage folder before). Prints ``JOB <index>
-    <job id>`` lines.
+    only when a submit started in this stage folder before). Prints ``JOB <index> <job id>``
+    lines. When sbatch refuses a job for a submit limit (``QOSMaxSubmitJobPerUserLimit``,
+    ``AssocMaxSubmitJobLimit``, ...), that job and the ones after it are not submitted now:
+    ``WAIT <index> <limit> <jobs of the user in the queue>`` lines, exit 0 (the same script,
+    run again later, submits them). A job cancelled before it was submitted (``job-K.skip``)
+    prints ``SKIP <index>``.
     """
     names = ",".join(j.name for j in jobs)
     lines = ["set -euo pipefail", *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"',
@@ -276,17 +285,30 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
              f"if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' "
              f"--name={q(names)} 2>/dev/null || true); fi",
              ": > .submit-started",
-             "lookup() { printf '%s\\n' \"$known\" | awk -v n=\"$1\" '$1 == n { print $2; exit }'; }"]
+             "lookup() { printf '%s\\n' \"$known\" | awk -v n=\"$1\" '$1 == n { print $2; exit }'; }",
+             "limited=",
+             "# sbatch refused for a submit limit: remember which, and how many jobs are queued",
+             f"limit_of() {{ limited=$(grep -oE {q(SUBMIT_LIMIT_RE)} \"$1\" | head -n 1); "
+             "limited=${limited// /_}; "
+             'queued=$(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l); }']
     for j in jobs:
         var = f"jid{j.index}"
         dep = f" --dependency=afterok:\"$jid{j.after}\"" if j.after is not None else ""
+        ready = f' && [ -n "$jid{j.after}" ]' if j.after is not None else ""
         lines += [
             f'{var}=""',
+            f'if [ -e job-{j.index}.skip ]; then echo "SKIP {j.index}"; {var}=; else',
             f'if [ -s job-{j.index}.id ]; then {var}=$(cat job-{j.index}.id); '
             f'elif [ -n "$known" ]; then {var}=$(lookup {q(j.name)}); fi',
-            f'if [ -z "${var}" ]; then {var}=$(sbatch --parsable{dep} {j.script}); '
-            f'{var}=${{{var}%%;*}}; printf \'%s\\n\' "${var}" > job-{j.index}.id; fi',
-            f'echo "JOB {j.index} ${var}"',
+            f'if [ -z "${var}" ] && [ -z "$limited" ]{ready}; then',
+            f'  if {var}=$(sbatch --parsable{dep} {j.script} 2>sbatch.err); then',
+            f'    {var}=${{{var}%%;*}}; printf \'%s\\n\' "${var}" > job-{j.index}.id',
+            f"  elif grep -qE {q(SUBMIT_LIMIT_RE)} sbatch.err; then limit_of sbatch.err; {var}=",
+            "  else cat sbatch.err >&2; exit 1; fi",
+            "fi",
+            f'if [ -n "${var}" ]; then echo "JOB {j.index} ${var}"; '
+            f'else echo "WAIT {j.index} ${{limited:-dependency}} ${{queued:-0}}"; fi',
+            "fi",
         ]
     return "\n".join(lines) + "\n"
 

@@ -21,7 +21,17 @@ known=
 if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0 2>/dev/null || true); fi
 : > .submit-started
 lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; }
+limited=
+# sbatch refused for a submit limit: remember which, and how many jobs are queued
+limit_of() { limited=$(grep -oE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' "$1" | head -n 1); limited=${limited// /_}; queued=$(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l); }
 jid0=""
+if [ -e job-0.skip ]; then echo "SKIP 0"; jid0=; else
 if [ -s job-0.id ]; then jid0=$(cat job-0.id); elif [ -n "$known" ]; then jid0=$(lookup chester-1644414db487-0); fi
-if [ -z "$jid0" ]; then jid0=$(sbatch --parsable job-0.sbatch); jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id; fi
-echo "JOB 0 $jid0"
+if [ -z "$jid0" ] && [ -z "$limited" ]; then
+  if jid0=$(sbatch --parsable job-0.sbatch 2>sbatch.err); then
+    jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id
+  elif grep -qE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' sbatch.err; then limit_of sbatch.err; jid0=
+  else cat sbatch.err >&2; exit 1; fi
+fi
+if [ -n "$jid0" ]; then echo "JOB 0 $jid0"; else echo "WAIT 0 ${limited:-dependency} ${queued:-0}"; fi
+fi
