@@ -85,6 +85,9 @@ class SlurmOptions(EnvOptions, SecretsOptions, ContainerOptions):
                 "cpus_per_task: 4, mem: 16G} (a run's own resources still win)"})
     remote_header: str | None = attrs.field(default=None, metadata={
         "help": "seed: raw header text (#SBATCH lines); $gpus is replaced by the run's GPUs"})
+    signal_lead: int = attrs.field(default=120, metadata={
+        "help": "seconds before the time limit that the run is warned (USR1 to the worker: "
+                "--signal=B:USR1@N; chester.preempted() turns True); 0: no warning"})
     # -- environment -----------------------------------------------------------------------
     modules: str | tuple[str, ...] = attrs.field(default=(), converter=str_tuple,
                                                        metadata={"help": "modules to load"})
@@ -104,6 +107,8 @@ class SlurmOptions(EnvOptions, SecretsOptions, ContainerOptions):
         if self.gpu_directive not in GPU_DIRECTIVES:
             raise ValueError(f"gpu_directive must be one of {', '.join(GPU_DIRECTIVES)}, "
                              f"not {self.gpu_directive!r}")
+        if not 0 <= int(self.signal_lead) <= 65535:
+            raise ValueError("signal_lead must be 0 (off) to 65535 seconds")
         if self.array_throttle is not None and self.array_throttle < 1:
             raise ValueError("array_throttle must be at least 1")
         bad = [k for k in self.cpu_resources if k not in RESOURCE_KEYS or k == "gpus"]

@@ -221,6 +221,11 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     else:
         lines.append(f"#SBATCH --output={_check_line('stage', stage_dir)}/slurm-%j.out")
     lines.extend(sbatch_lines(options, res, header_keys(lines)))
+    if options.signal_lead and not any(ln.split("=")[0] in ("#SBATCH --signal",)
+                                       for ln in lines):
+        # the batch shell (the worker itself, which exec's) is warned before the time
+        # limit; without B: the signal would go only to job steps, and there are none
+        lines.append(f"#SBATCH --signal=B:USR1@{int(options.signal_lead)}")
     lines.append("#SBATCH --requeue")
     lines.append("set -uo pipefail")
     from chester.remote import container as ctr
@@ -235,6 +240,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
         lines.append("# the shell outlives each step, so SLURM's signals reach the worker and "
                      "the shell waits for its end")
         lines.append("trap 'kill -TERM \"$step\" 2>/dev/null' TERM")
+        lines.append("trap 'kill -USR1 \"$step\" 2>/dev/null' USR1")
         lines.append("while IFS= read -r RUN_DIR; do")
         lines.append('  mkdir -p "$RUN_DIR"')
         lines.append(f'  {worker} >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log" &')
