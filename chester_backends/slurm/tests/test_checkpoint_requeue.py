@@ -10,7 +10,7 @@ from chester.launcher import launch
 from chester.testing import ConformanceEnv
 from chester.types import State
 
-WAIT = 300
+WAIT = 600  # a requeued job waits a while before it may start again
 
 
 def fn_train_with_checkpoints(variant, log_dir, exp_name):

@@ -98,9 +98,10 @@ class SlurmOptions(EnvOptions, SecretsOptions, ContainerOptions):
         "help": "at most this many tasks of one array at once (--array=...%K)"})
     max_array_size: int | None = attrs.field(default=None, metadata={
         "help": "array chunk size (default: the cluster's MaxArraySize)"})
-    poll_interval: float = attrs.field(default=2.0, metadata={
-        "help": "shortest time between two scheduler queries (grows while nothing changes)"})
-    max_poll_interval: float = attrs.field(default=60.0, metadata={
+    poll_interval: float = attrs.field(default=30.0, metadata={
+        "help": "shortest time between two scheduler queries (grows while nothing changes); "
+                "30 s spares a shared controller"})
+    max_poll_interval: float = attrs.field(default=300.0, metadata={
         "help": "longest time between two scheduler queries (capped below MinJobAge)"})
 
     def __attrs_post_init__(self) -> None:

@@ -612,8 +612,8 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
                             f"tail -c +{offset + 1} \"$f\"; fi\n", timeout=60, check=False)
         return res.stdout.encode("utf-8", "surrogateescape")
 
-    def finished() -> bool:
-        return query(backend, [handle], ex)[1][handle.token].state.terminal
+    def finished() -> bool:  # paced and cached like every status poll of this backend
+        return chester_status(backend=backend, handles=[handle])[handle.token].state.terminal
 
     try:
         return follow_log(read, finished, out, follow=follow)
