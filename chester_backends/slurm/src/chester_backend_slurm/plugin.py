@@ -121,7 +121,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     by_overrides: dict[int, dict[str, Any]] = {}  # runs of a sweep often share one mapping
     resources = [by_overrides.get(id(r.resources)) or by_overrides.setdefault(
         id(r.resources), resources_for(opts, r.resources)) for r in runs]
-    jobs = render.plan_jobs(runs, resources, max_array_size)
+    jobs = render.plan_jobs(runs, resources, max_array_size, opts.array_throttle)
     project_dir = _project_dir(backend)
     upload_root = project_dir if all(paths.rel_under(r.remote_dir, project_dir) is not None
                                      for r in runs) else "/"

@@ -40,6 +40,8 @@ class Job:
     run_dirs: tuple[str, ...]
     resources: Mapping[str, Any]
     after: int | None = None  # index of the job this one depends on (afterok)
+    throttle: int | None = None  # --array=...%K: this chunk's share of array_throttle
+    after_any: int | None = None  # a chunk that must end first (afterany): the throttle
 
     @property
     def script(self) -> str:
@@ -214,8 +216,8 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     manifest = f"{stage_dir}/{job.manifest}"
     if job.kind == "array":
         spec = f"0-{len(job.run_dirs) - 1}"
-        if options.array_throttle:
-            spec += f"%{int(options.array_throttle)}"
+        if job.throttle:
+            spec += f"%{int(job.throttle)}"
         lines.append(f"#SBATCH --array={spec}")
         lines.append(f"#SBATCH --output={_check_line('stage', stage_dir)}/slurm-%A_%a.out")
     else:
@@ -299,8 +301,11 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
              'queued=$(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l); }']
     for j in jobs:
         var = f"jid{j.index}"
-        dep = f" --dependency=afterok:\"$jid{j.after}\"" if j.after is not None else ""
-        ready = f' && [ -n "$jid{j.after}" ]' if j.after is not None else ""
+        deps = [f'afterok:"$jid{j.after}"'] if j.after is not None else []
+        deps += [f'afterany:"$jid{j.after_any}"'] if j.after_any is not None else []
+        dep = f" --dependency={','.join(deps)}" if deps else ""
+        ready = "".join(f' && [ -n "$jid{k}" ]' for k in (j.after, j.after_any)
+                        if k is not None)
         lines += [
             f'{var}=""',
             f'if [ -e job-{j.index}.skip ]; then echo "SKIP {j.index}"; {var}=; else',
@@ -329,8 +334,22 @@ def resource_key(res: Mapping[str, Any]) -> str:
     return json.dumps(res, sort_keys=True, default=repr)
 
 
+def _throttle_chunks(n_chunks: int, throttle: int | None
+                    ) -> list[tuple[int | None, int | None]]:
+    """(``%K``, afterany chunk) for each chunk of one array, so that at most ``throttle``
+    tasks of the whole array run at once: ``K`` is shared out among the chunks; with fewer
+    than one per chunk, each chunk runs one task at a time and chunk ``i`` waits for chunk
+    ``i - throttle`` to end."""
+    if not throttle:
+        return [(None, None)] * n_chunks
+    if throttle >= n_chunks:
+        base, extra = divmod(throttle, n_chunks)
+        return [(base + (1 if i < extra else 0), None) for i in range(n_chunks)]
+    return [(1, i - throttle if i >= throttle else None) for i in range(n_chunks)]
+
+
 def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
-              max_array_size: int) -> list[Job]:
+              max_array_size: int, throttle: int | None = None) -> list[Job]:
     """Group runs into jobs.
 
     Runs with ``order_after`` get one job each, chained with ``afterok``; runs with the same
@@ -341,12 +360,13 @@ def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
     jobs: list[Job] = []
     by_token: dict[str, int] = {}
 
-    def add(kind: str, members: list[int], res: Mapping[str, Any], after: int | None) -> None:
+    def add(kind: str, members: list[int], res: Mapping[str, Any], after: int | None,
+            throttle: int | None = None, after_any: int | None = None) -> None:
         idx = len(jobs)
         job = Job(index=idx, name=job_name(all_tokens, idx), kind=kind,
                   tokens=tuple(runs[i].token for i in members),
                   run_dirs=tuple(runs[i].remote_dir for i in members),
-                  resources=res, after=after)
+                  resources=res, after=after, throttle=throttle, after_any=after_any)
         jobs.append(job)
         for i in members:
             by_token[runs[i].token] = idx
@@ -378,8 +398,12 @@ def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
     for kind, k in order:
         if kind == "array":
             members = groups[k]
-            for start in range(0, len(members), size):
-                add("array", members[start:start + size], resources[members[0]], None)
+            starts = range(0, len(members), size)
+            first = len(jobs)
+            for (pct, any_of), start in zip(_throttle_chunks(len(starts), throttle), starts,
+                                            strict=True):
+                add("array", members[start:start + size], resources[members[0]], None,
+                    pct, None if any_of is None else first + any_of)
         elif kind == "serial":
             members = serial[k]
             res = {kk: v for kk, v in resources[members[0]].items() if kk != "serial_group"}
