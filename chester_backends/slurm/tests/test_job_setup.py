@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -95,3 +96,26 @@ def fn_which_python(variant, log_dir, exp_name):
 
     with open(_os.path.join(log_dir, "python.json"), "w") as f:
         _json.dump({"prefix_bin": _os.path.dirname(_shutil.which("python3") or "")}, f)
+
+
+def test_a_module_that_does_not_load_on_the_login_host_stops_before_sbatch(
+        tmp_path, slurm_local, make_config, monkeypatch):
+    """The test cluster has no module system: a ``module`` command stands in for Lmod (it
+    knows only ``gcc/11``). The launch stops before any ``sbatch`` with one line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "module").write_text('#!/bin/sh\n[ "$1" = load ] && [ "$2" = gcc/11 ]\n')
+    (bin_dir / "module").chmod(0o755)
+    log = tmp_path / "sbatch.log"
+    real = subprocess.run(["bash", "-c", "command -v sbatch"], capture_output=True,
+                          text=True).stdout.strip()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
+        modules=["gcc/11", "nosuchmodule/1.0"]))
+    with pytest.raises(BackendError, match=r"module load nosuchmodule/1\.0 failed") as exc:
+        launch(fn_write_result, [{"i": 1}], backend="slurm", exp_prefix="modlogin",
+               config=env.config)
+    assert "\n" not in str(exc.value) and "module avail" in str(exc.value)
+    assert not log.exists()  # nothing was submitted

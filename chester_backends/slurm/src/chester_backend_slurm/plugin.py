@@ -205,6 +205,10 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     sync = any(bool(res.get("sync_on_launch", backend.sync_on_launch)) for res in resources)
     prelude = shell.env_sync_lines(backend, project_dir) if sync else []
     prelude += require_env  # the jobs would stop on it: stop before any sbatch instead
+    mods = list(opts.modules)
+    if opts.cuda_module and any(render._gpus(res) for res in resources):
+        mods.append(opts.cuda_module)
+    prelude = render.module_check_lines(mods) + prelude
     prelude += runtime.guard_lines(opts.python, rt_remote,
                                    setup=[f"cd {shlex.quote(project_dir)}",
                                           *shell.setup_lines(backend, project_dir)])

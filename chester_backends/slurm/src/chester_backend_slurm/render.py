@@ -324,6 +324,28 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
     return "\n".join(lines) + "\n"
 
 
+def module_check_lines(modules: Sequence[str]) -> list[str]:
+    """Submit-script lines: each module the jobs load must load on the login host too
+    (exit 5 with one line naming it), checked where a module system is found (a login
+    shell's ``/etc/profile`` defines ``module`` on most clusters); nothing is checked
+    without one. All of it runs in a subshell: the submit's own environment (``PATH``,
+    ``/etc/profile``'s settings) is unchanged."""
+    if not modules:
+        return []
+    names = " ".join(q(_check_line("modules", m)) for m in modules)
+    return [
+        "# the modules the jobs load must load here too (in a subshell: nothing changes)",
+        "( set +eu",
+        "  type module >/dev/null 2>&1 || { [ -r /etc/profile ] && . /etc/profile; } "
+        ">/dev/null 2>&1",
+        "  type module >/dev/null 2>&1 || exit 0  # no module system here: nothing to check",
+        f"  for m in {names}; do",
+        '    module load "$m" >/dev/null 2>&1 || { echo "chester: module load $m failed on '
+        '$(hostname) (check the name with: module avail $m)" >&2; exit 5; }',
+        "  done ) || exit 5",
+    ]
+
+
 def job_name(tokens: Sequence[str], index: int) -> str:
     """A job name unique to these runs: a retried submit finds the job by it."""
     h = hashlib.sha256("\0".join(sorted(tokens)).encode()).hexdigest()[:12]

@@ -1,5 +1,12 @@
 set -euo pipefail
 scontrol show config | awk -v want=1001 '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } END { if (want != "" && size != want) exit 3 }'
+# the modules the jobs load must load here too (in a subshell: nothing changes)
+( set +eu
+  type module >/dev/null 2>&1 || { [ -r /etc/profile ] && . /etc/profile; } >/dev/null 2>&1
+  type module >/dev/null 2>&1 || exit 0  # no module system here: nothing to check
+  for m in singularity gcc/11 cuda/12.1.1; do
+    module load "$m" >/dev/null 2>&1 || { echo "chester: module load $m failed on $(hostname) (check the name with: module avail $m)" >&2; exit 5; }
+  done ) || exit 5
 cd /scratch/me/proj
 export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"
 if [ -f pyproject.toml ]; then
