@@ -89,3 +89,40 @@ def test_both_of_a_pair_at_one_level_is_a_user_error(tmp_path):
         _prepare(tmp_path, "gl", {"gpus": 1, "mem": "30G", "mem_per_gpu": "10G"})
     with pytest.raises(UserError, match="both cpus_per_task and cpus_per_gpu"):
         _prepare(tmp_path, "gl", {"gpus": 1}, cpus_per_task=8, cpus_per_gpu=2)
+
+
+#: site options stock SLURM does not know (Great Lakes' own sbatch plugin adds it)
+SITE_ONLY = ("--gpu_cmode",)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_scripts_pass_sbatch_test_only(tmp_path, slurm_factory, name):
+    """Each preset's GPU, CPU and override scripts, as rendered, are accepted by
+    ``sbatch --test-only`` on a test cluster with the presets' partitions and typed GPUs
+    (only site-specific options are left out, and named here)."""
+    import os
+    import subprocess
+
+    from tests.infra import InfraUnavailable, skip_or_fail
+
+    try:
+        c = slurm_factory.get(max_array_size=1001, accounting=False, presets=True)
+    except InfraUnavailable as e:
+        skip_or_fail(f"slurm: {e}")
+    for case, res in sorted(CASES.items()):
+        (tmp_path / case).mkdir()
+        prepared = _prepare(tmp_path / case, name, res)
+        text = "\n".join(ln for ln in prepared.scripts["job-0.sbatch"].splitlines()
+                         if not ln.startswith(tuple(f"#SBATCH {o}" for o in SITE_ONLY)))
+        script = tmp_path / case / "job.sbatch"
+        script.write_text(text.replace("/scratch/me/proj", str(tmp_path / case)) + "\n")
+        r = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True,
+                           text=True, env={**os.environ, **c.env}, timeout=60)
+        assert r.returncode == 0 and "to start at" in r.stderr, (name, case, r.stderr)
+    # and the cluster does judge: a GPU type it does not have is refused
+    bad = tmp_path / "bad.sbatch"
+    bad.write_text("#!/bin/bash\n#SBATCH --partition=GPU-shared\n#SBATCH --gpus=h100:1\n"
+                   "true\n")
+    r = subprocess.run(["sbatch", "--test-only", str(bad)], capture_output=True, text=True,
+                       env={**os.environ, **c.env}, timeout=60)
+    assert r.returncode != 0, r.stderr
