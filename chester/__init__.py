@@ -35,6 +35,9 @@ _LAZY = {
     "hookimpl": ("chester.plugins", "hookimpl"),
     "State": ("chester.types", "State"),
     "run_experiment_lite": ("chester.run_exp", "run_experiment_lite"),
+    "preempted": ("chester.worker", "preempted"),
+    "requeue": ("chester.worker", "requeue"),
+    "attempt": ("chester.worker", "attempt"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -32,6 +32,54 @@ def _on_term(signum: int, _frame: object) -> None:
     raise Terminated(f"terminated by signal {signum}")
 
 
+class Requeue(BaseException):
+    """Raised by the run (:func:`requeue`) after it saved a checkpoint: the worker asks the
+    scheduler to queue the run again (SLURM: ``scontrol requeue``); the next attempt sees
+    :func:`attempt` one higher and ``CHESTER_RESUMED=1``."""
+
+
+_PREEMPTED = False
+
+
+def _on_usr1(_signum: int, _frame: object) -> None:
+    global _PREEMPTED
+    _PREEMPTED = True
+
+
+def preempted() -> bool:
+    """True once the scheduler warned that the run's time is nearly up (SLURM sends
+    ``USR1`` ``lead`` seconds before the time limit: ``--signal=B:USR1@lead``). A training
+    loop checks it, saves a checkpoint and calls :func:`requeue`."""
+    return _PREEMPTED
+
+
+def attempt() -> int:
+    """This run's attempt (1 first; a requeued run's next attempt is 2, ...)."""
+    return int(os.environ.get("CHESTER_ATTEMPT") or 1)
+
+
+def requeue() -> None:
+    """End this attempt and queue the run again to resume (raises :class:`Requeue`)."""
+    raise Requeue("requeued to resume from its checkpoint")
+
+
+def _requeue_self() -> str | None:
+    """Ask SLURM to queue this job (or array task) again; None when it took it, else why not."""
+    import subprocess
+
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task and \
+        os.environ.get("SLURM_ARRAY_JOB_ID") else os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return "not running under SLURM"
+    try:
+        r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True,
+                           timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"scontrol requeue {job}: {exc}"
+    return None if r.returncode == 0 else f"scontrol requeue {job}: {r.stderr.strip()}"
+
+
 def _attempt(meta: dict) -> int:
     if os.environ.get("CHESTER_ATTEMPT"):
         return int(os.environ["CHESTER_ATTEMPT"])
@@ -119,6 +167,10 @@ def run(run_dir: str) -> int:
     }
     rd.write_json_atomic(at(rd.STATUS), record)
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGUSR1, _on_usr1)  # the time-limit warning: see preempted()
+    os.environ["CHESTER_ATTEMPT"] = str(attempt)
+    if attempt > 1:
+        os.environ["CHESTER_RESUMED"] = "1"
     os.environ.update({str(k): str(v) for k, v in (meta.get("env") or {}).items()})
     project = meta.get("project_dir")
     if project:
@@ -136,6 +188,11 @@ def run(run_dir: str) -> int:
             else:  # the function's pickle, then the variant's
                 variant = cloudpickle.load(f)
         fn(variant, run_dir, meta.get("name"))
+    except Requeue as exc:
+        why = _requeue_self()
+        record.update(state="terminated" if why is None else "failed",
+                      reason=str(exc) if why is None else f"could not requeue: {why}")
+        exit_code = EXIT_TERMINATED if why is None else EXIT_FAILED
     except Terminated as exc:
         import traceback
 
@@ -228,4 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # `chester.preempted()`/`chester.requeue()` in the run are this module's (run as a
+    # script, it would otherwise be imported a second time with its own flag and class)
+    sys.modules.setdefault("chester.worker", sys.modules[__name__])
     sys.exit(main())

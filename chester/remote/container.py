@@ -60,4 +60,19 @@ def wrap(argv: list[str], container: Container | None, *, binds: Iterable[str] =
     return out + list(argv)
 
 
-__all__ = ["resolve", "wrap"]
+def env_lines(container: Container | None) -> list[str]:
+    """Shell lines, run on the host before :func:`wrap`'s command, that put the activated
+    environment's ``bin`` (``VIRTUAL_ENV``, else ``CONDA_PREFIX``) first on ``PATH`` inside
+    the container. Singularity and Apptainer replace the host's ``PATH`` with the image's,
+    so ``python3`` would otherwise be the image's, without the project's packages; both
+    read ``*ENV_PREPEND_PATH``. The environment must lie under a bound folder (a project's
+    ``.venv`` does: the project is bound)."""
+    if container is None:
+        return []
+    return ['chester_env_bin="${VIRTUAL_ENV:-${CONDA_PREFIX:-}}"',
+            'if [ -n "$chester_env_bin" ]; then export '
+            'APPTAINERENV_PREPEND_PATH="$chester_env_bin/bin" '
+            'SINGULARITYENV_PREPEND_PATH="$chester_env_bin/bin"; fi']
+
+
+__all__ = ["env_lines", "resolve", "wrap"]

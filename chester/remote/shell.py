@@ -50,6 +50,20 @@ def setup_lines(backend: BackendConfig, root: str) -> list[str]:
     return []
 
 
+def require_env_lines(backend: BackendConfig, root: str) -> list[str]:
+    """Lines that stop a job (exit 5, one ``chester:`` line on stderr) when the package
+    manager's environment is missing: with ``uv``, the project's ``.venv``. The activation
+    in :func:`setup_lines` skips a missing ``.venv`` (the launch's own check is made before
+    the sync that creates it); a job must not run on whatever ``python`` comes first."""
+    if package_manager(backend) != "uv":
+        return []
+    act = str(PurePosixPath(root) / ".venv" / "bin" / "activate")
+    return [f"[ -f {shlex.quote(act)} ] || {{ echo \"chester: package_manager is uv but "
+            f"{shlex.quote(str(PurePosixPath(root) / '.venv'))} is missing on $(hostname) (run "
+            "uv sync in the project there, or set sync_on_launch: true or package_manager: "
+            "python)\" >&2; exit 5; }"]
+
+
 def env_sync_lines(backend: BackendConfig, root: str) -> list[str]:
     """The environment sync run once per launch in ``root`` (stderr shows its output).
 
@@ -187,5 +201,5 @@ def source_secrets_line(path: str, *, remove: bool) -> str:
 
 
 __all__ = ["ENV_NAME", "UV_PATH", "check_env_names", "env_failure", "check_secrets", "env_sync_lines",
-           "package_manager", "render_env_file", "render_secrets", "secret_files",
+           "package_manager", "require_env_lines", "render_env_file", "render_secrets", "secret_files",
            "secret_values", "setup_lines", "source_secrets_line"]

@@ -5,6 +5,13 @@ whole operation (a submit, a status poll, a pull). ``rsync`` runs over ``ssh`` w
 options and a ``ControlMaster`` socket, so a series of rsync calls costs one more SSH
 connection at most.
 
+**The user's own OpenSSH connection** (clusters with MFA, e.g. Duo): when the user's
+ssh_config gives the host a ``ControlPath`` and a master connection is up there (``ssh -fN
+host`` once, or any open ``ssh`` session with ``ControlMaster auto``), every command and every
+rsync rides that master through the system ``ssh`` (``-S <path> -o ControlMaster=no``): no
+new login, so no second MFA prompt per poll. Without such a master, fabric/paramiko opens its
+own connection as before. ``SSHTarget.control_master="no"`` turns the detection off.
+
 Errors are translated into chester's: the host cannot be reached (refused, timeout, DNS) →
 :class:`~chester.errors.ConnectError`; the link dropped or timed out mid-command →
 :class:`~chester.errors.TransientBackendError`; authentication, host keys, a missing remote
@@ -107,6 +114,9 @@ class SSHTarget:
     #: path of an ssh_config file; ``~/.ssh/config`` is honoured when None
     ssh_config: str | None = None
     connect_timeout: float = 10.0
+    #: "auto": ride the user's OpenSSH master when their ssh_config has one and it is up;
+    #: "no": always open our own connection
+    control_master: str = "auto"
 
     @classmethod
     def parse(cls, spec: str, **kw: Any) -> SSHTarget:
@@ -167,6 +177,10 @@ class Transport:
         self._conn: Any = None
         self._ctl_dir: str | None = None
         self._host_key_opts: list[str] | None = None
+        self._user_ctl: str | None = None  # the user's live ControlPath, once found
+        self._user_ctl_checked = False
+        self._ctl_lock = threading.Lock()
+        self._ctl_configured = False  # the user's ssh_config names a ControlPath
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ naming / errors
@@ -270,7 +284,12 @@ class Transport:
                         c.close()
                     except Exception:
                         pass
-                    raise self._translate(exc, "connect") from exc
+                    err = self._translate(exc, "connect")
+                    if self._ctl_configured:  # MFA hosts are reached through a master
+                        err = type(err)(f"{err}; your ssh_config gives this host a "
+                                        "ControlPath but no master is up there: log in once "
+                                        f"(`ssh -fN {self.target.host}`), then run again")
+                    raise err from exc
                 self.connections_opened += 1
                 tr = c.client.get_transport()
                 if tr is not None:
@@ -306,6 +325,8 @@ class Transport:
         timeout: float | None,
         on_stdout: Callable[[bytes], None] | None = None,
     ) -> tuple[bytes, bytes, int]:
+        if self.user_master() is not None:
+            return self._exec_via_master(command, stdin, timeout, on_stdout)
         conn = self.connection()
         try:
             tr = conn.client.get_transport()
@@ -518,8 +539,127 @@ class Transport:
         out, err, code = self._exec(f"sh -c {shlex.quote(script)}", archive, 600)
         self._result(f"unpacking files under {remote_root}", out, err, code, True)
 
+    # ------------------------------------------------------------------ the user's master
+    def _ssh_common(self) -> list[str]:
+        """``ssh`` with the target's config file, port, key and user."""
+        t = self.target
+        argv = ["ssh"]
+        if t.ssh_config:
+            argv += ["-F", t.ssh_config]
+        if t.port:
+            argv += ["-p", str(t.port)]
+        if t.key_filename:
+            argv += ["-i", t.key_filename]
+        if t.user:
+            argv += ["-l", t.user]
+        return argv
+
+    def user_master(self) -> str | None:
+        """The ControlPath of the user's OpenSSH master for this host when their ssh_config
+        names one and a master answers there (``ssh -O check``); None otherwise. Looked up
+        once per transport (threads share the answer)."""
+        with self._ctl_lock:
+            if not self._user_ctl_checked:
+                self._user_ctl = self._find_user_master()
+                self._user_ctl_checked = True
+            return self._user_ctl
+
+    def _find_user_master(self) -> str | None:
+        if self.target.control_master == "no" or shutil.which("ssh") is None:
+            return None
+        base = self._ssh_common()
+        try:
+            out = subprocess.run([*base, "-G", self._rsync_host()], capture_output=True,
+                                 text=True, timeout=10, stdin=subprocess.DEVNULL).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        path = None
+        for line in out.splitlines():
+            k, _, v = line.partition(" ")
+            if k.lower() == "controlpath" and v.strip() and v.strip().lower() != "none":
+                path = v.strip()
+        self._ctl_configured = path is not None
+        if path is None or not os.path.exists(path):
+            return None
+        try:
+            r = subprocess.run([*base, "-S", path, "-O", "check", self._rsync_host()],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return path if r.returncode == 0 else None
+
+    def _master_argv(self) -> list[str]:
+        """``ssh`` over the user's master: never a new login (no prompt, no new master)."""
+        path = self.user_master()
+        assert path is not None
+        return [*self._ssh_common(), "-S", path, "-o", "ControlMaster=no",
+                "-o", "BatchMode=yes"]
+
+    def _exec_via_master(self, command: str, stdin: bytes | None, timeout: float | None,
+                         on_stdout: Callable[[bytes], None] | None) -> tuple[bytes, bytes, int]:
+        """:meth:`_exec` through the system ``ssh`` riding the user's master."""
+        argv = [*self._master_argv(), "-T", self._rsync_host(), command]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None
+                                    else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise BackendError(self._msg(f"cannot run ssh: {exc}")) from exc
+        out: list[bytes] = []
+        err: list[bytes] = []
+        p_out, p_err = proc.stdout, proc.stderr
+        assert p_out is not None and p_err is not None
+
+        def read_out() -> None:
+            for chunk in iter(lambda: p_out.read1(65536), b""):
+                if on_stdout is not None:
+                    on_stdout(chunk)
+                else:
+                    out.append(chunk)
+
+        def read_err() -> None:
+            err.append(p_err.read())
+
+        readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
+        for t in readers:
+            t.start()
+        if stdin is not None:
+            def feed() -> None:
+                try:
+                    assert proc.stdin is not None
+                    proc.stdin.write(stdin)
+                    proc.stdin.close()
+                except (OSError, ValueError):
+                    pass
+
+            threading.Thread(target=feed, daemon=True).start()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise TransientBackendError(self._msg(f"command timed out after {timeout:g}s")) \
+                from None
+        for t in readers:
+            t.join(10)
+        e = b"".join(err)
+        if code == 255:  # ssh's own failure (the master is gone, or the link)
+            text = e.decode("utf-8", "replace")
+            low = text.lower()
+            with self._ctl_lock:
+                self._user_ctl, self._user_ctl_checked = None, False
+            if "permission denied" in low or "control socket" in low or "mux" in low:
+                raise BackendError(self._msg(
+                    "the OpenSSH master connection is gone and a new login needs you "
+                    f"(log in again, e.g. `ssh -fN {self.target.host}`): {_one_line(text)}"))
+            raise TransientBackendError(self._msg(
+                f"link failed over the OpenSSH master: {_one_line(text) or 'exit 255'}"))
+        return b"".join(out), e, code
+
     # ------------------------------------------------------------------ rsync
     def _ssh_base(self) -> list[str]:
+        if self.user_master() is not None:  # rsync rides the user's master too
+            return self._master_argv()
         t = self.target
         if self._ctl_dir is None:
             self._ctl_dir = tempfile.mkdtemp(prefix="chssh")
@@ -587,7 +727,7 @@ class Transport:
         progress: Callable[[str, int], Any] | None,
         label: str,
     ) -> SyncStats:
-        if not self._master_alive():
+        if self.user_master() is None and not self._master_alive():
             self.connections_opened += 1
         ssh = shlex.join(self.ssh_command())
         io_timeout = max(10, int(self.target.connect_timeout * 3))

@@ -49,6 +49,8 @@ TAG = "CHESTER_TEST_SLURM"  # in every daemon's environment, to find leftovers b
 DEFAULT_MAX_ARRAY_SIZE = 11
 NODE = "localhost"
 PARTITION = "debug"
+#: partitions the cluster presets name (gl, psc, satori, seuss), on a ``presets`` cluster
+PRESET_PARTITIONS = ("spgpu", "standard", "GPU-shared", "RM-shared", "sched_system_all", "GPU")
 
 
 @dataclass(eq=False)
@@ -63,6 +65,7 @@ class SlurmCluster:
     cpus: int
     base: Path  # everything of this cluster: conf, state, spool, logs
     enforce_memory: bool = False  # memory is a consumable; a job over its --mem is killed
+    presets: bool = False  # the named clusters' partitions and typed GPUs (for --test-only)
     node: str = NODE
     partition: str = PARTITION
     jobcomp_log: Path = field(default=Path())  # JobCompType=jobcomp/filetxt (`sacct -c`)
@@ -167,16 +170,22 @@ class SlurmFactory:
 
     # -- public ---------------------------------------------------------------------------
     def get(self, max_array_size: int = DEFAULT_MAX_ARRAY_SIZE, accounting: bool = True,
-            cpus: int = 8, enforce_memory: bool = False) -> SlurmCluster:
+            cpus: int = 8, enforce_memory: bool = False,
+            presets: bool = False) -> SlurmCluster:
         """A running, idle cluster with that config (started on first use).
 
         ``enforce_memory`` (needs ``accounting``): memory is scheduled (``CR_Core_Memory``,
         500 MB per CPU by default) and the accounting poller kills a job over its ``--mem``
         within a second (``JobAcctGatherParams=OverMemoryKill``; there are no cgroups here).
+
+        ``presets``: the node also claims 64 cores, 1 TB and typed GPUs (``gpu:v100-32``,
+        ``gpu:a40``; count only, no devices) and sits in the partitions the cluster presets
+        name (:data:`PRESET_PARTITIONS`), so ``sbatch --test-only`` can judge their scripts.
+        Jobs that ask for GPUs are for ``--test-only`` only.
         """
         if enforce_memory and not accounting:
             raise ValueError("enforce_memory needs accounting (jobacct_gather/linux)")
-        key = (max_array_size, accounting, cpus, enforce_memory)
+        key = (max_array_size, accounting, cpus, enforce_memory, presets)
         c = self.clusters.get(key)
         if c is not None and c.alive():
             return c
@@ -189,8 +198,9 @@ class SlurmFactory:
         if accounting:
             self._start_dbd()
         name = f"ch{'acct' if accounting else 'noacct'}{max_array_size}c{cpus}" + \
-            ("mem" if enforce_memory else "")
-        c = self._start_cluster(name, max_array_size, accounting, cpus, enforce_memory)
+            ("mem" if enforce_memory else "") + ("pre" if presets else "")
+        c = self._start_cluster(name, max_array_size, accounting, cpus, enforce_memory,
+                                presets)
         self.clusters[key] = c
         self.timings[name] = time.monotonic() - t0
         return c
@@ -293,7 +303,8 @@ StorageLoc=slurm_acct_db
         wait_until(db_up, 30, "MariaDB", interval=0.05)
 
     def _start_cluster(self, name: str, max_array_size: int, accounting: bool,
-                       cpus: int, enforce_memory: bool = False) -> SlurmCluster:
+                       cpus: int, enforce_memory: bool = False,
+                       presets: bool = False) -> SlurmCluster:
         b = self.base / name
         for sub in ("etc", "state", "spool", "log"):
             (b / sub).mkdir(parents=True, exist_ok=True)
@@ -302,11 +313,20 @@ StorageLoc=slurm_acct_db
             c = SlurmCluster(
                 name=name, conf=conf, env={"SLURM_CONF": str(conf)},
                 max_array_size=max_array_size, accounting=accounting, cpus=cpus, base=b,
-                enforce_memory=enforce_memory,
+                enforce_memory=enforce_memory, presets=presets,
                 jobcomp_log=b / "log" / "jobcomp.log",
                 dbd_conf=self.base / "dbd" / "slurmdbd.conf" if accounting else None,
                 ctld_port=free_port(), slurmd_port=free_port())
             conf.write_text(self._slurm_conf(c))
+            if presets:  # stand-in device files: slurmd counts GPUs by their File
+                dev = b / "dev"
+                dev.mkdir(exist_ok=True)
+                for i in range(8):
+                    (dev / f"gpu{i}").touch()
+                (b / "etc" / "gres.conf").write_text(
+                    "AutoDetect=off\n"
+                    f"NodeName={c.node} Name=gpu Type=v100-32 File={dev}/gpu[0-3]\n"
+                    f"NodeName={c.node} Name=gpu Type=a40 File={dev}/gpu[4-7]\n")
             env = self._daemon_env(conf)
             if accounting:
                 # the cluster must be known to slurmdbd before slurmctld first starts
@@ -401,9 +421,25 @@ Waittime=0
 # CPUs may exceed the real count thanks to config_overrides
 SlurmdParameters=config_overrides
 {"DefMemPerCPU=500" if c.enforce_memory else ""}
-NodeName={c.node} NodeAddr=127.0.0.1 CPUs={c.cpus} RealMemory={500 * c.cpus if c.enforce_memory else 1000} State=UNKNOWN
-PartitionName={c.partition} Nodes={c.node} Default=YES MaxTime=INFINITE State=UP
+{self._node_lines(c)}
 """
+
+    @staticmethod
+    def _node_lines(c: SlurmCluster) -> str:
+        if not c.presets:
+            mem = 500 * c.cpus if c.enforce_memory else 1000
+            return (f"NodeName={c.node} NodeAddr=127.0.0.1 CPUs={c.cpus} RealMemory={mem} "
+                    f"State=UNKNOWN\n"
+                    f"PartitionName={c.partition} Nodes={c.node} Default=YES MaxTime=INFINITE "
+                    f"State=UP")
+        lines = ["GresTypes=gpu",
+                 f"NodeName={c.node} NodeAddr=127.0.0.1 CPUs=64 RealMemory=1000000 "
+                 "Gres=gpu:v100-32:4,gpu:a40:4 State=UNKNOWN",
+                 f"PartitionName={c.partition} Nodes={c.node} Default=YES MaxTime=INFINITE "
+                 "State=UP"]
+        lines += [f"PartitionName={p} Nodes={c.node} MaxTime=INFINITE State=UP"
+                  for p in PRESET_PARTITIONS]
+        return "\n".join(lines)
 
 
 # -- checks -------------------------------------------------------------------------------

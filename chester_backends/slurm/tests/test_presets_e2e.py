@@ -38,7 +38,9 @@ def test_mode_gl_from_the_seed_api(tmp_path, slurm_local, login_host, monkeypatc
         "modules": {"gl": []},
         "remote_header": {"gl": "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=10\n"},
         # no `python:`: the login host's and the nodes' python3 have no chester installed
-        "backends": {"gl": {"ssh_config": login_host.ssh_config,
+        # gl's CPU runs ask for 16G; this node has 1 GB
+        "backends": {"gl": {"ssh_config": login_host.ssh_config, "account": "lab0",
+                            "cpu_resources": {"cpus_per_task": 1},
                             "poll_interval": 0.3, "scheduler_env": slurm_local.env}},
     }))
     monkeypatch.setenv("CHESTER_CONFIG_PATH", str(project / "chester.yaml"))

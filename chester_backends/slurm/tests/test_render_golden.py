@@ -80,7 +80,7 @@ def test_array_script_with_everything(tmp_path, monkeypatch):
     assert "s3cr3t" not in "".join(prepared.scripts.values())
     # the sweep's one spec travels with the scripts; no run folder is sent
     assert sorted(p.name for p in prepared.uploads) == \
-        ["env.sh", "job-0.sbatch", "job-0.txt", "runs.spec", "secrets.sh"]
+        ["env.sh", "job-0.sbatch", "job-0.txt", "runs.spec", "secrets.sh", "submit-rest.sh"]
     spec = next(p for p in prepared.uploads if p.name == "runs.spec")
     assert sweepspec.runs_in(spec) == [r.remote_dir for r in prepared.runs]
 

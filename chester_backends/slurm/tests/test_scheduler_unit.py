@@ -108,8 +108,11 @@ def test_pacer_grows_resets_backs_off_and_stays_below_min_job_age():
         p.observed("a", now=t)
     assert p.interval == 10.0  # grew, capped at MinJobAge / 3
     p.observed("b", now=20)
-    assert p.interval == 2.0
-    p.failed(now=21)
+    assert p.interval == 5.0  # a change halves the interval; it does not reset to the floor
+    p.observed("c", now=25)
+    p.observed("d", now=28)
+    assert p.interval == 2.0  # never below the floor
+    p.failed(now=30)
     assert p.interval == 4.0
 
 
@@ -147,3 +150,32 @@ def test_cluster_check_stops_before_sbatch_only_on_another_max_array_size(tmp_pa
         assert ("SUBMITTED" in res.stdout) == (code == 0)
         assert s.cluster_info_of(res.stdout) == {"MaxArraySize": 5, "MinJobAge": 300,
                                                  "accounting": 0}
+
+
+def test_who_cancelled_is_kept():
+    rows = s.parse_rows("15|CANCELLED by 1234|0:15|None|x|y|localhost\n"
+                        "16|CANCELLED by 0|0:15|None|x|y|localhost\n")
+    assert rows["15"].state == "CANCELLED" and rows["15"].by == "1234"
+    got = _merge(rows["15"], _rec(None))
+    assert got.state == State.CANCELLED and got.reason == "cancelled by uid 1234"
+    assert "administrator" in _merge(rows["16"], _rec(None)).reason
+
+
+def test_pending_reasons_that_never_resolve_say_what_to_change():
+    for reason, word in (("PartitionTimeLimit", "`time`"), ("InvalidAccount", "`account`"),
+                         ("AssocGrpBillingMinutes", "`account`"),
+                         ("QOSMaxWallDurationPerJobLimit", "`qos`"),
+                         ("ReqNodeNotAvail, UnavailableNodes:gl[1001]", "`exclude`")):
+        got = _merge(s.JobRow(state="PENDING", reason=reason), _rec(None))
+        assert got.state == State.QUEUED
+        assert got.pending_reason.startswith(reason) and "will not start" in got.pending_reason
+        assert word in got.pending_reason
+    plain = _merge(s.JobRow(state="PENDING", reason="Priority"), _rec(None))
+    assert plain.pending_reason == "Priority"
+
+
+def test_requeue_hold_and_suspended_have_their_own_words():
+    held = _merge(s.JobRow(state="REQUEUE_HOLD"), _rec("terminated"))
+    assert held.state == State.QUEUED and "scontrol release" in held.pending_reason
+    susp = _merge(s.JobRow(state="SUSPENDED"), _rec("running", ended=False))
+    assert susp.state == State.RUNNING and "SUSPENDED" in susp.reason

@@ -2,6 +2,7 @@
 
 Every default below can be overridden in chester.yaml, including through the seed's per-mode
 keys (``remote_header``, ``modules``, ``cuda_module``, ``simg_path``, ``remote_mount_option``).
+Facts and their sources: this distribution's README.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from chester_backend_slurm.preset import Preset
 
 NAME = "psc"
 DEFAULTS = {
-    "partition": "RM",  # CPU; GPU runs: partition GPU-shared
-    "ntasks_per_node": 18,
-    "gpu_directive": "gres",
-    "mem": "64G",
+    "nodes": 1,
+    # GPU runs: part of a V100-32GB node (cores and memory follow the GPUs)
+    "partition": "GPU-shared",
+    "gpu_directive": "gpus",
+    "gpu_type": "v100-32",  # --gpus=v100-32:N
     "time": "48:00:00",
-    "modules": ("singularity",),
-    "cuda_module": "cuda/9.0",
+    # runs without GPUs: cores of a Regular Memory node (memory follows the cores)
+    "cpu_resources": {"partition": "RM-shared", "ntasks_per_node": 4},
+    "cuda_module": "cuda",
 }
 
 plugin = Preset(NAME, "Pittsburgh Supercomputing Center Bridges-2 (SLURM)", DEFAULTS)

@@ -2,6 +2,8 @@
 
 Every default below can be overridden in chester.yaml, including through the seed's per-mode
 keys (``remote_header``, ``modules``, ``cuda_module``, ``simg_path``, ``remote_mount_option``).
+Satori's nodes are ppc64le: images, wheels and environments must be built for POWER9.
+Facts and their sources: this distribution's README.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ from chester_backend_slurm.preset import Preset
 NAME = "satori"
 DEFAULTS = {
     "nodes": 1,
-    "partition": "long",
+    "partition": "sched_system_all",
     "gpu_directive": "gres",
     "cpus_per_task": 4,
     "mem": "40G",
-    "time": "3-12:00:00",
+    "time": "12:00:00",
     "modules": ("singularity",),
     "cuda_module": "cuda/10.2",
     "remote_mount_option": ("/usr/share/glvnd",),
 }
 
-plugin = Preset(NAME, "MIT Satori, IBM POWER9 with V100 GPUs (SLURM)", DEFAULTS)
+plugin = Preset(NAME, "MIT Satori, IBM POWER9 (ppc64le) with V100 GPUs (SLURM)", DEFAULTS)
 SatoriOptions = plugin.options_cls

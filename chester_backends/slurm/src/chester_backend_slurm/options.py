@@ -80,8 +80,14 @@ class SlurmOptions(EnvOptions, SecretsOptions, ContainerOptions):
         "help": "extra raw #SBATCH options, e.g. ['--gpu_cmode=shared']"})
     gpu_sbatch: tuple[str, ...] = attrs.field(default=(), metadata={
         "help": "extra raw #SBATCH options added only when a run asks for GPUs"})
+    cpu_resources: Mapping[str, Any] = attrs.field(factory=dict, metadata={
+        "help": "resources for runs that ask for no GPU, e.g. {partition: standard, "
+                "cpus_per_task: 4, mem: 16G} (a run's own resources still win)"})
     remote_header: str | None = attrs.field(default=None, metadata={
         "help": "seed: raw header text (#SBATCH lines); $gpus is replaced by the run's GPUs"})
+    signal_lead: int = attrs.field(default=120, metadata={
+        "help": "seconds before the time limit that the run is warned (USR1 to the worker: "
+                "--signal=B:USR1@N; chester.preempted() turns True); 0: no warning"})
     # -- environment -----------------------------------------------------------------------
     modules: str | tuple[str, ...] = attrs.field(default=(), converter=str_tuple,
                                                        metadata={"help": "modules to load"})
@@ -92,17 +98,56 @@ class SlurmOptions(EnvOptions, SecretsOptions, ContainerOptions):
         "help": "at most this many tasks of one array at once (--array=...%K)"})
     max_array_size: int | None = attrs.field(default=None, metadata={
         "help": "array chunk size (default: the cluster's MaxArraySize)"})
-    poll_interval: float = attrs.field(default=2.0, metadata={
-        "help": "shortest time between two scheduler queries (grows while nothing changes)"})
-    max_poll_interval: float = attrs.field(default=60.0, metadata={
+    poll_interval: float = attrs.field(default=30.0, metadata={
+        "help": "shortest time between two scheduler queries (grows while nothing changes); "
+                "30 s spares a shared controller"})
+    max_poll_interval: float = attrs.field(default=300.0, metadata={
         "help": "longest time between two scheduler queries (capped below MinJobAge)"})
 
     def __attrs_post_init__(self) -> None:
         if self.gpu_directive not in GPU_DIRECTIVES:
             raise ValueError(f"gpu_directive must be one of {', '.join(GPU_DIRECTIVES)}, "
                              f"not {self.gpu_directive!r}")
+        if not 0 <= int(self.signal_lead) <= 65535:
+            raise ValueError("signal_lead must be 0 (off) to 65535 seconds")
         if self.array_throttle is not None and self.array_throttle < 1:
             raise ValueError("array_throttle must be at least 1")
+        bad = [k for k in self.cpu_resources if k not in RESOURCE_KEYS or k == "gpus"]
+        if bad:
+            raise ValueError(f"cpu_resources: {bad[0]!r} is not a resource; known: "
+                             f"{', '.join(k for k in RESOURCE_KEYS if k != 'gpus')}")
+
+
+#: Pairs sbatch refuses together ("--mem, --mem-per-cpu, and --mem-per-gpu are mutually
+#: exclusive"; --cpus-per-task with --cpus-per-gpu): the total and its per-GPU counterpart.
+EXCLUSIVE = (("mem", "mem_per_gpu"), ("cpus_per_task", "cpus_per_gpu"))
+
+
+def _set_by_user(options: SlurmOptions, key: str) -> bool:
+    """Whether ``key`` differs from the options class's default (a preset's, or None)."""
+    field = attrs.fields_dict(type(options))[key]
+    return getattr(options, key) != field.default
+
+
+def _resolve_exclusive(options: SlurmOptions, res: dict[str, Any],
+                       per_run: set[str], gpus: int) -> None:
+    """Keep one of each :data:`EXCLUSIVE` pair: a per-run value replaces the other key's
+    configured default, a configured value replaces a preset's default; two values set at
+    the same level are a :class:`UserError`. Runs without GPUs never render per-GPU keys."""
+    for total, per_gpu in EXCLUSIVE:
+        if res.get(total) is None or res.get(per_gpu) is None or not gpus:
+            continue
+        both = f"{total} and {per_gpu} (sbatch refuses --{total.replace('_', '-')} with " \
+               f"--{per_gpu.replace('_', '-')}); keep one"
+        if total in per_run and per_gpu in per_run:
+            raise UserError(f"slurm: a run's resources set both {both}")
+        if total in per_run or per_gpu in per_run:
+            res[per_gpu if total in per_run else total] = None
+            continue
+        user_total, user_gpu = _set_by_user(options, total), _set_by_user(options, per_gpu)
+        if user_total == user_gpu:
+            raise UserError(f"slurm: the backend's options set both {both}")
+        res[per_gpu if user_total else total] = None
 
 
 def resources_for(options: SlurmOptions, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,12 +162,20 @@ def resources_for(options: SlurmOptions, overrides: Mapping[str, Any]) -> dict[s
     res["sbatch"] = tuple(options.sbatch)
     res["gpu_sbatch"] = tuple(options.gpu_sbatch)
     res["_overrides"] = tuple(sorted(k for k in overrides if k in RESOURCE_KEYS))
+    gpus = overrides.get("gpus", options.gpus)
+    try:
+        n_gpus = int(gpus or 0)
+    except (TypeError, ValueError):
+        raise UserError(f"slurm: gpus={gpus!r} must be a whole number") from None
+    if not n_gpus:
+        res.update(options.cpu_resources)  # a CPU run: the CPU partition and its sizes
     for k, v in overrides.items():
         if k == "sbatch":
             res["sbatch"] = tuple(res["sbatch"]) + str_tuple(v) if isinstance(v, (list, tuple)) \
                 else tuple(res["sbatch"]) + (str(v),)
         else:
             res[k] = v
+    _resolve_exclusive(options, res, set(overrides), n_gpus)
     return res
 
 

@@ -24,6 +24,7 @@ import attrs
 
 from chester import rundir as rd
 from chester.errors import BackendError, TransientBackendError, UserError
+from chester.logs import get_logger
 from chester.plugins import hookimpl, lazy_module
 from chester.remote import paths, runtime, shell
 from chester.types import (
@@ -37,8 +38,11 @@ from chester.types import (
     RunHandle,
     RunSpec,
     RunStatus,
+    State,
 )
 from chester_backend_slurm.options import SlurmOptions, resources_for
+
+log = get_logger()
 
 # loaded on first use: `chester plugins list` only needs the spec below
 render = lazy_module("chester_backend_slurm.render")
@@ -50,6 +54,7 @@ CAPABILITIES = Capabilities(remote=True, shared_fs=False, supports_arrays=True,
                             idempotent_submit=True, needs_code_sync=True,
                             status_poll_interval_s=5.0, sweep_spec=True)
 SPEC_NAME = "runs.spec"  # the launch's sweep spec, in the stage folder
+REST_NAME = "submit-rest.sh"  # submits the jobs a submit limit held back
 
 # per process: what each cluster told us, and when to ask its scheduler again
 _CLUSTER: dict[tuple[str, str | None], dict[str, int]] = {}
@@ -116,7 +121,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     by_overrides: dict[int, dict[str, Any]] = {}  # runs of a sweep often share one mapping
     resources = [by_overrides.get(id(r.resources)) or by_overrides.setdefault(
         id(r.resources), resources_for(opts, r.resources)) for r in runs]
-    jobs = render.plan_jobs(runs, resources, max_array_size)
+    jobs = render.plan_jobs(runs, resources, max_array_size, opts.array_throttle)
     project_dir = _project_dir(backend)
     upload_root = project_dir if all(paths.rel_under(r.remote_dir, project_dir) is not None
                                      for r in runs) else "/"
@@ -183,12 +188,13 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     # the seed's $gpus in remote_header: the variant's gpus of the job's first run
     by_token = {r.token: r for r in runs}
     wants_gpus = bool(opts.remote_header and "$" in opts.remote_header)
+    require_env = shell.require_env_lines(backend, project_dir)
     for job in jobs:
         text = render.job_script(
             job, opts, stage_dir=stage_dir, stage_root=stage_root, project_dir=project_dir,
             env_file=env_file, secrets_file=secrets_file, spec_file=remote_spec,
             variant_gpus=_variant_gpus(by_token[job.tokens[0]]) if wants_gpus else None,
-            runtime_path=rt_remote)
+            runtime_path=rt_remote, require_env=require_env)
         manifest = "".join(f"{d}\n" for d in job.run_dirs)
         for name, body in ((job.script, text), (job.manifest, manifest)):
             p = tree / stage_rel / name
@@ -198,6 +204,11 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
             scripts[name] = body
     sync = any(bool(res.get("sync_on_launch", backend.sync_on_launch)) for res in resources)
     prelude = shell.env_sync_lines(backend, project_dir) if sync else []
+    prelude += require_env  # the jobs would stop on it: stop before any sbatch instead
+    mods = list(opts.modules)
+    if opts.cuda_module and any(render._gpus(res) for res in resources):
+        mods.append(opts.cuda_module)
+    prelude = render.module_check_lines(mods) + prelude
     prelude += runtime.guard_lines(opts.python, rt_remote,
                                    setup=[f"cd {shlex.quote(project_dir)}",
                                           *shell.setup_lines(backend, project_dir)])
@@ -205,6 +216,12 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
     scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude, checks=checks)
+    # the same sbatch steps without the checks: run by later polls when a submit limit left
+    # jobs waiting (they submit what was not, and print the ids of what was)
+    rest = render.submit_script(jobs, stage_dir)
+    _write(tree / stage_rel / REST_NAME, rest)
+    rels.append(f"{stage_rel}/{REST_NAME}")
+    scripts[REST_NAME] = rest
     n_arrays = sum(1 for j in jobs if j.kind == "array")
     where = f"on {opts.host}" if opts.host else "on this machine"
     summary = (f"{len(runs)} runs as {len(jobs)} sbatch call(s) ({n_arrays} array(s), "
@@ -232,13 +249,19 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
 
 # -- submit -----------------------------------------------------------------------------------
 def _handles(backend: BackendConfig, prepared: PreparedSweep,
-             ids: Mapping[int, str], submitted_at: float) -> list[RunHandle]:
+             ids: Mapping[int, str], submitted_at: float,
+             waiting: Mapping[int, str] | None = None) -> list[RunHandle]:
+    """One handle per run; runs of a job a submit limit held back (``waiting``: job index
+    -> the limit) get no id yet, and say which job of the stage they wait in."""
     by_token: dict[str, tuple[dict, int, tuple[tuple[str, str], ...]]] = {}
     for j in prepared.data["jobs"]:
-        jid = ids[j["index"]]
+        jid = ids.get(j["index"], "")
         extra = ((("job", jid), ("kind", j["kind"]), ("submitted", f"{submitted_at:.0f}"),
                   ("stage", prepared.data["stage_dir"]))
-                 + ((("after", ids[j["after"]]),) if j.get("after") is not None else ()))
+                 + ((("after", ids.get(j["after"], "") or "waiting"),)
+                    if j.get("after") is not None else ())
+                 + ((("deferred", str(j["index"])), ("limit", (waiting or {})[j["index"]]))
+                    if not jid else ()))
         for i, tok in enumerate(j["tokens"]):
             by_token[tok] = (j, i, extra)  # one extra per job, shared by its runs
     host = backend.options.host or rd.hostname()
@@ -246,10 +269,11 @@ def _handles(backend: BackendConfig, prepared: PreparedSweep,
     for r in prepared.runs:
         j, i, extra = by_token[r.token]
         jid = extra[0][1]
+        rid = (f"{jid}_{i}" if j["kind"] == "array" else jid) if jid else None
         out.append(RunHandle(
             run_id=r.run_id, token=r.token, backend=backend.name, local_dir=str(r.local_dir),
-            remote_dir=r.remote_dir, remote_id=f"{jid}_{i}" if j["kind"] == "array" else jid,
-            host=host, extra=extra))
+            remote_dir=r.remote_dir, remote_id=rid, host=host,
+            extra=extra + ((("task", str(i)),) if not jid else ())))
     return out
 
 
@@ -320,12 +344,10 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
         if code_sync is not None:
             code_sync.wait()
         ex.close()
-    ids: dict[int, str] = {}
-    for line in res.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "JOB" and parts[2]:
-            ids[int(parts[1])] = parts[2]
-    if res.exit_code != 0 or len(ids) != len(prepared.data["jobs"]):
+    ids, waiting, _skipped = parse_submit(res.stdout)
+    if res.exit_code == 0 and waiting:
+        _check_limit_fits(backend, prepared, ids, waiting, res.stdout)
+    if res.exit_code != 0 or len(ids) + len(waiting) != len(prepared.data["jobs"]):
         msg = (f"{backend.name}: sbatch failed on {opts.host or rd.hostname()} "
                f"({len(ids)} of {len(prepared.data['jobs'])} jobs submitted): "
                f"{res.stderr.strip()[-1500:]}")
@@ -335,7 +357,41 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     with _LOCK:
         _PACERS.pop(_key(backend), None)
         _CACHE.pop(_key(backend), None)
-    return _handles(backend, prepared, ids, submitted_at)
+    if waiting:
+        log.warning("submit_limit", backend=backend.name, submitted=len(ids),
+                    waiting=len(waiting), limit=next(iter(waiting.values())))
+    return _handles(backend, prepared, ids, submitted_at, waiting)
+
+
+def parse_submit(stdout: str) -> tuple[dict[int, str], dict[int, str], set[int]]:
+    """The submit script's ``JOB``/``WAIT``/``SKIP`` lines: (ids, waiting limits, skipped)."""
+    ids: dict[int, str] = {}
+    waiting: dict[int, str] = {}
+    skipped: set[int] = set()
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "JOB" and parts[2]:
+            ids[int(parts[1])] = parts[2]
+        elif len(parts) == 4 and parts[0] == "WAIT":
+            waiting[int(parts[1])] = parts[2]
+        elif len(parts) == 2 and parts[0] == "SKIP":
+            skipped.add(int(parts[1]))
+    return ids, waiting, skipped
+
+
+def _check_limit_fits(backend: BackendConfig, prepared: PreparedSweep, ids: Mapping[int, str],
+                      waiting: Mapping[int, str], stdout: str) -> None:
+    """A job refused for a submit limit while none of the user's jobs are queued can never
+    fit (an array chunk larger than the limit): one line naming the limit and the fix."""
+    first = min(waiting)
+    limit = waiting[first]
+    queued = next((ln.split()[3] for ln in stdout.splitlines()
+                   if ln.startswith(f"WAIT {first} ")), "1")
+    if limit != "dependency" and queued == "0" and not ids:
+        size = len(prepared.data["jobs"][first]["tokens"])
+        raise BackendError(f"{backend.name}: sbatch refused a job of {size} runs for "
+                           f"{limit} with none of your jobs queued: each array task counts, "
+                           f"so set max_array_size below your submit limit")
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -353,19 +409,66 @@ def _sched_output(h: RunHandle) -> str | None:
     return f"{stage}/slurm-{h.remote_id}.out"
 
 
+def submit_waiting(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any
+                   ) -> tuple[list[RunHandle], dict[str, RunStatus]]:
+    """Submit what a submit limit held back, as far as it fits now (one round trip per
+    stage, only while some run waits). Returns the handles — those of runs submitted now,
+    or earlier, with their job ids — and the statuses of the runs still waiting (or
+    cancelled before they were submitted)."""
+    waiting = [h for h in handles if not h.remote_id and h.get("deferred") is not None]
+    if not waiting:
+        return list(handles), {}
+    told: dict[str, tuple[dict[int, str], dict[int, str], set[int]]] = {}
+    for stage in sorted({h.get("stage") or "" for h in waiting}):
+        res = ex.run_script(f"bash {shlex.quote(stage + '/' + REST_NAME)}\n", timeout=600,
+                            check=False)
+        if res.exit_code != 0:
+            raise TransientBackendError(f"{backend.name}: submitting the runs a submit limit "
+                                        f"held back failed: {res.stderr.strip()[-500:]}")
+        told[stage] = parse_submit(res.stdout)
+    out: list[RunHandle] = []
+    held: dict[str, RunStatus] = {}
+    for h in handles:
+        if h.remote_id or h.get("deferred") is None:
+            out.append(h)
+            continue
+        ids, limits, skipped = told[h.get("stage") or ""]
+        k = int(h.get("deferred") or -1)
+        if k in ids:
+            jid = ids[k]
+            extra = tuple((key, jid if key == "job" else v) for key, v in h.extra
+                          if key not in ("deferred", "limit", "task"))
+            out.append(attrs.evolve(h, remote_id=f"{jid}_{h.get('task')}"
+                                    if h.get("kind") == "array" else jid, extra=extra))
+        elif k in skipped:
+            held[h.token] = RunStatus(state=State.CANCELLED, host=h.host,
+                                      reason="cancelled before it was submitted")
+        else:
+            held[h.token] = RunStatus(state=State.QUEUED, host=h.host,
+                                      pending_reason="waiting to submit: "
+                                      f"{limits.get(k) or h.get('limit')}")
+    return out, held
+
+
 def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
           ) -> tuple[str | None, dict[str, RunStatus]]:
-    """One round trip: one scheduler query and every run's records. (source, statuses)."""
+    """One round trip: one scheduler query and every run's records. (source, statuses).
+    Runs a submit limit held back are submitted first when they fit (another round trip,
+    only while some wait)."""
     opts: SlurmOptions = backend.options
-    ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
-    known = _CLUSTER.get(_key(backend), {})
-    script = scheduler.status_script(ids, _start_date(handles),
-                                     [h.remote_dir for h in handles], opts.python,
-                                     accounting=bool(known.get("accounting", 1)),
-                                     sched_outputs=[_sched_output(h) for h in handles])
     own = ex is None
     ex = ex or _open(backend)
     try:
+        handles, held = submit_waiting(backend, handles, ex)
+        handles = [h for h in handles if h.token not in held]
+        if not handles:
+            return None, held
+        ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
+        known = _CLUSTER.get(_key(backend), {})
+        script = scheduler.status_script(ids, _start_date(handles),
+                                         [h.remote_dir for h in handles], opts.python,
+                                         accounting=bool(known.get("accounting", 1)),
+                                         sched_outputs=[_sched_output(h) for h in handles])
         res = ex.run_script(script, timeout=120, check=False)
     finally:
         if own:
@@ -392,7 +495,7 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
         out[h.token] = scheduler.merge(row, records.get(h.remote_dir), token=h.token,
                                        remote_id=rid, host=h.host, kind=h.get("kind") or "array",
                                        source=source, depends=h.get("after") is not None)
-    return source, out
+    return source, {**out, **held}
 
 
 @hookimpl
@@ -425,8 +528,15 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
 def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
     ex = _open(backend)
     try:
+        # runs still waiting to submit: their jobs are never submitted (job-K.skip)
+        skips = sorted({f"{h.get('stage')}/job-{h.get('deferred')}.skip" for h in handles
+                        if not h.remote_id and h.get("deferred") is not None})
+        if skips:
+            ex.run_script("touch " + " ".join(shlex.quote(p) for p in skips) + "\n",
+                          timeout=60, check=True)
+        handles, _held = submit_waiting(backend, handles, ex)
         _src, states = query(backend, handles, ex)
-        live = [h for h in handles if not states[h.token].state.terminal]
+        live = [h for h in handles if not states[h.token].state.terminal and h.remote_id]
         targets: list[str] = []
         by_job: dict[str, list[RunHandle]] = {}
         for h in live:
@@ -449,7 +559,8 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
         _CACHE.pop(_key(backend), None)
         if _key(backend) in _PACERS:
             _PACERS[_key(backend)].reset()
-    live_tokens = {h.token for h in live}
+    live_tokens = {h.token for h in live} | {t for t, st in _held.items()
+                                              if st.state == State.CANCELLED}
     return {h.token: h.token in live_tokens for h in handles}
 
 
@@ -504,8 +615,8 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
                             f"tail -c +{offset + 1} \"$f\"; fi\n", timeout=60, check=False)
         return res.stdout.encode("utf-8", "surrogateescape")
 
-    def finished() -> bool:
-        return query(backend, [handle], ex)[1][handle.token].state.terminal
+    def finished() -> bool:  # paced and cached like every status poll of this backend
+        return chester_status(backend=backend, handles=[handle])[handle.token].state.terminal
 
     try:
         return follow_log(read, finished, out, follow=follow)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from chester.errors import UserError
 from chester.plugins import hookimpl
 from chester.types import (
     BackendConfig,
@@ -38,14 +39,25 @@ from chester_backend_slurm.options import preset_options_cls
 class Preset:
     """The plugin of one cluster preset: the slurm backend's hooks under its own name."""
 
-    def __init__(self, name: str, summary: str, defaults: Mapping[str, Any]):
+    def __init__(self, name: str, summary: str, defaults: Mapping[str, Any],
+                 required: Mapping[str, str] | None = None):
         self.name = name
         self.defaults = dict(defaults)
+        #: options the cluster needs and no default can give: name -> how to find its value
+        self.required = dict(required or {})
         self.options_cls = preset_options_cls(name, defaults)
         self.spec = slurm.backend_spec(name, summary, self.options_cls)
 
     def __repr__(self) -> str:
         return f"<chester slurm preset {self.name!r}>"
+
+    def check_required(self, backend: BackendConfig) -> None:
+        """A required option left unset is one line naming it, the file and the fix."""
+        for key, how in self.required.items():
+            if getattr(backend.options, key, None) in (None, ""):
+                raise UserError(f"{self.name} backend {backend.name!r}: {key} is required on "
+                                f"this cluster; set backends.{backend.name}.{key} in "
+                                f"chester.yaml ({how})")
 
     @hookimpl
     def chester_backends(self) -> list[BackendSpec]:
@@ -54,6 +66,7 @@ class Preset:
     @hookimpl
     def chester_prepare(self, backend: BackendConfig, runs: Sequence[RunSpec],
                         staging_dir: Path) -> PreparedSweep:
+        self.check_required(backend)
         return slurm.chester_prepare(backend=backend, runs=runs, staging_dir=staging_dir)
 
     @hookimpl

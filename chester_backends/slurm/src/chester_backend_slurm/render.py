@@ -40,6 +40,8 @@ class Job:
     run_dirs: tuple[str, ...]
     resources: Mapping[str, Any]
     after: int | None = None  # index of the job this one depends on (afterok)
+    throttle: int | None = None  # --array=...%K: this chunk's share of array_throttle
+    after_any: int | None = None  # a chunk that must end first (afterany): the throttle
 
     @property
     def script(self) -> str:
@@ -156,39 +158,57 @@ def worker_command(options: SlurmOptions, res: Mapping[str, Any], project_dir: s
     return shlex.join(argv) + ' "$RUN_DIR"' + (f" --spec {q(spec_file)}" if spec_file else "")
 
 
-def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: str,
-                env_file: str, secrets_file: str | None) -> list[str]:
-    """Shell lines run on the compute node before the worker.
+#: Exit status of a job whose setup failed (a ``chester:`` line on stderr says what).
+EXIT_SETUP = 3
 
-    Modules first (the environment may need them), then the sweep's env file — the SSH
-    backend's: package manager, env, prepare commands, prepare script — then the secrets,
-    then the run's own pre-commands and compile step (the seed's run_experiment_lite).
+
+def _fail(what: str) -> str:
+    """``|| ...`` text: one ``chester:`` line naming the failure and the node, then exit."""
+    what = re.sub(r'([\\$`"])', r"\\\1", what)  # literal inside the double quotes
+    return f'{{ echo "chester: {what} on $(hostname)" >&2; exit {EXIT_SETUP}; }}'
+
+
+def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: str,
+                env_file: str, secrets_file: str | None,
+                require_env: Sequence[str] = ()) -> list[str]:
+    """Shell lines run on the compute node before the worker; any failure ends the job
+    with one ``chester:`` line on stderr (the run's reason) instead of running the worker
+    with the wrong environment.
+
+    Modules first (the environment may need them; each ``module load`` is checked and
+    named), then the sweep's env file — the SSH backend's: package manager, env, prepare
+    commands, prepare script — then ``require_env`` (the environment must exist), the
+    secrets, and the run's own pre-commands and compile step (the seed's
+    run_experiment_lite), all under ``set -e``.
     """
-    lines = [f"cd {q(project_dir)}"]
+    lines = [f"cd {q(project_dir)} || " + _fail(f"cannot enter {project_dir}")]
     mods = list(options.modules)
     if _gpus(res) and options.cuda_module:
         mods.append(options.cuda_module)
     for m in mods:
-        lines.append(f"module load {q(_check_line('modules', m))}")
+        name = _check_line('modules', m)
+        what = f"module load {name} failed (check the name with: module avail {name})"
+        lines.append(f"module load {q(name)} || " + _fail(what))
+    lines.append("# setup: the first failing command ends the job and is named")
+    lines.append("set -eE; trap 'echo \"chester: the job setup failed on $(hostname) at: "
+                 "$BASH_COMMAND\" >&2' ERR")
     lines.append(f"set +u; . {q(env_file)}; set -u")
+    lines.extend(require_env)
     if secrets_file:
         lines.append(f"set -a; . {q(secrets_file)}; set +a")
-    pre = [str(c) for c in (res.get("pre_commands") or ())]
-    if pre:
-        lines.append("set -e")
-        lines.extend(pre)
-        lines.append("set +e")
+    lines.extend(str(c) for c in (res.get("pre_commands") or ()))
     if res.get("compile_script"):
         lines.append(str(res["compile_script"]))
         if res.get("wait_compile"):
             lines.append(f"sleep {int(res['wait_compile'])}")
+    lines.append("trap - ERR; set +eE")
     return lines
 
 
 def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: str,
                project_dir: str, env_file: str, secrets_file: str | None,
                spec_file: str | None = None, variant_gpus: Any = None,
-               runtime_path: str | None = None) -> str:
+               runtime_path: str | None = None, require_env: Sequence[str] = ()) -> str:
     """The batch script of one job."""
     res = job.resources
     lines = header(options, res, variant_gpus)
@@ -196,17 +216,25 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     manifest = f"{stage_dir}/{job.manifest}"
     if job.kind == "array":
         spec = f"0-{len(job.run_dirs) - 1}"
-        if options.array_throttle:
-            spec += f"%{int(options.array_throttle)}"
+        if job.throttle:
+            spec += f"%{int(job.throttle)}"
         lines.append(f"#SBATCH --array={spec}")
         lines.append(f"#SBATCH --output={_check_line('stage', stage_dir)}/slurm-%A_%a.out")
     else:
         lines.append(f"#SBATCH --output={_check_line('stage', stage_dir)}/slurm-%j.out")
     lines.extend(sbatch_lines(options, res, header_keys(lines)))
+    if options.signal_lead and not any(ln.split("=")[0] in ("#SBATCH --signal",)
+                                       for ln in lines):
+        # the batch shell (the worker itself, which exec's) is warned before the time
+        # limit; without B: the signal would go only to job steps, and there are none
+        lines.append(f"#SBATCH --signal=B:USR1@{int(options.signal_lead)}")
     lines.append("#SBATCH --requeue")
     lines.append("set -uo pipefail")
+    from chester.remote import container as ctr
+
     setup = setup_lines(options, res, project_dir=project_dir, env_file=env_file,
-                        secrets_file=secrets_file)
+                        secrets_file=secrets_file, require_env=require_env)
+    setup += ctr.env_lines(ctr.resolve(options, res, backend="slurm"))
     worker = worker_command(options, res, project_dir, stage_root, spec_file, runtime_path)
     if job.kind == "serial":
         lines.append("# serial steps in one allocation: each starts when the one before succeeded")
@@ -214,6 +242,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
         lines.append("# the shell outlives each step, so SLURM's signals reach the worker and "
                      "the shell waits for its end")
         lines.append("trap 'kill -TERM \"$step\" 2>/dev/null' TERM")
+        lines.append("trap 'kill -USR1 \"$step\" 2>/dev/null' USR1")
         lines.append("while IFS= read -r RUN_DIR; do")
         lines.append('  mkdir -p "$RUN_DIR"')
         lines.append(f'  {worker} >>"$RUN_DIR/stdout.log" 2>>"$RUN_DIR/stderr.log" &')
@@ -236,6 +265,11 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     return "\n".join(lines) + "\n"
 
 
+#: sbatch's words for a per-user or per-account submit limit (each array task counts):
+#: not transient, it lasts until queued jobs end
+SUBMIT_LIMIT_RE = r"(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit"
+
+
 def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = (),
                   checks: Sequence[str] = ()) -> str:
     """Bash run on the login host: ``checks`` first (the cluster's configuration), then
@@ -244,8 +278,12 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
 
     A job counts as submitted when its id file exists or the scheduler knows its name (a
     submit that was cut off after ``sbatch`` and is being retried; the scheduler is asked
-    only when a submit started in this stage folder before). Prints ``JOB <index>
-    <job id>`` lines.
+    only when a submit started in this stage folder before). Prints ``JOB <index> <job id>``
+    lines. When sbatch refuses a job for a submit limit (``QOSMaxSubmitJobPerUserLimit``,
+    ``AssocMaxSubmitJobLimit``, ...), that job and the ones after it are not submitted now:
+    ``WAIT <index> <limit> <jobs of the user in the queue>`` lines, exit 0 (the same script,
+    run again later, submits them). A job cancelled before it was submitted (``job-K.skip``)
+    prints ``SKIP <index>``.
     """
     names = ",".join(j.name for j in jobs)
     lines = ["set -euo pipefail", *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"',
@@ -255,19 +293,57 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
              f"if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' "
              f"--name={q(names)} 2>/dev/null || true); fi",
              ": > .submit-started",
-             "lookup() { printf '%s\\n' \"$known\" | awk -v n=\"$1\" '$1 == n { print $2; exit }'; }"]
+             "lookup() { printf '%s\\n' \"$known\" | awk -v n=\"$1\" '$1 == n { print $2; exit }'; }",
+             "limited=",
+             "# sbatch refused for a submit limit: remember which, and how many jobs are queued",
+             f"limit_of() {{ limited=$(grep -oE {q(SUBMIT_LIMIT_RE)} \"$1\" | head -n 1); "
+             "limited=${limited// /_}; "
+             'queued=$(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l); }']
     for j in jobs:
         var = f"jid{j.index}"
-        dep = f" --dependency=afterok:\"$jid{j.after}\"" if j.after is not None else ""
+        deps = [f'afterok:"$jid{j.after}"'] if j.after is not None else []
+        deps += [f'afterany:"$jid{j.after_any}"'] if j.after_any is not None else []
+        dep = f" --dependency={','.join(deps)}" if deps else ""
+        ready = "".join(f' && [ -n "$jid{k}" ]' for k in (j.after, j.after_any)
+                        if k is not None)
         lines += [
             f'{var}=""',
+            f'if [ -e job-{j.index}.skip ]; then echo "SKIP {j.index}"; {var}=; else',
             f'if [ -s job-{j.index}.id ]; then {var}=$(cat job-{j.index}.id); '
             f'elif [ -n "$known" ]; then {var}=$(lookup {q(j.name)}); fi',
-            f'if [ -z "${var}" ]; then {var}=$(sbatch --parsable{dep} {j.script}); '
-            f'{var}=${{{var}%%;*}}; printf \'%s\\n\' "${var}" > job-{j.index}.id; fi',
-            f'echo "JOB {j.index} ${var}"',
+            f'if [ -z "${var}" ] && [ -z "$limited" ]{ready}; then',
+            f'  if {var}=$(sbatch --parsable{dep} {j.script} 2>sbatch.err); then',
+            f'    {var}=${{{var}%%;*}}; printf \'%s\\n\' "${var}" > job-{j.index}.id',
+            f"  elif grep -qE {q(SUBMIT_LIMIT_RE)} sbatch.err; then limit_of sbatch.err; {var}=",
+            "  else cat sbatch.err >&2; exit 1; fi",
+            "fi",
+            f'if [ -n "${var}" ]; then echo "JOB {j.index} ${var}"; '
+            f'else echo "WAIT {j.index} ${{limited:-dependency}} ${{queued:-0}}"; fi',
+            "fi",
         ]
     return "\n".join(lines) + "\n"
+
+
+def module_check_lines(modules: Sequence[str]) -> list[str]:
+    """Submit-script lines: each module the jobs load must load on the login host too
+    (exit 5 with one line naming it), checked where a module system is found (a login
+    shell's ``/etc/profile`` defines ``module`` on most clusters); nothing is checked
+    without one. All of it runs in a subshell: the submit's own environment (``PATH``,
+    ``/etc/profile``'s settings) is unchanged."""
+    if not modules:
+        return []
+    names = " ".join(q(_check_line("modules", m)) for m in modules)
+    return [
+        "# the modules the jobs load must load here too (in a subshell: nothing changes)",
+        "( set +eu",
+        "  type module >/dev/null 2>&1 || { [ -r /etc/profile ] && . /etc/profile; } "
+        ">/dev/null 2>&1",
+        "  type module >/dev/null 2>&1 || exit 0  # no module system here: nothing to check",
+        f"  for m in {names}; do",
+        '    module load "$m" >/dev/null 2>&1 || { echo "chester: module load $m failed on '
+        '$(hostname) (check the name with: module avail $m)" >&2; exit 5; }',
+        "  done ) || exit 5",
+    ]
 
 
 def job_name(tokens: Sequence[str], index: int) -> str:
@@ -280,8 +356,22 @@ def resource_key(res: Mapping[str, Any]) -> str:
     return json.dumps(res, sort_keys=True, default=repr)
 
 
+def _throttle_chunks(n_chunks: int, throttle: int | None
+                    ) -> list[tuple[int | None, int | None]]:
+    """(``%K``, afterany chunk) for each chunk of one array, so that at most ``throttle``
+    tasks of the whole array run at once: ``K`` is shared out among the chunks; with fewer
+    than one per chunk, each chunk runs one task at a time and chunk ``i`` waits for chunk
+    ``i - throttle`` to end."""
+    if not throttle:
+        return [(None, None)] * n_chunks
+    if throttle >= n_chunks:
+        base, extra = divmod(throttle, n_chunks)
+        return [(base + (1 if i < extra else 0), None) for i in range(n_chunks)]
+    return [(1, i - throttle if i >= throttle else None) for i in range(n_chunks)]
+
+
 def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
-              max_array_size: int) -> list[Job]:
+              max_array_size: int, throttle: int | None = None) -> list[Job]:
     """Group runs into jobs.
 
     Runs with ``order_after`` get one job each, chained with ``afterok``; runs with the same
@@ -292,12 +382,13 @@ def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
     jobs: list[Job] = []
     by_token: dict[str, int] = {}
 
-    def add(kind: str, members: list[int], res: Mapping[str, Any], after: int | None) -> None:
+    def add(kind: str, members: list[int], res: Mapping[str, Any], after: int | None,
+            throttle: int | None = None, after_any: int | None = None) -> None:
         idx = len(jobs)
         job = Job(index=idx, name=job_name(all_tokens, idx), kind=kind,
                   tokens=tuple(runs[i].token for i in members),
                   run_dirs=tuple(runs[i].remote_dir for i in members),
-                  resources=res, after=after)
+                  resources=res, after=after, throttle=throttle, after_any=after_any)
         jobs.append(job)
         for i in members:
             by_token[runs[i].token] = idx
@@ -329,8 +420,12 @@ def plan_jobs(runs: Sequence[Any], resources: Sequence[Mapping[str, Any]],
     for kind, k in order:
         if kind == "array":
             members = groups[k]
-            for start in range(0, len(members), size):
-                add("array", members[start:start + size], resources[members[0]], None)
+            starts = range(0, len(members), size)
+            first = len(jobs)
+            for (pct, any_of), start in zip(_throttle_chunks(len(starts), throttle), starts,
+                                            strict=True):
+                add("array", members[start:start + size], resources[members[0]], None,
+                    pct, None if any_of is None else first + any_of)
         elif kind == "serial":
             members = serial[k]
             res = {kk: v for kk, v in resources[members[0]].items() if kk != "serial_group"}

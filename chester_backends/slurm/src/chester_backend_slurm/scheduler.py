@@ -150,6 +150,7 @@ class JobRow:
     reason: str | None = None
     node: str | None = None
     started: bool = True
+    by: str | None = None  # "CANCELLED by <uid>": who cancelled
 
 
 def _expand_ids(job_id: str) -> list[str]:
@@ -174,11 +175,13 @@ def parse_rows(text: str) -> dict[str, JobRow]:
         parts = line.split("|")
         if len(parts) < 3 or not parts[0] or not re.match(r"\d", parts[0]):
             continue
-        state = parts[1].split()[0] if parts[1] else "UNKNOWN"
+        words = parts[1].split() if parts[1] else ["UNKNOWN"]
+        state = words[0]
+        by = words[2] if len(words) == 3 and words[1] == "by" else None
         if len(parts) >= 7:  # sacct: JobID,State,ExitCode,Reason,Start,End,NodeList
             row = JobRow(state=state, exit_code=parts[2], reason=parts[3] or None,
                          node=parts[6] or None,
-                         started=parts[4] not in ("", "None", "Unknown"))
+                         started=parts[4] not in ("", "None", "Unknown"), by=by)
         else:  # squeue: %i|%T|%r|%S|%e|%N
             row = JobRow(state=state, reason=parts[2] or None,
                          node=parts[5] if len(parts) > 5 and parts[5] else None)
@@ -222,7 +225,40 @@ _TERMINAL_WORDS = {
 }
 _RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING",
             "STAGE_OUT", "RESIZING"}
-_REQUEUED = {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
+_REQUEUED = {"REQUEUED", "REQUEUE_FED"}
+#: states that stay "running" or "queued" in chester's words, with their own reason
+_OWN_WORDS = {
+    "SUSPENDED": "suspended by the scheduler (SUSPENDED): it holds its node and resumes later",
+    "STOPPED": "stopped by a signal (STOPPED): it holds its node until continued",
+    "REQUEUE_HOLD": "requeued and held (REQUEUE_HOLD): it starts again after "
+                    "`scontrol release <job id>`",
+}
+#: pending reasons that never resolve by waiting, and what to change
+NEVER_STARTS = {
+    "PartitionTimeLimit": "time is above the partition's limit: lower `time` or change "
+                          "`partition`",
+    "QOSMaxWallDurationPerJobLimit": "time is above the QOS's limit: lower `time` or change "
+                                     "`qos`",
+    "AssocMaxWallDurationPerJobLimit": "time is above your association's limit: lower `time`",
+    "InvalidAccount": "the account is not valid for you: check `account`",
+    "InvalidQOS": "the QOS is not valid for you: check `qos`",
+    "AssocGrpBillingMinutes": "the account's billing minutes are used up: use another "
+                              "`account` or ask for more",
+    "AssocGrpCPUMinutesLimit": "the account's CPU minutes are used up: use another `account`",
+    "ReqNodeNotAvail": "a requested node is down, drained or reserved: change `exclude`/"
+                       "`constraint` or wait for the admins",
+    "PartitionConfig": "the request does not fit the partition (cores, memory or GPUs "
+                       "per node): lower the resources or change `partition`",
+}
+
+
+def pending_words(reason: str | None) -> str | None:
+    """A pending reason as shown: one that will never resolve says what to change."""
+    if not reason:
+        return reason
+    key = reason.split(",")[0].split("(")[0].strip()
+    fix = NEVER_STARTS.get(key)
+    return f"{reason} (will not start: {fix})" if fix else reason
 
 
 def _exit_code(text: str | None) -> int | None:
@@ -285,7 +321,9 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
             return RunStatus(state=State.REQUEUED, pending_reason=row.reason,
                              reason=f"requeued (attempt {attempt})",
                              **{**common, "attempt": attempt, "ended_at": None})
-        return RunStatus(state=State.QUEUED, pending_reason=row.reason, **common)
+        return RunStatus(state=State.QUEUED, pending_reason=pending_words(row.reason), **common)
+    if s == "REQUEUE_HOLD":
+        return RunStatus(state=State.QUEUED, pending_reason=_OWN_WORDS[s], **common)
     if s in _REQUEUED:
         attempt = int((st or {}).get("attempt") or 1) + 1
         return RunStatus(state=State.REQUEUED, reason=f"requeued (attempt {attempt})",
@@ -301,7 +339,7 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
                                  "before it", **common)
         if s == "COMPLETING" and worker_ok:
             return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
-        return RunStatus(state=State.RUNNING, **common)
+        return RunStatus(state=State.RUNNING, reason=_OWN_WORDS.get(s), **common)
     if s == "COMPLETED":
         if worker_ok:
             return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
@@ -325,13 +363,18 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
             word = "cancelled: a run it depends on did not succeed (DependencyNeverSatisfied)"
         elif s == "CANCELLED" and row.reason and row.reason != "None":
             word = f"cancelled ({row.reason})"
+        if s == "CANCELLED" and row.by and not word.startswith("cancelled:"):
+            word += f" by uid {row.by}" + (" (root: an administrator)" if row.by == "0" else "")
         if s == "FAILED" and kind == "serial" and st is None:
             return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
                              **common)
         if s == "FAILED" and worker_ended and (st or {}).get("state") in ("failed", "terminated"):
             return _from_record(st or {}, tail, common, exit_code=_exit_code(row.exit_code))
         reason = word
-        if s == "FAILED":
+        said = _setup_failure(tail) if st is None else None
+        if s == "FAILED" and said:  # the job's setup said why it stopped
+            reason = said
+        elif s == "FAILED":
             reason = f"job failed with exit code {row.exit_code}"
             if row.reason and row.reason != "None":
                 reason += f" ({row.reason})"
@@ -340,6 +383,15 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         return RunStatus(state=state, reason=reason, stderr_tail=tail,
                          exit_code=_exit_code(row.exit_code), **common)
     return RunStatus(state=State.QUEUED, pending_reason=f"SLURM state {s}", **common)
+
+
+def _setup_failure(tail: str | None) -> str | None:
+    """The last ``chester: ...`` line of a job that stopped before its worker ran (a
+    module that did not load, a missing environment, a failing prepare command)."""
+    for line in reversed((tail or "").splitlines()):
+        if line.startswith("chester: "):
+            return line[len("chester: "):].strip()
+    return None
 
 
 def _from_record(st: Mapping[str, Any], tail: str | None, common: Mapping[str, Any],
@@ -356,11 +408,13 @@ def _from_record(st: Mapping[str, Any], tail: str | None, common: Mapping[str, A
 
 @attrs.define
 class Pacer:
-    """When to ask the scheduler again: grows while nothing changes, resets on a change,
-    doubles on errors, and stays below a third of MinJobAge (squeue forgets finished jobs)."""
+    """When to ask the scheduler again: grows ×1.5 while nothing changes, halves (not back to
+    the floor) on a change, doubles on errors, and stays below a third of MinJobAge (squeue
+    forgets finished jobs). A busy sweep changes at every poll; resetting to the floor
+    would poll a shared controller at its fastest for the whole sweep."""
 
-    minimum: float = 2.0
-    maximum: float = 60.0
+    minimum: float = 30.0
+    maximum: float = 300.0
     min_job_age: float | None = None
     interval: float = attrs.field(default=0.0)
     last_at: float = 0.0
@@ -385,7 +439,7 @@ class Pacer:
         if view == self.last_view:
             self.interval = min(self.interval * 1.5, self.cap)
         else:
-            self.interval = self.minimum
+            self.interval = max(self.minimum, min(self.interval / 2, self.cap))
         self.last_view = view
 
     def failed(self, now: float | None = None) -> None:

@@ -1,5 +1,12 @@
 set -euo pipefail
 scontrol show config | awk -v want=1001 '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } END { if (want != "" && size != want) exit 3 }'
+# the modules the jobs load must load here too (in a subshell: nothing changes)
+( set +eu
+  type module >/dev/null 2>&1 || { [ -r /etc/profile ] && . /etc/profile; } >/dev/null 2>&1
+  type module >/dev/null 2>&1 || exit 0  # no module system here: nothing to check
+  for m in singularity gcc/11 cuda/12.1.1; do
+    module load "$m" >/dev/null 2>&1 || { echo "chester: module load $m failed on $(hostname) (check the name with: module avail $m)" >&2; exit 5; }
+  done ) || exit 5
 cd /scratch/me/proj
 export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"
 if [ -f pyproject.toml ]; then
@@ -8,6 +15,7 @@ if [ -f pyproject.toml ]; then
   fi
   uv sync -q >&2 || { echo "chester: uv sync failed on $(hostname)" >&2; exit 5; }
 fi
+[ -f /scratch/me/proj/.venv/bin/activate ] || { echo "chester: package_manager is uv but /scratch/me/proj/.venv is missing on $(hostname) (run uv sync in the project there, or set sync_on_launch: true or package_manager: python)" >&2; exit 5; }
 chester_probe=$( { cd /scratch/me/proj; export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"; if [ -f /scratch/me/proj/.venv/bin/activate ]; then . /scratch/me/proj/.venv/bin/activate; fi; if [ -f /scratch/me/proj/.chester/runtime/RUNTIME.pyz ]; then echo 'chester-probe runtime=1'; else echo 'chester-probe runtime=0'; fi; if command -v python >/dev/null 2>&1; then python -c 'import sys; print('"'"'chester-probe python=%d.%d.%d %s'"'"' % (sys.version_info[:3] + (sys.executable,)))' || echo 'chester-probe python=broken'; else echo 'chester-probe python=missing'; fi; } 2>/dev/null || true )
 printf '%s\n' "$chester_probe"
 case "$chester_probe" in *"chester-probe python=X.Y."*) ;; *) exit 7;; esac
@@ -20,7 +28,17 @@ known=
 if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0 2>/dev/null || true); fi
 : > .submit-started
 lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; }
+limited=
+# sbatch refused for a submit limit: remember which, and how many jobs are queued
+limit_of() { limited=$(grep -oE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' "$1" | head -n 1); limited=${limited// /_}; queued=$(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l); }
 jid0=""
+if [ -e job-0.skip ]; then echo "SKIP 0"; jid0=; else
 if [ -s job-0.id ]; then jid0=$(cat job-0.id); elif [ -n "$known" ]; then jid0=$(lookup chester-1644414db487-0); fi
-if [ -z "$jid0" ]; then jid0=$(sbatch --parsable job-0.sbatch); jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id; fi
-echo "JOB 0 $jid0"
+if [ -z "$jid0" ] && [ -z "$limited" ]; then
+  if jid0=$(sbatch --parsable job-0.sbatch 2>sbatch.err); then
+    jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id
+  elif grep -qE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' sbatch.err; then limit_of sbatch.err; jid0=
+  else cat sbatch.err >&2; exit 1; fi
+fi
+if [ -n "$jid0" ]; then echo "JOB 0 $jid0"; else echo "WAIT 0 ${limited:-dependency} ${queued:-0}"; fi
+fi

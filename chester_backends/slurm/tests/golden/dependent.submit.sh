@@ -12,15 +12,39 @@ known=
 if [ -e .submit-started ]; then known=$(squeue -h -t all -o '%j %F' --name=chester-1644414db487-0,chester-1644414db487-1,chester-1644414db487-2 2>/dev/null || true); fi
 : > .submit-started
 lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; }
+limited=
+# sbatch refused for a submit limit: remember which, and how many jobs are queued
+limit_of() { limited=$(grep -oE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' "$1" | head -n 1); limited=${limited// /_}; queued=$(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l); }
 jid0=""
+if [ -e job-0.skip ]; then echo "SKIP 0"; jid0=; else
 if [ -s job-0.id ]; then jid0=$(cat job-0.id); elif [ -n "$known" ]; then jid0=$(lookup chester-1644414db487-0); fi
-if [ -z "$jid0" ]; then jid0=$(sbatch --parsable job-0.sbatch); jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id; fi
-echo "JOB 0 $jid0"
+if [ -z "$jid0" ] && [ -z "$limited" ]; then
+  if jid0=$(sbatch --parsable job-0.sbatch 2>sbatch.err); then
+    jid0=${jid0%%;*}; printf '%s\n' "$jid0" > job-0.id
+  elif grep -qE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' sbatch.err; then limit_of sbatch.err; jid0=
+  else cat sbatch.err >&2; exit 1; fi
+fi
+if [ -n "$jid0" ]; then echo "JOB 0 $jid0"; else echo "WAIT 0 ${limited:-dependency} ${queued:-0}"; fi
+fi
 jid1=""
+if [ -e job-1.skip ]; then echo "SKIP 1"; jid1=; else
 if [ -s job-1.id ]; then jid1=$(cat job-1.id); elif [ -n "$known" ]; then jid1=$(lookup chester-1644414db487-1); fi
-if [ -z "$jid1" ]; then jid1=$(sbatch --parsable --dependency=afterok:"$jid0" job-1.sbatch); jid1=${jid1%%;*}; printf '%s\n' "$jid1" > job-1.id; fi
-echo "JOB 1 $jid1"
+if [ -z "$jid1" ] && [ -z "$limited" ] && [ -n "$jid0" ]; then
+  if jid1=$(sbatch --parsable --dependency=afterok:"$jid0" job-1.sbatch 2>sbatch.err); then
+    jid1=${jid1%%;*}; printf '%s\n' "$jid1" > job-1.id
+  elif grep -qE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' sbatch.err; then limit_of sbatch.err; jid1=
+  else cat sbatch.err >&2; exit 1; fi
+fi
+if [ -n "$jid1" ]; then echo "JOB 1 $jid1"; else echo "WAIT 1 ${limited:-dependency} ${queued:-0}"; fi
+fi
 jid2=""
+if [ -e job-2.skip ]; then echo "SKIP 2"; jid2=; else
 if [ -s job-2.id ]; then jid2=$(cat job-2.id); elif [ -n "$known" ]; then jid2=$(lookup chester-1644414db487-2); fi
-if [ -z "$jid2" ]; then jid2=$(sbatch --parsable --dependency=afterok:"$jid1" job-2.sbatch); jid2=${jid2%%;*}; printf '%s\n' "$jid2" > job-2.id; fi
-echo "JOB 2 $jid2"
+if [ -z "$jid2" ] && [ -z "$limited" ] && [ -n "$jid1" ]; then
+  if jid2=$(sbatch --parsable --dependency=afterok:"$jid1" job-2.sbatch 2>sbatch.err); then
+    jid2=${jid2%%;*}; printf '%s\n' "$jid2" > job-2.id
+  elif grep -qE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' sbatch.err; then limit_of sbatch.err; jid2=
+  else cat sbatch.err >&2; exit 1; fi
+fi
+if [ -n "$jid2" ]; then echo "JOB 2 $jid2"; else echo "WAIT 2 ${limited:-dependency} ${queued:-0}"; fi
+fi
