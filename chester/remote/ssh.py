@@ -611,7 +611,8 @@ class Transport:
         assert p_out is not None and p_err is not None
 
         def read_out() -> None:
-            for chunk in iter(lambda: p_out.read1(65536), b""):
+            reader: Any = p_out  # a BufferedReader: read1 returns what has arrived
+            for chunk in iter(lambda: reader.read1(65536), b""):
                 if on_stdout is not None:
                     on_stdout(chunk)
                 else:
