@@ -29,6 +29,7 @@ import shlex
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import attrs
 
@@ -237,5 +238,40 @@ def check(probe: Probe, *, who: str, python: str, same_minor: bool = True) -> No
                            f"runs are pickled for it; {fix}")
 
 
-__all__ = ["EXIT_BAD_PYTHON", "EXIT_NO_RUNTIME", "guard_lines", "MIN_PYTHON", "PROBE", "Probe", "REMOTE_SUBDIR", "Runtime", "build", "cache_dir",
+def probe_target(transport: Any, script: str, *, who: str, python: str) -> tuple[Probe, str]:
+    """Run a probe script (the environment sync, then :func:`probe_script`) over
+    ``transport`` and :func:`check` its answer. Returns the probe and the script's stdout;
+    a failed environment sync is one line with the tool's last words."""
+    from chester.remote.shell import env_failure
+
+    res = transport.run_script(script, timeout=1800, check=False)
+    if res.exit_code != 0:
+        raise BackendError(f"{who}: preparing the environment failed: "
+                           f"{env_failure(res.stderr, res.exit_code)}")
+    probe = parse_probe(res.stdout)
+    check(probe, who=who, python=python)
+    return probe, res.stdout
+
+
+def call_json(transport: Any, argv: list[str], *, who: str, what: str,
+              resend: Any = None, stdin: str | None = None,
+              timeout: float | None = 120) -> Any:
+    """Run a target-side tool that answers one JSON line; when its file is not on the host
+    (a host launched by another chester version) ``resend()`` puts it there and the call
+    runs again."""
+    import json
+
+    res = transport.run(argv, stdin=stdin, timeout=timeout, check=False)
+    if resend is not None and res.exit_code == 2 and "can't open file" in res.stderr:
+        resend()
+        res = transport.run(argv, stdin=stdin, timeout=timeout, check=False)
+    try:
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BackendError(f"{who}: unexpected answer from {what} (exit {res.exit_code}): "
+                           f"{res.stdout.strip()[-200:]!r} {res.stderr.strip()[-300:]!r}") \
+            from None
+
+
+__all__ = ["EXIT_BAD_PYTHON", "call_json", "probe_target", "EXIT_NO_RUNTIME", "guard_lines", "MIN_PYTHON", "PROBE", "Probe", "REMOTE_SUBDIR", "Runtime", "build", "cache_dir",
            "check", "parse_probe", "probe_script"]

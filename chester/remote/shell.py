@@ -200,6 +200,17 @@ def source_secrets_line(path: str, *, remove: bool) -> str:
     return f"set -a; . {q}; set +a" + (f"; rm -f {q}" if remove else "")
 
 
-__all__ = ["ENV_NAME", "UV_PATH", "check_env_names", "env_failure", "check_secrets", "env_sync_lines",
+def remove_secrets(transport: Any, path: str | None) -> None:
+    """Remove a secrets file from the host after a submit failed (best effort: the submit's
+    own error is the one to report)."""
+    if not path:
+        return
+    try:
+        transport.run(["rm", "-f", path], timeout=30, check=False)
+    except Exception:
+        pass
+
+
+__all__ = ["ENV_NAME", "remove_secrets", "UV_PATH", "check_env_names", "env_failure", "check_secrets", "env_sync_lines",
            "package_manager", "require_env_lines", "render_env_file", "render_secrets", "secret_files",
            "secret_values", "setup_lines", "source_secrets_line"]

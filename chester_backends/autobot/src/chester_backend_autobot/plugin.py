@@ -223,14 +223,9 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
 
 
 def _probe(backend: BackendConfig, tr: Transport, script: str) -> tuple[runtime.Probe, bool]:
-    o: AutobotOptions = backend.options
-    res = tr.run_script(script, timeout=1800, check=False)
-    if res.exit_code != 0:
-        raise BackendError(f"{_who(backend)}: preparing the environment failed: "
-                           f"{shell.env_failure(res.stderr, res.exit_code)}")
-    probe = runtime.parse_probe(res.stdout)
-    runtime.check(probe, who=_who(backend), python=o.python)
-    return probe, "chester-autobot scheduler=1" in res.stdout
+    probe, out = runtime.probe_target(tr, script, who=_who(backend),
+                                      python=backend.options.python)
+    return probe, "chester-autobot scheduler=1" in out
 
 
 @hookimpl
@@ -263,11 +258,7 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
             tr.put_bytes(shell.render_secrets(secrets), d["secrets_file"], 0o600)
         res = tr.run_script(d["submit"], timeout=600, check=False)
         if "chester-autobot-queued" not in res.stdout:
-            if d["secrets_file"]:
-                try:
-                    tr.run(["rm", "-f", d["secrets_file"]], timeout=30, check=False)
-                except Exception:  # the submit's own error is the one to report
-                    pass
+            shell.remove_secrets(tr, d["secrets_file"])
             raise BackendError(f"{_who(backend)}: the sweep was not queued (exit "
                                f"{res.exit_code}): {res.stderr.strip()[-300:]}")
     return [_run_handle(backend, r, d["key"]) for r in prepared.runs]
@@ -279,18 +270,9 @@ def _ensure_scheduler(backend: BackendConfig, tr: Transport) -> None:
 
 def _sched_call(backend: BackendConfig, tr: Transport, args: Sequence[str],
                 stdin: str | None = None, timeout: float | None = 120) -> Any:
-    argv = _sched_argv(backend, *args)
-    res = tr.run(argv, stdin=stdin, timeout=timeout, check=False)
-    if res.exit_code == 2 and "can't open file" in res.stderr:
-        # launched by another chester version: send this version's scheduler
-        _ensure_scheduler(backend, tr)
-        res = tr.run(argv, stdin=stdin, timeout=timeout, check=False)
-    try:
-        return json.loads(res.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise BackendError(f"{_who(backend)}: unexpected answer from the scheduler "
-                           f"(exit {res.exit_code}): {res.stdout.strip()[-200:]!r} "
-                           f"{res.stderr.strip()[-300:]!r}") from None
+    return runtime.call_json(tr, _sched_argv(backend, *args), who=_who(backend),
+                             what="the scheduler", stdin=stdin, timeout=timeout,
+                             resend=lambda: _ensure_scheduler(backend, tr))
 
 
 @hookimpl
@@ -335,36 +317,10 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
 @hookimpl
 def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
                  patterns: PullPatterns) -> list[PullResult]:
-    from chester.remote.progress import Progress
+    from chester.remote.pull import pull_runs
 
     if not handles:
         return []
-    o: AutobotOptions = backend.options
-    filters = [f"--include={p}" for p in patterns.include]
-    filters += [f"--exclude={p}" for p in paths.PULL_EXCLUDES]
-    filters += [f"--exclude={p}" for p in patterns.exclude]
-    per: dict[str, list[int]] = {h.token: [0, 0] for h in handles}
-    seen_runs: set[str] = set()
-    items = [(h, h.remote_dir, h.local_dir) for h in handles]
     with transport_for(backend) as tr:
-        for rroot, lroot, members in paths.pull_groups(items, o.remote_dir, Path(dest)):
-            prefixes = sorted(((rel.rstrip("/") + "/", h.token) for h, rel in members),
-                              key=lambda x: -len(x[0]))
-            with Progress(f"pull {backend.name}", len(members)) as bar:
-
-                def progress(name: str, size: int, prefixes=prefixes, bar=bar) -> None:
-                    for pre, tok in prefixes:
-                        if name.startswith(pre):
-                            per[tok][0] += 1
-                            per[tok][1] += size
-                            if tok not in seen_runs:
-                                seen_runs.add(tok)
-                                bar.advance()
-                            return
-
-                tr.rsync_pull(rroot, lroot, filter_args=filters,
-                              files_from=[rel for _, rel in members], progress=progress)
-        for local, remote in patterns.extra_dirs:
-            tr.rsync_pull(remote, Path(local), filter_args=filters)
-    return [PullResult(token=h.token, files=per[h.token][0], bytes=per[h.token][1],
-                       complete=paths.arrived(h.local_dir)) for h in handles]
+        return pull_runs(f"pull {backend.name}", tr, handles, backend.options.remote_dir,
+                         Path(dest), patterns)
