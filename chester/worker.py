@@ -81,10 +81,12 @@ def _requeue_self() -> str | None:
 
 
 def _attempt(meta: dict) -> int:
+    # under SLURM its restart count decides: a CHESTER_ATTEMPT exported into the job (sbatch
+    # passes on the submitting shell's environment) belongs to whatever submitted it
+    if os.environ.get("SLURM_JOB_ID"):
+        return int(meta.get("attempt", 1)) + int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     if os.environ.get("CHESTER_ATTEMPT"):
         return int(os.environ["CHESTER_ATTEMPT"])
-    if os.environ.get("SLURM_RESTART_COUNT"):
-        return int(os.environ["SLURM_RESTART_COUNT"]) + 1
     return int(meta.get("attempt", 1))
 
 
@@ -168,9 +170,9 @@ def run(run_dir: str) -> int:
     rd.write_json_atomic(at(rd.STATUS), record)
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGUSR1, _on_usr1)  # the time-limit warning: see preempted()
+    # set both ways: a value inherited from whatever started the worker must not leak in
     os.environ["CHESTER_ATTEMPT"] = str(attempt)
-    if attempt > 1:
-        os.environ["CHESTER_RESUMED"] = "1"
+    os.environ["CHESTER_RESUMED"] = "1" if attempt > 1 else "0"
     os.environ.update({str(k): str(v) for k, v in (meta.get("env") or {}).items()})
     project = meta.get("project_dir")
     if project:

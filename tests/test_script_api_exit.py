@@ -114,7 +114,9 @@ def test_seed_script_exits_gl_preset(tmp_path, monkeypatch, slurm_cluster, sshd_
         "remote_dir": {"gl": str(tmp_path / "remote")},
         "modules": {"gl": []},
         "remote_header": {"gl": "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=10\n"},
+        # gl requires an account; its CPU runs ask for 16G, more than this node has
         "backends": {"gl": {"python": PY, "ssh_config": h.ssh_config, "poll_interval": 0.3,
+                            "account": "lab0", "cpu_resources": {"cpus_per_task": 1},
                             "scheduler_env": dict(slurm_cluster.env)}}})
     _run_script(project, "gl", "seed-gl")
     _check(project, "seed-gl", monkeypatch, slurm=True)

@@ -90,10 +90,12 @@ def _ec2():
     return boto3.client("ec2", region_name=REGION)
 
 
-def _instances(state=None):
+def _instances(state=None, sweep=None):
+    """chester's instances (of one sweep: the farm is shared by the whole session)."""
+    filt = {"Name": "tag:chester:sweep", "Values": [sweep]} if sweep else \
+        {"Name": "tag-key", "Values": ["chester:sweep"]}
     out = []
-    for r in _ec2().describe_instances(Filters=[{"Name": "tag-key", "Values": ["chester:sweep"]}]
-                                       )["Reservations"]:
+    for r in _ec2().describe_instances(Filters=[filt])["Reservations"]:
         out += [i for i in r["Instances"] if state is None or i["State"]["Name"] in state]
     return out
 
@@ -233,21 +235,26 @@ def test_refused_submit_leaves_findable_instances_and_a_resume_completes(tmp_pat
     farm.paused = True
     env = _env(tmp_path)
     monkeypatch.chdir(env.project)
+    monkeypatch.delenv("CHESTER_CONFIG_PATH", raising=False)
+    monkeypatch.setattr("chester.config._cached", None)  # the CLI reads this project's config
     ec2 = aws.client("ec2", env.config.backend("ec2").options)
     variants = [{"seconds": 0, "i": i} for i in range(10)]
+    from chester_backend_ec2.plugin import sweep_key
+
+    key = sweep_key(env.config.backend("ec2"), "tenth")
     with _Refuse(ec2, "InstanceLimitExceeded", lambda n, p: n >= 4):
         with pytest.raises(BackendError, match="3 of 10 instances") as ei:
             _launch(env, variants, "tenth")
     assert "chester ec2 kill" in str(ei.value)
-    assert len(_instances(("pending", "running"))) == 3
+    assert len(_instances(("pending", "running"), key)) == 3
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(["ec2", "ls", "--json"]) == 0
-    listed = json.loads(out.getvalue())
-    assert len(listed) == 3 and len({r["sweep"] for r in listed}) == 1
+    listed = [r for r in json.loads(out.getvalue()) if r["sweep"] == key]
+    assert len(listed) == 3
     # launching again starts the other seven, never a second copy of the three
     sweep = _launch(env, variants, "tenth")
-    insts = _instances(("pending", "running"))
+    insts = _instances(("pending", "running"), key)
     assert len(insts) == 10
     assert len({t["Value"] for i in insts for t in i["Tags"] if t["Key"] == "chester:group"}) == 10
     assert {r.handle.remote_id for r in sweep.runs} == {i["InstanceId"] for i in insts}
@@ -255,7 +262,7 @@ def test_refused_submit_leaves_findable_instances_and_a_resume_completes(tmp_pat
     with redirect_stdout(out):
         assert main(["ec2", "kill", listed[0]["sweep"]]) == 0
     assert "terminated 10 instance(s)" in out.getvalue()
-    assert not _instances(("pending", "running"))
+    assert not _instances(("pending", "running"), key)
     assert main(["ec2", "kill"]) == 2  # names nothing: refused
 
 
@@ -472,11 +479,16 @@ def test_ec2_ls_shows_the_spot_price_where_known(tmp_path, farm, monkeypatch):
     farm.paused = True
     env = _env(tmp_path)
     monkeypatch.chdir(env.project)
+    monkeypatch.delenv("CHESTER_CONFIG_PATH", raising=False)
+    monkeypatch.setattr("chester.config._cached", None)  # the CLI reads this project's config
+    from chester_backend_ec2.plugin import sweep_key
+
     _launch(env, [{"seconds": 0}], "price")
+    key = sweep_key(env.config.backend("ec2"), "price")
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(["ec2", "ls", "--json"]) == 0
-    (row,) = json.loads(out.getvalue())
+    (row,) = [r for r in json.loads(out.getvalue()) if r["sweep"] == key]
     assert row["market"] == "spot" and row["type"] == "t3.micro"
     hist = _ec2().describe_spot_price_history(InstanceTypes=["t3.micro"], MaxResults=1)
     if hist["SpotPriceHistory"]:  # the endpoint publishes prices: ls shows one
