@@ -81,12 +81,10 @@ def _requeue_self() -> str | None:
 
 
 def _attempt(meta: dict) -> int:
-    # under SLURM its restart count decides: a CHESTER_ATTEMPT exported into the job (sbatch
-    # passes on the submitting shell's environment) belongs to whatever submitted it
-    if os.environ.get("SLURM_JOB_ID"):
-        return int(meta.get("attempt", 1)) + int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     if os.environ.get("CHESTER_ATTEMPT"):
         return int(os.environ["CHESTER_ATTEMPT"])
+    if os.environ.get("SLURM_RESTART_COUNT"):
+        return int(os.environ["SLURM_RESTART_COUNT"]) + 1
     return int(meta.get("attempt", 1))
 
 
