@@ -170,7 +170,10 @@ def run(run_dir: str) -> int:
     signal.signal(signal.SIGUSR1, _on_usr1)  # the time-limit warning: see preempted()
     # set both ways: a value inherited from whatever started the worker must not leak in
     os.environ["CHESTER_ATTEMPT"] = str(attempt)
-    os.environ["CHESTER_RESUMED"] = "1" if attempt > 1 else "0"
+    if attempt > 1:
+        os.environ["CHESTER_RESUMED"] = "1"
+    else:
+        os.environ.pop("CHESTER_RESUMED", None)
     os.environ.update({str(k): str(v) for k, v in (meta.get("env") or {}).items()})
     project = meta.get("project_dir")
     if project:
