@@ -63,7 +63,13 @@ def container_stand_in(folder: str | os.PathLike[str], name: str = "apptainer"
     folder.mkdir(parents=True, exist_ok=True)
     exe, calls = folder / name, folder / f"{name}-calls.jsonl"
     exe.write_text(f"""#!/bin/sh
-python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> {shlex.quote(str(calls))}
+python3 - {shlex.quote(str(calls))} "$@" <<'PY'
+import fcntl, json, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, (json.dumps(sys.argv[2:]) + "\\n").encode())
+os.close(fd)
+PY
 [ "$1" = exec ] || {{ echo "{name}: only exec is supported" >&2; exit 2; }}
 shift
 while [ $# -gt 0 ]; do
