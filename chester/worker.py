@@ -48,9 +48,14 @@ def _on_usr1(_signum: int, _frame: object) -> None:
 
 def preempted() -> bool:
     """True once the scheduler warned that the run's time is nearly up (SLURM sends
-    ``USR1`` ``lead`` seconds before the time limit: ``--signal=B:USR1@lead``). A training
-    loop checks it, saves a checkpoint and calls :func:`requeue`."""
-    return _PREEMPTED
+    ``USR1`` ``lead`` seconds before the time limit: ``--signal=B:USR1@lead``; the EC2 agent
+    sends ``USR1`` on a spot interruption notice and also writes the marker file named by
+    ``$CHESTER_PREEMPT_FILE``, which counts too). A training loop checks it, saves a
+    checkpoint and calls :func:`requeue`."""
+    if _PREEMPTED:
+        return True
+    marker = os.environ.get("CHESTER_PREEMPT_FILE")
+    return bool(marker) and os.path.exists(marker)
 
 
 def attempt() -> int:
@@ -67,6 +72,8 @@ def _requeue_self() -> str | None:
     """Ask SLURM to queue this job (or array task) again; None when it took it, else why not."""
     import subprocess
 
+    if os.environ.get("CHESTER_REQUEUE_BY"):
+        return None  # the agent that started this worker queues the run again once it ended
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task and \
         os.environ.get("SLURM_ARRAY_JOB_ID") else os.environ.get("SLURM_JOB_ID")
@@ -165,9 +172,11 @@ def run(run_dir: str) -> int:
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    # the warning is handled before the record says "running" (a backend that signals a
+    # running worker must never kill it with USR1's default action): see preempted()
+    signal.signal(signal.SIGUSR1, _on_usr1)
     rd.write_json_atomic(at(rd.STATUS), record)
     signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGUSR1, _on_usr1)  # the time-limit warning: see preempted()
     # set both ways: a value inherited from whatever started the worker must not leak in
     os.environ["CHESTER_ATTEMPT"] = str(attempt)
     if attempt > 1:
@@ -195,6 +204,8 @@ def run(run_dir: str) -> int:
         why = _requeue_self()
         record.update(state="terminated" if why is None else "failed",
                       reason=str(exc) if why is None else f"could not requeue: {why}")
+        if why is None:
+            record["requeue"] = True
         exit_code = EXIT_TERMINATED if why is None else EXIT_FAILED
     except Terminated as exc:
         import traceback

@@ -96,7 +96,7 @@ def test_spot_interruption_reads_preempted(tmp_path, farm):
     sweep = _launch(env, [{"seconds": 60}], "spot")
     run = sweep.runs[0]
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
-    _until(lambda: any(k.endswith("progress.txt") for k in _s3_keys()), what="a sync")
+    _until(lambda: any("/progress.txt.chester-seg/" in k for k in _s3_keys()), what="a sync")
     iid = run.handle.remote_id
     farm.interrupt(iid)  # the two-minute notice on IMDS
     _until(lambda: _notice(sweep, run), what="the notice")
@@ -107,8 +107,11 @@ def test_spot_interruption_reads_preempted(tmp_path, farm):
     assert sweep.status()[run.name].value == "preempted"
     assert "spot interruption" in (run.reason or "")
     s3 = boto3.client("s3", region_name=REGION)
-    key = next(k for k in _s3_keys() if k.endswith(f"{run.token}/progress.txt"))
-    body = s3.get_object(Bucket="chester-test", Key=key)["Body"].read().decode()
+    from chester_backend_ec2 import segments
+
+    key = next(k for k in _s3_keys() if f"{run.token}/progress.txt" in k).split(segments.SEG)[0]
+    body = segments.read(s3, "chester-test", segments.list_file(s3, "chester-test", key)[
+        "parts"]).decode()
     assert body.startswith("start\n") and body.count("tick") >= 1
     rec = json.loads(s3.get_object(Bucket="chester-test", Key=next(
         k for k in _s3_keys() if k.endswith(f"ctl/status/{run.token}.json")))["Body"].read())
@@ -256,7 +259,7 @@ def test_preempted_run_is_requeued_on_a_new_instance(tmp_path, farm):
     run = sweep.runs[0]
     first = run.handle.remote_id
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
-    _until(lambda: any(k.endswith("progress.txt") for k in _s3_keys()), what="a sync")
+    _until(lambda: any("/progress.txt.chester-seg/" in k for k in _s3_keys()), what="a sync")
     farm.interrupt(first)
     _until(lambda: _notice(sweep, run), what="the notice")
     ec2 = boto3.client("ec2", region_name=REGION)

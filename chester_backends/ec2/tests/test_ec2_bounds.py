@@ -24,28 +24,42 @@ import time
 
 
 def fn_bounded(variant, log_dir, exp_name):
-    seen = []
-    signal.signal(signal.SIGUSR1, lambda *a: seen.append("SIGUSR1"))
+    import sys
+
+    import chester
+
     attempt = os.environ.get("CHESTER_ATTEMPT")
     with open(os.path.join(log_dir, "progress.txt"), "a") as f:
         f.write("start %s\n" % attempt)
-    if variant.get("preempt") and attempt == "1":
-        notice = os.environ["CHESTER_PREEMPT_FILE"]
-        while not os.path.exists(notice):
-            time.sleep(0.05)
-        time.sleep(0.3)
-        with open(os.path.join(log_dir, "checkpoint.json"), "w") as f:
-            json.dump({"notice": open(notice).read(), "signals": seen}, f)
-        time.sleep(600)  # until the instance is taken
+    if variant.get("preempt"):
+        ck = os.path.join(log_dir, "checkpoint.json")
+        if chester.attempt() == 1:
+            step = 0
+            while not chester.preempted():  # training steps until the notice
+                step += 1
+                time.sleep(0.05)
+            with open(ck + ".tmp", "w") as f:
+                json.dump({"step": step, "signalled": sys.modules["chester.worker"]._PREEMPTED,
+                           "notice": open(os.environ["CHESTER_PREEMPT_FILE"]).read()}, f)
+            os.replace(ck + ".tmp", ck)
+            chester.requeue()
+        with open(ck) as f:
+            state = json.load(f)
+        with open(os.path.join(log_dir, "resumed.json"), "w") as f:
+            json.dump({"attempt": chester.attempt(), "resumed": os.environ.get("CHESTER_RESUMED"),
+                       "from_step": state["step"], "preempted": chester.preempted()}, f)
+        return
     if variant.get("biglog"):
-        with open(os.path.join(log_dir, "train.log"), "w") as f:
+        with open(os.path.join(log_dir, "big.log"), "w") as f:
             f.write(("x" * 1023 + "\n") * (5 * 1024 + 512))  # 5.5 MiB
     end = time.time() + float(variant.get("seconds", 0))
     while time.time() < end:
         if variant.get("biglog"):
-            with open(os.path.join(log_dir, "train.log"), "a") as f:
-                f.write("step %f\n" % time.time())
-        time.sleep(0.1)
+            for name in ("big.log", "train.log"):
+                with open(os.path.join(log_dir, name), "a") as f:
+                    f.write("step %f\n" % time.time())
+            print("stdout step %f" % time.time(), flush=True)
+        time.sleep(0.05)
 """
 
 
@@ -319,17 +333,19 @@ def _preempt(farm, sweep, run, iid):
 def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_aged_out(
         tmp_path, farm):
     # syncs are a minute apart: what the run writes on the notice goes up within seconds
-    env = _env(tmp_path, max_requeues=1, preempt_signal="SIGUSR1", sync_interval_s=60)
-    sweep = _launch(env, [{"seconds": 0, "preempt": True}], "notice")
+    env = _env(tmp_path, max_requeues=1, sync_interval_s=60)
+    sweep = _launch(env, [{"preempt": True}], "notice")
     run = sweep.runs[0]
     first = run.handle.remote_id
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
     farm.interrupt(first)
-    # the run saw the notice (file and signal) and what it wrote then reached S3
+    # the worker got SIGUSR1 (chester.preempted()), the run checkpointed and called
+    # chester.requeue(); its checkpoint and the marker reached S3
     _until(lambda: any(k.endswith(f"{run.token}/checkpoint.json") for k in _s3_keys()),
            timeout=15, what="the checkpoint synced")
+    assert any(k.endswith(f"{run.token}/.chester/preempt") for k in _s3_keys())
+    _until(lambda: farm.instances[first].done, what="the instance powered off")
     _ec2().terminate_instances(InstanceIds=[first])
-    _until(lambda: farm.instances[first].done, what="instance gone")
     _forget(first)
     assert sweep.status()[run.name].value == "requeued"
     assert sweep.status()[run.name].value in ("requeued", "queued", "running")
@@ -338,10 +354,14 @@ def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_a
     assert len(farm.instances) == 2
     ck = json.loads((run.log_dir / "checkpoint.json").read_text())
     assert json.loads(ck["notice"])["action"] == "terminate"
-    assert ck["signals"] == ["SIGUSR1"]
+    assert ck["signalled"] is True and ck["step"] > 0
+    resumed = json.loads((run.log_dir / "resumed.json").read_text())
+    assert resumed == {"attempt": 2, "resumed": "1", "from_step": ck["step"],
+                       "preempted": False}
     assert (run.log_dir / "progress.txt").read_text() == "start 1\nstart 2\n"
     st = json.loads((run.log_dir / ".chester" / "status.json").read_text())
-    assert st["attempt"] == 2
+    assert st["attempt"] == 2 and st["state"] == "succeeded"
+    assert (run.log_dir / ".chester" / "preempt").exists()  # the first attempt's marker
 
 
 def test_max_requeues_one_never_starts_a_third_instance(tmp_path, farm):
@@ -380,25 +400,41 @@ def test_a_refused_requeue_is_the_runs_pending_reason_not_a_failed_status(tmp_pa
     assert len(farm.instances) == 2
 
 
-def test_a_growing_log_has_only_its_new_bytes_uploaded(tmp_path, farm):
-    env = _env(tmp_path)
-    sweep = _launch(env, [{"seconds": 4, "biglog": True}], "biglog")
+def test_growing_logs_have_only_their_new_bytes_uploaded_small_or_big(tmp_path, farm):
+    from chester_backend_ec2 import plugin
+
+    env = _env(tmp_path, sync_interval_s=0.3)
+    sweep = _launch(env, [{"seconds": 5, "biglog": True}], "biglog")
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     run = sweep.runs[0]
     assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
-    text = (run.log_dir / "train.log").read_text()
-    assert text.startswith("x" * 1023 + "\n") and text.count("step ") >= 10
-    assert text.endswith("\n") and len(text) > 5 * 1024 * 1024
     root = farm.instances[run.handle.remote_id].root
-    on_instance = root / run.handle.remote_dir.lstrip("/") / "train.log"
-    assert on_instance.read_text() == text  # the pieces add up to the file
+    on_instance = root / run.handle.remote_dir.lstrip("/")
     log = (root / "var/log/chester-agent.log").read_text()
-    appended = [int(line.split("appended ")[1].split()[0]) for line in log.splitlines()
-                if "appended" in line and "train.log" in line]
-    assert appended and max(appended) < 64 * 1024  # the 5.5 MiB went up once
+    prefix = f"chester/sweeps/{run.handle.get('sweep')}/runs/{run.token}/"
+    s3 = boto3.client("s3", region_name=REGION)
+    for name in ("train.log", "big.log", "stdout.log"):
+        text = (run.log_dir / name).read_text()
+        assert text == (on_instance / name).read_text()  # the pieces add up to the file
+        assert text.count("step ") >= 20
+        # what the agent sent of it: ranges that follow on, adding up to the file's size
+        sent = [tuple(map(int, line.split("sent bytes ")[1].split()[0].split("-")))
+                for line in log.splitlines() if line.endswith(f"of {name} (generation 1)")]
+        assert len(sent) >= 5, sent
+        assert sent[0][0] == 0 and all(a[1] == b[0] for a, b in zip(sent[:-1], sent[1:], strict=True))
+        assert sent[-1][1] == len(text.encode())
+        # S3 holds one object per sync, no byte twice
+        objs = [o for o in s3.list_objects_v2(Bucket="chester-test", Prefix=prefix + name)[
+            "Contents"]]
+        assert len(objs) == len(sent)
+        assert sum(o["Size"] for o in objs) == len(text.encode())
+    assert (run.log_dir / "big.log").stat().st_size > 5 * 1024 * 1024
+    # chester logs joins the segments too
+    out = io.StringIO()
+    plugin.chester_logs(sweep.backend, run.handle, False, "stdout", out)
+    assert out.getvalue() == (run.log_dir / "stdout.log").read_text()
 
 
-# -- (6) capacity ---------------------------------------------------------------------------------
 def test_capacity_errors_fall_back_over_types_subnets_and_on_demand(tmp_path, aws):
     from chester_backend_ec2 import aws as aws_mod
     from chester_backend_ec2 import plugin
@@ -497,3 +533,78 @@ def test_ec2_ls_shows_the_spot_price_where_known(tmp_path, farm, monkeypatch):
     with redirect_stdout(out):
         assert main(["ec2", "ls"]) == 0
     assert "USD/h" in out.getvalue() and row["instance"] in out.getvalue()
+
+
+# -- packed instances: a freed GPU takes the next run ---------------------------------------------
+def test_a_freed_gpu_takes_the_next_run_exactly_once_within_the_gpu_count(tmp_path, farm):
+    farm.paused = True  # instances boot only when the test says
+    env = _env(tmp_path, runs_per_instance=2, gpus_per_run=2, instance_type="g5.12xlarge",
+               max_requeues=0)
+    sweep = _launch(env, [{"seconds": 0.5}, {"seconds": 25}, {"seconds": 1}, {"seconds": 1},
+                          {"seconds": 0.5}], "steal")
+    runs = sweep.runs
+    assert len({r.handle.remote_id for r in runs}) == 3  # [0, 1], [2, 3], [4]
+    first = runs[0].handle.remote_id
+    farm.boot(first)  # the other two are slow to come up
+    s3 = boto3.client("s3", region_name=REGION)
+    prefix = f"chester/sweeps/{runs[0].handle.get('sweep')}/ctl/"
+
+    def record(run):
+        try:
+            return json.loads(s3.get_object(Bucket="chester-test", Key=f"{prefix}status/"
+                                            f"{run.token}.json")["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            return {}
+
+    # while run 1 goes on, the slot run 0 freed takes runs 2, 3 and 4, one after another
+    _until(lambda: record(runs[4]).get("state") == "succeeded", timeout=60, what="run 4 done")
+    assert all(record(r).get("instance") == first for r in runs)
+    assert record(runs[1]).get("state") == "running"
+    farm.paused = False  # the others boot, find their runs taken and power off
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert all(states[r.name].value == "succeeded" for r in runs), states
+    others = {r.handle.remote_id for r in runs} - {first}
+    _until(lambda: all(i in farm.instances and farm.instances[i].done for i in others),
+           what="the idle instances powered off")
+    for iid in others:
+        log = (farm.instances[iid].root / "var/log/chester-agent.log").read_text()
+        assert " started " not in log and "no unclaimed run left" in log
+    # exactly once: one claim per run, each run started once
+    claims = _s3_keys(prefix + "claims/")
+    assert sorted(k.split("/")[-2] for k in claims) == sorted(r.token for r in runs)
+    assert all(k.endswith("/1") for k in claims)
+    for r in runs:
+        assert (r.log_dir / "progress.txt").read_text() == "start 1\n"
+    # never more runs at once than slots, never two on the same GPUs
+    recs = [record(r) for r in runs]
+    for rec in recs:  # what ran at the moment each run started
+        t = rec["started_at"]
+        overlapping = [o for o in recs if o["started_at"] <= t < o["ended_at"]]
+        assert len(overlapping) <= 2
+        devices = [o["cuda_visible_devices"] for o in overlapping]
+        assert len(set(devices)) == len(devices) and set(devices) <= {"0,1", "2,3"}
+    assert sum(1 for rec in recs if rec["started_at"] < recs[1]["ended_at"]) == 5
+
+
+def test_a_resumed_launch_starts_no_instance_for_runs_a_freed_slot_took(tmp_path, farm):
+    from chester_backend_ec2 import aws
+    from chester_backend_ec2.plugin import sweep_key
+
+    env = _env(tmp_path, runs_per_instance=2, gpus_per_run=2, instance_type="g5.12xlarge",
+               max_requeues=0)
+    variants = [{"seconds": 0.5, "i": i} for i in range(4)]
+    key = sweep_key(env.config.backend("ec2"), "resume")
+    ec2 = aws.client("ec2", env.config.backend("ec2").options)
+    with _Refuse(ec2, "InstanceLimitExceeded", lambda n, p: n >= 2):
+        with pytest.raises(BackendError, match="1 of 2 instances"):
+            _launch(env, variants, "resume")
+    # the one instance started runs its two runs, then takes the other two
+    prefix = f"chester/sweeps/{key}/ctl/claims/"
+    _until(lambda: len(_s3_keys(prefix)) == 4, timeout=60, what="all four runs claimed")
+    sweep = _launch(env, variants, "resume")
+    assert len(_instances(sweep=key)) == 1  # nothing left for a second instance
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert all(states[r.name].value == "succeeded" for r in sweep.runs), states
+    assert len({r.handle.remote_id for r in sweep.runs}) == 1
+    for r in sweep.runs:
+        assert (r.log_dir / "progress.txt").read_text() == "start 1\n"

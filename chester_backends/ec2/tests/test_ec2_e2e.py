@@ -206,7 +206,7 @@ def test_no_secret_in_user_data_tags_or_logs(project, farm, monkeypatch, tmp_pat
              "launcher output": cap.out + cap.err}
     assert "launched" in cap.err
     for obj in s3.list_objects_v2(Bucket="chester-test")["Contents"]:
-        if obj["Key"].endswith((".json", ".sh", ".log", ".py")):
+        if obj["Key"].endswith((".json", ".sh", ".log", ".py")) or ".chester-seg/" in obj["Key"]:
             blobs[obj["Key"]] = s3.get_object(Bucket="chester-test", Key=obj["Key"])[
                 "Body"].read().decode("utf-8", "replace")
     for p in farm.instances[iid].root.rglob("*.log"):

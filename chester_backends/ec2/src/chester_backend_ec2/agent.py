@@ -14,6 +14,14 @@ The user-data script downloads this file from S3 and runs it as ``python3 agent.
    SIGTERM (the instance is going away) stops the runs and syncs;
 6. when every run has ended, syncs a last time and powers the instance off.
 
+Exactly once: before starting a run (attempt n) the agent claims it with a conditional write
+(``If-None-Match: *``) of ``ctl/claims/<token>/<n>``; a run whose claim another instance
+holds, or that an instance of another group ever claimed, is left to that one. On a packed
+instance (``slots`` > 1) a freed slot takes the next run of the sweep that no instance has
+claimed yet (an instance not booted yet, or refused at launch), read from the sweep's
+instance specs; the runs taken are listed in ``ctl/stolen/<group>.json`` so the group's next
+instance (a requeue) resumes them too.
+
 Bounds (none of them needs the launcher): a run past its ``time_limit_s`` is stopped and
 recorded ``timeout``; at ``max_lifetime_s`` after the agent started every run still going is
 stopped (``timeout``), synced, and the instance powers off (user-data also scheduled a
@@ -21,10 +29,15 @@ shutdown at that time, for when this agent is gone). A watch thread, never block
 uploads, checks the spot notice and writes ``ctl/heartbeat/<group>.json`` every
 ``heartbeat_interval_s``; the launcher terminates an instance whose heartbeat stopped.
 
-On a spot interruption notice each running run is told: the file named by
-``$CHESTER_PREEMPT_FILE`` (``<run>/.chester/preempt``) appears holding the notice, and with
-``preempt_signal`` set that signal goes to the worker's process group; then every run folder
-is synced at once.
+On a spot interruption notice each running run is told the way SLURM's time-limit warning
+tells it: ``SIGUSR1`` goes to chester's worker, which turns it into ``chester.preempted()``;
+the marker ``<run>/.chester/preempt`` (also ``$CHESTER_PREEMPT_FILE``) appears holding the
+notice, and with ``preempt_signal`` set that signal also goes to the worker's process group.
+The watch thread only flags, signals and publishes the records; the main loop then syncs
+every run folder at once and every ``watch_interval_s`` after. A run that saved a checkpoint
+and called ``chester.requeue()`` ends (``CHESTER_REQUEUE_BY`` tells the worker the agent
+queues it again): its record reads ``preempted``, and the next instance of the group runs
+attempt 2 (``CHESTER_ATTEMPT=2``, ``CHESTER_RESUMED=1``).
 
 Test hooks, all environment variables: ``CHESTER_EC2_IMDS`` (metadata endpoint, default
 ``http://169.254.169.254``), ``CHESTER_EC2_ROOT`` (a folder playing the instance's disk, default
@@ -110,6 +123,21 @@ class Store:
     def get_json(self, key):
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
+    def create(self, key, data):
+        """Write ``key`` only if it does not exist yet: True if this call created it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if err.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                    status in (409, 412):
+                return False
+            raise
+
     def put(self, key, data):
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
 
@@ -127,10 +155,53 @@ class Store:
         return out
 
 
-#: S3's smallest multipart part: a growing file at least this big gets only its new bytes sent
-APPEND_MIN = 5 * 1024 * 1024
-#: files that only ever grow (logs, metrics): appended to in S3 instead of sent whole
+#: files that only ever grow (logs, metrics): stored in S3 as segments, each sync sends only
+#: the bytes added since the last one (S3 has no append)
 APPENDABLE = (".log", ".txt", ".csv", ".jsonl", ".out", ".err")
+#: a growing file ``<rel>`` is stored as ``<rel>.chester-seg/<gen>/<offset>`` objects: the
+#: bytes from ``offset`` on, written in one sync; the file is the highest generation's
+#: segments joined from offset 0 while each starts where the one before ended. A file that
+#: was rewritten or truncated starts a new generation at offset 0 (instances may not delete).
+SEG = ".chester-seg/"
+#: bytes at the end of what went up that must be unchanged for the file to count as grown
+TAIL = 65536
+
+
+def seg_key(key, gen, offset):
+    return "%s%s%04d/%016d" % (key, SEG, gen, offset)
+
+
+def parse_seg(rel):
+    """``(base rel, gen, offset)`` of a segment's rel path, else None."""
+    base, sep, rest = rel.partition(SEG)
+    if not sep or not base:
+        return None
+    gen, _, off = rest.partition("/")
+    try:
+        return base, int(gen), int(off)
+    except ValueError:
+        return None
+
+
+def join_segments(rels):
+    """``{base: (gen, [(offset, rel), ...])}``: each file's newest generation, the segments
+    that follow on from offset 0 (a stray segment past a gap is left out)."""
+    found = {}
+    for rel in rels:
+        p = parse_seg(rel)
+        if p:
+            found.setdefault(p[0], {}).setdefault(p[1], []).append((p[2], rel))
+    out = {}
+    for base, gens in found.items():
+        gen = max(gens)
+        out[base] = (gen, sorted(gens[gen]))
+    return out
+
+
+def tail_sha256(f, n):
+    f.seek(max(0, n - TAIL))
+    data = f.read(n - max(0, n - TAIL))
+    return hashlib.sha256(data).hexdigest() if len(data) == n - max(0, n - TAIL) else None
 
 
 class Limited:
@@ -147,19 +218,6 @@ class Limited:
         data = self.f.read(size)
         self.left -= len(data)
         return data
-
-
-def prefix_sha256(path, n):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = n
-        while left > 0:
-            block = f.read(min(1 << 20, left))
-            if not block:
-                break
-            h.update(block)
-            left -= len(block)
-    return h.hexdigest()
 
 
 def sha256_file(path):
@@ -183,12 +241,13 @@ class Run:
         self.cancelled = False
         self.preempted = False
         self.synced = {}  # rel path -> (size, mtime_ns)
-        self.sent = {}  # rel path of a growing file -> (bytes in S3, their sha256)
+        self.sent = {}  # rel of a growing file -> (generation, bytes in S3, their tail's sha256)
         self.last_record = None
         self.frozen = False  # its final record is in S3 and must not change
         self.started = None  # time.time() when the worker started
         self.limit = spec.get("time_limit_s")  # seconds, or None
         self.timed_out = None  # the reason, once a time bound stopped it
+        self.group = self.instance = None  # who runs it (in its records)
 
     def preempt_file(self):
         return os.path.join(self.dir, ".chester", "preempt")
@@ -218,8 +277,9 @@ class Run:
                 (self.proc is None or self.proc.poll() is not None):
             rec.update(state="timeout", reason=self.timed_out,
                        ended_at=rec.get("ended_at") or time.time())
-        if self.preempted:
-            rec["preempted"] = True
+        rec["group"], rec["instance"] = self.group, self.instance
+        if self.preempted or rec.get("requeue"):
+            rec["preempted"] = True  # chester.requeue(): the group's next instance resumes it
         if rec.get("state") in ("failed", "terminated", "timeout"):
             rec["stderr_tail"] = tail(os.path.join(self.dir, "stderr.log"))
         return rec
@@ -246,7 +306,24 @@ class Agent:
         self.sweep = self.spec["sweep_prefix"].rstrip("/") + "/"
         self.boot = self.count_boot()
         self.runs = [Run(r, i, self.boot) for i, r in enumerate(self.spec["runs"])]
+        self.slots = max(int(self.spec.get("slots") or 1), len(self.runs))
+        self.group = self.spec["group"]
+        try:
+            self.instance_id = self.imds.get("instance-id")
+        except Exception:
+            self.instance_id = None
+        self.stolen = []  # specs of the runs taken from other groups (and earlier instances)
+        self.steal_done = self.slots < 2  # no unclaimed run of the sweep is left
+        self.cancelled_tokens = set()
+        self.specs = {}  # the sweep's instance specs (they never change)
+        self.claimed = False  # the runs are this instance's (claims made)
+        self.code_dir = self.script = None
+        for run in self.runs:
+            run.group, run.instance = self.group, self.instance_id
         self.stop = threading.Event()
+        self.bytes_sent = 0  # of growing files
+        self.wake = threading.Event()  # the main loop's sleep, cut short by a notice
+        self.sync_now = False  # set with wake: sync every run folder at once
         self.preempted = False
         self.lock = threading.Lock()
         self.born = float(os.environ.get("CHESTER_EC2_STARTED") or time.time())
@@ -289,6 +366,85 @@ class Agent:
     def cancel_prefix(self):
         return "%sctl/cancel/" % self.sweep
 
+    def claims_prefix(self, token=""):
+        return "%sctl/claims/%s" % (self.sweep, token + "/" if token else "")
+
+    def stolen_key(self):
+        return "%sctl/stolen/%s.json" % (self.sweep, self.group)
+
+    # -- exactly once: claims
+    def claim(self, run):
+        """Claim this attempt of the run; False when it belongs to another instance."""
+        for key in self.store.keys(self.claims_prefix(run.token)):
+            try:
+                held = self.store.get_json(key)
+            except Exception:
+                continue
+            if held.get("group") != self.group:
+                log("%s: run by group %s; left to it" % (run.token, held.get("group")))
+                return False
+        body = json.dumps({"group": self.group, "instance": self.instance_id,
+                           "at": time.time()}).encode()
+        key = self.claims_prefix(run.token) + str(run.attempt)
+        if self.store.create(key, body):
+            return True
+        try:
+            held = self.store.get_json(key)
+        except Exception:
+            held = {}
+        if held.get("group") == self.group and held.get("instance") == self.instance_id:
+            return True  # our own claim, written before (a retried call)
+        log("%s: attempt %d claimed by %s; left to it" % (run.token, run.attempt,
+                                                          held.get("instance")))
+        return False
+
+    def free_slot(self):
+        busy = {r.slot for r in self.runs if r.state != "ended"}
+        return next((i for i in range(self.slots) if i not in busy), None)
+
+    def steal(self):
+        """Start the sweep's next run no instance claimed on a free slot; False when none
+        is left (or there is no free slot)."""
+        if self.steal_done or self.preempted or self.stop.is_set() or self.lifetime_over:
+            return False
+        slot = self.free_slot()
+        if slot is None:
+            return False
+        claimed = {k[len(self.claims_prefix()):].split("/", 1)[0]
+                   for k in self.store.keys(self.claims_prefix())}
+        mine = {r.token for r in self.runs}
+        todo = []
+        for key in sorted(self.store.keys("%sinstances/" % self.sweep)):
+            spec = self.specs.get(key)
+            if spec is None:
+                try:
+                    spec = self.specs[key] = self.store.get_json(key)
+                except Exception:
+                    continue
+            todo += [r for r in spec.get("runs", ()) if r["token"] not in claimed and
+                     r["token"] not in mine and r["token"] not in self.cancelled_tokens]
+        todo.sort(key=lambda r: r.get("index", 0))
+        for entry in todo:
+            run = Run(entry, slot, 1)
+            run.group, run.instance = self.group, self.instance_id
+            if self.earlier(run) is not None or not self.claim(run):
+                continue
+            self.stolen.append(entry)
+            try:
+                self.store.put(self.stolen_key(), json.dumps(self.stolen).encode())
+            except Exception as exc:
+                log("could not record the runs taken: %s" % type(exc).__name__)
+            os.makedirs(run.dir, exist_ok=True)
+            self.fetch_run(run)
+            self.runs = self.runs + [run]
+            log("%s: taken from another group onto slot %d" % (run.token, slot))
+            self.publish(run, force=True)
+            self.start(run, self.code_dir, self.script)
+            return True
+        self.steal_done = True
+        log("no unclaimed run left in the sweep")
+        return False
+
     # -- setup
     def fetch_code(self):
         code = self.spec["code"]
@@ -306,10 +462,39 @@ class Agent:
         return dest
 
     def fetch_run(self, run):
-        """Download the run folder; after a restart the local files (newer) are kept."""
+        """Download the run folder; after a restart the local files (newer) are kept. A
+        growing file's segments are joined, and only bytes added after them go up later."""
         prefix = self.run_key(run, "")
-        for key in self.store.keys(prefix):
+        keys = self.store.keys(prefix)
+        for rel, (gen, segs) in join_segments([k[len(prefix):] for k in keys]).items():
+            path = os.path.join(run.dir, rel)
+            if os.path.exists(path):  # kept: its next upload starts a new generation
+                run.sent[rel] = (gen, -1, None)
+                st = os.stat(path)
+                run.synced[rel] = (st.st_size, st.st_mtime_ns)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = path + ".chester-part"
+            size = 0
+            with open(tmp, "wb") as out:
+                for offset, srel in segs:
+                    if offset != size:
+                        break
+                    body = self.store.s3.get_object(Bucket=self.bucket, Key=prefix + srel)["Body"]
+                    block = body.read(1 << 20)
+                    while block:
+                        out.write(block)
+                        block = body.read(1 << 20)
+                    size = out.tell()
+            os.replace(tmp, path)
+            with open(path, "rb") as f:
+                run.sent[rel] = (gen, size, tail_sha256(f, size))
+            st = os.stat(path)
+            run.synced[rel] = (st.st_size, st.st_mtime_ns)
+        for key in keys:
             rel = key[len(prefix):]
+            if parse_seg(rel):
+                continue
             path = os.path.join(run.dir, rel)
             if not os.path.exists(path):
                 self.store.download(key, path)
@@ -343,13 +528,18 @@ class Agent:
                                         if env.get("PYTHONPATH") else "")
         if run is not None:
             env["CHESTER_PREEMPT_FILE"] = run.preempt_file()
+            env["CHESTER_REQUEUE_BY"] = "ec2-agent"
             g = int(self.spec.get("gpus_per_run") or 0)
-            if g and len(self.runs) > 1:
+            if g and self.slots > 1:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(
                     str(run.slot * g + i) for i in range(g))
         return env
 
     def start(self, run, code_dir, script):
+        try:  # an earlier attempt's notice (synced, then fetched again) is not this one's
+            os.unlink(run.preempt_file())
+        except OSError:
+            pass
         argv = list(self.spec["worker_argv"]) + [run.dir]
         wrapped = ["bash", "-c", 'source "$0" >/dev/null 2>&1 || true; exec "$@"', script] + argv
         out = open(os.path.join(run.dir, "stdout.log"), "ab")
@@ -401,35 +591,22 @@ class Agent:
             self.publish(run, force_record)
 
     def upload_growing(self, run, rel, path, size):
-        """Send a file that only grows: when S3 holds an unchanged first part of at least
-        APPEND_MIN bytes, only the new bytes go up (a multipart upload whose first part is a
-        server-side copy of the object); otherwise the first ``size`` bytes, whole."""
-        key = self.run_key(run, rel)
-        s3 = self.store.s3
+        """Send what a growing file gained since the last sync as one segment object; a
+        file that shrank or whose last sent bytes changed starts a new generation, whole."""
         old = run.sent.get(rel)
-        if old and APPEND_MIN <= old[0] < size and prefix_sha256(path, old[0]) == old[1]:
-            with open(path, "rb") as f:
-                f.seek(old[0])
-                data = f.read(size - old[0])
-            up = s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
-            try:
-                p1 = s3.upload_part_copy(
-                    Bucket=self.bucket, Key=key, UploadId=up, PartNumber=1,
-                    CopySource={"Bucket": self.bucket, "Key": key},
-                    CopySourceRange="bytes=0-%d" % (old[0] - 1))["CopyPartResult"]["ETag"]
-                p2 = s3.upload_part(Bucket=self.bucket, Key=key, UploadId=up, PartNumber=2,
-                                    Body=data)["ETag"]
-                s3.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=up, MultipartUpload={"Parts": [
-                        {"ETag": p1, "PartNumber": 1}, {"ETag": p2, "PartNumber": 2}]})
-            except Exception:
-                s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up)
-                raise
-            log("%s: appended %d new bytes to %s" % (run.token, len(data), rel))
-        else:
-            with open(path, "rb") as f:
-                s3.upload_fileobj(Limited(f, size), self.bucket, key)
-        run.sent[rel] = (size, prefix_sha256(path, size))
+        with open(path, "rb") as f:
+            if old and 0 <= old[1] <= size and tail_sha256(f, old[1]) == old[2]:
+                gen, start = old[0], old[1]
+                if start == size:
+                    return  # touched, not grown
+            else:
+                gen, start = (old[0] + 1 if old else 1), 0
+            f.seek(start)
+            self.store.s3.upload_fileobj(Limited(f, size - start), self.bucket,
+                                         seg_key(self.run_key(run, rel), gen, start))
+            run.sent[rel] = (gen, size, tail_sha256(f, size))
+        self.bytes_sent += size - start
+        log("%s: sent bytes %d-%d of %s (generation %d)" % (run.token, start, size, rel, gen))
 
     def publish(self, run, force=False):
         if run.frozen:
@@ -456,6 +633,7 @@ class Agent:
         except Exception:
             return
         wanted = {k.rsplit("/", 1)[-1] for k in keys}
+        self.cancelled_tokens = wanted
         for run in self.runs:
             if run.token in wanted and not run.cancelled:
                 run.cancelled = True
@@ -490,9 +668,10 @@ class Agent:
                 if run.state == "running" or run.state is None:
                     run.preempted = True
                     self.tell_preempted(run, action)
-            self.sync_all(force=True)
-            for run in self.runs:
+            for run in self.runs:  # small PUTs; the folders are synced by the main loop
                 self.publish(run, force=True)
+            self.sync_now = True
+            self.wake.set()
         elif not action and self.preempted:
             # the notice is gone and we are still here: a hibernated instance resumed
             log("spot interruption notice withdrawn; the runs go on")
@@ -507,7 +686,8 @@ class Agent:
         return bool(action)
 
     def tell_preempted(self, run, action):
-        """The run sees the notice: its preempt file appears, and the configured signal."""
+        """The run sees the notice: the marker appears, the worker gets SIGUSR1 (its
+        ``chester.preempted()``), and the process group the configured ``preempt_signal``."""
         path = run.preempt_file()
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -516,12 +696,37 @@ class Agent:
             os.replace(path + ".tmp", path)
         except OSError as exc:
             log("could not write %s: %s" % (path, exc))
+        pid = self.worker_pid(run)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+                log("%s: told worker %d (SIGUSR1)" % (run.token, pid))
+            except OSError:
+                pass
         name = self.spec.get("preempt_signal")
         if name and run.proc is not None and run.proc.poll() is None:
             try:
                 os.killpg(run.proc.pid, getattr(signal, name))
             except (ProcessLookupError, AttributeError):
                 pass
+
+    @staticmethod
+    def worker_pid(run):
+        """The pid of the run's chester worker once it handles SIGUSR1 (it installs the
+        handler before recording ``running``), in the process group the agent started; else
+        None (the marker file alone tells it: ``chester.preempted()`` reads it too)."""
+        if run.proc is None or run.proc.poll() is not None:
+            return None
+        try:
+            with open(os.path.join(run.dir, STATUS), encoding="utf-8") as f:
+                rec = json.load(f)
+            pid = int(rec.get("pid") or 0)
+            if rec.get("token") != run.token or rec.get("state") != "running" or \
+                    int(rec.get("attempt") or 1) != run.attempt or not pid:
+                return None
+            return pid if os.getpgid(pid) == run.proc.pid else None
+        except (OSError, ValueError, TypeError):
+            return None
 
     # -- bounds and heartbeat (the watch thread)
     def check_bounds(self):
@@ -570,12 +775,23 @@ class Agent:
     def on_term(self, signum, frame):
         log("signal %d: stopping the runs and syncing" % signum)
         self.stop.set()
+        self.wake.set()
 
     # -- main loop
     def main(self):
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
         threading.Thread(target=self.watch_loop, name="chester-watch", daemon=True).start()
+        try:  # runs an earlier instance of this group took from others: this one's too
+            self.stolen = list(self.store.get_json(self.stolen_key()))
+        except Exception:
+            self.stolen = []
+        taken = {r.token for r in self.runs}
+        self.runs = self.runs + [Run(r, len(self.runs) + i, self.boot)
+                                 for i, r in enumerate(x for x in self.stolen
+                                                       if x["token"] not in taken)]
+        for run in self.runs:
+            run.group, run.instance = self.group, self.instance_id
         for run in self.runs:
             os.makedirs(run.dir, exist_ok=True)
             self.fetch_run(run)
@@ -587,6 +803,14 @@ class Agent:
                 run.frozen = True
             elif rec and rec.get("state") != "queued":
                 run.attempt = max(run.attempt, int(rec.get("attempt") or 1) + 1)
+        self.runs = [r for r in self.runs if r.frozen or self.claim(r)]
+        self.claimed = True
+        # a requeue may bring more runs than slots (runs taken earlier): the rest wait
+        for run in self.runs:
+            run.slot = None
+        for run in self.runs:
+            if not run.frozen:
+                run.slot = self.free_slot()
         code_dir = self.fetch_code()
         rc, script, logf = self.setup(code_dir)
         if rc != 0:
@@ -603,10 +827,13 @@ class Agent:
                     "ended_at": time.time(), "stderr_tail": tail(logf)}).encode())
                 self.sync_run(run)
             return self.finish()
+        self.code_dir, self.script = code_dir, script
         for run in self.runs:
             if run.frozen:
                 continue
             self.publish(run, force=True)  # queued, this attempt (clears an old preemption)
+            if run.slot is None:
+                continue  # no slot free yet: started when one is
             if not run.cancelled and not self.stop.is_set() and not self.lifetime_over:
                 self.start(run, code_dir, script)
             else:
@@ -638,13 +865,32 @@ class Agent:
                     if changed and not run.record().get("ended_at"):
                         self.publish(run)  # a final record waits for the files (below)
             # after a spot notice, what the runs write (a checkpoint) goes up at once
-            if time.time() >= (last_sync + min(sync, watch) if self.preempted else next_sync):
+            if self.sync_now or \
+                    time.time() >= (last_sync + min(sync, watch) if self.preempted else next_sync):
+                self.sync_now = False
                 self.sync_all()
                 last_sync = time.time()
                 next_sync = last_sync + sync
+            # a freed slot: a run of this group waiting for one, else the sweep's next run
+            for run in self.runs:
+                if run.state is None and not run.frozen and run.slot is None:
+                    run.slot = self.free_slot()
+                    if run.slot is None:
+                        break
+                    if run.cancelled or self.lifetime_over or self.preempted:
+                        run.state = "ended"
+                        self.publish(run, force=True)
+                    else:
+                        self.start(run, self.code_dir, self.script)
+            try:
+                while self.steal():
+                    pass
+            except Exception as exc:  # S3 trouble: the runs go on, tried again later
+                log("taking the next run: %s: %s" % (type(exc).__name__, exc))
             if all(r.state == "ended" for r in self.runs):
                 break
-            self.stop.wait(watch)
+            self.wake.wait(watch)
+            self.wake.clear()
         if self.stop.is_set():
             # a shutdown signals every process: give the workers a moment to record their
             # end on their own before a second SIGTERM could cut that short
@@ -683,7 +929,8 @@ def run_agent():
         tb = traceback.format_exc()
         log("agent failed: %s" % tb)
         if agent is not None:
-            for run in agent.runs:
+            # before its claims, a packed instance's runs may be another instance's
+            for run in (agent.runs if agent.claimed or agent.slots < 2 else ()):
                 agent.kill(run, grace=5.0)
                 try:
                     agent.store.put(agent.status_key(run), json.dumps({

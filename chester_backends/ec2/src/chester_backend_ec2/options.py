@@ -162,8 +162,8 @@ class Ec2Options:
         "help": "a running instance whose agent heartbeat is older than this is terminated "
                 "by status polls and its unfinished runs read lost"})
     preempt_signal: str | None = attrs.field(default=None, validator=_signal, metadata={
-        "help": "signal sent to a run's worker on a spot interruption notice (e.g. SIGUSR1; "
-                "default none: the run polls the file $CHESTER_PREEMPT_FILE)"})
+        "help": "an extra signal sent to a run's process group on a spot interruption "
+                "notice (the worker always gets SIGUSR1: chester.preempted(); default none)"})
     # -- capacity -----------------------------------------------------------------------------
     instance_types: tuple[str, ...] = attrs.field(default=(), metadata={
         "help": "more instance types tried in order when instance_type has no capacity "

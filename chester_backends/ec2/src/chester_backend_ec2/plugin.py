@@ -6,11 +6,14 @@ S3 layout under ``s3://<bucket>/<prefix>/``::
     code/manifests/<sha256>.json          {"files": {rel: [sha256, mode]}}
     agent/<sha256>.py                     the instance agent
     sweeps/<sweep>/instances/<group>.json the spec of one instance (its runs, setup)
-    sweeps/<sweep>/runs/<token>/...       each run folder, both ways
+    sweeps/<sweep>/runs/<token>/...       each run folder, both ways (a growing file as
+                                          <rel>.chester-seg/<gen>/<offset> segments)
     sweeps/<sweep>/ctl/status/<token>.json status records written by the instance
     sweeps/<sweep>/ctl/cancel/<token>     cancel markers written by the launcher
     sweeps/<sweep>/ctl/heartbeat/<group>.json  the agent's heartbeat (its LastModified counts)
     sweeps/<sweep>/ctl/attempts/<group>.json   instances a group has had (requeues), durable
+    sweeps/<sweep>/ctl/claims/<token>/<n>      attempt n of a run claimed by one instance
+    sweeps/<sweep>/ctl/stolen/<group>.json     runs a group's instance took from other groups
 
 boto3 is imported lazily (``aws.client``), never when the plugin is loaded.
 """
@@ -134,10 +137,10 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
             "sync_interval_s": o.sync_interval_s, "watch_interval_s": o.watch_interval_s,
             "shutdown_when_done": o.shutdown_when_done,
             "max_lifetime_s": o.max_lifetime_s, "preempt_signal": o.preempt_signal,
-            "heartbeat_interval_s": heartbeat_interval(o),
+            "heartbeat_interval_s": heartbeat_interval(o), "slots": n,
             "runs": [{"token": r.token, "name": r.name, "remote_dir": r.remote_dir,
-                      "time_limit_s": _time_limit(o, r)}
-                     for r in members],
+                      "time_limit_s": _time_limit(o, r), "index": i + k}
+                     for k, r in enumerate(members)],
         }
         spec_key = f"{sp}instances/{gtok}.json"
         ud = _user_data(o, spec_key, agent_key)
@@ -323,6 +326,10 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
             for inst in _describe(ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": gtoks[i:i + 200]}]):
                 existing[_tag(inst, GROUP_TAG)] = inst
     todo = [g for g in d["groups"] if g["token"] not in existing]
+    claimed = _claimed_by(s3, o, d["sweep_prefix"]) if todo and o.runs_per_instance > 1 else {}
+    for g in [g for g in todo if all(t in claimed for t in g["runs"])]:
+        todo.remove(g)  # other instances' freed slots took all its runs: no instance of its own
+        existing[g["token"]] = {"InstanceId": claimed[g["runs"][0]]}
     lock = threading.Lock()
     refused = threading.Event()
     if todo:
@@ -371,12 +378,27 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
             handles.append(RunHandle(
                 run_id=r.run_id, token=r.token, backend=backend.name,
                 local_dir=str(r.local_dir), remote_dir=r.remote_dir,
-                remote_id=inst["InstanceId"], host=None,
+                remote_id=claimed.get(tok) or inst["InstanceId"], host=None,
                 extra=(("sweep", d["sweep"]), ("group", g["token"]),
                        ("group_size", str(len(g["runs"]))))))
     order = {r.token: i for i, r in enumerate(prepared.runs)}
     handles.sort(key=lambda h: order[h.token])
     return handles
+
+
+def _claimed_by(s3: Any, o: Ec2Options, sp: str) -> dict[str, str]:
+    """The sweep's runs an instance has claimed (``ctl/claims/<token>/<n>``, written by the
+    agents): ``{token: instance id}``."""
+    from chester_backend_ec2 import aws
+
+    out: dict[str, str] = {}
+    with aws.errors("reading run claims", s3):
+        for obj in _list(s3, o.bucket, f"{sp}ctl/claims/"):
+            tok = obj["Key"][len(f"{sp}ctl/claims/"):].split("/", 1)[0]
+            if tok not in out:
+                rec = _get_json(s3, o, obj) or {}
+                out[tok] = str(rec.get("instance") or "")
+    return out
 
 
 #: run_instances errors that mean "no capacity for this type/zone/market": the next one is
@@ -653,8 +675,8 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
             ctl = read_ctl(s3, o, sweep)
         _reap(backend, ec2, s3, sweep, hs, by_group, ctl)
         for h in hs:
-            out[h.token] = to_status(h, by_group.get(h.get("group")), ctl.records.get(h.token),
-                                     h.token in ctl.cancels)
+            out[h.token] = to_status(h, by_group.get(_run_group(h, ctl) or ""),
+                                     ctl.records.get(h.token), h.token in ctl.cancels)
         if o.max_requeues > 0:
             _requeue(backend, ec2, s3, sweep, hs, out, insts, by_group, ctl)
             _will_requeue(o, hs, out, insts, ctl)
@@ -696,6 +718,24 @@ def _members(hs: Sequence[RunHandle]) -> dict[str, list[RunHandle]]:
     return out
 
 
+# -- packed instances: a run taken by another group's instance ---------------------------------
+def _run_group(h: RunHandle, ctl: Ctl) -> str | None:
+    """The group whose instance runs ``h``: the one named in its status record (a packed
+    instance's freed slot may take a run of another group), else the handle's."""
+    return (ctl.records.get(h.token) or {}).get("group") or h.get("group")
+
+
+def _running_members(hs: Sequence[RunHandle], ctl: Ctl) -> dict[str, list[RunHandle]]:
+    """Like :func:`_members`, by the group that runs each run; every handle's own group is a
+    key (possibly with no runs left: its instance is still bounded)."""
+    out: dict[str, list[RunHandle]] = {g: [] for g in _members(hs)}
+    for h in hs:
+        g = _run_group(h, ctl)
+        if g:
+            out.setdefault(g, []).append(h)
+    return out
+
+
 def _reap(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
           by_group: dict[str, dict], ctl: Ctl) -> None:
     """Terminate running instances that are past their bounds, whatever their agent does:
@@ -710,7 +750,7 @@ def _reap(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[Ru
     o: Ec2Options = backend.options
     now = time.time()
     kill: list[str] = []
-    for gtok, mhs in _members(hs).items():
+    for gtok, mhs in _running_members(hs, ctl).items():
         inst = by_group.get(gtok)
         if inst is None or inst["State"]["Name"] != "running":
             continue
@@ -772,7 +812,7 @@ def _will_requeue(o: Ec2Options, hs: Sequence[RunHandle], out: dict[str, RunStat
     ``requeued`` until that is decided."""
     for h in hs:
         st = out[h.token]
-        gtok = h.get("group")
+        gtok = _run_group(h, ctl)
         if st.state != State.PREEMPTED or not gtok:
             continue
         if _attempts(gtok, insts, ctl) < 1 + o.max_requeues:
@@ -799,7 +839,7 @@ def _requeue(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence
     o: Ec2Options = backend.options
     now = time.time()
     visible = {i["InstanceId"]: i for i in insts}
-    for gtok, mhs in _members(hs).items():
+    for gtok, mhs in _running_members(hs, ctl).items():
         cur = by_group.get(gtok)
         if cur is not None and cur["State"]["Name"] not in ("shutting-down", "terminated"):
             continue
@@ -975,7 +1015,7 @@ def _wanted(rel: str, rules: list[tuple[str, str]]) -> bool:
 def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
                  patterns: PullPatterns) -> list[PullResult]:
     from chester.rundir import read_json, write_json_atomic
-    from chester_backend_ec2 import aws
+    from chester_backend_ec2 import aws, segments
 
     o: Ec2Options = backend.options
     s3 = aws.client("s3", o)
@@ -987,8 +1027,7 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
             local = Path(h.local_dir)
             state = read_json(local / PULL_STATE) or {}
             todo = []
-            for obj in _list(s3, o.bucket, prefix):
-                rel = obj["Key"][len(prefix):]
+            for rel, obj in segments.files(_list(s3, o.bucket, prefix), prefix).items():
                 if not rel or rel.endswith("/") or not _wanted(rel, rules):
                     continue
                 path = local / rel
@@ -1003,9 +1042,14 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                         [st.st_size, st.st_mtime_ns] == [seen.get("size"), seen.get("mtime_ns")]
                     if untouched and seen.get("etag") == etag:
                         continue  # unchanged since the last pull
-                    if not untouched and st.st_mtime > obj["LastModified"].timestamp():
+                    if not untouched and obj["LastModified"] is not None and \
+                            st.st_mtime > obj["LastModified"].timestamp():
                         continue  # a local file changed here and newer: never overwritten
-                todo.append((rel, {"Key": obj["Key"], "Size": obj["Size"], "ETag": etag}))
+                    if untouched and seen.get("parts") and \
+                            obj["parts"][:len(seen["parts"])] == [tuple(x) for x in seen["parts"]]:
+                        # a grown file: only its new segments come down
+                        obj = {**obj, "append": len(seen["parts"])}
+                todo.append((rel, obj))
             plan.append((h, todo, state))
     from chester.remote.progress import Progress
 
@@ -1020,18 +1064,46 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                     path = local / rel
                     path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = path.with_name(f".{path.name}.ec2-part")
-                    s3.download_file(o.bucket, obj["Key"], str(tmp))
-                    os.replace(tmp, path)
+                    n = _download(s3, o.bucket, obj, path, tmp)
                     st = path.stat()
                     state[rel] = {"etag": obj["ETag"], "size": st.st_size,
                                   "mtime_ns": st.st_mtime_ns}
-                    nbytes += obj["Size"]
-                    bar.advance(obj["Size"])
+                    if len(obj["parts"]) > 1 or segments.SEG in obj["parts"][0][1]:
+                        state[rel]["parts"] = [list(x) for x in obj["parts"]]
+                    nbytes += n
+                    bar.advance(n)
                 if todo:
                     write_json_atomic(local / PULL_STATE, state)
                 results.append(PullResult(token=h.token, files=len(todo), bytes=nbytes,
                                           complete=paths.arrived(h.local_dir)))
     return results
+
+
+def _download(s3: Any, bucket: str, obj: Mapping[str, Any], path: Path, tmp: Path) -> int:
+    """Write a run file (whole, or its segments joined) to ``path``; with ``append``, the
+    local copy already holds that many segments and only the rest come down. Returns the
+    bytes downloaded."""
+    import shutil
+
+    parts = obj["parts"]
+    skip = int(obj.get("append") or 0)
+    if len(parts) == 1 and not skip:
+        s3.download_file(bucket, parts[0][1], str(tmp))
+        os.replace(tmp, path)
+        return int(parts[0][2])
+    if skip:
+        shutil.copyfile(path, tmp)
+    n = 0
+    with open(tmp, "ab" if skip else "wb") as out:
+        for _offset, key, _size in parts[skip:]:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+            block = body.read(1 << 20)
+            while block:
+                out.write(block)
+                n += len(block)
+                block = body.read(1 << 20)
+    os.replace(tmp, path)
+    return n
 
 
 # -- logs ----------------------------------------------------------------------------------------
@@ -1041,7 +1113,7 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
     from botocore.exceptions import ClientError
 
     from chester.remote.follow import follow as follow_log
-    from chester_backend_ec2 import aws
+    from chester_backend_ec2 import aws, segments
 
     o: Ec2Options = backend.options
     s3 = aws.client("s3", o)
@@ -1050,8 +1122,8 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
     def read(offset: int) -> bytes:
         with aws.errors("reading logs", s3):
             try:
-                kw = {"Range": f"bytes={offset}-"} if offset else {}
-                return s3.get_object(Bucket=o.bucket, Key=key, **kw)["Body"].read()
+                found = segments.list_file(s3, o.bucket, key)
+                return segments.read(s3, o.bucket, found["parts"], offset) if found else b""
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
                 if code in ("NoSuchKey", "404", "InvalidRange", "416"):

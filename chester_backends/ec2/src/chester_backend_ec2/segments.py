@@ -1,0 +1,86 @@
+"""Reading the run files the instance agent stores as segments (launcher side).
+
+A file that only grows (a log, a metrics file) is stored as ``<rel>.chester-seg/<gen>/<offset>``
+objects, each holding the bytes from ``offset`` on that one sync sent (see the agent). The file
+is its newest generation's segments joined from offset 0, each starting where the one before
+ended; a plain ``<rel>`` object is a file sent whole. Pull, ``chester logs`` and the agent of a
+requeued instance all read a run folder this way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SEG = ".chester-seg/"
+
+
+def parse(rel: str) -> tuple[str, int, int] | None:
+    """``(file rel, generation, offset)`` of a segment's rel path, else None."""
+    base, sep, rest = rel.partition(SEG)
+    if not sep or not base:
+        return None
+    gen, _, off = rest.partition("/")
+    try:
+        return base, int(gen), int(off)
+    except ValueError:
+        return None
+
+
+def files(objs: Iterable[Mapping[str, Any]], prefix: str) -> dict[str, dict[str, Any]]:
+    """The files under ``prefix`` from a listing (``Key``, ``Size``, ``ETag``,
+    ``LastModified``): ``{rel: {"Size", "ETag", "LastModified", "parts": [(offset, key,
+    size), ...]}}``. A segmented file's ETag names its generation and segments, so it changes
+    whenever a segment is added."""
+    plain: dict[str, dict[str, Any]] = {}
+    segs: dict[str, dict[int, list[tuple[int, Mapping[str, Any]]]]] = {}
+    for obj in objs:
+        rel = obj["Key"][len(prefix):]
+        p = parse(rel)
+        if p is None:
+            plain[rel] = {"Size": obj["Size"], "ETag": obj.get("ETag", ""),
+                          "LastModified": obj.get("LastModified"),
+                          "parts": [(0, obj["Key"], obj["Size"])]}
+        else:
+            segs.setdefault(p[0], {}).setdefault(p[1], []).append((p[2], obj))
+    out = dict(plain)
+    for rel, gens in segs.items():
+        gen = max(gens)
+        parts: list[tuple[int, str, int]] = []
+        size = 0
+        h = hashlib.sha256(str(gen).encode())
+        latest = None
+        for offset, obj in sorted(gens[gen], key=lambda t: t[0]):
+            if offset != size:
+                break  # a gap: what follows cannot be placed
+            parts.append((offset, obj["Key"], obj["Size"]))
+            size += obj["Size"]
+            h.update(f"{obj['Key']} {obj.get('ETag', '')}\n".encode())
+            lm = obj.get("LastModified")
+            latest = lm if latest is None or (lm is not None and lm > latest) else latest
+        out[rel] = {"Size": size, "ETag": f"seg-{gen}-{len(parts)}-{h.hexdigest()[:16]}",
+                    "LastModified": latest, "parts": parts}
+    return out
+
+
+def list_file(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """One file (``key``, whole or in segments) as :func:`files` describes it, or None."""
+    objs = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+        objs += [o for o in page.get("Contents", ())
+                 if o["Key"] == key or o["Key"].startswith(key + SEG)]
+    head = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    return files(objs, head).get(key[len(head):])
+
+
+def read(s3: Any, bucket: str, parts: list[tuple[int, str, int]], offset: int = 0) -> bytes:
+    """The file's bytes from ``offset`` on."""
+    out = []
+    for start, key, size in parts:
+        if start + size <= offset or size == 0:
+            continue
+        skip = max(0, offset - start)
+        kw = {"Range": f"bytes={skip}-"} if skip else {}
+        out.append(s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read())
+    return b"".join(out)
