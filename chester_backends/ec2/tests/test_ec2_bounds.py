@@ -364,6 +364,43 @@ def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_a
     assert (run.log_dir / ".chester" / "preempt").exists()  # the first attempt's marker
 
 
+def test_the_notice_check_never_waits_behind_an_upload(tmp_path, aws, monkeypatch):
+    """The agent's watch step (its own thread) while a sync holds the upload lock: the run
+    is told and its record says ``preempted`` at once; the folder goes up after."""
+    import threading
+
+    from chester_backend_ec2 import agent as agent_mod
+    from ec2farm import FakeImds  # type: ignore[import-not-found]
+
+    imds = FakeImds("i-0123456789abcdef0")
+    s3 = boto3.client("s3", region_name=REGION)
+    spec = {"sweep_prefix": "chester/sweeps/slow/", "group": "g1",
+            "runs": [{"token": "tok1", "remote_dir": "/runs/tok1"}]}
+    s3.put_object(Bucket="chester-test", Key="spec.json", Body=json.dumps(spec).encode())
+    for k, v in {"CHESTER_EC2_BUCKET": "chester-test", "CHESTER_EC2_SPEC": "spec.json",
+                 "CHESTER_EC2_REGION": REGION}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(agent_mod, "IMDS", imds.url)
+    monkeypatch.setattr(agent_mod, "ROOT", str(tmp_path))
+    try:
+        agent = agent_mod.Agent()
+        assert agent.instance_id == "i-0123456789abcdef0"
+        imds.action = json.dumps({"action": "terminate", "time": "2026-01-01T00:00:00Z"})
+        done = threading.Event()
+        with agent.lock:  # a sync is uploading a large file
+            threading.Thread(target=lambda: (agent.check_spot(), done.set()),
+                             daemon=True).start()
+            assert done.wait(5), "the notice check waited for the upload"
+            rec = json.loads(s3.get_object(Bucket="chester-test", Key=(
+                "chester/sweeps/slow/ctl/status/tok1.json"))["Body"].read())
+            assert rec["preempted"] is True and rec["instance"] == agent.instance_id
+            marker = tmp_path / "runs/tok1/.chester/preempt"
+            assert json.loads(marker.read_text())["action"] == "terminate"
+            assert agent.sync_now and agent.wake.is_set()  # the main loop syncs next
+    finally:
+        imds.close()
+
+
 def test_max_requeues_one_never_starts_a_third_instance(tmp_path, farm):
     env = _env(tmp_path, max_requeues=1)
     sweep = _launch(env, [{"seconds": 120}], "third")
