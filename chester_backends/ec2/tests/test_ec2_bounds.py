@@ -645,3 +645,42 @@ def test_a_resumed_launch_starts_no_instance_for_runs_a_freed_slot_took(tmp_path
     assert len({r.handle.remote_id for r in sweep.runs}) == 1
     for r in sweep.runs:
         assert (r.log_dir / "progress.txt").read_text() == "start 1\n"
+
+
+def test_a_run_a_freed_slot_took_is_requeued_with_the_instance_that_took_it(tmp_path, farm):
+    farm.paused = True
+    env = _env(tmp_path, runs_per_instance=2, gpus_per_run=2, instance_type="g5.12xlarge",
+               max_requeues=1, sync_interval_s=60)
+    sweep = _launch(env, [{"seconds": 0.5}, {"preempt": True, "i": 1},
+                          {"preempt": True, "i": 2}, {"seconds": 0.5}], "stolenrq")
+    r0, r1, r2, r3 = sweep.runs
+    first = r0.handle.remote_id
+    farm.boot(first)
+    s3 = boto3.client("s3", region_name=REGION)
+    prefix = f"chester/sweeps/{r0.handle.get('sweep')}/ctl/"
+
+    def record(run):
+        try:
+            return json.loads(s3.get_object(Bucket="chester-test", Key=f"{prefix}status/"
+                                            f"{run.token}.json")["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            return {}
+
+    _until(lambda: record(r2).get("state") == "running", timeout=60, what="run 2 taken")
+    assert record(r2)["instance"] == first and record(r1)["state"] == "running"
+    farm.paused = False  # the second instance comes up: run 3 is left for it
+    _until(lambda: record(r3).get("state") == "succeeded", timeout=60, what="run 3 done")
+    assert record(r3)["instance"] == r3.handle.remote_id != first
+    farm.interrupt(first)  # both runs on the first instance checkpoint and requeue
+    _until(lambda: farm.instances[first].done, what="the first instance powered off")
+    states = sweep.wait(timeout=90, poll_interval=0.3, progress=False, pull=True)
+    assert all(states[r.name].value == "succeeded" for r in sweep.runs), states
+    assert len(farm.instances) == 3  # the two, and one requeued instance for the first's runs
+    third = next(i for i in farm.instances if i not in (first, r3.handle.remote_id))
+    for r in (r1, r2):
+        assert (r.log_dir / "progress.txt").read_text() == "start 1\nstart 2\n"
+        assert json.loads((r.log_dir / "resumed.json").read_text())["attempt"] == 2
+        assert record(r)["instance"] == third
+    claims = sorted(k[len(prefix) + len("claims/"):] for k in _s3_keys(prefix + "claims/"))
+    assert claims == sorted([f"{r0.token}/1", f"{r1.token}/1", f"{r1.token}/2",
+                             f"{r2.token}/1", f"{r2.token}/2", f"{r3.token}/1"])
