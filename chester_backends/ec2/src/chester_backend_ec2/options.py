@@ -110,7 +110,8 @@ class Ec2Options:
         validator=attrs.validators.in_(("terminate", "stop", "hibernate")),
         metadata={"help": "what AWS does on a spot interruption: terminate, stop or hibernate"})
     runs_per_instance: int = attrs.field(default=1, validator=_positive, metadata={
-        "help": "runs packed onto one instance, started together (one GPU each)"})
+        "help": "runs packed onto one instance, started together (gpus_per_run each); a "
+                "freed slot takes the sweep's next run no instance has claimed"})
     gpus_per_run: int = attrs.field(default=1, metadata={
         "help": "GPUs given to each run on a packed instance via CUDA_VISIBLE_DEVICES (0: none)"})
     prefix: str = attrs.field(default="chester", validator=_prefix, metadata={
