@@ -6,7 +6,7 @@ The user-data script downloads this file from S3 and runs it as ``python3 agent.
    instance role: the code manifest, the runs, the setup script;
 2. materialises the project from the content-addressed code snapshot and each run folder;
 3. runs the setup script once (package manager, ``prepare_commands``), then
-   ``python -m chester.worker RUN_DIR`` for each run (one GPU each when packed);
+   ``python -m chester.worker RUN_DIR`` for each run (``gpus_per_run`` each when packed);
 4. every ``watch_interval`` checks IMDSv2 ``spot/instance-action`` and the sweep's cancel
    markers; every ``sync_interval`` (and whenever a status changes) uploads changed files of
    the run folders and the status records;
