@@ -55,7 +55,7 @@ def preempted() -> bool:
     if _PREEMPTED:
         return True
     marker = os.environ.get("CHESTER_PREEMPT_FILE")
-    return bool(marker) and os.path.exists(marker)
+    return bool(marker and os.path.exists(marker))
 
 
 def attempt() -> int:

@@ -440,11 +440,21 @@ def test_a_refused_requeue_is_the_runs_pending_reason_not_a_failed_status(tmp_pa
 def test_growing_logs_have_only_their_new_bytes_uploaded_small_or_big(tmp_path, farm):
     from chester_backend_ec2 import plugin
 
+    from chester.types import PullPatterns
+
     env = _env(tmp_path, sync_interval_s=0.3)
     sweep = _launch(env, [{"seconds": 5, "biglog": True}], "biglog")
-    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     run = sweep.runs[0]
+    # a pull while the run goes on, and one after: the second brings only the new segments
+    _until(lambda: sum(".chester-seg/" in k and "/big.log" in k for k in _s3_keys()) >= 3,
+           what="three segments of big.log")
+    first = plugin.chester_pull(sweep.backend, [run.handle], run.log_dir, PullPatterns())
+    had = (run.log_dir / "big.log").stat().st_size
+    assert first[0].bytes >= had > 5 * 1024 * 1024
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
     assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    second = plugin.chester_pull(sweep.backend, [run.handle], run.log_dir, PullPatterns())
+    assert second[0].bytes < 1024 * 1024  # not the 5.5 MiB again
     root = farm.instances[run.handle.remote_id].root
     on_instance = root / run.handle.remote_dir.lstrip("/")
     log = (root / "var/log/chester-agent.log").read_text()

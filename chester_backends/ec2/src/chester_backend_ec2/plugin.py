@@ -1045,10 +1045,9 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                     if not untouched and obj["LastModified"] is not None and \
                             st.st_mtime > obj["LastModified"].timestamp():
                         continue  # a local file changed here and newer: never overwritten
-                    if untouched and seen.get("parts") and \
-                            obj["parts"][:len(seen["parts"])] == [tuple(x) for x in seen["parts"]]:
-                        # a grown file: only its new segments come down
-                        obj = {**obj, "append": len(seen["parts"])}
+                    had = seen.get("parts") if untouched and isinstance(seen, dict) else None
+                    if had and obj["parts"][:len(had)] == [tuple(x) for x in had]:
+                        obj = {**obj, "append": len(had)}  # grown: only new segments come down
                 todo.append((rel, obj))
             plan.append((h, todo, state))
     from chester.remote.progress import Progress
