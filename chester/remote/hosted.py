@@ -18,7 +18,7 @@ from chester.remote import codesync, paths, shell
 
 if TYPE_CHECKING:
     from chester.remote.ssh import SSHTarget, Transport
-    from chester.types import BackendConfig, PreparedSweep, RunSpec
+    from chester.types import BackendConfig, PreparedSweep, RunHandle, RunSpec
 
 
 def host_target(backend: BackendConfig, who: str) -> SSHTarget:
@@ -97,3 +97,34 @@ def stream_tool(tr: Transport, argv: Sequence[str], write: Callable[[str], Any],
 def folders_stdin(handles: Iterable[Any]) -> str:
     """The runs' remote folders, one a line: what the target tools read on stdin."""
     return "".join(f"{h.remote_dir}\n" for h in handles)
+
+
+def transport(backend: BackendConfig) -> Transport:
+    """One SSH transport to the backend's host (``host``, ``user``, ``port``,
+    ``key_filename``, ``ssh_config``, ``connect_timeout`` options)."""
+    from chester.remote.ssh import SSHTarget, Transport
+
+    o = backend.options
+    target = SSHTarget.parse(o.host, user=o.user, port=o.port, key_filename=o.key_filename,
+                             ssh_config=o.ssh_config, connect_timeout=o.connect_timeout)
+    return Transport(target, backend=backend.name)
+
+
+def setup_argv(backend: BackendConfig, name: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` run on the host from ``remote_dir`` after the package manager's setup
+    (``sh -c 'cd DIR; SETUP; exec "$@"' NAME ARGV...``: nothing of argv meets the shell)."""
+    import shlex
+
+    o = backend.options
+    setup = shell.setup_lines(backend, o.remote_dir)
+    return ["sh", "-c", "\n".join([f"cd {shlex.quote(o.remote_dir)} 2>/dev/null || true",
+                                    *setup, 'exec "$@"']), name, *argv]
+
+
+def run_handle(backend: BackendConfig, r: RunSpec, **extra: str) -> RunHandle:
+    """The handle of a run submitted to the backend's host; ``extra`` is kept in it."""
+    from chester.types import RunHandle
+
+    return RunHandle(run_id=r.run_id, token=r.token, backend=backend.name,
+                     local_dir=str(r.local_dir), remote_dir=r.remote_dir,
+                     host=backend.options.host, extra=tuple(extra.items()))

@@ -28,7 +28,7 @@ from chester.errors import BackendError, UserError
 from chester.plugins import hookimpl
 from chester.remote import codesync, hosted, paths, runtime, shell
 from chester.remote import container as ctr
-from chester.remote.ssh import SSHTarget, Transport
+from chester.remote.ssh import Transport
 from chester.types import (
     BackendConfig,
     BackendSpec,
@@ -54,10 +54,7 @@ def _who(backend: BackendConfig) -> str:
 
 
 def transport_for(backend: BackendConfig) -> Transport:
-    o: AutobotOptions = backend.options
-    target = SSHTarget.parse(o.host, user=o.user, port=o.port, key_filename=o.key_filename,
-                             ssh_config=o.ssh_config, connect_timeout=o.connect_timeout)
-    return Transport(target, backend=backend.name)
+    return hosted.transport(backend)
 
 
 def autobot_root(backend: BackendConfig) -> str:
@@ -122,16 +119,13 @@ def scheduler_config(backend: BackendConfig) -> dict[str, Any]:
 def _sched_argv(backend: BackendConfig, *args: str) -> list[str]:
     """argv running the scheduler file on the login host, after the package manager's setup."""
     o: AutobotOptions = backend.options
-    setup = shell.setup_lines(backend, o.remote_dir)
-    return ["sh", "-c", "\n".join([f"cd {shlex.quote(o.remote_dir)} 2>/dev/null || true",
-                                    *setup, 'exec "$@"']), "chester-autobot",
-            o.python, scheduler_remote(backend), args[0], autobot_root(backend), *args[1:]]
+    return hosted.setup_argv(backend, "chester-autobot",
+                             [o.python, scheduler_remote(backend), args[0],
+                              autobot_root(backend), *args[1:]])
 
 
 def _run_handle(backend: BackendConfig, r: RunSpec, key: str) -> RunHandle:
-    return RunHandle(run_id=r.run_id, token=r.token, backend=backend.name,
-                     local_dir=str(r.local_dir), remote_dir=r.remote_dir,
-                     host=backend.options.host, extra=(("sweep", key),))
+    return hosted.run_handle(backend, r, sweep=key)
 
 
 # ---------------------------------------------------------------------------- hooks

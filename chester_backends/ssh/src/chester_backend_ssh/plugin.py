@@ -26,7 +26,7 @@ from chester.errors import BackendError
 from chester.plugins import hookimpl
 from chester.remote import codesync, hosted, paths, runtime, shell
 from chester.remote import container as ctr
-from chester.remote.ssh import Background, SSHTarget, Transport
+from chester.remote.ssh import Background, Transport
 from chester.types import (
     BackendConfig,
     BackendSpec,
@@ -52,10 +52,7 @@ def _who(backend: BackendConfig) -> str:
 
 
 def transport_for(backend: BackendConfig) -> Transport:
-    o: SSHOptions = backend.options
-    target = SSHTarget.parse(o.host, user=o.user, port=o.port, key_filename=o.key_filename,
-                             ssh_config=o.ssh_config, connect_timeout=o.connect_timeout)
-    return Transport(target, backend=backend.name)
+    return hosted.transport(backend)
 
 
 def chester_dir(backend: BackendConfig) -> str:
@@ -107,9 +104,7 @@ def render_submit_script(backend: BackendConfig, *, queue_file: str, env_file: s
 
 
 def _run_handle(backend: BackendConfig, r: RunSpec, queue: str) -> RunHandle:
-    return RunHandle(run_id=r.run_id, token=r.token, backend=backend.name,
-                     local_dir=str(r.local_dir), remote_dir=r.remote_dir,
-                     host=backend.options.host, extra=(("queue", queue),))
+    return hosted.run_handle(backend, r, queue=queue)
 
 
 # ---------------------------------------------------------------------------- hooks
@@ -232,10 +227,8 @@ def target_argv(backend: BackendConfig, args: Sequence[str]) -> list[str]:
     the runtime, with the package manager's environment."""
     o: SSHOptions = backend.options
     rt = runtime.build()
-    argv = [*rt.argv(o.python, "target", o.remote_dir), *args]
-    setup = shell.setup_lines(backend, o.remote_dir)
-    return ["sh", "-c", "\n".join([f"cd {shlex.quote(o.remote_dir)} 2>/dev/null || true",
-                                    *setup, 'exec "$@"']), "chester-target", *argv]
+    return hosted.setup_argv(backend, "chester-target",
+                             [*rt.argv(o.python, "target", o.remote_dir), *args])
 
 
 def _ensure_runtime(backend: BackendConfig, tr: Transport) -> None:
