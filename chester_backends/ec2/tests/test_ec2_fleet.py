@@ -179,6 +179,27 @@ def test_fleet_launches_over_types_and_subnets_and_the_runs_succeed(tmp_path, fa
     assert f"estimated cost about {format(expected, '.4g')} USD/h (spot price now for 2)" in err
 
 
+def test_a_preempted_run_is_requeued_through_a_fleet(tmp_path, farm):
+    from test_ec2_bounds import _preempt, _until  # type: ignore[import-not-found]
+
+    env, backend, ec2 = _backend(tmp_path, instance_types=["t3.small"], subnet_ids=_subnets(),
+                                 max_requeues=1)
+    with _Pools(ec2, lambda t, sn, m: None) as pools:
+        sweep = _launch(env, [{"seconds": 0, "preempt": True}], "fleetrq")
+        run = sweep.runs[0]
+        first = run.handle.remote_id
+        _until(lambda: sweep.status()[run.name].value == "running", what="running")
+        _preempt(farm, sweep, run, first)
+        assert sweep.status()[run.name].value == "requeued"
+        states = sweep.wait(timeout=90, poll_interval=0.3, progress=False, pull=True)
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    assert len(pools.calls) == 2  # the first instance and its replacement, each one fleet
+    (second,) = [i for i in farm.instances if i != first]
+    got = _ec2().describe_instances(InstanceIds=[second])["Reservations"][0]["Instances"][0]
+    assert {t["Key"]: t["Value"] for t in got["Tags"]}["chester:attempt"] == "2"
+    assert (run.log_dir / "progress.txt").read_text() == "start 1\nstart 2\n"
+
+
 def test_fleet_pool_errors_are_capacity_and_fall_back_to_on_demand(tmp_path, aws):
     from chester_backend_ec2 import plugin
 

@@ -169,7 +169,7 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     fleet = use_fleet(o)
     if fleet:
         scripts["create_fleet"] = json.dumps(fleet_args(
-            backend, sweep, groups[0]["token"], "", f"chester-{sweep}-<digest>", o.spot),
+            backend, sweep, str(groups[0]["token"]), "", f"chester-{sweep}-<digest>", o.spot),
             indent=1).replace('"LaunchTemplateSpecificationUserData": ""',
                               '"LaunchTemplateSpecificationUserData": "<user-data>"')
     size = sum(snap["sizes"].values())
