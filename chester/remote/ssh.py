@@ -664,15 +664,7 @@ class Transport:
         t = self.target
         if self._ctl_dir is None:
             self._ctl_dir = tempfile.mkdtemp(prefix="chssh")
-        argv = ["ssh"]
-        if t.ssh_config:
-            argv += ["-F", t.ssh_config]
-        if t.port:
-            argv += ["-p", str(t.port)]
-        if t.key_filename:
-            argv += ["-i", t.key_filename]
-        if t.user:
-            argv += ["-l", t.user]
+        argv = self._ssh_common()
         if self._host_key_opts is None:
             self._host_key_opts = self._default_host_key_opts(list(argv))
         argv += self._host_key_opts

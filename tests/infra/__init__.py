@@ -77,7 +77,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(pred: Callable[[], object], timeout: float, what: str,
+def wait_until(pred: Callable[[], object], timeout: float, what: str = "a condition",
                interval: float = 0.05) -> object:
     """Poll ``pred`` until it returns something truthy; raise ``TimeoutError`` naming ``what``."""
     deadline = time.monotonic() + timeout

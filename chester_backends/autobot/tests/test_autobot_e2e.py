@@ -12,6 +12,7 @@ import cloudpickle
 
 from chester.dispatch import Dispatcher
 from chester.launcher import launch
+from tests.infra import wait_until
 from tests.infra.gpulab import gpu_intervals, make_project, overlaps
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -55,15 +56,6 @@ def test_runs_are_placed_on_free_gpus_within_caps(tmp_path, gpu_lab):
     assert not overlaps(gpu_intervals(remote))
 
 
-def _wait_for(pred, timeout=60.0, step=0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError("timed out")
-
 
 def test_waiting_runs_say_why_and_start_when_gpus_free(tmp_path, gpu_lab):
     """Every GPU held by another user's process: the runs wait, saying why and where they
@@ -84,7 +76,7 @@ def test_waiting_runs_say_why_and_start_when_gpus_free(tmp_path, gpu_lab):
             (r.pending_reason or "").endswith("0 of 8 free (needs 2 on one node)")
             for r in sweep.store.runs(sweep.id)) else None
 
-    _wait_for(waiting, 30)
+    wait_until(waiting, 30)
     reasons = {r.name: r.pending_reason for r in sweep.store.runs(sweep.id)}
     assert reasons[sweep.runs[0].name].startswith("queue position 1 of 3; no free GPU on "
                                                   "chost1,chost2: 0 of 8 free"), reasons
@@ -98,9 +90,9 @@ def test_waiting_runs_say_why_and_start_when_gpus_free(tmp_path, gpu_lab):
         st = sweep.status()
         return st[first.name].value == "running" and sweep.store.run(first.id)
 
-    row = _wait_for(running, 30, 0.1)
+    row = wait_until(running, 30, interval=0.1)
     status_file = remote / first.log_dir.relative_to(project) / ".chester" / "status.json"
-    rec = json.loads(_wait_for(lambda: status_file.exists() and status_file.read_text(), 10))
+    rec = json.loads(wait_until(lambda: status_file.exists() and status_file.read_text(), 10))
     assert rec["host"] == "chost2" and rec["cuda_visible_devices"] == "2,3"
     assert rec["started_at"] - freed < 3.0, rec["started_at"] - freed
     assert row.host == "chost2 GPU 2,3", row.host
@@ -117,10 +109,10 @@ def test_waiting_runs_say_why_and_start_when_gpus_free(tmp_path, gpu_lab):
     assert not overlaps(gpu_intervals(remote))
     # the queue is empty: the scheduler left, and its leases with it
     root = remote / ".chester" / "autobot"
-    _wait_for(lambda: not [p for p in (root / "leases").rglob("*") if p.is_file()], 15)
+    wait_until(lambda: not [p for p in (root / "leases").rglob("*") if p.is_file()], 15)
     from tests.infra.sshd import _pid_alive
     state = json.loads((root / "state.json").read_text())
-    _wait_for(lambda: not _pid_alive(state["pid"]), 15)
+    wait_until(lambda: not _pid_alive(state["pid"]), 15)
 
 
 def fn_talk(variant, log_dir, exp_name):
@@ -178,7 +170,7 @@ def test_env_prepare_secrets_and_container_reach_the_runs(tmp_path, gpu_lab, mon
     # the secrets never sit in a script, and their file is gone once every run started
     sweeps = remote / ".chester" / "autobot" / "sweeps"
     assert "s3cr3t" not in "".join(p.read_text() for p in sweeps.glob("*.json"))
-    _wait_for(lambda: not list(sweeps.glob("*.secrets")), 15)
+    wait_until(lambda: not list(sweeps.glob("*.secrets")), 15)
 
 
 def test_a_sweep_allowed_on_one_node_runs_only_there(tmp_path, gpu_lab):

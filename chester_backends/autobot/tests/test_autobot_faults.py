@@ -18,6 +18,7 @@ from chester.dispatch import Dispatcher
 from chester.errors import ConnectError
 from chester.launcher import launch
 from chester.testing import HOSTILE_VALUES, fn_hostile
+from tests.infra import wait_until
 from tests.infra.gpulab import gpu_intervals, make_project, overlaps
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -35,15 +36,6 @@ def fn_count(variant, log_dir, exp_name):
 def fast() -> Dispatcher:
     return Dispatcher(sleep=lambda s: time.sleep(min(s, 0.5)))
 
-
-def wait_for(pred, timeout=60.0, step=0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError("timed out")
 
 
 def _status_files(remote):
@@ -66,7 +58,7 @@ def test_a_killed_node_is_skipped_and_its_run_reported_lost(tmp_path, gpu_lab):
     project, cfg, remote = make_project(tmp_path, lab, lost_after=6, node_timeout=5)
     sweep = launch(fn_count, [{"i": i, "sleep": 6} for i in range(3)], backend="lab",
                    exp_prefix="nodedown", config=cfg, dispatcher=fast())
-    recs = wait_for(lambda: (lambda s: s if len(s) == 2 else None)(_status_files(remote)), 30)
+    recs = wait_until(lambda: (lambda s: s if len(s) == 2 else None)(_status_files(remote)), 30)
     on2 = next(r for r in recs if r["host"] == "chost2")
     # the node dies: its sshd and sessions, and the run's processes
     lab.hosts.kill_sshd(n2)
@@ -93,19 +85,19 @@ def test_scheduler_killed_mid_sweep_loses_nothing_and_starts_nothing_twice(tmp_p
     root = remote / ".chester" / "autobot"
     a = launch(fn_count, [{"i": i, "sleep": 1.5} for i in range(8)], backend="lab",
                exp_prefix="kill-a", config=cfg, dispatcher=fast())
-    wait_for(lambda: len(_status_files(remote)) >= 2, 30)
+    wait_until(lambda: len(_status_files(remote)) >= 2, 30)
     pid = int((root / "scheduler.lock").read_text())
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not _pid_alive(pid), 10)
+    wait_until(lambda: not _pid_alive(pid), 10)
     time.sleep(2)  # runs end meanwhile; nothing places the rest
     # a status call starts the scheduler again
     a.status()
-    pid2 = wait_for(lambda: (lambda t: int(t) if t and int(t) != pid else None)(
+    pid2 = wait_until(lambda: (lambda t: int(t) if t and int(t) != pid else None)(
         (root / "scheduler.lock").read_text()), 10)
     assert _pid_alive(pid2)
-    wait_for(lambda: len(_status_files(remote)) >= 5, 30)
+    wait_until(lambda: len(_status_files(remote)) >= 5, 30)
     os.kill(pid2, signal.SIGKILL)
-    wait_for(lambda: not _pid_alive(pid2), 10)
+    wait_until(lambda: not _pid_alive(pid2), 10)
     # ... and so does the next submit
     b = launch(fn_count, [{"i": i, "sleep": 0.5} for i in range(4)], backend="lab",
                exp_prefix="kill-b", config=cfg, dispatcher=fast())
@@ -178,7 +170,7 @@ def test_cancel_removes_queued_runs(tmp_path, gpu_lab):
     project, cfg, remote = make_project(tmp_path, lab)
     sweep = launch(fn_count, [{"i": i} for i in range(3)], backend="lab",
                    exp_prefix="cq", config=cfg, dispatcher=fast())
-    wait_for(lambda: all(s.value == "queued" for s in sweep.status().values()), 20)
+    wait_until(lambda: all(s.value == "queued" for s in sweep.status().values()), 20)
     assert sweep.cancel() == {r.name: True for r in sweep.runs}
     states = sweep.wait(timeout=30, poll_interval=0.3, pull=True, progress=False)
     assert {s.value for s in states.values()} == {"cancelled"}
@@ -206,7 +198,7 @@ def test_a_login_host_outage_mid_sweep_is_ridden_out(tmp_path, gpu_lab):
     project, cfg, remote = make_project(tmp_path, lab)
     sweep = launch(fn_count, [{"i": i, "sleep": 1} for i in range(12)], backend="lab",
                    exp_prefix="outage", config=cfg, dispatcher=fast())
-    wait_for(lambda: len(_status_files(remote)) >= 1, 30)
+    wait_until(lambda: len(_status_files(remote)) >= 1, 30)
     lab.login.kill_sshd()
     try:
         before = len(_status_files(remote))
@@ -214,7 +206,7 @@ def test_a_login_host_outage_mid_sweep_is_ridden_out(tmp_path, gpu_lab):
             sweep.dispatcher.call("chester_status", sweep.backend,
                                   handles=[r.handle for r in sweep.runs])
         assert "lab" in str(ei.value) and "\n" not in str(ei.value)
-        wait_for(lambda: len(_status_files(remote)) > before, 30)  # placing goes on
+        wait_until(lambda: len(_status_files(remote)) > before, 30)  # placing goes on
     finally:
         lab.login.start_sshd()
     states = sweep.wait(timeout=120, poll_interval=0.3, pull=True, progress=False)

@@ -487,8 +487,9 @@ def test_capacity_errors_fall_back_over_types_subnets_and_on_demand(tmp_path, aw
     from chester_backend_ec2 import plugin
 
     subnets = [s["SubnetId"] for s in _ec2().describe_subnets()["Subnets"]][:2]
+    # one RunInstances per placement (the EC2 Fleet path: test_ec2_fleet.py)
     env = _env(tmp_path, instance_types=["t3.small"], subnet_ids=subnets,
-               on_demand_fallback=True)
+               on_demand_fallback=True, launch_api="run_instances")
     backend = env.config.backend("ec2")
     ec2 = aws_mod.client("ec2", backend.options)
     codes = {"t3.micro": "InsufficientInstanceCapacity", "t3.small": "SpotMaxPriceTooLow"}
@@ -507,7 +508,7 @@ def test_capacity_errors_fall_back_over_types_subnets_and_on_demand(tmp_path, aw
         inst = plugin.launch_instance(backend, ec2, "s", "chester-g2", "#!/bin/bash\n")
     assert inst["InstanceType"] == "t3.micro" and "InstanceLifecycle" not in inst
     # without the fallback the error names every placement tried
-    env = _env(tmp_path, instance_types=["t3.small"])
+    env = _env(tmp_path, instance_types=["t3.small"], launch_api="run_instances")
     backend = env.config.backend("ec2")
     with _Refuse(ec2, codes["t3.small"], lambda n, p: True):
         with pytest.raises(BackendError, match="no capacity .*t3.micro spot.*t3.small spot"):

@@ -96,9 +96,11 @@ def test_one_run_round_trip(project, farm):
         time.sleep(0.1)
     # IMDSv2: every metadata read carried a token
     assert ("PUT", "/latest/api/token") in inst.imds.requests
-    # the launcher never touched security groups, IAM or anything but these calls
+    # the launcher never touched security groups, IAM or anything but these calls (the
+    # spot price history prices the launch summary)
     assert set(ops) <= {"RunInstances", "DescribeInstances", "HeadObject", "ListObjectsV2",
-                        "PutObject", "GetObject", "CreateMultipartUpload"}, set(ops)
+                        "PutObject", "GetObject", "CreateMultipartUpload",
+                        "DescribeSpotPriceHistory"}, set(ops)
     # a second pull brings nothing
     again = sweep.pull()
     assert sum(r.files for r in again) == 0 and sum(r.bytes for r in again) == 0

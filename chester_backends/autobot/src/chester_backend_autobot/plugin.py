@@ -26,9 +26,9 @@ from typing import Any, TextIO
 
 from chester.errors import BackendError, UserError
 from chester.plugins import hookimpl
-from chester.remote import codesync, paths, runtime, shell
+from chester.remote import codesync, hosted, paths, runtime, shell
 from chester.remote import container as ctr
-from chester.remote.ssh import SSHTarget, Transport
+from chester.remote.ssh import Transport
 from chester.types import (
     BackendConfig,
     BackendSpec,
@@ -54,10 +54,7 @@ def _who(backend: BackendConfig) -> str:
 
 
 def transport_for(backend: BackendConfig) -> Transport:
-    o: AutobotOptions = backend.options
-    target = SSHTarget.parse(o.host, user=o.user, port=o.port, key_filename=o.key_filename,
-                             ssh_config=o.ssh_config, connect_timeout=o.connect_timeout)
-    return Transport(target, backend=backend.name)
+    return hosted.transport(backend)
 
 
 def autobot_root(backend: BackendConfig) -> str:
@@ -122,16 +119,13 @@ def scheduler_config(backend: BackendConfig) -> dict[str, Any]:
 def _sched_argv(backend: BackendConfig, *args: str) -> list[str]:
     """argv running the scheduler file on the login host, after the package manager's setup."""
     o: AutobotOptions = backend.options
-    setup = shell.setup_lines(backend, o.remote_dir)
-    return ["sh", "-c", "\n".join([f"cd {shlex.quote(o.remote_dir)} 2>/dev/null || true",
-                                    *setup, 'exec "$@"']), "chester-autobot",
-            o.python, scheduler_remote(backend), args[0], autobot_root(backend), *args[1:]]
+    return hosted.setup_argv(backend, "chester-autobot",
+                             [o.python, scheduler_remote(backend), args[0],
+                              autobot_root(backend), *args[1:]])
 
 
 def _run_handle(backend: BackendConfig, r: RunSpec, key: str) -> RunHandle:
-    return RunHandle(run_id=r.run_id, token=r.token, backend=backend.name,
-                     local_dir=str(r.local_dir), remote_dir=r.remote_dir,
-                     host=backend.options.host, extra=(("sweep", key),))
+    return hosted.run_handle(backend, r, sweep=key)
 
 
 # ---------------------------------------------------------------------------- hooks
@@ -151,18 +145,10 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     o: AutobotOptions = backend.options
     if not runs:
         return PreparedSweep(backend=backend.name, runs=(), staging_dir=staging_dir)
-    if not o.remote_dir.startswith("/"):
-        raise UserError(f"autobot backend {backend.name!r}: remote_dir must be an absolute "
-                        f"path, not {o.remote_dir!r}")
     if not o.nodes:
         raise UserError(f"autobot backend {backend.name!r}: nodes is empty; list the GPU "
                         "nodes the login host reaches by ssh, e.g. nodes: [autobot-1-1]")
-    try:
-        target = SSHTarget.parse(o.host, user=o.user, port=o.port,
-                                 key_filename=o.key_filename, ssh_config=o.ssh_config)
-    except ValueError as exc:
-        raise UserError(f"autobot backend {backend.name!r}: {exc}") from None
-    shell.check_secrets(backend)
+    target = hosted.host_target(backend, _who(backend))
     prefix = _worker_prefix(backend)  # a container without an image fails here
     key = runs[0].token
     root = autobot_root(backend)
@@ -170,16 +156,11 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     sweep_file = str(sdir / f"{key}.json")
     env_file = str(sdir / f"{key}.env")
     secrets_file = str(sdir / f"{key}.secrets") if o.secrets else None
-    pres = {tuple(str(c) for c in (r.resources.get("pre_commands") or ())) for r in runs}
-    if len(pres) > 1:
-        raise UserError(f"autobot backend {backend.name!r}: pre_commands must be the same "
-                        "for every run of a sweep")
-    syncs = {r.resources["sync_on_launch"] for r in runs if "sync_on_launch" in r.resources}
-    sync_env = bool(any(syncs)) if syncs else backend.sync_on_launch
+    pre, sync_env = hosted.sweep_settings(backend, runs, _who(backend))
     rt = runtime.build()
     rt_remote = rt.remote_path(o.remote_dir)
     sched = scheduler_remote(backend)
-    env_text = shell.render_env_file(backend, o.remote_dir, next(iter(pres)))
+    env_text = shell.render_env_file(backend, o.remote_dir, pre)
     sweep = {"sweep": key, "python": o.python, "runtime": rt_remote, "cwd": o.remote_dir,
              "env_file": env_file, "secrets_file": secrets_file, "prefix": prefix,
              "config": scheduler_config(backend),
@@ -199,14 +180,7 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     filters = codesync.filter_args(backend)
     uploads = [Path(r.local_dir) / f for r in runs for f in paths.RUN_FILES]
     tree = staging_dir / "tree"
-    for rpath, text in ((sweep_file, sweep_text), (env_file, env_text)):
-        p = tree / rpath.lstrip("/")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    sync_note = ""
-    if o.sync:
-        n_files, n_bytes = codesync.footprint(backend, o.extra_sync_dirs)
-        sync_note = f"code: up to {n_files} files, {n_bytes} bytes to sync; "
+    hosted.stage_texts(tree, {sweep_file: sweep_text, env_file: env_text})
     gpus = sorted({_run_gpus(backend, r) for r in runs})
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
@@ -214,7 +188,7 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
         scripts={"probe.sh": probe, "submit.sh": submit, "env.sh": env_text,
                  "sweep.json": sweep_text,
                  "rsync": codesync.display(target, backend, o.remote_dir, filters)},
-        summary=(f"{len(runs)} runs through {o.host} on {', '.join(o.nodes)} ({sync_note}"
+        summary=(f"{len(runs)} runs through {o.host} on {', '.join(o.nodes)} ({hosted.code_note(backend)}"
                  f"{'/'.join(map(str, gpus))} GPU per run) under {o.remote_dir}"),
         data={"sweep_file": sweep_file, "secrets_file": secrets_file, "filters": filters,
               "submit": submit, "probe": probe, "tree": str(tree), "key": key,
@@ -236,23 +210,16 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     d = prepared.data
     secrets = shell.secret_values(backend) if o.secrets else {}
     tree = Path(d["tree"])
-    staged = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()}
-    files = paths.stage_run_files(((str(r.local_dir), r.remote_dir) for r in prepared.runs),
-                                  tree)
-    files += sorted(staged - set(files))
+    files = hosted.submit_files(prepared, tree)
     with transport_for(backend) as tr:
         if o.sync:
             codesync.sync(backend, tr, o.remote_dir, extra_dirs=o.extra_sync_dirs,
                           filters=d["filters"])
         probe, have_sched = _probe(backend, tr, d["probe"])
         if not probe.runtime_present:
-            rel = d["runtime_remote"].lstrip("/")
-            paths.link_or_copy(Path(d["runtime"]), tree / rel)
-            files.append(rel)
+            hosted.add_file(files, tree, Path(d["runtime"]), d["runtime_remote"])
         if not have_sched:
-            rel = d["scheduler"].lstrip("/")
-            paths.link_or_copy(SCHEDULER_SRC, tree / rel)
-            files.append(rel)
+            hosted.add_file(files, tree, SCHEDULER_SRC, d["scheduler"])
         tr.put_tree(tree, sorted(set(files)), "/")
         if d["secrets_file"]:
             tr.put_bytes(shell.render_secrets(secrets), d["secrets_file"], 0o600)
@@ -282,8 +249,7 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
     if not handles:
         return {}
     with transport_for(backend) as tr:
-        data = _sched_call(backend, tr, ["status"],
-                           stdin="".join(f"{h.remote_dir}\n" for h in handles))
+        data = _sched_call(backend, tr, ["status"], stdin=hosted.folders_stdin(handles))
     return {h.token: to_status(data[h.remote_dir]) for h in handles}
 
 
@@ -293,7 +259,7 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
         return {}
     with transport_for(backend) as tr:
         data = _sched_call(backend, tr, ["cancel"],
-                           stdin="".join(f"{h.remote_dir}\n" for h in handles), timeout=300)
+                           stdin=hosted.folders_stdin(handles), timeout=300)
     return {h.token: bool(data.get(h.remote_dir)) for h in handles}
 
 
@@ -307,10 +273,7 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
         out.flush()
 
     with transport_for(backend) as tr:
-        res = tr.stream(argv, write, check=False)
-        if res.exit_code == 2 and "can't open file" in res.stderr:
-            _ensure_scheduler(backend, tr)
-            tr.stream(argv, write)
+        hosted.stream_tool(tr, argv, write, lambda: _ensure_scheduler(backend, tr))
     return True
 
 

@@ -21,7 +21,7 @@ LIVE = ["pending", "running", "stopping", "stopped"]
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("ec2", help="EC2 instances chester started (found by their tags)")
     sub = p.add_subparsers(dest="ec2_command", metavar="ACTION")
-    ls = sub.add_parser("ls", help="list live instances chester started: sweep, age, type")
+    ls = sub.add_parser("ls", help="list live instances chester started: sweep, age, type, USD/h")
     ls.add_argument("sweep", nargs="?", help="only this sweep (its chester:sweep tag)")
     ls.add_argument("--backend", help="the ec2 backend of chester.yaml (default: the only one)")
     ls.add_argument("--json", action="store_true", help="JSON output")
@@ -60,32 +60,6 @@ def live_instances(o: Any, sweep: str | None = None) -> list[dict]:
         return _describe(ec2, flt)
 
 
-def spot_prices(o: Any, insts: list[dict]) -> dict[str, float]:
-    """Instance id -> the current spot price of its type in its zone (spot instances only;
-    nothing when the price history cannot be read)."""
-    from chester_backend_ec2 import aws
-
-    ec2 = aws.client("ec2", o)
-    out: dict[str, float] = {}
-    cache: dict[tuple[str, str], float | None] = {}
-    for i in insts:
-        if i.get("InstanceLifecycle") != "spot":
-            continue
-        key = (i.get("InstanceType", ""), (i.get("Placement") or {}).get("AvailabilityZone", ""))
-        if key not in cache:
-            try:
-                hist = ec2.describe_spot_price_history(
-                    InstanceTypes=[key[0]], AvailabilityZone=key[1],
-                    ProductDescriptions=["Linux/UNIX"], MaxResults=1)["SpotPriceHistory"]
-                cache[key] = float(hist[0]["SpotPrice"]) if hist else None
-            except Exception:  # a price is a nicety: never fail the listing for it
-                cache[key] = None
-        price = cache[key]
-        if price is not None:
-            out[i["InstanceId"]] = price
-    return out
-
-
 def main(args: argparse.Namespace) -> int:
     from chester_backend_ec2.plugin import GROUP_TAG, SWEEP_TAG, _cancel_spot_requests, _tag
 
@@ -94,18 +68,21 @@ def main(args: argparse.Namespace) -> int:
     backend = _backend(args.backend)
     o = backend.options
     if args.ec2_command == "ls":
+        from chester_backend_ec2 import aws, prices
+
         insts = live_instances(o, args.sweep)
-        prices = spot_prices(o, insts)
+        costs = prices.instance_prices(o, aws.client("ec2", o), insts)
         rows = []
         now = time.time()
         for i in sorted(insts, key=lambda i: (_tag(i, SWEEP_TAG) or "", i["LaunchTime"])):
             launched = i["LaunchTime"].timestamp()
+            usd, source = costs[i["InstanceId"]]
             rows.append({"instance": i["InstanceId"], "sweep": _tag(i, SWEEP_TAG),
                          "state": i["State"]["Name"], "type": i.get("InstanceType"),
                          "market": i.get("InstanceLifecycle") or "on-demand",
                          "launched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(launched)),
                          "hours": round((now - launched) / 3600, 2),
-                         "usd_per_hour": prices.get(i["InstanceId"]),
+                         "usd_per_hour": usd, "price_source": source,
                          "attempt": _tag(i, "chester:attempt") or "1"})
         if args.json:
             json.dump(rows, sys.stdout, indent=1)
@@ -115,11 +92,13 @@ def main(args: argparse.Namespace) -> int:
 
             emit_table(f"chester ec2 instances ({len(rows)})",
                        ["Instance", "Sweep", "State", "Type", "Market", "Launched", "Hours",
-                        "USD/h", "Attempt"], [list(r.values()) for r in rows])
-            known = [r["usd_per_hour"] for r in rows if r["usd_per_hour"] is not None]
-            if known:
-                print(f"spot instances now cost about {sum(known):.2f} USD/h in all "
-                      f"(on-demand prices are not looked up)")
+                        "USD/h", "Attempt"],
+                       [[r["instance"], r["sweep"], r["state"], r["type"], r["market"],
+                         r["launched"], r["hours"],
+                         "unknown" if r["usd_per_hour"] is None else f"{r['usd_per_hour']:.4g}",
+                         r["attempt"]] for r in rows])
+            if rows:
+                print(f"estimated cost: {prices.total_line(costs)}")
         return 0
     if not args.all and not args.sweep:
         raise UserError("chester ec2 kill: name a SWEEP (see `chester ec2 ls`) or pass --all")
@@ -135,4 +114,28 @@ def main(args: argparse.Namespace) -> int:
             for k in range(0, len(ids), 500):
                 ec2.terminate_instances(InstanceIds=ids[k:k + 500])
     print(f"terminated {len(ids)} instance(s)" + (": " + " ".join(ids) if ids else ""))
+    n = delete_launch_templates(ec2, None if args.all else args.sweep)
+    if n:
+        print(f"deleted {n} launch template(s)")
     return 0
+
+
+def delete_launch_templates(ec2: Any, sweep: str | None) -> int:
+    """Delete the launch templates EC2 Fleet launches used (tagged like their sweep). They
+    cost nothing, so a launcher not allowed to list or delete them is not an error."""
+    from botocore.exceptions import ClientError
+
+    from chester_backend_ec2.plugin import SWEEP_TAG, _templates
+
+    flt = [{"Name": f"tag:{SWEEP_TAG}", "Values": [sweep]} if sweep else
+           {"Name": "tag-key", "Values": [SWEEP_TAG]}]
+    n = 0
+    try:
+        for page in ec2.get_paginator("describe_launch_templates").paginate(Filters=flt):
+            for t in page.get("LaunchTemplates", ()):
+                ec2.delete_launch_template(LaunchTemplateId=t["LaunchTemplateId"])
+                _templates.discard(t["LaunchTemplateName"])
+                n += 1
+    except ClientError:
+        pass
+    return n

@@ -47,6 +47,30 @@ def _signal(_inst: Any, att: attrs.Attribute, value: str | None) -> None:
         raise ValueError(f"{att.name}: {value!r} is not one of {', '.join(PREEMPT_SIGNALS)}")
 
 
+ALLOCATION_STRATEGIES = ("capacity-optimized", "price-capacity-optimized",
+                         "capacity-optimized-prioritized")
+
+
+def _hourly_price(value: Any) -> float | dict[str, float] | None:
+    """A number (USD per instance-hour, any type) or a mapping instance type -> number."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _usd(v, f"hourly_price[{k!r}]") for k, v in value.items()}
+    return _usd(value, "hourly_price")
+
+
+def _usd(v: Any, what: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be USD per hour (a number, or a mapping instance type "
+                         f"-> number), got {v!r}") from None
+    if f < 0:
+        raise ValueError(f"{what} must be >= 0, got {v!r}")
+    return f
+
+
 def _extra(_inst: Any, att: attrs.Attribute, value: dict) -> None:
     bad = sorted(set(value) & RESERVED_RUN_ARGS)
     if bad:
@@ -167,11 +191,35 @@ class Ec2Options:
                 "notice (the worker always gets SIGUSR1: chester.preempted(); default none)"})
     # -- capacity -----------------------------------------------------------------------------
     instance_types: tuple[str, ...] = attrs.field(default=(), metadata={
-        "help": "more instance types tried in order when instance_type has no capacity "
+        "help": "more instance types for when instance_type has no capacity "
                 "(InsufficientInstanceCapacity, SpotMaxPriceTooLow, "
-                "MaxSpotInstanceCountExceeded)"})
+                "MaxSpotInstanceCountExceeded): one EC2 Fleet picks among all of them, or "
+                "with launch_api: run_instances they are tried in order"})
     subnet_ids: tuple[str, ...] = attrs.field(default=(), metadata={
-        "help": "more subnets (zones) tried in order after subnet_id when there is no "
-                "capacity"})
+        "help": "more subnets (zones) besides subnet_id, used like instance_types"})
     on_demand_fallback: bool = attrs.field(default=False, metadata={
         "help": "when no spot capacity is found in any type and subnet, launch on-demand"})
+    launch_api: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "fleet", "run_instances")),
+        metadata={"help": "how instances are started: fleet (one EC2 Fleet of type instant "
+                          "per instance over every type x subnet), run_instances (one call "
+                          "per placement, in order), or auto: fleet when there is more than "
+                          "one placement and interruption_behavior is terminate"})
+    allocation_strategy: str = attrs.field(
+        default="capacity-optimized", validator=attrs.validators.in_(ALLOCATION_STRATEGIES),
+        metadata={"help": "the EC2 Fleet's spot allocation strategy: capacity-optimized, "
+                          "price-capacity-optimized or capacity-optimized-prioritized (the "
+                          "order of instance_type + instance_types)"})
+    hourly_price: float | dict[str, float] | None = attrs.field(
+        default=None, converter=_hourly_price, metadata={
+            "help": "on-demand USD per instance-hour for cost estimates: a number, or a "
+                    "mapping instance type -> number (default: chester's small table of "
+                    "us-east-1 list prices; spot instances use the current spot price)"})
+
+    def __attrs_post_init__(self) -> None:
+        if self.launch_api == "fleet" and self.spot and self.interruption_behavior != "terminate":
+            raise ValueError(
+                f"launch_api: fleet cannot launch spot instances with interruption_behavior: "
+                f"{self.interruption_behavior} (an EC2 Fleet of type instant makes one-time "
+                "requests; stop/hibernate need a persistent request): use launch_api: "
+                "run_instances or auto, or interruption_behavior: terminate")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from typing import Any, TextIO
 import attrs
 
 from chester.errors import UserError
+from chester.logs import get_logger
 from chester.plugins import hookimpl
 from chester.remote import paths
 from chester.sync import decide
@@ -57,6 +59,7 @@ ATTEMPT_TAG = "chester:attempt"
 NEVER_PULLED = (".chester/payload.pkl",)
 PULL_STATE = ".chester/ec2-pulled.json"
 ALIVE = ("pending", "running")
+log = get_logger()
 
 
 @hookimpl
@@ -160,12 +163,30 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
             scripts["user-data"] = ud
             scripts["run_instances"] = json.dumps(_run_args(backend, sweep, gtok, ud,
                                                             redact=True), indent=1)
+    from chester_backend_ec2 import prices
+
+    if o.launch_api == "fleet" and outside_template(o):
+        raise UserError(f"ec2 backend: run_instances_extra sets {', '.join(outside_template(o))}"
+                        ", which a launch template cannot hold: use launch_api: run_instances "
+                        "(or auto), or drop them")
+    fleet = use_fleet(o)
+    if fleet:
+        scripts["create_fleet"] = json.dumps(fleet_args(
+            backend, sweep, str(groups[0]["token"]), "", f"chester-{sweep}-<digest>", o.spot),
+            indent=1).replace('"LaunchTemplateSpecificationUserData": ""',
+                              '"LaunchTemplateSpecificationUserData": "<user-data>"')
     size = sum(snap["sizes"].values())
     life = f"{o.max_lifetime_s / 3600:g} h" if o.max_lifetime_s else "unbounded (!)"
+    types = list(dict.fromkeys(t for t, _, _ in placements(o)))
+    more = f" (or {', '.join(types[1:])})" if len(types) > 1 else ""
+    how = (f"EC2 Fleet ({o.allocation_strategy})" if fleet else "RunInstances") + \
+        (", on-demand if no spot capacity" if o.spot and o.on_demand_fallback else "")
     summary = (f"{len(runs)} runs on {len(groups)} {'spot' if o.spot else 'on-demand'} "
-               f"{o.instance_type} instance(s) in {o.region or 'the default region'}; code "
+               f"{o.instance_type} instance(s){more} in {o.region or 'the default region'} "
+               f"via {how}; code "
                f"{len(snap['files'])} files ({size} bytes) via s3://{o.bucket}/{_root(o)}; "
-               f"each instance lives at most {life}")
+               f"each instance lives at most {life}; cost: "
+               f"{prices.bound_line(o, types, len(groups))}")
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
         uploads=tuple(Path(p) for p in snap["paths"].values()), scripts=scripts,
@@ -207,9 +228,7 @@ def _run_args(backend: BackendConfig, sweep: str, gtok: str, user_data: str,
               subnet_id: str | None = None, spot: bool | None = None) -> dict[str, Any]:
     o: Ec2Options = backend.options
     spot = o.spot if spot is None else spot
-    tags = [{"Key": k, "Value": str(v)} for k, v in sorted(o.tags.items())]
-    tags += [{"Key": "Name", "Value": f"chester-{sweep}"[:256]},
-             {"Key": SWEEP_TAG, "Value": sweep}, {"Key": GROUP_TAG, "Value": gtok}]
+    tags = _tags(o, sweep) + [{"Key": GROUP_TAG, "Value": gtok}]
     if attempt > 1:
         tags.append({"Key": ATTEMPT_TAG, "Value": str(attempt)})
     args: dict[str, Any] = dict(o.run_instances_extra)
@@ -327,9 +346,10 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
                 existing[_tag(inst, GROUP_TAG)] = inst
     todo = [g for g in d["groups"] if g["token"] not in existing]
     claimed = _claimed_by(s3, o, d["sweep_prefix"]) if todo and o.runs_per_instance > 1 else {}
-    for g in [g for g in todo if all(t in claimed for t in g["runs"])]:
-        todo.remove(g)  # other instances' freed slots took all its runs: no instance of its own
-        existing[g["token"]] = {"InstanceId": claimed[g["runs"][0]]}
+    # groups whose runs other instances' freed slots all took: no instance of their own
+    taken = {g["token"]: claimed[g["runs"][0]] for g in todo
+             if all(t in claimed for t in g["runs"])}
+    todo = [g for g in todo if g["token"] not in taken]
     lock = threading.Lock()
     refused = threading.Event()
     if todo:
@@ -370,9 +390,11 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
                 f"{d['sweep']}`") from None
     LAST_SUBMIT.clear()
     LAST_SUBMIT.update(stats)
+    print(launch_summary(o, ec2, d["sweep"], list(existing.values()), stats["instances"]),
+          file=sys.stderr)
     handles = []
     for g in d["groups"]:
-        inst = existing[g["token"]]
+        inst = existing.get(g["token"]) or {"InstanceId": taken[g["token"]]}
         for tok in g["runs"]:
             r = by_token[tok]
             handles.append(RunHandle(
@@ -401,6 +423,24 @@ def _claimed_by(s3: Any, o: Ec2Options, sp: str) -> dict[str, str]:
     return out
 
 
+def launch_summary(o: Ec2Options, ec2: Any, sweep: str, insts: Sequence[Mapping],
+                   started: int) -> str:
+    """The line a submit prints: how many instances run, which, and what they cost per hour
+    (spot: the current spot price of the type in its zone; on-demand: ``hourly_price`` or
+    the list price table of :mod:`chester_backend_ec2.prices`; else unknown)."""
+    from chester_backend_ec2 import prices
+
+    kinds: dict[str, int] = {}
+    for i in insts:
+        k = f"{'spot' if i.get('InstanceLifecycle') == 'spot' else 'on-demand'} " \
+            f"{i.get('InstanceType') or '?'}"
+        kinds[k] = kinds.get(k, 0) + 1
+    what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    cost = prices.total_line(prices.instance_prices(o, ec2, insts))
+    return (f"ec2: sweep {sweep}: {len(insts)} instance(s), {started} started now ({what}); "
+            f"estimated cost {cost}")
+
+
 #: run_instances errors that mean "no capacity for this type/zone/market": the next one is
 #: tried. See docs/backends/ec2.md for the AWS pages these codes come from.
 CAPACITY_CODES = frozenset({
@@ -419,8 +459,53 @@ def placements(o: Ec2Options) -> list[tuple[str, str | None, bool]]:
     return [(t, sn, m) for m in markets for t in types for sn in subnets]
 
 
+def use_fleet(o: Ec2Options) -> bool:
+    """Whether instances start through an EC2 Fleet of type ``instant`` (``launch_api``)."""
+    if o.launch_api != "auto":
+        return o.launch_api == "fleet"
+    if o.spot and o.interruption_behavior != "terminate":
+        return False  # a persistent request: only RunInstances (or a maintain fleet) makes it
+    if (o.region, os.environ.get("AWS_ENDPOINT_URL")) in _no_fleet:
+        return False
+    pools = {(t, sn) for t, sn, _ in placements(o)}
+    return len(pools) > 1 and not outside_template(o)
+
+
+def outside_template(o: Ec2Options) -> list[str]:
+    """``run_instances_extra`` keys a launch template cannot hold (the fleet needs one)."""
+    return sorted(k for k in o.run_instances_extra if k not in _template_keys())
+
+
+_template_keys_cache: list[frozenset[str]] = []
+
+
+def _template_keys() -> frozenset[str]:
+    if not _template_keys_cache:
+        import botocore.session
+
+        model = botocore.session.get_session().get_service_model("ec2")
+        _template_keys_cache.append(frozenset(model.shape_for("RequestLaunchTemplateData").members))
+    return _template_keys_cache[0]
+
+
 def launch_instance(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
                     attempt: int = 1) -> dict:
+    """Start the instance of one group: through an EC2 Fleet (:func:`launch_fleet`) when
+    :func:`use_fleet` says so, else one RunInstances per placement (:func:`launch_sequential`).
+    Either way the instance carries its sweep and group tags from its launch."""
+    o: Ec2Options = backend.options
+    if use_fleet(o):
+        try:
+            return launch_fleet(backend, ec2, sweep, gtok, user_data, attempt=attempt)
+        except _FleetUnavailable as exc:
+            log.warning("ec2_fleet_unavailable", backend=backend.name, reason=str(exc),
+                        fallback="run_instances")
+            _no_fleet.add((o.region, os.environ.get("AWS_ENDPOINT_URL")))
+    return launch_sequential(backend, ec2, sweep, gtok, user_data, attempt=attempt)
+
+
+def launch_sequential(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
+                      attempt: int = 1) -> dict:
     """Start one instance, trying the next type, subnet (zone) and market on a capacity error.
 
     Each placement has its own ClientToken (a token reused with other arguments is an
@@ -452,6 +537,176 @@ def launch_instance(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, use
         if any("InsufficientInstanceCapacity" in t for t in tried):
             raise TransientBackendError(msg)
         raise BackendError(msg)
+
+
+# -- EC2 Fleet -----------------------------------------------------------------------------------
+class _FleetUnavailable(Exception):
+    """The endpoint or the launcher's permissions do not allow EC2 Fleet (launch_api auto)."""
+
+
+#: (region, endpoint) where CreateFleet/CreateLaunchTemplate was refused as unsupported or
+#: not permitted: launch_api auto uses RunInstances there for the rest of the process.
+_no_fleet: set[tuple[str | None, str | None]] = set()
+#: error codes that say "this endpoint/identity cannot use fleets" rather than "no capacity"
+FLEET_UNAVAILABLE_CODES = frozenset({
+    "InvalidAction", "UnsupportedOperation", "NotImplemented", "UnauthorizedOperation",
+    "AccessDenied", "AccessDeniedException",
+})
+_templates: set[str] = set()
+
+
+def launch_template(backend: BackendConfig, ec2: Any, sweep: str) -> tuple[str, dict]:
+    """The sweep's launch template (created once): everything an instance gets but its
+    type, subnet, market, user-data and per-instance tags, which the fleet call sets. Its name
+    holds a digest of its data, so changed options make a new template, never a stale one."""
+    import hashlib
+
+    from botocore.exceptions import ClientError
+
+    from chester_backend_ec2 import aws
+
+    o: Ec2Options = backend.options
+    args = _run_args(backend, sweep, "-", "", spot=False)
+    keys = _template_keys()
+    data = {k: v for k, v in args.items() if k in keys and k not in (
+        "UserData", "InstanceType", "InstanceMarketOptions", "TagSpecifications")}
+    tags = _tags(o, sweep)
+    data["TagSpecifications"] = [{"ResourceType": "volume", "Tags": tags}]
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    name = f"chester-{sweep}-{digest[:10]}"
+    if name not in _templates:
+        with aws.errors("creating the launch template", ec2):
+            try:
+                ec2.create_launch_template(
+                    LaunchTemplateName=name, LaunchTemplateData=data,
+                    TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags}])
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in FLEET_UNAVAILABLE_CODES and o.launch_api == "auto":
+                    raise _FleetUnavailable(f"CreateLaunchTemplate: {code}") from None
+                if code != "InvalidLaunchTemplateName.AlreadyExistsException":
+                    raise
+        _templates.add(name)
+    return name, data
+
+
+def _tags(o: Ec2Options, sweep: str) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": str(v)} for k, v in sorted(o.tags.items())] + \
+        [{"Key": "Name", "Value": f"chester-{sweep}"[:256]}, {"Key": SWEEP_TAG, "Value": sweep}]
+
+
+def fleet_args(backend: BackendConfig, sweep: str, gtok: str, user_data: str, template: str,
+               spot: bool, attempt: int = 1) -> dict[str, Any]:
+    """One CreateFleet call of type ``instant`` for one instance: every (type, subnet) pool
+    as an override of the sweep's launch template, the group's user-data and tags."""
+    import base64
+
+    o: Ec2Options = backend.options
+    tags = _tags(o, sweep) + [{"Key": GROUP_TAG, "Value": gtok}]
+    if attempt > 1:
+        tags.append({"Key": ATTEMPT_TAG, "Value": str(attempt)})
+    pools = list(dict.fromkeys((t, sn) for t, sn, _ in placements(o)))
+    overrides = []
+    for prio, (itype, subnet) in enumerate(pools):
+        ov: dict[str, Any] = {"InstanceType": itype, "Priority": float(prio)}
+        if subnet:
+            ov["SubnetId"] = subnet
+        if spot and o.max_price:
+            ov["MaxPrice"] = str(o.max_price)
+        overrides.append(ov)
+    args: dict[str, Any] = {
+        "Type": "instant",
+        "ClientToken": f"{gtok}-a{attempt}-{'s' if spot else 'o'}",
+        "TargetCapacitySpecification": {"TotalTargetCapacity": 1,
+                                        "DefaultTargetCapacityType":
+                                            "spot" if spot else "on-demand"},
+        "LaunchTemplateConfigs": [{
+            "LaunchTemplateSpecification": {
+                "LaunchTemplateName": template, "Version": "$Default",
+                "LaunchTemplateSpecificationUserData":
+                    base64.b64encode(user_data.encode()).decode()},
+            "Overrides": overrides}],
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
+    }
+    if spot:
+        args["SpotOptions"] = {"AllocationStrategy": o.allocation_strategy,
+                               "InstanceInterruptionBehavior": "terminate"}
+    else:  # in the order the user listed types and subnets
+        args["OnDemandOptions"] = {"AllocationStrategy": "prioritized"}
+    return args
+
+
+def launch_fleet(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
+                 attempt: int = 1) -> dict:
+    """Start one instance through EC2 Fleet (type ``instant``): one call picks among every
+    (type, subnet) pool with the allocation strategy, spot first; with
+    ``on_demand_fallback`` a second call asks for on-demand when no spot pool had capacity.
+
+    An instant fleet answers with the instances it started and one error per pool it could
+    not use; the capacity codes (``CAPACITY_CODES``) move on to on-demand or to the final
+    error, any other code is final. Returns a DescribeInstances-like dict of the instance
+    (``InstanceId``, ``InstanceType``, ``SubnetId``, ``Placement``, ``InstanceLifecycle``)."""
+    from botocore.exceptions import ClientError
+
+    from chester.errors import BackendError, TransientBackendError
+    from chester_backend_ec2 import aws
+
+    o: Ec2Options = backend.options
+    template, _ = launch_template(backend, ec2, sweep)
+    markets = [o.spot] + ([False] if o.spot and o.on_demand_fallback else [])
+    tried: list[str] = []
+    codes: list[str] = []
+    for spot in markets:
+        market = "spot" if spot else "on-demand"
+        args = fleet_args(backend, sweep, gtok, user_data, template, spot, attempt=attempt)
+        with aws.errors("create_fleet", ec2):
+            try:
+                res = ec2.create_fleet(**args)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "?")
+                if code in FLEET_UNAVAILABLE_CODES and o.launch_api == "auto":
+                    raise _FleetUnavailable(f"CreateFleet: {code}") from None
+                if code not in CAPACITY_CODES:
+                    raise
+                tried.append(f"every pool {market}: {code}")
+                codes.append(code)
+                continue
+        for r in res.get("Instances") or ():
+            ids = r.get("InstanceIds") or ()
+            if ids:
+                ov = (r.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}
+                inst: dict[str, Any] = {
+                    "InstanceId": ids[0], "InstanceType": r.get("InstanceType") or
+                    ov.get("InstanceType"), "SubnetId": r.get("SubnetId") or ov.get("SubnetId"),
+                    "Placement": {"AvailabilityZone": r.get("AvailabilityZone") or
+                                  ov.get("AvailabilityZone")},
+                    "State": {"Name": "pending"}, "LaunchedBy": "fleet"}
+                if (r.get("Lifecycle") or market) == "spot":
+                    inst["InstanceLifecycle"] = "spot"
+                return inst
+        errs = res.get("Errors") or ()
+        if not errs:
+            tried.append(f"every pool {market}: no instance and no error")
+            continue
+        fatal = []
+        for e in errs:
+            ov = (e.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}
+            code = e.get("ErrorCode") or "?"
+            where = f"{ov.get('InstanceType', '?')} {e.get('Lifecycle') or market} in " \
+                    f"{ov.get('SubnetId') or ov.get('AvailabilityZone') or 'the default subnet'}"
+            tried.append(f"{where}: {code}")
+            codes.append(code)
+            if code not in CAPACITY_CODES:
+                fatal.append(f"{where}: {code}: {e.get('ErrorMessage') or ''}".strip())
+        if fatal:
+            raise BackendError(f"ec2 backend: create_fleet at {aws.where(ec2)} failed: "
+                               + "; ".join(fatal))
+    msg = ("ec2 backend: no capacity for any placement tried (EC2 Fleet, "
+           f"{o.allocation_strategy}): " + "; ".join(dict.fromkeys(tried)) +
+           " (add instance_types or subnet_ids, or set on_demand_fallback)")
+    if "InsufficientInstanceCapacity" in codes:
+        raise TransientBackendError(msg)
+    raise BackendError(msg)
 
 
 def check_gpus(o: Ec2Options, ec2: Any) -> None:

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from chester.errors import BackendError, UserError
+from chester.errors import BackendError
 from chester.plugins import hookimpl
-from chester.remote import codesync, paths, runtime, shell
+from chester.remote import codesync, hosted, paths, runtime, shell
 from chester.remote import container as ctr
-from chester.remote.ssh import Background, SSHTarget, Transport
+from chester.remote.ssh import Background, Transport
 from chester.types import (
     BackendConfig,
     BackendSpec,
@@ -52,10 +52,7 @@ def _who(backend: BackendConfig) -> str:
 
 
 def transport_for(backend: BackendConfig) -> Transport:
-    o: SSHOptions = backend.options
-    target = SSHTarget.parse(o.host, user=o.user, port=o.port, key_filename=o.key_filename,
-                             ssh_config=o.ssh_config, connect_timeout=o.connect_timeout)
-    return Transport(target, backend=backend.name)
+    return hosted.transport(backend)
 
 
 def chester_dir(backend: BackendConfig) -> str:
@@ -107,9 +104,7 @@ def render_submit_script(backend: BackendConfig, *, queue_file: str, env_file: s
 
 
 def _run_handle(backend: BackendConfig, r: RunSpec, queue: str) -> RunHandle:
-    return RunHandle(run_id=r.run_id, token=r.token, backend=backend.name,
-                     local_dir=str(r.local_dir), remote_dir=r.remote_dir,
-                     host=backend.options.host, extra=(("queue", queue),))
+    return hosted.run_handle(backend, r, queue=queue)
 
 
 # ---------------------------------------------------------------------------- hooks
@@ -129,15 +124,7 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     o: SSHOptions = backend.options
     if not runs:
         return PreparedSweep(backend=backend.name, runs=(), staging_dir=staging_dir)
-    if not o.remote_dir.startswith("/"):
-        raise UserError(f"ssh backend {backend.name!r}: remote_dir must be an absolute path, "
-                        f"not {o.remote_dir!r}")
-    try:
-        target = SSHTarget.parse(o.host, user=o.user, port=o.port,
-                                 key_filename=o.key_filename, ssh_config=o.ssh_config)
-    except ValueError as exc:
-        raise UserError(f"ssh backend {backend.name!r}: {exc}") from None
-    shell.check_secrets(backend)
+    target = hosted.host_target(backend, _who(backend))
     ctr.resolve(o, backend=_who(backend))  # a container without an image fails here
     key = runs[0].token
     cdir = PurePosixPath(chester_dir(backend)) / "sweeps"
@@ -145,16 +132,10 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     env_file = str(cdir / f"{key}.env")
     runner_log = str(cdir / f"{key}.log")
     secrets_file = str(cdir / f"{key}.secrets") if o.secrets else None
-    # the seed's per-call settings (run_experiment_lite pre_commands= / sync_env=)
-    pres = {tuple(str(c) for c in (r.resources.get("pre_commands") or ())) for r in runs}
-    if len(pres) > 1:
-        raise UserError(f"ssh backend {backend.name!r}: pre_commands must be the same for "
-                        "every run of a sweep")
-    syncs = {r.resources["sync_on_launch"] for r in runs if "sync_on_launch" in r.resources}
-    sync_env = bool(any(syncs)) if syncs else backend.sync_on_launch
+    pre, sync_env = hosted.sweep_settings(backend, runs, _who(backend))
     rt = runtime.build()
     rt_remote = rt.remote_path(o.remote_dir)
-    env_text = shell.render_env_file(backend, o.remote_dir, next(iter(pres)))
+    env_text = shell.render_env_file(backend, o.remote_dir, pre)
     queue_text = "".join(f"{r.remote_dir}\n" for r in runs)
     script = render_submit_script(backend, queue_file=queue_file, env_file=env_file,
                                   secrets_file=secrets_file, runner_log=runner_log,
@@ -168,22 +149,15 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     uploads = [Path(r.local_dir) / f for r in runs for f in paths.RUN_FILES]
     # the queue and env files are staged locally under their remote paths
     tree = staging_dir / "tree"
-    for rpath, text in ((queue_file, queue_text), (env_file, env_text)):
-        p = tree / rpath.lstrip("/")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+    hosted.stage_texts(tree, {queue_file: queue_text, env_file: env_text})
     cap, gpus = _plan(o)
-    sync_note = ""
-    if o.sync:
-        n_files, n_bytes = codesync.footprint(backend, o.extra_sync_dirs)
-        sync_note = f"code: up to {n_files} files, {n_bytes} bytes to sync; "
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
         uploads=tuple(uploads),
         scripts={"probe.sh": probe, "submit.sh": script, "env.sh": env_text,
                  "queue": queue_text,
                  "rsync": codesync.display(target, backend, o.remote_dir, filters)},
-        summary=(f"{len(runs)} runs on {o.host} ({sync_note}{cap} at a time"
+        summary=(f"{len(runs)} runs on {o.host} ({hosted.code_note(backend)}{cap} at a time"
                  + (f", GPUs {','.join(gpus)}" if gpus else "") + f") under {o.remote_dir}"),
         data={"queue_file": queue_file, "env_file": env_file, "runner_log": runner_log,
               "secrets_file": secrets_file, "filters": filters, "script": script,
@@ -215,10 +189,7 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     d = prepared.data
     secrets = shell.secret_values(backend) if o.secrets else {}
     tree = Path(d["tree"])
-    staged = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()}
-    files = paths.stage_run_files(((str(r.local_dir), r.remote_dir) for r in prepared.runs),
-                                  tree)
-    files += sorted(staged - set(files))  # the sweep's queue and env files
+    files = hosted.submit_files(prepared, tree)
     with transport_for(backend) as tr:
         # the code sync (rsync, its own connection) runs beside the probe and the upload of
         # the run files, unless the environment sync needs the code first
@@ -229,9 +200,7 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
                 code.result()
             probe = _probe(backend, tr, d["probe"])
             if not probe.runtime_present:
-                rel = d["runtime_remote"].lstrip("/")
-                paths.link_or_copy(Path(d["runtime"]), tree / rel)
-                files.append(rel)
+                hosted.add_file(files, tree, Path(d["runtime"]), d["runtime_remote"])
             tr.put_tree(tree, sorted(set(files)), "/")
             if code is not None:
                 code.result()
@@ -258,10 +227,8 @@ def target_argv(backend: BackendConfig, args: Sequence[str]) -> list[str]:
     the runtime, with the package manager's environment."""
     o: SSHOptions = backend.options
     rt = runtime.build()
-    argv = [*rt.argv(o.python, "target", o.remote_dir), *args]
-    setup = shell.setup_lines(backend, o.remote_dir)
-    return ["sh", "-c", "\n".join([f"cd {shlex.quote(o.remote_dir)} 2>/dev/null || true",
-                                    *setup, 'exec "$@"']), "chester-target", *argv]
+    return hosted.setup_argv(backend, "chester-target",
+                             [*rt.argv(o.python, "target", o.remote_dir), *args])
 
 
 def _ensure_runtime(backend: BackendConfig, tr: Transport) -> None:
@@ -283,8 +250,7 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
     if not handles:
         return {}
     with transport_for(backend) as tr:
-        data = _target_call(backend, tr, ["status", "-"],
-                            stdin="".join(f"{h.remote_dir}\n" for h in handles))
+        data = _target_call(backend, tr, ["status", "-"], stdin=hosted.folders_stdin(handles))
     return {h.token: to_status(data[h.remote_dir]) for h in handles}
 
 
@@ -293,8 +259,7 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
     if not handles:
         return {}
     with transport_for(backend) as tr:
-        data = _target_call(backend, tr, ["cancel", "-"],
-                            stdin="".join(f"{h.remote_dir}\n" for h in handles))
+        data = _target_call(backend, tr, ["cancel", "-"], stdin=hosted.folders_stdin(handles))
     return {h.token: bool(data.get(h.remote_dir)) for h in handles}
 
 
@@ -317,10 +282,7 @@ def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream
         _LOG_SENT[key] = _LOG_SENT.get(key, 0) + len(text.encode("utf-8", "surrogatepass"))
 
     with transport_for(backend) as tr:
-        res = tr.stream(argv, write, check=False)
-        if res.exit_code == 2 and "can't open file" in res.stderr:
-            _ensure_runtime(backend, tr)
-            tr.stream(argv, write)
+        hosted.stream_tool(tr, argv, write, lambda: _ensure_runtime(backend, tr))
     _LOG_SENT.pop(key, None)
     return True
 

@@ -1,0 +1,130 @@
+"""What a backend that ships a sweep to one login host over SSH does at prepare and submit.
+
+The ssh and autobot backends (and yours) share these steps: check the host options, agree
+on the sweep's per-call settings, stage small text files under their remote paths, say how
+much code would travel, send every run's files (and chester's runtime when the host lacks
+it) in one tar stream, and stream a target-side tool's output, resending the tool once
+when the host lost it. Each is one function; the backend keeps only what is its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chester.errors import UserError
+from chester.remote import codesync, paths, shell
+
+if TYPE_CHECKING:
+    from chester.remote.ssh import SSHTarget, Transport
+    from chester.types import BackendConfig, PreparedSweep, RunHandle, RunSpec
+
+
+def host_target(backend: BackendConfig, who: str) -> SSHTarget:
+    """The host to reach, after the checks every hosted backend makes at prepare: an
+    absolute ``remote_dir``, a host line SSH can parse, secrets that can be read."""
+    from chester.remote.ssh import SSHTarget
+
+    o = backend.options
+    if not o.remote_dir.startswith("/"):
+        raise UserError(f"{who}: remote_dir must be an absolute path, not {o.remote_dir!r}")
+    try:
+        target = SSHTarget.parse(o.host, user=o.user, port=o.port,
+                                 key_filename=o.key_filename, ssh_config=o.ssh_config)
+    except ValueError as exc:
+        raise UserError(f"{who}: {exc}") from None
+    shell.check_secrets(backend)
+    return target
+
+
+def sweep_settings(backend: BackendConfig, runs: Sequence[RunSpec], who: str
+                   ) -> tuple[tuple[str, ...], bool]:
+    """The earlier chester's per-call settings a sweep carries in its runs' resources
+    (``run_experiment_lite(pre_commands=, sync_env=)``): the pre-commands, which must be the
+    same for every run, and whether the environment is synced at this launch."""
+    pres = {tuple(str(c) for c in (r.resources.get("pre_commands") or ())) for r in runs}
+    if len(pres) > 1:
+        raise UserError(f"{who}: pre_commands must be the same for every run of a sweep")
+    syncs = {r.resources["sync_on_launch"] for r in runs if "sync_on_launch" in r.resources}
+    sync_env = bool(any(syncs)) if syncs else backend.sync_on_launch
+    return next(iter(pres)), sync_env
+
+
+def stage_texts(tree: Path, texts: Mapping[str, str]) -> None:
+    """Write each text under ``tree`` at its remote (absolute) path, ready for ``put_tree``."""
+    for rpath, text in texts.items():
+        p = tree / rpath.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+def code_note(backend: BackendConfig) -> str:
+    """The launch summary's words on the code that would travel (empty without ``sync``)."""
+    o = backend.options
+    if not o.sync:
+        return ""
+    n_files, n_bytes = codesync.footprint(backend, o.extra_sync_dirs)
+    return f"code: up to {n_files} files, {n_bytes} bytes to sync; "
+
+
+def submit_files(prepared: PreparedSweep, tree: Path) -> list[str]:
+    """Every run's files staged under ``tree`` at their remote paths, plus what prepare
+    staged there (queue, env and sweep files): the relative paths ``put_tree`` sends."""
+    staged = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()}
+    files = paths.stage_run_files(((str(r.local_dir), r.remote_dir) for r in prepared.runs),
+                                  tree)
+    return files + sorted(staged - set(files))
+
+
+def add_file(files: list[str], tree: Path, local: Path, remote: str) -> None:
+    """Stage one more local file (chester's runtime, a scheduler) at its remote path."""
+    rel = remote.lstrip("/")
+    paths.link_or_copy(local, tree / rel)
+    files.append(rel)
+
+
+def stream_tool(tr: Transport, argv: Sequence[str], write: Callable[[str], Any],
+                resend: Callable[[], None]) -> None:
+    """Stream a target-side tool's output; when the host lost the tool's file (Python's
+    "can't open file"), send it again once and stream again."""
+    res = tr.stream(argv, write, check=False)
+    if res.exit_code == 2 and "can't open file" in res.stderr:
+        resend()
+        tr.stream(argv, write)
+
+
+def folders_stdin(handles: Iterable[Any]) -> str:
+    """The runs' remote folders, one a line: what the target tools read on stdin."""
+    return "".join(f"{h.remote_dir}\n" for h in handles)
+
+
+def transport(backend: BackendConfig) -> Transport:
+    """One SSH transport to the backend's host (``host``, ``user``, ``port``,
+    ``key_filename``, ``ssh_config``, ``connect_timeout`` options)."""
+    from chester.remote.ssh import SSHTarget, Transport
+
+    o = backend.options
+    target = SSHTarget.parse(o.host, user=o.user, port=o.port, key_filename=o.key_filename,
+                             ssh_config=o.ssh_config, connect_timeout=o.connect_timeout)
+    return Transport(target, backend=backend.name)
+
+
+def setup_argv(backend: BackendConfig, name: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` run on the host from ``remote_dir`` after the package manager's setup
+    (``sh -c 'cd DIR; SETUP; exec "$@"' NAME ARGV...``: nothing of argv meets the shell)."""
+    import shlex
+
+    o = backend.options
+    setup = shell.setup_lines(backend, o.remote_dir)
+    return ["sh", "-c", "\n".join([f"cd {shlex.quote(o.remote_dir)} 2>/dev/null || true",
+                                    *setup, 'exec "$@"']), name, *argv]
+
+
+def run_handle(backend: BackendConfig, r: RunSpec, **extra: str) -> RunHandle:
+    """The handle of a run submitted to the backend's host; ``extra`` is kept in it."""
+    from chester.types import RunHandle
+
+    return RunHandle(run_id=r.run_id, token=r.token, backend=backend.name,
+                     local_dir=str(r.local_dir), remote_dir=r.remote_dir,
+                     host=backend.options.host, extra=tuple(extra.items()))
