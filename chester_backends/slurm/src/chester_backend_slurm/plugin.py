@@ -209,9 +209,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     if opts.cuda_module and any(render._gpus(res) for res in resources):
         mods.append(opts.cuda_module)
     prelude = render.module_check_lines(mods) + prelude
-    prelude += runtime.guard_lines(opts.python, rt_remote,
-                                   setup=[f"cd {shlex.quote(project_dir)}",
-                                          *shell.setup_lines(backend, project_dir)])
+    prelude += probe_lines(backend, resources, rt_remote, project_dir, stage_root, mods)
     # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
     checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
@@ -236,6 +234,46 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
               "local_root": str(local_root), "run_rels": run_rels,
               "max_array_size": max_array_size, "project_dir": project_dir,
               "runtime_rel": rt_rel})
+
+
+def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
+                rt_remote: str, project_dir: str, stage_root: str,
+                modules: Sequence[str]) -> list[str]:
+    """Submit-script lines that check, before any ``sbatch``, that the jobs' Python runs
+    chester's runtime the way the jobs will run it: after the modules (where a module
+    system is loaded), the package manager's activation and the ``env`` option (not the
+    prepare commands, which are for compute nodes), and inside the container
+    with the jobs' binds when the runs use one (one check per distinct container; runs
+    without one are checked on the host first). The script stops with
+    :data:`runtime.EXIT_BAD_PYTHON` / :data:`runtime.EXIT_NO_RUNTIME`."""
+    from chester.remote import container as ctr
+
+    opts: SlurmOptions = backend.options
+    q = shlex.quote
+    setup = [f"cd {q(project_dir)}"]
+    if modules:
+        setup.append("if type module >/dev/null 2>&1; then "
+                     + "; ".join(f"module load {q(m)} >/dev/null 2>&1" for m in modules)
+                     + "; fi")
+    setup += shell.setup_lines(backend, project_dir)
+    # the environment the jobs get (not the prepare commands: they are for compute nodes)
+    setup += [f"export {k}={q(str(v))}" for k, v in (opts.env or {}).items()]
+    containers: list[Any] = []
+    seen: set[int] = set()
+    for res in resources:
+        if id(res) in seen:
+            continue
+        seen.add(id(res))
+        c = ctr.resolve(opts, res, backend=backend.name)
+        if c not in containers:
+            containers.append(c)
+    containers.sort(key=lambda c: c is not None)  # the host's Python first
+    lines: list[str] = []
+    for c in containers:
+        via = None if c is None else (ctr.env_lines(c),
+                                      ctr.wrap([], c, binds=[project_dir, stage_root]))
+        lines += runtime.guard_lines(opts.python, rt_remote, setup=setup, container=via)
+    return lines
 
 
 @hookimpl
