@@ -60,6 +60,9 @@ REST_NAME = "submit-rest.sh"  # submits the jobs a submit limit held back
 _CLUSTER: dict[tuple[str, str | None], dict[str, int]] = {}
 _PACERS: dict[tuple[str, str | None], scheduler.Pacer] = {}
 _CACHE: dict[tuple[str, str | None], dict[str, RunStatus]] = {}
+#: per run (token), what the last poll of this process saw: its scheduler line (the key
+#: the status script compares, so unchanged runs' records are not read) and its status
+_SEEN: dict[tuple[str, str | None], dict[str, tuple[str | None, str | None, RunStatus]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -503,10 +506,15 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
             return None, held
         ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
         known = _CLUSTER.get(_key(backend), {})
+        with _LOCK:
+            seen = dict(_SEEN.get(_key(backend), {}))
         script = scheduler.status_script(ids, _start_date(handles),
                                          [h.remote_dir for h in handles], opts.python,
                                          accounting=bool(known.get("accounting", 1)),
-                                         sched_outputs=[_sched_output(h) for h in handles])
+                                         sched_outputs=[_sched_output(h) for h in handles],
+                                         task_ids=[h.remote_id for h in handles],
+                                         keys=[_last_key(h, seen.get(h.token))
+                                               for h in handles])
         res = ex.run_script(script, timeout=120, check=False)
     finally:
         if own:
@@ -523,17 +531,46 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
     if source == "squeue" and known.get("accounting", 1):
         _CLUSTER.setdefault(_key(backend), {})["accounting"] = 0  # ask squeue directly next
     out: dict[str, RunStatus] = {}
+    now: dict[str, tuple[str | None, str | None, RunStatus]] = {}
     for h in handles:
         rid = h.remote_id or ""
+        rec = records.get(h.remote_dir) or {}
+        last = seen.get(h.token)
+        if rec.get("same") and last is not None:  # its line is unchanged: so is its state
+            out[h.token] = last[2]
+            now[h.token] = last
+            continue
         row = rows.get(rid)
         if row is None and "_" in rid:
             parent = rows.get(rid.split("_", 1)[0])
             if parent is not None and parent.state == "PENDING":
                 row = parent
-        out[h.token] = scheduler.merge(row, records.get(h.remote_dir), token=h.token,
+        out[h.token] = scheduler.merge(row, rec, token=h.token,
                                        remote_id=rid, host=h.host, kind=h.get("kind") or "array",
                                        source=source, depends=h.get("after") is not None)
+        now[h.token] = (rec.get("key"), rid, out[h.token])
+    with _LOCK:
+        mine = _SEEN.setdefault(_key(backend), {})
+        for token, entry in now.items():
+            if entry[2].state.terminal:  # never polled again
+                mine.pop(token, None)
+            else:
+                mine[token] = entry
     return source, {**out, **held}
+
+
+def _last_key(h: RunHandle, last: tuple[str | None, str | None, RunStatus] | None
+              ) -> str | None:
+    """The scheduler line a run had at the last poll, when its records need not be read
+    again while that line stays the same; ``None`` (read them) for a run not seen yet, a
+    run whose worker had not written its record yet while its job ran, and a serial step
+    (its job's line does not change while its steps run)."""
+    if last is None or last[1] != h.remote_id or h.get("kind") == "serial":
+        return None
+    key, _rid, status = last
+    if status.state == State.RUNNING and status.started_at is None:
+        return None
+    return key
 
 
 @hookimpl
