@@ -3,9 +3,10 @@
 Everything lives in a temp dir and runs as root in the foreground, as our child, on loopback
 only: one ``munged`` (own key and socket), and per cluster a ``slurmctld`` and a ``slurmd``
 on free ports, each with its own ``slurm.conf``, state, spool and logs. Clusters with
-accounting share one ``slurmdbd`` backed by a throw-away MariaDB (unix socket only; its
-system tables hold slurmdbd's stored procedures; grant tables are not read), so ``sacct`` has
-real data and ``sacctmgr`` associations and QOS limits work; clusters without accounting have
+accounting share one ``slurmdbd`` backed by a throw-away MariaDB (unix socket only, no
+grant tables), so ``sacct`` has real data (a factory made with ``system_tables=True`` also
+gives MariaDB its system tables, so slurmdbd's stored procedures, and with them
+``sacctmgr`` associations and QOS limits, work); clusters without accounting have
 ``AccountingStorageType=accounting_storage/none`` (``sacct`` then says accounting is
 disabled; ``sacct -c`` reads ``JobCompType=jobcomp/filetxt``).
 
@@ -160,8 +161,13 @@ class SlurmFactory:
     :meth:`stop`. One munged serves them all; one slurmdbd + MariaDB serves those with
     accounting."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, *, system_tables: bool = False):
         self.base = base
+        #: MariaDB gets its system tables, where slurmdbd keeps the stored procedures that
+        #: associations and their QOS need (``submit_limit`` clusters). Off by default, so
+        #: the clusters of the other tests stay as they were measured; a factory of its
+        #: own holds the ``submit_limit`` clusters
+        self.system_tables = system_tables
         self.clusters: dict[tuple[int, bool, int], SlurmCluster] = {}
         self._munged: Daemon | None = None
         self._mariadb: Daemon | None = None
@@ -194,6 +200,8 @@ class SlurmFactory:
         """
         if (enforce_memory or submit_limit) and not accounting:
             raise ValueError("enforce_memory and submit_limit need accounting (slurmdbd)")
+        if submit_limit and not self.system_tables:
+            raise ValueError("submit_limit needs SlurmFactory(..., system_tables=True)")
         key = (max_array_size, accounting, cpus, enforce_memory, presets, submit_limit)
         c = self.clusters.get(key)
         if c is not None and c.alive():
@@ -294,10 +302,10 @@ StorageLoc=slurm_acct_db
         d = self.base / "mariadb"
         data = d / "data"
         data.mkdir(parents=True, exist_ok=True)
-        # The system tables (~0.6 s): slurmdbd keeps stored procedures (mysql.proc) that
-        # it needs for associations and their inherited QOS. No grant tables are read;
-        # unix socket only, no TCP port.
-        if not (data / "mysql").is_dir():
+        # With system_tables (~0.6 s), slurmdbd's stored procedures (mysql.proc), needed
+        # for associations and their inherited QOS, work. No grant tables are read; unix
+        # socket only, no TCP port.
+        if self.system_tables and not (data / "mysql").is_dir():
             run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
                  "--auth-root-authentication-method=normal", "--skip-test-db",
                  "--skip-name-resolve", "--innodb-log-file-size=16M",

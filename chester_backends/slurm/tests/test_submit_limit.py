@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,7 +19,7 @@ from chester.launcher import launch
 from chester.testing import ConformanceEnv
 from chester.types import State
 from tests.infra import InfraUnavailable, skip_or_fail
-from tests.infra.slurm import SlurmCluster
+from tests.infra.slurm import SlurmCluster, SlurmFactory
 
 WAIT = 240
 LIMIT = 4  # the QOS's MaxSubmitJobsPerUser; each array task counts
@@ -26,13 +27,19 @@ CHESTER = [sys.executable, "-m", "chester.cli"]
 
 
 @pytest.fixture(scope="module")
-def limited(slurm_factory) -> SlurmCluster:
-    """A cluster whose user may have at most LIMIT jobs queued (MaxArraySize 5)."""
+def limited(tmp_path_factory) -> Iterator[SlurmCluster]:
+    """A cluster whose user may have at most LIMIT jobs queued (MaxArraySize 5), from a
+    factory of its own: its MariaDB has the system tables slurmdbd's associations need."""
+    factory = SlurmFactory(tmp_path_factory.mktemp("slurm-qos"), system_tables=True)
     try:
-        return slurm_factory.get(max_array_size=5, accounting=True, submit_limit=LIMIT)
-    except InfraUnavailable as e:
-        skip_or_fail(f"slurm: {e}")
-        raise  # not reached
+        try:
+            cluster = factory.get(max_array_size=5, accounting=True, submit_limit=LIMIT)
+        except InfraUnavailable as e:
+            skip_or_fail(f"slurm: {e}")
+            raise  # not reached
+        yield cluster
+    finally:
+        factory.stop()
 
 
 def _config(cluster: SlurmCluster, **options) -> dict:
