@@ -111,6 +111,18 @@ def test_the_record_reader_reads_only_runs_whose_line_changed(tmp_path):
     for d in dirs[1:4]:
         assert got[d]["exists"] and "same" not in got[d], d
     assert got[dirs[1]]["key"] == "COMPLETED|0:0|None|x|y|n1" and got[dirs[3]]["key"] is None
+    # a task listed under its job id at first, then under its own: read again
+    runs2 = [[dirs[0], None, "7_0", "^RUNNING|0:0|None|x|Unknown|n1"]]
+    stdin2 = json.dumps(runs2[0]) + "\n@@CHESTER-ROWS\n" + sched
+    own = json.loads(subprocess.run([sys.executable, "-c", s.RECORD_READER], input=stdin2,
+                                    capture_output=True, text=True, check=True).stdout)
+    assert "same" not in own[dirs[0]] and own[dirs[0]]["key"] == "RUNNING|0:0|None|x|Unknown|n1"
+    parent_only = "@@CHESTER-SACCT\n7|CANCELLED by 0|0:0|None|x|y|n1\n"
+    first = json.loads(subprocess.run(
+        [sys.executable, "-c", s.RECORD_READER], capture_output=True, text=True, check=True,
+        input=json.dumps([dirs[0], None, "7_0", None]) + "\n@@CHESTER-ROWS\n" + parent_only
+    ).stdout)
+    assert first[dirs[0]]["key"] == "^CANCELLED by 0|0:0|None|x|y|n1"
 
 
 def test_pending_reason_and_requeue_keep_identity():

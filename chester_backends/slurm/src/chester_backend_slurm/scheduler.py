@@ -78,9 +78,11 @@ for line in runs.splitlines():
     entry = json.loads(line) + [None, None]
     d, sched_out, rid, prev = entry[:4]
     key = rows.get(rid) if rid else None
-    if key is None and rid and "_" in rid:
-        key = rows.get(rid.split("_", 1)[0])
-    if key is not None and key.startswith("PENDING"):
+    if key is None and rid and "_" in rid and rid.split("_", 1)[0] in rows:
+        # the array's own line (sacct lists a task under its job id at first): not the
+        # task's, so the task's own line, even with the same words, is a change
+        key = "^" + rows[rid.split("_", 1)[0]]
+    if key is not None and key.lstrip("^").startswith("PENDING"):
         # sacct lags: a pending line can stay while the worker runs and even ends (a
         # requeued job longest), so its record's identity (one stat) is part of the key
         try:
