@@ -123,3 +123,57 @@ def test_guard_lines_stop_a_script_before_it_submits(tmp_path):
     r = run(str(fake))
     assert r.returncode == runtime.EXIT_BAD_PYTHON and "SUBMITTED" not in r.stdout
     assert runtime.parse_probe(r.stdout).version == (3, 8, 1)
+
+
+def test_a_probe_through_a_container_names_the_command():
+    out = ("chester-probe via=apptainer exec -B /p /img.sif python3\n"
+           'FATAL:   "python3": executable file not found in $PATH\n'
+           "chester-probe python=broken\n")
+    probe = runtime.parse_probe(out)
+    assert probe.via == "apptainer exec -B /p /img.sif python3" and "FATAL" in probe.said
+    with pytest.raises(BackendError) as ei:
+        runtime.check(probe, who="gl backend (login)", python="python3")
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith("gl backend (login): 'python3' in the container "
+                                              "(`apptainer exec -B /p /img.sif python3`)")
+    assert "executable file not found" in msg and "set `python:` to a Python" in msg
+    missing = runtime.parse_probe("chester-probe via=apptainer exec /img.sif python3\n"
+                                  "chester-probe container=missing\n")
+    with pytest.raises(BackendError, match="the container runtime 'apptainer' is not on PATH"):
+        runtime.check(missing, who="gl backend (login)", python="python3")
+
+
+def test_a_runtime_that_does_not_import_is_one_line():
+    here = "%d.%d.%d" % sys.version_info[:3]
+    probe = runtime.parse_probe(f"chester-probe runtime=1\nchester-probe python={here} /x\n"
+                                "chester-probe import=ModuleNotFoundError: No module named "
+                                "'chester'\n")
+    with pytest.raises(BackendError) as ei:
+        runtime.check(probe, who="b", python="python3")
+    assert "does not import" in str(ei.value) and "ModuleNotFoundError" in str(ei.value)
+
+
+def test_guard_lines_run_the_probe_through_a_container(tmp_path):
+    """The probe runs the Python through the container runtime (a stand-in here), finds the
+    runtime there and imports it; a container runtime that is not there stops the script."""
+    from chester.remote import container as ctr
+    from chester.remote.options import Container
+    from chester.testing import container_calls, container_stand_in
+
+    rt = runtime.build()
+    shim, calls = container_stand_in(tmp_path / "ctr")
+
+    def run(c):
+        via = (ctr.env_lines(c), ctr.wrap([], c, binds=[str(tmp_path)]))
+        script = "\n".join(["set -euo pipefail", *runtime.guard_lines(
+            sys.executable, str(rt.path), container=via), "echo SUBMITTED"])
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+    r = run(Container(image="/img.sif", runtime=str(shim)))
+    assert r.returncode == 0 and "SUBMITTED" in r.stdout, r.stdout + r.stderr
+    assert "chester-probe import=ok" in r.stdout
+    (call,) = container_calls(calls)
+    assert call[:4] == ["exec", "-B", str(tmp_path), "/img.sif"]
+    r = run(Container(image="/img.sif", runtime=str(tmp_path / "none" / "apptainer")))
+    assert r.returncode == runtime.EXIT_BAD_PYTHON and "SUBMITTED" not in r.stdout
+    assert runtime.parse_probe(r.stdout).problem == "container runtime missing"

@@ -16,8 +16,10 @@ never sees it; the working folder comes next on ``sys.path``, as with ``python -
 
 Before anything is submitted, a backend runs :func:`probe_script` on the target (after the
 package manager's setup) and :func:`check` reads the answer: a Python that is missing, older
-than 3.10, or of another minor version than this launcher's (which pickled the function)
-stops the launch with one line naming the backend, the host, the Python found and the fix.
+than 3.10, of another minor version than this launcher's (which pickled the function), or
+that cannot import the runtime stops the launch with one line naming the backend, the host,
+the Python found and the fix. When the runs use a container, the probe can run the Python
+through it (``probe_script(..., container=...)``), as the runs do.
 """
 
 from __future__ import annotations
@@ -150,12 +152,53 @@ def build() -> Runtime:
 PROBE = "chester-probe"
 
 
-def probe_script(python: str, runtime_remote: str, *, setup: list[str] | None = None) -> str:
-    """Shell text that reports whether the runtime is on the target and which Python
-    ``python`` is there (after ``setup``, the package manager's lines)."""
+def _probe_code(runtime_remote: str, *, report_runtime: bool) -> str:
+    """Python (any version that can print) that prints the probe's ``python=`` line and,
+    when the runtime is there, whether it imports (``import=ok`` or the error);
+    ``report_runtime``: also whether the runtime file is there (``runtime=1|0``). One
+    line (``exec`` of the program): probe scripts are joined into one shell line."""
+    return "exec(%r)" % "\n".join([
+        "import os, sys",
+        "print('%s python=%%d.%%d.%%d %%s' %% (sys.version_info[:3] + (sys.executable,)))"
+        % PROBE,
+        "rt = %r" % runtime_remote,
+        "if os.path.isfile(rt):",
+        *(["    print('%s runtime=1')" % PROBE] if report_runtime else []),
+        "    try:",
+        "        sys.path.insert(0, rt)",
+        "        import chester.worker",
+        "        print('%s import=ok')" % PROBE,
+        "    except BaseException as e:",
+        "        print('%s import=%%s: %%s' %% (type(e).__name__, str(e).replace('\\n', ' ')))"
+        % PROBE,
+        *(["else:", "    print('%s runtime=0')" % PROBE] if report_runtime else []),
+    ])
+
+
+def probe_script(python: str, runtime_remote: str, *, setup: list[str] | None = None,
+                 container: tuple[list[str], list[str]] | None = None) -> str:
+    """Shell text that reports whether the runtime is on the target, which Python
+    ``python`` is there (after ``setup``, the package manager's lines) and whether the
+    runtime imports with it.
+
+    ``container``: ``(lines, argv)``, the shell lines a run's container needs before it
+    starts (:func:`chester.remote.container.env_lines`) and the command that runs a
+    program in it (:func:`chester.remote.container.wrap` of nothing: ``apptainer exec
+    -B ... IMAGE``). The Python is then the container's, run as the jobs run it, and the
+    runtime is looked for and imported inside the container; what the container runtime
+    says on failure follows a ``via=`` line (the command)."""
     q = shlex.quote
-    code = ("import sys; print('%s python=%%d.%%d.%%d %%s' %% (sys.version_info[:3] + "
-            "(sys.executable,)))" % PROBE)
+    if container is not None:
+        lines, argv = container
+        cmd = shlex.join([*argv, python, "-c", _probe_code(runtime_remote,
+                                                             report_runtime=True)])
+        return "\n".join([
+            *(setup or []), *lines,
+            f"echo {q(PROBE + ' via=' + shlex.join([*argv, python]))}",
+            f"if command -v {q(argv[0])} >/dev/null 2>&1; then {cmd} 2>&1 "
+            f"|| echo '{PROBE} python=broken'; else echo '{PROBE} container=missing'; fi",
+        ]) + "\n"
+    code = _probe_code(runtime_remote, report_runtime=False)
     return "\n".join([
         *(setup or []),
         f"if [ -f {q(runtime_remote)} ]; then echo '{PROBE} runtime=1'; "
@@ -170,17 +213,23 @@ EXIT_NO_RUNTIME = 6
 EXIT_BAD_PYTHON = 7
 
 
-def guard_lines(python: str, runtime_remote: str, *, setup: list[str] | None = None) -> list[str]:
+def guard_lines(python: str, runtime_remote: str, *, setup: list[str] | None = None,
+                container: tuple[list[str], list[str]] | None = None) -> list[str]:
     """Lines for a submit script that runs everything in one go: they print the probe
     (:func:`parse_probe` reads it) and stop the script before anything is submitted when
     the runtime is not on the target (:data:`EXIT_NO_RUNTIME`: send it, run again) or its
-    Python is missing or not this launcher's minor version (:data:`EXIT_BAD_PYTHON`)."""
+    Python is missing, not this launcher's minor version, or cannot import it
+    (:data:`EXIT_BAD_PYTHON`). ``container``: as in :func:`probe_script`. The probe runs
+    in a subshell: its setup changes nothing for the lines after it."""
     want = "%d.%d." % sys.version_info[:2]
-    probe = probe_script(python, runtime_remote, setup=setup).strip().replace("\n", "; ")
+    probe = probe_script(python, runtime_remote, setup=setup,
+                         container=container).strip().replace("\n", "; ")
     return [
         f"chester_probe=$( {{ {probe}; }} 2>/dev/null || true )",
         "printf '%s\\n' \"$chester_probe\"",
         f'case "$chester_probe" in *"{PROBE} python={want}"*) ;; *) exit {EXIT_BAD_PYTHON};; esac',
+        f'case "$chester_probe" in *"{PROBE} import="*) case "$chester_probe" in '
+        f'*"{PROBE} import=ok"*) ;; *) exit {EXIT_BAD_PYTHON};; esac;; esac',
         f'case "$chester_probe" in *"{PROBE} runtime=0"*) exit {EXIT_NO_RUNTIME};; esac',
     ]
 
@@ -191,6 +240,12 @@ class Probe:
     version: tuple[int, ...] | None
     executable: str | None
     problem: str | None
+    #: the command that ran the Python inside a container (``apptainer exec ... python``)
+    via: str | None = None
+    #: what else the container command printed (its runtime's error), last lines
+    said: str | None = None
+    #: the runtime was there but did not import: the exception
+    import_error: str | None = None
 
 
 def parse_probe(stdout: str) -> Probe:
@@ -198,12 +253,23 @@ def parse_probe(stdout: str) -> Probe:
     version: tuple[int, ...] | None = None
     exe = None
     problem: str | None = "no answer"
+    via = None
+    said: list[str] = []
+    import_error = None
     for line in stdout.splitlines():
         if not line.startswith(PROBE + " "):
+            if via is not None and line.strip():
+                said.append(line.strip())
             continue
         key, _, value = line[len(PROBE) + 1:].partition("=")
         if key == "runtime":
             present = value.strip() == "1"
+        elif key == "via":
+            via, said = value.strip(), []
+        elif key == "container":
+            problem = "container runtime missing"
+        elif key == "import":
+            import_error = None if value.strip() == "ok" else value.strip()
         elif key == "python":
             if value in ("missing", "broken"):
                 problem = value
@@ -214,28 +280,50 @@ def parse_probe(stdout: str) -> Probe:
                     problem = None
                 except ValueError:
                     problem = "broken"
-    return Probe(runtime_present=present, version=version, executable=exe, problem=problem)
+    return Probe(runtime_present=present, version=version, executable=exe, problem=problem,
+                 via=via, said=" | ".join(said[-3:])[-500:] or None,
+                 import_error=import_error)
 
 
 def check(probe: Probe, *, who: str, python: str, same_minor: bool = True) -> None:
     """Raise a one-line :class:`BackendError` unless the target's Python can run the
-    runtime and unpickle what this launcher pickled."""
+    runtime and unpickle what this launcher pickled (inside the container, when the probe
+    ran there)."""
     here = "%d.%d" % sys.version_info[:2]
-    fix = ("set `python:` in this backend's options to a Python %s on the host, or use "
-           "package_manager: uv (or conda) so the project's environment provides one" % here)
+    if probe.via:
+        where = f"in the container (`{probe.via}`)"
+        fix = (f"set `python:` to a Python {here} inside the image, or fix the container's "
+               "image, binds or options")
+    else:
+        where = "on the host"
+        fix = ("set `python:` in this backend's options to a Python %s on the host, or use "
+               "package_manager: uv (or conda) so the project's environment provides one"
+               % here)
+    said = f": {probe.said}" if probe.said else ""
+    if probe.problem == "container runtime missing":
+        runtime_cmd = (probe.via or "").split(" ", 1)[0]
+        raise BackendError(f"{who}: the container runtime {runtime_cmd!r} is not on PATH on "
+                           "the host; load its module in `modules:` or set `container: "
+                           "{runtime: PATH}`")
     if probe.problem == "missing":
-        raise BackendError(f"{who}: no Python at {python!r} on the host; {fix}")
+        raise BackendError(f"{who}: no Python at {python!r} {where}; {fix}")
     if probe.problem is not None or probe.version is None:
-        raise BackendError(f"{who}: {python!r} on the host did not run ({probe.problem}); {fix}")
+        raise BackendError(f"{who}: {python!r} {where} did not run "
+                           f"({probe.problem}){said}; {fix}")
     found = ".".join(map(str, probe.version))
     if probe.version[:2] < MIN_PYTHON:
-        raise BackendError(f"{who}: {python!r} on the host is Python {found} "
+        raise BackendError(f"{who}: {python!r} {where} is Python {found} "
                            f"({probe.executable}), older than chester needs "
                            f"(>= {'.'.join(map(str, MIN_PYTHON))}); {fix}")
     if same_minor and tuple(probe.version[:2]) != tuple(sys.version_info[:2]):
-        raise BackendError(f"{who}: {python!r} on the host is Python {found} "
+        raise BackendError(f"{who}: {python!r} {where} is Python {found} "
                            f"({probe.executable}), but this launcher is Python {here} and "
                            f"runs are pickled for it; {fix}")
+    if probe.import_error:
+        raise BackendError(f"{who}: chester's runtime does not import with {python!r} "
+                           f"{where} ({probe.import_error[:300]}); check that the project "
+                           "folder is readable there" + (" and bound into the container"
+                                                         if probe.via else ""))
 
 
 def probe_target(transport: Any, script: str, *, who: str, python: str) -> tuple[Probe, str]:

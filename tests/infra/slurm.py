@@ -4,7 +4,9 @@ Everything lives in a temp dir and runs as root in the foreground, as our child,
 only: one ``munged`` (own key and socket), and per cluster a ``slurmctld`` and a ``slurmd``
 on free ports, each with its own ``slurm.conf``, state, spool and logs. Clusters with
 accounting share one ``slurmdbd`` backed by a throw-away MariaDB (unix socket only, no
-grant tables), so ``sacct`` has real data; clusters without accounting have
+grant tables), so ``sacct`` has real data (a factory made with ``system_tables=True`` also
+gives MariaDB its system tables, so slurmdbd's stored procedures, and with them
+``sacctmgr`` associations and QOS limits, work); clusters without accounting have
 ``AccountingStorageType=accounting_storage/none`` (``sacct`` then says accounting is
 disabled; ``sacct -c`` reads ``JobCompType=jobcomp/filetxt``).
 
@@ -43,7 +45,7 @@ MUNGED = "/usr/sbin/munged"
 MARIADBD = "/usr/sbin/mariadbd"
 NEEDED = (MUNGED, "mungekey", "munge", "ss", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo",
           "scontrol", "scancel")
-NEEDED_ACCT = ("slurmdbd", MARIADBD, "mariadb", "sacct", "sacctmgr")
+NEEDED_ACCT = ("slurmdbd", MARIADBD, "mariadb", "mariadb-install-db", "sacct", "sacctmgr")
 TAG = "CHESTER_TEST_SLURM"  # in every daemon's environment, to find leftovers by pid
 
 DEFAULT_MAX_ARRAY_SIZE = 11
@@ -66,6 +68,8 @@ class SlurmCluster:
     base: Path  # everything of this cluster: conf, state, spool, logs
     enforce_memory: bool = False  # memory is a consumable; a job over its --mem is killed
     presets: bool = False  # the named clusters' partitions and typed GPUs (for --test-only)
+    submit_limit: int | None = None  # QOS MaxSubmitJobsPerUser of the user's association
+    qos: str | None = None  # that QOS's name
     node: str = NODE
     partition: str = PARTITION
     jobcomp_log: Path = field(default=Path())  # JobCompType=jobcomp/filetxt (`sacct -c`)
@@ -157,8 +161,13 @@ class SlurmFactory:
     :meth:`stop`. One munged serves them all; one slurmdbd + MariaDB serves those with
     accounting."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, *, system_tables: bool = False):
         self.base = base
+        #: MariaDB gets its system tables, where slurmdbd keeps the stored procedures that
+        #: associations and their QOS need (``submit_limit`` clusters). Off by default, so
+        #: the clusters of the other tests stay as they were measured; a factory of its
+        #: own holds the ``submit_limit`` clusters
+        self.system_tables = system_tables
         self.clusters: dict[tuple[int, bool, int], SlurmCluster] = {}
         self._munged: Daemon | None = None
         self._mariadb: Daemon | None = None
@@ -171,7 +180,7 @@ class SlurmFactory:
     # -- public ---------------------------------------------------------------------------
     def get(self, max_array_size: int = DEFAULT_MAX_ARRAY_SIZE, accounting: bool = True,
             cpus: int = 8, enforce_memory: bool = False,
-            presets: bool = False) -> SlurmCluster:
+            presets: bool = False, submit_limit: int | None = None) -> SlurmCluster:
         """A running, idle cluster with that config (started on first use).
 
         ``enforce_memory`` (needs ``accounting``): memory is scheduled (``CR_Core_Memory``,
@@ -182,10 +191,18 @@ class SlurmFactory:
         ``gpu:a40``; count only, no devices) and sits in the partitions the cluster presets
         name (:data:`PRESET_PARTITIONS`), so ``sbatch --test-only`` can judge their scripts.
         Jobs that ask for GPUs are for ``--test-only`` only.
+
+        ``submit_limit`` (needs ``accounting``): limits are enforced
+        (``AccountingStorageEnforce=associations,limits,qos``) and the user the tests run as
+        (root) submits in account ``lab`` with a QOS of ``MaxSubmitJobsPerUser=N`` as its
+        only and default QOS: ``sbatch`` refuses a job that would take the user's queued
+        jobs (each array task counts) past ``N`` with ``QOSMaxSubmitJobPerUserLimit``.
         """
-        if enforce_memory and not accounting:
-            raise ValueError("enforce_memory needs accounting (jobacct_gather/linux)")
-        key = (max_array_size, accounting, cpus, enforce_memory, presets)
+        if (enforce_memory or submit_limit) and not accounting:
+            raise ValueError("enforce_memory and submit_limit need accounting (slurmdbd)")
+        if submit_limit and not self.system_tables:
+            raise ValueError("submit_limit needs SlurmFactory(..., system_tables=True)")
+        key = (max_array_size, accounting, cpus, enforce_memory, presets, submit_limit)
         c = self.clusters.get(key)
         if c is not None and c.alive():
             return c
@@ -198,9 +215,10 @@ class SlurmFactory:
         if accounting:
             self._start_dbd()
         name = f"ch{'acct' if accounting else 'noacct'}{max_array_size}c{cpus}" + \
-            ("mem" if enforce_memory else "") + ("pre" if presets else "")
+            ("mem" if enforce_memory else "") + ("pre" if presets else "") + \
+            (f"qos{submit_limit}" if submit_limit else "")
         c = self._start_cluster(name, max_array_size, accounting, cpus, enforce_memory,
-                                presets)
+                                presets, submit_limit)
         self.clusters[key] = c
         self.timings[name] = time.monotonic() - t0
         return c
@@ -284,8 +302,14 @@ StorageLoc=slurm_acct_db
         d = self.base / "mariadb"
         data = d / "data"
         data.mkdir(parents=True, exist_ok=True)
-        # An empty data dir and no grant tables: starts in ~0.2 s (mariadb-install-db would
-        # take seconds); unix socket only, no TCP port.
+        # With system_tables (~0.6 s), slurmdbd's stored procedures (mysql.proc), needed
+        # for associations and their inherited QOS, work. No grant tables are read; unix
+        # socket only, no TCP port.
+        if self.system_tables and not (data / "mysql").is_dir():
+            run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                 "--auth-root-authentication-method=normal", "--skip-test-db",
+                 "--skip-name-resolve", "--innodb-log-file-size=16M",
+                 "--innodb-buffer-pool-size=64M"], timeout=120)
         self._mariadb = db = Daemon(
             [MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root",
              "--skip-grant-tables", "--skip-networking", f"--socket={self.db_socket}",
@@ -304,7 +328,8 @@ StorageLoc=slurm_acct_db
 
     def _start_cluster(self, name: str, max_array_size: int, accounting: bool,
                        cpus: int, enforce_memory: bool = False,
-                       presets: bool = False) -> SlurmCluster:
+                       presets: bool = False,
+                       submit_limit: int | None = None) -> SlurmCluster:
         b = self.base / name
         for sub in ("etc", "state", "spool", "log"):
             (b / sub).mkdir(parents=True, exist_ok=True)
@@ -313,7 +338,8 @@ StorageLoc=slurm_acct_db
             c = SlurmCluster(
                 name=name, conf=conf, env={"SLURM_CONF": str(conf)},
                 max_array_size=max_array_size, accounting=accounting, cpus=cpus, base=b,
-                enforce_memory=enforce_memory, presets=presets,
+                enforce_memory=enforce_memory, presets=presets, submit_limit=submit_limit,
+                qos=f"chester_submit{submit_limit}" if submit_limit else None,
                 jobcomp_log=b / "log" / "jobcomp.log",
                 dbd_conf=self.base / "dbd" / "slurmdbd.conf" if accounting else None,
                 ctld_port=free_port(), slurmd_port=free_port())
@@ -331,6 +357,8 @@ StorageLoc=slurm_acct_db
             if accounting:
                 # the cluster must be known to slurmdbd before slurmctld first starts
                 run(["sacctmgr", "-i", "-Q", "add", "cluster", name], check=False, env=env)
+                if submit_limit:  # and the associations it enforces (read when it starts)
+                    self._add_submit_limit(c, env)
             try:
                 self._start_daemons(c, env)
             except Exception:
@@ -340,6 +368,23 @@ StorageLoc=slurm_acct_db
                 continue
             return c
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _add_submit_limit(c: SlurmCluster, env: dict[str, str]) -> None:
+        """Account ``lab`` on the cluster, a QOS of ``MaxSubmitJobsPerUser``, and root's
+        association in ``lab`` with that QOS as its only and default one."""
+        def sacctmgr(*args: str) -> str:
+            r = run(["sacctmgr", "-i", *args], check=False, env=env)
+            return (r.stdout + r.stderr).strip()
+        sacctmgr("add", "account", "lab", f"cluster={c.name}")
+        sacctmgr("add", "qos", str(c.qos), f"MaxSubmitJobsPerUser={c.submit_limit}")
+        sacctmgr("add", "user", "root", "account=lab", "defaultaccount=lab",
+                 f"cluster={c.name}", f"qos={c.qos}", f"defaultqos={c.qos}")
+        got = run(["sacctmgr", "-n", "-P", "show", "assoc", f"cluster={c.name}", "user=root",
+                   "account=lab", "format=qos,defaultqos"], env=env).stdout.split()
+        if got != [f"{c.qos}|{c.qos}"]:
+            raise RuntimeError(f"sacctmgr did not give root the QOS {c.qos} on {c.name}: "
+                               f"{got} ({sacctmgr('show', 'assoc', f'cluster={c.name}')})")
 
     def _start_daemons(self, c: SlurmCluster, env: dict[str, str]) -> None:
         log = c.base / "log"
@@ -374,6 +419,8 @@ JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency={1 if c.enforce_memory else 30}"""
             if c.enforce_memory:
                 acct += "\nJobAcctGatherParams=OverMemoryKill"
+            if c.submit_limit:
+                acct += "\nAccountingStorageEnforce=associations,limits,qos"
         else:
             acct = """\
 AccountingStorageType=accounting_storage/none

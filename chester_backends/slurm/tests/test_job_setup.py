@@ -119,3 +119,56 @@ def test_a_module_that_does_not_load_on_the_login_host_stops_before_sbatch(
                config=env.config)
     assert "\n" not in str(exc.value) and "module avail" in str(exc.value)
     assert not log.exists()  # nothing was submitted
+
+
+def _logged_sbatch(bin_dir, log) -> None:
+    real = subprocess.run(["bash", "-c", "command -v sbatch"], capture_output=True,
+                          text=True).stdout.strip()
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+
+
+def test_the_login_host_check_runs_in_the_container_and_stops_before_sbatch(
+        tmp_path, slurm_local, make_config, monkeypatch):
+    """With a container, the check before the first ``sbatch`` runs the jobs' Python the
+    way the jobs do: through the container runtime (a stand-in for apptainer), with the
+    image and the jobs' binds. A Python the image does not have is one line naming the
+    cluster, the command and the fix; nothing is submitted."""
+    from chester.testing import container_calls, container_stand_in
+
+    shim, calls = container_stand_in(tmp_path / "ctr")
+    log = tmp_path / "sbatch.log"
+    _logged_sbatch(tmp_path / "bin", log)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
+        container={"image": "/images/train.sif", "runtime": str(shim)},
+        python="/opt/nowhere/python3"))
+    with pytest.raises(BackendError) as exc:
+        launch(fn_write_result, [{"i": 1}, {"i": 2}], backend="slurm", exp_prefix="ctrpy",
+               config=env.config)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith("slurm backend (")
+    assert f"in the container (`{shim} exec -B " in msg, msg
+    assert "/images/train.sif /opt/nowhere/python3`) did not run" in msg, msg
+    assert "set `python:` to a Python" in msg, msg
+    assert not log.exists()  # nothing was submitted
+    (probe,) = container_calls(calls)  # the check, and nothing else, went through it
+    i = probe.index("/images/train.sif")
+    assert probe[0] == "exec" and probe[i + 1:i + 3] == ["/opt/nowhere/python3", "-c"]
+    assert str(env.project) in [probe[k + 1] for k, a in enumerate(probe) if a == "-B"]
+
+
+def test_a_container_runtime_not_on_the_login_host_stops_before_sbatch(
+        tmp_path, slurm_local, make_config, monkeypatch):
+    log = tmp_path / "sbatch.log"
+    _logged_sbatch(tmp_path / "bin", log)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
+        container={"image": "/images/train.sif", "runtime": "/nonexistent/apptainer"}))
+    with pytest.raises(BackendError, match=r"the container runtime '/nonexistent/apptainer' "
+                                           r"is not on PATH") as exc:
+        launch(fn_write_result, [{"i": 1}], backend="slurm", exp_prefix="ctrmissing",
+               config=env.config)
+    assert "\n" not in str(exc.value) and "`modules:`" in str(exc.value)
+    assert not log.exists()

@@ -66,7 +66,63 @@ def test_a_memory_kill_reads_oom_whatever_the_job_state():
     assert _merge(s.JobRow(state="FAILED", exit_code="0:9"), plain).state == State.FAILED
     script = s.status_script(["7"], "2026-01-01", ["/r/a b"], "python3",
                              sched_outputs=["/s/slurm-7_0.out"])
-    assert '["/r/a b", "/s/slurm-7_0.out"]' in script
+    assert '["/r/a b", "/s/slurm-7_0.out", null, null]' in script
+
+
+def test_the_record_reader_reads_only_runs_whose_line_changed(tmp_path):
+    """The reader gets each run's scheduler line of the last poll and this poll's lines: a
+    run whose line is the same is not read; a changed line, a run without a key and a run
+    the scheduler does not list (yet) are read. Pending array tasks come as ranges."""
+    import json
+    import subprocess
+    import sys
+
+    dirs = []
+    for name in ("same", "changed", "nokey", "unlisted", "pending"):
+        d = tmp_path / name
+        (d / ".chester").mkdir(parents=True)
+        (d / ".chester" / "run.json").write_text(json.dumps({"token": name}))
+        dirs.append(str(d))
+    sched = ("@@CHESTER-SACCT\n7_0|RUNNING|0:0|None|x|Unknown|n1\n"
+             "7_1|COMPLETED|0:0|None|x|y|n1\n7_2|RUNNING|0:0|None|x|Unknown|n1\n"
+             "8_[0-3%2]|PENDING|0:0|Priority|Unknown|Unknown|None assigned\n")
+    runs = [[dirs[0], None, "7_0", "RUNNING|0:0|None|x|Unknown|n1"],
+            [dirs[1], None, "7_1", "RUNNING|0:0|None|x|Unknown|n1"],
+            [dirs[2], None, "7_2", None],
+            [dirs[3], None, "9_0", "RUNNING|0:0|None|x|Unknown|n1"],
+            [dirs[4], None, "8_2", "PENDING|0:0|Priority|Unknown|Unknown|None assigned"]]
+    stdin = "".join(json.dumps(r) + "\n" for r in runs) + "@@CHESTER-ROWS\n" + sched
+    got = json.loads(subprocess.run([sys.executable, "-c", s.RECORD_READER], input=stdin,
+                                    capture_output=True, text=True, check=True).stdout)
+    assert got[dirs[0]] == {"same": True, "key": "RUNNING|0:0|None|x|Unknown|n1"}
+    # a pending line is the same only while its worker's record is: here there is none
+    assert got[dirs[4]]["exists"] and "same" not in got[dirs[4]]
+    pending_key = got[dirs[4]]["key"]
+    assert pending_key.endswith("|@-")
+    runs[4][3] = pending_key
+    stdin = "".join(json.dumps(r) + "\n" for r in runs) + "@@CHESTER-ROWS\n" + sched
+    again = json.loads(subprocess.run([sys.executable, "-c", s.RECORD_READER], input=stdin,
+                                      capture_output=True, text=True, check=True).stdout)
+    assert again[dirs[4]] == {"same": True, "key": pending_key}
+    (tmp_path / "pending" / ".chester" / "status.json").write_text('{"state": "running"}')
+    third = json.loads(subprocess.run([sys.executable, "-c", s.RECORD_READER], input=stdin,
+                                      capture_output=True, text=True, check=True).stdout)
+    assert third[dirs[4]]["status"] == {"state": "running"}  # the worker started: read
+    for d in dirs[1:4]:
+        assert got[d]["exists"] and "same" not in got[d], d
+    assert got[dirs[1]]["key"] == "COMPLETED|0:0|None|x|y|n1" and got[dirs[3]]["key"] is None
+    # a task listed under its job id at first, then under its own: read again
+    runs2 = [[dirs[0], None, "7_0", "^RUNNING|0:0|None|x|Unknown|n1"]]
+    stdin2 = json.dumps(runs2[0]) + "\n@@CHESTER-ROWS\n" + sched
+    own = json.loads(subprocess.run([sys.executable, "-c", s.RECORD_READER], input=stdin2,
+                                    capture_output=True, text=True, check=True).stdout)
+    assert "same" not in own[dirs[0]] and own[dirs[0]]["key"] == "RUNNING|0:0|None|x|Unknown|n1"
+    parent_only = "@@CHESTER-SACCT\n7|CANCELLED by 0|0:0|None|x|y|n1\n"
+    first = json.loads(subprocess.run(
+        [sys.executable, "-c", s.RECORD_READER], capture_output=True, text=True, check=True,
+        input=json.dumps([dirs[0], None, "7_0", None]) + "\n@@CHESTER-ROWS\n" + parent_only
+    ).stdout)
+    assert first[dirs[0]]["key"] == "^CANCELLED by 0|0:0|None|x|y|n1"
 
 
 def test_pending_reason_and_requeue_keep_identity():

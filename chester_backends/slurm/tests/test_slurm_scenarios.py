@@ -238,8 +238,9 @@ def test_logs_follow_until_the_run_ends(tmp_path, slurm_local, login_host, make_
 def test_singularity_wraps_only_the_python_command(tmp_path, slurm_local, make_config):
     """Apptainer/Singularity cannot be installed here: a stand-in with the same command line
     (``chester.testing.container_stand_in``) records its call and runs CMD on the host. The
-    seed's keys map onto the remote layer's container; the worker runs from chester's
-    runtime, its records land in the (bound) run folder and the run succeeds."""
+    seed's keys map onto the remote layer's container; the login-host check before the
+    first sbatch runs the Python through it with the jobs' binds; the worker runs from
+    chester's runtime, its records land in the (bound) run folder and the run succeeds."""
     from chester.remote import runtime
     from chester.testing import container_calls, container_stand_in
 
@@ -251,9 +252,17 @@ def test_singularity_wraps_only_the_python_command(tmp_path, slurm_local, make_c
                    exp_prefix="ctr", config=env.config)
     states = sweep.wait(timeout=WAIT, poll_interval=0.3, progress=False)
     assert set(states.values()) == {State.SUCCEEDED}
-    got = container_calls(calls)
-    assert len(got) == 2
+    every = container_calls(calls)
+    # the login-host check ran first, through the container as the jobs do (twice when the
+    # runtime was sent between: the check found it missing, then found it)
+    probes = [a for a in every if "-c" in a]
+    got = [a for a in every if "worker" in a]
+    assert len(got) == 2 and every[:len(probes)] == probes and 1 <= len(probes) <= 2
     rt = runtime.build().name
+    for probe in probes:
+        i = probe.index("/images/train.sif")
+        assert probe[i + 1:i + 3] == ["python3", "-c"]
+        assert probe[:i] == got[0][:got[0].index("/images/train.sif")]  # same binds
     for argv in got:
         i = argv.index("/images/train.sif")
         assert argv[0] == "exec" and "--nv" not in argv

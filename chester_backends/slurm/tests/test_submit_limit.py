@@ -1,19 +1,16 @@
-"""A per-user submit limit smaller than the sweep, on the real test SLURM: what fits is
-submitted and has handles at once, the rest waits ("waiting to submit: <limit>") and is
-submitted by later polls as the queue drains; every run runs exactly once.
-
-The test cluster's slurmdbd does not load user associations, so SLURM itself cannot
-enforce ``MaxSubmitJobsPerUser`` here: an ``sbatch`` in front of the real one refuses, with
-sbatch's own words, a job that would take the user's queued array tasks (``squeue -r``)
-past the limit, and otherwise runs the real ``sbatch``."""
+"""A per-user submit limit smaller than the sweep, enforced by the real test SLURM: a QOS
+with ``MaxSubmitJobsPerUser`` set through slurmdbd (``sacctmgr``), the user's only and
+default QOS, ``AccountingStorageEnforce=associations,limits,qos``. sbatch itself refuses
+with ``QOSMaxSubmitJobPerUserLimit``; chester submits what fits and gives those runs
+handles, the rest waits ("waiting to submit: QOSMaxSubmitJobPerUserLimit") and
+``chester monitor`` submits it as the queue drains; every run runs exactly once."""
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
-import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,30 +18,33 @@ from chester.errors import BackendError
 from chester.launcher import launch
 from chester.testing import ConformanceEnv
 from chester.types import State
+from tests.infra import InfraUnavailable, skip_or_fail
+from tests.infra.slurm import SlurmCluster, SlurmFactory
 
 WAIT = 240
+LIMIT = 4  # the QOS's MaxSubmitJobsPerUser; each array task counts
+CHESTER = [sys.executable, "-m", "chester.cli"]
 
 
-def _limited_sbatch(folder: Path, limit: int) -> Path:
-    real = subprocess.run(["bash", "-c", "command -v sbatch"], capture_output=True,
-                          text=True).stdout.strip()
-    folder.mkdir(parents=True, exist_ok=True)
-    shim = folder / "sbatch"
-    shim.write_text(f"""#!/bin/bash
-script="${{@: -1}}"
-tasks=1
-spec=$(sed -n 's/^#SBATCH --array=\\([0-9]*\\)-\\([0-9]*\\).*/\\1 \\2/p' "$script" | head -n 1)
-if [ -n "$spec" ]; then tasks=$(( ${{spec#* }} - ${{spec% *}} + 1 )); fi
-queued=$(squeue -h -r -u "$(id -un)" | wc -l)
-if [ $((queued + tasks)) -gt {limit} ]; then
-  echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2
-  echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)" >&2
-  exit 1
-fi
-exec {real} "$@"
-""")
-    shim.chmod(0o755)
-    return folder
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory) -> Iterator[SlurmCluster]:
+    """A cluster whose user may have at most LIMIT jobs queued (MaxArraySize 5), from a
+    factory of its own: its MariaDB has the system tables slurmdbd's associations need."""
+    factory = SlurmFactory(tmp_path_factory.mktemp("slurm-qos"), system_tables=True)
+    try:
+        try:
+            cluster = factory.get(max_array_size=5, accounting=True, submit_limit=LIMIT)
+        except InfraUnavailable as e:
+            skip_or_fail(f"slurm: {e}")
+            raise  # not reached
+        yield cluster
+    finally:
+        factory.stop()
+
+
+def _config(cluster: SlurmCluster, **options) -> dict:
+    return {"backends": {"slurm": {"type": "slurm", "poll_interval": 0.3,
+                                   "scheduler_env": dict(cluster.env), **options}}}
 
 
 def fn_count(variant, log_dir, exp_name):
@@ -56,45 +56,54 @@ def fn_count(variant, log_dir, exp_name):
     _time.sleep(variant["sleep"])
 
 
-def test_a_submit_limit_smaller_than_the_sweep(tmp_path, slurm_local, make_config, monkeypatch):
+def _sbatch_refuses_past_the_limit(cluster: SlurmCluster, tmp_path) -> None:
+    """The limit is SLURM's own: an array of LIMIT + 1 tasks is refused by sbatch."""
+    script = tmp_path / "probe.sh"
+    script.write_text("#!/bin/bash\ntrue\n")
+    r = cluster.run(["sbatch", "--parsable", f"--array=0-{LIMIT}", str(script)], check=False,
+                    cwd=tmp_path)
+    assert r.returncode != 0 and "QOSMaxSubmitJobPerUserLimit" in r.stderr, r
+
+
+def test_a_submit_limit_smaller_than_the_sweep(tmp_path, limited):
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    size = slurm_local.max_array_size  # arrays of `size` tasks; the limit holds one
-    monkeypatch.setenv("PATH", f"{_limited_sbatch(tmp_path / 'bin', size + 1)}:"
-                               f"{os.environ['PATH']}")
-    n = 2 * size + 2  # chunks of size, size, 2
-    env = ConformanceEnv.create(tmp_path, backend="slurm",
-                                config=make_config(poll_interval=0.3))
+    _sbatch_refuses_past_the_limit(limited, tmp_path)
+    n = 10  # arrays of 3 (max_array_size): 3, 3, 3, 1; the limit holds one at a time
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=_config(
+        limited, max_array_size=3))
     sweep = launch(fn_count, [{"i": i, "sleep": 1} for i in range(n)], backend="slurm",
                    exp_prefix="limit", config=env.config)
     rows = [sweep.store.run(r.id) for r in sweep.runs]
-    assert sum(1 for r in rows if r.remote_id) == size  # the first chunk has handles now
-    first = sweep.status()
-    waiting = [r for r in sweep.runs if (sweep.store.run(r.id).pending_reason or "")
-               .startswith("waiting to submit: QOSMaxSubmitJobPerUserLimit")]
-    assert waiting, first
-    states = sweep.wait(timeout=WAIT, poll_interval=0.3, progress=False)
-    assert set(states.values()) == {State.SUCCEEDED}, states
+    assert sum(1 for r in rows if r.remote_id) == 3  # the first chunk has handles now
+    # `chester status` says why the others wait
+    st = subprocess.run([*CHESTER, "status", "limit", "--json"], cwd=env.project,
+                        capture_output=True, text=True, timeout=120)
+    assert st.returncode == 0, st.stderr
+    reasons = [r.get("pending_reason") or "" for r in json.loads(st.stdout)["runs"]]
+    assert any(x.startswith("waiting to submit: QOSMaxSubmitJobPerUserLimit")
+               for x in reasons), reasons
+    # `chester monitor` submits the rest as room frees, and pulls every run
+    mo = subprocess.run([*CHESTER, "monitor", "limit", "--interval", "0.3", "--timeout",
+                         str(WAIT)], cwd=env.project, capture_output=True, text=True,
+                        timeout=WAIT + 60)
+    assert mo.returncode == 0, mo.stdout + mo.stderr
+    assert f"{n} succeeded" in mo.stdout, mo.stdout
+    states = {sweep.store.run(r.id).state for r in sweep.runs}
+    assert states == {State.SUCCEEDED}, states
     for r in sweep.runs:
         assert (r.log_dir / "ran.txt").read_text() == "x\n"  # exactly once
+    jobs = {(sweep.store.run(r.id).remote_id or "").split("_")[0] for r in sweep.runs}
+    assert len(jobs) == 4 and "" not in jobs  # four sbatch calls, each accepted once
     last = sweep.store.run(sweep.runs[-1].id)
     assert last.handle.remote_id is None and last.remote_id  # its id came with a poll
 
 
-def test_a_chunk_larger_than_the_limit_is_one_line(tmp_path, slurm_local, make_config,
-                                                   monkeypatch):
-    size = slurm_local.max_array_size
-    monkeypatch.setenv("PATH", f"{_limited_sbatch(tmp_path / 'bin', size - 1)}:"
-                               f"{os.environ['PATH']}")
-    deadline = time.monotonic() + 60  # the queue of earlier tests must be empty
-    while subprocess.run(["squeue", "-h", "-r"], capture_output=True, text=True,
-                         env=slurm_local.environ()).stdout.strip():
-        if time.monotonic() > deadline:
-            pytest.skip("the test cluster's queue did not drain")
-        time.sleep(0.5)
-    env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config())
+def test_a_chunk_larger_than_the_limit_is_one_line(tmp_path, limited):
+    limited.wait_idle(120)  # none of the user's jobs queued
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=_config(limited))
     with pytest.raises(BackendError, match="set max_array_size below your submit limit") as e:
-        launch(fn_count, [{"i": i, "sleep": 0} for i in range(size)], backend="slurm",
+        launch(fn_count, [{"i": i, "sleep": 0} for i in range(5)], backend="slurm",
                exp_prefix="toolarge", config=env.config)
     assert "QOSMaxSubmitJobPerUserLimit" in str(e.value) and "\n" not in str(e.value)

@@ -60,6 +60,9 @@ REST_NAME = "submit-rest.sh"  # submits the jobs a submit limit held back
 _CLUSTER: dict[tuple[str, str | None], dict[str, int]] = {}
 _PACERS: dict[tuple[str, str | None], scheduler.Pacer] = {}
 _CACHE: dict[tuple[str, str | None], dict[str, RunStatus]] = {}
+#: per run (token), what the last poll of this process saw: its scheduler line (the key
+#: the status script compares, so unchanged runs' records are not read) and its status
+_SEEN: dict[tuple[str, str | None], dict[str, tuple[str | None, str | None, RunStatus]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -209,9 +212,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     if opts.cuda_module and any(render._gpus(res) for res in resources):
         mods.append(opts.cuda_module)
     prelude = render.module_check_lines(mods) + prelude
-    prelude += runtime.guard_lines(opts.python, rt_remote,
-                                   setup=[f"cd {shlex.quote(project_dir)}",
-                                          *shell.setup_lines(backend, project_dir)])
+    prelude += probe_lines(backend, resources, rt_remote, project_dir, stage_root, mods)
     # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
     checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
@@ -236,6 +237,46 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
               "local_root": str(local_root), "run_rels": run_rels,
               "max_array_size": max_array_size, "project_dir": project_dir,
               "runtime_rel": rt_rel})
+
+
+def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
+                rt_remote: str, project_dir: str, stage_root: str,
+                modules: Sequence[str]) -> list[str]:
+    """Submit-script lines that check, before any ``sbatch``, that the jobs' Python runs
+    chester's runtime the way the jobs will run it: after the modules (where a module
+    system is loaded), the package manager's activation and the ``env`` option (not the
+    prepare commands, which are for compute nodes), and inside the container
+    with the jobs' binds when the runs use one (one check per distinct container; runs
+    without one are checked on the host first). The script stops with
+    :data:`runtime.EXIT_BAD_PYTHON` / :data:`runtime.EXIT_NO_RUNTIME`."""
+    from chester.remote import container as ctr
+
+    opts: SlurmOptions = backend.options
+    q = shlex.quote
+    setup = [f"cd {q(project_dir)}"]
+    if modules:
+        setup.append("if type module >/dev/null 2>&1; then "
+                     + "; ".join(f"module load {q(m)} >/dev/null 2>&1" for m in modules)
+                     + "; fi")
+    setup += shell.setup_lines(backend, project_dir)
+    # the environment the jobs get (not the prepare commands: they are for compute nodes)
+    setup += [f"export {k}={q(str(v))}" for k, v in (opts.env or {}).items()]
+    containers: list[Any] = []
+    seen: set[int] = set()
+    for res in resources:
+        if id(res) in seen:
+            continue
+        seen.add(id(res))
+        c = ctr.resolve(opts, res, backend=backend.name)
+        if c not in containers:
+            containers.append(c)
+    containers.sort(key=lambda c: c is not None)  # the host's Python first
+    lines: list[str] = []
+    for c in containers:
+        via = None if c is None else (ctr.env_lines(c),
+                                      ctr.wrap([], c, binds=[project_dir, stage_root]))
+        lines += runtime.guard_lines(opts.python, rt_remote, setup=setup, container=via)
+    return lines
 
 
 @hookimpl
@@ -465,10 +506,15 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
             return None, held
         ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
         known = _CLUSTER.get(_key(backend), {})
+        with _LOCK:
+            seen = dict(_SEEN.get(_key(backend), {}))
         script = scheduler.status_script(ids, _start_date(handles),
                                          [h.remote_dir for h in handles], opts.python,
                                          accounting=bool(known.get("accounting", 1)),
-                                         sched_outputs=[_sched_output(h) for h in handles])
+                                         sched_outputs=[_sched_output(h) for h in handles],
+                                         task_ids=[h.remote_id for h in handles],
+                                         keys=[_last_key(h, seen.get(h.token))
+                                               for h in handles])
         res = ex.run_script(script, timeout=120, check=False)
     finally:
         if own:
@@ -485,17 +531,46 @@ def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
     if source == "squeue" and known.get("accounting", 1):
         _CLUSTER.setdefault(_key(backend), {})["accounting"] = 0  # ask squeue directly next
     out: dict[str, RunStatus] = {}
+    now: dict[str, tuple[str | None, str | None, RunStatus]] = {}
     for h in handles:
         rid = h.remote_id or ""
+        rec = records.get(h.remote_dir) or {}
+        last = seen.get(h.token)
+        if rec.get("same") and last is not None:  # its line is unchanged: so is its state
+            out[h.token] = last[2]
+            now[h.token] = last
+            continue
         row = rows.get(rid)
         if row is None and "_" in rid:
             parent = rows.get(rid.split("_", 1)[0])
             if parent is not None and parent.state == "PENDING":
                 row = parent
-        out[h.token] = scheduler.merge(row, records.get(h.remote_dir), token=h.token,
+        out[h.token] = scheduler.merge(row, rec, token=h.token,
                                        remote_id=rid, host=h.host, kind=h.get("kind") or "array",
                                        source=source, depends=h.get("after") is not None)
+        now[h.token] = (rec.get("key"), rid, out[h.token])
+    with _LOCK:
+        mine = _SEEN.setdefault(_key(backend), {})
+        for token, entry in now.items():
+            if entry[2].state.terminal:  # never polled again
+                mine.pop(token, None)
+            else:
+                mine[token] = entry
     return source, {**out, **held}
+
+
+def _last_key(h: RunHandle, last: tuple[str | None, str | None, RunStatus] | None
+              ) -> str | None:
+    """The scheduler line a run had at the last poll, when its records need not be read
+    again while that line stays the same; ``None`` (read them) for a run not seen yet, a
+    run whose worker had not written its record yet while its job ran, and a serial step
+    (its job's line does not change while its steps run)."""
+    if last is None or last[1] != h.remote_id or h.get("kind") == "serial":
+        return None
+    key, _rid, status = last
+    if status.state == State.RUNNING and status.started_at is None:
+        return None
+    return key
 
 
 @hookimpl

@@ -26,9 +26,16 @@ MARK_SACCT = "@@CHESTER-SACCT"
 MARK_SQUEUE = "@@CHESTER-SQUEUE"
 MARK_RECORDS = "@@CHESTER-RECORDS"
 
-#: Reads each run folder's records (paths on stdin) and prints one JSON object. Plain
-#: Python: the login host needs no chester for it, and it never looks at process ids (the
-#: run lives on a compute node).
+MARK_ROWS = "@@CHESTER-ROWS"
+
+#: Reads run folders' records and prints one JSON object by folder. Its stdin: one JSON line
+#: per run (``[folder, scheduler output file, task id, key]``), then a ``@@CHESTER-ROWS``
+#: line and the scheduler's answer of this poll (sacct/squeue lines). A run's key is its
+#: scheduler line of the last poll (without the id; for a pending line, plus the identity of
+#: its ``status.json``: one ``stat``, as sacct may say PENDING while the worker runs): when
+#: it is the same now, the folder is not read (``{"same": true}``); a run without a key, or
+#: without a line now, is read. Every answer carries the run's key of this poll. Plain Python: the login host needs no chester
+#: for it, and it never looks at process ids (the run lives on a compute node).
 RECORD_READER = r"""
 import json, os, sys
 def rd(p):
@@ -45,18 +52,55 @@ def tail(p, n=20, size=8192):
         return None
     text = data.decode("utf-8", "replace").rstrip("\n")
     return "\n".join(text.splitlines()[-n:]) or None
+def expand(jid):
+    if not (jid.endswith("]") and "_[" in jid):
+        return [jid]
+    base, spec = jid[:-1].split("_[", 1)
+    ids = []
+    for part in spec.split("%")[0].split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            ids += ["%s_%d" % (base, i) for i in range(int(a), int(b) + 1)]
+        elif part:
+            ids.append("%s_%s" % (base, part))
+    return ids
+runs, _, sched = ("\n" + sys.stdin.read()).partition("\n@@CHESTER-ROWS\n")
+rows = {}
+for line in sched.splitlines():
+    parts = line.split("|")
+    if len(parts) >= 3 and parts[0][:1].isdigit():
+        for jid in expand(parts[0]):
+            rows[jid] = "|".join(parts[1:])
 out = {}
-for line in sys.stdin.read().splitlines():
+for line in runs.splitlines():
     if not line:
         continue
-    d, sched_out = json.loads(line)
+    entry = json.loads(line) + [None, None]
+    d, sched_out, rid, prev = entry[:4]
+    key = rows.get(rid) if rid else None
+    if key is None and rid and "_" in rid and rid.split("_", 1)[0] in rows:
+        # the array's own line (sacct lists a task under its job id at first): not the
+        # task's, so the task's own line, even with the same words, is a change
+        key = "^" + rows[rid.split("_", 1)[0]]
+    if key is not None and key.lstrip("^").startswith("PENDING"):
+        # sacct lags: a pending line can stay while the worker runs and even ends (a
+        # requeued job longest), so its record's identity (one stat) is part of the key
+        try:
+            s = os.stat(os.path.join(d, ".chester", "status.json"))
+            key += "|@%d:%d:%d" % (s.st_ino, s.st_size, s.st_mtime_ns)
+        except OSError:
+            key += "|@-"
+    if key is not None and key == prev:
+        out[d] = {"same": True, "key": key}
+        continue
     meta = rd(os.path.join(d, ".chester", "run.json"))
     st = rd(os.path.join(d, ".chester", "status.json"))
     ok = st is not None and st.get("state") == "succeeded"
     out[d] = {"token": (meta or {}).get("token"), "exists": meta is not None, "status": st,
               "done": os.path.exists(os.path.join(d, ".done")),
               "tail": None if ok else tail(os.path.join(d, "stderr.log")),
-              "sched_tail": None if ok or not sched_out else tail(sched_out, 8, 4096)}
+              "sched_tail": None if ok or not sched_out else tail(sched_out, 8, 4096),
+              "key": key}
 print(json.dumps(out))
 """
 
@@ -108,36 +152,49 @@ def parse_cluster_info(text: str) -> dict[str, int]:
 
 def status_script(job_ids: Sequence[str], start_date: str, run_dirs: Sequence[str],
                   python: str, *, accounting: bool = True, with_records: bool = True,
-                  sched_outputs: Sequence[str | None] | None = None) -> str:
-    """One scheduler query for every job, then the records of every run folder.
+                  sched_outputs: Sequence[str | None] | None = None,
+                  task_ids: Sequence[str | None] | None = None,
+                  keys: Sequence[str | None] | None = None) -> str:
+    """One scheduler query for every job, then the records of the run folders whose
+    scheduler line changed.
 
     ``sched_outputs`` are the jobs' own output files (``#SBATCH --output``), one per run
-    folder, where slurmstepd says why it killed a job.
+    folder, where slurmstepd says why it killed a job. ``task_ids`` (``12_3``) and ``keys``
+    (each run's scheduler line of the last poll, or ``None`` to read its records whatever
+    the line says) decide which folders are read (:data:`RECORD_READER`); without them
+    every folder is read.
 
     ``sacct`` when the cluster keeps accounting (falling back to ``squeue`` if it answers
     that accounting is disabled); ``squeue -t all`` alone when we know it does not.
     """
     ids = ",".join(job_ids)
-    lines = []
+    lines = ["sched="]
     if job_ids and not accounting:
-        lines += [f"echo {MARK_SQUEUE}; squeue -h -r -t all -j {q(ids)} -o {q(SQUEUE_FORMAT)} "
-                  "2>&1 || true"]
+        lines += [f"sched=$(echo {MARK_SQUEUE}; squeue -h -r -t all -j {q(ids)} "
+                  f"-o {q(SQUEUE_FORMAT)} 2>&1 || true)"]
     elif job_ids:
         lines += [
             f"if out=$(sacct -X -P -n -j {q(ids)} --starttime={q(start_date)} "
             f"-o {SACCT_FIELDS} 2>&1); then",
-            f"  echo {MARK_SACCT}; printf '%s\\n' \"$out\"",
+            f"  sched=$(echo {MARK_SACCT}; printf '%s\\n' \"$out\")",
             "else",
-            f"  echo {MARK_SQUEUE}; squeue -h -r -t all -j {q(ids)} -o {q(SQUEUE_FORMAT)} "
-            "2>&1 || true",
+            f"  sched=$(echo {MARK_SQUEUE}; squeue -h -r -t all -j {q(ids)} "
+            f"-o {q(SQUEUE_FORMAT)} 2>&1 || true)",
             "fi",
         ]
+    lines.append('[ -z "$sched" ] || printf \'%s\\n\' "$sched"')
     if with_records:
+        n = len(run_dirs)
+        outs = list(sched_outputs) if sched_outputs is not None else [None] * n
+        tids = list(task_ids) if task_ids is not None else [None] * n
+        prev = list(keys) if keys is not None else [None] * n
         lines.append(f"echo {MARK_RECORDS}")
-        lines.append(f"{q(python)} -c {q(RECORD_READER)} <<'CHESTER_RUN_DIRS'")
-        outs = list(sched_outputs) if sched_outputs is not None else [None] * len(run_dirs)
-        lines.extend(json.dumps([d, o]) for d, o in zip(run_dirs, outs, strict=True))
+        lines.append("{ cat <<'CHESTER_RUN_DIRS'")
+        lines.extend(json.dumps([d, o, t, k]) for d, o, t, k in
+                     zip(run_dirs, outs, tids, prev, strict=True))
         lines.append("CHESTER_RUN_DIRS")
+        lines.append(f"echo {MARK_ROWS}; printf '%s\\n' \"$sched\"; }} | "
+                     f"{q(python)} -c {q(RECORD_READER)}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,9 @@
 set -euo pipefail
 scontrol show config | awk -v want='' '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } END { if (want != "" && size != want) exit 3 }'
-chester_probe=$( { cd /scratch/me/proj; if [ -f /scratch/me/proj/.chester/runtime/RUNTIME.pyz ]; then echo 'chester-probe runtime=1'; else echo 'chester-probe runtime=0'; fi; if command -v python3 >/dev/null 2>&1; then python3 -c 'import sys; print('"'"'chester-probe python=%d.%d.%d %s'"'"' % (sys.version_info[:3] + (sys.executable,)))' || echo 'chester-probe python=broken'; else echo 'chester-probe python=missing'; fi; } 2>/dev/null || true )
+chester_probe=$( { cd /scratch/me/proj; if [ -f /scratch/me/proj/.chester/runtime/RUNTIME.pyz ]; then echo 'chester-probe runtime=1'; else echo 'chester-probe runtime=0'; fi; if command -v python3 >/dev/null 2>&1; then python3 -c 'exec("import os, sys\nprint('"'"'chester-probe python=%d.%d.%d %s'"'"' % (sys.version_info[:3] + (sys.executable,)))\nrt = '"'"'/scratch/me/proj/.chester/runtime/RUNTIME.pyz'"'"'\nif os.path.isfile(rt):\n    try:\n        sys.path.insert(0, rt)\n        import chester.worker\n        print('"'"'chester-probe import=ok'"'"')\n    except BaseException as e:\n        print('"'"'chester-probe import=%s: %s'"'"' % (type(e).__name__, str(e).replace('"'"'\\n'"'"', '"'"' '"'"')))")' || echo 'chester-probe python=broken'; else echo 'chester-probe python=missing'; fi; } 2>/dev/null || true )
 printf '%s\n' "$chester_probe"
 case "$chester_probe" in *"chester-probe python=X.Y."*) ;; *) exit 7;; esac
+case "$chester_probe" in *"chester-probe import="*) case "$chester_probe" in *"chester-probe import=ok"*) ;; *) exit 7;; esac;; esac
 case "$chester_probe" in *"chester-probe runtime=0"*) exit 6;; esac
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
