@@ -1,6 +1,8 @@
 """Before its time limit a run is warned (``--signal=B:USR1@lead``), saves a checkpoint and
 asks to be requeued; the next attempt knows it is a resumption and finishes: on the real
-test SLURM, with a one-minute limit."""
+test SLURM, with a three-minute limit and a 45 s lead. SLURM may send the warning up to 60 s
+early (sbatch(1), --signal), so the limit leaves more than lead + 60 s: with a one-minute
+limit the warning can come as an attempt starts, and the resumed attempt is warned too."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from chester.launcher import launch
 from chester.testing import ConformanceEnv
 from chester.types import State
 
-WAIT = 600  # a requeued job waits a while before it may start again
+WAIT = 900  # a requeued job waits a while before it may start again
 
 
 def fn_train_with_checkpoints(variant, log_dir, exp_name):
@@ -41,7 +43,7 @@ def test_warned_checkpointed_requeued_resumed(tmp_path, slurm_local, make_config
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
-        time=1, signal_lead=45))
+        time=3, signal_lead=45))
     sweep = launch(fn_train_with_checkpoints, [{"i": 1}], backend="slurm",
                    exp_prefix="ckpt", config=env.config)
     states = sweep.wait(timeout=WAIT, poll_interval=1.0, progress=False)
