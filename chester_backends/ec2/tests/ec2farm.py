@@ -319,3 +319,58 @@ def ec2_config(**over):
             "tags": {"team": "ml"}}
     opts.update(over)
     return {"backends": {"ec2": opts}}
+
+
+# -- the test files' own project module, launches and waits ---------------------------------
+def project_env(tmp_path, module: str, source: str, **over):
+    """A conformance project for the ec2 backend whose ``<module>.py`` holds ``source``."""
+    from chester.testing import ConformanceEnv
+
+    env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(**over))
+    (env.project / f"{module}.py").write_text(source)
+    return env
+
+
+def importable(tmp_path, monkeypatch, module: str):
+    """Make the project's ``module`` importable for one test (a generator for a fixture)."""
+    monkeypatch.syspath_prepend(str(tmp_path / "project"))
+    sys.modules.pop(module, None)
+    yield
+    sys.modules.pop(module, None)
+
+
+def launch_fn(env, module: str, fn: str, variants, prefix: str, **kw):
+    """Launch the project module's ``fn`` over ``variants`` on ec2, retries without sleeping."""
+    import importlib
+
+    from chester.dispatch import Dispatcher
+    from chester.launcher import launch
+
+    disp = kw.pop("dispatcher", None) or Dispatcher(sleep=lambda s: None)
+    importlib.invalidate_caches()
+    mod = importlib.import_module(module)
+    return launch(getattr(mod, fn), variants, backend="ec2", exp_prefix=prefix,
+                  config=env.config, dispatcher=disp, **kw)
+
+
+def until(fn, timeout=45.0, what="condition"):
+    """Poll ``fn`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    end = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        assert time.time() < end, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def s3_keys(prefix=""):
+    """Every key of the test bucket under ``prefix``."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="chester-test",
+                                                             Prefix=prefix):
+        out += [o["Key"] for o in page.get("Contents", ())]
+    return out

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import boto3
 import pytest
-from ec2farm import REGION, ec2_config  # type: ignore[import-not-found]
-
-from chester.testing import ConformanceEnv
+from ec2farm import (  # type: ignore[import-not-found]
+    REGION,
+    importable,
+    launch_fn,
+    project_env,
+    s3_keys,
+    until,
+)
 
 FNS = r"""
 import json
@@ -39,50 +43,19 @@ def fn_progress(variant, log_dir, exp_name):
 
 
 def _env(tmp_path, **over):
-    env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(**over))
-    (env.project / "ec2fns.py").write_text(FNS)
-    return env
+    return project_env(tmp_path, "ec2fns", FNS, **over)
 
 
 @pytest.fixture(autouse=True)
 def _fns_importable(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path / "project"))
-    sys.modules.pop("ec2fns", None)
-    yield
-    sys.modules.pop("ec2fns", None)
+    yield from importable(tmp_path, monkeypatch, "ec2fns")
 
 
 def _launch(env, variants, prefix, **kw):
-    from chester.dispatch import Dispatcher
-    from chester.launcher import launch
-
-    disp = kw.pop("dispatcher", None) or Dispatcher(sleep=lambda s: None)
-    import importlib
-
-    importlib.invalidate_caches()
-    import ec2fns  # type: ignore[import-not-found]
-
-    return launch(ec2fns.fn_progress, variants, backend="ec2", exp_prefix=prefix, config=env.config,
-                  dispatcher=disp, **kw)
+    return launch_fn(env, "ec2fns", "fn_progress", variants, prefix, **kw)
 
 
-def _until(fn, timeout=45.0, what="condition"):
-    end = time.time() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.time() < end, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def _s3_keys(prefix=""):
-    s3 = boto3.client("s3", region_name=REGION)
-    out = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="chester-test",
-                                                             Prefix=prefix):
-        out += [o["Key"] for o in page.get("Contents", ())]
-    return out
+_until, _s3_keys = until, s3_keys
 
 
 def _notice(sweep, run) -> bool:

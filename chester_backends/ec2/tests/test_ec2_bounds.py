@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import time
 from contextlib import redirect_stdout
 
 import boto3
 import pytest
-from ec2farm import REGION, ec2_config  # type: ignore[import-not-found]
+from ec2farm import (  # type: ignore[import-not-found]
+    REGION,
+    importable,
+    launch_fn,
+    project_env,
+    s3_keys,
+    until,
+)
 
 from chester.errors import BackendError, UserError
-from chester.testing import ConformanceEnv
 
 FNS = r"""
 import json
@@ -64,40 +69,19 @@ def fn_bounded(variant, log_dir, exp_name):
 
 
 def _env(tmp_path, **over):
-    env = ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(**over))
-    (env.project / "ec2bounds.py").write_text(FNS)
-    return env
+    return project_env(tmp_path, "ec2bounds", FNS, **over)
 
 
 @pytest.fixture(autouse=True)
 def _fns_importable(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path / "project"))
-    sys.modules.pop("ec2bounds", None)
-    yield
-    sys.modules.pop("ec2bounds", None)
+    yield from importable(tmp_path, monkeypatch, "ec2bounds")
 
 
 def _launch(env, variants, prefix, **kw):
-    import importlib
-
-    from chester.dispatch import Dispatcher
-    from chester.launcher import launch
-
-    importlib.invalidate_caches()
-    import ec2bounds  # type: ignore[import-not-found]
-
-    return launch(ec2bounds.fn_bounded, variants, backend="ec2", exp_prefix=prefix,
-                  config=env.config, dispatcher=Dispatcher(sleep=lambda s: None), **kw)
+    return launch_fn(env, "ec2bounds", "fn_bounded", variants, prefix, **kw)
 
 
-def _until(fn, timeout=45.0, what="condition"):
-    end = time.time() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.time() < end, f"timed out waiting for {what}"
-        time.sleep(0.2)
+_until, _s3_keys = until, s3_keys
 
 
 def _ec2():
@@ -117,15 +101,6 @@ def _instances(state=None, sweep=None):
 def _istate(iid):
     return _ec2().describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0][
         "State"]["Name"]
-
-
-def _s3_keys(prefix=""):
-    s3 = boto3.client("s3", region_name=REGION)
-    out = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="chester-test",
-                                                             Prefix=prefix):
-        out += [o["Key"] for o in page.get("Contents", ())]
-    return out
 
 
 def _forget(iid):
@@ -423,7 +398,7 @@ def test_a_refused_requeue_is_the_runs_pending_reason_not_a_failed_status(tmp_pa
     from chester_backend_ec2 import aws
 
     env = _env(tmp_path, max_requeues=1)
-    sweep = _launch(env, [{"seconds": 1}], "quota")
+    sweep = _launch(env, [{"seconds": 8}], "quota")  # still running when the notice comes
     run = sweep.runs[0]
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
     ec2 = aws.client("ec2", env.config.backend("ec2").options)

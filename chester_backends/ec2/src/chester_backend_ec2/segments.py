@@ -13,19 +13,11 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-SEG = ".chester-seg/"
+# the layout is the agent's (it runs on the instance without chester, so it holds it)
+from chester_backend_ec2.agent import SEG
+from chester_backend_ec2.agent import parse_seg as parse
 
-
-def parse(rel: str) -> tuple[str, int, int] | None:
-    """``(file rel, generation, offset)`` of a segment's rel path, else None."""
-    base, sep, rest = rel.partition(SEG)
-    if not sep or not base:
-        return None
-    gen, _, off = rest.partition("/")
-    try:
-        return base, int(gen), int(off)
-    except ValueError:
-        return None
+__all__ = ["SEG", "files", "list_file", "parse", "read"]
 
 
 def files(objs: Iterable[Mapping[str, Any]], prefix: str) -> dict[str, dict[str, Any]]:
