@@ -74,6 +74,9 @@ PER_MODE_KEYS = ("host_address", "remote_dir", "remote_log_dir", "remote_header"
                  "cuda_module", "simg_path", "remote_mount_option")
 LEGACY_OPTION_NAMES = {"host_address": "host"}
 SEED_SLURM_MODES = ("gl", "seuss", "psc", "satori")
+#: The earlier chester's local Singularity modes: the local backend inside the image
+#: ``simg_path[local_singularity]`` (``singularity`` was its older name).
+LOCAL_SINGULARITY_MODES = ("local_singularity", "singularity")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                list: "a list", dict: "a mapping", tuple: "a list"}
 
@@ -106,6 +109,7 @@ class ChesterConfig:
     def backend_names(self) -> list[str]:
         names = set(self.values["backends"]) | set(self.values["ssh_hosts"])
         names |= set(self.values["host_address"])
+        names |= set(LOCAL_SINGULARITY_MODES) & set(self.values["simg_path"])
         return sorted(names | {"local"})
 
     def backend_raw(self, name: str) -> tuple[str, dict[str, Any], str]:
@@ -131,6 +135,13 @@ class ChesterConfig:
             return "ssh", legacy, f"{self.where()} ssh_hosts"
         if name == "autobot" and v.get("autobot_nodelist"):
             legacy["nodes"] = list(v["autobot_nodelist"])
+        if name in LOCAL_SINGULARITY_MODES:
+            opts = _local_singularity(v)
+            if "simg_path" not in opts:
+                raise ConfigError(self.where(), f"simg_path.{name}", "missing: mode "
+                                  f"{name!r} runs locally inside that image",
+                                  f"set `simg_path: {{{name}: /path/to/image.sif}}`")
+            return "local", opts, f"{self.where()} simg_path"
         return name, legacy, (self.where() if legacy else "<implicit>")
 
     def backend(self, name: str, manager: Any = None) -> BackendConfig:
@@ -162,6 +173,19 @@ class ChesterConfig:
             package_manager=v["package_manager"], conda_env=v["conda_env"],
             conda_command=v["conda_command"], sync_on_launch=v["sync_on_launch"],
         )
+
+
+def _local_singularity(v: Mapping[str, Any]) -> dict[str, Any]:
+    """The local backend's options for the seed's ``local_singularity`` mode: the image and
+    binds under either mode name (the seed read ``simg_path['local_singularity']``)."""
+    opts: dict[str, Any] = {"use_singularity": True}
+    for key in ("simg_path", "remote_mount_option"):
+        table = v.get(key) or {}
+        for mode in LOCAL_SINGULARITY_MODES:
+            if mode in table:
+                opts[key] = table[mode]
+                break
+    return opts
 
 
 # -- typed option building --------------------------------------------------------------------

@@ -114,3 +114,69 @@ def test_another_python_without_chester_runs_from_the_runtime(tmp_path, monkeypa
         {"succeeded"}
     rec = json.loads((sweep.runs[0].log_dir / "where.json").read_text())
     assert rec["python"] == bare and rec["chester"].startswith(str(runtime.build().path))
+
+
+SEED_SCRIPT = '''
+import json, os, sys
+from chester.run_exp import VariantGenerator, run_experiment_lite
+
+def train(variant, log_dir, exp_name):
+    with open(os.path.join(log_dir, "out.json"), "w") as f:
+        json.dump({"v": variant["v"], "image": os.environ.get("CHESTER_TEST_IMAGE")}, f)
+
+vg = VariantGenerator()
+vg.add("v", ["it's $(id)", "\\u00e9\\n2"])
+for v in vg.variants():
+    run_experiment_lite(stub_method_call=train, variant=v, mode=sys.argv[1],
+                        exp_prefix=sys.argv[2], variations=vg.variations())
+'''
+
+
+@pytest.mark.parametrize("mode", ["local_singularity", "singularity"])
+def test_the_seeds_local_singularity_mode_runs_locally_inside_its_image(tmp_path, mode):
+    """The seed's ``mode="local_singularity"`` (and its older name ``singularity``): the local
+    backend inside ``simg_path[local_singularity]``, with its ``remote_mount_option`` bound,
+    blocking as the seed did. Run as a script that exits, with no ``backends`` entry."""
+    import subprocess
+
+    import yaml
+
+    bin_dir = tmp_path / "bin"
+    shim, calls = container_stand_in(bin_dir, "singularity")
+    project = tmp_path / "proj"
+    (project / ".git").mkdir(parents=True)
+    (project / "chester.yaml").write_text(yaml.safe_dump({
+        "simg_path": {"local_singularity": "/images/seed.simg"},
+        "remote_mount_option": {"local_singularity": "/scratch"}}))
+    (project / "launch.py").write_text(SEED_SCRIPT)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "CHESTER_CONFIG_PATH": str(project / "chester.yaml"),
+           "CHESTER_SLOTS_DIR": str(tmp_path / "slots")}
+    proc = subprocess.run([sys.executable, "launch.py", mode, "seed-sif"], cwd=project,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    # blocking: both runs ended before the script returned
+    st = subprocess.run([sys.executable, "-m", "chester.cli", "status", "seed-sif", "--json"],
+                        cwd=project, capture_output=True, text=True, timeout=60, env=env)
+    assert st.returncode == 0, st.stderr
+    runs = json.loads(st.stdout)["runs"]
+    assert [r["state"] for r in runs] == ["succeeded", "succeeded"], runs
+    got = container_calls(calls)
+    assert len(got) == 2
+    for argv in got:
+        assert argv[:3] == ["exec", "-B", "/scratch"] and "/images/seed.simg" in argv
+    values = sorted(json.loads(p.read_text())["v"] for p in project.rglob("out.json"))
+    assert values == sorted(["it's $(id)", "\u00e9\n2"])
+
+
+def test_the_local_singularity_mode_without_an_image_names_the_key(tmp_path):
+    cfg = _project(tmp_path, "log_dir: data\n")
+    with pytest.raises(ConfigError) as ei:
+        cfg.backend("local_singularity")
+    msg = str(ei.value)
+    assert "simg_path.local_singularity" in msg and "chester.yaml" in msg
+    assert "local_singularity" not in cfg.backend_names()
+    cfg = _project(tmp_path / "b", "simg_path: {singularity: /i.sif}\n")
+    b = cfg.backend("singularity")
+    assert b.type == "local" and b.options.simg_path == "/i.sif" and b.options.use_singularity
+    assert "singularity" in cfg.backend_names()
