@@ -8,6 +8,7 @@ handles, the rest waits ("waiting to submit: QOSMaxSubmitJobPerUserLimit") and
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,6 +54,8 @@ def fn_count(variant, log_dir, exp_name):
 
     with open(_os.path.join(log_dir, "ran.txt"), "a") as f:
         f.write("x\n")
+    with open(_os.path.join(log_dir, "secret.txt"), "w") as f:
+        f.write(_os.environ.get("CHESTER_TEST_TOKEN", "<unset>"))
     _time.sleep(variant["sleep"])
 
 
@@ -65,18 +68,23 @@ def _sbatch_refuses_past_the_limit(cluster: SlurmCluster, tmp_path) -> None:
     assert r.returncode != 0 and "QOSMaxSubmitJobPerUserLimit" in r.stderr, r
 
 
-def test_a_submit_limit_smaller_than_the_sweep(tmp_path, limited):
+def test_a_submit_limit_smaller_than_the_sweep(tmp_path, limited, monkeypatch):
+    """... with a secret: the jobs submitted later get it too, from the stage's secrets file
+    the later submits read; once every job is in, that file is gone."""
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     _sbatch_refuses_past_the_limit(limited, tmp_path)
+    secret = "s-$(id) 'q' \u00e9"
+    monkeypatch.setenv("CHESTER_TEST_TOKEN", secret)
     n = 10  # arrays of 3 (max_array_size): 3, 3, 3, 1; the limit holds one at a time
     env = ConformanceEnv.create(tmp_path, backend="slurm", config=_config(
-        limited, max_array_size=3))
+        limited, max_array_size=3, secrets=["CHESTER_TEST_TOKEN"]))
     sweep = launch(fn_count, [{"i": i, "sleep": 1} for i in range(n)], backend="slurm",
                    exp_prefix="limit", config=env.config)
     rows = [sweep.store.run(r.id) for r in sweep.runs]
     assert sum(1 for r in rows if r.remote_id) == 3  # the first chunk has handles now
+    (kept,) = env.project.glob(".chester/slurm/*/secrets.sh")  # read by the later submits
     # `chester status` says why the others wait
     st = subprocess.run([*CHESTER, "status", "limit", "--json"], cwd=env.project,
                         capture_output=True, text=True, timeout=120)
@@ -84,16 +92,20 @@ def test_a_submit_limit_smaller_than_the_sweep(tmp_path, limited):
     reasons = [r.get("pending_reason") or "" for r in json.loads(st.stdout)["runs"]]
     assert any(x.startswith("waiting to submit: QOSMaxSubmitJobPerUserLimit")
                for x in reasons), reasons
-    # `chester monitor` submits the rest as room frees, and pulls every run
+    # `chester monitor` submits the rest as room frees, and pulls every run (from a shell
+    # without the secret: the later jobs get it from the stage's file)
+    shell_env = {k: v for k, v in os.environ.items() if k != "CHESTER_TEST_TOKEN"}
     mo = subprocess.run([*CHESTER, "monitor", "limit", "--interval", "0.3", "--timeout",
                          str(WAIT)], cwd=env.project, capture_output=True, text=True,
-                        timeout=WAIT + 60)
+                        timeout=WAIT + 60, env=shell_env)
     assert mo.returncode == 0, mo.stdout + mo.stderr
     assert f"{n} succeeded" in mo.stdout, mo.stdout
     states = {sweep.store.run(r.id).state for r in sweep.runs}
     assert states == {State.SUCCEEDED}, states
     for r in sweep.runs:
         assert (r.log_dir / "ran.txt").read_text() == "x\n"  # exactly once
+        assert (r.log_dir / "secret.txt").read_text() == secret
+    assert not kept.exists()  # every job is in: no file of secrets stays
     jobs = {(sweep.store.run(r.id).remote_id or "").split("_")[0] for r in sweep.runs}
     assert len(jobs) == 4 and "" not in jobs  # four sbatch calls, each accepted once
     last = sweep.store.run(sweep.runs[-1].id)

@@ -175,12 +175,12 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
         paths.link_or_copy(Path(spec_file), tree / stage_rel / SPEC_NAME)
         rels.append(f"{stage_rel}/{SPEC_NAME}")
         remote_spec = f"{stage_dir}/{SPEC_NAME}"
-    secrets_file = None
-    if opts.secrets:
+    secrets_rel = None
+    if opts.secrets:  # sent on its own, never through the project; read by the submit only
+        render.check_export(opts, resources)
         body = shell.render_secrets(shell.secret_values(backend)).decode()
-        _write(tree / stage_rel / "secrets.sh", body, mode=0o600)
-        rels.append(f"{stage_rel}/secrets.sh")
-        secrets_file = f"{stage_dir}/secrets.sh"
+        secrets_rel = f"{stage_rel}/{render.SECRETS_NAME}"
+        _write(tree / secrets_rel, body, mode=0o600)
     # chester's target-side runtime, under the project (login host and compute nodes share
     # it); the submit script stops before sbatch when it is missing there (then it is sent)
     rt = runtime.build()
@@ -195,7 +195,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     for job in jobs:
         text = render.job_script(
             job, opts, stage_dir=stage_dir, stage_root=stage_root, project_dir=project_dir,
-            env_file=env_file, secrets_file=secrets_file, spec_file=remote_spec,
+            env_file=env_file, spec_file=remote_spec,
             variant_gpus=_variant_gpus(by_token[job.tokens[0]]) if wants_gpus else None,
             runtime_path=rt_remote, require_env=require_env)
         manifest = "".join(f"{d}\n" for d in job.run_dirs)
@@ -216,10 +216,12 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
     checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
-    scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude, checks=checks)
+    secrets = secrets_rel is not None
+    scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude, checks=checks,
+                                                secrets=secrets)
     # the same sbatch steps without the checks: run by later polls when a submit limit left
     # jobs waiting (they submit what was not, and print the ids of what was)
-    rest = render.submit_script(jobs, stage_dir)
+    rest = render.submit_script(jobs, stage_dir, secrets=secrets)
     _write(tree / stage_rel / REST_NAME, rest)
     rels.append(f"{stage_rel}/{REST_NAME}")
     scripts[REST_NAME] = rest
@@ -229,14 +231,15 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
                f"MaxArraySize {max_array_size}) {where}; scripts in {stage_dir}")
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=Path(staging_dir),
-        uploads=tuple(tree / r for r in rels) + (() if spec_file else tuple(
+        uploads=tuple(tree / r for r in (*rels, *([secrets_rel] if secrets_rel else ()))) + (
+            () if spec_file else tuple(
             Path(os.path.join(local_root, r)) for r in run_rels)),
         scripts=scripts, summary=summary,
         data={"jobs": [attrs.asdict(j) for j in jobs], "stage_dir": stage_dir,
               "upload_root": upload_root, "tree": str(tree), "rels": rels,
               "local_root": str(local_root), "run_rels": run_rels,
               "max_array_size": max_array_size, "project_dir": project_dir,
-              "runtime_rel": rt_rel})
+              "runtime_rel": rt_rel, "secrets_rel": secrets_rel})
 
 
 def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
@@ -330,11 +333,14 @@ def _send_and_submit(backend: BackendConfig, ex: Any, prepared: PreparedSweep,
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(tree / rel, dst)
     ex.put_tree(local_root, [*data["run_rels"], *data["rels"]], data["upload_root"])
+    secrets = [data["secrets_rel"]] if data.get("secrets_rel") else []
+    if secrets:  # from the staging folder (never the project); the submit script removes it
+        ex.put_tree(tree, secrets, data["upload_root"])
     if code_sync is not None:
         code_sync.result()
     res = ex.run_script(prepared.scripts["submit.sh"], timeout=1800, check=False)
     if res.exit_code == runtime.EXIT_NO_RUNTIME:
-        ex.put_tree(tree, [data["runtime_rel"]], data["upload_root"])
+        ex.put_tree(tree, [data["runtime_rel"], *secrets], data["upload_root"])
         res = ex.run_script(prepared.scripts["submit.sh"], timeout=1800, check=False)
     return res
 

@@ -169,17 +169,17 @@ def _fail(what: str) -> str:
 
 
 def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: str,
-                env_file: str, secrets_file: str | None,
-                require_env: Sequence[str] = ()) -> list[str]:
+                env_file: str, require_env: Sequence[str] = ()) -> list[str]:
     """Shell lines run on the compute node before the worker; any failure ends the job
     with one ``chester:`` line on stderr (the run's reason) instead of running the worker
     with the wrong environment.
 
     Modules first (the environment may need them; each ``module load`` is checked and
     named), then the sweep's env file — the SSH backend's: package manager, env, prepare
-    commands, prepare script — then ``require_env`` (the environment must exist), the
-    secrets, and the run's own pre-commands and compile step (the seed's
-    run_experiment_lite), all under ``set -e``.
+    commands, prepare script — then ``require_env`` (the environment must exist) and the
+    run's own pre-commands and compile step (the seed's run_experiment_lite), all under
+    ``set -e``. The secrets are already in the job's environment (see
+    :func:`submit_script`): no job reads a file of them.
     """
     lines = [f"cd {q(project_dir)} || " + _fail(f"cannot enter {project_dir}")]
     mods = list(options.modules)
@@ -194,8 +194,6 @@ def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: s
                  "$BASH_COMMAND\" >&2' ERR")
     lines.append(f"set +u; . {q(env_file)}; set -u")
     lines.extend(require_env)
-    if secrets_file:
-        lines.append(f"set -a; . {q(secrets_file)}; set +a")
     lines.extend(str(c) for c in (res.get("pre_commands") or ()))
     if res.get("compile_script"):
         lines.append(str(res["compile_script"]))
@@ -206,7 +204,7 @@ def setup_lines(options: SlurmOptions, res: Mapping[str, Any], *, project_dir: s
 
 
 def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: str,
-               project_dir: str, env_file: str, secrets_file: str | None,
+               project_dir: str, env_file: str,
                spec_file: str | None = None, variant_gpus: Any = None,
                runtime_path: str | None = None, require_env: Sequence[str] = ()) -> str:
     """The batch script of one job."""
@@ -233,7 +231,7 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
     from chester.remote import container as ctr
 
     setup = setup_lines(options, res, project_dir=project_dir, env_file=env_file,
-                        secrets_file=secrets_file, require_env=require_env)
+                        require_env=require_env)
     setup += ctr.env_lines(ctr.resolve(options, res, backend="slurm"))
     worker = worker_command(options, res, project_dir, stage_root, spec_file, runtime_path)
     if job.kind == "serial":
@@ -270,8 +268,28 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
 SUBMIT_LIMIT_RE = r"(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit"
 
 
+#: The sweep's secrets in its stage folder, read by the submit scripts only.
+SECRETS_NAME = "secrets.sh"
+
+
+def check_export(options: SlurmOptions, resources: Sequence[Mapping[str, Any]]) -> None:
+    """With ``secrets``, the jobs get them through sbatch's exported environment: an
+    ``--export`` other than ``ALL[,...]`` in the header or the sbatch options would keep
+    them out; a :class:`UserError` at prepare says so."""
+    texts = list((options.remote_header or "").splitlines())
+    for res in resources:
+        texts += [str(x) for x in (res.get("sbatch") or ())]
+        texts += [str(x) for x in (res.get("gpu_sbatch") or ())]
+    for text in texts:
+        m = re.search(r"--export[= ]+(\S+)", text)
+        if m and not m.group(1).startswith("ALL"):
+            raise UserError(f"slurm: `{text.strip()}` keeps the environment from the jobs, "
+                            "and `secrets` reach them through it: use --export=ALL[,...], or "
+                            "drop secrets and set the values another way")
+
+
 def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = (),
-                  checks: Sequence[str] = ()) -> str:
+                  checks: Sequence[str] = (), secrets: bool = False) -> str:
     """Bash run on the login host: ``checks`` first (the cluster's configuration), then
     ``prelude`` (the environment sync), then one ``sbatch`` per job, skipping jobs already
     submitted.
@@ -284,9 +302,27 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
     ``WAIT <index> <limit> <jobs of the user in the queue>`` lines, exit 0 (the same script,
     run again later, submits them). A job cancelled before it was submitted (``job-K.skip``)
     prints ``SKIP <index>``.
+
+    With ``secrets``, the stage's ``secrets.sh`` (mode 0600) is read into this shell and
+    reaches the jobs through sbatch's exported environment (``--export=ALL``, SLURM's
+    default; a requeued job keeps it). The file is removed when the script ends, whatever
+    the outcome, unless a submit limit left jobs to submit later (the same script, run
+    again, reads it then). So no file of secrets stays on the cluster once every job is in.
     """
     names = ",".join(j.name for j in jobs)
-    lines = ["set -euo pipefail", *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"',
+    head = ["set -euo pipefail"]
+    read_secrets: list[str] = []
+    if secrets:
+        head += [f"secrets_file={q(f'{stage_dir}/{SECRETS_NAME}')}",
+                 "# removed however this ends, unless jobs wait for room under a submit limit",
+                 'drop_secrets() { [ -n "${limited:-}" ] || rm -f "$secrets_file"; }',
+                 "trap drop_secrets EXIT"]
+        read_secrets = ["# the secrets go to the jobs in sbatch's environment, not as a file",
+                        'if [ -e "$secrets_file" ]; then set -a; . "$secrets_file"; set +a; fi',
+                        'case "${SBATCH_EXPORT:-ALL}" in ALL*) ;; *) echo "chester: '
+                        'SBATCH_EXPORT=$SBATCH_EXPORT on $(hostname) keeps the secrets from '
+                        'the jobs: unset it for chester" >&2; exit 1 ;; esac']
+    lines = [*head, *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"', *read_secrets,
              "# a submit that ran before (a retry, a resumed launch) may have made jobs whose",
              "# ids it never wrote down: only then ask the scheduler for them by name",
              "known=",

@@ -1,4 +1,8 @@
 set -euo pipefail
+secrets_file=/scratch/me/proj/.chester/slurm/chester-1644414db487/secrets.sh
+# removed however this ends, unless jobs wait for room under a submit limit
+drop_secrets() { [ -n "${limited:-}" ] || rm -f "$secrets_file"; }
+trap drop_secrets EXIT
 scontrol show config | awk -v want=1001 '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } END { if (want != "" && size != want) exit 3 }'
 # the modules the jobs load must load here too (in a subshell: nothing changes)
 ( set +eu
@@ -23,6 +27,9 @@ case "$chester_probe" in *"chester-probe import="*) case "$chester_probe" in *"c
 case "$chester_probe" in *"chester-probe runtime=0"*) exit 6;; esac
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
+# the secrets go to the jobs in sbatch's environment, not as a file
+if [ -e "$secrets_file" ]; then set -a; . "$secrets_file"; set +a; fi
+case "${SBATCH_EXPORT:-ALL}" in ALL*) ;; *) echo "chester: SBATCH_EXPORT=$SBATCH_EXPORT on $(hostname) keeps the secrets from the jobs: unset it for chester" >&2; exit 1 ;; esac
 # a submit that ran before (a retry, a resumed launch) may have made jobs whose
 # ids it never wrote down: only then ask the scheduler for them by name
 known=
