@@ -10,6 +10,7 @@ import pickle
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -506,7 +507,8 @@ def launch(
                 _discard(store, srow.id, rows, batch_dir)
             raise
         sweep.prepared = prepared  # type: ignore[attr-defined]
-        if dry_run:
+        if dry_run:  # what it rendered stays readable while the handle lives, then goes
+            weakref.finalize(sweep, shutil.rmtree, staging, True)
             return sweep
         store.set_submit_state([r.id for r in todo], "submitting")
         try:

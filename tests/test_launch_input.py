@@ -308,3 +308,27 @@ def test_a_launch_that_fails_before_submitting_leaves_no_sweep_and_no_folder(tmp
     _nothing_written(env)
     assert not (env.project / "data" / "train" / "orphan").exists()
     assert Store(env.config.store_path).runs() == []
+
+
+def test_a_dry_runs_staging_folder_goes_with_its_handle(env, tmp_path, monkeypatch):
+    """A dry run keeps what it rendered readable (``sweep.prepared``) while the handle lives;
+    the staging folder goes with the handle, and ``chester launch --dry-run`` leaves none."""
+    import gc
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    sweep = launch(_noop, [{"a": 1}], exp_prefix="dryclean", config=env.config, dry_run=True)
+    staged = Path(sweep.prepared.staging_dir)
+    assert staged.parent == tmp and staged.is_dir()
+    del sweep
+    gc.collect()
+    assert list(tmp.iterdir()) == []
+    r = subprocess.run([sys.executable, "-m", "chester.cli", "launch", "--dry-run", "-p",
+                        "drycli", "--", "python", "train.py", "a=1,2"], cwd=env.project,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TMPDIR": str(tmp),
+                            "CHESTER_CONFIG_PATH": str(env.project / "chester.yaml")})
+    assert r.returncode == 0 and "dry run" in r.stdout, r.stdout + r.stderr
+    assert list(tmp.iterdir()) == []
