@@ -40,9 +40,15 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
-    python = sys.argv[3] if len(sys.argv) > 3 else "python3"
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="?", type=int, default=200, help="runs in the sweep")
+    ap.add_argument("seconds", nargs="?", type=float, default=1.0, help="each run's length")
+    ap.add_argument("python", nargs="?", default="python3",
+                    help="the nodes' interpreter (/usr/bin/python3 skips the pyenv shim)")
+    args = ap.parse_args()
+    n, seconds, python = args.runs, args.seconds, args.python
     sys.path.insert(0, str(ROOT))
     from chester.dispatch import Dispatcher
     from chester.launcher import launch

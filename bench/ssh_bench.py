@@ -38,7 +38,11 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="?", type=int, default=200, help="runs in the sweep")
+    n = ap.parse_args().runs
     sys.path.insert(0, str(ROOT))
     from chester_backend_ssh import plugin
 
