@@ -53,6 +53,30 @@ def test_the_tools_run_from_the_zip_with_a_bare_python(tmp_path):
         assert r.returncode == 0 and r.stdout.startswith("usage:"), (tool, r.stderr)
 
 
+def test_the_modules_load_from_bytecode_for_this_python(tmp_path):
+    """Every module travels with its unchecked-hash ``.pyc`` for this launcher's Python, so a
+    target Python of the same minor version never compiles chester at a worker's start."""
+    import importlib.util
+    import zipfile
+
+    py = _bare_python()
+    if "%d.%d" % sys.version_info[:2] not in os.path.realpath(py):
+        pytest.skip("needs a system python3 of this minor version")
+    rt = runtime.build()
+    names = set(zipfile.ZipFile(rt.path).namelist())
+    sources = {n for n in names if n.endswith(".py") and "/" in n}
+    assert sources and {n + "c" for n in sources} <= names
+    with zipfile.ZipFile(rt.path) as z:
+        head = z.read("chester/worker.pyc")[:8]
+    assert head == importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")  # hash, unchecked
+    r = subprocess.run([py, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "import chester.worker, cloudpickle; "
+                        "print(chester.worker.__file__); print(cloudpickle.__file__)",
+                        str(rt.path)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert all(line.endswith(".pyc") for line in r.stdout.split()), r.stdout
+
+
 def test_a_run_from_the_zip_unpickles_with_the_shipped_cloudpickle(tmp_path):
     """A run folder written by the launcher, run by a bare Python through the runtime."""
     import cloudpickle

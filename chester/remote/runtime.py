@@ -8,6 +8,11 @@ tools::
     python chester-<digest>.pyz runner ...                     # chester.runner
     python chester-<digest>.pyz target status|cancel|tail ...  # chester.target
 
+Each module also travels compiled for this launcher's Python (``x.pyc`` beside ``x.py``,
+unchecked-hash bytecode, PEP 552), which zipimport loads instead of compiling the source at
+every start: the target's Python is of the same minor version (the probe checks it), and a
+Python of another one falls back to the sources.
+
 The digest is the content's, so launcher and target always speak the same protocol: a host
 that has chester installed still runs the shipped copy, and a backend sends the file only
 when the host does not have that digest yet (under ``<remote_dir>/.chester/runtime/``). The
@@ -100,6 +105,17 @@ def _package_files(pkg_dir: Path, arc_root: str) -> list[tuple[str, bytes]]:
     return out
 
 
+def _bytecode(name: str, source: bytes) -> bytes:
+    """``source`` compiled for this Python as an unchecked-hash ``.pyc`` (PEP 552): magic,
+    flags (hash-based, not checked against the source), the source's hash, the code."""
+    import importlib.util
+    import marshal
+
+    code = compile(source, name, "exec", dont_inherit=True)
+    return (importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little")
+            + importlib.util.source_hash(source) + marshal.dumps(code))
+
+
 def _contents() -> list[tuple[str, bytes]]:
     import cloudpickle
 
@@ -109,6 +125,16 @@ def _contents() -> list[tuple[str, bytes]]:
     files += _package_files(Path(chester.__file__).parent, "chester")
     files += _package_files(Path(cloudpickle.__file__).parent, "cloudpickle")
     return files
+
+
+def _with_bytecode(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The files plus each package module's ``.pyc`` beside it (the order zipimport looks)."""
+    out = []
+    for name, data in files:
+        out.append((name, data))
+        if name.endswith(".py") and "/" in name:
+            out.append((name + "c", _bytecode(name, data)))
+    return out
 
 
 def cache_dir() -> Path:
@@ -124,10 +150,13 @@ _BUILT: dict[str, Runtime] = {}
 
 def build() -> Runtime:
     """The runtime of this chester (built once, then cached by content)."""
+    import importlib.util
+
     files = _contents()
     h = hashlib.sha256()
     for name, data in files:
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    h.update(b"bytecode\0" + importlib.util.MAGIC_NUMBER)  # the .pyc files are this Python's
     digest = h.hexdigest()[:20]
     if digest in _BUILT and _BUILT[digest].path.exists():
         return _BUILT[digest]
@@ -135,7 +164,7 @@ def build() -> Runtime:
     if not path.exists():
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for name, data in files:
+            for name, data in _with_bytecode(files):
                 info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16

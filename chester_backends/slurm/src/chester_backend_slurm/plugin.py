@@ -336,6 +336,10 @@ def _send_and_submit(backend: BackendConfig, ex: Any, prepared: PreparedSweep,
     secrets = [data["secrets_rel"]] if data.get("secrets_rel") else []
     if secrets:  # from the staging folder (never the project); the submit script removes it
         ex.put_tree(tree, secrets, data["upload_root"])
+    if not backend.options.host and not (Path(data["upload_root"]) / data["runtime_rel"]).exists():
+        # sbatch is on this machine: a missing runtime is placed now (a local copy), not
+        # after the submit script stopped for it
+        ex.put_tree(tree, [data["runtime_rel"]], data["upload_root"])
     if code_sync is not None:
         code_sync.result()
     res = ex.run_script(prepared.scripts["submit.sh"], timeout=1800, check=False)
