@@ -179,10 +179,17 @@ def _ship_local_modules(project_dir: str | os.PathLike) -> Any:
     import cloudpickle
 
     root = os.path.realpath(project_dir)
+    # the interpreter's own and installed modules go by name: skipped before any realpath
+    # (unless the project itself lives there)
+    prefixes = {os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                               sys.base_exec_prefix)}
+    elsewhere = tuple(p for p in prefixes if not os.path.join(root, "").startswith(p))
     shipped = []
     for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None)
         if not path or name in ("__main__", "chester") or name.startswith("chester."):
+            continue
+        if path.startswith(elsewhere):
             continue
         real = os.path.realpath(path)
         if not real.startswith(root + os.sep) or "site-packages" in real.split(os.sep):
