@@ -22,6 +22,10 @@ Measures, in one run on the same slurmctld:
   * end-to-end time from launch to every result pulled home, and the drain time of a bare
     ``sbatch --array=0-N --wrap true`` for scale.
 
+Both libraries run from venvs made here the way users install them (bytecode compiled):
+submitit's from PyPI, chester's from the repository's wheels (``chester-backend-slurm``
+alone), so the development venv's size and uncompiled packages count for neither.
+
 The SLURM and the login host are started for the bench and stopped at the end, with the
 tests' own machinery: tests/infra's SlurmFactory (its own daemons on free loopback ports,
 found through SLURM_CONF) and tests/infra/sshd.py's loopback sshd. Run it as root from the
@@ -99,6 +103,24 @@ def submitit_venv(d: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def chester_venv(d: Path) -> Path:
+    """chester as a user installs it: the wheels of chester-ml, chester-backend-local and
+    chester-backend-slurm built here, ``chester-backend-slurm`` installed alone into a fresh
+    venv with its bytecode compiled (as pip does by default, and as submitit's venv is
+    made), so neither side pays for compiling its imports or for scanning a development
+    environment's packages."""
+    uv = shutil.which("uv") or str(ROOT / ".venv" / "bin" / "uv")
+    wheels = d / "wheels"
+    for src in (ROOT, ROOT / "chester_backends" / "local", ROOT / "chester_backends" / "slurm"):
+        subprocess.run([uv, "build", "--wheel", "-q", "-o", str(wheels), str(src)], check=True)
+    venv = d / "chester-venv"
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python",
+                    str(venv / "bin" / "python"), "--find-links", str(wheels),
+                    "chester-backend-slurm"], check=True)
+    return venv / "bin" / "python"
+
+
 SUBMITIT_SCRIPT = r"""
 import json, sys, time
 import submitit
@@ -157,20 +179,20 @@ def bench_submitit(py: Path, d: Path, n: int, k: int) -> dict:
     return _submit_in_process([str(py), str(script), str(d / f"submitit-logs-{k}"), str(n)])
 
 
-def bench_chester_direct(d: Path, n: int, k: int, slurm_env: dict) -> dict:
+def bench_chester_direct(py: Path, d: Path, n: int, k: int, slurm_env: dict) -> dict:
     script = d / "chester_bench.py"
     script.write_text(CHESTER_SCRIPT)
     make_project(d, f"direct-project-{k}", {"scheduler_env": slurm_env})
-    return _submit_in_process([sys.executable, str(script),
+    return _submit_in_process([str(py), str(script),
                                str(d / f"direct-project-{k}" / "chester.yaml"), str(n)])
 
 
-def bench_chester_cli(d: Path, n: int, k: int, slurm_env: dict) -> dict:
+def bench_chester_cli(py: Path, d: Path, n: int, k: int, slurm_env: dict) -> dict:
     """``chester launch -b slurm -- python -c pass i=0,1,...`` from a shell: the whole
     process, interpreter start to submitted (job ids read from squeue afterwards)."""
     make_project(d, f"cli-project-{k}", {"scheduler_env": slurm_env})
     project = d / f"cli-project-{k}"
-    exe = str(Path(sys.executable).parent / "chester")
+    exe = str(py.parent / "chester")
     argv = [exe, "launch", "-b", "slurm", "-p", "bench", "--", "python", "-c", "pass",
             "i=" + ",".join(str(i) for i in range(n))]
     env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
@@ -274,14 +296,15 @@ def main() -> None:
         size = int(re.search(r"MaxArraySize\s*=\s*(\d+)",
                              _sh("scontrol", "show", "config")).group(1))
         figures["MaxArraySize"] = size
-        print(f"[bench] SLURM up (MaxArraySize {size}); making the submitit venv", flush=True)
+        print(f"[bench] SLURM up (MaxArraySize {size}); making the submitit and chester venvs", flush=True)
         py = submitit_venv(work)
+        chester_py = chester_venv(work)
 
         # 1. `chester launch` from a shell against submitit's whole script, alternately
         cli_p, sub_p = [], []
         for k in range(args.rounds):
             sub = bench_submitit(py, work, n, k + 100)
-            cli = bench_chester_cli(work, n, k, slurm_env)
+            cli = bench_chester_cli(chester_py, work, n, k, slurm_env)
             sub_p.append(round(sub["process"], 3))
             cli_p.append(round(cli["process"], 3))
             figures["chester launch (cli) sbatch calls"] = len(cli["job_ids"])
@@ -347,7 +370,7 @@ def main() -> None:
             sub = bench_submitit(py, work, n, k)
             submitit_s.append(round(sub["seconds"], 3))
             figures["submitit sbatch calls"] = len(sub["job_ids"])
-            mine = bench_chester_direct(work, n, k, slurm_env)
+            mine = bench_chester_direct(chester_py, work, n, k, slurm_env)
             chester_s.append(round(mine["seconds"], 3))
             submitit_p.append(round(sub["process"], 3))
             chester_p.append(round(mine["process"], 3))
