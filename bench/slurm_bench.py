@@ -321,8 +321,10 @@ def main() -> None:
             return
 
         # 2. chester through the login host: launch, status polls, everything pulled
+        # polled every 2 s at the least, as a test cluster may be: the default floor of a
+        # real cluster (30 s, cluster etiquette) would add up to one interval to the end
         cfg = make_project(work, "ssh-project", {
-            "host": login.alias, "ssh_config": login.ssh_config,
+            "host": login.alias, "ssh_config": login.ssh_config, "poll_interval": 2,
             "remote_dir": str(work / "remote"), "scheduler_env": slurm_env})
         timer = SubmitTimer()
         disp = dispatcher_with(timer)
