@@ -374,3 +374,16 @@ def s3_keys(prefix=""):
                                                              Prefix=prefix):
         out += [o["Key"] for o in page.get("Contents", ())]
     return out
+
+
+def status_record(run) -> dict:
+    """The run's status record in the test bucket, as the agent last published it (``{}``
+    before the first)."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    key = f"chester/sweeps/{run.handle.get('sweep')}/ctl/status/{run.token}.json"
+    try:
+        return json.loads(s3.get_object(Bucket="chester-test", Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return {}

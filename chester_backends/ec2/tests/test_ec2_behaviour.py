@@ -15,6 +15,7 @@ from ec2farm import (  # type: ignore[import-not-found]
     launch_fn,
     project_env,
     s3_keys,
+    status_record,
     until,
 )
 
@@ -86,9 +87,7 @@ def test_spot_interruption_reads_preempted(tmp_path, farm):
     body = segments.read(s3, "chester-test", segments.list_file(s3, "chester-test", key)[
         "parts"]).decode()
     assert body.startswith("start\n") and body.count("tick") >= 1
-    rec = json.loads(s3.get_object(Bucket="chester-test", Key=next(
-        k for k in _s3_keys() if k.endswith(f"ctl/status/{run.token}.json")))["Body"].read())
-    assert rec["preempted"] is True
+    assert status_record(run)["preempted"] is True
 
 
 def test_instance_gone_without_record_reads_lost(tmp_path, farm):

@@ -16,6 +16,7 @@ from ec2farm import (  # type: ignore[import-not-found]
     launch_fn,
     project_env,
     s3_keys,
+    status_record,
     until,
 )
 
@@ -569,20 +570,12 @@ def test_a_freed_gpu_takes_the_next_run_exactly_once_within_the_gpu_count(tmp_pa
     assert len({r.handle.remote_id for r in runs}) == 3  # [0, 1], [2, 3], [4]
     first = runs[0].handle.remote_id
     farm.boot(first)  # the other two are slow to come up
-    s3 = boto3.client("s3", region_name=REGION)
     prefix = f"chester/sweeps/{runs[0].handle.get('sweep')}/ctl/"
-
-    def record(run):
-        try:
-            return json.loads(s3.get_object(Bucket="chester-test", Key=f"{prefix}status/"
-                                            f"{run.token}.json")["Body"].read())
-        except s3.exceptions.NoSuchKey:
-            return {}
-
     # while run 1 goes on, the slot run 0 freed takes runs 2, 3 and 4, one after another
-    _until(lambda: record(runs[4]).get("state") == "succeeded", timeout=60, what="run 4 done")
-    assert all(record(r).get("instance") == first for r in runs)
-    assert record(runs[1]).get("state") == "running"
+    _until(lambda: status_record(runs[4]).get("state") == "succeeded", timeout=60,
+           what="run 4 done")
+    assert all(status_record(r).get("instance") == first for r in runs)
+    assert status_record(runs[1]).get("state") == "running"
     farm.paused = False  # the others boot, find their runs taken and power off
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     assert all(states[r.name].value == "succeeded" for r in runs), states
@@ -599,7 +592,7 @@ def test_a_freed_gpu_takes_the_next_run_exactly_once_within_the_gpu_count(tmp_pa
     for r in runs:
         assert (r.log_dir / "progress.txt").read_text() == "start 1\n"
     # never more runs at once than slots, never two on the same GPUs
-    recs = [record(r) for r in runs]
+    recs = [status_record(r) for r in runs]
     for rec in recs:  # what ran at the moment each run started
         t = rec["started_at"]
         overlapping = [o for o in recs if o["started_at"] <= t < o["ended_at"]]
@@ -642,21 +635,12 @@ def test_a_run_a_freed_slot_took_is_requeued_with_the_instance_that_took_it(tmp_
     r0, r1, r2, r3 = sweep.runs
     first = r0.handle.remote_id
     farm.boot(first)
-    s3 = boto3.client("s3", region_name=REGION)
     prefix = f"chester/sweeps/{r0.handle.get('sweep')}/ctl/"
-
-    def record(run):
-        try:
-            return json.loads(s3.get_object(Bucket="chester-test", Key=f"{prefix}status/"
-                                            f"{run.token}.json")["Body"].read())
-        except s3.exceptions.NoSuchKey:
-            return {}
-
-    _until(lambda: record(r2).get("state") == "running", timeout=60, what="run 2 taken")
-    assert record(r2)["instance"] == first and record(r1)["state"] == "running"
+    _until(lambda: status_record(r2).get("state") == "running", timeout=60, what="run 2 taken")
+    assert status_record(r2)["instance"] == first and status_record(r1)["state"] == "running"
     farm.paused = False  # the second instance comes up: run 3 is left for it
-    _until(lambda: record(r3).get("state") == "succeeded", timeout=60, what="run 3 done")
-    assert record(r3)["instance"] == r3.handle.remote_id != first
+    _until(lambda: status_record(r3).get("state") == "succeeded", timeout=60, what="run 3 done")
+    assert status_record(r3)["instance"] == r3.handle.remote_id != first
     farm.interrupt(first)  # both runs on the first instance checkpoint and requeue
     _until(lambda: farm.instances[first].done, what="the first instance powered off")
     states = sweep.wait(timeout=90, poll_interval=0.3, progress=False, pull=True)
@@ -666,7 +650,7 @@ def test_a_run_a_freed_slot_took_is_requeued_with_the_instance_that_took_it(tmp_
     for r in (r1, r2):
         assert (r.log_dir / "progress.txt").read_text() == "start 1\nstart 2\n"
         assert json.loads((r.log_dir / "resumed.json").read_text())["attempt"] == 2
-        assert record(r)["instance"] == third
+        assert status_record(r)["instance"] == third
     claims = sorted(k[len(prefix) + len("claims/"):] for k in _s3_keys(prefix + "claims/"))
     assert claims == sorted([f"{r0.token}/1", f"{r1.token}/1", f"{r1.token}/2",
                              f"{r2.token}/1", f"{r2.token}/2", f"{r3.token}/1"])
