@@ -7,7 +7,6 @@ over the transport."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 from chester_backend_slurm import plugin as slurm_plugin
@@ -50,11 +49,7 @@ def _lines(stdout: str) -> dict[str, str]:
         parts = line.split("|")
         if len(parts) < 3 or not parts[0][:1].isdigit():
             continue
-        m = re.match(r"(\d+)_\[([^\]]+)\]$", parts[0])
-        ids = [parts[0]] if not m else [
-            f"{m.group(1)}_{i}" for part in m.group(2).split("%")[0].split(",")
-            for i in (range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1))]
-        for jid in ids:
+        for jid in scheduler._expand_ids(parts[0]):
             out[jid] = "|".join(parts[1:])
     return out
 

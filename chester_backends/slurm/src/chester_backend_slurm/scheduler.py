@@ -12,7 +12,7 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -28,16 +28,38 @@ MARK_RECORDS = "@@CHESTER-RECORDS"
 
 MARK_ROWS = "@@CHESTER-ROWS"
 
+#: ``12_[3-5,7%2]`` → ``12_3 12_4 12_5 12_7``; other ids as they are. Plain Python, run here
+#: (:func:`_expand_ids`) and on the login host inside :data:`RECORD_READER`, one source.
+_EXPAND_IDS = r"""
+import re
+def expand_ids(job_id):
+    m = re.match(r"(\d+)_\[([^\]]+)\]$", job_id)
+    if not m:
+        return [job_id]
+    base, spec = m.group(1), m.group(2).split("%")[0]
+    out = []
+    for part in spec.split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out += ["%s_%d" % (base, i) for i in range(int(a), int(b) + 1)]
+        elif part:
+            out.append("%s_%s" % (base, part))
+    return out
+"""
+_ns: dict[str, Any] = {}
+exec(_EXPAND_IDS, _ns)
+_expand_ids: Callable[[str], list[str]] = _ns["expand_ids"]
+
 #: Reads run folders' records and prints one JSON object by folder. Its stdin: one JSON line
 #: per run (``[folder, scheduler output file, task id, key]``), then a ``@@CHESTER-ROWS``
 #: line and the scheduler's answer of this poll (sacct/squeue lines). A run's key is its
 #: scheduler line of the last poll (without the id; for a pending line, plus the identity of
 #: its ``status.json``: one ``stat``, as sacct may say PENDING while the worker runs): when
 #: it is the same now, the folder is not read (``{"same": true}``); a run without a key, or
-#: without a line now, is read. Every answer carries the run's key of this poll. Plain Python: the login host needs no chester
-#: for it, and it never looks at process ids (the run lives on a compute node).
-RECORD_READER = r"""
-import json, os, sys
+#: without a line now, is read. Every answer carries the run's key of this poll. Plain
+#: Python: the login host needs no chester for it, and it never looks at process ids (the
+#: run lives on a compute node).
+RECORD_READER = "import json, os, sys\n" + _EXPAND_IDS + r"""
 def rd(p):
     try:
         with open(p, encoding="utf-8") as f:
@@ -52,24 +74,12 @@ def tail(p, n=20, size=8192):
         return None
     text = data.decode("utf-8", "replace").rstrip("\n")
     return "\n".join(text.splitlines()[-n:]) or None
-def expand(jid):
-    if not (jid.endswith("]") and "_[" in jid):
-        return [jid]
-    base, spec = jid[:-1].split("_[", 1)
-    ids = []
-    for part in spec.split("%")[0].split(","):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            ids += ["%s_%d" % (base, i) for i in range(int(a), int(b) + 1)]
-        elif part:
-            ids.append("%s_%s" % (base, part))
-    return ids
 runs, _, sched = ("\n" + sys.stdin.read()).partition("\n@@CHESTER-ROWS\n")
 rows = {}
 for line in sched.splitlines():
     parts = line.split("|")
     if len(parts) >= 3 and parts[0][:1].isdigit():
-        for jid in expand(parts[0]):
+        for jid in expand_ids(parts[0]):
             rows[jid] = "|".join(parts[1:])
 out = {}
 for line in runs.splitlines():
@@ -208,22 +218,6 @@ class JobRow:
     node: str | None = None
     started: bool = True
     by: str | None = None  # "CANCELLED by <uid>": who cancelled
-
-
-def _expand_ids(job_id: str) -> list[str]:
-    """``12_[3-5,7%2]`` → ``12_3 12_4 12_5 12_7``; other ids as they are."""
-    m = re.match(r"(\d+)_\[([^\]]+)\]$", job_id)
-    if not m:
-        return [job_id]
-    base, spec = m.group(1), m.group(2).split("%")[0]
-    out = []
-    for part in spec.split(","):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out += [f"{base}_{i}" for i in range(int(a), int(b) + 1)]
-        elif part:
-            out.append(f"{base}_{part}")
-    return out
 
 
 def parse_rows(text: str) -> dict[str, JobRow]:
