@@ -114,14 +114,19 @@ def check_env_names(backend: BackendConfig, env: Mapping[str, Any]) -> None:
                             "valid variable name")
 
 
+def env_export_lines(backend: BackendConfig) -> list[str]:
+    """``export KEY=value`` lines of the backend's ``env`` option (names checked)."""
+    env = dict(getattr(backend.options, "env", {}) or {})
+    check_env_names(backend, env)
+    return [f"export {k}={shlex.quote(str(v))}" for k, v in env.items()]
+
+
 def render_env_file(backend: BackendConfig, root: str, pre_commands: Sequence[str] = ()) -> str:
     """The file sourced (by ``/bin/sh``) before each run: package manager, environment,
     prepare commands, prepare script. Secrets are never in it."""
     o = backend.options
-    env = dict(getattr(o, "env", {}) or {})
-    check_env_names(backend, env)
     lines = ["# chester: sourced before each run of this sweep", *setup_lines(backend, root)]
-    lines += [f"export {k}={shlex.quote(str(v))}" for k, v in env.items()]
+    lines += env_export_lines(backend)
     lines += [str(c) for c in (*backend.prepare_commands, *getattr(o, "prepare_commands", ()),
                                *pre_commands)]
     script = getattr(o, "prepare_script", None)
@@ -211,6 +216,6 @@ def remove_secrets(transport: Any, path: str | None) -> None:
         pass
 
 
-__all__ = ["ENV_NAME", "remove_secrets", "UV_PATH", "check_env_names", "env_failure", "check_secrets", "env_sync_lines",
+__all__ = ["ENV_NAME", "remove_secrets", "UV_PATH", "check_env_names", "env_export_lines", "env_failure", "check_secrets", "env_sync_lines",
            "package_manager", "require_env_lines", "render_env_file", "render_secrets", "secret_files",
            "secret_values", "setup_lines", "source_secrets_line"]

@@ -263,7 +263,7 @@ def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
                      + "; fi")
     setup += shell.setup_lines(backend, project_dir)
     # the environment the jobs get (not the prepare commands: they are for compute nodes)
-    setup += [f"export {k}={q(str(v))}" for k, v in (opts.env or {}).items()]
+    setup += shell.env_export_lines(backend)
     containers: list[Any] = []
     seen: set[int] = set()
     for res in resources:
