@@ -184,8 +184,8 @@ def parse_seg(rel):
 
 
 def join_segments(rels):
-    """``{base: (gen, [(offset, rel), ...])}``: each file's newest generation, the segments
-    that follow on from offset 0 (a stray segment past a gap is left out)."""
+    """``{base: (gen, [(offset, rel), ...])}``: each file's newest generation, its segments
+    by offset (a reader stops at a gap: each segment starts where the one before ended)."""
     found = {}
     for rel in rels:
         p = parse_seg(rel)
@@ -196,6 +196,15 @@ def join_segments(rels):
         gen = max(gens)
         out[base] = (gen, sorted(gens[gen]))
     return out
+
+
+def copy_body(body, out):
+    """Copy a streamed S3 object body into the open file ``out``; the bytes copied."""
+    n = 0
+    for block in iter(lambda: body.read(1 << 20), b""):
+        out.write(block)
+        n += len(block)
+    return n
 
 
 def tail_sha256(f, n):
@@ -480,11 +489,8 @@ class Agent:
                 for offset, srel in segs:
                     if offset != size:
                         break
-                    body = self.store.s3.get_object(Bucket=self.bucket, Key=prefix + srel)["Body"]
-                    block = body.read(1 << 20)
-                    while block:
-                        out.write(block)
-                        block = body.read(1 << 20)
+                    copy_body(self.store.s3.get_object(Bucket=self.bucket,
+                                                       Key=prefix + srel)["Body"], out)
                     size = out.tell()
             os.replace(tmp, path)
             with open(path, "rb") as f:

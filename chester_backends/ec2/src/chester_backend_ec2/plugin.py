@@ -1339,6 +1339,8 @@ def _download(s3: Any, bucket: str, obj: Mapping[str, Any], path: Path, tmp: Pat
     bytes downloaded."""
     import shutil
 
+    from chester_backend_ec2 import segments
+
     parts = obj["parts"]
     skip = int(obj.get("append") or 0)
     if len(parts) == 1 and not skip:
@@ -1350,12 +1352,7 @@ def _download(s3: Any, bucket: str, obj: Mapping[str, Any], path: Path, tmp: Pat
     n = 0
     with open(tmp, "ab" if skip else "wb") as out:
         for _offset, key, _size in parts[skip:]:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-            block = body.read(1 << 20)
-            while block:
-                out.write(block)
-                n += len(block)
-                block = body.read(1 << 20)
+            n += segments.copy_body(s3.get_object(Bucket=bucket, Key=key)["Body"], out)
     os.replace(tmp, path)
     return n
 

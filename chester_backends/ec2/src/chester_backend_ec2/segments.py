@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 # the layout is the agent's (it runs on the instance without chester, so it holds it)
-from chester_backend_ec2.agent import SEG
+from chester_backend_ec2.agent import SEG, copy_body, join_segments
 from chester_backend_ec2.agent import parse_seg as parse
 
-__all__ = ["SEG", "files", "list_file", "parse", "read"]
+__all__ = ["SEG", "copy_body", "files", "list_file", "parse", "read"]
 
 
 def files(objs: Iterable[Mapping[str, Any]], prefix: str) -> dict[str, dict[str, Any]]:
@@ -25,25 +25,18 @@ def files(objs: Iterable[Mapping[str, Any]], prefix: str) -> dict[str, dict[str,
     ``LastModified``): ``{rel: {"Size", "ETag", "LastModified", "parts": [(offset, key,
     size), ...]}}``. A segmented file's ETag names its generation and segments, so it changes
     whenever a segment is added."""
-    plain: dict[str, dict[str, Any]] = {}
-    segs: dict[str, dict[int, list[tuple[int, Mapping[str, Any]]]]] = {}
-    for obj in objs:
-        rel = obj["Key"][len(prefix):]
-        p = parse(rel)
-        if p is None:
-            plain[rel] = {"Size": obj["Size"], "ETag": obj.get("ETag", ""),
-                          "LastModified": obj.get("LastModified"),
-                          "parts": [(0, obj["Key"], obj["Size"])]}
-        else:
-            segs.setdefault(p[0], {}).setdefault(p[1], []).append((p[2], obj))
-    out = dict(plain)
-    for rel, gens in segs.items():
-        gen = max(gens)
+    by_rel = {obj["Key"][len(prefix):]: obj for obj in objs}
+    out: dict[str, dict[str, Any]] = {
+        rel: {"Size": obj["Size"], "ETag": obj.get("ETag", ""),
+              "LastModified": obj.get("LastModified"), "parts": [(0, obj["Key"], obj["Size"])]}
+        for rel, obj in by_rel.items() if parse(rel) is None}
+    for rel, (gen, segs) in join_segments(by_rel).items():
         parts: list[tuple[int, str, int]] = []
         size = 0
         h = hashlib.sha256(str(gen).encode())
         latest = None
-        for offset, obj in sorted(gens[gen], key=lambda t: t[0]):
+        for offset, srel in segs:
+            obj = by_rel[srel]
             if offset != size:
                 break  # a gap: what follows cannot be placed
             parts.append((offset, obj["Key"], obj["Size"]))
