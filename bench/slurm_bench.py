@@ -94,31 +94,31 @@ def start_cluster(factory):
     return dict(cluster.env)
 
 
-def submitit_venv(d: Path) -> Path:
-    venv = d / "submitit-venv"
-    uv = shutil.which("uv") or str(ROOT / ".venv" / "bin" / "uv")
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python",
-                    str(venv / "bin" / "python"), "submitit"], check=True)
+UV = shutil.which("uv") or str(ROOT / ".venv" / "bin" / "uv")
+
+
+def _venv(venv: Path, *install: str) -> Path:
+    """A fresh venv with ``install`` (``uv pip install`` arguments), bytecode compiled, as
+    pip does by default; returns its Python."""
+    subprocess.run([UV, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run([UV, "pip", "install", "-q", "--compile-bytecode", "--python",
+                    str(venv / "bin" / "python"), *install], check=True)
     return venv / "bin" / "python"
+
+
+def submitit_venv(d: Path) -> Path:
+    return _venv(d / "submitit-venv", "submitit")
 
 
 def chester_venv(d: Path) -> Path:
     """chester as a user installs it: the wheels of chester-ml, chester-backend-local and
     chester-backend-slurm built here, ``chester-backend-slurm`` installed alone into a fresh
-    venv with its bytecode compiled (as pip does by default, and as submitit's venv is
-    made), so neither side pays for compiling its imports or for scanning a development
-    environment's packages."""
-    uv = shutil.which("uv") or str(ROOT / ".venv" / "bin" / "uv")
+    venv (made as submitit's is), so neither side pays for compiling its imports or for
+    scanning a development environment's packages."""
     wheels = d / "wheels"
     for src in (ROOT, ROOT / "chester_backends" / "local", ROOT / "chester_backends" / "slurm"):
-        subprocess.run([uv, "build", "--wheel", "-q", "-o", str(wheels), str(src)], check=True)
-    venv = d / "chester-venv"
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python",
-                    str(venv / "bin" / "python"), "--find-links", str(wheels),
-                    "chester-backend-slurm"], check=True)
-    return venv / "bin" / "python"
+        subprocess.run([UV, "build", "--wheel", "-q", "-o", str(wheels), str(src)], check=True)
+    return _venv(d / "chester-venv", "--find-links", str(wheels), "chester-backend-slurm")
 
 
 SUBMITIT_SCRIPT = r"""
