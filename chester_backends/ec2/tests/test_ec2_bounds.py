@@ -300,8 +300,15 @@ def test_cancel_cancels_the_spot_request_before_terminating(tmp_path, farm):
 # -- (4) requeue from the durable record ------------------------------------------------------------
 def _preempt(farm, sweep, run, iid):
     farm.interrupt(iid)
-    _until(lambda: (sweep.status(), "interruption notice" in (
-        sweep.store.run(run.id).pending_reason or ""))[1], what="the notice")
+
+    def told() -> bool:
+        # the notice while the run goes on; a run that checkpoints and requeues at once may
+        # end between two status reads, and then reads preempted (its instance still up)
+        state = sweep.status()[run.name].value
+        return state == "preempted" or "interruption notice" in (
+            sweep.store.run(run.id).pending_reason or "")
+
+    _until(told, what="the notice")
     _ec2().terminate_instances(InstanceIds=[iid])
     _until(lambda: farm.instances[iid].done, what="instance gone")
 
@@ -317,9 +324,13 @@ def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_a
     farm.interrupt(first)
     # the worker got SIGUSR1 (chester.preempted()), the run checkpointed and called
     # chester.requeue(); its checkpoint and the marker reached S3
-    _until(lambda: any(k.endswith(f"{run.token}/checkpoint.json") for k in _s3_keys()),
-           timeout=15, what="the checkpoint synced")
-    assert any(k.endswith(f"{run.token}/.chester/preempt") for k in _s3_keys())
+    # (one sync walks the run folder before its .chester/: wait for both, not one then the other)
+    def synced(*names):
+        keys = _s3_keys()
+        return all(any(k.endswith(f"{run.token}/{n}") for k in keys) for n in names)
+
+    _until(lambda: synced("checkpoint.json", ".chester/preempt"), timeout=15,
+           what="the checkpoint and the marker synced")
     _until(lambda: farm.instances[first].done, what="the instance powered off")
     _ec2().terminate_instances(InstanceIds=[first])
     _forget(first)
