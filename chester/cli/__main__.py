@@ -1,5 +1,3 @@
-import sys
+from chester.cli import run
 
-from chester.cli import main
-
-sys.exit(main())
+run()
