@@ -201,3 +201,97 @@ def test_guard_lines_run_the_probe_through_a_container(tmp_path):
     r = run(Container(image="/img.sif", runtime=str(tmp_path / "none" / "apptainer")))
     assert r.returncode == runtime.EXIT_BAD_PYTHON and "SUBMITTED" not in r.stdout
     assert runtime.parse_probe(r.stdout).problem == "container runtime missing"
+
+
+def _memo(rt):
+    found = list(rt.parent.glob(rt.name + ".probe-*"))
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def test_a_good_probe_answer_is_remembered_until_the_python_changes(tmp_path):
+    """The probe's Python start is remembered beside the runtime: the next probe prints the
+    remembered answer while the Python (its file, PYTHONHOME, PYTHONPATH) is the same, and
+    asks again once ``python`` is another file or PYTHONPATH differs."""
+    other = "/usr/bin/python3.11"
+    here = os.path.realpath(sys.executable)
+    if not os.path.exists(other) or os.path.realpath(other) == here:
+        pytest.skip("needs a second Python 3.%d binary" % sys.version_info[1])
+    rt = runtime.build()
+    remote = tmp_path / rt.name
+    remote.write_bytes(rt.path.read_bytes())
+    (tmp_path / "bin").mkdir()
+    py = tmp_path / "bin" / "python"
+    py.symlink_to(here)
+
+    def probe(**env):
+        script = runtime.probe_script(str(py), str(remote))
+        r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                           env={**os.environ, **env})
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def tamper():  # a remembered answer that no Python would give: seen only if remembered
+        memo = _memo(remote)
+        key = memo.read_text().splitlines()[0]
+        memo.write_text(f"{key}\nchester-probe python=3.99.0 /remembered\n"
+                        "chester-probe import=ok\n")
+
+    first = probe()
+    assert "chester-probe import=ok" in first and _memo(remote) is not None
+    tamper()
+    assert "python=3.99.0 /remembered" in probe()
+    again = probe(PYTHONPATH=str(tmp_path / "nowhere"))  # another PYTHONPATH: asked again
+    assert "/remembered" not in again and "import=ok" in again
+    tamper()
+    py.unlink()
+    py.symlink_to(other)  # the same name, another Python
+    fresh = probe()
+    assert "/remembered" not in fresh and "import=ok" in fresh
+    assert runtime.parse_probe(fresh).executable == str(py)
+
+
+def test_a_script_python_or_a_failed_import_is_never_remembered(tmp_path):
+    rt = runtime.build()
+    remote = tmp_path / rt.name
+    shim = tmp_path / "python"  # a pyenv-style shim: it may start another Python tomorrow
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    shim.chmod(0o755)
+    remote.write_bytes(rt.path.read_bytes())
+    out = subprocess.run(["sh", "-c", runtime.probe_script(str(shim), str(remote))], cwd=tmp_path,
+                         capture_output=True, text=True).stdout
+    assert "import=ok" in out and _memo(remote) is None
+    remote.write_bytes(b"not a zip")  # the import fails here: asked again every time
+    bare = _bare_python()
+    out = subprocess.run(["sh", "-c", runtime.probe_script(bare, str(remote))], cwd=tmp_path,
+                         capture_output=True, text=True).stdout
+    assert "import=ModuleNotFoundError" in out and _memo(remote) is None
+
+
+def test_an_unchanged_chester_is_not_read_again_and_a_changed_one_is(tmp_path, monkeypatch):
+    """The runtime's digest is remembered under the modules' stat: a launch with the same
+    files builds nothing and reads none of them; a changed module makes a new runtime."""
+    monkeypatch.setenv("CHESTER_CACHE_DIR", str(tmp_path / "cache"))
+    runtime._BUILT.clear()
+    first = runtime.build()
+    real_contents, real_sources = runtime._contents, runtime._sources
+
+    def no_reading(*a, **k):
+        raise AssertionError("the modules were read again")
+
+    monkeypatch.setattr(runtime, "_contents", no_reading)
+    runtime._BUILT.clear()
+    assert runtime.build() == first
+    extra = tmp_path / "extra.py"
+    extra.write_text("X = 1\n")
+    monkeypatch.setattr(runtime, "_sources",
+                        lambda: real_sources() + [("chester/zz_extra.py", str(extra))])
+    monkeypatch.setattr(runtime, "_contents", real_contents)
+    second = runtime.build()
+    assert second.digest != first.digest
+    extra.write_text("X = 22\n")  # edited: another size and mtime, another runtime
+    third = runtime.build()
+    assert third.digest not in (first.digest, second.digest)
+    import zipfile
+
+    assert zipfile.ZipFile(third.path).read("chester/zz_extra.py") == b"X = 22\n"

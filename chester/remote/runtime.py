@@ -34,7 +34,6 @@ import io
 import os
 import shlex
 import sys
-import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -96,13 +95,17 @@ class Runtime:
         return [python, self.remote_path(root), tool]
 
 
-def _package_files(pkg_dir: Path, arc_root: str) -> list[tuple[str, bytes]]:
+def _package_paths(pkg_dir: Path, arc_root: str) -> list[tuple[str, str]]:
+    """(name in the zip, path on disk) of each ``.py`` file of a package, sorted by name."""
     out = []
-    for p in sorted(pkg_dir.rglob("*.py")):
-        if "__pycache__" in p.parts:
-            continue
-        out.append((f"{arc_root}/{p.relative_to(pkg_dir).as_posix()}", p.read_bytes()))
-    return out
+    for dirpath, dirnames, filenames in os.walk(pkg_dir):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = os.path.relpath(dirpath, pkg_dir).replace(os.sep, "/")
+        for f in filenames:
+            if f.endswith(".py"):
+                out.append((f"{arc_root}/{f}" if rel == "." else f"{arc_root}/{rel}/{f}",
+                            os.path.join(dirpath, f)))
+    return sorted(out)
 
 
 def _bytecode(name: str, source: bytes) -> bytes:
@@ -116,14 +119,25 @@ def _bytecode(name: str, source: bytes) -> bytes:
             + importlib.util.source_hash(source) + marshal.dumps(code))
 
 
-def _contents() -> list[tuple[str, bytes]]:
-    import cloudpickle
+def _sources() -> list[tuple[str, str]]:
+    """(name in the zip, path on disk) of every module the runtime carries: chester's and
+    the cloudpickle it unpickles with (found, not imported: a command run never loads it)."""
+    import importlib.util
 
     import chester
 
+    spec = importlib.util.find_spec("cloudpickle")
+    if spec is None or spec.origin is None:
+        raise BackendError("cloudpickle is not installed here: reinstall chester-ml")
+    return (_package_paths(Path(chester.__file__).parent, "chester")
+            + _package_paths(Path(spec.origin).parent, "cloudpickle"))
+
+
+def _contents(sources: list[tuple[str, str]] | None = None) -> list[tuple[str, bytes]]:
     files = [("__main__.py", _MAIN.encode())]
-    files += _package_files(Path(chester.__file__).parent, "chester")
-    files += _package_files(Path(cloudpickle.__file__).parent, "cloudpickle")
+    for name, path in sources if sources is not None else _sources():
+        with open(path, "rb") as f:
+            files.append((name, f.read()))
     return files
 
 
@@ -149,32 +163,60 @@ _BUILT: dict[str, Runtime] = {}
 
 
 def build() -> Runtime:
-    """The runtime of this chester (built once, then cached by content)."""
+    """The runtime of this chester (built once, then cached by content).
+
+    Its name is the digest of what it holds. Reading and hashing every module at each
+    launch is most of the work, so the digest is also remembered in the cache folder under
+    a key of the modules' ``stat`` (name, size, mtime, inode) and this Python's bytecode
+    magic: unchanged files give the runtime without reading them."""
     import importlib.util
 
-    files = _contents()
+    sources = _sources()
+    key = hashlib.sha256(importlib.util.MAGIC_NUMBER + _MAIN.encode())
+    for name, path in sources:
+        st = os.stat(path)
+        key.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0".encode())
+    index = cache_dir() / f"index-{key.hexdigest()[:24]}"
+    try:
+        known = index.read_text().strip()
+    except OSError:
+        known = ""
+    if known:
+        rt = _BUILT.get(known) or Runtime(path=cache_dir() / f"chester-{known}.pyz",
+                                          digest=known)
+        if rt.path.exists():
+            _BUILT[known] = rt
+            return rt
+    files = _contents(sources)
     h = hashlib.sha256()
     for name, data in files:
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     h.update(b"bytecode\0" + importlib.util.MAGIC_NUMBER)  # the .pyc files are this Python's
     digest = h.hexdigest()[:20]
-    if digest in _BUILT and _BUILT[digest].path.exists():
-        return _BUILT[digest]
     path = cache_dir() / f"chester-{digest}.pyz"
-    if not path.exists():
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for name, data in _with_bytecode(files):
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                z.writestr(info, data)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-    rt = _BUILT[digest] = Runtime(path=path, digest=digest)
-    return rt
+    if not (digest in _BUILT and path.exists()):
+        if not path.exists():
+            import zipfile
+
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                for name, data in _with_bytecode(files):
+                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    info.external_attr = 0o644 << 16
+                    z.writestr(info, data)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, path)
+        _BUILT[digest] = Runtime(path=path, digest=digest)
+    tmp_index = index.with_name(f".{index.name}.{os.getpid()}.tmp")
+    try:
+        tmp_index.write_text(digest + "\n")
+        os.replace(tmp_index, index)
+    except OSError:  # a read-only cache: the next launch reads the modules again
+        pass
+    return _BUILT[digest]
 
 
 # -- the target's Python ------------------------------------------------------------------------
@@ -232,9 +274,48 @@ def probe_script(python: str, runtime_remote: str, *, setup: list[str] | None = 
         *(setup or []),
         f"if [ -f {q(runtime_remote)} ]; then echo '{PROBE} runtime=1'; "
         f"else echo '{PROBE} runtime=0'; fi",
-        f"if command -v {q(python)} >/dev/null 2>&1; then {q(python)} -c {q(code)} "
-        f"|| echo '{PROBE} python=broken'; else echo '{PROBE} python=missing'; fi",
+        _remembered_python_check(python, runtime_remote, code, setup or []),
     ]) + "\n"
+
+
+#: the fields of ``stat`` that tell one file from its replacement: device, inode, size, mtime
+_STAT = "%d.%i.%s.%Y"
+
+
+def _remembered_python_check(python: str, runtime_remote: str, code: str,
+                             setup: list[str]) -> str:
+    """One shell line that prints the probe's ``python=`` and ``import=`` lines.
+
+    Starting the Python to ask is most of a submit's time on the target, so a good answer
+    is remembered beside the runtime (``<runtime>.probe-<digest of the Python, its setup
+    and the runtime>``) with what it was about: the ``stat`` of the Python found (the link
+    and the file it points to: a rebuilt venv, an upgraded or another Python is a new file)
+    and ``PYTHONHOME``/``PYTHONPATH``. The next probe prints the remembered lines when all
+    of that is unchanged. Only an answer of this launcher's minor version that imported the
+    runtime is remembered, and never for a script standing in for Python (a ``#!`` file,
+    such as a pyenv shim, can start another Python tomorrow) or where ``stat -c`` fails."""
+    q = shlex.quote
+    want = "%d.%d." % sys.version_info[:2]
+    digest = hashlib.sha256("\0".join([python, runtime_remote, code, *setup]).encode())
+    memo = q(f"{runtime_remote}.probe-{digest.hexdigest()[:16]}")
+    py = q(python)
+    return (
+        f'chester_py=$(command -v {py} 2>/dev/null) || chester_py=""; '
+        f"if [ -z \"$chester_py\" ]; then echo '{PROBE} python=missing'; else "
+        f'chester_key=$(stat -c {_STAT} -- "$chester_py" 2>/dev/null)/'
+        f'$(stat -L -c {_STAT} -- "$chester_py" 2>/dev/null); '
+        f'case "$chester_key" in /*|*/) chester_key="";; '
+        f'*) chester_key="$chester_key/${{PYTHONHOME-}}/${{PYTHONPATH-}}";; esac; '
+        f'if [ -n "$chester_key" ] && [ -f {memo} ] && '
+        f'[ "$(head -n 1 {memo} 2>/dev/null)" = "$chester_key" ]; then tail -n +2 {memo}; '
+        f"else chester_out=$({py} -c {q(code)} || echo '{PROBE} python=broken'); "
+        f"printf '%s\\n' \"$chester_out\"; "
+        f'case "$chester_out" in *"{PROBE} python={want}"*"{PROBE} import=ok"*) '
+        f'if [ -n "$chester_key" ] && [ -f {q(runtime_remote)} ] && '
+        f'[ "$(head -c 2 -- "$chester_py")" != "#!" ]; then '
+        f"{{ printf '%s\\n%s\\n' \"$chester_key\" \"$chester_out\" > {memo}.$$ && "
+        f"mv -f {memo}.$$ {memo}; }} 2>/dev/null || rm -f {memo}.$$ 2>/dev/null; fi;; esac; "
+        "fi; fi")
 
 
 #: exit codes of :func:`guard_lines`: the runtime is missing / the Python cannot run it
