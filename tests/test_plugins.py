@@ -195,3 +195,66 @@ def test_registering_a_plugin_leaves_its_lazy_modules_unloaded(tmp_path, monkeyp
     assert "CHESTER_LAZY_HEAVY" not in os.environ
     assert chester_lazy_plugin.heavy.f() == 7 and os.environ["CHESTER_LAZY_HEAVY"] == "ran"
     assert lazy_module("chester_lazy_heavy") is sys.modules["chester_lazy_heavy"]
+
+
+def test_the_entry_point_scan_finds_what_importlib_metadata_finds(tmp_path, monkeypatch):
+    """chester reads sys.path's distributions itself (importing importlib.metadata costs
+    more than the rest of discovery); it finds the same entry points, the same first
+    distribution of a name, and hands a zip on sys.path to importlib.metadata."""
+    from importlib import metadata
+
+    from chester import plugins
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_plugin_dist(a, "chester-backend-twice", {"twice": "mod_a:Plugin"}, version="2.0")
+    write_plugin_dist(b, "chester_backend.twice", {"twice": "mod_b:Plugin"}, version="1.0")
+    write_plugin_dist(a, "Odd.Name", {"odd": "pkg.sub:obj.attr [extra]"})
+    info = b / "other-1.0.dist-info"
+    info.mkdir()
+    (info / "entry_points.txt").write_text(
+        "# a comment\n[console_scripts]\nother = other:main\n\n[chester]\n# another\n"
+        "  spaced   =   spaced.mod : plugin  \n[chester.extra]\nnot = this:one\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: other\nVersion: 1.0\n")
+    (b / "legacy-0.1.egg-info").write_text("Name: legacy\n")  # an egg-info file: no entry points
+    monkeypatch.setattr(sys, "path", [str(a), str(tmp_path / "missing"), *sys.path, str(b)])
+
+    def ours():
+        return sorted((e.name, e.value, plugins._name_version(e)) for e in plugins._entry_points())
+
+    def theirs():
+        eps = {}
+        for ep in metadata.entry_points(group="chester"):
+            eps.setdefault(ep.name, (ep.name, ep.value, (ep.dist.name, ep.dist.version)))
+        return sorted(eps.values())
+
+    assert plugins._scan_entry_points() is not None
+    assert ours() == theirs()
+    got = {n: (v, d) for n, v, d in ours()}
+    assert got["twice"] == ("mod_a:Plugin", ("chester-backend-twice", "2.0"))
+    assert got["odd"][0] == "pkg.sub:obj.attr [extra]" and got["spaced"][0] == "spaced.mod : plugin"
+    assert "not" not in got
+    # a zip on sys.path: importlib.metadata reads it, with the same answer
+    import zipfile
+
+    z = tmp_path / "plugins.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("zipped-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: zipped\n"
+                    "Version: 1.0\n")
+        zf.writestr("zipped-1.0.dist-info/entry_points.txt", "[chester]\nzipped = zmod:P\n")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(z)])
+    assert plugins._scan_entry_points() is None
+    assert ours() == theirs() and ("zipped", "zmod:P", ("zipped", "1.0")) in ours()
+
+
+def test_an_entry_point_loads_module_and_attribute_path(tmp_path, monkeypatch):
+    from chester import plugins
+
+    (tmp_path / "ep_pkg").mkdir()
+    (tmp_path / "ep_pkg" / "__init__.py").write_text("")
+    (tmp_path / "ep_pkg" / "mod.py").write_text("class Outer:\n    class Inner:\n        x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = plugins.EntryPoint("t", "ep_pkg.mod : Outer.Inner [extra]")
+    assert ep.load().x == 1
+    assert plugins.EntryPoint("m", "ep_pkg.mod").load().__name__ == "ep_pkg.mod"
+    with pytest.raises(ValueError, match="not module:attr"):
+        plugins.EntryPoint("bad", "not a module path").load()
