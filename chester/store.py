@@ -324,7 +324,7 @@ class Store:
                                             incomplete_only=incomplete_only)
                 if found is not None:
                     return found, self.runs(found.id), True
-            specs = runs() if callable(runs) else runs
+            specs = list(runs() if callable(runs) else runs)
             cur = db.execute(
                 "INSERT INTO sweeps(exp_prefix, backend, batch_dir, fingerprint, created, options) "
                 "VALUES (?,?,?,?,?,?)",
@@ -337,13 +337,14 @@ class Store:
             nxt = max(nxt, _next_on_disk(batch_dir))
             batch = str(batch_dir)
             values = []
+            tokens = os.urandom(16 * len(specs)).hex()  # one random draw for every token
             for idx, spec in enumerate(specs):
                 number = nxt + idx
                 name = spec.get("name") or f"{number}_{spec['suffix']}"
                 local_dir = str(spec.get("local_dir") or os.path.join(batch, name))
                 remote_dir = remote_dir_for(local_dir) if remote_dir_for else local_dir
-                values.append((sweep_id, idx, number, name, uuid.uuid4().hex, backend,
-                               local_dir, remote_dir, now, now))
+                values.append((sweep_id, idx, number, name, tokens[32 * idx:32 * idx + 32],
+                               backend, local_dir, remote_dir, now, now))
             self._check_folders_free(db, [v[6] for v in values])
             db.executemany(
                 "INSERT INTO runs(sweep_id, idx, number, name, token, backend, local_dir, "
