@@ -1,0 +1,43 @@
+"""How the ``chester`` command ends: exit handlers run and every byte written reaches the
+pipe, with the exit status of the command; a thread still working is waited for."""
+
+import subprocess
+import sys
+
+
+def _run(body: str, tmp_path) -> subprocess.CompletedProcess:
+    code = ("import atexit, threading, time\n"
+            "import chester.cli as cli\n" + body + "\ncli.run()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+
+
+def test_the_command_ends_with_its_status_its_output_and_its_exit_handlers(tmp_path):
+    r = _run("atexit.register(lambda: print('exit handler ran', flush=False))\n"
+             "def main():\n"
+             "    print('x' * 200000, end='')\n"
+             "    print('to stderr', file=__import__('sys').stderr)\n"
+             "    return 3\n"
+             "cli.main = main\n", tmp_path)
+    assert r.returncode == 3
+    assert r.stdout == "x" * 200000 + "exit handler ran\n"
+    assert r.stderr == "to stderr\n"
+
+
+def test_a_thread_still_working_is_waited_for(tmp_path):
+    r = _run("def work():\n"
+             "    time.sleep(0.5)\n"
+             "    open('done.txt', 'w').write('done')\n"
+             "def main():\n"
+             "    threading.Thread(target=work).start()\n"
+             "    return 0\n"
+             "cli.main = main\n", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "done.txt").read_text() == "done"
+
+
+def test_a_real_command_through_the_module_entry(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "chester.cli", "launch", "-b", "nope", "--",
+                        "python", "-c", "pass"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode == 2 and "unknown backend" in r.stderr and "nope" in r.stderr
