@@ -287,8 +287,8 @@ def _remembered_python_check(python: str, runtime_remote: str, code: str,
     """One shell line that prints the probe's ``python=`` and ``import=`` lines.
 
     Starting the Python to ask is most of a submit's time on the target, so a good answer
-    is remembered beside the runtime (``<runtime>.probe-<digest of the Python, its setup
-    and the runtime>``) with what it was about: the ``stat`` of the Python found (the link
+    is remembered beside the runtime (``<runtime>.probe-<digest of the Python and its
+    setup>``) with what it was about: the ``stat`` of the Python found (the link
     and the file it points to: a rebuilt venv, an upgraded or another Python is a new file)
     and ``PYTHONHOME``/``PYTHONPATH``. The next probe prints the remembered lines when all
     of that is unchanged. Only an answer of this launcher's minor version that imported the
@@ -296,7 +296,8 @@ def _remembered_python_check(python: str, runtime_remote: str, code: str,
     such as a pyenv shim, can start another Python tomorrow) or where ``stat -c`` fails."""
     q = shlex.quote
     want = "%d.%d." % sys.version_info[:2]
-    digest = hashlib.sha256("\0".join([python, runtime_remote, code, *setup]).encode())
+    # the memo sits beside its runtime: the digest tells apart the Pythons and setups only
+    digest = hashlib.sha256("\0".join([python, *setup]).encode())
     memo = q(f"{runtime_remote}.probe-{digest.hexdigest()[:16]}")
     py = q(python)
     return (
