@@ -361,10 +361,62 @@ def _project_root(start: Path) -> Path:
     return start
 
 
-def load_config(path: Path | None = None, *, start: Path | None = None) -> ChesterConfig:
-    """Find (unless ``path`` is given), parse and validate the configuration."""
+def cache_root() -> Path:
+    """chester's cache folder: ``$CHESTER_CACHE_DIR``, else ``$XDG_CACHE_HOME/chester``
+    (``~/.cache/chester``)."""
+    env = os.environ.get("CHESTER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "chester"
+
+
+def _json_exact(value: Any, depth: int = 0) -> bool:
+    """JSON holds exactly this value (and gives it back with the same types)."""
+    t = type(value)
+    if t in (str, int, bool) or value is None:
+        return True
+    if t is float:
+        return value == value and value not in (float("inf"), float("-inf"))
+    if depth > 100:
+        return False
+    if t is list:
+        return all(_json_exact(v, depth + 1) for v in value)
+    if t is dict:
+        return all(type(k) is str and _json_exact(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _parsed_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, remembered by the text's digest in the cache folder as
+    JSON where JSON holds it exactly: a command reads its unchanged chester.yaml without
+    importing the YAML parser (which costs more than the rest of loading the config)."""
+    import hashlib
+    import json
+
+    memo = cache_root() / "config" / (
+        hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32] + ".json")
+    try:
+        with open(memo, encoding="utf-8") as f:
+            return json.load(f)["yaml"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     import yaml
 
+    raw = yaml.safe_load(text)  # a syntax error goes to the caller, remembered never
+    if _json_exact(raw):
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"yaml": raw}), encoding="utf-8")
+            os.replace(tmp, memo)
+        except OSError:  # a read-only cache: parsed again next time
+            pass
+    return raw
+
+
+def load_config(path: Path | None = None, *, start: Path | None = None) -> ChesterConfig:
+    """Find (unless ``path`` is given), parse and validate the configuration."""
     if path is None:
         path, _why = find_config_path(start)
     raw: Any = {}
@@ -379,8 +431,12 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
                               f"{exc.object[exc.start]:#04x})",
                               "save the file as UTF-8") from None
         try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+            raw = _parsed_yaml(text)
+        except Exception as exc:
+            import yaml
+
+            if not isinstance(exc, yaml.YAMLError):
+                raise
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

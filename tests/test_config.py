@@ -1,5 +1,6 @@
 """chester.yaml: search order, validation errors, legacy keys, `chester config`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -231,3 +232,42 @@ def test_seed_autobot_nodelist_is_the_autobot_backends_nodes(tmp_path):
         assert o.nodes == ("autobot-1-1", "autobot-1-6", "gpu9")
     assert cfg.backend("lab2").options.nodes == ("n1",)  # the backend's own list wins
     assert cfg.backend("autobot").options.host == "me@login"
+
+
+def test_an_unchanged_chester_yaml_is_read_without_the_yaml_parser(tmp_path):
+    """The parsed file is remembered by its text's digest (as JSON, where JSON holds it
+    exactly): the next command reads the same config without importing yaml; an edited
+    file, a value JSON cannot hold and a syntax error are each parsed by YAML."""
+    cfg = tmp_path / "chester.yaml"
+    cfg.write_text("log_dir: data\nbackends:\n  box:\n    type: local\n    max_parallel: 3\n")
+    code = ("import json, sys\nfrom pathlib import Path\nfrom chester.config import load_config\n"
+            "c = load_config(Path(sys.argv[1]))\n"
+            "print(json.dumps([c.backend('box').options.max_parallel, str(c.log_dir), "
+            "'yaml' in sys.modules]))\n")
+    env = {**os.environ, "CHESTER_CACHE_DIR": str(tmp_path / "cache")}
+
+    def load():
+        r = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True,
+                           text=True, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    first = load()
+    assert first[:2] == [3, str(tmp_path / "data")] and first[2] is True
+    assert load() == [3, str(tmp_path / "data"), False]  # remembered: no YAML parser
+    cfg.write_text(cfg.read_text().replace("3", "5"))
+    assert load() == [5, str(tmp_path / "data"), True]  # edited: parsed again
+    assert load()[2] is False
+    memos = list((tmp_path / "cache" / "config").iterdir())
+    assert len(memos) == 2
+    # a value JSON would change (a date) is never remembered
+    from chester import config
+
+    assert not config._json_exact({"when": __import__("datetime").date(2026, 12, 3)})
+    assert not config._json_exact({1: "int key"}) and not config._json_exact([float("nan")])
+    assert config._json_exact({"a": [1, 2.5, True, None, "x"]})
+    cfg.write_text("backends: [unclosed\n")
+    r = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True,
+                       env=env, cwd=tmp_path)
+    assert r.returncode != 0 and "YAML syntax error" in r.stderr and "line" in r.stderr
+    assert len(list((tmp_path / "cache" / "config").iterdir())) == 2

@@ -152,11 +152,9 @@ def _with_bytecode(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("CHESTER_CACHE_DIR")
-    if env:
-        return Path(env).expanduser() / "runtime"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "chester" / "runtime"
+    from chester.config import cache_root
+
+    return cache_root() / "runtime"
 
 
 _BUILT: dict[str, Runtime] = {}
