@@ -102,6 +102,17 @@ def _label(value: Any) -> str:
         return type(value).__name__
 
 
+def last_component(path: str) -> str:
+    """``PurePosixPath(path).name`` without making a path object (a 1,000-run sweep names
+    every run this way)."""
+    if "/" not in path:
+        return "" if path == "." else path
+    for part in reversed(path.split("/")):
+        if part and part != ".":
+            return part
+    return ""
+
+
 def auto_suffix(exp_prefix: str, variant: dict, variations: Sequence[str]) -> str:
     """The seed's automatic name (without the number).
 
@@ -120,7 +131,7 @@ def auto_suffix(exp_prefix: str, variant: dict, variations: Sequence[str]) -> st
             if v:
                 parts.append(label)
         elif isinstance(v, str):
-            parts.append(PurePosixPath(v).name or v)
+            parts.append(last_component(v) or v)
         elif isinstance(v, (int, float)):
             parts.append(f"{label}_{_fmt(v)}")
         else:

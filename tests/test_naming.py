@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from chester.naming import map_remote, remote_mapper
 
 
@@ -27,3 +30,13 @@ def test_symlinks_are_followed_like_the_seed(tmp_path):
     (project / "real" / "2_b").mkdir()
     os.symlink(project / "real" / "2_b", project / "real" / "3_c")  # the run folder is a link
     assert m(project / "real" / "3_c") == "/r/real/2_b"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["/", ".", "a", "b", "é", " ", ".."]), max_size=12).map("".join))
+def test_last_component_is_a_posix_paths_name(path):
+    from pathlib import PurePosixPath
+
+    from chester.naming import last_component
+
+    assert last_component(path) == PurePosixPath(path).name
