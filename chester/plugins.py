@@ -176,17 +176,20 @@ def _blocked_names() -> set[str]:
     return {n.strip() for n in raw.split(",") if n.strip()}
 
 
-@attrs.frozen
 class EntryPoint:
     """One ``chester`` entry point: ``name = module:attr`` in a distribution's
-    ``entry_points.txt``."""
+    ``entry_points.txt``. ``folder``: the distribution's ``.dist-info``/``.egg-info``
+    folder; ``dist``: an ``importlib.metadata.Distribution`` where importlib.metadata found
+    it. (A plain class: each attrs class costs a compile at every command's start.)"""
 
-    name: str
-    value: str
-    #: the distribution's ``.dist-info``/``.egg-info`` folder (None: ``dist`` says)
-    folder: str | None = None
-    #: an ``importlib.metadata.Distribution``, where importlib.metadata found it
-    dist: Any = None
+    __slots__ = ("name", "value", "folder", "dist")
+
+    def __init__(self, name: str, value: str, folder: str | None = None,
+                 dist: Any = None) -> None:
+        self.name, self.value, self.folder, self.dist = name, value, folder, dist
+
+    def __repr__(self) -> str:
+        return f"EntryPoint({self.name!r}, {self.value!r})"
 
     def load(self) -> Any:
         import importlib
