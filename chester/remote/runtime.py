@@ -171,8 +171,8 @@ def build() -> Runtime:
 
     sources = _sources()
     key = hashlib.sha256(importlib.util.MAGIC_NUMBER + _MAIN.encode())
-    for name, path in sources:
-        st = os.stat(path)
+    for name, src in sources:
+        st = os.stat(src)
         key.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0".encode())
     index = cache_dir() / f"index-{key.hexdigest()[:24]}"
     try:
