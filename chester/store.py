@@ -13,6 +13,7 @@ import re
 import sqlite3
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -217,6 +218,10 @@ class Store:
                 "folders already on disk are kept and never reused)")
         try:
             self._db = _connect(self.path)
+            # closed when the store goes, or at exit: the last connection to a file folds
+            # its write-ahead log back into jobs.db (a connection outlives its store, in a
+            # cycle with its statement cache, until the garbage collector runs)
+            self._closer = weakref.finalize(self, self._db.close)
             self._wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
@@ -263,7 +268,7 @@ class Store:
                 time.sleep(0.02)
 
     def close(self) -> None:
-        self._db.close()
+        self._closer()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

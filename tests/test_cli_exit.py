@@ -41,3 +41,21 @@ def test_a_real_command_through_the_module_entry(tmp_path):
                         "python", "-c", "pass"], capture_output=True, text=True, cwd=tmp_path,
                        timeout=120)
     assert r.returncode == 2 and "unknown backend" in r.stderr and "nope" in r.stderr
+
+
+def test_the_job_store_is_whole_in_jobs_db_after_a_command(tmp_path):
+    """The store's write-ahead log goes back into jobs.db when the command ends: a copy of
+    jobs.db alone holds what the command recorded."""
+    import shutil
+    import sqlite3
+
+    (tmp_path / ".git").mkdir()
+    r = subprocess.run([sys.executable, "-m", "chester.cli", "launch", "--dry-run", "-p", "w",
+                        "--", "python", "-c", "pass", "x=1,2,3"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    db = tmp_path / ".chester" / "jobs.db"
+    assert not (tmp_path / ".chester" / "jobs.db-wal").exists()
+    shutil.copy(db, tmp_path / "copy.db")
+    with sqlite3.connect(tmp_path / "copy.db") as c:
+        assert c.execute("SELECT count(*) FROM runs").fetchone()[0] == 3

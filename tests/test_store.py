@@ -175,8 +175,12 @@ def test_many_processes_creating_the_store_at_once_all_see_one_whole_store(tmp_p
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-    assert len(Store(tmp_path / "jobs.db").sweeps()) == 6
+    store = Store(tmp_path / "jobs.db")
+    assert len(store.sweeps()) == 6
+    # no half-made store file is left behind (only the store and SQLite's own files)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["jobs.db", "jobs.db-shm", "jobs.db-wal"]
+    store.close()  # the last connection folds the log back into jobs.db
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["jobs.db"]
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage " * 500])

@@ -170,11 +170,11 @@ def run() -> None:
     """The ``chester`` console script: :func:`main`, then the process ends.
 
     Once the command is done and nothing else runs in the process, the exit handlers run
-    (logging's flush, temporary folders' cleanup, anything registered with :mod:`atexit`)
-    and the process ends without the interpreter's teardown, which frees every object one
-    by one and checkpoints the job store's write-ahead log: a tenth of a second on a large
-    sweep, for nothing (the next command reads the store with its log as it is). With
-    another thread still running, the interpreter ends as usual, waiting for it.
+    (logging's flush, temporary folders' cleanup, anything registered with :mod:`atexit`),
+    the job stores are closed (their write-ahead log goes back into ``jobs.db``), and the
+    process ends without the interpreter's teardown, which frees every object one by one:
+    some 50 ms after a 1,000-run launch, for nothing. With another thread still running,
+    the interpreter ends as usual, waiting for it.
     """
     code = main()
     import threading
@@ -184,7 +184,7 @@ def run() -> None:
         sys.exit(code)
     import atexit
 
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # with them, the job stores close (their log goes into jobs.db)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
