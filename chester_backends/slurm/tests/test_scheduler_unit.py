@@ -49,6 +49,25 @@ def test_terminal_states_map_to_their_words():
     assert "did not succeed" in dep.reason
 
 
+def test_a_dependent_job_slurm_cancelled_reads_as_its_dependency_failing():
+    """sacct's row of a job SLURM cancelled for an unmet dependency can carry the cancel's
+    time as its start and no reason; a user's cancel says who did it."""
+    def merge(row, rec=None):
+        return s.merge(row, rec or _rec(None), token="t", remote_id="2_1", host="h",
+                       kind="array", source="sacct", depends=True)
+
+    rows = s.parse_rows("2_1|CANCELLED|0:0|None|2026-12-03T10:18:00|2026-12-03T10:18:00|"
+                        "None assigned\n"
+                        "2_2|CANCELLED by 1000|0:0|None|2026-12-03T10:18:00|"
+                        "2026-12-03T10:18:00|None assigned\n")
+    assert "did not succeed" in merge(rows["2_1"]).reason
+    user = merge(rows["2_2"])
+    assert user.state == State.CANCELLED and "by uid 1000" in user.reason
+    assert "did not succeed" not in user.reason
+    started = merge(rows["2_1"], _rec("terminated"))  # its worker ran: not the dependency
+    assert "did not succeed" not in (started.reason or "")
+
+
 def test_a_memory_kill_reads_oom_whatever_the_job_state():
     """slurmstepd's words in the job's output decide: the cgroup OOM killer leaves FAILED or
     OUT_OF_MEMORY, the accounting poller (OverMemoryKill) leaves FAILED with signal 9."""

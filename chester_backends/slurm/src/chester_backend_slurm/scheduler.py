@@ -409,7 +409,10 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
                          stderr_tail=tail, exit_code=_exit_code(row.exit_code), **common)
     if s in _TERMINAL_WORDS:
         state, word = _TERMINAL_WORDS[s]
-        never_ran = depends and not row.started and st is None
+        # a dependent job whose worker never started, cancelled by no user: SLURM's own
+        # cancel of a dependency that cannot be met (its accounting row may carry a start
+        # time, the cancel's, and no reason, depending on when slurmdbd is read)
+        never_ran = depends and st is None and (not row.started or row.by is None)
         if s == "CANCELLED" and (never_ran or (row.reason or "").startswith("Dependency")):
             word = "cancelled: a run it depends on did not succeed (DependencyNeverSatisfied)"
         elif s == "CANCELLED" and row.reason and row.reason != "None":
