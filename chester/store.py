@@ -194,6 +194,15 @@ class RunFolderTaken(UserError):
     """A new run would reuse a run folder that is on disk or belongs to another run."""
 
 
+def _close_quietly(db: sqlite3.Connection) -> None:
+    """Close a store's connection; from another thread than its own (the garbage collector
+    runs anywhere) SQLite refuses, and the connection closes when it is freed instead."""
+    try:
+        db.close()
+    except sqlite3.ProgrammingError:
+        pass
+
+
 class Store:
     """Access to one project's job store.
 
@@ -221,7 +230,7 @@ class Store:
             # closed when the store goes, or at exit: the last connection to a file folds
             # its write-ahead log back into jobs.db (a connection outlives its store, in a
             # cycle with its statement cache, until the garbage collector runs)
-            self._closer = weakref.finalize(self, self._db.close)
+            self._closer = weakref.finalize(self, _close_quietly, self._db)
             self._wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()

@@ -206,3 +206,29 @@ def test_logs_without_a_store_creates_none(tmp_path):
     r = run_chester(["logs", "some-run"], cwd=project)
     assert r.returncode == 2 and "no job store" in r.stderr
     assert not (project / ".chester").exists()
+
+
+def test_a_store_dropped_in_another_thread_closes_without_a_warning(tmp_path):
+    """The last reference to a store may go in any thread; SQLite refuses a close from
+    another thread, and that must not surface as an ignored exception."""
+    import sys
+    import threading
+
+    box = [Store(tmp_path / "jobs.db")]
+    seen: list = []
+    done = []
+
+    def drop():
+        hook = sys.unraisablehook
+        sys.unraisablehook = seen.append
+        try:
+            box.clear()  # the store goes here, in this thread
+        finally:
+            sys.unraisablehook = hook
+        done.append(True)
+
+    t = threading.Thread(target=drop)
+    t.start()
+    t.join()
+    assert done == [True] and box == []
+    assert seen == [], [str(u.exc_value) for u in seen]
