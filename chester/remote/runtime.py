@@ -192,22 +192,21 @@ def build() -> Runtime:
     h.update(b"bytecode\0" + importlib.util.MAGIC_NUMBER)  # the .pyc files are this Python's
     digest = h.hexdigest()[:20]
     path = cache_dir() / f"chester-{digest}.pyz"
-    if not (digest in _BUILT and path.exists()):
-        if not path.exists():
-            import zipfile
+    if not path.exists():
+        import zipfile
 
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-                for name, data in _with_bytecode(files):
-                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    z.writestr(info, data)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, path)
-        _BUILT[digest] = Runtime(path=path, digest=digest)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in _with_bytecode(files):
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                z.writestr(info, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    _BUILT[digest] = Runtime(path=path, digest=digest)
     tmp_index = index.with_name(f".{index.name}.{os.getpid()}.tmp")
     try:
         tmp_index.write_text(digest + "\n")
@@ -276,6 +275,9 @@ def probe_script(python: str, runtime_remote: str, *, setup: list[str] | None = 
     ]) + "\n"
 
 
+#: this launcher's minor version as the probe's ``python=`` line starts (``3.11.``)
+_MINOR = "%d.%d." % sys.version_info[:2]
+
 #: the fields of ``stat`` that tell one file from its replacement: device, inode, size, mtime
 _STAT = "%d.%i.%s.%Y"
 
@@ -293,7 +295,6 @@ def _remembered_python_check(python: str, runtime_remote: str, code: str,
     runtime is remembered, and never for a script standing in for Python (a ``#!`` file,
     such as a pyenv shim, can start another Python tomorrow) or where ``stat -c`` fails."""
     q = shlex.quote
-    want = "%d.%d." % sys.version_info[:2]
     # the memo sits beside its runtime: the digest tells apart the Pythons and setups only
     digest = hashlib.sha256("\0".join([python, *setup]).encode())
     memo = q(f"{runtime_remote}.probe-{digest.hexdigest()[:16]}")
@@ -309,7 +310,7 @@ def _remembered_python_check(python: str, runtime_remote: str, code: str,
         f'[ "$(head -n 1 {memo} 2>/dev/null)" = "$chester_key" ]; then tail -n +2 {memo}; '
         f"else chester_out=$({py} -c {q(code)} || echo '{PROBE} python=broken'); "
         f"printf '%s\\n' \"$chester_out\"; "
-        f'case "$chester_out" in *"{PROBE} python={want}"*"{PROBE} import=ok"*) '
+        f'case "$chester_out" in *"{PROBE} python={_MINOR}"*"{PROBE} import=ok"*) '
         f'if [ -n "$chester_key" ] && [ -f {q(runtime_remote)} ] && '
         f'[ "$(head -c 2 -- "$chester_py")" != "#!" ]; then '
         f"{{ printf '%s\\n%s\\n' \"$chester_key\" \"$chester_out\" > {memo}.$$ && "
@@ -330,13 +331,12 @@ def guard_lines(python: str, runtime_remote: str, *, setup: list[str] | None = N
     Python is missing, not this launcher's minor version, or cannot import it
     (:data:`EXIT_BAD_PYTHON`). ``container``: as in :func:`probe_script`. The probe runs
     in a subshell: its setup changes nothing for the lines after it."""
-    want = "%d.%d." % sys.version_info[:2]
     probe = probe_script(python, runtime_remote, setup=setup,
                          container=container).strip().replace("\n", "; ")
     return [
         f"chester_probe=$( {{ {probe}; }} 2>/dev/null || true )",
         "printf '%s\\n' \"$chester_probe\"",
-        f'case "$chester_probe" in *"{PROBE} python={want}"*) ;; *) exit {EXIT_BAD_PYTHON};; esac',
+        f'case "$chester_probe" in *"{PROBE} python={_MINOR}"*) ;; *) exit {EXIT_BAD_PYTHON};; esac',
         f'case "$chester_probe" in *"{PROBE} import="*) case "$chester_probe" in '
         f'*"{PROBE} import=ok"*) ;; *) exit {EXIT_BAD_PYTHON};; esac;; esac',
         f'case "$chester_probe" in *"{PROBE} runtime=0"*) exit {EXIT_NO_RUNTIME};; esac',
