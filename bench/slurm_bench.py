@@ -181,25 +181,27 @@ def bench_submitit(py: Path, d: Path, n: int, k: int) -> dict:
     return _submit_in_process([str(py), str(script), str(d / f"submitit-logs-{k}"), str(n)])
 
 
-def bench_chester_direct(py: Path, d: Path, n: int, k: int, slurm_env: dict) -> dict:
+def _round_project(d: Path, name: str, slurm_env: dict) -> Path:
+    """The one project every round launches in, as a researcher launches sweep after sweep
+    from one (made on first use): its first launch also places the runtime on the cluster
+    and asks the jobs' Python whether it can run it; later ones find both done."""
+    if not (d / name).exists():
+        make_project(d, name, {"scheduler_env": slurm_env})
+    return d / name
+
+
+def bench_chester_direct(py: Path, d: Path, n: int, slurm_env: dict) -> dict:
     script = d / "chester_bench.py"
     script.write_text(CHESTER_SCRIPT)
-    if not (d / "direct-project").exists():  # one project for every round, as for the CLI
-        make_project(d, "direct-project", {"scheduler_env": slurm_env})
-    return _submit_in_process([str(py), str(script),
-                               str(d / "direct-project" / "chester.yaml"), str(n)])
+    project = _round_project(d, "direct-project", slurm_env)
+    return _submit_in_process([str(py), str(script), str(project / "chester.yaml"), str(n)])
 
 
-def bench_chester_cli(py: Path, d: Path, n: int, k: int, slurm_env: dict) -> dict:
+def bench_chester_cli(py: Path, d: Path, n: int, slurm_env: dict) -> dict:
     """``chester launch -b slurm -- python -c pass i=0,1,...`` from a shell: the whole
-    process, interpreter start to submitted (job ids read from squeue afterwards).
-
-    Every round launches in the same project, as a researcher launches sweep after sweep
-    from one: the first launch there (``k`` 0) also places the runtime on the cluster and
-    asks the jobs' Python whether it can run it; later ones find both done."""
-    project = d / "cli-project"
-    if not project.exists():
-        make_project(d, "cli-project", {"scheduler_env": slurm_env})
+    process, interpreter start to submitted (job ids read from squeue afterwards), in the
+    rounds' one project."""
+    project = _round_project(d, "cli-project", slurm_env)
     exe = str(py.parent / "chester")
     argv = [exe, "launch", "-b", "slurm", "-p", "bench", "--", "python", "-c", "pass",
             "i=" + ",".join(str(i) for i in range(n))]
@@ -310,7 +312,7 @@ def main() -> None:
 
         # 1. `chester launch` from a shell against submitit's whole script, alternately,
         # after the first launch in the project (not counted: it places the runtime)
-        first = bench_chester_cli(chester_py, work, n, 0, slurm_env)
+        first = bench_chester_cli(chester_py, work, n, slurm_env)
         figures["chester launch (cli) first launch in a new project s"] = round(
             first["process"], 3)
         print(f"[bench] first `chester launch` in a new project: {first['process']:.3f} s",
@@ -318,7 +320,7 @@ def main() -> None:
         cli_p, sub_p = [], []
         for k in range(args.rounds):
             sub = bench_submitit(py, work, n, k + 100)
-            cli = bench_chester_cli(chester_py, work, n, k + 1, slurm_env)
+            cli = bench_chester_cli(chester_py, work, n, slurm_env)
             sub_p.append(round(sub["process"], 3))
             cli_p.append(round(cli["process"], 3))
             figures["chester launch (cli) sbatch calls"] = len(cli["job_ids"])
@@ -382,12 +384,12 @@ def main() -> None:
         #    fresh process that has imported its library; submission only (the tasks are
         #    cancelled right away)
         chester_s, submitit_s, chester_p, submitit_p = [], [], [], []
-        bench_chester_direct(chester_py, work, n, -1, slurm_env)  # the project's first launch
+        bench_chester_direct(chester_py, work, n, slurm_env)  # the project's first launch
         for k in range(args.rounds):
             sub = bench_submitit(py, work, n, k)
             submitit_s.append(round(sub["seconds"], 3))
             figures["submitit sbatch calls"] = len(sub["job_ids"])
-            mine = bench_chester_direct(chester_py, work, n, k, slurm_env)
+            mine = bench_chester_direct(chester_py, work, n, slurm_env)
             chester_s.append(round(mine["seconds"], 3))
             submitit_p.append(round(sub["process"], 3))
             chester_p.append(round(mine["process"], 3))
