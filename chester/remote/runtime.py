@@ -306,8 +306,13 @@ def _remembered_python_check(python: str, runtime_remote: str, code: str,
         f'$(stat -L -c {_STAT} -- "$chester_py" 2>/dev/null); '
         f'case "$chester_key" in /*|*/) chester_key="";; '
         f'*) chester_key="$chester_key/${{PYTHONHOME-}}/${{PYTHONPATH-}}";; esac; '
-        f'if [ -n "$chester_key" ] && [ -f {memo} ] && '
-        f'[ "$(head -n 1 {memo} 2>/dev/null)" = "$chester_key" ]; then tail -n +2 {memo}; '
+        # the memo is read with the shell's own `read` (no process started for it)
+        'chester_hit=; '
+        f'if [ -n "$chester_key" ] && [ -f {memo} ]; then '
+        '{ IFS= read -r chester_line || :; if [ "$chester_line" = "$chester_key" ]; then '
+        "chester_hit=1; while IFS= read -r chester_line; do printf '%s\\n' \"$chester_line\"; "
+        f'done; fi; }} < {memo} 2>/dev/null || chester_hit=; fi; '
+        'if [ -n "$chester_hit" ]; then :; '
         f"else chester_out=$({py} -c {q(code)} || echo '{PROBE} python=broken'); "
         f"printf '%s\\n' \"$chester_out\"; "
         f'case "$chester_out" in *"{PROBE} python={_MINOR}"*"{PROBE} import=ok"*) '

@@ -204,27 +204,37 @@ def test_cluster_info_from_the_submit_script_output():
 
 
 def test_cluster_check_stops_before_sbatch_only_on_another_max_array_size(tmp_path):
-    """The rendered check run by bash, with a stand-in scontrol printing a config."""
+    """The rendered check run by bash, with a stand-in scontrol printing a config: asked
+    first, read after the lines between (which run while it answers), before the submit."""
     import os
     import subprocess
 
     fake = tmp_path / "scontrol"
-    fake.write_text("#!/bin/sh\nprintf 'AccountingStorageType   = accounting_storage/none\\n"
-                    "MaxArraySize            = 5\\nMinJobAge               = 300 sec\\n'\n")
-    fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
 
-    def run(expected):
-        script = "\n".join(["set -euo pipefail", *s.cluster_check_lines(expected),
+    def run(expected, config, code=0):
+        fake.write_text(f"#!/bin/sh\nprintf '{config}'\nexit {code}\n")
+        fake.chmod(0o755)
+        start, finish = s.cluster_check_lines(expected)
+        script = "\n".join(["set -euo pipefail", *start, "echo BETWEEN", *finish,
                             "echo SUBMITTED"])
         return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
 
+    config = ("AccountingStorageType   = accounting_storage/none\\n"
+              "MaxArraySize            = 5\\nMinJobAge               = 300 sec\\n")
     for expected, code in ((1001, s.EXIT_RECHUNK), (5, 0), (None, 0)):
-        res = run(expected)
+        res = run(expected, config)
         assert res.returncode == code, (expected, res)
+        assert "BETWEEN" in res.stdout
         assert ("SUBMITTED" in res.stdout) == (code == 0)
         assert s.cluster_info_of(res.stdout) == {"MaxArraySize": 5, "MinJobAge": 300,
                                                  "accounting": 0}
+    # scontrol failing, or answering without MaxArraySize, stops the script before the
+    # submit, whether or not a size was assumed
+    for expected in (5, None):
+        for cfg, code in ((config, 1), ("MinJobAge = 300 sec\\n", 0)):
+            res = run(expected, cfg, code)
+            assert res.returncode == 1 and "SUBMITTED" not in res.stdout, (expected, cfg, res)
 
 
 def test_who_cancelled_is_kept():
