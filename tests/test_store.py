@@ -232,3 +232,80 @@ def test_a_store_dropped_in_another_thread_closes_without_a_warning(tmp_path):
     t.join()
     assert done == [True] and box == []
     assert seen == [], [str(u.exc_value) for u in seen]
+
+
+def test_run_tokens_are_unique_hex_and_a_launch_keeps_its_index_writes_together(
+        tmp_path, monkeypatch):
+    """Tokens start with the time: a later launch's tokens sort after an earlier one's, and
+    adding a launch to a store of many runs writes a few pages of the token index, not
+    pages all over it (measured in the write-ahead log, against fully random tokens)."""
+    import os
+    import re
+    import time
+
+    import chester.store as cs
+
+    def launch(store, k, n=1000):
+        return store.create_sweep(exp_prefix="e", backend="slurm", batch_dir=tmp_path / f"b{k}",
+                                  fingerprint=f"f{k}", runs=[{"suffix": str(i)} for i in range(n)])
+
+    store = Store(tmp_path / "jobs.db")
+    _, first = launch(store, "first", 10)
+    time.sleep(0.002)
+    _, second = launch(store, "second", 10)
+    tokens = [r.token for r in first + second]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in tokens)
+    assert len(set(tokens)) == len(tokens)
+    assert max(r.token for r in first) < min(r.token for r in second)
+    time.sleep(0.002)
+    store.reset_for_retry([first[0].id])  # a new token, after every earlier one
+    assert store.run(first[0].id).token > max(tokens)
+    assert len(set(cs.new_tokens(100_000))) == 100_000
+
+    def wal_growth_of_a_launch(tokens_of) -> int:
+        monkeypatch.setattr(cs, "new_tokens", tokens_of)
+        path = tmp_path / f"{tokens_of.__name__}.db"
+        s = Store(path)
+        for k in range(20):
+            launch(s, f"{tokens_of.__name__}{k}")
+        s._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        launch(s, f"{tokens_of.__name__}-last")
+        grown = os.path.getsize(f"{path}-wal")
+        s.close()
+        return grown
+
+    def random_tokens(n):
+        return [os.urandom(16).hex() for _ in range(n)]
+
+    ordered, random = wal_growth_of_a_launch(cs.new_tokens), wal_growth_of_a_launch(random_tokens)
+    assert ordered * 2 < random, (ordered, random)
+
+
+def test_a_handle_is_stored_as_json_dumps_writes_it():
+    """The JSON written for each submitted run (its extra encoded once per tuple) is exactly
+    what ``json.dumps`` makes of the handle, for any strings."""
+    import json
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from chester.store import handle_json
+    from chester.types import RunHandle
+
+    text = st.text()
+    extra = st.lists(st.tuples(text, text), max_size=4).map(tuple)
+
+    @given(st.lists(st.builds(
+        RunHandle, run_id=st.integers(0, 2**62), token=text, backend=text, local_dir=text,
+        remote_dir=text, remote_id=st.none() | text, host=st.none() | text, extra=extra),
+        max_size=5), extra)
+    def check(handles, shared):
+        handles += [RunHandle(run_id=i, token="t", backend="b", local_dir="/l", remote_dir="/r",
+                              extra=shared) for i in range(3)]  # one tuple, many runs
+        memo: dict[int, str] = {}
+        for h in handles:
+            got = handle_json(h, memo)
+            assert got == json.dumps(h.to_dict())
+            assert RunHandle.from_dict(json.loads(got)) == h
+
+    check()
