@@ -59,3 +59,24 @@ def test_the_job_store_is_whole_in_jobs_db_after_a_command(tmp_path):
     shutil.copy(db, tmp_path / "copy.db")
     with sqlite3.connect(tmp_path / "copy.db") as c:
         assert c.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
+
+
+def test_a_1000_run_launch_in_the_command_leaves_the_cycle_collector_alone(tmp_path):
+    """The command's objects live until it ends: scanning them for cycles over and over
+    is time spent for nothing (Python's default threshold ran ~60 collections here)."""
+    (tmp_path / ".git").mkdir()
+    code = (
+        "import gc, sys, atexit\n"
+        "from chester.cli import run\n"
+        "n = [0]\n"
+        "gc.callbacks.append(lambda phase, info: n.__setitem__(0, n[0] + (phase == 'start')))\n"
+        "atexit.register(lambda: print('collections', n[0], file=sys.stderr))\n"
+        "sys.argv = ['chester', 'launch', '--dry-run', '--', 'python', '-c', 'pass',\n"
+        "            'i=' + ','.join(map(str, range(1000)))]\n"
+        "run()\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "1000 runs on backend" in res.stdout, res.stdout[-500:]
+    collections = int(res.stderr.strip().splitlines()[-1].split()[-1])
+    assert collections <= 1, res.stderr

@@ -177,12 +177,12 @@ def run() -> None:
     some 50 ms after a 1,000-run launch, for nothing. With another thread still running,
     the interpreter ends as usual, waiting for it.
 
-    The cycle collector runs a thousand times less often than Python's default (every
-    700,000 new objects, not 700): a launch makes tens of thousands of objects that live
-    until it ends, and the default scans them some sixty times (about 17 ms for 1,000
-    runs). Long commands (``monitor``, ``logs -f``) still collect, less often.
+    The cycle collector runs when 100,000 more objects are alive, not 700 (Python's
+    default): a launch makes tens of thousands of objects that live until it ends, and
+    the default scans them some sixty times (about 17 ms for 1,000 runs). Long commands
+    (``monitor``, ``logs -f``) still collect, less often.
     """
-    gc.set_threshold(700_000, 10, 10)
+    gc.set_threshold(100_000, 10, 10)
     code = main()
     import threading
 
