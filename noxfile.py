@@ -37,7 +37,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     _install_workspace(session, "mypy", "types-PyYAML")
-    session.run("mypy", "chester")
+    session.run("mypy", "chester", *(f"{b}/src" for b in BACKENDS))
 
 
 @nox.session

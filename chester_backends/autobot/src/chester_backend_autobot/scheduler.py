@@ -57,7 +57,7 @@ def attempt_of(run_dir):
     return int((read_json(os.path.join(run_dir, RUN_META)) or {}).get("attempt") or 1)
 DONE = ".done"
 
-DEFAULTS = {
+DEFAULTS: dict[str, object] = {
     "ssh_options": [],
     "nvidia_smi": "nvidia-smi",
     "max_gpus": {},

@@ -343,7 +343,9 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     with aws.errors("describing instances", ec2):
         for i in range(0, len(gtoks), 200):
             for inst in _describe(ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": gtoks[i:i + 200]}]):
-                existing[_tag(inst, GROUP_TAG)] = inst
+                gtok = _tag(inst, GROUP_TAG)  # present: the filter asked for it
+                if gtok is not None:
+                    existing[gtok] = inst
     todo = [g for g in d["groups"] if g["token"] not in existing]
     claimed = _claimed_by(s3, o, d["sweep_prefix"]) if todo and o.runs_per_instance > 1 else {}
     # groups whose runs other instances' freed slots all took: no instance of their own
@@ -872,7 +874,7 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
             return RunStatus(state=State.CANCELLED, **{**kw, "reason": kw.get("reason") or
                                                        "cancelled"})
         if rec.get("preempted") and st != "failed" and alive and \
-                int(_tag(inst, ATTEMPT_TAG) or 1) > int(rec.get("attempt") or 1):
+                int(_tag(inst or {}, ATTEMPT_TAG) or 1) > int(rec.get("attempt") or 1):
             return RunStatus(state=State.REQUEUED, remote_id=iid, attempt=rec.get("attempt"),
                              pending_reason=f"preempted; started again on {iid}")
         if rec.get("preempted") and st != "failed":
@@ -1293,8 +1295,10 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
                     st = None
                 if st is not None:
                     seen = state.get(rel)
-                    untouched = isinstance(seen, dict) and \
-                        [st.st_size, st.st_mtime_ns] == [seen.get("size"), seen.get("mtime_ns")]
+                    if not isinstance(seen, dict):
+                        seen = {}
+                    untouched = [st.st_size, st.st_mtime_ns] == [seen.get("size"),
+                                                                  seen.get("mtime_ns")]
                     if untouched and seen.get("etag") == etag:
                         continue  # unchanged since the last pull
                     if not untouched and obj["LastModified"] is not None and \

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
@@ -42,6 +42,9 @@ from chester.types import (
 )
 from chester_backend_slurm.options import SlurmOptions, resources_for
 
+if TYPE_CHECKING:
+    from chester_backend_slurm.scheduler import Pacer
+
 log = get_logger()
 
 # loaded on first use: `chester plugins list` only needs the spec below
@@ -58,7 +61,7 @@ REST_NAME = "submit-rest.sh"  # submits the jobs a submit limit held back
 
 # per process: what each cluster told us, and when to ask its scheduler again
 _CLUSTER: dict[tuple[str, str | None], dict[str, int]] = {}
-_PACERS: dict[tuple[str, str | None], scheduler.Pacer] = {}
+_PACERS: dict[tuple[str, str | None], Pacer] = {}
 _CACHE: dict[tuple[str, str | None], dict[str, RunStatus]] = {}
 #: per run (token), what the last poll of this process saw: its scheduler line (the key
 #: the status script compares, so unchanged runs' records are not read) and its status
