@@ -371,6 +371,45 @@ def cache_root() -> Path:
     return Path(base) / "chester"
 
 
+def prune_cache(folder: Path, prefix: str, suffix: str, *, keep: int,
+                min_age_s: float = 86400.0) -> None:
+    """Remove the files ``prefix*suffix`` of a cache folder beyond the ``keep`` most
+    recently used (by mtime: their users touch them on each use), except any used within
+    ``min_age_s``: a file another process may be about to read stays. Called when a new
+    file is written, so a cache of remembered configs or runtimes stays bounded. Errors
+    (another process pruning too, a read-only cache) are ignored."""
+    import time
+
+    try:
+        with os.scandir(folder) as it:
+            found = [(e.stat().st_mtime, e.path) for e in it
+                     if e.name.startswith(prefix) and e.name.endswith(suffix) and e.is_file()]
+    except OSError:
+        return
+    if len(found) <= keep:
+        return
+    found.sort(reverse=True)
+    cutoff = time.time() - min_age_s
+    for mtime, path in found[keep:]:
+        if mtime < cutoff:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def touch(path: Path) -> None:
+    """Mark a cache file used now (see :func:`prune_cache`); a read-only cache is fine."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+#: how many remembered configs (one per chester.yaml text) the cache keeps
+CONFIG_MEMOS = 64
+
+
 def _json_exact(value: Any, depth: int = 0) -> bool:
     """JSON holds exactly this value (and gives it back with the same types)."""
     t = type(value)
@@ -398,7 +437,9 @@ def _parsed_yaml(text: str) -> Any:
         hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32] + ".json")
     try:
         with open(memo, encoding="utf-8") as f:
-            return json.load(f)["yaml"]
+            raw = json.load(f)["yaml"]
+        touch(memo)
+        return raw
     except (OSError, ValueError, KeyError, TypeError):
         pass
     import yaml
@@ -412,6 +453,8 @@ def _parsed_yaml(text: str) -> Any:
             os.replace(tmp, memo)
         except OSError:  # a read-only cache: parsed again next time
             pass
+        else:
+            prune_cache(memo.parent, "", ".json", keep=CONFIG_MEMOS)
     return raw
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -271,3 +272,57 @@ def test_an_unchanged_chester_yaml_is_read_without_the_yaml_parser(tmp_path):
                        env=env, cwd=tmp_path)
     assert r.returncode != 0 and "YAML syntax error" in r.stderr and "line" in r.stderr
     assert len(list((tmp_path / "cache" / "config").iterdir())) == 2
+
+
+def test_the_cache_keeps_the_most_recently_used_files_and_none_used_lately(tmp_path):
+    """Beyond ``keep`` files, the least recently used go, unless used within the last day;
+    other names and hidden temporary files are left alone."""
+    from chester.config import prune_cache, touch
+
+    now = time.time()
+    for i in range(10):  # f0 used 10.5 days ago ... f9 1.5 days ago
+        f = tmp_path / f"f{i}.json"
+        f.write_text("{}")
+        os.utime(f, (now - (10.5 - i) * 86400,) * 2)
+    (tmp_path / "fresh.json").write_text("{}")  # written just now
+    (tmp_path / "lately.json").write_text("{}")
+    os.utime(tmp_path / "lately.json", (now - 12 * 3600,) * 2)  # used 12 hours ago
+    (tmp_path / ".f0.json.123.tmp").write_text("")
+    (tmp_path / "other.txt").write_text("")
+    touch(tmp_path / "f0.json")  # the oldest, used again now
+    prune_cache(tmp_path, "", ".json", keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".f0.json.123.tmp", "f0.json", "fresh.json", "lately.json", "other.txt"]
+    prune_cache(tmp_path / "missing", "", ".json", keep=1)  # no folder: nothing to do
+
+
+def test_remembered_configs_and_runtimes_stay_bounded(tmp_path, monkeypatch):
+    """A new remembered config, or a new runtime, prunes what was not used for a day
+    beyond the newest ones: the cache does not grow with every edit or every version."""
+    from chester import config
+    from chester.remote import runtime
+
+    monkeypatch.setenv("CHESTER_CACHE_DIR", str(tmp_path / "cache"))
+    memos = tmp_path / "cache" / "config"
+    memos.mkdir(parents=True)
+    old = time.time() - 3 * 86400
+    for i in range(config.CONFIG_MEMOS + 20):
+        f = memos / f"{i:032x}.json"
+        f.write_text('{"yaml": {}}')
+        os.utime(f, (old,) * 2)
+    assert config._parsed_yaml("backends: {}\n") == {"backends": {}}
+    assert len(list(memos.iterdir())) == config.CONFIG_MEMOS
+
+    rts = runtime.cache_dir()
+    rts.mkdir(parents=True)
+    for i in range(runtime.RUNTIMES_KEPT + 5):
+        for name in (f"chester-{i:020x}.pyz", f"index-{i:024x}"):
+            (rts / name).write_text("")
+            os.utime(rts / name, (old,) * 2)
+    runtime._BUILT.clear()
+    rt = runtime.build()
+    kept = sorted(p.name for p in rts.iterdir() if p.name.endswith(".pyz"))
+    assert len(kept) == runtime.RUNTIMES_KEPT and rt.path.name in kept
+    assert len([p for p in rts.iterdir() if p.name.startswith("index-")]) == \
+        runtime.RUNTIMES_KEPT + 5 + 1  # under the index files' own bound
+    assert runtime.build().path == rt.path and rt.path.exists()  # and found again

@@ -159,6 +159,9 @@ def cache_dir() -> Path:
 
 _BUILT: dict[str, Runtime] = {}
 
+#: how many runtimes (one per chester version or checkout) the local cache keeps
+RUNTIMES_KEPT = 8
+
 
 def build() -> Runtime:
     """The runtime of this chester (built once, then cached by content).
@@ -168,6 +171,8 @@ def build() -> Runtime:
     a key of the modules' ``stat`` (name, size, mtime, inode) and this Python's bytecode
     magic: unchanged files give the runtime without reading them."""
     import importlib.util
+
+    from chester.config import prune_cache, touch
 
     sources = _sources()
     key = hashlib.sha256(importlib.util.MAGIC_NUMBER + _MAIN.encode())
@@ -184,6 +189,8 @@ def build() -> Runtime:
                                           digest=known)
         if rt.path.exists():
             _BUILT[known] = rt
+            touch(rt.path)
+            touch(index)
             return rt
     files = _contents(sources)
     h = hashlib.sha256()
@@ -213,6 +220,9 @@ def build() -> Runtime:
         os.replace(tmp_index, index)
     except OSError:  # a read-only cache: the next launch reads the modules again
         pass
+    else:  # runtimes of other chester versions, and their index files, are kept a while
+        prune_cache(cache_dir(), "chester-", ".pyz", keep=RUNTIMES_KEPT)
+        prune_cache(cache_dir(), "index-", "", keep=4 * RUNTIMES_KEPT)
     return _BUILT[digest]
 
 
