@@ -332,3 +332,36 @@ def test_a_dry_runs_staging_folder_goes_with_its_handle(env, tmp_path, monkeypat
                             "CHESTER_CONFIG_PATH": str(env.project / "chester.yaml")})
     assert r.returncode == 0 and "dry run" in r.stdout, r.stdout + r.stderr
     assert list(tmp.iterdir()) == []
+
+
+def test_a_launch_pauses_the_cycle_collector_and_gives_it_back_as_it_was(env):
+    """No collection runs inside a 1,000-run launch; after it (or after one that failed)
+    the collector is as the caller had it, on or off."""
+    import gc
+
+    seen: list[str] = []
+
+    def counting(phase, info):
+        if phase == "start":
+            seen.append("collection")
+
+    variants = [{"i": i} for i in range(1000)]
+    gc.collect()  # the count starts afresh: none is due as the call begins
+    gc.callbacks.append(counting)
+    try:
+        sweep = launch(_noop, variants, backend="local", exp_prefix="gc", config=env.config,
+                       dry_run=True)  # kept: freeing it cleans its folder (which may collect)
+        assert seen == [] and gc.isenabled() and len(sweep.runs) == 1000
+        with pytest.raises(UserError):
+            launch(_noop, [{"i": 1}], backend="local", exp_prefix="gc", config=env.config,
+                   resources=[{}, {}])  # two resource mappings for one variant
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            launch(_noop, [{"i": 2}], backend="local", exp_prefix="gc2", config=env.config,
+                   dry_run=True)
+            assert not gc.isenabled()  # the caller's choice stays
+        finally:
+            gc.enable()
+    finally:
+        gc.callbacks.remove(counting)
