@@ -51,6 +51,20 @@ def _now() -> float:
     return time.time()
 
 
+def check_golden(path: str | os.PathLike[str], text: str) -> None:
+    """Compare rendered ``text`` (a job script, a submit script) with the golden file
+    ``path``. With ``CHESTER_UPDATE_GOLDEN=1``, or when the file does not exist yet, write
+    it instead (then read the diff before committing it). Replace what changes from run
+    to run (a runtime's digest, temporary paths) before calling."""
+    path = Path(path)
+    if os.environ.get("CHESTER_UPDATE_GOLDEN") == "1" or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    if text != path.read_text(encoding="utf-8"):
+        raise AssertionError(f"{path.name} changed; rerun with CHESTER_UPDATE_GOLDEN=1 if "
+                             "intended, and read the diff")
+
+
 def container_stand_in(folder: str | os.PathLike[str], name: str = "apptainer"
                        ) -> tuple[Path, Path]:
     """A stand-in for ``apptainer``/``singularity`` where neither can be installed.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from chester_backend_ec2.options import Ec2Options
 from chester.config import build_options
 from chester.errors import ConfigError
 from chester.remote import runtime
+from chester.testing import check_golden
 from chester.types import BackendConfig
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -23,10 +23,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def _golden(name: str, text: str) -> None:
     text = text.replace(runtime.build().name, "RUNTIME.pyz")  # its digest follows the code
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed (UPDATE_GOLDEN=1 to accept)"
+    check_golden(GOLDEN / name, text)
 
 
 def _backend(tmp_path, **kw) -> BackendConfig:

@@ -1,5 +1,5 @@
 """Each cluster preset's job script for a GPU run, a CPU run and a run with per-run
-overrides, as golden files (``UPDATE_GOLDEN=1`` rewrites them); required options and
+overrides, as golden files (``CHESTER_UPDATE_GOLDEN=1`` rewrites them); required options and
 conflicting directives are errors at prepare, before anything is sent."""
 
 from __future__ import annotations

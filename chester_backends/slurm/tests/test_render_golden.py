@@ -1,4 +1,4 @@
-"""Rendered job scripts, checked as golden files (``UPDATE_GOLDEN=1`` rewrites them).
+"""Rendered job scripts, checked as golden files (``CHESTER_UPDATE_GOLDEN=1`` rewrites them).
 
 No scheduler here: ``chester_prepare`` renders without touching any target.
 """
@@ -6,7 +6,6 @@ No scheduler here: ``chester_prepare`` renders without touching any target.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from chester_backend_slurm.plugin import chester_prepare
 from chester import sweepspec
 from chester.config import build_options
 from chester.errors import UserError
+from chester.testing import check_golden
 from chester.types import BackendConfig, RunSpec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -49,11 +49,7 @@ def _check(name: str, text: str) -> None:
 
     text = text.replace(runtime.build().name, "RUNTIME.pyz")  # its digest follows the code
     text = text.replace("python=%d.%d." % sys.version_info[:2], "python=X.Y.")
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
+    check_golden(GOLDEN / name, text)
 
 
 def test_array_script_with_everything(tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from chester.config import load_config
 from chester.errors import ConfigError, UserError
 from chester.remote import runtime
 from chester.remote.ssh import SSHTarget, Transport
+from chester.testing import check_golden
 from chester.types import RunSpec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -28,11 +28,8 @@ def _cfg(tmp_path: Path, data: dict):
     return load_config(project / "chester.yaml")
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("CHESTER_UPDATE_GOLDEN") == "1" or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed (CHESTER_UPDATE_GOLDEN=1 to accept)"
+def _golden(name: str, text: str) -> None:
+    check_golden(GOLDEN / name, text)
 
 
 def test_parse_targets():
@@ -88,11 +85,11 @@ def test_rendered_scripts_match_golden(tmp_path, monkeypatch):
         r.local_dir.mkdir(parents=True)
     prep = plugin.chester_prepare(backend=b, runs=runs, staging_dir=tmp_path / "stage")
     rt = runtime.build().name
-    check_golden("submit.sh", prep.scripts["submit.sh"].replace(rt, "RUNTIME.pyz"))
-    check_golden("probe.sh", prep.scripts["probe.sh"].replace(rt, "RUNTIME.pyz"))
-    check_golden("env.sh", prep.scripts["env.sh"])
+    _golden("submit.sh", prep.scripts["submit.sh"].replace(rt, "RUNTIME.pyz"))
+    _golden("probe.sh", prep.scripts["probe.sh"].replace(rt, "RUNTIME.pyz"))
+    _golden("env.sh", prep.scripts["env.sh"])
     rsync = prep.scripts["rsync"].replace(str(cfg.project_path), "PROJECT")
-    check_golden("rsync.txt", rsync + "\n")
+    _golden("rsync.txt", rsync + "\n")
     assert "never-rendered" not in "".join(prep.scripts.values())
     assert "2 runs on me@gpu1:2222" in prep.summary
     assert "code: up to 1 files" in prep.summary  # chester.yaml; data/ is the log dir
