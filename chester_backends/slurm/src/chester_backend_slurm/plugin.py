@@ -217,7 +217,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     prelude = render.module_check_lines(mods) + prelude
     prelude += probe_lines(backend, resources, rt_remote, project_dir, stage_root, mods)
     # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
-    checks = ([], []) if size_known else scheduler.cluster_check_lines(
+    checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
     secrets = secrets_rel is not None
     scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude, checks=checks,

@@ -289,12 +289,10 @@ def check_export(options: SlurmOptions, resources: Sequence[Mapping[str, Any]]) 
 
 
 def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = (),
-                  checks: tuple[Sequence[str], Sequence[str]] = ((), ()),
-                  secrets: bool = False) -> str:
-    """Bash run on the login host: the first part of ``checks`` (asking the cluster's
-    configuration), then ``prelude`` (the environment sync) while the cluster answers, the
-    second part of ``checks`` (its answer), then one ``sbatch`` per job, skipping jobs
-    already submitted.
+                  checks: Sequence[str] = (), secrets: bool = False) -> str:
+    """Bash run on the login host: ``checks`` first (the cluster's configuration), then
+    ``prelude`` (the environment sync), then one ``sbatch`` per job, skipping jobs already
+    submitted.
 
     A job counts as submitted when its id file exists or the scheduler knows its name (a
     submit that was cut off after ``sbatch`` and is being retried; the scheduler is asked
@@ -324,7 +322,7 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
                         'case "${SBATCH_EXPORT:-ALL}" in ALL*) ;; *) echo "chester: '
                         'SBATCH_EXPORT=$SBATCH_EXPORT on $(hostname) keeps the secrets from '
                         'the jobs: unset it for chester" >&2; exit 1 ;; esac']
-    lines = [*head, *checks[0], *prelude, *checks[1], f"stage={q(stage_dir)}", 'cd "$stage"', *read_secrets,
+    lines = [*head, *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"', *read_secrets,
              "# a submit that ran before (a retry, a resumed launch) may have made jobs whose",
              "# ids it never wrote down: only then ask the scheduler for them by name",
              "known=",

@@ -125,31 +125,20 @@ EXIT_RECHUNK = 3
 _CLUSTER_PREFIX = "CLUSTER "
 
 
-def cluster_check_lines(expected_max_array_size: int | None) -> tuple[list[str], list[str]]:
-    """Shell lines of the submit script that print what we use of ``scontrol show config``
-    (``CLUSTER`` lines: MaxArraySize, MinJobAge, accounting), and, when the arrays were cut
-    for an assumed MaxArraySize, stop before any ``sbatch`` if the cluster's differs (exit
-    :data:`EXIT_RECHUNK`).
-
-    Two parts: the first starts ``scontrol`` (opening the script), the second reads its
-    answer (just before the first ``sbatch``). What runs between them, the environment
-    checks and the probe of the jobs' Python, runs while slurmctld answers. A failed
-    ``scontrol``, or an answer without MaxArraySize, stops the script there (exit 1, with
-    scontrol's own message on stderr). One ``scontrol`` and one ``awk``: the login host
-    starts as few processes as it can."""
+def cluster_check_lines(expected_max_array_size: int | None) -> list[str]:
+    """Shell lines that open the submit script: print what we use of ``scontrol show
+    config`` (``CLUSTER`` lines: MaxArraySize, MinJobAge, accounting), and, when the arrays
+    were cut for an assumed MaxArraySize, stop before any ``sbatch`` if the cluster's
+    differs (exit :data:`EXIT_RECHUNK`). A failed ``scontrol``, or an answer without
+    MaxArraySize, stops the script too (exit 1, with scontrol's own message on stderr).
+    One ``scontrol`` and one ``awk``: the login host starts as few processes as it can."""
     want = "" if expected_max_array_size is None else str(int(expected_max_array_size))
     program = ("/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / "
                f'{{ print "{_CLUSTER_PREFIX}" $0 }} '
                '$1 == "MaxArraySize" { size = $3 } '
-               '$1 == "CHESTER-SCONTROL-FAILED" { failed = 1 } '
-               'END { if (failed || size == "") exit 1; '
+               'END { if (size == "") exit 1; '
                f'if (want != "" && size != want) exit {EXIT_RECHUNK} }}')
-    start = ["# the cluster's configuration, asked now and read before the first sbatch",
-             "exec {chester_cfg}< <(if scontrol show config; then :; "
-             'else echo "CHESTER-SCONTROL-FAILED $?"; fi)']
-    finish = [f"awk -v want={want or chr(39) * 2} {shlex.quote(program)} <&$chester_cfg",
-              "exec {chester_cfg}<&-"]
-    return start, finish
+    return [f"scontrol show config | awk -v want={want or chr(39) * 2} {shlex.quote(program)}"]
 
 
 def cluster_info_of(stdout: str) -> dict[str, int]:

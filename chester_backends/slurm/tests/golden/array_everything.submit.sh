@@ -3,8 +3,7 @@ secrets_file=/scratch/me/proj/.chester/slurm/chester-1644414db487/secrets.sh
 # removed however this ends, unless jobs wait for room under a submit limit
 drop_secrets() { [ -n "${limited:-}" ] || rm -f "$secrets_file"; }
 trap drop_secrets EXIT
-# the cluster's configuration, asked now and read before the first sbatch
-exec {chester_cfg}< <(if scontrol show config; then :; else echo "CHESTER-SCONTROL-FAILED $?"; fi)
+scontrol show config | awk -v want=1001 '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } END { if (size == "") exit 1; if (want != "" && size != want) exit 3 }'
 # the modules the jobs load must load here too (in a subshell: nothing changes)
 ( set +eu
   type module >/dev/null 2>&1 || { [ -r /etc/profile ] && . /etc/profile; } >/dev/null 2>&1
@@ -26,8 +25,6 @@ printf '%s\n' "$chester_probe"
 case "$chester_probe" in *"chester-probe python=X.Y."*) ;; *) exit 7;; esac
 case "$chester_probe" in *"chester-probe import="*) case "$chester_probe" in *"chester-probe import=ok"*) ;; *) exit 7;; esac;; esac
 case "$chester_probe" in *"chester-probe runtime=0"*) exit 6;; esac
-awk -v want=1001 '/^(MaxArraySize|MinJobAge|MaxJobCount|AccountingStorageType) / { print "CLUSTER " $0 } $1 == "MaxArraySize" { size = $3 } $1 == "CHESTER-SCONTROL-FAILED" { failed = 1 } END { if (failed || size == "") exit 1; if (want != "" && size != want) exit 3 }' <&$chester_cfg
-exec {chester_cfg}<&-
 stage=/scratch/me/proj/.chester/slurm/chester-1644414db487
 cd "$stage"
 # the secrets go to the jobs in sbatch's environment, not as a file
