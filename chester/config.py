@@ -188,6 +188,18 @@ def _local_singularity(v: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
+def _yaml_scalar(value: Any) -> str:
+    """``value`` as it would be written in chester.yaml (for the fix of an error)."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value and value.strip() == value and ":" not in value else \
+            json.dumps(value)
+    return json.dumps(value, default=str)
+
+
 # -- typed option building --------------------------------------------------------------------
 def _check_type(value: Any, tp: Any) -> tuple[bool, Any]:
     """(ok, converted value) for a YAML value against a field annotation."""
@@ -314,6 +326,14 @@ def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
             kwargs[name] = build_options(nested, value, path=path, key=f"{key}.{name}")
             continue
         ok, conv = _check_type(value, f.type)
+        if not ok and value is None:
+            default = f.default if not isinstance(f.default, attrs.Factory) else \
+                f.default.factory()  # type: ignore[call-arg]
+            fix = f"give {_type_name(f.type)}" + (
+                f" ({f.metadata['help']})" if f.metadata.get("help") else "")
+            if f.default is not attrs.NOTHING:
+                fix += f", or remove the line for the default {_yaml_scalar(default)}"
+            raise ConfigError(path, f"{key}.{name}", "is empty (null)", fix)
         if not ok:
             raise ConfigError(path, f"{key}.{name}",
                               f"expected {_type_name(f.type)}, got {type(value).__name__} {value!r}"[:200],
@@ -499,9 +519,15 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
             raise ConfigError(path, key, "unknown key",
                               f"did you mean {close[0]!r}?" if close else
                               "see `chester config` for the valid keys")
-        tp, _default, help_ = GLOBAL_KEYS[key]
+        tp, default, help_ = GLOBAL_KEYS[key]
         if value is None and tp in (list, dict):
             value = tp()
+        if (value is None or value == "") and default not in (None, "") \
+                and not isinstance(default, (list, dict)):
+            # an empty line (`log_dir:`) is YAML's null: never the default it looks like
+            raise ConfigError(path, key, "is empty" if value == "" else "is empty (null)",
+                              f"give {_TYPE_NAMES[tp]} ({help_}), e.g. `{key}: "
+                              f"{_yaml_scalar(default)}`, or remove the line for that default")
         ok, _ = _check_type(value, tp if tp is not str else (str | None))
         if not ok:
             raise ConfigError(path, key, f"expected {_TYPE_NAMES[tp]}, got {type(value).__name__}",
