@@ -418,6 +418,41 @@ def prune_cache(folder: Path, prefix: str, suffix: str, *, keep: int,
                 pass
 
 
+def prune_temporaries(folder: Path, min_age_s: float = 3600.0) -> None:
+    """Remove the temporary files (``.NAME.<pid>....tmp``) a process killed while writing
+    into a cache folder left behind; a file younger than ``min_age_s`` may still be
+    written and stays."""
+    import time
+
+    cutoff = time.time() - min_age_s
+    try:
+        with os.scandir(folder) as it:
+            old = [e.path for e in it if e.name.startswith(".") and e.name.endswith(".tmp")
+                   and e.is_file() and e.stat().st_mtime < cutoff]
+    except OSError:
+        return
+    for path in old:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+_cache_warned: set[str] = set()
+
+
+def cache_problem(folder: Path, exc: OSError) -> None:
+    """Say once per process, in one line on stderr, that a cache folder cannot be used:
+    chester goes on without it (a cache only saves time)."""
+    if str(folder) in _cache_warned:
+        return
+    _cache_warned.add(str(folder))
+    why = exc.strerror or str(exc)
+    sys.stderr.write(f"chester: warning: the cache folder {folder} cannot be written ({why}); "
+                     "going on without it (set CHESTER_CACHE_DIR to a writable folder to "
+                     "keep a cache)\n")
+
+
 def touch(path: Path) -> None:
     """Mark a cache file used now (see :func:`prune_cache`); a read-only cache is fine."""
     try:
@@ -471,10 +506,15 @@ def _parsed_yaml(text: str) -> Any:
             memo.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps({"yaml": raw}), encoding="utf-8")
             os.replace(tmp, memo)
-        except OSError:  # a read-only cache: parsed again next time
-            pass
+        except OSError as exc:  # a read-only or full cache: parsed again next time
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            cache_problem(cache_root(), exc)
         else:
             prune_cache(memo.parent, "", ".json", keep=CONFIG_MEMOS)
+            prune_temporaries(memo.parent)
     return raw
 
 
