@@ -303,7 +303,7 @@ def _main(args: argparse.Namespace) -> int:
         except OSError:
             pass
         return 1
-    except OSError as exc:
+    except OSError:
         if sys.stdout.error is None:  # type: ignore[attr-defined]
             raise
         return EXIT_BACKEND  # the output failed: said once the command is over

@@ -61,5 +61,9 @@ def test_a_runtime_cut_short_after_launch_is_replaced_by_status(tmp_path, sshd_h
     assert set(_wait(sweep).values()) == {State.SUCCEEDED}
     on_host = host_path(sshd_hosts[0], runtime.build().remote_path(remote))
     whole = _cut_short(on_host)
-    assert set(sweep.status().values()) == {State.SUCCEEDED}
+    from chester_backend_ssh import plugin
+
+    handles = [r.handle for r in sweep.rows()]
+    got = plugin.chester_status(backend=cfg.backend("box"), handles=handles)
+    assert {s.state for s in got.values()} == {State.SUCCEEDED}
     assert on_host.read_bytes() == whole
