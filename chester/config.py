@@ -327,8 +327,10 @@ def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
             continue
         ok, conv = _check_type(value, f.type)
         if not ok and value is None:
-            default = f.default if not isinstance(f.default, attrs.Factory) else \
-                f.default.factory()  # type: ignore[call-arg]
+            default: Any = f.default
+            factory = getattr(default, "factory", None)
+            if factory is not None:  # attrs.Factory
+                default = factory()
             fix = f"give {_type_name(f.type)}" + (
                 f" ({f.metadata['help']})" if f.metadata.get("help") else "")
             if f.default is not attrs.NOTHING:

@@ -10,7 +10,6 @@ from .helpers import make_project, run_chester
 from .infra import fs
 
 
-
 def _launch(project, cache) -> subprocess.CompletedProcess:
     code = ("import chester, chester.remote.runtime as r; r._BUILT.clear(); "
             "print(r.build().path)")

@@ -304,7 +304,7 @@ def _main(args: argparse.Namespace) -> int:
             pass
         return 1
     except OSError:
-        if sys.stdout.error is None:  # type: ignore[attr-defined]
+        if sys.stdout.error is None:  # type: ignore[union-attr]
             raise
         return EXIT_BACKEND  # the output failed: said once the command is over
     except Exception as exc:
