@@ -91,6 +91,19 @@ def _hydra_overrides(prefix: str, value: Any) -> list[str]:
     return [f"{prefix}={_hydra_value(value)}"]
 
 
+def argv_problem(text: str) -> str | None:
+    """What in ``text`` no command-line argument can carry (None when it can): a NUL ends
+    a C string, and a lone surrogate has no bytes (the bytes of a ``bytes`` value, which
+    arrive as surrogate escapes, do)."""
+    if "\0" in text:
+        return "a NUL character (\\x00)"
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate ({text[exc.start]!r})"
+    return None
+
+
 class _Fields(dict):
     def __missing__(self, key: str) -> Any:
         raise CommandError(f"the command's placeholder {{{key}}} names no variant key "
@@ -163,6 +176,23 @@ class Command:
         if self.run_args:
             argv.append(f"hydra.run.dir={log_dir}")
         return argv
+
+    def check(self, variant: Mapping[str, Any], log_dir: str, exp_name: str | None) -> None:
+        """Raise :class:`CommandError` naming the key when an element of the variant's argv
+        holds what no argument can carry (:func:`argv_problem`)."""
+        for element in self.build(variant, log_dir, exp_name):
+            problem = argv_problem(element)
+            if problem is None:
+                continue
+            key = next((str(k) for k, v in variant.items() if k not in _MARKERS
+                        and any(argv_problem(t) for t in (str(k), _text(v),
+                                                          *_hydra_overrides(str(k), v)))),
+                       None)
+            where = f"the value of {key!r}" if key is not None else \
+                f"the command's argument {element[:60]!r}"
+            raise CommandError(f"{where} holds {problem}, which no command-line argument can "
+                               "carry; remove it from the value (a function run gets any "
+                               "value exactly)")
 
     def __call__(self, variant: Mapping[str, Any], log_dir: str, exp_name: str | None) -> None:
         argv = self.build(variant, log_dir, exp_name)

@@ -188,6 +188,18 @@ def _local_singularity(v: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
+def _yaml_scalar(value: Any) -> str:
+    """``value`` as it would be written in chester.yaml (for the fix of an error)."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value and value.strip() == value and ":" not in value else \
+            json.dumps(value)
+    return json.dumps(value, default=str)
+
+
 # -- typed option building --------------------------------------------------------------------
 def _check_type(value: Any, tp: Any) -> tuple[bool, Any]:
     """(ok, converted value) for a YAML value against a field annotation."""
@@ -314,6 +326,16 @@ def build_options(cls: type, raw: Mapping[str, Any], *, path: str, key: str,
             kwargs[name] = build_options(nested, value, path=path, key=f"{key}.{name}")
             continue
         ok, conv = _check_type(value, f.type)
+        if not ok and value is None:
+            default: Any = f.default
+            factory = getattr(default, "factory", None)
+            if factory is not None:  # attrs.Factory
+                default = factory()
+            fix = f"give {_type_name(f.type)}" + (
+                f" ({f.metadata['help']})" if f.metadata.get("help") else "")
+            if f.default is not attrs.NOTHING:
+                fix += f", or remove the line for the default {_yaml_scalar(default)}"
+            raise ConfigError(path, f"{key}.{name}", "is empty (null)", fix)
         if not ok:
             raise ConfigError(path, f"{key}.{name}",
                               f"expected {_type_name(f.type)}, got {type(value).__name__} {value!r}"[:200],
@@ -398,6 +420,41 @@ def prune_cache(folder: Path, prefix: str, suffix: str, *, keep: int,
                 pass
 
 
+def prune_temporaries(folder: Path, min_age_s: float = 3600.0) -> None:
+    """Remove the temporary files (``.NAME.<pid>....tmp``) a process killed while writing
+    into a cache folder left behind; a file younger than ``min_age_s`` may still be
+    written and stays."""
+    import time
+
+    cutoff = time.time() - min_age_s
+    try:
+        with os.scandir(folder) as it:
+            old = [e.path for e in it if e.name.startswith(".") and e.name.endswith(".tmp")
+                   and e.is_file() and e.stat().st_mtime < cutoff]
+    except OSError:
+        return
+    for path in old:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+_cache_warned: set[str] = set()
+
+
+def cache_problem(folder: Path, exc: OSError) -> None:
+    """Say once per process, in one line on stderr, that a cache folder cannot be used:
+    chester goes on without it (a cache only saves time)."""
+    if str(folder) in _cache_warned:
+        return
+    _cache_warned.add(str(folder))
+    why = exc.strerror or str(exc)
+    sys.stderr.write(f"chester: warning: the cache folder {folder} cannot be written ({why}); "
+                     "going on without it (set CHESTER_CACHE_DIR to a writable folder to "
+                     "keep a cache)\n")
+
+
 def touch(path: Path) -> None:
     """Mark a cache file used now (see :func:`prune_cache`); a read-only cache is fine."""
     try:
@@ -451,10 +508,15 @@ def _parsed_yaml(text: str) -> Any:
             memo.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps({"yaml": raw}), encoding="utf-8")
             os.replace(tmp, memo)
-        except OSError:  # a read-only cache: parsed again next time
-            pass
+        except OSError as exc:  # a read-only or full cache: parsed again next time
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            cache_problem(cache_root(), exc)
         else:
             prune_cache(memo.parent, "", ".json", keep=CONFIG_MEMOS)
+            prune_temporaries(memo.parent)
     return raw
 
 
@@ -499,9 +561,15 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
             raise ConfigError(path, key, "unknown key",
                               f"did you mean {close[0]!r}?" if close else
                               "see `chester config` for the valid keys")
-        tp, _default, help_ = GLOBAL_KEYS[key]
+        tp, default, help_ = GLOBAL_KEYS[key]
         if value is None and tp in (list, dict):
             value = tp()
+        if (value is None or value == "") and default not in (None, "") \
+                and not isinstance(default, (list, dict)):
+            # an empty line (`log_dir:`) is YAML's null: never the default it looks like
+            raise ConfigError(path, key, "is empty" if value == "" else "is empty (null)",
+                              f"give {_TYPE_NAMES[tp]} ({help_}), e.g. `{key}: "
+                              f"{_yaml_scalar(default)}`, or remove the line for that default")
         ok, _ = _check_type(value, tp if tp is not str else (str | None))
         if not ok:
             raise ConfigError(path, key, f"expected {_TYPE_NAMES[tp]}, got {type(value).__name__}",

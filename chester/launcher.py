@@ -406,11 +406,11 @@ def launch(
         if bad:
             raise UserError(f"variant keys must be strings, got {bad[0]!r}")
     if isinstance(fn, Command):
-        for v in vlist:  # a variant the command cannot take fails here, before any submit
-            try:
-                fn.build(v, "LOG_DIR", "EXP_NAME")
+        for i, v in enumerate(vlist):  # a variant the command cannot take fails here,
+            try:                           # before any submit
+                fn.check(v, "LOG_DIR", "EXP_NAME")
             except CommandError as exc:
-                raise UserError(str(exc)) from None
+                raise UserError(f"variant {i + 1} of {len(vlist)}: {exc}") from None
     if exp_names is not None:
         exp_names = list(exp_names)
         if len(exp_names) != len(vlist):

@@ -7,6 +7,7 @@ mode and ``BEGIN IMMEDIATE`` transactions let several launchers share the file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -218,7 +219,103 @@ def _create_store_file(path: Path) -> None:
 
 
 class StoreError(ChesterError):
-    """The job store is missing, empty, damaged or from a newer chester (one line, with the fix)."""
+    """The job store is missing, empty, damaged, read-only, on a full disk, locked or from
+    a newer chester (one line, with the fix)."""
+
+
+#: SQLite's primary result codes that say what went wrong
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+_KEPT = "(run folders already on disk are kept and never reused)"
+
+
+def _read_only_reason(path: Path) -> str | None:
+    """Why the store at ``path`` cannot be written, if it cannot: a read-only file system,
+    or a folder / file / write-ahead file this user may not write."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # .chester not made yet
+        folder = folder.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"its file system is mounted read-only ({folder})"
+    except OSError:
+        pass
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable by this user"
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists() and not os.access(p, os.W_OK):
+            return f"{p} is not writable by this user"
+    return None
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    # SQLite needs a few pages at least; the reserved blocks are root's alone
+    free = st.f_bavail if os.geteuid() != 0 else st.f_bfree
+    return free * st.f_frsize < 64 * 1024
+
+
+def explain(exc: BaseException, path: Path | None) -> StoreError:
+    """One line saying what is wrong with the job store at ``path``, from the SQLite (or OS)
+    error ``exc``: read-only, disk full, locked, or damaged, each with its fix. Only a file
+    SQLite finds damaged is called damaged; the other cases leave the store as it is."""
+    where = f"the job store {path}" if path is not None else "the job store"
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or primary == _SQLITE_FULL \
+            or "disk is full" in low or (path is not None and primary in (
+                _SQLITE_IOERR, _SQLITE_CANTOPEN) and _disk_full(path)):
+        return StoreError(f"{where} cannot be written: its disk is full ({text}); free some "
+                          "space and run the command again (the store is unharmed; nothing "
+                          "was recorded by the command that stopped)")
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in low:
+        return StoreError(f"{where} is locked by another process ({text}), which has held "
+                          "it for over a minute; let that chester command finish (or stop "
+                          "it) and run this one again")
+    ro = _read_only_reason(path) if path is not None else None
+    if ro is not None or primary == _SQLITE_READONLY or "readonly" in low \
+            or "read-only" in low:
+        why = ro or text
+        return StoreError(f"{where} cannot be written: {why}; make it writable again (or "
+                          "run chester where the project is writable) — the store itself is "
+                          "fine, keep it")
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in low \
+            or "not a database" in low:
+        return StoreError(f"{where} is damaged ({text}); restore it from a backup, or move "
+                          f"it aside to start a new store {_KEPT}")
+    if primary == _SQLITE_IOERR or "disk i/o" in low:
+        return StoreError(f"{where} could not be read or written: the disk reported an I/O "
+                          f"error ({text}); check the disk and run the command again")
+    if primary == _SQLITE_CANTOPEN or "unable to open" in low:
+        return StoreError(f"{where} could not be opened ({text}); check that the folder "
+                          f"{path.parent if path is not None else '.chester'} exists and "
+                          "this user can read and write it")
+    return StoreError(f"{where} could not be used ({text})")
+
+
+def _heal_sidecars(path: Path) -> None:
+    """Give back write permission to the write-ahead files (``-wal``, ``-shm``) of a store
+    that is writable again: SQLite made them with the store's mode while it was read-only
+    (0444), and would go on opening them read-only."""
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        try:
+            st = os.stat(side)
+        except OSError:
+            continue
+        if st.st_mode & 0o200 or st.st_uid != os.geteuid():
+            continue
+        try:
+            mode = os.stat(path).st_mode & 0o666
+            if mode & 0o200 and os.access(path, os.W_OK):
+                os.chmod(side, mode)
+        except OSError:
+            pass
 
 
 class RunFolderTaken(UserError):
@@ -249,13 +346,17 @@ class Store:
             if not create:
                 raise StoreError(f"no job store at {self.path}: nothing was launched from this "
                                  "project (run a launch first, or cd into the project)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _create_store_file(self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _create_store_file(self.path)
+            except (OSError, sqlite3.DatabaseError) as exc:
+                raise explain(exc, self.path) from None
         elif self.path.stat().st_size == 0:
             raise StoreError(
                 f"the job store {self.path} is empty (0 bytes): the record of every launch is "
                 "gone; restore it from a backup, or move it aside to start a new store (run "
                 "folders already on disk are kept and never reused)")
+        _heal_sidecars(self.path)
         try:
             self._db = _connect(self.path)
             # closed when the store goes, or at exit: the last connection to a file folds
@@ -266,10 +367,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"the job store {self.path} cannot be read ({exc}): it is damaged; restore it "
-                "from a backup, or move it aside to start a new store (run folders already "
-                "on disk are kept and never reused)") from None
+            raise explain(exc, self.path) from None
 
     def _migrate(self) -> None:
         """Bring the file to :data:`SCHEMA_VERSION` (one transaction; readers wait for it)."""
@@ -312,15 +410,31 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE transaction: writers queue up instead of failing."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """An IMMEDIATE transaction: writers queue up instead of failing. A store that
+        cannot be written raises :class:`StoreError` saying why (:func:`explain`)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise explain(exc, self.path) from None
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+        except BaseException as exc:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (a full disk, an I/O error)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise explain(exc, self.path) from None
             raise
         else:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise explain(exc, self.path) from None
 
     # -- sweeps ---------------------------------------------------------------------------
     def find_resumable(self, exp_prefix: str, backend: str, fingerprint: str,

@@ -232,3 +232,31 @@ def test_cancel_stops_the_command_and_its_worker(tmp_path):
     while pid_alive(child):
         assert time.time() < end, "the command outlived its cancelled run"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("style", ["argparse", "hydra", "template"])
+@pytest.mark.parametrize("value,what", [("a\0b", "NUL"), ("lone \ud800 surrogate", "surrogate"),
+                                        ({"nested": "x\0"}, "NUL")])
+def test_values_no_argv_can_carry_are_refused_at_launch_naming_variant_and_key(
+        tmp_path, style, value, what):
+    """A NUL or a lone surrogate reached the target and failed there (`embedded null
+    byte`); now the launch refuses it first, naming the variant and the key."""
+    from chester.testing import ConformanceEnv
+
+    if isinstance(value, dict) and style != "hydra":
+        pytest.skip("argparse and template styles give a mapping as JSON, which escapes NUL")
+    env = ConformanceEnv.create(tmp_path, backend="local",
+                                config={"backends": {"local": {"type": "local"}}})
+    argv = [PY, "-c", "pass"] + (["{bad}"] if style == "template" else [])
+    with pytest.raises(UserError) as ei:
+        launch(Command(argv, style), [{"ok": "fine", "bad": "fine"},
+                                      {"ok": "fine", "bad": value}],
+               backend="local", exp_prefix="nul", config=env.config)
+    msg = str(ei.value)
+    assert "variant 2 of 2" in msg and "'bad'" in msg and what in msg and "\n" not in msg
+    assert not (env.project / ".chester").exists()  # nothing recorded, nothing submitted
+
+
+def test_bytes_values_still_reach_the_command_as_their_bytes():
+    """Bytes travel as surrogate escapes, which argv carries: they are not refused."""
+    Command([PY, "-c", "pass"]).check({"b": b"\xff\xfe"}, "LOG", "NAME")

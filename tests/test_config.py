@@ -326,3 +326,36 @@ def test_remembered_configs_and_runtimes_stay_bounded(tmp_path, monkeypatch):
     assert len([p for p in rts.iterdir() if p.name.startswith("index-")]) == \
         runtime.RUNTIMES_KEPT + 5 + 1  # under the index files' own bound
     assert runtime.build().path == rt.path and rt.path.exists()  # and found again
+
+
+@pytest.mark.parametrize("text,key", [
+    ("log_dir:\n", "log_dir"),
+    ("log_dir: ''\n", "log_dir"),
+    ("log_dir: null\n", "log_dir"),
+    ("package_manager:\n", "package_manager"),
+    ("sync_on_launch:\n", "sync_on_launch"),
+    ("hydra_config_path: ~\n", "hydra_config_path"),
+    ("backends:\n  box:\n    type: local\n    use_singularity:\n", "backends.box.use_singularity"),
+])
+def test_a_key_left_empty_is_one_line_naming_file_key_and_fix(tmp_path, text, key):
+    """`log_dir:` (YAML's null) passed `chester config` and crashed `chester launch` with a
+    TypeError; now both say in one line which file and key, and what to write."""
+    project = make_project(tmp_path / "proj", text)
+    for args in (["config"], ["launch", "-b", "box" if "box" in text else "local", "-p", "e",
+                              "--", "python", "-c", "pass", "x=1"]):
+        r = run_chester(args, cwd=project)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert str(project / "chester.yaml") in r.stderr and f"{key}: is empty" in r.stderr
+        assert "remove the line" in r.stderr or "give " in r.stderr
+    assert not (project / ".chester").exists()
+
+
+def test_an_empty_key_whose_default_is_empty_stays_accepted(tmp_path):
+    """Seed configs carry empty lists, mappings and unset names: those keep their meaning."""
+    project = make_project(tmp_path / "proj", "conda_env:\nremote_log_dir:\nrsync_include:\n"
+                           "chester_queue_dir:\nbackends:\n  box:\n    type: local\n"
+                           "    max_parallel:\n")
+    cfg = load_config(project / "chester.yaml")
+    assert cfg["conda_env"] is None and cfg["rsync_include"] == [] and cfg.log_dir.name == "data"
+    assert cfg.backend("box").options.max_parallel is None

@@ -129,7 +129,8 @@ def test_the_same_minor_version_passes():
 
 
 def test_guard_lines_stop_a_script_before_it_submits(tmp_path):
-    rt = tmp_path / "rt.pyz"
+    built = runtime.build()
+    rt = tmp_path / built.name
     fake = tmp_path / "py"
     fake.write_text("#!/bin/sh\necho 'chester-probe python=3.8.1 /old'\n")
     fake.chmod(0o755)
@@ -141,7 +142,11 @@ def test_guard_lines_stop_a_script_before_it_submits(tmp_path):
 
     r = run(sys.executable)
     assert r.returncode == runtime.EXIT_NO_RUNTIME and "SUBMITTED" not in r.stdout
-    rt.write_bytes(b"zip")
+    whole = built.path.read_bytes()
+    rt.write_bytes(whole[:len(whole) // 2])  # cut short by a full disk: sent again
+    r = run(sys.executable)
+    assert r.returncode == runtime.EXIT_NO_RUNTIME and "SUBMITTED" not in r.stdout
+    rt.write_bytes(whole)
     r = run(sys.executable)
     assert r.returncode == 0 and "SUBMITTED" in r.stdout
     r = run(str(fake))
@@ -261,11 +266,11 @@ def test_a_script_python_or_a_failed_import_is_never_remembered(tmp_path):
     out = subprocess.run(["sh", "-c", runtime.probe_script(str(shim), str(remote))], cwd=tmp_path,
                          capture_output=True, text=True).stdout
     assert "import=ok" in out and _memo(remote) is None
-    remote.write_bytes(b"not a zip")  # the import fails here: asked again every time
+    remote.write_bytes(b"not a zip")  # not what its name says: sent again, never tried
     bare = _bare_python()
     out = subprocess.run(["sh", "-c", runtime.probe_script(bare, str(remote))], cwd=tmp_path,
                          capture_output=True, text=True).stdout
-    assert "import=ModuleNotFoundError" in out and _memo(remote) is None
+    assert "runtime=0" in out and "import=" not in out and _memo(remote) is None
 
 
 def test_an_unchanged_chester_is_not_read_again_and_a_changed_one_is(tmp_path, monkeypatch):

@@ -118,10 +118,143 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: commands whose work is done on the targets and in the job store: once that is done, what
+#: they could not print does not undo it (their exit status stays the truth about the work)
+ACTING_COMMANDS = frozenset({"launch", "relaunch", "cancel", "pull", "monitor"})
+
+
+class GuardedOutput:
+    """``sys.stdout``/``sys.stderr`` for one command: a write that fails (a closed stream,
+    a full disk, a reader gone) is remembered in :attr:`error` instead of ending the
+    command half-way, unless ``strict`` (then the first failure is raised, once, so a
+    command that only prints stops). ``buffer`` is guarded the same way."""
+
+    def __init__(self, stream: Any, name: str, *, strict: bool = False,
+                 binary: bool = False) -> None:
+        self._stream = stream
+        self.name = name
+        self.strict = strict
+        self._binary = binary
+        self.error: str | None = None
+        #: the write failed because whoever read it went away (`chester status | head`)
+        self.reader_gone = False
+        self._buffer: GuardedOutput | None = None
+
+    def _failed(self, exc: BaseException) -> None:
+        first = self.error is None
+        self.reader_gone = isinstance(exc, BrokenPipeError)
+        self.error = str(exc) or type(exc).__name__
+        if self.strict and first:
+            raise exc
+
+    def _call(self, op: str, *a: Any) -> Any:
+        if self.error is not None:
+            return None
+        try:
+            if self._stream is None:  # closed before the command started
+                import errno
+
+                raise OSError(errno.EBADF, f"{self.name} is closed")
+            return getattr(self._stream, op)(*a)
+        except (OSError, ValueError) as exc:
+            self._failed(exc)
+            return None
+
+    def write(self, data: Any) -> int:
+        self._call("write", data)
+        return len(data)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._stream is not None:  # nothing was written to a closed one
+            self._call("flush")
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        if self._stream is None:
+            import io
+
+            raise io.UnsupportedOperation("fileno")
+        return int(self._stream.fileno())
+
+    @property
+    def buffer(self) -> GuardedOutput:
+        if self._binary:
+            raise AttributeError("buffer")
+        if self._buffer is None:
+            self._buffer = _SharedError(getattr(self._stream, "buffer", None), self)
+        return self._buffer
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str:
+        return getattr(self._stream, "errors", None) or "strict"
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+class _SharedError(GuardedOutput):
+    """The binary ``buffer`` of a :class:`GuardedOutput`: one error for both."""
+
+    def __init__(self, stream: Any, text: GuardedOutput) -> None:
+        super().__init__(stream, text.name, strict=text.strict, binary=True)
+        self._text = text
+
+    @property
+    def error(self) -> str | None:  # type: ignore[override]
+        return self._text.error
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        if value is not None or not hasattr(self, "_text"):
+            if hasattr(self, "_text"):
+                self._text.error = value
+
+
+def _guard_output(command: str) -> tuple[GuardedOutput, GuardedOutput]:
+    out = GuardedOutput(sys.stdout, "stdout", strict=command not in ACTING_COMMANDS)
+    err = GuardedOutput(sys.stderr, "stderr")
+    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    return out, err
+
+
+def _output_verdict(command: str, code: int, out: GuardedOutput, err: GuardedOutput) -> int:
+    """The exit status once the command is done: an acting command keeps its own (what
+    it did is done) and says in one line on stderr that only its output was lost; any
+    other command, whose output is what it was for, fails."""
+    out.strict = False  # what failed now is said below, not raised
+    out.flush()
+    if out.error is None:
+        return code
+    if command in ACTING_COMMANDS:
+        err.write(f"chester: warning: the {command} completed (exit status {code}), but "
+                  f"its output could not be written to stdout: {out.error}\n")
+        err.flush()
+        return code
+    if not out.reader_gone:
+        err.write(f"chester: error: the output could not be written to stdout: {out.error}\n")
+        err.flush()
+    return code or EXIT_BACKEND
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chester`` command."""
-    from chester.errors import BackendError, ChesterError, UserError
-
     parser = _parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.version:
@@ -129,6 +262,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    real = sys.stdout, sys.stderr
+    out, err = _guard_output(args.command)
+    try:
+        code = _main(args)
+        return _output_verdict(args.command, code, out, err)
+    finally:
+        sys.stdout, sys.stderr = real
+
+
+def _main(args: argparse.Namespace) -> int:
+    from chester.errors import BackendError, ChesterError, UserError
     from chester.logs import configure_lazily
 
     if args.verbose or args.log_json:
@@ -153,18 +297,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chester: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # a reader gone (`chester status | head`): nothing more to say
+        try:  # and nothing more is tried at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
         return 1
+    except OSError:
+        if sys.stdout.error is None:  # type: ignore[union-attr]
+            raise
+        return EXIT_BACKEND  # the output failed: said once the command is over
     except Exception as exc:
         import sqlite3
 
-        if not isinstance(exc, sqlite3.DatabaseError):
+        if not isinstance(exc, sqlite3.Error):
             raise
-        print(f"chester: error: the job store cannot be read ({exc}): it is damaged; restore "
-              "it from a backup, or move .chester/jobs.db aside to start a new store",
-              file=sys.stderr)
+        from chester.store import explain
+
+        print(f"chester: error: {explain(exc, _store_path())}", file=sys.stderr)
         return EXIT_USER
+
+
+def _store_path() -> Any:
+    """The job store of the project in use, when it can be told."""
+    try:
+        from chester.config import get_config
+
+        return get_config().store_path
+    except Exception:
+        return None
 
 
 def run() -> None:
@@ -195,7 +356,8 @@ def run() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+        except (OSError, ValueError, AttributeError):  # a closed pipe or stream (None when
+            # it was closed before the command started): nothing more can be said
             pass
     os._exit(code if isinstance(code, int) else 1)
 

@@ -84,12 +84,47 @@ def add_file(files: list[str], tree: Path, local: Path, remote: str) -> None:
     files.append(rel)
 
 
+def add_runtime(files: list[str], tree: Path, data: Mapping[str, Any], key: str) -> list[str]:
+    """Stage chester's runtime (``data["runtime"]``, for ``data["runtime_remote"]``) under
+    a name of its own for this launch (``key``), and return the shell lines that check it
+    and rename it into place: run them before anything starts a run
+    (:func:`chester.remote.runtime.install_lines`)."""
+    from chester.remote import runtime
+
+    part = runtime.part_path(data["runtime_remote"], key)
+    add_file(files, tree, Path(data["runtime"]), part)
+    return runtime.install_lines(data["runtime_remote"], part, strict=True)
+
+
+def put_tree(tr: Transport, tree: Path, files: Sequence[str], install: Sequence[str]) -> None:
+    """Send the staged files in one transfer; when that fails after the runtime's part
+    file (``install`` non-empty) may have been written, it is removed (best effort)."""
+    try:
+        tr.put_tree(tree, sorted(set(files)), "/")
+    except BaseException:
+        parts = [f for f in files if f.endswith(".part")] if install else []
+        for part in parts:
+            try:
+                tr.run(["rm", "-f", "/" + part.lstrip("/")], timeout=30, check=False)
+            except Exception:  # the link is gone too: the next upload removes it in a day
+                pass
+        raise
+
+
 def stream_tool(tr: Transport, argv: Sequence[str], write: Callable[[str], Any],
                 resend: Callable[[], None]) -> None:
     """Stream a target-side tool's output; when the host lost the tool's file (Python's
     "can't open file"), send it again once and stream again."""
-    res = tr.stream(argv, write, check=False)
-    if res.exit_code == 2 and "can't open file" in res.stderr:
+    wrote = False
+
+    def counted(text: str) -> Any:
+        nonlocal wrote
+        wrote = wrote or bool(text)
+        return write(text)
+
+    res = tr.stream(argv, counted, check=False)
+    if res.exit_code == 2 and "can't open file" in res.stderr or \
+            res.exit_code not in (0, 2) and not wrote:  # a damaged file starts nothing
         resend()
         tr.stream(argv, write)
 

@@ -163,66 +163,104 @@ _BUILT: dict[str, Runtime] = {}
 RUNTIMES_KEPT = 8
 
 
+def _write_whole(folder: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to ``folder/name`` under a temporary name first and rename it into
+    place when whole; the temporary file is removed whatever fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    tmp = folder / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _fallback_dir() -> Path:
+    """Where the runtime goes when the cache folder cannot take it: a folder of this user's
+    in the system's temporary folder (runs of the local backend start from the file, so it
+    must outlive the command)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"chester-{os.getuid()}-runtime"
+
+
 def build() -> Runtime:
     """The runtime of this chester (built once, then cached by content).
 
-    Its name is the digest of what it holds. Reading and hashing every module at each
-    launch is most of the work, so the digest is also remembered in the cache folder under
-    a key of the modules' ``stat`` (name, size, mtime, inode) and this Python's bytecode
-    magic: unchanged files give the runtime without reading them."""
+    Its name is the digest of its bytes, so any copy can be checked against its own name
+    (:func:`verify_lines`). Reading and compressing every module at each launch is most of
+    the work, so the digest is also remembered in the cache folder under a key of the
+    modules' ``stat`` (name, size, mtime, inode) and this Python's bytecode magic:
+    unchanged files give the runtime without reading them. A cache folder that cannot be
+    written (read-only, full, not a folder) is one warning line and the runtime goes to a
+    folder of this user's in the system's temporary folder instead."""
     import importlib.util
 
-    from chester.config import prune_cache, touch
+    from chester.config import cache_problem, prune_cache, prune_temporaries, touch
 
     sources = _sources()
     key = hashlib.sha256(importlib.util.MAGIC_NUMBER + _MAIN.encode())
     for name, src in sources:
         st = os.stat(src)
         key.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0".encode())
-    index = cache_dir() / f"index-{key.hexdigest()[:24]}"
+    folder = cache_dir()
+    index = folder / f"index-{key.hexdigest()[:24]}"
     try:
         known = index.read_text().strip()
-    except OSError:
+    except (OSError, ValueError):
         known = ""
     if known:
-        rt = _BUILT.get(known) or Runtime(path=cache_dir() / f"chester-{known}.pyz",
-                                          digest=known)
-        if rt.path.exists():
-            _BUILT[known] = rt
-            touch(rt.path)
-            touch(index)
-            return rt
-    files = _contents(sources)
-    h = hashlib.sha256()
-    for name, data in files:
-        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    h.update(b"bytecode\0" + importlib.util.MAGIC_NUMBER)  # the .pyc files are this Python's
-    digest = h.hexdigest()[:20]
-    path = cache_dir() / f"chester-{digest}.pyz"
-    if not path.exists():
-        import zipfile
+        if known in _BUILT:
+            return _BUILT[known]
+        for base in (folder, _fallback_dir()):
+            rt = Runtime(path=base / f"chester-{known}.pyz", digest=known)
+            if rt.path.is_file():
+                _BUILT[known] = rt
+                touch(rt.path)
+                touch(index)
+                return rt
+    import zipfile
 
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for name, data in _with_bytecode(files):
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                z.writestr(info, data)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in _with_bytecode(_contents(sources)):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            z.writestr(info, data)
+    blob = buf.getvalue()
+    digest = hashlib.sha256(blob).hexdigest()[:20]
+    name = f"chester-{digest}.pyz"
+    path = None
+    for base in (folder, _fallback_dir()):
+        if (base / name).is_file():
+            path = base / name
+            break
+        try:
+            path = _write_whole(base, name, blob)
+            break
+        except OSError as exc:
+            cache_problem(base, exc)
+    if path is None:
+        raise BackendError(f"chester's runtime could not be written to {folder} nor to "
+                           f"{_fallback_dir()}; set CHESTER_CACHE_DIR to a writable folder")
     _BUILT[digest] = Runtime(path=path, digest=digest)
-    tmp_index = index.with_name(f".{index.name}.{os.getpid()}.tmp")
-    try:
-        tmp_index.write_text(digest + "\n")
-        os.replace(tmp_index, index)
-    except OSError:  # a read-only cache: the next launch reads the modules again
-        pass
-    else:  # runtimes of other chester versions, and their index files, are kept a while
-        prune_cache(cache_dir(), "chester-", ".pyz", keep=RUNTIMES_KEPT)
-        prune_cache(cache_dir(), "index-", "", keep=4 * RUNTIMES_KEPT)
+    if path.parent == folder:
+        try:
+            _write_whole(folder, index.name, (digest + "\n").encode())
+        except OSError as exc:  # the next launch reads the modules again
+            cache_problem(folder, exc)
+        else:  # runtimes of other chester versions, and their index files, are kept a while
+            prune_cache(folder, "chester-", ".pyz", keep=RUNTIMES_KEPT)
+            prune_cache(folder, "index-", "", keep=4 * RUNTIMES_KEPT)
+            prune_temporaries(folder)
     return _BUILT[digest]
 
 
@@ -230,21 +268,107 @@ def build() -> Runtime:
 PROBE = "chester-probe"
 
 
+def _digest_of(runtime_remote: str) -> str:
+    """The digest a runtime's file name carries (``chester-<digest>.pyz``)."""
+    name = PurePosixPath(runtime_remote).name
+    return name[len("chester-"):-len(".pyz")]
+
+
+def _sum_expr(path: str) -> str:
+    """Shell: the first 20 hex digits of the SHA-256 of ``path`` (empty when it cannot be
+    read, or no tool for it is on the host)."""
+    q = shlex.quote(path)
+    return (f"$( {{ sha256sum -- {q} || shasum -a 256 -- {q} || openssl dgst -sha256 -r {q}; "
+            "} 2>/dev/null | cut -c1-20 )")
+
+
+def verify_lines(runtime_remote: str, var: str = "chester_rt") -> str:
+    """One shell line setting ``var`` to 1 when the runtime is there and its bytes are what
+    its name says (a file cut short by a full disk, or written over, is not), else empty."""
+    q = shlex.quote(runtime_remote)
+    return (f'{var}=; if [ -f {q} ] && [ "{_sum_expr(runtime_remote)}" = '
+            f'{shlex.quote(_digest_of(runtime_remote))} ]; then {var}=1; fi')
+
+
+def part_path(runtime_remote: str, tag: str) -> str:
+    """Where a runtime is uploaded before it is checked and renamed into place: a hidden
+    name of its own in the same folder (``tag``: a launch's key, so two launches at once
+    never write one file)."""
+    p = PurePosixPath(runtime_remote)
+    return str(p.with_name(f".{p.name}.{tag}.part"))
+
+
+def install_lines(runtime_remote: str, part: str, *, strict: bool) -> list[str]:
+    """Shell lines that put an uploaded runtime (at ``part``, see :func:`part_path`) into
+    place: renamed over the runtime's name only when its bytes check out, removed
+    otherwise. A rename is atomic, so no run ever starts from a file still being written.
+    ``strict``: stop the script (exit 1, one line on stderr) when the runtime is not in
+    place after that. Parts older than a day that a broken upload left are removed."""
+    q = shlex.quote
+    folder = str(PurePosixPath(runtime_remote).parent)
+    lines = [
+        f"if [ -f {q(part)} ]; then "
+        f'if [ "{_sum_expr(part)}" = {q(_digest_of(runtime_remote))} ]; then '
+        f"chmod 644 {q(part)} && mv -f {q(part)} {q(runtime_remote)}; "
+        f"else rm -f {q(part)}; fi; fi",
+        f"find {q(folder)} -maxdepth 1 -name '.chester-*.part' -mmin +1440 "
+        "-exec rm -f {} + 2>/dev/null || :",
+    ]
+    if strict:
+        lines += [verify_lines(runtime_remote),
+                  f'if [ -z "$chester_rt" ]; then echo "chester: the runtime did not arrive '
+                  f'whole at {runtime_remote} (a full disk?); launch again" >&2; exit 1; fi']
+    return lines
+
+
+def send(transport: Any, rt: Runtime, root: str, *, who: str) -> None:
+    """Upload the runtime under ``root`` the safe way (a part file, checked, renamed into
+    place), unless a copy that checks out is already there. One round trip."""
+    remote = rt.remote_path(root)
+    part = part_path(remote, f"{os.getpid()}-{os.urandom(4).hex()}")
+    q = shlex.quote
+    script = "\n".join([
+        f"mkdir -p {q(str(PurePosixPath(remote).parent))} || exit 1",
+        f"cat > {q(part)} || {{ rm -f {q(part)}; exit 1; }}",
+        verify_lines(remote),
+        f'if [ -n "$chester_rt" ]; then rm -f {q(part)}; exit 0; fi',
+        *install_lines(remote, part, strict=True)])
+    res = transport.run(["sh", "-c", script], stdin=rt.path.read_bytes(), timeout=600,
+                        check=False)
+    if res.exit_code != 0:
+        raise BackendError(f"{who}: chester's runtime could not be placed at {remote}: "
+                           f"{res.stderr.strip()[-300:]}")
+
+
 def _probe_code(runtime_remote: str, *, report_runtime: bool) -> str:
     """Python (any version that can print) that prints the probe's ``python=`` line and,
-    when the runtime is there, whether it imports (``import=ok`` or the error);
-    ``report_runtime``: also whether the runtime file is there (``runtime=1|0``). One
-    line (``exec`` of the program): probe scripts are joined into one shell line."""
+    when the runtime is there and its bytes are what its name says, whether it imports
+    (``import=ok`` or the error: chester must come from the runtime, not from a copy
+    installed on the host); ``report_runtime``: also whether a runtime that checks out is
+    there (``runtime=1|0``). One line (``exec`` of the program): probe scripts are joined
+    into one shell line."""
     return "exec(%r)" % "\n".join([
-        "import os, sys",
+        "import os, sys, hashlib",
         "print('%s python=%%d.%%d.%%d %%s' %% (sys.version_info[:3] + (sys.executable,)))"
         % PROBE,
         "rt = %r" % runtime_remote,
-        "if os.path.isfile(rt):",
+        "ok = False",
+        "try:",
+        "    f = open(rt, 'rb')",
+        "    ok = hashlib.sha256(f.read()).hexdigest()[:%d] == %r"
+        % (len(_digest_of(runtime_remote)), _digest_of(runtime_remote)),
+        "    f.close()",
+        "except Exception:",
+        "    pass",
+        "if ok:",
         *(["    print('%s runtime=1')" % PROBE] if report_runtime else []),
         "    try:",
         "        sys.path.insert(0, rt)",
         "        import chester.worker",
+        "        src = os.path.abspath(chester.worker.__file__)",
+        "        if not src.startswith(os.path.abspath(rt) + os.sep):",
+        "            raise ImportError('chester was imported from %s, not from the runtime'"
+        " % src)",
         "        print('%s import=ok')" % PROBE,
         "    except BaseException as e:",
         "        print('%s import=%%s: %%s' %% (type(e).__name__, str(e).replace('\\n', ' ')))"
@@ -279,7 +403,8 @@ def probe_script(python: str, runtime_remote: str, *, setup: list[str] | None = 
     code = _probe_code(runtime_remote, report_runtime=False)
     return "\n".join([
         *(setup or []),
-        f"if [ -f {q(runtime_remote)} ]; then echo '{PROBE} runtime=1'; "
+        verify_lines(runtime_remote) + "; "
+        f"if [ -n \"$chester_rt\" ]; then echo '{PROBE} runtime=1'; "
         f"else echo '{PROBE} runtime=0'; fi",
         _remembered_python_check(python, runtime_remote, code, setup or []),
     ]) + "\n"
@@ -318,7 +443,7 @@ def _remembered_python_check(python: str, runtime_remote: str, code: str,
         f'*) chester_key="$chester_key/${{PYTHONHOME-}}/${{PYTHONPATH-}}";; esac; '
         # the memo is read with the shell's own `read` (no process started for it)
         'chester_hit=; '
-        f'if [ -n "$chester_key" ] && [ -f {memo} ]; then '
+        f'if [ -n "$chester_key" ] && [ -n "$chester_rt" ] && [ -f {memo} ]; then '
         '{ IFS= read -r chester_line || :; if [ "$chester_line" = "$chester_key" ]; then '
         "chester_hit=1; while IFS= read -r chester_line; do printf '%s\\n' \"$chester_line\"; "
         f'done; fi; }} < {memo} 2>/dev/null || chester_hit=; fi; '
@@ -326,7 +451,7 @@ def _remembered_python_check(python: str, runtime_remote: str, code: str,
         f"else chester_out=$({py} -c {q(code)} || echo '{PROBE} python=broken'); "
         f"printf '%s\\n' \"$chester_out\"; "
         f'case "$chester_out" in *"{PROBE} python={_MINOR}"*"{PROBE} import=ok"*) '
-        f'if [ -n "$chester_key" ] && [ -f {q(runtime_remote)} ] && '
+        f'if [ -n "$chester_key" ] && [ -n "$chester_rt" ] && '
         f'[ "$(head -c 2 -- "$chester_py")" != "#!" ]; then '
         f"{{ printf '%s\\n%s\\n' \"$chester_key\" \"$chester_out\" > {memo}.$$ && "
         f"mv -f {memo}.$$ {memo}; }} 2>/dev/null || rm -f {memo}.$$ 2>/dev/null; fi;; esac; "
@@ -473,17 +598,26 @@ def call_json(transport: Any, argv: list[str], *, who: str, what: str,
     runs again."""
     import json
 
+    def answer(res: Any) -> Any:
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
     res = transport.run(argv, stdin=stdin, timeout=timeout, check=False)
-    if resend is not None and res.exit_code == 2 and "can't open file" in res.stderr:
+    try:
+        return answer(res)
+    except (ValueError, IndexError):
+        pass
+    if resend is not None and res.exit_code != 0:
+        # the file is missing ("can't open file") or damaged (cut short, written over):
+        # put a whole one in place (a copy that checks out is left as it is), ask again
         resend()
         res = transport.run(argv, stdin=stdin, timeout=timeout, check=False)
     try:
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        return answer(res)
     except (ValueError, IndexError):
         raise BackendError(f"{who}: unexpected answer from {what} (exit {res.exit_code}): "
                            f"{res.stdout.strip()[-200:]!r} {res.stderr.strip()[-300:]!r}") \
             from None
 
 
-__all__ = ["EXIT_BAD_PYTHON", "call_json", "probe_target", "EXIT_NO_RUNTIME", "guard_lines", "MIN_PYTHON", "PROBE", "Probe", "REMOTE_SUBDIR", "Runtime", "build", "cache_dir",
+__all__ = ["install_lines", "part_path", "send", "verify_lines", "EXIT_BAD_PYTHON", "call_json", "probe_target", "EXIT_NO_RUNTIME", "guard_lines", "MIN_PYTHON", "PROBE", "Probe", "REMOTE_SUBDIR", "Runtime", "build", "cache_dir",
            "check", "parse_probe", "probe_script"]

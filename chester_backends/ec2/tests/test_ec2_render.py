@@ -22,7 +22,8 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def _golden(name: str, text: str) -> None:
-    text = text.replace(runtime.build().name, "RUNTIME.pyz")  # its digest follows the code
+    text = text.replace(runtime.build().name, "RUNTIME.pyz").replace(
+        runtime.build().digest, "DIGEST")  # its digest follows the code
     check_golden(GOLDEN / name, text)
 
 

@@ -84,9 +84,10 @@ def test_rendered_scripts_match_golden(tmp_path, monkeypatch):
     for r in runs:
         r.local_dir.mkdir(parents=True)
     prep = plugin.chester_prepare(backend=b, runs=runs, staging_dir=tmp_path / "stage")
-    rt = runtime.build().name
+    rt, digest = runtime.build().name, runtime.build().digest
     _golden("submit.sh", prep.scripts["submit.sh"].replace(rt, "RUNTIME.pyz"))
-    _golden("probe.sh", prep.scripts["probe.sh"].replace(rt, "RUNTIME.pyz"))
+    _golden("probe.sh", prep.scripts["probe.sh"].replace(rt, "RUNTIME.pyz")
+            .replace(digest, "DIGEST"))
     _golden("env.sh", prep.scripts["env.sh"])
     rsync = prep.scripts["rsync"].replace(str(cfg.project_path), "PROJECT")
     _golden("rsync.txt", rsync + "\n")

@@ -216,14 +216,14 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
             codesync.sync(backend, tr, o.remote_dir, extra_dirs=o.extra_sync_dirs,
                           filters=d["filters"])
         probe, have_sched = _probe(backend, tr, d["probe"])
-        if not probe.runtime_present:
-            hosted.add_file(files, tree, Path(d["runtime"]), d["runtime_remote"])
+        install = [] if probe.runtime_present else \
+            hosted.add_runtime(files, tree, d, d["key"])
         if not have_sched:
             hosted.add_file(files, tree, SCHEDULER_SRC, d["scheduler"])
-        tr.put_tree(tree, sorted(set(files)), "/")
+        hosted.put_tree(tr, tree, files, install)
         if d["secrets_file"]:
             tr.put_bytes(shell.render_secrets(secrets), d["secrets_file"], 0o600)
-        res = tr.run_script(d["submit"], timeout=600, check=False)
+        res = tr.run_script("\n".join([*install, d["submit"]]), timeout=600, check=False)
         if "chester-autobot-queued" not in res.stdout:
             shell.remove_secrets(tr, d["secrets_file"])
             raise BackendError(f"{_who(backend)}: the sweep was not queued (exit "

@@ -188,8 +188,12 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     # it); the submit script stops before sbatch when it is missing there (then it is sent)
     rt = runtime.build()
     rt_remote = rt.remote_path(project_dir)
-    rt_rel = paths.rel_under(rt_remote, upload_root)
-    assert rt_rel is not None
+    # it travels under a name of its own and the submit script renames it into place once
+    # its bytes check out: a run never starts from a file cut short or still being written
+    rt_part = runtime.part_path(rt_remote, runs[0].token)
+    rt_rel = paths.rel_under(rt_part, upload_root)
+    rt_final_rel = paths.rel_under(rt_remote, upload_root)
+    assert rt_rel is not None and rt_final_rel is not None
     paths.link_or_copy(rt.path, tree / rt_rel)
     # the seed's $gpus in remote_header: the variant's gpus of the job's first run
     by_token = {r.token: r for r in runs}
@@ -215,7 +219,8 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     if opts.cuda_module and any(render._gpus(res) for res in resources):
         mods.append(opts.cuda_module)
     prelude = render.module_check_lines(mods) + prelude
-    prelude += probe_lines(backend, resources, rt_remote, project_dir, stage_root, mods)
+    prelude += probe_lines(backend, resources, rt_remote, project_dir, stage_root, mods,
+                           part=rt_part)
     # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
     checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
@@ -242,19 +247,21 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
               "upload_root": upload_root, "tree": str(tree), "rels": rels,
               "local_root": str(local_root), "run_rels": run_rels,
               "max_array_size": max_array_size, "project_dir": project_dir,
-              "runtime_rel": rt_rel, "secrets_rel": secrets_rel})
+              "runtime_rel": rt_rel, "runtime_final_rel": rt_final_rel,
+              "secrets_rel": secrets_rel})
 
 
 def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
                 rt_remote: str, project_dir: str, stage_root: str,
-                modules: Sequence[str]) -> list[str]:
+                modules: Sequence[str], part: str | None = None) -> list[str]:
     """Submit-script lines that check, before any ``sbatch``, that the jobs' Python runs
     chester's runtime the way the jobs will run it: after the modules (where a module
     system is loaded), the package manager's activation and the ``env`` option (not the
     prepare commands, which are for compute nodes), and inside the container
     with the jobs' binds when the runs use one (one check per distinct container; runs
     without one are checked on the host first). The script stops with
-    :data:`runtime.EXIT_BAD_PYTHON` / :data:`runtime.EXIT_NO_RUNTIME`."""
+    :data:`runtime.EXIT_BAD_PYTHON` / :data:`runtime.EXIT_NO_RUNTIME`. ``part``: where an
+    uploaded runtime waits to be checked and renamed into place (first thing)."""
     from chester.remote import container as ctr
 
     opts: SlurmOptions = backend.options
@@ -277,7 +284,7 @@ def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
         if c not in containers:
             containers.append(c)
     containers.sort(key=lambda c: c is not None)  # the host's Python first
-    lines: list[str] = []
+    lines: list[str] = runtime.install_lines(rt_remote, part, strict=False) if part else []
     for c in containers:
         via = None if c is None else (ctr.env_lines(c),
                                       ctr.wrap([], c, binds=[project_dir, stage_root]))
@@ -339,7 +346,8 @@ def _send_and_submit(backend: BackendConfig, ex: Any, prepared: PreparedSweep,
     secrets = [data["secrets_rel"]] if data.get("secrets_rel") else []
     if secrets:  # from the staging folder (never the project); the submit script removes it
         ex.put_tree(tree, secrets, data["upload_root"])
-    if not backend.options.host and not (Path(data["upload_root"]) / data["runtime_rel"]).exists():
+    if not backend.options.host and \
+            not (Path(data["upload_root"]) / data["runtime_final_rel"]).exists():
         # sbatch is on this machine: a missing runtime is placed now (a local copy), not
         # after the submit script stopped for it
         ex.put_tree(tree, [data["runtime_rel"]], data["upload_root"])

@@ -199,9 +199,9 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
             if code is not None and d["probe_needs_code"]:
                 code.result()
             probe = _probe(backend, tr, d["probe"])
-            if not probe.runtime_present:
-                hosted.add_file(files, tree, Path(d["runtime"]), d["runtime_remote"])
-            tr.put_tree(tree, sorted(set(files)), "/")
+            install = [] if probe.runtime_present else \
+                hosted.add_runtime(files, tree, d, d["queue_key"])
+            hosted.put_tree(tr, tree, files, install)
             if code is not None:
                 code.result()
         except BaseException:
@@ -211,7 +211,7 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
         if d["secrets_file"]:
             tr.put_bytes(shell.render_secrets(secrets), d["secrets_file"], 0o600)
         try:
-            res = tr.run_script(d["script"], timeout=600, check=False)
+            res = tr.run_script("\n".join([*install, d["script"]]), timeout=600, check=False)
         except BaseException:
             shell.remove_secrets(tr, d["secrets_file"])
             raise
@@ -232,8 +232,7 @@ def target_argv(backend: BackendConfig, args: Sequence[str]) -> list[str]:
 
 
 def _ensure_runtime(backend: BackendConfig, tr: Transport) -> None:
-    rt = runtime.build()
-    tr.put_bytes(rt.path.read_bytes(), rt.remote_path(backend.options.remote_dir), 0o644)
+    runtime.send(tr, runtime.build(), backend.options.remote_dir, who=_who(backend))
 
 
 def _target_call(backend: BackendConfig, tr: Transport, args: Sequence[str],
