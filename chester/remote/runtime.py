@@ -206,7 +206,9 @@ def build() -> Runtime:
     from chester.config import cache_problem, prune_cache, prune_temporaries, touch
 
     sources = _sources()
-    key = hashlib.sha256(importlib.util.MAGIC_NUMBER + _MAIN.encode())
+    # the naming scheme is part of the key: an index written by a chester that named
+    # runtimes another way (while the sources changed under it) is never read as this one's
+    key = hashlib.sha256(b"sha256-of-bytes\0" + importlib.util.MAGIC_NUMBER + _MAIN.encode())
     for name, src in sources:
         st = os.stat(src)
         key.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0".encode())
