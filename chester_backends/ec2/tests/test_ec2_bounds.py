@@ -372,6 +372,7 @@ def test_the_notice_check_never_waits_behind_an_upload(tmp_path, aws, monkeypatc
     try:
         agent = agent_mod.Agent()
         assert agent.instance_id == "i-0123456789abcdef0"
+        assert agent.claim(agent.runs[0])  # the run is this instance's
         imds.action = json.dumps({"action": "terminate", "time": "2026-01-01T00:00:00Z"})
         done = threading.Event()
         with agent.lock:  # a sync is uploading a large file
