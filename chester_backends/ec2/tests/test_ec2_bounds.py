@@ -568,7 +568,7 @@ def test_ec2_ls_shows_the_spot_price_where_known(tmp_path, farm, monkeypatch):
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(["ec2", "ls"]) == 0
-    assert "USD/h" in out.getvalue() and row["instance"] in out.getvalue()
+    assert "Cost/h" in out.getvalue() and row["instance"] in out.getvalue()
 
 
 # -- packed instances: a freed GPU takes the next run ---------------------------------------------

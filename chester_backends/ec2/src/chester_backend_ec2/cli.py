@@ -21,7 +21,8 @@ LIVE = ["pending", "running", "stopping", "stopped"]
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("ec2", help="EC2 instances chester started (found by their tags)")
     sub = p.add_subparsers(dest="ec2_command", metavar="ACTION")
-    ls = sub.add_parser("ls", help="list live instances chester started: sweep, age, type, USD/h")
+    ls = sub.add_parser("ls", help="list live instances chester started: sweep, age, type, "
+                                       "cost per hour")
     ls.add_argument("sweep", nargs="?", help="only this sweep (its chester:sweep tag)")
     ls.add_argument("--backend", help="the ec2 backend of chester.yaml (default: the only one)")
     ls.add_argument("--json", action="store_true", help="JSON output")
@@ -92,10 +93,11 @@ def main(args: argparse.Namespace) -> int:
 
             emit_table(f"chester ec2 instances ({len(rows)})",
                        ["Instance", "Sweep", "State", "Type", "Market", "Launched", "Hours",
-                        "USD/h", "Attempt"],
+                        "Cost/h", "Attempt"],
                        [[r["instance"], r["sweep"], r["state"], r["type"], r["market"],
                          r["launched"], r["hours"],
-                         "unknown" if r["usd_per_hour"] is None else f"{r['usd_per_hour']:.4g}",
+                         "unknown" if r["usd_per_hour"] is None else prices.usd(
+                             r["usd_per_hour"]),
                          r["attempt"]] for r in rows])
             if rows:
                 print(f"estimated cost: {prices.total_line(costs)}")
