@@ -256,6 +256,34 @@ def test_refused_submit_leaves_findable_instances_and_a_resume_completes(tmp_pat
     assert main(["ec2", "kill"]) == 2  # names nothing: refused
 
 
+def test_ec2_kill_cancels_the_runs_it_stops(tmp_path, farm, monkeypatch):
+    """Runs on the instances `chester ec2 kill` terminates read cancelled, by it (not failed,
+    killed by signal 15), and no status poll starts them again."""
+    from chester_backend_ec2.plugin import sweep_key
+
+    from chester.cli import main
+
+    env = _env(tmp_path, max_requeues=1)
+    monkeypatch.chdir(env.project)
+    monkeypatch.delenv("CHESTER_CONFIG_PATH", raising=False)
+    monkeypatch.setattr("chester.config._cached", None)
+    sweep = _launch(env, [{"seconds": 120, "i": i} for i in range(2)], "killed")
+    _until(lambda: all(s.value == "running" for s in sweep.status().values()), timeout=60,
+           what="both running")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["ec2", "kill", sweep_key(env.config.backend("ec2"), "killed")]) == 0
+    assert "cancelled 2 unfinished run(s)" in out.getvalue()
+    assert "terminated 2 instance(s)" in out.getvalue()
+    _until(lambda: all(i.done for i in farm.instances.values()), what="the instances gone")
+    states = sweep.wait(timeout=30, poll_interval=0.3, progress=False, pull=True)
+    assert [s.value for s in states.values()] == ["cancelled", "cancelled"]
+    assert [r.reason for r in sweep.runs] == ["cancelled by chester ec2 kill"] * 2
+    # the agents stopped the runs as cancelled, in their own records too
+    assert [status_record(r)["state"] for r in sweep.runs] == ["cancelled", "cancelled"]
+    assert len(farm.instances) == 2
+
+
 # -- (3) persistent spot requests -----------------------------------------------------------------
 def _spot_request(group):
     tags = [{"Key": "chester:group", "Value": group}, {"Key": "chester:sweep", "Value": "x"}]

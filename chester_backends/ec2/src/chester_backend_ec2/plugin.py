@@ -804,6 +804,7 @@ class Ctl:
 
     records: dict[str, dict] = attrs.Factory(dict)  # token -> status record
     cancels: set[str] = attrs.Factory(set)  # tokens with a cancel marker
+    cancelled_by: dict[str, str] = attrs.Factory(dict)  # token -> who, when its marker says
     beats: dict[str, float] = attrs.Factory(dict)  # group -> time of its last heartbeat
     attempts: dict[str, Tries] = attrs.Factory(dict)  # group -> its tries (requeue.py)
 
@@ -831,7 +832,12 @@ def read_ctl(s3: Any, o: Ec2Options, sweep: str) -> Ctl:
     for obj in _list(s3, o.bucket, prefix):
         rest = obj["Key"][len(prefix):]
         if rest.startswith("cancel/"):
-            ctl.cancels.add(rest[len("cancel/"):])
+            tok = rest[len("cancel/"):]
+            ctl.cancels.add(tok)
+            if obj.get("Size"):  # who cancelled it (chester ec2 kill says so)
+                by = (_get_json(s3, o, obj) or {}).get("by")
+                if by:
+                    ctl.cancelled_by[tok] = str(by)
         elif rest.startswith("heartbeat/") and rest.endswith(".json"):
             ctl.beats[rest[len("heartbeat/"):-len(".json")]] = obj["LastModified"].timestamp()
         elif rest.startswith("attempts/"):
@@ -861,8 +867,9 @@ def _spot_reclaimed(inst: Mapping | None) -> bool:
 
 
 def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
-              cancelled: bool) -> RunStatus:
-    """One run's state from its instance (None: gone), status record and cancel marker."""
+              cancelled: bool, cancelled_by: str | None = None) -> RunStatus:
+    """One run's state from its instance (None: gone), status record and cancel marker
+    (``cancelled_by``: who wrote it, when the marker says)."""
     istate = (inst or {}).get("State", {}).get("Name", "gone")
     iid = (inst or {}).get("InstanceId") or h.remote_id
     alive = istate in ALIVE
@@ -879,8 +886,10 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
         if st == "lost":
             return RunStatus(state=State.LOST, **kw)
         if st == "cancelled" or (cancelled and (rec.get("ended_at") or not alive)):
-            return RunStatus(state=State.CANCELLED, **{**kw, "reason": kw.get("reason") or
-                                                       "cancelled"})
+            # stopped by the cancel, whatever the worker last said (killed by a signal...)
+            why = f"cancelled by {cancelled_by}" if cancelled_by else \
+                kw.get("reason") or "cancelled"
+            return RunStatus(state=State.CANCELLED, **{**kw, "reason": why})
         if rec.get("preempted") and st != "failed" and alive and \
                 int(_tag(inst or {}, ATTEMPT_TAG) or 1) > int(rec.get("launch") or
                                                               rec.get("attempt") or 1):
@@ -908,7 +917,8 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
             return RunStatus(state=State.LOST, **{**kw, "reason":
                              f"instance {iid} is {istate} but the run never ended"})
     if cancelled and not alive:
-        return RunStatus(state=State.CANCELLED, reason="cancelled", remote_id=iid)
+        return RunStatus(state=State.CANCELLED, remote_id=iid, reason=f"cancelled by "
+                         f"{cancelled_by}" if cancelled_by else "cancelled")
     if alive or (cancelled and alive):
         return RunStatus(state=State.QUEUED, remote_id=iid,
                          pending_reason=f"instance {iid} {istate}, setting up")
@@ -942,7 +952,8 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
         _reap(backend, ec2, s3, sweep, hs, by_group, ctl)
         for h in hs:
             out[h.token] = to_status(h, by_group.get(_run_group(h, ctl) or ""),
-                                     ctl.records.get(h.token), h.token in ctl.cancels)
+                                     ctl.records.get(h.token), h.token in ctl.cancels,
+                                     ctl.cancelled_by.get(h.token))
         if o.max_requeues > 0:
             _requeue(backend, ec2, s3, sweep, hs, out, insts, by_group, ctl)
             _will_requeue(o, hs, out, insts, ctl)
