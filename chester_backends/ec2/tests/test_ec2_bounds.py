@@ -203,6 +203,28 @@ def test_killed_agent_is_terminated_on_a_stale_heartbeat(tmp_path, farm):
     assert plugin.chester_status(sweep.backend, [run.handle])[run.token].state.value == "lost"
 
 
+def test_a_lost_runs_pull_is_tried_and_said_once(tmp_path, farm):
+    """A lost run never recorded its end: waiting pulls what it synced once and says so once,
+    while the other run goes on."""
+    from structlog.testing import capture_logs
+
+    env = _env(tmp_path, heartbeat_timeout_s=2)
+    sweep = _launch(env, [{"seconds": 120}, {"seconds": 15, "i": 1}], "lostpull")
+    lost, other = sweep.runs
+    _until(lambda: all(s.value == "running" for s in sweep.status().values()), timeout=60,
+           what="both running")
+    _until(lambda: any(k.endswith(f"{lost.token}/progress.txt.chester-seg/0001/"
+                                  f"{0:016d}") for k in _s3_keys()), what="a sync")
+    farm.kill_agent(lost.handle.remote_id)
+    with capture_logs() as logs:
+        states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert (states[lost.name].value, states[other.name].value) == ("lost", "succeeded")
+    said = [e for e in logs if e["event"] in ("pull_incomplete", "not_pulled")]
+    assert [(e["event"], e["first"]) for e in said] == [("pull_incomplete", lost.name)]
+    assert not lost.pulled and other.pulled
+    assert (lost.log_dir / "progress.txt").read_text() == "start 1\n"  # what it synced
+
+
 def test_instance_without_agent_reads_lost_after_boot_timeout(tmp_path, farm):
     farm.paused = True  # user-data never gets anywhere
     env = _env(tmp_path, boot_timeout_s=1.5)
