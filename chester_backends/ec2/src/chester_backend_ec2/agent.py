@@ -330,6 +330,7 @@ class Agent:
         #: another instance of this group, numbered as this one or later, claimed a run of
         #: it: this one is a twin of its launch, or was replaced; it leaves every run alone
         self.superseded = False
+        self.beating = False  # the heartbeat starts once this instance holds its runs
         try:
             self.instance_id = self.imds.get("instance-id")
         except Exception:
@@ -818,7 +819,7 @@ class Agent:
         next_beat = 0.0
         while not self.stop.is_set():
             try:
-                if time.time() >= next_beat and not self.superseded:
+                if time.time() >= next_beat and self.beating:
                     self.heartbeat()
                     next_beat = time.time() + beat
                 self.check_spot()
@@ -863,6 +864,8 @@ class Agent:
         if self.steal_done and all(r.frozen for r in self.runs):
             log("no run left for this instance")
             return self.finish()
+        self.beating = True
+        self.heartbeat()
         for run in self.runs:
             os.makedirs(run.dir, exist_ok=True)
             self.fetch_run(run)
