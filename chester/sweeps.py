@@ -241,7 +241,9 @@ class Sweep:
         ``pending`` until the launch is run again. Failed runs are pulled too (logs first:
         large artefacts skipped unless ``bare_failed=False``). A pull whose files did not all
         arrive is tried again at each poll, and up to ``pull_retries`` more polls once every
-        run has ended; the run stays unpulled (``Run.pulled`` false) if they never arrive.
+        run has ended; the run stays unpulled (``Run.pulled`` false) if they never arrive. A
+        ``lost`` run never recorded its end, so what its pull brings is all there is: it is
+        pulled once, and said once (``pull_incomplete``).
         Raises :class:`~chester.errors.WaitTimeout` (a ``TimeoutError``) after ``timeout``
         seconds. Polls every ``poll_interval`` seconds: by default the backend's own
         ``poll_interval`` option when it has one, else the backend type's usual interval (for
@@ -256,6 +258,7 @@ class Sweep:
         bar = _Progress(len(self), f"{self.ref} [{', '.join(sorted(names))}]") if show else None
         backoff = interval
         retries_left = pull_retries
+        pulled_once: set[int] = set()  # lost runs: their end record can never arrive
         try:
             while True:
                 try:
@@ -268,18 +271,21 @@ class Sweep:
                 if pull:
                     ok = [r for r in rows if r.state == State.SUCCEEDED and not r.pulled_at]
                     bad = [r for r in rows if r.state.terminal and r.state != State.SUCCEEDED
-                           and r.handle is not None and not r.pulled_at]
+                           and r.handle is not None and not r.pulled_at
+                           and r.id not in pulled_once]
                     if ok:
                         self.pull(rows=ok, include=include, exclude=exclude, extra_dirs=extra_dirs)
                     if bad:
                         self.pull(rows=bad, bare=bare_failed, include=include, exclude=exclude)
+                        pulled_once |= {r.id for r in bad if r.state == State.LOST}
                     if ok or bad:
                         rows = self.rows()
                 if bar:
                     bar.update(rows)
                 waiting = [r for r in rows if not r.state.terminal and r.handle is not None]
                 unpulled = [r for r in rows if pull and r.state.terminal
-                            and r.handle is not None and not r.pulled_at]
+                            and r.handle is not None and not r.pulled_at
+                            and r.id not in pulled_once]
                 if not waiting:
                     if not unpulled or retries_left <= 0:
                         if unpulled:

@@ -203,6 +203,28 @@ def test_killed_agent_is_terminated_on_a_stale_heartbeat(tmp_path, farm):
     assert plugin.chester_status(sweep.backend, [run.handle])[run.token].state.value == "lost"
 
 
+def test_a_lost_runs_pull_is_tried_and_said_once(tmp_path, farm):
+    """A lost run never recorded its end: waiting pulls what it synced once and says so once,
+    while the other run goes on."""
+    from structlog.testing import capture_logs
+
+    env = _env(tmp_path, heartbeat_timeout_s=2)
+    sweep = _launch(env, [{"seconds": 120}, {"seconds": 15, "i": 1}], "lostpull")
+    lost, other = sweep.runs
+    _until(lambda: all(s.value == "running" for s in sweep.status().values()), timeout=60,
+           what="both running")
+    _until(lambda: any(k.endswith(f"{lost.token}/progress.txt.chester-seg/0001/"
+                                  f"{0:016d}") for k in _s3_keys()), what="a sync")
+    farm.kill_agent(lost.handle.remote_id)
+    with capture_logs() as logs:
+        states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert (states[lost.name].value, states[other.name].value) == ("lost", "succeeded")
+    said = [e for e in logs if e["event"] in ("pull_incomplete", "not_pulled")]
+    assert [(e["event"], e["first"]) for e in said] == [("pull_incomplete", lost.name)]
+    assert not lost.pulled and other.pulled
+    assert (lost.log_dir / "progress.txt").read_text() == "start 1\n"  # what it synced
+
+
 def test_instance_without_agent_reads_lost_after_boot_timeout(tmp_path, farm):
     farm.paused = True  # user-data never gets anywhere
     env = _env(tmp_path, boot_timeout_s=1.5)
@@ -254,6 +276,34 @@ def test_refused_submit_leaves_findable_instances_and_a_resume_completes(tmp_pat
     assert "terminated 10 instance(s)" in out.getvalue()
     assert not _instances(("pending", "running"), key)
     assert main(["ec2", "kill"]) == 2  # names nothing: refused
+
+
+def test_ec2_kill_cancels_the_runs_it_stops(tmp_path, farm, monkeypatch):
+    """Runs on the instances `chester ec2 kill` terminates read cancelled, by it (not failed,
+    killed by signal 15), and no status poll starts them again."""
+    from chester_backend_ec2.plugin import sweep_key
+
+    from chester.cli import main
+
+    env = _env(tmp_path, max_requeues=1)
+    monkeypatch.chdir(env.project)
+    monkeypatch.delenv("CHESTER_CONFIG_PATH", raising=False)
+    monkeypatch.setattr("chester.config._cached", None)
+    sweep = _launch(env, [{"seconds": 120, "i": i} for i in range(2)], "killed")
+    _until(lambda: all(s.value == "running" for s in sweep.status().values()), timeout=60,
+           what="both running")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["ec2", "kill", sweep_key(env.config.backend("ec2"), "killed")]) == 0
+    assert "cancelled 2 unfinished run(s)" in out.getvalue()
+    assert "terminated 2 instance(s)" in out.getvalue()
+    _until(lambda: all(i.done for i in farm.instances.values()), what="the instances gone")
+    states = sweep.wait(timeout=30, poll_interval=0.3, progress=False, pull=True)
+    assert [s.value for s in states.values()] == ["cancelled", "cancelled"]
+    assert [r.reason for r in sweep.runs] == ["cancelled by chester ec2 kill"] * 2
+    # the agents stopped the runs as cancelled, in their own records too
+    assert [status_record(r)["state"] for r in sweep.runs] == ["cancelled", "cancelled"]
+    assert len(farm.instances) == 2
 
 
 # -- (3) persistent spot requests -----------------------------------------------------------------
@@ -372,6 +422,7 @@ def test_the_notice_check_never_waits_behind_an_upload(tmp_path, aws, monkeypatc
     try:
         agent = agent_mod.Agent()
         assert agent.instance_id == "i-0123456789abcdef0"
+        assert agent.claim(agent.runs[0])  # the run is this instance's
         imds.action = json.dumps({"action": "terminate", "time": "2026-01-01T00:00:00Z"})
         done = threading.Event()
         with agent.lock:  # a sync is uploading a large file
@@ -567,7 +618,7 @@ def test_ec2_ls_shows_the_spot_price_where_known(tmp_path, farm, monkeypatch):
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(["ec2", "ls"]) == 0
-    assert "USD/h" in out.getvalue() and row["instance"] in out.getvalue()
+    assert "Cost/h" in out.getvalue() and row["instance"] in out.getvalue()
 
 
 # -- packed instances: a freed GPU takes the next run ---------------------------------------------

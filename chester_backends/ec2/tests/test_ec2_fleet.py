@@ -176,7 +176,10 @@ def test_fleet_launches_over_types_and_subnets_and_the_runs_succeed(tmp_path, fa
     expected = sum(_spot_price(i["InstanceType"], i["Placement"]["AvailabilityZone"])
                    for i in insts)
     assert expected > 0  # the endpoint publishes spot prices
-    assert f"estimated cost about {format(expected, '.4g')} USD/h (spot price now for 2)" in err
+    from chester_backend_ec2.prices import usd
+
+    assert f"estimated cost about {usd(expected)}/h (spot price now for 2)" in err
+    assert "e-0" not in err  # money reads as money, whatever the price
 
 
 def test_a_preempted_run_is_requeued_through_a_fleet(tmp_path, farm):
@@ -349,6 +352,15 @@ def test_fleet_is_refused_where_it_cannot_work(tmp_path, aws):
 
 
 # -- hourly cost -------------------------------------------------------------------------------
+def test_money_reads_as_money():
+    from chester_backend_ec2.prices import usd
+
+    assert [usd(x) for x in (0.00001, 0.00003, 0.0000123, 0.0104, 0.0208, 0.5, 0.0999999,
+                             1, 2.012, 1452.3, 0)] == [
+        "$0.00001", "$0.00003", "$0.0000123", "$0.0104", "$0.0208", "$0.50", "$0.10",
+        "$1.00", "$2.01", "$1,452.30", "$0.00"]
+
+
 def test_prepare_summary_bounds_the_hourly_cost_without_calling_aws(tmp_path, monkeypatch):
     from chester.launcher import launch
 
@@ -371,18 +383,18 @@ def test_prepare_summary_bounds_the_hourly_cost_without_calling_aws(tmp_path, mo
     import importlib
 
     importlib.invalidate_caches()
-    assert "cost: about 2.012 USD/h on-demand" in summary(spot=False, instance_type="g5.xlarge")
-    assert "cost: spot at most 2.012 USD/h (the on-demand price" in \
+    assert "cost: about $2.01/h on-demand" in summary(spot=False, instance_type="g5.xlarge")
+    assert "cost: spot at most $2.01/h (the on-demand price" in \
         summary(instance_type="g5.xlarge")
-    assert "cost: spot at most 1 USD/h (max_price" in summary(max_price="0.5")
-    assert "cost: about 1 USD/h on-demand" in summary(spot=False, hourly_price=0.5,
+    assert "cost: spot at most $1.00/h (max_price" in summary(max_price="0.5")
+    assert "cost: about $1.00/h on-demand" in summary(spot=False, hourly_price=0.5,
                                                          instance_type="x9.huge")
-    assert "cost: about 0.6 USD/h on-demand" in summary(
+    assert "cost: about $0.60/h on-demand" in summary(
         spot=False, instance_type="g5.xlarge", hourly_price={"g5.xlarge": 0.3})
     assert "hourly cost unknown for x9.huge (set hourly_price)" in \
         summary(spot=False, instance_type="x9.huge")
     # several types: the dearest bounds it
-    assert "cost: about 2.424 USD/h on-demand" in summary(
+    assert "cost: about $2.42/h on-demand" in summary(
         spot=False, instance_type="g5.xlarge", instance_types=["g5.2xlarge"])
 
 
@@ -399,7 +411,7 @@ def test_submit_and_ls_show_on_demand_prices_or_unknown(tmp_path, farm, monkeypa
     _launch(env, [{"seconds": 0}, {"seconds": 0, "i": 1}], "ondemand")
     err = capfd.readouterr().err
     assert "2 on-demand t3.micro" in err
-    assert "estimated cost about 0.0208 USD/h (on-demand list price (us-east-1) for 2)" in err
+    assert "estimated cost about $0.0208/h (on-demand list price (us-east-1) for 2)" in err
     key = sweep_key(env.config.backend("ec2"), "ondemand")
     out = io.StringIO()
     with redirect_stdout(out):
@@ -423,4 +435,4 @@ def test_submit_and_ls_show_on_demand_prices_or_unknown(tmp_path, farm, monkeypa
     env = _env(tmp_path, spot=False, instance_type="m6i.large",
                hourly_price={"m6i.large": 0.25})
     _launch(env, [{"seconds": 0}], "priced")
-    assert "about 0.25 USD/h (hourly_price for 1)" in capfd.readouterr().err
+    assert "about $0.25/h (hourly_price for 1)" in capfd.readouterr().err

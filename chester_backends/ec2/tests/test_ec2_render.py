@@ -44,6 +44,14 @@ def test_user_data_golden():
     assert ud.index("shutdown -h +120") < ud.index("pip install chester-ml")
     assert len(ud.encode()) < render.USER_DATA_LIMIT
     subprocess.run(["bash", "-n", "-c", ud], check=True)
+    # a requeued instance is told its number in its group (its claims depend on it)
+    assert "CHESTER_EC2_ATTEMPT" not in ud
+    again = render.user_data(bucket="my-bucket", spec_key="k", agent_key="a", region=None,
+                             endpoint_url=None, python="python3", bootstrap=[], attempt=3)
+    exports = again[:again.index('root="${CHESTER_EC2_ROOT')]
+    out = subprocess.run(["bash", "-c", exports + '\nprintf %s "$CHESTER_EC2_ATTEMPT"'],
+                         capture_output=True, check=True).stdout.decode()
+    assert out == "3"
 
 
 def test_user_data_quotes_every_value():

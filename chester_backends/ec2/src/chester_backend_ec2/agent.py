@@ -14,9 +14,13 @@ The user-data script downloads this file from S3 and runs it as ``python3 agent.
    SIGTERM (the instance is going away) stops the runs and syncs;
 6. when every run has ended, syncs a last time and powers the instance off.
 
-Exactly once: before starting a run (attempt n) the agent claims it with a conditional write
-(``If-None-Match: *``) of ``ctl/claims/<token>/<n>``; a run whose claim another instance
-holds, or that an instance of another group ever claimed, is left to that one. On a packed
+Exactly once: before starting a run the agent claims its next attempt n with a conditional
+write (``If-None-Match: *``) of ``ctl/claims/<token>/<n>``, which only one writer can create.
+The instance knows its number in its group (``$CHESTER_EC2_ATTEMPT``, the ``chester:attempt``
+tag it was launched with; 1 when unset): a run that an instance of another group ever claimed,
+or that another instance of this group numbered as this one or later claimed (a twin of the
+same launch, or the instance that replaced this one), is left to that one. A run's status
+record is never a reason to start another attempt. On a packed
 instance (``slots`` > 1) a freed slot takes the next run of the sweep that no instance has
 claimed yet (an instance not booted yet, or refused at launch), read from the sweep's
 instance specs; the runs taken are listed in ``ctl/stolen/<group>.json`` so the group's next
@@ -61,6 +65,8 @@ IMDS = os.environ.get("CHESTER_EC2_IMDS", "http://169.254.169.254").rstrip("/")
 ROOT = os.environ.get("CHESTER_EC2_ROOT", "/")
 STATUS = ".chester/status.json"
 PAYLOAD = ".chester/payload.pkl"
+#: records that end a run for good: an instance never starts it again
+FINAL = ("succeeded", "failed", "cancelled", "timeout", "lost")
 
 
 def log(msg):
@@ -256,7 +262,8 @@ class Run:
         self.started = None  # time.time() when the worker started
         self.limit = spec.get("time_limit_s")  # seconds, or None
         self.timed_out = None  # the reason, once a time bound stopped it
-        self.group = self.instance = None  # who runs it (in its records)
+        self.group = self.instance = self.launch = None  # who runs it (in its records)
+        self.claimed = False  # this instance holds the claim of its attempt
 
     def preempt_file(self):
         return os.path.join(self.dir, ".chester", "preempt")
@@ -286,7 +293,7 @@ class Run:
                 (self.proc is None or self.proc.poll() is not None):
             rec.update(state="timeout", reason=self.timed_out,
                        ended_at=rec.get("ended_at") or time.time())
-        rec["group"], rec["instance"] = self.group, self.instance
+        rec["group"], rec["instance"], rec["launch"] = self.group, self.instance, self.launch
         if self.preempted or rec.get("requeue"):
             rec["preempted"] = True  # chester.requeue(): the group's next instance resumes it
         if rec.get("state") in ("failed", "terminated", "timeout"):
@@ -317,6 +324,13 @@ class Agent:
         self.runs = [Run(r, i, self.boot) for i, r in enumerate(self.spec["runs"])]
         self.slots = max(int(self.spec.get("slots") or 1), len(self.runs))
         self.group = self.spec["group"]
+        #: this instance's number in its group (its chester:attempt tag)
+        self.launch = int(os.environ.get("CHESTER_EC2_ATTEMPT") or 1)
+        self.nonce = os.urandom(8).hex()  # this agent process, in its claims
+        #: another instance of this group, numbered as this one or later, claimed a run of
+        #: it: this one is a twin of its launch, or was replaced; it leaves every run alone
+        self.superseded = False
+        self.beating = False  # the heartbeat starts once this instance holds its runs
         try:
             self.instance_id = self.imds.get("instance-id")
         except Exception:
@@ -325,10 +339,9 @@ class Agent:
         self.steal_done = self.slots < 2  # no unclaimed run of the sweep is left
         self.cancelled_tokens = set()
         self.specs = {}  # the sweep's instance specs (they never change)
-        self.claimed = False  # the runs are this instance's (claims made)
         self.code_dir = self.script = None
         for run in self.runs:
-            run.group, run.instance = self.group, self.instance_id
+            self.own(run)
         self.stop = threading.Event()
         self.bytes_sent = 0  # of growing files
         self.wake = threading.Event()  # the main loop's sleep, cut short by a notice
@@ -382,30 +395,66 @@ class Agent:
         return "%sctl/stolen/%s.json" % (self.sweep, self.group)
 
     # -- exactly once: claims
+    def own(self, run):
+        run.group, run.instance, run.launch = self.group, self.instance_id, self.launch
+
     def claim(self, run):
-        """Claim this attempt of the run; False when it belongs to another instance."""
+        """Claim the run's next attempt for this instance: True when it is this instance's to
+        run (``run.attempt`` is set), False when it is left to another instance."""
+        if self.superseded:
+            return False
+        held = {}
         for key in self.store.keys(self.claims_prefix(run.token)):
             try:
-                held = self.store.get_json(key)
-            except Exception:
+                n = int(key.rsplit("/", 1)[-1])
+            except ValueError:
                 continue
-            if held.get("group") != self.group:
-                log("%s: run by group %s; left to it" % (run.token, held.get("group")))
+            try:
+                held[n] = self.store.get_json(key)
+            except Exception:
+                held[n] = {}  # unreadable: it still holds its number, for someone else
+        for n, h in sorted(held.items()):
+            if h.get("agent") == self.nonce:
+                run.attempt, run.claimed = n, True  # claimed by this very process before
+                return True
+            why = self.not_mine(h)
+            if why:
+                log("%s: attempt %d was claimed by %s; left to it" % (run.token, n, why))
                 return False
+        n = max(held, default=0) + 1
+        key = self.claims_prefix(run.token) + str(n)
         body = json.dumps({"group": self.group, "instance": self.instance_id,
+                           "launch": self.launch, "boot": self.boot, "agent": self.nonce,
                            "at": time.time()}).encode()
-        key = self.claims_prefix(run.token) + str(run.attempt)
-        if self.store.create(key, body):
-            return True
+        if not self.store.create(key, body):
+            try:
+                h = self.store.get_json(key)
+            except Exception:
+                h = {}
+            if h.get("agent") != self.nonce:  # else: our own write, its answer lost
+                log("%s: attempt %d was claimed by %s; left to it"
+                    % (run.token, n, self.not_mine(h) or "another instance"))
+                return False
+        run.attempt, run.claimed = n, True
+        log("%s: claimed attempt %d" % (run.token, n))
+        return True
+
+    def not_mine(self, held):
+        """Why a claim of another agent process keeps this instance off the run (None: it
+        does not: this instance's own earlier boot, or the instance this one replaced)."""
+        if held.get("group") != self.group:
+            return "group %s (instance %s)" % (held.get("group"), held.get("instance"))
+        if self.instance_id and held.get("instance") == self.instance_id:
+            return None  # this instance before a restart (a stopped spot instance resumed)
         try:
-            held = self.store.get_json(key)
-        except Exception:
-            held = {}
-        if held.get("group") == self.group and held.get("instance") == self.instance_id:
-            return True  # our own claim, written before (a retried call)
-        log("%s: attempt %d claimed by %s; left to it" % (run.token, run.attempt,
-                                                          held.get("instance")))
-        return False
+            launch = int(held.get("launch") or 1)
+        except (TypeError, ValueError):
+            launch = self.launch
+        if launch >= self.launch:
+            self.superseded = True
+            return "instance %s of this group (number %d; this is %s, number %d)" % (
+                held.get("instance"), launch, self.instance_id, self.launch)
+        return None
 
     def free_slot(self):
         busy = {r.slot for r in self.runs if r.state != "ended"}
@@ -414,7 +463,8 @@ class Agent:
     def steal(self):
         """Start the sweep's next run no instance claimed on a free slot; False when none
         is left (or there is no free slot)."""
-        if self.steal_done or self.preempted or self.stop.is_set() or self.lifetime_over:
+        if self.steal_done or self.preempted or self.stop.is_set() or self.lifetime_over or \
+                self.superseded:
             return False
         slot = self.free_slot()
         if slot is None:
@@ -435,7 +485,7 @@ class Agent:
         todo.sort(key=lambda r: r.get("index", 0))
         for entry in todo:
             run = Run(entry, slot, 1)
-            run.group, run.instance = self.group, self.instance_id
+            self.own(run)
             if self.earlier(run) is not None or not self.claim(run):
                 continue
             self.stolen.append(entry)
@@ -615,7 +665,7 @@ class Agent:
         log("%s: sent bytes %d-%d of %s (generation %d)" % (run.token, start, size, rel, gen))
 
     def publish(self, run, force=False):
-        if run.frozen:
+        if run.frozen or not run.claimed:  # never another instance's run
             return
         rec = run.record()
         body = json.dumps(rec, sort_keys=True, default=repr).encode()
@@ -769,7 +819,7 @@ class Agent:
         next_beat = 0.0
         while not self.stop.is_set():
             try:
-                if time.time() >= next_beat:
+                if time.time() >= next_beat and self.beating:
                     self.heartbeat()
                     next_beat = time.time() + beat
                 self.check_spot()
@@ -797,20 +847,28 @@ class Agent:
                                  for i, r in enumerate(x for x in self.stolen
                                                        if x["token"] not in taken)]
         for run in self.runs:
-            run.group, run.instance = self.group, self.instance_id
-        for run in self.runs:
-            os.makedirs(run.dir, exist_ok=True)
-            self.fetch_run(run)
+            self.own(run)
         self.check_cancel()
         for run in self.runs:
             rec = self.earlier(run)
-            if rec and rec.get("state") in ("succeeded", "failed", "cancelled"):
+            if rec and rec.get("state") in FINAL:
                 run.state = "ended"  # it ended before a restart or a requeue
                 run.frozen = True
-            elif rec and rec.get("state") != "queued":
-                run.attempt = max(run.attempt, int(rec.get("attempt") or 1) + 1)
+        # only the runs this instance claims are its own: the others are not touched at all
         self.runs = [r for r in self.runs if r.frozen or self.claim(r)]
-        self.claimed = True
+        if self.superseded:
+            log("another instance of group %s runs its runs: this one leaves them alone"
+                % self.group)
+            self.runs = []
+            self.steal_done = True
+        if self.steal_done and all(r.frozen for r in self.runs):
+            log("no run left for this instance")
+            return self.finish()
+        self.beating = True
+        self.heartbeat()
+        for run in self.runs:
+            os.makedirs(run.dir, exist_ok=True)
+            self.fetch_run(run)
         # a requeue may bring more runs than slots (runs taken earlier): the rest wait
         for run in self.runs:
             run.slot = None
@@ -935,8 +993,10 @@ def run_agent():
         tb = traceback.format_exc()
         log("agent failed: %s" % tb)
         if agent is not None:
-            # before its claims, a packed instance's runs may be another instance's
-            for run in (agent.runs if agent.claimed or agent.slots < 2 else ()):
+            # a run not claimed (yet) may be another instance's: never touched
+            for run in agent.runs:
+                if not run.claimed or run.frozen:
+                    continue
                 agent.kill(run, grace=5.0)
                 try:
                     agent.store.put(agent.status_key(run), json.dumps({

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from chester.errors import UserError
+from chester.errors import ChesterError, UserError
 
 LIVE = ["pending", "running", "stopping", "stopped"]
 
@@ -21,12 +21,13 @@ LIVE = ["pending", "running", "stopping", "stopped"]
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("ec2", help="EC2 instances chester started (found by their tags)")
     sub = p.add_subparsers(dest="ec2_command", metavar="ACTION")
-    ls = sub.add_parser("ls", help="list live instances chester started: sweep, age, type, USD/h")
+    ls = sub.add_parser("ls", help="list live instances chester started: sweep, age, type, "
+                                       "cost per hour")
     ls.add_argument("sweep", nargs="?", help="only this sweep (its chester:sweep tag)")
     ls.add_argument("--backend", help="the ec2 backend of chester.yaml (default: the only one)")
     ls.add_argument("--json", action="store_true", help="JSON output")
     kill = sub.add_parser("kill", help="terminate the live instances of a sweep (or --all), "
-                                       "cancelling their spot requests first")
+                                       "cancelling their runs and spot requests first")
     kill.add_argument("sweep", nargs="?", help="the sweep (its chester:sweep tag)")
     kill.add_argument("--all", action="store_true", help="every instance chester started here")
     kill.add_argument("--backend", help="the ec2 backend of chester.yaml (default: the only one)")
@@ -92,10 +93,11 @@ def main(args: argparse.Namespace) -> int:
 
             emit_table(f"chester ec2 instances ({len(rows)})",
                        ["Instance", "Sweep", "State", "Type", "Market", "Launched", "Hours",
-                        "USD/h", "Attempt"],
+                        "Cost/h", "Attempt"],
                        [[r["instance"], r["sweep"], r["state"], r["type"], r["market"],
                          r["launched"], r["hours"],
-                         "unknown" if r["usd_per_hour"] is None else f"{r['usd_per_hour']:.4g}",
+                         "unknown" if r["usd_per_hour"] is None else prices.usd(
+                             r["usd_per_hour"]),
                          r["attempt"]] for r in rows])
             if rows:
                 print(f"estimated cost: {prices.total_line(costs)}")
@@ -106,6 +108,16 @@ def main(args: argparse.Namespace) -> int:
 
     insts = live_instances(o, None if args.all else args.sweep)
     ec2 = aws.client("ec2", o)
+    # first the runs: their agents record them cancelled, and no status poll requeues them
+    sweeps = sorted({s for s in (_tag(i, SWEEP_TAG) for i in insts) if s} if args.all
+                    else {args.sweep})
+    try:
+        n = cancel_runs(o, sweeps)
+        if n:
+            print(f"cancelled {n} unfinished run(s)")
+    except ChesterError as exc:  # the instances are terminated all the same
+        print(f"chester ec2 kill: could not mark the runs cancelled ({exc}); they may read "
+              "failed or lost", file=sys.stderr)
     groups = sorted({g for g in (_tag(i, GROUP_TAG) for i in insts) if g})
     _cancel_spot_requests(o, ec2, groups)
     ids = sorted(i["InstanceId"] for i in insts)
@@ -118,6 +130,40 @@ def main(args: argparse.Namespace) -> int:
     if n:
         print(f"deleted {n} launch template(s)")
     return 0
+
+
+#: who a cancel marker written by ``chester ec2 kill`` names (status reads "cancelled by ...")
+KILLED_BY = "chester ec2 kill"
+
+
+def cancel_runs(o: Any, sweeps: list[str]) -> int:
+    """Write a cancel marker naming ``chester ec2 kill`` for every unfinished run of these
+    sweeps (the runs of their instance specs whose record is not final); the number written."""
+    from chester_backend_ec2 import aws
+    from chester_backend_ec2.plugin import (
+        FINAL_RECORDS,
+        _get_json,
+        _list,
+        read_ctl,
+        sweep_prefix,
+    )
+
+    s3 = aws.client("s3", o)
+    n = 0
+    body = json.dumps({"by": KILLED_BY, "at": time.time()}).encode()
+    with aws.errors("marking runs cancelled", s3):
+        for sweep in sweeps:
+            sp = sweep_prefix(o, sweep)
+            ctl = read_ctl(s3, o, sweep)
+            tokens = {r["token"] for obj in _list(s3, o.bucket, f"{sp}instances/")
+                      for r in (_get_json(s3, o, obj) or {}).get("runs", ())}
+            for tok in sorted(tokens):
+                if tok in ctl.cancels or \
+                        (ctl.records.get(tok) or {}).get("state") in FINAL_RECORDS:
+                    continue
+                s3.put_object(Bucket=o.bucket, Key=f"{sp}ctl/cancel/{tok}", Body=body)
+                n += 1
+    return n
 
 
 def delete_launch_templates(ec2: Any, sweep: str | None) -> int:

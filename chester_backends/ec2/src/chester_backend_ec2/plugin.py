@@ -11,7 +11,8 @@ S3 layout under ``s3://<bucket>/<prefix>/``::
     sweeps/<sweep>/ctl/status/<token>.json status records written by the instance
     sweeps/<sweep>/ctl/cancel/<token>     cancel markers written by the launcher
     sweeps/<sweep>/ctl/heartbeat/<group>.json  the agent's heartbeat (its LastModified counts)
-    sweeps/<sweep>/ctl/attempts/<group>.json   instances a group has had (requeues), durable
+    sweeps/<sweep>/ctl/attempts/<group>/<n>/<k>[.end].json  try k to start the group's
+                                          instance n, taken by one process (requeue.py)
     sweeps/<sweep>/ctl/claims/<token>/<n>      attempt n of a run claimed by one instance
     sweeps/<sweep>/ctl/stolen/<group>.json     runs a group's instance took from other groups
 
@@ -50,6 +51,7 @@ from chester.types import (
     State,
 )
 from chester_backend_ec2.options import Ec2Options
+from chester_backend_ec2.requeue import Tries
 
 NAME = "ec2"
 SWEEP_TAG = "chester:sweep"
@@ -196,12 +198,13 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
               "agent_key": agent_key, "groups": groups})
 
 
-def _user_data(o: Ec2Options, spec_key: str, agent_key: str) -> str:
+def _user_data(o: Ec2Options, spec_key: str, agent_key: str, attempt: int = 1) -> str:
     from chester_backend_ec2 import render
 
     return render.user_data(bucket=o.bucket, spec_key=spec_key, agent_key=agent_key,
                             region=o.region, endpoint_url=o.endpoint_url, python=o.python,
-                            bootstrap=o.bootstrap_commands, max_lifetime_s=o.max_lifetime_s)
+                            bootstrap=o.bootstrap_commands, max_lifetime_s=o.max_lifetime_s,
+                            attempt=attempt)
 
 
 def heartbeat_interval(o: Ec2Options) -> float:
@@ -801,8 +804,9 @@ class Ctl:
 
     records: dict[str, dict] = attrs.Factory(dict)  # token -> status record
     cancels: set[str] = attrs.Factory(set)  # tokens with a cancel marker
+    cancelled_by: dict[str, str] = attrs.Factory(dict)  # token -> who, when its marker says
     beats: dict[str, float] = attrs.Factory(dict)  # group -> time of its last heartbeat
-    attempts: dict[str, dict] = attrs.Factory(dict)  # group -> {"attempt", "pending"...}
+    attempts: dict[str, Tries] = attrs.Factory(dict)  # group -> its tries (requeue.py)
 
 
 def _get_json(s3: Any, o: Ec2Options, obj: Mapping) -> dict | None:
@@ -820,19 +824,29 @@ def _get_json(s3: Any, o: Ec2Options, obj: Mapping) -> dict | None:
 def read_ctl(s3: Any, o: Ec2Options, sweep: str) -> Ctl:
     """One list call, plus one get per record that changed since this process last read it.
     A heartbeat's time is its object's LastModified (S3's clock, not the instance's)."""
+    from chester_backend_ec2 import requeue
+
     prefix = f"{sweep_prefix(o, sweep)}ctl/"
     ctl = Ctl()
+    tries = []
     for obj in _list(s3, o.bucket, prefix):
         rest = obj["Key"][len(prefix):]
         if rest.startswith("cancel/"):
-            ctl.cancels.add(rest[len("cancel/"):])
+            tok = rest[len("cancel/"):]
+            ctl.cancels.add(tok)
+            if obj.get("Size"):  # who cancelled it (chester ec2 kill says so)
+                by = (_get_json(s3, o, obj) or {}).get("by")
+                if by:
+                    ctl.cancelled_by[tok] = str(by)
         elif rest.startswith("heartbeat/") and rest.endswith(".json"):
             ctl.beats[rest[len("heartbeat/"):-len(".json")]] = obj["LastModified"].timestamp()
-        elif rest.startswith(("status/", "attempts/")) and rest.endswith(".json"):
-            kind, name = rest[:-len(".json")].split("/", 1)
+        elif rest.startswith("attempts/"):
+            tries.append(obj)
+        elif rest.startswith("status/") and rest.endswith(".json"):
             rec = _get_json(s3, o, obj)
             if rec is not None:
-                (ctl.records if kind == "status" else ctl.attempts)[name] = rec
+                ctl.records[rest[len("status/"):-len(".json")]] = rec
+    ctl.attempts = requeue.parse(tries, f"{prefix}attempts/", lambda obj: _get_json(s3, o, obj))
     return ctl
 
 
@@ -853,8 +867,9 @@ def _spot_reclaimed(inst: Mapping | None) -> bool:
 
 
 def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
-              cancelled: bool) -> RunStatus:
-    """One run's state from its instance (None: gone), status record and cancel marker."""
+              cancelled: bool, cancelled_by: str | None = None) -> RunStatus:
+    """One run's state from its instance (None: gone), status record and cancel marker
+    (``cancelled_by``: who wrote it, when the marker says)."""
     istate = (inst or {}).get("State", {}).get("Name", "gone")
     iid = (inst or {}).get("InstanceId") or h.remote_id
     alive = istate in ALIVE
@@ -871,10 +886,13 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
         if st == "lost":
             return RunStatus(state=State.LOST, **kw)
         if st == "cancelled" or (cancelled and (rec.get("ended_at") or not alive)):
-            return RunStatus(state=State.CANCELLED, **{**kw, "reason": kw.get("reason") or
-                                                       "cancelled"})
+            # stopped by the cancel, whatever the worker last said (killed by a signal...)
+            why = f"cancelled by {cancelled_by}" if cancelled_by else \
+                kw.get("reason") or "cancelled"
+            return RunStatus(state=State.CANCELLED, **{**kw, "reason": why})
         if rec.get("preempted") and st != "failed" and alive and \
-                int(_tag(inst or {}, ATTEMPT_TAG) or 1) > int(rec.get("attempt") or 1):
+                int(_tag(inst or {}, ATTEMPT_TAG) or 1) > int(rec.get("launch") or
+                                                              rec.get("attempt") or 1):
             return RunStatus(state=State.REQUEUED, remote_id=iid, attempt=rec.get("attempt"),
                              pending_reason=f"preempted; started again on {iid}")
         if rec.get("preempted") and st != "failed":
@@ -899,7 +917,8 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
             return RunStatus(state=State.LOST, **{**kw, "reason":
                              f"instance {iid} is {istate} but the run never ended"})
     if cancelled and not alive:
-        return RunStatus(state=State.CANCELLED, reason="cancelled", remote_id=iid)
+        return RunStatus(state=State.CANCELLED, remote_id=iid, reason=f"cancelled by "
+                         f"{cancelled_by}" if cancelled_by else "cancelled")
     if alive or (cancelled and alive):
         return RunStatus(state=State.QUEUED, remote_id=iid,
                          pending_reason=f"instance {iid} {istate}, setting up")
@@ -933,7 +952,8 @@ def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
         _reap(backend, ec2, s3, sweep, hs, by_group, ctl)
         for h in hs:
             out[h.token] = to_status(h, by_group.get(_run_group(h, ctl) or ""),
-                                     ctl.records.get(h.token), h.token in ctl.cancels)
+                                     ctl.records.get(h.token), h.token in ctl.cancels,
+                                     ctl.cancelled_by.get(h.token))
         if o.max_requeues > 0:
             _requeue(backend, ec2, s3, sweep, hs, out, insts, by_group, ctl)
             _will_requeue(o, hs, out, insts, ctl)
@@ -1057,10 +1077,11 @@ def _reap(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[Ru
 
 
 def _attempts(gtok: str, insts: list[dict], ctl: Ctl) -> int:
-    """How many instances the group has had: the durable record, else the attempt tags."""
-    rec = ctl.attempts.get(gtok) or {}
+    """How many instances the group has had: the numbers taken in S3, else the attempt tags."""
+    from chester_backend_ec2 import requeue
+
     tags = [int(_tag(i, ATTEMPT_TAG) or 1) for i in insts if _tag(i, GROUP_TAG) == gtok]
-    return max([int(rec.get("attempt") or 1), *tags])
+    return max([requeue.taken(ctl.attempts.get(gtok) or {}), *tags])
 
 
 def _will_requeue(o: Ec2Options, hs: Sequence[RunHandle], out: dict[str, RunStatus],
@@ -1085,71 +1106,49 @@ def _requeue(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence
 
     Only when the instance is gone (terminated, or no longer listed at all), every run of it
     asked about is preempted or over, and the group has had fewer than ``1 + max_requeues``
-    instances. The attempt number is written to ``ctl/attempts/<group>.json`` before the
-    launch (``pending``) and after it, so a count never depends on which instances AWS still
-    lists; a retried launch of the same attempt reuses its ClientToken. A launch that fails
-    (a quota, no capacity) leaves the runs ``requeued`` with the error as pending reason and
-    is tried again at the next poll; it never fails the status call."""
+    instances. The next instance is taken and started by :func:`requeue.next_instance`,
+    exactly once whatever other process polls at the same time. A launch that fails (a
+    quota, no capacity) leaves the runs ``requeued`` with the error as pending reason and is
+    tried again at the next poll; it never fails the status call."""
     from chester.errors import ChesterError
-    from chester_backend_ec2 import aws, render
+    from chester_backend_ec2 import requeue
 
-    o: Ec2Options = backend.options
     now = time.time()
-    visible = {i["InstanceId"]: i for i in insts}
     for gtok, mhs in _running_members(hs, ctl).items():
         cur = by_group.get(gtok)
-        if cur is not None and cur["State"]["Name"] not in ("shutting-down", "terminated"):
+        if cur is not None and cur["State"]["Name"] not in requeue.GONE:
             continue
         states = [out[h.token].state for h in mhs]
         if State.PREEMPTED not in states or \
                 any(s != State.PREEMPTED and not s.terminal for s in states):
             continue
-        dur = ctl.attempts.get(gtok) or {}
-        n = _attempts(gtok, insts, ctl)
-        newest = dur.get("instance")
-        ran = max(int((ctl.records.get(h.token) or {}).get("attempt") or 1) for h in mhs)
-        if not dur.get("pending") and newest and n > ran and newest not in visible and \
-                now - float(dur.get("at") or 0) < o.boot_timeout_s:
-            for h in mhs:  # started, not listed yet
-                if out[h.token].state == State.PREEMPTED:
-                    out[h.token] = RunStatus(state=State.REQUEUED, remote_id=newest,
-                                             attempt=n, pending_reason=f"preempted; started "
-                                             f"again on {newest} (instance {n})")
-            continue
-        nxt = n if dur.get("pending") else n + 1
-        if nxt > 1 + o.max_requeues:
-            continue
-        key = f"{sweep_prefix(o, sweep)}ctl/attempts/{gtok}.json"
+        listed = [i for i in insts if _tag(i, GROUP_TAG) == gtok]
         try:
-            agent = render.agent_source()
-            agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
-            spec_key = f"{sweep_prefix(o, sweep)}instances/{gtok}.json"
-            with aws.errors("recording the requeue", s3):
-                s3.put_object(Bucket=o.bucket, Key=key, Body=json.dumps(
-                    {"attempt": nxt, "pending": True, "at": now}).encode())
-                if not _exists(s3, o.bucket, agent_key):
-                    s3.put_object(Bucket=o.bucket, Key=agent_key, Body=agent)
-            new = launch_instance(backend, ec2, sweep, gtok, _user_data(o, spec_key, agent_key),
-                                  attempt=nxt)
-            with aws.errors("recording the requeue", s3):
-                s3.put_object(Bucket=o.bucket, Key=key, Body=json.dumps(
-                    {"attempt": nxt, "instance": new["InstanceId"], "at": now}).encode())
-        except ChesterError as exc:
-            for h in mhs:
-                if out[h.token].state == State.PREEMPTED:
-                    out[h.token] = attrs.evolve(
-                        out[h.token], state=State.REQUEUED, pending_reason=(
-                            f"preempted; starting instance {nxt} failed ({exc}); tried again "
-                            "at the next status poll"))
+            res = requeue.next_instance(backend, s3, ec2, sweep, gtok, listed,
+                                        tries=ctl.attempts.get(gtok) or {}, now=now)
+        except ChesterError as exc:  # S3 refused the bookkeeping: the next poll tries again
+            res = requeue.Outcome(kind="failed", attempt=_attempts(gtok, insts, ctl) + 1,
+                                  error=str(exc))
+        if res.kind == "used_up":
             continue
         old = cur["InstanceId"] if cur else (mhs[0].remote_id or "its instance")
         for h in mhs:
-            if out[h.token].state == State.PREEMPTED:
+            st = out[h.token]
+            if st.state != State.PREEMPTED:
+                continue
+            if res.kind == "failed":
+                out[h.token] = attrs.evolve(st, state=State.REQUEUED, pending_reason=(
+                    f"preempted; starting instance {res.attempt} failed ({res.error}); tried "
+                    "again at the next status poll"))
+            elif res.kind == "starting":
+                out[h.token] = attrs.evolve(st, state=State.REQUEUED, pending_reason=(
+                    f"preempted on {old}; instance {res.attempt} is being started"))
+            else:
                 out[h.token] = RunStatus(
-                    state=State.REQUEUED, remote_id=new["InstanceId"],
-                    attempt=(out[h.token].attempt or 1) + 1,
-                    pending_reason=f"preempted on {old}; started again on "
-                                   f"{new['InstanceId']} (instance {nxt})")
+                    state=State.REQUEUED, remote_id=res.instance,
+                    attempt=(st.attempt or 1) + 1,
+                    pending_reason=f"preempted on {old}; started again on {res.instance} "
+                                   f"(instance {res.attempt})")
 
 
 _released: set[str] = set()

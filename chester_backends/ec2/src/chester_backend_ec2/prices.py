@@ -84,12 +84,21 @@ def instance_prices(o: Any, ec2: Any, insts: Iterable[Mapping]) -> dict[str, tup
 
 
 def usd(x: float) -> str:
-    """A price for people: four significant digits (``2.012``, ``0.0208``)."""
-    return format(x, ".4g")
+    """Dollars for people, never in exponent notation: cents from a dollar up (``$2.01``,
+    ``$1,452.30``), three significant digits below (``$0.0208``, ``$0.50``, ``$0.00003``)."""
+    import math
+
+    if x >= 1 or x <= 0:
+        return f"${x:,.2f}"
+    digits = max(2, 2 - math.floor(math.log10(x)))
+    text = f"{x:.{digits}f}".rstrip("0")
+    if len(text.partition(".")[2]) < 2:
+        text = f"{x:.2f}"
+    return "$" + text
 
 
 def total_line(prices: Mapping[str, tuple[float | None, str | None]]) -> str:
-    """``about 1.234 USD/h (spot price now for 2, unknown for 1)``."""
+    """``about $1.23/h (spot price now for 2, unknown for 1)``."""
     known = [p for p, _ in prices.values() if p is not None]
     by_source: dict[str, int] = {}
     for p, src in prices.values():
@@ -98,7 +107,7 @@ def total_line(prices: Mapping[str, tuple[float | None, str | None]]) -> str:
     detail = ", ".join(f"{k} for {n}" for k, n in sorted(by_source.items()))
     if not known:
         return f"hourly cost unknown ({detail}; set hourly_price)"
-    return f"about {usd(sum(known))} USD/h ({detail})"
+    return f"about {usd(sum(known))}/h ({detail})"
 
 
 def bound_line(o: Any, types: list[str], n: int) -> str:
@@ -106,7 +115,7 @@ def bound_line(o: Any, types: list[str], n: int) -> str:
     about n x the price; spot, at most n x max_price or n x the on-demand price (AWS's
     default maximum)."""
     if o.spot and o.max_price:
-        return f"spot at most {usd(n * float(o.max_price))} USD/h (max_price; actual spot " \
+        return f"spot at most {usd(n * float(o.max_price))}/h (max_price; actual spot " \
                "price shown at launch)"
     prices = [on_demand(o, t)[0] for t in types]
     if any(p is None for p in prices):
@@ -114,6 +123,6 @@ def bound_line(o: Any, types: list[str], n: int) -> str:
         return f"hourly cost unknown for {missing} (set hourly_price)"
     top = max(p for p in prices if p is not None)
     if o.spot:
-        return f"spot at most {usd(n * top)} USD/h (the on-demand price; actual spot price " \
+        return f"spot at most {usd(n * top)}/h (the on-demand price; actual spot price " \
                "shown at launch)"
-    return f"about {usd(n * top)} USD/h on-demand"
+    return f"about {usd(n * top)}/h on-demand"

@@ -92,9 +92,11 @@ def setup_scripts(backend: BackendConfig) -> tuple[str, str, list[str]]:
 
 def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
               endpoint_url: str | None, python: str, bootstrap: Sequence[str],
-              max_lifetime_s: float | None = None) -> str:
+              max_lifetime_s: float | None = None, attempt: int = 1) -> str:
     """The user-data script of one instance: fetch the agent from S3 and run it.
 
+    ``attempt`` is the instance's number in its group (its ``chester:attempt`` tag; 1: the
+    submit's): the agent claims runs for that instance only, never for a later one.
     With ``max_lifetime_s`` its first act is to schedule the instance's shutdown (which
     terminates it: ``InstanceInitiatedShutdownBehavior=terminate``) at that time, so the
     bound holds even if the agent never starts or dies."""
@@ -107,6 +109,8 @@ def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
         f"export CHESTER_EC2_BUCKET={q(bucket)}",
         f"export CHESTER_EC2_SPEC={q(spec_key)}",
     ]
+    if attempt > 1:
+        lines.append(f"export CHESTER_EC2_ATTEMPT={int(attempt)}")
     if region:
         lines.append(f"export CHESTER_EC2_REGION={q(region)}")
     if endpoint_url:
