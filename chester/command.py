@@ -10,19 +10,22 @@ arguments:
                 --exp_name NAME`` as the earlier chester passed them to scripts.
 ``"hydra"``     the ``hydra_flags`` (``True`` → ``--flag``, else ``--flag=value``), then
                 ``key=value`` overrides (nested dicts as ``a.b=value``), then
-                ``hydra.run.dir=DIR`` so Hydra writes into the run folder.
+                ``hydra.run.dir=DIR`` so Hydra writes into the run folder. Each value is
+                written so that Hydra's override parser reads back exactly that value
+                (:func:`chester.hydra_grammar.hydra_value`).
 ``"template"``  no arguments added: ``{key}`` placeholders in the command's elements are
                 filled from the variant and ``{log_dir}``, ``{exp_name}``.
 
 ``run_args=False`` leaves out the run folder arguments. Each value is one argv element,
 exactly (strings as they are; other values as text, lists and dicts as JSON in
-``argparse`` style and in Hydra's list syntax in ``hydra`` style); nothing is given to a
+``argparse`` style; in Hydra's override grammar in ``hydra`` style); nothing is given to a
 shell. The command runs in the project folder with ``CHESTER_LOG_DIR``,
 ``CHESTER_EXP_NAME`` and ``CHESTER_PROJECT_DIR`` set; a leading ``python``/``python3`` is
 the worker's own interpreter (the backend's configured Python). Its output goes to the
 run's ``stdout``/``stderr``; a non-zero exit fails the run with that exit status.
 
-This module runs on every target: it imports nothing outside the standard library.
+This module runs on every target: it imports nothing outside the standard library and
+:mod:`chester.hydra_grammar`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from chester.hydra_grammar import HYDRA_KEY, KEY_PART, GrammarError, hydra_value
 
 STYLES = ("argparse", "hydra", "template")
 #: Variant keys the earlier chester used as markers; never arguments.
@@ -72,23 +77,41 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _hydra_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
-    return _text(value)
+def _hydra_key(key: str) -> str:
+    if not HYDRA_KEY.fullmatch(key):
+        raise CommandError(f"the variant key {key!r} is not a Hydra override key (letters, "
+                           "digits, _ - $, dots between parts, an optional leading + ++ or ~, "
+                           "group/name, @package); rename it")
+    return key
 
 
 def _hydra_overrides(prefix: str, value: Any) -> list[str]:
-    if isinstance(value, Mapping) and value:
+    """``prefix=value``; a non-empty dict whose keys are names is given key by key
+    (``model.depth=50``: Hydra merges a dict given whole, so it is the same), unless the key
+    is a deletion, a config group or a package (``~x``, ``a/b``, ``x@pkg``)."""
+    if isinstance(value, Mapping) and value and prefix[:1] != "~" \
+            and not any(c in prefix for c in "/@") \
+            and all(isinstance(k, str) and KEY_PART.fullmatch(k) for k in value):
         out: list[str] = []
         for k, v in value.items():
             out += _hydra_overrides(f"{prefix}.{k}", v)
         return out
-    return [f"{prefix}={_hydra_value(value)}"]
+    return [f"{prefix}={hydra_value(value)}"]
+
+
+def _identity(value: Any) -> Any:
+    """A hashable stand-in for ``value`` that tells apart what Hydra tells apart: types (``1``,
+    ``1.0`` and ``True`` differ), floats by ``repr`` (``-0.0``, NaN), lists and dicts by their
+    items in order."""
+    if isinstance(value, float):
+        return (float, repr(value))
+    if isinstance(value, (list, tuple)):
+        return (list, tuple(_identity(v) for v in value))
+    if isinstance(value, Mapping):
+        return (dict, tuple((_identity(k), _identity(v)) for k, v in value.items()))
+    if value is None or isinstance(value, (str, bool, int)):
+        return (type(value), value)
+    return (type(value), repr(value))
 
 
 def argv_problem(text: str) -> str | None:
@@ -113,10 +136,15 @@ class _Fields(dict):
 class Command:
     """A command to run once per variant (see the module docstring)."""
 
-    __slots__ = ("argv", "args_style", "hydra_flags", "run_args")
+    __slots__ = ("argv", "args_style", "hydra_flags", "run_args", "texts")
 
     def __init__(self, argv: str | Sequence[str], args_style: str = "argparse", *,
-                 hydra_flags: Mapping[str, Any] | None = None, run_args: bool = True):
+                 hydra_flags: Mapping[str, Any] | None = None, run_args: bool = True,
+                 texts: Mapping[str, Sequence[tuple[Any, str]]] | None = None):
+        """``texts`` (what ``chester launch`` keeps as typed): for a variant key, pairs of a
+        value and the exact text the program receives for it (after ``key=``, or after
+        ``--key``); a value not listed is written as the style writes it. A key listed here
+        is one override whatever its value (a dict is not given key by key)."""
         if isinstance(argv, str):
             argv = shlex.split(argv)
         argv = list(argv)
@@ -132,13 +160,20 @@ class Command:
         self.args_style = args_style
         self.hydra_flags = dict(hydra_flags or {})
         self.run_args = bool(run_args)
+        self.texts = None if texts is None else \
+            {str(k): {_identity(v): str(t) for v, t in pairs} for k, pairs in texts.items()}
 
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in self.__slots__}
 
     def __setstate__(self, state: dict) -> None:
         for k in self.__slots__:
-            setattr(self, k, state[k])
+            setattr(self, k, state.get(k))
+
+    def _typed(self, key: str, value: Any) -> str | None:
+        """The text given for ``value`` of ``key`` in ``texts``, if any."""
+        given = self.texts.get(key) if self.texts else None
+        return given.get(_identity(value)) if given else None
 
     def __repr__(self) -> str:
         return f"Command({shlex.join(self.argv)!r}, args_style={self.args_style!r})"
@@ -159,9 +194,12 @@ class Command:
                                        "(write {{ and }} for literal braces)") from None
             return out
         argv = list(self.argv)
+        texts = self.texts or {}
         if self.args_style == "argparse":
             for k, v in items:
-                text = _text(v)
+                text = self._typed(k, v) if k in texts else None
+                if text is None:
+                    text = _text(v)
                 argv += [f"--{k}={text}"] if text.startswith("-") else [f"--{k}", text]
             if self.run_args:
                 argv += ["--log_dir", str(log_dir), "--exp_name", str(exp_name or "")]
@@ -171,10 +209,17 @@ class Command:
                 argv.append(f"--{flag}")
             elif v is not False and v is not None:
                 argv.append(f"--{flag}={_text(v)}")
-        for k, v in items:
-            argv += _hydra_overrides(k, v)
-        if self.run_args:
-            argv.append(f"hydra.run.dir={log_dir}")
+        try:
+            for k, v in items:
+                if k in texts:
+                    text = self._typed(k, v)
+                    argv.append(f"{_hydra_key(k)}={hydra_value(v) if text is None else text}")
+                else:
+                    argv += _hydra_overrides(_hydra_key(k), v)
+            if self.run_args:
+                argv.append(f"hydra.run.dir={hydra_value(str(log_dir))}")
+        except GrammarError as exc:
+            raise CommandError(str(exc)) from None
         return argv
 
     def check(self, variant: Mapping[str, Any], log_dir: str, exp_name: str | None) -> None:

@@ -359,7 +359,7 @@ def _run_in_process(fn: Callable | None, script: str | None, variant: dict | Non
     """
     from pathlib import Path
 
-    from chester.command import Command
+    from chester.command import Command, CommandError
     from chester.config import get_config
     from chester.naming import auto_suffix, safe_component
 
@@ -393,8 +393,10 @@ def _run_in_process(fn: Callable | None, script: str | None, variant: dict | Non
         get_config().log_dir / sub_dir / exp_prefix / name
     if not out.is_absolute():
         out = cfg_root / out
-    overrides = Command(["app"], "hydra", run_args=False).build(v, str(out), name)[1:]
-    overrides.append(f"hydra.run.dir={out}")
+    try:
+        overrides = Command(["app"], "hydra").build(v, str(out), name)[1:]
+    except CommandError as exc:
+        raise TypeError(f"run_experiment_lite: {exc}") from None
     if dry:
         print(f"compose {config_dir / config_name} with {overrides}")
         return None

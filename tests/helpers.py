@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 CHESTER = [sys.executable, "-m", "chester.cli"]
 
@@ -151,3 +153,17 @@ def uv(*args: str, **kw) -> subprocess.CompletedProcess:
         pytest.skip("uv not installed")
     return subprocess.run([sys.executable, "-m", "uv", *args], check=True, capture_output=True,
                           text=True, **kw)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (1 is not 1.0 nor True; NaN is NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b and math.copysign(1, a) == math.copysign(1, b) or (a != a and b != b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(ka, kb) and same(a[ka], b[kb])
+                                          for ka, kb in zip(a, b, strict=True))
+    return a == b

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from chester import overrides
-from chester.errors import UserError
 
 CHESTER = [sys.executable, "-m", "chester.cli"]
 
@@ -27,48 +26,10 @@ if "fail=yes" in sys.argv or "--fail" in sys.argv:
 '''
 
 
-def test_split_values_respects_quotes_and_brackets():
-    assert overrides.split_values("a,b") == ["a", "b"]
-    assert overrides.split_values("[1,2],3") == ["[1,2]", "3"]
-    assert overrides.split_values("'a,b',\"c,d\",e") == ["'a,b'", '"c,d"', "e"]
-    assert overrides.split_values("{x:1,y:2}") == ["{x:1,y:2}"]
-    assert overrides.split_values("") == [""]
-
-
-def test_parse_command_and_combine():
-    program, keys = overrides.parse_command(
-        ["python", "train.py", "--verbose", "lr=1e-3,0.5", "seed=1,2,3", "+model.depth=50",
-         "name=a b"])
-    assert program == ["python", "train.py", "--verbose"]
-    assert keys == {"lr": ["1e-3", 0.5], "seed": [1, 2, 3], "+model.depth": [50],
-                    "name": ["a b"]}
-    variants = overrides.combine(keys, {"opt": ["sgd", "adam"]})
-    assert len(variants) == 2 * 3 * 2
-    assert variants[0] == {"lr": "1e-3", "seed": 1, "+model.depth": 50, "name": "a b",
-                           "opt": "sgd"}
-    assert overrides.typed("01") == "01" and overrides.typed("1.50") == "1.50"
-    with pytest.raises(UserError, match="swept both"):
-        overrides.combine({"lr": [1]}, {"lr": [2]})
-    with pytest.raises(UserError, match="given twice"):
-        overrides.parse_command(["python", "t.py", "lr=1", "lr=2"])
-    with pytest.raises(UserError, match="empty value"):
-        overrides.parse_command(["python", "t.py", "lr=1,,2"])
-    with pytest.raises(UserError, match="needs a command"):
-        overrides.parse_command([])
+def test_default_prefix():
     assert overrides.default_prefix(["python", "-m", "pkg.trainer"]) == "trainer"
     assert overrides.default_prefix(["python", "src/train.py"]) == "train"
-
-
-def test_sweep_file_errors(tmp_path):
-    f = tmp_path / "s.yaml"
-    f.write_text("- 1\n- 2\n")
-    with pytest.raises(UserError, match="must map keys"):
-        overrides.load_sweep_file(f)
-    f.write_text("lr: []\n")
-    with pytest.raises(UserError, match="empty list"):
-        overrides.load_sweep_file(f)
-    with pytest.raises(UserError, match="cannot read the sweep file"):
-        overrides.load_sweep_file(tmp_path / "missing.yaml")
+    assert overrides.default_prefix(["./run"]) == "run"
 
 
 @pytest.fixture
@@ -146,17 +107,97 @@ def test_cli_launch_bad_input_is_one_clear_line(project):
 
 def test_cli_launch_imports_nothing_it_does_not_need(project):
     """The launch's whole process stays small: a command payload is a plain pickle, the
-    submit's retry machinery is set up only for a retry, and info lines below the CLI's
-    threshold do not set up structlog."""
+    submit's retry machinery is set up only for a retry, info lines below the CLI's
+    threshold do not set up structlog, and values of letters, digits and commas are read
+    without importing hydra-core."""
     code = ("import sys\n"
             "from chester.cli import main\n"
-            "rc = main(['launch', '-p', 'lean', '--', 'python', 'train.py', 'lr=1,2'])\n"
-            "print(sorted(m for m in ('cloudpickle', 'tenacity', 'structlog', 'rich')\n"
-            "             if m in sys.modules), rc)\n")
+            "rc = main(['launch', '-p', 'lean', '--', 'python', 'train.py', 'lr=1,2',\n"
+            "           'opt=adam', 'path=data/x.csv', 'eps=1e-3,-0.5'])\n"
+            "print(sorted(m for m in ('cloudpickle', 'tenacity', 'structlog', 'rich', 'hydra',\n"
+            "                         'omegaconf', 'antlr4') if m in sys.modules), rc)\n")
     env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
     proc = subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[] 0"
     _chester(project, "monitor", "lean", "--timeout", "60")
-    assert sorted(a[0] for a in _argvs(project, "lean")) == ["lr=1", "lr=2"]
+    assert sorted(a[0] for a in _argvs(project, "lean")) == ["lr=1"] * 2 + ["lr=2"] * 2
+
+
+HYDRA_APP = '''
+import os, pickle, sys
+import hydra
+from omegaconf import OmegaConf
+
+@hydra.main(version_base=None, config_path=None)
+def main(cfg):
+    got = {"cfg": OmegaConf.to_container(cfg, resolve=False), "argv": sys.argv[1:]}
+    with open(os.path.join(os.environ["CHESTER_LOG_DIR"], "got.pkl"), "wb") as f:
+        pickle.dump(got, f)
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def _got(project: Path, prefix: str) -> dict[str, dict]:
+    """Each run's name → what its Hydra app received (config and argv) and its variant."""
+    import pickle
+
+    out = {}
+    for d in sorted((project / "data" / "train" / prefix).iterdir()):
+        with open(d / "got.pkl", "rb") as f:
+            got = pickle.load(f)
+        got["variant"] = json.loads((d / "variant.json").read_text())
+        assert got["variant"].pop("exp_name") == d.name
+        out[d.name] = got
+    return out
+
+
+def test_cli_launch_reads_sweeps_as_hydras_multirun_and_the_app_gets_each_element(project):
+    """A real Hydra app receives, per run, exactly what Hydra's own multirun would give it:
+    an escaped comma is one value, range() and choice() sweep, quotes are one value."""
+    pytest.importorskip("hydra")
+    (project / "app.py").write_text(HYDRA_APP)
+    out = _chester(project, "launch", "--wait", "-p", "hy", "--", "python", "app.py",
+                   r"+x=a\,b", "+y=range(1,3)", "+z='a,b',c d",
+                   "+w=choice([1,'a b'],{k:v})", "+lr=1e-3").stdout
+    assert "launched sweep 'hy': 8 runs" in out and "8 succeeded" in out
+    got = _got(project, "hy")
+    expected = []
+    for y in (1, 2):
+        for z, z_arg in (("a,b", "+z='a,b'"), ("c d", "+z=c d")):
+            for w, w_arg in (([1, "a b"], "+w=[1,'a b']"), ({"k": "v"}, "+w={k:v}")):
+                expected.append({"x": "a,b", "y": y, "z": z, "w": w, "lr": 0.001})
+                run_args = [r"+x=a\,b", f"+y={y}", z_arg, w_arg, "+lr=1e-3"]
+                assert any(g["argv"][:5] == run_args for g in got.values()), run_args
+    assert sorted(map(repr, (g["cfg"] for g in got.values()))) == sorted(map(repr, expected))
+    for name, g in got.items():  # the variant (and the run's name) hold the element's value
+        cfg = g["cfg"]
+        assert g["variant"] == {f"+{k}": v for k, v in cfg.items()}
+        assert name.endswith(f"_+y_{cfg['y']}_{'a-b' if cfg['z'] == 'a,b' else 'c-d'}"), name
+    status = json.loads(_chester(project, "status", "hy", "--json").stdout)
+    assert sorted(r["name"] for r in status["runs"]) == sorted(got)
+
+
+def test_cli_launch_argparse_style_and_sweep_file_get_hydra_values(project):
+    (project / "s.yaml").write_text("seed: range(5,7)\nmsg: [\"it's\"]\n")
+    out = _chester(project, "launch", "--wait", "-p", "ap", "--style", "argparse",
+                   "--sweep", "s.yaml", "--", "python", "train.py", "x='a,b'", "lr=1e-3",
+                   "r=range(1,3)", r"e=a\ b\,c").stdout
+    assert "launched sweep 'ap': 4 runs" in out and "4 succeeded" in out
+    got = sorted(tuple(a[:13]) for a in _argvs(project, "ap"))
+    assert got == sorted(("--x", "a,b", "--lr", "1e-3", "--r", r, "--e", "a b,c",
+                          "--seed", seed, "--msg", "it's", "--log_dir")
+                         for r in ("1", "2") for seed in ("5", "6"))
+
+
+def test_cli_launch_refuses_what_a_sweep_cannot_use_before_anything_runs(project):
+    for token, why in (("x=glob(*)", "glob() picks options of a config group"),
+                       ("x=interval(0,1)", "interval() is a continuous range"),
+                       ("msg=it's", "is not a Hydra override")):
+        proc = _chester(project, "launch", "-p", "bad", "--", "python", "train.py", token,
+                        check=2)
+        assert why in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (project / "data").exists()

@@ -15,6 +15,7 @@ import yaml
 from chester.command import Command, CommandError
 from chester.config import load_config
 from chester.errors import UserError
+from chester.hydra_grammar import hydra_value
 from chester.launcher import launch
 from chester.types import State
 
@@ -73,7 +74,7 @@ def test_hydra_style_overrides_flags_and_run_dir():
                     "x": None, "xs": [1, "a"], "s": "a b=c"}, "/logs/r", "r")
     assert argv == ["python", "app.py", "--cfg=job", "--verbose", "lr=0.001",
                     "model.name=resnet", "model.depth=50", "on=false", "x=null", "xs=[1,a]",
-                    "s=a b=c", "hydra.run.dir=/logs/r"]
+                    "s='a b=c'", "hydra.run.dir=/logs/r"]
 
 
 def test_template_style_fills_placeholders():
@@ -130,14 +131,21 @@ def _check_hostile(sweep, style: str, project: Path) -> None:
             assert got["argv"][:len(expect)] == expect
             assert got["argv"][len(expect):][0] == "--log_dir"
             assert got["argv"][-2:] == ["--exp_name", run.name]
-        else:
-            assert got["argv"][:2] == [f"msg={msg}", f"i={i}"]
+        else:  # written for Hydra's parser, which reads back exactly msg
+            assert got["argv"][:2] == [f"msg={hydra_value(msg)}", f"i={i}"]
+            assert _hydra_reads(got["argv"][0]) == msg
             assert got["argv"][2].startswith("hydra.run.dir=")
         assert got["exp_name"] == run.name
         assert (Path(got["cwd"]) / "show_argv.py").exists() or project.name in got["cwd"]
         assert f"out from {run.name}" in run.log_dir.joinpath("stdout.log").read_text()
         seen.add(i)
     assert seen == set(range(len(HOSTILE)))
+
+
+def _hydra_reads(override: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(override).value()
 
 
 def _index_of(argv: list[str], style: str) -> int:
@@ -260,3 +268,55 @@ def test_values_no_argv_can_carry_are_refused_at_launch_naming_variant_and_key(
 def test_bytes_values_still_reach_the_command_as_their_bytes():
     """Bytes travel as surrogate escapes, which argv carries: they are not refused."""
     Command([PY, "-c", "pass"]).check({"b": b"\xff\xfe"}, "LOG", "NAME")
+
+
+HYDRA_APP = '''
+import os, pickle, sys
+import hydra
+from omegaconf import OmegaConf
+
+@hydra.main(version_base=None, config_path=None)
+def main(cfg):
+    got = {"cfg": OmegaConf.to_container(cfg, resolve=False), "argv": sys.argv[1:]}
+    with open(os.path.join(os.environ["CHESTER_LOG_DIR"], "got.pkl"), "wb") as f:
+        pickle.dump(got, f)
+
+if __name__ == "__main__":
+    main()
+'''
+
+#: values a Hydra app must receive exactly, each one of a run's config
+HYDRA_VALUES = [
+    ["x,y", "z"], "a,b", "it's", 'say "hi" \\ back\\', "$(touch /tmp/chester-pwned-hydra) `id`",
+    "two\nlines\ttab", "ünïcødé ☃ 日本", "", "true", "1e-3", "[1,2]", "a=b", None, 1.5, -7,
+    True, "${oc.env:HOME}", {"a b": [1, {"c": None}], 3: "x:y"}, {"name": "resnet", "depth": 50},
+]
+
+
+def test_hydra_style_values_reach_a_hydra_app_exactly(tmp_path):
+    """chester.launch(args_style="hydra") writes each value so that the app's own Hydra
+    reads back exactly that value: commas, quotes and brackets in strings no longer split a
+    run's list or make the run fail; an interpolation reaches OmegaConf as it is."""
+    import pickle
+
+    pytest.importorskip("hydra")
+    cfg = _local_project(tmp_path)
+    (cfg.project_path / "app.py").write_text(HYDRA_APP)
+    variants = [{"++v": v, "++i": i} for i, v in enumerate(HYDRA_VALUES)]
+    sweep = launch(["python", "app.py"], variants, args_style="hydra", config=cfg,
+                   backend="local", exp_prefix="hydra-values")
+    states = sweep.wait(timeout=300, poll_interval=0.3, progress=False)
+    assert set(states.values()) == {State.SUCCEEDED}, [(r.name, r.reason, r.stderr_tail)
+                                                        for r in sweep.rows()]
+    assert not Path("/tmp/chester-pwned-hydra").exists()
+    seen = set()
+    for run in sweep.runs:
+        with open(run.log_dir / "got.pkl", "rb") as f:
+            got = pickle.load(f)["cfg"]
+        i = got["i"]
+        expect = HYDRA_VALUES[i]
+        assert got["v"] == expect and type(got["v"]) is type(expect), (i, got["v"])
+        if isinstance(expect, dict):
+            assert list(got["v"]) == list(expect)
+        seen.add(i)
+    assert seen == set(range(len(HYDRA_VALUES)))

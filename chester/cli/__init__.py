@@ -33,10 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         usage="chester launch [-b BACKEND] [-p PREFIX] [--sweep FILE.yaml] "
               "[--style hydra|argparse] [--dry-run] [--wait] -- COMMAND [ARGS...]",
         description="Run COMMAND once per variant on a backend, as Hydra's multirun does: "
-                    "each key=a,b token sweeps over its comma-separated values (commas inside "
-                    "quotes or brackets do not split), --sweep adds keys from a YAML file, and "
-                    "every combination is one tracked run. Values reach the command exactly "
-                    "as typed, as single argv elements; nothing is run by a shell.",
+                    "key=value tokens are read with Hydra's override grammar (key=a,b, "
+                    "key=range(1,4) and key=choice(a,b) sweep; 'a,b' in quotes or a\\,b "
+                    "escaped is one value), --sweep adds keys from a YAML file, and every "
+                    "combination is one tracked run. Values reach the command as typed, as "
+                    "single argv elements; nothing is run by a shell.",
         epilog="example: chester launch -b cluster -- python train.py lr=1e-3,1e-4 seed=1,2,3")
     la.add_argument("-b", "--backend", default="local", help="backend name (default: local)")
     la.add_argument("-p", "--prefix", default=None,

@@ -285,11 +285,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if tokens and tokens[0] == "--":
         tokens = tokens[1:]
     program, keys = overrides.parse_command(tokens)
-    from_file = overrides.load_sweep_file(args.sweep) if args.sweep else {}
+    from_file = overrides.load_sweep_file(args.sweep) if args.sweep else []
     variants = overrides.combine(keys, from_file)
     prefix = args.prefix or safe_component(overrides.default_prefix(program))
     try:
-        command = Command(program, args.style, run_args=not args.no_run_args)
+        command = Command(program, args.style, run_args=not args.no_run_args,
+                          texts=overrides.texts(keys, from_file, style=args.style))
     except CommandError as exc:
         raise UserError(str(exc)) from None
     sweep = launch(command, variants, backend=args.backend, exp_prefix=prefix,
