@@ -360,7 +360,10 @@ class BackendConformance:
                 assert argv[:-4] == expect
                 assert argv[-4] == "--log_dir" and argv[-2:] == ["--exp_name", run.name]
             else:
-                assert argv[:-1] == [f"{k}={v}" for k, v in HOSTILE_VALUES.items()]
+                # written for Hydra's parser, which reads back exactly each value
+                from chester.hydra_grammar import hydra_value
+
+                assert argv[:-1] == [f"{k}={hydra_value(v)}" for k, v in HOSTILE_VALUES.items()]
                 assert argv[-1].startswith("hydra.run.dir=")
             assert (run.log_dir / ".done").exists()
         assert not pwned.exists(), "a variant value was evaluated by a shell"
