@@ -12,11 +12,13 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 BACKENDS = sorted(os.path.dirname(p) for p in glob.glob("chester_backends/*/pyproject.toml"))
+#: the test fixtures (a pytest plugin), see testinfra/README.md
+TESTINFRA = "testinfra"
 
 
 def _install_workspace(session: nox.Session, *extra: str) -> None:
     editable = []
-    for b in BACKENDS:
+    for b in [*BACKENDS, TESTINFRA]:
         editable += ["-e", b]
     session.install("-e", ".[test,docs]", *editable, *extra)
 
@@ -31,13 +33,13 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "chester", "chester_backends", "tests")
+    session.run("ruff", "check", "chester", "chester_backends", "tests", "bench", TESTINFRA)
 
 
 @nox.session
 def typing(session: nox.Session) -> None:
     _install_workspace(session, "mypy", "types-PyYAML")
-    session.run("mypy", "chester", *(f"{b}/src" for b in BACKENDS))
+    session.run("mypy", "chester", *(f"{b}/src" for b in [*BACKENDS, TESTINFRA]))
 
 
 @nox.session

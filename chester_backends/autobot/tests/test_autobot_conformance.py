@@ -4,9 +4,9 @@ GPU nodes over sshd, stand-in nvidia-smi)."""
 from __future__ import annotations
 
 import pytest
+from chester_testinfra.gpulab import lab_backend
 
 from chester.testing import BackendConformance, ConformanceEnv
-from tests.infra.gpulab import lab_backend
 
 
 class TestAutobotBackend(BackendConformance):

@@ -13,13 +13,13 @@ import time
 
 import cloudpickle
 import pytest
+from chester_testinfra import wait_until
+from chester_testinfra.gpulab import gpu_intervals, make_project, overlaps
 
 from chester.dispatch import Dispatcher
 from chester.errors import ConnectError
 from chester.launcher import launch
 from chester.testing import HOSTILE_VALUES, fn_hostile
-from tests.infra import wait_until
-from tests.infra.gpulab import gpu_intervals, make_project, overlaps
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

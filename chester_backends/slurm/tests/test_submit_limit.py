@@ -14,13 +14,13 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from chester_testinfra import InfraUnavailable, skip_or_fail
+from chester_testinfra.slurm import SlurmCluster, SlurmFactory
 
 from chester.errors import BackendError
 from chester.launcher import launch
 from chester.testing import ConformanceEnv
 from chester.types import State
-from tests.infra import InfraUnavailable, skip_or_fail
-from tests.infra.slurm import SlurmCluster, SlurmFactory
 
 WAIT = 240
 LIMIT = 4  # the QOS's MaxSubmitJobsPerUser; each array task counts
