@@ -85,6 +85,7 @@ def test_sweep_larger_than_max_array_size(tmp_path, slurm_local, make_config, mo
         assert json.loads((r.log_dir / "result.json").read_text())["exp_name"] == r.name
 
 
+@pytest.mark.slow  # a one-minute time limit runs out
 def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config):
     """Through the login host: time limit, failure, cancelled array, requeue, dependent
     chains (one that fails), serial steps in one allocation, pending reasons."""

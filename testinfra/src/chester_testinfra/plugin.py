@@ -31,6 +31,9 @@ from .gpulab import GpuLab, write_nvidia_smi
 from .slurm import DEFAULT_MAX_ARRAY_SIZE, SlurmCluster, SlurmFactory
 from .sshd import SshHost, SshHosts, make_keys, start_loopback_host, start_netns_hosts
 
+# markers, the xdist group of the SLURM tests, the CI skip check (see suite.py)
+pytest_plugins = ["chester_testinfra.suite"]
+
 # start-up times of this session's servers, in seconds (printed at the end with -v)
 TIMINGS: dict[str, float] = {}
 
