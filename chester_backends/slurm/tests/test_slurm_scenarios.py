@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from chester_backend_slurm import plugin as slurm_plugin
+from chester_testinfra import wait_until
 
 from chester.launcher import launch
 from chester.testing import ConformanceEnv, fn_raise, fn_sleep_with_child, fn_write_result
@@ -118,7 +119,11 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
     # requeue a running task: same run, same id, attempt 2
     run = requeued.runs[0]
     _wait_state(requeued, run, {State.RUNNING})
-    time.sleep(1.5)  # the worker has started and recorded attempt 1
+    # the worker has started and recorded attempt 1 (in the run folder on the cluster)
+    wait_until(lambda: any(json.loads(p.read_text()).get("attempt") == 1
+                           for p in (tmp_path / "remote").rglob(
+                               f"{run.name}/.chester/status.json")), 30,
+               "the worker to record attempt 1")
     rid = _row(requeued, run).remote_id
     subprocess.run(["scontrol", "requeue", rid], check=True, env=slurm_local.environ())
     requeued_at = time.monotonic()
