@@ -291,6 +291,9 @@ def fn_hog_memory(variant, log_dir, exp_name):
 
 def test_over_its_memory_reads_oom(tmp_path, slurm_local, make_config):
     """A run over its ``mem`` is killed by SLURM and reads ``oom``; one under it succeeds."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(__import__(__name__))  # fn_hog_memory goes by value
     if slurm_local.factory is None:
         pytest.skip("needs chester_testinfra's SlurmFactory for a memory-enforcing cluster")
     c = slurm_local.factory.get(max_array_size=slurm_local.max_array_size, accounting=True,
