@@ -32,7 +32,8 @@ def test_plain():
 def test_uses_a_server(login_host):
     pass
 
-def test_uses_slurm(slurm_mine):
+@pytest.mark.parametrize("i", range(4))
+def test_uses_slurm(slurm_mine, i):
     pass
 
 def test_aws(aws_endpoint):
@@ -99,9 +100,21 @@ def test_the_fixtures_mark_integration_and_put_slurm_in_one_group(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert _marks(r.stdout, "DESELECTED") == {
         "test_uses_a_server": "integration", "test_aws": "integration",
-        "test_uses_slurm": "integration,xdist_group:slurm"}
+        **{f"test_uses_slurm[{i}]": "integration,parametrize:i,xdist_group:slurm"
+           for i in range(4)}}
     assert _marks(r.stdout, "SELECTED") == {
         "test_plain": "", "test_skips_listed": "", "test_skips_unlisted": "", "test_slots": ""}
+
+
+def test_with_loadgroup_one_worker_runs_every_slurm_test(tmp_path):
+    r = _pytest(_folder(tmp_path), "-n", "2", "--dist", "loadgroup", "-v", "-k",
+                "uses_slurm or plain or skips")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ran = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("[gw")]
+    slurm = {words[0] for words in ran if "test_uses_slurm[" in words[-1]}
+    assert len([w for w in ran if "test_uses_slurm[" in w[-1]]) == 4
+    assert len(slurm) == 1, r.stdout  # and the others may go anywhere
+    assert all(w[-1].endswith("@slurm") for w in ran if "test_uses_slurm[" in w[-1])
 
 
 def _run_plain(folder: Path, *args: str, ci: bool) -> subprocess.CompletedProcess:

@@ -63,12 +63,29 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects and before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    grouping = bool(getattr(config.option, "loadgroup", False))  # an xdist worker, loadgroup
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if uses_server(names):
             item.add_marker(pytest.mark.integration)
         if uses_slurm(names):
             item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
+            if grouping:
+                _group_nodeid(item, SLURM_GROUP)
+
+
+def _group_nodeid(item: pytest.Item, group: str) -> None:
+    """Give the node id the ``@group`` suffix by which xdist's loadgroup scheduler groups.
+
+    xdist (3.8) adds it by setting ``item._nodeid``; since pytest 9.2 the node id is
+    ``item._id`` (structured), so that no longer takes effect and every test is scheduled
+    on its own (pytest-dev/pytest-xdist#1386). With an older pytest xdist's own hook does it.
+    A second suffix, should a fixed xdist add one too, names the same group.
+    """
+    node_id = getattr(item, "_id", None)
+    if node_id is None:
+        return
+    item._id = type(node_id).parse(f"{item.nodeid}@{group}")  # type: ignore[attr-defined]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
