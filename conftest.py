@@ -1,11 +1,14 @@
-"""Repo-wide pytest setup: the real-server fixtures of ``tests/infra`` (sshd_hosts,
-sshd_loopback, slurm_cluster, slurm_cluster_noacct, slurm_factory, aws_endpoint)."""
+"""Repo-wide pytest setup. The real-server fixtures (sshd_hosts, sshd_loopback, slurm_cluster,
+slurm_cluster_noacct, slurm_factory, aws_endpoint, gpu_lab), the markers and the CI skip
+check come from the ``chester_testinfra`` plugin (``testinfra/``), which the nox sessions
+install; an environment without it uses this checkout's copy."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
-# `tests.infra` must import whatever the import mode and the working directory
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
+if importlib.util.find_spec("chester_testinfra") is None:
+    sys.path.insert(0, str(Path(__file__).parent / "testinfra" / "src"))
 
-pytest_plugins = ["tests.infra.plugin"]
+# a no-op when the installed package's pytest11 entry point has already loaded it
+pytest_plugins = ["chester_testinfra.plugin"]

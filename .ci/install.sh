@@ -2,13 +2,13 @@
 # Install the Debian packages the integration tests need (Debian 12, run as root).
 #
 # Idempotent: when every package is already installed it does nothing. It never starts a
-# service: the test suite (tests/infra/) starts the daemons it needs and stops them by pid.
+# service: the test suite (testinfra/) starts the daemons it needs and stops them by pid.
 set -euo pipefail
 
 PKGS=(
-  openssh-server openssh-client rsync      # SSH hosts (tests/infra/sshd.py)
+  openssh-server openssh-client rsync      # SSH hosts (chester_testinfra.sshd)
   iproute2 nftables util-linux procps       # network namespaces, blackholes, unshare/nsenter
-  munge slurmctld slurmd slurm-client       # single-node SLURM (tests/infra/slurm.py)
+  munge slurmctld slurmd slurm-client       # single-node SLURM (chester_testinfra.slurm)
   slurmdbd mariadb-server mariadb-client    # SLURM accounting, so that `sacct` works
 )
 

@@ -3,7 +3,7 @@
 Run as root: ``.venv/bin/python bench/autobot_bench.py [N_RUNS] [SECONDS_PER_RUN] [PYTHON]``
 (``PYTHON``: the nodes' interpreter, default ``python3``; on this machine that is a pyenv
 shim costing ~0.3 s per start, ``/usr/bin/python3`` is the same Python without it). It starts
-the test lab of ``tests/infra`` (the loopback sshd as login host, two network-namespace sshd
+the test lab of ``testinfra`` (the loopback sshd as login host, two network-namespace sshd
 hosts as nodes with a stand-in ``nvidia-smi``, one shared filesystem) and prints:
 
 * the time from a GPU freeing (a run's worker recorded its end) to the next run starting on
@@ -49,12 +49,13 @@ def main() -> int:
                     help="the nodes' interpreter (/usr/bin/python3 skips the pyenv shim)")
     args = ap.parse_args()
     n, seconds, python = args.runs, args.seconds, args.python
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "testinfra" / "src"))  # chester_testinfra, if not installed
+    from chester_testinfra import InfraUnavailable
+    from chester_testinfra.gpulab import GpuLab, gpu_intervals, make_project, write_nvidia_smi
+    from chester_testinfra.sshd import make_keys, start_loopback_host, start_netns_hosts
+
     from chester.dispatch import Dispatcher
     from chester.launcher import launch
-    from tests.infra import InfraUnavailable
-    from tests.infra.gpulab import GpuLab, gpu_intervals, make_project, write_nvidia_smi
-    from tests.infra.sshd import make_keys, start_loopback_host, start_netns_hosts
 
     tmp = Path(tempfile.mkdtemp(prefix="chester-autobot-bench-"))
     login = hosts = None

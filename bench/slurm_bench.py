@@ -29,8 +29,8 @@ submitit's from PyPI, chester's from the repository's wheels (``chester-backend-
 alone), so the development venv's size and uncompiled packages count for neither.
 
 The SLURM and the login host are started for the bench and stopped at the end, with the
-tests' own machinery: tests/infra's SlurmFactory (its own daemons on free loopback ports,
-found through SLURM_CONF) and tests/infra/sshd.py's loopback sshd. Run it as root from the
+tests' own machinery: chester_testinfra's SlurmFactory (its own daemons on free loopback ports,
+found through SLURM_CONF) and chester_testinfra.sshd's loopback sshd. Run it as root from the
 repo root (it needs the packages of .ci/install.sh).
 """
 
@@ -88,7 +88,7 @@ def wait_queue_empty(job_id: str, timeout: float = 1800) -> None:
 
 
 def start_cluster(factory):
-    """A SLURM with MaxArraySize 1001 and accounting from tests/infra's SlurmFactory; its
+    """A SLURM with MaxArraySize 1001 and accounting from chester_testinfra's SlurmFactory; its
     ``SLURM_CONF`` goes into this process's environment (for sbatch/squeue/sdiag here).
     Returns the cluster's client environment."""
     cluster = factory.get(max_array_size=1001, accounting=True)
@@ -283,14 +283,14 @@ def main() -> None:
     # installed with --compile-bytecode, and chester's modules get their .pyc files written
     # (the first round writes whatever is missing)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "testinfra" / "src"))  # chester_testinfra, if not installed
     import cloudpickle
+    from chester_testinfra import InfraUnavailable
+    from chester_testinfra.slurm import SlurmFactory
+    from chester_testinfra.sshd import start_loopback_host
 
     from chester.launcher import launch
     from chester.types import State
-    from tests.infra import InfraUnavailable
-    from tests.infra.slurm import SlurmFactory
-    from tests.infra.sshd import start_loopback_host
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     work = Path(tempfile.mkdtemp(prefix="chester-slurm-bench-"))

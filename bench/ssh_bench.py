@@ -1,7 +1,7 @@
 """Bench of the ssh backend: a 200-run sweep to one host.
 
 Run as root: ``.venv/bin/python bench/ssh_bench.py [N_RUNS]``. It starts one SSH host (a
-network namespace with its own sshd: ``tests/infra/sshd.py``, as the tests do), and prints:
+network namespace with its own sshd: ``chester_testinfra.sshd``, as the tests do), and prints:
 
 * SSH connections opened for the launch (sshd log "Accepted publickey" lines, and the
   transport's own counter), and the launch wall time against one rsync of the project plus
@@ -43,15 +43,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="?", type=int, default=200, help="runs in the sweep")
     n = ap.parse_args().runs
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "testinfra" / "src"))  # chester_testinfra, if not installed
     from chester_backend_ssh import plugin
+    from chester_testinfra import InfraUnavailable
+    from chester_testinfra.sshd import start_netns_hosts
 
     from chester.config import load_config
     from chester.dispatch import Dispatcher
     from chester.launcher import launch
     from chester.remote.ssh import Transport
-    from tests.infra import InfraUnavailable
-    from tests.infra.sshd import start_netns_hosts
 
     tmp = Path(tempfile.mkdtemp(prefix="chester-ssh-bench-"))
     try:

@@ -1,7 +1,7 @@
 """Command runs: a program run once per variant with the variant as arguments, through the
 same worker, payload and backends as functions. Hostile values must reach the program's
 ``sys.argv`` byte-exact and never meet a shell, on local, ssh and slurm (real servers from
-``tests/infra``)."""
+``testinfra``)."""
 
 from __future__ import annotations
 

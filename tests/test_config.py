@@ -199,7 +199,7 @@ def test_nested_option_groups_name_the_nested_key(tmp_path):
 
 
 def test_a_chester_yaml_that_is_not_utf8_is_one_line(tmp_path):
-    from tests.helpers import make_project, run_chester
+    from .helpers import make_project, run_chester
 
     project = make_project(tmp_path / "p")
     (project / "chester.yaml").write_bytes(b"log_dir: data\n# caf\xe9 latin-1\n")

@@ -11,8 +11,9 @@ import chester
 
 from .helpers import uv as _uv
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # builds wheels and venvs
 
+ROOT = Path(__file__).resolve().parents[1]
 
 
 

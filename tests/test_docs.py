@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,6 +65,7 @@ def test_the_example_sweep_runs(tmp_path):
     assert len(results) == 6
 
 
+@pytest.mark.slow  # mkdocs builds the whole site
 def test_the_docs_site_builds_without_warnings(tmp_path):
     """``nox -s docs`` builds the site with mkdocs --strict: a broken link, a page missing from
     the navigation or a stale API reference fails here (and in CI)."""

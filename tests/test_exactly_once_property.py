@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -82,6 +83,7 @@ def _wait_all(project: Path, prefix_file: Path, timeout: float = 60) -> list:
     return [int(lines[0])] + [tuple(line.split("\t")) for line in lines[1:]]
 
 
+@pytest.mark.slow  # a property: many sweeps, each launched, killed and launched again
 @settings(max_examples=int(os.environ.get("CHESTER_PROPERTY_EXAMPLES", "10")), deadline=None, derandomize=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(vs=variants, prefix=prefixes, run_names=names,

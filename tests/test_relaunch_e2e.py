@@ -173,8 +173,8 @@ def test_launch_with_resume_retry_submits_lost_runs_again(project):
 
 
 def test_ctrl_c_ends_logs_follow_quietly(project):
+    import select
     import signal
-    import time
 
     (project / "talk.py").write_text(textwrap.dedent("""
         import time, chester
@@ -188,11 +188,13 @@ def test_ctrl_c_ends_logs_follow_quietly(project):
     name = _status(project, "talk")["runs"][0]["name"]
     p = subprocess.Popen([sys.executable, "-m", "chester.cli", "logs", "-f", name], cwd=project,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # Ctrl-C once it follows: it has printed the run's first line
+    assert select.select([p.stdout], [], [], 30)[0], "chester logs -f printed nothing"
+    first = p.stdout.readline()
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
-    assert "tick 0" in out and err == ""
+    assert "tick 0" in first + out and err == ""
     run_chester(["cancel", "talk"], cwd=project)
 
 

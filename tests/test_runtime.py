@@ -7,20 +7,15 @@ import subprocess
 import sys
 
 import pytest
+from chester_testinfra.pythons import other_python
 
 from chester.errors import BackendError
 from chester.remote import runtime
 
-BARE = "/usr/bin/python3"  # Debian's: no chester, no cloudpickle
-
 
 def _bare_python():
-    if not os.path.exists(BARE):
-        pytest.skip("needs the system python3")
-    r = subprocess.run([BARE, "-c", "import chester"], capture_output=True, cwd="/")
-    if r.returncode == 0:
-        pytest.skip("the system python3 has chester installed")
-    return BARE
+    """A Python of this minor version that has no chester installed (Debian's, say)."""
+    return other_python(same_minor=True, bare=True, why="a target Python without chester")
 
 
 def test_built_once_by_content(tmp_path, monkeypatch):
@@ -60,8 +55,6 @@ def test_the_modules_load_from_bytecode_for_this_python(tmp_path):
     import zipfile
 
     py = _bare_python()
-    if "%d.%d" % sys.version_info[:2] not in os.path.realpath(py):
-        pytest.skip("needs a system python3 of this minor version")
     rt = runtime.build()
     names = set(zipfile.ZipFile(rt.path).namelist())
     sources = {n for n in names if n.endswith(".py") and "/" in n}
@@ -218,10 +211,8 @@ def test_a_good_probe_answer_is_remembered_until_the_python_changes(tmp_path):
     """The probe's Python start is remembered beside the runtime: the next probe prints the
     remembered answer while the Python (its file, PYTHONHOME, PYTHONPATH) is the same, and
     asks again once ``python`` is another file or PYTHONPATH differs."""
-    other = "/usr/bin/python3.11"
+    other = other_python(why="a second Python binary")
     here = os.path.realpath(sys.executable)
-    if not os.path.exists(other) or os.path.realpath(other) == here:
-        pytest.skip("needs a second Python 3.%d binary" % sys.version_info[1])
     rt = runtime.build()
     remote = tmp_path / rt.name
     remote.write_bytes(rt.path.read_bytes())

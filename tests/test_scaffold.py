@@ -27,6 +27,7 @@ def test_bad_names_and_existing_folders_are_refused(tmp_path):
     assert "already exists" in str(ei.value)
 
 
+@pytest.mark.slow  # a venv and an install
 def test_a_new_plugin_installs_lists_active_and_runs_the_conformance_suite(tmp_path):
     r = subprocess.run([str(Path(sys.executable).parent / "chester"), "plugins", "new", "tmux",
                         "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)

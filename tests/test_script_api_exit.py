@@ -1,7 +1,7 @@
 """The seed's script API run as a script that exits: a loop of ``run_experiment_lite``
 calls, then the end of the script. The collected calls must be submitted as the interpreter
 ends, on every backend, and every run must succeed. Each script runs as its own process
-against the real servers of ``tests/infra`` (loopback sshd, single-node SLURM)."""
+against the real servers of ``testinfra`` (loopback sshd, single-node SLURM)."""
 
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ GPU nodes over sshd, stand-in nvidia-smi)."""
 from __future__ import annotations
 
 import pytest
+from chester_testinfra.gpulab import lab_backend
 
 from chester.testing import BackendConformance, ConformanceEnv
-from tests.infra.gpulab import lab_backend
 
 
 class TestAutobotBackend(BackendConformance):
@@ -14,4 +14,5 @@ class TestAutobotBackend(BackendConformance):
     def chester_env(self, tmp_path, gpu_lab):
         return ConformanceEnv.create(
             tmp_path, backend="lab", timeout=120, poll_interval=0.3,
+            broken_options={"python": "/nonexistent/python3"},
             config={"backends": {"lab": lab_backend(gpu_lab, tmp_path / "shared" / "proj")}})

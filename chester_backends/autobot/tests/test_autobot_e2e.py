@@ -1,4 +1,4 @@
-"""End-to-end tests of the autobot backend on the test lab (tests/infra ``gpu_lab``: the
+"""End-to-end tests of the autobot backend on the test lab (testinfra ``gpu_lab``: the
 loopback sshd as login host, two network-namespace hosts as GPU nodes with a stand-in
 ``nvidia-smi``, one shared filesystem)."""
 
@@ -9,11 +9,11 @@ import sys
 import time
 
 import cloudpickle
+from chester_testinfra import wait_until
+from chester_testinfra.gpulab import gpu_intervals, make_project, overlaps
 
 from chester.dispatch import Dispatcher
 from chester.launcher import launch
-from tests.infra import wait_until
-from tests.infra.gpulab import gpu_intervals, make_project, overlaps
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -110,7 +110,7 @@ def test_waiting_runs_say_why_and_start_when_gpus_free(tmp_path, gpu_lab):
     # the queue is empty: the scheduler left, and its leases with it
     root = remote / ".chester" / "autobot"
     wait_until(lambda: not [p for p in (root / "leases").rglob("*") if p.is_file()], 15)
-    from tests.infra.sshd import _pid_alive
+    from chester_testinfra.sshd import _pid_alive
     state = json.loads((root / "state.json").read_text())
     wait_until(lambda: not _pid_alive(state["pid"]), 15)
 

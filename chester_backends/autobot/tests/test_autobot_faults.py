@@ -13,13 +13,13 @@ import time
 
 import cloudpickle
 import pytest
+from chester_testinfra import wait_until
+from chester_testinfra.gpulab import gpu_intervals, make_project, overlaps
 
 from chester.dispatch import Dispatcher
 from chester.errors import ConnectError
 from chester.launcher import launch
 from chester.testing import HOSTILE_VALUES, fn_hostile
-from tests.infra import wait_until
-from tests.infra.gpulab import gpu_intervals, make_project, overlaps
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -40,6 +40,20 @@ def fast() -> Dispatcher:
 
 def _status_files(remote):
     return [json.loads(p.read_text()) for p in remote.rglob(".chester/status.json")]
+
+
+def _lock_is_free(path) -> bool:
+    """No scheduler holds its lock file (a loop holds it as long as it runs)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _pid_alive(pid: int) -> bool:
@@ -89,7 +103,8 @@ def test_scheduler_killed_mid_sweep_loses_nothing_and_starts_nothing_twice(tmp_p
     pid = int((root / "scheduler.lock").read_text())
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not _pid_alive(pid), 10)
-    time.sleep(2)  # runs end meanwhile; nothing places the rest
+    # the runs it started end meanwhile; nothing places the rest
+    wait_until(lambda: all(s.get("ended_at") for s in _status_files(remote)), 30)
     # a status call starts the scheduler again
     a.status()
     pid2 = wait_until(lambda: (lambda t: int(t) if t and int(t) != pid else None)(
@@ -178,7 +193,8 @@ def test_cancel_removes_queued_runs(tmp_path, gpu_lab):
     assert not [p for p in (root / "queue").iterdir() if p.suffix == ".json"]
     for n in lab.nodes:  # the GPUs free up: nothing starts
         lab.free_gpus(n, 2)
-    time.sleep(2)
+    # until the scheduler has left, having found the queue empty: then nothing can start
+    wait_until(lambda: _lock_is_free(root / "scheduler.lock"), 30)
     assert not _status_files(remote)
     assert not any((run.log_dir / "invocations.txt").exists() for run in sweep.runs)
 

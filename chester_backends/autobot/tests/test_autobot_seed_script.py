@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import yaml
-
-from tests.helpers import run_seed_example, stop_monitor
-from tests.infra.gpulab import lab_backend
+from chester_testinfra.gpulab import lab_backend
+from chester_testinfra.helpers import run_seed_example, stop_monitor
 
 
 def test_run_experiment_lite_with_mode_autobot(tmp_path, gpu_lab):

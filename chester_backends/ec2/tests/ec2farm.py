@@ -33,29 +33,9 @@ INSTANCE_CREDS = {"AWS_ACCESS_KEY_ID": "instance-role-key", "AWS_SECRET_ACCESS_K
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(request):
-    """The shared ``aws_endpoint`` fixture when it exists, else our own ThreadedMotoServer."""
-    try:
-        ep = request.getfixturevalue("aws_endpoint")
-        if isinstance(ep, dict):
-            url = ep.get("url") or ep.get("endpoint_url")
-        else:
-            url = getattr(ep, "url", None) or getattr(ep, "endpoint_url", None) or str(ep)
-        yield url
-        return
-    except pytest.FixtureLookupError:
-        pass
-    pytest.importorskip("moto")
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    yield f"http://{host}:{port}"
-    srv.stop()
+def moto_endpoint(aws_endpoint) -> str:
+    """The URL of the session's moto server (chester_testinfra's ``aws_endpoint``)."""
+    return aws_endpoint.url
 
 
 @pytest.fixture

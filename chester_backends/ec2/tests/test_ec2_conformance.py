@@ -10,4 +10,5 @@ class TestEc2Conformance(BackendConformance):
     @pytest.fixture
     def chester_env(self, tmp_path, farm):
         return ConformanceEnv.create(tmp_path, backend="ec2", config=ec2_config(),
-                                     timeout=90, poll_interval=0.3)
+                                     timeout=90, poll_interval=0.3,
+                                     broken_options={"python": "/nonexistent/python3"})

@@ -1,6 +1,6 @@
 """``hydra/launcher=chester`` with a real Hydra app (hydra-core from PyPI): every job of a
 multirun is a chester run, in Hydra's own output folder, and its result goes back to Hydra.
-On this machine and on the test SLURM through its login host (tests/infra)."""
+On this machine and on the test SLURM through its login host (testinfra)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 import pytest
+from chester_testinfra.pythons import other_python
 
 from chester.config import load_config
 from chester.errors import ConfigError
@@ -96,9 +97,7 @@ def test_a_container_without_an_image_is_a_config_error(tmp_path):
 
 def test_another_python_without_chester_runs_from_the_runtime(tmp_path, monkeypatch):
     """``python:`` pointing at an interpreter that has no chester (nor cloudpickle)."""
-    bare = "/usr/bin/python3"
-    if not os.path.exists(bare) or "%d.%d" % sys.version_info[:2] not in os.path.realpath(bare):
-        pytest.skip("needs a system python3 of this minor version")
+    bare = other_python(same_minor=True, bare=True, why="a target Python without chester")
     import cloudpickle
 
     monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))

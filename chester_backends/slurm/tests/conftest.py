@@ -1,4 +1,4 @@
-"""Real servers for the SLURM tests, from tests/infra (loaded by the repo-root conftest.py):
+"""Real servers for the SLURM tests, from chester_testinfra (its pytest plugin):
 ``slurm_local`` is a single-node SLURM on loopback with accounting and a small MaxArraySize
 (``slurm_factory``), ``login_host`` the loopback sshd that acts as its login host
 (``sshd_loopback``). Both are started for the session and stopped by pid at its end.
@@ -10,10 +10,9 @@ import os
 
 import attrs
 import pytest
-
-from tests.infra import InfraUnavailable, skip_or_fail
-from tests.infra.slurm import SlurmFactory
-from tests.infra.sshd import SshHost
+from chester_testinfra import InfraUnavailable, skip_or_fail
+from chester_testinfra.slurm import SlurmFactory
+from chester_testinfra.sshd import SshHost
 
 SMALL_MAX_ARRAY_SIZE = 5
 
@@ -21,7 +20,7 @@ SMALL_MAX_ARRAY_SIZE = 5
 @attrs.define
 class SlurmCluster:
     """The cluster the tests submit to; ``env`` is what its clients need (``SLURM_CONF``),
-    ``factory`` starts clusters of another config (tests/infra's ``SlurmFactory``)."""
+    ``factory`` starts clusters of another config (chester_testinfra's ``SlurmFactory``)."""
 
     max_array_size: int
     accounting: bool

@@ -103,7 +103,7 @@ def test_preset_scripts_pass_sbatch_test_only(tmp_path, slurm_factory, name):
     import os
     import subprocess
 
-    from tests.infra import InfraUnavailable, skip_or_fail
+    from chester_testinfra import InfraUnavailable, skip_or_fail
 
     try:
         c = slurm_factory.get(max_array_size=1001, accounting=False, presets=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from chester_backend_slurm import plugin as slurm_plugin
+from chester_testinfra import wait_until
 
 from chester.launcher import launch
 from chester.testing import ConformanceEnv, fn_raise, fn_sleep_with_child, fn_write_result
@@ -85,6 +86,7 @@ def test_sweep_larger_than_max_array_size(tmp_path, slurm_local, make_config, mo
         assert json.loads((r.log_dir / "result.json").read_text())["exp_name"] == r.name
 
 
+@pytest.mark.slow  # a one-minute time limit runs out
 def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config):
     """Through the login host: time limit, failure, cancelled array, requeue, dependent
     chains (one that fails), serial steps in one allocation, pending reasons."""
@@ -117,7 +119,11 @@ def test_what_the_scheduler_does(tmp_path, slurm_local, login_host, make_config)
     # requeue a running task: same run, same id, attempt 2
     run = requeued.runs[0]
     _wait_state(requeued, run, {State.RUNNING})
-    time.sleep(1.5)  # the worker has started and recorded attempt 1
+    # the worker has started and recorded attempt 1 (in the run folder on the cluster)
+    wait_until(lambda: any(json.loads(p.read_text()).get("attempt") == 1
+                           for p in (tmp_path / "remote").rglob(
+                               f"{run.name}/.chester/status.json")), 30,
+               "the worker to record attempt 1")
     rid = _row(requeued, run).remote_id
     subprocess.run(["scontrol", "requeue", rid], check=True, env=slurm_local.environ())
     requeued_at = time.monotonic()
@@ -285,8 +291,11 @@ def fn_hog_memory(variant, log_dir, exp_name):
 
 def test_over_its_memory_reads_oom(tmp_path, slurm_local, make_config):
     """A run over its ``mem`` is killed by SLURM and reads ``oom``; one under it succeeds."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(__import__(__name__))  # fn_hog_memory goes by value
     if slurm_local.factory is None:
-        pytest.skip("needs tests/infra's SlurmFactory for a memory-enforcing cluster")
+        pytest.skip("needs chester_testinfra's SlurmFactory for a memory-enforcing cluster")
     c = slurm_local.factory.get(max_array_size=slurm_local.max_array_size, accounting=True,
                                 enforce_memory=True)
     env = ConformanceEnv.create(tmp_path, backend="slurm",

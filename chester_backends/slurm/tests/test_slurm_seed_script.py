@@ -4,8 +4,7 @@ its login host): one sweep of its four runs under its prefix."""
 from __future__ import annotations
 
 import yaml
-
-from tests.helpers import run_seed_example, stop_monitor
+from chester_testinfra.helpers import run_seed_example, stop_monitor
 
 
 def test_the_seed_example_on_slurm(tmp_path, slurm_local, login_host, make_config):

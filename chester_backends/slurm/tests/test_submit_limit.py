@@ -14,13 +14,13 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from chester_testinfra import InfraUnavailable, skip_or_fail
+from chester_testinfra.slurm import SlurmCluster, SlurmFactory
 
 from chester.errors import BackendError
 from chester.launcher import launch
 from chester.testing import ConformanceEnv
 from chester.types import State
-from tests.infra import InfraUnavailable, skip_or_fail
-from tests.infra.slurm import SlurmCluster, SlurmFactory
 
 WAIT = 240
 LIMIT = 4  # the QOS's MaxSubmitJobsPerUser; each array task counts
@@ -28,7 +28,7 @@ CHESTER = [sys.executable, "-m", "chester.cli"]
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory) -> Iterator[SlurmCluster]:
+def slurm_limited(tmp_path_factory) -> Iterator[SlurmCluster]:
     """A cluster whose user may have at most LIMIT jobs queued (MaxArraySize 5), from a
     factory of its own: its MariaDB has the system tables slurmdbd's associations need."""
     factory = SlurmFactory(tmp_path_factory.mktemp("slurm-qos"), system_tables=True)
@@ -68,18 +68,18 @@ def _sbatch_refuses_past_the_limit(cluster: SlurmCluster, tmp_path) -> None:
     assert r.returncode != 0 and "QOSMaxSubmitJobPerUserLimit" in r.stderr, r
 
 
-def test_a_submit_limit_smaller_than_the_sweep(tmp_path, limited, monkeypatch):
+def test_a_submit_limit_smaller_than_the_sweep(tmp_path, slurm_limited, monkeypatch):
     """... with a secret: the jobs submitted later get it too, from the stage's secrets file
     the later submits read; once every job is in, that file is gone."""
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    _sbatch_refuses_past_the_limit(limited, tmp_path)
+    _sbatch_refuses_past_the_limit(slurm_limited, tmp_path)
     secret = "s-$(id) 'q' \u00e9"
     monkeypatch.setenv("CHESTER_TEST_TOKEN", secret)
     n = 10  # arrays of 3 (max_array_size): 3, 3, 3, 1; the limit holds one at a time
     env = ConformanceEnv.create(tmp_path, backend="slurm", config=_config(
-        limited, max_array_size=3, secrets=["CHESTER_TEST_TOKEN"]))
+        slurm_limited, max_array_size=3, secrets=["CHESTER_TEST_TOKEN"]))
     sweep = launch(fn_count, [{"i": i, "sleep": 1} for i in range(n)], backend="slurm",
                    exp_prefix="limit", config=env.config)
     rows = [sweep.store.run(r.id) for r in sweep.runs]
@@ -112,9 +112,9 @@ def test_a_submit_limit_smaller_than_the_sweep(tmp_path, limited, monkeypatch):
     assert last.handle.remote_id is None and last.remote_id  # its id came with a poll
 
 
-def test_a_chunk_larger_than_the_limit_is_one_line(tmp_path, limited):
-    limited.wait_idle(120)  # none of the user's jobs queued
-    env = ConformanceEnv.create(tmp_path, backend="slurm", config=_config(limited))
+def test_a_chunk_larger_than_the_limit_is_one_line(tmp_path, slurm_limited):
+    slurm_limited.wait_idle(120)  # none of the user's jobs queued
+    env = ConformanceEnv.create(tmp_path, backend="slurm", config=_config(slurm_limited))
     with pytest.raises(BackendError, match="set max_array_size below your submit limit") as e:
         launch(fn_count, [{"i": i, "sleep": 0} for i in range(5)], backend="slurm",
                exp_prefix="toolarge", config=env.config)

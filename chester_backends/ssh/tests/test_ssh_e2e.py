@@ -1,4 +1,4 @@
-"""End-to-end tests of the ssh backend against real sshd hosts (tests/infra's
+"""End-to-end tests of the ssh backend against real sshd hosts (testinfra's
 ``sshd_hosts``: two network namespaces, each with its own hostname and ``/remote``)."""
 
 from __future__ import annotations

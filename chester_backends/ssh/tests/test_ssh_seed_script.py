@@ -1,5 +1,5 @@
 """The seed's script example, run as a script with ``mode`` set to an ssh backend (a real
-sshd from tests/infra): one sweep of its four runs under its prefix."""
+sshd from testinfra): one sweep of its four runs under its prefix."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import sys
 import time
 
 import yaml
-
-from tests.helpers import run_seed_example, stop_monitor
+from chester_testinfra.helpers import run_seed_example, stop_monitor
 
 
 def test_the_seed_example_on_an_ssh_host(tmp_path, sshd_hosts):
@@ -35,11 +34,12 @@ def test_one_prefix_on_two_backends_is_one_sweep(tmp_path, sshd_hosts, monkeypat
     from launch to launch; each backend is asked about, pulls and cancels its own runs."""
     import json
 
+    from chester_testinfra.helpers import run_chester
+
     import chester
     from chester.config import load_config
     from chester.launcher import launch
     from chester.testing import fn_sleep_with_child, fn_write_result
-    from tests.helpers import run_chester
 
     monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
     project = tmp_path / "project"

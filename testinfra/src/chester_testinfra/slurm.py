@@ -168,7 +168,7 @@ class SlurmFactory:
         #: the clusters of the other tests stay as they were measured; a factory of its
         #: own holds the ``submit_limit`` clusters
         self.system_tables = system_tables
-        self.clusters: dict[tuple[int, bool, int], SlurmCluster] = {}
+        self.clusters: dict[tuple, SlurmCluster] = {}
         self._munged: Daemon | None = None
         self._mariadb: Daemon | None = None
         self._dbd: Daemon | None = None

@@ -1,7 +1,7 @@
 """A GPU lab for the autobot tests: a login host and GPU nodes that share a filesystem.
 
 The login host is the loopback sshd (this machine's namespaces); the nodes are the network
-namespace hosts of :mod:`tests.infra.sshd` (their own hostname and address, this machine's
+namespace hosts of :mod:`chester_testinfra.sshd` (their own hostname and address, this machine's
 filesystem outside ``/remote``), reachable by ssh from the login host with the hosts'
 ``ssh_config``. Each node's ``nvidia-smi`` is a stand-in (:func:`write_nvidia_smi`) that
 answers ``--query-gpu`` and ``--query-compute-apps`` from ``<state_dir>/<hostname>.json``,

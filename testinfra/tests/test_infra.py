@@ -134,7 +134,7 @@ def test_blackhole_times_out_and_unblackhole_restores(sshd_hosts):
 
 
 def test_module_level_fault_helpers(sshd_hosts):
-    from tests.infra.sshd import (
+    from chester_testinfra.sshd import (
         accepted_connections,
         blackhole,
         kill_sshd,

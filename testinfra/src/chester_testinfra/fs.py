@@ -3,7 +3,7 @@ a process that cannot override file permissions although it runs as root.
 
 Each mount is undone when its ``with`` block ends, also when the test fails. Without root
 (or without ``mount``/``setpriv``) the helpers skip, or fail under ``CI=true``
-(:func:`tests.infra.skip_or_fail`).
+(:func:`chester_testinfra.skip_or_fail`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.infra import skip_or_fail
+from chester_testinfra import skip_or_fail
 
 #: ``setpriv`` arguments that run a command as root without the capabilities that let root
 #: ignore file modes: a 0444 file is then read-only to it, as to its owner

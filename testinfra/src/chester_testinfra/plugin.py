@@ -1,17 +1,18 @@
 """pytest fixtures that start real servers for the session and stop them (by pid) at its end.
 
-Loaded from the repo-root ``conftest.py``. Each fixture skips when what it needs is
-missing (binaries, root) — or fails when ``CI=true``, so CI never skips silently.
+Loaded through the package's ``pytest11`` entry point (and by the repo-root ``conftest.py``).
+Each fixture skips when what it needs is missing (binaries, root) — or fails when ``CI=true``,
+so CI never skips silently.
 
-``sshd_hosts``           :class:`tests.infra.sshd.SshHosts` — 2 hosts in network namespaces
-``sshd_loopback``        :class:`tests.infra.sshd.SshHost` — sshd on 127.0.0.1:<free port>
-``slurm_factory``        :class:`tests.infra.slurm.SlurmFactory` — ``.get(max_array_size=,
+``sshd_hosts``           :class:`chester_testinfra.sshd.SshHosts` — 2 hosts in network namespaces
+``sshd_loopback``        :class:`chester_testinfra.sshd.SshHost` — sshd on 127.0.0.1:<free port>
+``slurm_factory``        :class:`chester_testinfra.slurm.SlurmFactory` — ``.get(max_array_size=,
                          accounting=, cpus=)`` → a running cluster with that config
-``slurm_cluster``        :class:`tests.infra.slurm.SlurmCluster` — with accounting (slurmdbd),
+``slurm_cluster``        :class:`chester_testinfra.slurm.SlurmCluster` — with accounting (slurmdbd),
                          ``MaxArraySize=11``
 ``slurm_cluster_noacct`` the same without accounting (``accounting_storage/none``)
-``aws_endpoint``         :class:`tests.infra.aws.AwsEndpoint` — moto server on 127.0.0.1
-``gpu_lab``              :class:`tests.infra.gpulab.GpuLab` — the loopback login host plus the
+``aws_endpoint``         :class:`chester_testinfra.aws.AwsEndpoint` — moto server on 127.0.0.1
+``gpu_lab``              :class:`chester_testinfra.gpulab.GpuLab` — the loopback login host plus the
                          ``sshd_hosts`` as GPU nodes with a stand-in ``nvidia-smi``
 """
 
@@ -29,6 +30,9 @@ from .aws import AwsEndpoint, start_aws
 from .gpulab import GpuLab, write_nvidia_smi
 from .slurm import DEFAULT_MAX_ARRAY_SIZE, SlurmCluster, SlurmFactory
 from .sshd import SshHost, SshHosts, make_keys, start_loopback_host, start_netns_hosts
+
+# markers, the xdist group of the SLURM tests, the CI skip check (see suite.py)
+pytest_plugins = ["chester_testinfra.suite"]
 
 # start-up times of this session's servers, in seconds (printed at the end with -v)
 TIMINGS: dict[str, float] = {}
