@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from .helpers import make_project, run_chester
-from .infra import fs
+from chester_testinfra import fs
 
 
 def _launch(project, cache) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import sys
 from chester.store import Store
 
 from .helpers import CHESTER, make_project, run_chester
-from .infra import fs
+from chester_testinfra import fs
 
 LOCAL = "backends:\n  local: {type: local}\n"
 LAUNCH = ["launch", "-p", "s", "--", "python", "-c", "pass", "x=1,2"]
