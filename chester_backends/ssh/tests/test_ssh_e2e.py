@@ -216,13 +216,17 @@ def test_logs_follow_and_cancel(tmp_path, sshd_hosts):
 
 def test_errors_are_one_line_naming_backend_and_host(tmp_path, sshd_hosts):
     h = sshd_hosts[0]
+    cfg = tmp_path / "ssh_config"  # not the ~/.ssh of this machine
+    cfg.write_text(f"Host *\n  UserKnownHostsFile {tmp_path}/known_hosts\n"
+                   "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking accept-new\n"
+                   "  IdentitiesOnly yes\n")
     cases = [
-        (SSHTarget(host="no-such-host.invalid", connect_timeout=3), ConnectError,
-         "cannot resolve"),
-        (SSHTarget(host=h.address, port=2, user="root", connect_timeout=3), ConnectError,
-         "connection refused"),
+        (SSHTarget(host="no-such-host.invalid", ssh_config=str(cfg), connect_timeout=3),
+         ConnectError, "cannot resolve"),
+        (SSHTarget(host=h.address, port=2, user="root", ssh_config=str(cfg), connect_timeout=3),
+         ConnectError, "connection refused"),
         (SSHTarget(host=h.address, user="root", key_filename=sshd_hosts.other_key,
-                   connect_timeout=3), BackendError, "authentication failed"),
+                   ssh_config=str(cfg), connect_timeout=3), BackendError, "authentication failed"),
     ]
     for target, kind, words in cases:
         t0 = time.monotonic()

@@ -3,8 +3,8 @@
 One backend is one host. Everything a remote backend shares (transport, environment,
 secrets, containers, run files, runtime, progress) is the core's remote layer
 (:mod:`chester.remote`); this module only composes it. Per operation the plugin opens ONE
-:class:`~chester.remote.ssh.Transport` (one fabric connection, plus one ControlMaster
-connection when rsync runs):
+:class:`~chester.remote.ssh.Transport` (one OpenSSH master connection, which the
+commands and rsync ride; the host's key checked as the user's ``ssh`` checks it):
 
 * submit: rsync the code; one round trip that syncs the environment (``uv sync`` /
   ``conda env update``) and checks the host's Python and runtime; one tar stream with every
