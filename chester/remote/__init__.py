@@ -18,6 +18,8 @@ rich: those are imported when a call needs them.
   and the check of the target's Python before anything is submitted;
 * :mod:`chester.remote.follow` — following a log until its run ends;
 * :mod:`chester.remote.progress` — progress bars for transfers (on a terminal only);
+* :mod:`chester.remote.pulled` — the record of what each pull brought into a run's folder,
+  so that no pull overwrites a file changed here since;
 * :mod:`chester.remote.ssh` — the SSH transport (the system's OpenSSH: one master connection
   per operation that every command and rsync rides; host keys checked as ``ssh`` checks
   them).

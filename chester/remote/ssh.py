@@ -653,8 +653,9 @@ class Transport:
         stdin: bytes | None,
         progress: Callable[[str, int], Any] | None,
         label: str,
+        names: list[str] | None = None,
     ) -> SyncStats:
-        """One rsync over the connection."""
+        """One rsync over the connection; ``names`` receives the paths it transferred."""
         ctl = self.connect()
         io_timeout = max(10, int(self.target.connect_timeout * 3))
         argv = [
@@ -700,6 +701,8 @@ class Transport:
                         name = rsync_name(parts[1])
                         files += 1
                         nbytes += size
+                        if names is not None:
+                            names.append(name)
                         if progress is not None:
                             progress(name, size)
                 else:
@@ -763,17 +766,40 @@ class Transport:
         filter_args: Sequence[str] = (),
         files_from: Sequence[str] | None = None,
         progress: Callable[[str, int], Any] | None = None,
+        folders: Sequence[str] | None = None,
     ) -> SyncStats:
         """Copy the remote folder ``src`` (or the listed paths under it) into ``dest``.
-        Incremental, ``--update`` (a newer local file is never overwritten), no delete."""
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        args = ["-rlptz", "--update", *filter_args]
+        Incremental, no delete, and a local file is never overwritten when it is newer than
+        the host's (``--update``) or was changed here since a pull brought it, however close
+        the two writes (:mod:`chester.remote.pulled`: ``folders``, relative to ``dest``, each
+        keep that record; by default each entry of ``files_from``, or ``dest`` itself)."""
+        from chester.remote import pulled
+
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        if folders is None:
+            folders = list(files_from) if files_from is not None else [""]
+        keep = pulled.changed_here(dest, folders)
+        args = ["-rlptz", "--update", "--from0"]
+        keep_file = None
+        if keep:  # first: these rules win over every include that follows
+            fd, keep_file = tempfile.mkstemp(prefix="chester-keep-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"".join(pulled.exclude_rule(p) + b"\0" for p in keep))
+            args.append(f"--exclude-from={keep_file}")
+        args += filter_args
         data = None
         if files_from is not None:
-            args += ["--files-from=-", "--from0"]
+            args.append("--files-from=-")
             data = b"".join(os.fsencode(p) + b"\0" for p in files_from)
         args += [f"{self._rsync_host()}:{src.rstrip('/')}/", str(dest).rstrip("/") + "/"]
-        return self._rsync(args, stdin=data, progress=progress, label="pull")
+        names: list[str] = []
+        try:
+            return self._rsync(args, stdin=data, progress=progress, label="pull", names=names)
+        finally:
+            if keep_file is not None:
+                os.unlink(keep_file)
+            pulled.remember(dest, folders, names)
 
 
 def rsync_name(raw: bytes) -> str:

@@ -11,7 +11,8 @@ commands and rsync ride; the host's key checked as the user's ``ssh`` checks it)
   run's files (and chester's runtime, when the host does not have it yet); one script that
   starts the runtime's queue runner detached (``setsid``);
 * status / cancel: one ``python RUNTIME target status|cancel -`` call, folders on stdin;
-* pull: one rsync for every finished run (``--files-from``), ``--update``, no delete;
+* pull: one rsync for every finished run (``--files-from``), ``--update``, no delete,
+  never over a file changed here since it was pulled;
 * logs: ``python RUNTIME target tail [-f]`` streamed.
 """
 
