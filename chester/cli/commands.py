@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import sys
 import time
@@ -236,7 +235,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         with _until_reader_leaves(sys.stdout) if args.follow else contextlib.nullcontext():
             disp.call("chester_logs", backend, handle=row.handle, follow=args.follow,
                       stream="stderr" if args.stderr else "stdout", out=sys.stdout)
-    except BrokenPipeError:
+    except (BrokenPipeError, _ReaderGone):
         # whoever read the output went away (`chester logs -f RUN | head`): done, as with
         # `tail -f | head`; nothing more can be written there
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -251,16 +250,19 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ReaderGone(BrokenPipeError):
-    """Raised in the main thread when the reader of its output pipe went away."""
+class _ReaderGone(BaseException):
+    """Raised in the main thread when the reader of its output pipe went away. Like
+    ``KeyboardInterrupt``, no ``except Exception`` (a network library's retry loop, an
+    ``except OSError``) takes it for an error of its own."""
 
 
 @contextlib.contextmanager
 def _until_reader_leaves(stream: Any) -> Iterator[None]:
     """While following, stop at once when whoever reads ``stream`` (a pipe or a socket)
     goes away, as ``tail -f`` does, even while the run prints nothing: a watcher thread
-    polls it and interrupts the main thread, where :class:`_ReaderGone` (a
-    ``BrokenPipeError``) is raised. Elsewhere (a terminal, a file) nothing is watched."""
+    polls it and interrupts the main thread (``SIGUSR1``), where :class:`_ReaderGone` is
+    raised, again every 2 s until the main thread has left this block. Elsewhere (a
+    terminal, a file) nothing is watched."""
     import select
     import signal
     import stat
@@ -279,8 +281,7 @@ def _until_reader_leaves(stream: Any) -> Iterator[None]:
 
     def interrupted(signum: int, frame: Any) -> None:
         if armed[0]:
-            armed[0] = False
-            raise _ReaderGone(errno.EPIPE, "the reader of the output went away")
+            raise _ReaderGone("the reader of the output went away")
 
     previous = signal.signal(signal.SIGUSR1, interrupted)
     stop_r, stop_w = os.pipe()
@@ -296,7 +297,12 @@ def _until_reader_leaves(stream: Any) -> Iterator[None]:
                 if f == stop_r:
                     return
                 if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                    signal.pthread_kill(main, signal.SIGUSR1)
+                    again = select.poll()
+                    again.register(stop_r, select.POLLIN)
+                    while armed[0]:
+                        signal.pthread_kill(main, signal.SIGUSR1)
+                        if again.poll(2000):
+                            return
                     return
 
     watcher = threading.Thread(target=watch, name="chester-reader-watch", daemon=True)
@@ -304,12 +310,15 @@ def _until_reader_leaves(stream: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        armed[0] = False
-        os.write(stop_w, b"x")
-        watcher.join(5)
-        os.close(stop_r)
-        os.close(stop_w)
-        signal.signal(signal.SIGUSR1, previous)
+        try:
+            armed[0] = False
+        finally:  # also when the interruption lands right here
+            armed[0] = False
+            os.write(stop_w, b"x")
+            watcher.join(5)
+            os.close(stop_r)
+            os.close(stop_w)
+            signal.signal(signal.SIGUSR1, previous)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
