@@ -311,10 +311,10 @@ class Transport:
                 "-o", f"ControlPersist={_PERSIST_S}", "-o", "LogLevel=INFO", "-E", log_path,
                 "-f", "-N", "-T", self._ssh_host()]
         limit = 3 * self.target.connect_timeout + 10  # DNS, TCP, banner, key exchange, login
-        try:
-            with open(os.devnull, "wb") as null:
-                code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=null, stderr=null,
-                                      timeout=limit).returncode
+        try:  # what ssh says before its log is open goes to that file too
+            with open(log_path, "ab") as early:
+                code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=early,
+                                      stderr=early, timeout=limit).returncode
         except subprocess.TimeoutExpired:
             raise ConnectError(self._msg(f"connection timed out after {limit:g}s")) from None
         except OSError as exc:
@@ -363,7 +363,9 @@ class Transport:
         elif re.search(r"bad configuration option|terminating, \d+ bad|can't open user config|"
                        r"bad owner or permissions|line \d+:|unsupported option|keyword",
                        low):
-            err = BackendError(self._msg(f"bad SSH settings: {last}"))
+            first = next((ln for ln in _meaningful(text).splitlines()
+                          if "terminating, " not in ln), last)
+            err = BackendError(self._msg(f"bad SSH settings: {_one_line(first)}"))
         elif "unable to negotiate" in low:
             err = BackendError(self._msg(f"cannot agree on a cipher or key type: {last}"))
         else:
@@ -388,9 +390,10 @@ class Transport:
         where = f" ({files})" if files else ""
         config = self.target.ssh_config or "~/.ssh/config"
         if m or "you have requested strict checking" not in text.lower():
+            why = "which batch mode cannot ask" if policy == "ask" else "so OpenSSH refuses it"
             return (f"the host key of {name} is not in your known-hosts files{where} and "
-                    f"StrictHostKeyChecking is {policy}, so OpenSSH refuses it in batch mode; "
-                    f"check and accept it once with `{self._login_line()}`, or set "
+                    f"StrictHostKeyChecking is {policy} ({why}), so nothing was sent; check "
+                    f"and accept it once with `{self._login_line()}`, or set "
                     f"`StrictHostKeyChecking accept-new` for this host in {config}")
         return f"OpenSSH refused the host key of {name}: {_one_line(_meaningful(text), 600)}"
 

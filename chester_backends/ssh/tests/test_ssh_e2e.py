@@ -264,6 +264,8 @@ def test_errors_are_one_line_naming_backend_and_host(tmp_path, sshd_hosts):
     cfg.write_text(f"Host *\n  UserKnownHostsFile {tmp_path}/known_hosts\n"
                    "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking accept-new\n"
                    "  IdentitiesOnly yes\n")
+    bad = tmp_path / "ssh_config.typo"
+    bad.write_text("Host *\n  StrictHostKeyCkecking yes\n")
     cases = [
         (SSHTarget(host="no-such-host.invalid", ssh_config=str(cfg), connect_timeout=3),
          ConnectError, "cannot resolve"),
@@ -271,6 +273,8 @@ def test_errors_are_one_line_naming_backend_and_host(tmp_path, sshd_hosts):
          ConnectError, "connection refused"),
         (SSHTarget(host=h.address, user="root", key_filename=sshd_hosts.other_key,
                    ssh_config=str(cfg), connect_timeout=3), BackendError, "authentication failed"),
+        (SSHTarget(host=h.address, ssh_config=str(bad), connect_timeout=3), BackendError,
+         f"bad SSH settings: {bad}: line 2: Bad configuration option: stricthostkeyckecking"),
     ]
     for target, kind, words in cases:
         t0 = time.monotonic()
