@@ -198,7 +198,6 @@ class Transport:
         self.rsync_invocations = 0
         self._ctl_dir: str | None = None
         self._own_ctl: str | None = None  # our master's socket, while we believe it is up
-        self._master_log: str | None = None  # its log (``ssh -E``)
         self._masters = 0
         self._settings_cache: dict[str, str] | None = None
         self._user_ctl: str | None = None  # the user's live ControlPath, once found
@@ -303,9 +302,9 @@ class Transport:
         self._ssh_exe()
         if self._ctl_dir is None:
             self._ctl_dir = tempfile.mkdtemp(prefix="chssh")
-        ctl = os.path.join(self._ctl_dir, "m")
-        self._masters += 1
-        log_path = os.path.join(self._ctl_dir, f"master{self._masters}.log")
+        self._masters += 1  # each master its own socket: a late error names the one it hit
+        ctl = os.path.join(self._ctl_dir, f"m{self._masters}")
+        log_path = os.path.join(self._ctl_dir, f"m{self._masters}.log")
         argv = [*self._ssh_common(), "-o", "BatchMode=yes", *self._alive_opts(), *_QUIET_OPTS,
                 "-o", "ControlMaster=yes", "-o", f"ControlPath={ctl}",
                 "-o", f"ControlPersist={_PERSIST_S}", "-o", "LogLevel=INFO", "-E", log_path,
@@ -322,7 +321,6 @@ class Transport:
         text = _read_text(log_path)
         if code != 0 or not os.path.exists(ctl):
             raise self._connect_error(text, code)
-        self._master_log = log_path
         self._own_ctl = ctl
         self.connections_opened += 1
         self._report_warnings(text)
@@ -440,7 +438,7 @@ class Transport:
 
     def _lost_link(self, ctl: str, detail: str) -> BackendError:
         """The error for a command whose master went away under it."""
-        if ctl != self._own_ctl:  # the user's master
+        if self._ctl_dir is None or os.path.dirname(ctl) != self._ctl_dir:  # the user's
             with self._ctl_lock:
                 self._user_ctl, self._user_ctl_checked = None, False
             return BackendError(self._msg(
@@ -453,7 +451,7 @@ class Transport:
                     os.unlink(ctl)  # a master killed outright leaves its socket
                 except OSError:
                     pass
-        if "not responding" in _read_text(self._master_log or ""):
+        if "not responding" in _read_text(f"{ctl}.log"):
             return TransientBackendError(self._msg(
                 "the link stopped answering while a command was running"))
         return TransientBackendError(self._msg(

@@ -190,10 +190,10 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     d = prepared.data
     secrets = shell.secret_values(backend) if o.secrets else {}
     tree = Path(d["tree"])
-    files = hosted.submit_files(prepared, tree)
     with transport_for(backend) as tr:
-        # the code sync (rsync, its own connection) runs beside the probe and the upload of
-        # the run files, unless the environment sync needs the code first
+        files = hosted.stage_while_logging_in(tr, prepared, tree)
+        # the code sync (rsync, over the same connection) runs beside the probe and the
+        # upload of the run files, unless the environment sync needs the code first
         code = Background(lambda: sync_code(backend, tr, filters=d["filters"])) \
             if o.sync else None
         try:
