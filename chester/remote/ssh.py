@@ -198,6 +198,7 @@ class Transport:
         self.rsync_invocations = 0
         self._ctl_dir: str | None = None
         self._own_ctl: str | None = None  # our master's socket, while we believe it is up
+        self._mine: set[str] = set()  # every socket of a master this transport started
         self._masters = 0
         self._settings_cache: dict[str, str] | None = None
         self._user_ctl: str | None = None  # the user's live ControlPath, once found
@@ -310,17 +311,24 @@ class Transport:
                 "-o", f"ControlPersist={_PERSIST_S}", "-o", "LogLevel=INFO", "-E", log_path,
                 "-f", "-N", "-T", self._ssh_host()]
         limit = 3 * self.target.connect_timeout + 10  # DNS, TCP, banner, key exchange, login
+        err: BackendError | None = None
         try:  # what ssh says before its log is open goes to that file too
             with open(log_path, "ab") as early:
                 code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=early,
                                       stderr=early, timeout=limit).returncode
         except subprocess.TimeoutExpired:
-            raise ConnectError(self._msg(f"connection timed out after {limit:g}s")) from None
+            err = ConnectError(self._msg(f"connection timed out after {limit:g}s"))
         except OSError as exc:
-            raise BackendError(self._msg(f"cannot run ssh: {exc}")) from exc
+            err = BackendError(self._msg(f"cannot run ssh: {exc}"))
         text = _read_text(log_path)
-        if code != 0 or not os.path.exists(ctl):
-            raise self._connect_error(text, code)
+        if err is None and (code != 0 or not os.path.exists(ctl)):
+            err = self._connect_error(text, code)
+        if err is not None:
+            if not self._mine:  # nothing of ours to close later: leave no folder behind
+                shutil.rmtree(self._ctl_dir, ignore_errors=True)
+                self._ctl_dir = None
+            raise err
+        self._mine.add(ctl)
         self._own_ctl = ctl
         self.connections_opened += 1
         self._report_warnings(text)
@@ -438,7 +446,7 @@ class Transport:
 
     def _lost_link(self, ctl: str, detail: str) -> BackendError:
         """The error for a command whose master went away under it."""
-        if self._ctl_dir is None or os.path.dirname(ctl) != self._ctl_dir:  # the user's
+        if ctl not in self._mine:  # the user's master
             with self._ctl_lock:
                 self._user_ctl, self._user_ctl_checked = None, False
             return BackendError(self._msg(

@@ -74,6 +74,7 @@ def chester_verdict(cfg: Path, host) -> tuple[bool, str, int]:
         return True, "", host.accepted_connections() - before
     except BackendError as exc:
         assert not isinstance(exc, ConnectError), exc  # permanent: retrying cannot help
+        assert tr._ctl_dir is None, "a refused login left its folder behind"
         return False, str(exc), host.accepted_connections() - before
     finally:
         tr.close()
