@@ -194,7 +194,9 @@ class ChesterSpecs:
 
         Returns: True.
 
-        Errors: ``TransientBackendError`` (retried), ``BackendError``.
+        Errors: ``TransientBackendError`` (retried), ``BackendError``. What a write to
+        ``out`` raises (``BrokenPipeError``: its reader went away, ``chester logs -f RUN |
+        head``) ends the call at once and propagates as it is, never as a link error.
 
         Retried: yes, only before anything was written.
         """

@@ -25,6 +25,7 @@ chester installed (they pickle by reference).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -41,6 +42,7 @@ from chester.plugins import build_plugin_manager, hookimpl
 from chester.testing_functions import (  # noqa: F401  (part of this module's API)
     HOSTILE_VALUES,
     fn_hostile,
+    fn_print_then_wait,
     fn_raise,
     fn_sleep_with_child,
     fn_write_result,
@@ -145,6 +147,13 @@ class ConformanceEnv:
             from chester.rundir import pid_alive
 
             self.pid_alive = lambda pid: pid_alive(pid)
+
+
+class _ClosedPipe(io.StringIO):
+    """An output whose reader has gone: every write raises ``BrokenPipeError``."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
 
 
 class _FailFirstSubmit:
@@ -280,6 +289,62 @@ class BackendConformance:
                 time.sleep(0.2)
             assert not env.pid_alive(pids["worker"]), "the run's process survived cancel"
             assert not env.pid_alive(pids["child"]), "a child of the run survived cancel"
+
+    def test_logs_follow_into_a_closed_pipe_ends_at_once(self, chester_env: ConformanceEnv
+                                                          ) -> None:
+        """``chester logs -f RUN | head -2`` while the run goes on printing nothing: the
+        command ends as soon as ``head`` has its lines, quietly, with exit status 0, as
+        ``tail -f | head`` does (chester_logs: a ``write`` to ``out`` that raises
+        ``BrokenPipeError``, or the CLI's interruption when the reader goes away, ends the
+        hook and propagates as it is; it is no error of the link)."""
+        import subprocess
+        import sys
+        import tempfile
+
+        env = chester_env
+        sweep = self._launch(env, fn_print_then_wait, [{"lines": 3, "seconds": 300}],
+                             "conf-head")
+        run = sweep.runs[0].name
+        deadline = time.monotonic() + env.timeout
+        while True:  # the run printed its lines and waits
+            buf = io.StringIO()
+            sweep.logs(run, out=buf)
+            if "line 2" in buf.getvalue():
+                break
+            assert time.monotonic() < deadline, f"the run printed nothing: {buf.getvalue()!r}"
+            time.sleep(env.poll_interval)
+        # a write that fails (the reader left while the run prints) ends the hook at once
+        # with that error: not taken for a dropped link and retried
+        t0 = time.monotonic()
+        try:
+            sweep.logs(run, follow=True, out=_ClosedPipe())
+            raise AssertionError("chester_logs: a write that raised BrokenPipeError went unseen")
+        except BrokenPipeError:
+            pass
+        assert time.monotonic() - t0 < 10, "chester_logs went on after its output was closed"
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chester.cli", "logs", "-f", run], cwd=env.project,
+                env={**os.environ, "CHESTER_CONFIG_PATH": str(env.project / "chester.yaml")},
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+            try:
+                assert proc.stdout is not None
+                seen = [proc.stdout.readline() for _ in range(2)]
+                assert seen == [b"line 0\n", b"line 1\n"], seen
+                proc.stdout.close()  # `head -2` has its two lines and exits
+                t0 = time.monotonic()
+                code = proc.wait(timeout=60)
+                took = time.monotonic() - t0
+                err.seek(0)
+                said = err.read().decode("utf-8", "replace")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                sweep.cancel()
+        assert code == 0 and said == "", (code, said)
+        assert took < 10, f"logs -f went on {took:.1f}s after its reader left"
+        self._wait(env, sweep)
 
     def test_second_pull_transfers_nothing(self, chester_env: ConformanceEnv) -> None:
         env = chester_env

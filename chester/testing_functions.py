@@ -55,6 +55,13 @@ def fn_sleep_with_child(variant: Mapping, log_dir: str, exp_name: str) -> None:
     time.sleep(float(variant.get("seconds", 600)))
 
 
+def fn_print_then_wait(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Print ``lines`` numbered lines at once, then print nothing for ``seconds``."""
+    for i in range(int(variant.get("lines", 3))):
+        print(f"line {i}", flush=True)
+    time.sleep(float(variant.get("seconds", 300)))
+
+
 def fn_hostile(variant: Mapping, log_dir: str, exp_name: str) -> None:
     """Check the values in place and write them back exactly (JSON, with escapes)."""
     ok = {k: variant[k] == v for k, v in HOSTILE_VALUES.items()}

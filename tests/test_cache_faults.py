@@ -6,8 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from .helpers import make_project, run_chester
 from chester_testinfra import fs
+
+from .helpers import make_project, run_chester
 
 
 def _launch(project, cache) -> subprocess.CompletedProcess:

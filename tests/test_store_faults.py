@@ -8,10 +8,11 @@ import sqlite3
 import subprocess
 import sys
 
+from chester_testinfra import fs
+
 from chester.store import Store
 
 from .helpers import CHESTER, make_project, run_chester
-from chester_testinfra import fs
 
 LOCAL = "backends:\n  local: {type: local}\n"
 LAUNCH = ["launch", "-p", "s", "--", "python", "-c", "pass", "x=1,2"]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from chester.cli import emit_json, emit_table
@@ -229,13 +232,93 @@ def cmd_logs(args: argparse.Namespace) -> int:
     disp = Dispatcher()
     backend = cfg.backend(row.backend, disp.manager)
     try:
-        disp.call("chester_logs", backend, handle=row.handle, follow=args.follow,
-                  stream="stderr" if args.stderr else "stdout", out=sys.stdout)
+        with _until_reader_leaves(sys.stdout) if args.follow else contextlib.nullcontext():
+            disp.call("chester_logs", backend, handle=row.handle, follow=args.follow,
+                      stream="stderr" if args.stderr else "stdout", out=sys.stdout)
+    except (BrokenPipeError, _ReaderGone):
+        # whoever read the output went away (`chester logs -f RUN | head`): done, as with
+        # `tail -f | head`; nothing more can be written there
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         if not args.follow:
             raise
-        sys.stdout.flush()  # Ctrl-C is how one stops following: not an error
+        try:
+            sys.stdout.flush()  # Ctrl-C is how one stops following: not an error
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+class _ReaderGone(BaseException):
+    """Raised in the main thread when the reader of its output pipe went away. Like
+    ``KeyboardInterrupt``, no ``except Exception`` (a network library's retry loop, an
+    ``except OSError``) takes it for an error of its own."""
+
+
+@contextlib.contextmanager
+def _until_reader_leaves(stream: Any) -> Iterator[None]:
+    """While following, stop at once when whoever reads ``stream`` (a pipe or a socket)
+    goes away, as ``tail -f`` does, even while the run prints nothing: a watcher thread
+    polls it and interrupts the main thread (``SIGUSR1``), where :class:`_ReaderGone` is
+    raised, again every 2 s until the main thread has left this block. Elsewhere (a
+    terminal, a file) nothing is watched."""
+    import select
+    import signal
+    import stat
+    import threading
+
+    try:
+        fd = stream.fileno()
+        kind = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):
+        kind = 0
+    if not (stat.S_ISFIFO(kind) or stat.S_ISSOCK(kind)) or not hasattr(select, "poll") \
+            or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    armed = [True]
+
+    def interrupted(signum: int, frame: Any) -> None:
+        if armed[0]:
+            raise _ReaderGone("the reader of the output went away")
+
+    previous = signal.signal(signal.SIGUSR1, interrupted)
+    stop_r, stop_w = os.pipe()
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def watch() -> None:
+        p = select.poll()
+        p.register(fd, 0)  # errors and hang-ups only: a closed reader is POLLERR
+        p.register(stop_r, select.POLLIN)
+        while True:
+            for f, ev in p.poll():
+                if f == stop_r:
+                    return
+                if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    again = select.poll()
+                    again.register(stop_r, select.POLLIN)
+                    while armed[0]:
+                        signal.pthread_kill(main, signal.SIGUSR1)
+                        if again.poll(2000):
+                            return
+                    return
+
+    watcher = threading.Thread(target=watch, name="chester-reader-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        try:
+            armed[0] = False
+        finally:  # also when the interruption lands right here
+            armed[0] = False
+            os.write(stop_w, b"x")
+            watcher.join(5)
+            os.close(stop_r)
+            os.close(stop_w)
+            signal.signal(signal.SIGUSR1, previous)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

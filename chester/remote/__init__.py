@@ -1,8 +1,8 @@
 """The remote layer: what every backend that runs code somewhere else shares.
 
 Each idea lives here once and every backend composes it; no backend imports another
-backend's plugin module. Importing this package (or any module of it) loads no fabric,
-paramiko, boto3 or rich: those are imported when a call needs them.
+backend's plugin module. Importing this package (or any module of it) loads no boto3 or
+rich: those are imported when a call needs them.
 
 * :mod:`chester.remote.options` — option fields shared by the shell backends (the Python and
   package manager of the target, prepare commands, environment, secrets, containers), with
@@ -18,6 +18,9 @@ paramiko, boto3 or rich: those are imported when a call needs them.
   and the check of the target's Python before anything is submitted;
 * :mod:`chester.remote.follow` — following a log until its run ends;
 * :mod:`chester.remote.progress` — progress bars for transfers (on a terminal only);
-* :mod:`chester.remote.ssh` — the SSH transport (one connection per operation, rsync over a
-  ControlMaster socket).
+* :mod:`chester.remote.pulled` — the record of what each pull brought into a run's folder,
+  so that no pull overwrites a file changed here since;
+* :mod:`chester.remote.ssh` — the SSH transport (the system's OpenSSH: one master connection
+  per operation that every command and rsync rides; host keys checked as ``ssh`` checks
+  them).
 """

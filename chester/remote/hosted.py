@@ -77,6 +77,21 @@ def submit_files(prepared: PreparedSweep, tree: Path) -> list[str]:
     return files + sorted(staged - set(files))
 
 
+def stage_while_logging_in(tr: Transport, prepared: PreparedSweep, tree: Path) -> list[str]:
+    """:func:`submit_files`, while ``tr`` logs in to the host beside it (a login, the host
+    key check included, takes longer than linking a few thousand files); the login's error,
+    if any, is raised once both are done."""
+    from chester.remote.ssh import Background
+
+    login = Background(tr.connect, name="chester-login")
+    try:
+        files = submit_files(prepared, tree)
+    finally:
+        login.wait()
+    login.result()
+    return files
+
+
 def add_file(files: list[str], tree: Path, local: Path, remote: str) -> None:
     """Stage one more local file (chester's runtime, a scheduler) at its remote path."""
     rel = remote.lstrip("/")

@@ -1,24 +1,38 @@
 """SSH transport of the remote layer: used by every backend that reaches a host over SSH.
 
-One :class:`Transport` holds ONE fabric ``Connection`` to one host and reuses it for a
-whole operation (a submit, a status poll, a pull). ``rsync`` runs over ``ssh`` with the same
-options and a ``ControlMaster`` socket, so a series of rsync calls costs one more SSH
-connection at most.
+Everything goes through the system's OpenSSH client. One :class:`Transport` opens ONE SSH
+connection to one host for a whole operation (a submit, a status poll, a pull): an OpenSSH
+master (``ssh -fN`` with a ``ControlPath`` of its own), and every command (``ssh -S <path>
+host CMD``) and every rsync (``rsync -e 'ssh -S <path>'``) rides it. So the host is reached
+as the user's own ``ssh`` reaches it: their ssh_config (``Include``, ``Match``,
+``ProxyJump``, ``HostKeyAlias``...), and above all their known-hosts files and
+``StrictHostKeyChecking``, in batch mode (nothing ever prompts):
+
+* a key that matches a known one (plain, hashed or wildcard entries in ``UserKnownHostsFile``
+  or ``GlobalKnownHostsFile``, a certificate signed by an ``@cert-authority``) connects;
+* an unknown host is refused under ``yes`` and ``ask`` (OpenSSH's default, which batch mode
+  cannot ask), in one line saying to ``ssh HOST`` once or to set ``accept-new`` for it;
+  ``accept-new`` adds its key where OpenSSH adds it; ``no`` connects;
+* a changed or ``@revoked`` key is refused, in one line naming the host, the known-hosts file
+  and line and the ``ssh-keygen -R`` that removes the old key. Only an explicit
+  ``StrictHostKeyChecking no`` connects anyway, with OpenSSH's warning as a chester warning.
+
+The check is made once, by the master, before any command or file is sent; every later
+command and rsync of the operation rides that very connection.
 
 **The user's own OpenSSH connection** (clusters with MFA, e.g. Duo): when the user's
 ssh_config gives the host a ``ControlPath`` and a master connection is up there (``ssh -fN
 host`` once, or any open ``ssh`` session with ``ControlMaster auto``), every command and every
-rsync rides that master through the system ``ssh`` (``-S <path> -o ControlMaster=no``): no
-new login, so no second MFA prompt per poll. Without such a master, fabric/paramiko opens its
-own connection as before. ``SSHTarget.control_master="no"`` turns the detection off.
+rsync rides that master instead (``-S <path> -o ControlMaster=no``): no new login, so no
+second MFA prompt per poll. ``SSHTarget.control_master="no"`` turns the detection off.
 
 Errors are translated into chester's: the host cannot be reached (refused, timeout, DNS) →
-:class:`~chester.errors.ConnectError`; the link dropped or timed out mid-command →
-:class:`~chester.errors.TransientBackendError`; authentication, host keys, a missing remote
-directory or command, any other non-zero exit → permanent :class:`~chester.errors.BackendError`.
-Every message is one line naming the backend and the host.
-
-fabric/paramiko are imported lazily: importing this module is cheap.
+:class:`~chester.errors.ConnectError`; the link dropped or stopped answering mid-command →
+:class:`~chester.errors.TransientBackendError`; authentication, host keys, bad ssh settings,
+a missing remote directory or command, any other non-zero exit → permanent
+:class:`~chester.errors.BackendError`. Every message is one line naming the backend and the
+host. An exception raised by a caller's ``write`` (``chester logs -f | head``: a closed pipe)
+ends the command and propagates as it is.
 """
 
 from __future__ import annotations
@@ -27,12 +41,9 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,14 +71,14 @@ def _tar_bytes(root: Path, rel_files: Sequence[str]) -> bytes:
             tar.add(str(root / rel), arcname=rel, recursive=False)
     return buf.getvalue()
 
-__all__ = ["Background", "SSHTarget", "RunResult", "SyncStats", "Transport"]
+__all__ = ["Background", "SSHTarget", "RunResult", "SyncStats", "Transport", "rsync_name"]
 
 
 class Background:
     """Run ``fn()`` in a thread now; :meth:`result` waits and returns (or raises) what it did.
 
     For a code sync that runs beside other steps of a submit over the same
-    :class:`Transport` (rsync has its own ControlMaster connection). A plain thread, not
+    :class:`Transport` (rsync rides its connection too). A plain thread, not
     ``concurrent.futures``: it may be started while the interpreter exits (a script's runs
     submitted at its end)."""
 
@@ -162,11 +173,22 @@ def _one_line(text: str, limit: int = 300) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+#: seconds our master stays up with nothing riding it (after a process that never closed it)
+_PERSIST_S = 120
+#: what the user's ssh_config may ask for that chester's connections never do: forwardings,
+#: a local command after login, a RemoteCommand in place of ours
+_QUIET_OPTS = ("-o", "ClearAllForwardings=yes", "-o", "ForwardAgent=no", "-o", "ForwardX11=no",
+               "-o", "PermitLocalCommand=no", "-o", "RemoteCommand=none")
+#: lines of a mux client's stderr that are ssh's own, not the remote command's
+_MUX_FAILURE = re.compile(r"^(mux_client_|control socket|session open refused|channel \d+: open "
+                          r"failed|.*administratively prohibited)", re.I | re.M)
+
+
 class Transport:
     """One SSH connection to one host, reused for a whole operation.
 
-    ``connections_opened`` counts the SSH connections this object opened (the fabric one,
-    reconnects, and the rsync ControlMaster).
+    ``connections_opened`` counts the SSH connections this object opened: its OpenSSH master,
+    and a new one after a dropped link. Commands and rsync ride the master.
     """
 
     def __init__(self, target: SSHTarget, *, backend: str):
@@ -174,140 +196,285 @@ class Transport:
         self.backend = backend
         self.connections_opened = 0
         self.rsync_invocations = 0
-        self._conn: Any = None
         self._ctl_dir: str | None = None
-        self._host_key_opts: list[str] | None = None
+        self._own_ctl: str | None = None  # our master's socket, while we believe it is up
+        self._mine: set[str] = set()  # every socket of a master this transport started
+        self._masters = 0
+        self._settings_cache: dict[str, str] | None = None
         self._user_ctl: str | None = None  # the user's live ControlPath, once found
         self._user_ctl_checked = False
         self._ctl_lock = threading.Lock()
         self._ctl_configured = False  # the user's ssh_config names a ControlPath
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ naming / errors
-    def _where(self) -> str:
-        if self._conn is None:
-            try:  # resolves user/host/port through ssh_config; opens nothing
-                self._conn = self._make_connection()
-            except Exception:
-                pass
-        c = self._conn
+    # ------------------------------------------------------------------ settings / naming
+    def _ssh_common(self) -> list[str]:
+        """``ssh`` with the target's config file, port, key and user."""
         t = self.target
-        user = (c.user if c is not None else t.user) or ""
-        host = c.host if c is not None else t.host
-        port = (c.port if c is not None else t.port) or 22
+        argv = ["ssh"]
+        if t.ssh_config:
+            argv += ["-F", t.ssh_config]
+        if t.port:
+            argv += ["-p", str(t.port)]
+        if t.key_filename:
+            argv += ["-i", t.key_filename]
+        if t.user:
+            argv += ["-l", t.user]
+        return argv
+
+    def _ssh_host(self) -> str:
+        """The destination as ``ssh`` takes it (an IPv6 address bare)."""
+        return self.target.host
+
+    def _rsync_host(self) -> str:
+        return self.target.host if ":" not in self.target.host else f"[{self.target.host}]"
+
+    def settings(self) -> dict[str, str]:
+        """OpenSSH's effective settings for the host (``ssh -G``: ``Include`` and ``Match``
+        resolved), keys in lower case; empty when ``ssh`` cannot tell (a bad config file,
+        which connecting then reports). Asked once per transport."""
+        if self._settings_cache is None:
+            out: dict[str, str] = {}
+            try:
+                p = subprocess.run([*self._ssh_common(), "-G", self._ssh_host()],
+                                   capture_output=True, text=True, timeout=10,
+                                   stdin=subprocess.DEVNULL)
+                if p.returncode == 0:
+                    for line in p.stdout.splitlines():
+                        k, _, v = line.partition(" ")
+                        k = k.lower()
+                        out[k] = f"{out[k]} {v.strip()}" if k in out else v.strip()
+            except (OSError, subprocess.SubprocessError):
+                pass
+            self._settings_cache = out
+        return self._settings_cache
+
+    def _where(self) -> str:
+        s = self.settings()
+        t = self.target
+        user = s.get("user") or t.user or ""
+        host = s.get("hostname") or t.host
+        port = s.get("port") or t.port or 22
         addr = f"{user + '@' if user else ''}{host}:{port}"
         return f"ssh backend {self.backend!r} ({addr})"
 
     def _msg(self, problem: str) -> str:
         return f"{self._where()}: {problem}"
 
-    def _translate(self, exc: BaseException, during: str) -> BackendError:
-        """Map a fabric/paramiko/socket exception to a chester error."""
-        import paramiko
-        from paramiko.ssh_exception import NoValidConnectionsError
+    def _login_line(self) -> str:
+        """The ``ssh`` command that reaches the host as chester does, for the user to run."""
+        return shlex.join([*self._ssh_common(), self._ssh_host()])
 
-        connecting = during == "connect"
-        if isinstance(exc, BackendError):
-            return exc
-        if isinstance(exc, paramiko.BadHostKeyException):
-            return BackendError(self._msg("host key mismatch (check known_hosts)"))
-        if isinstance(exc, paramiko.AuthenticationException) and \
-                "transport shut down or saw eof" in str(exc).lower():
-            # the link dropped during authentication, not a refused key
-            if connecting:
-                return ConnectError(self._msg("connection dropped while authenticating"))
-            return TransientBackendError(self._msg("connection dropped while authenticating"))
-        if isinstance(exc, paramiko.AuthenticationException):
-            return BackendError(self._msg("authentication failed (check the key)"))
-        if isinstance(exc, socket.gaierror):
-            return ConnectError(self._msg(f"cannot resolve host name ({exc.strerror or exc})"))
-        if isinstance(exc, NoValidConnectionsError):
-            return ConnectError(self._msg("connection refused (is sshd running?)"))
-        if isinstance(exc, ConnectionRefusedError):
-            return ConnectError(self._msg("connection refused (is sshd running?)"))
-        if isinstance(exc, (socket.timeout, TimeoutError)):
-            if connecting:
-                return ConnectError(self._msg(f"connection timed out after {self.target.connect_timeout:g}s"))
-            return TransientBackendError(self._msg(f"timed out during {during}"))
-        if isinstance(exc, paramiko.SSHException):
-            text = _one_line(str(exc)) or type(exc).__name__
-            if connecting:
-                return ConnectError(self._msg(f"cannot connect: {text}"))
-            return TransientBackendError(self._msg(f"link failed during {during}: {text}"))
-        if isinstance(exc, (OSError, EOFError)):
-            text = _one_line(str(exc)) or type(exc).__name__
-            if connecting:
-                return ConnectError(self._msg(f"cannot connect: {text}"))
-            return TransientBackendError(self._msg(f"link failed during {during}: {text}"))
-        return BackendError(self._msg(f"{during} failed: {type(exc).__name__}: {_one_line(str(exc))}"))
+    def _known_name(self) -> str:
+        """The host as OpenSSH writes it in known-hosts files (``HostKeyAlias``, or the host
+        name, with ``[..]:port`` off port 22)."""
+        s = self.settings()
+        name = s.get("hostkeyalias") or s.get("hostname") or self.target.host
+        port = s.get("port") or str(self.target.port or 22)
+        return name if port == "22" or s.get("hostkeyalias") else f"[{name}]:{port}"
 
-    # ------------------------------------------------------------------ connection
-    def _make_connection(self) -> Any:
-        from fabric import Config, Connection
+    # ------------------------------------------------------------------ the connection
+    def _ssh_exe(self) -> None:
+        if shutil.which("ssh") is None:
+            raise BackendError(self._msg("OpenSSH's `ssh` client is not installed on this "
+                                         "machine; install it (e.g. openssh-client)"))
 
+    def _alive_opts(self) -> list[str]:
+        """Time limits: connecting, and how long a silent link may go unanswered (about twice
+        ``connect_timeout``) before the master gives it up."""
         t = self.target
-        if t.ssh_config:
-            cfg = Config(runtime_ssh_path=t.ssh_config)
-            cfg.load_ssh_config()
-        else:
-            cfg = Config()
-        ck: dict[str, Any] = {
-            "banner_timeout": t.connect_timeout,
-            "auth_timeout": t.connect_timeout,
-            "channel_timeout": t.connect_timeout,
-        }
-        if t.key_filename:
-            ck["key_filename"] = [t.key_filename]
-        return Connection(
-            t.host,
-            user=t.user,
-            port=t.port,
-            config=cfg,
-            connect_timeout=t.connect_timeout,
-            connect_kwargs=ck,
-        )
+        interval = max(1, round(t.connect_timeout / 2))
+        return ["-o", f"ConnectTimeout={max(1, int(round(t.connect_timeout)))}",
+                "-o", f"ServerAliveInterval={interval}", "-o", "ServerAliveCountMax=3"]
 
-    def connection(self) -> Any:
-        """The open fabric ``Connection`` (opened, or re-opened after a drop, on demand)."""
+    def connect(self) -> str:
+        """Make sure the connection is up (log in now if needed); return the ControlPath that
+        commands and rsync ride: the user's live master, or this transport's own."""
+        user = self.user_master()
+        if user is not None:
+            return user
         with self._lock:
-            if self._conn is None:
+            ctl = self._own_ctl
+            if ctl is not None and os.path.exists(ctl):
+                return ctl
+            return self._start_master()
+
+    def _start_master(self) -> str:
+        self._ssh_exe()
+        if self._ctl_dir is None:
+            self._ctl_dir = tempfile.mkdtemp(prefix="chssh")
+        self._masters += 1  # each master its own socket: a late error names the one it hit
+        ctl = os.path.join(self._ctl_dir, f"m{self._masters}")
+        log_path = os.path.join(self._ctl_dir, f"m{self._masters}.log")
+        argv = [*self._ssh_common(), "-o", "BatchMode=yes", *self._alive_opts(), *_QUIET_OPTS,
+                "-o", "ControlMaster=yes", "-o", f"ControlPath={ctl}",
+                "-o", f"ControlPersist={_PERSIST_S}", "-o", "LogLevel=INFO", "-E", log_path,
+                "-f", "-N", "-T", self._ssh_host()]
+        limit = 3 * self.target.connect_timeout + 10  # DNS, TCP, banner, key exchange, login
+        err: BackendError | None = None
+        try:  # what ssh says before its log is open goes to that file too
+            with open(log_path, "ab") as early:
+                code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=early,
+                                      stderr=early, timeout=limit).returncode
+        except subprocess.TimeoutExpired:
+            err = ConnectError(self._msg(f"connection timed out after {limit:g}s"))
+        except OSError as exc:
+            err = BackendError(self._msg(f"cannot run ssh: {exc}"))
+        text = _read_text(log_path)
+        if err is None and (code != 0 or not os.path.exists(ctl)):
+            err = self._connect_error(text, code)
+        if err is not None:
+            if not self._mine:  # nothing of ours to close later: leave no folder behind
+                shutil.rmtree(self._ctl_dir, ignore_errors=True)
+                self._ctl_dir = None
+            raise err
+        self._mine.add(ctl)
+        self._own_ctl = ctl
+        self.connections_opened += 1
+        self._report_warnings(text)
+        return ctl
+
+    def _report_warnings(self, text: str) -> None:
+        """What OpenSSH says when it connects anyway (``StrictHostKeyChecking no`` and a
+        changed or revoked key), or when it adds a new host's key."""
+        from chester.logs import get_logger
+
+        log = get_logger()
+        kh = _host_key_report(text, self._login_line(), refused=False)
+        if kh is not None:
+            log.warning("ssh_host_key_not_trusted", backend=self.backend,
+                        detail=self._msg(f"{kh}; connecting anyway because "
+                                         "StrictHostKeyChecking is no for this host, as "
+                                         "OpenSSH does (without password logins or "
+                                         "forwardings)"))
+        for m in re.finditer(r"^Warning: Permanently added .*$", text, re.M):
+            log.info("ssh_host_key_added", backend=self.backend, detail=m.group(0))
+
+    def _connect_error(self, text: str, code: int) -> BackendError:
+        """The one-line error for a connection OpenSSH did not make (``text``: its log)."""
+        low = text.lower()
+        last = _one_line(_meaningful(text)) or f"ssh exited with status {code}"
+        if "host key verification failed" in low:
+            return BackendError(self._msg(self._host_key_refusal(text)))
+        err: BackendError
+        if "could not resolve hostname" in low or "name or service not known" in low:
+            err = ConnectError(self._msg(f"cannot resolve host name ({last})"))
+        elif "connection refused" in low:
+            err = ConnectError(self._msg("connection refused (is sshd running?)"))
+        elif "timed out" in low:
+            err = ConnectError(self._msg(
+                f"connection timed out after {self.target.connect_timeout:g}s"))
+        elif "permission denied" in low or "too many authentication failures" in low:
+            err = BackendError(self._msg(f"authentication failed (check the key): {last}"))
+        elif re.search(r"bad configuration option|terminating, \d+ bad|can't open user config|"
+                       r"bad owner or permissions|line \d+:|unsupported option|keyword",
+                       low):
+            first = next((ln for ln in _meaningful(text).splitlines()
+                          if "terminating, " not in ln), last)
+            err = BackendError(self._msg(f"bad SSH settings: {_one_line(first)}"))
+        elif "unable to negotiate" in low:
+            err = BackendError(self._msg(f"cannot agree on a cipher or key type: {last}"))
+        else:
+            err = ConnectError(self._msg(f"cannot connect: {last}"))
+        if self._ctl_configured:  # MFA hosts are reached through a master
+            err = type(err)(f"{err}; your ssh_config gives this host a ControlPath but no "
+                            f"master is up there: log in once (`ssh -fN {self.target.host}`), "
+                            "then run again")
+        return err
+
+    def _host_key_refusal(self, text: str) -> str:
+        kh = _host_key_report(text, self._login_line(), refused=True)
+        if kh is not None:
+            return kh
+        s = self.settings()
+        policy = {"true": "yes", "false": "no"}.get(s.get("stricthostkeychecking", "ask"),
+                                                    s.get("stricthostkeychecking", "ask"))
+        m = re.search(r"No (\S+) host key is known for (\S+)", text)
+        name = m.group(2) if m else self._known_name()
+        files = " ".join(f for f in (s.get("userknownhostsfile", ""),
+                                     s.get("globalknownhostsfile", "")) if f)
+        where = f" ({files})" if files else ""
+        config = self.target.ssh_config or "~/.ssh/config"
+        if m or "you have requested strict checking" not in text.lower():
+            why = "which batch mode cannot ask" if policy == "ask" else "so OpenSSH refuses it"
+            return (f"the host key of {name} is not in your known-hosts files{where} and "
+                    f"StrictHostKeyChecking is {policy} ({why}), so nothing was sent; check "
+                    f"and accept it once with `{self._login_line()}`, or set "
+                    f"`StrictHostKeyChecking accept-new` for this host in {config}")
+        return f"OpenSSH refused the host key of {name}: {_one_line(_meaningful(text), 600)}"
+
+    def user_master(self) -> str | None:
+        """The ControlPath of the user's OpenSSH master for this host when their ssh_config
+        names one and a master answers there (``ssh -O check``); None otherwise. Looked up
+        once per transport (threads share the answer)."""
+        with self._ctl_lock:
+            if not self._user_ctl_checked:
+                self._user_ctl = self._find_user_master()
+                self._user_ctl_checked = True
+            return self._user_ctl
+
+    def _find_user_master(self) -> str | None:
+        if self.target.control_master == "no" or shutil.which("ssh") is None:
+            return None
+        path = self.settings().get("controlpath")
+        if path is not None and path.lower() == "none":
+            path = None
+        self._ctl_configured = path is not None
+        if path is None or not os.path.exists(path):
+            return None
+        try:
+            r = subprocess.run([*self._ssh_common(), "-S", path, "-O", "check", self._ssh_host()],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return path if r.returncode == 0 else None
+
+    def _client_argv(self, ctl: str) -> list[str]:
+        """``ssh`` riding the master at ``ctl``: never a login of its own, never a prompt."""
+        return [*self._ssh_common(), "-S", ctl, "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+                *self._alive_opts(), *_QUIET_OPTS, "-o", "LogLevel=ERROR"]
+
+    def _master_gone(self, ctl: str) -> bool:
+        if not os.path.exists(ctl):
+            return True
+        try:
+            r = subprocess.run([*self._ssh_common(), "-S", ctl, "-O", "check", self._ssh_host()],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return True
+        return r.returncode != 0
+
+    def _lost_link(self, ctl: str, detail: str) -> BackendError:
+        """The error for a command whose master went away under it."""
+        if ctl not in self._mine:  # the user's master
+            with self._ctl_lock:
+                self._user_ctl, self._user_ctl_checked = None, False
+            return BackendError(self._msg(
+                "the OpenSSH master connection is gone and a new login needs you "
+                f"(log in again, e.g. `ssh -fN {self.target.host}`){': ' + detail if detail else ''}"))
+        with self._lock:
+            if self._own_ctl == ctl:
+                self._own_ctl = None  # the next command logs in again
                 try:
-                    self._conn = self._make_connection()
-                except Exception as exc:  # bad ssh_config etc.
-                    raise BackendError(self._msg(f"bad SSH settings: {_one_line(str(exc))}")) from exc
-            c = self._conn
-            if not c.is_connected:
-                try:
-                    c.open()
-                except Exception as exc:
-                    try:
-                        c.close()
-                    except Exception:
-                        pass
-                    err = self._translate(exc, "connect")
-                    if self._ctl_configured:  # MFA hosts are reached through a master
-                        err = type(err)(f"{err}; your ssh_config gives this host a "
-                                        "ControlPath but no master is up there: log in once "
-                                        f"(`ssh -fN {self.target.host}`), then run again")
-                    raise err from exc
-                self.connections_opened += 1
-                tr = c.client.get_transport()
-                if tr is not None:
-                    tr.set_keepalive(5)
-            return c
+                    os.unlink(ctl)  # a master killed outright leaves its socket
+                except OSError:
+                    pass
+        if "not responding" in _read_text(f"{ctl}.log"):
+            return TransientBackendError(self._msg(
+                "the link stopped answering while a command was running"))
+        return TransientBackendError(self._msg(
+            f"connection dropped while a command was running{': ' + detail if detail else ''}"))
 
     def close(self) -> None:
-        if self._conn is not None:
+        ctl, self._own_ctl = self._own_ctl, None
+        if ctl is not None and os.path.exists(ctl):
             try:
-                self._conn.close()
-            except Exception:
+                subprocess.run([*self._ssh_common(), "-S", ctl, "-O", "exit", self._ssh_host()],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=10, check=False)
+            except (OSError, subprocess.SubprocessError):
                 pass
         if self._ctl_dir is not None:
-            subprocess.run(
-                [*self._ssh_base(), "-O", "exit", self._rsync_host()],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                timeout=10, check=False,
-            )
             shutil.rmtree(self._ctl_dir, ignore_errors=True)
             self._ctl_dir = None
 
@@ -325,129 +492,71 @@ class Transport:
         timeout: float | None,
         on_stdout: Callable[[bytes], None] | None = None,
     ) -> tuple[bytes, bytes, int]:
-        if self.user_master() is not None:
-            return self._exec_via_master(command, stdin, timeout, on_stdout)
-        conn = self.connection()
+        """Run ``command`` on the host over the connection; its stdout goes to ``on_stdout``
+        as it arrives when given. Whatever ``on_stdout`` raises ends the command (the remote
+        side sees its output closed) and propagates as it is."""
+        ctl = self.connect()
+        argv = [*self._client_argv(ctl), "-T", self._ssh_host(), command]
         try:
-            tr = conn.client.get_transport()
-            if tr is None or not tr.is_active():
-                raise EOFError("SSH session not active")
-            chan = tr.open_session(timeout=self.target.connect_timeout)
-        except (KeyboardInterrupt, SystemExit):
-            self._drop()
-            raise
-        except BaseException as exc:
-            # the link is dead; drop it so the next call reconnects
-            self._drop()
-            raise self._translate(exc, "opening a channel") from exc
-        out: list[bytes] = []
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None
+                                    else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise BackendError(self._msg(f"cannot run ssh: {exc}")) from exc
+        p_out, p_err = proc.stdout, proc.stderr
+        assert p_out is not None and p_err is not None
         err: list[bytes] = []
-        deadline = time.monotonic() + timeout if timeout else None
-        #: silence longer than this makes us check that the link is still there
-        probe_after = max(5.0, self.target.connect_timeout)
-        last_seen = time.monotonic()
-        try:
-            chan.settimeout(0.5)
-            chan.exec_command(command)
-            if stdin is not None:
-                sender = threading.Thread(target=self._send_all, args=(chan, stdin), daemon=True)
-                sender.start()
-            else:
-                chan.shutdown_write()
-            while True:
-                got = False
-                while chan.recv_ready():
-                    b = chan.recv(65536)
-                    if not b:
-                        break
-                    got = True
-                    if on_stdout is not None:
-                        on_stdout(b)
-                    else:
-                        out.append(b)
-                while chan.recv_stderr_ready():
-                    b = chan.recv_stderr(65536)
-                    if not b:
-                        break
-                    got = True
-                    err.append(b)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                if chan.closed and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                if not tr.is_active():
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    chan.close()
-                    raise TransientBackendError(self._msg(f"command timed out after {timeout:g}s"))
-                if got:
-                    last_seen = time.monotonic()
-                elif time.monotonic() - last_seen > probe_after:
-                    if not self._link_alive(tr):
-                        chan.close()
-                        self._drop()
-                        raise TransientBackendError(self._msg(
-                            "the link stopped answering while a command was running"))
-                    last_seen = time.monotonic()
-                if not got:
-                    time.sleep(0.01)
-            code = chan.recv_exit_status() if chan.exit_status_ready() else -1
-        except (BackendError, KeyboardInterrupt, SystemExit):
-            if not isinstance(sys.exc_info()[1], BackendError):
-                self._drop()  # Ctrl-C: the remote side sees its pipes close and stops
-            raise
-        except BaseException as exc:
-            self._drop()
-            raise self._translate(exc, "a command") from exc
-        finally:
-            try:
-                chan.close()
-            except Exception:
-                pass
-        if code == -1:
-            self._drop()
-            raise TransientBackendError(self._msg("connection dropped while a command was running"))
-        return b"".join(out), b"".join(err), code
-
-    @staticmethod
-    def _send_all(chan: Any, data: bytes) -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                if chan.closed:
-                    return
+        t_err = threading.Thread(target=lambda: err.append(p_err.read()), daemon=True)
+        t_err.start()
+        if stdin is not None:
+            def feed() -> None:
                 try:
-                    n = chan.send(view[:32768])
-                except TimeoutError:
-                    continue  # window full; the reader loop watches the link
-                if n <= 0:
-                    return
-                view = view[n:]
-            chan.shutdown_write()
-        except Exception:
-            pass
+                    assert proc.stdin is not None
+                    proc.stdin.write(stdin)
+                    proc.stdin.close()
+                except (OSError, ValueError):
+                    pass
 
-    def _link_alive(self, tr: Any) -> bool:
-        """Does the server still answer? (a keepalive request; any reply counts)"""
-        done = threading.Event()
+            threading.Thread(target=feed, daemon=True).start()
+        timed_out = threading.Event()
+        timer = None
+        if timeout:
+            def expire() -> None:
+                timed_out.set()
+                proc.kill()
 
-        def ping() -> None:
-            try:
-                tr.global_request("keepalive@openssh.com", wait=True)
-            except Exception:
-                pass
-            finally:
-                done.set()
-
-        threading.Thread(target=ping, daemon=True).start()
-        return done.wait(self.target.connect_timeout) and tr.is_active()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
+            timer = threading.Timer(timeout, expire)
+            timer.daemon = True
+            timer.start()
+        out: list[bytes] = []
+        try:
+            reader: Any = p_out  # a BufferedReader: read1 returns what has arrived
+            for chunk in iter(lambda: reader.read1(65536), b""):
+                if on_stdout is not None:
+                    on_stdout(chunk)
+                else:
+                    out.append(chunk)
+            code = proc.wait()
+        except BaseException:  # the caller's write failed, Ctrl-C: stop the command
+            # (its stderr may stay open in the master until the remote side ends: no wait)
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if timed_out.is_set():
+            raise TransientBackendError(self._msg(f"command timed out after {timeout:g}s"))
+        t_err.join(10)
+        e = b"".join(err)
+        if code == 255:  # ssh's own failure, or the command's own exit status 255
+            text = e.decode("utf-8", "replace")
+            if self._master_gone(ctl):
+                raise self._lost_link(ctl, _one_line(text))
+            if _MUX_FAILURE.search(text):  # the master is fine, the host refused a session
+                raise TransientBackendError(self._msg(
+                    f"the host refused another session on the connection: {_one_line(text)}"))
+        return b"".join(out), e, code
 
     def _result(self, cmd_label: str, out: bytes, err: bytes, code: int, check: bool) -> RunResult:
         res = RunResult(
@@ -491,7 +600,8 @@ class Transport:
         timeout: float | None = None,
         check: bool = True,
     ) -> RunResult:
-        """Run ``argv`` and hand its stdout to ``write`` as it arrives (``chester logs -f``)."""
+        """Run ``argv`` and hand its stdout to ``write`` as it arrives (``chester logs -f``).
+        What ``write`` raises (a closed pipe) stops the command and is raised as it is."""
         import codecs
 
         dec = codecs.getincrementaldecoder("utf-8")("replace")
@@ -539,206 +649,41 @@ class Transport:
         out, err, code = self._exec(f"sh -c {shlex.quote(script)}", archive, 600)
         self._result(f"unpacking files under {remote_root}", out, err, code, True)
 
-    # ------------------------------------------------------------------ the user's master
-    def _ssh_common(self) -> list[str]:
-        """``ssh`` with the target's config file, port, key and user."""
-        t = self.target
-        argv = ["ssh"]
-        if t.ssh_config:
-            argv += ["-F", t.ssh_config]
-        if t.port:
-            argv += ["-p", str(t.port)]
-        if t.key_filename:
-            argv += ["-i", t.key_filename]
-        if t.user:
-            argv += ["-l", t.user]
-        return argv
-
-    def user_master(self) -> str | None:
-        """The ControlPath of the user's OpenSSH master for this host when their ssh_config
-        names one and a master answers there (``ssh -O check``); None otherwise. Looked up
-        once per transport (threads share the answer)."""
-        with self._ctl_lock:
-            if not self._user_ctl_checked:
-                self._user_ctl = self._find_user_master()
-                self._user_ctl_checked = True
-            return self._user_ctl
-
-    def _find_user_master(self) -> str | None:
-        if self.target.control_master == "no" or shutil.which("ssh") is None:
-            return None
-        base = self._ssh_common()
-        try:
-            out = subprocess.run([*base, "-G", self._rsync_host()], capture_output=True,
-                                 text=True, timeout=10, stdin=subprocess.DEVNULL).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        path = None
-        for line in out.splitlines():
-            k, _, v = line.partition(" ")
-            if k.lower() == "controlpath" and v.strip() and v.strip().lower() != "none":
-                path = v.strip()
-        self._ctl_configured = path is not None
-        if path is None or not os.path.exists(path):
-            return None
-        try:
-            r = subprocess.run([*base, "-S", path, "-O", "check", self._rsync_host()],
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return path if r.returncode == 0 else None
-
-    def _master_argv(self) -> list[str]:
-        """``ssh`` over the user's master: never a new login (no prompt, no new master)."""
-        path = self.user_master()
-        assert path is not None
-        return [*self._ssh_common(), "-S", path, "-o", "ControlMaster=no",
-                "-o", "BatchMode=yes"]
-
-    def _exec_via_master(self, command: str, stdin: bytes | None, timeout: float | None,
-                         on_stdout: Callable[[bytes], None] | None) -> tuple[bytes, bytes, int]:
-        """:meth:`_exec` through the system ``ssh`` riding the user's master."""
-        argv = [*self._master_argv(), "-T", self._rsync_host(), command]
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None
-                                    else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-        except OSError as exc:
-            raise BackendError(self._msg(f"cannot run ssh: {exc}")) from exc
-        out: list[bytes] = []
-        err: list[bytes] = []
-        p_out, p_err = proc.stdout, proc.stderr
-        assert p_out is not None and p_err is not None
-
-        def read_out() -> None:
-            reader: Any = p_out  # a BufferedReader: read1 returns what has arrived
-            for chunk in iter(lambda: reader.read1(65536), b""):
-                if on_stdout is not None:
-                    on_stdout(chunk)
-                else:
-                    out.append(chunk)
-
-        def read_err() -> None:
-            err.append(p_err.read())
-
-        readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
-        for t in readers:
-            t.start()
-        if stdin is not None:
-            def feed() -> None:
-                try:
-                    assert proc.stdin is not None
-                    proc.stdin.write(stdin)
-                    proc.stdin.close()
-                except (OSError, ValueError):
-                    pass
-
-            threading.Thread(target=feed, daemon=True).start()
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise TransientBackendError(self._msg(f"command timed out after {timeout:g}s")) \
-                from None
-        for t in readers:
-            t.join(10)
-        e = b"".join(err)
-        if code == 255:  # ssh's own failure (the master is gone, or the link)
-            text = e.decode("utf-8", "replace")
-            low = text.lower()
-            with self._ctl_lock:
-                self._user_ctl, self._user_ctl_checked = None, False
-            if "permission denied" in low or "control socket" in low or "mux" in low:
-                raise BackendError(self._msg(
-                    "the OpenSSH master connection is gone and a new login needs you "
-                    f"(log in again, e.g. `ssh -fN {self.target.host}`): {_one_line(text)}"))
-            raise TransientBackendError(self._msg(
-                f"link failed over the OpenSSH master: {_one_line(text) or 'exit 255'}"))
-        return b"".join(out), e, code
-
     # ------------------------------------------------------------------ rsync
-    def _ssh_base(self) -> list[str]:
-        if self.user_master() is not None:  # rsync rides the user's master too
-            return self._master_argv()
-        t = self.target
-        if self._ctl_dir is None:
-            self._ctl_dir = tempfile.mkdtemp(prefix="chssh")
-        argv = self._ssh_common()
-        if self._host_key_opts is None:
-            self._host_key_opts = self._default_host_key_opts(list(argv))
-        argv += self._host_key_opts
-        to = max(1, int(round(t.connect_timeout)))
-        argv += [
-            "-o", "BatchMode=yes",
-            "-o", f"ConnectTimeout={to}",
-            "-o", "ServerAliveInterval=5",
-            "-o", "ServerAliveCountMax=3",
-            "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={self._ctl_dir}/%C",
-            "-o", "ControlPersist=120",
-        ]
-        return argv
-
-    def _default_host_key_opts(self, base: list[str]) -> list[str]:
-        """Like the fabric side (which accepts a new host's key, refuses a changed one):
-        ``StrictHostKeyChecking=accept-new`` unless the user's ssh_config decides."""
-        try:
-            out = subprocess.run([*base, "-G", self._rsync_host()], capture_output=True,
-                                 text=True, timeout=10, stdin=subprocess.DEVNULL).stdout
-        except (OSError, subprocess.SubprocessError):
-            return []
-        for line in out.splitlines():
-            k, _, v = line.partition(" ")
-            if k.lower() == "stricthostkeychecking":
-                return ["-o", "StrictHostKeyChecking=accept-new"] if v.strip() == "ask" else []
-        return []
-
     def ssh_command(self) -> list[str]:
-        """The ``ssh`` argv rsync uses via ``-e``: same port, key, config and timeouts, with a
-        ControlMaster socket so consecutive rsync calls share one connection."""
-        return self._ssh_base()
-
-    def _rsync_host(self) -> str:
-        return self.target.host if ":" not in self.target.host else f"[{self.target.host}]"
-
-    def _master_alive(self) -> bool:
-        if self._ctl_dir is None:
-            return False
-        r = subprocess.run(
-            [*self._ssh_base(), "-O", "check", self._rsync_host()],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            timeout=10, check=False,
-        )
-        return r.returncode == 0
+        """The ``ssh`` argv rsync uses via ``-e``: it rides this transport's connection
+        (opened now when needed), so rsync neither logs in nor checks a host key itself."""
+        return self._client_argv(self.connect())
 
     def _rsync(
         self,
         args: list[str],
         *,
-        stdin: str | None,
+        stdin: bytes | None,
         progress: Callable[[str, int], Any] | None,
         label: str,
+        names: list[str] | None = None,
     ) -> SyncStats:
-        if self.user_master() is None and not self._master_alive():
-            self.connections_opened += 1
-        ssh = shlex.join(self.ssh_command())
+        """One rsync over the connection; ``names`` receives the paths it transferred."""
+        ctl = self.connect()
         io_timeout = max(10, int(self.target.connect_timeout * 3))
         argv = [
-            "rsync", "-e", ssh, f"--timeout={io_timeout}", "--stats",
-            "--out-format=>>> %l %n", *args,
+            "rsync", "-e", shlex.join(self._client_argv(ctl)), f"--timeout={io_timeout}",
+            "--stats", "--out-format=>>> %l %n", *args,
         ]
         self.rsync_invocations += 1
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise BackendError(self._msg(f"cannot run rsync: {exc}")) from exc
         p_out, p_err, p_in = proc.stdout, proc.stderr, proc.stdin
         assert p_out is not None and p_err is not None  # both are pipes
-        err_chunks: list[str] = []
+        err_chunks: list[bytes] = []
         t_err = threading.Thread(target=lambda: err_chunks.append(p_err.read()), daemon=True)
         t_err.start()
         if stdin is not None and p_in is not None:
@@ -746,30 +691,39 @@ class Transport:
                 try:
                     p_in.write(stdin)
                     p_in.close()
-                except Exception:
+                except (OSError, ValueError):
                     pass
 
             threading.Thread(target=feed, daemon=True).start()
         files = 0
         nbytes = 0
         stats_text: list[str] = []
-        for line in p_out:
-            if line.startswith(">>> "):
-                parts = line[4:].rstrip("\n").split(" ", 1)
-                if len(parts) == 2 and not parts[1].endswith("/"):
-                    try:
-                        size = int(parts[0])
-                    except ValueError:
-                        size = 0
-                    files += 1
-                    nbytes += size
-                    if progress is not None:
-                        progress(parts[1], size)
-            else:
-                stats_text.append(line)
-        code = proc.wait()
-        t_err.join(5)
-        err = "".join(err_chunks)
+        try:
+            for raw in p_out:
+                if raw.startswith(b">>> "):
+                    parts = raw[4:].rstrip(b"\n").split(b" ", 1)
+                    if len(parts) == 2 and not parts[1].endswith(b"/"):
+                        try:
+                            size = int(parts[0])
+                        except ValueError:
+                            size = 0
+                        name = rsync_name(parts[1])
+                        files += 1
+                        nbytes += size
+                        if names is not None:
+                            names.append(name)
+                        if progress is not None:
+                            progress(name, size)
+                else:
+                    stats_text.append(raw.decode("utf-8", "replace"))
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            t_err.join(5)
+        err = b"".join(err_chunks).decode("utf-8", "replace")
         text = "".join(stats_text)
         m = re.search(r"Number of regular files transferred:\s*([\d,.]+)", text)
         if m:
@@ -782,17 +736,16 @@ class Transport:
             return stats
         detail = _one_line(err) or f"exit status {code}"
         low = err.lower()
+        if "host key verification failed" in low:  # only when the master had gone meanwhile
+            raise BackendError(self._msg(self._host_key_refusal(err)))
         if "permission denied" in low and ("publickey" in low or "password" in low):
             raise BackendError(self._msg("authentication failed (check the key)"))
-        if "host key verification failed" in low or "remote host identification has changed" in low:
-            raise BackendError(self._msg("host key not accepted (unknown or changed; "
-                                         "check known_hosts)"))
-        if "could not resolve hostname" in low:
-            raise ConnectError(self._msg(f"cannot resolve host name ({detail})"))
-        if "connection refused" in low:
-            raise ConnectError(self._msg("connection refused (is sshd running?)"))
-        if "connection timed out" in low or "operation timed out" in low:
-            raise ConnectError(self._msg(f"connection timed out ({detail})"))
+        if code in _RSYNC_TRANSIENT and self._master_gone(ctl):
+            lost = self._lost_link(ctl, "")
+            if not isinstance(lost, TransientBackendError):  # the user's master: log in again
+                raise lost
+            raise TransientBackendError(self._msg(
+                f"rsync {label} interrupted, the connection dropped (exit {code}): {detail}"))
         if code in _RSYNC_TRANSIENT:
             raise TransientBackendError(self._msg(f"rsync {label} interrupted (exit {code}): {detail}"))
         raise BackendError(self._msg(f"rsync {label} failed (exit {code}): {detail}"))
@@ -822,14 +775,85 @@ class Transport:
         filter_args: Sequence[str] = (),
         files_from: Sequence[str] | None = None,
         progress: Callable[[str, int], Any] | None = None,
+        folders: Sequence[str] | None = None,
     ) -> SyncStats:
         """Copy the remote folder ``src`` (or the listed paths under it) into ``dest``.
-        Incremental, ``--update`` (a newer local file is never overwritten), no delete."""
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        args = ["-rlptz", "--update", *filter_args]
-        stdin = None
+        Incremental, no delete, and a local file is never overwritten when it is newer than
+        the host's (``--update``) or was changed here since a pull brought it, however close
+        the two writes (:mod:`chester.remote.pulled`: ``folders``, relative to ``dest``, each
+        keep that record; by default each entry of ``files_from``, or ``dest`` itself)."""
+        from chester.remote import pulled
+
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        if folders is None:
+            folders = list(files_from) if files_from is not None else [""]
+        keep = pulled.changed_here(dest, folders)
+        args = ["-rlptz", "--update", "--from0"]
+        keep_file = None
+        if keep:  # first: these rules win over every include that follows
+            fd, keep_file = tempfile.mkstemp(prefix="chester-keep-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"".join(pulled.exclude_rule(p) + b"\0" for p in keep))
+            args.append(f"--exclude-from={keep_file}")
+        args += filter_args
+        data = None
         if files_from is not None:
-            args += ["--files-from=-", "--from0"]
-            stdin = "".join(p + "\0" for p in files_from)
+            args.append("--files-from=-")
+            data = b"".join(os.fsencode(p) + b"\0" for p in files_from)
         args += [f"{self._rsync_host()}:{src.rstrip('/')}/", str(dest).rstrip("/") + "/"]
-        return self._rsync(args, stdin=stdin, progress=progress, label="pull")
+        names: list[str] = []
+        try:
+            return self._rsync(args, stdin=data, progress=progress, label="pull", names=names)
+        finally:
+            if keep_file is not None:
+                os.unlink(keep_file)
+            pulled.remember(dest, folders, names)
+
+
+def rsync_name(raw: bytes) -> str:
+    """A path as rsync prints it (``%n``: unprintable bytes as ``\\#ooo``), as the file
+    system names it."""
+    return os.fsdecode(re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), raw))
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _meaningful(text: str) -> str:
+    """OpenSSH's log without its banners (lines of ``@``) and notes on what it disabled."""
+    keep = [ln for ln in text.splitlines()
+            if ln.strip() and not ln.startswith("@") and "is disabled to avoid" not in ln
+            and not ln.startswith("Warning: Permanently added")]
+    return "\n".join(keep)
+
+
+def _host_key_report(text: str, login: str, refused: bool) -> str | None:
+    """One line on a changed or revoked host key from OpenSSH's log (``login``: the ``ssh``
+    command that reaches the host), or None when the log tells of neither."""
+    outcome = ", so nothing was sent" if refused else ""
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        off = re.search(r"Offending (\S+) key in (.+):(\d+)", text)
+        fix = re.search(r'ssh-keygen -f "([^"]+)" -R "([^"]+)"', text)
+        fp = re.search(r"key sent by the remote host is\s*\n\s*(\S+?)\.?\s*$", text, re.M)
+        name = fix.group(2) if fix else "the host"
+        sent = f" ({fp.group(1)})" if fp else ""
+        where = f"the {off.group(1)} key in {off.group(2)}:{off.group(3)}" if off else \
+            "the key in your known-hosts files"
+        remove = (f"`ssh-keygen -f {shlex.quote(fix.group(1))} -R {shlex.quote(fix.group(2))}`"
+                  if fix else "`ssh-keygen -R HOST`")
+        return (f"the host key of {name} has CHANGED{outcome}: the key it sent{sent} is not "
+                f"{where}. Someone may be intercepting the connection, or the host was "
+                f"reinstalled; if you know it was, remove the old key with {remove} and "
+                f"connect once with `{login}` to check and accept the new one")
+    if "REVOKED HOST KEY DETECTED" in text:
+        m = re.search(r"The (\S+) host key for (\S+) is marked as revoked", text)
+        what = f"the {m.group(1)} host key of {m.group(2)}" if m else "the host key"
+        return (f"{what} is marked @revoked in your known-hosts files{outcome}: a stolen key "
+                "may be impersonating the host; ask its administrator for the current key")
+    return None

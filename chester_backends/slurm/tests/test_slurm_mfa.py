@@ -87,7 +87,7 @@ def test_a_launch_rides_the_users_control_master(tmp_path, slurm_local, login_ho
 
 
 def test_without_a_master_the_transport_opens_its_own(tmp_path, login_host):
-    """An ssh_config with a ControlPath but no master up: fabric connects as before."""
+    """An ssh_config with a ControlPath but no master up: the transport logs in itself."""
     from chester.remote.ssh import SSHTarget, Transport
 
     cfg, alias, _key = _mfa_config(tmp_path, login_host)

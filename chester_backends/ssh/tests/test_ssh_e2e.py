@@ -165,13 +165,57 @@ def test_pull_patterns_and_incremental(tmp_path, sshd_hosts):
     assert (run.log_dir / "best.pt").exists() and not (run.log_dir / "last.pt").exists()
     assert (run.log_dir / "curve.png").exists()
     assert res[0].files == 2  # best.pt, curve.png
-    # a newer local file is never overwritten
-    (run.log_dir / "m.txt").write_text("edited locally")
+    # a newer local file is never overwritten, even edited in the same second as the host
+    # wrote it (the worst case for rsync's whole-second --update, made certain here)
+    edit_in_the_same_second(run.log_dir / "m.txt", host_path(sshd_hosts[0], run.remote_dir) /
+                            "m.txt", "edited locally")
     full = sw.pull()
     assert (run.log_dir / "last.pt").exists()
     assert (run.log_dir / "m.txt").read_text() == "edited locally"
     assert sum(r.files for r in full) == 1
     assert sum(r.files for r in sw.pull()) == 0
+
+
+def edit_in_the_same_second(local: Path, remote: Path, text: str) -> None:
+    """Write ``text`` into ``local`` and give it a time later than ``remote``'s, within the
+    same second."""
+    local.write_text(text)
+    r = remote.stat().st_mtime_ns
+    t = r + (10**9 - 1 - r % 10**9) // 2
+    os.utime(local, ns=(t, t))
+    assert t // 10**9 == r // 10**9 and t >= r
+
+
+def test_pull_never_overwrites_a_file_changed_here_since_it_was_pulled(tmp_path, sshd_hosts):
+    """Whatever the clocks' granularity: a file changed here after a pull brought it stays
+    as it is at every later pull, until it is removed here; files not changed here still
+    follow the host's, even rewritten there in the same second."""
+    project, cfg = make_config(tmp_path, sshd_hosts, {"box": (0, {})})
+    odd = "odd *?[x]\\ name é.txt"  # rsync's wildcards, a backslash, UTF-8
+    sw = launch(fn_report, [{"i": 0, "artefacts": ["notes.txt", "metrics.csv", odd]}],
+                backend="box", exp_prefix="same-second", config=cfg,
+                dispatcher=fast_dispatcher())
+    sw.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    run = sw.runs[0]
+    there = host_path(sshd_hosts[0], run.remote_dir)
+    assert (run.log_dir / "notes.txt").read_text() == "notes.txt"
+    for name in ("notes.txt", odd):
+        edit_in_the_same_second(run.log_dir / name, there / name, "mine, edited here")
+    # the host rewrites the files, in the same second as its first write
+    for name in ("notes.txt", "metrics.csv", odd):
+        before = (there / name).stat().st_mtime_ns
+        (there / name).write_text(f"{name} from the host, longer")
+        os.utime(there / name, ns=(before, before))
+    for _ in range(2):
+        got = sw.pull()
+        for name in ("notes.txt", odd):
+            assert (run.log_dir / name).read_text() == "mine, edited here", name
+        assert (run.log_dir / "metrics.csv").read_text() == "metrics.csv from the host, longer"
+    assert sum(r.files for r in got) == 0
+    # removed here: the host's file comes home again
+    (run.log_dir / "notes.txt").unlink()
+    assert sum(r.files for r in sw.pull()) == 1
+    assert (run.log_dir / "notes.txt").read_text() == "notes.txt from the host, longer"
 
 
 def test_code_sync_dry_run_and_no_delete(tmp_path, sshd_hosts):
@@ -216,13 +260,21 @@ def test_logs_follow_and_cancel(tmp_path, sshd_hosts):
 
 def test_errors_are_one_line_naming_backend_and_host(tmp_path, sshd_hosts):
     h = sshd_hosts[0]
+    cfg = tmp_path / "ssh_config"  # not the ~/.ssh of this machine
+    cfg.write_text(f"Host *\n  UserKnownHostsFile {tmp_path}/known_hosts\n"
+                   "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking accept-new\n"
+                   "  IdentitiesOnly yes\n")
+    bad = tmp_path / "ssh_config.typo"
+    bad.write_text("Host *\n  StrictHostKeyCkecking yes\n")
     cases = [
-        (SSHTarget(host="no-such-host.invalid", connect_timeout=3), ConnectError,
-         "cannot resolve"),
-        (SSHTarget(host=h.address, port=2, user="root", connect_timeout=3), ConnectError,
-         "connection refused"),
+        (SSHTarget(host="no-such-host.invalid", ssh_config=str(cfg), connect_timeout=3),
+         ConnectError, "cannot resolve"),
+        (SSHTarget(host=h.address, port=2, user="root", ssh_config=str(cfg), connect_timeout=3),
+         ConnectError, "connection refused"),
         (SSHTarget(host=h.address, user="root", key_filename=sshd_hosts.other_key,
-                   connect_timeout=3), BackendError, "authentication failed"),
+                   ssh_config=str(cfg), connect_timeout=3), BackendError, "authentication failed"),
+        (SSHTarget(host=h.address, ssh_config=str(bad), connect_timeout=3), BackendError,
+         f"bad SSH settings: {bad}: line 2: Bad configuration option: stricthostkeyckecking"),
     ]
     for target, kind, words in cases:
         t0 = time.monotonic()

@@ -116,7 +116,7 @@ def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host, monkeypatch):
         def run(self, argv, **kw):
             if "status" in argv and once(case):
                 if case == "blackhole-status-mid-session":
-                    self.connection()  # the session is up; then the link goes dark
+                    self.connect()  # the connection is up; then the link goes dark
                     host.blackhole()
                     threads.append(_later(5, host.unblackhole))
                 else:

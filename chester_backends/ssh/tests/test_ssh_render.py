@@ -112,15 +112,17 @@ def test_missing_secret_is_a_user_error(tmp_path, monkeypatch):
     assert "NOPE_SECRET" in str(ei.value)
 
 
-def test_ssh_command_carries_the_same_options():
+def test_commands_and_rsync_ride_the_connection_with_the_same_options():
     tr = Transport(SSHTarget(host="box", user="me", port=2200, key_filename="/k",
                              ssh_config="/cfg", connect_timeout=4), backend="b")
-    argv = tr.ssh_command()
+    argv = tr._client_argv("/ctl/m")
     assert argv[:9] == ["ssh", "-F", "/cfg", "-p", "2200", "-i", "/k", "-l", "me"]
     joined = " ".join(argv)
-    for opt in ("BatchMode=yes", "ConnectTimeout=4", "ControlMaster=auto", "ControlPath=",
-                "ServerAliveInterval="):
+    for opt in ("-S /ctl/m", "ControlMaster=no", "BatchMode=yes", "ConnectTimeout=4",
+                "ServerAliveInterval=2", "ClearAllForwardings=yes", "RemoteCommand=none"):
         assert opt in joined
+    # nothing here may weaken the host key check the user's ssh_config asks for
+    assert "StrictHostKeyChecking" not in joined and "KnownHostsFile" not in joined
     tr.close()
 
 

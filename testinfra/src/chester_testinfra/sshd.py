@@ -117,6 +117,24 @@ Host {alias}
 """
 
 
+def new_host_key(path: Path, ca: Path | None = None, principals: str = "") -> Path:
+    """A fresh ed25519 host key at ``path`` (for :meth:`SshHost.serve_host_key`); with the
+    CA private key ``ca``, also a host certificate for ``principals`` (comma-separated host
+    names), ``<path>-cert.pub``. Returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "chester-test-host", "-f",
+         str(path)])
+    if ca is not None:
+        run(["ssh-keygen", "-q", "-s", str(ca), "-I", "chester-test-host", "-h",
+             "-n", principals, "-V", "-5m:+1d", f"{path}.pub"])
+    return path
+
+
+def public_key(key: str | Path) -> str:
+    """``TYPE BASE64`` of a key pair's public half (for known-hosts lines)."""
+    return " ".join(Path(f"{key}.pub").read_text().split()[:2])
+
+
 # -- a host -----------------------------------------------------------------------------
 
 @dataclass(eq=False)
@@ -140,6 +158,7 @@ class SshHost:
     _holder: Daemon | None = field(default=None, repr=False)
     _sshd: Daemon | None = field(default=None, repr=False)
     _veth: str | None = field(default=None, repr=False)
+    _first_host_key: Path | None = field(default=None, repr=False)
 
     # -- use ----------------------------------------------------------------------------
     def ssh_argv(self, *command: str, options: dict[str, str] | None = None) -> list[str]:
@@ -215,6 +234,58 @@ class SshHost:
         """Stop the listener (and the sessions if asked), then start it again."""
         self.kill_sshd(sessions=sessions)
         self.start_sshd()
+
+    # -- host keys ----------------------------------------------------------------------
+    @property
+    def host_key(self) -> Path:
+        """The private host key sshd presents now (its ``.pub`` beside it)."""
+        for line in self._config.read_text().splitlines():
+            if line.startswith("HostKey "):
+                return Path(line.split(None, 1)[1])
+        raise RuntimeError(f"no HostKey in {self._config}")
+
+    def serve_host_key(self, key: str | Path, certificate: str | Path | None = None) -> None:
+        """From now on sshd presents ``key`` (a private host key; with ``certificate``, also
+        that host certificate: ``HostCertificate``) — an impostor, or a reinstalled host.
+        The listener restarts; open sessions stay. :meth:`restore_host_key` undoes it."""
+        lines = [ln for ln in self._config.read_text().splitlines()
+                 if not ln.startswith(("HostKey ", "HostCertificate "))]
+        if self._first_host_key is None:
+            self._first_host_key = self.host_key
+        lines.insert(0, f"HostKey {key}")
+        if certificate is not None:
+            lines.insert(1, f"HostCertificate {certificate}")
+        self._config.write_text("\n".join(lines) + "\n")
+        self.restart_sshd()
+
+    @property
+    def known_name(self) -> str:
+        """The host as known-hosts files name it (``[address]:port`` off port 22)."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+    def strict_config(self, folder: Path, *, alias: str = "strict", policy: str | None = "yes",
+                      known: bool = True) -> Path:
+        """An ssh_config of its own under ``folder`` that reaches this host as ``alias`` and
+        checks its key as a careful user's does: ``StrictHostKeyChecking policy`` (None:
+        OpenSSH's default) against ``folder/known_hosts`` (with the key the host presents now
+        when ``known``), no global known-hosts file. Returns the config's path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        kh = folder / "known_hosts"
+        kh.write_text(f"{self.known_name} {public_key(self.host_key)}\n" if known else "")
+        cfg = folder / "ssh_config"
+        cfg.write_text(
+            f"Host {alias}\n  HostName {self.address}\n  Port {self.port}\n  User {self.user}\n"
+            f"  IdentityFile {self.key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {kh}\n"
+            "  GlobalKnownHostsFile /dev/null\n  ConnectTimeout 10\n"
+            + (f"  StrictHostKeyChecking {policy}\n" if policy else ""))
+        return cfg
+
+    def restore_host_key(self) -> None:
+        """Present the session's own host key again (no-op when it was never changed)."""
+        if self._first_host_key is not None and (
+                self.host_key != self._first_host_key
+                or "HostCertificate " in self._config.read_text()):
+            self.serve_host_key(self._first_host_key)
 
     def blackhole(self) -> None:
         """Drop every packet to the sshd port: connects and open connections hang."""
@@ -348,10 +419,12 @@ class SshHosts:
         return self._h(host).accepted_connections()
 
     def heal(self) -> None:
-        """Undo every fault: unblackhole all hosts and start any sshd that is down."""
+        """Undo every fault: unblackhole all hosts, start any sshd that is down, and give
+        back each host's own host key."""
         for h in self.hosts:
             h.unblackhole()
             h.start_sshd()
+            h.restore_host_key()
 
     def stop(self) -> None:
         for h in self.hosts:

@@ -210,8 +210,8 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     d = prepared.data
     secrets = shell.secret_values(backend) if o.secrets else {}
     tree = Path(d["tree"])
-    files = hosted.submit_files(prepared, tree)
     with transport_for(backend) as tr:
+        files = hosted.stage_while_logging_in(tr, prepared, tree)
         if o.sync:
             codesync.sync(backend, tr, o.remote_dir, extra_dirs=o.extra_sync_dirs,
                           filters=d["filters"])

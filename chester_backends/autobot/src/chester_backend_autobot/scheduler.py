@@ -993,7 +993,21 @@ def tail(root, run_dir, stream, follow):
                 except FileNotFoundError:
                     pass
                 return 0
+            if _reader_gone(out):  # the follower over SSH was stopped: stop too
+                return 0
         time.sleep(0.2)
+
+
+def _reader_gone(out):
+    """True when ``out`` is a pipe or socket whose reader went away."""
+    try:
+        import select
+
+        p = select.poll()
+        p.register(out.fileno(), select.POLLERR | select.POLLHUP)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _stdin_dirs():

@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,8 +50,11 @@ class Executor(Protocol):
     def push_project(self, src: Path, dest: str, filter_args: Sequence[str]) -> Transferred:
         """Sync the project's code to ``dest``."""
 
-    def pull(self, src: str, dest: Path, filter_args: Sequence[str]) -> Transferred:
-        """Bring ``src`` (a folder on the target) into ``dest``; never overwrite newer files."""
+    def pull(self, src: str, dest: Path, filter_args: Sequence[str],
+             folders: Sequence[str] | None = None) -> Transferred:
+        """Bring ``src`` (a folder on the target) into ``dest``; never overwrite a local file
+        that is newer, or that was changed here since a pull brought it (``folders``,
+        relative to ``dest``, keep that record: :mod:`chester.remote.pulled`)."""
 
     def close(self) -> None: ...
 
@@ -112,15 +116,21 @@ class LocalExecutor:
             shutil.copy2(src, tmp)
             os.replace(tmp, dst)
 
-    def _rsync(self, argv: list[str]) -> Transferred:
+    def _rsync(self, argv: list[str], names: list[str] | None = None) -> Transferred:
+        """Run rsync; ``names`` receives the paths it transferred (``--out-format=>>> %n``)."""
+        from chester.remote.ssh import rsync_name
+
         try:
-            p = subprocess.run(argv, capture_output=True, text=True)
+            p = subprocess.run(argv, capture_output=True)
         except OSError as exc:
             raise BackendError(f"{self.backend}: cannot run rsync: {exc}") from exc
+        if names is not None:
+            names += [rsync_name(ln[4:]) for ln in p.stdout.split(b"\n")
+                      if ln.startswith(b">>> ") and not ln.endswith(b"/")]
         if p.returncode not in (0, 24):  # 24: files vanished while copying (a live run)
             raise TransientBackendError(f"{self.backend}: rsync failed ({p.returncode}): "
-                                        f"{p.stderr.strip()[-1000:]}")
-        return _rsync_stats(p.stdout)
+                                        f"{p.stderr.decode('utf-8', 'replace').strip()[-1000:]}")
+        return _rsync_stats(p.stdout.decode("utf-8", "replace"))
 
     def push_project(self, src: Path, dest: str, filter_args: Sequence[str]) -> Transferred:
         if Path(src).resolve() == Path(dest).resolve():
@@ -128,12 +138,30 @@ class LocalExecutor:
         Path(dest).mkdir(parents=True, exist_ok=True)
         return self._rsync(["rsync", "-a", "--stats", *filter_args, f"{src}/", f"{dest}/"])
 
-    def pull(self, src: str, dest: Path, filter_args: Sequence[str]) -> Transferred:
+    def pull(self, src: str, dest: Path, filter_args: Sequence[str],
+             folders: Sequence[str] | None = None) -> Transferred:
         if not Path(src).exists() or Path(src).resolve() == Path(dest).resolve():
             return Transferred()
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        return self._rsync(["rsync", "-a", "--update", "--stats", *filter_args,
-                            f"{src}/", f"{dest}/"])
+        from chester.remote import pulled
+
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        folders = list(folders) if folders is not None else [""]
+        keep = pulled.changed_here(dest, folders)
+        argv = ["rsync", "-a", "--update", "--stats", "--from0", "--out-format=>>> %n"]
+        keep_file = None
+        if keep:  # first: these rules win over every include that follows
+            fd, keep_file = tempfile.mkstemp(prefix="chester-keep-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"".join(pulled.exclude_rule(k) + b"\0" for k in keep))
+            argv.append(f"--exclude-from={keep_file}")
+        names: list[str] = []
+        try:
+            return self._rsync([*argv, *filter_args, f"{src}/", f"{dest}/"], names)
+        finally:
+            if keep_file is not None:
+                os.unlink(keep_file)
+            pulled.remember(dest, folders, names)
 
     def close(self) -> None:
         pass
@@ -164,9 +192,11 @@ class RemoteExecutor:
         s = self.transport.rsync_push(Path(src), dest, filter_args=tuple(filter_args))
         return Transferred(files=getattr(s, "files", 0), bytes=getattr(s, "bytes", 0))
 
-    def pull(self, src: str, dest: Path, filter_args: Sequence[str]) -> Transferred:
+    def pull(self, src: str, dest: Path, filter_args: Sequence[str],
+             folders: Sequence[str] | None = None) -> Transferred:
         Path(dest).mkdir(parents=True, exist_ok=True)
-        s = self.transport.rsync_pull(src, Path(dest), filter_args=tuple(filter_args))
+        s = self.transport.rsync_pull(src, Path(dest), filter_args=tuple(filter_args),
+                                      folders=folders)
         return Transferred(files=getattr(s, "files", 0), bytes=getattr(s, "bytes", 0))
 
     def close(self) -> None:

@@ -684,7 +684,7 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
             rels = [paths.rel_under(h.remote_dir, rroot) or "" for h in hs]
             excludes = (*patterns.exclude, *(BARE_EXCLUDES if patterns.bare else ()))
             got = ex.pull(rroot, Path(lroot),
-                          paths.pull_filter_args(rels, patterns.include, excludes))
+                          paths.pull_filter_args(rels, patterns.include, excludes), rels)
             # rsync counts the whole transfer; it is reported on the first run of the group
             results[hs[0].token] = PullResult(token=hs[0].token, files=got.files, bytes=got.bytes,
                                               complete=paths.arrived(hs[0].local_dir))

@@ -3,15 +3,16 @@
 One backend is one host. Everything a remote backend shares (transport, environment,
 secrets, containers, run files, runtime, progress) is the core's remote layer
 (:mod:`chester.remote`); this module only composes it. Per operation the plugin opens ONE
-:class:`~chester.remote.ssh.Transport` (one fabric connection, plus one ControlMaster
-connection when rsync runs):
+:class:`~chester.remote.ssh.Transport` (one OpenSSH master connection, which the
+commands and rsync ride; the host's key checked as the user's ``ssh`` checks it):
 
 * submit: rsync the code; one round trip that syncs the environment (``uv sync`` /
   ``conda env update``) and checks the host's Python and runtime; one tar stream with every
   run's files (and chester's runtime, when the host does not have it yet); one script that
   starts the runtime's queue runner detached (``setsid``);
 * status / cancel: one ``python RUNTIME target status|cancel -`` call, folders on stdin;
-* pull: one rsync for every finished run (``--files-from``), ``--update``, no delete;
+* pull: one rsync for every finished run (``--files-from``), ``--update``, no delete,
+  never over a file changed here since it was pulled;
 * logs: ``python RUNTIME target tail [-f]`` streamed.
 """
 
@@ -189,10 +190,10 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
     d = prepared.data
     secrets = shell.secret_values(backend) if o.secrets else {}
     tree = Path(d["tree"])
-    files = hosted.submit_files(prepared, tree)
     with transport_for(backend) as tr:
-        # the code sync (rsync, its own connection) runs beside the probe and the upload of
-        # the run files, unless the environment sync needs the code first
+        files = hosted.stage_while_logging_in(tr, prepared, tree)
+        # the code sync (rsync, over the same connection) runs beside the probe and the
+        # upload of the run files, unless the environment sync needs the code first
         code = Background(lambda: sync_code(backend, tr, filters=d["filters"])) \
             if o.sync else None
         try:
