@@ -60,7 +60,7 @@ def test_the_modules_load_from_bytecode_for_this_python(tmp_path):
     sources = {n for n in names if n.endswith(".py") and "/" in n}
     assert sources and {n + "c" for n in sources} <= names
     with zipfile.ZipFile(rt.path) as z:
-        head = z.read("chester/worker.pyc")[:8]
+        head = z.read("chester/target/worker.pyc")[:8]
     assert head == importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")  # hash, unchecked
     r = subprocess.run([py, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                         "import chester.worker, cloudpickle; "

@@ -1,0 +1,26 @@
+"""The only code that runs on targets: the worker, the queue runner, the target tool and the
+run-folder records they share, and what a run's payload unpickles with (``AttrDict``,
+``Command``). It imports the standard library, itself and cloudpickle, nothing else: the
+runtime zip (:mod:`chester.remote.runtime`) carries this package, ``chester/__init__.py``
+and cloudpickle.
+
+``python -m chester.target status|cancel|tail ...`` is the target tool
+(:mod:`chester.target.tool`); its functions are also reachable from here, as they were when
+``chester.target`` was that module (``from chester.target import probe``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: the public names of :mod:`chester.target.tool`, imported on first use
+_TOOL = frozenset({"DISK_FULL_BYTES", "ORPHAN_GRACE_S", "STATUS_FIELDS", "cancel",
+                   "cancel_many", "follow", "main", "probe", "to_status"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TOOL:
+        from chester.target import tool
+
+        return getattr(tool, name)
+    raise AttributeError(f"module 'chester.target' has no attribute {name!r}")
