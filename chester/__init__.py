@@ -128,14 +128,15 @@ class _MovedModuleFinder:
         real = find_spec(new)
         if real is None or real.loader is None:
             return None
-        spec = ModuleSpec(name, _MovedModuleLoader(new, real), origin=real.origin)
+        spec = ModuleSpec(name, _MovedModuleLoader(new, real),  # type: ignore[arg-type]
+                          origin=real.origin)
         spec.has_location = real.has_location
         return spec
 
 
 # one finder, also when this module is executed again (importlib.reload, a test's re-import)
 sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "_chester_moved", False)]
-sys.meta_path.insert(0, _MovedModuleFinder())  # type: ignore[arg-type]
+sys.meta_path.insert(0, _MovedModuleFinder())
 
 
 #: submodules reachable as attributes without importing them first (``chester.logs.configure``)

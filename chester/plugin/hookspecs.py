@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import pluggy
 
-from chester.types import (
+from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     PreparedSweep,

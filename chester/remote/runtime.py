@@ -4,8 +4,8 @@ The runtime is one zip file, ``chester-<digest>.pyz``: the ``chester`` package a
 ``cloudpickle`` it unpickles with, plus a ``__main__.py`` that starts one of the target
 tools::
 
-    python chester-<digest>.pyz worker RUN_DIR [--spec FILE]   # chester.worker
-    python chester-<digest>.pyz runner ...                     # chester.runner
+    python chester-<digest>.pyz worker RUN_DIR [--spec FILE]   # chester.target.worker
+    python chester-<digest>.pyz runner ...                     # chester.target.runner
     python chester-<digest>.pyz target status|cancel|tail ...  # chester.target
 
 Each module also travels compiled for this launcher's Python (``x.pyc`` beside ``x.py``,
@@ -39,7 +39,7 @@ from typing import Any
 
 import attrs
 
-from chester.errors import BackendError
+from chester.plugin.errors import BackendError
 
 MIN_PYTHON = (3, 10)
 #: the folder, under a backend's remote root, that holds runtimes
@@ -52,7 +52,8 @@ import os
 import runpy
 import sys
 
-_TOOLS = {"worker": "chester.worker", "runner": "chester.runner", "target": "chester.target"}
+_TOOLS = {"worker": "chester.target.worker", "runner": "chester.target.runner",
+          "target": "chester.target"}
 
 
 def _main():
@@ -366,8 +367,8 @@ def _probe_code(runtime_remote: str, *, report_runtime: bool) -> str:
         *(["    print('%s runtime=1')" % PROBE] if report_runtime else []),
         "    try:",
         "        sys.path.insert(0, rt)",
-        "        import chester.worker",
-        "        src = os.path.abspath(chester.worker.__file__)",
+        "        import chester.target.worker",
+        "        src = os.path.abspath(chester.target.worker.__file__)",
         "        if not src.startswith(os.path.abspath(rt) + os.sep):",
         "            raise ImportError('chester was imported from %s, not from the runtime'"
         " % src)",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chester import rundir as rd
+from chester.target import rundir as rd
 
 ORPHAN_GRACE_S = 5.0
 
@@ -139,7 +139,7 @@ def _disk_full(run_dir: Path, tail: str | None) -> str | None:
 def to_status(d: dict[str, Any]) -> Any:
     """A :func:`probe` result (possibly read back from JSON on another machine) as a
     :class:`~chester.types.RunStatus`. Shared by the backends that call this module."""
-    from chester.types import RunStatus
+    from chester.plugin.records import RunStatus
 
     return RunStatus(state=d["state"], reason=d.get("reason"), stderr_tail=d.get("stderr_tail"),
                      exit_code=d.get("exit_code"), attempt=d.get("attempt"), host=d.get("host"),

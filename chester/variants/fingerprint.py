@@ -27,7 +27,7 @@ import types
 from collections import OrderedDict
 from typing import Any
 
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 
 _MAX_DEPTH = 100
 
