@@ -27,7 +27,11 @@ from __future__ import annotations
 
 import sys
 from importlib import import_module
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `typing` costs more to import than the rest of this file
+    from typing import Any
+del TYPE_CHECKING
 
 __version__ = "0.3.0"
 
@@ -83,68 +87,61 @@ _MOVED = {
 }
 
 
-class _MovedModuleLoader:
-    """Loads an old name by importing the new one and handing out that very module."""
+def _moved_spec(name: str, new: str) -> Any:
+    """The spec of an old module name: loading it imports the new module and hands out that
+    very object; runpy (``python -m OLD``) gets the new module's code from it."""
+    from importlib.machinery import ModuleSpec
+    from importlib.util import find_spec
 
-    def __init__(self, new: str, real: Any) -> None:
-        self.new, self.real = new, real  # real: the new module's spec
+    try:
+        real = find_spec(new)
+    except ModuleNotFoundError:  # not here (an older chester's flat module may be)
+        return None
+    if real is None or real.loader is None:
+        return None
 
-    def create_module(self, spec: Any) -> Any:
-        module = import_module(self.new)
-        self.spec = module.__spec__
-        return module
+    class Loader:
+        def create_module(self, spec: Any) -> Any:
+            self.module = import_module(new)
+            self.spec = self.module.__spec__
+            return self.module
 
-    def exec_module(self, module: Any) -> None:
-        module.__spec__ = self.spec  # the import system set the old name's spec on it
+        def exec_module(self, module: Any) -> None:
+            module.__spec__ = self.spec  # the import system set the old name's spec on it
 
-    # what runpy (``python -m OLD``) and tracebacks ask a loader
-    def get_code(self, _name: str) -> Any:
-        return self.real.loader.get_code(self.new)
+        def get_code(self, _name: str) -> Any:
+            return real.loader.get_code(new)  # type: ignore[union-attr]
 
-    def get_source(self, _name: str) -> Any:
-        return self.real.loader.get_source(self.new)
+        def get_source(self, _name: str) -> Any:
+            return real.loader.get_source(new)  # type: ignore[union-attr]
 
-    def get_filename(self, _name: str) -> Any:
-        return self.real.origin
+        def is_package(self, _name: str) -> bool:
+            return False
 
-    def is_package(self, _name: str) -> bool:
-        return False
+    spec = ModuleSpec(name, Loader(), origin=real.origin)  # type: ignore[arg-type]
+    spec.has_location = real.has_location
+    return spec
 
 
-class _MovedModuleFinder:
-    """A ``sys.meta_path`` finder for the names in ``_MOVED`` only (one dict lookup for any
-    other import)."""
-
-    _chester_moved = True
-
+class _MovedModules:
+    # a sys.meta_path finder for the old names only: one dict lookup for any other import
     @staticmethod
     def find_spec(name: str, path: Any = None, target: Any = None) -> Any:
         new = _MOVED.get(name)
-        if new is None:
-            return None
-        from importlib.machinery import ModuleSpec
-        from importlib.util import find_spec
-
-        real = find_spec(new)
-        if real is None or real.loader is None:
-            return None
-        spec = ModuleSpec(name, _MovedModuleLoader(new, real),  # type: ignore[arg-type]
-                          origin=real.origin)
-        spec.has_location = real.has_location
-        return spec
+        return None if new is None else _moved_spec(name, new)
 
 
-# one finder, also when this module is executed again (importlib.reload, a test's re-import)
-sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "_chester_moved", False)]
-sys.meta_path.insert(0, _MovedModuleFinder())
+# one finder, also when this file runs again (importlib.reload, a test's fresh import)
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_MovedModules"]
+sys.meta_path.insert(0, _MovedModules())
 
-
-#: submodules reachable as attributes without importing them first (``chester.logs.configure``)
-_SUBMODULES = frozenset({"logs", "config", *(old.rpartition(".")[2] for old in _MOVED)})
+#: submodules reachable as attributes without importing them first (``chester.logs.configure``;
+#: the old names of moved modules, ``chester.sweeps``, as well)
+_SUBMODULES = frozenset({"logs", "config"})
 
 
 def __getattr__(name: str) -> object:
-    if name in _SUBMODULES:
+    if name in _SUBMODULES or f"chester.{name}" in _MOVED:
         return import_module(f"chester.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name]
