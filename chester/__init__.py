@@ -135,6 +135,20 @@ class _MovedModules:
 sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_MovedModules"]
 sys.meta_path.insert(0, _MovedModules())
 
+_zipimport = sys.modules.get("zipimport")  # there whenever this file came from a zip
+if _zipimport is not None and isinstance(__spec__.loader, _zipimport.zipimporter):
+    # The target runtime (chester-<digest>.pyz) holds chester.target only. A run that
+    # imports the rest of chester (a module of an installed package that imports
+    # chester.config at its top) finds it in a chester installed beside, if any: that
+    # package's folder comes after the runtime's.
+    import os
+
+    for _entry in sys.path:
+        _dir = os.path.join(_entry or ".", "chester")
+        if _dir not in __path__ and os.path.isfile(os.path.join(_dir, "__init__.py")):
+            __path__.append(_dir)
+
+
 #: submodules reachable as attributes without importing them first (``chester.logs.configure``;
 #: the old names of moved modules, ``chester.sweeps``, as well)
 _SUBMODULES = frozenset({"logs", "config"})

@@ -286,6 +286,16 @@ class RunStatus:
     pending_reason: str | None = field(default=None, metadata=_doc(
         "why a queued run waits (e.g. the scheduler's reason)", "chester_status", "chester status"))
 
+    @classmethod
+    def from_probe(cls, d: Mapping[str, Any]) -> RunStatus:
+        """A run's state as the target tool reports it (:func:`chester.target.tool.probe`,
+        possibly read back from ``python -m chester.target status`` JSON on another machine).
+        Shared by the backends whose runs that tool looks at."""
+        return cls(state=d["state"], reason=d.get("reason"), stderr_tail=d.get("stderr_tail"),
+                   exit_code=d.get("exit_code"), attempt=d.get("attempt"), host=d.get("host"),
+                   started_at=d.get("started_at"), ended_at=d.get("ended_at"),
+                   pending_reason=d.get("pending_reason"))
+
 
 @frozen(kw_only=True)
 class PullPatterns:

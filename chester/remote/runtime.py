@@ -1,8 +1,9 @@
 """chester's target-side runtime, shipped with every launch: the target needs no chester.
 
-The runtime is one zip file, ``chester-<digest>.pyz``: the ``chester`` package and the
-``cloudpickle`` it unpickles with, plus a ``__main__.py`` that starts one of the target
-tools::
+The runtime is one zip file, ``chester-<digest>.pyz``: chester's target package
+(``chester/target/``, the only code that runs on targets, with ``chester/__init__.py``)
+and the ``cloudpickle`` it unpickles with, plus a ``__main__.py`` that starts one of the
+target tools::
 
     python chester-<digest>.pyz worker RUN_DIR [--spec FILE]   # chester.target.worker
     python chester-<digest>.pyz runner ...                     # chester.target.runner
@@ -121,8 +122,9 @@ def _bytecode(name: str, source: bytes) -> bytes:
 
 
 def _sources() -> list[tuple[str, str]]:
-    """(name in the zip, path on disk) of every module the runtime carries: chester's and
-    the cloudpickle it unpickles with (found, not imported: a command run never loads it)."""
+    """(name in the zip, path on disk) of every module the runtime carries: chester's target
+    package with the package's ``__init__`` (which imports nothing else) and the
+    cloudpickle it unpickles with (found, not imported: a command run never loads it)."""
     import importlib.util
 
     import chester
@@ -130,7 +132,9 @@ def _sources() -> list[tuple[str, str]]:
     spec = importlib.util.find_spec("cloudpickle")
     if spec is None or spec.origin is None:
         raise BackendError("cloudpickle is not installed here: reinstall chester-ml")
-    return (_package_paths(Path(chester.__file__).parent, "chester")
+    root = Path(chester.__file__).parent
+    return ([("chester/__init__.py", str(root / "__init__.py"))]
+            + _package_paths(root / "target", "chester/target")
             + _package_paths(Path(spec.origin).parent, "cloudpickle"))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 #: the public names of :mod:`chester.target.tool`, imported on first use
 _TOOL = frozenset({"DISK_FULL_BYTES", "ORPHAN_GRACE_S", "STATUS_FIELDS", "cancel",
-                   "cancel_many", "follow", "main", "probe", "to_status"})
+                   "cancel_many", "follow", "main", "probe"})
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +23,10 @@ def __getattr__(name: str) -> Any:
         from chester.target import tool
 
         return getattr(tool, name)
+    if name == "to_status":
+        # the old module's helper for backends, now launcher side: asked for on a launcher
+        # only (this package itself never imports it)
+        from chester.plugin.records import RunStatus
+
+        return RunStatus.from_probe
     raise AttributeError(f"module 'chester.target' has no attribute {name!r}")

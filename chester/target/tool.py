@@ -136,17 +136,6 @@ def _disk_full(run_dir: Path, tail: str | None) -> str | None:
     return f"{where}: {said}" if said else where
 
 
-def to_status(d: dict[str, Any]) -> Any:
-    """A :func:`probe` result (possibly read back from JSON on another machine) as a
-    :class:`~chester.types.RunStatus`. Shared by the backends that call this module."""
-    from chester.plugin.records import RunStatus
-
-    return RunStatus(state=d["state"], reason=d.get("reason"), stderr_tail=d.get("stderr_tail"),
-                     exit_code=d.get("exit_code"), attempt=d.get("attempt"), host=d.get("host"),
-                     started_at=d.get("started_at"), ended_at=d.get("ended_at"),
-                     pending_reason=d.get("pending_reason"))
-
-
 def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S) -> bool:
     """Mark the run cancelled and kill its process group (TERM, then KILL)."""
     run_dir = Path(run_dir)

@@ -143,9 +143,9 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
 
 @hookimpl
 def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    from chester.target.tool import probe, to_status
+    from chester.target.tool import probe
 
-    return {h.token: to_status(probe(Path(h.remote_dir))) for h in handles}
+    return {h.token: RunStatus.from_probe(probe(Path(h.remote_dir))) for h in handles}
 
 
 @hookimpl

@@ -245,13 +245,11 @@ def _target_call(backend: BackendConfig, tr: Transport, args: Sequence[str],
 
 @hookimpl
 def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    from chester.target.tool import to_status
-
     if not handles:
         return {}
     with transport_for(backend) as tr:
         data = _target_call(backend, tr, ["status", "-"], stdin=hosted.folders_stdin(handles))
-    return {h.token: to_status(data[h.remote_dir]) for h in handles}
+    return {h.token: RunStatus.from_probe(data[h.remote_dir]) for h in handles}
 
 
 @hookimpl
