@@ -159,8 +159,9 @@ class RunSpec:
     ``local_dir`` already holds ``variant.json`` and ``.chester/`` (payload and run record)
     when ``chester_prepare`` is called, unless ``spec_file`` is set (backends with the
     ``sweep_spec`` capability): then that one local file holds every run's folder of the
-    launch, keyed by ``remote_dir``, and ``python -m chester.worker RUN_DIR --spec FILE``
-    writes the folder on the target when the run starts (:mod:`chester.sweepspec`).
+    launch, keyed by ``remote_dir``, and the worker (``python -m chester.target.worker RUN_DIR
+    --spec FILE``) writes the folder on the target when the run starts
+    (:mod:`chester.target.sweepspec`).
     ``remote_dir`` is where the run folder lives on the target (equal to ``local_dir`` for
     backends without ``remote``).
     """
