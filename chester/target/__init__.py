@@ -1,8 +1,9 @@
 """The only code that runs on targets: the worker, the queue runner, the target tool and the
-run-folder records they share, and what a run's payload unpickles with (``AttrDict``,
-``Command``). It imports the standard library, itself and cloudpickle, nothing else: the
-runtime zip (:mod:`chester.remote.runtime`) carries this package, ``chester/__init__.py``
-and cloudpickle.
+run-folder records they share, what a run's payload unpickles with (``AttrDict``, a
+``Command`` and the Hydra grammar it writes overrides with), and the functions the
+conformance suite launches. It imports the standard library, itself and cloudpickle,
+nothing else: the runtime zip (:mod:`chester.remote.runtime`) carries this package,
+``chester/__init__.py`` and cloudpickle.
 
 ``python -m chester.target status|cancel|tail ...`` is the target tool
 (:mod:`chester.target.tool`); its functions are also reachable from here, as they were when
