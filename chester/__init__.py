@@ -109,31 +109,28 @@ def _moved_spec(name: str, new: str) -> Any:
         def exec_module(self, module: Any) -> None:
             module.__spec__ = self.spec  # the import system set the old name's spec on it
 
-        def get_code(self, _name: str) -> Any:
+        def get_code(self, _name: str) -> Any:  # what runpy runs for `python -m OLD`
             return real.loader.get_code(new)  # type: ignore[union-attr]
-
-        def get_source(self, _name: str) -> Any:
-            return real.loader.get_source(new)  # type: ignore[union-attr]
-
-        def is_package(self, _name: str) -> bool:
-            return False
 
     spec = ModuleSpec(name, Loader(), origin=real.origin)  # type: ignore[arg-type]
     spec.has_location = real.has_location
     return spec
 
 
-class _MovedModules:
-    # a sys.meta_path finder for the old names only: one dict lookup for any other import
-    @staticmethod
-    def find_spec(name: str, path: Any = None, target: Any = None) -> Any:
-        new = _MOVED.get(name)
-        return None if new is None else _moved_spec(name, new)
+def _find_moved(name: str, path: Any = None, target: Any = None) -> Any:
+    """A ``sys.meta_path`` finder's ``find_spec`` for the old names only: one dict lookup
+    for any other import."""
+    new = _MOVED.get(name)
+    return None if new is None else _moved_spec(name, new)
 
 
-# one finder, also when this file runs again (importlib.reload, a test's fresh import)
-sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_MovedModules"]
-sys.meta_path.insert(0, _MovedModules())
+# One finder first on sys.meta_path, also when this file runs again (importlib.reload, a
+# test's fresh import). A finder is any object with find_spec: a SimpleNamespace (the type
+# of sys.implementation) holding the function costs no class to build at every start.
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "chester_moved", False)]
+_namespace: Any = type(sys.implementation)  # types.SimpleNamespace, without importing types
+sys.meta_path.insert(0, _namespace(find_spec=_find_moved, chester_moved=True))
+del _namespace
 
 _zipimport = sys.modules.get("zipimport")  # there whenever this file came from a zip
 if _zipimport is not None and isinstance(__spec__.loader, _zipimport.zipimporter):
