@@ -54,8 +54,8 @@ def main() -> int:
     from chester_testinfra.gpulab import GpuLab, gpu_intervals, make_project, write_nvidia_smi
     from chester_testinfra.sshd import make_keys, start_loopback_host, start_netns_hosts
 
-    from chester.dispatch import Dispatcher
-    from chester.launcher import launch
+    from chester.launcher.launching import launch
+    from chester.plugin.dispatch import Dispatcher
 
     tmp = Path(tempfile.mkdtemp(prefix="chester-autobot-bench-"))
     login = hosts = None

@@ -74,7 +74,7 @@ def bench_local(runs: int, width: int) -> None:
 
     import chester
     from chester.config import load_config
-    from chester.types import State
+    from chester.plugin.records import State
 
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from chester_backend_ec2 import aws, plugin
 
     from chester.config import load_config
-    from chester.dispatch import Dispatcher
-    from chester.launcher import launch
+    from chester.launcher.launching import launch
+    from chester.plugin.dispatch import Dispatcher
 
     tmp = Path(tempfile.mkdtemp(prefix="ec2-bench-"))
     project = tmp / "project"

@@ -144,8 +144,8 @@ CHESTER_SCRIPT = r"""
 import json, sys, time
 from pathlib import Path
 from chester.config import load_config
-from chester.launcher import launch
-from chester.plugins import get_plugin_manager
+from chester.launcher.launching import launch
+from chester.plugin.manager import get_plugin_manager
 
 def trivial(variant, log_dir, exp_name):
     return variant["i"] * 2
@@ -240,7 +240,7 @@ class SubmitTimer:
         self.status_calls = 0
 
     def _wrap(self):
-        from chester.plugins import hookimpl
+        from chester.plugin.manager import hookimpl
 
         timer = self
 
@@ -262,8 +262,8 @@ class SubmitTimer:
 
 
 def dispatcher_with(timer: SubmitTimer):
-    from chester.dispatch import Dispatcher
-    from chester.plugins import build_plugin_manager
+    from chester.plugin.dispatch import Dispatcher
+    from chester.plugin.manager import build_plugin_manager
 
     mgr = build_plugin_manager()
     mgr.register(timer._wrap(), name="bench-timer")
@@ -289,8 +289,8 @@ def main() -> None:
     from chester_testinfra.slurm import SlurmFactory
     from chester_testinfra.sshd import start_loopback_host
 
-    from chester.launcher import launch
-    from chester.types import State
+    from chester.launcher.launching import launch
+    from chester.plugin.records import State
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     work = Path(tempfile.mkdtemp(prefix="chester-slurm-bench-"))

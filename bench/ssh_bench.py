@@ -49,8 +49,8 @@ def main() -> int:
     from chester_testinfra.sshd import start_netns_hosts
 
     from chester.config import load_config
-    from chester.dispatch import Dispatcher
-    from chester.launcher import launch
+    from chester.launcher.launching import launch
+    from chester.plugin.dispatch import Dispatcher
     from chester.remote.ssh import Transport
 
     tmp = Path(tempfile.mkdtemp(prefix="chester-ssh-bench-"))
@@ -103,7 +103,7 @@ def main() -> int:
         baseline = time.perf_counter() - t0
 
         disp = Dispatcher()
-        from chester.plugins import hookimpl
+        from chester.plugin.manager import hookimpl
 
         hook_s: dict[str, float] = {}
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import attrs
 
-from chester.errors import ConfigError, UnknownBackendError
-from chester.types import BackendConfig
+from chester.plugin.errors import ConfigError, UnknownBackendError
+from chester.plugin.records import BackendConfig
 
 CONFIG_ENV = "CHESTER_CONFIG_PATH"
 CONFIG_NAME = "chester.yaml"
@@ -146,7 +146,7 @@ class ChesterConfig:
 
     def backend(self, name: str, manager: Any = None) -> BackendConfig:
         """Validate and return backend ``name``'s configuration."""
-        from chester.plugins import get_plugin_manager, unknown_backend_message
+        from chester.plugin.manager import get_plugin_manager, unknown_backend_message
 
         manager = manager or get_plugin_manager()
         btype, raw, source = self.backend_raw(name)

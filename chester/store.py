@@ -23,8 +23,8 @@ from typing import Any
 
 import attrs
 
-from chester.errors import ChesterError, UserError
-from chester.types import RunHandle, RunStatus, State
+from chester.plugin.errors import ChesterError, UserError
+from chester.plugin.records import RunHandle, RunStatus, State
 
 #: The schema this code writes, kept in the file's ``PRAGMA user_version``. Version 1 is the
 #: first schema (written before stores carried a version: ``user_version`` 0 with tables).

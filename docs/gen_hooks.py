@@ -1,4 +1,4 @@
-"""Write docs/hooks.md from the docstrings of chester.hookspecs (`nox -s docs`)."""
+"""Write docs/hooks.md from the docstrings of chester.plugin.hookspecs (`nox -s docs`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def render() -> str:
-    from chester import hookspecs
+    from chester.plugin import hookspecs
 
     out = ["# Hook reference", "",
-           "Generated from `chester/hookspecs.py` by `docs/gen_hooks.py`; do not edit by hand.",
+           "Generated from `chester/plugin/hookspecs.py` by `docs/gen_hooks.py`; do not edit by hand.",
            "", inspect.getdoc(hookspecs) or "", ""]
     out += ["Network hooks (retried by the dispatcher): "
             + ", ".join(f"`{h}`" for h in sorted(hookspecs.NETWORK_HOOKS)), ""]

@@ -1,4 +1,4 @@
-"""Write docs/records.md from the fields of chester.types (`nox -s docs`)."""
+"""Write docs/records.md from the fields of chester.plugin.records (`nox -s docs`)."""
 
 from __future__ import annotations
 
@@ -31,15 +31,16 @@ def _default(f: object) -> str:
 def render() -> str:
     import attrs
 
-    from chester import types
+    from chester.plugin import records
 
     out = ["# Records reference", "",
-           "Generated from `chester/types.py` by `docs/gen_records.py`; do not edit by hand.",
-           "", inspect.getdoc(types) or "", "",
+           "Generated from `chester/plugin/records.py` by `docs/gen_records.py`; do not edit by "
+           "hand.",
+           "", inspect.getdoc(records) or "", "",
            "Every record is an attrs frozen, keyword-only class. The tables say, for each field,",
            "what it holds, who fills it and who reads it.", ""]
     for name in RECORDS:
-        cls = getattr(types, name)
+        cls = getattr(records, name)
         out += [f"## `{name}`", "", inspect.getdoc(cls) or "", "",
                 "| field | type | default | holds | filled by | read by |",
                 "|---|---|---|---|---|---|"]
@@ -48,9 +49,9 @@ def render() -> str:
             out.append(f"| `{f.name}` | `{_type(f)}` | {_default(f)} | {m.get('doc', '')} | "
                        f"{m.get('filled_by', '')} | {m.get('read_by', '')} |")
         out.append("")
-    out += ["## `State`", "", inspect.getdoc(types.State) or "", "",
-            ", ".join(f"`{s.value}`" for s in types.State)
-            + ". Terminal: " + ", ".join(f"`{s.value}`" for s in types.State if s.terminal)
+    out += ["## `State`", "", inspect.getdoc(records.State) or "", "",
+            ", ".join(f"`{s.value}`" for s in records.State)
+            + ". Terminal: " + ", ".join(f"`{s.value}`" for s in records.State if s.terminal)
             + ".", ""]
     return "\n".join(out).rstrip() + "\n"
 

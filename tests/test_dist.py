@@ -55,6 +55,22 @@ def wheel_venv(wheels, tmp_path_factory):
     return venv, dists
 
 
+def test_the_core_wheel_holds_every_module_of_the_package(wheels):
+    """Every module under chester/ (the subpackages target, variants, plugin, launcher,
+    compat, remote, cli included) is in the chester-ml wheel, and nothing of the tests."""
+    import zipfile
+
+    wheel_dir, _ = wheels
+    (wheel,) = wheel_dir.glob("chester_ml-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "chester").rglob("*.py")}
+    assert sources <= names, sorted(sources - names)
+    for package in ("target", "variants", "plugin", "launcher", "compat", "remote", "cli"):
+        assert f"chester/{package}/__init__.py" in names
+    assert "chester/target/__main__.py" in names and "chester/py.typed" in names
+    assert not any(n.startswith("tests/") for n in names)
+
+
 def test_wheels_install_and_every_plugin_loads(wheel_venv, tmp_path):
     venv, dists = wheel_venv
     chester_exe = venv / "bin" / "chester"

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from chester_testinfra.pythons import other_python
@@ -60,7 +61,7 @@ def test_the_modules_load_from_bytecode_for_this_python(tmp_path):
     sources = {n for n in names if n.endswith(".py") and "/" in n}
     assert sources and {n + "c" for n in sources} <= names
     with zipfile.ZipFile(rt.path) as z:
-        head = z.read("chester/worker.pyc")[:8]
+        head = z.read("chester/target/worker.pyc")[:8]
     assert head == importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")  # hash, unchecked
     r = subprocess.run([py, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                         "import chester.worker, cloudpickle; "
@@ -68,6 +69,77 @@ def test_the_modules_load_from_bytecode_for_this_python(tmp_path):
                         str(rt.path)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert all(line.endswith(".pyc") for line in r.stdout.split()), r.stdout
+
+
+_IMPORT_ALL = """
+import sys
+zip_path, names = sys.argv[1], sys.argv[2:]
+sys.path.insert(0, zip_path)
+before = set(sys.modules)
+import importlib
+for name in names:
+    importlib.import_module(name)
+import sysconfig
+stdlib = tuple(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib"))
+for name in sorted(set(sys.modules) - before):
+    where = getattr(sys.modules[name], "__file__", None)
+    if where is None:  # a built-in or frozen module
+        continue
+    if not where.startswith(zip_path + "/") and not where.startswith(stdlib):
+        print("outside the zip:", name, where)
+"""
+
+
+def test_the_runtime_holds_only_the_target_package_and_it_imports_alone(tmp_path):
+    """The zip carries chester/__init__.py, chester/target/ and cloudpickle (each module with
+    its .pyc) and its __main__.py, nothing else; every module in it imports with a Python
+    that sees only the zip and the standard library (-I -S: no site-packages, no chester
+    installed) and pulls in nothing from elsewhere."""
+    import zipfile
+
+    rt = runtime.build()
+    names = zipfile.ZipFile(rt.path).namelist()
+    outside = [n for n in names if n != "__main__.py" and not n.startswith(
+        ("chester/target/", "cloudpickle/")) and n not in ("chester/__init__.py",
+                                                           "chester/__init__.pyc")]
+    assert outside == []
+    assert {"chester/target/worker.py", "chester/target/runner.py", "chester/target/tool.py",
+            "chester/target/__main__.py", "cloudpickle/__init__.py"} <= set(names)
+    assert all(n.endswith((".py", ".pyc")) for n in names)
+    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names
+                     if n.endswith(".py") and n != "__main__.py")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", _IMPORT_ALL, str(rt.path), *modules],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    for tool in ("worker", "runner", "target"):  # and the tools start from it the same way
+        r = subprocess.run([sys.executable, "-I", "-S", str(rt.path), tool, "--help"],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.startswith("usage:"), (tool, r.stderr)
+
+
+def test_a_run_finds_the_rest_of_chester_where_chester_is_installed(tmp_path):
+    """The runtime's chester.target comes first; what the zip does not hold (the launcher
+    side, a module of the project's packages may import it) comes from a chester installed
+    on the target, and from nowhere where there is none."""
+    import chester
+
+    rt = runtime.build()
+    installed = str(Path(chester.__file__).resolve().parents[1])  # this checkout's chester
+    code = ("import sys; sys.path[:0] = sys.argv[1:]\n"
+            "import chester.target.worker, chester.naming, chester.variants.generator\n"
+            "print(chester.target.worker.__file__); print(chester.naming.__file__)\n"
+            "print(chester.variants.generator.__file__)")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(rt.path), installed],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    worker, naming, generator = r.stdout.split()
+    assert worker.startswith(str(rt.path) + "/")
+    assert naming == str(Path(installed) / "chester" / "variants" / "naming.py")
+    assert generator == str(Path(installed) / "chester" / "variants" / "generator.py")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(rt.path)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "ModuleNotFoundError: No module named 'chester." in r.stderr
 
 
 def test_a_run_from_the_zip_unpickles_with_the_shipped_cloudpickle(tmp_path):

@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     mo.add_argument("--timeout", type=float, default=None, help="give up after N seconds")
     mo.add_argument("--once", action="store_true", help="one pass, then exit")
     # plugins' own subcommands (e.g. `chester ec2 ls`), through the register_commands hook
-    from chester.plugins import get_plugin_manager
+    from chester.plugin.manager import get_plugin_manager
 
     try:
         get_plugin_manager().hook.chester_register_commands(subparsers=sub)
@@ -273,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from chester.errors import BackendError, ChesterError, UserError
     from chester.logs import configure_lazily
+    from chester.plugin.errors import BackendError, ChesterError, UserError
 
     if args.verbose or args.log_json:
         configure_lazily(level="debug" if args.verbose > 1 else "info", json=args.log_json)
@@ -364,7 +364,7 @@ def run() -> None:
 
 
 def _version() -> int:
-    from chester.plugins import get_plugin_manager
+    from chester.plugin.manager import get_plugin_manager
 
     mgr = get_plugin_manager()
     parts = []

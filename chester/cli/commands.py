@@ -11,16 +11,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from chester.cli import emit_json, emit_table
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from chester.plugins import get_plugin_manager
+    from chester.plugin.manager import get_plugin_manager
 
     if args.plugins_command == "new":
         from pathlib import Path
 
-        from chester.scaffold import new_plugin
+        from chester.plugin.scaffold import new_plugin
 
         root = new_plugin(args.name, Path(args.dir))
         print(f"wrote {root}\nnext: pip install -e '{root}[test]' && chester plugins list && "
@@ -76,8 +76,8 @@ def _sweeps(ref: str | None, all_: bool = False) -> list[Any]:
     latest launch's), or launch ``PREFIX@N``; with ``all_``, each launch on its own (of
     ``ref``, or every launch in the store)."""
     from chester.config import get_config
-    from chester.dispatch import Dispatcher
-    from chester.sweeps import Sweep, find_sweep, open_store
+    from chester.launcher.sweeps import Sweep, find_sweep, open_store
+    from chester.plugin.dispatch import Dispatcher
 
     cfg = get_config()
     store = open_store(cfg, create=False)
@@ -132,7 +132,7 @@ def status_table(rows: list[Any], *, several: bool, launches: bool,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from chester.sweeps import id_ranges
+    from chester.launcher.sweeps import id_ranges
 
     sweeps = _sweeps(args.exp_prefix, args.all)
     out_json = []
@@ -181,7 +181,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_sweeps(args: argparse.Namespace) -> int:
     """Every sweep (exp_prefix) of the project: launches, backends, counts by state, age."""
     from chester.config import get_config
-    from chester.sweeps import open_store
+    from chester.launcher.sweeps import open_store
 
     cfg = get_config()
     store = open_store(cfg, create=False)
@@ -218,8 +218,8 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from chester.config import get_config
-    from chester.dispatch import Dispatcher
-    from chester.sweeps import open_store
+    from chester.launcher.sweeps import open_store
+    from chester.plugin.dispatch import Dispatcher
 
     cfg = get_config()
     store = open_store(cfg, create=False)
@@ -350,7 +350,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from chester.monitor import monitor
+    from chester.launcher.monitor import monitor
 
     return monitor(args.exp_prefix, interval=args.interval, bare=args.bare,
                    timeout=args.timeout, once=args.once)
@@ -359,10 +359,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_launch(args: argparse.Namespace) -> int:
     import shlex
 
-    from chester import overrides
-    from chester.command import Command, CommandError
-    from chester.launcher import launch
-    from chester.naming import safe_component
+    from chester.launcher.launching import launch
+    from chester.target.command import Command, CommandError
+    from chester.variants import overrides
+    from chester.variants.naming import safe_component
 
     tokens = list(args.cmd)
     if tokens and tokens[0] == "--":
@@ -409,7 +409,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_relaunch(args: argparse.Namespace) -> int:
-    from chester.launcher import relaunch
+    from chester.launcher.launching import relaunch
 
     sw, names = relaunch(args.exp_prefix, failed=args.failed)
     what = "lost, failed, timed-out or out-of-memory" if args.failed else "lost"

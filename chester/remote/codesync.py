@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from chester.types import BackendConfig
+from chester.plugin.records import BackendConfig
 
 
 def extra_excludes(backend: BackendConfig) -> tuple[str, ...]:
     """Excludes beyond the user's: the log folder inside the project, secrets files."""
     from chester.remote.paths import rel_under
     from chester.remote.shell import secret_files
-    from chester.sync import log_dir_exclude
+    from chester.remote.sync import log_dir_exclude
 
     out = list(log_dir_exclude(backend.project_path, backend.log_dir))
     root = Path(backend.project_path).resolve()
@@ -33,7 +33,7 @@ def extra_excludes(backend: BackendConfig) -> tuple[str, ...]:
 
 def filter_args(backend: BackendConfig) -> list[str]:
     """rsync ``--include``/``--exclude`` arguments for the project's code."""
-    from chester.sync import rsync_filter_args
+    from chester.remote.sync import rsync_filter_args
 
     return rsync_filter_args(backend.rsync_include, backend.rsync_exclude,
                              extra_excludes(backend))
@@ -41,7 +41,7 @@ def filter_args(backend: BackendConfig) -> list[str]:
 
 def select(backend: BackendConfig, root: Path | None = None) -> list[tuple[str, Path]]:
     """The files (``(rel, path)``) of the project that travel, chosen by the same rules."""
-    from chester.sync import select_files
+    from chester.remote.sync import select_files
 
     return list(select_files(root or backend.project_path, backend.rsync_include,
                              backend.rsync_exclude, extra_excludes(backend)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 from chester.remote.options import Container
 
 

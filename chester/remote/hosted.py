@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 from chester.remote import codesync, paths, shell
 
 if TYPE_CHECKING:
+    from chester.plugin.records import BackendConfig, PreparedSweep, RunHandle, RunSpec
     from chester.remote.ssh import SSHTarget, Transport
-    from chester.types import BackendConfig, PreparedSweep, RunHandle, RunSpec
 
 
 def host_target(backend: BackendConfig, who: str) -> SSHTarget:
@@ -173,7 +173,7 @@ def setup_argv(backend: BackendConfig, name: str, argv: Sequence[str]) -> list[s
 
 def run_handle(backend: BackendConfig, r: RunSpec, **extra: str) -> RunHandle:
     """The handle of a run submitted to the backend's host; ``extra`` is kept in it."""
-    from chester.types import RunHandle
+    from chester.plugin.records import RunHandle
 
     return RunHandle(run_id=r.run_id, token=r.token, backend=backend.name,
                      local_dir=str(r.local_dir), remote_dir=r.remote_dir,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from chester import rundir as rd
+from chester.target import rundir as rd
 
 #: run-folder files the launcher writes locally and a submit sends (without a sweep spec)
 RUN_FILES = (rd.VARIANT_JSON, rd.RUN_JSON, rd.PAYLOAD)

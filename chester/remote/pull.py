@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from chester.plugin.records import PullPatterns, PullResult, RunHandle
 from chester.remote import paths
 from chester.remote.progress import Progress
-from chester.types import PullPatterns, PullResult, RunHandle
 
 
 def pull_runs(label: str, transport: Any, handles: Sequence[RunHandle], remote_root: str,

@@ -1,11 +1,12 @@
 """chester's target-side runtime, shipped with every launch: the target needs no chester.
 
-The runtime is one zip file, ``chester-<digest>.pyz``: the ``chester`` package and the
-``cloudpickle`` it unpickles with, plus a ``__main__.py`` that starts one of the target
-tools::
+The runtime is one zip file, ``chester-<digest>.pyz``: chester's target package
+(``chester/target/``, the only code that runs on targets, with ``chester/__init__.py``)
+and the ``cloudpickle`` it unpickles with, plus a ``__main__.py`` that starts one of the
+target tools::
 
-    python chester-<digest>.pyz worker RUN_DIR [--spec FILE]   # chester.worker
-    python chester-<digest>.pyz runner ...                     # chester.runner
+    python chester-<digest>.pyz worker RUN_DIR [--spec FILE]   # chester.target.worker
+    python chester-<digest>.pyz runner ...                     # chester.target.runner
     python chester-<digest>.pyz target status|cancel|tail ...  # chester.target
 
 Each module also travels compiled for this launcher's Python (``x.pyc`` beside ``x.py``,
@@ -39,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from chester.errors import BackendError
+from chester.plugin.errors import BackendError
 
 MIN_PYTHON = (3, 10)
 #: the folder, under a backend's remote root, that holds runtimes
@@ -52,7 +53,8 @@ import os
 import runpy
 import sys
 
-_TOOLS = {"worker": "chester.worker", "runner": "chester.runner", "target": "chester.target"}
+_TOOLS = {"worker": "chester.target.worker", "runner": "chester.target.runner",
+          "target": "chester.target"}
 
 
 def _main():
@@ -120,8 +122,9 @@ def _bytecode(name: str, source: bytes) -> bytes:
 
 
 def _sources() -> list[tuple[str, str]]:
-    """(name in the zip, path on disk) of every module the runtime carries: chester's and
-    the cloudpickle it unpickles with (found, not imported: a command run never loads it)."""
+    """(name in the zip, path on disk) of every module the runtime carries: chester's target
+    package with the package's ``__init__`` (which imports nothing else) and the
+    cloudpickle it unpickles with (found, not imported: a command run never loads it)."""
     import importlib.util
 
     import chester
@@ -129,7 +132,9 @@ def _sources() -> list[tuple[str, str]]:
     spec = importlib.util.find_spec("cloudpickle")
     if spec is None or spec.origin is None:
         raise BackendError("cloudpickle is not installed here: reinstall chester-ml")
-    return (_package_paths(Path(chester.__file__).parent, "chester")
+    root = Path(chester.__file__).parent
+    return ([("chester/__init__.py", str(root / "__init__.py"))]
+            + _package_paths(root / "target", "chester/target")
             + _package_paths(Path(spec.origin).parent, "cloudpickle"))
 
 
@@ -366,8 +371,8 @@ def _probe_code(runtime_remote: str, *, report_runtime: bool) -> str:
         *(["    print('%s runtime=1')" % PROBE] if report_runtime else []),
         "    try:",
         "        sys.path.insert(0, rt)",
-        "        import chester.worker",
-        "        src = os.path.abspath(chester.worker.__file__)",
+        "        import chester.target.worker",
+        "        src = os.path.abspath(chester.target.worker.__file__)",
         "        if not src.startswith(os.path.abspath(rt) + os.sep):",
         "            raise ImportError('chester was imported from %s, not from the runtime'"
         " % src)",

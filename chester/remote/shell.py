@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from chester.errors import UserError
-from chester.types import BackendConfig
+from chester.plugin.errors import UserError
+from chester.plugin.records import BackendConfig
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: where ``uv`` installs itself (its installer's default places)

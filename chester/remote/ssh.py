@@ -50,7 +50,7 @@ from typing import Any
 
 import attrs
 
-from chester.errors import BackendError, ConnectError, TransientBackendError
+from chester.plugin.errors import BackendError, ConnectError, TransientBackendError
 
 
 def _tar_bytes(root: Path, rel_files: Sequence[str]) -> bytes:

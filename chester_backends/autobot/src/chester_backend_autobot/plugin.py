@@ -24,12 +24,9 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from chester.errors import BackendError, UserError
-from chester.plugins import hookimpl
-from chester.remote import codesync, hosted, paths, runtime, shell
-from chester.remote import container as ctr
-from chester.remote.ssh import Transport
-from chester.types import (
+from chester.plugin.errors import BackendError, UserError
+from chester.plugin.manager import hookimpl
+from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     Capabilities,
@@ -40,6 +37,9 @@ from chester.types import (
     RunSpec,
     RunStatus,
 )
+from chester.remote import codesync, hosted, paths, runtime, shell
+from chester.remote import container as ctr
+from chester.remote.ssh import Transport
 from chester_backend_autobot.options import AutobotOptions, node_name
 
 NAME = "autobot"
@@ -244,13 +244,11 @@ def _sched_call(backend: BackendConfig, tr: Transport, args: Sequence[str],
 
 @hookimpl
 def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    from chester.target import to_status
-
     if not handles:
         return {}
     with transport_for(backend) as tr:
         data = _sched_call(backend, tr, ["status"], stdin=hosted.folders_stdin(handles))
-    return {h.token: to_status(data[h.remote_dir]) for h in handles}
+    return {h.token: RunStatus.from_probe(data[h.remote_dir]) for h in handles}
 
 
 @hookimpl

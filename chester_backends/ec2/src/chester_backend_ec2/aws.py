@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from chester.errors import BackendError, ConnectError, TransientBackendError
+from chester.plugin.errors import BackendError, ConnectError, TransientBackendError
 
 _lock = threading.Lock()
 _clients: dict[tuple, Any] = {}

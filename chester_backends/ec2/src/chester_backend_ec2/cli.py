@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from chester.errors import ChesterError, UserError
+from chester.plugin.errors import ChesterError, UserError
 
 LIVE = ["pending", "running", "stopping", "stopped"]
 

@@ -33,12 +33,10 @@ from typing import Any, TextIO
 
 import attrs
 
-from chester.errors import UserError
 from chester.logs import get_logger
-from chester.plugins import hookimpl
-from chester.remote import paths
-from chester.sync import decide
-from chester.types import (
+from chester.plugin.errors import UserError
+from chester.plugin.manager import hookimpl
+from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     Capabilities,
@@ -50,6 +48,8 @@ from chester.types import (
     RunStatus,
     State,
 )
+from chester.remote import paths
+from chester.remote.sync import decide
 from chester_backend_ec2.options import Ec2Options
 from chester_backend_ec2.requeue import Tries
 
@@ -517,7 +517,7 @@ def launch_sequential(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, u
     error at AWS); a lost response is found again by the group tag (see submit)."""
     from botocore.exceptions import ClientError
 
-    from chester.errors import BackendError, TransientBackendError
+    from chester.plugin.errors import BackendError, TransientBackendError
     from chester_backend_ec2 import aws
 
     o: Ec2Options = backend.options
@@ -653,7 +653,7 @@ def launch_fleet(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_d
     (``InstanceId``, ``InstanceType``, ``SubnetId``, ``Placement``, ``InstanceLifecycle``)."""
     from botocore.exceptions import ClientError
 
-    from chester.errors import BackendError, TransientBackendError
+    from chester.plugin.errors import BackendError, TransientBackendError
     from chester_backend_ec2 import aws
 
     o: Ec2Options = backend.options
@@ -1110,7 +1110,7 @@ def _requeue(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence
     exactly once whatever other process polls at the same time. A launch that fails (a
     quota, no capacity) leaves the runs ``requeued`` with the error as pending reason and is
     tried again at the next poll; it never fails the status call."""
-    from chester.errors import ChesterError
+    from chester.plugin.errors import ChesterError
     from chester_backend_ec2 import requeue
 
     now = time.time()
@@ -1270,7 +1270,7 @@ def _wanted(rel: str, rules: list[tuple[str, str]]) -> bool:
 @hookimpl
 def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
                  patterns: PullPatterns) -> list[PullResult]:
-    from chester.rundir import read_json, write_json_atomic
+    from chester.target.rundir import read_json, write_json_atomic
     from chester_backend_ec2 import aws, segments
 
     o: Ec2Options = backend.options

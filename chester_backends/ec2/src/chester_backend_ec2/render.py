@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from chester.sync import log_dir_exclude, select_files
-from chester.types import BackendConfig
+from chester.plugin.records import BackendConfig
+from chester.remote.sync import log_dir_exclude, select_files
 
 USER_DATA_LIMIT = 16 * 1024
 

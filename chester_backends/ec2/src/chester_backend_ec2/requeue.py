@@ -195,7 +195,7 @@ def next_instance(backend: Any, s3: Any, ec2: Any, sweep: str, group: str,
     ``tries``: what ``ctl/attempts/<group>/`` holds (read here when None; a listing a little
     old is fine: the conditional write decides). Raises :class:`chester.errors.ChesterError`
     only when S3 cannot be read or written; a refused launch is the ``failed`` outcome."""
-    from chester.errors import ChesterError
+    from chester.plugin.errors import ChesterError
     from chester_backend_ec2 import aws, render
     from chester_backend_ec2.plugin import (
         _exists,
@@ -264,7 +264,7 @@ def next_instance(backend: Any, s3: Any, ec2: Any, sweep: str, group: str,
 def _outcome(s3: Any, o: Any, key: str, rec: dict) -> None:
     """Record a try's outcome; when S3 refuses, the try reads as stale later and the
     listed instance (or the next try) settles it."""
-    from chester.errors import ChesterError
+    from chester.plugin.errors import ChesterError
     from chester_backend_ec2 import aws
 
     try:

@@ -13,10 +13,8 @@ from typing import TextIO
 
 import attrs
 
-from chester import rundir as rd
-from chester.plugins import hookimpl
-from chester.remote.options import ContainerOptions
-from chester.types import (
+from chester.plugin.manager import hookimpl
+from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     Capabilities,
@@ -27,6 +25,8 @@ from chester.types import (
     RunSpec,
     RunStatus,
 )
+from chester.remote.options import ContainerOptions
+from chester.target import rundir as rd
 
 NAME = "local"
 
@@ -84,7 +84,7 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     queue_file = queue_dir / f"{runs[0].token}.txt"
     c = ctr.resolve(o, backend=f"local backend {backend.name!r}")
     if c is None and python == sys.executable:
-        runner = [sys.executable, "-m", "chester.runner"]
+        runner = [sys.executable, "-m", "chester.target.runner"]
     else:
         # another Python (a container's, another environment's) may not have chester:
         # the queue and each worker run from chester's runtime
@@ -143,14 +143,14 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
 
 @hookimpl
 def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    from chester.target import probe, to_status
+    from chester.target.tool import probe
 
-    return {h.token: to_status(probe(Path(h.remote_dir))) for h in handles}
+    return {h.token: RunStatus.from_probe(probe(Path(h.remote_dir))) for h in handles}
 
 
 @hookimpl
 def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
-    from chester.target import cancel_many
+    from chester.target.tool import cancel_many
 
     res = cancel_many([Path(h.remote_dir) for h in handles])
     return {h.token: res[str(Path(h.remote_dir))] for h in handles}
@@ -168,7 +168,7 @@ def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Pat
 @hookimpl
 def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
                  out: TextIO) -> bool:
-    from chester.target import follow as follow_output
+    from chester.target.tool import follow as follow_output
 
     follow_output(Path(handle.remote_dir), stream, out, follow=follow)
     return True

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from chester.errors import BackendError, ConnectError, TransientBackendError, UserError
+from chester.plugin.errors import BackendError, ConnectError, TransientBackendError, UserError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 from chester.remote.options import ContainerOptions, EnvOptions, SecretsOptions, str_tuple
 
 #: How a GPU count becomes an ``#SBATCH`` line.

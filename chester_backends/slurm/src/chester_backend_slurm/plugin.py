@@ -22,12 +22,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-from chester import rundir as rd
-from chester.errors import BackendError, TransientBackendError, UserError
 from chester.logs import get_logger
-from chester.plugins import hookimpl, lazy_module
-from chester.remote import paths, runtime, shell
-from chester.types import (
+from chester.plugin.errors import BackendError, TransientBackendError, UserError
+from chester.plugin.manager import hookimpl, lazy_module
+from chester.plugin.records import (
     BARE_EXCLUDES,
     BackendConfig,
     BackendSpec,
@@ -40,6 +38,8 @@ from chester.types import (
     RunStatus,
     State,
 )
+from chester.remote import paths, runtime, shell
+from chester.target import rundir as rd
 from chester_backend_slurm.options import SlurmOptions, resources_for
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 def _variant_gpus(run: RunSpec) -> Any:
     if run.spec_file:
-        from chester import sweepspec
+        from chester.target import sweepspec
 
         v = json.loads(sweepspec.read_entry(run.spec_file, run.remote_dir)[1])
     else:

@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from chester.errors import UserError
-from chester.plugins import hookimpl
-from chester.types import (
+from chester.plugin.errors import UserError
+from chester.plugin.manager import hookimpl
+from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     PreparedSweep,

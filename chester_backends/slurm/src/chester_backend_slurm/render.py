@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 from chester_backend_slurm.options import GPU_DIRECTIVES, RESOURCE_KEYS, SlurmOptions
 
 _SBATCH_VALUE = re.compile(r"[^\x00-\x1f\x7f]+\Z")
@@ -152,7 +152,7 @@ def worker_command(options: SlurmOptions, res: Mapping[str, Any], project_dir: s
     from chester.remote import container as ctr
 
     argv = [options.python, runtime_path, "worker"] if runtime_path else \
-        [options.python, "-m", "chester.worker"]
+        [options.python, "-m", "chester.target.worker"]
     c = ctr.resolve(options, res, backend="slurm")
     argv = ctr.wrap(argv, c, binds=[project_dir, stage_root], gpus=bool(_gpus(res)))
     return shlex.join(argv) + ' "$RUN_DIR"' + (f" --spec {q(spec_file)}" if spec_file else "")

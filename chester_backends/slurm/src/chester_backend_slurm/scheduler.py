@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from chester.types import RunStatus, State
+from chester.plugin.records import RunStatus, State
 
 q = shlex.quote
 SACCT_FIELDS = "JobID,State,ExitCode,Reason,Start,End,NodeList"

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from chester.config import load_config
-from chester.plugins import build_plugin_manager
-from chester.types import RunSpec
+from chester.plugin.manager import build_plugin_manager
+from chester.plugin.records import RunSpec
 from chester_backend_slurm.plugin import chester_prepare
 
 __all__ = ["check_registered_with_defaults", "check_seed_keys_override"]

@@ -23,12 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from chester.errors import BackendError
-from chester.plugins import hookimpl
-from chester.remote import codesync, hosted, paths, runtime, shell
-from chester.remote import container as ctr
-from chester.remote.ssh import Background, Transport
-from chester.types import (
+from chester.plugin.errors import BackendError
+from chester.plugin.manager import hookimpl
+from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     Capabilities,
@@ -39,6 +36,9 @@ from chester.types import (
     RunSpec,
     RunStatus,
 )
+from chester.remote import codesync, hosted, paths, runtime, shell
+from chester.remote import container as ctr
+from chester.remote.ssh import Background, Transport
 from chester_backend_ssh.options import SSHOptions
 
 NAME = "ssh"
@@ -245,13 +245,11 @@ def _target_call(backend: BackendConfig, tr: Transport, args: Sequence[str],
 
 @hookimpl
 def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    from chester.target import to_status
-
     if not handles:
         return {}
     with transport_for(backend) as tr:
         data = _target_call(backend, tr, ["status", "-"], stdin=hosted.folders_stdin(handles))
-    return {h.token: to_status(data[h.remote_dir]) for h in handles}
+    return {h.token: RunStatus.from_probe(data[h.remote_dir]) for h in handles}
 
 
 @hookimpl

@@ -96,8 +96,8 @@ class ChesterLauncher(Launcher):
                initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.hydra_config import HydraConfig
 
-        from chester.launcher import launch
-        from chester.naming import safe_component
+        from chester.launcher.launching import launch
+        from chester.variants.naming import safe_component
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None

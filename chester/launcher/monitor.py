@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 
 from chester.config import get_config
-from chester.dispatch import Dispatcher
-from chester.errors import WaitTimeout
+from chester.launcher.sweeps import Sweep, find_sweep, open_store
+from chester.plugin.dispatch import Dispatcher
+from chester.plugin.errors import WaitTimeout
+from chester.plugin.records import State
 from chester.store import SweepRow
-from chester.sweeps import Sweep, find_sweep, open_store
-from chester.types import State
 
 
 def _open_sweeps(ref: str | None) -> list[Sweep]:

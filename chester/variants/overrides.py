@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from chester.errors import UserError
-from chester.hydra_grammar import HYDRA_KEY, hydra_value, token_value, typed_token
+from chester.plugin.errors import UserError
+from chester.target.hydra_grammar import HYDRA_KEY, hydra_value, token_value, typed_token
 
 #: values read without hydra-core: elements of these characters, separated by commas
 _SIMPLE = re.compile(r"(?:[A-Za-z0-9_.+\-/]+(?:,[A-Za-z0-9_.+\-/]+)*)?")

@@ -8,11 +8,11 @@ from typing import Any
 
 import attrs
 
-from chester import retry
-from chester.errors import HookNotImplementedError
-from chester.hookspecs import LIFECYCLE_HOOKS, NETWORK_HOOKS
-from chester.plugins import ChesterPluginManager, get_plugin_manager
-from chester.types import BackendConfig
+from chester.plugin import retry
+from chester.plugin.errors import HookNotImplementedError
+from chester.plugin.hookspecs import LIFECYCLE_HOOKS, NETWORK_HOOKS
+from chester.plugin.manager import ChesterPluginManager, get_plugin_manager
+from chester.plugin.records import BackendConfig
 
 
 @attrs.define

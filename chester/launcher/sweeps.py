@@ -16,11 +16,10 @@ from typing import Any
 import attrs
 
 from chester.config import ChesterConfig, get_config
-from chester.dispatch import Dispatcher
-from chester.errors import UserError
 from chester.logs import get_logger
-from chester.store import RunRow, Store, SweepRow
-from chester.types import (
+from chester.plugin.dispatch import Dispatcher
+from chester.plugin.errors import UserError
+from chester.plugin.records import (
     BARE_EXCLUDES,
     BackendConfig,
     PullPatterns,
@@ -29,6 +28,7 @@ from chester.types import (
     RunStatus,
     State,
 )
+from chester.store import RunRow, Store, SweepRow
 
 log = get_logger()
 
@@ -249,7 +249,7 @@ class Sweep:
         ``poll_interval`` option when it has one, else the backend type's usual interval (for
         runs on several backends, the shortest of theirs).
         """
-        from chester.errors import TransientBackendError, WaitTimeout
+        from chester.plugin.errors import TransientBackendError, WaitTimeout
 
         names = {r.backend for r in self.rows()} or {self.row.backend}
         interval = poll_interval if poll_interval is not None else self._poll_interval(names)

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import pluggy
 
-from chester.types import (
+from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     PreparedSweep,
@@ -54,11 +54,11 @@ class ChesterSpecs:
 
         Arguments: none.
 
-        Returns: a sequence of :class:`~chester.types.BackendSpec`. Collector hook: every
+        Returns: a sequence of :class:`~chester.plugin.records.BackendSpec`. Collector hook: every
         plugin answers and the results are merged.
 
         Errors: two plugins claiming one name make every use of that name fail with
-        :class:`~chester.errors.PluginConflictError` naming both distributions.
+        :class:`~chester.plugin.errors.PluginConflictError` naming both distributions.
 
         Retried: no (local).
         """
@@ -80,9 +80,9 @@ class ChesterSpecs:
         local folder for scripts and manifests, removed once ``chester_submit`` returns or
         fails (a dry run keeps it).
 
-        Returns: a :class:`~chester.types.PreparedSweep`.
+        Returns: a :class:`~chester.plugin.records.PreparedSweep`.
 
-        Errors: :class:`~chester.errors.UserError` for bad options or resources.
+        Errors: :class:`~chester.plugin.errors.UserError` for bad options or resources.
 
         Retried: never (it must have no side effects outside ``staging_dir``).
         """
@@ -96,16 +96,16 @@ class ChesterSpecs:
 
         Arguments: ``backend``; ``prepared``, the value ``chester_prepare`` returned.
 
-        Returns: one :class:`~chester.types.RunHandle` per run, in the order of
+        Returns: one :class:`~chester.plugin.records.RunHandle` per run, in the order of
         ``prepared.runs``, carrying the run's ``run_id``, ``token``, ``local_dir`` and
         ``remote_dir``; ``remote_id`` is the target's own id for the run when it has one (a
         SLURM ``job_task`` id, an instance id) and ``host`` where it went; ``extra`` holds
         what the backend's later hooks need. A backend may submit the whole sweep in one
         call (job arrays, one SSH session).
 
-        Errors: :class:`~chester.errors.ConnectError` when nothing reached the target;
-        :class:`~chester.errors.TransientBackendError` when the outcome is unknown;
-        :class:`~chester.errors.BackendError` for permanent failures.
+        Errors: :class:`~chester.plugin.errors.ConnectError` when nothing reached the target;
+        :class:`~chester.plugin.errors.TransientBackendError` when the outcome is unknown;
+        :class:`~chester.plugin.errors.BackendError` for permanent failures.
 
         Retried: on ``ConnectError`` always; on other transient errors only when the
         backend's capabilities say ``idempotent_submit`` — the backend must then check each
@@ -124,7 +124,7 @@ class ChesterSpecs:
         Arguments: ``backend``; ``handles``, the runs to look at.
 
         Returns: a mapping from each handle's ``token`` to a
-        :class:`~chester.types.RunStatus`. Must make one round trip / one scheduler query for
+        :class:`~chester.plugin.records.RunStatus`. Must make one round trip / one scheduler query for
         all handles, not one per run. A run that finished successfully is ``succeeded``
         only when its worker wrote its success record. A run that ended otherwise carries a
         ``reason`` and, when it had output, ``stderr_tail`` (the last lines of its stderr); a
@@ -153,7 +153,7 @@ class ChesterSpecs:
         Arguments: ``backend``; ``handles``; ``dest``, the local project root (each run lands
         in its own ``local_dir``); ``patterns``, include/exclude rules.
 
-        Returns: one :class:`~chester.types.PullResult` per handle, ``complete`` only when
+        Returns: one :class:`~chester.plugin.records.PullResult` per handle, ``complete`` only when
         every file of the run is home (the core marks a run pulled only then, and pulls the
         others again later; a handle with no result counts as not arrived). Must be
         idempotent and incremental (a second pull transfers nothing new) and must never

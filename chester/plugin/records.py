@@ -159,8 +159,9 @@ class RunSpec:
     ``local_dir`` already holds ``variant.json`` and ``.chester/`` (payload and run record)
     when ``chester_prepare`` is called, unless ``spec_file`` is set (backends with the
     ``sweep_spec`` capability): then that one local file holds every run's folder of the
-    launch, keyed by ``remote_dir``, and ``python -m chester.worker RUN_DIR --spec FILE``
-    writes the folder on the target when the run starts (:mod:`chester.sweepspec`).
+    launch, keyed by ``remote_dir``, and the worker (``python -m chester.target.worker RUN_DIR
+    --spec FILE``) writes the folder on the target when the run starts
+    (:mod:`chester.target.sweepspec`).
     ``remote_dir`` is where the run folder lives on the target (equal to ``local_dir`` for
     backends without ``remote``).
     """
@@ -285,6 +286,16 @@ class RunStatus:
         "epoch seconds the worker ended", "chester_status", "the store"))
     pending_reason: str | None = field(default=None, metadata=_doc(
         "why a queued run waits (e.g. the scheduler's reason)", "chester_status", "chester status"))
+
+    @classmethod
+    def from_probe(cls, d: Mapping[str, Any]) -> RunStatus:
+        """A run's state as the target tool reports it (:func:`chester.target.tool.probe`,
+        possibly read back from ``python -m chester.target status`` JSON on another machine).
+        Shared by the backends whose runs that tool looks at."""
+        return cls(state=d["state"], reason=d.get("reason"), stderr_tail=d.get("stderr_tail"),
+                   exit_code=d.get("exit_code"), attempt=d.get("attempt"), host=d.get("host"),
+                   started_at=d.get("started_at"), ended_at=d.get("ended_at"),
+                   pending_reason=d.get("pending_reason"))
 
 
 @frozen(kw_only=True)

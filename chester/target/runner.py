@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from chester import rundir as rd
+from chester.target import rundir as rd
 
 POLL_S = 0.01
 #: ``python -m chester.worker RUN_DIR`` without runpy's start-up cost.
-WORKER_CODE = "import sys; from chester.worker import main; sys.exit(main())"
+WORKER_CODE = "import sys; from chester.target.worker import main; sys.exit(main())"
 
 
 def default_slots_dir() -> Path:

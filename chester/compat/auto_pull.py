@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chester.monitor import monitor
+from chester.launcher.monitor import monitor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bare", action="store_true")
     p.add_argument("--once", action="store_true")
     a = p.parse_args(argv)
-    from chester.errors import ChesterError
+    from chester.plugin.errors import ChesterError
 
     try:
         return monitor(a.exp_prefix, interval=a.poll_interval, bare=a.bare, once=a.once)

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from chester import rundir as rd
+from chester.target import rundir as rd
 
 EXIT_FAILED = 1
 EXIT_TERMINATED = 143
@@ -219,7 +219,7 @@ def run(run_dir: str) -> int:
             record.update(state="failed", reason=f"SystemExit({exc.code!r})")
         exit_code = code
     except BaseException as exc:  # the run's own failure: record it, keep the traceback
-        command = sys.modules.get("chester.command")
+        command = sys.modules.get("chester.target.command")
         if command is not None and isinstance(exc, command.CommandFailed):
             # a command run: its own stderr is the story, not a traceback of the worker
             code = exc.returncode
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     if spec is not None:
-        from chester import sweepspec
+        from chester.target import sweepspec
 
         for tries_left in (2, 1, 0):
             try:
@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # `chester.preempted()`/`chester.requeue()` in the run are this module's (run as a
-    # script, it would otherwise be imported a second time with its own flag and class)
-    sys.modules.setdefault("chester.worker", sys.modules[__name__])
+    # script, it would otherwise be imported a second time with its own flag and class),
+    # under its name and the one it had before (chester.worker)
+    for _name in ("chester.target.worker", "chester.worker"):
+        sys.modules.setdefault(_name, sys.modules[__name__])
     sys.exit(main())

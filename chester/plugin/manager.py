@@ -14,10 +14,10 @@ from typing import Any
 import attrs
 import pluggy
 
-from chester.errors import PluginConflictError, UnknownBackendError
-from chester.hookspecs import PROJECT, ChesterSpecs
 from chester.logs import get_logger
-from chester.types import BackendSpec
+from chester.plugin.errors import PluginConflictError, UnknownBackendError
+from chester.plugin.hookspecs import PROJECT, ChesterSpecs
+from chester.plugin.records import BackendSpec
 
 #: The one public marker for hook implementations.
 hookimpl = pluggy.HookimplMarker(PROJECT)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -94,7 +94,7 @@ def _label(value: Any) -> str:
     text = str(value)
     if not _ADDRESS.search(text):
         return text
-    from chester.fingerprint import UnstableValue, hexdigest
+    from chester.variants.fingerprint import UnstableValue, hexdigest
 
     try:
         return f"{type(value).__name__}-{hexdigest(value)[:8]}"

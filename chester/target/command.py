@@ -40,7 +40,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from chester.hydra_grammar import HYDRA_KEY, KEY_PART, GrammarError, hydra_value
+from chester.target.hydra_grammar import HYDRA_KEY, KEY_PART, GrammarError, hydra_value
 
 STYLES = ("argparse", "hydra", "template")
 #: Variant keys the earlier chester used as markers; never arguments.

@@ -15,17 +15,23 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chester import rundir as rd
-from chester.attrdict import AttrDict
 from chester.config import ChesterConfig, get_config
-from chester.dispatch import Dispatcher
-from chester.errors import UserError
+from chester.launcher.sweeps import Sweep
 from chester.logs import get_logger
-from chester.naming import auto_suffix, check_name, check_path, remote_mapper, safe_component
+from chester.plugin.dispatch import Dispatcher
+from chester.plugin.errors import UserError
+from chester.plugin.records import RunSpec, RunStatus, State
 from chester.store import RunRow, Store
-from chester.sweeps import Sweep
-from chester.types import RunSpec, RunStatus, State
+from chester.target import rundir as rd
+from chester.target.attrdict import AttrDict
 from chester.variants import VariantGenerator, expand
+from chester.variants.naming import (
+    auto_suffix,
+    check_name,
+    check_path,
+    remote_mapper,
+    safe_component,
+)
 
 log = get_logger()
 
@@ -65,7 +71,7 @@ _SCALARS = (str, int, float, bool, type(None), bytes)
 
 
 def _value_key(value: Any) -> Any:
-    from chester.fingerprint import UnstableValue, digest
+    from chester.variants.fingerprint import UnstableValue, digest
 
     if type(value) in _SCALARS:
         return (type(value), repr(value))
@@ -80,7 +86,7 @@ def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict
     """What makes a launch "the same sweep again": prefix, backend, folder, names and
     variants. Stable for any picklable value across processes (:mod:`chester.fingerprint`);
     raises :class:`~chester.fingerprint.UnstableValue` for a value pickle could not store."""
-    from chester.fingerprint import digest
+    from chester.variants.fingerprint import digest
 
     h = hashlib.sha256(b"chester-fingerprint-2\0")
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
@@ -141,7 +147,7 @@ def _pickle_variant(variant: AttrDict) -> bytes:
 def _pickle_fn(fn: Callable) -> bytes:
     """The run's callable: a command (plain pickle: its class is chester's) or a function
     (cloudpickle, imported only then)."""
-    from chester.command import Command
+    from chester.target.command import Command
 
     if type(fn) is Command:
         return pickle.dumps(fn, protocol=pickle.DEFAULT_PROTOCOL)
@@ -243,7 +249,7 @@ def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Cal
                      attempt: int | None = None) -> int:
     """The same files as :func:`write_run_folders`, for every run, in one sweep spec
     (:mod:`chester.sweepspec`) keyed by each run's folder on the target. Returns its size."""
-    from chester import sweepspec
+    from chester.target import sweepspec
 
     files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
     return sweepspec.write(path, _pickle_fn(fn),
@@ -361,7 +367,7 @@ def launch(
     after an error): a launch's objects live until it returns, and scanning them is time
     spent for nothing.
     """
-    from chester.command import Command, CommandError
+    from chester.target.command import Command, CommandError
 
     # every argument is checked before anything is written: a bad one leaves nothing behind
     if isinstance(fn, (str, list, tuple)):
@@ -569,7 +575,7 @@ def _record_submit_failure(store: Store, rows: Sequence[RunRow], exc: BaseExcept
     ``ConnectError``: those runs are submitted again by the next launch like new ones; for
     others the next launch resubmits only when the backend checks tokens, and otherwise
     reports them ``lost`` with this reason."""
-    from chester.errors import ConnectError
+    from chester.plugin.errors import ConnectError
 
     what = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
         f"{type(exc).__name__}: {exc}"
@@ -612,7 +618,7 @@ def relaunch(exp_prefix: str | None = None, *, failed: bool = False,
     ``sweep_spec`` capability writes it there); otherwise run the launch script again with
     ``resume="retry"`` (or ``"retry-failed"``). Returns the sweep and the names submitted.
     """
-    from chester.sweeps import sweep as reattach
+    from chester.launcher.sweeps import sweep as reattach
 
     cfg = config or get_config()
     dispatcher = dispatcher or Dispatcher()

@@ -2,7 +2,7 @@
 
 ::
 
-    from chester.run_exp import run_experiment_lite, VariantGenerator
+    from chester.compat.run_exp import run_experiment_lite, VariantGenerator
 
     vg = VariantGenerator()
     vg.add("lr", [0.1, 0.01])
@@ -88,7 +88,7 @@ def flush() -> Any:
     batch, _pending = _pending, None
     if batch is None or not batch.variants:
         return None
-    from chester.launcher import launch
+    from chester.launcher.launching import launch
 
     s = batch.settings
     names = ([n or f"run-{i}" for i, n in enumerate(batch.names)]
@@ -136,7 +136,7 @@ def _spawn_auto_pull(exp_prefix: str, interval: float) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{exp_prefix}.log", "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chester.auto_pull", "--exp-prefix", exp_prefix,
+            [sys.executable, "-m", "chester.compat.auto_pull", "--exp-prefix", exp_prefix,
              "--poll-interval", str(interval)], stdin=subprocess.DEVNULL, stdout=out,
             stderr=out, start_new_session=True, cwd=str(cfg.project_path))
     _monitors[exp_prefix] = proc
@@ -150,7 +150,7 @@ def _flush_at_exit() -> None:
     """Submit what is still collected as the script ends; a failure exits with status 1."""
     if _pending is None or not _pending.variants:
         return
-    from chester.errors import ChesterError
+    from chester.plugin.errors import ChesterError
 
     try:
         flush()
@@ -280,7 +280,7 @@ def run_experiment_lite(
         return result
     target: Callable
     if script is not None:
-        from chester.command import Command, CommandError
+        from chester.target.command import Command, CommandError
 
         try:
             target = Command(shlex.split(python_command) + shlex.split(script),
@@ -359,9 +359,9 @@ def _run_in_process(fn: Callable | None, script: str | None, variant: dict | Non
     """
     from pathlib import Path
 
-    from chester.command import Command, CommandError
     from chester.config import get_config
-    from chester.naming import auto_suffix, safe_component
+    from chester.target.command import Command, CommandError
+    from chester.variants.naming import auto_suffix, safe_component
 
     if fn is None:
         raise TypeError("run_experiment_lite: launch_with_subprocess=False calls "

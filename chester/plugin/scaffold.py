@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from chester import __version__
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -95,8 +95,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from chester.plugins import hookimpl
-from chester.types import (
+from chester.plugin.manager import hookimpl
+from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     Capabilities,
@@ -175,7 +175,7 @@ TEST = '''\
 
 import pytest
 
-from chester.testing import BackendConformance, ConformanceEnv
+from chester.plugin.testing import BackendConformance, ConformanceEnv
 
 
 class Test{cls}(BackendConformance):

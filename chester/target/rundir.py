@@ -193,4 +193,5 @@ def tool_argv(python: str, tool: str) -> list[str]:
     """The argv that starts one of chester's target tools (``worker``, ``runner``,
     ``target``) with ``python``: from the runtime zip this process runs from, if any."""
     rt = runtime_archive()
-    return [python, rt, tool] if rt else [python, "-m", f"chester.{tool}"]
+    module = "chester.target" if tool == "target" else f"chester.target.{tool}"
+    return [python, rt, tool] if rt else [python, "-m", module]

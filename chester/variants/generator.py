@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from chester.attrdict import AttrDict
+from chester.target.attrdict import AttrDict
 
 
 class VariantDict(AttrDict):

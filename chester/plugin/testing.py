@@ -3,7 +3,7 @@
 Use it from a pytest module in the backend's tests::
 
     import pytest
-    from chester.testing import BackendConformance, ConformanceEnv
+    from chester.plugin.testing import BackendConformance, ConformanceEnv
 
     class TestMyBackend(BackendConformance):
         @pytest.fixture
@@ -37,9 +37,9 @@ from typing import Any
 import attrs
 
 from chester.config import ChesterConfig, load_config
-from chester.dispatch import Dispatcher
-from chester.plugins import build_plugin_manager, hookimpl
-from chester.testing_functions import (  # noqa: F401  (part of this module's API)
+from chester.plugin.dispatch import Dispatcher
+from chester.plugin.manager import build_plugin_manager, hookimpl
+from chester.target.testing_functions import (  # noqa: F401  (part of this module's API)
     HOSTILE_VALUES,
     fn_hostile,
     fn_print_then_wait,
@@ -144,7 +144,7 @@ class ConformanceEnv:
 
     def __attrs_post_init__(self) -> None:
         if self.pid_alive is None:
-            from chester.rundir import pid_alive
+            from chester.target.rundir import pid_alive
 
             self.pid_alive = lambda pid: pid_alive(pid)
 
@@ -166,7 +166,7 @@ class _FailFirstSubmit:
     def chester_submit(self):  # type: ignore[no-untyped-def]
         if self.left:
             self.left -= 1
-            from chester.errors import BackendError
+            from chester.plugin.errors import BackendError
 
             raise BackendError("injected: the submit failed before reaching the backend")
         return (yield)
@@ -205,7 +205,7 @@ class BackendConformance:
 
     def _launch(self, cenv: ConformanceEnv, fn: Callable | list[str], variants: Any, prefix: str,
                 **kw: Any) -> Any:
-        from chester.launcher import launch
+        from chester.launcher.launching import launch
 
         disp, _ = _dispatcher()
         sweep = launch(fn, variants, backend=cenv.backend, exp_prefix=prefix,
@@ -371,7 +371,7 @@ class BackendConformance:
 
     def test_relaunch_after_crash_runs_each_variant_once(self, chester_env: ConformanceEnv) -> None:
         """A launcher that died after the backend got the runs but before the store knew."""
-        from chester.launcher import launch
+        from chester.launcher.launching import launch
 
         env = chester_env
         variants = [{"i": i} for i in range(4)]
@@ -426,7 +426,7 @@ class BackendConformance:
                 assert argv[-4] == "--log_dir" and argv[-2:] == ["--exp_name", run.name]
             else:
                 # written for Hydra's parser, which reads back exactly each value
-                from chester.hydra_grammar import hydra_value
+                from chester.target.hydra_grammar import hydra_value
 
                 assert argv[:-1] == [f"{k}={hydra_value(v)}" for k, v in HOSTILE_VALUES.items()]
                 assert argv[-1].startswith("hydra.run.dir=")
@@ -468,8 +468,8 @@ class BackendConformance:
         """A submit hook raised: the runs say so (not that the launcher stopped), and the next
         launch of the same variants submits each once (or, for a backend that cannot check
         tokens, reports them lost with that reason; resume="retry" submits them)."""
-        from chester.errors import BackendError
-        from chester.launcher import launch
+        from chester.launcher.launching import launch
+        from chester.plugin.errors import BackendError
 
         env = chester_env
         disp, _ = _dispatcher()
@@ -482,7 +482,7 @@ class BackendConformance:
             pass
         else:
             raise AssertionError("the injected submit failure did not reach the caller")
-        from chester.sweeps import sweep as reattach
+        from chester.launcher.sweeps import sweep as reattach
 
         rows = reattach("conf-subfail", config=env.config).rows()
         assert all(r.reason and "the submit failed" in r.reason and "injected" in r.reason
@@ -520,7 +520,7 @@ class BackendConformance:
         import pytest
         import yaml
 
-        from chester.errors import ChesterError
+        from chester.plugin.errors import ChesterError
 
         env = chester_env
         if env.broken_options is None:

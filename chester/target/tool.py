@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chester import rundir as rd
+from chester.target import rundir as rd
 
 ORPHAN_GRACE_S = 5.0
 
@@ -134,17 +134,6 @@ def _disk_full(run_dir: Path, tail: str | None) -> str | None:
     if free is not None:
         where += f" ({free // 1024} KiB free)"
     return f"{where}: {said}" if said else where
-
-
-def to_status(d: dict[str, Any]) -> Any:
-    """A :func:`probe` result (possibly read back from JSON on another machine) as a
-    :class:`~chester.types.RunStatus`. Shared by the backends that call this module."""
-    from chester.types import RunStatus
-
-    return RunStatus(state=d["state"], reason=d.get("reason"), stderr_tail=d.get("stderr_tail"),
-                     exit_code=d.get("exit_code"), attempt=d.get("attempt"), host=d.get("host"),
-                     started_at=d.get("started_at"), ended_at=d.get("ended_at"),
-                     pending_reason=d.get("pending_reason"))
 
 
 def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S) -> bool:

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from chester.errors import ConnectError, TransientBackendError
 from chester.logs import get_logger
+from chester.plugin.errors import ConnectError, TransientBackendError
 
 if TYPE_CHECKING:
     import tenacity

@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 
-from chester import rundir as rd
+from chester.target import rundir as rd
 
 MAGIC = b"chester-sweep-spec 1\n"
 

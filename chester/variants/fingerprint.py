@@ -27,7 +27,7 @@ import types
 from collections import OrderedDict
 from typing import Any
 
-from chester.errors import UserError
+from chester.plugin.errors import UserError
 
 _MAX_DEPTH = 100
 
@@ -66,8 +66,24 @@ class _Attr(str):
     """A step of the path to a bad value that is an attribute, not a key."""
 
 
+def _former_names() -> dict[str, str]:
+    from chester import _MOVED
+
+    return {**{new: old for old, new in _MOVED.items()},
+            "chester.target.tool": "chester.target",
+            "chester.variants.generator": "chester.variants",
+            "chester.launcher.launching": "chester.launcher"}
+
+
+#: chester's modules by the names they had before they moved into subpackages: a value
+#: holding chester's classes or functions (an AttrDict, a Command) keeps the digest it had,
+#: so a launch made before the move is found again, and run names stay as they were
+_FORMER = _former_names()
+
+
 def _qualname(obj: Any) -> bytes:
     mod = getattr(obj, "__module__", None) or ""
+    mod = _FORMER.get(mod, mod)
     qn = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or ""
     return f"{mod}:{qn}".encode("utf-8", "surrogatepass")
 
@@ -101,7 +117,8 @@ class _Walker:
         if t in (bytes, bytearray):
             return _leaf(b"Y" if t is bytes else b"y", bytes(value))
         if isinstance(value, (type, types.BuiltinFunctionType, types.ModuleType)):
-            name = value.__name__ if isinstance(value, types.ModuleType) else None
+            name = _FORMER.get(value.__name__, value.__name__) \
+                if isinstance(value, types.ModuleType) else None
             return _h(b"G", name.encode() if name else _qualname(value))
         ident = id(value)
         if ident in self.path:  # a cycle: refer to the ancestor by how far up it is
