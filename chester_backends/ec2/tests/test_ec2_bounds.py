@@ -353,9 +353,10 @@ def _preempt(farm, sweep, run, iid):
 
     def told() -> bool:
         # the notice while the run goes on; a run that checkpoints and requeues at once may
-        # end between two status reads, and then reads preempted (its instance still up)
+        # end between two status reads, and then reads preempted (its instance still up), or
+        # already requeued when a slow poll comes after the requeue was recorded
         state = sweep.status()[run.name].value
-        return state == "preempted" or "interruption notice" in (
+        return state in ("preempted", "requeued") or "interruption notice" in (
             sweep.store.run(run.id).pending_reason or "")
 
     _until(told, what="the notice")
