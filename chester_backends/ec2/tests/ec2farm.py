@@ -44,7 +44,7 @@ def aws(moto_endpoint, monkeypatch):
     from chester_backend_ec2 import aws as aws_mod
 
     urllib.request.urlopen(urllib.request.Request(moto_endpoint + "/moto-api/reset",
-                                                  method="POST"), timeout=10).read()
+                                                  method="POST"), timeout=60).read()  # slow on a loaded machine
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
