@@ -257,7 +257,7 @@ def test_every_page_renders_offline_in_a_real_browser(site, server, browser, cap
             from selenium.webdriver.common.by import By
 
             el = browser.find_element(By.CSS_SELECTOR, STATE_DIAGRAM[1])
-            browser.execute_script("arguments[0].scrollIntoView()", el)
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
             el.screenshot(str(shots / STATE_DIAGRAM[2]))
         faults[page] = f
         seen[page] = info
