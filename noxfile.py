@@ -65,11 +65,30 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/core_bench.py", *session.posargs)
 
 
+#: the pages generated from the code (docs/contributing.md)
+DOC_GENERATORS = ("hooks", "records", "cli", "config", "target")
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Regenerate docs/hooks.md and docs/records.md from the code, then build the site (mkdocs,
-    warnings are errors: a broken link or a stale reference fails)."""
+    """Regenerate the reference pages from the code, then build the site with mkdocs
+    (warnings are errors) into $CHESTER_DOCS_SITE, default .nox/docs-site/ (outside the
+    sources; open its index.html, or serve it).
+
+    `nox -s docs -- serve`: serve the docs on http://127.0.0.1:8000/, rebuilt on each edit.
+    `nox -s docs -- update`: also run the getting-started page's blocks against the test
+    servers and write the outputs they print into the page (CHESTER_UPDATE_DOCS=1), then
+    build: the one command after a change to what chester prints."""
     _install_workspace(session)
-    session.run("python", "docs/gen_hooks.py")
-    session.run("python", "docs/gen_records.py")
-    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    for name in DOC_GENERATORS:
+        session.run("python", f"docs/gen_{name}.py")
+    if "update" in session.posargs:
+        session.run("pytest", "-q", "tests/test_docs.py",
+                    "tests/test_getting_started.py", env={**env, "CHESTER_UPDATE_DOCS": "1"})
+    if "serve" in session.posargs:
+        session.run("mkdocs", "serve", "--strict", "-a", "127.0.0.1:8000", env=env)
+        return
+    site = os.environ.get("CHESTER_DOCS_SITE", os.path.join(".nox", "docs-site"))
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, env=env)
+    session.log(f"the site is in {site}/ (index.html)")

@@ -10,6 +10,8 @@ PKGS=(
   iproute2 nftables util-linux procps       # network namespaces, blackholes, unshare/nsenter
   munge slurmctld slurmd slurm-client       # single-node SLURM (chester_testinfra.slurm)
   slurmdbd mariadb-server mariadb-client    # SLURM accounting, so that `sacct` works
+  graphviz                                  # the docs' diagrams (docs/diagrams/*.dot -> SVG)
+  chromium chromium-driver fonts-dejavu-core  # the docs site checked in a real browser
 )
 
 installed=$(dpkg-query -W -f='${Status}\n' "${PKGS[@]}" 2>/dev/null | grep -c '^install ok installed$' || true)

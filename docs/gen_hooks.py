@@ -7,20 +7,24 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "_ext"))
 
 
 def render() -> str:
+    from roles import md_text
+
     from chester.plugin import hookspecs
 
     out = ["# Hook reference", "",
            "Generated from `chester/plugin/hookspecs.py` by `docs/gen_hooks.py`; do not edit by hand.",
-           "", inspect.getdoc(hookspecs) or "", ""]
+           "", md_text(inspect.getdoc(hookspecs) or "", hookspecs.__name__), ""]
     out += ["Network hooks (retried by the dispatcher): "
             + ", ".join(f"`{h}`" for h in sorted(hookspecs.NETWORK_HOOKS)), ""]
     for name in sorted(n for n in dir(hookspecs.ChesterSpecs) if n.startswith("chester_")):
         fn = getattr(hookspecs.ChesterSpecs, name)
         sig = str(inspect.signature(fn)).replace("(self, ", "(").replace("(self)", "()")
-        out += [f"## `{name}{sig}`", "", inspect.getdoc(fn) or "", ""]
+        out += [f"## `{name}{sig}`", "",
+                md_text(inspect.getdoc(fn) or "", f"{hookspecs.__name__}.ChesterSpecs.{name}"), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "_ext"))
 RECORDS = ("BackendSpec", "Capabilities", "BackendConfig", "RunSpec", "PreparedSweep",
            "RunHandle", "RunStatus", "PullPatterns", "PullResult")
 
@@ -30,26 +31,29 @@ def _default(f: object) -> str:
 
 def render() -> str:
     import attrs
+    from roles import md_text
 
     from chester.plugin import records
 
     out = ["# Records reference", "",
            "Generated from `chester/plugin/records.py` by `docs/gen_records.py`; do not edit by "
            "hand.",
-           "", inspect.getdoc(records) or "", "",
+           "", md_text(inspect.getdoc(records) or "", records.__name__), "",
            "Every record is an attrs frozen, keyword-only class. The tables say, for each field,",
            "what it holds, who fills it and who reads it.", ""]
     for name in RECORDS:
         cls = getattr(records, name)
-        out += [f"## `{name}`", "", inspect.getdoc(cls) or "", "",
+        out += [f"## `{name}`", "", md_text(inspect.getdoc(cls) or "", f"{records.__name__}.{name}"), "",
                 "| field | type | default | holds | filled by | read by |",
                 "|---|---|---|---|---|---|"]
         for f in attrs.fields(cls):
             m = f.metadata
-            out.append(f"| `{f.name}` | `{_type(f)}` | {_default(f)} | {m.get('doc', '')} | "
-                       f"{m.get('filled_by', '')} | {m.get('read_by', '')} |")
+            cells = [md_text(str(m.get(k, "")), f"{records.__name__}.{name}")
+                     for k in ("doc", "filled_by", "read_by")]
+            out.append(f"| `{f.name}` | `{_type(f)}` | {_default(f)} | " + " | ".join(cells)
+                       + " |")
         out.append("")
-    out += ["## `State`", "", inspect.getdoc(records.State) or "", "",
+    out += ["## `State`", "", md_text(inspect.getdoc(records.State) or "", records.__name__), "",
             ", ".join(f"`{s.value}`" for s in records.State)
             + ". Terminal: " + ", ".join(f"`{s.value}`" for s in records.State if s.terminal)
             + ".", ""]

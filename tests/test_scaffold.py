@@ -54,3 +54,26 @@ def test_a_new_plugin_installs_lists_active_and_runs_the_conformance_suite(tmp_p
                        timeout=300)
     assert r.returncode == 1, r.stdout[-2000:]  # the stubs fail, naming the contract
     assert "chester_prepare must return a PreparedSweep" in r.stdout, r.stdout[-2000:]
+
+
+def test_the_scaffold_fills_broken_options_and_matches_the_plugin_guide(tmp_path):
+    """The scaffolded conformance test leaves no check skipped: it gives ``broken_options``
+    (an option the options class has), and docs/plugins.md shows the tree it writes."""
+    import re
+
+    from chester.plugin.scaffold import LAYOUT
+
+    root = new_plugin("tmux", tmp_path)
+    written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert written == sorted(rel.format(name="tmux") for rel in LAYOUT)
+    test = (root / "tests/test_tmux_conformance.py").read_text()
+    assert 'broken_options={"python": "/nonexistent/python3"}' in test
+    assert "python: str" in (root / "src/chester_backend_tmux/options.py").read_text()
+    plugin = (root / "src/chester_backend_tmux/plugin.py").read_text()
+    assert "chester.target.worker" in plugin and "python -m chester.worker" not in plugin
+    assert "never started" in plugin  # the pull advice for runs written on this machine
+    guide = (ROOT / "docs/plugins.md").read_text()
+    tree = re.search(r"```\nchester-backend-foo/\n(.*?)```", guide, flags=re.S).group(1)
+    assert [line.strip() for line in tree.splitlines()] == \
+        [rel.format(name="foo") for rel in LAYOUT]
+    assert "ConformanceEnv(broken_options" not in guide

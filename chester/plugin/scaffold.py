@@ -3,7 +3,10 @@
 The package installs, registers its backend through the entry-point group ``chester`` and
 lists as ``active`` before its author writes a line; its hooks raise ``NotImplementedError``
 naming the contract each must meet, and its conformance test runs chester's suite
-(:class:`chester.testing.BackendConformance`) against it.
+(:class:`chester.plugin.testing.BackendConformance`) against it, with ``broken_options``
+filled in (a Python that does not exist), so no check of the suite is skipped.
+
+The files it writes are :data:`LAYOUT`; docs/plugins.md shows the same tree.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ class {cls}Options:
     ``chester.remote.options``."""
 
     max_parallel: int = attrs.field(default=1, metadata={{"help": "runs at once"}})
+    python: str = attrs.field(default="python3", metadata={{
+        "help": "the Python that starts each run's worker (python -m chester.target.worker)"}})
 '''
 
 PLUGIN = '''\
@@ -133,10 +138,12 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
 
 @hookimpl
 def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
-    """Start every run of ``prepared.runs`` (the worker is ``python -m chester.worker
-    RUN_DIR`` where chester is installed, or ``python <runtime> worker RUN_DIR`` with the
-    runtime from ``chester.remote.runtime.build()``) and return one ``RunHandle`` per run,
-    carrying the run's ``token``. A retried submit must never start a run twice."""
+    """Start every run of ``prepared.runs`` (the worker is ``backend.options.python -m
+    chester.target.worker RUN_DIR`` where chester is installed, or ``python <runtime> worker
+    RUN_DIR`` with the runtime from ``chester.remote.runtime.build()``) and return one
+    ``RunHandle`` per run, carrying the run's ``token``. A retried submit must never start a
+    run twice. With ``python`` pointing nowhere (the conformance test's ``broken_options``),
+    the launch must fail in one line, or the runs must end failed with a reason."""
     raise NotImplementedError("chester_submit must start each run once and return its handle")
 
 
@@ -157,8 +164,15 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
 @hookimpl
 def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
                  patterns: PullPatterns) -> list[PullResult]:
-    """Bring each run's folder home into its ``local_dir`` (incremental, never deleting);
-    ``complete=True`` only when the run's end record is home."""
+    """Bring each run's folder home into its ``local_dir`` (incremental, never deleting) and
+    say per run whether all its files are home (``complete``).
+
+    Runs that write their folders on this machine (``remote_dir`` is ``local_dir``, as this
+    stub's backend does) have nothing to bring: return ``complete=True`` for every run whose
+    folder is there (``.chester/run.json`` exists), ended or not, as the local backend does.
+    Waiting for an end record instead would leave a run that never started unpulled for ever.
+    A remote backend copies the folder and says ``complete=True`` once the run's final files
+    (its end record; for a run that never started, its folder as it is) are home."""
     raise NotImplementedError("chester_pull must copy each run folder home and say what came")
 
 
@@ -184,8 +198,18 @@ class Test{cls}(BackendConformance):
         return ConformanceEnv.create(
             tmp_path, backend="{name}",
             config={{"backends": {{"{name}": {{"type": "{name}"}}}}}},
-            timeout=60, poll_interval=0.2)
+            timeout=60, poll_interval=0.2,
+            # options that keep the workers from starting: the suite checks such a launch
+            # fails in one line or its runs end failed with a reason. Change them if your
+            # backend breaks another way (a wrong host, a missing image); never leave None,
+            # which skips that check
+            broken_options={{"python": "/nonexistent/python3"}})
 '''
+
+#: the files ``chester plugins new NAME`` writes, under ``chester-backend-NAME/``
+LAYOUT = ("pyproject.toml", "README.md", "src/chester_backend_{name}/__init__.py",
+          "src/chester_backend_{name}/options.py", "src/chester_backend_{name}/plugin.py",
+          "tests/test_{name}_conformance.py")
 
 
 def new_plugin(name: str, dest: Path) -> Path:
@@ -200,14 +224,8 @@ def new_plugin(name: str, dest: Path) -> Path:
     major, minor = (int(x) for x in __version__.split(".")[:2])
     fmt = {"name": name, "dash": name.replace("_", "-"), "cls": cls,
            "version": __version__, "next_minor": f"{major}.{minor + 1}"}
-    files = {
-        "pyproject.toml": PYPROJECT,
-        "README.md": README,
-        f"src/chester_backend_{name}/__init__.py": '"""chester backend: {name}."""\n',
-        f"src/chester_backend_{name}/options.py": OPTIONS,
-        f"src/chester_backend_{name}/plugin.py": PLUGIN,
-        f"tests/test_{name}_conformance.py": TEST,
-    }
+    texts = (PYPROJECT, README, '"""chester backend: {name}."""\n', OPTIONS, PLUGIN, TEST)
+    files = {rel.format(name=name): text for rel, text in zip(LAYOUT, texts, strict=True)}
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,4 +233,4 @@ def new_plugin(name: str, dest: Path) -> Path:
     return root
 
 
-__all__ = ["new_plugin"]
+__all__ = ["LAYOUT", "new_plugin"]
