@@ -10,6 +10,8 @@ upstream file each follows is named in its docstring (``DanielHou315/chester``, 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -81,3 +83,166 @@ def test_a_command_run_never_gets_the_markers_as_arguments(env):
         assert argv == ["--lr", lr, "--log_dir", str(r.log_dir), "--exp_name", r.name]
         assert json.loads((r.log_dir / "variant.json").read_text()) == \
             {"lr": float(lr), "exp_name": r.name}
+
+
+# -- chester.logger ------------------------------------------------------------------------------
+TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} (?:[A-Za-z]+|[+-]\d+)"
+
+
+def _drive(logger, d):
+    """The calls the earlier chester's logger tests and MNIST task make, and its edge cases
+    (a key that appears later, None, an average, a long value, nan, an empty row)."""
+    logger.configure(dir=str(d), format_strs=["stdout", "log", "csv", "json"])
+    logger.logkv("epoch", 1)
+    logger.dumpkvs()
+    logger.logkv("loss", 0.123456)
+    logger.logkv("epoch", 2)
+    logger.dumpkvs()
+    logger.logkv_mean("acc", 0.5)
+    logger.logkv_mean("acc", 0.75)
+    logger.dumpkvs()
+    logger.logkv("name", "x" * 40)
+    logger.logkv("acc", float("nan"))
+    logger.dumpkvs()
+    logger.logkv("epoch", None)
+    logger.dumpkvs()
+    logger.record_tabular("epoch", 5)
+    logger.dump_tabular()
+    logger.log("a", 1, "b")
+    logger.dumpkvs()
+    logger.logkvs({"k": "v,w"})
+    logger.dumpkvs()
+    logger.reset()
+
+
+#: what the earlier chester's logger writes for :func:`_drive` (its progress.csv and
+#: progress.json byte for byte; log.txt with the time stamps masked)
+CSV = ("epoch,loss,acc,name,k\n"
+       "1,,,,\n"
+       "2,0.123456,,,\n"
+       ",,0.625,,\n"
+       ",,nan,xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx,\n"
+       ",,,,\n"
+       "5,,,,\n"
+       ",,,,\n"
+       ",,,,v,w\n")
+JSONL = ('{"epoch": 1}\n{"loss": 0.123456, "epoch": 2}\n{"acc": 0.625}\n'
+         '{"name": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "acc": NaN}\n'
+         '{"epoch": null}\n{"epoch": 5}\n{}\n{"k": "v,w"}\n')
+LOG = """\
+Logging to DIR
+TS
+| epoch | 1 |
+-------------
+TS
+| epoch | 2        |
+| loss  | 0.123    |
+--------------------
+TS
+| acc | 0.625    |
+------------------
+-------TS-------
+| acc  | nan                               |
+| name | xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... |
+--------------------------------------------
+TS
+| epoch | None |
+----------------
+TS
+| epoch | 5 |
+-------------
+a1b
+TS
+| k | v,w |
+-----------
+"""
+
+
+def test_logger_writes_the_earlier_chesters_files_byte_for_byte(tmp_path, capsys):
+    import re
+
+    from chester import logger
+
+    _drive(logger, tmp_path)
+    assert (tmp_path / "progress.csv").read_bytes() == CSV.encode()
+    assert (tmp_path / "progress.json").read_bytes() == JSONL.encode()
+    log = re.sub(TS, "TS", (tmp_path / "log.txt").read_text()).replace(str(tmp_path), "DIR")
+    assert log == LOG
+    out = re.sub(TS, "TS", capsys.readouterr().out).replace(str(tmp_path), "DIR")
+    # stdout: the same tables and lines, the empty row's warning (once per table format), and
+    # the reset
+    assert out == LOG.replace("a1b\n", "a1b\n" + "WARNING: tried to write empty key-value "
+                              "dict\n" * 2) + "Reset logger\n"
+
+
+def test_the_logger_as_the_earlier_chesters_tests_use_it(tmp_path, monkeypatch):
+    """Its test_local.py's test_logger and the MNIST task's calls: configure with csv and
+    stdout, logkv, dumpkvs, log, reset; the environment defaults; every public name."""
+    from chester import logger
+
+    logger.configure(dir=str(tmp_path), format_strs=["csv", "stdout"])
+    logger.log("Starting experiment: x")
+    for epoch, loss, acc in ((1, 0.5, 0.85), (2, 0.3, 0.92)):
+        logger.logkv("epoch", epoch)
+        logger.logkv("loss", loss)
+        logger.logkv("accuracy", acc)
+        logger.dumpkvs()
+    assert logger.get_dir() == str(tmp_path)
+    logger.reset()
+    assert (tmp_path / "progress.csv").read_text() == \
+        "epoch,loss,accuracy\n1,0.5,0.85\n2,0.3,0.92\n"
+    assert logger.get_dir() is None
+    for name in ("configure", "reset", "scoped_configure", "logkv", "logkv_mean", "logkvs",
+                 "dumpkvs", "getkvs", "log", "debug", "info", "warn", "error", "set_level",
+                 "get_dir", "record_tabular", "dump_tabular", "ProfileKV", "profile", "Logger",
+                 "read_json", "read_csv", "read_tb", "DEBUG", "INFO", "WARN", "ERROR",
+                 "DISABLED"):
+        assert hasattr(logger, name), name
+    # defaults from the environment, as in baselines: $OPENAI_LOGDIR, $OPENAI_LOG_FORMAT
+    monkeypatch.setenv("OPENAI_LOGDIR", str(tmp_path / "env"))
+    monkeypatch.setenv("OPENAI_LOG_FORMAT", "json,log")
+    with logger.scoped_configure():
+        logger.logkv("a", 1)
+        with logger.ProfileKV("step"):
+            pass
+        assert set(logger.getkvs()) == {"a", "wait_step"}
+        logger.set_level(logger.DISABLED)
+        logger.dumpkvs()
+        logger.set_level(logger.INFO)
+        logger.dumpkvs()
+    assert sorted(os.listdir(tmp_path / "env")) == ["log.txt", "progress.json"]
+    assert json.loads((tmp_path / "env" / "progress.json").read_text())["a"] == 1
+    with pytest.raises(ValueError, match="unknown format 'cvs'"):
+        logger.configure(dir=str(tmp_path / "bad"), format_strs=["cvs"])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_tensorboard_format_writes_scalars_tensorboard_reads(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from chester import logger
+
+    logger.configure(dir=str(tmp_path), format_strs=["tensorboard"])
+    for step in range(3):
+        logger.logkv("loss", 1.0 / (step + 1))
+        logger.logkv("epoch", step)
+        logger.dumpkvs()
+    logger.reset()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["epoch", "loss"]
+    assert [(e.step, round(e.value, 4)) for e in acc.Scalars("loss")] == \
+        [(1, 1.0), (2, 0.5), (3, 0.3333)]
+
+
+def test_without_tensorboard_the_format_says_what_to_install(tmp_path):
+    code = ("import sys; sys.modules['tensorboard'] = None\n"
+            "from chester import logger\n"
+            "try:\n    logger.configure(dir=sys.argv[1], format_strs=['csv', 'tensorboard'])\n"
+            "except ImportError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("the 'tensorboard' format needs the tensorboard package "
+                                     "where the run runs (pip install tensorboard), or leave "
+                                     "it out of format_strs")
