@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -246,3 +247,226 @@ def test_without_tensorboard_the_format_says_what_to_install(tmp_path):
     assert r.stdout.strip().endswith("the 'tensorboard' format needs the tensorboard package "
                                      "where the run runs (pip install tensorboard), or leave "
                                      "it out of format_strs")
+
+
+# -- upstream's examples and tests, on the local backend -------------------------------------
+def _project(tmp_path, files: dict[str, str], config: str | None = None):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / ".git").mkdir()
+    if config is not None:
+        (project / "chester.yaml").write_text(config)
+    for name, text in files.items():
+        (project / name).write_text(textwrap.dedent(text))
+    return project
+
+
+def _run(project, *argv, env=None):
+    e = {k: v for k, v in os.environ.items() if k != "CHESTER_CONFIG_PATH"}
+    r = subprocess.run([sys.executable, *argv], cwd=project, capture_output=True, text=True,
+                       timeout=120, env={**e, **(env or {})})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+#: a task as the seed's tests/train_mnist.py writes one (chester.logger, the variant's
+#: hyperparameters with .get, a checkpoint in log_dir), without torch and MNIST
+TRAIN = '''
+    import os
+
+    def run_training(variant, log_dir, exp_name):
+        from chester import logger
+        model_type = variant.get('model', 'mlp')
+        epochs = variant.get('epochs', 5)
+        logger.configure(dir=log_dir, format_strs=['csv', 'stdout'])
+        logger.log(f"Starting experiment: {exp_name}")
+        logger.log(f"Model: {model_type}, LR: {variant.get('learning_rate')}")
+        for epoch in range(1, epochs + 1):
+            logger.logkv('epoch', epoch)
+            logger.logkv('train_loss', round(1.0 / epoch, 4))
+            logger.logkv('test_acc', round(0.5 + epoch / 10, 4))
+            logger.dumpkvs()
+        with open(os.path.join(log_dir, 'best_model.pt'), 'w') as f:
+            f.write('weights')
+        logger.log("Training complete!")
+        logger.reset()
+        return {'best_acc': 0.7}
+'''
+
+#: the seed's tests/launch_mnist.py main loop for --mode local (config attributes, a fixed
+#: exp_name and log_dir under config.LOG_DIR, the seed's flags)
+LAUNCH_MNIST = '''
+    import os, sys
+    from chester.run_exp import run_experiment_lite, VariantGenerator
+    from chester import config
+    from train_mnist import run_training
+
+    config_path = config.get_config_path()
+    if config_path is None:
+        sys.exit("ERROR: chester.yaml not found!")
+    print(f"Using config: {config_path}")
+    print(f"Project root: {config.PROJECT_PATH}")
+    # the seed's tests/test_local.py test_config_loading
+    assert isinstance(config.PROJECT_PATH, str) and isinstance(config.LOG_DIR, str)
+    assert isinstance(config.HOST_ADDRESS, dict) and 'local' in config.HOST_ADDRESS
+    vg = VariantGenerator()
+    vg.add('model', ['mlp', 'cnn'] if '--grid' in sys.argv else ['mlp'])
+    vg.add('hidden_dim', [128])
+    vg.add('learning_rate', [0.001])
+    vg.add('batch_size', [64])
+    vg.add('epochs', [2])
+    variants = vg.variants()
+    for i, variant in enumerate(variants):
+        exp_name = f"mnist_{variant.get('model')}_lr{variant.get('learning_rate')}_h{variant.get('hidden_dim')}"
+        log_dir = os.path.join(config.LOG_DIR, 'mnist_test', exp_name)
+        run_experiment_lite(stub_method_call=run_training, variant=variant, mode='local',
+                            exp_prefix='mnist_test', exp_name=exp_name, log_dir=log_dir,
+                            use_gpu=False, dry=False, auto_pull=False, auto_pull_interval=30)
+    print(f"Launched {len(variants)} experiment(s).")
+'''
+
+
+def test_the_seeds_mnist_launcher_and_task_on_the_local_backend(tmp_path):
+    """Its tests/launch_mnist.py --mode local (--grid) with tests/train_mnist.py's use of
+    chester.config and chester.logger; its tests/chester.yaml.example's keys as config."""
+    project = _project(tmp_path, {"train_mnist.py": TRAIN, "launch_mnist.py": LAUNCH_MNIST},
+                       config="log_dir: data\npackage_manager: uv\nsync_on_launch: true\n"
+                              "host_address: {local: '', gl: gl}\nssh_hosts: []\n"
+                              "remote_dir: {local: /home/u/code/chester}\n"
+                              "remote_log_dir: {local: /home/u/code/chester/data}\n")
+    r = _run(project, "launch_mnist.py", "--grid")
+    assert f"Using config: {project / 'chester.yaml'}" in r.stdout
+    assert "Launched 2 experiment(s)." in r.stdout
+    for model in ("mlp", "cnn"):
+        run = project / "data" / "mnist_test" / f"mnist_{model}_lr0.001_h128"
+        assert (run / ".done").exists(), sorted(p.name for p in run.iterdir())
+        assert (run / "progress.csv").read_text() == \
+            "epoch,train_loss,test_acc\n1,1.0,0.6\n2,0.5,0.7\n"
+        out = (run / "stdout.log").read_text()
+        assert f"Starting experiment: {run.name}" in out and "Training complete!" in out
+        assert json.loads((run / "variant.json").read_text())["model"] == model
+
+
+EXTRA_TASK = '''
+    import json, os, time
+
+    def run_test_task(variant, log_dir, exp_name):
+        extra_dir = variant.get('extra_dir', None)
+        log_data = {'exp_name': exp_name, 'variant': variant, 'status': 'started'}
+        os.makedirs(log_dir, exist_ok=True)
+        os.makedirs(extra_dir, exist_ok=True)
+        with open(os.path.join(extra_dir, f'{exp_name}_dataset.json'), 'w') as f:
+            json.dump({'exp_name': exp_name, 'data': [i * 2 for i in range(10)]}, f)
+        time.sleep(variant.get('wait_seconds', 60))
+        log_data['status'] = 'completed'
+        with open(os.path.join(log_dir, 'test_output.json'), 'w') as f:
+            json.dump(log_data, f, indent=2)
+'''
+
+LAUNCH_EXTRA = '''
+    import os, sys
+    from datetime import datetime
+    from chester.run_exp import run_experiment_lite, VariantGenerator
+    from chester import config
+    from test_extra_pull import run_test_task
+
+    exp_name = f"test_extra_pull_{datetime.now().strftime('%m%d_%H%M%S')}"
+    vg = VariantGenerator()
+    vg.add('wait_seconds', [1])
+    vg.add('extra_dir', [os.path.join(config.PROJECT_PATH, 'data/generated_data')])
+    for variant in vg.variants():
+        run_experiment_lite(stub_method_call=run_test_task, variant=variant, mode='local',
+                            exp_prefix='test_extra_pull', exp_name=exp_name, dry=False,
+                            auto_pull=False, auto_pull_interval=15,
+                            extra_pull_dirs=['data/generated_data'])
+    print("EXP", exp_name)
+'''
+
+
+def test_the_seeds_extra_pull_launcher_on_the_local_backend(tmp_path):
+    """Its tests/launch_test_extra_pull.py --mode local with tests/test_extra_pull.py: the
+    task sees the variant without the markers (run_experiment_lite takes them out, as the
+    seed did), and writes into the extra folder."""
+    project = _project(tmp_path, {"test_extra_pull.py": EXTRA_TASK,
+                                  "launch_test_extra_pull.py": LAUNCH_EXTRA}, config="")
+    exp = _run(project, "launch_test_extra_pull.py").stdout.split("EXP ")[1].strip()
+    out = json.loads((project / "data" / "train" / "test_extra_pull" / exp /
+                      "test_output.json").read_text())
+    assert out["status"] == "completed"
+    assert out["variant"] == {"wait_seconds": 1,
+                              "extra_dir": str(project / "data" / "generated_data")}
+    assert (project / "data" / "generated_data" / f"{exp}_dataset.json").exists()
+
+
+LAUNCH_EXAMPLE = '''
+    from chester.run_exp import run_experiment_lite, VariantGenerator
+
+    def run_task(variant, log_dir, exp_name):
+        print(f"Running {exp_name} in {log_dir}")
+        print(f"  learning_rate={variant['learning_rate']}")
+        print(f"  batch_size={variant['batch_size']}")
+
+    vg = VariantGenerator()
+    vg.add('learning_rate', [0.001, 0.01])
+    vg.add('batch_size', [32, 64])
+    for v in vg.variants():
+        run_experiment_lite(stub_method_call=run_task, variant=v, mode='local',
+                            exp_prefix='my_experiment')
+'''
+
+
+def test_upstreams_launch_example_without_a_config(tmp_path):
+    """2.0's examples/chester/launch_example.py in a project with no chester.yaml: four
+    runs named as the seed named them without ``variations``."""
+    project = _project(tmp_path, {"launch_example.py": LAUNCH_EXAMPLE})
+    _run(project, "launch_example.py")
+    runs = sorted((project / "data" / "train" / "my_experiment").iterdir())
+    assert [r.name for r in runs] == [f"{i}_my_experiment" for i in range(1, 5)]
+    got = [(r / "stdout.log").read_text().splitlines()[1:] for r in runs]
+    assert got == [[f"  learning_rate={lr}", f"  batch_size={bs}"]
+                   for lr in (0.001, 0.01) for bs in (32, 64)]
+
+
+def test_upstreams_run_exp_tests_public_calls(tmp_path, monkeypatch):
+    """2.0's tests/test_run_exp.py on the public API: the markers, a local dry run of a
+    variant carrying both markers with a config of its .chester/config.yaml shape and a
+    parameter this chester does not have (git_snapshot, warned and ignored), the None
+    defaults, and VariantGenerator.derive."""
+    import inspect
+
+    from chester.run_exp import VariantGenerator as VG
+    from chester.run_exp import run_experiment_lite
+
+    chester_dir = tmp_path / ".chester"
+    chester_dir.mkdir()
+    (chester_dir / "config.yaml").write_text("log_dir: data\npackage_manager: python\n"
+                                             "backends:\n  local:\n    type: local\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHESTER_CONFIG_PATH", str(chester_dir / "config.yaml"))
+    from chester.config import reload_config
+
+    reload_config()
+    try:
+        with pytest.warns(UserWarning, match="git_snapshot= is ignored"):
+            run_experiment_lite(stub_method_call=lambda v, log_dir, e: None,
+                                variant={"chester_first_variant": True,
+                                         "chester_last_variant": True},
+                                mode="local", exp_prefix="test", dry=True, git_snapshot=False)
+    finally:
+        monkeypatch.delenv("CHESTER_CONFIG_PATH")
+        reload_config()
+    sig = inspect.signature(run_experiment_lite)
+    assert sig.parameters["env"].default is None
+    assert sig.parameters["variations"].default is None
+    vg = VG()
+    vg.add("experiment.training.env.num_train_sim", [127, 1])
+    vg.derive("experiment.training.env.num_train_real",
+              lambda v: 128 - v["experiment.training.env.num_train_sim"])
+    vg.derive("sim_scale", lambda v: 2.0 if v["experiment.training.env.num_train_sim"] >
+              v["experiment.training.env.num_train_real"] else 1.0)
+    vs = vg.variants()
+    assert [(v["experiment.training.env.num_train_real"], v["sim_scale"]) for v in vs] == \
+        [(1, 2.0), (127, 1.0)]
+    assert vg.variations() == ["experiment.training.env.num_train_sim"]
+    assert vs[0]["chester_first_variant"] and vs[-1]["chester_last_variant"]

@@ -54,6 +54,7 @@ class VariantGenerator:
 
     def __init__(self) -> None:
         self._variants: list[tuple[str, Any, dict]] = []
+        self._derivations: list[tuple[str, Callable[[AttrDict], Any]]] = []
         for name, member in inspect.getmembers(type(self)):
             cfg = getattr(member, "__chester_variant__", None)
             if cfg is not None and callable(member):
@@ -89,6 +90,19 @@ class VariantGenerator:
                 self._variants[i] = (key, vals, {**old_cfg, **cfg})
                 return self
         return self.add(key, vals, **cfg)
+
+    def derive(self, key: str, fn: Callable[[AttrDict], Any]) -> VariantGenerator:
+        """A key computed from each whole variant: ``fn(variant)`` returns its one value
+        (not a list), as upstream chester 2.0's ``derive``. Derivations apply in the order
+        they were added, after the sweep is expanded, so one may read the keys of
+        :meth:`add` and of earlier derivations. Derived keys are not sweep axes: they are
+        never in :meth:`variations` (nor run names)."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("variant keys must be non-empty strings")
+        if not callable(fn):
+            raise TypeError(f"derive({key!r}, fn): fn must be a function of the variant")
+        self._derivations.append((key, fn))
+        return self
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -147,7 +161,10 @@ class VariantGenerator:
         if not ordered:
             return
         for d in rec(0, {}):
-            yield AttrDict(d)
+            v = AttrDict(d)
+            for key, fn in self._derivations:
+                v[key] = fn(v)
+            yield v
 
     def variants(self, randomized: bool = False, seed: int | None = None) -> list[AttrDict]:
         """All variants as a list of ``AttrDict``; ``randomized`` shuffles (optionally seeded).
