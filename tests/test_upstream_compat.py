@@ -375,7 +375,8 @@ LAUNCH_EXTRA = '''
     vg = VariantGenerator()
     vg.add('wait_seconds', [1])
     vg.add('extra_dir', [os.path.join(config.PROJECT_PATH, 'data/generated_data')])
-    for variant in vg.variants():
+    for variant in vg.variants():  # "using VariantGenerator to set first/last variant flags"
+        print("MARKED", variant.get('chester_first_variant'), variant.get('chester_last_variant'))
         run_experiment_lite(stub_method_call=run_test_task, variant=variant, mode='local',
                             exp_prefix='test_extra_pull', exp_name=exp_name, dry=False,
                             auto_pull=False, auto_pull_interval=15,
@@ -390,7 +391,9 @@ def test_the_seeds_extra_pull_launcher_on_the_local_backend(tmp_path):
     seed did), and writes into the extra folder."""
     project = _project(tmp_path, {"test_extra_pull.py": EXTRA_TASK,
                                   "launch_test_extra_pull.py": LAUNCH_EXTRA}, config="")
-    exp = _run(project, "launch_test_extra_pull.py").stdout.split("EXP ")[1].strip()
+    r = _run(project, "launch_test_extra_pull.py")
+    assert "MARKED True True" in r.stdout  # the flags the seed's launcher relies on
+    exp = r.stdout.split("EXP ")[1].strip()
     out = json.loads((project / "data" / "train" / "test_extra_pull" / exp /
                       "test_output.json").read_text())
     assert out["status"] == "completed"
