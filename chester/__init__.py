@@ -68,6 +68,7 @@ _MOVED = {
     "chester.sweepspec": "chester.target.sweepspec",
     "chester.testing_functions": "chester.target.testing_functions",
     "chester.worker": "chester.target.worker",
+    "chester.logger": "chester.target.logger",  # the earlier chester's key/value logger
     "chester.fingerprint": "chester.variants.fingerprint",
     "chester.naming": "chester.variants.naming",
     "chester.overrides": "chester.variants.overrides",

@@ -44,7 +44,8 @@ GLOBAL_KEYS: dict[str, tuple[Any, Any, str]] = {
     "host_address": (dict, {}, "seed: mode -> SSH destination"),
     "ssh_hosts": (list, [], "seed: modes that are plain SSH hosts"),
     "remote_dir": (dict, {}, "seed: mode -> project root on the target"),
-    "remote_log_dir": (dict, {}, "seed: mode -> log root on the target"),
+    "remote_log_dir": (dict, {}, "seed: mode -> log root on the target; must be remote_dir "
+                                 "+ log_dir, where chester puts run folders"),
     "remote_header": (dict, {}, "seed: mode -> raw SLURM header text"),
     "modules": (dict, {}, "seed: mode -> modules to load"),
     "cuda_module": (dict, {}, "seed: mode -> CUDA module to load with GPUs"),
@@ -55,20 +56,22 @@ GLOBAL_KEYS: dict[str, tuple[Any, Any, str]] = {
     "gpu_state_dir": (str, "", "seed: autobot GPU state folder"),
     "chester_queue_dir": (str, "", "seed: autobot queue folder"),
     "chester_scheduler_log_dir": (str, "", "seed: autobot scheduler logs"),
+    "scheduler_username": (str, "", "seed: the user whose processes the autobot scheduler "
+                                    "counted"),
     "hydra_config_path": (str, "configs", "Hydra config folder"),
     "backends": (dict, {}, "named backends: {name: {type: ..., options...}}"),
 }
 #: The earlier chester's keys that nothing here implements: set, they are an error that says
 #: what to do instead (an empty value is accepted, as seed configs often carry them).
 NOT_SUPPORTED = {
-    "remote_log_dir": "run folders live under each backend's remote_dir at the same place as "
-                      "under the local project; remove remote_log_dir (and set log_dir for both)",
     "gpu_state_dir": "the autobot backend reads each node's nvidia-smi itself and keeps GPU "
                      "leases under remote_dir (or its lease_dir option); remove the key",
     "chester_queue_dir": "the autobot backend keeps its queue under <remote_dir>/.chester/"
                          "autobot; remove the key",
     "chester_scheduler_log_dir": "the autobot scheduler logs to <remote_dir>/.chester/autobot/"
                                  "scheduler.log; remove the key",
+    "scheduler_username": "the autobot scheduler runs as the SSH user and tells its own runs "
+                          "by their records, not by a user name; remove the key",
 }
 PER_MODE_KEYS = ("host_address", "remote_dir", "remote_log_dir", "remote_header", "modules",
                  "cuda_module", "simg_path", "remote_mount_option")
@@ -164,6 +167,8 @@ class ChesterConfig:
         options = build_options(spec.options_cls, raw, path=self.where(),
                                 key=f"backends.{name}" if name in self.values["backends"] else name,
                                 legacy_ok=True)
+        if spec.remote_root is not None and name in self.values["remote_log_dir"]:
+            self._check_remote_log_dir(name, spec.remote_root(options))
         v = self.values
         return BackendConfig(
             name=name, type=btype, options=options, project_path=self.project_path,
@@ -173,6 +178,23 @@ class ChesterConfig:
             package_manager=v["package_manager"], conda_env=v["conda_env"],
             conda_command=v["conda_command"], sync_on_launch=v["sync_on_launch"],
         )
+
+
+    def _check_remote_log_dir(self, name: str, remote_root: str | None) -> None:
+        """Backend ``name``'s ``remote_log_dir`` against where its runs really go: under its
+        remote root, or, with none (a cluster that shares this file system), here."""
+        from chester.remote.paths import remote_path
+
+        given = self.values["remote_log_dir"].get(name)
+        if not isinstance(given, str) or not given:
+            return
+        if remote_root:
+            want = os.path.normpath(remote_path(self.log_dir, self.project_path, remote_root))
+        elif _remote_dir_of(self.values, name) is None:
+            want = os.path.normpath(self.log_dir)
+        else:  # compared with the configured remote_dir when the file was loaded
+            return
+        _refuse_other_log_dir(self, name, given, want)
 
 
 def _local_singularity(v: Mapping[str, Any]) -> dict[str, Any]:
@@ -609,7 +631,53 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
         project = path.parent if path else _project_root(Path.cwd().resolve())
         sources["project_path"] = "folder of chester.yaml" if path else "git root or cwd"
     values["project_path"] = str(project)
-    return ChesterConfig(path=path, project_path=project, values=values, sources=sources)
+    cfg = ChesterConfig(path=path, project_path=project, values=values, sources=sources)
+    _check_remote_log_dirs(cfg)
+    return cfg
+
+
+def _remote_dir_of(values: Mapping[str, Any], mode: str) -> Any:
+    """Backend ``mode``'s ``remote_dir`` as configured (``backends.<mode>`` wins over the
+    seed's ``remote_dir`` table, as in :meth:`ChesterConfig.backend_raw`), or None."""
+    entry = values["backends"].get(mode)
+    if isinstance(entry, Mapping) and entry.get("remote_dir") is not None:
+        return entry["remote_dir"]
+    return (values.get("remote_dir") or {}).get(mode)
+
+
+def expected_remote_log_dir(cfg: ChesterConfig, mode: str) -> str | None:
+    """Where backend ``mode``'s run folders go on its target: ``log_dir``'s place under the
+    project, re-rooted at the mode's ``remote_dir`` (None without a ``remote_dir``)."""
+    from chester.remote.paths import remote_path
+
+    remote_dir = _remote_dir_of(cfg.values, mode)
+    if not isinstance(remote_dir, str) or not remote_dir:
+        return None
+    return os.path.normpath(remote_path(cfg.log_dir, cfg.project_path, remote_dir))
+
+
+def _check_remote_log_dirs(cfg: ChesterConfig) -> None:
+    """The seed's ``remote_log_dir``: honoured when it is where chester puts the runs (its
+    ``remote_dir`` + ``log_dir``), refused in one line when it says somewhere else."""
+    for mode, given in cfg.values["remote_log_dir"].items():
+        if given is None:
+            continue
+        if not isinstance(given, str) or not given:
+            raise ConfigError(cfg.path, f"remote_log_dir.{mode}",
+                              f"expected a folder path, got {given!r}"[:200],
+                              "give the log root on the target, or remove the line")
+        want = expected_remote_log_dir(cfg, str(mode))
+        if want is not None:  # without a remote_dir, the backend's own root decides (backend())
+            _refuse_other_log_dir(cfg, str(mode), given, want)
+
+
+def _refuse_other_log_dir(cfg: ChesterConfig, mode: str, given: str, want: str) -> None:
+    if os.path.normpath(given) != want:
+        raise ConfigError(
+            cfg.path, f"remote_log_dir.{mode}",
+            f"{given} contradicts remote_dir + log_dir ({want}), where the runs of {mode!r} go",
+            f"remove remote_log_dir.{mode} or set it to {want}; to move the runs, change "
+            f"remote_dir.{mode} or log_dir ({cfg.values['log_dir']})")
 
 
 # -- the seed's module interface ----------------------------------------------------------------
@@ -641,7 +709,9 @@ _LEGACY_UPPER = {
     "LOG_DIR": lambda c: str(c.log_dir),
     "HOST_ADDRESS": lambda c: {"local": "", **c["host_address"]},
     "REMOTE_DIR": lambda c: {"local": str(c.project_path), **c["remote_dir"]},
-    "REMOTE_LOG_DIR": lambda c: {"local": str(c.log_dir), **c["remote_log_dir"]},
+    "REMOTE_LOG_DIR": lambda c: {"local": str(c.log_dir), **{
+        m: d for m in c.backend_names() if (d := expected_remote_log_dir(c, m)) is not None},
+        **{m: d for m, d in c["remote_log_dir"].items() if d}},
     "CHESTER_CHEDULER_LOG_DIR": lambda c: c["chester_scheduler_log_dir"],
 }
 

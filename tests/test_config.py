@@ -168,8 +168,8 @@ def test_chester_config_shows_values_and_sources(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,said", [
-    ("remote_log_dir", "{gl: /scratch/me/logs}", "remote_dir"),
     ("gpu_state_dir", "/tmp/gpus", "nvidia-smi"),
+    ("scheduler_username", "me", "by their records"),
     ("chester_queue_dir", "/tmp/queue", ".chester/autobot"),
     ("chester_scheduler_log_dir", "/tmp/logs", "scheduler.log"),
 ])
@@ -359,3 +359,105 @@ def test_an_empty_key_whose_default_is_empty_stays_accepted(tmp_path):
     cfg = load_config(project / "chester.yaml")
     assert cfg["conda_env"] is None and cfg["rsync_include"] == [] and cfg.log_dir.name == "data"
     assert cfg.backend("box").options.max_parallel is None
+
+
+#: A config of the earlier chester in the shape its repository commits (its chester.yaml and
+#: chester.yaml.example: every seed key, remote_log_dir equal to remote_dir + log_dir for
+#: each mode, the empty autobot keys and scheduler_username).
+SEED_CONFIG = """\
+log_dir: data
+package_manager: uv
+sync_on_launch: true
+host_address:
+  local: ""
+  gl: "greatlakes"
+ssh_hosts: []
+remote_dir:
+  local: /home/someone/code
+  gl: /home/someone/remote/project
+remote_log_dir:
+  local: /home/someone/code/data
+  gl: /home/someone/remote/project/data/
+remote_header:
+  gl: |
+    #!/usr/bin/env bash
+    #SBATCH --nodes=1
+    #SBATCH --gpus=$gpus
+simg_path:
+  gl: null
+cuda_module:
+  gl: cuda/12.1.1
+modules:
+  gl: [singularity]
+remote_mount_option:
+  gl: /usr/share/glvnd
+rsync_include: []
+rsync_exclude: [data/, .venv/]
+prepare_commands: []
+hydra_config_path: configs
+autobot_nodelist:
+gpu_state_dir: ""
+chester_queue_dir: ""
+chester_scheduler_log_dir: ""
+scheduler_username: ""
+"""
+
+
+def test_the_earlier_chesters_config_loads_with_remote_log_dir(tmp_path):
+    """remote_log_dir equal to remote_dir + log_dir is accepted (a trailing slash too) and is
+    where the seed's module API says the runs go; the backends still validate."""
+    from chester import config as seed_config
+
+    project = make_project(tmp_path / "proj", SEED_CONFIG)
+    cfg = load_config(project / "chester.yaml")
+    assert cfg.backend("gl").options.remote_dir == "/home/someone/remote/project"
+    assert cfg.backend("local").type == "local"
+    r = run_chester(["config"], cwd=project)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-c", "from chester import config; "
+                        "print(config.REMOTE_LOG_DIR['gl'], config.REMOTE_LOG_DIR['local'], "
+                        "config.SCHEDULER_USERNAME == '')"],
+                       cwd=project, capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "CHESTER_CONFIG_PATH"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["/home/someone/remote/project/data/",
+                                "/home/someone/code/data", "True"]
+    assert seed_config is not None
+
+
+@pytest.mark.parametrize("extra,key,want", [
+    ("remote_dir: {gl: /home/me/proj}\nremote_log_dir: {gl: /scratch/me/logs}\n",
+     "remote_log_dir.gl", "/home/me/proj/data"),
+    ("log_dir: results\nremote_dir: {box: /r/p}\nremote_log_dir: {box: /r/p/data}\n"
+     "ssh_hosts: [box]\nhost_address: {box: me@box}\n", "remote_log_dir.box", "/r/p/results"),
+    ("backends: {gpu: {type: ssh, host: me@gpu, remote_dir: /srv/p}}\n"
+     "remote_dir: {gpu: /old}\nremote_log_dir: {gpu: /old/data}\n", "remote_log_dir.gpu",
+     "/srv/p/data"),
+])
+def test_remote_log_dir_that_contradicts_remote_dir_and_log_dir_is_refused(tmp_path, extra,
+                                                                            key, want):
+    project = make_project(tmp_path / "proj", extra)
+    with pytest.raises(ConfigError) as ei:
+        load_config(project / "chester.yaml")
+    msg = str(ei.value)
+    assert "\n" not in msg and f"chester.yaml: {key}: " in msg
+    assert f"contradicts remote_dir + log_dir ({want})" in msg and f"set it to {want}" in msg
+    r = run_chester(["config"], cwd=project)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and key in r.stderr
+
+
+def test_remote_log_dir_of_a_backend_without_remote_dir_is_its_local_log_dir(tmp_path):
+    """A SLURM backend without remote_dir runs in place (a shared file system): its runs go
+    to the local log folder, so that is the only remote_log_dir it takes."""
+    project = make_project(tmp_path / "proj", "remote_log_dir: {gl: /scratch/me/data}\n"
+                           "host_address: {gl: me@login}\n")
+    cfg = load_config(project / "chester.yaml")
+    with pytest.raises(ConfigError) as ei:
+        cfg.backend("gl")
+    assert f"remote_log_dir.gl: /scratch/me/data contradicts remote_dir + log_dir " \
+           f"({project / 'data'})" in str(ei.value)
+    ok = make_project(tmp_path / "ok", f"remote_log_dir: {{gl: {tmp_path / 'ok' / 'data'}}}\n"
+                      "host_address: {gl: me@login}\n")
+    assert load_config(ok / "chester.yaml").backend("gl").options.remote_dir is None
+    with pytest.raises(ConfigError, match="remote_log_dir.x: expected a folder path"):
+        load_config(make_project(tmp_path / "p2", "remote_log_dir: {x: [1]}\n") / "chester.yaml")

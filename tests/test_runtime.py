@@ -104,7 +104,8 @@ def test_the_runtime_holds_only_the_target_package_and_it_imports_alone(tmp_path
                                                            "chester/__init__.pyc")]
     assert outside == []
     assert {"chester/target/worker.py", "chester/target/runner.py", "chester/target/tool.py",
-            "chester/target/__main__.py", "cloudpickle/__init__.py"} <= set(names)
+            "chester/target/__main__.py", "chester/target/logger.py",
+            "cloudpickle/__init__.py"} <= set(names)
     assert all(n.endswith((".py", ".pyc")) for n in names)
     modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names
                      if n.endswith(".py") and n != "__main__.py")
@@ -116,6 +117,23 @@ def test_the_runtime_holds_only_the_target_package_and_it_imports_alone(tmp_path
         r = subprocess.run([sys.executable, "-I", "-S", str(rt.path), tool, "--help"],
                            capture_output=True, text=True, cwd=tmp_path)
         assert r.returncode == 0 and r.stdout.startswith("usage:"), (tool, r.stderr)
+
+
+def test_a_run_writes_with_chester_logger_from_the_zip_alone(tmp_path):
+    """``from chester import logger`` (the earlier chester's name) on a target that has
+    nothing but the runtime: the logger in chester.target, under its old name."""
+    rt = runtime.build()
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]\n"
+            "from chester import logger\nimport chester.logger\n"
+            "assert logger is chester.logger and logger.__name__ == 'chester.target.logger'\n"
+            "logger.configure(dir=sys.argv[2], format_strs=['csv'])\n"
+            "logger.logkv('step', 1); logger.dumpkvs(); logger.reset()\n"
+            "print(logger.__file__)")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(rt.path), str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1].startswith(f"{rt.path}/chester/target/logger.py")
+    assert (tmp_path / "progress.csv").read_text() == "step\n1\n"
 
 
 def test_a_run_finds_the_rest_of_chester_where_chester_is_installed(tmp_path):

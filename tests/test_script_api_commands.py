@@ -99,11 +99,12 @@ def test_hydra_enabled_runs_the_app_with_overrides_in_the_run_folder(project):
     vg.add("lr", [0.5, 0.25])
     vg.add("model", [{"name": "cnn", "depth": 4}])
     for v in vg.variants():
-        run_exp.run_experiment_lite(script="app.py", hydra_enabled=True,
-                                    hydra_flags={"multirun": False}, variant=v,
-                                    variations=vg.variations(), exp_prefix="seed-hydra",
-                                    mode="local", wait_subprocess=False)
-    sweep = run_exp.flush()
+        sweep = run_exp.run_experiment_lite(script="app.py", hydra_enabled=True,
+                                            hydra_flags={"multirun": False}, variant=v,
+                                            variations=vg.variations(), exp_prefix="seed-hydra",
+                                            mode="local", wait_subprocess=False)
+    # the last variant carries chester_last_variant: that call submitted the collected runs
+    assert sweep is not None and run_exp.flush() is None
     states = sweep.wait(timeout=120, poll_interval=0.2, progress=False)
     assert set(states.values()) == {State.SUCCEEDED}
     got = sorted(json.loads((r.log_dir / "cfg.json").read_text())["lr"] for r in sweep.runs)

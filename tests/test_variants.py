@@ -22,7 +22,7 @@ def test_dependent_values_and_key_order():
     vg.add("model", ["small", "big"])
     vg.add("lr", lambda model: [0.1] if model == "small" else [0.01, 0.001])
     vs = vg.variants()
-    assert next(list(v) for v in vs) == ["model", "lr", "h"]
+    assert next(list(v) for v in vg.ivariants()) == ["model", "lr", "h"]
     assert [v["h"] for v in vs] == ["small-0.1", "big-0.01", "big-0.001"]
     assert vg.size == 3
     assert vg.variations() == ["model"]
@@ -86,4 +86,26 @@ def test_variants_are_not_mutated_and_randomized_is_seeded():
     base = vg.variants()
     assert vg.variants(randomized=True, seed=3) == vg.variants(randomized=True, seed=3)
     assert sorted(v["a"] for v in vg.variants(randomized=True)) == list(range(10))
-    assert all("chester_first_variant" not in v for v in base)
+    # the earlier chester's markers: the first variant and the last one only
+    assert [(v.get("chester_first_variant"), v.get("chester_last_variant")) for v in base] == \
+        [(True, None)] + [(None, None)] * 8 + [(None, True)]
+    shuffled = vg.variants(randomized=True, seed=3)
+    assert shuffled[0]["chester_first_variant"] and shuffled[-1]["chester_last_variant"]
+    assert sum("chester_first_variant" in v or "chester_last_variant" in v
+               for v in shuffled) == 2
+    assert all(not set(v) & {"chester_first_variant", "chester_last_variant"}
+               for v in vg.ivariants())
+
+
+def test_one_variant_carries_both_markers_as_upstream_tests_check():
+    vg = SeedVG()
+    vg.add("learning_rate", [0.001, 0.01])
+    vg.add("batch_size", [32, 64])
+    vg.add("hidden_dim", lambda batch_size: [batch_size * 2])
+    variants = vg.variants()
+    assert len(variants) == 4
+    assert all(v.hidden_dim == v.batch_size * 2 for v in variants)
+    assert variants[0].get("chester_first_variant", False)
+    assert variants[-1].get("chester_last_variant", False)
+    one = VariantGenerator().add("x", [1]).variants()
+    assert one == [{"x": 1, "chester_first_variant": True, "chester_last_variant": True}]

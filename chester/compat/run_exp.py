@@ -169,6 +169,20 @@ def _flush_at_exit() -> None:
         os._exit(1)
 
 
+def _flush_or_exit() -> Any:
+    """:func:`flush` where the script asked for it (its last variant, or a local run it
+    waits for): a known problem ends the script in one line with status 1, as it would at
+    the script's end, rather than in a traceback through chester's code."""
+    from chester.plugin.errors import ChesterError
+
+    try:
+        return flush()
+    except ChesterError as exc:
+        print(f"chester: error: the runs collected by run_experiment_lite were not "
+              f"submitted: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def _register_exit_flush() -> None:
     """Arrange for :func:`_flush_at_exit` to run when the interpreter ends.
 
@@ -330,7 +344,7 @@ def run_experiment_lite(
     _pending.dirs.append(os.fspath(log_dir) if log_dir else None)
     local_blocking = wait_subprocess and not dry and _is_local(mode)
     if last or local_blocking:
-        sweep = flush()
+        sweep = _flush_or_exit()
         if local_blocking and sweep is not None:
             sweep.wait(pull=False, progress=False)
         return sweep

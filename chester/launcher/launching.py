@@ -23,7 +23,7 @@ from chester.plugin.errors import UserError
 from chester.plugin.records import RunSpec, RunStatus, State
 from chester.store import RunRow, Store
 from chester.target import rundir as rd
-from chester.target.attrdict import AttrDict
+from chester.target.attrdict import MARKERS, AttrDict, without_markers
 from chester.variants import VariantGenerator, expand
 from chester.variants.naming import (
     auto_suffix,
@@ -57,7 +57,7 @@ def _variations(variants: Any, vlist: list[dict]) -> list[str]:
     keys: list[str] = []
     for v in vlist:
         for k in v:
-            if k not in keys:
+            if k not in keys and k not in MARKERS:
                 keys.append(k)
     out = []
     for k in keys:
@@ -91,7 +91,7 @@ def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict
     h = hashlib.sha256(b"chester-fingerprint-2\0")
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
     for v in vlist:
-        h.update(digest(v))
+        h.update(digest(without_markers(v)))
     return h.hexdigest()
 
 
@@ -103,7 +103,7 @@ def legacy_fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: li
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
     try:
         for v in vlist:
-            h.update(_json_legacy(v).encode())
+            h.update(_json_legacy(without_markers(v)).encode())
             h.update(b"\0")
     except (TypeError, ValueError):
         return None
@@ -165,7 +165,7 @@ def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir:
     # run.json is {"token", "name", "run_id", "attempt", then what every run shares}
     shared = _json_text({"project_dir": project_dir, "env": dict(env)})
     return [(row,
-             _json_variant({**variant, "exp_name": row.name}),
+             _json_variant({**without_markers(variant), "exp_name": row.name}),
              f'{{"token": {_json_text(row.token)}, "name": {_json_text(row.name)}, '
              f'"run_id": {int(row.id)}, '
              f'"attempt": {int(attempt or getattr(row, "attempt", None) or 1)}, '

@@ -1,7 +1,8 @@
 """The only code that runs on targets: the worker, the queue runner, the target tool and the
 run-folder records they share, what a run's payload unpickles with (``AttrDict``, a
-``Command`` and the Hydra grammar it writes overrides with), and the functions the
-conformance suite launches. It imports the standard library, itself and cloudpickle,
+``Command`` and the Hydra grammar it writes overrides with), the functions the conformance
+suite launches, and the key/value logger runs may write their metrics with
+(:mod:`chester.target.logger`, imported as ``chester.logger``). It imports the standard library, itself and cloudpickle,
 nothing else: the runtime zip (:mod:`chester.remote.runtime`) carries this package,
 ``chester/__init__.py`` and cloudpickle.
 

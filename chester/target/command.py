@@ -25,7 +25,7 @@ the worker's own interpreter (the backend's configured Python). Its output goes 
 run's ``stdout``/``stderr``; a non-zero exit fails the run with that exit status.
 
 This module runs on every target: it imports nothing outside the standard library and
-:mod:`chester.hydra_grammar`.
+:mod:`chester.target.hydra_grammar` and :mod:`chester.target.attrdict`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chester.target.attrdict import MARKERS
 from chester.target.hydra_grammar import HYDRA_KEY, KEY_PART, GrammarError, hydra_value
 
 STYLES = ("argparse", "hydra", "template")
-#: Variant keys the earlier chester used as markers; never arguments.
-_MARKERS = ("chester_first_variant", "chester_last_variant", "is_debug")
+#: Variant keys the earlier chester used as markers (``is_debug`` too); never arguments.
+_MARKERS = (*MARKERS, "is_debug")
 
 
 class CommandError(ValueError):

@@ -7,18 +7,19 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from chester.target.attrdict import AttrDict
+from chester.target.attrdict import MARKERS, AttrDict
 
 
 class VariantDict(AttrDict):
-    """A variant that knows which keys are hidden; ``dump()`` leaves them out."""
+    """A variant that knows which keys are hidden; ``dump()`` leaves them out (and the
+    first/last markers of :meth:`VariantGenerator.variants`)."""
 
     def __init__(self, d: dict, hidden_keys: Sequence[str]):
         super().__init__(d)
         object.__setattr__(self, "_hidden_keys", list(hidden_keys))
 
     def dump(self) -> dict:
-        return {k: v for k, v in self.items() if k not in self._hidden_keys}
+        return {k: v for k, v in self.items() if k not in self._hidden_keys and k not in MARKERS}
 
     def __reduce__(self) -> Any:
         return (VariantDict, (dict(self), self._hidden_keys))
@@ -53,6 +54,7 @@ class VariantGenerator:
 
     def __init__(self) -> None:
         self._variants: list[tuple[str, Any, dict]] = []
+        self._derivations: list[tuple[str, Callable[[AttrDict], Any]]] = []
         for name, member in inspect.getmembers(type(self)):
             cfg = getattr(member, "__chester_variant__", None)
             if cfg is not None and callable(member):
@@ -88,6 +90,19 @@ class VariantGenerator:
                 self._variants[i] = (key, vals, {**old_cfg, **cfg})
                 return self
         return self.add(key, vals, **cfg)
+
+    def derive(self, key: str, fn: Callable[[AttrDict], Any]) -> VariantGenerator:
+        """A key computed from each whole variant: ``fn(variant)`` returns its one value
+        (not a list), as upstream chester 2.0's ``derive``. Derivations apply in the order
+        they were added, after the sweep is expanded, so one may read the keys of
+        :meth:`add` and of earlier derivations. Derived keys are not sweep axes: they are
+        never in :meth:`variations` (nor run names)."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("variant keys must be non-empty strings")
+        if not callable(fn):
+            raise TypeError(f"derive({key!r}, fn): fn must be a function of the variant")
+        self._derivations.append((key, fn))
+        return self
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -146,13 +161,26 @@ class VariantGenerator:
         if not ordered:
             return
         for d in rec(0, {}):
-            yield AttrDict(d)
+            v = AttrDict(d)
+            for key, fn in self._derivations:
+                v[key] = fn(v)
+            yield v
 
     def variants(self, randomized: bool = False, seed: int | None = None) -> list[AttrDict]:
-        """All variants as a list of ``AttrDict``; ``randomized`` shuffles (optionally seeded)."""
+        """All variants as a list of ``AttrDict``; ``randomized`` shuffles (optionally seeded).
+
+        As in the earlier chester, the first variant carries ``chester_first_variant=True``
+        and the last ``chester_last_variant=True`` (one variant carries both; set after
+        shuffling). They mark a place in this list, not what a run is: chester keeps them
+        out of fingerprints, run names, ``variant.json`` and a command's arguments.
+        :meth:`ivariants` (and ``chester.launch(fn, vg)``) yield the variants without them.
+        """
         out = list(self.ivariants())
         if randomized:
             random.Random(seed).shuffle(out)
+        if out:
+            out[0][MARKERS[0]] = True
+            out[-1][MARKERS[1]] = True
         return out
 
     @property
@@ -200,9 +228,12 @@ def _source_line(fn: Any) -> int:
 
 
 def expand(variants: Any) -> list[dict]:
-    """Turn a VariantGenerator, a list of dicts, or one dict into a list of plain dicts."""
+    """Turn a VariantGenerator, a list of dicts, or one dict into a list of plain dicts.
+
+    A generator gives its variants without the markers of :meth:`VariantGenerator.variants`;
+    a list is taken as it is (markers included: the function gets exactly what was given)."""
     if isinstance(variants, VariantGenerator):
-        return [dict(v) for v in variants.variants()]
+        return [dict(v) for v in variants.ivariants()]
     if isinstance(variants, dict):
         return [dict(variants)]
     return [dict(v) for v in variants]

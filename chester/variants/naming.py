@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from chester.plugin.errors import UserError
+from chester.target.attrdict import MARKERS
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -121,7 +122,7 @@ def auto_suffix(exp_prefix: str, variant: dict, variations: Sequence[str]) -> st
     """
     parts = [exp_prefix]
     for key in variations:
-        if key not in variant:
+        if key not in variant or key in MARKERS:
             continue
         label = key.split(".")[-1]
         v = variant[key]
