@@ -266,7 +266,12 @@ def _record_exception(record: dict, exc: BaseException) -> int:
     """Record the exception being handled as the run's failure; print its traceback."""
     import traceback
 
-    tb = traceback.format_exc()
+    # from the run's own frames: the worker's call of the function is no part of its story
+    frames = exc.__traceback__
+    if frames is not None and frames.tb_next is not None \
+            and frames.tb_frame.f_code is run.__code__:
+        frames = frames.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, frames))
     sys.stderr.write(tb)
     record.update(state="failed", reason=f"{type(exc).__name__}: {exc}"[:2000],
                   exception=type(exc).__name__, traceback=tb[-20000:])
