@@ -269,3 +269,27 @@ def test_the_smaller_things(project, tmp_path):
     assert wrong.returncode == 2 and "nearest: 2_small_i_1" in wrong.stderr
     typo = run_chester(["stauts"], cwd=project, env=env)
     assert typo.returncode == 2 and "did you mean 'status'?" in typo.stderr
+
+
+def test_ctrl_c_says_the_runs_go_on(project, tmp_path):
+    env = _env(tmp_path)
+    r = subprocess.run([*CHESTER, "launch", "--style", "argparse", "-p", "bye", "--",
+                        "python", "job.py", "i=3"], cwd=project, capture_output=True,
+                       text=True, timeout=120, env={**_base_env(), **env})
+    assert r.returncode == 0, r.stderr
+    import signal
+
+    p = subprocess.Popen([*CHESTER, "monitor", "bye"], cwd=project, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**_base_env(), **env})
+    try:
+        first = p.stdout.readline()  # piped: a progress line at once
+        assert first.startswith("bye: 0/1 ended ("), first
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        run_chester(["cancel", "bye"], cwd=project, env=env)
+    assert p.returncode == 130
+    assert err.strip() == "chester: stopped waiting; the runs go on without this command. " \
+                          "Watch them: chester status bye  |  chester monitor bye", err
