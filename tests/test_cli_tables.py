@@ -71,6 +71,12 @@ def test_the_status_screen_fits_80x24_whatever_the_sweep():
         assert "ValueError: the loss diverged" in line
     assert "70 more not shown (30 queued, 40 succeeded): chester status lr-sweep --all" in text
     assert "chester logs lr-sweep:1" in text
+    # a thousand runs, three hundred failed: still one screen, as many failures as fit
+    many = _rows(n_failed=300, n_queued=400, n_ok=300)
+    lines = _screen(many)
+    assert len(lines) <= 23 and all(len(line) <= 80 for line in lines), "\n".join(lines)
+    assert "1_lr-sweep" in lines[7] and "more not shown (286 failed, 400 queued, 300 " \
+        "succeeded)" in "\n".join(lines)
     # a small sweep shows every run
     small = "\n".join(_screen(_rows(n_failed=1, n_queued=1, n_ok=2)))
     assert "more not shown" not in small and "4_lr-sweep_lr_0.1" in small

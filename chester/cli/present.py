@@ -178,8 +178,6 @@ COLUMNS: tuple[Column, ...] = (
            shown=_any(lambda r: bool(r.pulled_at) and r.backend != "local"), gives_way=3),
 )
 
-#: the reason column keeps at least this many cells before other columns give way for it
-REASON_MIN = 24
 _GAP = 2
 
 
@@ -190,21 +188,19 @@ def _cell(v: Any) -> str:
 def fit_columns(rows: Sequence[Any], ctx: Ctx, width: int,
                 columns: Sequence[Column] = COLUMNS) -> list[Column]:
     """The columns a terminal table of ``rows`` shows at ``width``: the optional ones that
-    apply, less those that give way (in their order) until the fixed columns leave the
-    reason :data:`REASON_MIN` cells, or the reason's whole text if shorter."""
+    apply, less those that give way (in their order) until the reasons fit whole (what
+    is still too wide is the reason's to lose: it is cut with an ellipsis)."""
     cols = [c for c in columns if c.shown(ctx)]
+    widths = {}
+    for c in cols:  # each column's width, measured once
+        cells = [len(_cell(c.get(r, ctx))) for r in rows]
+        w = max([len(c.title), *cells])
+        widths[c.key] = (w if any(cells) else 0) if c.flex else w
 
     def need(cs: list[Column]) -> int:
-        total = 0
-        for c in cs:
-            cells = [len(_cell(c.get(r, ctx))) for r in rows]
-            w = max([len(c.title), *cells])
-            if c.flex:
-                w = min(w, REASON_MIN) if any(cells) else 0
-            total += w + _GAP
-        return total - _GAP
+        return sum(widths[c.key] + _GAP for c in cs) - _GAP
 
-    if not any(reason(r) for r in rows):
+    if not any(widths[c.key] for c in cols if c.flex):
         cols = [c for c in cols if not c.flex]
     for c in sorted((c for c in cols if c.gives_way), key=lambda c: c.gives_way):
         if need(cols) <= width:
@@ -215,29 +211,32 @@ def fit_columns(rows: Sequence[Any], ctx: Ctx, width: int,
 
 def render_table(console: Any, rows: Sequence[Any], ctx: Ctx,
                  columns: Sequence[Column] | None = None) -> None:
-    """The rows as a rich table that fits ``console.width``: names whole, the reason cut
-    with an ellipsis, nothing wrapped."""
+    """The rows as a rich table that fits ``console.width``: every column as wide as its
+    widest cell (names whole), the reason as wide as what is left, cut with an ellipsis;
+    nothing wrapped."""
     from rich import box
     from rich.table import Table
 
     cols = list(columns) if columns is not None else fit_columns(rows, ctx, console.width)
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 1), show_edge=False,
-              collapse_padding=True, expand=False)
+    cells = {c.key: [_cell(c.get(r, ctx)) for r in rows] for c in cols}
+    widths = {c.key: max([len(c.title)] + [len(x) for x in cells[c.key]]) for c in cols}
+    fixed = sum(widths[c.key] for c in cols if not c.flex) + _GAP * (len(cols) - 1)
     for c in cols:
         if c.flex:
-            t.add_column(c.title, no_wrap=True, overflow="ellipsis", ratio=1)
-        else:
-            t.add_column(c.title, no_wrap=True, overflow="ellipsis",
-                         min_width=max([len(c.title)] + [len(_cell(c.get(r, ctx)))
-                                                         for r in rows]))
-    for r in rows:
-        cells = []
+            widths[c.key] = max(len(c.title), min(widths[c.key], console.width - fixed))
+    # a space of padding on the right and the box's space between columns: _GAP cells
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
+              expand=False)
+    for c in cols:
+        t.add_column(c.title, no_wrap=True, overflow="ellipsis", width=widths[c.key])
+    for i, r in enumerate(rows):
+        row = []
         for c in cols:
-            text = _cell(c.get(r, ctx))
+            text = cells[c.key][i]
             style = c.style(r)
-            cells.append(f"[{style}]{_escape(text)}[/]" if style and text else _escape(text))
-        t.add_row(*cells)
-    console.print(t, crop=True, overflow="ellipsis")
+            row.append(f"[{style}]{_escape(text)}[/]" if style and text else _escape(text))
+        t.add_row(*row)
+    console.print(t, crop=True, overflow="ellipsis", no_wrap=True)
 
 
 def _escape(text: str) -> str:
@@ -310,7 +309,8 @@ def screen(console: Any, title: str, rows: Sequence[Any], prefix: str, *,
     if not rows:
         return
     used = 1 + len(state_lines(rows)) + 1  # title, states, the blank line before the table
-    fixed = 2 + 1 + 1  # the table's head and rule, a footer, the shell's next prompt
+    # the table's head and rule, the count of runs not shown, the logs hint, the prompt
+    fixed = 2 + 1 + (1 if any(r.state.value in BAD for r in rows) else 0) + 1
     room = None if show_all or height is None else max(3, height - used - fixed)
     shown = list(rows)
     if room is not None and len(rows) > room:
