@@ -68,10 +68,10 @@ def test_one_prefix_on_two_backends_is_one_sweep(tmp_path, sshd_hosts, monkeypat
     assert st["backends"] == ["box", "local"] and st["backend"] is None
     assert [r["backend"] for r in st["runs"]] == ["local", "local", "box", "box"]
     table = run_chester(["status", "mixed"], cwd=project).stdout
-    rows = [line.split("\t") for line in table.splitlines()]
-    assert [(r[4], r[6]) for r in rows[1:]] == [("local", "succeeded")] * 2 + \
+    cells = [line.split("\t") for line in table.splitlines()]
+    assert [(c[4], c[6]) for c in cells[1:]] == [("local", "succeeded")] * 2 + \
         [("box", "succeeded")] * 2
-    assert rows[0][4] == "backend"
+    assert cells[0][4] == "backend"
     p = run_chester(["pull", "mixed"], cwd=project)
     assert p.stdout.startswith("mixed: pulled 4 runs"), (p.stdout, p.stderr)
     logs = run_chester(["logs", rows[3].name], cwd=project)
