@@ -155,14 +155,13 @@ class ChesterConfig:
         btype, raw, source = self.backend_raw(name)
         installed = manager.backends()
         if btype not in installed:
+            names = list(self.backend_names())
             if name == btype and name not in self.values["backends"]:
-                rec = manager.records.get(btype)
-                configured = ", ".join(n for n in self.backend_names()) or "none"
-                msg = unknown_backend_message(btype, sorted(installed), rec)
-                raise UnknownBackendError(f"{msg}; configured backends: {configured}")
+                raise UnknownBackendError(_unknown_name(self, name, sorted(installed), manager))
             raise UnknownBackendError(
                 f"{self.where()}: backends.{name}.type: "
-                + unknown_backend_message(btype, sorted(installed), manager.records.get(btype)))
+                + unknown_backend_message(btype, sorted(installed), manager.records.get(btype),
+                                          names))
         spec = manager.get_backend(btype).spec
         options = build_options(spec.options_cls, raw, path=self.where(),
                                 key=f"backends.{name}" if name in self.values["backends"] else name,
@@ -179,7 +178,6 @@ class ChesterConfig:
             conda_command=v["conda_command"], sync_on_launch=v["sync_on_launch"],
         )
 
-
     def _check_remote_log_dir(self, name: str, remote_root: str | None) -> None:
         """Backend ``name``'s ``remote_log_dir`` against where its runs really go: under its
         remote root, or, with none (a cluster that shares this file system), here."""
@@ -195,6 +193,28 @@ class ChesterConfig:
         else:  # compared with the configured remote_dir when the file was loaded
             return
         _refuse_other_log_dir(self, name, given, want)
+
+
+def _unknown_name(cfg: ChesterConfig, name: str, installed: list[str], manager: Any) -> str:
+    """One line for a backend name that is neither configured nor an installed type:
+    the nearest name, the package when it is one of chester's backends, else how to
+    configure it."""
+    from chester.plugin.manager import KNOWN_BACKENDS, unknown_backend_message
+
+    rec = manager.records.get(name)
+    if rec is not None and rec.status in ("error", "blocked"):
+        return unknown_backend_message(name, installed, rec)
+    configured = list(cfg.backend_names())
+    where = f"configured in {cfg.where()}: {', '.join(configured) or 'none'}; " \
+        f"types installed: {', '.join(installed) or 'none'}"
+    close = _close(name, list(dict.fromkeys([*configured, *installed, *KNOWN_BACKENDS])))
+    if close:
+        return f"unknown backend {name!r}; did you mean {close[0]!r}? ({where})"
+    if name in KNOWN_BACKENDS:
+        return (f"unknown backend {name!r}: its plugin is not installed; install it "
+                f"with: pip install chester-backend-{name}")
+    return (f"unknown backend {name!r} ({where}); name a configured backend, or add "
+            f"this one to chester.yaml: backends: {{{name}: {{type: slurm, ...}}}}")
 
 
 def _local_singularity(v: Mapping[str, Any]) -> dict[str, Any]:
@@ -733,7 +753,7 @@ def describe(cfg: ChesterConfig) -> list[tuple[str, str, str]]:
     rows = [("config file", cfg.where(), find_config_path()[1] if cfg.path else "")]
     for key in GLOBAL_KEYS:
         val = cfg.values[key]
-        if key == "backends":
+        if key == "backends" or key in NOT_SUPPORTED:  # refused when set: nothing to show
             continue
         rows.append((key, json.dumps(val, default=str) if not isinstance(val, str) else val,
                      cfg.sources.get(key, "")))

@@ -77,9 +77,9 @@ def test_launcher_exits_and_a_new_shell_sees_the_runs_finish(project):
     for run in final["runs"]:
         out = json.loads((Path(run["log_dir"]) / "out.json").read_text())
         assert out["i"] == int(run["name"].split("_")[0]) - 1
-    # the table form, piped: plain text
+    # the table form, piped: tab-separated values, a run a line
     table = run_chester(["status", "e2e"], cwd=project)
-    assert "4 succeeded" in table.stdout
+    assert [line.split("\t")[6] for line in table.stdout.splitlines()[1:]] == ["succeeded"] * 4
 
 
 def test_a_run_that_raises_is_failed_with_the_exception(project):
@@ -91,9 +91,13 @@ def test_a_run_that_raises_is_failed_with_the_exception(project):
     assert "RuntimeError: loss went to NaN at step 7" in bad[0]["reason"]
     assert "loss went to NaN" in bad[0]["stderr_tail"]
     table = run_chester(["status", "fails"], cwd=project)
-    assert "last lines of stderr" in table.stdout and "RuntimeError" in table.stdout
+    assert "\tfailed\tRuntimeError: loss went to NaN at step 7\t" in table.stdout
     logs = run_chester(["logs", bad[0]["name"], "--stderr"], cwd=project)
     assert "Traceback" in logs.stdout and "RuntimeError" in logs.stdout
+    # its stdout, then the last lines of its stderr (on stderr): the traceback at the end
+    logs = run_chester(["logs", "fails:2"], cwd=project)
+    assert logs.returncode == 0 and "Traceback" not in logs.stdout
+    assert logs.stderr.rstrip().endswith("RuntimeError: loss went to NaN at step 7")
 
 
 def test_cancel_leaves_no_process_behind(project):
@@ -123,7 +127,7 @@ def test_cancel_leaves_no_process_behind(project):
     pids = [pid for f in batch.glob("*/pids.json") for pid in json.loads(f.read_text())]
     assert all(pid_alive(p) for p in pids)
     c = run_chester(["cancel", "cancelme"], cwd=project)
-    assert c.returncode == 0 and "cancelled 3 of 3" in c.stdout, (c.stdout, c.stderr)
+    assert c.returncode == 0 and "cancelled 3 runs" in c.stdout, (c.stdout, c.stderr)
     st = _wait_status(project, "cancelme", timeout=30)
     assert [r["state"] for r in st["runs"]] == ["cancelled"] * 3
     for p in pids:
@@ -221,7 +225,10 @@ def test_the_seed_example_shows_all_its_runs_under_its_prefix(project):
     assert [run["name"] for run in first["runs"]] == ["1_my_experiment"]
     assert first["ref"] == f"my_experiment@{st['sweep_ids'][0]}"
     table = run_chester(["status", "my_experiment"], cwd=project).stdout
-    assert "my_experiment (launches 1-4, backend local): 4 succeeded" in table
+    rows = [line.split("\t") for line in table.splitlines()]
+    assert [(r[1], r[3], r[6]) for r in rows[1:]] == [
+        (str(n), str(sid), "succeeded") for n, sid in zip(range(1, 5), st["sweep_ids"],
+                                                         strict=True)]
     # the runs are already home: auto_pull starts no monitor for this machine
     assert not (project / ".chester" / "monitor").exists()
     assert "nothing to monitor" in run_chester(["monitor", "my_experiment"], cwd=project).stdout
@@ -251,9 +258,9 @@ def test_a_prefix_names_every_launch_and_prefix_at_n_one(project):
     assert _status(project, "exp")["sweep_ids"] == [first, second]
     # one launch, then the rest of the sweep
     c = run_chester(["cancel", f"exp@{second}"], cwd=project)
-    assert c.stdout.strip() == f"exp@{second}: cancelled 1 of 1 unfinished runs", c.stderr
+    assert c.stdout.strip() == f"exp@{second}: cancelled 1 run (exp:3)", c.stderr
     c = run_chester(["cancel", "exp"], cwd=project)
-    assert c.stdout.strip() == "exp: cancelled 2 of 2 unfinished runs", c.stderr
+    assert c.stdout.strip() == "exp: cancelled 2 runs (exp:1, exp:2)", c.stderr
     st = _wait_status(project, "exp", timeout=30)
     assert [r["state"] for r in st["runs"]] == ["cancelled"] * 3
     per_launch = json.loads(run_chester(["status", "--all", "--json", "exp"], cwd=project).stdout)

@@ -95,7 +95,15 @@ def test_unknown_backend_lists_installed_and_package():
     with pytest.raises(UnknownBackendError) as err:
         mgr.get_backend("nosuch")
     msg = str(err.value)
-    assert "local" in msg and "pip install chester-backend-nosuch" in msg
+    assert "local" in msg and "pip install" not in msg  # no such package exists
+    with pytest.raises(UnknownBackendError) as err:
+        mgr.get_backend("locl")
+    assert "did you mean 'local'?" in str(err.value)
+    from chester.plugin.manager import unknown_backend_message
+
+    # one of chester's own backends, not installed: its package is named
+    assert unknown_backend_message("ec2", ["local"]).endswith(
+        "install it with: pip install chester-backend-ec2")
 
 
 def test_broken_plugin_is_listed_as_error_and_local_still_runs(tmp_path):

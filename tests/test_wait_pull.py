@@ -35,7 +35,7 @@ def test_a_run_whose_files_are_gone_is_not_called_pulled(env):
     shutil.rmtree(sweep.runs[1].log_dir)
     r = run_chester(["pull", "gone"], cwd=env.project)
     assert r.returncode == 1, (r.stdout, r.stderr)
-    assert "pulled 2 runs" in r.stdout
+    assert "gone: 2 runs already here" in r.stdout
     assert "1 runs did not arrive" in r.stderr and sweep.runs[1].name in r.stderr
     assert [run.pulled for run in sweep.runs] == [True, False, True]
     # waiting retries it a few polls, then returns with the run still unpulled

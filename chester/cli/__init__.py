@@ -15,10 +15,29 @@ from chester import __version__
 EXIT_USER = 2
 EXIT_BACKEND = 1
 AT_N = "PREFIX@N: launch N only (the sweep id `status` shows)"
+RUN = ("PREFIX:N (run N of the sweep, as its folder N_... is numbered), or the run's name, "
+       "token, id or folder")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with "did you mean" for a mistyped command or choice."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            import difflib
+
+            choices = re.findall(r"'([^']*)'", m[2]) or [c.strip() for c in m[2].split(",")]
+            close = difflib.get_close_matches(m[1], choices, n=1, cutoff=0.6)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        super().error(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="chester",
         description="Launch ML parameter sweeps anywhere, track every run, bring results home.",
         epilog="Runs are tracked in <project>/.chester/jobs.db; every command works from any "
@@ -26,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print versions of chester and plugins")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     p.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     la = sub.add_parser(
         "launch", help="run a command once per combination of key=a,b values",
@@ -66,31 +85,55 @@ def _parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="show the resolved chester.yaml and where values came from")
     cf.add_argument("--json", action="store_true", help="JSON output")
 
-    st = sub.add_parser("status", help="states of every run of a sweep (default: the latest)")
-    st.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
-                    help=f"sweep name (exp_prefix): all its runs, of every launch; {AT_N}")
+    st = sub.add_parser(
+        "status", help="states of every run of a sweep (default: the latest), or one run",
+        description="A sweep's runs on one screen: a line per state, then the runs that "
+                    "failed or run (every run when they fit), each with a one-line reason. "
+                    "Piped: tab-separated values, one run a line, every column. A run "
+                    f"({RUN}) shows all about that run.")
+    st.add_argument("exp_prefix", nargs="?", metavar="PREFIX|RUN",
+                    help=f"sweep name (exp_prefix): all its runs, of every launch; {AT_N}; "
+                         "or one run")
     st.add_argument("--all", action="store_true",
-                    help="one table per launch (of PREFIX, or every launch in the store)")
+                    help="every run and column, one table per launch (of PREFIX, or every "
+                         "launch in the store), with the last lines of failed runs' stderr")
     st.add_argument("--json", action="store_true", help="JSON output")
     st.add_argument("--no-refresh", action="store_true", help="show stored states only")
 
     sw = sub.add_parser("sweeps", help="every sweep of the project: backends, counts by "
                                        "state, age")
     sw.add_argument("--json", action="store_true", help="JSON output")
+    sw.add_argument("--no-refresh", action="store_true",
+                    help="show stored states (with their age) without asking the backends")
+    sw.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                    help="wait at most S seconds for the backends' answers (default: 10); "
+                         "states not refreshed in time say how old they are")
 
-    lg = sub.add_parser("logs", help="print a run's output")
-    lg.add_argument("run", help="run name, token, id or folder")
+    lg = sub.add_parser("logs", help="print a run's output",
+                        description="Print a run's stdout (or --stderr). For a run that "
+                                    "failed, the last lines of its stderr follow, on "
+                                    "stderr. -f keeps printing until the run ends, says "
+                                    "when it waits for the run to start, and ends with the "
+                                    "run's final state.")
+    lg.add_argument("run", metavar="RUN", help=RUN)
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     lg.add_argument("--stderr", action="store_true", help="show stderr instead of stdout")
 
-    cn = sub.add_parser("cancel", help="cancel a sweep's unfinished runs, or named runs")
-    cn.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
-                    help=f"sweep name (default: the latest); {AT_N}")
-    cn.add_argument("--run", action="append", default=[], help="only this run (repeatable)")
+    cn = sub.add_parser("cancel", help="cancel a sweep's unfinished runs, or one run",
+                        description="Cancel the unfinished runs of a sweep, or one run. "
+                                    "Without PREFIX: the latest sweep, after asking on a "
+                                    "terminal (refused when not on a terminal, unless -y).")
+    cn.add_argument("exp_prefix", nargs="?", metavar="PREFIX|RUN",
+                    help=f"sweep name (default: the latest, asked first); {AT_N}; or one "
+                         f"run: {RUN}")
+    cn.add_argument("--run", action="append", default=[],
+                    help="only this run of the sweep (repeatable)")
+    cn.add_argument("-y", "--yes", action="store_true",
+                    help="do not ask (a bare `chester cancel`: the latest sweep)")
 
     pu = sub.add_parser("pull", help="bring finished runs home (incremental)")
-    pu.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
-                    help=f"sweep name (default: the latest); {AT_N}")
+    pu.add_argument("exp_prefix", nargs="?", metavar="PREFIX|RUN",
+                    help=f"sweep name (default: the latest); {AT_N}; or one run: {RUN}")
     pu.add_argument("--include", action="append", default=[], help="rsync include pattern")
     pu.add_argument("--exclude", action="append", default=[], help="rsync exclude pattern")
     pu.add_argument("--bare", action="store_true", help="skip *.pkl *.png *.gif *.pth *.pt")
@@ -296,7 +339,9 @@ def _main(args: argparse.Namespace) -> int:
         print(f"chester: error: {exc}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
-        print("chester: interrupted", file=sys.stderr)
+        going = " (runs already submitted go on: `chester status` shows them)" \
+            if args.command in ("launch", "relaunch") else ""
+        print(f"chester: interrupted{going}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # a reader gone (`chester status | head`): nothing more to say
         try:  # and nothing more is tried at exit
@@ -378,7 +423,7 @@ def _version() -> int:
 def emit_table(title: str | None, columns: list[str], rows: list[list[Any]], *,
                keep: tuple[str, ...] = (), whole: tuple[str, ...] = (),
                wrap: tuple[str, ...] = (), console: Any = None) -> None:
-    """A rich table on a terminal; tab-separated text when piped.
+    """A rich table on a terminal; tab-separated values when piped (no title).
 
     On a terminal, a column empty in every row is left out (unless in ``keep``); the
     ``whole`` columns (names) are never broken, the ``wrap`` ones (free text) wrap at word
@@ -407,9 +452,7 @@ def emit_table(title: str | None, columns: list[str], rows: list[list[Any]], *,
         for r in cells:
             t.add_row(*[r[i] for i in shown])
         (console or Console()).print(t)
-    else:
-        if title:
-            print(f"# {title}")
+    else:  # tab-separated values only: a header row, then the rows
         print("\t".join(columns))
         for r in rows:
             print("\t".join("" if v is None else str(v).replace("\n", " ") for v in r))

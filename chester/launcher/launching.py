@@ -151,9 +151,38 @@ def _pickle_fn(fn: Callable) -> bytes:
 
     if type(fn) is Command:
         return pickle.dumps(fn, protocol=pickle.DEFAULT_PROTOCOL)
-    import cloudpickle
+    import io
 
-    return cloudpickle.dumps(fn)
+    buf = io.BytesIO()
+    _pickler_keeping_files()(buf).dump(fn)
+    return buf.getvalue()
+
+
+def _pickler_keeping_files() -> type:
+    """cloudpickle's pickler, except that code pickled by value keeps its file's name:
+    cloudpickle writes ``<dynamic-code>`` instead, and a traceback of the launching script's
+    function would not say where the failing line is."""
+    global _KEEP_FILES
+    if _KEEP_FILES is None:
+        import types
+        from collections import ChainMap
+
+        import cloudpickle
+        from cloudpickle import cloudpickle as impl
+
+        def code_reduce(code: types.CodeType) -> Any:
+            ctor, args = impl._code_reduce(code)
+            return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+        class KeepFiles(cloudpickle.Pickler):  # type: ignore[misc]
+            dispatch_table = ChainMap({types.CodeType: code_reduce},
+                                      cloudpickle.Pickler.dispatch_table)
+
+        _KEEP_FILES = KeepFiles
+    return _KEEP_FILES
+
+
+_KEEP_FILES: type | None = None
 
 
 def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir: str,

@@ -153,9 +153,10 @@ class Sweep:
         return self.store.runs(self.id)
 
     # -- status ---------------------------------------------------------------------------
-    def refresh(self) -> list[RunRow]:
-        """Ask each backend about its unfinished runs (one hook call each), store the answer."""
-        rows = self.rows()
+    def refresh(self, only: Sequence[RunRow] | None = None) -> list[RunRow]:
+        """Ask each backend about its unfinished runs (one hook call each), store the answer.
+        ``only``: ask about these runs alone."""
+        rows = self.rows() if only is None else list(only)
         live = [r for r in rows if r.handle is not None and not r.state.terminal]
         if not live:
             return rows
@@ -168,6 +169,8 @@ class Sweep:
                 if st is not None:
                     updates.append((r.id, st))
             self.store.record_status(updates)
+        if only is not None:
+            return [self.store.run(r.id) for r in rows]
         return self.rows()
 
     def status(self, refresh: bool = True) -> dict[str, State]:
@@ -234,7 +237,8 @@ class Sweep:
              poll_interval: float | None = None, progress: bool | None = None,
              bare_failed: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),
              extra_dirs: Sequence[tuple[str, str]] = (),
-             pull_retries: int = PULL_RETRIES) -> dict[str, State]:
+             pull_retries: int = PULL_RETRIES,
+             on_poll: ProgressHook | None = None) -> dict[str, State]:
         """Wait until every submitted run ends; with ``pull``, bring each one home as it ends.
 
         Runs never submitted (a dry run, a failed launch) are not waited for: they stay
@@ -247,7 +251,9 @@ class Sweep:
         Raises :class:`~chester.errors.WaitTimeout` (a ``TimeoutError``) after ``timeout``
         seconds. Polls every ``poll_interval`` seconds: by default the backend's own
         ``poll_interval`` option when it has one, else the backend type's usual interval (for
-        runs on several backends, the shortest of theirs).
+        runs on several backends, the shortest of theirs). ``progress`` shows a progress
+        bar (default: when stderr is a terminal); ``on_poll`` is called with the rows after
+        every poll.
         """
         from chester.plugin.errors import TransientBackendError, WaitTimeout
 
@@ -255,7 +261,7 @@ class Sweep:
         interval = poll_interval if poll_interval is not None else self._poll_interval(names)
         deadline = None if timeout is None else time.monotonic() + timeout
         show = sys.stderr.isatty() if progress is None else progress
-        bar = _Progress(len(self), f"{self.ref} [{', '.join(sorted(names))}]") if show else None
+        bar = _Progress(len(self), self.ref) if show else None
         backoff = interval
         retries_left = pull_retries
         pulled_once: set[int] = set()  # lost runs: their end record can never arrive
@@ -282,6 +288,8 @@ class Sweep:
                         rows = self.rows()
                 if bar:
                     bar.update(rows)
+                if on_poll is not None:
+                    on_poll(rows)
                 waiting = [r for r in rows if not r.state.terminal and r.handle is not None]
                 unpulled = [r for r in rows if pull and r.state.terminal
                             and r.handle is not None and not r.pulled_at
@@ -306,9 +314,11 @@ class Sweep:
 
     # -- cancel / logs --------------------------------------------------------------------
     def cancel(self, names: Iterable[str] | None = None) -> dict[str, bool]:
-        """Cancel unfinished runs (all, or those named); returns name → stopped."""
+        """Cancel unfinished runs (all, or those named); returns name → stopped (False:
+        the run had ended by the time the backend was asked). The states are refreshed
+        first, so runs that ended meanwhile are not counted."""
         wanted = set(names) if names is not None else None
-        rows = [r for r in self.rows()
+        rows = [r for r in self.refresh()
                 if r.handle is not None and not r.state.terminal
                 and (wanted is None or r.name in wanted)]
         if not rows:
@@ -338,9 +348,11 @@ def _by_backend(rows: Iterable[RunRow]) -> dict[str, list[RunRow]]:
 
 
 class _Progress:
-    """A rich progress bar over run states (only on a terminal)."""
+    """A rich progress bar over run states (only on a terminal). Every part has a fixed
+    width (the counts are padded to the number of runs' digits), so the bar never moves
+    as counts appear."""
 
-    def __init__(self, total: int, label: str):
+    def __init__(self, total: int, label: str, console: Any = None):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -348,20 +360,30 @@ class _Progress:
             TextColumn,
             TimeElapsedColumn,
         )
+        from rich.table import Column
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                           transient=False)
+        self._digits = len(str(max(total, 1)))
+        self._p = Progress(
+            TextColumn("{task.description}", table_column=Column(
+                no_wrap=True, overflow="ellipsis", max_width=24)),
+            BarColumn(bar_width=16), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}", table_column=Column(no_wrap=True)),
+            TimeElapsedColumn(), transient=False, console=console)
         self._p.start()
-        self._t = self._p.add_task(label, total=total, detail="")
+        self._t = self._p.add_task(label, total=total, detail=self._detail(()))
+
+    def _detail(self, rows: Sequence[RunRow]) -> str:
+        w = self._digits
+        bad = sum(1 for r in rows if r.state.terminal
+                  and r.state not in (State.SUCCEEDED, State.CANCELLED))
+        going = sum(1 for r in rows if r.state in (State.RUNNING, State.REQUEUED))
+        waiting = sum(1 for r in rows if r.state in (State.QUEUED, State.PENDING))
+        return f"{bad:>{w}} failed {going:>{w}} running {waiting:>{w}} queued"
 
     def update(self, rows: Sequence[RunRow]) -> None:
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r.state.value] = counts.get(r.state.value, 0) + 1
-        detail = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
         self._p.update(self._t, total=len(rows),
-                       completed=sum(1 for r in rows if r.state.terminal), detail=detail)
+                       completed=sum(1 for r in rows if r.state.terminal),
+                       detail=self._detail(rows))
 
     def close(self) -> None:
         self._p.stop()
@@ -440,3 +462,4 @@ def wait_all(sweeps: Sequence[Sweep], **kw: Any) -> None:
 
 
 ProgressHook = Callable[[Sequence[RunRow]], None]
+"""Called by :meth:`Sweep.wait` with the rows after each poll (``on_poll``)."""

@@ -158,17 +158,39 @@ class ChesterPluginManager:
         return dict(self._conflicts)
 
 
+#: The backend distributions this project publishes (chester-backend-<type>): an unknown
+#: type suggests a package only when it is one of these, never a name that does not exist.
+KNOWN_BACKENDS = ("autobot", "ec2", "gl", "local", "psc", "satori", "seuss", "slurm", "ssh")
+
+
 def unknown_backend_message(type_name: str, installed: list[str],
-                            record: PluginRecord | None = None) -> str:
-    """One line: what is installed and which package to install."""
+                            record: PluginRecord | None = None,
+                            configured: list[str] | None = None) -> str:
+    """One line: what is installed, the nearest name ("did you mean"), and which package to
+    install when the type is one of chester's own backends (:data:`KNOWN_BACKENDS`)."""
     if record is not None and record.status == "error":
         return (f"backend {type_name!r}: its plugin failed to load ({record.error}); "
-                f"reinstall with: pip install --force-reinstall chester-backend-{type_name}")
+                f"reinstall its package (pip install --force-reinstall "
+                f"{record.distribution or 'chester-backend-' + type_name})")
     if record is not None and record.status == "blocked":
         return f"backend {type_name!r} is blocked by {DISABLE_ENV}"
+    import difflib
+
     have = ", ".join(installed) if installed else "none"
-    return (f"unknown backend type {type_name!r} (installed: {have}); "
-            f"install it with: pip install chester-backend-{type_name}")
+    names = list(dict.fromkeys([*(configured or []), *installed, *KNOWN_BACKENDS]))
+    close = difflib.get_close_matches(type_name, names, n=1, cutoff=0.6)
+    msg = f"unknown backend type {type_name!r} (installed: {have})"
+    if close and close[0] != type_name:
+        msg += f"; did you mean {close[0]!r}?"
+        if close[0] in KNOWN_BACKENDS and close[0] not in installed \
+                and close[0] not in (configured or []):
+            msg += f" (install it with: pip install chester-backend-{close[0]})"
+    elif type_name in KNOWN_BACKENDS:
+        msg += f"; install it with: pip install chester-backend-{type_name}"
+    else:
+        msg += ("; a backend of another type comes from its plugin's package (see "
+                "`chester plugins list`), or name a configured backend")
+    return msg
 
 
 def _blocked_names() -> set[str]:

@@ -33,6 +33,10 @@ class State(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __repr__(self) -> str:
+        # what `print(sweep.status())` shows: {'1_x': 'succeeded'} (a State equals its value)
+        return repr(self.value)
+
     @property
     def terminal(self) -> bool:
         """True once the run will not change state by itself any more."""
@@ -271,7 +275,7 @@ class RunStatus:
         "chester status, Run.reason"))
     stderr_tail: str | None = field(default=None, metadata=_doc(
         "the last lines of the run's stderr, for a run that did not succeed", "chester_status",
-        "chester status (printed under the table), Run.stderr_tail"))
+        "chester status --all, chester logs (after a failed run's output), Run.stderr_tail"))
     exit_code: int | None = field(default=None, metadata=_doc(
         "the worker's exit status once it ended", "chester_status", "chester status"))
     attempt: int | None = field(default=None, metadata=_doc(

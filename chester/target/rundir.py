@@ -11,7 +11,10 @@ Layout of one run folder (the seed's, plus chester's own records under ``.cheste
         .chester/payload.pkl  cloudpickle of the function, then of the exact variant (mode 0600)
         .chester/status.json  the worker's record: start, end, exit status, exception
         .chester/queued.json  the queue runner that owns the run (pid, start time)
-        .chester/cancel     present once the run was cancelled
+        .chester/exit.json  the worker's exit status, as the queue runner saw it
+        .chester/cancel     present once the run was cancelled: who and when (JSON)
+
+Every file and field is described in docs/target.md.
 
 This module must import nothing heavy: it runs on every target.
 """
@@ -60,6 +63,56 @@ def read_json(path: str | Path) -> Any:
             return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
         return None
+
+
+#: who cancels when nothing says otherwise (the target tool's ``cancel --by``)
+CANCELLED_BY = "chester cancel"
+
+
+def write_cancel(run_dir: str | Path, by: str = CANCELLED_BY) -> None:
+    """Write the cancel marker: who cancelled the run, when, as which user on which host."""
+    import getpass
+
+    try:
+        user: str | None = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no name
+        user = None
+    write_json_atomic(os.path.join(os.fspath(run_dir), CANCEL), {
+        "by": by, "at": time.time(), "user": user, "host": hostname()})
+
+
+def read_cancel(run_dir: str | Path) -> dict[str, Any]:
+    """The cancel marker's record ({} for a marker without one, as older versions wrote)."""
+    found = read_json(os.path.join(os.fspath(run_dir), CANCEL))
+    return found if isinstance(found, dict) else {}
+
+
+def clock(t: float, now: float | None = None) -> str:
+    """``14:02`` for a time today, ``Dec 06 14:02`` for another day (this host's clock)."""
+    here = time.localtime(t)
+    today = time.localtime(time.time() if now is None else now)
+    if here[:3] == today[:3]:
+        return time.strftime("%H:%M", here)
+    return time.strftime("%b %d %H:%M", here)
+
+
+def cancel_reason(marker: dict[str, Any], *, started: bool = True) -> str:
+    """``cancelled by chester cancel at 14:02`` (``... before it started``) from a cancel
+    marker's record; ``cancelled`` when it says nothing."""
+    words = ["cancelled"]
+    if marker.get("by"):
+        words.append(f"by {marker['by']}")
+    at = marker.get("at")
+    if isinstance(at, (int, float)):
+        words.append(f"at {clock(at)}")
+    if not started:
+        words.append("before it started")
+    return " ".join(words)
+
+
+def cancel_fields(marker: dict[str, Any]) -> dict[str, Any]:
+    """The marker's who and when as status fields (``cancelled_by``, ``cancelled_at``)."""
+    return {"cancelled_by": marker.get("by"), "cancelled_at": marker.get("at")}
 
 
 def proc_start_time(pid: int) -> int | None:

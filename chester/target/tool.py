@@ -42,7 +42,16 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
         if not meta:
             return {**out, "state": "lost", "reason": "run folder missing on the target"}
         if cancel:
-            return {**out, "state": "cancelled", "reason": "cancelled before it started"}
+            marker = rd.read_cancel(run_dir)
+            return {**out, "state": "cancelled", **rd.cancel_fields(marker),
+                    "reason": rd.cancel_reason(marker, started=False)}
+        ex = _exit_record(run_dir, meta)
+        if ex is not None:  # the worker ended before it recorded a start: that is the end
+            tail = rd.tail(run_dir / rd.STDERR)
+            died = _died(ex, started=False)
+            full = _disk_full(run_dir, tail)
+            return {**out, "state": "failed", "stderr_tail": tail,
+                    **died, **({"reason": full} if full else {})}
         q = rd.read_json(run_dir / rd.QUEUED)
         if q and rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks")):
             return {**out, "state": "queued", "pending_reason": "waiting for a free slot"}
@@ -72,7 +81,9 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
     if cancel:
         if pgid and pgid == st.get("pid") and rd.group_alive(pgid) and kill_orphans:
             rd.kill_group(pgid, ORPHAN_GRACE_S)
-        return {**out, "state": "cancelled", "reason": "cancelled", "stderr_tail": tail,
+        marker = rd.read_cancel(run_dir)
+        return {**out, "state": "cancelled", "reason": rd.cancel_reason(marker),
+                **rd.cancel_fields(marker), "stderr_tail": tail,
                 "exit_code": st.get("exit_code")}
     if ended:
         state = st.get("state") or "failed"
@@ -88,29 +99,46 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
     if full:  # why nothing could be recorded, whatever else is known
         return {**out, "state": "failed", "stderr_tail": tail, "reason": full,
                 "exit_code": (rd.read_json(run_dir / rd.EXIT) or {}).get("returncode")}
-    ex = rd.read_json(run_dir / rd.EXIT)
-    if not (ex and ex.get("token") == meta.get("token")):
+    ex = _exit_record(run_dir, meta)
+    if ex is None:
         q = rd.read_json(run_dir / rd.QUEUED)
         if q and q.get("token") == meta.get("token") and \
                 rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks")):
             # its queue runner is about to record how the worker ended: ask again then
             return {**out, "state": "running"}
-    if ex and ex.get("token") == meta.get("token") and ex.get("returncode") is not None:
-        rc = int(ex["returncode"])
-        if rc < 0:
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = f"signal {-rc}"
-            return {**out, "state": "failed", "stderr_tail": tail, "exit_code": 128 - rc,
-                    "signal": -rc,
-                    "reason": f"the run's process was killed by {name} ({-rc}) before it "
-                              "recorded an end"}
-        return {**out, "state": "failed", "stderr_tail": tail, "exit_code": rc,
-                "reason": f"the run's process exited with code {rc} without recording an "
-                          "end (os._exit in the run?)"}
+        return {**out, "state": "failed", "stderr_tail": tail,
+                "reason": "the run's process died without recording an exit (killed?)"}
     return {**out, "state": "failed", "stderr_tail": tail,
-            "reason": "the run's process died without recording an exit (killed?)"}
+            **_died(ex, started=True)}
+
+
+def _exit_record(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """``.chester/exit.json`` when it is this run's (its token) and holds a return code:
+    whoever started the worker saw it end."""
+    ex = rd.read_json(run_dir / rd.EXIT)
+    if isinstance(ex, dict) and ex.get("token") == meta.get("token") \
+            and isinstance(ex.get("returncode"), int):
+        return ex
+    return None
+
+
+def _died(ex: dict[str, Any], *, started: bool) -> dict[str, Any]:
+    """How a worker that recorded no end ended, from its exit record: exit_code, signal
+    and reason."""
+    rc = int(ex["returncode"])
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        when = "before it recorded an end" if started else "before it recorded a start"
+        return {"exit_code": 128 - rc, "signal": -rc,
+                "reason": f"the run's process was killed by {name} ({-rc}) {when}"}
+    if started:
+        return {"exit_code": rc, "reason": f"the run's process exited with code {rc} without "
+                                           "recording an end (os._exit in the run?)"}
+    return {"exit_code": rc, "reason": f"the worker exited with code {rc} before it "
+                                       "recorded a start (see the run's stderr)"}
 
 
 #: Below this many free bytes, a run that died without a record is put down to a full disk.
@@ -136,27 +164,29 @@ def _disk_full(run_dir: Path, tail: str | None) -> str | None:
     return f"{where}: {said}" if said else where
 
 
-def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S) -> bool:
-    """Mark the run cancelled and kill its process group (TERM, then KILL)."""
+def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S, by: str = rd.CANCELLED_BY) -> bool:
+    """Mark the run cancelled (the marker says ``by`` whom and when) and kill its process
+    group (TERM, then KILL)."""
     run_dir = Path(run_dir)
     if not (run_dir / rd.RUN_JSON).exists():
         return False
     before = probe(run_dir, kill_orphans=False)
     if before["state"] in ("succeeded", "failed", "cancelled", "lost"):
         return False
-    (run_dir / rd.CANCEL).touch()
+    rd.write_cancel(run_dir, by)
     st = rd.read_json(run_dir / rd.STATUS)
     if st and st.get("pgid") and rd.pid_alive(st.get("pid"), st.get("start_ticks")):
         rd.kill_group(int(st["pgid"]), grace_s)
     return True
 
 
-def cancel_many(run_dirs: list[Path], grace_s: float = ORPHAN_GRACE_S) -> dict[str, bool]:
+def cancel_many(run_dirs: list[Path], grace_s: float = ORPHAN_GRACE_S,
+                by: str = rd.CANCELLED_BY) -> dict[str, bool]:
     """Cancel many runs: mark all first (so none starts), then kill in parallel."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(run_dirs)))) as ex:
-        results = list(ex.map(lambda d: cancel(d, grace_s), run_dirs))
+        results = list(ex.map(lambda d: cancel(d, grace_s, by), run_dirs))
     return {str(d): r for d, r in zip(run_dirs, results, strict=False)}
 
 
@@ -233,8 +263,10 @@ output: one JSON object on one line, keyed by each run folder as given:
   reason         why it failed, was cancelled or is lost (null otherwise)
   pending_reason why a queued run waits (queued only)
   exit_code      the worker's exit status, once it ended
+  signal         the signal that killed a worker that recorded no end
   attempt        the run's attempt number (from its run record)
   host, pid, started_at, ended_at   from the worker's start record, once it started
+  cancelled_by, cancelled_at        from the cancel marker (cancelled runs)
   stderr_tail    the last lines of stderr.log, for runs that did not succeed
   orphans_killed true when processes the run left behind were stopped
 exit status: 0 (the states are in the output), 2 (usage)"""
@@ -259,15 +291,21 @@ def _parser() -> Any:
     s.add_argument("dirs", nargs="+", metavar="DIR",
                    help="run folders, or - to read them one a line from standard input")
     c = sub.add_parser("cancel", help="cancel runs", formatter_class=fmt,
-                       description="Mark each run cancelled (a queued run never starts) and stop "
-                                   "a running one's whole process group (TERM, 5 s, KILL).",
+                       description="Mark each run cancelled (a queued run never starts; the "
+                                   ".chester/cancel marker records who and when) and stop a "
+                                   "running one's whole process group (TERM, 5 s, KILL).",
                        epilog="output: one JSON object on one line, {\"DIR\": true|false}: true "
                               "when the run was live and is now cancelled\n"
                               "exit status: 0, 2 (usage)")
+    c.add_argument("--by", default=rd.CANCELLED_BY, metavar="WHO",
+                   help=f"who cancels, as the marker and the run's state say it "
+                        f"(default: {rd.CANCELLED_BY})")
     c.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, or -")
     t = sub.add_parser("tail", help="print (and follow) a run's output", formatter_class=fmt,
                        description="Print stdout.log or stderr.log of a run folder from its "
-                                   "start; with -f keep printing until the run ends.",
+                                   "start; with -f keep printing until the run ends (its "
+                                   "state, as `status` reads it, is no longer queued or "
+                                   "running).",
                        epilog="output: the log's bytes, as they are\nexit status: 0, 2 (usage)")
     t.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
     t.add_argument("--from", dest="start", type=int, default=0, metavar="BYTES",
@@ -286,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "status":
         print(json.dumps({str(d): probe(d) for d in _dirs(a.dirs)}))
     elif a.cmd == "cancel":
-        print(json.dumps(cancel_many(_dirs(a.dirs))))
+        print(json.dumps(cancel_many(_dirs(a.dirs), by=a.by)))
     else:
         follow(Path(a.dir), a.stream, sys.stdout, follow=a.follow, start=a.start)
     return 0

@@ -156,9 +156,11 @@ def run(run_dir: str) -> int:
                 return 0
             _outlive(prior)
     if os.path.exists(at(rd.CANCEL)):
+        marker = rd.read_cancel(run_dir)
         rd.write_json_atomic(at(rd.STATUS), {
             "token": token, "attempt": attempt, "state": "cancelled",
-            "reason": "cancelled before it started", "ended_at": time.time()})
+            "reason": rd.cancel_reason(marker, started=False), "ended_at": time.time(),
+            **rd.cancel_fields(marker)})
         return 0
     try:
         os.unlink(at(rd.DONE))
@@ -208,11 +210,19 @@ def run(run_dir: str) -> int:
             record["requeue"] = True
         exit_code = EXIT_TERMINATED if why is None else EXIT_FAILED
     except Terminated as exc:
-        import traceback
-
-        traceback.print_exc()
-        record.update(state="terminated", reason=str(exc), signal=signal.SIGTERM.value)
+        # the run's own cleanup (its finally blocks, a command's last words) has printed
+        # what it had to; chester's frames are no part of the run's story: one line, no
+        # traceback
         exit_code = EXIT_TERMINATED
+        if os.path.exists(at(rd.CANCEL)):
+            marker = rd.read_cancel(run_dir)
+            why = rd.cancel_reason(marker)
+            record.update(state="cancelled", reason=why, signal=signal.SIGTERM.value,
+                          **rd.cancel_fields(marker))
+            _say(f"chester: {why} (SIGTERM); the run stopped")
+        else:
+            record.update(state="terminated", reason=str(exc), signal=signal.SIGTERM.value)
+            _say(f"chester: the run was stopped by SIGTERM ({exc})")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code:
@@ -242,11 +252,26 @@ def run(run_dir: str) -> int:
     return exit_code
 
 
+def _say(line: str) -> None:
+    """One line of chester's own on the run's stderr, after what the run printed."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or full stderr: the record still says it
+        pass
+
+
 def _record_exception(record: dict, exc: BaseException) -> int:
     """Record the exception being handled as the run's failure; print its traceback."""
     import traceback
 
-    tb = traceback.format_exc()
+    # from the run's own frames: the worker's call of the function is no part of its story
+    frames = exc.__traceback__
+    if frames is not None and frames.tb_next is not None \
+            and frames.tb_frame.f_code is run.__code__:
+        frames = frames.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, frames))
     sys.stderr.write(tb)
     record.update(state="failed", reason=f"{type(exc).__name__}: {exc}"[:2000],
                   exception=type(exc).__name__, traceback=tb[-20000:])
@@ -264,7 +289,8 @@ input:   RUN_DIR/.chester/run.json (token, name, attempt) and .chester/payload.p
          from the launch's sweep spec (this run's entry only)
 records: RUN_DIR/.chester/status.json at the start (pid, pgid, start_ticks, host, attempt,
          state: running) and at the end (ended_at, state, exit_code; on failure reason,
-         exception, traceback); RUN_DIR/.done on success
+         exception, traceback; when cancelled, cancelled_by and cancelled_at from the
+         cancel marker); RUN_DIR/.done on success
 exit status: 0 succeeded (or already done), 1 the function raised or the command failed,
          143 stopped by a signal, 2 usage or an unreadable sweep spec
 """

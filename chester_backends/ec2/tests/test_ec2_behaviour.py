@@ -141,6 +141,7 @@ def test_packed_instance_one_gpu_each_and_cancel_one_run(tmp_path, farm):
     assert sweep.cancel([b.name]) == {b.name: True}
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     assert states[a.name].value == "succeeded" and states[b.name].value == "cancelled"
+    assert b.reason.startswith("cancelled by chester cancel at "), b.reason
     assert json.loads((a.log_dir / "env.json").read_text()) == {"cuda": "0"}
     assert not (b.log_dir / "env.json").exists()
     assert (b.log_dir / "progress.txt").exists()

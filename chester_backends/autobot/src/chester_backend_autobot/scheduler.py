@@ -842,7 +842,7 @@ def probe(d, order, queue, nodes_state, cfg, now):
             s = st.get("state") or "failed"
             reason = st.get("reason")
             if cancel and s != "succeeded":
-                s, reason = "cancelled", "cancelled"
+                s, reason = "cancelled", _cancelled(d)
             if s not in ("failed", "cancelled", "succeeded"):
                 s = "failed"
             return dict(res, state=s, reason=reason, stderr_tail=tail,
@@ -850,7 +850,8 @@ def probe(d, order, queue, nodes_state, cfg, now):
         if pl and pl.get("verdict"):
             v = pl["verdict"]
             s = "cancelled" if cancel and v["state"] == "failed" else v["state"]
-            return dict(res, state=s, reason=v["reason"], stderr_tail=tail)
+            return dict(res, state=s, reason=_cancelled(d) if s == "cancelled" and
+                        v["state"] != s else v["reason"], stderr_tail=tail)
         node = (nodes_state.get(pl.get("node")) if pl else None) or {}
         if node.get("reachable") is False and now - node.get("since", now) >= cfg["lost_after"]:
             return dict(res, state="lost", reason="node %s unreachable for %d s"
@@ -860,7 +861,7 @@ def probe(d, order, queue, nodes_state, cfg, now):
         return dict(res, state=pl["verdict"]["state"], reason=pl["verdict"]["reason"],
                     stderr_tail=_tail_text(d))
     if cancel:
-        return dict(res, state="cancelled", reason="cancelled before it started")
+        return dict(res, state="cancelled", reason=_cancelled(d, started=False))
     if pl:
         return dict(res, state="running", host=where, reason="starting on %s" % where)
     if d in order:
@@ -890,6 +891,44 @@ def probe(d, order, queue, nodes_state, cfg, now):
     if os.path.isdir(started_marker(d, meta.get("attempt"))):
         return dict(res, state="running", reason="starting")
     return dict(res, state="lost", reason="not in the autobot queue and never started")
+
+
+def _cancelled(d, started=True):
+    """"cancelled by chester cancel at 14:02" from the run's cancel marker (the worker's
+    words for it, chester.target.rundir.cancel_reason); "cancelled" for an empty marker."""
+    try:
+        with open(os.path.join(d, RUN_CANCEL), encoding="utf-8") as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        marker = None
+    words = ["cancelled"]
+    if isinstance(marker, dict):
+        if marker.get("by"):
+            words.append("by %s" % marker["by"])
+        if isinstance(marker.get("at"), (int, float)):
+            at, now = time.localtime(marker["at"]), time.localtime()
+            words.append("at " + time.strftime("%H:%M" if at[:3] == now[:3] else
+                                               "%b %d %H:%M", at))
+    if not started:
+        words.append("before it started")
+    return " ".join(words)
+
+
+def _mark_cancelled(d, by="chester cancel"):
+    """The cancel marker: who cancelled the run and when (read back by _cancelled)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = None
+    path = os.path.join(d, RUN_CANCEL)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"by": by, "at": time.time(), "user": user,
+                   "host": socket.gethostname()}, f)
+    os.replace(tmp, path)
 
 
 def _tail_text(d, lines=20):
@@ -925,7 +964,7 @@ def cancel(root, run_dirs, grace_s=5.0):
         if before["state"] in ("succeeded", "failed", "cancelled", "lost") and d not in queue:
             out[d] = False
             continue
-        open(os.path.join(d, RUN_CANCEL), "a").close()
+        _mark_cancelled(d)
         if d in queue:
             remove(queue[d]["path"])
         out[d] = True

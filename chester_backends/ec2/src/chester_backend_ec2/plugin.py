@@ -50,6 +50,7 @@ from chester.plugin.records import (
 )
 from chester.remote import paths
 from chester.remote.sync import decide
+from chester.target.rundir import CANCELLED_BY, clock
 from chester_backend_ec2.options import Ec2Options
 from chester_backend_ec2.requeue import Tries
 
@@ -834,10 +835,12 @@ def read_ctl(s3: Any, o: Ec2Options, sweep: str) -> Ctl:
         if rest.startswith("cancel/"):
             tok = rest[len("cancel/"):]
             ctl.cancels.add(tok)
-            if obj.get("Size"):  # who cancelled it (chester ec2 kill says so)
-                by = (_get_json(s3, o, obj) or {}).get("by")
+            if obj.get("Size"):  # who cancelled it, and when (the marker says so)
+                marker = _get_json(s3, o, obj) or {}
+                by, at = marker.get("by"), marker.get("at")
                 if by:
-                    ctl.cancelled_by[tok] = str(by)
+                    ctl.cancelled_by[tok] = str(by) + (
+                        f" at {clock(at)}" if isinstance(at, (int, float)) else "")
         elif rest.startswith("heartbeat/") and rest.endswith(".json"):
             ctl.beats[rest[len("heartbeat/"):-len(".json")]] = obj["LastModified"].timestamp()
         elif rest.startswith("attempts/"):
@@ -1208,9 +1211,10 @@ def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict
     o: Ec2Options = backend.options
     s3 = aws.client("s3", o)
     ec2 = aws.client("ec2", o)
+    body = json.dumps({"by": CANCELLED_BY, "at": time.time()}).encode()
     with aws.errors("writing cancel markers", s3):
         for h in handles:
-            s3.put_object(Bucket=o.bucket, Body=b"",
+            s3.put_object(Bucket=o.bucket, Body=body,
                           Key=f"{sweep_prefix(o, h.get('sweep') or '')}ctl/cancel/{h.token}")
     _await_agents(o, s3, handles)
     asked: dict[str, set[str]] = {}
