@@ -172,9 +172,9 @@ def test_a_piped_wait_says_how_it_goes(project, tmp_path):
     """Not on a terminal: a plain progress line at the start (then at most every 10 s),
     and the summary naming the failure."""
     env = _env(tmp_path)
-    r = subprocess.run([*CHESTER, "launch", "--wait", "--style", "argparse", "-p", "pip",
-                        "--", "python", "job.py", "i=1,2"], cwd=project, capture_output=True,
-                       text=True, timeout=120, env={**_base_env(), **env})
+    r = run_chester(["launch", "--wait", "--style", "argparse", "-p", "pip",
+                     "--", "python", "job.py", "i=1,2"], cwd=project, env=env,
+                    timeout=120)
     assert r.returncode == 1, (r.stdout, r.stderr)
     lines = r.stdout.splitlines()
     progress = [line for line in lines if " elapsed" in line]
@@ -193,9 +193,9 @@ def _base_env() -> dict[str, str]:
 
 def test_a_bare_cancel_asks_on_a_terminal_and_refuses_when_piped(project, tmp_path):
     env = _env(tmp_path)
-    r = subprocess.run([*CHESTER, "launch", "--style", "argparse", "-p", "ask", "--",
-                        "python", "job.py", "i=3,6"], cwd=project, capture_output=True,
-                       text=True, timeout=120, env={**_base_env(), **env})
+    r = run_chester(["launch", "--style", "argparse", "-p", "ask", "--",
+                     "python", "job.py", "i=3,6"], cwd=project, env=env,
+                    timeout=120)
     assert r.returncode == 0, r.stderr
     piped = run_chester(["cancel"], cwd=project, env=env)
     assert piped.returncode == 2 and piped.stderr.count("\n") == 1, piped.stderr
@@ -217,9 +217,9 @@ def test_sweeps_shows_states_as_they_are_now(project, tmp_path):
     """`chester sweeps` asks the backends about unfinished runs: runs that ended since the
     last look read as ended, not queued."""
     env = _env(tmp_path)
-    r = subprocess.run([*CHESTER, "launch", "--style", "argparse", "-p", "fresh", "--",
-                        "python", "job.py", "i=1,4"], cwd=project, capture_output=True,
-                       text=True, timeout=120, env={**_base_env(), **env})
+    r = run_chester(["launch", "--style", "argparse", "-p", "fresh", "--",
+                     "python", "job.py", "i=1,4"], cwd=project, env=env,
+                    timeout=120)
     assert r.returncode == 0, r.stderr
     folder = project / "data" / "train" / "fresh"
     deadline = time.monotonic() + 60
@@ -274,9 +274,9 @@ def test_the_smaller_things(project, tmp_path):
 
 def test_ctrl_c_says_the_runs_go_on(project, tmp_path):
     env = _env(tmp_path)
-    r = subprocess.run([*CHESTER, "launch", "--style", "argparse", "-p", "bye", "--",
-                        "python", "job.py", "i=3"], cwd=project, capture_output=True,
-                       text=True, timeout=120, env={**_base_env(), **env})
+    r = run_chester(["launch", "--style", "argparse", "-p", "bye", "--",
+                     "python", "job.py", "i=3"], cwd=project, env=env,
+                    timeout=120)
     assert r.returncode == 0, r.stderr
     import signal
 

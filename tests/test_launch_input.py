@@ -38,11 +38,8 @@ class Slotted:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
-    return ConformanceEnv.create(tmp_path, backend="local",
-                                 config={"backends": {"local": {"type": "local",
-                                                                "max_parallel": 2}}})
+def env(local_env):
+    return local_env
 
 
 def _nothing_written(env):

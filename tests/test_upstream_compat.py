@@ -19,18 +19,15 @@ import pytest
 
 from chester.launcher import launch
 from chester.store import Store
-from chester.testing import ConformanceEnv, fn_write_result
+from chester.testing import fn_write_result
 from chester.variants import VariantGenerator
 
 MARKERS = ("chester_first_variant", "chester_last_variant")
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
-    return ConformanceEnv.create(tmp_path, backend="local",
-                                 config={"backends": {"local": {"type": "local",
-                                                                "max_parallel": 2}}})
+def env(local_env):
+    return local_env
 
 
 # -- the variant markers ------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from chester.launcher import launch
-from chester.testing import ConformanceEnv
 
 from .helpers import run_chester
 
@@ -22,11 +21,8 @@ def _sleepy(variant, log_dir, exp_name):
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
-    return ConformanceEnv.create(tmp_path, backend="local",
-                                 config={"backends": {"local": {"type": "local",
-                                                                "max_parallel": 2}}})
+def env(local_env):
+    return local_env
 
 
 def test_a_run_whose_files_are_gone_is_not_called_pulled(env):

@@ -169,3 +169,15 @@ def gpu_lab(tmp_path, sshd_loopback, sshd_hosts) -> Iterator[GpuLab]:
         lab.free_gpus(node, 4)
     yield lab
     sshd_hosts.heal()
+
+
+@pytest.fixture
+def local_env(tmp_path, monkeypatch):
+    """A project in ``tmp_path`` whose one backend is ``local`` with 2 slots
+    (a ``chester.plugin.testing.ConformanceEnv``), and a slots folder of its own."""
+    from chester.plugin.testing import ConformanceEnv
+
+    monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
+    return ConformanceEnv.create(tmp_path, backend="local",
+                                 config={"backends": {"local": {"type": "local",
+                                                                "max_parallel": 2}}})
