@@ -566,64 +566,90 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
     """Find (unless ``path`` is given), parse and validate the configuration."""
     if path is None:
         path, _why = find_config_path(start)
-    raw: Any = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(path, None, f"cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
-            raise ConfigError(path, f"line {line}", f"not UTF-8 text (byte "
-                              f"{exc.object[exc.start]:#04x})",
-                              "save the file as UTF-8") from None
-        try:
-            raw = _parsed_yaml(text)
-        except Exception as exc:
-            import yaml
-
-            if not isinstance(exc, yaml.YAMLError):
-                raise
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(path, where, f"YAML syntax error: {problem}",
-                              "fix the syntax at that spot") from None
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise ConfigError(path, None, "the top level must be a mapping of keys",
-                              "write `key: value` lines")
+    raw = _read_config_file(path) if path is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key, value in raw.items():
         key = str(key)
-        if key not in GLOBAL_KEYS:
-            close = _close(key, GLOBAL_KEYS)
-            raise ConfigError(path, key, "unknown key",
-                              f"did you mean {close[0]!r}?" if close else
-                              "see `chester config` for the valid keys")
-        tp, default, help_ = GLOBAL_KEYS[key]
-        if value is None and tp in (list, dict):
-            value = tp()
-        if (value is None or value == "") and default not in (None, "") \
-                and not isinstance(default, (list, dict)):
-            # an empty line (`log_dir:`) is YAML's null: never the default it looks like
-            raise ConfigError(path, key, "is empty" if value == "" else "is empty (null)",
-                              f"give {_TYPE_NAMES[tp]} ({help_}), e.g. `{key}: "
-                              f"{_yaml_scalar(default)}`, or remove the line for that default")
-        ok, _ = _check_type(value, tp if tp is not str else (str | None))
-        if not ok:
-            raise ConfigError(path, key, f"expected {_TYPE_NAMES[tp]}, got {type(value).__name__}",
-                              help_)
-        if tp is str and value is not None:
-            value = str(value)
-        values[key] = value
+        values[key] = _checked_value(path, key, value)
         sources[key] = str(path)
     for key, (tp, default, _h) in GLOBAL_KEYS.items():
         if key not in values:
             values[key] = tp() if tp in (list, dict) else default
             sources[key] = "default"
+    _check_together(path, values)
+    if values["project_path"]:
+        project = Path(os.path.expanduser(values["project_path"]))
+        if not project.is_absolute():
+            project = (path.parent if path else Path.cwd()) / project
+    else:
+        project = path.parent if path else _project_root(Path.cwd().resolve())
+        sources["project_path"] = "folder of chester.yaml" if path else "git root or cwd"
+    values["project_path"] = str(project)
+    cfg = ChesterConfig(path=path, project_path=project, values=values, sources=sources)
+    _check_remote_log_dirs(cfg)
+    return cfg
+
+
+def _read_config_file(path: Path) -> Mapping[str, Any]:
+    """The top-level mapping of the YAML file at ``path``; what cannot be read, decoded or
+    parsed is a :class:`ConfigError` naming the spot and the fix."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(path, f"line {line}", f"not UTF-8 text (byte "
+                          f"{exc.object[exc.start]:#04x})",
+                          "save the file as UTF-8") from None
+    try:
+        raw = _parsed_yaml(text)
+    except Exception as exc:
+        import yaml
+
+        if not isinstance(exc, yaml.YAMLError):
+            raise
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(path, where, f"YAML syntax error: {problem}",
+                          "fix the syntax at that spot") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, None, "the top level must be a mapping of keys",
+                          "write `key: value` lines")
+    return raw
+
+
+def _checked_value(path: Path | None, key: str, value: Any) -> Any:
+    """One top-level key's value, checked against :data:`GLOBAL_KEYS` (a known key, not
+    empty where its default is not, of its type)."""
+    if key not in GLOBAL_KEYS:
+        close = _close(key, GLOBAL_KEYS)
+        raise ConfigError(path, key, "unknown key",
+                          f"did you mean {close[0]!r}?" if close else
+                          "see `chester config` for the valid keys")
+    tp, default, help_ = GLOBAL_KEYS[key]
+    if value is None and tp in (list, dict):
+        value = tp()
+    if (value is None or value == "") and default not in (None, "") \
+            and not isinstance(default, (list, dict)):
+        # an empty line (`log_dir:`) is YAML's null: never the default it looks like
+        raise ConfigError(path, key, "is empty" if value == "" else "is empty (null)",
+                          f"give {_TYPE_NAMES[tp]} ({help_}), e.g. `{key}: "
+                          f"{_yaml_scalar(default)}`, or remove the line for that default")
+    ok, _ = _check_type(value, tp if tp is not str else (str | None))
+    if not ok:
+        raise ConfigError(path, key, f"expected {_TYPE_NAMES[tp]}, got {type(value).__name__}",
+                          help_)
+    return str(value) if tp is str and value is not None else value
+
+
+def _check_together(path: Path | None, values: dict[str, Any]) -> None:
+    """What the keys must satisfy together or entry by entry (``values`` complete with the
+    defaults); an empty ``backends`` entry becomes ``{}``."""
     if values["package_manager"] not in ("uv", "conda", "python"):
         raise ConfigError(path, "package_manager", f"unknown value {values['package_manager']!r}",
                           "use uv, conda or python")
@@ -643,17 +669,6 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
         elif not isinstance(entry, Mapping):
             raise ConfigError(path, f"backends.{name}", "must be a mapping",
                               "write `type: <backend type>` and its options under it")
-    if values["project_path"]:
-        project = Path(os.path.expanduser(values["project_path"]))
-        if not project.is_absolute():
-            project = (path.parent if path else Path.cwd()) / project
-    else:
-        project = path.parent if path else _project_root(Path.cwd().resolve())
-        sources["project_path"] = "folder of chester.yaml" if path else "git root or cwd"
-    values["project_path"] = str(project)
-    cfg = ChesterConfig(path=path, project_path=project, values=values, sources=sources)
-    _check_remote_log_dirs(cfg)
-    return cfg
 
 
 def _remote_dir_of(values: Mapping[str, Any], mode: str) -> Any:
