@@ -224,7 +224,11 @@ def not_started(*, returncode: int | None = None, tail: str | None = None,
         return {"state": FAILED, "reason": said, "exit_code": returncode}
     if returncode is None:
         return None
-    return _exit(returncode, "before the worker recorded its start")
+    if returncode < 0:
+        return _exit(returncode, "before it recorded a start")
+    return {"state": FAILED, "exit_code": returncode,
+            "reason": "the worker exited with code %d before it recorded a start (see the "
+                      "run's stderr)" % returncode}
 
 
 def missing(where: str = "the target") -> Verdict:
@@ -250,9 +254,10 @@ def returncode_of(meta: Record | None, exit_record: Record | None) -> int | None
     """The worker process's exit status from an exit record (``exit.json``) of this run,
     else None."""
     rec = current(meta, exit_record)
-    if rec is None or rec.get("returncode") is None:
-        return None
-    return _int(rec["returncode"], 0)
+    code = None if rec is None else rec.get("returncode")
+    if isinstance(code, bool) or not isinstance(code, int):
+        return None  # none, or not a number: no exit status known
+    return code
 
 
 def decide(meta: Record | None, status: Record | None, *, done: bool, cancel: bool,
