@@ -1,5 +1,6 @@
 """The one rule from a run's records to its state (chester.target.states): a table of record
-combinations, and each point where the readers disagreed before they shared it."""
+combinations, each point where the readers disagreed before they shared it, and checks that
+every reader imports the rule and none builds its reasons itself."""
 
 from __future__ import annotations
 
@@ -152,3 +153,40 @@ def test_the_rule_runs_on_python_3_8():
                         "from chester.target import states; print(states.FAILED)"
                         % str(ROOT)], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "failed", r.stderr
+
+
+READERS = {
+    "the target tool (local, ssh)": ROOT / "chester/target/tool.py",
+    "the SLURM reader": ROOT / "chester_backends/slurm/src/chester_backend_slurm/scheduler.py",
+    "the autobot scheduler":
+        ROOT / "chester_backends/autobot/src/chester_backend_autobot/scheduler.py",
+    "the EC2 agent": ROOT / "chester_backends/ec2/src/chester_backend_ec2/agent.py",
+    "the EC2 plugin": ROOT / "chester_backends/ec2/src/chester_backend_ec2/plugin.py",
+}
+#: words of the rule's reasons: only chester/target/states.py may write them
+RULE_WORDS = ["without recording an exit", "without recording an end", "before it recorded",
+              "no space left on", "No space left on device", ".done is missing",
+              "before the worker recorded", "oom[-_]kill", "run folder missing",
+              "the queue runner stopped", "cancelled before it started"]
+
+
+@pytest.mark.parametrize("who", sorted(READERS))
+def test_every_reader_imports_the_one_rule(who):
+    tree = ast.parse(READERS[who].read_text())
+    imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                for a in n.names}
+    assert ("chester.target", "states") in imported, f"{who} does not import the rule"
+
+
+@pytest.mark.parametrize("who", sorted(READERS))
+def test_no_reader_writes_the_rules_reasons(who):
+    """The reasons of the rule are built in one place: a copy of the rule in a reader
+    would have to write them."""
+    tree = ast.parse(READERS[who].read_text())
+    texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+             and isinstance(n.value, str)]
+    # docstrings may speak of the rule
+    docs = {ast.get_docstring(n, clean=False) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef)}
+    found = [(w, t) for t in texts if t not in docs for w in RULE_WORDS if w in t]
+    assert not found, f"{who} builds the rule's reasons itself: {found}"
