@@ -41,6 +41,7 @@ from chester.plugin.dispatch import Dispatcher
 from chester.plugin.manager import build_plugin_manager, hookimpl
 from chester.target.testing_functions import (  # noqa: F401  (part of this module's API)
     HOSTILE_VALUES,
+    fn_done_early,
     fn_hostile,
     fn_print_then_wait,
     fn_raise,
@@ -230,6 +231,19 @@ class BackendConformance:
             assert (run.log_dir / ".done").exists()
             assert "hello from" in (run.log_dir / "stdout.log").read_text()
             assert json.loads((run.log_dir / "variant.json").read_text())["lr"] == v["lr"]
+
+    def test_done_alone_is_no_success(self, chester_env: ConformanceEnv) -> None:
+        """A run that writes ``.done`` itself before its function returns is running until
+        its worker records the end (the one rule, docs/architecture.md "States"): it is
+        neither reported succeeded early nor stopped as a success's leftover."""
+        env = chester_env
+        sweep = self._launch(env, fn_done_early, [{"seconds": 4}], "conf-done-early")
+        states = self._wait(env, sweep, pull=True)
+        run = sweep.runs[0]
+        assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+        assert (run.log_dir / "result.json").exists(), (
+            "chester_status: .done without the worker's success record is no success (the "
+            "run was reported succeeded, or stopped, before it ended)")
 
     def test_status_is_one_call_for_many_runs(self, chester_env: ConformanceEnv) -> None:
         env = chester_env

@@ -209,6 +209,16 @@ def _group_has_live(pgid: int) -> bool:
     return False
 
 
+def free_bytes(path: str | Path) -> int | None:
+    """The bytes an unprivileged writer may still write on ``path``'s file system (None when
+    it cannot be asked)."""
+    try:
+        vfs = os.statvfs(path)
+    except OSError:
+        return None
+    return vfs.f_bavail * vfs.f_frsize
+
+
 def hostname() -> str:
     return os.uname().nodename
 

@@ -132,6 +132,10 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
                             cwd=cwd)
             continue
         index, fd = slot
+        try:  # an earlier start's exit status is not this worker's
+            os.unlink(run_dir / rd.EXIT)
+        except OSError:
+            pass
         env = dict(base_env)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]

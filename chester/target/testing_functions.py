@@ -55,6 +55,15 @@ def fn_sleep_with_child(variant: Mapping, log_dir: str, exp_name: str) -> None:
     time.sleep(float(variant.get("seconds", 600)))
 
 
+def fn_done_early(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Write ``.done`` itself (as scripts of the seed's time did), go on for ``seconds``,
+    then write ``result.json``: the run has not ended before its worker records the end."""
+    open(os.path.join(log_dir, ".done"), "a").close()
+    time.sleep(float(variant.get("seconds", 4)))
+    with open(os.path.join(log_dir, "result.json"), "w", encoding="utf-8") as f:
+        json.dump({"variant": dict(variant), "exp_name": exp_name}, f)
+
+
 def fn_print_then_wait(variant: Mapping, log_dir: str, exp_name: str) -> None:
     """Print ``lines`` numbered lines at once, then print nothing for ``seconds``."""
     for i in range(int(variant.get("lines", 3))):

@@ -9,159 +9,80 @@ come one a line on standard input (``-``). Runs on the target: imports nothing h
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from chester.target import rundir as rd
+from chester.target import states
 
 ORPHAN_GRACE_S = 5.0
 
 
 def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
-    """One run's state from its records, markers and processes.
-
-    The seed's table is the floor: ``.done`` and dead → succeeded; ``.done`` and alive →
-    leftover processes killed (TERM, 5 s, KILL, whole group) then succeeded; no ``.done``
-    and dead → failed; no ``.done`` and alive → running. PIDs count only with their
-    start time.
-    """
+    """One run's state from its records, markers and processes, by the one rule
+    (:mod:`chester.target.states`). PIDs count only with their start time. A run that
+    succeeded but left processes of its group behind has them stopped (TERM, 5 s, KILL)."""
     run_dir = Path(run_dir)
     meta = rd.read_json(run_dir / rd.RUN_JSON) or {}
-    st = rd.read_json(run_dir / rd.STATUS)
-    if st is not None and meta.get("token") and st.get("token") != meta.get("token"):
-        st = None
-    done = (run_dir / rd.DONE).exists()
-    cancel = (run_dir / rd.CANCEL).exists()
+    status = rd.read_json(run_dir / rd.STATUS)
+    st = states.current(meta, status)
     out: dict[str, Any] = {"state": "queued", "reason": None, "exit_code": None,
                            "attempt": meta.get("attempt")}
-    if st is None:
-        if not meta:
-            return {**out, "state": "lost", "reason": "run folder missing on the target"}
-        if cancel:
-            marker = rd.read_cancel(run_dir)
-            return {**out, "state": "cancelled", **rd.cancel_fields(marker),
-                    "reason": rd.cancel_reason(marker, started=False)}
-        ex = _exit_record(run_dir, meta)
-        if ex is not None:  # the worker ended before it recorded a start: that is the end
-            tail = rd.tail(run_dir / rd.STDERR)
-            died = _died(ex, started=False)
-            full = _disk_full(run_dir, tail)
-            return {**out, "state": "failed", "stderr_tail": tail,
-                    **died, **({"reason": full} if full else {})}
-        q = rd.read_json(run_dir / rd.QUEUED)
+    if st is not None:
+        out.update(attempt=st.get("attempt"), host=st.get("host"),
+                   started_at=st.get("started_at"), ended_at=st.get("ended_at"),
+                   pid=st.get("pid"))
+    alive = st is not None and rd.pid_alive(st.get("pid"), st.get("start_ticks"))
+    ex = rd.read_json(run_dir / rd.EXIT)
+    q = rd.read_json(run_dir / rd.QUEUED)
+    # the queue runner of this run is alive: it records how the worker ended as it ends
+    runner_alive = bool(q) and q.get("token") == meta.get("token") and \
+        rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks"))
+    done = (run_dir / rd.DONE).exists()
+    # stderr tells why a run did not succeed: not read for one that runs or succeeded
+    tail = None if (alive and not states.ended(st)) or states.succeeded(st, done=done) else \
+        rd.tail(run_dir / rd.STDERR)
+    v = states.decide(meta, status, done=done,
+                      cancel=(run_dir / rd.CANCEL).exists(), alive=alive, exit_record=ex,
+                      exit_pending=runner_alive, tail=tail,
+                      free_bytes=rd.free_bytes(run_dir), run_dir=str(run_dir))
+    if v is None:  # never started, and nothing says it will not: the queue says why
         if q and rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks")):
             return {**out, "state": "queued", "pending_reason": "waiting for a free slot"}
-        if q:
-            # the runner may have just started the worker: look again before calling it lost
-            st = rd.read_json(run_dir / rd.STATUS)
-            if st is None:
-                full = _disk_full(run_dir, rd.tail(run_dir / rd.STDERR))
-                return {**out, "state": "lost",
-                        "reason": "the queue runner stopped before starting this run"
-                                  + (f": {full}" if full else "")}
-        else:
+        if not q:
             return {**out, "state": "queued", "pending_reason": "not yet picked up"}
-    out.update(attempt=st.get("attempt"), host=st.get("host"), started_at=st.get("started_at"),
-               ended_at=st.get("ended_at"), pid=st.get("pid"))
-    alive = rd.pid_alive(st.get("pid"), st.get("start_ticks"))
-    pgid = st.get("pgid")
-    ended = st.get("ended_at") is not None
-    if done:
+        # the runner may have just started the worker: look again before calling it lost
+        if states.current(meta, rd.read_json(run_dir / rd.STATUS)) is not None:
+            return probe(run_dir, kill_orphans=kill_orphans)
+        v = states.runner_stopped(tail=tail, free_bytes=rd.free_bytes(run_dir),
+                                  run_dir=str(run_dir))
+    v.pop("stopped", None)
+    out.update(v)
+    if v["state"] == states.SUCCEEDED and st is not None:
+        pgid = st.get("pgid")
         if kill_orphans and pgid and pgid == st.get("pid") and rd.group_alive(pgid):
             rd.kill_group(pgid, ORPHAN_GRACE_S)
             out["orphans_killed"] = True
-        return {**out, "state": "succeeded", "exit_code": st.get("exit_code", 0)}
-    if not ended and alive:
-        return {**out, "state": "running"}
-    tail = rd.tail(run_dir / rd.STDERR)
-    if cancel:
-        if pgid and pgid == st.get("pid") and rd.group_alive(pgid) and kill_orphans:
-            rd.kill_group(pgid, ORPHAN_GRACE_S)
+        return out
+    if v["state"] == states.CANCELLED and (run_dir / rd.CANCEL).exists():
+        # who cancelled it and when, from the marker
         marker = rd.read_cancel(run_dir)
-        return {**out, "state": "cancelled", "reason": rd.cancel_reason(marker),
-                **rd.cancel_fields(marker), "stderr_tail": tail,
-                "exit_code": st.get("exit_code")}
-    if ended:
-        state = st.get("state") or "failed"
-        if state == "terminated":
-            state, reason = "failed", st.get("reason")
-        else:
-            reason = st.get("reason")
-        if state not in ("failed", "cancelled", "succeeded"):
-            state = "failed"
-        return {**out, "state": state, "reason": reason, "stderr_tail": tail,
-                "exit_code": st.get("exit_code")}
-    full = _disk_full(run_dir, tail)
-    if full:  # why nothing could be recorded, whatever else is known
-        return {**out, "state": "failed", "stderr_tail": tail, "reason": full,
-                "exit_code": (rd.read_json(run_dir / rd.EXIT) or {}).get("returncode")}
-    ex = _exit_record(run_dir, meta)
-    if ex is None:
-        q = rd.read_json(run_dir / rd.QUEUED)
-        if q and q.get("token") == meta.get("token") and \
-                rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks")):
-            # its queue runner is about to record how the worker ended: ask again then
-            return {**out, "state": "running"}
-        return {**out, "state": "failed", "stderr_tail": tail,
-                "reason": "the run's process died without recording an exit (killed?)"}
-    return {**out, "state": "failed", "stderr_tail": tail,
-            **_died(ex, started=True)}
-
-
-def _exit_record(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
-    """``.chester/exit.json`` when it is this run's (its token) and holds a return code:
-    whoever started the worker saw it end."""
-    ex = rd.read_json(run_dir / rd.EXIT)
-    if isinstance(ex, dict) and ex.get("token") == meta.get("token") \
-            and isinstance(ex.get("returncode"), int):
-        return ex
-    return None
-
-
-def _died(ex: dict[str, Any], *, started: bool) -> dict[str, Any]:
-    """How a worker that recorded no end ended, from its exit record: exit_code, signal
-    and reason."""
-    rc = int(ex["returncode"])
-    if rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = f"signal {-rc}"
-        when = "before it recorded an end" if started else "before it recorded a start"
-        return {"exit_code": 128 - rc, "signal": -rc,
-                "reason": f"the run's process was killed by {name} ({-rc}) {when}"}
-    if started:
-        return {"exit_code": rc, "reason": f"the run's process exited with code {rc} without "
-                                           "recording an end (os._exit in the run?)"}
-    return {"exit_code": rc, "reason": f"the worker exited with code {rc} before it "
-                                       "recorded a start (see the run's stderr)"}
+        out.update(reason=rd.cancel_reason(marker, started=st is not None),
+                   **rd.cancel_fields(marker))
+    if v["state"] == states.CANCELLED and st is not None and kill_orphans:
+        pgid = st.get("pgid")
+        if pgid and pgid == st.get("pid") and rd.group_alive(pgid):
+            rd.kill_group(pgid, ORPHAN_GRACE_S)
+    if v["state"] not in (states.QUEUED, states.RUNNING) and st is not None or \
+            v["state"] == states.FAILED:
+        out["stderr_tail"] = tail
+    return out
 
 
 #: Below this many free bytes, a run that died without a record is put down to a full disk.
-DISK_FULL_BYTES = 1 << 20
-_NO_SPACE = ("No space left on device", "Disk quota exceeded")
-
-
-def _disk_full(run_dir: Path, tail: str | None) -> str | None:
-    """"no space left on <path>" when the run's file system is full (or its stderr says it
-    was), else None."""
-    said = next((line.strip() for line in reversed((tail or "").splitlines())
-                 if any(m in line for m in _NO_SPACE)), None)
-    try:
-        vfs = os.statvfs(run_dir)
-        free = vfs.f_bavail * vfs.f_frsize
-    except OSError:
-        free = None
-    if said is None and (free is None or free >= DISK_FULL_BYTES):
-        return None
-    where = f"no space left on the file system of {run_dir}"
-    if free is not None:
-        where += f" ({free // 1024} KiB free)"
-    return f"{where}: {said}" if said else where
+DISK_FULL_BYTES = states.DISK_FULL_BYTES
 
 
 def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S, by: str = rd.CANCELLED_BY) -> bool:
@@ -171,7 +92,7 @@ def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S, by: str = rd.CANCELLE
     if not (run_dir / rd.RUN_JSON).exists():
         return False
     before = probe(run_dir, kill_orphans=False)
-    if before["state"] in ("succeeded", "failed", "cancelled", "lost"):
+    if before["state"] not in (states.QUEUED, states.RUNNING):
         return False
     rd.write_cancel(run_dir, by)
     st = rd.read_json(run_dir / rd.STATUS)
@@ -259,7 +180,8 @@ def _dirs(args: list[str]) -> list[Path]:
 STATUS_FIELDS = """\
 output: one JSON object on one line, keyed by each run folder as given:
   {"DIR": {"state": ..., "reason": ..., "exit_code": ..., "attempt": ..., ...}, ...}
-  state          queued | running | succeeded | failed | cancelled | lost
+  state          queued | running | succeeded | failed | cancelled | oom | lost
+                 (the rule: chester.target.states, docs/architecture.md)
   reason         why it failed, was cancelled or is lost (null otherwise)
   pending_reason why a queued run waits (queued only)
   exit_code      the worker's exit status, once it ended

@@ -261,3 +261,33 @@ def test_requeue_hold_and_suspended_have_their_own_words():
     assert held.state == State.QUEUED and "scontrol release" in held.pending_reason
     susp = _merge(s.JobRow(state="SUSPENDED"), _rec("running", ended=False))
     assert susp.state == State.RUNNING and "SUSPENDED" in susp.reason
+
+
+def test_the_records_decide_by_the_one_rule():
+    """Where SLURM's reader read the records its own way before (chester.target.states)."""
+    # a record of an earlier attempt (run.json says 2) is not this attempt's success
+    done = s.JobRow(state="COMPLETED", exit_code="0:0")
+    old = {**_rec("succeeded", done=True, attempt=1), "attempt": 2}
+    assert _merge(done, old).state == State.FAILED
+    assert _merge(done, {**_rec("succeeded", done=True, attempt=2), "attempt": 2}).state \
+        == State.SUCCEEDED
+    # the run's own success decides, whatever SLURM said of its job after it
+    for word in ("CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED"):
+        got = _merge(s.JobRow(state=word, exit_code="0:15"), _rec("succeeded", done=True))
+        assert got.state == State.SUCCEEDED, word
+    # a worker that started and was killed: the signal by its name, as on every backend
+    segv = _merge(s.JobRow(state="FAILED", exit_code="0:11"), _rec("running", ended=False))
+    assert segv.state == State.FAILED and segv.exit_code == 139
+    assert "killed by SIGSEGV (11) before it recorded an end" in segv.reason
+    quit_ = _merge(done, _rec("running", ended=False))
+    assert "exited with code 0 without recording an end" in quit_.reason
+    # a full disk: the file system of the run folder has (almost) nothing free
+    full = {**_rec("running", ended=False), "free": 4096, "dir": "/runs/a"}
+    got = _merge(s.JobRow(state="FAILED", exit_code="1:0"), full)
+    assert got.state == State.FAILED
+    assert got.reason.startswith("no space left on the file system of /runs/a (4 KiB free)")
+    said = {**_rec(None), "tail": "OSError: [Errno 28] No space left on device", "dir": "/r"}
+    assert "no space left" in _merge(s.JobRow(state="FAILED", exit_code="1:0"), said).reason
+    # a memory kill that only the run's own stderr tells of (no slurmstepd line in the output)
+    oom = {**_rec("running", ended=False), "tail": "Killed: oom-kill event in cgroup"}
+    assert _merge(s.JobRow(state="FAILED", exit_code="0:9"), oom).state == State.OOM

@@ -2,8 +2,9 @@
 
 The login host and the nodes share a filesystem (``remote_dir``). Everything remote backends
 share (transport, environment, secrets, containers, run files, runtime, progress) is the
-core's remote layer (:mod:`chester.remote`); the placement is :mod:`.scheduler`, a
-standard-library file uploaded next to chester's runtime and run on the login host. Per
+core's remote layer (:mod:`chester.remote`); the placement is :mod:`.scheduler`, a file
+uploaded next to chester's runtime (from which it imports the rule from records to states)
+and run on the login host. Per
 operation the plugin opens ONE :class:`~chester.remote.ssh.Transport` to the login host:
 
 * submit: rsync the code; one round trip that syncs the environment and checks the login
@@ -117,10 +118,12 @@ def scheduler_config(backend: BackendConfig) -> dict[str, Any]:
 
 
 def _sched_argv(backend: BackendConfig, *args: str) -> list[str]:
-    """argv running the scheduler file on the login host, after the package manager's setup."""
+    """argv running the scheduler file on the login host, after the package manager's setup,
+    with chester's runtime (it imports the rule from records to states from it)."""
     o: AutobotOptions = backend.options
     return hosted.setup_argv(backend, "chester-autobot",
-                             [o.python, scheduler_remote(backend), args[0],
+                             [o.python, scheduler_remote(backend), "--runtime",
+                              runtime.build().remote_path(o.remote_dir), args[0],
                               autobot_root(backend), *args[1:]])
 
 
@@ -170,7 +173,8 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
     sweep_text = json.dumps(sweep, indent=1)
     submit = "\n".join(["set -e", f"cd {shlex.quote(o.remote_dir)}",
                         *shell.setup_lines(backend, o.remote_dir),
-                        shlex.join([o.python, sched, "submit", root, sweep_file])]) + "\n"
+                        shlex.join([o.python, sched, "--runtime", rt_remote, "submit", root,
+                                    sweep_file])]) + "\n"
     q = shlex.quote
     probe = "\n".join([*(shell.env_sync_lines(backend, o.remote_dir) if sync_env else []),
                        f"cd {q(o.remote_dir)}",
@@ -232,7 +236,9 @@ def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunH
 
 
 def _ensure_scheduler(backend: BackendConfig, tr: Transport) -> None:
+    """Put the scheduler file, and the runtime it imports from, on the login host."""
     tr.put_bytes(SCHEDULER_SRC.read_bytes(), scheduler_remote(backend), 0o644)
+    runtime.send(tr, runtime.build(), backend.options.remote_dir, who=_who(backend))
 
 
 def _sched_call(backend: BackendConfig, tr: Transport, args: Sequence[str],

@@ -1,13 +1,20 @@
 """The autobot GPU scheduler: runs on the login host, places queued runs on free node GPUs.
 
-Standard library only: the backend uploads this file as it is (next to chester's runtime,
-under ``<remote_dir>/.chester/autobot/``) and runs it with the login host's Python::
+Standard library and chester's runtime only: the backend uploads this file as it is (next
+to chester's runtime, under ``<remote_dir>/.chester/autobot/``) and runs it with the login
+host's Python, naming the runtime zip the launch shipped (``--runtime``, first on
+``sys.path``), from which it imports the one rule from records to states
+(:mod:`chester.target.states`)::
 
-    python scheduler.py submit ROOT SWEEP_JSON     enqueue a sweep (idempotent), start the loop
-    python scheduler.py run ROOT                   the loop (one per ROOT, kept by a lock)
-    python scheduler.py status ROOT  < DIRS        one JSON object: every run's state
-    python scheduler.py cancel ROOT  < DIRS        remove queued runs, kill running ones
-    python scheduler.py tail ROOT [-f] DIR STREAM  a run's output (followed until it ends)
+    python scheduler.py --runtime PYZ submit ROOT SWEEP_JSON  enqueue a sweep (idempotent),
+                                                              start the loop
+    python scheduler.py --runtime PYZ run ROOT                the loop (one per ROOT, a lock)
+    python scheduler.py --runtime PYZ status ROOT  < DIRS     one JSON object: every state
+    python scheduler.py --runtime PYZ cancel ROOT  < DIRS     remove queued runs, kill running
+    python scheduler.py --runtime PYZ tail ROOT [-f] DIR STREAM  a run's output (followed
+                                                              until it ends)
+
+Without ``--runtime`` chester is imported as the Python finds it (installed).
 
 ``ROOT`` (``<remote_dir>/.chester/autobot``) is on the filesystem the login host shares with
 the nodes. It holds ``queue/`` (one file per waiting run, FIFO by name), ``running/`` (one
@@ -38,6 +45,33 @@ import subprocess
 import sys
 import threading
 import time
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    Json = dict[str, Any]
+    #: a node's ssh session: its process, its stderr file, the bytes read past the last answer
+    Session = tuple[subprocess.Popen[bytes], IO[bytes], list[bytes]]
+
+#: the runtime zip chester is imported from (``--runtime``), passed on to the loop it starts
+RUNTIME: str | None = None
+
+
+def _runtime_first(argv: list[str]) -> None:
+    """Put the runtime zip named by ``--runtime PYZ`` (argv's first option) first on
+    ``sys.path`` and take the option out of ``argv``."""
+    global RUNTIME
+    if len(argv) > 2 and argv[1] == "--runtime":
+        RUNTIME = os.path.abspath(argv[2])
+        sys.path.insert(0, RUNTIME)
+        del argv[1:3]
+
+
+if __name__ == "__main__":
+    _runtime_first(sys.argv)
+
+from chester.target import rundir, states  # noqa: E402  (the runtime first on sys.path)
 
 FORMAT = 1
 RUN_META = ".chester/run.json"
@@ -47,17 +81,16 @@ PLACEMENT = ".chester/autobot.json"
 STARTED = ".chester/autobot.started"  # plus "-<attempt>" after the first attempt
 
 
-def started_marker(run_dir, attempt=1):
-    """The directory made on the node just before the worker of this attempt starts."""
-    attempt = int(attempt or 1)
-    return os.path.join(run_dir, STARTED if attempt == 1 else "%s-%d" % (STARTED, attempt))
-
-
-def attempt_of(run_dir):
-    return int((read_json(os.path.join(run_dir, RUN_META)) or {}).get("attempt") or 1)
 DONE = ".done"
 
-DEFAULTS: dict[str, object] = {
+
+def started_marker(run_dir: str, attempt: Any = 1) -> str:
+    """The directory made on the node just before the worker of this attempt starts."""
+    n = int(attempt or 1)
+    return os.path.join(run_dir, STARTED if n == 1 else "%s-%d" % (STARTED, n))
+
+
+DEFAULTS: dict[str, Any] = {
     "ssh_options": [],
     "nvidia_smi": "nvidia-smi",
     "max_gpus": {},
@@ -74,7 +107,7 @@ DEFAULTS: dict[str, object] = {
 
 
 # ------------------------------------------------------------------------------ small helpers
-def read_json(path):
+def read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -82,7 +115,7 @@ def read_json(path):
         return None
 
 
-def write_json(path, data, mode=0o644):
+def write_json(path: str, data: Any, mode: int = 0o644) -> None:
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, ".%s.%d.%d.tmp" % (os.path.basename(path), os.getpid(),
@@ -93,7 +126,7 @@ def write_json(path, data, mode=0o644):
     os.replace(tmp, path)
 
 
-def remove(path):
+def remove(path: str) -> bool:
     try:
         os.unlink(path)
         return True
@@ -101,14 +134,14 @@ def remove(path):
         return False
 
 
-def listdir(path):
+def listdir(path: str) -> list[str]:
     try:
         return sorted(os.listdir(path))
     except FileNotFoundError:
         return []
 
 
-def log(root, msg):
+def log(root: str, msg: str) -> None:
     line = "%s %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), msg)
     try:
         with open(os.path.join(root, "scheduler.log"), "a") as f:
@@ -117,51 +150,41 @@ def log(root, msg):
         pass
 
 
-def load_config(root):
+def load_config(root: str) -> Json:
     cfg = dict(DEFAULTS)
     cfg.update(read_json(os.path.join(root, "config.json")) or {})
     return cfg
 
 
-def lease_root(root, cfg):
+def lease_root(root: str, cfg: Mapping[str, Any]) -> str:
     return cfg.get("lease_dir") or os.path.join(root, "leases")
 
 
-def run_record(run_dir):
+def run_record(run_dir: str) -> tuple[Json, Json | None, Json | None]:
     """(meta, status, placement) of a run folder; status/placement only when they carry
-    the run's token and are of its current attempt."""
+    the run's token and are of its current attempt (the rule: :func:`states.current`)."""
     meta = read_json(os.path.join(run_dir, RUN_META)) or {}
     tok = meta.get("token")
-    st = read_json(os.path.join(run_dir, RUN_STATUS))
-    if st is not None and (tok and st.get("token") != tok or not current(meta, st)):
-        st = None  # another run's, or an earlier attempt's
+    st = states.current(meta, read_json(os.path.join(run_dir, RUN_STATUS)))
     pl = read_json(os.path.join(run_dir, PLACEMENT))
     if pl is not None and tok and (pl.get("token") != tok or int(
             pl.get("attempt") or 1) < int(meta.get("attempt") or 1)):
         pl = None  # another run's, or an earlier attempt's
-    return meta, st, pl
+    return meta, dict(st) if st is not None else None, pl
 
 
-def current(meta, st):
-    """True when the status record is of the run's current attempt (or later)."""
-    return st is not None and int(st.get("attempt") or 1) >= int(meta.get("attempt") or 1)
-
-
-def run_finished(run_dir, token=None):
-    """True once the run's current attempt will not use its GPUs any more (ended, or given
-    a verdict)."""
+def run_finished(run_dir: str, token: str | None = None) -> bool:
+    """True once the run's current attempt will not use its GPUs any more (its end
+    recorded, or a verdict given). ``.done`` alone is no end."""
     meta, st, pl = run_record(run_dir)
     if token and meta.get("token") not in (None, token):
         return True  # the folder was reused by another run
-    cur = current(meta, st)
-    if cur and st.get("ended_at") is not None:
-        return True
-    if os.path.exists(os.path.join(run_dir, DONE)) and (st is None or cur):
+    if states.ended(st):
         return True
     return bool(pl and pl.get("verdict"))
 
 
-def node_list(nodes):
+def node_list(nodes: Iterable[str]) -> str:
     """``autobot-1-1, autobot-1-6`` → ``autobot-1-1..1-6`` when they share a prefix."""
     nodes = list(nodes)
     if len(nodes) > 2:
@@ -181,15 +204,15 @@ class Nodes:
     session that does not answer in time, or whose connection closed, is dropped; the next
     command opens a new one."""
 
-    def __init__(self, root, cfg):
+    def __init__(self, root: str, cfg: Json) -> None:
         self.cfg = cfg
         self.opts = list(cfg.get("ssh_options") or [])
-        self.sessions = {}
+        self.sessions: dict[str, Session] = {}
         self.commands = 0  # commands sent to nodes (for the bench)
         self.opened = 0  # ssh sessions opened
-        self.fresh = set()  # sessions not used yet
+        self.fresh: set[str] = set()  # sessions not used yet
 
-    def _open(self, node):
+    def _open(self, node: str) -> Session:
         import tempfile
 
         err = tempfile.TemporaryFile()
@@ -202,7 +225,7 @@ class Nodes:
         self.opened += 1
         return p, err, self.sessions[node][2]
 
-    def drop(self, node):
+    def drop(self, node: str) -> str:
         sess = self.sessions.pop(node, None)
         if sess is None:
             return ""
@@ -221,7 +244,7 @@ class Nodes:
         err.close()
         return text
 
-    def ensure(self, node):
+    def ensure(self, node: str) -> None:
         """Open the node's session unless it is open. Called from the loop's own thread:
         a session dies with the thread that opened it (PR_SET_PDEATHSIG)."""
         sess = self.sessions.get(node)
@@ -230,7 +253,8 @@ class Nodes:
             self._open(node)
             self.fresh.add(node)
 
-    def run(self, node, command, timeout=None):
+    def run(self, node: str, command: str, timeout: float | None = None
+            ) -> tuple[int, str, str]:
         """(exit status, output); 255 when the node did not answer in time or the
         connection closed."""
         import select
@@ -242,6 +266,7 @@ class Nodes:
             self.fresh.discard(node)
             timeout = max(timeout, 3 * self.cfg["node_timeout"])  # connect + login shell
         p, err, buf = self.sessions[node]
+        assert p.stdin is not None and p.stdout is not None  # both are pipes
         self.commands += 1
         nonce = "@@chester-%d-%d" % (os.getpid(), self.commands)
         text = "{ %s\n} </dev/null 2>&1; echo \"%s $?\"\n" % (command, nonce)
@@ -280,13 +305,14 @@ class Nodes:
                 return 255, data.decode("utf-8", "replace"), why or "connection closed"
             data += chunk
 
-    def run_many(self, commands, timeout=None):
+    def run_many(self, commands: Mapping[str, str], timeout: float | None = None
+                 ) -> dict[str, tuple[int, str, str]]:
         """{node: result} for {node: command}, all at once."""
-        out = {}
+        out: dict[str, tuple[int, str, str]] = {}
         for node in commands:
             self.ensure(node)
 
-        def one(node, cmd):
+        def one(node: str, cmd: str) -> None:
             out[node] = self.run(node, cmd, timeout)
 
         threads = [threading.Thread(target=one, args=(n, c), daemon=True)
@@ -297,12 +323,12 @@ class Nodes:
             t.join()
         return out
 
-    def close(self):
+    def close(self) -> None:
         for node in list(self.sessions):
             self.drop(node)
 
 
-def _die_with_parent():
+def _die_with_parent() -> None:
     """The ssh sessions go when the loop goes, even when it is killed (Linux)."""
     os.setpgrp()
     try:
@@ -313,7 +339,7 @@ def _die_with_parent():
         pass
 
 
-def query_command(cfg, pids):
+def query_command(cfg: Mapping[str, Any], pids: Iterable[int]) -> str:
     smi = cfg["nvidia_smi"]
     lines = [
         "%s --query-gpu=index,uuid,memory.used,memory.total --format=csv,noheader,nounits"
@@ -329,12 +355,14 @@ def query_command(cfg, pids):
     return "; ".join(lines)
 
 
-def parse_query(text):
+def parse_query(text: str) -> Json | None:
     """{gpus: [(index, uuid, used, total)], busy: {uuid}, alive: {pid}} or None."""
     if "@@end" not in text:
         return None
     part = "gpu"
-    gpus, busy, alive = [], set(), set()
+    gpus: list[tuple[int, str, float, float]] = []
+    busy: set[str] = set()
+    alive: set[int] = set()
     for line in text.splitlines():
         line = line.strip()
         if not line:
@@ -356,7 +384,7 @@ def parse_query(text):
 
 
 # ------------------------------------------------------------------------------ leases
-def claim(lroot, node, gpu, token, run_dir):
+def claim(lroot: str, node: str, gpu: int, token: str, run_dir: str) -> bool:
     d = os.path.join(lroot, node)
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, str(gpu))
@@ -370,9 +398,9 @@ def claim(lroot, node, gpu, token, run_dir):
     return True
 
 
-def leases(lroot):
+def leases(lroot: str) -> dict[str, dict[int, Json]]:
     """{node: {gpu: lease}}"""
-    out = {}
+    out: dict[str, dict[int, Json]] = {}
     for node in listdir(lroot):
         for g in listdir(os.path.join(lroot, node)):
             if g.startswith("."):
@@ -388,7 +416,7 @@ def leases(lroot):
     return out
 
 
-def release(lroot, node, gpus, token):
+def release(lroot: str, node: str, gpus: Iterable[int], token: str) -> None:
     for g in gpus:
         path = os.path.join(lroot, node, str(g))
         data = read_json(path)
@@ -396,7 +424,7 @@ def release(lroot, node, gpus, token):
             remove(path)
 
 
-def reap_leases(lroot, now):
+def reap_leases(lroot: str, now: float) -> None:
     """Drop leases whose run ended, or that no placement backs after a grace time."""
     for node, held in leases(lroot).items():
         for g, le in held.items():
@@ -415,7 +443,7 @@ def reap_leases(lroot, now):
 
 
 # ------------------------------------------------------------------------------ the queue
-def queue_entries(root):
+def queue_entries(root: str) -> list[Json]:
     out = []
     qd = os.path.join(root, "queue")
     for name in listdir(qd):
@@ -429,7 +457,7 @@ def queue_entries(root):
     return out
 
 
-def running_entries(root):
+def running_entries(root: str) -> list[Json]:
     out = []
     d = os.path.join(root, "running")
     for name in listdir(d):
@@ -442,7 +470,7 @@ def running_entries(root):
     return out
 
 
-def submit(root, sweep_file):
+def submit(root: str, sweep_file: str) -> int:
     sweep = read_json(sweep_file)
     if sweep is None:
         print("chester-autobot: cannot read %s" % sweep_file, file=sys.stderr)
@@ -459,7 +487,7 @@ def submit(root, sweep_file):
     for i, run in enumerate(sweep["runs"]):
         tok, run_dir = run["token"], run["run_dir"]
         meta, st, pl = run_record(run_dir)
-        started = current(meta, st)
+        started = st is not None  # this attempt's worker started
         if tok in queued or tok in placed or started or pl is not None:
             skipped += 1
             continue
@@ -472,7 +500,7 @@ def submit(root, sweep_file):
     return 0
 
 
-def lock_free(root):
+def lock_free(root: str) -> bool:
     """True when no loop holds the lock."""
     path = os.path.join(root, "scheduler.lock")
     try:
@@ -488,14 +516,15 @@ def lock_free(root):
     return True
 
 
-def ensure_running(root):
+def ensure_running(root: str) -> bool:
     """Start the loop, detached, unless one holds the lock; only when it has work."""
     if not (listdir(os.path.join(root, "queue")) or listdir(os.path.join(root, "running"))):
         return False
     if not lock_free(root):
         return False
     with open(os.path.join(root, "scheduler.log"), "ab") as logf:
-        subprocess.Popen([sys.executable, os.path.abspath(__file__), "run", root],
+        runtime = ["--runtime", RUNTIME] if RUNTIME else []
+        subprocess.Popen([sys.executable, os.path.abspath(__file__), *runtime, "run", root],
                          stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                          start_new_session=True, close_fds=True)
     return True
@@ -503,17 +532,20 @@ def ensure_running(root):
 
 # ------------------------------------------------------------------------------ the loop
 class Loop:
-    def __init__(self, root):
+    """The scheduler loop of one ROOT: looks at the nodes, places waiting runs, watches the
+    placed ones."""
+
+    def __init__(self, root: str) -> None:
         self.root = root
         self.cfg = load_config(root)
         self.nodes = Nodes(root, self.cfg)
-        self.down_since = {}  # node -> first failed query (monotonic wall time)
-        self.view = {}
+        self.down_since: dict[str, float] = {}  # node -> first failed query (wall time)
+        self.view: dict[str, Json] = {}
         self.cycles = 0
-        self.seen_secrets = set()  # secrets files of runs this loop saw waiting
+        self.seen_secrets: set[str] = set()  # secrets files of runs this loop saw waiting
 
     # -- one cycle -------------------------------------------------------------------------
-    def cycle(self):
+    def cycle(self) -> tuple[bool, bool]:
         cfg = self.cfg = load_config(self.root)
         self.nodes.cfg = cfg
         self.nodes.opts = list(cfg.get("ssh_options") or [])
@@ -522,12 +554,12 @@ class Loop:
         queue = queue_entries(self.root)
         running = running_entries(self.root)
         self.seen_secrets.update(e["secrets_file"] for e in queue if e.get("secrets_file"))
-        want = []
+        want: list[str] = []
         for e in queue:
             for n in e.get("nodes") or ():
                 if n not in want:
                     want.append(n)
-        pids = {}
+        pids: dict[str, list[int]] = {}
         for r in running:
             if r["node"] not in want:
                 want.append(r["node"])
@@ -535,7 +567,7 @@ class Loop:
             if st.get("token") == r["token"] and st.get("pid"):
                 pids.setdefault(r["node"], []).append(st["pid"])
         answers = self.nodes.run_many({n: query_command(cfg, pids.get(n, ())) for n in want})
-        view = {}
+        view: dict[str, Json] = {}
         for n in want:
             code, out, err = answers.get(n, (255, "", ""))
             q = parse_query(out) if code == 0 else None
@@ -558,7 +590,8 @@ class Loop:
         self.cycles += 1
         return bool(queue) and len(started) < len(queue), bool(running) or bool(started)
 
-    def _watch(self, running, view, lroot, now, asked):
+    def _watch(self, running: list[Json], view: Mapping[str, Json], lroot: str, now: float,
+               asked: Mapping[str, list[int]]) -> None:
         """Release what ended; give a verdict to runs whose worker died or node is lost."""
         cfg = self.cfg
         for r in running:
@@ -581,18 +614,21 @@ class Loop:
                     continue
                 if now - r.get("placed_at", now) < cfg["start_timeout"]:
                     continue
-                verdict = {"state": "failed",
-                           "reason": "the worker did not start on %s within %d s: %s"
-                           % (node, cfg["start_timeout"], _tail(run_dir))}
+                v = states.not_started(tail=_tail_text(run_dir),
+                                       free_bytes=rundir.free_bytes(run_dir), run_dir=run_dir)
+                verdict = {"state": v["state"], "reason": v["reason"]} if v else {
+                    "state": "failed", "reason": "the worker did not start on %s within %d s: "
+                    "%s" % (node, cfg["start_timeout"], _tail(run_dir))}
             elif st.get("ended_at") is None:
                 pid = int(st.get("pid") or 0)
                 if pid in view[node]["alive"] or pid not in asked.get(node, ()):
                     continue  # alive, or recorded after this cycle's question
                 if run_finished(run_dir, tok):  # it ended between the query and now
                     pass
-                else:
-                    verdict = {"state": "failed", "reason": "the run's process died on %s "
-                               "without recording an exit (killed?)" % node}
+                else:  # the worker is gone without recording its end: the rule says why
+                    v = states.died(tail=_tail_text(run_dir), host=node, run_dir=run_dir,
+                                    free_bytes=rundir.free_bytes(run_dir))
+                    verdict = {"state": v["state"], "reason": v["reason"]}
             if verdict is not None:
                 pl = dict(pl or {"token": tok, "node": node, "gpus": r.get("gpus", [])})
                 pl["verdict"] = dict(verdict, at=now)
@@ -601,10 +637,11 @@ class Loop:
             release(lroot, node, r.get("gpus", ()), tok)
             remove(r["path"])
 
-    def _free(self, view, held, cfg):
+    def _free(self, view: Mapping[str, Json], held: Mapping[str, Mapping[int, Json]],
+              cfg: Mapping[str, Any]) -> dict[str, list[int]]:
         """{node: GPU indices that may be handed out now}: no lease, no compute process
         (when asked), memory used under the threshold, within the node's cap."""
-        free = {}
+        free: dict[str, list[int]] = {}
         caps = cfg.get("max_gpus") or {}
         for n, v in view.items():
             if not v.get("reachable"):
@@ -619,15 +656,17 @@ class Loop:
             free[n] = f[:room]
         return free
 
-    def _place(self, queue, view, held, lroot, cfg):
+    def _place(self, queue: list[Json], view: Mapping[str, Json],
+               held: Mapping[str, Mapping[int, Json]], lroot: str,
+               cfg: Mapping[str, Any]) -> list[Json]:
         free = self._free(view, held, cfg)
-        placed = []
-        per_node = {}
+        placed: list[Json] = []
+        per_node: dict[str, list[Json]] = {}
         taken = {r["token"] for r in running_entries(self.root)}
         for e in queue:
             tok, run_dir = e["token"], e["run_dir"]
             m, st, _pl = run_record(run_dir)
-            if current(m, st) or run_finished(run_dir, tok) \
+            if st is not None or run_finished(run_dir, tok) \
                     or os.path.exists(os.path.join(run_dir, RUN_CANCEL)):
                 remove(e["path"])  # started (by a loop that died since), or cancelled
                 continue
@@ -638,7 +677,7 @@ class Loop:
                 avail = free.get(n, [])
                 if len(avail) < k:
                     continue
-                got = []
+                got: list[int] = []
                 for g in list(avail):
                     if len(got) == k:
                         break
@@ -663,10 +702,10 @@ class Loop:
             self._start_many(per_node)
         return placed
 
-    def _start(self, node, recs):
+    def _start(self, node: str, recs: list[Json]) -> None:
         self._start_many({node: recs})
 
-    def _start_many(self, per_node):
+    def _start_many(self, per_node: Mapping[str, list[Json]]) -> None:
         """Start each run's worker on its node detached: one command per node, the nodes in
         parallel."""
         answers = self.nodes.run_many(
@@ -677,7 +716,7 @@ class Loop:
             for r in recs:
                 self._started(node, r, code, err)
 
-    def _started(self, node, r, code, err):
+    def _started(self, node: str, r: Json, code: int, err: str) -> None:
         tok = r["token"]
         made = os.path.isdir(started_marker(r["run_dir"], r.get("attempt")))
         qpath = r["entry"].get("path")
@@ -696,7 +735,7 @@ class Loop:
             remove(os.path.join(r["run_dir"], PLACEMENT))
             release(lease_root(self.root, self.cfg), node, r["gpus"], tok)
 
-    def _drop_secrets(self, now):
+    def _drop_secrets(self, now: float) -> None:
         """A sweep's secrets file goes once none of its runs waits any more (each run's
         shell read it before its worker started): at once when this loop saw its runs wait,
         else (a file uploaded just before its sweep is queued) after a minute."""
@@ -712,9 +751,10 @@ class Loop:
             except FileNotFoundError:
                 pass
 
-    def _write_state(self, view, held, free, started):
+    def _write_state(self, view: Mapping[str, Json], held: Mapping[str, Mapping[int, Json]],
+                     free: Mapping[str, int], started: list[Json]) -> None:
         """``state.json``: what the last cycle saw (status explains waiting runs with it)."""
-        nodes = {}
+        nodes: dict[str, Json] = {}
         for n, v in view.items():
             if v.get("reachable"):
                 mine = held.get(n, {})
@@ -733,7 +773,7 @@ class Loop:
             "ssh_sessions": self.nodes.opened})
 
 
-def _tail(run_dir, n=3):
+def _tail(run_dir: str, n: int = 3) -> str:
     try:
         with open(os.path.join(run_dir, "stderr.log"), "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -744,7 +784,7 @@ def _tail(run_dir, n=3):
     return " | ".join(text.strip().splitlines()[-n:]) or "no output"
 
 
-def start_line(e, run_dir, gpus):
+def start_line(e: Mapping[str, Any], run_dir: str, gpus: Sequence[int]) -> str:
     """Shell text run on the node: make the start marker (once), then start the worker
     detached in its own session with CUDA_VISIBLE_DEVICES set."""
     q = shlex.quote
@@ -762,7 +802,7 @@ def start_line(e, run_dir, gpus):
                q(os.path.join(run_dir, "stdout.log")), q(os.path.join(run_dir, "stderr.log"))))
 
 
-def run_loop(root):
+def run_loop(root: str) -> int:
     os.makedirs(root, exist_ok=True)
     fd = os.open(os.path.join(root, "scheduler.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -803,7 +843,7 @@ def run_loop(root):
 
 
 # ------------------------------------------------------------------------------ status
-def status(root, run_dirs):
+def status(root: str, run_dirs: Sequence[str]) -> dict[str, Json]:
     cfg = load_config(root)
     queue = queue_entries(root)
     order = {e["run_dir"]: i for i, e in enumerate(queue)}
@@ -818,12 +858,25 @@ def status(root, run_dirs):
     return out
 
 
-def probe(d, order, queue, nodes_state, cfg, now):
+def probe(d: str, order: Mapping[str, int], queue: Sequence[Json],
+          nodes_state: Mapping[str, Json], cfg: Mapping[str, Any], now: float) -> Json:
+    """One run's state: the records decide by the one rule (:mod:`chester.target.states`);
+    where they do not, the loop's placement and verdict, the nodes' last view and the
+    queue. A cancelled run says who cancelled it and when (its cancel marker)."""
+    res = _probe(d, order, queue, nodes_state, cfg, now)
+    if res["state"] == states.CANCELLED and os.path.exists(os.path.join(d, RUN_CANCEL)):
+        res["reason"] = rundir.cancel_reason(rundir.read_cancel(d), started=res.get(
+            "reason") != states.CANCELLED_BEFORE)
+    return res
+
+
+def _probe(d: str, order: Mapping[str, int], queue: Sequence[Json],
+           nodes_state: Mapping[str, Json], cfg: Mapping[str, Any], now: float) -> Json:
     meta, st, pl = run_record(d)
-    res = {"state": "queued", "reason": None, "exit_code": None,
-           "attempt": meta.get("attempt")}
+    res: Json = {"state": "queued", "reason": None, "exit_code": None,
+                 "attempt": meta.get("attempt")}
     if not meta:
-        return dict(res, state="lost", reason="run folder missing on the login host")
+        return dict(res, **states.missing("the login host"))
     where = None
     if pl:
         where = "%s GPU %s" % (pl.get("node"), ",".join(str(g) for g in pl.get("gpus", ())))
@@ -831,37 +884,33 @@ def probe(d, order, queue, nodes_state, cfg, now):
         res["gpus"] = pl.get("gpus")
     cancel = os.path.exists(os.path.join(d, RUN_CANCEL))
     done = os.path.exists(os.path.join(d, DONE))
+    verdict = (pl or {}).get("verdict")
+    if verdict and cancel and verdict["state"] not in states.OWN_CAUSE:
+        # the loop's verdict on a run that was cancelled: the cancel stopped it
+        verdict = states.cancelled(started=st is not None)
     if st is not None:
         res.update(attempt=st.get("attempt"), started_at=st.get("started_at"),
                    ended_at=st.get("ended_at"), pid=st.get("pid"))
         res["host"] = res.get("host") or st.get("host")
-        tail = _tail_text(d)
-        if done:
-            return dict(res, state="succeeded", exit_code=st.get("exit_code", 0))
-        if st.get("ended_at") is not None:
-            s = st.get("state") or "failed"
-            reason = st.get("reason")
-            if cancel and s != "succeeded":
-                s, reason = "cancelled", _cancelled(d)
-            if s not in ("failed", "cancelled", "succeeded"):
-                s = "failed"
-            return dict(res, state=s, reason=reason, stderr_tail=tail,
-                        exit_code=st.get("exit_code"))
-        if pl and pl.get("verdict"):
-            v = pl["verdict"]
-            s = "cancelled" if cancel and v["state"] == "failed" else v["state"]
-            return dict(res, state=s, reason=_cancelled(d) if s == "cancelled" and
-                        v["state"] != s else v["reason"], stderr_tail=tail)
-        node = (nodes_state.get(pl.get("node")) if pl else None) or {}
+        if states.ended(st):
+            v = states.from_end(st, done=done, cancel=cancel)
+            v.pop("stopped", None)
+            if v["state"] != states.SUCCEEDED:
+                v["stderr_tail"] = _tail_text(d)
+            return dict(res, **v)
+        if verdict:
+            return dict(res, state=verdict["state"], reason=verdict["reason"],
+                        stderr_tail=_tail_text(d))
+        node = (nodes_state.get(pl.get("node") or "") if pl else None) or {}
         if node.get("reachable") is False and now - node.get("since", now) >= cfg["lost_after"]:
             return dict(res, state="lost", reason="node %s unreachable for %d s"
-                        % (pl.get("node"), now - node["since"]))
+                        % ((pl or {}).get("node"), now - node["since"]))
         return dict(res, state="running", host=where or res.get("host"))
-    if pl and pl.get("verdict"):
-        return dict(res, state=pl["verdict"]["state"], reason=pl["verdict"]["reason"],
+    if verdict:
+        return dict(res, state=verdict["state"], reason=verdict["reason"],
                     stderr_tail=_tail_text(d))
     if cancel:
-        return dict(res, state="cancelled", reason=_cancelled(d, started=False))
+        return dict(res, **states.cancelled(started=False))
     if pl:
         return dict(res, state="running", host=where, reason="starting on %s" % where)
     if d in order:
@@ -893,45 +942,7 @@ def probe(d, order, queue, nodes_state, cfg, now):
     return dict(res, state="lost", reason="not in the autobot queue and never started")
 
 
-def _cancelled(d, started=True):
-    """"cancelled by chester cancel at 14:02" from the run's cancel marker (the worker's
-    words for it, chester.target.rundir.cancel_reason); "cancelled" for an empty marker."""
-    try:
-        with open(os.path.join(d, RUN_CANCEL), encoding="utf-8") as f:
-            marker = json.load(f)
-    except (OSError, ValueError):
-        marker = None
-    words = ["cancelled"]
-    if isinstance(marker, dict):
-        if marker.get("by"):
-            words.append("by %s" % marker["by"])
-        if isinstance(marker.get("at"), (int, float)):
-            at, now = time.localtime(marker["at"]), time.localtime()
-            words.append("at " + time.strftime("%H:%M" if at[:3] == now[:3] else
-                                               "%b %d %H:%M", at))
-    if not started:
-        words.append("before it started")
-    return " ".join(words)
-
-
-def _mark_cancelled(d, by="chester cancel"):
-    """The cancel marker: who cancelled the run and when (read back by _cancelled)."""
-    import getpass
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = None
-    path = os.path.join(d, RUN_CANCEL)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"by": by, "at": time.time(), "user": user,
-                   "host": socket.gethostname()}, f)
-    os.replace(tmp, path)
-
-
-def _tail_text(d, lines=20):
+def _tail_text(d: str, lines: int = 20) -> str | None:
     try:
         with open(os.path.join(d, "stderr.log"), "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -950,7 +961,7 @@ KILL = ("kill -TERM -{g} 2>/dev/null || exit 0; i=0; while [ $i -lt {n} ]; do "
         "kill -KILL -{g} 2>/dev/null; exit 0")
 
 
-def cancel(root, run_dirs, grace_s=5.0):
+def cancel(root: str, run_dirs: Sequence[str], grace_s: float = 5.0) -> dict[str, bool]:
     cfg = load_config(root)
     out = {}
     targets = {}
@@ -961,10 +972,10 @@ def cancel(root, run_dirs, grace_s=5.0):
             out[d] = False
             continue
         before = probe(d, {}, [], {}, cfg, time.time())
-        if before["state"] in ("succeeded", "failed", "cancelled", "lost") and d not in queue:
+        if before["state"] not in (states.QUEUED, states.RUNNING) and d not in queue:
             out[d] = False
             continue
-        _mark_cancelled(d)
+        rundir.write_cancel(d)
         if d in queue:
             remove(queue[d]["path"])
         out[d] = True
@@ -977,7 +988,7 @@ def cancel(root, run_dirs, grace_s=5.0):
         nodes = Nodes(root, cfg)
         try:
             while pending:
-                cmds = {}
+                cmds: dict[str, list[str]] = {}
                 for d, pl in list(pending.items()):
                     meta, st, pl2 = run_record(d)
                     pl = pl2 or pl
@@ -1000,7 +1011,7 @@ def cancel(root, run_dirs, grace_s=5.0):
 
 
 # ------------------------------------------------------------------------------ tail
-def tail(root, run_dir, stream, follow):
+def tail(root: str, run_dir: str, stream: str, follow: bool) -> int:
     path = os.path.join(run_dir, "stdout.log" if stream == "stdout" else "stderr.log")
     cfg = load_config(root)
     pos = 0
@@ -1037,7 +1048,7 @@ def tail(root, run_dir, stream, follow):
         time.sleep(0.2)
 
 
-def _reader_gone(out):
+def _reader_gone(out: Any) -> bool:
     """True when ``out`` is a pipe or socket whose reader went away."""
     try:
         import select
@@ -1049,15 +1060,15 @@ def _reader_gone(out):
         return False
 
 
-def _stdin_dirs():
+def _stdin_dirs() -> list[str]:
     return [line for line in sys.stdin.read().splitlines() if line]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[0] not in ("submit", "run", "status", "cancel", "tail"):
-        print("usage: python scheduler.py submit|run|status|cancel|tail ROOT ...",
-              file=sys.stderr)
+        print("usage: python scheduler.py [--runtime PYZ] submit|run|status|cancel|tail ROOT "
+              "...", file=sys.stderr)
         return 2
     cmd, root = argv[0], argv[1]
     if cmd == "submit":

@@ -1,6 +1,10 @@
-"""The instance-side agent of chester's EC2 backend (stdlib + boto3 only; Python >= 3.8).
+"""The instance-side agent of chester's EC2 backend (stdlib, boto3 and chester's runtime;
+Python >= 3.8).
 
-The user-data script downloads this file from S3 and runs it as ``python3 agent.py``. It
+The user-data script downloads this file from S3 and runs it as ``python3 agent.py``.
+First it fetches chester's runtime (which travels in the code snapshot) and puts it first on
+``sys.path``: the agent reads the runs' records by the one rule from records to states
+(:mod:`chester.target.states`) and publishes what that rule says. Then it
 
 1. reads the instance spec (``$CHESTER_EC2_SPEC`` in ``$CHESTER_EC2_BUCKET``) through the
    instance role: the code manifest, the runs, the setup script;
@@ -49,6 +53,8 @@ Test hooks, all environment variables: ``CHESTER_EC2_IMDS`` (metadata endpoint, 
 exit) and boto3's own ``AWS_ENDPOINT_URL``.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -60,33 +66,41 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: nothing here is evaluated on the instance's Python
+    from collections.abc import Iterable
+    from types import FrameType
+
+    Json = dict[str, Any]
 
 IMDS = os.environ.get("CHESTER_EC2_IMDS", "http://169.254.169.254").rstrip("/")
 ROOT = os.environ.get("CHESTER_EC2_ROOT", "/")
 STATUS = ".chester/status.json"
 PAYLOAD = ".chester/payload.pkl"
-#: records that end a run for good: an instance never starts it again
-FINAL = ("succeeded", "failed", "cancelled", "timeout", "lost")
+DONE = ".done"
 
 
-def log(msg):
+def log(msg: str) -> None:
     sys.stderr.write("chester-agent %s %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
 
 
-def on_disk(path):
+def on_disk(path: str) -> str:
     """An absolute instance path, under ROOT."""
     return os.path.join(ROOT, path.lstrip("/"))
 
 
 # -- IMDSv2 ---------------------------------------------------------------------------------
 class Imds:
-    def __init__(self, base):
+    """The instance metadata service (IMDSv2: a session token first)."""
+
+    def __init__(self, base: str) -> None:
         self.base = base
-        self.token = None
+        self.token: str | None = None
         self.token_at = 0.0
 
-    def _token(self):
+    def _token(self) -> str:
         if self.token is None or time.time() - self.token_at > 300:
             req = urllib.request.Request(self.base + "/latest/api/token", method="PUT",
                                          headers={"X-aws-ec2-metadata-token-ttl-seconds": "600"})
@@ -95,7 +109,7 @@ class Imds:
             self.token_at = time.time()
         return self.token
 
-    def get(self, path):
+    def get(self, path: str) -> str | None:
         """The text at ``/latest/meta-data/<path>``, or None when absent (404)."""
         for _ in range(2):
             req = urllib.request.Request(self.base + "/latest/meta-data/" + path,
@@ -115,10 +129,12 @@ class Imds:
 
 # -- S3 ---------------------------------------------------------------------------------------
 class Store:
-    def __init__(self, bucket, region, endpoint):
+    """The sweep's bucket, through the instance role."""
+
+    def __init__(self, bucket: str, region: str | None, endpoint: str | None) -> None:
         import boto3
 
-        kw = {}
+        kw: dict[str, str] = {}
         if region:
             kw["region_name"] = region
         if endpoint:
@@ -126,10 +142,10 @@ class Store:
         self.s3 = boto3.client("s3", **kw)
         self.bucket = bucket
 
-    def get_json(self, key):
+    def get_json(self, key: str) -> Any:
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def create(self, key, data):
+    def create(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist yet: True if this call created it."""
         from botocore.exceptions import ClientError
 
@@ -144,17 +160,17 @@ class Store:
                 return False
             raise
 
-    def put(self, key, data):
+    def put(self, key: str, data: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
 
-    def download(self, key, path):
+    def download(self, key: str, path: str) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + ".chester-part"
         self.s3.download_file(self.bucket, key, tmp)
         os.replace(tmp, path)
 
-    def keys(self, prefix):
-        out = []
+    def keys(self, prefix: str) -> list[str]:
+        out: list[str] = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix):
             out.extend(o["Key"] for o in page.get("Contents", ()))
@@ -173,11 +189,11 @@ SEG = ".chester-seg/"
 TAIL = 65536
 
 
-def seg_key(key, gen, offset):
+def seg_key(key: str, gen: int, offset: int) -> str:
     return "%s%s%04d/%016d" % (key, SEG, gen, offset)
 
 
-def parse_seg(rel):
+def parse_seg(rel: str) -> tuple[str, int, int] | None:
     """``(base rel, gen, offset)`` of a segment's rel path, else None."""
     base, sep, rest = rel.partition(SEG)
     if not sep or not base:
@@ -189,10 +205,10 @@ def parse_seg(rel):
         return None
 
 
-def join_segments(rels):
+def join_segments(rels: Iterable[str]) -> dict[str, tuple[int, list[tuple[int, str]]]]:
     """``{base: (gen, [(offset, rel), ...])}``: each file's newest generation, its segments
     by offset (a reader stops at a gap: each segment starts where the one before ended)."""
-    found = {}
+    found: dict[str, dict[int, list[tuple[int, str]]]] = {}
     for rel in rels:
         p = parse_seg(rel)
         if p:
@@ -204,7 +220,7 @@ def join_segments(rels):
     return out
 
 
-def copy_body(body, out):
+def copy_body(body: Any, out: IO[bytes]) -> int:
     """Copy a streamed S3 object body into the open file ``out``; the bytes copied."""
     n = 0
     for block in iter(lambda: body.read(1 << 20), b""):
@@ -213,7 +229,7 @@ def copy_body(body, out):
     return n
 
 
-def tail_sha256(f, n):
+def tail_sha256(f: IO[bytes], n: int) -> str | None:
     f.seek(max(0, n - TAIL))
     data = f.read(n - max(0, n - TAIL))
     return hashlib.sha256(data).hexdigest() if len(data) == n - max(0, n - TAIL) else None
@@ -222,11 +238,11 @@ def tail_sha256(f, n):
 class Limited:
     """The first ``n`` bytes of a file, for an upload of exactly what was there."""
 
-    def __init__(self, f, n):
+    def __init__(self, f: IO[bytes], n: int) -> None:
         self.f = f
         self.left = n
 
-    def read(self, size=-1):
+    def read(self, size: int | None = -1) -> bytes:
         if self.left <= 0:
             return b""
         size = self.left if size is None or size < 0 else min(size, self.left)
@@ -235,7 +251,7 @@ class Limited:
         return data
 
 
-def sha256_file(path):
+def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -245,63 +261,93 @@ def sha256_file(path):
 
 # -- runs ---------------------------------------------------------------------------------------
 class Run:
-    def __init__(self, spec, slot, attempt=1):
+    """One run on this instance: its spec, its worker process and what went up of it."""
+
+    def __init__(self, spec: Json, slot: int | None, attempt: int = 1) -> None:
         self.spec = spec
         self.attempt = attempt
-        self.token = spec["token"]
+        self.token: str = spec["token"]
         self.dir = on_disk(spec["remote_dir"])
         self.slot = slot
-        self.proc = None
-        self.state = None  # agent's view: None, running, ended
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.state: str | None = None  # agent's view: None, running, ended
         self.cancelled = False
         self.preempted = False
-        self.synced = {}  # rel path -> (size, mtime_ns)
-        self.sent = {}  # rel of a growing file -> (generation, bytes in S3, their tail's sha256)
-        self.last_record = None
+        self.synced: dict[str, tuple[int, int]] = {}  # rel path -> (size, mtime_ns)
+        #: rel of a growing file -> (generation, bytes in S3, their tail's sha256)
+        self.sent: dict[str, tuple[int, int, str | None]] = {}
+        self.last_record: bytes | None = None
         self.frozen = False  # its final record is in S3 and must not change
-        self.started = None  # time.time() when the worker started
-        self.limit = spec.get("time_limit_s")  # seconds, or None
-        self.timed_out = None  # the reason, once a time bound stopped it
-        self.group = self.instance = self.launch = None  # who runs it (in its records)
+        self.started: float | None = None  # time.time() when the worker started
+        self.limit: float | None = spec.get("time_limit_s")  # seconds, or None
+        self.timed_out: str | None = None  # the reason, once a time bound stopped it
+        # who runs it (in its records)
+        self.group: str | None = None
+        self.instance: str | None = None
+        self.launch: int | None = None
         self.claimed = False  # this instance holds the claim of its attempt
 
-    def preempt_file(self):
+    def preempt_file(self) -> str:
         return os.path.join(self.dir, ".chester", "preempt")
 
-    def record(self):
-        """The status record to publish: the worker's, plus what the agent knows."""
+    def exited(self) -> bool:
+        """True once the worker this agent started has exited."""
+        return self.proc is not None and self.proc.poll() is not None
+
+    def record(self) -> Json:
+        """The status record to publish: the worker's, read by the one rule
+        (:mod:`chester.target.states`: its end, or why it has none once its process
+        ended), plus what the agent knows (a cancel, a time bound, a spot notice)."""
+        from chester.target import rundir, states
+
         try:
             with open(os.path.join(self.dir, STATUS), encoding="utf-8") as f:
-                rec = json.load(f)
+                raw = json.load(f)
         except (OSError, ValueError):
-            rec = {"token": self.token, "state": "queued"}
-        if rec.get("token") != self.token or int(rec.get("attempt") or 1) < self.attempt:
-            rec = {"token": self.token, "state": "queued", "attempt": self.attempt}
-        if self.proc is not None and self.proc.poll() is not None and rec.get("ended_at") is None:
+            raw = None
+        worker = states.current({"token": self.token, "attempt": self.attempt}, raw)
+        rec: Json = dict(worker) if worker is not None else \
+            {"token": self.token, "state": "queued", "attempt": self.attempt}
+        done = os.path.exists(os.path.join(self.dir, DONE))
+        rec["done"] = done
+        if states.ended(rec):
+            v = states.from_end(rec, done=done, cancel=self.cancelled)
+            if not v.get("stopped"):  # "terminated": the launcher knows whether spot did it
+                rec.update(state=v["state"], reason=v["reason"])
+        elif self.exited():
+            assert self.proc is not None
             rc = self.proc.returncode
-            if rc < 0 or rc in (137, 143):  # killed by a signal before it could say so
-                rec.update(state="terminated", ended_at=time.time(), exit_code=rc,
-                           reason="the worker was killed by signal %d" % (abs(rc) % 128))
+            if rc in (137, 143):  # bash's word for a signal (128 + its number)
+                rc = 128 - rc
+            found: Json = {"returncode": rc, "tail": tail(os.path.join(self.dir, "stderr.log")),
+                           "free_bytes": rundir.free_bytes(self.dir), "run_dir": self.dir}
+            if self.cancelled:
+                v = states.cancelled(started=worker is not None, exit_code=states.exit_code(rc))
+            elif worker is None:
+                v = states.not_started(**found) or states.died(**found)
             else:
-                rec.update(state="failed", ended_at=time.time(), exit_code=rc,
-                           reason="the worker exited with status %s without a record" % rc)
-        if self.cancelled and rec.get("state") != "succeeded":
-            rec["state"] = "cancelled" if rec.get("ended_at") or self.proc is None \
-                or self.proc.poll() is not None else rec.get("state")
+                v = states.died(**found)
+            # killed by a signal: the instance's shutdown, a spot reclaim (the launcher knows)
+            rec.update(state=states.TERMINATED if v.get("signal") and not self.cancelled
+                       else v["state"], reason=v["reason"], exit_code=v["exit_code"],
+                       ended_at=time.time())
+        elif self.cancelled and self.proc is None:  # cancelled before this agent started it
+            rec.update(states.cancelled(started=worker is not None))
+        if self.cancelled and rec.get("state") != states.SUCCEEDED:
             rec["cancel_requested"] = True
-        if self.timed_out and rec.get("state") != "succeeded" and \
-                (self.proc is None or self.proc.poll() is not None):
-            rec.update(state="timeout", reason=self.timed_out,
+        if self.timed_out and rec.get("state") != states.SUCCEEDED and \
+                (self.proc is None or self.exited()):
+            rec.update(state=states.TIMEOUT, reason=self.timed_out,
                        ended_at=rec.get("ended_at") or time.time())
         rec["group"], rec["instance"], rec["launch"] = self.group, self.instance, self.launch
         if self.preempted or rec.get("requeue"):
             rec["preempted"] = True  # chester.requeue(): the group's next instance resumes it
-        if rec.get("state") in ("failed", "terminated", "timeout"):
+        if rec.get("state") in (states.FAILED, states.TERMINATED, states.TIMEOUT, states.OOM):
             rec["stderr_tail"] = tail(os.path.join(self.dir, "stderr.log"))
         return rec
 
 
-def tail(path, lines=20, max_bytes=8192):
+def tail(path: str, lines: int = 20, max_bytes: int = 8192) -> str | None:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -313,17 +359,19 @@ def tail(path, lines=20, max_bytes=8192):
 
 
 class Agent:
-    def __init__(self):
+    """The agent of one instance: claims its runs, runs them, publishes their records."""
+
+    def __init__(self) -> None:
         self.bucket = os.environ["CHESTER_EC2_BUCKET"]
         self.store = Store(self.bucket, os.environ.get("CHESTER_EC2_REGION") or None,
                            os.environ.get("CHESTER_EC2_S3_ENDPOINT") or None)
         self.imds = Imds(IMDS)
-        self.spec = self.store.get_json(os.environ["CHESTER_EC2_SPEC"])
+        self.spec: Json = self.store.get_json(os.environ["CHESTER_EC2_SPEC"])
         self.sweep = self.spec["sweep_prefix"].rstrip("/") + "/"
         self.boot = self.count_boot()
         self.runs = [Run(r, i, self.boot) for i, r in enumerate(self.spec["runs"])]
         self.slots = max(int(self.spec.get("slots") or 1), len(self.runs))
-        self.group = self.spec["group"]
+        self.group: str = self.spec["group"]
         #: this instance's number in its group (its chester:attempt tag)
         self.launch = int(os.environ.get("CHESTER_EC2_ATTEMPT") or 1)
         self.nonce = os.urandom(8).hex()  # this agent process, in its claims
@@ -331,15 +379,17 @@ class Agent:
         #: it: this one is a twin of its launch, or was replaced; it leaves every run alone
         self.superseded = False
         self.beating = False  # the heartbeat starts once this instance holds its runs
+        self.instance_id: str | None
         try:
             self.instance_id = self.imds.get("instance-id")
         except Exception:
             self.instance_id = None
-        self.stolen = []  # specs of the runs taken from other groups (and earlier instances)
+        self.stolen: list[Json] = []  # specs of the runs taken from other groups (and earlier instances)
         self.steal_done = self.slots < 2  # no unclaimed run of the sweep is left
-        self.cancelled_tokens = set()
-        self.specs = {}  # the sweep's instance specs (they never change)
-        self.code_dir = self.script = None
+        self.cancelled_tokens: set[str] = set()
+        self.specs: dict[str, Json] = {}  # the sweep's instance specs (they never change)
+        self.code_dir: str | None = None
+        self.script: str | None = None
         for run in self.runs:
             self.own(run)
         self.stop = threading.Event()
@@ -355,7 +405,7 @@ class Agent:
         self.lifetime_over = False
 
     @staticmethod
-    def count_boot():
+    def count_boot() -> int:
         """1 on the first start; n after n-1 restarts (a stopped spot instance resumed)."""
         path = on_disk("/var/lib/chester/boots")
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -368,7 +418,7 @@ class Agent:
             f.write(str(n))
         return n
 
-    def earlier(self, run):
+    def earlier(self, run: Run) -> Json | None:
         """The run's record in S3 from an earlier instance or boot, or None."""
         try:
             return self.store.get_json(self.status_key(run))
@@ -376,34 +426,34 @@ class Agent:
             return None
 
     # -- paths in S3
-    def run_key(self, run, rel):
+    def run_key(self, run: Run, rel: str) -> str:
         return "%sruns/%s/%s" % (self.sweep, run.token, rel)
 
-    def status_key(self, run):
+    def status_key(self, run: Run) -> str:
         return "%sctl/status/%s.json" % (self.sweep, run.token)
 
-    def heartbeat_key(self):
+    def heartbeat_key(self) -> str:
         return "%sctl/heartbeat/%s.json" % (self.sweep, self.spec["group"])
 
-    def cancel_prefix(self):
+    def cancel_prefix(self) -> str:
         return "%sctl/cancel/" % self.sweep
 
-    def claims_prefix(self, token=""):
+    def claims_prefix(self, token: str = "") -> str:
         return "%sctl/claims/%s" % (self.sweep, token + "/" if token else "")
 
-    def stolen_key(self):
+    def stolen_key(self) -> str:
         return "%sctl/stolen/%s.json" % (self.sweep, self.group)
 
     # -- exactly once: claims
-    def own(self, run):
+    def own(self, run: Run) -> None:
         run.group, run.instance, run.launch = self.group, self.instance_id, self.launch
 
-    def claim(self, run):
+    def claim(self, run: Run) -> bool:
         """Claim the run's next attempt for this instance: True when it is this instance's to
         run (``run.attempt`` is set), False when it is left to another instance."""
         if self.superseded:
             return False
-        held = {}
+        held: dict[int, Json] = {}
         for key in self.store.keys(self.claims_prefix(run.token)):
             try:
                 n = int(key.rsplit("/", 1)[-1])
@@ -439,7 +489,7 @@ class Agent:
         log("%s: claimed attempt %d" % (run.token, n))
         return True
 
-    def not_mine(self, held):
+    def not_mine(self, held: Json) -> str | None:
         """Why a claim of another agent process keeps this instance off the run (None: it
         does not: this instance's own earlier boot, or the instance this one replaced)."""
         if held.get("group") != self.group:
@@ -456,11 +506,11 @@ class Agent:
                 held.get("instance"), launch, self.instance_id, self.launch)
         return None
 
-    def free_slot(self):
+    def free_slot(self) -> int | None:
         busy = {r.slot for r in self.runs if r.state != "ended"}
         return next((i for i in range(self.slots) if i not in busy), None)
 
-    def steal(self):
+    def steal(self) -> bool:
         """Start the sweep's next run no instance claimed on a free slot; False when none
         is left (or there is no free slot)."""
         if self.steal_done or self.preempted or self.stop.is_set() or self.lifetime_over or \
@@ -472,7 +522,7 @@ class Agent:
         claimed = {k[len(self.claims_prefix()):].split("/", 1)[0]
                    for k in self.store.keys(self.claims_prefix())}
         mine = {r.token for r in self.runs}
-        todo = []
+        todo: list[Json] = []
         for key in sorted(self.store.keys("%sinstances/" % self.sweep)):
             spec = self.specs.get(key)
             if spec is None:
@@ -498,6 +548,7 @@ class Agent:
             self.runs = self.runs + [run]
             log("%s: taken from another group onto slot %d" % (run.token, slot))
             self.publish(run, force=True)
+            assert self.code_dir is not None and self.script is not None  # set up before
             self.start(run, self.code_dir, self.script)
             return True
         self.steal_done = True
@@ -505,7 +556,7 @@ class Agent:
         return False
 
     # -- setup
-    def fetch_code(self):
+    def fetch_code(self) -> str:
         code = self.spec["code"]
         manifest = self.store.get_json(code["manifest_key"])
         dest = on_disk(self.spec["code_dir"])
@@ -520,7 +571,7 @@ class Agent:
         log("code: %d files in %s (%d fetched)" % (len(manifest["files"]), dest, n))
         return dest
 
-    def fetch_run(self, run):
+    def fetch_run(self, run: Run) -> None:
         """Download the run folder; after a restart the local files (newer) are kept. A
         growing file's segments are joined, and only bytes added after them go up later."""
         prefix = self.run_key(run, "")
@@ -559,7 +610,7 @@ class Agent:
             st = os.stat(path)
             run.synced[rel] = (st.st_size, st.st_mtime_ns)
 
-    def setup(self, code_dir):
+    def setup(self, code_dir: str) -> tuple[int, str, str]:
         script = on_disk("/var/lib/chester/setup.sh")
         env_script = on_disk("/var/lib/chester/env.sh")
         os.makedirs(os.path.dirname(script), exist_ok=True)
@@ -575,7 +626,7 @@ class Agent:
                                  env=self.env(code_dir, None))
         return rc, env_script, logf
 
-    def env(self, code_dir, run):
+    def env(self, code_dir: str, run: Run | None) -> dict[str, str]:
         env = dict(os.environ)
         for k in ("CHESTER_EC2_SPEC", "CHESTER_EC2_BUCKET"):
             env.pop(k, None)
@@ -586,12 +637,12 @@ class Agent:
             env["CHESTER_PREEMPT_FILE"] = run.preempt_file()
             env["CHESTER_REQUEUE_BY"] = "ec2-agent"
             g = int(self.spec.get("gpus_per_run") or 0)
-            if g and self.slots > 1:
+            if g and self.slots > 1 and run.slot is not None:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(
                     str(run.slot * g + i) for i in range(g))
         return env
 
-    def start(self, run, code_dir, script):
+    def start(self, run: Run, code_dir: str, script: str) -> None:
         try:  # an earlier attempt's notice (synced, then fetched again) is not this one's
             os.unlink(run.preempt_file())
         except OSError:
@@ -610,7 +661,7 @@ class Agent:
         log("started %s (pid %d)" % (run.token, run.proc.pid))
 
     # -- sync
-    def sync_run(self, run, force_record=False):
+    def sync_run(self, run: Run, force_record: bool = False) -> None:
         """Upload what changed in the run folder, then its status record if it changed.
 
         A final record is published only when the worker had exited before the files were
@@ -646,7 +697,7 @@ class Agent:
         if exited or not run.record().get("ended_at"):
             self.publish(run, force_record)
 
-    def upload_growing(self, run, rel, path, size):
+    def upload_growing(self, run: Run, rel: str, path: str, size: int) -> None:
         """Send what a growing file gained since the last sync as one segment object; a
         file that shrank or whose last sent bytes changed starts a new generation, whole."""
         old = run.sent.get(rel)
@@ -664,7 +715,7 @@ class Agent:
         self.bytes_sent += size - start
         log("%s: sent bytes %d-%d of %s (generation %d)" % (run.token, start, size, rel, gen))
 
-    def publish(self, run, force=False):
+    def publish(self, run: Run, force: bool = False) -> None:
         if run.frozen or not run.claimed:  # never another instance's run
             return
         rec = run.record()
@@ -676,14 +727,14 @@ class Agent:
             except Exception as exc:
                 log("status upload failed: %s" % type(exc).__name__)
 
-    def sync_all(self, force=False):
+    def sync_all(self, force: bool = False) -> None:
         with self.lock:
             for run in self.runs:
                 if run.state is not None or force:
                     self.sync_run(run)
 
     # -- watching
-    def check_cancel(self):
+    def check_cancel(self) -> None:
         try:
             keys = self.store.keys(self.cancel_prefix())
         except Exception:
@@ -696,7 +747,7 @@ class Agent:
                 log("cancel requested for %s" % run.token)
                 self.kill(run)
 
-    def kill(self, run, grace=10.0):
+    def kill(self, run: Run, grace: float = 10.0) -> None:
         if run.proc is None or run.proc.poll() is not None:
             return
         try:
@@ -712,7 +763,7 @@ class Agent:
             pass
         run.proc.wait()
 
-    def check_spot(self):
+    def check_spot(self) -> bool:
         try:
             action = self.imds.get("spot/instance-action")
         except Exception:
@@ -741,7 +792,7 @@ class Agent:
                 self.publish(run)
         return bool(action)
 
-    def tell_preempted(self, run, action):
+    def tell_preempted(self, run: Run, action: str) -> None:
         """The run sees the notice: the marker appears, the worker gets SIGUSR1 (its
         ``chester.preempted()``), and the process group the configured ``preempt_signal``."""
         path = run.preempt_file()
@@ -767,7 +818,7 @@ class Agent:
                 pass
 
     @staticmethod
-    def worker_pid(run):
+    def worker_pid(run: Run) -> int | None:
         """The pid of the run's chester worker once it handles SIGUSR1 (it installs the
         handler before recording ``running``), in the process group the agent started; else
         None (the marker file alone tells it: ``chester.preempted()`` reads it too)."""
@@ -785,7 +836,7 @@ class Agent:
             return None
 
     # -- bounds and heartbeat (the watch thread)
-    def check_bounds(self):
+    def check_bounds(self) -> None:
         now = time.time()
         if self.lifetime and not self.lifetime_over and now - self.born >= self.lifetime:
             self.lifetime_over = True
@@ -800,20 +851,20 @@ class Agent:
                     run.state = "ended"
         for run in self.runs:
             if run.limit and run.started and run.timed_out is None and \
-                    run.proc.poll() is None and now - run.started >= float(run.limit):
+                    not run.exited() and now - run.started >= float(run.limit):
                 run.timed_out = "the run passed its time_limit_s=%g and was stopped" % \
                     float(run.limit)
                 log("%s: time limit reached" % run.token)
                 self.kill(run)
 
-    def heartbeat(self):
+    def heartbeat(self) -> None:
         try:
             self.store.put(self.heartbeat_key(), json.dumps(
                 {"at": time.time(), "boot": self.boot, "born": self.born}).encode())
         except Exception as exc:
             log("heartbeat upload failed: %s" % type(exc).__name__)
 
-    def watch_loop(self):
+    def watch_loop(self) -> None:
         watch = float(self.spec.get("watch_interval_s", 5))
         beat = float(self.spec.get("heartbeat_interval_s") or 60)
         next_beat = 0.0
@@ -828,13 +879,36 @@ class Agent:
                 log("watch: %s: %s" % (type(exc).__name__, exc))
             self.stop.wait(watch)
 
-    def on_term(self, signum, frame):
+    def on_term(self, signum: int, frame: FrameType | None) -> None:
         log("signal %d: stopping the runs and syncing" % signum)
         self.stop.set()
         self.wake.set()
 
     # -- main loop
-    def main(self):
+    def use_runtime(self) -> None:
+        """Put chester's runtime first on ``sys.path``: fetched ahead of the rest of the code
+        snapshot it travels in (the spec names its path and digest; a spec of an earlier
+        chester does not, and the manifest does), so the agent reads records by the one
+        rule from its first look at a record on."""
+        ref = self.spec.get("runtime")
+        if ref:
+            rel, digest = ref["path"], ref["sha256"]
+        else:
+            files = self.store.get_json(self.spec["code"]["manifest_key"])["files"]
+            rel = next(os.path.normpath(a) for a in self.spec["worker_argv"]
+                       if os.path.normpath(a) in files)
+            digest = files[rel][0]
+        path = os.path.join(on_disk(self.spec["code_dir"]), rel)
+        if not (os.path.exists(path) and sha256_file(path) == digest):
+            self.store.download(self.spec["code"]["objects_prefix"] + digest, path)
+            os.chmod(path, 0o644)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+    def main(self) -> int:
+        self.use_runtime()
+        from chester.target import rundir, states
+
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
         threading.Thread(target=self.watch_loop, name="chester-watch", daemon=True).start()
@@ -851,7 +925,7 @@ class Agent:
         self.check_cancel()
         for run in self.runs:
             rec = self.earlier(run)
-            if rec and rec.get("state") in FINAL:
+            if rec and rec.get("state") in states.FINAL:
                 run.state = "ended"  # it ended before a restart or a requeue
                 run.frozen = True
         # only the runs this instance claims are its own: the others are not touched at all
@@ -878,7 +952,10 @@ class Agent:
         code_dir = self.fetch_code()
         rc, script, logf = self.setup(code_dir)
         if rc != 0:
-            reason = "instance setup failed (exit %d): %s" % (rc, tail(logf, 10) or "")
+            said = states.not_started(tail=tail(logf, 10), run_dir=code_dir,
+                                      free_bytes=rundir.free_bytes(code_dir))
+            reason = "instance setup failed (exit %d): %s" % (
+                rc, said["reason"] if said else tail(logf, 10) or "")
             for run in self.runs:
                 if run.frozen:
                     continue
@@ -907,7 +984,7 @@ class Agent:
         sync = float(self.spec.get("sync_interval_s", 60))
         last_sync = time.time()
         next_sync = last_sync + sync
-        seen = {}
+        seen: dict[str, int | None] = {}
         while not self.stop.is_set():
             self.check_cancel()
             changed = False
@@ -921,7 +998,7 @@ class Agent:
                     if seen.get(run.token) != m:
                         seen[run.token] = m
                         changed = True
-                    if run.proc.poll() is not None:
+                    if run.exited():
                         run.state = "ended"
                         with self.lock:
                             self.sync_run(run)
@@ -972,7 +1049,7 @@ class Agent:
             return 0
         return self.finish()
 
-    def finish(self):
+    def finish(self) -> int:
         argv = shlex.split(os.environ.get("CHESTER_EC2_POWEROFF", "shutdown -h now"))
         if not self.spec.get("shutdown_when_done", True) or not argv:
             log("all runs ended")
@@ -981,7 +1058,7 @@ class Agent:
         return subprocess.call(argv)
 
 
-def run_agent():
+def run_agent() -> int:
     """Run the agent; whatever goes wrong, record it and power off (an idle instance costs)."""
     agent = None
     try:
@@ -1010,7 +1087,7 @@ def run_agent():
         return finish_argv(True)
 
 
-def finish_argv(shutdown):
+def finish_argv(shutdown: bool) -> int:
     argv = shlex.split(os.environ.get("CHESTER_EC2_POWEROFF", "shutdown -h now"))
     if not shutdown or not argv:
         return 1

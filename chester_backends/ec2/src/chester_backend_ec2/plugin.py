@@ -50,6 +50,7 @@ from chester.plugin.records import (
 )
 from chester.remote import paths
 from chester.remote.sync import decide
+from chester.target import states
 from chester.target.rundir import CANCELLED_BY, clock
 from chester_backend_ec2.options import Ec2Options
 from chester_backend_ec2.requeue import Tries
@@ -138,7 +139,8 @@ def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
         spec = {
             "sweep_prefix": sp, "group": gtok,
             "code": {"manifest_key": manifest_key, "objects_prefix": f"{_root(o)}code/objects/"},
-            "code_dir": o.remote_dir, "setup_script": setup, "env_script": env_script,
+            "code_dir": o.remote_dir, "runtime": snap["runtime"],
+            "setup_script": setup, "env_script": env_script,
             "worker_argv": worker_argv, "gpus_per_run": o.gpus_per_run,
             "sync_interval_s": o.sync_interval_s, "watch_interval_s": o.watch_interval_s,
             "shutdown_when_done": o.shutdown_when_done,
@@ -858,7 +860,8 @@ def _ctl(s3: Any, o: Ec2Options, sweep: str) -> tuple[dict[str, dict], set[str]]
     return ctl.records, ctl.cancels
 
 
-FINAL_RECORDS = ("succeeded", "failed", "cancelled", "timeout", "lost")
+#: records that end a run for good (the rule's)
+FINAL_RECORDS = states.FINAL
 
 
 def _spot_reclaimed(inst: Mapping | None) -> bool:
@@ -872,42 +875,46 @@ def _spot_reclaimed(inst: Mapping | None) -> bool:
 def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
               cancelled: bool, cancelled_by: str | None = None) -> RunStatus:
     """One run's state from its instance (None: gone), status record and cancel marker
-    (``cancelled_by``: who wrote it, when the marker says)."""
+    (``cancelled_by``: who wrote it, when the marker says).
+
+    The record is what the agent published, read on the instance by the one rule
+    (:mod:`chester.target.states`); an end it holds decides by that rule here too (an agent
+    of an earlier chester did not say whether ``.done`` was there: its success stands).
+    What only EC2 tells (the instance is gone, a spot reclaim, a requeue) decides the rest."""
     istate = (inst or {}).get("State", {}).get("Name", "gone")
     iid = (inst or {}).get("InstanceId") or h.remote_id
     alive = istate in ALIVE
     kw: dict[str, Any] = {"remote_id": iid}
+    by = f"cancelled by {cancelled_by}" if cancelled_by else None
     if rec:
         kw.update(reason=rec.get("reason"), stderr_tail=rec.get("stderr_tail"),
                   exit_code=rec.get("exit_code"), attempt=rec.get("attempt"),
                   started_at=rec.get("started_at"), ended_at=rec.get("ended_at"))
         st = rec.get("state")
-        if st == "succeeded":
-            return RunStatus(state=State.SUCCEEDED, **kw)
-        if st == "timeout":
-            return RunStatus(state=State.TIMEOUT, **kw)
-        if st == "lost":
-            return RunStatus(state=State.LOST, **kw)
-        if st == "cancelled" or (cancelled and (rec.get("ended_at") or not alive)):
-            # stopped by the cancel, whatever the worker last said (killed by a signal...)
-            why = f"cancelled by {cancelled_by}" if cancelled_by else \
-                kw.get("reason") or "cancelled"
-            return RunStatus(state=State.CANCELLED, **{**kw, "reason": why})
-        if rec.get("preempted") and st != "failed" and alive and \
+        if rec.get("ended_at") is not None or st in states.FINAL:
+            v = states.from_end(rec, done=rec.get("done", True), cancel=cancelled)
+            if not v.get("stopped"):  # a signal's stop: EC2 may know why (below)
+                reason = by if v["state"] == states.CANCELLED and by else v["reason"]
+                return RunStatus(state=State(v["state"]), **{
+                    **kw, "reason": reason, "exit_code": v["exit_code"],
+                    "stderr_tail": None if v["state"] == states.SUCCEEDED else
+                    kw["stderr_tail"]})
+        if cancelled and not alive:  # the instance went with the run, after a cancel
+            return RunStatus(state=State.CANCELLED,
+                             **{**kw, "reason": by or states.CANCELLED_REASON})
+        if rec.get("preempted") and alive and \
                 int(_tag(inst or {}, ATTEMPT_TAG) or 1) > int(rec.get("launch") or
                                                               rec.get("attempt") or 1):
             return RunStatus(state=State.REQUEUED, remote_id=iid, attempt=rec.get("attempt"),
                              pending_reason=f"preempted; started again on {iid}")
-        if rec.get("preempted") and st != "failed":
+        if rec.get("preempted"):
             if alive and st == "running":
                 # the two-minute notice: the run goes on until the instance is taken
                 return RunStatus(state=State.RUNNING, **{
                     **kw, "pending_reason": f"spot interruption notice on {iid}"})
             kw["reason"] = f"spot interruption of {iid}; the run did not finish"
             return RunStatus(state=State.PREEMPTED, **kw)
-        if st == "failed":
-            return RunStatus(state=State.FAILED, **kw)
-        if st == "terminated":
+        if st == states.TERMINATED:
             kw["reason"] = f"instance {iid} stopped the run ({rec.get('reason')})"
             return RunStatus(state=State.FAILED if not _spot_reclaimed(inst) else
                              State.PREEMPTED, **kw)
@@ -920,8 +927,8 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
             return RunStatus(state=State.LOST, **{**kw, "reason":
                              f"instance {iid} is {istate} but the run never ended"})
     if cancelled and not alive:
-        return RunStatus(state=State.CANCELLED, remote_id=iid, reason=f"cancelled by "
-                         f"{cancelled_by}" if cancelled_by else "cancelled")
+        return RunStatus(state=State.CANCELLED, remote_id=iid,
+                         reason=by or states.CANCELLED_REASON)
     if alive or (cancelled and alive):
         return RunStatus(state=State.QUEUED, remote_id=iid,
                          pending_reason=f"instance {iid} {istate}, setting up")

@@ -59,10 +59,13 @@ def snapshot(backend: BackendConfig) -> dict[str, Any]:
 
     rt = runtime.build()
     digest = sha256_file(rt.path)
-    files[f"{runtime.REMOTE_SUBDIR}/{rt.name}"] = [digest, 0o644]
+    rt_rel = f"{runtime.REMOTE_SUBDIR}/{rt.name}"
+    files[rt_rel] = [digest, 0o644]
     paths[digest] = str(rt.path)
     return {"files": files, "paths": paths,
-            "sizes": {d: os.path.getsize(p) for d, p in paths.items()}}
+            "sizes": {d: os.path.getsize(p) for d, p in paths.items()},
+            # the agent fetches it ahead of the rest: it reads records by its rule
+            "runtime": {"path": rt_rel, "sha256": digest}}
 
 
 def manifest_bytes(snap: dict[str, Any]) -> bytes:

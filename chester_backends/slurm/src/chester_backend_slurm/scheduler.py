@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from chester.plugin.records import RunStatus, State
+from chester.target import states
 
 q = shlex.quote
 SACCT_FIELDS = "JobID,State,ExitCode,Reason,Start,End,NodeList"
@@ -106,19 +107,21 @@ for line in runs.splitlines():
     meta = rd(os.path.join(d, ".chester", "run.json"))
     st = rd(os.path.join(d, ".chester", "status.json"))
     ok = st is not None and st.get("state") == "succeeded"
-    out[d] = {"token": (meta or {}).get("token"), "exists": meta is not None, "status": st,
+    free = None
+    if not ok:
+        try:
+            v = os.statvfs(d)
+            free = v.f_bavail * v.f_frsize
+        except OSError:
+            pass
+    out[d] = {"token": (meta or {}).get("token"), "attempt": (meta or {}).get("attempt"),
+              "exists": meta is not None, "status": st,
               "done": os.path.exists(os.path.join(d, ".done")),
               "tail": None if ok else tail(os.path.join(d, "stderr.log")),
               "sched_tail": None if ok or not sched_out else tail(sched_out, 8, 4096),
-              "key": key}
+              "free": free, "dir": d, "key": key}
 print(json.dumps(out))
 """
-
-#: What slurmstepd writes to a job's output when it kills the job for its memory: the
-#: cgroup OOM killer ("Detected 1 oom_kill event") or the accounting poller under
-#: ``JobAcctGatherParams=OverMemoryKill`` ("Exceeded job memory limit").
-_MEMORY_KILL = re.compile(r"oom[-_]kill event|exceeded (job |step )?memory limit", re.I)
-
 
 #: what the submit script exits with when the arrays were cut for another MaxArraySize
 EXIT_RECHUNK = 3
@@ -314,14 +317,28 @@ def pending_words(reason: str | None) -> str | None:
     return f"{reason} (will not start: {fix})" if fix else reason
 
 
-def _exit_code(text: str | None) -> int | None:
+def _returncode(text: str | None) -> int | None:
+    """sacct's ``code:signal`` as a process's exit status (negative: the signal)."""
     if not text:
         return None
     try:
         code, sig = (int(x) for x in text.split(":"))
     except ValueError:
         return None
-    return 128 + sig if sig else code
+    return -sig if sig else code
+
+
+def _exit_code(text: str | None) -> int | None:
+    return states.exit_code(_returncode(text))
+
+
+def _status(v: Mapping[str, Any], common: Mapping[str, Any], tail: str | None,
+            exit_code: int | None = None) -> RunStatus:
+    """A RunStatus from a state of :mod:`chester.target.states`."""
+    code = v.get("exit_code")
+    return RunStatus(state=State(v["state"]), reason=v.get("reason"),
+                     stderr_tail=None if v["state"] == states.SUCCEEDED else tail,
+                     exit_code=exit_code if code is None else code, **common)
 
 
 def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remote_id: str,
@@ -329,33 +346,48 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
           depends: bool = False) -> RunStatus:
     """A run's state from the scheduler's view and the worker's records.
 
-    ``succeeded`` needs the worker's success record (and ``.done``) whatever SLURM says.
+    The records decide by the one rule (:mod:`chester.target.states`): ``succeeded`` needs
+    the worker's success record of this run and attempt, and ``.done``, whatever SLURM says;
+    an end the worker recorded decides, except one a signal stopped (``terminated``), which
+    SLURM's word explains (cancelled, time limit, preempted, requeued). SLURM's own
+    knowledge (pending reasons, job states, node failures) decides where the records do not.
     """
     rec = rec or {}
-    st: dict[str, Any] | None = rec.get("status") if rec.get("token") == token else None
-    if st is not None and st.get("token") != token:
-        st = None
-    done = bool(rec.get("done")) and st is not None
+    st = states.current({"token": token, "attempt": rec.get("attempt")}, rec.get("status")) \
+        if rec.get("token") == token else None
+    done = bool(rec.get("done"))
     tail = rec.get("tail")
     sched_tail = rec.get("sched_tail") or ""
+    # what the login host read of the run folder (the end of stderr, its free bytes)
+    found: dict[str, Any] = {"tail": tail, "free_bytes": rec.get("free"),
+                             "run_dir": rec.get("dir") or ""}
     common: dict[str, Any] = {"remote_id": remote_id, "host": (st or {}).get("host") or host,
                               "started_at": (st or {}).get("started_at"),
                               "ended_at": (st or {}).get("ended_at"),
                               "attempt": (st or {}).get("attempt")}
-    worker_ok = st is not None and st.get("state") == "succeeded" and done
-    worker_ended = st is not None and st.get("ended_at") is not None
+    worker_ok = states.succeeded(st, done=done)
+    worker_ended = st is not None and states.ended(st)
+
+    def recorded(exit_code: int | None = None) -> RunStatus:
+        """The end the worker recorded."""
+        return _status(states.from_end(st or {}, done=done), common, tail, exit_code)
+
     if row is None:
         # not known to the scheduler (yet: sacct lags; or no more: squeue forgets)
         if worker_ok:
             return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
-        if worker_ended and source != "squeue" and (st or {}).get("state") == "terminated":
+        if worker_ended and source != "squeue" and (st or {}).get("state") == \
+                states.TERMINATED:
             # stopped by a signal: only the scheduler can say why (cancel, time limit,
             # requeue, preemption), and sacct keeps every job, so wait for its word
             return RunStatus(state=State.RUNNING, reason="stopped by a signal; waiting for "
                              "the scheduler to say why", **common)
         if worker_ended:
-            return _from_record(st or {}, tail, common)
+            return recorded()
         if source == "squeue" and st is not None:
+            full = states.disk_full(tail, found["free_bytes"], found["run_dir"])
+            if full:
+                return _status({"state": states.FAILED, "reason": full}, common, tail)
             return RunStatus(state=State.LOST, reason="the job left the queue without a "
                              "record of its end", stderr_tail=tail, **common)
         return RunStatus(state=State.QUEUED, pending_reason="submitted", **common)
@@ -386,30 +418,36 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
             if worker_ok:
                 return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
             if worker_ended:
-                return _from_record(st or {}, tail, common)
+                return recorded()
             if st is None:
                 return RunStatus(state=State.QUEUED, pending_reason="waiting for the step "
                                  "before it", **common)
         if s == "COMPLETING" and worker_ok:
             return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
         return RunStatus(state=State.RUNNING, reason=_OWN_WORDS.get(s), **common)
+    returncode = _returncode(row.exit_code)
     if s == "COMPLETED":
         if worker_ok:
             return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
         if worker_ended:
-            return _from_record(st or {}, tail, common)
+            return recorded()
         if kind == "serial" and st is None:
             return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
                              **common)
+        if st is not None:  # its worker started and its job ended: it died
+            return _status(states.died(returncode=returncode, **found), common, tail)
+        said = states.not_started(**found)
+        if said is not None:
+            return _status(said, common, tail, _exit_code(row.exit_code))
         return RunStatus(state=State.FAILED, exit_code=_exit_code(row.exit_code),
                          reason="SLURM says COMPLETED but the worker wrote no success record",
                          stderr_tail=tail, **common)
-    if s in ("FAILED", "CANCELLED", "OUT_OF_MEMORY") and not worker_ok \
-            and _MEMORY_KILL.search(sched_tail):
-        line = next(ln for ln in reversed(sched_tail.splitlines()) if _MEMORY_KILL.search(ln))
-        return RunStatus(state=State.OOM, reason=f"out of memory: {line.strip()}",
-                         stderr_tail=tail, exit_code=_exit_code(row.exit_code), **common)
+    memory = states.memory_kill(sched_tail)
+    if s in ("FAILED", "CANCELLED", "OUT_OF_MEMORY") and not worker_ok and memory:
+        return _status(states.out_of_memory(memory, _exit_code(row.exit_code)), common, tail)
     if s in _TERMINAL_WORDS:
+        if worker_ok:  # the run's own end decides, whatever became of its job after it
+            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
         state, word = _TERMINAL_WORDS[s]
         # a dependent job whose worker never started, cancelled by no user: SLURM's own
         # cancel of a dependency that cannot be met (its accounting row may carry a start
@@ -424,13 +462,15 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         if s == "FAILED" and kind == "serial" and st is None:
             return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
                              **common)
-        if s == "FAILED" and worker_ended and (st or {}).get("state") in ("failed", "terminated"):
-            return _from_record(st or {}, tail, common, exit_code=_exit_code(row.exit_code))
+        if worker_ended and (s == "FAILED" or (st or {}).get("state") != states.TERMINATED):
+            # the worker recorded how it ended; a signal's stop SLURM explains (below)
+            return recorded(_exit_code(row.exit_code))
         reason = word
-        said = _setup_failure(tail) if st is None else None
-        if s == "FAILED" and said:  # the job's setup said why it stopped
-            reason = said
-        elif s == "FAILED":
+        if s == "FAILED":
+            v = states.not_started(**found) if st is None else \
+                states.died(returncode=returncode, **found)
+            if v is not None:
+                return _status(v, common, tail, _exit_code(row.exit_code))
             reason = f"job failed with exit code {row.exit_code}"
             if row.reason and row.reason != "None":
                 reason += f" ({row.reason})"
@@ -439,27 +479,6 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
         return RunStatus(state=state, reason=reason, stderr_tail=tail,
                          exit_code=_exit_code(row.exit_code), **common)
     return RunStatus(state=State.QUEUED, pending_reason=f"SLURM state {s}", **common)
-
-
-def _setup_failure(tail: str | None) -> str | None:
-    """The last ``chester: ...`` line of a job that stopped before its worker ran (a
-    module that did not load, a missing environment, a failing prepare command)."""
-    for line in reversed((tail or "").splitlines()):
-        if line.startswith("chester: "):
-            return line[len("chester: "):].strip()
-    return None
-
-
-def _from_record(st: Mapping[str, Any], tail: str | None, common: Mapping[str, Any],
-                 exit_code: int | None = None) -> RunStatus:
-    state = st.get("state") or "failed"
-    if state == "succeeded":  # success record without .done: not trusted
-        return RunStatus(state=State.FAILED, reason="the worker recorded success but .done "
-                         "is missing", stderr_tail=tail, **common)
-    if state not in ("failed", "cancelled"):
-        state = "failed"
-    return RunStatus(state=State(state), reason=st.get("reason"), stderr_tail=tail,
-                     exit_code=st.get("exit_code", exit_code), **common)
 
 
 @attrs.define
