@@ -35,8 +35,10 @@ def _status(project, prefix):
 
 
 def test_a_success_record_without_done_is_a_failure(tmp_path, monkeypatch):
-    """The worker recorded success, but its ``.done`` could not be written: the run failed
-    (the tool read it as succeeded before; SLURM's reader did not)."""
+    """The worker writes ``.done`` before its success record, so no reader ever sees a
+    success without it; where ``.done`` cannot be written the worker records a failure
+    saying so, and a success record whose ``.done`` went away reads as failed (the tool
+    read it as succeeded before; SLURM's reader did not)."""
     monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
     project = make_project(tmp_path / "proj", "backends:\n  local:\n    type: local\n")
     (project / "nodone.py").write_text(NO_DONE)
@@ -44,6 +46,22 @@ def test_a_success_record_without_done_is_a_failure(tmp_path, monkeypatch):
                    capture_output=True)
     run = _status(project, "nodone")[0]
     folder = next((project / "data" / "train" / "nodone").iterdir())
+    assert rd.read_json(folder / rd.STATUS)["state"] == "failed"  # the worker's word
+    assert run["state"] == "failed", run
+    assert run["reason"].startswith("the run returned, but its .done could not be written"), run
+
+    (project / "ok.py").write_text("import chester\n\n\ndef train(variant, log_dir, exp_name):\n"
+                                   "    pass\n\n\n"
+                                   "chester.launch(train, [{'i': 0}], exp_prefix='ok')\n")
+    subprocess.run([sys.executable, "ok.py"], cwd=project, check=True, timeout=60,
+                   capture_output=True)
+    assert _status(project, "ok")[0]["state"] == "succeeded"
+    folder = next((project / "data" / "train" / "ok").iterdir())
+    (folder / rd.DONE).unlink()
+    # the target tool (what a status call on the target runs) reads the folder again
+    got = subprocess.run([sys.executable, "-m", "chester.target", "status", str(folder)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    run = json.loads(got.stdout)[str(folder)]
     assert rd.read_json(folder / rd.STATUS)["state"] == "succeeded"  # the worker's word
     assert run["state"] == "failed", run
     assert run["reason"] == "the worker recorded success but .done is missing", run

@@ -244,11 +244,16 @@ def run(run_dir: str) -> int:
     record["ended_at"] = time.time()
     record["exit_code"] = exit_code
     if exit_code == 0:
+        # .done first: a reader between the two writes sees a running run (.done alone is
+        # no end), never a success record without .done, which the rule reads as failed
         record["state"] = "succeeded"
-        rd.write_json_atomic(at(rd.STATUS), record)
-        open(at(rd.DONE), "a").close()
-    else:
-        rd.write_json_atomic(at(rd.STATUS), record)
+        try:
+            open(at(rd.DONE), "a").close()
+        except OSError as exc:
+            exit_code = record["exit_code"] = EXIT_FAILED
+            record.update(state="failed", reason="the run returned, but its .done could "
+                          f"not be written: {exc.strerror or exc}")
+    rd.write_json_atomic(at(rd.STATUS), record)
     return exit_code
 
 
