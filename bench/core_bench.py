@@ -5,6 +5,9 @@
 (b) 200 no-op runs on the local backend, 2 at a time, launch to last run ended, against
     200 processes that each load and call a small cloudpickled function, 2 at a time, and
     against 200 bare `python -c pass`, 2 at a time.
+(c) The project-code digest a launch compares with its sweep's latest launch
+    (:mod:`chester.launcher.identity`) on a project of 10,000 files: cold (every file read),
+    warm (the stat memo: no file read), and a 1-run dry launch with and without those files.
 """
 
 from __future__ import annotations
@@ -117,15 +120,58 @@ def bench_local(runs: int, width: int) -> None:
           f"-> ratio {total / base_pass:.2f}")
 
 
+def bench_code_digest(files: int, repeat: int) -> None:
+    import chester
+    from chester.config import load_config
+    from chester.launcher.identity import project_digest
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / ".git").mkdir()
+        (root / "chester.yaml").write_text("backends:\n  local:\n    type: local\n")
+        cfg = load_config(root / "chester.yaml")
+
+        def dry() -> float:
+            t = time.perf_counter()
+            chester.launch(noop, [{"i": 0}], exp_prefix="bench", config=cfg, dry_run=True)
+            return time.perf_counter() - t
+
+        dry()  # imports and plugin discovery out of the way
+        empty = [dry() for _ in range(repeat)]
+        for i in range(files):  # 100 packages of 100 modules of about 2 kB each
+            pkg = root / f"pkg{i // 100:03d}"
+            pkg.mkdir(exist_ok=True)
+            (pkg / f"mod{i % 100:03d}.py").write_text(f"X = {i}\n" + "# pad\n" * 300)
+        past = time.time() - 60  # (files changed in the last 2 s are hashed again each time)
+        for path in root.rglob("*.py"):
+            os.utime(path, (past, past))
+        backend = cfg.backend("local")
+        t = time.perf_counter()
+        project_digest(backend)
+        cold = time.perf_counter() - t
+        warm = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            project_digest(backend)
+            warm.append(time.perf_counter() - t)
+        full = [dry() for _ in range(repeat)]
+    print(f"(c) code digest of a {files}-file project: cold {cold * 1000:.0f} ms, "
+          f"warm (stat memo) {_median(warm)}")
+    print(f"    1-run dry launch: empty project {_median(empty)}; "
+          f"{files}-file project {_median(full)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--width", type=int, default=2)
     p.add_argument("--repeat", type=int, default=20, help="cold starts of plugins list")
+    p.add_argument("--files", type=int, default=10_000, help="files of the digest's project")
     a = p.parse_args()
     print(f"python {sys.version.split()[0]} at {sys.executable}")
     bench_plugins_list(a.repeat)
     bench_local(a.runs, a.width)
+    bench_code_digest(a.files, 10)
 
 
 if __name__ == "__main__":

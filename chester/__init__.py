@@ -37,7 +37,8 @@ __version__ = "0.3.0"
 
 _LAZY = {
     "launch": ("chester.launcher.launching", "launch"),
-    "relaunch": ("chester.launcher.launching", "relaunch"),
+    "relaunch": ("chester.launcher.relaunching", "relaunch"),
+    "Resume": ("chester.launcher.request", "Resume"),
     "sweep": ("chester.launcher.sweeps", "sweep"),
     "Sweep": ("chester.launcher.sweeps", "Sweep"),
     "Run": ("chester.launcher.sweeps", "Run"),

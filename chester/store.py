@@ -15,7 +15,7 @@ import sqlite3
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -28,11 +28,15 @@ from chester.plugin.records import RunHandle, RunStatus, State
 
 #: The schema this code writes, kept in the file's ``PRAGMA user_version``. Version 1 is the
 #: first schema (written before stores carried a version: ``user_version`` 0 with tables).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Steps from each version to the next; each runs inside the transaction that opens the store.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("CREATE INDEX IF NOT EXISTS runs_local_dir ON runs(local_dir)",),
+    # what each launch ran (a launch made before reads NULL: unknown, adopted by the next
+    # launch of the same variants), and the run that took over a run's folder
+    2: ("ALTER TABLE sweeps ADD COLUMN what_runs TEXT",
+        "ALTER TABLE runs ADD COLUMN reused_by TEXT"),
 }
 
 SCHEMA = """
@@ -44,7 +48,8 @@ CREATE TABLE IF NOT EXISTS sweeps (
     fingerprint TEXT NOT NULL,
     created REAL NOT NULL,
     launch_complete INTEGER NOT NULL DEFAULT 0,
-    options TEXT NOT NULL DEFAULT '{}'
+    options TEXT NOT NULL DEFAULT '{}',
+    what_runs TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,7 +76,8 @@ CREATE TABLE IF NOT EXISTS runs (
     ended_at REAL,
     updated REAL NOT NULL,
     pulled_at REAL,
-    pending_reason TEXT
+    pending_reason TEXT,
+    reused_by TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id, idx);
 CREATE INDEX IF NOT EXISTS runs_local_dir ON runs(local_dir);
@@ -98,6 +104,14 @@ class SweepRow:
     created: float
     launch_complete: bool
     options: dict
+    #: a digest of what the launch runs (the function or command and the project's code);
+    #: None for a launch recorded before chester kept it
+    what_runs: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """``PREFIX@N``: this launch on the command line."""
+        return f"{self.exp_prefix}@{self.id}"
 
 
 @attrs.frozen(kw_only=True)
@@ -127,6 +141,9 @@ class RunRow:
     updated: float
     pulled_at: float | None
     pending_reason: str | None
+    #: ``PREFIX@N`` of the launch whose run took this run's folder over (the seed API and
+    #: Hydra reuse fixed folders); such a run is never submitted or pulled again
+    reused_by: str | None = None
 
 
 def _run_row(r: sqlite3.Row) -> RunRow:
@@ -322,6 +339,32 @@ class RunFolderTaken(UserError):
     """A new run would reuse a run folder that is on disk or belongs to another run."""
 
 
+class RunFolderActive(RunFolderTaken):
+    """A launch that takes fixed folders over met one whose run has not ended."""
+
+
+@attrs.frozen(kw_only=True)
+class Recorded:
+    """What :meth:`Store.record_launch` did."""
+
+    sweep: SweepRow
+    runs: list[RunRow]
+    #: True: ``sweep`` is an earlier launch, reattached
+    resumed: bool
+    #: the latest earlier launch with the same variants, when a new launch was made anyway
+    previous: SweepRow | None = None
+    #: the earlier runs whose folders the new runs took over
+    taken: tuple[RunRow, ...] = ()
+
+
+class _Rollback(Exception):
+    """Ends a dry :meth:`Store.record_launch`'s transaction, keeping nothing."""
+
+    def __init__(self, recorded: Recorded):
+        super().__init__("dry run")
+        self.recorded = recorded
+
+
 def _close_quietly(db: sqlite3.Connection) -> None:
     """Close a store's connection; from another thread than its own (the garbage collector
     runs anywhere) SQLite refuses, and the connection closes when it is freed instead."""
@@ -368,6 +411,17 @@ class Store:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise explain(exc, self.path) from None
+
+    @classmethod
+    def in_memory(cls) -> Store:
+        """An empty store that lives in memory only: what a dry run plans with in a project
+        that has no store yet (a dry run creates none)."""
+        self = cls.__new__(cls)
+        self.path = Path(":memory:")
+        self._db = _connect(self.path)
+        self._closer = weakref.finalize(self, _close_quietly, self._db)
+        _create_schema(self._db)
+        return self
 
     def _migrate(self) -> None:
         """Bring the file to :data:`SCHEMA_VERSION` (one transaction; readers wait for it)."""
@@ -459,61 +513,95 @@ class Store:
         folder already on disk or owned by another run. Returns the sweep and its runs (as
         :meth:`runs` would read them back).
         """
-        srow, rows, _ = self.resume_or_create_sweep(
+        rec = self.record_launch(
             exp_prefix=exp_prefix, backend=backend, batch_dir=batch_dir, fingerprint=fingerprint,
-            runs=runs, options=options, remote_dir_for=remote_dir_for, resume=())
-        return srow, rows
+            runs=runs, options=options, remote_dir_for=remote_dir_for)
+        return rec.sweep, rec.runs
 
-    def resume_or_create_sweep(
+    def record_launch(
             self, *, exp_prefix: str, backend: str, batch_dir: Path, fingerprint: str,
-            runs: Sequence[dict[str, Any]] | Any, options: dict | None = None,
-            remote_dir_for: Any = None, resume: Sequence[str] = (),
-            incomplete_only: bool = False) -> tuple[SweepRow, list[RunRow], bool]:
-        """The latest sweep with one of the ``resume`` fingerprints (see
-        :meth:`find_resumable`), else a new one (see :meth:`create_sweep`), looked up and
-        created in one write transaction: two launchers of one sweep at once make one sweep.
+            runs: Sequence[dict[str, Any]] | Callable[[], Sequence[dict[str, Any]]],
+            options: dict | None = None, remote_dir_for: Callable[[str], str] | None = None,
+            resume: Sequence[str] = (), incomplete_only: bool = False,
+            reattach: Callable[[SweepRow], bool] | None = None, what_runs: str | None = None,
+            take_over: bool = False, dry: bool = False) -> Recorded:
+        """Find the latest launch with one of the ``resume`` fingerprints (see
+        :meth:`find_resumable`) and reattach to it when ``reattach(launch)`` says so (default:
+        always); else record a new launch (see :meth:`create_sweep`). Looked up and created
+        in one write transaction: two launchers of one sweep at once make one sweep.
 
-        ``runs`` may be a callable returning the run specs, called only when a new sweep is
-        made. Returns ``(sweep, runs, resumed)``.
+        ``runs`` may be a callable returning the run specs, called only when a new launch is
+        made. ``take_over``: the new runs may take folders that ended runs own (each such
+        run then reads ``reused_by`` the new launch) or that are on disk; a folder whose run
+        has not ended is refused (:class:`RunFolderActive`). ``dry``: nothing is kept (the
+        transaction is rolled back): what a launch would be, numbers and all.
         """
+        try:
+            with self.tx():
+                rec = self._record_launch(
+                    exp_prefix=exp_prefix, backend=backend, batch_dir=batch_dir,
+                    fingerprint=fingerprint, runs=runs, options=options,
+                    remote_dir_for=remote_dir_for, resume=resume,
+                    incomplete_only=incomplete_only, reattach=reattach, what_runs=what_runs,
+                    take_over=take_over)
+                if dry:
+                    raise _Rollback(rec)
+        except _Rollback as rb:
+            return rb.recorded
+        return rec
+
+    def _record_launch(self, *, exp_prefix: str, backend: str, batch_dir: Path,
+                       fingerprint: str, runs: Any, options: dict | None,
+                       remote_dir_for: Callable[[str], str] | None, resume: Sequence[str],
+                       incomplete_only: bool, reattach: Callable[[SweepRow], bool] | None,
+                       what_runs: str | None, take_over: bool) -> Recorded:
+        """:meth:`record_launch` inside its transaction."""
+        previous = None
+        for fp in resume:
+            found = self.find_resumable(exp_prefix, backend, fp, incomplete_only=incomplete_only)
+            if found is not None:
+                if reattach is None or reattach(found):
+                    return Recorded(sweep=found, runs=self.runs(found.id), resumed=True)
+                previous = found
+                break
+            if incomplete_only and previous is None:  # named in the new launch's line
+                previous = self.find_resumable(exp_prefix, backend, fp)
         now = time.time()
-        with self.tx() as db:
-            for fp in resume:
-                found = self.find_resumable(exp_prefix, backend, fp,
-                                            incomplete_only=incomplete_only)
-                if found is not None:
-                    return found, self.runs(found.id), True
-            specs = list(runs() if callable(runs) else runs)
-            cur = db.execute(
-                "INSERT INTO sweeps(exp_prefix, backend, batch_dir, fingerprint, created, options) "
-                "VALUES (?,?,?,?,?,?)",
-                (exp_prefix, backend, str(batch_dir), fingerprint, now, json.dumps(options or {})))
-            assert cur.lastrowid is not None
-            sweep_id = int(cur.lastrowid)
-            row = db.execute("SELECT next FROM numbering WHERE batch_dir=?",
-                             (str(batch_dir),)).fetchone()
-            nxt = row["next"] if row else 1
-            nxt = max(nxt, _next_on_disk(batch_dir))
-            batch = str(batch_dir)
-            values = []
-            tokens = new_tokens(len(specs))
-            for idx, spec in enumerate(specs):
-                number = nxt + idx
-                name = spec.get("name") or f"{number}_{spec['suffix']}"
-                local_dir = str(spec.get("local_dir") or os.path.join(batch, name))
-                remote_dir = remote_dir_for(local_dir) if remote_dir_for else local_dir
-                values.append((sweep_id, idx, number, name, tokens[idx],
-                               backend, local_dir, remote_dir, now, now))
-            self._check_folders_free(db, [v[6] for v in values])
-            db.executemany(
-                "INSERT INTO runs(sweep_id, idx, number, name, token, backend, local_dir, "
-                "remote_dir, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
-            db.execute("INSERT INTO numbering(batch_dir, next) VALUES (?,?) "
-                       "ON CONFLICT(batch_dir) DO UPDATE SET next=excluded.next",
-                       (str(batch_dir), nxt + len(specs)))
-            r = db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
-            ids = [i for (i,) in db.execute("SELECT id FROM runs WHERE sweep_id=? ORDER BY idx",
-                                            (sweep_id,))]
+        db = self._db
+        specs = list(runs() if callable(runs) else runs)
+        cur = db.execute(
+            "INSERT INTO sweeps(exp_prefix, backend, batch_dir, fingerprint, created, options, "
+            "what_runs) VALUES (?,?,?,?,?,?,?)",
+            (exp_prefix, backend, str(batch_dir), fingerprint, now, json.dumps(options or {}),
+             what_runs))
+        assert cur.lastrowid is not None
+        sweep_id = int(cur.lastrowid)
+        row = db.execute("SELECT next FROM numbering WHERE batch_dir=?",
+                         (str(batch_dir),)).fetchone()
+        nxt = max(row["next"] if row else 1, _next_on_disk(batch_dir))
+        batch = str(batch_dir)
+        values = []
+        tokens = new_tokens(len(specs))
+        for idx, spec in enumerate(specs):
+            number = nxt + idx
+            name = spec.get("name") or f"{number}_{spec['suffix']}"
+            local_dir = str(spec.get("local_dir") or os.path.join(batch, name))
+            remote_dir = remote_dir_for(local_dir) if remote_dir_for else local_dir
+            values.append((sweep_id, idx, number, name, tokens[idx],
+                           backend, local_dir, remote_dir, now, now))
+        taken = self._check_folders_free(db, [v[6] for v in values], take_over=take_over)
+        db.executemany(
+            "INSERT INTO runs(sweep_id, idx, number, name, token, backend, local_dir, "
+            "remote_dir, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
+        db.execute("INSERT INTO numbering(batch_dir, next) VALUES (?,?) "
+                   "ON CONFLICT(batch_dir) DO UPDATE SET next=excluded.next",
+                   (str(batch_dir), nxt + len(specs)))
+        r = _sweep_row(db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone())
+        if taken:
+            db.executemany("UPDATE runs SET reused_by=?, updated=? WHERE id=?",
+                           [(r.ref, now, t.id) for t in taken])
+        ids = [i for (i,) in db.execute("SELECT id FROM runs WHERE sweep_id=? ORDER BY idx",
+                                        (sweep_id,))]
         # the new rows as inserted (the columns' defaults filled in), not read back
         new = [RunRow(id=i, sweep_id=sweep_id, idx=idx, number=number, name=name, token=token,
                       backend=backend, local_dir=local_dir, remote_dir=remote_dir,
@@ -523,11 +611,30 @@ class Store:
                       updated=now, pulled_at=None, pending_reason=None)
                for i, (_, idx, number, name, token, backend, local_dir, remote_dir, _, _)
                in zip(ids, values, strict=True)]
-        return _sweep_row(r), new, False
+        return Recorded(sweep=r, runs=new, resumed=False, previous=previous, taken=tuple(taken))
 
-    @staticmethod
-    def _check_folders_free(db: sqlite3.Connection, dirs: Sequence[str]) -> None:
-        """No two new runs share a folder; none takes a folder on disk or another run's."""
+    def owners(self, dirs: Sequence[str]) -> list[RunRow]:
+        """The runs that own these folders (not those whose folder was taken over)."""
+        out: list[RunRow] = []
+        for i in range(0, len(dirs), 500):
+            chunk = list(dirs[i:i + 500])
+            out += [_run_row(r) for r in self._db.execute(
+                f"SELECT * FROM runs WHERE local_dir IN ({','.join('?' * len(chunk))}) "
+                "AND reused_by IS NULL ORDER BY id", chunk)]
+        return out
+
+    def set_what_runs(self, sweep_id: int, what_runs: str | None, options: dict) -> None:
+        """Record what a launch runs now (a launch from before chester kept it, or one whose
+        failed runs were submitted again with the current code)."""
+        with self.tx() as db:
+            db.execute("UPDATE sweeps SET what_runs=?, options=? WHERE id=?",
+                       (what_runs, json.dumps(options), sweep_id))
+
+    def _check_folders_free(self, db: sqlite3.Connection, dirs: Sequence[str], *,
+                            take_over: bool = False) -> list[RunRow]:
+        """No two new runs share a folder; none takes a folder on disk or another run's —
+        unless ``take_over``, which may take those of runs that ended (returned) and folders
+        on disk, and refuses the folder of a run that has not ended."""
         seen: dict[str, str] = {}
         for d in dirs:
             key = os.path.normpath(d).casefold()  # one folder on a case-insensitive disk too
@@ -537,21 +644,28 @@ class Store:
                     "characters a folder name cannot hold, or in case, become one folder); "
                     "give each run a distinct name")
             seen[key] = d
-        for i in range(0, len(dirs), 500):
-            chunk = list(dirs[i:i + 500])
-            hit = db.execute(
-                f"SELECT local_dir, name FROM runs WHERE local_dir IN ({','.join('?' * len(chunk))}) "
-                "LIMIT 1", chunk).fetchone()
-            if hit:
-                raise RunFolderTaken(
-                    f"the run folder {hit['local_dir']} belongs to the earlier run "
-                    f"{hit['name']!r}; choose other names (exp_names/run_dirs), or relaunch "
-                    "that sweep to run its runs again")
-        for d in dirs:
-            if os.path.lexists(d):
-                raise RunFolderTaken(
-                    f"the run folder {d} already exists; a new run never reuses a folder: "
-                    "choose another name, or move that folder away")
+        owners = self.owners(dirs)
+        if owners and not take_over:
+            hit = owners[0]
+            raise RunFolderTaken(
+                f"the run folder {hit.local_dir} belongs to the earlier run {hit.name!r}; "
+                "choose other names (exp_names/run_dirs), or relaunch that sweep to run its "
+                "runs again")
+        for o in owners:
+            if not o.state.terminal and o.submit_state != "new":
+                launch = _sweep_row(db.execute("SELECT * FROM sweeps WHERE id=?",
+                                               (o.sweep_id,)).fetchone())
+                raise RunFolderActive(
+                    f"the run folder {o.local_dir} belongs to run {o.name!r} of "
+                    f"{launch.ref}, which is still {o.state.value}: wait for it to end, or "
+                    f"cancel it (chester cancel {launch.ref}), then launch again")
+        if not take_over:
+            for d in dirs:
+                if os.path.lexists(d):
+                    raise RunFolderTaken(
+                        f"the run folder {d} already exists; a new run never reuses a folder: "
+                        "choose another name, or move that folder away")
+        return owners
 
     def sweep(self, sweep_id: int) -> SweepRow:
         r = self._db.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()

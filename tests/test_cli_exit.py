@@ -50,7 +50,7 @@ def test_the_job_store_is_whole_in_jobs_db_after_a_command(tmp_path):
     import sqlite3
 
     (tmp_path / ".git").mkdir()
-    r = subprocess.run([sys.executable, "-m", "chester.cli", "launch", "--dry-run", "-p", "w",
+    r = subprocess.run([sys.executable, "-m", "chester.cli", "launch", "-p", "w",
                         "--", "python", "-c", "pass", "x=1,2,3"], capture_output=True,
                        text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr

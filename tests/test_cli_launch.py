@@ -63,14 +63,16 @@ def test_cli_launch_dry_run_then_wait(project):
                    "lr=1e-3,1e-4", "seed=1,2,3").stdout
     assert "dry run: sweep 'train', 6 runs on backend 'local'" in out
     assert "python train.py lr=1e-3 seed=1 hydra.run.dir=" in out
-    assert _argvs(project, "train") == []  # nothing ran
+    # a dry run takes nothing: no run folder, no run in the store
+    assert not (project / "data").exists()
     out = _chester(project, "launch", "--wait", "--", "python", "train.py",
                    "lr=1e-3,1e-4", "seed=1,2,3").stdout
     assert "launched sweep 'train': 6 runs" in out and "6 succeeded" in out
     got = sorted(tuple(a[:2]) for a in _argvs(project, "train"))
     assert got == sorted((f"lr={lr}", f"seed={s}") for lr in ("1e-3", "1e-4") for s in (1, 2, 3))
-    # the dry run's runs were the ones submitted: no second set of folders
-    assert len(list((project / "data" / "train" / "train").iterdir())) == 6
+    # numbered as the dry run showed them: one set of folders
+    assert sorted(int(d.name.split("_")[0])
+                  for d in (project / "data" / "train" / "train").iterdir()) == [1, 2, 3, 4, 5, 6]
     status = _chester(project, "status", "train", "--json").stdout
     assert [r["state"] for r in json.loads(status)["runs"]] == ["succeeded"] * 6
 

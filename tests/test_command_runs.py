@@ -228,7 +228,7 @@ def test_cancel_stops_the_command_and_its_worker(tmp_path):
                    exp_prefix="cancel-cmd", run_args=False)
     pid_file = sweep.runs[0].log_dir / "child.pid"
     end = time.time() + 30
-    while not pid_file.exists():
+    while not pid_file.exists() or not pid_file.read_text():  # (written after it is made)
         assert time.time() < end, "the command never started"
         time.sleep(0.1)
     child = int(pid_file.read_text())

@@ -157,8 +157,7 @@ def test_two_run_dirs_on_one_folder_are_refused(env):
         launch(_noop, [{"a": 1}, {"a": 2}], exp_prefix="dup", config=env.config,
                run_dirs=["out/r", "out/./r"])
     _nothing_written(env)
-    launch(_noop, [{"a": 1}], exp_prefix="one", config=env.config, run_dirs=["out/r"],
-           dry_run=True)
+    launch(_noop, [{"a": 1}], exp_prefix="one", config=env.config, run_dirs=["out/r"])
     with pytest.raises(UserError, match="belongs to the earlier run"):
         launch(_noop, [{"a": 1}], exp_prefix="two", config=env.config,
                run_dirs=["out/x/../r"], dry_run=True)

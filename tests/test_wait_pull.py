@@ -44,7 +44,12 @@ def test_a_run_whose_files_are_gone_is_not_called_pulled(env):
 
 
 def test_monitor_ends_on_runs_never_submitted(env):
-    launch(_noop, [{"i": 1}, {"i": 2}], exp_prefix="dry", config=env.config, dry_run=True)
+    from chester.store import Store
+
+    # a launch that stopped after recording its runs, before submitting any
+    Store(env.config.store_path).create_sweep(
+        exp_prefix="dry", backend="local", batch_dir=env.project / "data" / "train" / "dry",
+        fingerprint="f", runs=[{"suffix": "a"}, {"suffix": "b"}])
     r = run_chester(["monitor", "dry", "--interval", "0.1"], cwd=env.project, timeout=30)
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert "nothing to monitor" in r.stdout

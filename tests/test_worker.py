@@ -54,7 +54,7 @@ def call_f(variant, log_dir, exp_name):
 
 def test_plain_and_rich_variants_reach_the_function(tmp_path):
     """Plain data is pickled plainly; a variant holding a function goes through cloudpickle."""
-    from chester.launcher import launching as launcher
+    from chester.launcher import payloads as launcher
 
     assert launcher._plain({"a": [1, 2.5, "x", None, (True, b"y")], "b": {"c": 1}})
     assert not launcher._plain({"a": lambda: 1}) and not launcher._plain({"a": {1, 2}})

@@ -50,13 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     la = sub.add_parser(
         "launch", help="run a command once per combination of key=a,b values",
         usage="chester launch [-b BACKEND] [-p PREFIX] [--sweep FILE.yaml] "
-              "[--style hydra|argparse] [--dry-run] [--wait] -- COMMAND [ARGS...]",
+              "[--style hydra|argparse] [--dry-run] [--wait] [--new] -- COMMAND [ARGS...]",
         description="Run COMMAND once per variant on a backend, as Hydra's multirun does: "
                     "key=value tokens are read with Hydra's override grammar (key=a,b, "
                     "key=range(1,4) and key=choice(a,b) sweep; 'a,b' in quotes or a\\,b "
                     "escaped is one value), --sweep adds keys from a YAML file, and every "
                     "combination is one tracked run. Values reach the command as typed, as "
-                    "single argv elements; nothing is run by a shell.",
+                    "single argv elements; nothing is run by a shell. The same command run "
+                    "again, with the project's code unchanged, reattaches to its launch and "
+                    "runs nothing (one line says so); changed code is a new launch.",
         epilog="example: chester launch -b cluster -- python train.py lr=1e-3,1e-4 seed=1,2,3")
     la.add_argument("-b", "--backend", default="local", help="backend name (default: local)")
     la.add_argument("-p", "--prefix", default=None,
@@ -71,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="show each run's command and what the backend would submit")
     la.add_argument("--wait", action="store_true",
                     help="wait for every run to end and pull it; exit 1 if any did not succeed")
+    la.add_argument("--new", action="store_true",
+                    help="a new launch even when the sweep's latest launch ran the same "
+                         "variants with the same command and code (by default that one is "
+                         "reattached and nothing runs)")
     la.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
     pl = sub.add_parser("plugins", help="installed backend plugins")
@@ -139,8 +145,18 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--bare", action="store_true", help="skip *.pkl *.png *.gif *.pth *.pt")
 
     rl = sub.add_parser("relaunch", help="submit a sweep's lost (and, with --failed, failed) "
-                                         "runs again; succeeded runs are left alone")
-    rl.add_argument("exp_prefix", nargs="?", help="sweep name (default: the latest)")
+                                         "runs again, with the current code; succeeded runs "
+                                         "are left alone",
+                        description="Submit a sweep's lost (with --failed: also failed, "
+                                    "timed-out and out-of-memory) runs again, each in its own "
+                                    "folder, with the code as it is now: the project is synced "
+                                    "again, an imported function is imported afresh, a "
+                                    "command runs the current files. A function defined in "
+                                    "the launching script cannot be read from here once the "
+                                    "code changed: run that script again with "
+                                    "resume=\"retry-failed\". The earlier attempt's logs stay "
+                                    "beside the new ones (stdout.1.log).")
+    rl.add_argument("exp_prefix", nargs="?", help=f"sweep name (default: the latest); {AT_N}")
     rl.add_argument("--failed", action="store_true",
                     help="also runs that failed, timed out or ran out of memory")
 

@@ -237,6 +237,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "reason_line": present.reason(r),
                           "pending_reason": r.pending_reason, "exit_code": r.exit_code,
                           "host": r.host, "remote_id": r.remote_id, "attempt": r.attempt,
+                          "reused_by": r.reused_by,
                           "log_dir": r.local_dir, "stderr_tail": r.stderr_tail,
                           "pulled": bool(r.pulled_at)} for r in rows]})
             continue
@@ -702,7 +703,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_launch(args: argparse.Namespace) -> int:
     import shlex
 
-    from chester.launcher.launching import launch
+    from chester.launcher.launching import LaunchRequest, run_request
     from chester.target.command import Command, CommandError
     from chester.variants import overrides
     from chester.variants.naming import safe_component
@@ -719,23 +720,17 @@ def cmd_launch(args: argparse.Namespace) -> int:
                           texts=overrides.texts(keys, from_file, style=args.style))
     except CommandError as exc:
         raise UserError(str(exc)) from None
-    sweep = launch(command, variants, backend=args.backend, exp_prefix=prefix,
-                   dry_run=args.dry_run, resume="incomplete")
+    sweep = run_request(LaunchRequest.of(
+        command, variants, backend=args.backend, exp_prefix=prefix, dry_run=args.dry_run,
+        resume=False if args.new else "auto", surface="cli"))
+    for level, text in sweep.notices:  # reattached, a new launch, a dry run's warning
+        print(f"{'warning: ' if level == 'warning' else ''}{text}",
+              file=sys.stderr if level == "warning" else sys.stdout)
     if args.dry_run:
-        rows = sweep.rows()
-        print(f"dry run: sweep {prefix!r}, {len(rows)} runs on backend {sweep.backend.name!r} "
-              "(nothing submitted)")
-        for r in rows:
-            print(f"  {r.name}: {shlex.join(command.build(variants[r.idx], r.remote_dir, r.name))}")
-        prepared = getattr(sweep, "prepared", None)
-        if prepared is not None:
-            if prepared.summary:
-                print(prepared.summary)
-            for label, text in (prepared.scripts or {}).items():
-                print(f"--- {label} ---\n{text}")
-        return 0
-    print(f"launched sweep {prefix!r}: {len(variants)} runs on backend "
-          f"{sweep.backend.name!r}")
+        return _show_dry_run(sweep, command, variants)
+    if sweep.submitted:
+        print(f"launched sweep {prefix!r}: {sweep.submitted} runs on backend "
+              f"{sweep.backend.name!r}")
     if not args.wait:
         print(f"follow it:  chester status {shlex.quote(prefix)}  |  chester monitor "
               f"{shlex.quote(prefix)}  |  chester logs -f {shlex.quote(prefix)}:N")
@@ -743,6 +738,26 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from chester.launcher.monitor import watch
 
     return watch([sweep], label=prefix)
+
+
+def _show_dry_run(sweep: Any, command: Any, variants: list[dict]) -> int:
+    """What ``--dry-run`` prints: each run the launch would submit, with its command, then
+    what the backend rendered. Nothing was recorded: the real launch numbers its runs as
+    it finds the store then."""
+    import shlex
+
+    rows = sweep.rows()
+    print(f"dry run: sweep {sweep.exp_prefix!r}, {len(rows)} runs on backend "
+          f"{sweep.backend.name!r} (nothing submitted, nothing recorded)")
+    for r in rows:
+        print(f"  {r.name}: {shlex.join(command.build(variants[r.idx], r.remote_dir, r.name))}")
+    prepared = getattr(sweep, "prepared", None)
+    if prepared is not None:
+        if prepared.summary:
+            print(prepared.summary)
+        for label, text in (prepared.scripts or {}).items():
+            print(f"--- {label} ---\n{text}")
+    return 0
 
 
 def cmd_relaunch(args: argparse.Namespace) -> int:

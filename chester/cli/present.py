@@ -64,7 +64,16 @@ def one_line(text: str | None) -> str:
 def reason(row: Any) -> str:
     """One line saying why a run is in its state: the exception's last line, the signal,
     "no space left on ...", the scheduler's word, who cancelled it; what a queued run
-    waits for. Empty for a run that succeeded or runs without remark."""
+    waits for; first, ``folder reused by PREFIX@N`` for a run whose folder a later launch
+    took over. Empty for a run that succeeded or runs without remark."""
+    why = _own_reason(row)
+    reused = getattr(row, "reused_by", None)
+    if reused:
+        return f"folder reused by {reused}" + (f"; {why}" if why else "")
+    return why
+
+
+def _own_reason(row: Any) -> str:
     state = row.state.value
     if state in ("queued", "pending", "requeued"):
         return one_line(row.pending_reason or row.reason)

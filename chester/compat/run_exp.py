@@ -62,10 +62,12 @@ _OBSOLETE = {
 _warned: set[str] = set()
 
 
-def _warn_once(key: str, message: str) -> None:
+def _warn_once(key: str, message: str, stacklevel: int = 3) -> None:
+    """Warn about ``key`` once per process, pointing at the script's call (``stacklevel``
+    counts from here)."""
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
 class _Batch:
@@ -88,17 +90,27 @@ def flush() -> Any:
     batch, _pending = _pending, None
     if batch is None or not batch.variants:
         return None
-    from chester.launcher.launching import launch
+    from chester.launcher.launching import LaunchRequest, run_request
+    from chester.store import RunFolderActive
 
     s = batch.settings
     names = ([n or f"run-{i}" for i, n in enumerate(batch.names)]
              if any(batch.names) else None)
     dirs = [d for d in batch.dirs if d] if all(batch.dirs) else None
-    sweep = launch(batch.fn, batch.variants, backend=s["mode"], exp_prefix=s["exp_prefix"],
-                   sub_dir=s["sub_dir"], variations=s["variations"], exp_names=names,
-                   run_dirs=dirs,
-                   env=s["env"], resources=s["resources"], dry_run=s["dry"],
-                   extra_pull_dirs=s["extra_pull_dirs"], resume="incomplete")
+    request = LaunchRequest.of(
+        batch.fn, batch.variants, backend=s["mode"], exp_prefix=s["exp_prefix"],
+        sub_dir=s["sub_dir"], variations=s["variations"], exp_names=names, run_dirs=dirs,
+        env=s["env"], resources=s["resources"], dry_run=s["dry"],
+        extra_pull_dirs=s["extra_pull_dirs"], resume="incomplete",
+        # named runs have fixed folders: running the script again takes them over
+        take_over=bool(names or dirs), surface="seed")
+    try:
+        sweep = run_request(request)
+    except RunFolderActive as exc:  # one line, never a traceback: the seed's loop stops here
+        print(f"chester: error: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+    _say_once(sweep)
     _sweeps.append(sweep)
     if s["dry"]:
         prepared = getattr(sweep, "prepared", None)
@@ -110,6 +122,21 @@ def flush() -> Any:
     if s["auto_pull"] and _remote(sweep):
         _spawn_auto_pull(s["exp_prefix"], s["auto_pull_interval"])
     return sweep
+
+
+_said: set[str] = set()
+
+
+def _say_once(sweep: Any) -> None:
+    """A launch's line (a new launch of variants that ran before, folders taken over), once
+    per prefix and script: a seed loop makes a launch per call. Warnings, every time."""
+    from chester.launcher.launching import say
+
+    lines = [(level, text) for level, text in sweep.notices
+             if level == "warning" or sweep.exp_prefix not in _said]
+    if any(level == "note" for level, _ in lines):
+        _said.add(sweep.exp_prefix)
+    say(lines)
 
 
 def _remote(sweep: Any) -> bool:
@@ -154,6 +181,10 @@ def _flush_at_exit() -> None:
 
     try:
         flush()
+    except SystemExit:  # flush said why in one line
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     except BaseException as exc:  # the script's runs were not submitted: say so, exit 1
         if isinstance(exc, ChesterError):  # a known problem: one line
             print(f"chester: error: the runs collected by run_experiment_lite were not "
@@ -245,24 +276,10 @@ def run_experiment_lite(
 
     Returns the :class:`chester.Sweep` once the runs were submitted (else ``None``).
     """
-    global _pending
-    given = {"use_cloudpickle": use_cloudpickle, "print_command": print_command}
-    for name, default in _OBSOLETE.items():
-        if given[name] != default:
-            _warn_once(name, f"run_experiment_lite: {name}= no longer applies and is ignored "
-                            "(runs always go through python -m chester.worker)")
-    if script is None:
-        if python_command != "python":
-            _warn_once("python_command", "run_experiment_lite: python_command= applies only "
-                       "with script=; a function runs with the backend's configured Python")
-        for extra in kwargs:
-            _warn_once(extra, f"run_experiment_lite: {extra}= is ignored (extra parameters "
-                       "are arguments of a script=, and there is none)")
-    if hydra_flags and not hydra_enabled:
-        raise TypeError("run_experiment_lite: hydra_flags= needs hydra_enabled=True")
-    if not launch_with_subprocess and not hydra_enabled:
-        raise TypeError("run_experiment_lite: launch_with_subprocess=False runs a Hydra app "
-                        "in this process and needs hydra_enabled=True")
+    _check_arguments(script=script, python_command=python_command, kwargs=kwargs,
+                     use_cloudpickle=use_cloudpickle, print_command=print_command,
+                     hydra_enabled=hydra_enabled, hydra_flags=hydra_flags,
+                     launch_with_subprocess=launch_with_subprocess)
     if not launch_with_subprocess:
         if batch_tasks is not None:
             raise TypeError("run_experiment_lite: launch_with_subprocess=False takes one "
@@ -272,46 +289,96 @@ def run_experiment_lite(
     if max_num_processes != 10 and mode == "local":
         _warn_once("max_num_processes", "run_experiment_lite: max_num_processes= is replaced by "
                    "`backends: {local: {type: local, max_parallel: N}}` in chester.yaml")
+    shared: dict[str, Any] = {"hydra_enabled": hydra_enabled, "hydra_flags": hydra_flags, "sub_dir": sub_dir,
+              "mode": mode, "use_gpu": use_gpu, "dry": dry, "variations": variations,
+              "pre_commands": pre_commands, "wait_subprocess": wait_subprocess,
+              "compile_script": compile_script, "wait_compile": wait_compile,
+              "use_singularity": use_singularity, "auto_pull": auto_pull,
+              "auto_pull_interval": auto_pull_interval, "sync_env": sync_env,
+              "extra_pull_dirs": extra_pull_dirs}
     if batch_tasks is not None:
         result = None
         for task in batch_tasks:
             task = dict(task)
-            fn = task.pop("stub_method_call", stub_method_call)
-            v = task.pop("variant", variant)
             result = run_experiment_lite(
-                stub_method_call=fn, script=task.pop("script", script),
+                stub_method_call=task.pop("stub_method_call", stub_method_call),
+                script=task.pop("script", script),
                 python_command=task.pop("python_command", python_command),
-                hydra_enabled=hydra_enabled, hydra_flags=hydra_flags,
                 exp_prefix=task.pop("exp_prefix", exp_prefix),
                 exp_name=task.pop("exp_name", None), log_dir=task.pop("log_dir", None),
-                sub_dir=sub_dir, mode=mode, use_gpu=use_gpu, dry=dry,
-                env=task.pop("env", env), variant=v, variations=variations,
-                pre_commands=pre_commands, wait_subprocess=wait_subprocess,
-                compile_script=compile_script, wait_compile=wait_compile,
-                use_singularity=use_singularity, auto_pull=auto_pull,
-                auto_pull_interval=auto_pull_interval, sync_env=sync_env,
-                extra_pull_dirs=extra_pull_dirs, **kwargs)
+                env=task.pop("env", env), variant=task.pop("variant", variant),
+                **shared, **kwargs)
         return result
-    target: Callable
+    target, target_key = _target(stub_method_call, script, python_command, hydra_enabled,
+                                 hydra_flags)
+    return _collect(target, target_key, variant=variant, script=script, kwargs=kwargs,
+                    exp_prefix=exp_prefix, exp_name=exp_name, log_dir=log_dir, env=env,
+                    **{k: shared[k] for k in _COLLECTED})
+
+
+_COLLECTED = ("sub_dir", "mode", "use_gpu", "dry", "variations", "pre_commands",
+              "wait_subprocess", "compile_script", "wait_compile", "use_singularity",
+              "auto_pull", "auto_pull_interval", "sync_env", "extra_pull_dirs")
+
+
+def _check_arguments(*, script: str | None, python_command: str, kwargs: dict,
+                     use_cloudpickle: bool, print_command: bool, hydra_enabled: bool,
+                     hydra_flags: dict | None, launch_with_subprocess: bool) -> None:
+    """Warn once about what no longer applies; refuse combinations that cannot work."""
+    given = {"use_cloudpickle": use_cloudpickle, "print_command": print_command}
+    for name, default in _OBSOLETE.items():
+        if given[name] != default:
+            _warn_once(name, f"run_experiment_lite: {name}= no longer applies and is ignored "
+                            "(runs always go through python -m chester.worker)", 4)
+    if script is None:
+        if python_command != "python":
+            _warn_once("python_command", "run_experiment_lite: python_command= applies only "
+                       "with script=; a function runs with the backend's configured Python", 4)
+        for extra in kwargs:
+            _warn_once(extra, f"run_experiment_lite: {extra}= is ignored (extra parameters "
+                       "are arguments of a script=, and there is none)", 4)
+    if hydra_flags and not hydra_enabled:
+        raise TypeError("run_experiment_lite: hydra_flags= needs hydra_enabled=True")
+    if not launch_with_subprocess and not hydra_enabled:
+        raise TypeError("run_experiment_lite: launch_with_subprocess=False runs a Hydra app "
+                        "in this process and needs hydra_enabled=True")
+
+
+def _target(stub_method_call: Callable | None, script: str | None, python_command: str,
+            hydra_enabled: bool, hydra_flags: dict | None) -> tuple[Callable, Any]:
+    """What each run runs (the function, or a command for ``script=``), and the key under
+    which calls with the same target collect into one launch."""
     if script is not None:
         from chester.target.command import Command, CommandError
 
         try:
-            target = Command(shlex.split(python_command) + shlex.split(script),
-                             "hydra" if hydra_enabled else "argparse",
-                             hydra_flags=hydra_flags)
+            command = Command(shlex.split(python_command) + shlex.split(script),
+                              "hydra" if hydra_enabled else "argparse",
+                              hydra_flags=hydra_flags)
         except CommandError as exc:
             raise TypeError(f"run_experiment_lite: {exc}") from None
-        target_key: Any = ("command", tuple(target.argv), target.args_style,
-                           repr(sorted(target.hydra_flags.items())))
-    elif hydra_enabled:
+        return command, ("command", tuple(command.argv), command.args_style,
+                         repr(sorted(command.hydra_flags.items())))
+    if hydra_enabled:
         raise TypeError("run_experiment_lite: hydra_enabled=True runs a Hydra app: give its "
                         "file as script= (e.g. script='train.py')")
-    elif stub_method_call is None:
+    if stub_method_call is None:
         raise TypeError("run_experiment_lite needs stub_method_call (the function to run) "
                         "or script= (a script to run)")
-    else:
-        target, target_key = stub_method_call, id(stub_method_call)
+    return stub_method_call, id(stub_method_call)
+
+
+def _collect(target: Callable, target_key: Any, *, variant: dict | None, script: str | None,
+             kwargs: dict, exp_prefix: str, exp_name: str | None, log_dir: str | None,
+             env: dict | None, sub_dir: str, mode: str, use_gpu: bool, dry: bool,
+             variations: list | None, pre_commands: list | None, wait_subprocess: bool,
+             compile_script: str | None, wait_compile: int | None, use_singularity: bool,
+             auto_pull: bool, auto_pull_interval: int, sync_env: bool | None,
+             extra_pull_dirs: list | None) -> Any:
+    """Add one variant to the launch being collected (submitting the one before when its
+    settings differ); submit now on the seed's last-variant marker, or on the local
+    backend when the call waits for its run."""
+    global _pending
     v = dict(variant or {})
     if script is not None:
         for k, val in kwargs.items():  # the seed passed them after the variant's arguments
@@ -322,7 +389,7 @@ def run_experiment_lite(
     if use_gpu:
         resources["gpus"] = v.get("gpus", 1)
     for rkey, val in (("pre_commands", pre_commands), ("compile_script", compile_script),
-                     ("wait_compile", wait_compile), ("sync_on_launch", sync_env)):
+                      ("wait_compile", wait_compile), ("sync_on_launch", sync_env)):
         if val is not None:
             resources[rkey] = val
     if use_singularity:

@@ -1,6 +1,8 @@
-"""The launcher side: :func:`launch` and :func:`relaunch` (:mod:`.launching`), the
-:class:`~chester.launcher.sweeps.Sweep` handle (:mod:`.sweeps`) and waiting for sweeps
-(:mod:`.monitor`).
+"""The launcher side: :func:`launch` (:mod:`.launching`: a validated
+:class:`~.request.LaunchRequest` carried out in named steps), what a launch runs
+(:mod:`.identity`), the run folders' payloads (:mod:`.payloads`), :func:`relaunch`
+(:mod:`.relaunching`), the :class:`~chester.launcher.sweeps.Sweep` handle (:mod:`.sweeps`)
+and waiting for sweeps (:mod:`.monitor`).
 
 The names ``chester.launcher`` had as a module are read from :mod:`.launching` on first
 use, so importing :mod:`.sweeps` alone (``chester status``) does not load the launch code.
@@ -15,18 +17,21 @@ if TYPE_CHECKING:
         FAILED_STATES,
         RETRY_STATES,
         SUBMIT_FAILED,
+        LaunchRequest,
+        Resume,
         fingerprint,
         launch,
         legacy_fingerprint,
         relaunch,
+        run_request,
         write_run_folder,
         write_run_folders,
         write_sweep_spec,
     )
 
-__all__ = ["FAILED_STATES", "RETRY_STATES", "SUBMIT_FAILED", "fingerprint", "launch",
-           "legacy_fingerprint", "relaunch", "write_run_folder", "write_run_folders",
-           "write_sweep_spec"]
+__all__ = ["FAILED_STATES", "RETRY_STATES", "SUBMIT_FAILED", "LaunchRequest", "Resume",
+           "fingerprint", "launch", "legacy_fingerprint", "relaunch", "run_request",
+           "write_run_folder", "write_run_folders", "write_sweep_spec"]
 
 
 def __getattr__(name: str) -> Any:

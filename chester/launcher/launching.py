@@ -1,4 +1,11 @@
-"""``chester.launch``: turn a function and a sweep into tracked runs on a backend."""
+"""``chester.launch``: turn a function and a sweep into tracked runs on a backend.
+
+A launch is a :class:`~chester.launcher.request.LaunchRequest` (every argument validated
+before anything is written) carried out in named steps: :func:`_plan` (configuration,
+backend, fingerprint, what runs), :func:`_record` (the store: reattach, or a new launch),
+:func:`_submit_all` (payloads, ``chester_prepare``, ``chester_submit``). What the launch did
+is said in one line on ``Sweep.notices`` (and printed by :func:`launch`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,8 @@ import contextlib
 import hashlib
 import json
 import os
-import pickle
 import shutil
+import sys
 import tempfile
 import uuid
 import weakref
@@ -15,40 +22,43 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from chester.config import ChesterConfig, get_config
-from chester.launcher.sweeps import Sweep
+from chester.launcher.identity import Identity
+from chester.launcher.payloads import (
+    ship_local_modules,
+    write_run_folder,
+    write_run_folders,
+    write_sweep_spec,
+)
+from chester.launcher.relaunching import (
+    FAILED_STATES,
+    RETRY_STATES,
+    SUBMIT_FAILED,
+    record_submit_failure,
+    relaunch,
+    retry_command,
+)
+from chester.launcher.request import LaunchRequest, Resume
+from chester.launcher.sweeps import DrySweep, Sweep
 from chester.logs import get_logger
 from chester.plugin.dispatch import Dispatcher
 from chester.plugin.errors import UserError
-from chester.plugin.records import RunSpec, RunStatus, State
-from chester.store import RunRow, Store
+from chester.plugin.records import BackendConfig, Capabilities, RunSpec, RunStatus, State
+from chester.store import Recorded, RunRow, Store, SweepRow
 from chester.target import rundir as rd
-from chester.target.attrdict import MARKERS, AttrDict, without_markers
-from chester.variants import VariantGenerator, expand
-from chester.variants.naming import (
-    auto_suffix,
-    check_name,
-    check_path,
-    remote_mapper,
-    safe_component,
-)
+from chester.target.attrdict import MARKERS, without_markers
+from chester.variants import VariantGenerator
+from chester.variants.naming import auto_suffix, remote_mapper, safe_component
 
 log = get_logger()
 
-# one encoder each, made once (json.dumps makes a new one per call when given options)
+__all__ = ["FAILED_STATES", "RETRY_STATES", "SUBMIT_FAILED", "LaunchRequest", "Resume",
+           "fingerprint", "launch", "legacy_fingerprint", "relaunch", "run_request",
+           "write_run_folder", "write_run_folders", "write_sweep_spec"]
+
 _json_legacy = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
-_json_variant_text = json.JSONEncoder(ensure_ascii=False, default=repr).encode
-_json_variant_ascii = json.JSONEncoder(default=repr).encode
-_json_text = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def _json_variant(variant: dict) -> bytes:
-    """``variant.json``'s bytes: UTF-8, or ``\\u`` escapes where a string holds what UTF-8
-    cannot carry (a lone surrogate); the function gets the exact value from the pickle."""
-    try:
-        return _json_variant_text(variant).encode()
-    except UnicodeEncodeError:
-        return _json_variant_ascii(variant).encode()
 
 
 def _variations(variants: Any, vlist: list[dict]) -> list[str]:
@@ -82,14 +92,17 @@ def _value_key(value: Any) -> Any:
 
 
 def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict],
-                names: Sequence[str] | None) -> str:
-    """What makes a launch "the same sweep again": prefix, backend, folder, names and
-    variants. Stable for any picklable value across processes (:mod:`chester.fingerprint`);
-    raises :class:`~chester.fingerprint.UnstableValue` for a value pickle could not store."""
+                names: Sequence[str] | None, run_dirs: Sequence[str] | None = None) -> str:
+    """What makes a launch "the same variants again": prefix, backend, folder, names, run
+    folders and variants. Stable for any picklable value across processes
+    (:mod:`chester.fingerprint`); raises :class:`~chester.fingerprint.UnstableValue` for a
+    value pickle could not store. (What runs is compared apart: :mod:`.identity`.)"""
     from chester.variants.fingerprint import digest
 
     h = hashlib.sha256(b"chester-fingerprint-2\0")
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
+    if run_dirs:  # launches without fixed folders keep the fingerprint they always had
+        h.update(json.dumps(["run_dirs", list(run_dirs)]).encode())
     for v in vlist:
         h.update(digest(without_markers(v)))
     return h.hexdigest()
@@ -110,209 +123,12 @@ def legacy_fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: li
     return h.hexdigest()
 
 
-def _write_new(path: str, data: bytes, mode: int = 0o644) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-_PLAIN_SCALARS = (str, int, float, bool, bytes, type(None))
-
-
-def _plain(value: Any, depth: int = 0) -> bool:
-    """Only built-in data inside (what plain pickle stores by value, whoever loads it)."""
-    if type(value) in _PLAIN_SCALARS:
-        return True
-    if depth > 50:
-        return False
-    if type(value) in (list, tuple):
-        return all(_plain(v, depth + 1) for v in value)
-    if type(value) is dict or type(value) is AttrDict:
-        return all(type(k) in _PLAIN_SCALARS and _plain(v, depth + 1) for k, v in value.items())
-    return False
-
-
-def _pickle_variant(variant: AttrDict) -> bytes:
-    """Plain pickle for plain data (fast), cloudpickle for anything else (objects of the
-    launching script, lambdas). Both load with ``cloudpickle.load``."""
-    if _plain(variant):
-        return pickle.dumps(variant, protocol=pickle.DEFAULT_PROTOCOL)
-    import cloudpickle
-
-    return cloudpickle.dumps(variant)
-
-
-def _pickle_fn(fn: Callable) -> bytes:
-    """The run's callable: a command (plain pickle: its class is chester's) or a function
-    (cloudpickle, imported only then)."""
-    from chester.target.command import Command
-
-    if type(fn) is Command:
-        return pickle.dumps(fn, protocol=pickle.DEFAULT_PROTOCOL)
-    import io
-
-    buf = io.BytesIO()
-    _pickler_keeping_files()(buf).dump(fn)
-    return buf.getvalue()
-
-
-def _pickler_keeping_files() -> type:
-    """cloudpickle's pickler, except that code pickled by value keeps its file's name:
-    cloudpickle writes ``<dynamic-code>`` instead, and a traceback of the launching script's
-    function would not say where the failing line is."""
-    global _KEEP_FILES
-    if _KEEP_FILES is None:
-        import types
-        from collections import ChainMap
-
-        import cloudpickle
-        from cloudpickle import cloudpickle as impl
-
-        def code_reduce(code: types.CodeType) -> Any:
-            ctor, args = impl._code_reduce(code)
-            return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
-
-        class KeepFiles(cloudpickle.Pickler):  # type: ignore[misc]
-            dispatch_table = ChainMap({types.CodeType: code_reduce},
-                                      cloudpickle.Pickler.dispatch_table)
-
-        _KEEP_FILES = KeepFiles
-    return _KEEP_FILES
-
-
-_KEEP_FILES: type | None = None
-
-
-def _run_files(rows: Sequence[RunRow], variants: Sequence[dict], *, project_dir: str,
-               env: Mapping[str, str],
-               attempt: int | None) -> list[tuple[RunRow, bytes, bytes, bytes]]:
-    """Each run's (row, ``variant.json``, ``.chester/run.json``, variant pickle).
-
-    ``attempt`` None: each row's own attempt (a run submitted again counts on)."""
-    # run.json is {"token", "name", "run_id", "attempt", then what every run shares}
-    shared = _json_text({"project_dir": project_dir, "env": dict(env)})
-    return [(row,
-             _json_variant({**without_markers(variant), "exp_name": row.name}),
-             f'{{"token": {_json_text(row.token)}, "name": {_json_text(row.name)}, '
-             f'"run_id": {int(row.id)}, '
-             f'"attempt": {int(attempt or getattr(row, "attempt", None) or 1)}, '
-             f'{shared[1:]}'.encode(),
-             _pickle_variant(AttrDict(variant)))
-            for row, variant in zip(rows, variants, strict=True)]
-
-
-@contextlib.contextmanager
-def _ship_local_modules(project_dir: str | os.PathLike) -> Any:
-    """While pickling, send by value the project's modules the target could not import by
-    name: a module beside a script in a subfolder (``scripts/helpers.py`` imported as
-    ``helpers``) is on the launcher's ``sys.path`` but not on the target's, where only the
-    project root is. Modules importable from the root, and installed ones, go by name."""
-    import sys
-
-    import cloudpickle
-
-    root = os.path.realpath(project_dir)
-    # the interpreter's own and installed modules go by name: skipped before any realpath
-    # (unless the project itself lives there)
-    prefixes = {os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                               sys.base_exec_prefix)}
-    elsewhere = tuple(p for p in prefixes if not os.path.join(root, "").startswith(p))
-    shipped = []
-    for name, mod in list(sys.modules.items()):
-        path = getattr(mod, "__file__", None)
-        if not path or name in ("__main__", "chester") or name.startswith("chester."):
-            continue
-        if path.startswith(elsewhere):
-            continue
-        real = os.path.realpath(path)
-        if not real.startswith(root + os.sep) or "site-packages" in real.split(os.sep):
-            continue
-        rel = name.replace(".", os.sep)
-        if real in (os.path.join(root, rel + ".py"), os.path.join(root, rel, "__init__.py")):
-            continue  # the target imports it from the project root
-        try:
-            cloudpickle.register_pickle_by_value(mod)
-        except ValueError:
-            continue
-        shipped.append(mod)
-    try:
-        yield shipped
-    finally:
-        for mod in shipped:
-            try:
-                cloudpickle.unregister_pickle_by_value(mod)
-            except ValueError:
-                pass
-
-
-def write_run_folders(rows: Sequence[RunRow], *, fn: Callable, variants: Sequence[dict],
-                      project_dir: str, env: Mapping[str, str],
-                      attempt: int | None = None) -> None:
-    """Write ``variant.json`` and ``.chester/`` (run record, payload 0600) into each run folder.
-
-    The function is pickled once for the whole batch; each payload is that pickle followed
-    by the pickle of the run's variant (the worker loads both from one file). The folders
-    are new and not yet submitted, so plain writes are enough: a launcher that dies here
-    leaves the runs ``new`` and the next launch writes them again.
-    """
-    fn_bytes = _pickle_fn(fn)
-    files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
-    for parent in {os.path.dirname(os.fspath(row.local_dir)) for row, *_ in files}:
-        os.makedirs(parent, exist_ok=True)
-    for row, variant_json, run_json, variant_pickle in files:
-        d = os.fspath(row.local_dir)
-        for sub in (d, os.path.join(d, rd.META)):
-            try:
-                os.mkdir(sub)
-            except FileExistsError:
-                pass
-        _write_new(os.path.join(d, rd.VARIANT_JSON), variant_json)
-        _write_new(os.path.join(d, rd.PAYLOAD), fn_bytes + variant_pickle, 0o600)
-        _write_new(os.path.join(d, rd.RUN_JSON), run_json)
-
-
-def write_sweep_spec(path: str | os.PathLike, rows: Sequence[RunRow], *, fn: Callable,
-                     variants: Sequence[dict], project_dir: str, env: Mapping[str, str],
-                     attempt: int | None = None) -> int:
-    """The same files as :func:`write_run_folders`, for every run, in one sweep spec
-    (:mod:`chester.sweepspec`) keyed by each run's folder on the target. Returns its size."""
-    from chester.target import sweepspec
-
-    files = _run_files(rows, variants, project_dir=project_dir, env=env, attempt=attempt)
-    return sweepspec.write(path, _pickle_fn(fn),
-                           ((row.remote_dir, vj, rj, vp) for row, vj, rj, vp in files))
-
-
-def write_run_folder(row: RunRow, *, fn: Callable, variant: dict, project_dir: str,
-                     env: Mapping[str, str], attempt: int | None = None) -> None:
-    """One run folder (see :func:`write_run_folders`)."""
-    write_run_folders([row], fn=fn, variants=[variant], project_dir=project_dir, env=env,
-                      attempt=attempt)
-
-
 def _extra_pair(d: str, project: Path, remote_root: str | None) -> tuple[str, str]:
     """(local, remote) for one of the seed's ``extra_pull_dirs``."""
     p = Path(os.path.expanduser(str(d)))
     if p.is_absolute():
         return (str(p), str(p))
     return (str(project / p), str(Path(remote_root) / p) if remote_root else str(project / p))
-
-
-#: States a ``resume="retry"`` submits again; ``"retry-failed"`` adds :data:`FAILED_STATES`.
-RETRY_STATES = (State.LOST,)
-FAILED_STATES = (State.FAILED, State.TIMEOUT, State.OOM)
-
-
-def _reset_for_retry(store: Store, rows: list[RunRow], *, failed: bool) -> list[RunRow]:
-    """Make the sweep's lost (and, with ``failed``, failed) runs new submissions again."""
-    states = RETRY_STATES + (FAILED_STATES if failed else ())
-    again = [r.id for r in rows if r.state in states]
-    if again:
-        store.reset_for_retry(again)
-        log.info("retrying_runs", runs=len(again))
-    return store.runs(rows[0].sweep_id) if rows else rows
 
 
 def _collector_paused(fn: Callable[..., Sweep]) -> Callable[..., Sweep]:
@@ -354,7 +170,7 @@ def launch(
     resources: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     order: str = "parallel",
     dry_run: bool = False,
-    resume: bool | str = "auto",
+    resume: bool | str | Resume = "auto",
     config: ChesterConfig | None = None,
     dispatcher: Dispatcher | None = None,
     args_style: str = "argparse",
@@ -373,16 +189,22 @@ def launch(
     ``variants`` is a :class:`VariantGenerator`, a list of dicts or one dict. Runs land in
     ``<log_dir>/<sub_dir>/<exp_prefix>/<N>_<name>/``. Every run is recorded in the job store
     before anything is sent, so running the same launch again after a crash submits exactly
-    the runs that were never submitted. ``resume="auto"`` (the default) reattaches to an
-    earlier launch of the same sweep (same ``exp_prefix``, backend, folder and variants) and
-    submits only what it never submitted, so every variant runs once however often the
-    script is run; ``resume="incomplete"`` reattaches only when that launch did not finish
-    submitting (the seed API's behaviour: running the script again makes new runs);
-    ``resume=False`` always starts a new sweep with new numbered runs. ``resume="retry"``
-    reattaches like ``"auto"`` and also submits again the runs of that sweep that were
-    ``lost`` (``"retry-failed"``: also ``failed``, ``timeout`` and ``oom``), in their own
-    folders, leaving the succeeded ones alone (:func:`relaunch` does the same from the
-    command line, without the script).
+    the runs that were never submitted (whatever ``resume`` says but ``False``).
+
+    Running it again (``resume``, a :class:`Resume` or its older spellings): ``"auto"``
+    (the default) compares with the latest launch of the same variants (same
+    ``exp_prefix``, backend, folders, names and values) and reattaches to it only when what
+    runs is unchanged too — the function (its module and name when imported, its code when
+    defined in the script), or the command, and the project's files the backend syncs (or
+    uses in place) — so nothing runs again; when what runs changed, it is a new launch
+    ``PREFIX@N+1``. Either way one line says so (``Sweep.notices``, printed on stderr).
+    ``True`` reattaches on the variants alone; ``False`` always makes a new launch;
+    ``"incomplete"`` reattaches only to a launch that stopped while submitting (the seed
+    API's and Hydra's rule: each completed run of the script launches anew);
+    ``"retry"`` reattaches on the variants and submits again the runs that were ``lost``
+    (``"retry-failed"``: also ``failed``, ``timeout`` and ``oom``) with the function as it
+    is now, in their own folders, leaving the succeeded ones alone (:func:`relaunch` does
+    the same from the command line for imported functions and commands).
 
     ``exp_names`` and ``run_dirs`` name each run and its folder explicitly.
     ``extra_pull_dirs`` are folders pulled with every run (relative: under the project root
@@ -390,239 +212,377 @@ def launch(
 
     ``resources`` (one mapping, or one per variant) and ``order`` (``"parallel"`` or
     ``"dependent"``) are passed to backends that use them. ``dry_run`` prepares and returns
-    without submitting; the prepared scripts are on ``sweep.prepared``.
+    without submitting and takes nothing: no store rows, no run folders; the prepared
+    scripts are on ``sweep.prepared`` (in a staging folder that goes with the handle), and
+    an option only the real submit needs (a cluster's ``account``) is a warning there.
 
     While a launch runs, Python's cycle collector waits (it is given back as it was, also
     after an error): a launch's objects live until it returns, and scanning them is time
     spent for nothing.
     """
-    from chester.target.command import Command, CommandError
+    request = LaunchRequest.of(
+        fn, variants, args_style=args_style, hydra_flags=hydra_flags, run_args=run_args,
+        backend=backend, exp_prefix=exp_prefix, sub_dir=sub_dir, log_dir=log_dir,
+        variations=variations, exp_names=exp_names, run_dirs=run_dirs,
+        extra_pull_dirs=extra_pull_dirs, env=env, resources=resources, order=order,
+        dry_run=dry_run, resume=resume, config=config, dispatcher=dispatcher)
+    sweep = run_request(request)
+    say(sweep.notices)
+    return sweep
 
-    # every argument is checked before anything is written: a bad one leaves nothing behind
-    if isinstance(fn, (str, list, tuple)):
-        try:
-            fn = Command(fn, args_style, hydra_flags=hydra_flags, run_args=run_args)
-        except CommandError as exc:
-            raise UserError(str(exc)) from None
-    elif args_style != "argparse" or hydra_flags:
-        if not isinstance(fn, Command):
-            raise UserError("args_style= and hydra_flags= apply to commands (an argv list "
-                            "or a string), not to a function")
-    if not callable(fn):
-        raise UserError("launch() needs a callable fn(variant, log_dir, exp_name) or a "
-                        "command (an argv list or a string)")
-    check_name("exp_prefix", exp_prefix)
-    check_name("sub_dir", sub_dir, path=True)
-    if log_dir is not None:
-        check_path("log_dir", log_dir)
-    if order not in ("parallel", "dependent"):
-        raise UserError(f"order must be 'parallel' or 'dependent', not {order!r}")
-    if resume not in (True, False, "auto", "incomplete", "retry", "retry-failed"):
-        raise UserError("resume must be 'auto', 'incomplete', 'retry', 'retry-failed', True or "
-                        f"False, not {resume!r}")
-    env = dict(env or {})
-    for k, val in env.items():
-        if not isinstance(k, str) or not isinstance(val, str):
-            raise UserError(f"env must map strings to strings, got {k!r}: {val!r}")
-        if not k or "=" in k or "\0" in k or "\0" in val:
-            raise UserError(f"env name {k!r} is not a valid environment variable name")
-        try:
-            (k + val).encode("utf-8")
-        except UnicodeEncodeError:
-            raise UserError(f"env {k!r} holds a character an environment cannot carry "
-                            "(a lone surrogate)") from None
-    cfg = config or get_config()
-    dispatcher = dispatcher or Dispatcher()
-    bcfg = cfg.backend(backend, dispatcher.manager)
-    caps = dispatcher.manager.get_backend(bcfg.type).spec.capabilities
-    vlist = expand(variants)
-    for v in vlist:
-        bad = [k for k in v if not isinstance(k, str)]
-        if bad:
-            raise UserError(f"variant keys must be strings, got {bad[0]!r}")
-    if isinstance(fn, Command):
-        for i, v in enumerate(vlist):  # a variant the command cannot take fails here,
-            try:                           # before any submit
-                fn.check(v, "LOG_DIR", "EXP_NAME")
-            except CommandError as exc:
-                raise UserError(f"variant {i + 1} of {len(vlist)}: {exc}") from None
-    if exp_names is not None:
-        exp_names = list(exp_names)
-        if len(exp_names) != len(vlist):
-            raise UserError(f"exp_names has {len(exp_names)} names for {len(vlist)} variants")
-        for n in exp_names:
-            check_name("exp_name", n, cleaned=True)
-    if run_dirs is not None:
-        run_dirs = list(run_dirs)
-        if len(run_dirs) != len(vlist):
-            raise UserError(f"run_dirs has {len(run_dirs)} folders for {len(vlist)} variants")
-        for d in run_dirs:
-            check_path("run_dirs entry", d)
-    if isinstance(resources, Mapping) or resources is None:
-        res_list = [dict(resources or {})] * len(vlist)
-    else:
-        try:
-            res_list = [dict(r) for r in resources]
-        except (TypeError, ValueError):
-            raise UserError("resources must be one mapping, or one mapping per variant, not "
-                            f"{type(resources).__name__}") from None
-        if len(res_list) != len(vlist):
-            raise UserError(f"resources has {len(res_list)} entries for {len(vlist)} variants")
-    for r in res_list:
-        bad = [k for k in r if not isinstance(k, str)]
-        if bad:
-            raise UserError(f"resources keys must be strings, got {bad[0]!r}")
-    root = Path(log_dir).expanduser() if log_dir is not None else cfg.log_dir
+
+def say(notices: Sequence[tuple[str, str]], out: Any = None) -> None:
+    """Print what a launch said about itself (``Sweep.notices``), one line each, on stderr
+    (or ``out``)."""
+    out = out or sys.stderr
+    for level, text in notices:
+        print(f"chester: {'warning: ' if level == 'warning' else ''}{text}", file=out)
+    try:
+        out.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# -- the steps ---------------------------------------------------------------------------------
+@attrs.define(kw_only=True)
+class Plan:
+    """What a request resolves to before the store is touched."""
+
+    request: LaunchRequest
+    config: ChesterConfig
+    dispatcher: Dispatcher
+    backend: BackendConfig
+    caps: Capabilities
+    remote_root: str | None
+    batch_dir: Path
+    names: list[str] | None
+    dirs: list[str] | None
+    varying: list[str]
+    fingerprints: list[str]
+    identity: Identity | None
+
+    @property
+    def project_dir(self) -> str:
+        """The project's folder where the runs run."""
+        return self.remote_root or str(self.config.project_path)
+
+    def remote_dir_for(self, local: str | Path) -> str:
+        if self.remote_root is None:
+            return str(local)
+        return remote_mapper(self.config.project_path, self.remote_root)(local)
+
+
+def run_request(request: LaunchRequest) -> Sweep:
+    """Carry out a launch (see :func:`launch`); prints nothing: what it did is on the
+    returned handle's ``notices``."""
+    plan = _plan(request)
+    store = _open_store(plan)
+    if request.take_over and plan.dirs:
+        _refresh_owners(store, plan)
+    rec = _record(store, plan)
+    sweep = _handle(store, plan, rec)
+    rows = _after_reattach(store, plan, rec, sweep)
+    todo, lost = _submittable(store, plan, rows)
+    sweep.notices[:0] = _notices(store, plan, rec, rows, todo)
+    if isinstance(sweep, DrySweep):
+        sweep.planned = list(todo)  # what the launch would submit
+    if not todo:
+        if rows and not lost and not request.dry_run:
+            store.mark_launch_complete(rec.sweep.id)
+        return sweep
+    if rec.taken and not request.dry_run:
+        _clear_taken_folders(rec)
+    _submit_all(store, plan, rec, todo, sweep)
+    return sweep
+
+
+def _plan(request: LaunchRequest) -> Plan:
+    """Configuration, backend, folders, fingerprint and what runs."""
+    cfg = request.config or get_config()
+    dispatcher = request.dispatcher or Dispatcher()
+    bcfg = cfg.backend(request.backend, dispatcher.manager)
+    spec = dispatcher.manager.get_backend(bcfg.type).spec
+    remote_root = spec.remote_root(bcfg.options) if spec.remote_root else None
+    root = Path(request.log_dir).expanduser() if request.log_dir is not None else cfg.log_dir
     if not root.is_absolute():
         root = cfg.project_path / root
-    batch_dir = root / sub_dir / exp_prefix
-    varying = list(variations) if variations is not None else _variations(variants, vlist)
-    names = [safe_component(n) for n in exp_names] if exp_names is not None else None
-    if resume is False:
-        fps = [f"new-{uuid.uuid4().hex}"]  # never matched: a new sweep
-    else:
-        fps = [fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)]
-        legacy = legacy_fingerprint(exp_prefix, bcfg.name, batch_dir, vlist, names)
-        if legacy:
-            fps.append(legacy)
-
-    spec_of = dispatcher.manager.get_backend(bcfg.type).spec
-    remote_root = spec_of.remote_root(bcfg.options) if spec_of.remote_root else None
-
-    to_remote = remote_mapper(cfg.project_path, remote_root) if remote_root else None
-
-    def remote_dir_for(local: str | Path) -> str:
-        return to_remote(local) if to_remote else str(local)
-
-    def specs() -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = [
-            ({"name": names[i]} if names else {"suffix": auto_suffix(exp_prefix, v, varying)})
-            for i, v in enumerate(vlist)]
-        for i, d in enumerate(run_dirs or ()):
+    batch_dir = root / request.sub_dir / request.exp_prefix
+    vlist = request.vlist
+    names = [safe_component(n) for n in request.exp_names] \
+        if request.exp_names is not None else None
+    dirs = None
+    if request.run_dirs is not None:
+        dirs = []
+        for d in request.run_dirs:
             p = Path(d).expanduser()
-            out[i]["local_dir"] = os.path.normpath(p if p.is_absolute() else cfg.project_path / p)
-            out[i].setdefault("name", safe_component(p.name))
-        return out
+            dirs.append(os.path.normpath(p if p.is_absolute() else cfg.project_path / p))
+    varying = list(request.variations) if request.variations is not None \
+        else _variations(request.variants, vlist)
+    fps = _fingerprints(request, bcfg.name, batch_dir, names, dirs)
+    identity = _identity(request, bcfg, [root, *{os.path.dirname(d) for d in dirs or ()}])
+    return Plan(request=request, config=cfg, dispatcher=dispatcher, backend=bcfg,
+                caps=spec.capabilities, remote_root=remote_root, batch_dir=batch_dir,
+                names=names, dirs=dirs, varying=varying, fingerprints=fps, identity=identity)
 
-    extra = [_extra_pair(d, cfg.project_path, remote_root) for d in extra_pull_dirs]
-    store = Store(cfg.store_path)
-    srow, rows, resumed = store.resume_or_create_sweep(
-        exp_prefix=exp_prefix, backend=bcfg.name, batch_dir=batch_dir, fingerprint=fps[0],
-        runs=specs, remote_dir_for=remote_dir_for,
-        options={"order": order, "extra_pull_dirs": extra,
-                 **({"resources": res_list} if any(res_list) else {})},
-        resume=fps if resume is not False else (), incomplete_only=resume == "incomplete")
-    sweep = Sweep(row=srow, store=store, config=cfg, dispatcher=dispatcher, backend=bcfg)
-    if resumed:
-        log.info("resuming_sweep", sweep=exp_prefix, sweep_id=srow.id)
-        if resume in ("retry", "retry-failed"):
-            sweep.refresh()  # the states as they are now: a run may have been lost since
-            rows = _reset_for_retry(store, store.runs(srow.id),
-                                    failed=resume == "retry-failed")
 
+def _fingerprints(request: LaunchRequest, backend: str, batch_dir: Path,
+                  names: list[str] | None, dirs: list[str] | None) -> list[str]:
+    """The launch's fingerprint, then the one earlier versions stored (if any). A value
+    with no stable fingerprint is refused in one line, unless ``resume=False`` (a new
+    launch whatever ran before: it then gets a fingerprint no launch matches)."""
+    from chester.variants.fingerprint import UnstableValue
+
+    vlist = request.variant_keys if request.variant_keys is not None else request.vlist
+    try:
+        fps = [fingerprint(request.exp_prefix, backend, batch_dir, vlist, names, dirs)]
+    except UnstableValue:
+        if request.resume is not Resume.NEW:
+            raise
+        return [f"new-{uuid.uuid4().hex}"]
+    legacy = None if dirs else legacy_fingerprint(request.exp_prefix, backend, batch_dir,
+                                                  vlist, names)
+    return fps + ([legacy] if legacy else [])
+
+
+def _identity(request: LaunchRequest, bcfg: BackendConfig, skip: list[Any]
+              ) -> Identity | None:
+    """What the launch runs. Needed to compare (``resume="auto"``): a function whose state
+    has no stable digest is refused then, in one line; otherwise it is only recorded."""
+    from chester.launcher.identity import identify
+    from chester.variants.fingerprint import UnstableValue
+
+    try:
+        return identify(request.fn, bcfg, skip)
+    except UnstableValue as exc:
+        if request.resume is Resume.AUTO:
+            raise UserError(f"the function has no stable digest, so a launch of it again "
+                            f"cannot tell whether it changed: {exc}") from None
+        return None
+
+
+def _open_store(plan: Plan) -> Store:
+    """The project's store; a dry run in a project that has none plans in memory (it
+    creates none)."""
+    path = plan.config.store_path
+    if plan.request.dry_run and not path.exists():
+        return Store.in_memory()
+    return Store(path)
+
+
+def _refresh_owners(store: Store, plan: Plan) -> None:
+    """Before fixed folders are taken over: the states of the runs that own them, asked of
+    their backends now (a run the store last saw running may have ended), and a folder on
+    disk that no launch in the store owns but whose run is alive here is refused."""
+    from chester.store import RunFolderActive
+    from chester.target.tool import probe
+
+    dirs = plan.dirs or []
+    owners = store.owners(dirs)
+    for sweep_id in sorted({r.sweep_id for r in owners if not r.state.terminal and r.handle}):
+        Sweep(row=store.sweep(sweep_id), store=store, config=plan.config,
+              dispatcher=plan.dispatcher).refresh()
+    known = {os.path.normpath(r.local_dir) for r in owners}
+    for d in dirs:
+        if d in known or not (Path(d) / rd.RUN_JSON).is_file():
+            continue
+        state = probe(Path(d), kill_orphans=False)["state"]
+        if state in ("queued", "running"):
+            name = (rd.read_json(Path(d) / rd.RUN_JSON) or {}).get("name", Path(d).name)
+            raise RunFolderActive(f"the run folder {d} holds run {name!r}, which is still "
+                                  f"{state} (from a launch this job store does not know): "
+                                  "wait for it to end, then launch again")
+
+
+def _record(store: Store, plan: Plan) -> Recorded:
+    """The store step: reattach to the latest launch of the same variants or record a new
+    launch, in one transaction (a dry run keeps nothing)."""
+    req = plan.request
+    ident = plan.identity
+    reattach = None
+    if req.resume is Resume.NEW:
+        def reattach(found: SweepRow) -> bool:
+            return False  # found only to be named: a new launch whatever ran before
+    elif req.resume is Resume.AUTO:
+        what = ident.what_runs if ident else None
+
+        def reattach(found: SweepRow) -> bool:
+            # a launch that stopped while submitting is completed, whatever runs now
+            return not found.launch_complete or found.what_runs in (None, what)
+    extra = [_extra_pair(d, plan.config.project_path, plan.remote_root)
+             for d in req.extra_pull_dirs]
+    options: dict[str, Any] = {"order": req.order, "extra_pull_dirs": extra,
+                               "surface": req.surface,
+                               **({"resources": req.res_list} if any(req.res_list) else {}),
+                               **({"identity": ident.record()} if ident else {})}
+    return store.record_launch(
+        exp_prefix=req.exp_prefix, backend=plan.backend.name, batch_dir=plan.batch_dir,
+        fingerprint=plan.fingerprints[0],
+        runs=lambda: _run_specs(plan), remote_dir_for=plan.remote_dir_for, options=options,
+        resume=plan.fingerprints, incomplete_only=req.resume is Resume.INCOMPLETE,
+        reattach=reattach, what_runs=ident.what_runs if ident else None,
+        take_over=req.take_over, dry=req.dry_run)
+
+
+def _run_specs(plan: Plan) -> list[dict[str, Any]]:
+    """Each new run's name (or name suffix) and folder, for the store to number."""
+    req = plan.request
+    out: list[dict[str, Any]] = [
+        ({"name": plan.names[i]} if plan.names
+         else {"suffix": auto_suffix(req.exp_prefix, v, plan.varying)})
+        for i, v in enumerate(req.vlist)]
+    for i, d in enumerate(plan.dirs or ()):
+        out[i]["local_dir"] = d
+        out[i].setdefault("name", safe_component(Path(d).name))
+    return out
+
+
+def _handle(store: Store, plan: Plan, rec: Recorded) -> Sweep:
+    if plan.request.dry_run:
+        return DrySweep(row=rec.sweep, store=store, config=plan.config,
+                        dispatcher=plan.dispatcher, backend=plan.backend,
+                        planned=list(rec.runs))
+    return Sweep(row=rec.sweep, store=store, config=plan.config, dispatcher=plan.dispatcher,
+                 backend=plan.backend)
+
+
+def _after_reattach(store: Store, plan: Plan, rec: Recorded, sweep: Sweep) -> list[RunRow]:
+    """A reattached launch's runs, with its lost (and failed) runs made new submissions
+    again for ``resume="retry"`` (``"retry-failed"``), and what it runs recorded when that
+    changed (a retry runs the current code) or was not known yet."""
+    req = plan.request
+    rows = rec.runs
+    if not rec.resumed or req.dry_run:
+        return rows
+    log.info("resuming_sweep", sweep=req.exp_prefix, sweep_id=rec.sweep.id)
+    ident = plan.identity
+    if req.resume.retries:
+        sweep.refresh()  # the states as they are now: a run may have been lost since
+        rows = store.runs(rec.sweep.id)
+        states = RETRY_STATES + (FAILED_STATES if req.resume is Resume.RETRY_FAILED else ())
+        again = [r.id for r in rows if r.state in states and not r.reused_by]
+        if again:
+            store.reset_for_retry(again)
+            log.info("retrying_runs", runs=len(again))
+            rows = store.runs(rec.sweep.id)
+    if ident and (req.resume.retries or rec.sweep.what_runs is None):
+        store.set_what_runs(rec.sweep.id, ident.what_runs,
+                            {**rec.sweep.options, "identity": ident.record()})
+    return rows
+
+
+def _submittable(store: Store, plan: Plan, rows: list[RunRow]) -> tuple[list[RunRow], int]:
+    """The runs to submit now: never submitted ones, and those caught mid-submit on a
+    backend that checks tokens (the others are recorded ``lost``: whether they started is
+    unknown; their count is returned too). A run whose folder a later launch took over is
+    never submitted again."""
     todo: list[RunRow] = []
     lost: list[tuple[int, RunStatus]] = []
     for row in rows:
+        if row.reused_by:
+            continue
         if row.submit_state == "new":
             todo.append(row)
         elif row.submit_state in ("submitting", SUBMIT_FAILED):
-            if caps.idempotent_submit:
+            if plan.caps.idempotent_submit:
                 todo.append(row)  # the backend checks the token: never a second copy
             else:
                 why = (f"{row.reason}" if row.submit_state == SUBMIT_FAILED and row.reason
                        else "the launcher stopped while submitting this run")
                 lost.append((row.id, RunStatus(
                     state=State.LOST, reason=f"{why}; whether it started is unknown")))
-    if lost:
+    if lost and not plan.request.dry_run:
         store.record_status(lost)
         store.set_submit_state([i for i, _ in lost], "unknown")
-    project_dir = remote_root or str(cfg.project_path)
-    if not todo:
-        if rows and not lost:
-            store.mark_launch_complete(srow.id)
-        return sweep
+    return todo, len(lost)
 
-    staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(exp_prefix)}-"))
+
+def _clear_taken_folders(rec: Recorded) -> None:
+    """Folders taken over from ended runs: the earlier run's logs are kept beside the new
+    ones (``stdout.1.log``) and its records and markers go, so nothing of it is read as the
+    new run's."""
+    for old in rec.taken:
+        if os.path.isdir(old.local_dir):
+            rd.retire(old.local_dir)
+
+
+def _submit_all(store: Store, plan: Plan, rec: Recorded, todo: list[RunRow],
+                sweep: Sweep) -> None:
+    """Write the runs' payloads, render them (``chester_prepare``) and, unless this is a
+    dry run, submit them (``chester_submit``)."""
+    req = plan.request
+    staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(req.exp_prefix)}-"))
     try:
         try:
-            spec_file: str | None = None
-            # a command's payload is plain data: nothing to ship, no cloudpickle to load
-            shipping: Any = contextlib.nullcontext([]) if isinstance(fn, Command) else \
-                _ship_local_modules(cfg.project_path)
-            with shipping:
-                if caps.sweep_spec:  # one file for the launch; the worker writes each folder
-                    spec_file = str(staging / "runs.spec")
-                    write_sweep_spec(spec_file, todo, fn=fn,
-                                     variants=[vlist[r.idx] for r in todo],
-                                     project_dir=project_dir, env=env)
-                else:
-                    to_write = [row for row in todo if row.submit_state == "new"
-                                or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
-                    write_run_folders(to_write, fn=fn,
-                                      variants=[vlist[r.idx] for r in to_write],
-                                      project_dir=project_dir, env=env)
-            run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name,
-                                 exp_prefix=exp_prefix, local_dir=Path(r.local_dir),
-                                 remote_dir=r.remote_dir, env=env, resources=res_list[r.idx],
-                                 spec_file=spec_file,
-                                 order_after=(rows[r.idx - 1].token,)
-                                 if order == "dependent" and r.idx else ())
-                         for r in todo]
-            prepared = dispatcher.call("chester_prepare", bcfg, runs=run_specs,
-                                       staging_dir=staging)
+            prepared = _prepare(plan, rec, todo, staging, sweep)
         except BaseException:
-            # nothing was sent: a sweep this call made is taken back, folders and all
-            if not resumed:
-                _discard(store, srow.id, rows, batch_dir)
+            # nothing was sent: a launch this call made is taken back, folders and all
+            if not rec.resumed and not req.dry_run:
+                _discard(store, rec.sweep.id, rec.runs, plan.batch_dir)
             raise
-        sweep.prepared = prepared  # type: ignore[attr-defined]
-        if dry_run:  # what it rendered stays readable while the handle lives, then goes
+        sweep.prepared = prepared
+        if req.dry_run:  # what it rendered stays readable while the handle lives, then goes
             weakref.finalize(sweep, shutil.rmtree, staging, True)
-            return sweep
+            return
         store.set_submit_state([r.id for r in todo], "submitting")
         try:
-            handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
+            handles = plan.dispatcher.call("chester_submit", plan.backend, prepared=prepared)
         except BaseException as exc:
-            log.error("submit_failed", sweep=exp_prefix, backend=bcfg.name)
-            _record_submit_failure(store, todo, exc)
+            log.error("submit_failed", sweep=req.exp_prefix, backend=plan.backend.name)
+            record_submit_failure(store, todo, exc)
             raise
     finally:
-        if not dry_run:  # all of it has been sent (a dry run keeps it to be read)
+        if not req.dry_run:  # all of it has been sent (a dry run keeps it to be read)
             shutil.rmtree(staging, ignore_errors=True)
     store.record_submitted(list(handles))
-    store.mark_launch_complete(srow.id)
-    log.info("launched", sweep=exp_prefix, backend=bcfg.name, runs=len(handles))
-    return sweep
+    store.mark_launch_complete(rec.sweep.id)
+    sweep.submitted = len(handles)
+    log.info("launched", sweep=req.exp_prefix, backend=plan.backend.name, runs=len(handles))
 
 
-#: a run whose submit hook raised (``runs.submit_state``): the error is the run's reason
-SUBMIT_FAILED = "submit_failed"
-
-
-def _record_submit_failure(store: Store, rows: Sequence[RunRow], exc: BaseException) -> None:
-    """Record on each run that its submit raised, and why. Nothing reached the target on a
-    ``ConnectError``: those runs are submitted again by the next launch like new ones; for
-    others the next launch resubmits only when the backend checks tokens, and otherwise
-    reports them ``lost`` with this reason."""
-    from chester.plugin.errors import ConnectError
-
-    what = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
-        f"{type(exc).__name__}: {exc}"
-    ids = [r.id for r in rows]
-    if isinstance(exc, ConnectError):
-        store.set_submit_state(ids, "new")
-        reason = f"not submitted (nothing reached the target): {what}"
-    else:
-        store.set_submit_state(ids, SUBMIT_FAILED)
-        reason = f"the submit failed: {what}"
-    store.record_status([(i, RunStatus(state=State.PENDING, reason=reason[:2000]))
-                         for i in ids])
+def _prepare(plan: Plan, rec: Recorded, todo: list[RunRow], staging: Path,
+             sweep: Sweep) -> Any:
+    """Payloads (run folders, or one sweep spec in ``staging``; a dry run writes no run
+    folder) and the backend's ``chester_prepare``. What only the real submit needs and is
+    missing (``PreparedSweep.blockers``) stops a launch here, and is a warning of a dry
+    run (on ``sweep.notices``)."""
+    req = plan.request
+    spec_file: str | None = None
+    variants = req.vlist
+    # a command's payload is plain data: nothing to ship, no cloudpickle to load
+    shipping: Any = contextlib.nullcontext([]) if req.is_command else \
+        ship_local_modules(plan.config.project_path)
+    with shipping:
+        if plan.caps.sweep_spec:  # one file for the launch; the worker writes each folder
+            spec_file = str(staging / "runs.spec")
+            write_sweep_spec(spec_file, todo, fn=req.fn, variants=[variants[r.idx] for r in todo],
+                             project_dir=plan.project_dir, env=req.env)
+        elif not req.dry_run:
+            to_write = [row for row in todo if row.submit_state == "new"
+                        or not (Path(row.local_dir) / rd.RUN_JSON).exists()]
+            write_run_folders(to_write, fn=req.fn, variants=[variants[r.idx] for r in to_write],
+                              project_dir=plan.project_dir, env=req.env)
+    by_idx = {r.idx: r for r in rec.runs}
+    run_specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=req.exp_prefix,
+                         local_dir=Path(r.local_dir), remote_dir=r.remote_dir, env=req.env,
+                         resources=req.res_list[r.idx], spec_file=spec_file,
+                         order_after=(by_idx[r.idx - 1].token,)
+                         if req.order == "dependent" and r.idx and r.idx - 1 in by_idx else ())
+                 for r in todo]
+    prepared = plan.dispatcher.call("chester_prepare", plan.backend, runs=run_specs,
+                                    staging_dir=staging)
+    for missing in prepared.blockers:
+        if not req.dry_run:
+            raise UserError(missing)
+        # shown, not fatal: the scripts are what a dry run is for
+        sweep.notices.append(("warning", f"{missing} (the dry run shows the scripts anyway; "
+                                         "the launch itself is refused until then)"))
+    return prepared
 
 
 def _discard(store: Store, sweep_id: int, rows: Sequence[RunRow], batch_dir: Path) -> None:
     """Take back a sweep whose launch failed before anything was submitted: its store rows
     and the run folders this launch made (they did not exist before: see
-    :meth:`Store.resume_or_create_sweep`)."""
+    :meth:`Store.record_launch`; folders taken over from earlier runs stay)."""
     if not store.discard_sweep(sweep_id):
         return
     for r in rows:
@@ -634,77 +594,79 @@ def _discard(store: Store, sweep_id: int, rows: Sequence[RunRow], batch_dir: Pat
             break
 
 
-def relaunch(exp_prefix: str | None = None, *, failed: bool = False,
-             config: ChesterConfig | None = None, dispatcher: Dispatcher | None = None,
-             sweep_id: int | None = None) -> tuple[Sweep, list[str]]:
-    """Submit again the ``lost`` runs (with ``failed``: also ``failed``, ``timeout`` and
-    ``oom``) of the sweep ``exp_prefix`` names (every launch of the prefix, or ``PREFIX@N``),
-    from their run folders, without the
-    launching script; succeeded, running and cancelled runs are left alone.
-
-    Each run keeps its folder and name and gets a new token and the next attempt number.
-    Needs each run's payload in its local folder (every backend but those with the
-    ``sweep_spec`` capability writes it there); otherwise run the launch script again with
-    ``resume="retry"`` (or ``"retry-failed"``). Returns the sweep and the names submitted.
-    """
-    from chester.launcher.sweeps import sweep as reattach
-
-    cfg = config or get_config()
-    dispatcher = dispatcher or Dispatcher()
-    top = reattach(exp_prefix, config=cfg, dispatcher=dispatcher, sweep_id=sweep_id)
-    if not top.experiment:
-        return _relaunch_one(top, failed, dispatcher)
-    names: list[str] = []
-    for row in top.launches():  # each launch on its own backend, with its own settings
-        one = Sweep(row=row, store=top.store, config=cfg, dispatcher=dispatcher)
-        names += _relaunch_one(one, failed, dispatcher)[1]
-    return top, names
+# -- what a launch says about itself -----------------------------------------------------------
+def _notices(store: Store, plan: Plan, rec: Recorded, rows: list[RunRow],
+             todo: list[RunRow]) -> list[tuple[str, str]]:
+    """The one line a launch says when it is "the same launch again" (reattached, completed,
+    retried) or a new launch of variants an earlier launch ran; none for a first launch."""
+    dry = "dry run: " if plan.request.dry_run else ""
+    if rec.resumed:
+        text: str | None = _reattached_line(store, plan, rec, rows, todo)
+    elif rec.previous is not None or rec.taken:
+        text = _new_launch_line(plan, rec)
+    else:
+        text = None
+    return [("note", dry + text)] if text else []
 
 
-def _relaunch_one(sw: Sweep, failed: bool, dispatcher: Dispatcher) -> tuple[Sweep, list[str]]:
-    """:func:`relaunch` for one launch."""
-    bcfg = sw.backend
-    caps = dispatcher.manager.get_backend(bcfg.type).spec.capabilities
-    rows = sw.refresh()
-    states = RETRY_STATES + (FAILED_STATES if failed else ())
-    again = [r for r in rows if r.state in states]
-    if not again:
-        return sw, []
-    for r in again:  # everything is checked before anything changes
-        if caps.sweep_spec or not (Path(r.local_dir) / rd.PAYLOAD).is_file() \
-                or rd.read_json(Path(r.local_dir) / rd.RUN_JSON) is None:
-            raise UserError(
-                f"run {r.name!r} has no payload in {r.local_dir}: run the launch script again "
-                f"with resume={'retry-failed' if failed else 'retry'!r} to submit it again")
-    sw.store.reset_for_retry([r.id for r in again])
-    fresh = {r.id: r for r in sw.store.runs(sw.id)}
-    todo = [fresh[r.id] for r in again]
-    envs: dict[int, dict[str, str]] = {}
-    for r in todo:  # the run record, with the new token and attempt
-        path = Path(r.local_dir) / rd.RUN_JSON
-        meta = rd.read_json(path) or {}
-        envs[r.id] = dict(meta.get("env") or {})
-        rd.write_json_atomic(path, {**meta, "token": r.token, "attempt": r.attempt})
-    res = sw.row.options.get("resources") or []
-    order = sw.row.options.get("order", "parallel")
-    by_idx = {r.idx: r for r in fresh.values()}
-    specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=sw.exp_prefix,
-                     local_dir=Path(r.local_dir), remote_dir=r.remote_dir, env=envs[r.id],
-                     resources=dict(res[r.idx]) if r.idx < len(res) else {},
-                     order_after=(by_idx[r.idx - 1].token,)
-                     if order == "dependent" and r.idx and r.idx - 1 in by_idx else ())
-             for r in todo]
-    staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(sw.exp_prefix)}-"))
-    try:
-        prepared = dispatcher.call("chester_prepare", bcfg, runs=specs, staging_dir=staging)
-        sw.store.set_submit_state([r.id for r in todo], "submitting")
-        try:
-            handles = dispatcher.call("chester_submit", bcfg, prepared=prepared)
-        except BaseException as exc:
-            _record_submit_failure(sw.store, todo, exc)
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    sw.store.record_submitted(list(handles))
-    log.info("relaunched", sweep=sw.exp_prefix, backend=bcfg.name, runs=len(handles))
-    return sw, [r.name for r in todo]
+def _counts(rows: Sequence[RunRow]) -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state.value] = counts.get(r.state.value, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def _reattached_line(store: Store, plan: Plan, rec: Recorded, rows: list[RunRow],
+                     todo: list[RunRow]) -> str:
+    req = plan.request
+    ref = rec.sweep.ref
+    if req.resume.retries:
+        if not todo:
+            return f"{ref}: no lost or failed runs to submit again ({_counts(rows)})"
+        return f"{ref}: {len(todo)} runs submitted again, with the code as it is now"
+    if not rec.sweep.launch_complete:
+        return (f"{ref} stopped while submitting: completing it ({len(todo)} of "
+                f"{len(rows)} runs submitted now)")
+    if todo:
+        return f"{ref}: {len(todo)} runs submitted now ({len(rows)} runs)"
+    failed = [r for r in rows if r.state in RETRY_STATES + FAILED_STATES]
+    same = "these variants with this code" if req.resume is Resume.AUTO else "these variants"
+    line = f"{ref} already ran {same}: nothing runs ({len(rows)} runs: {_counts(rows)})"
+    if failed:
+        return f"{line}; to run its failures again: {retry_command(store, rec.sweep)}"
+    again = "chester launch --new ..." if req.surface == "cli" else "resume=False"
+    return f"{line}; to run them anew: {again}"
+
+
+def _new_launch_line(plan: Plan, rec: Recorded) -> str:
+    from chester.launcher.identity import describe_change
+
+    req = plan.request
+    ref = rec.sweep.ref
+    prev = rec.previous
+    parts = []
+    if prev is not None and req.resume is Resume.AUTO and plan.identity is not None:
+        what = describe_change((prev.options or {}).get("identity"), plan.identity,
+                               command=req.is_command)
+        parts.append(f"{ref}: a new launch, because {what} since {prev.ref} "
+                     f"(which ran the same variants)")
+    elif prev is not None:
+        why = {"seed": "a run_experiment_lite script launches anew each time it runs",
+               "hydra": "a Hydra multirun launches anew each time"}.get(req.surface)
+        if why is None:
+            why = "--new" if req.surface == "cli" and req.resume is Resume.NEW \
+                else f"resume={_resume_text(req.resume)}"
+        parts.append(f"{ref}: a new launch ({why}; {prev.ref} ran the same variants)")
+    else:
+        parts.append(f"{ref}: a new launch")
+    if rec.taken:
+        owners = sorted({t.sweep_id for t in rec.taken})
+        parts.append(f"taking over {len(rec.taken)} run folder"
+                     f"{'s' if len(rec.taken) > 1 else ''} of "
+                     f"{', '.join(f'{req.exp_prefix}@{i}' for i in owners)} (those runs keep "
+                     f"their record, marked 'folder reused by {ref}')")
+    return ", ".join(parts)
+
+
+def _resume_text(mode: Resume) -> str:
+    return {Resume.NEW: "False", Resume.VARIANTS: "True"}.get(mode, repr(mode.value))

@@ -48,7 +48,7 @@ class Run:
 
     @property
     def _row(self) -> RunRow:
-        return self._sweep.store.run(self.id)
+        return self._sweep.run_row(self.id)
 
     @property
     def log_dir(self) -> Path:
@@ -99,6 +99,12 @@ class Sweep:
     dispatcher: Dispatcher = attrs.field(repr=False, factory=Dispatcher)
     _backend: BackendConfig | None = attrs.field(default=None, repr=False, alias="backend")
     prepared: Any = attrs.field(default=None, repr=False)
+    #: what the launch said about itself, one line each: ``(level, text)``, level ``"note"``
+    #: or ``"warning"`` (reattached, a new launch because the code changed, ...)
+    notices: list[tuple[str, str]] = attrs.field(factory=list, repr=False, kw_only=True)
+    #: how many runs the call that made this handle submitted (0: it reattached to a
+    #: launch that had nothing left to submit, or it was a dry run)
+    submitted: int = attrs.field(default=0, repr=False, kw_only=True)
     #: True: every launch of ``exp_prefix``; False: the launch ``row`` only.
     experiment: bool = attrs.field(default=False, kw_only=True)
     _backends: dict[str, BackendConfig] = attrs.field(factory=dict, repr=False, init=False)
@@ -152,6 +158,15 @@ class Sweep:
             return self.store.experiment_runs(self.exp_prefix)
         return self.store.runs(self.id)
 
+    def run_row(self, run_id: int) -> RunRow:
+        """One run as stored."""
+        return self.store.run(run_id)
+
+    @property
+    def notice(self) -> str | None:
+        """The launch's first line about itself (see ``notices``), if any."""
+        return self.notices[0][1] if self.notices else None
+
     # -- status ---------------------------------------------------------------------------
     def refresh(self, only: Sequence[RunRow] | None = None) -> list[RunRow]:
         """Ask each backend about its unfinished runs (one hook call each), store the answer.
@@ -190,8 +205,9 @@ class Sweep:
              only_new: bool = False, rows: Sequence[RunRow] | None = None) -> list[Any]:
         """Bring finished runs home (incremental; a second pull transfers nothing new)."""
         rows = list(rows) if rows is not None else self.rows()
+        # a run whose folder a later run took over has nothing of its own left to bring
         todo = [r for r in rows if r.handle is not None and r.state.terminal
-                and not (only_new and r.pulled_at)]
+                and not r.reused_by and not (only_new and r.pulled_at)]
         if not todo:
             return []
         excl = tuple(exclude) + (BARE_EXCLUDES if bare else ())
@@ -275,9 +291,10 @@ class Sweep:
                     backoff = min(backoff * 2, 300.0)
                     rows = self.rows()
                 if pull:
-                    ok = [r for r in rows if r.state == State.SUCCEEDED and not r.pulled_at]
+                    ok = [r for r in rows if r.state == State.SUCCEEDED and not r.pulled_at
+                          and not r.reused_by]
                     bad = [r for r in rows if r.state.terminal and r.state != State.SUCCEEDED
-                           and r.handle is not None and not r.pulled_at
+                           and r.handle is not None and not r.pulled_at and not r.reused_by
                            and r.id not in pulled_once]
                     if ok:
                         self.pull(rows=ok, include=include, exclude=exclude, extra_dirs=extra_dirs)
@@ -292,7 +309,7 @@ class Sweep:
                     on_poll(rows)
                 waiting = [r for r in rows if not r.state.terminal and r.handle is not None]
                 unpulled = [r for r in rows if pull and r.state.terminal
-                            and r.handle is not None and not r.pulled_at
+                            and r.handle is not None and not r.pulled_at and not r.reused_by
                             and r.id not in pulled_once]
                 if not waiting:
                     if not unpulled or retries_left <= 0:
@@ -338,6 +355,23 @@ class Sweep:
         self.dispatcher.call("chester_logs", self._backend_for(rows[-1].backend),
                              handle=rows[-1].handle, follow=follow, stream=stream,
                              out=out or sys.stdout)
+
+
+@attrs.define
+class DrySweep(Sweep):
+    """What a dry run would launch: its runs live in this handle only (nothing is in the
+    store, nothing on disk), so it has nothing to wait for, pull or cancel."""
+
+    planned: list[RunRow] = attrs.field(factory=list, repr=False, kw_only=True)
+
+    def rows(self) -> list[RunRow]:
+        return list(self.planned)
+
+    def run_row(self, run_id: int) -> RunRow:
+        return next(r for r in self.planned if r.id == run_id)
+
+    def launches(self) -> list[SweepRow]:
+        return [self.row]
 
 
 def _by_backend(rows: Iterable[RunRow]) -> dict[str, list[RunRow]]:

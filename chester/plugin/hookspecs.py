@@ -73,14 +73,18 @@ class ChesterSpecs:
         ``.chester/`` (payload, run record), or, for backends with the ``sweep_spec``
         capability, after the launch's sweep spec (``RunSpec.spec_file``) holds them.
         ``chester launch --dry-run`` stops after this
-        hook and shows :attr:`PreparedSweep.scripts` and :attr:`PreparedSweep.summary`.
+        hook and shows :attr:`PreparedSweep.scripts` and :attr:`PreparedSweep.summary`; a
+        dry run writes no run folder (only the sweep spec, in ``staging_dir``), so render
+        from the runs' records and list the run files as paths, without reading them.
 
         Arguments: ``backend``, the configured backend; ``runs``, the runs to submit (all of
         one sweep, possibly a subset when a launch is resumed); ``staging_dir``, a fresh
         local folder for scripts and manifests, removed once ``chester_submit`` returns or
         fails (a dry run keeps it).
 
-        Returns: a :class:`~chester.plugin.records.PreparedSweep`.
+        Returns: a :class:`~chester.plugin.records.PreparedSweep`; an option only the real
+        submit needs and the backend lacks (a cluster's account) goes in its ``blockers``,
+        not an error, so that a dry run still shows the scripts.
 
         Errors: :class:`~chester.plugin.errors.UserError` for bad options or resources.
 

@@ -7,7 +7,7 @@ All are ``attrs`` frozen, keyword-only classes: hashable, safe to share, extende
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,10 @@ TERMINAL_STATES = frozenset(
     {State.SUCCEEDED, State.FAILED, State.CANCELLED, State.TIMEOUT, State.OOM, State.PREEMPTED,
      State.LOST}
 )
+
+
+def _lines(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 def _norm_name(value: str) -> str:
@@ -219,6 +223,10 @@ class PreparedSweep:
                                                     "--dry-run, logs"))
     data: Mapping[str, Any] = field(factory=dict, metadata=_doc(
         "private to the backend", "chester_prepare", "chester_submit"))
+    blockers: tuple[str, ...] = field(default=(), converter=_lines, metadata=_doc(
+        "what only the real submit needs and is missing (a cluster's account), one line "
+        "each: a launch stops on the first before submitting; a dry run shows the scripts "
+        "and warns", "chester_prepare", "the launcher (launch, relaunch, --dry-run)"))
 
 
 @frozen(kw_only=True)

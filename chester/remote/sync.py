@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -98,11 +98,59 @@ def decide(rule_list: Sequence[tuple[str, str]], rel: str, is_dir: bool) -> bool
     return True
 
 
+def _predicate(pattern: str) -> Callable[[str, str, bool], bool]:
+    """:func:`matches` for one pattern, as a function of ``(rel, name, is_dir)``: a plain
+    name or ``*suffix`` is a string comparison, not a regular expression."""
+    dir_only = pattern.endswith("/")
+    pat = pattern.rstrip("/") if dir_only else pattern
+    wild = any(c in pat for c in "*?[")
+    if pat.startswith("/") and not wild:  # one path from the root (the log folder)
+        anchored = pat[1:]
+
+        def at_root(rel: str, name: str, is_dir: bool) -> bool:
+            return rel == anchored and (is_dir or not dir_only)
+        return at_root
+    if "/" in pat or pat.startswith("**"):
+        def general(rel: str, name: str, is_dir: bool) -> bool:
+            return matches(pattern, rel, is_dir)
+        return general
+    if not wild:
+        def literal(rel: str, name: str, is_dir: bool) -> bool:
+            return name == pat and (is_dir or not dir_only)
+        return literal
+    if pat.startswith("*") and not any(c in pat[1:] for c in "*?["):
+        suffix = pat[1:]
+
+        def ending(rel: str, name: str, is_dir: bool) -> bool:
+            return name.endswith(suffix) and (is_dir or not dir_only)
+        return ending
+    rx = _compile(pat)
+
+    def glob(rel: str, name: str, is_dir: bool) -> bool:
+        return (is_dir or not dir_only) and rx.match(name) is not None
+    return glob
+
+
+def compile_rules(rule_list: Sequence[tuple[str, str]]) -> Callable[[str, bool], bool]:
+    """:func:`decide` for one list of rules, made once: ``sent(rel, is_dir)``. Walking a
+    project of 10,000 files with it takes a few milliseconds of matching."""
+    compiled = [(sign == "+", _predicate(pat)) for sign, pat in rule_list]
+
+    def sent(rel: str, is_dir: bool) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        for keep, pred in compiled:
+            if pred(rel, name, is_dir):
+                return keep
+        return True
+
+    return sent
+
+
 def select_files(root: Path, include: Sequence[str], exclude: Sequence[str],
                  extra_exclude: Sequence[str] = ()) -> Iterator[tuple[str, Path]]:
     """Yield ``(relative posix path, absolute path)`` of every file the rules send, sorted."""
     root = Path(root)
-    rule_list = rules(include, exclude, extra_exclude)
+    sent = compile_rules(rules(include, exclude, extra_exclude))
 
     def walk(d: Path, prefix: str) -> Iterator[tuple[str, Path]]:
         try:
@@ -112,7 +160,7 @@ def select_files(root: Path, include: Sequence[str], exclude: Sequence[str],
         for e in entries:
             rel = f"{prefix}{e.name}"
             is_dir = e.is_dir(follow_symlinks=False)
-            if not decide(rule_list, rel, is_dir):
+            if not sent(rel, is_dir):
                 continue
             if is_dir:
                 yield from walk(Path(e.path), rel + "/")

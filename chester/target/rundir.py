@@ -6,13 +6,14 @@ Layout of one run folder (the seed's, plus chester's own records under ``.cheste
         variant.json        the variant, for people and tools (JSON; repr for odd values)
         stdout.log          the run's standard output
         stderr.log          the run's standard error
+        stdout.N.log        an earlier run of the folder (attempt N, or the run it took over)
         .done               written on success (the seed's marker)
         .chester/run.json   token, name, attempt: what the run is
         .chester/payload.pkl  cloudpickle of the function, then of the exact variant (mode 0600)
         .chester/status.json  the worker's record: start, end, exit status, exception
         .chester/queued.json  the queue runner that owns the run (pid, start time)
         .chester/exit.json  the worker's exit status, as the queue runner saw it
-        .chester/cancel     present once the run was cancelled: who and when (JSON)
+        .chester/cancel     present once the run was cancelled: who, when, which run (JSON)
 
 Every file and field is described in docs/target.md.
 
@@ -57,6 +58,78 @@ def write_json_atomic(path: str | Path, data: Any, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def write_bytes_atomic(path: str | Path, data: bytes, mode: int = 0o644) -> None:
+    """Write bytes so that a reader never sees half a file."""
+    path = os.fspath(path)
+    parent, name = os.path.split(path)
+    tmp = os.path.join(parent or ".", f".{name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def cancelled(run_dir: str | Path, token: str | None) -> bool:
+    """Is the run ``token`` in ``run_dir`` cancelled? The marker names the run it was
+    written for; one for an earlier run of the folder (a relaunch, a folder taken over)
+    does not count, one that names no run (written by an older chester) counts for any."""
+    path = os.path.join(os.fspath(run_dir), CANCEL)
+    if not os.path.lexists(path):
+        return False
+    owner = read_cancel(run_dir).get("token")
+    return not owner or owner == token
+
+
+def retire(run_dir: str | Path, token: str | None = None) -> dict[str, str]:
+    """Make way for a new run in a folder an earlier run used (a run submitted again, a
+    folder taken over): its ``stdout.log``/``stderr.log`` move beside, numbered
+    (``stdout.1.log``, the first number free for both), its status record goes to
+    ``.chester/status.N.json``, and its ``.done`` and its queue, exit and cancel records go
+    (those written for the run ``token`` stay). Returns each moved log's new path by its
+    old name."""
+    run_dir = os.fspath(run_dir)
+    n = 1
+    while any(os.path.lexists(os.path.join(run_dir, f"{stem}.{n}.log"))
+              for stem in ("stdout", "stderr")):
+        n += 1
+    moved = {}
+    for name in (STDOUT, STDERR):
+        old = os.path.join(run_dir, name)
+        try:
+            if os.path.getsize(old) == 0:
+                continue
+            new = os.path.join(run_dir, f"{name[:-4]}.{n}.log")
+            os.replace(old, new)
+            moved[name] = new
+        except OSError:
+            continue
+    status = read_json(os.path.join(run_dir, STATUS))
+    if status is not None and (token is None or status.get("token") != token):
+        try:
+            os.replace(os.path.join(run_dir, STATUS),
+                       os.path.join(run_dir, META, f"status.{n}.json"))
+        except OSError:
+            pass
+    for rel in (QUEUED, EXIT):
+        if token is not None and (read_json(os.path.join(run_dir, rel)) or {}).get(
+                "token") == token:
+            continue
+        _unlink(os.path.join(run_dir, rel))
+    if not (token is not None and cancelled(run_dir, token)):
+        _unlink(os.path.join(run_dir, CANCEL))
+    _unlink(os.path.join(run_dir, DONE))
+    return moved
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def read_json(path: str | Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
@@ -69,8 +142,10 @@ def read_json(path: str | Path) -> Any:
 CANCELLED_BY = "chester cancel"
 
 
-def write_cancel(run_dir: str | Path, by: str = CANCELLED_BY) -> None:
-    """Write the cancel marker: who cancelled the run, when, as which user on which host."""
+def write_cancel(run_dir: str | Path, by: str = CANCELLED_BY, token: str | None = None
+                 ) -> None:
+    """Write the cancel marker: who cancelled the run, when, as which user on which host,
+    and which run of the folder (``token``: see :func:`cancelled`)."""
     import getpass
 
     try:
@@ -78,7 +153,7 @@ def write_cancel(run_dir: str | Path, by: str = CANCELLED_BY) -> None:
     except (KeyError, OSError):  # a uid with no name
         user = None
     write_json_atomic(os.path.join(os.fspath(run_dir), CANCEL), {
-        "by": by, "at": time.time(), "user": user, "host": hostname()})
+        "by": by, "at": time.time(), "user": user, "host": hostname(), "token": token})
 
 
 def read_cancel(run_dir: str | Path) -> dict[str, Any]:

@@ -115,7 +115,8 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
     base_env = dict(os.environ)
     base_env.pop("CHESTER_SLOTS_DIR", None)
     for run_dir in mine:
-        if (run_dir / rd.CANCEL).exists():
+        token = (rd.read_json(run_dir / rd.RUN_JSON) or {}).get("token")
+        if rd.cancelled(run_dir, token):
             subprocess.call([*(prefix or ()), *rd.tool_argv(python, "worker"), str(run_dir)],
                             cwd=cwd)
             continue
@@ -125,7 +126,7 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
             slot = _try_slot(slots_dir, max_parallel)
             if slot is None:
                 time.sleep(POLL_S)
-            if (run_dir / rd.CANCEL).exists():
+            if rd.cancelled(run_dir, token):
                 break
         if slot is None:  # cancelled while waiting
             subprocess.call([*(prefix or ()), *rd.tool_argv(python, "worker"), str(run_dir)],

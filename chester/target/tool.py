@@ -37,6 +37,8 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
     alive = st is not None and rd.pid_alive(st.get("pid"), st.get("start_ticks"))
     ex = rd.read_json(run_dir / rd.EXIT)
     q = rd.read_json(run_dir / rd.QUEUED)
+    if q and q.get("token") not in (None, meta.get("token")):
+        q = None  # an earlier run's queue runner (the folder's run was submitted again)
     # the queue runner of this run is alive: it records how the worker ended as it ends
     runner_alive = bool(q) and q.get("token") == meta.get("token") and \
         rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks"))
@@ -45,8 +47,8 @@ def probe(run_dir: Path, *, kill_orphans: bool = True) -> dict[str, Any]:
     tail = None if (alive and not states.ended(st)) or states.succeeded(st, done=done) else \
         rd.tail(run_dir / rd.STDERR)
     v = states.decide(meta, status, done=done,
-                      cancel=(run_dir / rd.CANCEL).exists(), alive=alive, exit_record=ex,
-                      exit_pending=runner_alive, tail=tail,
+                      cancel=rd.cancelled(run_dir, meta.get("token")), alive=alive,
+                      exit_record=ex, exit_pending=runner_alive, tail=tail,
                       free_bytes=rd.free_bytes(run_dir), run_dir=str(run_dir))
     if v is None:  # never started, and nothing says it will not: the queue says why
         if q and rd.pid_alive(q.get("runner_pid"), q.get("runner_ticks")):
@@ -94,7 +96,7 @@ def cancel(run_dir: Path, grace_s: float = ORPHAN_GRACE_S, by: str = rd.CANCELLE
     before = probe(run_dir, kill_orphans=False)
     if before["state"] not in (states.QUEUED, states.RUNNING):
         return False
-    rd.write_cancel(run_dir, by)
+    rd.write_cancel(run_dir, by, (rd.read_json(run_dir / rd.RUN_JSON) or {}).get("token"))
     st = rd.read_json(run_dir / rd.STATUS)
     if st and st.get("pgid") and rd.pid_alive(st.get("pid"), st.get("start_ticks")):
         rd.kill_group(int(st["pgid"]), grace_s)

@@ -125,6 +125,35 @@ def _outlive(prior: dict) -> None:
             pass
 
 
+def _keep_earlier_logs(run_dir: str, token: str) -> None:
+    """The folder held an earlier run (this run was submitted again, or took the folder
+    over): that run's logs move beside (``stdout.1.log``, ``stderr.1.log``) and its records
+    go (:func:`rundir.retire`). This worker's own output, opened on ``stdout.log`` and
+    ``stderr.log`` by whatever started it, follows to new files of those names."""
+    opened = {}
+    for fd in (1, 2):
+        try:
+            st = os.fstat(fd)
+            opened[fd] = (st.st_dev, st.st_ino)
+        except OSError:
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    moved = rd.retire(run_dir, token)
+    for fd, name in ((1, rd.STDOUT), (2, rd.STDERR)):
+        new = moved.get(name)
+        try:
+            ident = (os.stat(new).st_dev, os.stat(new).st_ino) if new else None
+        except OSError:
+            ident = None
+        if ident is None or opened.get(fd) != ident:
+            continue  # this stream does not write to the moved log
+        out = os.open(os.path.join(run_dir, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                      0o644)
+        os.dup2(out, fd)
+        os.close(out)
+
+
 def run(run_dir: str) -> int:
     """Run the run in ``run_dir``; return the process exit status."""
     run_dir = os.path.abspath(run_dir)
@@ -155,13 +184,15 @@ def run(run_dir: str) -> int:
                       file=sys.stderr)
                 return 0
             _outlive(prior)
-    if os.path.exists(at(rd.CANCEL)):
+    if rd.cancelled(run_dir, token):
         marker = rd.read_cancel(run_dir)
         rd.write_json_atomic(at(rd.STATUS), {
             "token": token, "attempt": attempt, "state": "cancelled",
             "reason": rd.cancel_reason(marker, started=False), "ended_at": time.time(),
             **rd.cancel_fields(marker)})
         return 0
+    if prior and prior.get("token") not in (None, token):
+        _keep_earlier_logs(run_dir, token)  # an earlier run of this folder
     try:
         os.unlink(at(rd.DONE))
     except FileNotFoundError:
@@ -296,6 +327,9 @@ records: RUN_DIR/.chester/status.json at the start (pid, pgid, start_ticks, host
          state: running) and at the end (ended_at, state, exit_code; on failure reason,
          exception, traceback; when cancelled, cancelled_by and cancelled_at from the
          cancel marker); RUN_DIR/.done on success
+earlier: when the folder held an earlier run (submitted again, or a launch took the folder
+         over), its stdout.log and stderr.log move to stdout.N.log and stderr.N.log (the
+         first number free) and its status to .chester/status.N.json before the run starts
 exit status: 0 succeeded (or already done), 1 the function raised or the command failed,
          143 stopped by a signal, 2 usage or an unreadable sweep spec
 """

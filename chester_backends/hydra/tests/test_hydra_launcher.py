@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,82 @@ def test_multirun_on_slurm_returns_every_job_result(tmp_path, slurm_cluster, ssh
     results = sorted(json.loads(p.read_text())["lr"]
                      for p in (project / "multirun" / "from-the-app").glob("*/result.json"))
     assert results == [1e-4, 1e-3]
+
+
+SLOW_APP = textwrap.dedent('''
+    import os, time
+    import hydra
+    from chester import store
+
+    if os.environ.get("CRASH_AFTER_SUBMIT"):  # the multirun dies between submit and record
+        def crash(self, handles):
+            os._exit(9)
+        store.Store.record_submitted = crash
+
+    @hydra.main(version_base=None, config_path="configs", config_name="config")
+    def main(cfg):
+        time.sleep(float(os.environ.get("JOB_SLEEP", "0")))
+        with open("ran.txt", "a") as f:  # the job's output folder (hydra.job.chdir)
+            f.write(f"{cfg.lr}\\n")
+        return cfg.lr
+
+    if __name__ == "__main__":
+        main()
+''')
+
+FIXED = ["-m", "hydra/launcher=chester", "hydra.launcher.backend=local",
+         "hydra.launcher.poll_interval=0.2", "hydra.job.chdir=True", "hydra.sweep.dir=fixed",
+         "hydra.sweep.subdir=job_${hydra.job.num}", "lr=0.1,0.2"]
+
+
+def test_a_multirun_into_a_fixed_folder_runs_again_and_an_active_one_is_one_line(tmp_path):
+    project = _project(tmp_path, {"local": {"type": "local", "max_parallel": 2}})
+    (project / "slow.py").write_text(SLOW_APP)
+    for _ in range(2):  # Hydra's rule: each multirun launches, into the same folders
+        ok = _run(project, "slow.py", *FIXED)
+        assert ok.returncode == 0, ok.stderr
+    assert (project / "fixed" / "job_0" / "ran.txt").read_text() == "0.1\n0.1\n"
+    assert "taking over 2 run folders of" in ok.stderr
+    # a job still running in the folder: the next multirun is refused in one line
+    env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml"),
+           "JOB_SLEEP": "60"}
+    first = subprocess.Popen([PY, "slow.py", *FIXED], cwd=project, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "running" not in _states(project):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        busy = _run(project, "slow.py", *FIXED)
+        assert busy.returncode == 1
+        # one line (then Hydra's own hint about HYDRA_FULL_ERROR), never a traceback
+        said = [line for line in busy.stderr.splitlines() if line.strip()]
+        assert said[0].startswith("chester: the run folder ") and "which is still" in said[0]
+        assert said[1:] == ["Set the environment variable HYDRA_FULL_ERROR=1 for a complete "
+                            "stack trace."], busy.stderr
+    finally:
+        subprocess.run([PY, "-m", "chester.cli", "cancel", "slow"], cwd=project, env=env,
+                       capture_output=True, timeout=60)
+        first.wait(timeout=60)
+
+
+def _states(project: Path) -> list[str]:
+    proc = subprocess.run([PY, "-m", "chester.cli", "status", "--json", "slow"], cwd=project,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")})
+    return [r["state"] for r in json.loads(proc.stdout)["runs"]] if proc.returncode == 0 else []
+
+
+def test_a_multirun_killed_while_submitting_is_completed_never_duplicated(tmp_path):
+    project = _project(tmp_path, {"local": {"type": "local", "max_parallel": 2}})
+    (project / "slow.py").write_text(SLOW_APP)
+    crashed = subprocess.run([PY, "slow.py", *FIXED], cwd=project, capture_output=True,
+                             text=True, timeout=120,
+                             env={**os.environ, "CRASH_AFTER_SUBMIT": "1",
+                                  "CHESTER_CONFIG_PATH": str(project / "chester.yaml")})
+    assert crashed.returncode == 9, crashed.stderr
+    again = _run(project, "slow.py", *FIXED)
+    assert again.returncode == 0, again.stderr
+    assert "stopped while submitting: completing it" in again.stderr
+    for job in ("job_0", "job_1"):  # each job ran once
+        assert len((project / "fixed" / job / "ran.txt").read_text().split()) == 1

@@ -41,9 +41,10 @@ def test_gpus_from_nvidia_smi_become_slots(tmp_path, monkeypatch):
     assert all(s.value == "succeeded" for s in states.values())
     recs = [json.loads((r.log_dir / "gpu.json").read_text()) for r in sweep.runs]
     assert {r["gpu"] for r in recs} <= {"0", "1"}
-    for a in recs:
+    for a in recs:  # at each run's start, at most one other runs, on the other GPU
+        at_once = [b for b in recs if b is not a and b["start"] <= a["start"] < b["end"]]
+        assert len(at_once) <= 1, "more than two runs at once"
         overlapping = [b for b in recs if b is not a and b["start"] < a["end"] and a["start"] < b["end"]]
-        assert len(overlapping) <= 1, "more than two runs at once"
         assert all(b["gpu"] != a["gpu"] for b in overlapping), "two runs shared a GPU"
 
 

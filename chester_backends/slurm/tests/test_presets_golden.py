@@ -1,6 +1,7 @@
 """Each cluster preset's job script for a GPU run, a CPU run and a run with per-run
-overrides, as golden files (``CHESTER_UPDATE_GOLDEN=1`` rewrites them); required options and
-conflicting directives are errors at prepare, before anything is sent."""
+overrides, as golden files (``CHESTER_UPDATE_GOLDEN=1`` rewrites them); conflicting
+directives are errors at prepare, before anything is sent; a required option left unset is a
+blocker of the prepared sweep (a dry run shows the scripts, a launch stops before the submit)."""
 
 from __future__ import annotations
 
@@ -65,10 +66,14 @@ def test_psc_asks_for_typed_gpus_on_gpu_shared(tmp_path):
     assert "#SBATCH --partition=GPU-shared" in lines and "#SBATCH --gpus=v100-32:2" in lines
 
 
-def test_gl_without_account_is_one_line_at_prepare(tmp_path):
-    with pytest.raises(UserError, match=r"account is required.*backends\.gl\.account") as e:
-        _prepare(tmp_path, "gl", {"gpus": 1}, account=None)
-    assert "\n" not in str(e.value)
+def test_gl_without_account_renders_and_blocks_the_submit_in_one_line(tmp_path):
+    # the scripts are rendered (a dry run shows them), the missing option is a blocker
+    prepared = _prepare(tmp_path, "gl", {"gpus": 1}, account=None)
+    assert _directives(prepared.scripts["job-0.sbatch"])
+    [line] = prepared.blockers
+    assert "account is required" in line and "backends.gl.account" in line
+    assert "\n" not in line
+    assert _prepare(tmp_path, "gl", {"gpus": 1}).blockers == ()
 
 
 def test_a_per_run_value_replaces_the_per_gpu_default(tmp_path):

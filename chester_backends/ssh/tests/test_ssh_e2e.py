@@ -576,3 +576,55 @@ def test_ctrl_c_on_logs_follow_leaves_nothing_running_on_the_host(tmp_path, sshd
         assert time.monotonic() < end, followers()
         time.sleep(0.2)
     sw.cancel()
+
+
+TRAINLIB = """
+BUG = True
+
+def train(variant, log_dir, exp_name):
+    if BUG and variant["seed"] % 2:
+        raise ValueError("loss is NaN")
+"""
+
+IMPORTING = """
+import chester
+from trainlib import train
+
+sweep = chester.launch(train, [{"seed": s} for s in (1, 2)], backend="box", exp_prefix="lib")
+sweep.wait(poll_interval=0.5, progress=False, pull=False)
+"""
+
+
+def test_relaunch_runs_the_fixed_imported_function_on_the_host(tmp_path, sshd_hosts):
+    """The code is synced again and the function imported afresh on the host: a fix made
+    after the launch is what the failed runs run; the earlier attempt's logs are kept."""
+    project, _ = make_config(tmp_path, sshd_hosts, {"box": (0, {})})
+    env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
+    (project / "trainlib.py").write_text(TRAINLIB)
+    (project / "go.py").write_text(IMPORTING)
+    r = subprocess.run([sys.executable, "go.py"], cwd=project, env=env, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+
+    def runs() -> list[dict]:
+        st = subprocess.run([CHESTER, "status", "--json", "lib"], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=60)
+        assert st.returncode == 0, st.stderr
+        return sorted(json.loads(st.stdout)["runs"], key=lambda x: x["name"])
+
+    assert [x["state"] for x in runs()] == ["failed", "succeeded"]
+    (project / "trainlib.py").write_text(TRAINLIB.replace("BUG = True", "BUG = False"))
+    r = subprocess.run([CHESTER, "relaunch", "lib", "--failed"], cwd=project, env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 90
+    while [x["state"] for x in runs()] != ["succeeded", "succeeded"]:
+        assert time.monotonic() < deadline, runs()
+        time.sleep(0.5)
+    again, once = runs()
+    assert [again["attempt"], once["attempt"]] == [2, 1]
+    # the first attempt's logs stay beside the second's, in the host's folder
+    rel = Path(again["log_dir"]).relative_to(project)
+    folder = host_path(sshd_hosts[0], f"/remote/{tmp_path.name}/{rel}")
+    assert "loss is NaN" in (folder / "stderr.1.log").read_text()
+    assert "loss is NaN" not in (folder / "stderr.log").read_text()

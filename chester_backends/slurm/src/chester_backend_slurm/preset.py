@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import attrs
+
 from chester.plugin.errors import UserError
 from chester.plugin.manager import hookimpl
 from chester.plugin.records import (
@@ -51,13 +53,17 @@ class Preset:
     def __repr__(self) -> str:
         return f"<chester slurm preset {self.name!r}>"
 
+    def missing(self, backend: BackendConfig) -> tuple[str, ...]:
+        """Each required option left unset: one line naming it, the file and the fix."""
+        return tuple(f"{self.name} backend {backend.name!r}: {key} is required on this "
+                     f"cluster; set backends.{backend.name}.{key} in chester.yaml ({how})"
+                     for key, how in self.required.items()
+                     if getattr(backend.options, key, None) in (None, ""))
+
     def check_required(self, backend: BackendConfig) -> None:
         """A required option left unset is one line naming it, the file and the fix."""
-        for key, how in self.required.items():
-            if getattr(backend.options, key, None) in (None, ""):
-                raise UserError(f"{self.name} backend {backend.name!r}: {key} is required on "
-                                f"this cluster; set backends.{backend.name}.{key} in "
-                                f"chester.yaml ({how})")
+        for line in self.missing(backend):
+            raise UserError(line)
 
     @hookimpl
     def chester_backends(self) -> list[BackendSpec]:
@@ -66,12 +72,16 @@ class Preset:
     @hookimpl
     def chester_prepare(self, backend: BackendConfig, runs: Sequence[RunSpec],
                         staging_dir: Path) -> PreparedSweep:
-        self.check_required(backend)
-        return slurm.chester_prepare(backend=backend, runs=runs, staging_dir=staging_dir)
+        # rendered whatever is missing (a dry run shows it); the launch stops on a blocker
+        prepared = slurm.chester_prepare(backend=backend, runs=runs, staging_dir=staging_dir)
+        missing = self.missing(backend)
+        return attrs.evolve(prepared, blockers=prepared.blockers + missing) if missing \
+            else prepared
 
     @hookimpl
     def chester_submit(self, backend: BackendConfig,
                        prepared: PreparedSweep) -> list[RunHandle]:
+        self.check_required(backend)  # the launcher stops before; a direct caller here
         return slurm.chester_submit(backend=backend, prepared=prepared)
 
     @hookimpl

@@ -95,8 +95,10 @@ class ChesterLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.errors import CompactHydraException
 
-        from chester.launcher.launching import launch
+        from chester.launcher.launching import LaunchRequest, run_request, say
+        from chester.plugin.errors import ChesterError
         from chester.variants.naming import safe_component
 
         setup_globals()
@@ -128,9 +130,19 @@ class ChesterLauncher(Launcher):
                              "hydra_config": cfg})
         HydraConfig.instance().set_config(self.config)
         runner = JobRunner(self.hydra_context, self.task_function, Singleton.get_state())
-        sweep = launch(runner, variants, backend=self.backend, exp_prefix=prefix,
-                       run_dirs=dirs, exp_names=names, env=self.env,
-                       resources=self.resources, resume="incomplete")
+        # as Hydra's own launchers: each multirun launches anew into its output folders,
+        # taking over those of earlier runs that ended (a multirun stopped half-way is
+        # completed, never run twice); a folder whose run is still going is one line
+        request = LaunchRequest.of(runner, variants, backend=self.backend, exp_prefix=prefix,
+                                   run_dirs=dirs, exp_names=names, env=self.env,
+                                   resources=self.resources, resume="incomplete",
+                                   take_over=True, surface="hydra",
+                                   variant_keys=[v["overrides"] for v in variants])
+        try:
+            sweep = run_request(request)
+        except ChesterError as exc:
+            raise CompactHydraException(f"chester: {exc}") from exc
+        say(sweep.notices)
         sweep.wait(timeout=self.timeout, poll_interval=self.poll_interval, pull=True)
         return [_job_return(row, v["overrides"])
                 for row, v in zip(sorted(sweep.rows(), key=lambda r: r.idx), variants,
