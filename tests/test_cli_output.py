@@ -72,3 +72,21 @@ def test_a_report_that_cannot_be_written_fails_in_one_line(tmp_path):
     r = subprocess.run([*CHESTER, "status", "o"], cwd=project, env=env,
                        stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=_closed(1))
     assert r.returncode == 1 and "stdout is closed" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args", [["status", "o"],
+                                  ["launch", "--dry-run", "-p", "d", "--", "python", "-c",
+                                   "pass", "x=range(0,2000)"]])
+def test_a_reader_that_had_enough_is_no_failure(tmp_path, args):
+    """``chester status | head -n 1`` and a dry run into ``head``: the reader went away
+    having read what it wanted; nothing is said and the exit status is the command's own
+    (as ``logs -f`` into a closed pipe); a dry run records nothing."""
+    project = make_project(tmp_path / "p", LOCAL)
+    assert _launch(project, "o", capture_output=True).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "CHESTER_CONFIG_PATH"}
+    r = subprocess.run(["bash", "-c", 'set -o pipefail; "$@" | head -n 1', "sh", *CHESTER,
+                        *args], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stderr == "", (r.returncode, r.stderr)
+    assert r.stdout.count("\n") == 1
+    assert _submitted(project, "o") == 2 and _submitted(project, "d") == 0

@@ -97,6 +97,17 @@ def normalise(out: str, s: Servers) -> str:
     out = re.sub(rf"\b{re.escape(socket.gethostname())}\b", PAGE_MACHINE, out)
     out = re.sub(r"\b\d+(?:\.\d+)?(s|m|h|d) ago\b", r"5\1 ago", out)  # ages
     out = re.sub(r"\bin \d+(?:\.\d+)? ?s\b", "in 2.0 s", out)  # durations
+    # --wait's first progress line is printed as the runs start (how many ended by then
+    # varies); the later ones, one per 10 s, come as fast as this machine runs them
+    seen: set[str] = set()
+
+    def progress(m: re.Match) -> str:
+        first = m.group(1) not in seen
+        seen.add(m.group(1))
+        return f"{m.group(1)}: 0/{m.group(2)} ended ({m.group(2)} queued), 0s elapsed\n" \
+            if first else ""
+
+    out = re.sub(r"(?m)^(\S+): \d+/(\d+) ended \([^)]*\), \d+s elapsed\n", progress, out)
     out = re.sub(r"\bi-[0-9a-f]{8,17}\b", "i-0123456789abcdef0", out)  # EC2 instances
     out = re.sub(r"\b[0-9a-f]{32}\b", "0" * 32, out)  # tokens
     out = re.sub(r"(?m)(\t|^)(\d+)_(\d+)(?=\t)", lambda m: f"{m.group(1)}123_{m.group(3)}",

@@ -297,7 +297,8 @@ def _guard_output(command: str) -> tuple[GuardedOutput, GuardedOutput]:
 def _output_verdict(command: str, code: int, out: GuardedOutput, err: GuardedOutput) -> int:
     """The exit status once the command is done: an acting command keeps its own (what
     it did is done) and says in one line on stderr that only its output was lost; any
-    other command, whose output is what it was for, fails."""
+    other command (a dry run too), whose output is what it was for, keeps its own when
+    its reader went away having read what it wanted (``| head``) and fails otherwise."""
     out.strict = False  # what failed now is said below, not raised
     out.flush()
     if out.error is None:
@@ -307,9 +308,10 @@ def _output_verdict(command: str, code: int, out: GuardedOutput, err: GuardedOut
                   f"its output could not be written to stdout: {out.error}\n")
         err.flush()
         return code
-    if not out.reader_gone:
-        err.write(f"chester: error: the output could not be written to stdout: {out.error}\n")
-        err.flush()
+    if out.reader_gone:  # `| head`: the reader had what it wanted, as `logs -f` into one
+        return code
+    err.write(f"chester: error: the output could not be written to stdout: {out.error}\n")
+    err.flush()
     return code or EXIT_BACKEND
 
 
@@ -323,10 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     real = sys.stdout, sys.stderr
-    out, err = _guard_output(args.command)
+    # a dry run acts on nothing: its output is what it is for, as for status
+    command = "dry-run" if getattr(args, "dry_run", False) else args.command
+    out, err = _guard_output(command)
     try:
         code = _main(args)
-        return _output_verdict(args.command, code, out, err)
+        return _output_verdict(command, code, out, err)
     finally:
         sys.stdout, sys.stderr = real
 
@@ -364,7 +368,7 @@ def _main(args: argparse.Namespace) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except OSError:
             pass
-        return 1
+        return 0  # the reader had what it wanted
     except OSError:
         if sys.stdout.error is None:  # type: ignore[union-attr]
             raise
