@@ -906,12 +906,56 @@ class Agent:
             sys.path.insert(0, path)
 
     def main(self) -> int:
+        """The agent's life, one named step after another: put chester's runtime on the
+        path, start the watch, take the runs this instance is to run, fetch their folders
+        and the code, set up, start them, watch them until each has ended (or a signal stops
+        them), sync, and power off. Returns the exit status of the agent."""
         self.use_runtime()
-        from chester.target import rundir, states
+        # the one rule, imported here first: a runtime that does not import stops the agent
+        # before anything starts (the steps import it again, from sys.modules)
+        from chester.target import rundir, states  # noqa: F401
+        self.start_watch()
+        self.take_runs()
+        if self.superseded:
+            log("another instance of group %s runs its runs: this one leaves them alone"
+                % self.group)
+            self.runs = []
+            self.steal_done = True
+        if self.steal_done and all(r.frozen for r in self.runs):
+            log("no run left for this instance")
+            return self.finish()
+        self.beating = True
+        self.heartbeat()
+        self.fetch_runs()
+        code_dir = self.fetch_code()
+        rc, script, logf = self.setup(code_dir)
+        if rc != 0:
+            self.fail_setup(rc, logf, code_dir)
+            return self.finish()
+        self.code_dir, self.script = code_dir, script
+        self.start_runs(code_dir, script)
+        self.watch_runs()
+        if self.stop.is_set():
+            self.stop_runs()
+        self.sync_all(force=True)
+        if self.stop.is_set():
+            return 0
+        return self.finish()
 
+    def start_watch(self) -> None:
+        """SIGTERM and SIGINT stop the runs (and sync them); the watch thread checks the spot
+        notice, the bounds and the heartbeat from now on."""
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
         threading.Thread(target=self.watch_loop, name="chester-watch", daemon=True).start()
+
+    def take_runs(self) -> None:
+        """Decide which runs are this instance's: its spec's runs and those an earlier
+        instance of its group took from others; a run whose earlier record is final is kept
+        as ended (frozen), never run again; of the others only those this instance claims
+        stay, the rest are another instance's and not touched at all."""
+        from chester.target import states
+
         try:  # runs an earlier instance of this group took from others: this one's too
             self.stolen = list(self.store.get_json(self.stolen_key()))
         except Exception:
@@ -928,51 +972,51 @@ class Agent:
             if rec and rec.get("state") in states.FINAL:
                 run.state = "ended"  # it ended before a restart or a requeue
                 run.frozen = True
-        # only the runs this instance claims are its own: the others are not touched at all
         self.runs = [r for r in self.runs if r.frozen or self.claim(r)]
-        if self.superseded:
-            log("another instance of group %s runs its runs: this one leaves them alone"
-                % self.group)
-            self.runs = []
-            self.steal_done = True
-        if self.steal_done and all(r.frozen for r in self.runs):
-            log("no run left for this instance")
-            return self.finish()
-        self.beating = True
-        self.heartbeat()
+
+    def fetch_runs(self) -> None:
+        """Fetch each run's folder and give the runs still to run a slot, in order; a
+        requeue may bring more runs than slots (runs taken earlier): the rest wait for one
+        (slot None)."""
         for run in self.runs:
             os.makedirs(run.dir, exist_ok=True)
             self.fetch_run(run)
-        # a requeue may bring more runs than slots (runs taken earlier): the rest wait
         for run in self.runs:
             run.slot = None
         for run in self.runs:
             if not run.frozen:
                 run.slot = self.free_slot()
-        code_dir = self.fetch_code()
-        rc, script, logf = self.setup(code_dir)
-        if rc != 0:
-            said = states.not_started(tail=tail(logf, 10), run_dir=code_dir,
-                                      free_bytes=rundir.free_bytes(code_dir))
-            reason = "instance setup failed (exit %d): %s" % (
-                rc, said["reason"] if said else tail(logf, 10) or "")
-            for run in self.runs:
-                if run.frozen:
-                    continue
-                with open(os.path.join(run.dir, "stderr.log"), "a") as f:
-                    f.write(reason + "\n")
-                run.state = "ended"
-                run.frozen = True
-                self.store.put(self.status_key(run), json.dumps({
-                    "token": run.token, "state": "failed", "reason": reason[:2000],
-                    "ended_at": time.time(), "stderr_tail": tail(logf)}).encode())
-                self.sync_run(run)
-            return self.finish()
-        self.code_dir, self.script = code_dir, script
+
+    def fail_setup(self, rc: int, logf: str, code_dir: str) -> None:
+        """The setup script failed: every run still to run ends ``failed`` with the setup's
+        reason (its ``chester:`` line by the one rule, else the end of its log), written to
+        the run's stderr and its status record, and synced."""
+        from chester.target import rundir, states
+
+        said = states.not_started(tail=tail(logf, 10), run_dir=code_dir,
+                                  free_bytes=rundir.free_bytes(code_dir))
+        reason = "instance setup failed (exit %d): %s" % (
+            rc, said["reason"] if said else tail(logf, 10) or "")
         for run in self.runs:
             if run.frozen:
                 continue
-            self.publish(run, force=True)  # queued, this attempt (clears an old preemption)
+            with open(os.path.join(run.dir, "stderr.log"), "a") as f:
+                f.write(reason + "\n")
+            run.state = "ended"
+            run.frozen = True
+            self.store.put(self.status_key(run), json.dumps({
+                "token": run.token, "state": "failed", "reason": reason[:2000],
+                "ended_at": time.time(), "stderr_tail": tail(logf)}).encode())
+            self.sync_run(run)
+
+    def start_runs(self, code_dir: str, script: str) -> None:
+        """Publish each run still to run as queued in this attempt (which clears an old
+        preemption) and start those with a slot; one cancelled, or arriving after a stop or
+        past the instance's lifetime, ends without starting."""
+        for run in self.runs:
+            if run.frozen:
+                continue
+            self.publish(run, force=True)
             if run.slot is None:
                 continue  # no slot free yet: started when one is
             if not run.cancelled and not self.stop.is_set() and not self.lifetime_over:
@@ -980,74 +1024,100 @@ class Agent:
             else:
                 run.state = "ended"
                 self.publish(run, force=True)
+
+    def watch_runs(self) -> None:
+        """The main loop, every ``watch_interval_s`` (sooner on a notice) until every run
+        has ended or a signal stops the agent: read the cancel markers, publish what changed,
+        sync when due, fill the freed slots, take the sweep's next runs."""
         watch = float(self.spec.get("watch_interval_s", 5))
         sync = float(self.spec.get("sync_interval_s", 60))
         last_sync = time.time()
-        next_sync = last_sync + sync
         seen: dict[str, int | None] = {}
         while not self.stop.is_set():
             self.check_cancel()
-            changed = False
-            for run in self.runs:
-                if run.state == "running":
-                    st = os.path.join(run.dir, STATUS)
-                    try:
-                        m = os.stat(st).st_mtime_ns
-                    except OSError:
-                        m = None
-                    if seen.get(run.token) != m:
-                        seen[run.token] = m
-                        changed = True
-                    if run.exited():
-                        run.state = "ended"
-                        with self.lock:
-                            self.sync_run(run)
-                        continue
-                    if changed and not run.record().get("ended_at"):
-                        self.publish(run)  # a final record waits for the files (below)
-            # after a spot notice, what the runs write (a checkpoint) goes up at once
-            if self.sync_now or \
-                    time.time() >= (last_sync + min(sync, watch) if self.preempted else next_sync):
-                self.sync_now = False
-                self.sync_all()
-                last_sync = time.time()
-                next_sync = last_sync + sync
-            # a freed slot: a run of this group waiting for one, else the sweep's next run
-            for run in self.runs:
-                if run.state is None and not run.frozen and run.slot is None:
-                    run.slot = self.free_slot()
-                    if run.slot is None:
-                        break
-                    if run.cancelled or self.lifetime_over or self.preempted:
-                        run.state = "ended"
-                        self.publish(run, force=True)
-                    else:
-                        self.start(run, self.code_dir, self.script)
-            try:
-                while self.steal():
-                    pass
-            except Exception as exc:  # S3 trouble: the runs go on, tried again later
-                log("taking the next run: %s: %s" % (type(exc).__name__, exc))
+            self.publish_changes(seen)
+            last_sync = self.sync_when_due(last_sync, sync, watch)
+            self.fill_slots()
+            self.take_next_runs()
             if all(r.state == "ended" for r in self.runs):
                 break
             self.wake.wait(watch)
             self.wake.clear()
-        if self.stop.is_set():
-            # a shutdown signals every process: give the workers a moment to record their
-            # end on their own before a second SIGTERM could cut that short
-            end = time.time() + 3.0
-            while time.time() < end and any(
-                    r.proc is not None and r.proc.poll() is None for r in self.runs):
-                time.sleep(0.05)
-            for run in self.runs:
-                self.kill(run, grace=5.0)
-                if run.state == "running":
+
+    def publish_changes(self, seen: dict[str, int | None]) -> None:
+        """A run whose worker exited ends and is synced; once a running run's status file
+        changed (``seen``: each run's last mtime), it and the running runs after it are
+        published, except a final record, which waits for the run's files (synced with
+        them)."""
+        changed = False
+        for run in self.runs:
+            if run.state == "running":
+                st = os.path.join(run.dir, STATUS)
+                try:
+                    m = os.stat(st).st_mtime_ns
+                except OSError:
+                    m = None
+                if seen.get(run.token) != m:
+                    seen[run.token] = m
+                    changed = True
+                if run.exited():
                     run.state = "ended"
-            self.check_cancel()
-        self.sync_all(force=True)
-        if self.stop.is_set():
-            return 0
-        return self.finish()
+                    with self.lock:
+                        self.sync_run(run)
+                    continue
+                if changed and not run.record().get("ended_at"):
+                    self.publish(run)
+
+    def sync_when_due(self, last_sync: float, sync: float, watch: float) -> float:
+        """Sync every run folder every ``sync`` seconds, at once when a notice asks, and
+        every ``min(sync, watch)`` after a spot notice (what the runs write, a checkpoint,
+        goes up at once); returns when the last sync was."""
+        if self.sync_now or \
+                time.time() >= (last_sync + min(sync, watch) if self.preempted
+                                else last_sync + sync):
+            self.sync_now = False
+            self.sync_all()
+            return time.time()
+        return last_sync
+
+    def fill_slots(self) -> None:
+        """A freed slot goes to the next run of this group waiting for one; a run cancelled,
+        past the lifetime or after a spot notice ends there without starting."""
+        for run in self.runs:
+            if run.state is None and not run.frozen and run.slot is None:
+                run.slot = self.free_slot()
+                if run.slot is None:
+                    return
+                if run.cancelled or self.lifetime_over or self.preempted:
+                    run.state = "ended"
+                    self.publish(run, force=True)
+                else:
+                    # set up before the main loop
+                    assert self.code_dir is not None and self.script is not None
+                    self.start(run, self.code_dir, self.script)
+
+    def take_next_runs(self) -> None:
+        """Each slot still free takes the sweep's next run no instance claimed; S3 trouble
+        leaves the runs going and is tried again next time round."""
+        try:
+            while self.steal():
+                pass
+        except Exception as exc:
+            log("taking the next run: %s: %s" % (type(exc).__name__, exc))
+
+    def stop_runs(self) -> None:
+        """After a stop signal: a shutdown signals every process, so the workers get 3 s to
+        record their end on their own before a second SIGTERM could cut that short; then
+        each run still going is stopped and ends, and the cancel markers are read once more."""
+        end = time.time() + 3.0
+        while time.time() < end and any(
+                r.proc is not None and r.proc.poll() is None for r in self.runs):
+            time.sleep(0.05)
+        for run in self.runs:
+            self.kill(run, grace=5.0)
+            if run.state == "running":
+                run.state = "ended"
+        self.check_cancel()
 
     def finish(self) -> int:
         argv = shlex.split(os.environ.get("CHESTER_EC2_POWEROFF", "shutdown -h now"))

@@ -351,134 +351,208 @@ def merge(row: JobRow | None, rec: Mapping[str, Any] | None, *, token: str, remo
     an end the worker recorded decides, except one a signal stopped (``terminated``), which
     SLURM's word explains (cancelled, time limit, preempted, requeued). SLURM's own
     knowledge (pending reasons, job states, node failures) decides where the records do not.
+    One step per kind of SLURM state reads the two together (:class:`_Records` holds what
+    the records say).
     """
-    rec = rec or {}
-    st = states.current({"token": token, "attempt": rec.get("attempt")}, rec.get("status")) \
-        if rec.get("token") == token else None
-    done = bool(rec.get("done"))
-    tail = rec.get("tail")
-    sched_tail = rec.get("sched_tail") or ""
-    # what the login host read of the run folder (the end of stderr, its free bytes)
-    found: dict[str, Any] = {"tail": tail, "free_bytes": rec.get("free"),
-                             "run_dir": rec.get("dir") or ""}
-    common: dict[str, Any] = {"remote_id": remote_id, "host": (st or {}).get("host") or host,
-                              "started_at": (st or {}).get("started_at"),
-                              "ended_at": (st or {}).get("ended_at"),
-                              "attempt": (st or {}).get("attempt")}
-    worker_ok = states.succeeded(st, done=done)
-    worker_ended = st is not None and states.ended(st)
-
-    def recorded(exit_code: int | None = None) -> RunStatus:
-        """The end the worker recorded."""
-        return _status(states.from_end(st or {}, done=done), common, tail, exit_code)
-
+    seen = _Records.of(rec, token=token, remote_id=remote_id, host=host)
     if row is None:
-        # not known to the scheduler (yet: sacct lags; or no more: squeue forgets)
-        if worker_ok:
-            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
-        if worker_ended and source != "squeue" and (st or {}).get("state") == \
-                states.TERMINATED:
-            # stopped by a signal: only the scheduler can say why (cancel, time limit,
-            # requeue, preemption), and sacct keeps every job, so wait for its word
-            return RunStatus(state=State.RUNNING, reason="stopped by a signal; waiting for "
-                             "the scheduler to say why", **common)
-        if worker_ended:
-            return recorded()
-        if source == "squeue" and st is not None:
-            full = states.disk_full(tail, found["free_bytes"], found["run_dir"])
-            if full:
-                return _status({"state": states.FAILED, "reason": full}, common, tail)
-            return RunStatus(state=State.LOST, reason="the job left the queue without a "
-                             "record of its end", stderr_tail=tail, **common)
-        return RunStatus(state=State.QUEUED, pending_reason="submitted", **common)
+        return _not_in_scheduler(seen, source)
     s = row.state.rstrip("+")
     if s == "PENDING":
-        # sacct lags the controller: a short run can start, and even end, while sacct still
-        # says PENDING. A success stays a success (the worker never runs a succeeded run
-        # again); a running worker is running.
-        if worker_ok:
-            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
-        if st is not None and not worker_ended and st.get("state") == "running":
-            return RunStatus(state=State.RUNNING, **common)
-        if st is not None:  # it ran before: requeued
-            attempt = int(st.get("attempt") or 1) + (1 if worker_ended or st.get("state") ==
-                                                     "running" else 0)
-            return RunStatus(state=State.REQUEUED, pending_reason=row.reason,
-                             reason=f"requeued (attempt {attempt})",
-                             **{**common, "attempt": attempt, "ended_at": None})
-        return RunStatus(state=State.QUEUED, pending_reason=pending_words(row.reason), **common)
+        return _pending(seen, row)
     if s == "REQUEUE_HOLD":
-        return RunStatus(state=State.QUEUED, pending_reason=_OWN_WORDS[s], **common)
+        return RunStatus(state=State.QUEUED, pending_reason=_OWN_WORDS[s], **seen.common)
     if s in _REQUEUED:
-        attempt = int((st or {}).get("attempt") or 1) + 1
+        attempt = int((seen.st or {}).get("attempt") or 1) + 1
         return RunStatus(state=State.REQUEUED, reason=f"requeued (attempt {attempt})",
-                         **{**common, "attempt": attempt})
+                         **{**seen.common, "attempt": attempt})
     if s in _RUNNING:
-        if kind == "serial":
-            if worker_ok:
-                return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
-            if worker_ended:
-                return recorded()
-            if st is None:
-                return RunStatus(state=State.QUEUED, pending_reason="waiting for the step "
-                                 "before it", **common)
-        if s == "COMPLETING" and worker_ok:
-            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
-        return RunStatus(state=State.RUNNING, reason=_OWN_WORDS.get(s), **common)
-    returncode = _returncode(row.exit_code)
+        return _running(seen, s, kind)
     if s == "COMPLETED":
-        if worker_ok:
-            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
-        if worker_ended:
-            return recorded()
-        if kind == "serial" and st is None:
-            return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
-                             **common)
-        if st is not None:  # its worker started and its job ended: it died
-            return _status(states.died(returncode=returncode, **found), common, tail)
-        said = states.not_started(**found)
-        if said is not None:
-            return _status(said, common, tail, _exit_code(row.exit_code))
-        return RunStatus(state=State.FAILED, exit_code=_exit_code(row.exit_code),
-                         reason="SLURM says COMPLETED but the worker wrote no success record",
-                         stderr_tail=tail, **common)
-    memory = states.memory_kill(sched_tail)
-    if s in ("FAILED", "CANCELLED", "OUT_OF_MEMORY") and not worker_ok and memory:
-        return _status(states.out_of_memory(memory, _exit_code(row.exit_code)), common, tail)
+        return _completed(seen, row, kind)
+    memory = states.memory_kill(seen.sched_tail)
+    if s in ("FAILED", "CANCELLED", "OUT_OF_MEMORY") and not seen.worker_ok and memory:
+        return _status(states.out_of_memory(memory, _exit_code(row.exit_code)), seen.common,
+                       seen.tail)
     if s in _TERMINAL_WORDS:
-        if worker_ok:  # the run's own end decides, whatever became of its job after it
-            return RunStatus(state=State.SUCCEEDED, exit_code=0, **common)
-        state, word = _TERMINAL_WORDS[s]
-        # a dependent job whose worker never started, cancelled by no user: SLURM's own
-        # cancel of a dependency that cannot be met (its accounting row may carry a start
-        # time, the cancel's, and no reason, depending on when slurmdbd is read)
-        never_ran = depends and st is None and (not row.started or row.by is None)
-        if s == "CANCELLED" and (never_ran or (row.reason or "").startswith("Dependency")):
-            word = "cancelled: a run it depends on did not succeed (DependencyNeverSatisfied)"
-        elif s == "CANCELLED" and row.reason and row.reason != "None":
-            word = f"cancelled ({row.reason})"
-        if s == "CANCELLED" and row.by and not word.startswith("cancelled:"):
-            word += f" by uid {row.by}" + (" (root: an administrator)" if row.by == "0" else "")
-        if s == "FAILED" and kind == "serial" and st is None:
-            return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
-                             **common)
-        if worker_ended and (s == "FAILED" or (st or {}).get("state") != states.TERMINATED):
-            # the worker recorded how it ended; a signal's stop SLURM explains (below)
-            return recorded(_exit_code(row.exit_code))
-        reason = word
-        if s == "FAILED":
-            v = states.not_started(**found) if st is None else \
-                states.died(returncode=returncode, **found)
-            if v is not None:
-                return _status(v, common, tail, _exit_code(row.exit_code))
-            reason = f"job failed with exit code {row.exit_code}"
-            if row.reason and row.reason != "None":
-                reason += f" ({row.reason})"
-        elif s == "TIMEOUT" and row.reason and row.reason != "None":
-            reason = f"{word} ({row.reason})"
-        return RunStatus(state=state, reason=reason, stderr_tail=tail,
-                         exit_code=_exit_code(row.exit_code), **common)
-    return RunStatus(state=State.QUEUED, pending_reason=f"SLURM state {s}", **common)
+        return _ended(seen, row, s, kind, depends)
+    return RunStatus(state=State.QUEUED, pending_reason=f"SLURM state {s}", **seen.common)
+
+
+@attrs.frozen(kw_only=True)
+class _Records:
+    """What a run's records say, read once for :func:`merge`'s steps: its status record of
+    this run (``st``: None when there is none, or it is another run's), whether ``.done`` is
+    there, what the login host read of the run folder and the fields every answer carries."""
+
+    st: Mapping[str, Any] | None
+    done: bool
+    tail: str | None
+    sched_tail: str
+    #: what the login host read of the run folder (the end of stderr, its free bytes)
+    found: dict[str, Any]
+    common: dict[str, Any]
+    worker_ok: bool
+    worker_ended: bool
+
+    @classmethod
+    def of(cls, rec: Mapping[str, Any] | None, *, token: str, remote_id: str,
+           host: str | None) -> _Records:
+        """Read the login host's record of a run by the one rule."""
+        rec = rec or {}
+        st = states.current({"token": token, "attempt": rec.get("attempt")}, rec.get("status")) \
+            if rec.get("token") == token else None
+        done = bool(rec.get("done"))
+        tail = rec.get("tail")
+        return cls(
+            st=st, done=done, tail=tail, sched_tail=rec.get("sched_tail") or "",
+            found={"tail": tail, "free_bytes": rec.get("free"), "run_dir": rec.get("dir") or ""},
+            common={"remote_id": remote_id, "host": (st or {}).get("host") or host,
+                    "started_at": (st or {}).get("started_at"),
+                    "ended_at": (st or {}).get("ended_at"), "attempt": (st or {}).get("attempt")},
+            worker_ok=states.succeeded(st, done=done),
+            worker_ended=st is not None and states.ended(st))
+
+    def succeeded(self) -> RunStatus:
+        """The worker's success, which decides whatever SLURM says."""
+        return RunStatus(state=State.SUCCEEDED, exit_code=0, **self.common)
+
+    def recorded(self, exit_code: int | None = None) -> RunStatus:
+        """The end the worker recorded."""
+        return _status(states.from_end(self.st or {}, done=self.done), self.common, self.tail,
+                       exit_code)
+
+
+def _not_in_scheduler(seen: _Records, source: str | None) -> RunStatus:
+    """A job the scheduler does not know (yet: sacct lags; or no more: squeue forgets): the
+    records decide; a signal's stop waits for sacct's word (it keeps every job), a run
+    squeue forgot without a record of its end is lost (or failed on a full disk), and a run
+    with no record at all is still queued."""
+    if seen.worker_ok:
+        return seen.succeeded()
+    if seen.worker_ended and source != "squeue" and (seen.st or {}).get("state") == \
+            states.TERMINATED:
+        # stopped by a signal: only the scheduler can say why (cancel, time limit,
+        # requeue, preemption), and sacct keeps every job, so wait for its word
+        return RunStatus(state=State.RUNNING, reason="stopped by a signal; waiting for "
+                         "the scheduler to say why", **seen.common)
+    if seen.worker_ended:
+        return seen.recorded()
+    if source == "squeue" and seen.st is not None:
+        full = states.disk_full(seen.tail, seen.found["free_bytes"], seen.found["run_dir"])
+        if full:
+            return _status({"state": states.FAILED, "reason": full}, seen.common, seen.tail)
+        return RunStatus(state=State.LOST, reason="the job left the queue without a "
+                         "record of its end", stderr_tail=seen.tail, **seen.common)
+    return RunStatus(state=State.QUEUED, pending_reason="submitted", **seen.common)
+
+
+def _pending(seen: _Records, row: JobRow) -> RunStatus:
+    """sacct says PENDING. It lags the controller: a short run can start, and even end, while
+    sacct still says PENDING. A success stays a success (the worker never runs a succeeded
+    run again); a running worker is running; a run that ran before is requeued (its next
+    attempt); else it is queued, with its pending reason in words."""
+    st = seen.st
+    if seen.worker_ok:
+        return seen.succeeded()
+    if st is not None and not seen.worker_ended and st.get("state") == "running":
+        return RunStatus(state=State.RUNNING, **seen.common)
+    if st is not None:  # it ran before: requeued
+        attempt = int(st.get("attempt") or 1) + (1 if seen.worker_ended or st.get("state") ==
+                                                 "running" else 0)
+        return RunStatus(state=State.REQUEUED, pending_reason=row.reason,
+                         reason=f"requeued (attempt {attempt})",
+                         **{**seen.common, "attempt": attempt, "ended_at": None})
+    return RunStatus(state=State.QUEUED, pending_reason=pending_words(row.reason),
+                     **seen.common)
+
+
+def _running(seen: _Records, s: str, kind: str) -> RunStatus:
+    """A job SLURM runs: running (with SLURM's word for a suspended or stopped job). A step
+    of a serial job is decided by its own records: ended as it recorded, or queued behind
+    the step before it while it has none; a COMPLETING job's success is a success."""
+    if kind == "serial":
+        if seen.worker_ok:
+            return seen.succeeded()
+        if seen.worker_ended:
+            return seen.recorded()
+        if seen.st is None:
+            return RunStatus(state=State.QUEUED, pending_reason="waiting for the step "
+                             "before it", **seen.common)
+    if s == "COMPLETING" and seen.worker_ok:
+        return seen.succeeded()
+    return RunStatus(state=State.RUNNING, reason=_OWN_WORDS.get(s), **seen.common)
+
+
+def _completed(seen: _Records, row: JobRow, kind: str) -> RunStatus:
+    """SLURM says COMPLETED: the worker's records decide. Without an end recorded, a step
+    of a serial job never ran (an earlier step failed), a worker that started died, and one
+    that never started says why (its setup's ``chester:`` line, a full disk) or failed with
+    no success record."""
+    if seen.worker_ok:
+        return seen.succeeded()
+    if seen.worker_ended:
+        return seen.recorded()
+    if kind == "serial" and seen.st is None:
+        return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
+                         **seen.common)
+    if seen.st is not None:  # its worker started and its job ended: it died
+        return _status(states.died(returncode=_returncode(row.exit_code), **seen.found),
+                       seen.common, seen.tail)
+    said = states.not_started(**seen.found)
+    if said is not None:
+        return _status(said, seen.common, seen.tail, _exit_code(row.exit_code))
+    return RunStatus(state=State.FAILED, exit_code=_exit_code(row.exit_code),
+                     reason="SLURM says COMPLETED but the worker wrote no success record",
+                     stderr_tail=seen.tail, **seen.common)
+
+
+def _ended(seen: _Records, row: JobRow, s: str, kind: str, depends: bool) -> RunStatus:
+    """SLURM ended the job otherwise (failed, cancelled, timeout, node fail, ...): the run's
+    own success decides, whatever became of its job after it; then an end the worker
+    recorded, except a signal's stop, which SLURM's word explains; a failed job whose
+    worker died or never started says why; else SLURM's word, with its reason."""
+    if seen.worker_ok:
+        return seen.succeeded()
+    state, word = _TERMINAL_WORDS[s]
+    if s == "CANCELLED":
+        word = _cancel_words(seen, row, word, depends)
+    if s == "FAILED" and kind == "serial" and seen.st is None:
+        return RunStatus(state=State.FAILED, reason="not run: an earlier step failed",
+                         **seen.common)
+    if seen.worker_ended and (s == "FAILED" or (seen.st or {}).get("state") !=
+                              states.TERMINATED):
+        # the worker recorded how it ended; a signal's stop SLURM explains (below)
+        return seen.recorded(_exit_code(row.exit_code))
+    reason = word
+    if s == "FAILED":
+        v = states.not_started(**seen.found) if seen.st is None else \
+            states.died(returncode=_returncode(row.exit_code), **seen.found)
+        if v is not None:
+            return _status(v, seen.common, seen.tail, _exit_code(row.exit_code))
+        reason = f"job failed with exit code {row.exit_code}"
+        if row.reason and row.reason != "None":
+            reason += f" ({row.reason})"
+    elif s == "TIMEOUT" and row.reason and row.reason != "None":
+        reason = f"{word} ({row.reason})"
+    return RunStatus(state=state, reason=reason, stderr_tail=seen.tail,
+                     exit_code=_exit_code(row.exit_code), **seen.common)
+
+
+def _cancel_words(seen: _Records, row: JobRow, word: str, depends: bool) -> str:
+    """Why a job was cancelled, in words: a dependency that cannot be met, SLURM's reason,
+    and who cancelled it (root: an administrator)."""
+    # a dependent job whose worker never started, cancelled by no user: SLURM's own
+    # cancel of a dependency that cannot be met (its accounting row may carry a start
+    # time, the cancel's, and no reason, depending on when slurmdbd is read)
+    never_ran = depends and seen.st is None and (not row.started or row.by is None)
+    if never_ran or (row.reason or "").startswith("Dependency"):
+        word = "cancelled: a run it depends on did not succeed (DependencyNeverSatisfied)"
+    elif row.reason and row.reason != "None":
+        word = f"cancelled ({row.reason})"
+    if row.by and not word.startswith("cancelled:"):
+        word += f" by uid {row.by}" + (" (root: an administrator)" if row.by == "0" else "")
+    return word
 
 
 @attrs.define
