@@ -37,6 +37,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The ``chester`` command line: the global options, then one subcommand per
+    ``_add_*`` step, in the order ``--help`` lists them, then the plugins' own."""
     p = _Parser(
         prog="chester",
         description="Launch ML parameter sweeps anywhere, track every run, bring results home.",
@@ -46,7 +48,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     p.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_launch(sub)
+    _add_plugins(sub)
+    _add_config(sub)
+    _add_status(sub)
+    _add_sweeps(sub)
+    _add_logs(sub)
+    _add_cancel(sub)
+    _add_pull(sub)
+    _add_relaunch(sub)
+    _add_monitor(sub)
+    _add_plugin_commands(sub)
+    return p
 
+
+def _add_launch(sub: Any) -> None:
+    """Add ``chester launch``: run a command once per variant (its options, the sweep
+    file, the command after ``--``)."""
     la = sub.add_parser(
         "launch", help="run a command once per combination of key=a,b values",
         usage="chester launch [-b BACKEND] [-p PREFIX] [--sweep FILE.yaml] "
@@ -79,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                          "reattached and nothing runs)")
     la.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
+
+def _add_plugins(sub: Any) -> None:
+    """Add ``chester plugins``: the installed plugins: ``plugins list`` and ``plugins new``."""
     pl = sub.add_parser("plugins", help="installed backend plugins")
     plsub = pl.add_subparsers(dest="plugins_command", metavar="ACTION")
     pll = plsub.add_parser("list", help="list plugins, their backends and hooks")
@@ -88,9 +109,15 @@ def _parser() -> argparse.ArgumentParser:
     pln.add_argument("name", help="the backend type (a Python identifier, e.g. tmux)")
     pln.add_argument("--dir", default=".", help="where to write chester-backend-NAME/")
 
+
+def _add_config(sub: Any) -> None:
+    """Add ``chester config``: the resolved chester.yaml."""
     cf = sub.add_parser("config", help="show the resolved chester.yaml and where values came from")
     cf.add_argument("--json", action="store_true", help="JSON output")
 
+
+def _add_status(sub: Any) -> None:
+    """Add ``chester status``: a sweep's or one run's states."""
     st = sub.add_parser(
         "status", help="states of every run of a sweep (default: the latest), or one run",
         description="A sweep's runs on one screen: a line per state, then the runs that "
@@ -106,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="JSON output")
     st.add_argument("--no-refresh", action="store_true", help="show stored states only")
 
+
+def _add_sweeps(sub: Any) -> None:
+    """Add ``chester sweeps``: every sweep of the project."""
     sw = sub.add_parser("sweeps", help="every sweep of the project: backends, counts by "
                                        "state, age")
     sw.add_argument("--json", action="store_true", help="JSON output")
@@ -115,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="wait at most S seconds for the backends' answers (default: 10); "
                          "states not refreshed in time say how old they are")
 
+
+def _add_logs(sub: Any) -> None:
+    """Add ``chester logs``: a run's output."""
     lg = sub.add_parser("logs", help="print a run's output",
                         description="Print a run's stdout (or --stderr). For a run that "
                                     "failed, the last lines of its stderr follow, on "
@@ -125,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     lg.add_argument("--stderr", action="store_true", help="show stderr instead of stdout")
 
+
+def _add_cancel(sub: Any) -> None:
+    """Add ``chester cancel``: cancel a sweep's unfinished runs, or one run."""
     cn = sub.add_parser("cancel", help="cancel a sweep's unfinished runs, or one run",
                         description="Cancel the unfinished runs of a sweep, or one run. "
                                     "Without PREFIX: the latest sweep, after asking on a "
@@ -137,6 +173,9 @@ def _parser() -> argparse.ArgumentParser:
     cn.add_argument("-y", "--yes", action="store_true",
                     help="do not ask (a bare `chester cancel`: the latest sweep)")
 
+
+def _add_pull(sub: Any) -> None:
+    """Add ``chester pull``: bring finished runs home."""
     pu = sub.add_parser("pull", help="bring finished runs home (incremental)")
     pu.add_argument("exp_prefix", nargs="?", metavar="PREFIX|RUN",
                     help=f"sweep name (default: the latest); {AT_N}; or one run: {RUN}")
@@ -144,6 +183,9 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--exclude", action="append", default=[], help="rsync exclude pattern")
     pu.add_argument("--bare", action="store_true", help="skip *.pkl *.png *.gif *.pth *.pt")
 
+
+def _add_relaunch(sub: Any) -> None:
+    """Add ``chester relaunch``: submit a sweep's lost (or failed) runs again."""
     rl = sub.add_parser("relaunch", help="submit a sweep's lost (and, with --failed, failed) "
                                          "runs again, with the current code; succeeded runs "
                                          "are left alone",
@@ -160,6 +202,9 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--failed", action="store_true",
                     help="also runs that failed, timed out or ran out of memory")
 
+
+def _add_monitor(sub: Any) -> None:
+    """Add ``chester monitor``: wait for sweeps to end, pulling as runs finish."""
     mo = sub.add_parser("monitor", help="wait for sweeps to end, pulling each run as it finishes")
     mo.add_argument("exp_prefix", nargs="?", metavar="PREFIX",
                     help=f"sweep name (default: every unfinished sweep); {AT_N}")
@@ -167,7 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     mo.add_argument("--bare", action="store_true", help="skip large artefacts when pulling")
     mo.add_argument("--timeout", type=float, default=None, help="give up after N seconds")
     mo.add_argument("--once", action="store_true", help="one pass, then exit")
-    # plugins' own subcommands (e.g. `chester ec2 ls`), through the register_commands hook
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    """Add the plugins' own subcommands (e.g. ``chester ec2 ls``) through the
+    ``chester_register_commands`` hook; a plugin whose commands fail to add is a warning,
+    never the end of chester's own."""
     from chester.plugin.manager import get_plugin_manager
 
     try:
@@ -175,7 +225,6 @@ def _parser() -> argparse.ArgumentParser:
     except Exception as exc:  # one plugin's commands never take chester's own down
         print(f"chester: warning: a plugin's subcommands could not be added: {exc}",
               file=sys.stderr)
-    return p
 
 
 #: commands whose work is done on the targets and in the job store: once that is done, what

@@ -84,90 +84,121 @@ def _record_exit(run_dir: Path, returncode: int) -> None:
         pass  # a full disk: the status then says the run died without a record
 
 
+class _Workers:
+    """The workers this runner started, each with the slot lock it holds for it and its run
+    folder, until it ends."""
+
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen] = []
+        self.slots: dict[subprocess.Popen, int] = {}  # running worker -> the slot lock held
+        self.dirs: dict[subprocess.Popen, Path] = {}
+
+    def add(self, child: subprocess.Popen, fd: int, run_dir: Path) -> None:
+        self.running.append(child)
+        self.slots[child] = fd  # held here until the worker ends, whatever it leaves running
+        self.dirs[child] = run_dir
+
+    def reap(self) -> None:
+        """Release the slot of every worker that ended and record how it exited (a worker
+        killed by a signal or by ``os._exit`` records nothing itself); keep those still
+        running."""
+        alive = []
+        for c in self.running:
+            if c.poll() is None:
+                alive.append(c)
+                continue
+            if c in self.slots:
+                os.close(self.slots.pop(c))
+            run_dir = self.dirs.pop(c, None)
+            if run_dir is not None:
+                _record_exit(run_dir, c.returncode)
+        self.running = alive
+
+    def wait_all(self) -> None:
+        """Reap the workers as they end until none is left."""
+        while self.running:
+            self.reap()
+            if self.running:
+                try:
+                    self.running[0].wait(timeout=POLL_S * 10)
+                except subprocess.TimeoutExpired:
+                    pass
+
+
 def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], python: str,
               slots_dir: Path, cwd: str | None, env_file: str | None = None,
               prefix: list[str] | None = None) -> int:
+    """Start a worker for each run of ``run_dirs`` this runner claims, one per free slot of
+    ``max_parallel``, in order; a run cancelled before it got a slot is ended by a worker
+    run in place (it records the cancel). Return once every worker started has ended."""
     slots_dir.mkdir(parents=True, exist_ok=True)
     me = {"runner_pid": os.getpid(), "runner_ticks": rd.proc_start_time(os.getpid()),
           "host": rd.hostname()}
     mine = [d for d in run_dirs if _claim(d, me)]
-    children: list[subprocess.Popen] = []
-    slots: dict[subprocess.Popen, int] = {}  # running worker -> the slot lock held for it
-
-    dirs: dict[subprocess.Popen, Path] = {}
-
-    def reap() -> list[subprocess.Popen]:
-        """Release the slot of every worker that ended and record how it exited (a worker
-        killed by a signal or by ``os._exit`` records nothing itself); return those still
-        running."""
-        alive = []
-        for c in children:
-            if c.poll() is None:
-                alive.append(c)
-                continue
-            if c in slots:
-                os.close(slots.pop(c))
-            run_dir = dirs.pop(c, None)
-            if run_dir is not None:
-                _record_exit(run_dir, c.returncode)
-        return alive
-
+    workers = _Workers()
     base_env = dict(os.environ)
     base_env.pop("CHESTER_SLOTS_DIR", None)
     for run_dir in mine:
         token = (rd.read_json(run_dir / rd.RUN_JSON) or {}).get("token")
-        if rd.cancelled(run_dir, token):
+        slot = None if rd.cancelled(run_dir, token) else \
+            _wait_for_slot(workers, slots_dir, max_parallel, run_dir, token)
+        if slot is None:  # cancelled, before it waited or while it waited
             subprocess.call([*(prefix or ()), *rd.tool_argv(python, "worker"), str(run_dir)],
                             cwd=cwd)
             continue
-        slot = None
-        while slot is None:
-            children = reap()
-            slot = _try_slot(slots_dir, max_parallel)
-            if slot is None:
-                time.sleep(POLL_S)
-            if rd.cancelled(run_dir, token):
-                break
-        if slot is None:  # cancelled while waiting
-            subprocess.call([*(prefix or ()), *rd.tool_argv(python, "worker"), str(run_dir)],
-                            cwd=cwd)
-            continue
-        index, fd = slot
-        try:  # an earlier start's exit status is not this worker's
-            os.unlink(run_dir / rd.EXIT)
-        except OSError:
-            pass
-        env = dict(base_env)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-        out = open(run_dir / rd.STDOUT, "ab")
-        err = open(run_dir / rd.STDERR, "ab")
-        try:
-            argv = [python, "-c", WORKER_CODE, str(run_dir)] if not rd.runtime_archive() \
-                else [*rd.tool_argv(python, "worker"), str(run_dir)]
-            argv = [*(prefix or ()), *argv]
-            if env_file:
-                argv = ["/bin/sh", "-c", '. "$0" && exec "$@"', env_file, *argv]
-            child = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True)
-        except BaseException:
-            os.close(fd)
-            raise
-        finally:
-            out.close()
-            err.close()
-        children.append(child)
-        slots[child] = fd  # held here until the worker ends, whatever it leaves running
-        dirs[child] = run_dir
-    while children:
-        children = reap()
-        if children:
-            try:
-                children[0].wait(timeout=POLL_S * 10)
-            except subprocess.TimeoutExpired:
-                pass
+        child = _start_worker(run_dir, slot, base_env, gpus=gpus, python=python, cwd=cwd,
+                              env_file=env_file, prefix=prefix)
+        workers.add(child, slot[1], run_dir)
+    workers.wait_all()
     return 0
+
+
+def _wait_for_slot(workers: _Workers, slots_dir: Path, max_parallel: int, run_dir: Path,
+                   token: str | None) -> tuple[int, int] | None:
+    """Wait for a free slot, reaping the workers that end meanwhile; None when the run was
+    cancelled while it waited."""
+    slot = None
+    while slot is None:
+        workers.reap()
+        slot = _try_slot(slots_dir, max_parallel)
+        if slot is None:
+            time.sleep(POLL_S)
+        if rd.cancelled(run_dir, token):
+            break
+    return slot
+
+
+def _start_worker(run_dir: Path, slot: tuple[int, int], base_env: dict[str, str], *,
+                  gpus: list[str], python: str, cwd: str | None, env_file: str | None,
+                  prefix: list[str] | None) -> subprocess.Popen:
+    """Start the run's worker in its own session, its output appended to the run's logs and
+    the slot's GPU in ``CUDA_VISIBLE_DEVICES``; an earlier start's exit record goes first.
+    The slot's lock is released if the worker cannot start."""
+    index, fd = slot
+    try:  # an earlier start's exit status is not this worker's
+        os.unlink(run_dir / rd.EXIT)
+    except OSError:
+        pass
+    env = dict(base_env)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    out = open(run_dir / rd.STDOUT, "ab")
+    err = open(run_dir / rd.STDERR, "ab")
+    try:
+        argv = [python, "-c", WORKER_CODE, str(run_dir)] if not rd.runtime_archive() \
+            else [*rd.tool_argv(python, "worker"), str(run_dir)]
+        argv = [*(prefix or ()), *argv]
+        if env_file:
+            argv = ["/bin/sh", "-c", '. "$0" && exec "$@"', env_file, *argv]
+        return subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            start_new_session=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        out.close()
+        err.close()
 
 
 def main(argv: list[str] | None = None) -> int:

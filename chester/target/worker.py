@@ -157,49 +157,69 @@ def _keep_earlier_logs(run_dir: str, token: str) -> None:
 def run(run_dir: str) -> int:
     """Run the run in ``run_dir``; return the process exit status."""
     run_dir = os.path.abspath(run_dir)
-
-    def at(rel: str) -> str:
-        return os.path.join(run_dir, rel)
-
-    meta = rd.read_json(at(rd.RUN_JSON))
+    meta = rd.read_json(os.path.join(run_dir, rd.RUN_JSON))
     if meta is None:
         print(f"chester.worker: {run_dir} is not a chester run folder (no {rd.RUN_JSON})",
               file=sys.stderr)
         return 2
     token = meta["token"]
     attempt = _attempt(meta)
-    prior = rd.read_json(at(rd.STATUS))
-    if prior and prior.get("token") == token:
-        if prior.get("state") == "succeeded" and os.environ.get("CHESTER_RERUN") != "1":
-            print("chester.worker: this run already succeeded; not running it again",
-                  file=sys.stderr)
-            return 0
-        # a pid means something only on the host that recorded it (run folders may sit on a
-        # filesystem shared by many nodes)
-        here = prior.get("host") in (None, rd.hostname())
-        if here and prior.get("ended_at") is None and prior.get("pid") != os.getpid() \
-                and rd.pid_alive(prior.get("pid"), prior.get("start_ticks")):
-            if int(prior.get("attempt") or 1) >= attempt:
-                print("chester.worker: this run is already running (pid %s)" % prior.get("pid"),
-                      file=sys.stderr)
-                return 0
-            _outlive(prior)
+    prior = rd.read_json(os.path.join(run_dir, rd.STATUS))
+    if prior and prior.get("token") == token and not _may_run_again(prior, attempt):
+        return 0
     if rd.cancelled(run_dir, token):
-        marker = rd.read_cancel(run_dir)
-        rd.write_json_atomic(at(rd.STATUS), {
-            "token": token, "attempt": attempt, "state": "cancelled",
-            "reason": rd.cancel_reason(marker, started=False), "ended_at": time.time(),
-            **rd.cancel_fields(marker)})
+        _record_cancelled_unstarted(run_dir, token, attempt)
         return 0
     if prior and prior.get("token") not in (None, token):
         _keep_earlier_logs(run_dir, token)  # an earlier run of this folder
     try:
-        os.unlink(at(rd.DONE))
+        os.unlink(os.path.join(run_dir, rd.DONE))
     except FileNotFoundError:
         pass
+    record = _record_start(run_dir, meta, attempt)
+    _enter_run_environment(meta, attempt)
+    exit_code = _call_run(run_dir, meta, record)
+    return _record_end(run_dir, record, exit_code)
+
+
+def _may_run_again(prior: dict, attempt: int) -> bool:
+    """Decide whether this worker runs the run its folder already recorded (``prior``, of
+    the same token): not when it already succeeded (unless ``CHESTER_RERUN=1``), nor while
+    a worker of the same or a later attempt still runs it on this host; a worker of an
+    earlier attempt is waited for (:func:`_outlive`) first."""
+    if prior.get("state") == "succeeded" and os.environ.get("CHESTER_RERUN") != "1":
+        print("chester.worker: this run already succeeded; not running it again",
+              file=sys.stderr)
+        return False
+    # a pid means something only on the host that recorded it (run folders may sit on a
+    # filesystem shared by many nodes)
+    here = prior.get("host") in (None, rd.hostname())
+    if here and prior.get("ended_at") is None and prior.get("pid") != os.getpid() \
+            and rd.pid_alive(prior.get("pid"), prior.get("start_ticks")):
+        if int(prior.get("attempt") or 1) >= attempt:
+            print("chester.worker: this run is already running (pid %s)" % prior.get("pid"),
+                  file=sys.stderr)
+            return False
+        _outlive(prior)
+    return True
+
+
+def _record_cancelled_unstarted(run_dir: str, token: str, attempt: int) -> None:
+    """Record a run cancelled before it started: its end, with who cancelled it and when."""
+    marker = rd.read_cancel(run_dir)
+    rd.write_json_atomic(os.path.join(run_dir, rd.STATUS), {
+        "token": token, "attempt": attempt, "state": "cancelled",
+        "reason": rd.cancel_reason(marker, started=False), "ended_at": time.time(),
+        **rd.cancel_fields(marker)})
+
+
+def _record_start(run_dir: str, meta: dict, attempt: int) -> dict:
+    """Record the run as running (pid, process group, start ticks, host, attempt) and take
+    the signals: ``USR1`` (the preemption warning) before the record says running, ``TERM``
+    after it. Return the record, which the end completes."""
     pid = os.getpid()
     record = {
-        "token": token, "name": meta.get("name"), "attempt": attempt, "pid": pid,
+        "token": meta["token"], "name": meta.get("name"), "attempt": attempt, "pid": pid,
         "pgid": os.getpgid(pid), "start_ticks": rd.proc_start_time(pid), "host": rd.hostname(),
         "started_at": time.time(), "ended_at": None, "state": "running",
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
@@ -208,8 +228,15 @@ def run(run_dir: str) -> int:
     # the warning is handled before the record says "running" (a backend that signals a
     # running worker must never kill it with USR1's default action): see preempted()
     signal.signal(signal.SIGUSR1, _on_usr1)
-    rd.write_json_atomic(at(rd.STATUS), record)
+    rd.write_json_atomic(os.path.join(run_dir, rd.STATUS), record)
     signal.signal(signal.SIGTERM, _on_term)
+    return record
+
+
+def _enter_run_environment(meta: dict, attempt: int) -> None:
+    """Set what the run sees of its launch: ``CHESTER_ATTEMPT``, ``CHESTER_RESUMED`` on a
+    later attempt, the run's own environment, and its project folder (importable, and in
+    ``CHESTER_PROJECT_DIR``)."""
     # set both ways: a value inherited from whatever started the worker must not leak in
     os.environ["CHESTER_ATTEMPT"] = str(attempt)
     if attempt > 1:
@@ -222,11 +249,16 @@ def run(run_dir: str) -> int:
         os.environ["CHESTER_PROJECT_DIR"] = str(project)
         if project not in sys.path:
             sys.path.insert(0, project)
-    exit_code = 0
+
+
+def _call_run(run_dir: str, meta: dict, record: dict) -> int:
+    """Load the payload and call the function (or command) on its variant; decide how the
+    run ended (requeued, stopped by SIGTERM or a cancel, exited, failed) into ``record``
+    and return the exit status. ``TERM`` goes back to its default action afterwards."""
     try:
         import cloudpickle
 
-        with open(at(rd.PAYLOAD), "rb") as f:
+        with open(os.path.join(run_dir, rd.PAYLOAD), "rb") as f:
             fn = cloudpickle.load(f)
             if isinstance(fn, dict):  # the older form: one pickle holding both
                 fn, variant = fn["fn"], fn["variant"]
@@ -234,42 +266,65 @@ def run(run_dir: str) -> int:
                 variant = cloudpickle.load(f)
         fn(variant, run_dir, meta.get("name"))
     except Requeue as exc:
-        why = _requeue_self()
-        record.update(state="terminated" if why is None else "failed",
-                      reason=str(exc) if why is None else f"could not requeue: {why}")
-        if why is None:
-            record["requeue"] = True
-        exit_code = EXIT_TERMINATED if why is None else EXIT_FAILED
+        return _record_requeue(record, exc)
     except Terminated as exc:
-        # the run's own cleanup (its finally blocks, a command's last words) has printed
-        # what it had to; chester's frames are no part of the run's story: one line, no
-        # traceback
-        exit_code = EXIT_TERMINATED
-        if os.path.exists(at(rd.CANCEL)):
-            marker = rd.read_cancel(run_dir)
-            why = rd.cancel_reason(marker)
-            record.update(state="cancelled", reason=why, signal=signal.SIGTERM.value,
-                          **rd.cancel_fields(marker))
-            _say(f"chester: {why} (SIGTERM); the run stopped")
-        else:
-            record.update(state="terminated", reason=str(exc), signal=signal.SIGTERM.value)
-            _say(f"chester: the run was stopped by SIGTERM ({exc})")
+        return _record_terminated(run_dir, record, exc)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code:
             record.update(state="failed", reason=f"SystemExit({exc.code!r})")
-        exit_code = code
+        return code
     except BaseException as exc:  # the run's own failure: record it, keep the traceback
-        command = sys.modules.get("chester.target.command")
-        if command is not None and isinstance(exc, command.CommandFailed):
-            # a command run: its own stderr is the story, not a traceback of the worker
-            code = exc.returncode
-            record.update(state="failed", reason=str(exc), command_exit_status=code)
-            exit_code = code if 0 < code < 256 else (128 - code if code < 0 else EXIT_FAILED)
-        else:
-            exit_code = _record_exception(record, exc)
+        return _record_failure(record, exc)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return 0
+
+
+def _record_requeue(record: dict, exc: Requeue) -> int:
+    """The run asked to be queued again: ask the scheduler; terminated (to resume) when it
+    took it, failed with the scheduler's reason when not."""
+    why = _requeue_self()
+    record.update(state="terminated" if why is None else "failed",
+                  reason=str(exc) if why is None else f"could not requeue: {why}")
+    if why is None:
+        record["requeue"] = True
+    return EXIT_TERMINATED if why is None else EXIT_FAILED
+
+
+def _record_terminated(run_dir: str, record: dict, exc: Terminated) -> int:
+    """SIGTERM stopped the run: cancelled when a cancel marker is there (with who and when),
+    else terminated; one line on stderr says which."""
+    # the run's own cleanup (its finally blocks, a command's last words) has printed
+    # what it had to; chester's frames are no part of the run's story: one line, no
+    # traceback
+    if os.path.exists(os.path.join(run_dir, rd.CANCEL)):
+        marker = rd.read_cancel(run_dir)
+        why = rd.cancel_reason(marker)
+        record.update(state="cancelled", reason=why, signal=signal.SIGTERM.value,
+                      **rd.cancel_fields(marker))
+        _say(f"chester: {why} (SIGTERM); the run stopped")
+    else:
+        record.update(state="terminated", reason=str(exc), signal=signal.SIGTERM.value)
+        _say(f"chester: the run was stopped by SIGTERM ({exc})")
+    return EXIT_TERMINATED
+
+
+def _record_failure(record: dict, exc: BaseException) -> int:
+    """The run raised: a failed command records its own exit status (its stderr is the
+    story); any other exception records its type and traceback."""
+    command = sys.modules.get("chester.target.command")
+    if command is not None and isinstance(exc, command.CommandFailed):
+        # a command run: its own stderr is the story, not a traceback of the worker
+        code = exc.returncode
+        record.update(state="failed", reason=str(exc), command_exit_status=code)
+        return code if 0 < code < 256 else (128 - code if code < 0 else EXIT_FAILED)
+    return _record_exception(record, exc)
+
+
+def _record_end(run_dir: str, record: dict, exit_code: int) -> int:
+    """Record the run's end (time, exit status); on success write ``.done`` first, and a
+    ``.done`` that cannot be written fails the run. Return the final exit status."""
     sys.stdout.flush()
     sys.stderr.flush()
     record["ended_at"] = time.time()
@@ -279,12 +334,12 @@ def run(run_dir: str) -> int:
         # no end), never a success record without .done, which the rule reads as failed
         record["state"] = "succeeded"
         try:
-            open(at(rd.DONE), "a").close()
+            open(os.path.join(run_dir, rd.DONE), "a").close()
         except OSError as exc:
             exit_code = record["exit_code"] = EXIT_FAILED
             record.update(state="failed", reason="the run returned, but its .done could "
                           f"not be written: {exc.strerror or exc}")
-    rd.write_json_atomic(at(rd.STATUS), record)
+    rd.write_json_atomic(os.path.join(run_dir, rd.STATUS), record)
     return exit_code
 
 
@@ -305,7 +360,7 @@ def _record_exception(record: dict, exc: BaseException) -> int:
     # from the run's own frames: the worker's call of the function is no part of its story
     frames = exc.__traceback__
     if frames is not None and frames.tb_next is not None \
-            and frames.tb_frame.f_code is run.__code__:
+            and frames.tb_frame.f_code is _call_run.__code__:
         frames = frames.tb_next
     tb = "".join(traceback.format_exception(type(exc), exc, frames))
     sys.stderr.write(tb)
