@@ -123,6 +123,10 @@ def test_launch_with_subprocess_false_composes_in_process(project):
         seen.append((cfg.lr, cfg.model.name, HydraConfig.get().runtime.output_dir))
         return "ok"
 
+    from hydra import version
+    from hydra.core.hydra_config import HydraConfig
+
+    base, hydra_cfg = version.getbase(), HydraConfig.instance().cfg
     out = run_exp.run_experiment_lite(stub_method_call=task, script="app.py",
                                       hydra_enabled=True, launch_with_subprocess=False,
                                       variant={"lr": 0.3, "model": {"name": "rnn"}},
@@ -130,6 +134,12 @@ def test_launch_with_subprocess_false_composes_in_process(project):
     assert out == "ok"
     assert seen == [(0.3, "rnn", str(project / "data" / "train" / "seed-inproc" / "dbg"))]
     assert (project / "data" / "train" / "seed-inproc" / "dbg").is_dir()
+    # Hydra's process-wide state is as it was (a Hydra app run later in this process
+    # keeps its own version base and config)
+    def kind(b):  # a Version, or Hydra's "unspecified" marker (an object())
+        return str(b) if b is None or type(b) is not object else "unspecified"
+
+    assert kind(version.getbase()) == kind(base) and HydraConfig.instance().cfg == hydra_cfg
 
 
 def test_seed_api_bad_combinations_are_refused(project):

@@ -488,13 +488,20 @@ def _run_in_process(fn: Callable | None, script: str | None, variant: dict | Non
     except ImportError:
         raise TypeError("run_experiment_lite: launch_with_subprocess=False needs hydra-core "
                         "(pip install hydra-core)") from None
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-        cfg.hydra.job.name = name
-    out.mkdir(parents=True, exist_ok=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):  # the app sees its own config, as under @hydra.main
-        del cfg["hydra"]
-    return fn(cfg)
+    from hydra.core.singleton import Singleton
+
+    state = Singleton.get_state()  # Hydra's process-wide state (version base, config)
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+            cfg = compose(config_name=config_name, overrides=overrides,
+                          return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(out)
+            cfg.hydra.job.name = name
+        out.mkdir(parents=True, exist_ok=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):  # the app sees its own config, as under @hydra.main
+            del cfg["hydra"]
+        return fn(cfg)
+    finally:  # as the app's own run ends: Hydra's state in this process as it was
+        Singleton.set_state(state)
