@@ -190,6 +190,27 @@ class _CallCounter:
         return (yield)
 
 
+def dispatcher_with(plugin: object, name: str | None = None, **kw: Any) -> Dispatcher:
+    """A dispatcher over a fresh plugin manager (every installed plugin, new instances of
+    their backend classes) in which ``plugin`` — a backend instance built for a test, e.g. a
+    subclass that records or breaks what it does — replaces the installed plugin ``name``
+    (default: the plugin's ``name``). ``kw`` goes to :class:`Dispatcher` (``sleep=``)::
+
+        class Recording(SlurmBackend):
+            def open_executor(self, backend):
+                return Spy(super().open_executor(backend))
+
+        sweep = chester.launch(fn, vg, backend="slurm", dispatcher=dispatcher_with(Recording()))
+    """
+    mgr = build_plugin_manager()
+    name = name or getattr(plugin, "name", None)
+    if not name:
+        raise ValueError("dispatcher_with: name the plugin to replace")
+    mgr.unregister(name)
+    mgr.register(plugin, name=name)
+    return Dispatcher(manager=mgr, **kw)
+
+
 def _dispatcher() -> tuple[Dispatcher, _CallCounter]:
     mgr = build_plugin_manager()
     counter = _CallCounter()
