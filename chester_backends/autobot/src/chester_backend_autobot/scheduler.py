@@ -56,22 +56,20 @@ if TYPE_CHECKING:
     #: a node's ssh session: its process, its stderr file, the bytes read past the last answer
     Session = tuple[subprocess.Popen[bytes], IO[bytes], list[bytes]]
 
-#: the runtime zip chester is imported from (``--runtime``), passed on to the loop it starts
-RUNTIME: str | None = None
-
-
-def _runtime_first(argv: list[str]) -> None:
+def _runtime_first(argv: list[str]) -> str | None:
     """Put the runtime zip named by ``--runtime PYZ`` (argv's first option) first on
-    ``sys.path`` and take the option out of ``argv``."""
-    global RUNTIME
+    ``sys.path``, take the option out of ``argv`` and return the zip's path."""
     if len(argv) > 2 and argv[1] == "--runtime":
-        RUNTIME = os.path.abspath(argv[2])
-        sys.path.insert(0, RUNTIME)
+        path = os.path.abspath(argv[2])
+        sys.path.insert(0, path)
         del argv[1:3]
+        return path
+    return None
 
 
-if __name__ == "__main__":
-    _runtime_first(sys.argv)
+#: the runtime zip chester is imported from (``--runtime``), passed on to the loop it starts;
+#: set once, as the script starts
+RUNTIME = _runtime_first(sys.argv) if __name__ == "__main__" else None
 
 from chester.target import rundir, states  # noqa: E402  (the runtime first on sys.path)
 
