@@ -49,11 +49,11 @@ def main() -> int:
 def run(args: argparse.Namespace) -> int:
     import boto3
     import yaml
-    from chester_backend_ec2 import aws, plugin
+    from chester_backend_ec2 import plugin
 
     from chester.config import load_config
     from chester.launcher.launching import launch
-    from chester.plugin.dispatch import Dispatcher
+    from chester.plugin.testing import dispatcher_with
 
     tmp = Path(tempfile.mkdtemp(prefix="ec2-bench-"))
     project = tmp / "project"
@@ -73,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     calls: Counter = Counter()
     opts = cfg.backend("ec2").options
+    backend = plugin.Ec2Backend()  # the launches below go through it, and its clients
     for kind in ("ec2", "s3"):
-        c = aws.client(kind, opts)
+        c = backend.client(kind, opts)
         c.meta.events.register("before-call", lambda model, **kw: calls.update(
             [f"{model.service_model.service_name}:{model.name}"]))
 
@@ -88,13 +89,13 @@ def run(args: argparse.Namespace) -> int:
         return f"{sum(items.values())} ({', '.join(f'{k} {v}' for k, v in items.items())})"
 
     variants = [{"lr": 10 ** -(i % 5), "seed": i} for i in range(args.runs)]
-    disp = Dispatcher(sleep=lambda s: None)
+    disp = dispatcher_with(backend, sleep=lambda s: None)
     t0 = time.perf_counter()
     sweep = launch(train, variants, backend="ec2", exp_prefix="bench-a", config=cfg,
                    dispatcher=disp)
     t_submit = time.perf_counter() - t0
     sub = take()
-    first = dict(plugin.LAST_SUBMIT)
+    first = dict(backend.last_submit)
 
     # status: no records yet, then every run reporting "running", then a steady poll
     t0 = time.perf_counter()
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     launch(train, variants, backend="ec2", exp_prefix="bench-b", config=cfg, dispatcher=disp)
     t_relaunch = time.perf_counter() - t0
     rel = take()
-    second = dict(plugin.LAST_SUBMIT)
+    second = dict(backend.last_submit)
 
     n_inst = -(-args.runs // args.runs_per_instance)
     print(f"EC2 backend bench: {args.runs} runs, {args.runs_per_instance} run(s) per instance "

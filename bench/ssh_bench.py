@@ -44,13 +44,13 @@ def main() -> int:
     ap.add_argument("runs", nargs="?", type=int, default=200, help="runs in the sweep")
     n = ap.parse_args().runs
     sys.path.insert(0, str(ROOT / "testinfra" / "src"))  # chester_testinfra, if not installed
-    from chester_backend_ssh import plugin
+    from chester_backend_ssh.plugin import SSHBackend
     from chester_testinfra import InfraUnavailable
     from chester_testinfra.sshd import start_netns_hosts
 
     from chester.config import load_config
     from chester.launcher.launching import launch
-    from chester.plugin.dispatch import Dispatcher
+    from chester.plugin.testing import dispatcher_with
     from chester.remote.ssh import Transport
 
     tmp = Path(tempfile.mkdtemp(prefix="chester-ssh-bench-"))
@@ -73,22 +73,20 @@ def main() -> int:
         cfg = load_config(project / "chester.yaml")
 
         made: list[Transport] = []
-        orig_tf = plugin.transport_for
-
-        def counting_transport_for(backend):
-            tr = orig_tf(backend)
-            made.append(tr)
-            return tr
-
-        plugin.transport_for = counting_transport_for
         execs = [0]
-        orig_exec = Transport._exec
 
-        def counting_exec(self, *a, **kw):
-            execs[0] += 1
-            return orig_exec(self, *a, **kw)
+        class CountingTransport(Transport):
+            def _exec(self, *a, **kw):  # type: ignore[no-untyped-def]
+                execs[0] += 1
+                return super()._exec(*a, **kw)
 
-        Transport._exec = counting_exec  # type: ignore[method-assign]
+        class CountingSSH(SSHBackend):
+            """The ssh backend, counting its transports and their commands."""
+
+            def transport(self, backend):  # type: ignore[no-untyped-def]
+                tr = CountingTransport(super().transport(backend).target, backend=backend.name)
+                made.append(tr)
+                return tr
 
         def snapshot():
             return (host.accepted_connections(), sum(t.connections_opened for t in made),
@@ -102,7 +100,7 @@ def main() -> int:
         subprocess.run([*ssh, host.alias, "true"], check=True)
         baseline = time.perf_counter() - t0
 
-        disp = Dispatcher()
+        disp = dispatcher_with(CountingSSH(), "ssh")
         from chester.plugin.manager import hookimpl
 
         hook_s: dict[str, float] = {}

@@ -27,6 +27,28 @@ def test_bad_names_and_existing_folders_are_refused(tmp_path):
     assert "already exists" in str(ei.value)
 
 
+def test_the_plugin_is_a_backend_class_named_by_its_entry_point(tmp_path, monkeypatch):
+    import importlib
+
+    from chester.plugin.manager import build_plugin_manager
+    from chester.remote.backend import Backend
+
+    root = new_plugin("tmux", tmp_path)
+    assert '[project.entry-points.chester]\ntmux = "chester_backend_tmux.plugin:TmuxBackend"' \
+        in (root / "pyproject.toml").read_text()
+    monkeypatch.syspath_prepend(str(root / "src"))
+    mod = importlib.import_module("chester_backend_tmux.plugin")
+    assert issubclass(mod.TmuxBackend, Backend)
+    mgr = build_plugin_manager(load_entry_points=False)
+    mgr.register(mod.TmuxBackend, "tmux")  # a class: one instance of it is registered
+    assert isinstance(mgr.get_backend("tmux").plugin, mod.TmuxBackend)
+    assert set(mgr.records["tmux"].hooks) == {
+        "chester_backends", "chester_prepare", "chester_submit", "chester_status",
+        "chester_pull", "chester_cancel", "chester_logs"}
+    for m in [m for m in sys.modules if m.startswith("chester_backend_tmux")]:
+        monkeypatch.delitem(sys.modules, m)
+
+
 @pytest.mark.slow  # a venv and an install
 def test_a_new_plugin_installs_lists_active_and_runs_the_conformance_suite(tmp_path):
     r = subprocess.run([str(Path(sys.executable).parent / "chester"), "plugins", "new", "tmux",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -13,6 +14,31 @@ from chester.plugin.errors import HookNotImplementedError
 from chester.plugin.hookspecs import LIFECYCLE_HOOKS, NETWORK_HOOKS
 from chester.plugin.manager import ChesterPluginManager, get_plugin_manager
 from chester.plugin.records import BackendConfig
+
+
+class RetryScope:
+    """One call of a lifecycle hook through :meth:`Dispatcher.call`, whatever the number of
+    attempts it takes: the same object during every attempt of that call, another for the
+    next call. A backend that goes on where a failed attempt stopped (``chester_logs``: the
+    byte of the log it had written up to) keeps its progress under it
+    (:meth:`chester.remote.backend.Backend.log_cursor`); it is dropped with the call."""
+
+    __slots__ = ("hook", "__weakref__")
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def __repr__(self) -> str:
+        return f"<chester retry scope of {self.hook} at {id(self):#x}>"
+
+
+_SCOPE: ContextVar[RetryScope | None] = ContextVar("chester_retry_scope", default=None)
+
+
+def retry_scope() -> RetryScope | None:
+    """The :class:`RetryScope` of the hook call running now, or None outside one (a hook
+    called directly, not through a dispatcher: no attempt of it is ever repeated)."""
+    return _SCOPE.get()
 
 
 @attrs.define
@@ -43,11 +69,19 @@ class Dispatcher:
         return self._callers[key]
 
     def call(self, hook: str, backend: BackendConfig, **kwargs: Any) -> Any:
-        """Call ``hook`` on ``backend``'s plugin; retry network hooks per DESIGN rules."""
+        """Call ``hook`` on ``backend``'s plugin; retry network hooks per DESIGN rules.
+        Every attempt of one call runs in one :class:`RetryScope` (:func:`retry_scope`)."""
         if hook not in LIFECYCLE_HOOKS:
             raise ValueError(f"{hook} is not a lifecycle hook")
         caller = self._caller(backend.type, hook)
+        scope = _SCOPE.set(RetryScope(hook))
+        try:
+            return self._call(hook, caller, backend, kwargs)
+        finally:
+            _SCOPE.reset(scope)
 
+    def _call(self, hook: str, caller: Any, backend: BackendConfig,
+              kwargs: dict[str, Any]) -> Any:
         def once() -> Any:
             result = caller(backend=backend, **kwargs)
             if result is None:
@@ -80,3 +114,6 @@ class Dispatcher:
             return once()
 
         return policy(replay)
+
+
+__all__ = ["Dispatcher", "RetryScope", "retry_scope"]

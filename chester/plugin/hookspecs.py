@@ -1,8 +1,10 @@
 """The plugin contract: every hook a backend plugin may implement.
 
-A backend plugin is a module (or object) registered under the entry-point group ``chester``
-whose functions are marked with :data:`chester.hookimpl`. The entry-point name is the plugin
-name; the backends it provides come from :func:`ChesterSpecs.chester_backends`.
+A backend plugin is a class registered under the entry-point group ``chester`` (the plugin
+manager makes one instance of it; :class:`chester.remote.backend.Backend` is the base of
+chester's own) whose methods are marked with :data:`chester.hookimpl`, or a module whose
+functions are. The entry-point name is the plugin name; the backends it provides come from
+:func:`ChesterSpecs.chester_backends`.
 
 Each lifecycle hook is called *only* on the plugin that owns the backend (pluggy's
 ``subset_hook_caller``); observers and wrappers still see every call. Hook implementations
@@ -202,7 +204,10 @@ class ChesterSpecs:
         ``out`` raises (``BrokenPipeError``: its reader went away, ``chester logs -f RUN |
         head``) ends the call at once and propagates as it is, never as a link error.
 
-        Retried: yes, only before anything was written.
+        Retried: yes; a retry goes on from the byte the failed attempt had written up to,
+        counted in the log's raw bytes, so ``out`` gets every byte exactly once. The
+        backend keeps that offset for the call
+        (:meth:`chester.remote.backend.Backend.log_cursor`).
         """
 
     @_spec

@@ -75,7 +75,10 @@ class ChesterPluginManager:
 
     def register(self, plugin: object, name: str, *, distribution: str | None = None,
                  version: str | None = None) -> None:
-        """Register a plugin object by hand (tests, scripts)."""
+        """Register a plugin object by hand (tests, scripts): a module, an instance (a
+        backend instance built with what the test needs), or a class (one instance of it
+        is made, as for an entry point)."""
+        plugin = instantiate(plugin)
         self.pm.register(plugin, name=name)
         self.records[name] = self._record_for(plugin, name, distribution, version, "active")
         self._backends = None
@@ -380,10 +383,20 @@ def _name_version(ep: EntryPoint) -> tuple[str | None, str | None]:
     return found["Name"], found["Version"]
 
 
+def instantiate(plugin: Any) -> Any:
+    """What is registered for an entry point's object: a class (a backend class, see
+    :mod:`chester.remote.backend`) becomes one instance of it, made here, so every plugin
+    manager holds its own backend instances and their state; a module or an instance is
+    registered as it is."""
+    return plugin() if isinstance(plugin, type) else plugin
+
+
 def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginManager:
     """Make a fresh plugin manager and load every installed plugin.
 
-    A plugin that fails to import is recorded with status ``error``; the others still load.
+    An entry point naming a class registers a new instance of it (:func:`instantiate`):
+    each manager has its own backend instances. A plugin that fails to import (or whose
+    class cannot be made) is recorded with status ``error``; the others still load.
     Plugins named in ``CHESTER_DISABLE_PLUGINS`` (comma-separated) are recorded as
     ``blocked`` and not imported.
     """
@@ -401,7 +414,7 @@ def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginMana
                                                 module=ep.value, status="blocked")
             continue
         try:
-            plugin = ep.load()
+            plugin = instantiate(ep.load())
             pm.register(plugin, name=ep.name)
         except Exception as exc:
             log.warning("plugin_load_failed", plugin=ep.name, error=str(exc))

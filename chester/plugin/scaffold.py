@@ -37,7 +37,7 @@ dependencies = ["chester-ml>={version},<{next_minor}"]
 test = ["chester-ml[testing]>={version},<{next_minor}"]
 
 [project.entry-points.chester]
-{name} = "chester_backend_{name}.plugin"
+{name} = "chester_backend_{name}.plugin:{cls}Backend"
 
 [tool.hatch.build.targets.wheel]
 packages = ["src/chester_backend_{name}"]
@@ -89,9 +89,12 @@ class {cls}Options:
 PLUGIN = '''\
 """The ``{name}`` backend plugin for chester.
 
-Every hook below is called only for backends of type ``{name}``. Each raises
-``NotImplementedError`` until written; the text says what the contract asks (see chester's
-docs/hooks.md for the whole of it). Hook implementations take no default arguments.
+The backend is a class; chester's plugin manager makes one instance of it (the entry point
+names the class) and calls its hook methods, each only for backends of type ``{name}``.
+What the backend keeps between calls (clients, caches) goes on ``self``, never in module
+globals. Each hook raises ``NotImplementedError`` until written; the text says what the
+contract asks (see chester's docs/hooks.md for the whole of it). Hook methods take no
+default arguments.
 """
 
 from __future__ import annotations
@@ -112,76 +115,94 @@ from chester.plugin.records import (
     RunSpec,
     RunStatus,
 )
+from chester.remote.backend import Backend
 from chester_backend_{name}.options import {cls}Options
 
 NAME = "{name}"
 
 
-@hookimpl
-def chester_backends() -> list[BackendSpec]:
-    """Declare the backend type, its options class and what it can do."""
-    return [BackendSpec(name=NAME, summary="{name}: describe where runs go",
-                        options_cls={cls}Options,
-                        capabilities=Capabilities(remote=False, idempotent_submit=False))]
+class {cls}Backend(Backend):
+    """The ``{name}`` backend: describe where its runs go."""
 
+    name = NAME
 
-@hookimpl
-def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
-                    staging_dir: Path) -> PreparedSweep:
-    """Render what the submit will send; no side effects outside ``staging_dir``.
+    def __init__(self) -> None:
+        super().__init__()
+        # state this backend keeps between calls goes here (made lazily: keep this cheap)
 
-    Each ``RunSpec`` has ``run_id``, ``token``, ``name``, ``local_dir`` (holding
-    ``variant.json`` and ``.chester/``) and ``remote_dir`` (where the folder lives on the
-    target). ``--dry-run`` stops after this hook and shows ``scripts``."""
-    raise NotImplementedError("chester_prepare must return a PreparedSweep for these runs")
+    def spec(self) -> BackendSpec:
+        """Declare the backend type, its options class and what it can do."""
+        return BackendSpec(name=NAME, summary="{name}: describe where runs go",
+                           options_cls={cls}Options,
+                           capabilities=Capabilities(remote=False, idempotent_submit=False))
 
+    @hookimpl
+    def chester_prepare(self, backend: BackendConfig, runs: Sequence[RunSpec],
+                        staging_dir: Path) -> PreparedSweep:
+        """Render what the submit will send; no side effects outside ``staging_dir``.
 
-@hookimpl
-def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
-    """Start every run of ``prepared.runs`` (the worker is ``backend.options.python -m
-    chester.target.worker RUN_DIR`` where chester is installed, or ``python <runtime> worker
-    RUN_DIR`` with the runtime from ``chester.remote.runtime.build()``) and return one
-    ``RunHandle`` per run, carrying the run's ``token``. A retried submit must never start a
-    run twice. With ``python`` pointing nowhere (the conformance test's ``broken_options``),
-    the launch must fail in one line, or the runs must end failed with a reason."""
-    raise NotImplementedError("chester_submit must start each run once and return its handle")
+        Each ``RunSpec`` has ``run_id``, ``token``, ``name``, ``local_dir`` (holding
+        ``variant.json`` and ``.chester/``) and ``remote_dir`` (where the folder lives on the
+        target). ``--dry-run`` stops after this hook and shows ``scripts``."""
+        raise NotImplementedError("chester_prepare must return a PreparedSweep for these runs")
 
+    @hookimpl
+    def chester_submit(self, backend: BackendConfig, prepared: PreparedSweep
+                       ) -> list[RunHandle]:
+        """Start every run of ``prepared.runs`` (the worker is ``backend.options.python -m
+        chester.target.worker RUN_DIR`` where chester is installed, or ``python <runtime>
+        worker RUN_DIR`` with the runtime from ``chester.remote.runtime.build()``) and return
+        one ``RunHandle`` per run, carrying the run's ``token``. A retried submit must never
+        start a run twice. With ``python`` pointing nowhere (the conformance test's
+        ``broken_options``), the launch must fail in one line, or the runs must end failed
+        with a reason."""
+        raise NotImplementedError("chester_submit must start each run once and return its "
+                                  "handle")
 
-@hookimpl
-def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    """The state of every handle, in ONE call (``chester.target.probe`` reads a run folder):
-    ``{{token: RunStatus}}``. A failed run carries ``reason`` and ``stderr_tail``; a run whose
-    worker never started must end ``failed`` or ``lost`` with a reason, never stay queued."""
-    raise NotImplementedError("chester_status must return a RunStatus for every handle's token")
+    @hookimpl
+    def chester_status(self, backend: BackendConfig, handles: Sequence[RunHandle]
+                       ) -> dict[str, RunStatus]:
+        """The state of every handle, in ONE call (``chester.target.probe`` reads a run
+        folder): ``{{token: RunStatus}}``. A failed run carries ``reason`` and
+        ``stderr_tail``; a run whose worker never started must end ``failed`` or ``lost``
+        with a reason, never stay queued."""
+        raise NotImplementedError("chester_status must return a RunStatus for every handle's "
+                                  "token")
 
+    @hookimpl
+    def chester_cancel(self, backend: BackendConfig, handles: Sequence[RunHandle]
+                       ) -> dict[str, bool]:
+        """Stop the runs (queued ones never start); ``{{token: True}}`` for each run
+        cancelled."""
+        raise NotImplementedError("chester_cancel must stop each live run and report it by "
+                                  "token")
 
-@hookimpl
-def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
-    """Stop the runs (queued ones never start); ``{{token: True}}`` for each run cancelled."""
-    raise NotImplementedError("chester_cancel must stop each live run and report it by token")
+    @hookimpl
+    def chester_pull(self, backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                     patterns: PullPatterns) -> list[PullResult]:
+        """Bring each run's folder home into its ``local_dir`` (incremental, never deleting)
+        and say per run whether all its files are home (``complete``).
 
+        Runs that write their folders on this machine (``remote_dir`` is ``local_dir``, as
+        this stub's backend does) have nothing to bring: return ``complete=True`` for every
+        run whose folder is there (``.chester/run.json`` exists), ended or not, as the local
+        backend does. Waiting for an end record instead would leave a run that never started
+        unpulled for ever. A remote backend copies the folder and says ``complete=True`` once
+        the run's final files (its end record; for a run that never started, its folder as it
+        is) are home."""
+        raise NotImplementedError("chester_pull must copy each run folder home and say what "
+                                  "came")
 
-@hookimpl
-def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
-                 patterns: PullPatterns) -> list[PullResult]:
-    """Bring each run's folder home into its ``local_dir`` (incremental, never deleting) and
-    say per run whether all its files are home (``complete``).
-
-    Runs that write their folders on this machine (``remote_dir`` is ``local_dir``, as this
-    stub's backend does) have nothing to bring: return ``complete=True`` for every run whose
-    folder is there (``.chester/run.json`` exists), ended or not, as the local backend does.
-    Waiting for an end record instead would leave a run that never started unpulled for ever.
-    A remote backend copies the folder and says ``complete=True`` once the run's final files
-    (its end record; for a run that never started, its folder as it is) are home."""
-    raise NotImplementedError("chester_pull must copy each run folder home and say what came")
-
-
-@hookimpl
-def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
-                 out: TextIO) -> bool:
-    """Write the run's ``stdout.log``/``stderr.log`` to ``out``; with ``follow``, until the run
-    ends (``chester.remote.follow.follow`` does the loop)."""
-    raise NotImplementedError("chester_logs must copy the run's log to out")
+    @hookimpl
+    def chester_logs(self, backend: BackendConfig, handle: RunHandle, follow: bool,
+                     stream: str, out: TextIO) -> bool:
+        """Write the run's ``stdout.log``/``stderr.log`` to ``out``; with ``follow``, until
+        the run ends. Write through ``cursor = self.log_cursor(handle, stream, out)``
+        (``chester.remote.follow.follow(read, finished, cursor, follow=follow)`` does the
+        loop, ``read(offset)`` returning the log's bytes from that byte on): a call the
+        dispatcher retries after a dropped link then goes on from ``cursor.offset``, never
+        repeating nor skipping a byte."""
+        raise NotImplementedError("chester_logs must copy the run's log to out")
 '''
 
 TEST = '''\

@@ -43,10 +43,12 @@ from chester.target.testing_functions import (  # noqa: F401  (part of this modu
     HOSTILE_VALUES,
     fn_done_early,
     fn_hostile,
+    fn_print_lines,
     fn_print_then_wait,
     fn_raise,
     fn_sleep_with_child,
     fn_write_result,
+    log_line,
 )
 
 
@@ -157,6 +159,25 @@ class _ClosedPipe(io.StringIO):
         raise BrokenPipeError(32, "Broken pipe")
 
 
+class _DropOnce(io.StringIO):
+    """An output whose first write once ``after`` characters arrived raises
+    ``TransientBackendError`` (what a dropped link raises mid-stream) and keeps nothing of
+    it; the dispatcher then retries the call. Every other write is kept."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.dropped = 0
+
+    def write(self, text: str) -> int:
+        if not self.dropped and self.tell() >= self.after:
+            from chester.plugin.errors import TransientBackendError
+
+            self.dropped += 1
+            raise TransientBackendError("injected: the link dropped while the log streamed")
+        return super().write(text)
+
+
 class _FailFirstSubmit:
     """An observer plugin whose first ``chester_submit`` raises before the backend's runs."""
 
@@ -188,6 +209,27 @@ class _CallCounter:
     def chester_submit(self):  # type: ignore[no-untyped-def]
         self.calls["chester_submit"] = self.calls.get("chester_submit", 0) + 1
         return (yield)
+
+
+def dispatcher_with(plugin: object, name: str | None = None, **kw: Any) -> Dispatcher:
+    """A dispatcher over a fresh plugin manager (every installed plugin, new instances of
+    their backend classes) in which ``plugin`` — a backend instance built for a test, e.g. a
+    subclass that records or breaks what it does — replaces the installed plugin ``name``
+    (default: the plugin's ``name``). ``kw`` goes to :class:`Dispatcher` (``sleep=``)::
+
+        class Recording(SlurmBackend):
+            def open_executor(self, backend):
+                return Spy(super().open_executor(backend))
+
+        sweep = chester.launch(fn, vg, backend="slurm", dispatcher=dispatcher_with(Recording()))
+    """
+    mgr = build_plugin_manager()
+    name = name or getattr(plugin, "name", None)
+    if not name:
+        raise ValueError("dispatcher_with: name the plugin to replace")
+    mgr.unregister(name)
+    mgr.register(plugin, name=name)
+    return Dispatcher(manager=mgr, **kw)
 
 
 def _dispatcher() -> tuple[Dispatcher, _CallCounter]:
@@ -358,6 +400,38 @@ class BackendConformance:
                 sweep.cancel()
         assert code == 0 and said == "", (code, said)
         assert took < 10, f"logs -f went on {took:.1f}s after its reader left"
+        self._wait(env, sweep)
+
+    def test_logs_retried_mid_stream_repeat_and_skip_no_byte(self, chester_env: ConformanceEnv
+                                                             ) -> None:
+        """``chester logs -f`` while the link drops once after part of the log arrived: the
+        dispatcher retries the call, and the retry goes on from the byte the first attempt
+        had written up to, counted in the log's raw bytes (chester_logs: "a retry never
+        repeats nor skips a byte"). The log holds characters of one to four bytes and bytes
+        that are no UTF-8; the output is the log decoded once, whole."""
+        env = chester_env
+        lines = 40
+        # the run prints for 8 s: the follow below sees the log grow, chunk by chunk
+        sweep = self._launch(env, fn_print_lines, [{"lines": lines, "every": 0.2}],
+                             "conf-logs-retry")
+        run = sweep.runs[0].name
+        deadline = time.monotonic() + env.timeout
+        while True:  # follow from a point where the log has begun
+            buf = io.StringIO()
+            sweep.logs(run, out=buf)
+            if "line 002" in buf.getvalue():
+                break
+            assert time.monotonic() < deadline, f"the run printed nothing: {buf.getvalue()!r}"
+            time.sleep(env.poll_interval)
+        out = _DropOnce(after=len(buf.getvalue()))
+        sweep.logs(run, follow=True, out=out)
+        expect = b"".join(log_line(i) for i in range(lines)).decode("utf-8", "replace")
+        assert out.dropped == 1, "the injected drop never happened"
+        got = out.getvalue()
+        assert got == expect, (
+            "chester_logs: a call retried after a dropped link goes on from the byte already "
+            "written, never repeating nor skipping one; got "
+            f"{len(got)} characters for {len(expect)}: {got[-300:]!r}")
         self._wait(env, sweep)
 
     def test_second_pull_transfers_nothing(self, chester_env: ConformanceEnv) -> None:

@@ -275,55 +275,68 @@ def build() -> Runtime:
 PROBE = "chester-probe"
 
 
-def _digest_of(runtime_remote: str) -> str:
-    """The digest a runtime's file name carries (``chester-<digest>.pyz``)."""
-    name = PurePosixPath(runtime_remote).name
-    return name[len("chester-"):-len(".pyz")]
+def _digest_of(remote: str) -> str:
+    """The digest a content-addressed file's name carries: ``chester-<digest>.pyz`` (a
+    runtime), ``scheduler-<digest>.py`` (autobot's scheduler)."""
+    name = PurePosixPath(remote).name
+    return name.split("-", 1)[-1].rsplit(".", 1)[0]
 
 
-def _sum_expr(path: str) -> str:
-    """Shell: the first 20 hex digits of the SHA-256 of ``path`` (empty when it cannot be
+def _sum_expr(path: str, n: int = 20) -> str:
+    """Shell: the first ``n`` hex digits of the SHA-256 of ``path`` (empty when it cannot be
     read, or no tool for it is on the host)."""
     q = shlex.quote(path)
     return (f"$( {{ sha256sum -- {q} || shasum -a 256 -- {q} || openssl dgst -sha256 -r {q}; "
-            "} 2>/dev/null | cut -c1-20 )")
+            f"}} 2>/dev/null | cut -c1-{n} )")
+
+
+def _checks_out(path: str, remote: str) -> str:
+    """Shell test: ``path`` holds the bytes ``remote``'s name says (its digest's prefix of
+    the SHA-256)."""
+    digest = _digest_of(remote)
+    return f'[ "{_sum_expr(path, len(digest))}" = {shlex.quote(digest)} ]'
 
 
 def verify_lines(runtime_remote: str, var: str = "chester_rt") -> str:
-    """One shell line setting ``var`` to 1 when the runtime is there and its bytes are what
-    its name says (a file cut short by a full disk, or written over, is not), else empty."""
+    """One shell line setting ``var`` to 1 when the runtime (or another content-addressed
+    file, see :func:`part_path`) is there and its bytes are what its name says (a file cut
+    short by a full disk, or written over, is not), else empty."""
     q = shlex.quote(runtime_remote)
-    return (f'{var}=; if [ -f {q} ] && [ "{_sum_expr(runtime_remote)}" = '
-            f'{shlex.quote(_digest_of(runtime_remote))} ]; then {var}=1; fi')
+    return (f"{var}=; if [ -f {q} ] && {_checks_out(runtime_remote, runtime_remote)}; "
+            f"then {var}=1; fi")
 
 
 def part_path(runtime_remote: str, tag: str) -> str:
     """Where a runtime is uploaded before it is checked and renamed into place: a hidden
     name of its own in the same folder (``tag``: a launch's key, so two launches at once
-    never write one file)."""
+    never write one file). Any file whose name carries the digest of its content
+    (``NAME-<digest>.EXT``: autobot's scheduler) travels the same way."""
     p = PurePosixPath(runtime_remote)
     return str(p.with_name(f".{p.name}.{tag}.part"))
 
 
-def install_lines(runtime_remote: str, part: str, *, strict: bool) -> list[str]:
+def install_lines(runtime_remote: str, part: str, *, strict: bool,
+                  what: str = "the runtime") -> list[str]:
     """Shell lines that put an uploaded runtime (at ``part``, see :func:`part_path`) into
     place: renamed over the runtime's name only when its bytes check out, removed
     otherwise. A rename is atomic, so no run ever starts from a file still being written.
-    ``strict``: stop the script (exit 1, one line on stderr) when the runtime is not in
-    place after that. Parts older than a day that a broken upload left are removed."""
+    ``strict``: stop the script (exit 1, one line on stderr naming ``what``) when the file
+    is not in place after that. Parts older than a day that a broken upload left are
+    removed."""
     q = shlex.quote
-    folder = str(PurePosixPath(runtime_remote).parent)
+    p = PurePosixPath(runtime_remote)
+    stem = p.name.split("-", 1)[0]
     lines = [
         f"if [ -f {q(part)} ]; then "
-        f'if [ "{_sum_expr(part)}" = {q(_digest_of(runtime_remote))} ]; then '
+        f"if {_checks_out(part, runtime_remote)}; then "
         f"chmod 644 {q(part)} && mv -f {q(part)} {q(runtime_remote)}; "
         f"else rm -f {q(part)}; fi; fi",
-        f"find {q(folder)} -maxdepth 1 -name '.chester-*.part' -mmin +1440 "
+        f"find {q(str(p.parent))} -maxdepth 1 -name {q(f'.{stem}-*.part')} -mmin +1440 "
         "-exec rm -f {} + 2>/dev/null || :",
     ]
     if strict:
         lines += [verify_lines(runtime_remote),
-                  f'if [ -z "$chester_rt" ]; then echo "chester: the runtime did not arrive '
+                  f'if [ -z "$chester_rt" ]; then echo "chester: {what} did not arrive '
                   f'whole at {runtime_remote} (a full disk?); launch again" >&2; exit 1; fi']
     return lines
 
@@ -331,7 +344,14 @@ def install_lines(runtime_remote: str, part: str, *, strict: bool) -> list[str]:
 def send(transport: Any, rt: Runtime, root: str, *, who: str) -> None:
     """Upload the runtime under ``root`` the safe way (a part file, checked, renamed into
     place), unless a copy that checks out is already there. One round trip."""
-    remote = rt.remote_path(root)
+    place(transport, rt.path.read_bytes(), rt.remote_path(root), who=who)
+
+
+def place(transport: Any, data: bytes, remote: str, *, who: str,
+          what: str = "chester's runtime") -> None:
+    """Upload ``data`` to ``remote``, a name carrying the digest of its content (see
+    :func:`part_path`), as :func:`send` does: through a part file that is checked and
+    renamed into place, unless a copy that checks out is already there. One round trip."""
     part = part_path(remote, f"{os.getpid()}-{os.urandom(4).hex()}")
     q = shlex.quote
     script = "\n".join([
@@ -339,11 +359,10 @@ def send(transport: Any, rt: Runtime, root: str, *, who: str) -> None:
         f"cat > {q(part)} || {{ rm -f {q(part)}; exit 1; }}",
         verify_lines(remote),
         f'if [ -n "$chester_rt" ]; then rm -f {q(part)}; exit 0; fi',
-        *install_lines(remote, part, strict=True)])
-    res = transport.run(["sh", "-c", script], stdin=rt.path.read_bytes(), timeout=600,
-                        check=False)
+        *install_lines(remote, part, strict=True, what=what)])
+    res = transport.run(["sh", "-c", script], stdin=data, timeout=600, check=False)
     if res.exit_code != 0:
-        raise BackendError(f"{who}: chester's runtime could not be placed at {remote}: "
+        raise BackendError(f"{who}: {what} could not be placed at {remote}: "
                            f"{res.stderr.strip()[-300:]}")
 
 
@@ -626,5 +645,5 @@ def call_json(transport: Any, argv: list[str], *, who: str, what: str,
             from None
 
 
-__all__ = ["install_lines", "part_path", "send", "verify_lines", "EXIT_BAD_PYTHON", "call_json", "probe_target", "EXIT_NO_RUNTIME", "guard_lines", "MIN_PYTHON", "PROBE", "Probe", "REMOTE_SUBDIR", "Runtime", "build", "cache_dir",
+__all__ = ["install_lines", "part_path", "place", "send", "verify_lines", "EXIT_BAD_PYTHON", "call_json", "probe_target", "EXIT_NO_RUNTIME", "guard_lines", "MIN_PYTHON", "PROBE", "Probe", "REMOTE_SUBDIR", "Runtime", "build", "cache_dir",
            "check", "parse_probe", "probe_script"]

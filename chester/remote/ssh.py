@@ -600,16 +600,31 @@ class Transport:
         timeout: float | None = None,
         check: bool = True,
     ) -> RunResult:
-        """Run ``argv`` and hand its stdout to ``write`` as it arrives (``chester logs -f``).
+        """Run ``argv`` and hand its stdout to ``write`` as it arrives, decoded as UTF-8.
         What ``write`` raises (a closed pipe) stops the command and is raised as it is."""
         import codecs
 
         dec = codecs.getincrementaldecoder("utf-8")("replace")
-        cmd = shlex.join([str(a) for a in argv])
-        out, err, code = self._exec(cmd, None, timeout, on_stdout=lambda b: write(dec.decode(b)))
+        res = self.stream_bytes(argv, lambda b: write(dec.decode(b)), timeout=timeout,
+                                check=check)
         tail = dec.decode(b"", final=True)
         if tail:
             write(tail)
+        return res
+
+    def stream_bytes(
+        self,
+        argv: Sequence[str],
+        write: Callable[[bytes], Any],
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> RunResult:
+        """Run ``argv`` and hand its stdout's bytes to ``write`` as they arrive, as they are
+        (``chester logs -f``: the bytes of a log, counted by whoever writes them). What
+        ``write`` raises (a closed pipe) stops the command and is raised as it is."""
+        cmd = shlex.join([str(a) for a in argv])
+        out, err, code = self._exec(cmd, None, timeout, on_stdout=write)
         return self._result(shlex.quote(str(argv[0])), b"", err, code, check)
 
     # ------------------------------------------------------------------ file transfer

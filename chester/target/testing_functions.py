@@ -71,6 +71,23 @@ def fn_print_then_wait(variant: Mapping, log_dir: str, exp_name: str) -> None:
     time.sleep(float(variant.get("seconds", 300)))
 
 
+def log_line(i: int) -> bytes:
+    """Line ``i`` of :func:`fn_print_lines`: characters of one to four bytes, and every
+    seventh line a byte that is no UTF-8 at all, so a copy counted in characters (or
+    decoded and encoded again) goes wrong."""
+    return f"line {i:03d} é ☃ 学习 \U0001f600".encode() + (b" \xff" if i % 7 == 6 else b"") \
+        + b"\n"
+
+
+def fn_print_lines(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Write ``lines`` lines (:func:`log_line`) to stdout as bytes, one every ``every``
+    seconds, then end."""
+    for i in range(int(variant.get("lines", 40))):
+        sys.stdout.buffer.write(log_line(i))
+        sys.stdout.buffer.flush()
+        time.sleep(float(variant.get("every", 0.05)))
+
+
 def fn_hostile(variant: Mapping, log_dir: str, exp_name: str) -> None:
     """Check the values in place and write them back exactly (JSON, with escapes)."""
     ok = {k: variant[k] == v for k, v in HOSTILE_VALUES.items()}

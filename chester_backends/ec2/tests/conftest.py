@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ec2farm import aws, farm, moto_endpoint  # noqa: E402,F401
+from ec2farm import aws, ec2_backend, farm, moto_endpoint  # noqa: E402,F401

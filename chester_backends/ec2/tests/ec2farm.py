@@ -40,8 +40,11 @@ def moto_endpoint(aws_endpoint) -> str:
 
 @pytest.fixture
 def aws(moto_endpoint, monkeypatch):
-    """Environment pointing boto3 at moto, a fresh state, and a bucket."""
-    from chester_backend_ec2 import aws as aws_mod
+    """Environment pointing boto3 at moto, a fresh state, and a bucket; and a fresh plugin
+    manager for the process (a new ec2 backend instance: no client, record or template an
+    earlier test's moto state left in it), which every launch, status poll and ``chester``
+    command of the test uses."""
+    from chester.plugin.manager import build_plugin_manager, set_plugin_manager
 
     urllib.request.urlopen(urllib.request.Request(moto_endpoint + "/moto-api/reset",
                                                   method="POST"), timeout=60).read()  # slow on a loaded machine
@@ -51,13 +54,22 @@ def aws(moto_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(k, raising=False)
-    aws_mod.reset_clients()
+    set_plugin_manager(build_plugin_manager())
     import boto3
 
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket="chester-test")
     yield moto_endpoint
-    aws_mod.reset_clients()
+    set_plugin_manager(None)
+
+
+@pytest.fixture
+def ec2_backend(aws):
+    """The test's ec2 backend instance (the process's plugin manager's, see ``aws``): its
+    clients are the ones the launches use, so AWS's answers can be shaped on them."""
+    from chester.plugin.manager import get_plugin_manager
+
+    return get_plugin_manager().get_backend("ec2").plugin
 
 
 # -- IMDSv2 stand-in -----------------------------------------------------------------------------

@@ -102,14 +102,14 @@ def test_instance_gone_without_record_reads_lost(tmp_path, farm):
     assert "no status record" in run.reason
 
 
-def test_retried_submit_after_connection_error_starts_one_instance(tmp_path, farm):
+def test_retried_submit_after_connection_error_starts_one_instance(tmp_path, farm,
+                                                                   ec2_backend):
     """The response of run_instances is lost: the dispatcher retries, one instance exists."""
     from botocore.exceptions import ConnectionClosedError
-    from chester_backend_ec2 import aws
 
     env = _env(tmp_path)
     bcfg = env.config.backend("ec2")
-    ec2 = aws.client("ec2", bcfg.options)
+    ec2 = ec2_backend.client("ec2", bcfg.options)
     calls = []
 
     def lose_response(**kw):
@@ -162,19 +162,17 @@ def test_hostile_python_path_and_exp_prefix(tmp_path, farm):
     assert not list(Path(tmp_path).rglob("pwned")) and not Path("pwned").exists()
 
 
-def test_logs_from_s3(tmp_path, farm):
+def test_logs_from_s3(tmp_path, farm, ec2_backend):
     import io
 
     env = _env(tmp_path)
     sweep = _launch(env, [{"seconds": 0}], "logs")
     sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
-    from chester_backend_ec2 import plugin
-
     out = io.StringIO()
-    plugin.chester_logs(sweep.backend, sweep.runs[0].handle, False, "stdout", out)
+    ec2_backend.chester_logs(sweep.backend, sweep.runs[0].handle, False, "stdout", out)
     assert out.getvalue() == ""  # fn_progress prints nothing
     out = io.StringIO()
-    assert plugin.chester_logs(sweep.backend, sweep.runs[0].handle, True, "stderr", out)
+    assert ec2_backend.chester_logs(sweep.backend, sweep.runs[0].handle, True, "stderr", out)
 
 
 def test_failed_bootstrap_powers_off_and_reads_lost(tmp_path, farm):

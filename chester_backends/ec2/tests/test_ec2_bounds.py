@@ -198,10 +198,11 @@ def test_killed_agent_is_terminated_on_a_stale_heartbeat(tmp_path, farm):
     assert "stopped its heartbeat" in run.reason
     _until(lambda: _istate(iid) == "terminated", what="terminated")
     _until(lambda: farm.instances[iid].done, what="its processes gone")
-    # the verdict is durable: another launcher reads the same
-    from chester_backend_ec2 import plugin
+    # the verdict is durable: another launcher (a backend instance of its own) reads the same
+    from chester_backend_ec2.plugin import Ec2Backend
 
-    assert plugin.chester_status(sweep.backend, [run.handle])[run.token].state.value == "lost"
+    assert Ec2Backend().chester_status(sweep.backend, [run.handle])[run.token].state.value \
+        == "lost"
 
 
 def test_a_lost_runs_pull_is_tried_and_said_once(tmp_path, farm):
@@ -240,9 +241,8 @@ def test_instance_without_agent_reads_lost_after_boot_timeout(tmp_path, farm):
 
 # -- (2) a submit refused midway -------------------------------------------------------------------
 def test_refused_submit_leaves_findable_instances_and_a_resume_completes(tmp_path, farm,
+                                                                          ec2_backend,
                                                                           monkeypatch):
-    from chester_backend_ec2 import aws
-
     from chester.cli import main
 
     farm.paused = True
@@ -250,7 +250,7 @@ def test_refused_submit_leaves_findable_instances_and_a_resume_completes(tmp_pat
     monkeypatch.chdir(env.project)
     monkeypatch.delenv("CHESTER_CONFIG_PATH", raising=False)
     monkeypatch.setattr("chester.config._cached", None)  # the CLI reads this project's config
-    ec2 = aws.client("ec2", env.config.backend("ec2").options)
+    ec2 = ec2_backend.client("ec2", env.config.backend("ec2").options)
     variants = [{"seconds": 0, "i": i} for i in range(10)]
     from chester_backend_ec2.plugin import sweep_key
 
@@ -407,9 +407,10 @@ def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_a
 def test_the_notice_check_never_waits_behind_an_upload(tmp_path, aws, monkeypatch):
     """The agent's watch step (its own thread) while a sync holds the upload lock: the run
     is told and its record says ``preempted`` at once; the folder goes up after."""
+    import importlib.util
     import threading
 
-    from chester_backend_ec2 import agent as agent_mod
+    from chester_backend_ec2 import agent as installed
     from ec2farm import FakeImds  # type: ignore[import-not-found]
 
     imds = FakeImds("i-0123456789abcdef0")
@@ -418,10 +419,15 @@ def test_the_notice_check_never_waits_behind_an_upload(tmp_path, aws, monkeypatc
             "runs": [{"token": "tok1", "remote_dir": "/runs/tok1"}]}
     s3.put_object(Bucket="chester-test", Key="spec.json", Body=json.dumps(spec).encode())
     for k, v in {"CHESTER_EC2_BUCKET": "chester-test", "CHESTER_EC2_SPEC": "spec.json",
-                 "CHESTER_EC2_REGION": REGION}.items():
+                 "CHESTER_EC2_REGION": REGION, "CHESTER_EC2_IMDS": imds.url,
+                 "CHESTER_EC2_ROOT": str(tmp_path)}.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(agent_mod, "IMDS", imds.url)
-    monkeypatch.setattr(agent_mod, "ROOT", str(tmp_path))
+    # the agent as an instance starts it: a fresh copy of the file, reading that environment
+    spec_ = importlib.util.spec_from_file_location("chester_ec2_agent_under_test",
+                                                   installed.__file__)
+    assert spec_ is not None and spec_.loader is not None
+    agent_mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(agent_mod)
     try:
         agent = agent_mod.Agent()
         assert agent.instance_id == "i-0123456789abcdef0"
@@ -460,14 +466,13 @@ def test_max_requeues_one_never_starts_a_third_instance(tmp_path, farm):
     assert len(farm.instances) == 2 and len(_instances()) == 1
 
 
-def test_a_refused_requeue_is_the_runs_pending_reason_not_a_failed_status(tmp_path, farm):
-    from chester_backend_ec2 import aws
-
+def test_a_refused_requeue_is_the_runs_pending_reason_not_a_failed_status(tmp_path, farm,
+                                                                          ec2_backend):
     env = _env(tmp_path, max_requeues=1)
     sweep = _launch(env, [{"seconds": 8}], "quota")  # still running when the notice comes
     run = sweep.runs[0]
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
-    ec2 = aws.client("ec2", env.config.backend("ec2").options)
+    ec2 = ec2_backend.client("ec2", env.config.backend("ec2").options)
     with _Refuse(ec2, "VcpuLimitExceeded", lambda n, p: True) as refuse:
         _preempt(farm, sweep, run, run.handle.remote_id)
         assert sweep.status()[run.name].value == "requeued"
@@ -478,9 +483,8 @@ def test_a_refused_requeue_is_the_runs_pending_reason_not_a_failed_status(tmp_pa
     assert len(farm.instances) == 2
 
 
-def test_growing_logs_have_only_their_new_bytes_uploaded_small_or_big(tmp_path, farm):
-    from chester_backend_ec2 import plugin
-
+def test_growing_logs_have_only_their_new_bytes_uploaded_small_or_big(tmp_path, farm,
+                                                                      ec2_backend):
     from chester.types import PullPatterns
 
     env = _env(tmp_path, sync_interval_s=0.3)
@@ -489,12 +493,13 @@ def test_growing_logs_have_only_their_new_bytes_uploaded_small_or_big(tmp_path, 
     # a pull while the run goes on, and one after: the second brings only the new segments
     _until(lambda: sum(".chester-seg/" in k and "/big.log" in k for k in _s3_keys()) >= 3,
            what="three segments of big.log")
-    first = plugin.chester_pull(sweep.backend, [run.handle], run.log_dir, PullPatterns())
+    first = ec2_backend.chester_pull(sweep.backend, [run.handle], run.log_dir, PullPatterns())
     had = (run.log_dir / "big.log").stat().st_size
     assert first[0].bytes >= had > 5 * 1024 * 1024
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
     assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
-    second = plugin.chester_pull(sweep.backend, [run.handle], run.log_dir, PullPatterns())
+    second = ec2_backend.chester_pull(sweep.backend, [run.handle], run.log_dir,
+                                      PullPatterns())
     assert second[0].bytes < 1024 * 1024  # not the 5.5 MiB again
     root = farm.instances[run.handle.remote_id].root
     on_instance = root / run.handle.remote_dir.lstrip("/")
@@ -519,20 +524,19 @@ def test_growing_logs_have_only_their_new_bytes_uploaded_small_or_big(tmp_path, 
     assert (run.log_dir / "big.log").stat().st_size > 5 * 1024 * 1024
     # chester logs joins the segments too
     out = io.StringIO()
-    plugin.chester_logs(sweep.backend, run.handle, False, "stdout", out)
+    ec2_backend.chester_logs(sweep.backend, run.handle, False, "stdout", out)
     assert out.getvalue() == (run.log_dir / "stdout.log").read_text()
 
 
-def test_capacity_errors_fall_back_over_types_subnets_and_on_demand(tmp_path, aws):
-    from chester_backend_ec2 import aws as aws_mod
-    from chester_backend_ec2 import plugin
+def test_capacity_errors_fall_back_over_types_subnets_and_on_demand(tmp_path, ec2_backend):
+    plugin = ec2_backend
 
     subnets = [s["SubnetId"] for s in _ec2().describe_subnets()["Subnets"]][:2]
     # one RunInstances per placement (the EC2 Fleet path: test_ec2_fleet.py)
     env = _env(tmp_path, instance_types=["t3.small"], subnet_ids=subnets,
                on_demand_fallback=True, launch_api="run_instances")
     backend = env.config.backend("ec2")
-    ec2 = aws_mod.client("ec2", backend.options)
+    ec2 = plugin.client("ec2", backend.options)
     codes = {"t3.micro": "InsufficientInstanceCapacity", "t3.small": "SpotMaxPriceTooLow"}
 
     def no_spot(n, p):
@@ -667,15 +671,15 @@ def test_a_freed_gpu_takes_the_next_run_exactly_once_within_the_gpu_count(tmp_pa
     assert sum(1 for rec in recs if rec["started_at"] < recs[1]["ended_at"]) == 5
 
 
-def test_a_resumed_launch_starts_no_instance_for_runs_a_freed_slot_took(tmp_path, farm):
-    from chester_backend_ec2 import aws
+def test_a_resumed_launch_starts_no_instance_for_runs_a_freed_slot_took(tmp_path, farm,
+                                                                        ec2_backend):
     from chester_backend_ec2.plugin import sweep_key
 
     env = _env(tmp_path, runs_per_instance=2, gpus_per_run=2, instance_type="g5.12xlarge",
                max_requeues=0)
     variants = [{"seconds": 0.5, "i": i} for i in range(4)]
     key = sweep_key(env.config.backend("ec2"), "resume")
-    ec2 = aws.client("ec2", env.config.backend("ec2").options)
+    ec2 = ec2_backend.client("ec2", env.config.backend("ec2").options)
     with _Refuse(ec2, "InstanceLimitExceeded", lambda n, p: n >= 2):
         with pytest.raises(BackendError, match="1 of 2 instances"):
             _launch(env, variants, "resume")

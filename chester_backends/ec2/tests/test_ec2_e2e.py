@@ -141,30 +141,28 @@ def test_pull_include_exclude_and_progress(project, farm):
     assert got[0].files == 1 and (run.log_dir / "result.json").read_text() == '{"changed": true}'
     # a newer local file is never overwritten
     (run.log_dir / "stdout.log").write_text("edited locally\n")
-    from chester_backend_ec2 import plugin
-
-    res = plugin.chester_pull(sweep.backend, [run.handle], project.project,
-                              __import__("chester.types").types.PullPatterns())
+    res = sweep.dispatcher.manager.get_backend("ec2").plugin.chester_pull(
+        sweep.backend, [run.handle], project.project,
+        __import__("chester.types").types.PullPatterns())
     assert (run.log_dir / "stdout.log").read_text() == "edited locally\n"
     assert res[0].files == 0
 
 
-def test_relaunch_with_unchanged_code_uploads_no_code(project, farm):
-    from chester_backend_ec2 import plugin
-
+def test_relaunch_with_unchanged_code_uploads_no_code(project, farm, ec2_backend):
     from chester.launcher import launch
 
+    plugin = ec2_backend  # what the launches below submit through
     s1 = launch(_train(), [{"lr": 1}], backend="ec2", exp_prefix="code-a", config=project.config)
-    first = dict(plugin.LAST_SUBMIT)
+    first = dict(plugin.last_submit)
     assert first["code_bytes"] > 0
     s2 = launch(_train(), [{"lr": 2}], backend="ec2", exp_prefix="code-b", config=project.config)
-    assert plugin.LAST_SUBMIT["code_bytes"] == 0
+    assert plugin.last_submit["code_bytes"] == 0
     # a change to one file uploads that file and the manifest only
     (project.project / "assets" / "data.txt").write_text("dataset-v2")
     s3_ = launch(_train(), [{"lr": 3}], backend="ec2", exp_prefix="code-c",
                  config=project.config)
     manifest_size = len(json.dumps({"files": {}}))
-    assert len("dataset-v2") < plugin.LAST_SUBMIT["code_bytes"] < 2000 + manifest_size
+    assert len("dataset-v2") < plugin.last_submit["code_bytes"] < 2000 + manifest_size
     for s in (s1, s2, s3_):
         s.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     assert json.loads((s3_.runs[0].log_dir / "result.json").read_text())["data"] == "dataset-v2"

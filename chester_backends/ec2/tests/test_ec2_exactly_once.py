@@ -86,20 +86,27 @@ def slow_launch(**kw):
     return None
 
 
-from chester_backend_ec2 import aws
+from chester_backend_ec2.plugin import Ec2Backend
 
-make = aws.client
-
-
-def client(kind, options):
-    c = make(kind, options)
-    if kind == "ec2" and not getattr(c, "_slow", False):
-        c.meta.events.register("before-call.ec2.RunInstances", slow_launch)
-        c._slow = True
-    return c
+from chester.plugin.manager import build_plugin_manager, set_plugin_manager
 
 
-aws.client = client
+class SlowEc2(Ec2Backend):
+    # the ec2 backend, its RunInstances answered late
+
+    def client(self, kind, options):
+        c = super().client(kind, options)
+        if kind == "ec2" and not getattr(c, "_slow", False):
+            c.meta.events.register("before-call.ec2.RunInstances", slow_launch)
+            c._slow = True
+        return c
+
+
+# the `chester` command below runs with this backend instance
+manager = build_plugin_manager()
+manager.unregister("ec2")
+manager.register(SlowEc2(), name="ec2")
+set_plugin_manager(manager)
 n = 0
 with open(os.devnull, "w") as devnull:
     while not os.path.exists(os.path.join(sync, "stop")):
@@ -290,35 +297,33 @@ def test_two_pollers_in_two_processes_requeue_each_preempted_run_once(tmp_path, 
         f"{r.handle.get('group')}/2/1{end}.json" for r in runs for end in ("", ".end"))
 
 
-def test_next_instance_is_taken_once_and_a_dead_try_is_taken_over(tmp_path, aws, monkeypatch):
+def test_next_instance_is_taken_once_and_a_dead_try_is_taken_over(tmp_path, aws):
     """The reusable step itself, without a farm: two callers at once start one instance; a
     refused launch is tried again by the next call; a try whose process died is taken over
     after STALE_TRY_S, unless its instance is listed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import chester_backend_ec2.plugin as plugin
-    from chester_backend_ec2 import aws as aws_mod
     from chester_backend_ec2 import requeue
+    from chester_backend_ec2.plugin import Ec2Backend
     from test_ec2_bounds import _Refuse  # type: ignore[import-not-found]
 
     env = _env(tmp_path, max_requeues=4)
     backend = env.config.backend("ec2")
     o = backend.options
-    s3, ec2 = aws_mod.client("s3", o), aws_mod.client("ec2", o)
+    plugin = Ec2Backend()
+    s3, ec2 = plugin.client("s3", o), plugin.client("ec2", o)
     group = "chester-" + "0" * 40
     base = requeue.prefix(o, "sw", group)
     started = []
-    launch = plugin.launch_instance
 
     def counting(*a, **kw):  # the real launch (moto), counted
-        inst = launch(*a, **kw)
+        inst = plugin.launch_instance(*a, **kw)
         started.append(kw["attempt"])
         return inst
 
-    monkeypatch.setattr(plugin, "launch_instance", counting)
-
     def run(*listed, now=None):
-        return requeue.next_instance(backend, s3, ec2, "sw", group, list(listed), now=now)
+        return requeue.next_instance(backend, s3, ec2, "sw", group, list(listed), now=now,
+                                     launch=counting)
 
     def inst(iid, n, state):
         tags = [{"Key": "chester:group", "Value": group}]

@@ -121,11 +121,15 @@ def _subnets(n=2):
 
 
 def _backend(tmp_path, **over):
-    from chester_backend_ec2 import aws as aws_mod
+    """The test's project, its ec2 backend config, and the EC2 client of the process's ec2
+    backend instance (the one every launch of the test uses: see ``aws``), on which AWS's
+    answers are shaped."""
+    from chester.plugin.manager import get_plugin_manager
 
     env = _env(tmp_path, **over)
     backend = env.config.backend("ec2")
-    return env, backend, aws_mod.client("ec2", backend.options)
+    return env, backend, get_plugin_manager().get_backend("ec2").plugin.client(
+        "ec2", backend.options)
 
 
 def _spot_price(itype, zone):
@@ -204,7 +208,9 @@ def test_a_preempted_run_is_requeued_through_a_fleet(tmp_path, farm):
 
 
 def test_fleet_pool_errors_are_capacity_and_fall_back_to_on_demand(tmp_path, aws):
-    from chester_backend_ec2 import plugin
+    from chester_backend_ec2.plugin import Ec2Backend
+
+    plugin = Ec2Backend()
 
     subnets = _subnets()
     env, backend, ec2 = _backend(tmp_path, instance_types=["t3.small"], subnet_ids=subnets,
@@ -242,7 +248,9 @@ def test_fleet_pool_errors_are_capacity_and_fall_back_to_on_demand(tmp_path, aws
 
 
 def test_fleet_without_capacity_names_every_pool_and_other_errors_are_final(tmp_path, aws):
-    from chester_backend_ec2 import plugin
+    from chester_backend_ec2.plugin import Ec2Backend
+
+    plugin = Ec2Backend()
 
     subnets = _subnets()
     env, backend, ec2 = _backend(tmp_path, instance_types=["t3.small"], subnet_ids=subnets)
@@ -308,18 +316,17 @@ def test_fleet_refused_midway_leaves_findable_instances_and_a_resume_completes(
     assert not _instances(("pending", "running"), key)
 
 
-def test_no_fleet_permission_falls_back_to_run_instances_under_auto(tmp_path, aws, monkeypatch):
-    from chester_backend_ec2 import plugin
+def test_no_fleet_permission_falls_back_to_run_instances_under_auto(tmp_path, aws):
+    from chester_backend_ec2.plugin import Ec2Backend
 
-    monkeypatch.setattr(plugin, "_no_fleet", set())
-    monkeypatch.setattr(plugin, "_templates", set())
+    plugin = Ec2Backend()  # new: it has asked for no fleet and made no template yet
     env, backend, ec2 = _backend(tmp_path, instance_types=["t3.small"])
     with _RefuseCall(ec2, "CreateLaunchTemplate", "UnauthorizedOperation") as refused:
         inst = plugin.launch_instance(backend, ec2, "s", "chester-g7", "#!/bin/bash\n")
         assert "LaunchedBy" not in inst and inst["InstanceType"] == "t3.micro"  # RunInstances
         assert len(refused.calls) == 1
         plugin.launch_instance(backend, ec2, "s", "chester-g8", "#!/bin/bash\n")
-        assert len(refused.calls) == 1  # remembered: no second try in this process
+        assert len(refused.calls) == 1  # remembered: no second try by this backend
     # asked for explicitly, the fleet's refusal is the error
     env, backend, ec2 = _backend(tmp_path, instance_types=["t3.small"], launch_api="fleet")
     with _RefuseCall(ec2, "CreateFleet", "UnauthorizedOperation"):
@@ -328,7 +335,9 @@ def test_no_fleet_permission_falls_back_to_run_instances_under_auto(tmp_path, aw
 
 
 def test_fleet_is_refused_where_it_cannot_work(tmp_path, aws):
-    from chester_backend_ec2 import plugin
+    from chester_backend_ec2.plugin import Ec2Backend
+
+    plugin = Ec2Backend()
 
     from chester.errors import ConfigError
 

@@ -32,9 +32,7 @@ def _prepare(tmp_path, name: str, resources: dict, **options):
     backend = load_config(cfg).backend(name, manager)
     run = RunSpec(run_id=1, token="t1", name="1_x", exp_prefix="x", local_dir=tmp_path / "r",
                   remote_dir="/scratch/me/proj/data/train/x/1_x", resources=resources)
-    import importlib
-
-    plugin = importlib.import_module(f"chester_backend_{name}.plugin").plugin
+    plugin = manager.get_backend(name).plugin  # the preset's instance
     return plugin.chester_prepare(backend=backend, runs=[run], staging_dir=tmp_path / "stage")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from chester_backend_slurm.options import SlurmOptions
-from chester_backend_slurm.plugin import chester_prepare
+from chester_backend_slurm.plugin import SlurmBackend
 
 from chester import sweepspec
 from chester.config import build_options
@@ -22,6 +22,11 @@ from chester.types import BackendConfig, RunSpec
 GOLDEN = Path(__file__).parent / "golden"
 PROJECT = Path("/home/me/proj")
 REMOTE = "/scratch/me/proj"
+
+
+def chester_prepare(backend, runs, staging_dir):
+    """The slurm backend's prepare, on an instance of its own (it touches no target)."""
+    return SlurmBackend().chester_prepare(backend, runs, staging_dir)
 
 
 def _backend(options: dict, **kw) -> BackendConfig:

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from chester_backend_slurm import plugin as slurm_plugin
+from chester_backend_slurm.plugin import SlurmBackend
 from chester_testinfra import wait_until
 
 from chester.launcher import launch
+from chester.plugin.testing import dispatcher_with
 from chester.testing import ConformanceEnv, fn_raise, fn_sleep_with_child, fn_write_result
 from chester.types import State
 
@@ -65,13 +66,14 @@ def test_sweep_larger_than_max_array_size(tmp_path, slurm_local, make_config, mo
     if size > 50:  # a cluster with the default MaxArraySize: chunk by the option instead
         size, extra = 5, {"max_array_size": 5}
     n = size + 2
-    # nothing known of the cluster yet: arrays are cut for SLURM's default MaxArraySize, the
-    # submit script finds the cluster's own, and the sweep is cut again before any sbatch
-    monkeypatch.setattr(slurm_plugin, "_CLUSTER", {})
+    # nothing known of the cluster yet (a new backend instance): arrays are cut for SLURM's
+    # default MaxArraySize, the submit script finds the cluster's own, and the sweep is cut
+    # again before any sbatch
     env = ConformanceEnv.create(tmp_path, backend="slurm",
                                 config=make_config(poll_interval=0.0, **extra))
     sweep = launch(fn_write_result, [{"i": i} for i in range(n)], backend="slurm",
-                   exp_prefix="chunks", config=env.config)
+                   exp_prefix="chunks", config=env.config,
+                   dispatcher=dispatcher_with(SlurmBackend()))
     assert _calls(log, "sbatch") == math.ceil(n / size)
     assert _calls(log, "scontrol") == 1  # MaxArraySize, read once (by the submit script)
     ids = [_row(sweep, r).remote_id for r in sweep.runs]

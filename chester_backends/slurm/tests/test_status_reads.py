@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import sys
 
-from chester_backend_slurm import plugin as slurm_plugin
 from chester_backend_slurm import scheduler
+from chester_backend_slurm.plugin import SlurmBackend
 
 from chester.launcher import launch
+from chester.plugin.testing import dispatcher_with
 from chester.testing import ConformanceEnv
 from chester.types import State
 
@@ -23,6 +24,17 @@ def fn_sleep(variant, log_dir, exp_name):
     import time as _time
 
     _time.sleep(variant["sleep"])
+
+
+class _RecordingSlurm(SlurmBackend):
+    """The slurm backend, keeping the output of every status script it runs."""
+
+    def __init__(self, outputs: list[str]):
+        super().__init__()
+        self.outputs = outputs
+
+    def open_executor(self, backend):
+        return _Recording(super().open_executor(backend), self.outputs)
 
 
 class _Recording:
@@ -55,18 +67,17 @@ def _lines(stdout: str) -> dict[str, str]:
 
 
 def test_a_poll_reads_only_the_records_of_runs_whose_line_changed(
-        tmp_path, slurm_local, login_host, make_config, monkeypatch):
+        tmp_path, slurm_local, login_host, make_config):
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     outputs: list[str] = []
-    real_open = slurm_plugin._open
-    monkeypatch.setattr(slurm_plugin, "_open", lambda b: _Recording(real_open(b), outputs))
     env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
         host=login_host, remote_dir=str(tmp_path / "remote"), poll_interval=0.3))
     sleeps = [2, 3, 12, 12, 12, 12]  # a plateau where nothing changes
     sweep = launch(fn_sleep, [{"sleep": t} for t in sleeps], backend="slurm",
-                   exp_prefix="reads", config=env.config)
+                   exp_prefix="reads", config=env.config,
+                   dispatcher=dispatcher_with(_RecordingSlurm(outputs)))
     states = sweep.wait(timeout=WAIT, poll_interval=0.3, progress=False)
     assert set(states.values()) == {State.SUCCEEDED}, states
     handles = {sweep.store.run(r.id).handle.remote_dir: sweep.store.run(r.id).remote_id

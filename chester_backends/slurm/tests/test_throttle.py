@@ -7,9 +7,8 @@ from __future__ import annotations
 import re
 
 from chester_backend_slurm import render
-from chester_backend_slurm.plugin import chester_prepare
 
-from .test_render_golden import _backend, _runs
+from .test_render_golden import _backend, _runs, chester_prepare
 
 
 def test_shares_of_the_throttle():

@@ -2,8 +2,8 @@
 blackholed link during status. Each must end with every run done exactly once and pulled.
 
 The faults are real (the host's sshd and its sessions are SIGKILLed, or nft drops port 22
-inside the host's namespace); the tests only choose the moment by wrapping a transport
-method. One case ("lost-reply") also makes the submit report a dropped link after the queue
+inside the host's namespace); the tests only choose the moment, through a backend instance
+whose transport wraps one method. One case ("lost-reply") also makes the submit report a dropped link after the queue
 started, the worst case for a retried submit.
 """
 
@@ -18,11 +18,12 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import yaml
+from chester_backend_ssh.plugin import SSHBackend
 
 from chester.config import load_config
-from chester.dispatch import Dispatcher
 from chester.errors import TransientBackendError
 from chester.launcher import launch
+from chester.plugin.testing import dispatcher_with
 from chester.remote.ssh import Transport
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -63,8 +64,19 @@ def _later(seconds: float, fn) -> threading.Thread:
     return t
 
 
+class _FaultySSH(SSHBackend):
+    """The ssh backend, its transports of class ``transport_cls``."""
+
+    def __init__(self, transport_cls: type[Transport]):
+        super().__init__()
+        self.transport_cls = transport_cls
+
+    def transport(self, backend):
+        return self.transport_cls(super().transport(backend).target, backend=backend.name)
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host, monkeypatch):
+def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host):
     project = tmp_path / "project"
     project.mkdir()
     (project / ".git").mkdir()
@@ -73,7 +85,6 @@ def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host, monkeypatch):
         "ssh_config": sshd_hosts.ssh_config, "connect_timeout": 2,
         "max_parallel": 3}}}))
     cfg = load_config(project / "chester.yaml")
-    disp = Dispatcher(sleep=lambda s: time.sleep(min(s, 1.0)), attempts=8)
     fired = []
     threads = []
 
@@ -86,35 +97,30 @@ def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host, monkeypatch):
         fired.append(name)
         return True
 
-    orig_put_tree, orig_script = Transport.put_tree, Transport.run_script
-    orig_run, orig_pull = Transport.run, Transport.rsync_pull
+    class Faulty(Transport):
+        """Chooses the moment of the case's fault."""
 
-    if case == "submit-refused":
         def put_tree(self, *a, **kw):
-            if once(case):
+            if case == "submit-refused" and once(case):
                 host.kill_sshd()
                 restart_later()
-            return orig_put_tree(self, *a, **kw)
-        monkeypatch.setattr(Transport, "put_tree", put_tree)
-    elif case == "submit-lost-reply":
+            return super().put_tree(*a, **kw)
+
         def run_script(self, *a, **kw):
-            res = orig_script(self, *a, **kw)
-            if once(case):  # the queue started; the reply never arrives
+            if case == "submit-during-script" and once(case):
+                threads.append(_later(0.02, host.kill_sshd))
+                restart_later(1.5)
+            res = super().run_script(*a, **kw)
+            if case == "submit-lost-reply" and once(case):
+                # the queue started; the reply never arrives
                 host.kill_sshd()
                 restart_later()
                 raise TransientBackendError("ssh backend 'flaky': connection dropped")
             return res
-        monkeypatch.setattr(Transport, "run_script", run_script)
-    elif case == "submit-during-script":
-        def run_script(self, *a, **kw):
-            if once(case):
-                threads.append(_later(0.02, host.kill_sshd))
-                restart_later(1.5)
-            return orig_script(self, *a, **kw)
-        monkeypatch.setattr(Transport, "run_script", run_script)
-    elif case in ("status-mid-command", "status-mid-command-late", "blackhole-status-mid-session"):
+
         def run(self, argv, **kw):
-            if "status" in argv and once(case):
+            if case in ("status-mid-command", "status-mid-command-late",
+                        "blackhole-status-mid-session") and "status" in argv and once(case):
                 if case == "blackhole-status-mid-session":
                     self.connect()  # the connection is up; then the link goes dark
                     host.blackhole()
@@ -123,18 +129,19 @@ def test_fault_injected_sweep(case, tmp_path, sshd_hosts, host, monkeypatch):
                     threads.append(_later(0.03 if case == "status-mid-command" else 0.12,
                                           host.kill_sshd))
                     restart_later(1.5)
-            return orig_run(self, argv, **kw)
-        monkeypatch.setattr(Transport, "run", run)
-    elif case in ("pull-refused", "pull-mid-transfer"):
+            return super().run(argv, **kw)
+
         def rsync_pull(self, *a, **kw):
-            if once(case):
+            if case in ("pull-refused", "pull-mid-transfer") and once(case):
                 if case == "pull-refused":
                     host.kill_sshd()
                 else:
                     threads.append(_later(0.15, host.kill_sshd))
                 restart_later(1.5 if case == "pull-refused" else 2.0)
-            return orig_pull(self, *a, **kw)
-        monkeypatch.setattr(Transport, "rsync_pull", rsync_pull)
+            return super().rsync_pull(*a, **kw)
+
+    disp = dispatcher_with(_FaultySSH(Faulty), "ssh",
+                           sleep=lambda s: time.sleep(min(s, 1.0)), attempts=8)
 
     n = 3
     mb = 8 if case == "pull-mid-transfer" else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -84,3 +85,15 @@ class AutobotOptions(EnvOptions, SecretsOptions, ContainerOptions):
     user: str | None = attrs.field(default=None, metadata={"help": "login name on the login host"})
     connect_timeout: float = attrs.field(default=10.0, metadata={
         "help": "seconds before a dead or blackholed login host is reported"})
+
+
+def scheduler_config(backend: Any) -> dict[str, Any]:
+    """The node settings of an autobot backend (its ``BackendConfig``) that the scheduler
+    loop reads (``config.json``; the last submit's)."""
+    o: AutobotOptions = backend.options
+    return {"ssh_options": list(o.node_ssh_options), "nvidia_smi": o.nvidia_smi,
+            "max_gpus": dict(o.max_gpus), "max_gpus_per_node": o.max_gpus_per_node,
+            "free_memory_mib": o.free_memory_mib,
+            "free_needs_no_process": o.free_needs_no_process,
+            "node_timeout": o.node_timeout, "lost_after": o.lost_after, "cycle": o.cycle,
+            "lease_dir": o.lease_dir}

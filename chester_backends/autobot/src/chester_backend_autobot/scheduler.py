@@ -11,8 +11,10 @@ host's Python, naming the runtime zip the launch shipped (``--runtime``, first o
     python scheduler.py --runtime PYZ run ROOT                the loop (one per ROOT, a lock)
     python scheduler.py --runtime PYZ status ROOT  < DIRS     one JSON object: every state
     python scheduler.py --runtime PYZ cancel ROOT  < DIRS     remove queued runs, kill running
-    python scheduler.py --runtime PYZ tail ROOT [-f] DIR STREAM  a run's output (followed
-                                                              until it ends)
+    python scheduler.py --runtime PYZ tail ROOT [-f] [--from BYTES] DIR STREAM
+                                                              a run's output from that
+                                                              byte on, as it is (followed
+                                                              until the run ends)
 
 Without ``--runtime`` chester is imported as the Python finds it (installed).
 
@@ -54,22 +56,20 @@ if TYPE_CHECKING:
     #: a node's ssh session: its process, its stderr file, the bytes read past the last answer
     Session = tuple[subprocess.Popen[bytes], IO[bytes], list[bytes]]
 
-#: the runtime zip chester is imported from (``--runtime``), passed on to the loop it starts
-RUNTIME: str | None = None
-
-
-def _runtime_first(argv: list[str]) -> None:
+def _runtime_first(argv: list[str]) -> str | None:
     """Put the runtime zip named by ``--runtime PYZ`` (argv's first option) first on
-    ``sys.path`` and take the option out of ``argv``."""
-    global RUNTIME
+    ``sys.path``, take the option out of ``argv`` and return the zip's path."""
     if len(argv) > 2 and argv[1] == "--runtime":
-        RUNTIME = os.path.abspath(argv[2])
-        sys.path.insert(0, RUNTIME)
+        path = os.path.abspath(argv[2])
+        sys.path.insert(0, path)
         del argv[1:3]
+        return path
+    return None
 
 
-if __name__ == "__main__":
-    _runtime_first(sys.argv)
+#: the runtime zip chester is imported from (``--runtime``), passed on to the loop it starts;
+#: set once, as the script starts
+RUNTIME = _runtime_first(sys.argv) if __name__ == "__main__" else None
 
 from chester.target import rundir, states  # noqa: E402  (the runtime first on sys.path)
 
@@ -1011,11 +1011,17 @@ def cancel(root: str, run_dirs: Sequence[str], grace_s: float = 5.0) -> dict[str
 
 
 # ------------------------------------------------------------------------------ tail
-def tail(root: str, run_dir: str, stream: str, follow: bool) -> int:
+def tail(root: str, run_dir: str, stream: str, follow: bool, start: int = 0) -> int:
     path = os.path.join(run_dir, "stdout.log" if stream == "stdout" else "stderr.log")
     cfg = load_config(root)
-    pos = 0
+    pos = max(0, int(start))
     out = sys.stdout
+
+    def emit(data: bytes) -> None:  # the log's bytes as they are: the launcher counts them
+        out.flush()
+        out.buffer.write(data)
+        out.buffer.flush()
+
     while True:
         try:
             with open(path, "rb") as f:
@@ -1025,8 +1031,7 @@ def tail(root: str, run_dir: str, stream: str, follow: bool) -> int:
         except FileNotFoundError:
             chunk = b""
         if chunk:
-            out.write(chunk.decode("utf-8", "replace"))
-            out.flush()
+            emit(chunk)
         if not follow:
             return 0
         if not chunk:
@@ -1038,8 +1043,7 @@ def tail(root: str, run_dir: str, stream: str, follow: bool) -> int:
                         f.seek(pos)
                         rest = f.read()
                     if rest:
-                        out.write(rest.decode("utf-8", "replace"))
-                        out.flush()
+                        emit(rest)
                 except FileNotFoundError:
                     pass
                 return 0
@@ -1081,11 +1085,13 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "cancel":
         print(json.dumps(cancel(root, _stdin_dirs())))
         return 0
-    rest = argv[2:]
-    f = bool(rest) and rest[0] == "-f"
-    if f:
-        rest = rest[1:]
-    return tail(root, rest[0], rest[1] if len(rest) > 1 else "stdout", f)
+    rest, f, start = argv[2:], False, 0
+    while rest and rest[0] in ("-f", "--from"):
+        if rest[0] == "-f":
+            f, rest = True, rest[1:]
+        else:
+            start, rest = int(rest[1]), rest[2:]
+    return tail(root, rest[0], rest[1] if len(rest) > 1 else "stdout", f, start)
 
 
 if __name__ == "__main__":

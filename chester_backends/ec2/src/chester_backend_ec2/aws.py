@@ -10,9 +10,6 @@ from typing import Any
 
 from chester.plugin.errors import BackendError, ConnectError, TransientBackendError
 
-_lock = threading.Lock()
-_clients: dict[tuple, Any] = {}
-
 #: Error codes worth repeating the call for.
 TRANSIENT_CODES = frozenset({
     "RequestLimitExceeded", "Throttling", "ThrottlingException", "SlowDown",
@@ -22,30 +19,44 @@ TRANSIENT_CODES = frozenset({
 
 
 def client(kind: str, options: Any) -> Any:
-    """A cached boto3 client; ``endpoint_url`` applies to S3 only (S3-compatible stores)."""
-    endpoint = options.endpoint_url if kind == "s3" else None
-    key = (kind, options.region, endpoint, os.environ.get("AWS_ENDPOINT_URL"),
-           os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
-    with _lock:
-        c = _clients.get(key)
-        if c is None:
-            import boto3
-            from botocore.config import Config
+    """A new boto3 client; ``endpoint_url`` applies to S3 only (S3-compatible stores). The
+    backend keeps the clients it made (:class:`Clients`)."""
+    import boto3
+    from botocore.config import Config
 
-            kw: dict[str, Any] = {"config": Config(retries={"max_attempts": 4, "mode": "standard"},
-                                                   connect_timeout=10, read_timeout=60)}
-            if options.region:
-                kw["region_name"] = options.region
-            if endpoint:
-                kw["endpoint_url"] = endpoint
-            c = boto3.session.Session().client(kind, **kw)
-            _clients[key] = c
-    return c
+    endpoint = options.endpoint_url if kind == "s3" else None
+    kw: dict[str, Any] = {"config": Config(retries={"max_attempts": 4, "mode": "standard"},
+                                           connect_timeout=10, read_timeout=60)}
+    if options.region:
+        kw["region_name"] = options.region
+    if endpoint:
+        kw["endpoint_url"] = endpoint
+    return boto3.session.Session().client(kind, **kw)
+
+
+class Clients:
+    """The boto3 clients of one backend instance, one per service, region, endpoint and
+    credentials (the environment's ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` and
+    ``AWS_PROFILE`` at the time of the call), made on first use and reused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[tuple, Any] = {}
+
+    def get(self, kind: str, options: Any) -> Any:
+        key = (kind, options.region, options.endpoint_url if kind == "s3" else None,
+               os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_ACCESS_KEY_ID"),
+               os.environ.get("AWS_PROFILE"))
+        with self._lock:
+            c = self._made.get(key)
+            if c is None:
+                c = self._made[key] = client(kind, options)
+            return c
 
 
 def reset_clients() -> None:
-    with _lock:
-        _clients.clear()
+    """Nothing to reset: clients live on the backend instance that made them (a new
+    instance, or a new plugin manager, starts without any)."""
 
 
 def where(c: Any) -> str:

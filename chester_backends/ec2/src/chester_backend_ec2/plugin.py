@@ -49,9 +49,11 @@ from chester.plugin.records import (
     State,
 )
 from chester.remote import paths
+from chester.remote.backend import Backend, hook_function
 from chester.remote.sync import decide
 from chester.target import states
 from chester.target.rundir import CANCELLED_BY, clock
+from chester_backend_ec2 import aws
 from chester_backend_ec2.options import Ec2Options
 from chester_backend_ec2.requeue import Tries
 
@@ -64,25 +66,6 @@ NEVER_PULLED = (".chester/payload.pkl",)
 PULL_STATE = ".chester/ec2-pulled.json"
 ALIVE = ("pending", "running")
 log = get_logger()
-
-
-@hookimpl
-def chester_backends() -> list[BackendSpec]:
-    return [BackendSpec(
-        name=NAME, summary="EC2 instances (spot by default), code and results through S3",
-        options_cls=Ec2Options,
-        capabilities=Capabilities(remote=True, shared_fs=False, supports_arrays=False,
-                                  idempotent_submit=True, needs_code_sync=True,
-                                  status_poll_interval_s=30.0),
-        remote_root=lambda o: o.remote_dir)]
-
-
-@hookimpl
-def chester_register_commands(subparsers: Any) -> None:
-    """``chester ec2 ls`` / ``chester ec2 kill`` (see :mod:`chester_backend_ec2.cli`)."""
-    from chester_backend_ec2 import cli
-
-    cli.register(subparsers)
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -103,102 +86,6 @@ def sweep_prefix(o: Ec2Options, sweep: str) -> str:
 
 
 # -- prepare -------------------------------------------------------------------------------------
-@hookimpl
-def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
-                    staging_dir: Path) -> PreparedSweep:
-    from chester_backend_ec2 import render
-
-    o: Ec2Options = backend.options
-    if not o.image_id:
-        raise UserError("ec2 backend: set image_id (an AMI with python3) in chester.yaml")
-    if not runs:
-        raise UserError("ec2 backend: nothing to launch")
-    sweep = sweep_key(backend, runs[0].exp_prefix)
-    sp = sweep_prefix(o, sweep)
-    snap = render.snapshot(backend)
-    manifest = render.manifest_bytes(snap)
-    manifest_key = f"{_root(o)}code/manifests/{render.sha256_bytes(manifest)}.json"
-    agent = render.agent_source()
-    agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
-    setup, env_script, worker_argv = render.setup_scripts(backend)
-    seen = render.find_secret(setup + env_script + json.dumps(
-        [dict(r.env) for r in runs], default=str))
-    if seen:
-        raise UserError(f"ec2 backend: prepare_commands, the environment setup or the runs' env "
-                        f"hold {seen}, which would be stored in plain text in S3; give the "
-                        "instances access through their instance role (iam_instance_profile) "
-                        "and other secrets through the remote secrets option")
-    staging_dir = Path(staging_dir)
-    (staging_dir / "manifest.json").write_bytes(manifest)
-    groups = []
-    scripts: dict[str, str] = {"setup.sh": setup, "env.sh": env_script}
-    n = o.runs_per_instance
-    for i in range(0, len(runs), n):
-        members = list(runs[i:i + n])
-        gtok = render.group_token(r.token for r in members)
-        spec = {
-            "sweep_prefix": sp, "group": gtok,
-            "code": {"manifest_key": manifest_key, "objects_prefix": f"{_root(o)}code/objects/"},
-            "code_dir": o.remote_dir, "runtime": snap["runtime"],
-            "setup_script": setup, "env_script": env_script,
-            "worker_argv": worker_argv, "gpus_per_run": o.gpus_per_run,
-            "sync_interval_s": o.sync_interval_s, "watch_interval_s": o.watch_interval_s,
-            "shutdown_when_done": o.shutdown_when_done,
-            "max_lifetime_s": o.max_lifetime_s, "preempt_signal": o.preempt_signal,
-            "heartbeat_interval_s": heartbeat_interval(o), "slots": n,
-            "runs": [{"token": r.token, "name": r.name, "remote_dir": r.remote_dir,
-                      "time_limit_s": _time_limit(o, r), "index": i + k}
-                     for k, r in enumerate(members)],
-        }
-        spec_key = f"{sp}instances/{gtok}.json"
-        ud = _user_data(o, spec_key, agent_key)
-        if i == 0:
-            seen = render.find_secret(ud + json.dumps(o.tags) + json.dumps(
-                o.run_instances_extra, default=str))
-            if seen:
-                raise UserError(f"ec2 backend: the user-data, tags or run_instances_extra hold "
-                                f"{seen}; instances get their access from the instance role "
-                                "(iam_instance_profile), never from user-data")
-        if len(ud.encode()) > render.USER_DATA_LIMIT:
-            raise UserError(f"ec2 backend: user-data is {len(ud.encode())} bytes, over EC2's "
-                            f"16 KB: shorten bootstrap_commands")
-        groups.append({"token": gtok, "runs": [r.token for r in members],
-                       "spec_key": spec_key, "spec": spec, "user_data": ud})
-        if i == 0:
-            scripts["user-data"] = ud
-            scripts["run_instances"] = json.dumps(_run_args(backend, sweep, gtok, ud,
-                                                            redact=True), indent=1)
-    from chester_backend_ec2 import prices
-
-    if o.launch_api == "fleet" and outside_template(o):
-        raise UserError(f"ec2 backend: run_instances_extra sets {', '.join(outside_template(o))}"
-                        ", which a launch template cannot hold: use launch_api: run_instances "
-                        "(or auto), or drop them")
-    fleet = use_fleet(o)
-    if fleet:
-        scripts["create_fleet"] = json.dumps(fleet_args(
-            backend, sweep, str(groups[0]["token"]), "", f"chester-{sweep}-<digest>", o.spot),
-            indent=1).replace('"LaunchTemplateSpecificationUserData": ""',
-                              '"LaunchTemplateSpecificationUserData": "<user-data>"')
-    size = sum(snap["sizes"].values())
-    life = f"{o.max_lifetime_s / 3600:g} h" if o.max_lifetime_s else "unbounded (!)"
-    types = list(dict.fromkeys(t for t, _, _ in placements(o)))
-    more = f" (or {', '.join(types[1:])})" if len(types) > 1 else ""
-    how = (f"EC2 Fleet ({o.allocation_strategy})" if fleet else "RunInstances") + \
-        (", on-demand if no spot capacity" if o.spot and o.on_demand_fallback else "")
-    summary = (f"{len(runs)} runs on {len(groups)} {'spot' if o.spot else 'on-demand'} "
-               f"{o.instance_type} instance(s){more} in {o.region or 'the default region'} "
-               f"via {how}; code "
-               f"{len(snap['files'])} files ({size} bytes) via s3://{o.bucket}/{_root(o)}; "
-               f"each instance lives at most {life}; cost: "
-               f"{prices.bound_line(o, types, len(groups))}")
-    return PreparedSweep(
-        backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
-        uploads=tuple(Path(p) for p in snap["paths"].values()), scripts=scripts,
-        summary=summary,
-        data={"sweep": sweep, "sweep_prefix": sp, "manifest_key": manifest_key,
-              "manifest": manifest.decode(), "paths": snap["paths"],
-              "agent_key": agent_key, "groups": groups})
 
 
 def _user_data(o: Ec2Options, spec_key: str, agent_key: str, attempt: int = 1) -> str:
@@ -309,128 +196,6 @@ def upload_code(s3: Any, o: Ec2Options, data: Mapping[str, Any]) -> int:
     return sent + len(body)
 
 
-#: Bytes sent by the last submit in this process (for the bench and tests).
-LAST_SUBMIT: dict[str, int] = {}
-
-
-@hookimpl
-def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from chester_backend_ec2 import aws
-
-    o: Ec2Options = backend.options
-    d = prepared.data
-    s3 = aws.client("s3", o)
-    ec2 = aws.client("ec2", o)
-    by_token = {r.token: r for r in prepared.runs}
-    stats = {"code_bytes": 0, "run_bytes": 0, "instances": 0}
-    with aws.errors("uploading the code snapshot", s3, sent=False):
-        stats["code_bytes"] = upload_code(s3, o, d)
-        if not _exists(s3, o.bucket, d["agent_key"]):
-            from chester_backend_ec2.render import agent_source
-
-            s3.put_object(Bucket=o.bucket, Key=d["agent_key"], Body=agent_source())
-    uploads = [(str(Path(r.local_dir) / rel), f"{d['sweep_prefix']}runs/{r.token}/{rel}")
-               for r in prepared.runs
-               for rel in ("variant.json", ".chester/run.json", ".chester/payload.pkl")
-               if (Path(r.local_dir) / rel).exists()]
-    stats["run_bytes"] = sum(os.path.getsize(p) for p, _ in uploads)
-    with aws.errors("uploading run folders", s3), ThreadPoolExecutor(max_workers=8) as pool:
-        futs = [pool.submit(s3.upload_file, p, o.bucket, key) for p, key in uploads]
-        futs += [pool.submit(s3.put_object, Bucket=o.bucket, Key=g["spec_key"],
-                             Body=json.dumps(g["spec"], sort_keys=True).encode())
-                 for g in d["groups"]]
-        for fut in futs:
-            fut.result()
-    # which instances already exist (an earlier, interrupted submit)?
-    existing: dict[str, dict] = {}
-    gtoks = [g["token"] for g in d["groups"]]
-    with aws.errors("describing instances", ec2):
-        for i in range(0, len(gtoks), 200):
-            for inst in _describe(ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": gtoks[i:i + 200]}]):
-                gtok = _tag(inst, GROUP_TAG)  # present: the filter asked for it
-                if gtok is not None:
-                    existing[gtok] = inst
-    todo = [g for g in d["groups"] if g["token"] not in existing]
-    claimed = _claimed_by(s3, o, d["sweep_prefix"]) if todo and o.runs_per_instance > 1 else {}
-    # groups whose runs other instances' freed slots all took: no instance of their own
-    taken = {g["token"]: claimed[g["runs"][0]] for g in todo
-             if all(t in claimed for t in g["runs"])}
-    todo = [g for g in todo if g["token"] not in taken]
-    lock = threading.Lock()
-    refused = threading.Event()
-    if todo:
-        check_instance_profile(o)
-        check_gpus(o, ec2)
-
-    def launch(g: dict) -> None:
-        if refused.is_set():
-            return  # an earlier launch was refused: start nothing more
-        try:
-            inst = launch_instance(backend, ec2, d["sweep"], g["token"], g["user_data"])
-        except BaseException:
-            refused.set()
-            raise
-        with lock:
-            existing[g["token"]] = inst
-            stats["instances"] += 1
-
-    if todo:
-        errors: list[BaseException] = []
-        with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
-            for fut in [pool.submit(launch, g) for g in todo]:
-                try:
-                    fut.result()
-                except BaseException as exc:
-                    errors.append(exc)
-        if errors:
-            LAST_SUBMIT.clear()
-            LAST_SUBMIT.update(stats)
-            started = len(existing)
-            if not started:
-                raise errors[0]
-            first = errors[0]
-            raise type(first)(
-                f"{first}; {started} of {len(d['groups'])} instances of sweep {d['sweep']} were "
-                "started and keep running (bounded by boot_timeout_s and max_lifetime_s): "
-                f"launch again to start the rest, or stop them with `chester ec2 kill "
-                f"{d['sweep']}`") from None
-    LAST_SUBMIT.clear()
-    LAST_SUBMIT.update(stats)
-    print(launch_summary(o, ec2, d["sweep"], list(existing.values()), stats["instances"]),
-          file=sys.stderr)
-    handles = []
-    for g in d["groups"]:
-        inst = existing.get(g["token"]) or {"InstanceId": taken[g["token"]]}
-        for tok in g["runs"]:
-            r = by_token[tok]
-            handles.append(RunHandle(
-                run_id=r.run_id, token=r.token, backend=backend.name,
-                local_dir=str(r.local_dir), remote_dir=r.remote_dir,
-                remote_id=claimed.get(tok) or inst["InstanceId"], host=None,
-                extra=(("sweep", d["sweep"]), ("group", g["token"]),
-                       ("group_size", str(len(g["runs"]))))))
-    order = {r.token: i for i, r in enumerate(prepared.runs)}
-    handles.sort(key=lambda h: order[h.token])
-    return handles
-
-
-def _claimed_by(s3: Any, o: Ec2Options, sp: str) -> dict[str, str]:
-    """The sweep's runs an instance has claimed (``ctl/claims/<token>/<n>``, written by the
-    agents): ``{token: instance id}``."""
-    from chester_backend_ec2 import aws
-
-    out: dict[str, str] = {}
-    with aws.errors("reading run claims", s3):
-        for obj in _list(s3, o.bucket, f"{sp}ctl/claims/"):
-            tok = obj["Key"][len(f"{sp}ctl/claims/"):].split("/", 1)[0]
-            if tok not in out:
-                rec = _get_json(s3, o, obj) or {}
-                out[tok] = str(rec.get("instance") or "")
-    return out
-
-
 def launch_summary(o: Ec2Options, ec2: Any, sweep: str, insts: Sequence[Mapping],
                    started: int) -> str:
     """The line a submit prints: how many instances run, which, and what they cost per hour
@@ -465,51 +230,6 @@ def placements(o: Ec2Options) -> list[tuple[str, str | None, bool]]:
         [s for s in (o.subnet_id, *o.subnet_ids) if s])) or [None]
     markets = [o.spot] + ([False] if o.spot and o.on_demand_fallback else [])
     return [(t, sn, m) for m in markets for t in types for sn in subnets]
-
-
-def use_fleet(o: Ec2Options) -> bool:
-    """Whether instances start through an EC2 Fleet of type ``instant`` (``launch_api``)."""
-    if o.launch_api != "auto":
-        return o.launch_api == "fleet"
-    if o.spot and o.interruption_behavior != "terminate":
-        return False  # a persistent request: only RunInstances (or a maintain fleet) makes it
-    if (o.region, os.environ.get("AWS_ENDPOINT_URL")) in _no_fleet:
-        return False
-    pools = {(t, sn) for t, sn, _ in placements(o)}
-    return len(pools) > 1 and not outside_template(o)
-
-
-def outside_template(o: Ec2Options) -> list[str]:
-    """``run_instances_extra`` keys a launch template cannot hold (the fleet needs one)."""
-    return sorted(k for k in o.run_instances_extra if k not in _template_keys())
-
-
-_template_keys_cache: list[frozenset[str]] = []
-
-
-def _template_keys() -> frozenset[str]:
-    if not _template_keys_cache:
-        import botocore.session
-
-        model = botocore.session.get_session().get_service_model("ec2")
-        _template_keys_cache.append(frozenset(model.shape_for("RequestLaunchTemplateData").members))
-    return _template_keys_cache[0]
-
-
-def launch_instance(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
-                    attempt: int = 1) -> dict:
-    """Start the instance of one group: through an EC2 Fleet (:func:`launch_fleet`) when
-    :func:`use_fleet` says so, else one RunInstances per placement (:func:`launch_sequential`).
-    Either way the instance carries its sweep and group tags from its launch."""
-    o: Ec2Options = backend.options
-    if use_fleet(o):
-        try:
-            return launch_fleet(backend, ec2, sweep, gtok, user_data, attempt=attempt)
-        except _FleetUnavailable as exc:
-            log.warning("ec2_fleet_unavailable", backend=backend.name, reason=str(exc),
-                        fallback="run_instances")
-            _no_fleet.add((o.region, os.environ.get("AWS_ENDPOINT_URL")))
-    return launch_sequential(backend, ec2, sweep, gtok, user_data, attempt=attempt)
 
 
 def launch_sequential(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
@@ -552,50 +272,11 @@ class _FleetUnavailable(Exception):
     """The endpoint or the launcher's permissions do not allow EC2 Fleet (launch_api auto)."""
 
 
-#: (region, endpoint) where CreateFleet/CreateLaunchTemplate was refused as unsupported or
-#: not permitted: launch_api auto uses RunInstances there for the rest of the process.
-_no_fleet: set[tuple[str | None, str | None]] = set()
 #: error codes that say "this endpoint/identity cannot use fleets" rather than "no capacity"
 FLEET_UNAVAILABLE_CODES = frozenset({
     "InvalidAction", "UnsupportedOperation", "NotImplemented", "UnauthorizedOperation",
     "AccessDenied", "AccessDeniedException",
 })
-_templates: set[str] = set()
-
-
-def launch_template(backend: BackendConfig, ec2: Any, sweep: str) -> tuple[str, dict]:
-    """The sweep's launch template (created once): everything an instance gets but its
-    type, subnet, market, user-data and per-instance tags, which the fleet call sets. Its name
-    holds a digest of its data, so changed options make a new template, never a stale one."""
-    import hashlib
-
-    from botocore.exceptions import ClientError
-
-    from chester_backend_ec2 import aws
-
-    o: Ec2Options = backend.options
-    args = _run_args(backend, sweep, "-", "", spot=False)
-    keys = _template_keys()
-    data = {k: v for k, v in args.items() if k in keys and k not in (
-        "UserData", "InstanceType", "InstanceMarketOptions", "TagSpecifications")}
-    tags = _tags(o, sweep)
-    data["TagSpecifications"] = [{"ResourceType": "volume", "Tags": tags}]
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-    name = f"chester-{sweep}-{digest[:10]}"
-    if name not in _templates:
-        with aws.errors("creating the launch template", ec2):
-            try:
-                ec2.create_launch_template(
-                    LaunchTemplateName=name, LaunchTemplateData=data,
-                    TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags}])
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in FLEET_UNAVAILABLE_CODES and o.launch_api == "auto":
-                    raise _FleetUnavailable(f"CreateLaunchTemplate: {code}") from None
-                if code != "InvalidLaunchTemplateName.AlreadyExistsException":
-                    raise
-        _templates.add(name)
-    return name, data
 
 
 def _tags(o: Ec2Options, sweep: str) -> list[dict[str, str]]:
@@ -644,79 +325,6 @@ def fleet_args(backend: BackendConfig, sweep: str, gtok: str, user_data: str, te
     return args
 
 
-def launch_fleet(backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
-                 attempt: int = 1) -> dict:
-    """Start one instance through EC2 Fleet (type ``instant``): one call picks among every
-    (type, subnet) pool with the allocation strategy, spot first; with
-    ``on_demand_fallback`` a second call asks for on-demand when no spot pool had capacity.
-
-    An instant fleet answers with the instances it started and one error per pool it could
-    not use; the capacity codes (``CAPACITY_CODES``) move on to on-demand or to the final
-    error, any other code is final. Returns a DescribeInstances-like dict of the instance
-    (``InstanceId``, ``InstanceType``, ``SubnetId``, ``Placement``, ``InstanceLifecycle``)."""
-    from botocore.exceptions import ClientError
-
-    from chester.plugin.errors import BackendError, TransientBackendError
-    from chester_backend_ec2 import aws
-
-    o: Ec2Options = backend.options
-    template, _ = launch_template(backend, ec2, sweep)
-    markets = [o.spot] + ([False] if o.spot and o.on_demand_fallback else [])
-    tried: list[str] = []
-    codes: list[str] = []
-    for spot in markets:
-        market = "spot" if spot else "on-demand"
-        args = fleet_args(backend, sweep, gtok, user_data, template, spot, attempt=attempt)
-        with aws.errors("create_fleet", ec2):
-            try:
-                res = ec2.create_fleet(**args)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "?")
-                if code in FLEET_UNAVAILABLE_CODES and o.launch_api == "auto":
-                    raise _FleetUnavailable(f"CreateFleet: {code}") from None
-                if code not in CAPACITY_CODES:
-                    raise
-                tried.append(f"every pool {market}: {code}")
-                codes.append(code)
-                continue
-        for r in res.get("Instances") or ():
-            ids = r.get("InstanceIds") or ()
-            if ids:
-                ov = (r.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}
-                inst: dict[str, Any] = {
-                    "InstanceId": ids[0], "InstanceType": r.get("InstanceType") or
-                    ov.get("InstanceType"), "SubnetId": r.get("SubnetId") or ov.get("SubnetId"),
-                    "Placement": {"AvailabilityZone": r.get("AvailabilityZone") or
-                                  ov.get("AvailabilityZone")},
-                    "State": {"Name": "pending"}, "LaunchedBy": "fleet"}
-                if (r.get("Lifecycle") or market) == "spot":
-                    inst["InstanceLifecycle"] = "spot"
-                return inst
-        errs = res.get("Errors") or ()
-        if not errs:
-            tried.append(f"every pool {market}: no instance and no error")
-            continue
-        fatal = []
-        for e in errs:
-            ov = (e.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}
-            code = e.get("ErrorCode") or "?"
-            where = f"{ov.get('InstanceType', '?')} {e.get('Lifecycle') or market} in " \
-                    f"{ov.get('SubnetId') or ov.get('AvailabilityZone') or 'the default subnet'}"
-            tried.append(f"{where}: {code}")
-            codes.append(code)
-            if code not in CAPACITY_CODES:
-                fatal.append(f"{where}: {code}: {e.get('ErrorMessage') or ''}".strip())
-        if fatal:
-            raise BackendError(f"ec2 backend: create_fleet at {aws.where(ec2)} failed: "
-                               + "; ".join(fatal))
-    msg = ("ec2 backend: no capacity for any placement tried (EC2 Fleet, "
-           f"{o.allocation_strategy}): " + "; ".join(dict.fromkeys(tried)) +
-           " (add instance_types or subnet_ids, or set on_demand_fallback)")
-    if "InsufficientInstanceCapacity" in codes:
-        raise TransientBackendError(msg)
-    raise BackendError(msg)
-
-
 def check_gpus(o: Ec2Options, ec2: Any) -> None:
     """Packed runs get ``gpus_per_run`` GPUs each: every instance type tried must have
     ``runs_per_instance × gpus_per_run`` of them (DescribeInstanceTypes' ``GpuInfo``)."""
@@ -746,35 +354,6 @@ def check_gpus(o: Ec2Options, ec2: Any) -> None:
                 f"{need} GPUs")
 
 
-_checked_profiles: set[tuple[str | None, str]] = set()
-
-
-def check_instance_profile(o: Ec2Options) -> None:
-    """The instance profile exists (else every instance would boot and fail to reach S3)."""
-    from botocore.exceptions import ClientError
-
-    from chester_backend_ec2 import aws
-
-    prof = o.iam_instance_profile
-    if not prof or (o.region, prof) in _checked_profiles:
-        return
-    name = prof.rsplit("/", 1)[-1] if prof.startswith("arn:") else prof
-    iam = aws.client("iam", o)
-    try:
-        iam.get_instance_profile(InstanceProfileName=name)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "?")
-        if code == "NoSuchEntity":
-            raise UserError(f"ec2 backend: iam_instance_profile {prof!r} does not exist; create "
-                            "it with the policy in docs/backends/ec2.md, or fix the name") \
-                from None
-        if code not in ("AccessDenied", "AccessDeniedException"):
-            with aws.errors("checking the instance profile", iam, sent=False):
-                raise
-        return  # the launcher may not read IAM: run_instances will say
-    _checked_profiles.add((o.region, prof))
-
-
 def _describe(ec2: Any, filters: list[dict]) -> list[dict]:
     out = []
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
@@ -791,7 +370,6 @@ def _tag(inst: Mapping, key: str) -> str | None:
 
 
 # -- status --------------------------------------------------------------------------------------
-_record_cache: dict[tuple[str, str, str], dict] = {}
 
 
 def _sweeps(handles: Sequence[RunHandle]) -> dict[str, list[RunHandle]]:
@@ -810,54 +388,6 @@ class Ctl:
     cancelled_by: dict[str, str] = attrs.Factory(dict)  # token -> who, when its marker says
     beats: dict[str, float] = attrs.Factory(dict)  # group -> time of its last heartbeat
     attempts: dict[str, Tries] = attrs.Factory(dict)  # group -> its tries (requeue.py)
-
-
-def _get_json(s3: Any, o: Ec2Options, obj: Mapping) -> dict | None:
-    ck = (o.bucket, obj["Key"], obj.get("ETag", ""))
-    rec = _record_cache.get(ck)
-    if rec is None:
-        try:
-            rec = json.loads(s3.get_object(Bucket=o.bucket, Key=obj["Key"])["Body"].read())
-        except (ValueError, KeyError):
-            return None
-        _record_cache[ck] = rec
-    return rec
-
-
-def read_ctl(s3: Any, o: Ec2Options, sweep: str) -> Ctl:
-    """One list call, plus one get per record that changed since this process last read it.
-    A heartbeat's time is its object's LastModified (S3's clock, not the instance's)."""
-    from chester_backend_ec2 import requeue
-
-    prefix = f"{sweep_prefix(o, sweep)}ctl/"
-    ctl = Ctl()
-    tries = []
-    for obj in _list(s3, o.bucket, prefix):
-        rest = obj["Key"][len(prefix):]
-        if rest.startswith("cancel/"):
-            tok = rest[len("cancel/"):]
-            ctl.cancels.add(tok)
-            if obj.get("Size"):  # who cancelled it, and when (the marker says so)
-                marker = _get_json(s3, o, obj) or {}
-                by, at = marker.get("by"), marker.get("at")
-                if by:
-                    ctl.cancelled_by[tok] = str(by) + (
-                        f" at {clock(at)}" if isinstance(at, (int, float)) else "")
-        elif rest.startswith("heartbeat/") and rest.endswith(".json"):
-            ctl.beats[rest[len("heartbeat/"):-len(".json")]] = obj["LastModified"].timestamp()
-        elif rest.startswith("attempts/"):
-            tries.append(obj)
-        elif rest.startswith("status/") and rest.endswith(".json"):
-            rec = _get_json(s3, o, obj)
-            if rec is not None:
-                ctl.records[rest[len("status/"):-len(".json")]] = rec
-    ctl.attempts = requeue.parse(tries, f"{prefix}attempts/", lambda obj: _get_json(s3, o, obj))
-    return ctl
-
-
-def _ctl(s3: Any, o: Ec2Options, sweep: str) -> tuple[dict[str, dict], set[str]]:
-    ctl = read_ctl(s3, o, sweep)
-    return ctl.records, ctl.cancels
 
 
 #: records that end a run for good (the rule's)
@@ -944,33 +474,6 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
                      f"--instance-id {iid}`)")
 
 
-@hookimpl
-def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    from chester_backend_ec2 import aws
-
-    o: Ec2Options = backend.options
-    s3 = aws.client("s3", o)
-    ec2 = aws.client("ec2", o)
-    groups = _sweeps(handles)
-    with aws.errors("describing instances", ec2):
-        insts = _describe(ec2, [{"Name": f"tag:{SWEEP_TAG}", "Values": sorted(groups)}])
-    by_group = _current(insts)
-    out: dict[str, RunStatus] = {}
-    for sweep, hs in groups.items():
-        with aws.errors("reading status records", s3):
-            ctl = read_ctl(s3, o, sweep)
-        _reap(backend, ec2, s3, sweep, hs, by_group, ctl)
-        for h in hs:
-            out[h.token] = to_status(h, by_group.get(_run_group(h, ctl) or ""),
-                                     ctl.records.get(h.token), h.token in ctl.cancels,
-                                     ctl.cancelled_by.get(h.token))
-        if o.max_requeues > 0:
-            _requeue(backend, ec2, s3, sweep, hs, out, insts, by_group, ctl)
-            _will_requeue(o, hs, out, insts, ctl)
-        _release_spot_requests(o, ec2, s3, sweep, hs, out, ctl)
-    return out
-
-
 def _current(insts: list[dict]) -> dict[str, dict]:
     """Each group's current instance: an alive one, else the one launched last."""
     by_group: dict[str, dict] = {}
@@ -1023,69 +526,6 @@ def _running_members(hs: Sequence[RunHandle], ctl: Ctl) -> dict[str, list[RunHan
     return out
 
 
-def _reap(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
-          by_group: dict[str, dict], ctl: Ctl) -> None:
-    """Terminate running instances that are past their bounds, whatever their agent does:
-
-    - past ``max_lifetime_s`` (plus a slack for the agent's own stop): its open runs ``timeout``;
-    - no heartbeat ``boot_timeout_s`` after it started: its runs ``lost`` (bootstrap hung);
-    - a heartbeat older than ``heartbeat_timeout_s``: its open runs ``lost`` (agent died).
-
-    The verdict is written as the runs' status records, so every launcher reads the same."""
-    from chester_backend_ec2 import aws
-
-    o: Ec2Options = backend.options
-    now = time.time()
-    kill: list[str] = []
-    for gtok, mhs in _running_members(hs, ctl).items():
-        inst = by_group.get(gtok)
-        if inst is None or inst["State"]["Name"] != "running":
-            continue
-        launched = _ts(inst.get("LaunchTime"))
-        if launched is None:
-            continue
-        iid = inst["InstanceId"]
-        open_ = [h for h in mhs if (ctl.records.get(h.token) or {}).get("state")
-                 not in FINAL_RECORDS]
-        beat = ctl.beats.get(gtok)
-        age = now - launched
-        verdict: tuple[str, str] | None = None
-        if o.max_lifetime_s and age > o.max_lifetime_s + min(600.0, max(
-                5.0, o.max_lifetime_s * 0.1)):
-            verdict = ("timeout", f"instance {iid} ran past max_lifetime_s="
-                       f"{o.max_lifetime_s:g} ({age:.0f} s since it started); chester "
-                       "terminated it")
-        elif beat is None or beat + 2 < launched:
-            if age > o.boot_timeout_s:
-                verdict = ("lost", f"instance {iid} gave no sign of its agent {age:.0f} s after "
-                           f"it started (boot_timeout_s={o.boot_timeout_s:g}); chester "
-                           f"terminated it (see `aws ec2 get-console-output --instance-id "
-                           f"{iid}`)")
-        elif now - beat > o.heartbeat_timeout_s and (open_ or o.shutdown_when_done):
-            verdict = ("lost", f"the agent on instance {iid} stopped its heartbeat "
-                       f"{now - beat:.0f} s ago (heartbeat_timeout_s="
-                       f"{o.heartbeat_timeout_s:g}); chester terminated the instance")
-        if verdict is None:
-            continue
-        kill.append(iid)
-        state, reason = verdict
-        with aws.errors("recording terminated runs", s3):
-            for h in open_:
-                old = ctl.records.get(h.token) or {}
-                rec = {"token": h.token, "state": state, "reason": reason, "ended_at": now,
-                       "attempt": old.get("attempt") or 1, "started_at": old.get("started_at"),
-                       "by": "launcher"}
-                s3.put_object(Bucket=o.bucket, Key=f"{sweep_prefix(o, sweep)}ctl/status/"
-                              f"{h.token}.json", Body=json.dumps(rec, sort_keys=True).encode())
-                ctl.records[h.token] = rec
-        by_group[gtok] = {**inst, "State": {"Name": "shutting-down"}}
-    if kill:
-        with aws.errors("terminating instances past their bounds", ec2):
-            ec2.terminate_instances(InstanceIds=kill)
-        _cancel_spot_requests(o, ec2, [g for g, i in by_group.items()
-                                       if i["InstanceId"] in kill])
-
-
 def _attempts(gtok: str, insts: list[dict], ctl: Ctl) -> int:
     """How many instances the group has had: the numbers taken in S3, else the attempt tags."""
     from chester_backend_ec2 import requeue
@@ -1109,162 +549,7 @@ def _will_requeue(o: Ec2Options, hs: Sequence[RunHandle], out: dict[str, RunStat
                 pending_reason=f"preempted; will start again ({st.reason or 'spot interruption'})")
 
 
-def _requeue(backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
-             out: dict[str, RunStatus], insts: list[dict], by_group: dict[str, dict],
-             ctl: Ctl) -> None:
-    """Start a preempted instance's unfinished runs again on a new instance.
-
-    Only when the instance is gone (terminated, or no longer listed at all), every run of it
-    asked about is preempted or over, and the group has had fewer than ``1 + max_requeues``
-    instances. The next instance is taken and started by :func:`requeue.next_instance`,
-    exactly once whatever other process polls at the same time. A launch that fails (a
-    quota, no capacity) leaves the runs ``requeued`` with the error as pending reason and is
-    tried again at the next poll; it never fails the status call."""
-    from chester.plugin.errors import ChesterError
-    from chester_backend_ec2 import requeue
-
-    now = time.time()
-    for gtok, mhs in _running_members(hs, ctl).items():
-        cur = by_group.get(gtok)
-        if cur is not None and cur["State"]["Name"] not in requeue.GONE:
-            continue
-        states = [out[h.token].state for h in mhs]
-        if State.PREEMPTED not in states or \
-                any(s != State.PREEMPTED and not s.terminal for s in states):
-            continue
-        listed = [i for i in insts if _tag(i, GROUP_TAG) == gtok]
-        try:
-            res = requeue.next_instance(backend, s3, ec2, sweep, gtok, listed,
-                                        tries=ctl.attempts.get(gtok) or {}, now=now)
-        except ChesterError as exc:  # S3 refused the bookkeeping: the next poll tries again
-            res = requeue.Outcome(kind="failed", attempt=_attempts(gtok, insts, ctl) + 1,
-                                  error=str(exc))
-        if res.kind == "used_up":
-            continue
-        old = cur["InstanceId"] if cur else (mhs[0].remote_id or "its instance")
-        for h in mhs:
-            st = out[h.token]
-            if st.state != State.PREEMPTED:
-                continue
-            if res.kind == "failed":
-                out[h.token] = attrs.evolve(st, state=State.REQUEUED, pending_reason=(
-                    f"preempted; starting instance {res.attempt} failed ({res.error}); tried "
-                    "again at the next status poll"))
-            elif res.kind == "starting":
-                out[h.token] = attrs.evolve(st, state=State.REQUEUED, pending_reason=(
-                    f"preempted on {old}; instance {res.attempt} is being started"))
-            else:
-                out[h.token] = RunStatus(
-                    state=State.REQUEUED, remote_id=res.instance,
-                    attempt=(st.attempt or 1) + 1,
-                    pending_reason=f"preempted on {old}; started again on {res.instance} "
-                                   f"(instance {res.attempt})")
-
-
-_released: set[str] = set()
-
-
-def _release_spot_requests(o: Ec2Options, ec2: Any, s3: Any, sweep: str,
-                           hs: Sequence[RunHandle], out: Mapping[str, RunStatus],
-                           ctl: Ctl) -> None:
-    """A persistent spot request (interruption_behavior stop/hibernate) outlives its
-    instance and starts a new one when it is terminated: cancel it once every run of its
-    group is final (status polls ask only about unfinished runs: the others of a packed
-    group are looked up in their records)."""
-    if not o.spot or o.interruption_behavior == "terminate":
-        return
-    done = []
-    for g, mhs in _members(hs).items():
-        if g in _released or not all(out[h.token].state.terminal for h in mhs):
-            continue
-        if len(mhs) < int(mhs[0].get("group_size") or 1):
-            spec = _get_json(s3, o, {"Key": f"{sweep_prefix(o, sweep)}instances/{g}.json",
-                                     "ETag": "spec"}) or {}
-            asked = {h.token for h in mhs}
-            if not all((ctl.records.get(r["token"]) or {}).get("state") in FINAL_RECORDS
-                       for r in spec.get("runs", ()) if r["token"] not in asked):
-                continue
-        done.append(g)
-    if done:
-        _cancel_spot_requests(o, ec2, done)
-
-
-def _cancel_spot_requests(o: Ec2Options, ec2: Any, groups: Sequence[str]) -> list[str]:
-    """Cancel the open, active or disabled spot requests of these groups (found by their
-    tags). Only persistent requests (``interruption_behavior`` stop or hibernate) outlive
-    their instance; one-time requests close by themselves, so nothing is asked then."""
-    from chester_backend_ec2 import aws
-
-    if not groups or not o.spot or o.interruption_behavior == "terminate":
-        return []
-    ids: list[str] = []
-    with aws.errors("cancelling spot requests", ec2):
-        for i in range(0, len(groups), 200):
-            res = ec2.describe_spot_instance_requests(Filters=[
-                {"Name": f"tag:{GROUP_TAG}", "Values": list(groups[i:i + 200])},
-                {"Name": "state", "Values": ["open", "active", "disabled"]}])
-            ids += [r["SpotInstanceRequestId"] for r in res.get("SpotInstanceRequests", ())]
-        if ids:
-            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=sorted(ids))
-    _released.update(groups)
-    return ids
-
-
 # -- cancel --------------------------------------------------------------------------------------
-@hookimpl
-def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
-    from chester_backend_ec2 import aws
-
-    o: Ec2Options = backend.options
-    s3 = aws.client("s3", o)
-    ec2 = aws.client("ec2", o)
-    body = json.dumps({"by": CANCELLED_BY, "at": time.time()}).encode()
-    with aws.errors("writing cancel markers", s3):
-        for h in handles:
-            s3.put_object(Bucket=o.bucket, Body=body,
-                          Key=f"{sweep_prefix(o, h.get('sweep') or '')}ctl/cancel/{h.token}")
-    _await_agents(o, s3, handles)
-    asked: dict[str, set[str]] = {}
-    for h in handles:
-        asked.setdefault(h.get("group") or "", set()).add(h.token)
-    # an instance is terminated only when every run it carries is cancelled
-    whole = sorted({h.get("group") or "" for h in handles if h.get("group") and
-                    len(asked[h.get("group") or ""]) >= int(h.get("group_size") or 1)})
-    if whole:
-        # first the persistent spot requests, which would start the instances again
-        _cancel_spot_requests(o, ec2, whole)
-        with aws.errors("terminating instances", ec2):
-            ids = set()
-            for i in range(0, len(whole), 200):
-                ids |= {inst["InstanceId"] for inst in _describe(
-                    ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": whole[i:i + 200]},
-                          {"Name": "instance-state-name",
-                           "Values": ["pending", "running", "stopping", "stopped"]}])}
-            if ids:
-                ec2.terminate_instances(InstanceIds=sorted(ids))
-    return {h.token: True for h in handles}
-
-
-def _await_agents(o: Ec2Options, s3: Any, handles: Sequence[RunHandle]) -> None:
-    """Give the agents of running runs up to ``cancel_grace_s`` to stop them and sync their
-    folders (they read the cancel markers every ``watch_interval_s``) before any instance is
-    terminated, so a cancelled run's files reach S3. Runs not started yet are not waited for."""
-    from chester_backend_ec2 import aws
-
-    deadline = time.monotonic() + o.cancel_grace_s
-    by_sweep = _sweeps(handles)
-    waiting: set[str] | None = None
-    while True:
-        live: set[str] = set()
-        for sweep, hs in by_sweep.items():
-            with aws.errors("reading status records", s3):
-                records, _ = _ctl(s3, o, sweep)
-            live |= {h.token for h in hs if (records.get(h.token) or {}).get("state") ==
-                     "running" and not records[h.token].get("ended_at")}
-        waiting = live if waiting is None else waiting & live
-        if not waiting or time.monotonic() >= deadline:
-            return
-        time.sleep(min(1.0, o.watch_interval_s))
 
 
 # -- pull ----------------------------------------------------------------------------------------
@@ -1276,75 +561,6 @@ def _wanted(rel: str, rules: list[tuple[str, str]]) -> bool:
         if not decide(rules, "/".join(parts[:k]), True):
             return False
     return decide(rules, rel, False)
-
-
-@hookimpl
-def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
-                 patterns: PullPatterns) -> list[PullResult]:
-    from chester.target.rundir import read_json, write_json_atomic
-    from chester_backend_ec2 import aws, segments
-
-    o: Ec2Options = backend.options
-    s3 = aws.client("s3", o)
-    rules = [("+", p) for p in patterns.include] + [("-", p) for p in patterns.exclude]
-    plan: list[tuple[RunHandle, list[tuple[str, dict]], dict]] = []
-    with aws.errors("listing run folders", s3):
-        for h in handles:
-            prefix = f"{sweep_prefix(o, h.get('sweep') or '')}runs/{h.token}/"
-            local = Path(h.local_dir)
-            state = read_json(local / PULL_STATE) or {}
-            todo = []
-            for rel, obj in segments.files(_list(s3, o.bucket, prefix), prefix).items():
-                if not rel or rel.endswith("/") or not _wanted(rel, rules):
-                    continue
-                path = local / rel
-                etag = obj.get("ETag", "")
-                try:
-                    st = path.stat()
-                except OSError:
-                    st = None
-                if st is not None:
-                    seen = state.get(rel)
-                    if not isinstance(seen, dict):
-                        seen = {}
-                    untouched = [st.st_size, st.st_mtime_ns] == [seen.get("size"),
-                                                                  seen.get("mtime_ns")]
-                    if untouched and seen.get("etag") == etag:
-                        continue  # unchanged since the last pull
-                    if not untouched and obj["LastModified"] is not None and \
-                            st.st_mtime > obj["LastModified"].timestamp():
-                        continue  # a local file changed here and newer: never overwritten
-                    had = seen.get("parts") if untouched and isinstance(seen, dict) else None
-                    if had and obj["parts"][:len(had)] == [tuple(x) for x in had]:
-                        obj = {**obj, "append": len(had)}  # grown: only new segments come down
-                todo.append((rel, obj))
-            plan.append((h, todo, state))
-    from chester.remote.progress import Progress
-
-    results = []
-    with Progress(f"pull {backend.name}", sum(obj["Size"] for _, todo, _ in plan
-                                             for _, obj in todo), unit="bytes") as bar:
-        with aws.errors("downloading run files", s3):
-            for h, todo, state in plan:
-                local = Path(h.local_dir)
-                nbytes = 0
-                for rel, obj in todo:
-                    path = local / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_name(f".{path.name}.ec2-part")
-                    n = _download(s3, o.bucket, obj, path, tmp)
-                    st = path.stat()
-                    state[rel] = {"etag": obj["ETag"], "size": st.st_size,
-                                  "mtime_ns": st.st_mtime_ns}
-                    if len(obj["parts"]) > 1 or segments.SEG in obj["parts"][0][1]:
-                        state[rel]["parts"] = [list(x) for x in obj["parts"]]
-                    nbytes += n
-                    bar.advance(n)
-                if todo:
-                    write_json_atomic(local / PULL_STATE, state)
-                results.append(PullResult(token=h.token, files=len(todo), bytes=nbytes,
-                                          complete=paths.arrived(h.local_dir)))
-    return results
 
 
 def _download(s3: Any, bucket: str, obj: Mapping[str, Any], path: Path, tmp: Path) -> int:
@@ -1372,31 +588,820 @@ def _download(s3: Any, bucket: str, obj: Mapping[str, Any], path: Path, tmp: Pat
 
 
 # -- logs ----------------------------------------------------------------------------------------
-@hookimpl
-def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
-                 out: TextIO) -> bool:
-    from botocore.exceptions import ClientError
 
-    from chester.remote.follow import follow as follow_log
-    from chester_backend_ec2 import aws, segments
 
-    o: Ec2Options = backend.options
-    s3 = aws.client("s3", o)
-    name = "stderr.log" if stream == "stderr" else "stdout.log"
-    key = f"{sweep_prefix(o, handle.get('sweep') or '')}runs/{handle.token}/{name}"
-    def read(offset: int) -> bytes:
-        with aws.errors("reading logs", s3):
+class Ec2Backend(Backend):
+    """The ``ec2`` backend: runs on EC2 instances, code and results through S3.
+
+    An instance keeps what this backend learns while it works, per plugin manager (one per
+    ``chester`` command; a test builds its own): its boto3 clients, the status records it
+    has read (by key and ETag: a record is fetched again only once it changed), the launch
+    templates it made, the instance profiles it checked, the (region, endpoint) pairs that
+    refused EC2 Fleet, the groups whose spot requests it cancelled, and what its last
+    submit sent."""
+
+    name = NAME
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clients = aws.Clients()
+        #: bytes and instances of the last submit (for the bench and tests)
+        self.last_submit: dict[str, int] = {}
+        self._records: dict[tuple[str, str, str], dict] = {}
+        #: (region, endpoint) where CreateFleet/CreateLaunchTemplate was refused as
+        #: unsupported or not permitted: launch_api auto uses RunInstances there from then on
+        self._no_fleet: set[tuple[str | None, str | None]] = set()
+        self._templates: set[str] = set()
+        self._template_fields: frozenset[str] | None = None
+        self._checked_profiles: set[tuple[str | None, str]] = set()
+        self._released: set[str] = set()
+
+    def spec(self) -> BackendSpec:
+        return BackendSpec(
+            name=NAME, summary="EC2 instances (spot by default), code and results through S3",
+            options_cls=Ec2Options,
+            capabilities=Capabilities(remote=True, shared_fs=False, supports_arrays=False,
+                                      idempotent_submit=True, needs_code_sync=True,
+                                      status_poll_interval_s=30.0),
+            remote_root=lambda o: o.remote_dir)
+
+    def client(self, kind: str, options: Ec2Options) -> Any:
+        """This instance's boto3 client of ``kind`` (``s3``, ``ec2``, ``iam``), made on first
+        use (:class:`chester_backend_ec2.aws.Clients`)."""
+        return self.clients.get(kind, options)
+
+    @hookimpl
+    def chester_register_commands(self, subparsers: Any) -> None:
+        """``chester ec2 ls`` / ``chester ec2 kill`` (see :mod:`chester_backend_ec2.cli`)."""
+        from chester_backend_ec2 import cli
+
+        cli.register(subparsers, self)
+
+    @hookimpl
+    def chester_prepare(self, backend: BackendConfig, runs: Sequence[RunSpec],
+                        staging_dir: Path) -> PreparedSweep:
+        from chester_backend_ec2 import render
+
+        o: Ec2Options = backend.options
+        if not o.image_id:
+            raise UserError("ec2 backend: set image_id (an AMI with python3) in chester.yaml")
+        if not runs:
+            raise UserError("ec2 backend: nothing to launch")
+        sweep = sweep_key(backend, runs[0].exp_prefix)
+        sp = sweep_prefix(o, sweep)
+        snap = render.snapshot(backend)
+        manifest = render.manifest_bytes(snap)
+        manifest_key = f"{_root(o)}code/manifests/{render.sha256_bytes(manifest)}.json"
+        agent = render.agent_source()
+        agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
+        setup, env_script, worker_argv = render.setup_scripts(backend)
+        seen = render.find_secret(setup + env_script + json.dumps(
+            [dict(r.env) for r in runs], default=str))
+        if seen:
+            raise UserError(f"ec2 backend: prepare_commands, the environment setup or the runs' env "
+                            f"hold {seen}, which would be stored in plain text in S3; give the "
+                            "instances access through their instance role (iam_instance_profile) "
+                            "and other secrets through the remote secrets option")
+        staging_dir = Path(staging_dir)
+        (staging_dir / "manifest.json").write_bytes(manifest)
+        groups = []
+        scripts: dict[str, str] = {"setup.sh": setup, "env.sh": env_script}
+        n = o.runs_per_instance
+        for i in range(0, len(runs), n):
+            members = list(runs[i:i + n])
+            gtok = render.group_token(r.token for r in members)
+            spec = {
+                "sweep_prefix": sp, "group": gtok,
+                "code": {"manifest_key": manifest_key, "objects_prefix": f"{_root(o)}code/objects/"},
+                "code_dir": o.remote_dir, "runtime": snap["runtime"],
+                "setup_script": setup, "env_script": env_script,
+                "worker_argv": worker_argv, "gpus_per_run": o.gpus_per_run,
+                "sync_interval_s": o.sync_interval_s, "watch_interval_s": o.watch_interval_s,
+                "shutdown_when_done": o.shutdown_when_done,
+                "max_lifetime_s": o.max_lifetime_s, "preempt_signal": o.preempt_signal,
+                "heartbeat_interval_s": heartbeat_interval(o), "slots": n,
+                "runs": [{"token": r.token, "name": r.name, "remote_dir": r.remote_dir,
+                          "time_limit_s": _time_limit(o, r), "index": i + k}
+                         for k, r in enumerate(members)],
+            }
+            spec_key = f"{sp}instances/{gtok}.json"
+            ud = _user_data(o, spec_key, agent_key)
+            if i == 0:
+                seen = render.find_secret(ud + json.dumps(o.tags) + json.dumps(
+                    o.run_instances_extra, default=str))
+                if seen:
+                    raise UserError(f"ec2 backend: the user-data, tags or run_instances_extra hold "
+                                    f"{seen}; instances get their access from the instance role "
+                                    "(iam_instance_profile), never from user-data")
+            if len(ud.encode()) > render.USER_DATA_LIMIT:
+                raise UserError(f"ec2 backend: user-data is {len(ud.encode())} bytes, over EC2's "
+                                f"16 KB: shorten bootstrap_commands")
+            groups.append({"token": gtok, "runs": [r.token for r in members],
+                           "spec_key": spec_key, "spec": spec, "user_data": ud})
+            if i == 0:
+                scripts["user-data"] = ud
+                scripts["run_instances"] = json.dumps(_run_args(backend, sweep, gtok, ud,
+                                                                redact=True), indent=1)
+        from chester_backend_ec2 import prices
+
+        if o.launch_api == "fleet" and self.outside_template(o):
+            raise UserError(f"ec2 backend: run_instances_extra sets {', '.join(self.outside_template(o))}"
+                            ", which a launch template cannot hold: use launch_api: run_instances "
+                            "(or auto), or drop them")
+        fleet = self.use_fleet(o)
+        if fleet:
+            scripts["create_fleet"] = json.dumps(fleet_args(
+                backend, sweep, str(groups[0]["token"]), "", f"chester-{sweep}-<digest>", o.spot),
+                indent=1).replace('"LaunchTemplateSpecificationUserData": ""',
+                                  '"LaunchTemplateSpecificationUserData": "<user-data>"')
+        size = sum(snap["sizes"].values())
+        life = f"{o.max_lifetime_s / 3600:g} h" if o.max_lifetime_s else "unbounded (!)"
+        types = list(dict.fromkeys(t for t, _, _ in placements(o)))
+        more = f" (or {', '.join(types[1:])})" if len(types) > 1 else ""
+        how = (f"EC2 Fleet ({o.allocation_strategy})" if fleet else "RunInstances") + \
+            (", on-demand if no spot capacity" if o.spot and o.on_demand_fallback else "")
+        summary = (f"{len(runs)} runs on {len(groups)} {'spot' if o.spot else 'on-demand'} "
+                   f"{o.instance_type} instance(s){more} in {o.region or 'the default region'} "
+                   f"via {how}; code "
+                   f"{len(snap['files'])} files ({size} bytes) via s3://{o.bucket}/{_root(o)}; "
+                   f"each instance lives at most {life}; cost: "
+                   f"{prices.bound_line(o, types, len(groups))}")
+        return PreparedSweep(
+            backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
+            uploads=tuple(Path(p) for p in snap["paths"].values()), scripts=scripts,
+            summary=summary,
+            data={"sweep": sweep, "sweep_prefix": sp, "manifest_key": manifest_key,
+                  "manifest": manifest.decode(), "paths": snap["paths"],
+                  "agent_key": agent_key, "groups": groups})
+
+    @hookimpl
+    def chester_submit(self, backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from chester_backend_ec2 import aws
+
+        o: Ec2Options = backend.options
+        d = prepared.data
+        s3 = self.client("s3", o)
+        ec2 = self.client("ec2", o)
+        by_token = {r.token: r for r in prepared.runs}
+        stats = {"code_bytes": 0, "run_bytes": 0, "instances": 0}
+        with aws.errors("uploading the code snapshot", s3, sent=False):
+            stats["code_bytes"] = upload_code(s3, o, d)
+            if not _exists(s3, o.bucket, d["agent_key"]):
+                from chester_backend_ec2.render import agent_source
+
+                s3.put_object(Bucket=o.bucket, Key=d["agent_key"], Body=agent_source())
+        uploads = [(str(Path(r.local_dir) / rel), f"{d['sweep_prefix']}runs/{r.token}/{rel}")
+                   for r in prepared.runs
+                   for rel in ("variant.json", ".chester/run.json", ".chester/payload.pkl")
+                   if (Path(r.local_dir) / rel).exists()]
+        stats["run_bytes"] = sum(os.path.getsize(p) for p, _ in uploads)
+        with aws.errors("uploading run folders", s3), ThreadPoolExecutor(max_workers=8) as pool:
+            futs = [pool.submit(s3.upload_file, p, o.bucket, key) for p, key in uploads]
+            futs += [pool.submit(s3.put_object, Bucket=o.bucket, Key=g["spec_key"],
+                                 Body=json.dumps(g["spec"], sort_keys=True).encode())
+                     for g in d["groups"]]
+            for fut in futs:
+                fut.result()
+        # which instances already exist (an earlier, interrupted submit)?
+        existing: dict[str, dict] = {}
+        gtoks = [g["token"] for g in d["groups"]]
+        with aws.errors("describing instances", ec2):
+            for i in range(0, len(gtoks), 200):
+                for inst in _describe(ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": gtoks[i:i + 200]}]):
+                    gtok = _tag(inst, GROUP_TAG)  # present: the filter asked for it
+                    if gtok is not None:
+                        existing[gtok] = inst
+        todo = [g for g in d["groups"] if g["token"] not in existing]
+        claimed = self._claimed_by(s3, o, d["sweep_prefix"]) if todo and o.runs_per_instance > 1 else {}
+        # groups whose runs other instances' freed slots all took: no instance of their own
+        taken = {g["token"]: claimed[g["runs"][0]] for g in todo
+                 if all(t in claimed for t in g["runs"])}
+        todo = [g for g in todo if g["token"] not in taken]
+        lock = threading.Lock()
+        refused = threading.Event()
+        if todo:
+            self.check_instance_profile(o)
+            check_gpus(o, ec2)
+
+        def launch(g: dict) -> None:
+            if refused.is_set():
+                return  # an earlier launch was refused: start nothing more
             try:
-                found = segments.list_file(s3, o.bucket, key)
-                return segments.read(s3, o.bucket, found["parts"], offset) if found else b""
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code in ("NoSuchKey", "404", "InvalidRange", "416"):
-                    return b""
+                inst = self.launch_instance(backend, ec2, d["sweep"], g["token"], g["user_data"])
+            except BaseException:
+                refused.set()
                 raise
+            with lock:
+                existing[g["token"]] = inst
+                stats["instances"] += 1
 
-    def finished() -> bool:
-        return chester_status(backend, [handle])[handle.token].state.terminal
+        if todo:
+            errors: list[BaseException] = []
+            with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+                for fut in [pool.submit(launch, g) for g in todo]:
+                    try:
+                        fut.result()
+                    except BaseException as exc:
+                        errors.append(exc)
+            if errors:
+                self.last_submit.clear()
+                self.last_submit.update(stats)
+                started = len(existing)
+                if not started:
+                    raise errors[0]
+                first = errors[0]
+                raise type(first)(
+                    f"{first}; {started} of {len(d['groups'])} instances of sweep {d['sweep']} were "
+                    "started and keep running (bounded by boot_timeout_s and max_lifetime_s): "
+                    f"launch again to start the rest, or stop them with `chester ec2 kill "
+                    f"{d['sweep']}`") from None
+        self.last_submit.clear()
+        self.last_submit.update(stats)
+        print(launch_summary(o, ec2, d["sweep"], list(existing.values()), stats["instances"]),
+              file=sys.stderr)
+        handles = []
+        for g in d["groups"]:
+            inst = existing.get(g["token"]) or {"InstanceId": taken[g["token"]]}
+            for tok in g["runs"]:
+                r = by_token[tok]
+                handles.append(RunHandle(
+                    run_id=r.run_id, token=r.token, backend=backend.name,
+                    local_dir=str(r.local_dir), remote_dir=r.remote_dir,
+                    remote_id=claimed.get(tok) or inst["InstanceId"], host=None,
+                    extra=(("sweep", d["sweep"]), ("group", g["token"]),
+                           ("group_size", str(len(g["runs"]))))))
+        order = {r.token: i for i, r in enumerate(prepared.runs)}
+        handles.sort(key=lambda h: order[h.token])
+        return handles
 
-    return follow_log(read, finished, out, follow=follow,
-                      interval=max(1.0, min(o.sync_interval_s, 10.0)))
+    def _claimed_by(self, s3: Any, o: Ec2Options, sp: str) -> dict[str, str]:
+        """The sweep's runs an instance has claimed (``ctl/claims/<token>/<n>``, written by the
+        agents): ``{token: instance id}``."""
+        from chester_backend_ec2 import aws
+
+        out: dict[str, str] = {}
+        with aws.errors("reading run claims", s3):
+            for obj in _list(s3, o.bucket, f"{sp}ctl/claims/"):
+                tok = obj["Key"][len(f"{sp}ctl/claims/"):].split("/", 1)[0]
+                if tok not in out:
+                    rec = self._get_json(s3, o, obj) or {}
+                    out[tok] = str(rec.get("instance") or "")
+        return out
+
+    def use_fleet(self, o: Ec2Options) -> bool:
+        """Whether instances start through an EC2 Fleet of type ``instant`` (``launch_api``)."""
+        if o.launch_api != "auto":
+            return o.launch_api == "fleet"
+        if o.spot and o.interruption_behavior != "terminate":
+            return False  # a persistent request: only RunInstances (or a maintain fleet) makes it
+        if (o.region, os.environ.get("AWS_ENDPOINT_URL")) in self._no_fleet:
+            return False
+        pools = {(t, sn) for t, sn, _ in placements(o)}
+        return len(pools) > 1 and not self.outside_template(o)
+
+    def outside_template(self, o: Ec2Options) -> list[str]:
+        """``run_instances_extra`` keys a launch template cannot hold (the fleet needs one)."""
+        return sorted(k for k in o.run_instances_extra if k not in self._template_keys())
+
+    def _template_keys(self) -> frozenset[str]:
+        """What a launch template may hold (botocore's model of EC2, read once)."""
+        if self._template_fields is None:
+            import botocore.session
+
+            model = botocore.session.get_session().get_service_model("ec2")
+            self._template_fields = frozenset(
+                model.shape_for("RequestLaunchTemplateData").members)
+        return self._template_fields
+
+    def launch_instance(self, backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
+                        attempt: int = 1) -> dict:
+        """Start the instance of one group: through an EC2 Fleet (:func:`launch_fleet`) when
+        :func:`use_fleet` says so, else one RunInstances per placement (:func:`launch_sequential`).
+        Either way the instance carries its sweep and group tags from its launch."""
+        o: Ec2Options = backend.options
+        if self.use_fleet(o):
+            try:
+                return self.launch_fleet(backend, ec2, sweep, gtok, user_data, attempt=attempt)
+            except _FleetUnavailable as exc:
+                log.warning("ec2_fleet_unavailable", backend=backend.name, reason=str(exc),
+                            fallback="run_instances")
+                self._no_fleet.add((o.region, os.environ.get("AWS_ENDPOINT_URL")))
+        return launch_sequential(backend, ec2, sweep, gtok, user_data, attempt=attempt)
+
+    def launch_template(self, backend: BackendConfig, ec2: Any, sweep: str) -> tuple[str, dict]:
+        """The sweep's launch template (created once): everything an instance gets but its
+        type, subnet, market, user-data and per-instance tags, which the fleet call sets. Its name
+        holds a digest of its data, so changed options make a new template, never a stale one."""
+        import hashlib
+
+        from botocore.exceptions import ClientError
+
+        from chester_backend_ec2 import aws
+
+        o: Ec2Options = backend.options
+        args = _run_args(backend, sweep, "-", "", spot=False)
+        keys = self._template_keys()
+        data = {k: v for k, v in args.items() if k in keys and k not in (
+            "UserData", "InstanceType", "InstanceMarketOptions", "TagSpecifications")}
+        tags = _tags(o, sweep)
+        data["TagSpecifications"] = [{"ResourceType": "volume", "Tags": tags}]
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        name = f"chester-{sweep}-{digest[:10]}"
+        if name not in self._templates:
+            with aws.errors("creating the launch template", ec2):
+                try:
+                    ec2.create_launch_template(
+                        LaunchTemplateName=name, LaunchTemplateData=data,
+                        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags}])
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code", "")
+                    if code in FLEET_UNAVAILABLE_CODES and o.launch_api == "auto":
+                        raise _FleetUnavailable(f"CreateLaunchTemplate: {code}") from None
+                    if code != "InvalidLaunchTemplateName.AlreadyExistsException":
+                        raise
+            self._templates.add(name)
+        return name, data
+
+    def launch_fleet(self, backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
+                     attempt: int = 1) -> dict:
+        """Start one instance through EC2 Fleet (type ``instant``): one call picks among every
+        (type, subnet) pool with the allocation strategy, spot first; with
+        ``on_demand_fallback`` a second call asks for on-demand when no spot pool had capacity.
+
+        An instant fleet answers with the instances it started and one error per pool it could
+        not use; the capacity codes (``CAPACITY_CODES``) move on to on-demand or to the final
+        error, any other code is final. Returns a DescribeInstances-like dict of the instance
+        (``InstanceId``, ``InstanceType``, ``SubnetId``, ``Placement``, ``InstanceLifecycle``)."""
+        from botocore.exceptions import ClientError
+
+        from chester.plugin.errors import BackendError, TransientBackendError
+        from chester_backend_ec2 import aws
+
+        o: Ec2Options = backend.options
+        template, _ = self.launch_template(backend, ec2, sweep)
+        markets = [o.spot] + ([False] if o.spot and o.on_demand_fallback else [])
+        tried: list[str] = []
+        codes: list[str] = []
+        for spot in markets:
+            market = "spot" if spot else "on-demand"
+            args = fleet_args(backend, sweep, gtok, user_data, template, spot, attempt=attempt)
+            with aws.errors("create_fleet", ec2):
+                try:
+                    res = ec2.create_fleet(**args)
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code", "?")
+                    if code in FLEET_UNAVAILABLE_CODES and o.launch_api == "auto":
+                        raise _FleetUnavailable(f"CreateFleet: {code}") from None
+                    if code not in CAPACITY_CODES:
+                        raise
+                    tried.append(f"every pool {market}: {code}")
+                    codes.append(code)
+                    continue
+            for r in res.get("Instances") or ():
+                ids = r.get("InstanceIds") or ()
+                if ids:
+                    ov = (r.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}
+                    inst: dict[str, Any] = {
+                        "InstanceId": ids[0], "InstanceType": r.get("InstanceType") or
+                        ov.get("InstanceType"), "SubnetId": r.get("SubnetId") or ov.get("SubnetId"),
+                        "Placement": {"AvailabilityZone": r.get("AvailabilityZone") or
+                                      ov.get("AvailabilityZone")},
+                        "State": {"Name": "pending"}, "LaunchedBy": "fleet"}
+                    if (r.get("Lifecycle") or market) == "spot":
+                        inst["InstanceLifecycle"] = "spot"
+                    return inst
+            errs = res.get("Errors") or ()
+            if not errs:
+                tried.append(f"every pool {market}: no instance and no error")
+                continue
+            fatal = []
+            for e in errs:
+                ov = (e.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}
+                code = e.get("ErrorCode") or "?"
+                where = f"{ov.get('InstanceType', '?')} {e.get('Lifecycle') or market} in " \
+                        f"{ov.get('SubnetId') or ov.get('AvailabilityZone') or 'the default subnet'}"
+                tried.append(f"{where}: {code}")
+                codes.append(code)
+                if code not in CAPACITY_CODES:
+                    fatal.append(f"{where}: {code}: {e.get('ErrorMessage') or ''}".strip())
+            if fatal:
+                raise BackendError(f"ec2 backend: create_fleet at {aws.where(ec2)} failed: "
+                                   + "; ".join(fatal))
+        msg = ("ec2 backend: no capacity for any placement tried (EC2 Fleet, "
+               f"{o.allocation_strategy}): " + "; ".join(dict.fromkeys(tried)) +
+               " (add instance_types or subnet_ids, or set on_demand_fallback)")
+        if "InsufficientInstanceCapacity" in codes:
+            raise TransientBackendError(msg)
+        raise BackendError(msg)
+
+    def check_instance_profile(self, o: Ec2Options) -> None:
+        """The instance profile exists (else every instance would boot and fail to reach S3)."""
+        from botocore.exceptions import ClientError
+
+        from chester_backend_ec2 import aws
+
+        prof = o.iam_instance_profile
+        if not prof or (o.region, prof) in self._checked_profiles:
+            return
+        name = prof.rsplit("/", 1)[-1] if prof.startswith("arn:") else prof
+        iam = self.client("iam", o)
+        try:
+            iam.get_instance_profile(InstanceProfileName=name)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "?")
+            if code == "NoSuchEntity":
+                raise UserError(f"ec2 backend: iam_instance_profile {prof!r} does not exist; create "
+                                "it with the policy in docs/backends/ec2.md, or fix the name") \
+                    from None
+            if code not in ("AccessDenied", "AccessDeniedException"):
+                with aws.errors("checking the instance profile", iam, sent=False):
+                    raise
+            return  # the launcher may not read IAM: run_instances will say
+        self._checked_profiles.add((o.region, prof))
+
+    def _get_json(self, s3: Any, o: Ec2Options, obj: Mapping) -> dict | None:
+        ck = (o.bucket, obj["Key"], obj.get("ETag", ""))
+        rec = self._records.get(ck)
+        if rec is None:
+            try:
+                rec = json.loads(s3.get_object(Bucket=o.bucket, Key=obj["Key"])["Body"].read())
+            except (ValueError, KeyError):
+                return None
+            self._records[ck] = rec
+        return rec
+
+    def read_ctl(self, s3: Any, o: Ec2Options, sweep: str) -> Ctl:
+        """One list call, plus one get per record that changed since this process last read it.
+        A heartbeat's time is its object's LastModified (S3's clock, not the instance's)."""
+        from chester_backend_ec2 import requeue
+
+        prefix = f"{sweep_prefix(o, sweep)}ctl/"
+        ctl = Ctl()
+        tries = []
+        for obj in _list(s3, o.bucket, prefix):
+            rest = obj["Key"][len(prefix):]
+            if rest.startswith("cancel/"):
+                tok = rest[len("cancel/"):]
+                ctl.cancels.add(tok)
+                if obj.get("Size"):  # who cancelled it, and when (the marker says so)
+                    marker = self._get_json(s3, o, obj) or {}
+                    by, at = marker.get("by"), marker.get("at")
+                    if by:
+                        ctl.cancelled_by[tok] = str(by) + (
+                            f" at {clock(at)}" if isinstance(at, (int, float)) else "")
+            elif rest.startswith("heartbeat/") and rest.endswith(".json"):
+                ctl.beats[rest[len("heartbeat/"):-len(".json")]] = obj["LastModified"].timestamp()
+            elif rest.startswith("attempts/"):
+                tries.append(obj)
+            elif rest.startswith("status/") and rest.endswith(".json"):
+                rec = self._get_json(s3, o, obj)
+                if rec is not None:
+                    ctl.records[rest[len("status/"):-len(".json")]] = rec
+        ctl.attempts = requeue.parse(tries, f"{prefix}attempts/", lambda obj: self._get_json(s3, o, obj))
+        return ctl
+
+    def _ctl(self, s3: Any, o: Ec2Options, sweep: str) -> tuple[dict[str, dict], set[str]]:
+        ctl = self.read_ctl(s3, o, sweep)
+        return ctl.records, ctl.cancels
+
+    @hookimpl
+    def chester_status(self, backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
+        from chester_backend_ec2 import aws
+
+        o: Ec2Options = backend.options
+        s3 = self.client("s3", o)
+        ec2 = self.client("ec2", o)
+        groups = _sweeps(handles)
+        with aws.errors("describing instances", ec2):
+            insts = _describe(ec2, [{"Name": f"tag:{SWEEP_TAG}", "Values": sorted(groups)}])
+        by_group = _current(insts)
+        out: dict[str, RunStatus] = {}
+        for sweep, hs in groups.items():
+            with aws.errors("reading status records", s3):
+                ctl = self.read_ctl(s3, o, sweep)
+            self._reap(backend, ec2, s3, sweep, hs, by_group, ctl)
+            for h in hs:
+                out[h.token] = to_status(h, by_group.get(_run_group(h, ctl) or ""),
+                                         ctl.records.get(h.token), h.token in ctl.cancels,
+                                         ctl.cancelled_by.get(h.token))
+            if o.max_requeues > 0:
+                self._requeue(backend, ec2, s3, sweep, hs, out, insts, by_group, ctl)
+                _will_requeue(o, hs, out, insts, ctl)
+            self._release_spot_requests(o, ec2, s3, sweep, hs, out, ctl)
+        return out
+
+    def _reap(self, backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
+              by_group: dict[str, dict], ctl: Ctl) -> None:
+        """Terminate running instances that are past their bounds, whatever their agent does:
+
+        - past ``max_lifetime_s`` (plus a slack for the agent's own stop): its open runs ``timeout``;
+        - no heartbeat ``boot_timeout_s`` after it started: its runs ``lost`` (bootstrap hung);
+        - a heartbeat older than ``heartbeat_timeout_s``: its open runs ``lost`` (agent died).
+
+        The verdict is written as the runs' status records, so every launcher reads the same."""
+        from chester_backend_ec2 import aws
+
+        o: Ec2Options = backend.options
+        now = time.time()
+        kill: list[str] = []
+        for gtok, mhs in _running_members(hs, ctl).items():
+            inst = by_group.get(gtok)
+            if inst is None or inst["State"]["Name"] != "running":
+                continue
+            launched = _ts(inst.get("LaunchTime"))
+            if launched is None:
+                continue
+            iid = inst["InstanceId"]
+            open_ = [h for h in mhs if (ctl.records.get(h.token) or {}).get("state")
+                     not in FINAL_RECORDS]
+            beat = ctl.beats.get(gtok)
+            age = now - launched
+            verdict: tuple[str, str] | None = None
+            if o.max_lifetime_s and age > o.max_lifetime_s + min(600.0, max(
+                    5.0, o.max_lifetime_s * 0.1)):
+                verdict = ("timeout", f"instance {iid} ran past max_lifetime_s="
+                           f"{o.max_lifetime_s:g} ({age:.0f} s since it started); chester "
+                           "terminated it")
+            elif beat is None or beat + 2 < launched:
+                if age > o.boot_timeout_s:
+                    verdict = ("lost", f"instance {iid} gave no sign of its agent {age:.0f} s after "
+                               f"it started (boot_timeout_s={o.boot_timeout_s:g}); chester "
+                               f"terminated it (see `aws ec2 get-console-output --instance-id "
+                               f"{iid}`)")
+            elif now - beat > o.heartbeat_timeout_s and (open_ or o.shutdown_when_done):
+                verdict = ("lost", f"the agent on instance {iid} stopped its heartbeat "
+                           f"{now - beat:.0f} s ago (heartbeat_timeout_s="
+                           f"{o.heartbeat_timeout_s:g}); chester terminated the instance")
+            if verdict is None:
+                continue
+            kill.append(iid)
+            state, reason = verdict
+            with aws.errors("recording terminated runs", s3):
+                for h in open_:
+                    old = ctl.records.get(h.token) or {}
+                    rec = {"token": h.token, "state": state, "reason": reason, "ended_at": now,
+                           "attempt": old.get("attempt") or 1, "started_at": old.get("started_at"),
+                           "by": "launcher"}
+                    s3.put_object(Bucket=o.bucket, Key=f"{sweep_prefix(o, sweep)}ctl/status/"
+                                  f"{h.token}.json", Body=json.dumps(rec, sort_keys=True).encode())
+                    ctl.records[h.token] = rec
+            by_group[gtok] = {**inst, "State": {"Name": "shutting-down"}}
+        if kill:
+            with aws.errors("terminating instances past their bounds", ec2):
+                ec2.terminate_instances(InstanceIds=kill)
+            self._cancel_spot_requests(o, ec2, [g for g, i in by_group.items()
+                                           if i["InstanceId"] in kill])
+
+    def _requeue(self, backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
+                 out: dict[str, RunStatus], insts: list[dict], by_group: dict[str, dict],
+                 ctl: Ctl) -> None:
+        """Start a preempted instance's unfinished runs again on a new instance.
+
+        Only when the instance is gone (terminated, or no longer listed at all), every run of it
+        asked about is preempted or over, and the group has had fewer than ``1 + max_requeues``
+        instances. The next instance is taken and started by :func:`requeue.next_instance`,
+        exactly once whatever other process polls at the same time. A launch that fails (a
+        quota, no capacity) leaves the runs ``requeued`` with the error as pending reason and is
+        tried again at the next poll; it never fails the status call."""
+        from chester.plugin.errors import ChesterError
+        from chester_backend_ec2 import requeue
+
+        now = time.time()
+        for gtok, mhs in _running_members(hs, ctl).items():
+            cur = by_group.get(gtok)
+            if cur is not None and cur["State"]["Name"] not in requeue.GONE:
+                continue
+            states = [out[h.token].state for h in mhs]
+            if State.PREEMPTED not in states or \
+                    any(s != State.PREEMPTED and not s.terminal for s in states):
+                continue
+            listed = [i for i in insts if _tag(i, GROUP_TAG) == gtok]
+            try:
+                res = requeue.next_instance(backend, s3, ec2, sweep, gtok, listed,
+                                            tries=ctl.attempts.get(gtok) or {}, now=now,
+                                            launch=self.launch_instance)
+            except ChesterError as exc:  # S3 refused the bookkeeping: the next poll tries again
+                res = requeue.Outcome(kind="failed", attempt=_attempts(gtok, insts, ctl) + 1,
+                                      error=str(exc))
+            if res.kind == "used_up":
+                continue
+            old = cur["InstanceId"] if cur else (mhs[0].remote_id or "its instance")
+            for h in mhs:
+                st = out[h.token]
+                if st.state != State.PREEMPTED:
+                    continue
+                if res.kind == "failed":
+                    out[h.token] = attrs.evolve(st, state=State.REQUEUED, pending_reason=(
+                        f"preempted; starting instance {res.attempt} failed ({res.error}); tried "
+                        "again at the next status poll"))
+                elif res.kind == "starting":
+                    out[h.token] = attrs.evolve(st, state=State.REQUEUED, pending_reason=(
+                        f"preempted on {old}; instance {res.attempt} is being started"))
+                else:
+                    out[h.token] = RunStatus(
+                        state=State.REQUEUED, remote_id=res.instance,
+                        attempt=(st.attempt or 1) + 1,
+                        pending_reason=f"preempted on {old}; started again on {res.instance} "
+                                       f"(instance {res.attempt})")
+
+    def _release_spot_requests(self, o: Ec2Options, ec2: Any, s3: Any, sweep: str,
+                               hs: Sequence[RunHandle], out: Mapping[str, RunStatus],
+                               ctl: Ctl) -> None:
+        """A persistent spot request (interruption_behavior stop/hibernate) outlives its
+        instance and starts a new one when it is terminated: cancel it once every run of its
+        group is final (status polls ask only about unfinished runs: the others of a packed
+        group are looked up in their records)."""
+        if not o.spot or o.interruption_behavior == "terminate":
+            return
+        done = []
+        for g, mhs in _members(hs).items():
+            if g in self._released or not all(out[h.token].state.terminal for h in mhs):
+                continue
+            if len(mhs) < int(mhs[0].get("group_size") or 1):
+                spec = self._get_json(s3, o, {"Key": f"{sweep_prefix(o, sweep)}instances/{g}.json",
+                                         "ETag": "spec"}) or {}
+                asked = {h.token for h in mhs}
+                if not all((ctl.records.get(r["token"]) or {}).get("state") in FINAL_RECORDS
+                           for r in spec.get("runs", ()) if r["token"] not in asked):
+                    continue
+            done.append(g)
+        if done:
+            self._cancel_spot_requests(o, ec2, done)
+
+    def _cancel_spot_requests(self, o: Ec2Options, ec2: Any, groups: Sequence[str]) -> list[str]:
+        """Cancel the open, active or disabled spot requests of these groups (found by their
+        tags). Only persistent requests (``interruption_behavior`` stop or hibernate) outlive
+        their instance; one-time requests close by themselves, so nothing is asked then."""
+        from chester_backend_ec2 import aws
+
+        if not groups or not o.spot or o.interruption_behavior == "terminate":
+            return []
+        ids: list[str] = []
+        with aws.errors("cancelling spot requests", ec2):
+            for i in range(0, len(groups), 200):
+                res = ec2.describe_spot_instance_requests(Filters=[
+                    {"Name": f"tag:{GROUP_TAG}", "Values": list(groups[i:i + 200])},
+                    {"Name": "state", "Values": ["open", "active", "disabled"]}])
+                ids += [r["SpotInstanceRequestId"] for r in res.get("SpotInstanceRequests", ())]
+            if ids:
+                ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=sorted(ids))
+        self._released.update(groups)
+        return ids
+
+    @hookimpl
+    def chester_cancel(self, backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
+        from chester_backend_ec2 import aws
+
+        o: Ec2Options = backend.options
+        s3 = self.client("s3", o)
+        ec2 = self.client("ec2", o)
+        body = json.dumps({"by": CANCELLED_BY, "at": time.time()}).encode()
+        with aws.errors("writing cancel markers", s3):
+            for h in handles:
+                s3.put_object(Bucket=o.bucket, Body=body,
+                              Key=f"{sweep_prefix(o, h.get('sweep') or '')}ctl/cancel/{h.token}")
+        self._await_agents(o, s3, handles)
+        asked: dict[str, set[str]] = {}
+        for h in handles:
+            asked.setdefault(h.get("group") or "", set()).add(h.token)
+        # an instance is terminated only when every run it carries is cancelled
+        whole = sorted({h.get("group") or "" for h in handles if h.get("group") and
+                        len(asked[h.get("group") or ""]) >= int(h.get("group_size") or 1)})
+        if whole:
+            # first the persistent spot requests, which would start the instances again
+            self._cancel_spot_requests(o, ec2, whole)
+            with aws.errors("terminating instances", ec2):
+                ids = set()
+                for i in range(0, len(whole), 200):
+                    ids |= {inst["InstanceId"] for inst in _describe(
+                        ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": whole[i:i + 200]},
+                              {"Name": "instance-state-name",
+                               "Values": ["pending", "running", "stopping", "stopped"]}])}
+                if ids:
+                    ec2.terminate_instances(InstanceIds=sorted(ids))
+        return {h.token: True for h in handles}
+
+    def _await_agents(self, o: Ec2Options, s3: Any, handles: Sequence[RunHandle]) -> None:
+        """Give the agents of running runs up to ``cancel_grace_s`` to stop them and sync their
+        folders (they read the cancel markers every ``watch_interval_s``) before any instance is
+        terminated, so a cancelled run's files reach S3. Runs not started yet are not waited for."""
+        from chester_backend_ec2 import aws
+
+        deadline = time.monotonic() + o.cancel_grace_s
+        by_sweep = _sweeps(handles)
+        waiting: set[str] | None = None
+        while True:
+            live: set[str] = set()
+            for sweep, hs in by_sweep.items():
+                with aws.errors("reading status records", s3):
+                    records, _ = self._ctl(s3, o, sweep)
+                live |= {h.token for h in hs if (records.get(h.token) or {}).get("state") ==
+                         "running" and not records[h.token].get("ended_at")}
+            waiting = live if waiting is None else waiting & live
+            if not waiting or time.monotonic() >= deadline:
+                return
+            time.sleep(min(1.0, o.watch_interval_s))
+
+    @hookimpl
+    def chester_pull(self, backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                     patterns: PullPatterns) -> list[PullResult]:
+        from chester.target.rundir import read_json, write_json_atomic
+        from chester_backend_ec2 import aws, segments
+
+        o: Ec2Options = backend.options
+        s3 = self.client("s3", o)
+        rules = [("+", p) for p in patterns.include] + [("-", p) for p in patterns.exclude]
+        plan: list[tuple[RunHandle, list[tuple[str, dict]], dict]] = []
+        with aws.errors("listing run folders", s3):
+            for h in handles:
+                prefix = f"{sweep_prefix(o, h.get('sweep') or '')}runs/{h.token}/"
+                local = Path(h.local_dir)
+                state = read_json(local / PULL_STATE) or {}
+                todo = []
+                for rel, obj in segments.files(_list(s3, o.bucket, prefix), prefix).items():
+                    if not rel or rel.endswith("/") or not _wanted(rel, rules):
+                        continue
+                    path = local / rel
+                    etag = obj.get("ETag", "")
+                    try:
+                        st = path.stat()
+                    except OSError:
+                        st = None
+                    if st is not None:
+                        seen = state.get(rel)
+                        if not isinstance(seen, dict):
+                            seen = {}
+                        untouched = [st.st_size, st.st_mtime_ns] == [seen.get("size"),
+                                                                      seen.get("mtime_ns")]
+                        if untouched and seen.get("etag") == etag:
+                            continue  # unchanged since the last pull
+                        if not untouched and obj["LastModified"] is not None and \
+                                st.st_mtime > obj["LastModified"].timestamp():
+                            continue  # a local file changed here and newer: never overwritten
+                        had = seen.get("parts") if untouched and isinstance(seen, dict) else None
+                        if had and obj["parts"][:len(had)] == [tuple(x) for x in had]:
+                            obj = {**obj, "append": len(had)}  # grown: only new segments come down
+                    todo.append((rel, obj))
+                plan.append((h, todo, state))
+        from chester.remote.progress import Progress
+
+        results = []
+        with Progress(f"pull {backend.name}", sum(obj["Size"] for _, todo, _ in plan
+                                                 for _, obj in todo), unit="bytes") as bar:
+            with aws.errors("downloading run files", s3):
+                for h, todo, state in plan:
+                    local = Path(h.local_dir)
+                    nbytes = 0
+                    for rel, obj in todo:
+                        path = local / rel
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        tmp = path.with_name(f".{path.name}.ec2-part")
+                        n = _download(s3, o.bucket, obj, path, tmp)
+                        st = path.stat()
+                        state[rel] = {"etag": obj["ETag"], "size": st.st_size,
+                                      "mtime_ns": st.st_mtime_ns}
+                        if len(obj["parts"]) > 1 or segments.SEG in obj["parts"][0][1]:
+                            state[rel]["parts"] = [list(x) for x in obj["parts"]]
+                        nbytes += n
+                        bar.advance(n)
+                    if todo:
+                        write_json_atomic(local / PULL_STATE, state)
+                    results.append(PullResult(token=h.token, files=len(todo), bytes=nbytes,
+                                              complete=paths.arrived(h.local_dir)))
+        return results
+
+    @hookimpl
+    def chester_logs(self, backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
+                     out: TextIO) -> bool:
+        from botocore.exceptions import ClientError
+
+        from chester.remote.follow import follow as follow_log
+        from chester_backend_ec2 import aws, segments
+
+        o: Ec2Options = backend.options
+        s3 = self.client("s3", o)
+        name = "stderr.log" if stream == "stderr" else "stdout.log"
+        key = f"{sweep_prefix(o, handle.get('sweep') or '')}runs/{handle.token}/{name}"
+
+        def read(offset: int) -> bytes:
+            with aws.errors("reading logs", s3):
+                try:
+                    found = segments.list_file(s3, o.bucket, key)
+                    return segments.read(s3, o.bucket, found["parts"], offset) if found else b""
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code")
+                    if code in ("NoSuchKey", "404", "InvalidRange", "416"):
+                        return b""
+                    raise
+
+        def finished() -> bool:
+            return self.chester_status(backend, [handle])[handle.token].state.terminal
+
+        return follow_log(read, finished, self.log_cursor(handle, stream, out), follow=follow,
+                          interval=max(1.0, min(o.sync_interval_s, 10.0)))
+
+
+def __getattr__(name: str) -> Any:  # the hooks' earlier module-level names
+    return hook_function(Ec2Backend, name, __name__)

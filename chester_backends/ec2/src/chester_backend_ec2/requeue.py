@@ -186,24 +186,21 @@ def who() -> str:
 
 def next_instance(backend: Any, s3: Any, ec2: Any, sweep: str, group: str,
                   listed: Sequence[Mapping], *, tries: Tries | None = None,
-                  now: float | None = None) -> Outcome:
+                  now: float | None = None, launch: Callable[..., dict] | None = None
+                  ) -> Outcome:
     """Make sure the group's latest instance is up: when it is gone, start the next one,
     exactly once among every process that calls this at the same time.
 
     Call it when every unfinished run of the group is preempted. ``listed``: the group's
     instances as DescribeInstances lists them now (any state; none when they aged out);
     ``tries``: what ``ctl/attempts/<group>/`` holds (read here when None; a listing a little
-    old is fine: the conditional write decides). Raises :class:`chester.errors.ChesterError`
+    old is fine: the conditional write decides); ``launch``: what starts the instance, the
+    calling backend's :meth:`~chester_backend_ec2.plugin.Ec2Backend.launch_instance`
+    (default: a new backend's). Raises :class:`chester.errors.ChesterError`
     only when S3 cannot be read or written; a refused launch is the ``failed`` outcome."""
     from chester.plugin.errors import ChesterError
     from chester_backend_ec2 import aws, render
-    from chester_backend_ec2.plugin import (
-        _exists,
-        _root,
-        _user_data,
-        launch_instance,
-        sweep_prefix,
-    )
+    from chester_backend_ec2.plugin import Ec2Backend, _exists, _root, _user_data, sweep_prefix
 
     o = backend.options
     now = time.time() if now is None else now
@@ -252,8 +249,8 @@ def next_instance(backend: Any, s3: Any, ec2: Any, sweep: str, group: str,
             if not _exists(s3, o.bucket, agent_key):
                 s3.put_object(Bucket=o.bucket, Key=agent_key, Body=agent)
         spec_key = f"{sweep_prefix(o, sweep)}instances/{group}.json"
-        inst = launch_instance(backend, ec2, sweep, group,
-                               _user_data(o, spec_key, agent_key, attempt=n), attempt=n)
+        inst = (launch or Ec2Backend().launch_instance)(
+            backend, ec2, sweep, group, _user_data(o, spec_key, agent_key, attempt=n), attempt=n)
     except ChesterError as exc:
         _outcome(s3, o, f"{key}.end.json", {"error": str(exc), "at": time.time()})
         return Outcome(kind="failed", attempt=n, error=str(exc))

@@ -27,5 +27,16 @@ DEFAULTS = {
 }
 REQUIRED = {"account": "your Slurm account; `my_accounts` on a login node lists yours"}
 
-plugin = Preset(NAME, "University of Michigan Great Lakes (SLURM)", DEFAULTS, REQUIRED)
-GlOptions = plugin.options_cls
+
+class GlBackend(Preset):
+    """The ``gl`` backend: the slurm backend with this cluster's defaults."""
+
+    name = NAME
+    summary = "University of Michigan Great Lakes (SLURM)"
+    defaults = DEFAULTS
+    required = REQUIRED
+
+
+GlOptions = GlBackend.options_cls
+#: the preset under its earlier name (the class now; the plugin manager makes its instance)
+plugin = GlBackend

@@ -1,4 +1,4 @@
-"""The ``local`` backend plugin."""
+"""The ``local`` backend plugin: runs on this machine, detached, N at a time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import attrs
 
@@ -25,6 +25,7 @@ from chester.plugin.records import (
     RunSpec,
     RunStatus,
 )
+from chester.remote.backend import Backend, hook_function
 from chester.remote.options import ContainerOptions
 from chester.target import rundir as rd
 
@@ -57,120 +58,130 @@ def detect_gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
 
 
+def _handle(r: RunSpec) -> RunHandle:
+    return RunHandle(run_id=r.run_id, token=r.token, backend=NAME, local_dir=str(r.local_dir),
+                     remote_dir=str(r.local_dir), host=rd.hostname())
+
+
 def _plan(options: LocalOptions) -> tuple[int, list[str]]:
     gpus = list(options.gpus) if options.gpus is not None else detect_gpus()
     cap = options.max_parallel or (len(gpus) if gpus else (os.cpu_count() or 1))
     return max(1, cap), gpus
 
 
-@hookimpl
-def chester_backends() -> list[BackendSpec]:
-    return [BackendSpec(name=NAME, summary="runs on this machine, detached, N at a time",
-                        options_cls=LocalOptions,
-                        capabilities=Capabilities(remote=False, shared_fs=True,
-                                                  idempotent_submit=True,
-                                                  status_poll_interval_s=0.5))]
+class LocalBackend(Backend):
+    """The ``local`` backend: a detached queue runner on this machine, the run folders
+    where they already are."""
+
+    name = NAME
+
+    def spec(self) -> BackendSpec:
+        return BackendSpec(name=NAME, summary="runs on this machine, detached, N at a time",
+                           options_cls=LocalOptions,
+                           capabilities=Capabilities(remote=False, shared_fs=True,
+                                                     idempotent_submit=True,
+                                                     status_poll_interval_s=0.5))
+
+    @hookimpl
+    def chester_prepare(self, backend: BackendConfig, runs: Sequence[RunSpec],
+                        staging_dir: Path) -> PreparedSweep:
+        from chester.remote import container as ctr
+
+        o: LocalOptions = backend.options
+        cap, gpus = _plan(o)
+        python = o.python or sys.executable
+        queue_dir = backend.project_path / ".chester" / "queues"
+        queue_file = queue_dir / f"{runs[0].token}.txt"
+        c = ctr.resolve(o, backend=f"local backend {backend.name!r}")
+        if c is None and python == sys.executable:
+            runner = [sys.executable, "-m", "chester.target.runner"]
+        else:
+            # another Python (a container's, another environment's) may not have chester:
+            # the queue and each worker run from chester's runtime
+            from chester.remote import runtime
+
+            rt = runtime.build()
+            runner = [sys.executable, str(rt.path), "runner"]
+        argv = [*runner, "--max-parallel", str(cap),
+                "--python", python, "--cwd", str(backend.project_path),
+                "--from-file", str(queue_file)]
+        if c is not None:
+            binds = [str(backend.project_path), str(rt.path.parent)]
+            outside = [str(Path(r.local_dir).parent) for r in runs
+                       if not str(r.local_dir).startswith(str(backend.project_path) + "/")]
+            if outside:  # run folders outside the project are bound too
+                binds.append(os.path.commonpath(outside))
+            argv += ["--worker-prefix",
+                     shlex.join(ctr.wrap([], c, binds=binds, gpus=bool(gpus)))]
+        if gpus:
+            argv += ["--gpus", ",".join(gpus)]
+        gpu_note = f", GPUs {','.join(gpus)}" if gpus else ""
+        return PreparedSweep(
+            backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
+            scripts={"runner": shlex.join(argv),
+                     "queue": "\n".join(str(r.local_dir) for r in runs)},
+            summary=f"{len(runs)} runs on this machine, {cap} at a time{gpu_note}",
+            data={"argv": argv, "queue_file": str(queue_file)},
+        )
+
+    @hookimpl
+    def chester_submit(self, backend: BackendConfig, prepared: PreparedSweep
+                       ) -> list[RunHandle]:
+        queue_file = Path(prepared.data["queue_file"])
+        queue_file.parent.mkdir(parents=True, exist_ok=True)
+        fresh = []
+        for r in prepared.runs:
+            st = rd.read_json(Path(r.local_dir) / rd.STATUS)
+            if st and st.get("token") == r.token:
+                continue  # already started by an earlier, interrupted submit
+            fresh.append(r)
+        if fresh:
+            tmp = queue_file.with_suffix(".tmp")
+            tmp.write_text("".join(f"{r.local_dir}\n" for r in fresh))
+            os.replace(tmp, queue_file)
+            log_path = queue_file.with_suffix(".log")
+            with open(log_path, "ab") as log:
+                subprocess.Popen(prepared.data["argv"], stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=log, start_new_session=True, close_fds=True,
+                                 cwd=str(backend.project_path))
+        return [_handle(r) for r in prepared.runs]
+
+    @hookimpl
+    def chester_status(self, backend: BackendConfig, handles: Sequence[RunHandle]
+                       ) -> dict[str, RunStatus]:
+        from chester.target.tool import probe
+
+        return {h.token: RunStatus.from_probe(probe(Path(h.remote_dir))) for h in handles}
+
+    @hookimpl
+    def chester_cancel(self, backend: BackendConfig, handles: Sequence[RunHandle]
+                       ) -> dict[str, bool]:
+        from chester.target.tool import cancel_many
+
+        res = cancel_many([Path(h.remote_dir) for h in handles])
+        return {h.token: res[str(Path(h.remote_dir))] for h in handles}
+
+    @hookimpl
+    def chester_pull(self, backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                     patterns: PullPatterns) -> list[PullResult]:
+        # the run folders are already where they belong: complete while they are there
+        return [PullResult(token=h.token, files=0, bytes=0,
+                           complete=(Path(h.local_dir) / rd.RUN_JSON).is_file())
+                for h in handles]
+
+    @hookimpl
+    def chester_logs(self, backend: BackendConfig, handle: RunHandle, follow: bool,
+                     stream: str, out: TextIO) -> bool:
+        from chester.target.tool import follow as follow_output
+
+        # the target tool's follower, writing through this call's cursor: a retried call
+        # goes on from the byte already written
+        cursor = self.log_cursor(handle, stream, out)
+        follow_output(Path(handle.remote_dir), stream, cursor.output(), follow=follow,
+                      start=cursor.offset)
+        cursor.close()
+        return True
 
 
-@hookimpl
-def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
-                    staging_dir: Path) -> PreparedSweep:
-    from chester.remote import container as ctr
-
-    o: LocalOptions = backend.options
-    cap, gpus = _plan(o)
-    python = o.python or sys.executable
-    queue_dir = backend.project_path / ".chester" / "queues"
-    queue_file = queue_dir / f"{runs[0].token}.txt"
-    c = ctr.resolve(o, backend=f"local backend {backend.name!r}")
-    if c is None and python == sys.executable:
-        runner = [sys.executable, "-m", "chester.target.runner"]
-    else:
-        # another Python (a container's, another environment's) may not have chester:
-        # the queue and each worker run from chester's runtime
-        from chester.remote import runtime
-
-        rt = runtime.build()
-        runner = [sys.executable, str(rt.path), "runner"]
-    argv = [*runner, "--max-parallel", str(cap),
-            "--python", python, "--cwd", str(backend.project_path),
-            "--from-file", str(queue_file)]
-    if c is not None:
-        binds = [str(backend.project_path), str(rt.path.parent)]
-        outside = [str(Path(r.local_dir).parent) for r in runs
-                   if not str(r.local_dir).startswith(str(backend.project_path) + "/")]
-        if outside:  # run folders outside the project are bound too
-            binds.append(os.path.commonpath(outside))
-        argv += ["--worker-prefix", shlex.join(ctr.wrap([], c, binds=binds, gpus=bool(gpus)))]
-    if gpus:
-        argv += ["--gpus", ",".join(gpus)]
-    gpu_note = f", GPUs {','.join(gpus)}" if gpus else ""
-    return PreparedSweep(
-        backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
-        scripts={"runner": shlex.join(argv),
-                 "queue": "\n".join(str(r.local_dir) for r in runs)},
-        summary=f"{len(runs)} runs on this machine, {cap} at a time{gpu_note}",
-        data={"argv": argv, "queue_file": str(queue_file)},
-    )
-
-
-def _handle(r: RunSpec) -> RunHandle:
-    return RunHandle(run_id=r.run_id, token=r.token, backend=NAME, local_dir=str(r.local_dir),
-                     remote_dir=str(r.local_dir), host=rd.hostname())
-
-
-@hookimpl
-def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
-    queue_file = Path(prepared.data["queue_file"])
-    queue_file.parent.mkdir(parents=True, exist_ok=True)
-    fresh = []
-    for r in prepared.runs:
-        st = rd.read_json(Path(r.local_dir) / rd.STATUS)
-        if st and st.get("token") == r.token:
-            continue  # already started by an earlier, interrupted submit
-        fresh.append(r)
-    if fresh:
-        tmp = queue_file.with_suffix(".tmp")
-        tmp.write_text("".join(f"{r.local_dir}\n" for r in fresh))
-        os.replace(tmp, queue_file)
-        log_path = queue_file.with_suffix(".log")
-        with open(log_path, "ab") as log:
-            subprocess.Popen(prepared.data["argv"], stdin=subprocess.DEVNULL, stdout=log,
-                             stderr=log, start_new_session=True, close_fds=True,
-                             cwd=str(backend.project_path))
-    return [_handle(r) for r in prepared.runs]
-
-
-@hookimpl
-def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    from chester.target.tool import probe
-
-    return {h.token: RunStatus.from_probe(probe(Path(h.remote_dir))) for h in handles}
-
-
-@hookimpl
-def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
-    from chester.target.tool import cancel_many
-
-    res = cancel_many([Path(h.remote_dir) for h in handles])
-    return {h.token: res[str(Path(h.remote_dir))] for h in handles}
-
-
-@hookimpl
-def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
-                 patterns: PullPatterns) -> list[PullResult]:
-    # the run folders are already where they belong: complete while they are there
-    return [PullResult(token=h.token, files=0, bytes=0,
-                       complete=(Path(h.local_dir) / rd.RUN_JSON).is_file())
-            for h in handles]
-
-
-@hookimpl
-def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
-                 out: TextIO) -> bool:
-    from chester.target.tool import follow as follow_output
-
-    follow_output(Path(handle.remote_dir), stream, out, follow=follow)
-    return True
-
-
+def __getattr__(name: str) -> Any:  # the hooks' earlier module-level names
+    return hook_function(LocalBackend, name, __name__)

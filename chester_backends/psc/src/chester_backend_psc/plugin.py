@@ -22,5 +22,15 @@ DEFAULTS = {
     "cuda_module": "cuda",
 }
 
-plugin = Preset(NAME, "Pittsburgh Supercomputing Center Bridges-2 (SLURM)", DEFAULTS)
-PscOptions = plugin.options_cls
+
+class PscBackend(Preset):
+    """The ``psc`` backend: the slurm backend with this cluster's defaults."""
+
+    name = NAME
+    summary = "Pittsburgh Supercomputing Center Bridges-2 (SLURM)"
+    defaults = DEFAULTS
+
+
+PscOptions = PscBackend.options_cls
+#: the preset under its earlier name (the class now; the plugin manager makes its instance)
+plugin = PscBackend

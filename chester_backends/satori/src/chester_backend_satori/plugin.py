@@ -23,5 +23,15 @@ DEFAULTS = {
     "remote_mount_option": ("/usr/share/glvnd",),
 }
 
-plugin = Preset(NAME, "MIT Satori, IBM POWER9 (ppc64le) with V100 GPUs (SLURM)", DEFAULTS)
-SatoriOptions = plugin.options_cls
+
+class SatoriBackend(Preset):
+    """The ``satori`` backend: the slurm backend with this cluster's defaults."""
+
+    name = NAME
+    summary = "MIT Satori, IBM POWER9 (ppc64le) with V100 GPUs (SLURM)"
+    defaults = DEFAULTS
+
+
+SatoriOptions = SatoriBackend.options_cls
+#: the preset under its earlier name (the class now; the plugin manager makes its instance)
+plugin = SatoriBackend

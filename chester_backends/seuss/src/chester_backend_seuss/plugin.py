@@ -21,5 +21,15 @@ DEFAULTS = {
     "remote_mount_option": ("/usr/share/glvnd",),
 }
 
-plugin = Preset(NAME, "Carnegie Mellon SEUSS cluster (SLURM)", DEFAULTS)
-SeussOptions = plugin.options_cls
+
+class SeussBackend(Preset):
+    """The ``seuss`` backend: the slurm backend with this cluster's defaults."""
+
+    name = NAME
+    summary = "Carnegie Mellon SEUSS cluster (SLURM)"
+    defaults = DEFAULTS
+
+
+SeussOptions = SeussBackend.options_cls
+#: the preset under its earlier name (the class now; the plugin manager makes its instance)
+plugin = SeussBackend

@@ -8,13 +8,13 @@ and run spec in one transfer, and run one script that calls ``sbatch`` once per 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
 import posixpath
 import shlex
 import shutil
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -39,6 +39,7 @@ from chester.plugin.records import (
     State,
 )
 from chester.remote import paths, runtime, shell
+from chester.remote.backend import Backend, hook_function
 from chester.target import rundir as rd
 from chester_backend_slurm.options import SlurmOptions, resources_for
 
@@ -59,15 +60,6 @@ CAPABILITIES = Capabilities(remote=True, shared_fs=False, supports_arrays=True,
 SPEC_NAME = "runs.spec"  # the launch's sweep spec, in the stage folder
 REST_NAME = "submit-rest.sh"  # submits the jobs a submit limit held back
 
-# per process: what each cluster told us, and when to ask its scheduler again
-_CLUSTER: dict[tuple[str, str | None], dict[str, int]] = {}
-_PACERS: dict[tuple[str, str | None], Pacer] = {}
-_CACHE: dict[tuple[str, str | None], dict[str, RunStatus]] = {}
-#: per run (token), what the last poll of this process saw: its scheduler line (the key
-#: the status script compares, so unchanged runs' records are not read) and its status
-_SEEN: dict[tuple[str, str | None], dict[str, tuple[str | None, str | None, RunStatus]]] = {}
-_LOCK = threading.Lock()
-
 
 def backend_spec(name: str, summary: str, options_cls: type) -> BackendSpec:
     """The spec of ``slurm`` or of a cluster preset built on it."""
@@ -76,21 +68,9 @@ def backend_spec(name: str, summary: str, options_cls: type) -> BackendSpec:
                        poll_interval=lambda o: o.poll_interval)
 
 
-@hookimpl
-def chester_backends() -> list[BackendSpec]:
-    return [backend_spec(NAME, "SLURM job arrays, directly or through an SSH login host",
-                         SlurmOptions)]
-
-
 # -- helpers ---------------------------------------------------------------------------------
 def _key(backend: BackendConfig) -> tuple[str, str | None]:
     return (backend.name, backend.options.host)
-
-
-def _open(backend: BackendConfig) -> Any:
-    from chester_backend_slurm.executor import open_executor
-
-    return open_executor(backend.name, backend.options)
 
 
 def _project_dir(backend: BackendConfig) -> str:
@@ -292,15 +272,6 @@ def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
     return lines
 
 
-@hookimpl
-def chester_prepare(backend: BackendConfig, runs: Sequence[RunSpec],
-                    staging_dir: Path) -> PreparedSweep:
-    opts: SlurmOptions = backend.options
-    size = opts.max_array_size or _CLUSTER.get(_key(backend), {}).get("MaxArraySize") \
-        or DEFAULT_MAX_ARRAY_SIZE
-    return render_sweep(backend, runs, staging_dir, size)
-
-
 # -- submit -----------------------------------------------------------------------------------
 def _handles(backend: BackendConfig, prepared: PreparedSweep,
              ids: Mapping[int, str], submitted_at: float,
@@ -371,58 +342,6 @@ def _check_submit_env(backend: BackendConfig, res: Any) -> None:
         raise BackendError(f"{who}: chester's runtime could not be placed under "
                            f"{backend.options.remote_dir or backend.project_path}: "
                            f"{res.stderr.strip()[-300:]}")
-
-
-@hookimpl
-def chester_submit(backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
-    from chester.remote import codesync
-
-    opts: SlurmOptions = backend.options
-    ex = _open(backend)
-    code_sync = None
-    try:
-        if opts.host and opts.remote_dir:
-            # the code sync (its own rsync process) starts at once and runs beside the
-            # connection, the cluster query and the upload of the sweep's files
-            from chester.remote.ssh import Background
-
-            filters = codesync.filter_args(backend)
-            code_sync = Background(lambda: ex.push_project(backend.project_path,
-                                                           opts.remote_dir, filters))
-        res = _send_and_submit(backend, ex, prepared, code_sync)
-        _check_submit_env(backend, res)
-        info = scheduler.cluster_info_of(res.stdout)
-        if "MaxArraySize" not in info:  # the script's first step failed
-            raise BackendError(f"{backend.name}: cannot read the cluster's configuration "
-                               f"(scontrol show config): {res.stderr.strip()[-500:]}")
-        _CLUSTER[_key(backend)] = info
-        if res.exit_code == scheduler.EXIT_RECHUNK:  # cut for another MaxArraySize: again
-            prepared = render_sweep(backend, prepared.runs, prepared.staging_dir / "again",
-                                    info["MaxArraySize"], size_known=True)
-            res = _send_and_submit(backend, ex, prepared, None)
-            _check_submit_env(backend, res)
-        submitted_at = time.time()
-    finally:
-        if code_sync is not None:
-            code_sync.wait()
-        ex.close()
-    ids, waiting, _skipped = parse_submit(res.stdout)
-    if res.exit_code == 0 and waiting:
-        _check_limit_fits(backend, prepared, ids, waiting, res.stdout)
-    if res.exit_code != 0 or len(ids) + len(waiting) != len(prepared.data["jobs"]):
-        msg = (f"{backend.name}: sbatch failed on {opts.host or rd.hostname()} "
-               f"({len(ids)} of {len(prepared.data['jobs'])} jobs submitted): "
-               f"{res.stderr.strip()[-1500:]}")
-        if ids:  # some jobs exist: a retry finds them by name and submits the rest
-            raise TransientBackendError(msg)
-        raise BackendError(msg)
-    with _LOCK:
-        _PACERS.pop(_key(backend), None)
-        _CACHE.pop(_key(backend), None)
-    if waiting:
-        log.warning("submit_limit", backend=backend.name, submitted=len(ids),
-                    waiting=len(waiting), limit=next(iter(waiting.values())))
-    return _handles(backend, prepared, ids, submitted_at, waiting)
 
 
 def parse_submit(stdout: str) -> tuple[dict[int, str], dict[int, str], set[int]]:
@@ -512,74 +431,6 @@ def submit_waiting(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any
     return out, held
 
 
-def query(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
-          ) -> tuple[str | None, dict[str, RunStatus]]:
-    """One round trip: one scheduler query and every run's records. (source, statuses).
-    Runs a submit limit held back are submitted first when they fit (another round trip,
-    only while some wait)."""
-    opts: SlurmOptions = backend.options
-    own = ex is None
-    ex = ex or _open(backend)
-    try:
-        handles, held = submit_waiting(backend, handles, ex)
-        handles = [h for h in handles if h.token not in held]
-        if not handles:
-            return None, held
-        ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
-        known = _CLUSTER.get(_key(backend), {})
-        with _LOCK:
-            seen = dict(_SEEN.get(_key(backend), {}))
-        script = scheduler.status_script(ids, _start_date(handles),
-                                         [h.remote_dir for h in handles], opts.python,
-                                         accounting=bool(known.get("accounting", 1)),
-                                         sched_outputs=[_sched_output(h) for h in handles],
-                                         task_ids=[h.remote_id for h in handles],
-                                         keys=[_last_key(h, seen.get(h.token))
-                                               for h in handles])
-        res = ex.run_script(script, timeout=120, check=False)
-    finally:
-        if own:
-            ex.close()
-    try:
-        source, rows, records = scheduler.split_output(res.stdout)
-    except ValueError as exc:
-        raise TransientBackendError(f"{backend.name}: unreadable status output from "
-                                    f"{opts.host or rd.hostname()}: {exc}; "
-                                    f"{res.stderr.strip()[-500:]}") from exc
-    if res.exit_code != 0 and not records:
-        raise TransientBackendError(f"{backend.name}: status query failed on "
-                                    f"{opts.host or rd.hostname()}: {res.stderr.strip()[-500:]}")
-    if source == "squeue" and known.get("accounting", 1):
-        _CLUSTER.setdefault(_key(backend), {})["accounting"] = 0  # ask squeue directly next
-    out: dict[str, RunStatus] = {}
-    now: dict[str, tuple[str | None, str | None, RunStatus]] = {}
-    for h in handles:
-        rid = h.remote_id or ""
-        rec = records.get(h.remote_dir) or {}
-        last = seen.get(h.token)
-        if rec.get("same") and last is not None:  # its line is unchanged: so is its state
-            out[h.token] = last[2]
-            now[h.token] = last
-            continue
-        row = rows.get(rid)
-        if row is None and "_" in rid:
-            parent = rows.get(rid.split("_", 1)[0])
-            if parent is not None and parent.state == "PENDING":
-                row = parent
-        out[h.token] = scheduler.merge(row, rec, token=h.token,
-                                       remote_id=rid, host=h.host, kind=h.get("kind") or "array",
-                                       source=source, depends=h.get("after") is not None)
-        now[h.token] = (rec.get("key"), rid, out[h.token])
-    with _LOCK:
-        mine = _SEEN.setdefault(_key(backend), {})
-        for token, entry in now.items():
-            if entry[2].state.terminal:  # never polled again
-                mine.pop(token, None)
-            else:
-                mine[token] = entry
-    return source, {**out, **held}
-
-
 def _last_key(h: RunHandle, last: tuple[str | None, str | None, RunStatus] | None
               ) -> str | None:
     """The scheduler line a run had at the last poll, when its records need not be read
@@ -593,133 +444,299 @@ def _last_key(h: RunHandle, last: tuple[str | None, str | None, RunStatus] | Non
         return None
     return key
 
+class SlurmBackend(Backend):
+    """The ``slurm`` backend: whole sweeps as job arrays, where ``sbatch`` is (this machine,
+    or a login host through the SSH transport).
 
-@hookimpl
-def chester_status(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, RunStatus]:
-    opts: SlurmOptions = backend.options
-    key = _key(backend)
-    with _LOCK:
-        pacer = _PACERS.get(key)
-        if pacer is None:
-            pacer = _PACERS[key] = scheduler.Pacer(
-                minimum=opts.poll_interval, maximum=opts.max_poll_interval,
-                min_job_age=_CLUSTER.get(key, {}).get("MinJobAge"))
-        cached = _CACHE.get(key, {})
-        if not pacer.due() and all(h.token in cached for h in handles):
-            return {h.token: cached[h.token] for h in handles}
-    try:
-        _source, out = query(backend, handles)
-    except TransientBackendError:
-        with _LOCK:
-            pacer.failed()
-        raise
-    with _LOCK:
-        pacer.observed(scheduler.view_of(out))
-        _CACHE[key] = {**{k: v for k, v in cached.items() if not v.state.terminal}, **out}
-    return out
+    A cluster preset is this class with other defaults: :class:`chester_backend_slurm.
+    preset.Preset`. An instance keeps, per configured backend (name, host), what the
+    cluster told it (``MaxArraySize``, whether accounting answers), when to ask its
+    scheduler again (a :class:`~chester_backend_slurm.scheduler.Pacer`), the last statuses
+    and what each run's scheduler line was at the last poll."""
 
+    name = NAME
+    summary = "SLURM job arrays, directly or through an SSH login host"
+    options_cls: type = SlurmOptions
 
-# -- cancel -----------------------------------------------------------------------------------
-@hookimpl
-def chester_cancel(backend: BackendConfig, handles: Sequence[RunHandle]) -> dict[str, bool]:
-    ex = _open(backend)
-    try:
-        # runs still waiting to submit: their jobs are never submitted (job-K.skip)
-        skips = sorted({f"{h.get('stage')}/job-{h.get('deferred')}.skip" for h in handles
-                        if not h.remote_id and h.get("deferred") is not None})
-        if skips:
-            ex.run_script("touch " + " ".join(shlex.quote(p) for p in skips) + "\n",
-                          timeout=60, check=True)
-        handles, _held = submit_waiting(backend, handles, ex)
-        _src, states = query(backend, handles, ex)
-        live = [h for h in handles if not states[h.token].state.terminal and h.remote_id]
-        targets: list[str] = []
-        by_job: dict[str, list[RunHandle]] = {}
-        for h in live:
-            by_job.setdefault(h.get("job") or (h.remote_id or "").split("_")[0], []).append(h)
-        all_by_job: dict[str, int] = {}
+    def __init__(self) -> None:
+        super().__init__()
+        self._cluster: dict[tuple[str, str | None], dict[str, int]] = {}
+        self._pacers: dict[tuple[str, str | None], Pacer] = {}
+        self._cache: dict[tuple[str, str | None], dict[str, RunStatus]] = {}
+        #: per run (token), what the last poll saw: its scheduler line (the key the status
+        #: script compares, so unchanged runs' records are not read) and its status
+        self._seen: dict[tuple[str, str | None],
+                         dict[str, tuple[str | None, str | None, RunStatus]]] = {}
+
+    def spec(self) -> BackendSpec:
+        return backend_spec(self.name, self.summary, self.options_cls)
+
+    def open_executor(self, backend: BackendConfig) -> Any:
+        """Where ``sbatch`` runs: this machine, or the login host (one connection)."""
+        from chester_backend_slurm.executor import open_executor
+
+        return open_executor(backend.name, backend.options)
+
+    @hookimpl
+    def chester_prepare(self, backend: BackendConfig, runs: Sequence[RunSpec],
+                        staging_dir: Path) -> PreparedSweep:
+        opts: SlurmOptions = backend.options
+        size = opts.max_array_size or self._cluster.get(_key(backend), {}).get("MaxArraySize") \
+            or DEFAULT_MAX_ARRAY_SIZE
+        return render_sweep(backend, runs, staging_dir, size)
+
+    @hookimpl
+    def chester_submit(self, backend: BackendConfig, prepared: PreparedSweep
+                       ) -> list[RunHandle]:
+        from chester.remote import codesync
+
+        opts: SlurmOptions = backend.options
+        ex = self.open_executor(backend)
+        code_sync = None
+        try:
+            if opts.host and opts.remote_dir:
+                # the code sync (its own rsync process) starts at once and runs beside the
+                # connection, the cluster query and the upload of the sweep's files
+                from chester.remote.ssh import Background
+
+                filters = codesync.filter_args(backend)
+                code_sync = Background(lambda: ex.push_project(backend.project_path,
+                                                               opts.remote_dir, filters))
+            res = _send_and_submit(backend, ex, prepared, code_sync)
+            _check_submit_env(backend, res)
+            info = scheduler.cluster_info_of(res.stdout)
+            if "MaxArraySize" not in info:  # the script's first step failed
+                raise BackendError(f"{backend.name}: cannot read the cluster's configuration "
+                                   f"(scontrol show config): {res.stderr.strip()[-500:]}")
+            self._cluster[_key(backend)] = info
+            if res.exit_code == scheduler.EXIT_RECHUNK:  # cut for another MaxArraySize: again
+                prepared = render_sweep(backend, prepared.runs, prepared.staging_dir / "again",
+                                        info["MaxArraySize"], size_known=True)
+                res = _send_and_submit(backend, ex, prepared, None)
+                _check_submit_env(backend, res)
+            submitted_at = time.time()
+        finally:
+            if code_sync is not None:
+                code_sync.wait()
+            ex.close()
+        ids, waiting, _skipped = parse_submit(res.stdout)
+        if res.exit_code == 0 and waiting:
+            _check_limit_fits(backend, prepared, ids, waiting, res.stdout)
+        if res.exit_code != 0 or len(ids) + len(waiting) != len(prepared.data["jobs"]):
+            msg = (f"{backend.name}: sbatch failed on {opts.host or rd.hostname()} "
+                   f"({len(ids)} of {len(prepared.data['jobs'])} jobs submitted): "
+                   f"{res.stderr.strip()[-1500:]}")
+            if ids:  # some jobs exist: a retry finds them by name and submits the rest
+                raise TransientBackendError(msg)
+            raise BackendError(msg)
+        with self._lock:
+            self._pacers.pop(_key(backend), None)
+            self._cache.pop(_key(backend), None)
+        if waiting:
+            log.warning("submit_limit", backend=backend.name, submitted=len(ids),
+                        waiting=len(waiting), limit=next(iter(waiting.values())))
+        return _handles(backend, prepared, ids, submitted_at, waiting)
+
+    def query(self, backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
+              ) -> tuple[str | None, dict[str, RunStatus]]:
+        """One round trip: one scheduler query and every run's records. (source, statuses).
+        Runs a submit limit held back are submitted first when they fit (another round trip,
+        only while some wait)."""
+        opts: SlurmOptions = backend.options
+        own = ex is None
+        ex = ex or self.open_executor(backend)
+        try:
+            handles, held = submit_waiting(backend, handles, ex)
+            handles = [h for h in handles if h.token not in held]
+            if not handles:
+                return None, held
+            ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
+            known = self._cluster.get(_key(backend), {})
+            with self._lock:
+                seen = dict(self._seen.get(_key(backend), {}))
+            script = scheduler.status_script(ids, _start_date(handles),
+                                             [h.remote_dir for h in handles], opts.python,
+                                             accounting=bool(known.get("accounting", 1)),
+                                             sched_outputs=[_sched_output(h) for h in handles],
+                                             task_ids=[h.remote_id for h in handles],
+                                             keys=[_last_key(h, seen.get(h.token))
+                                                   for h in handles])
+            res = ex.run_script(script, timeout=120, check=False)
+        finally:
+            if own:
+                ex.close()
+        try:
+            source, rows, records = scheduler.split_output(res.stdout)
+        except ValueError as exc:
+            raise TransientBackendError(f"{backend.name}: unreadable status output from "
+                                        f"{opts.host or rd.hostname()}: {exc}; "
+                                        f"{res.stderr.strip()[-500:]}") from exc
+        if res.exit_code != 0 and not records:
+            raise TransientBackendError(f"{backend.name}: status query failed on "
+                                        f"{opts.host or rd.hostname()}: {res.stderr.strip()[-500:]}")
+        if source == "squeue" and known.get("accounting", 1):
+            self._cluster.setdefault(_key(backend), {})["accounting"] = 0  # ask squeue directly next
+        out: dict[str, RunStatus] = {}
+        now: dict[str, tuple[str | None, str | None, RunStatus]] = {}
         for h in handles:
-            j = h.get("job") or (h.remote_id or "").split("_")[0]
-            all_by_job[j] = all_by_job.get(j, 0) + 1
-        for job, hs in by_job.items():
-            if hs[0].get("kind") == "array" and len(hs) < all_by_job[job]:
-                targets += [h.remote_id for h in hs if h.remote_id]
-            else:
-                targets.append(job)  # the whole array, or a single/serial job
-        if targets:
-            ex.run_script("scancel " + " ".join(shlex.quote(t) for t in targets) + "\n",
-                          timeout=60, check=True)
-    finally:
-        ex.close()
-    with _LOCK:
-        _CACHE.pop(_key(backend), None)
-        if _key(backend) in _PACERS:
-            _PACERS[_key(backend)].reset()
-    live_tokens = {h.token for h in live} | {t for t, st in _held.items()
-                                              if st.state == State.CANCELLED}
-    return {h.token: h.token in live_tokens for h in handles}
+            rid = h.remote_id or ""
+            rec = records.get(h.remote_dir) or {}
+            last = seen.get(h.token)
+            if rec.get("same") and last is not None:  # its line is unchanged: so is its state
+                out[h.token] = last[2]
+                now[h.token] = last
+                continue
+            row = rows.get(rid)
+            if row is None and "_" in rid:
+                parent = rows.get(rid.split("_", 1)[0])
+                if parent is not None and parent.state == "PENDING":
+                    row = parent
+            out[h.token] = scheduler.merge(row, rec, token=h.token,
+                                           remote_id=rid, host=h.host, kind=h.get("kind") or "array",
+                                           source=source, depends=h.get("after") is not None)
+            now[h.token] = (rec.get("key"), rid, out[h.token])
+        with self._lock:
+            mine = self._seen.setdefault(_key(backend), {})
+            for token, entry in now.items():
+                if entry[2].state.terminal:  # never polled again
+                    mine.pop(token, None)
+                else:
+                    mine[token] = entry
+        return source, {**out, **held}
 
+    @hookimpl
+    def chester_status(self, backend: BackendConfig, handles: Sequence[RunHandle]
+                       ) -> dict[str, RunStatus]:
+        opts: SlurmOptions = backend.options
+        key = _key(backend)
+        with self._lock:
+            pacer = self._pacers.get(key)
+            if pacer is None:
+                pacer = self._pacers[key] = scheduler.Pacer(
+                    minimum=opts.poll_interval, maximum=opts.max_poll_interval,
+                    min_job_age=self._cluster.get(key, {}).get("MinJobAge"))
+            cached = self._cache.get(key, {})
+            if not pacer.due() and all(h.token in cached for h in handles):
+                return {h.token: cached[h.token] for h in handles}
+        try:
+            _source, out = self.query(backend, handles)
+        except TransientBackendError:
+            with self._lock:
+                pacer.failed()
+            raise
+        with self._lock:
+            pacer.observed(scheduler.view_of(out))
+            self._cache[key] = {**{k: v for k, v in cached.items() if not v.state.terminal}, **out}
+        return out
 
-# -- pull ---------------------------------------------------------------------------------------
-@hookimpl
-def chester_pull(backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
-                 patterns: PullPatterns) -> list[PullResult]:
-    todo = [h for h in handles if os.path.normpath(h.remote_dir) != os.path.normpath(h.local_dir)
-            or backend.options.host]
-    results = {h.token: PullResult(token=h.token) for h in handles}
-    if not todo:
+    @hookimpl
+    def chester_cancel(self, backend: BackendConfig, handles: Sequence[RunHandle]
+                       ) -> dict[str, bool]:
+        ex = self.open_executor(backend)
+        try:
+            # runs still waiting to submit: their jobs are never submitted (job-K.skip)
+            skips = sorted({f"{h.get('stage')}/job-{h.get('deferred')}.skip" for h in handles
+                            if not h.remote_id and h.get("deferred") is not None})
+            if skips:
+                ex.run_script("touch " + " ".join(shlex.quote(p) for p in skips) + "\n",
+                              timeout=60, check=True)
+            handles, _held = submit_waiting(backend, handles, ex)
+            _src, states = self.query(backend, handles, ex)
+            live = [h for h in handles if not states[h.token].state.terminal and h.remote_id]
+            targets: list[str] = []
+            by_job: dict[str, list[RunHandle]] = {}
+            for h in live:
+                by_job.setdefault(h.get("job") or (h.remote_id or "").split("_")[0], []).append(h)
+            all_by_job: dict[str, int] = {}
+            for h in handles:
+                j = h.get("job") or (h.remote_id or "").split("_")[0]
+                all_by_job[j] = all_by_job.get(j, 0) + 1
+            for job, hs in by_job.items():
+                if hs[0].get("kind") == "array" and len(hs) < all_by_job[job]:
+                    targets += [h.remote_id for h in hs if h.remote_id]
+                else:
+                    targets.append(job)  # the whole array, or a single/serial job
+            if targets:
+                ex.run_script("scancel " + " ".join(shlex.quote(t) for t in targets) + "\n",
+                              timeout=60, check=True)
+        finally:
+            ex.close()
+        with self._lock:
+            self._cache.pop(_key(backend), None)
+            if _key(backend) in self._pacers:
+                self._pacers[_key(backend)].reset()
+        live_tokens = {h.token for h in live} | {t for t, st in _held.items()
+                                                  if st.state == State.CANCELLED}
+        return {h.token: h.token in live_tokens for h in handles}
+
+    @hookimpl
+    def chester_pull(self, backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
+                     patterns: PullPatterns) -> list[PullResult]:
+        todo = [h for h in handles
+                if os.path.normpath(h.remote_dir) != os.path.normpath(h.local_dir)
+                or backend.options.host]
+        results = {h.token: PullResult(token=h.token) for h in handles}
+        if not todo:
+            return [results[h.token] for h in handles]
+        remote_root = os.path.commonpath([str(PurePosixPath(h.remote_dir).parent) for h in todo])
+        local_root = os.path.commonpath([str(Path(h.local_dir).parent) for h in todo])
+        groups: list[tuple[str, str, list[RunHandle]]] = []
+        if all(paths.rel_under(h.remote_dir, remote_root) == Path(h.local_dir).relative_to(
+                local_root).as_posix() for h in todo):
+            groups.append((remote_root, local_root, todo))
+        else:  # folders laid out differently on each side: one rsync per run
+            groups += [(str(PurePosixPath(h.remote_dir).parent), str(Path(h.local_dir).parent), [h])
+                       for h in todo]
+        ex = self.open_executor(backend)
+        try:
+            for rroot, lroot, hs in groups:
+                rels = [paths.rel_under(h.remote_dir, rroot) or "" for h in hs]
+                excludes = (*patterns.exclude, *(BARE_EXCLUDES if patterns.bare else ()))
+                got = ex.pull(rroot, Path(lroot),
+                              paths.pull_filter_args(rels, patterns.include, excludes), rels)
+                # rsync counts the whole transfer; it is reported on the first run of the group
+                results[hs[0].token] = PullResult(token=hs[0].token, files=got.files,
+                                                  bytes=got.bytes,
+                                                  complete=paths.arrived(hs[0].local_dir))
+                for h in hs[1:]:
+                    results[h.token] = PullResult(token=h.token,
+                                                  complete=paths.arrived(h.local_dir))
+            for local, remote in patterns.extra_dirs:
+                ex.pull(remote, Path(local), ["--exclude=.chester/"])
+        finally:
+            ex.close()
         return [results[h.token] for h in handles]
-    remote_root = os.path.commonpath([str(PurePosixPath(h.remote_dir).parent) for h in todo])
-    local_root = os.path.commonpath([str(Path(h.local_dir).parent) for h in todo])
-    groups: list[tuple[str, str, list[RunHandle]]] = []
-    if all(paths.rel_under(h.remote_dir, remote_root) == Path(h.local_dir).relative_to(
-            local_root).as_posix() for h in todo):
-        groups.append((remote_root, local_root, todo))
-    else:  # folders laid out differently on each side: one rsync per run
-        groups += [(str(PurePosixPath(h.remote_dir).parent), str(Path(h.local_dir).parent), [h])
-                   for h in todo]
-    ex = _open(backend)
-    try:
-        for rroot, lroot, hs in groups:
-            rels = [paths.rel_under(h.remote_dir, rroot) or "" for h in hs]
-            excludes = (*patterns.exclude, *(BARE_EXCLUDES if patterns.bare else ()))
-            got = ex.pull(rroot, Path(lroot),
-                          paths.pull_filter_args(rels, patterns.include, excludes), rels)
-            # rsync counts the whole transfer; it is reported on the first run of the group
-            results[hs[0].token] = PullResult(token=hs[0].token, files=got.files, bytes=got.bytes,
-                                              complete=paths.arrived(hs[0].local_dir))
-            for h in hs[1:]:
-                results[h.token] = PullResult(token=h.token, complete=paths.arrived(h.local_dir))
-        for local, remote in patterns.extra_dirs:
-            ex.pull(remote, Path(local), ["--exclude=.chester/"])
-    finally:
-        ex.close()
-    return [results[h.token] for h in handles]
+
+    @hookimpl
+    def chester_logs(self, backend: BackendConfig, handle: RunHandle, follow: bool,
+                     stream: str, out: TextIO) -> bool:
+        from chester.remote.follow import follow as follow_log
+
+        path = f"{handle.remote_dir}/{rd.STDOUT if stream == 'stdout' else rd.STDERR}"
+        ex = self.open_executor(backend)
+
+        def read(offset: int) -> bytes:  # the log's bytes as they are (base64 in transit)
+            res = ex.run_script(f"f={shlex.quote(path)}; if [ -f \"$f\" ]; then "
+                                f"tail -c +{offset + 1} \"$f\" | base64; fi\n", timeout=60,
+                                check=False)
+            return base64.b64decode(res.stdout)
+
+        def finished() -> bool:  # paced and cached like every status poll of this backend
+            return self.chester_status(backend=backend,
+                                       handles=[handle])[handle.token].state.terminal
+
+        try:
+            return follow_log(read, finished, self.log_cursor(handle, stream, out),
+                              follow=follow)
+        finally:
+            ex.close()
 
 
-# -- logs ---------------------------------------------------------------------------------------
-@hookimpl
-def chester_logs(backend: BackendConfig, handle: RunHandle, follow: bool, stream: str,
-                 out: TextIO) -> bool:
-    from chester.remote.follow import follow as follow_log
-
-    path = f"{handle.remote_dir}/{rd.STDOUT if stream == 'stdout' else rd.STDERR}"
-    ex = _open(backend)
-
-    def read(offset: int) -> bytes:
-        res = ex.run_script(f"f={shlex.quote(path)}; if [ -f \"$f\" ]; then "
-                            f"tail -c +{offset + 1} \"$f\"; fi\n", timeout=60, check=False)
-        return res.stdout.encode("utf-8", "surrogateescape")
-
-    def finished() -> bool:  # paced and cached like every status poll of this backend
-        return chester_status(backend=backend, handles=[handle])[handle.token].state.terminal
-
-    try:
-        return follow_log(read, finished, out, follow=follow)
-    finally:
-        ex.close()
+__all__ = ["CAPABILITIES", "NAME", "SlurmBackend", "backend_spec", "parse_submit",
+           "probe_lines", "render_sweep", "submit_waiting"]
 
 
-__all__ = ["CAPABILITIES", "NAME", "backend_spec", "chester_backends", "chester_cancel",
-           "chester_logs", "chester_prepare", "chester_pull", "chester_status", "chester_submit",
-           "query", "render_sweep"]
+def __getattr__(name: str) -> Any:  # the hooks' (and query's) earlier module-level names
+    if name == "query":
+        return lambda *a, **kw: SlurmBackend().query(*a, **kw)
+    return hook_function(SlurmBackend, name, __name__)

@@ -47,9 +47,16 @@ def expand_ids(job_id):
             out.append("%s_%s" % (base, part))
     return out
 """
-_ns: dict[str, Any] = {}
-exec(_EXPAND_IDS, _ns)
-_expand_ids: Callable[[str], list[str]] = _ns["expand_ids"]
+
+
+def _compiled(source: str, name: str) -> Any:
+    """The function ``name`` that ``source`` defines."""
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    return namespace[name]
+
+
+_expand_ids: Callable[[str], list[str]] = _compiled(_EXPAND_IDS, "expand_ids")
 
 #: Reads run folders' records and prints one JSON object by folder. Its stdin: one JSON line
 #: per run (``[folder, scheduler output file, task id, key]``), then a ``@@CHESTER-ROWS``

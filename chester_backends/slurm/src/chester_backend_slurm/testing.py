@@ -25,7 +25,7 @@ from typing import Any
 from chester.config import load_config
 from chester.plugin.manager import build_plugin_manager
 from chester.plugin.records import RunSpec
-from chester_backend_slurm.plugin import chester_prepare
+from chester_backend_slurm.plugin import SlurmBackend
 
 __all__ = ["check_registered_with_defaults", "check_seed_keys_override"]
 
@@ -65,7 +65,9 @@ def check_seed_keys_override(name: str, tmp_path: Path) -> str:
     assert o.simg_path == "/images/x.sif" and o.remote_mount_option == ("/data",)
     run = RunSpec(run_id=1, token="t1", name="1_x", exp_prefix="x", local_dir=tmp_path / "r",
                   remote_dir="/home/me/proj/data/train/x/1_x", resources={"gpus": 1})
-    script = chester_prepare(backend, [run], tmp_path / "stage").scripts["job-0.sbatch"]
+    # the slurm backend's rendering (the preset's required options are not this check's)
+    prepared = SlurmBackend().chester_prepare(backend, [run], tmp_path / "stage")
+    script = prepared.scripts["job-0.sbatch"]
     assert "#SBATCH --partition=mine" in script
     default_partition = getattr(manager.get_backend(name).spec.options_cls(), "partition", None)
     if default_partition:
