@@ -191,12 +191,16 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "CHESTER_CONFIG_PATH"}
 
 
+def _launch(project, env, prefix: str, values: str) -> None:
+    """``chester launch -p PREFIX -- python job.py VALUES`` (not waiting); it must succeed."""
+    r = run_chester(["launch", "--style", "argparse", "-p", prefix, "--", "python", "job.py",
+                     values], cwd=project, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_bare_cancel_asks_on_a_terminal_and_refuses_when_piped(project, tmp_path):
     env = _env(tmp_path)
-    r = run_chester(["launch", "--style", "argparse", "-p", "ask", "--",
-                     "python", "job.py", "i=3,6"], cwd=project, env=env,
-                    timeout=120)
-    assert r.returncode == 0, r.stderr
+    _launch(project, env, "ask", "i=3,6")
     piped = run_chester(["cancel"], cwd=project, env=env)
     assert piped.returncode == 2 and piped.stderr.count("\n") == 1, piped.stderr
     assert "chester cancel ask" in piped.stderr and "2 " in piped.stderr
@@ -217,10 +221,7 @@ def test_sweeps_shows_states_as_they_are_now(project, tmp_path):
     """`chester sweeps` asks the backends about unfinished runs: runs that ended since the
     last look read as ended, not queued."""
     env = _env(tmp_path)
-    r = run_chester(["launch", "--style", "argparse", "-p", "fresh", "--",
-                     "python", "job.py", "i=1,4"], cwd=project, env=env,
-                    timeout=120)
-    assert r.returncode == 0, r.stderr
+    _launch(project, env, "fresh", "i=1,4")
     folder = project / "data" / "train" / "fresh"
     deadline = time.monotonic() + 60
     while len(list(folder.glob("*/.done"))) < 2:  # both ended; the store has not looked
@@ -274,10 +275,7 @@ def test_the_smaller_things(project, tmp_path):
 
 def test_ctrl_c_says_the_runs_go_on(project, tmp_path):
     env = _env(tmp_path)
-    r = run_chester(["launch", "--style", "argparse", "-p", "bye", "--",
-                     "python", "job.py", "i=3"], cwd=project, env=env,
-                    timeout=120)
-    assert r.returncode == 0, r.stderr
+    _launch(project, env, "bye", "i=3")
     import signal
 
     p = subprocess.Popen([*CHESTER, "monitor", "bye"], cwd=project, stdout=subprocess.PIPE,

@@ -190,3 +190,13 @@ def test_no_reader_writes_the_rules_reasons(who):
             if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef)}
     found = [(w, t) for t in texts if t not in docs for w in RULE_WORDS if w in t]
     assert not found, f"{who} builds the rule's reasons itself: {found}"
+
+
+def test_the_state_words_are_the_records_states():
+    """The target side spells the states itself (it imports no attrs): the same words as
+    :class:`chester.plugin.records.State`, less the launcher's own ``pending``."""
+    from chester.plugin.records import State
+
+    words = {v for k, v in vars(states).items() if k.isupper() and isinstance(v, str)
+             and v in {s.value for s in State}}
+    assert words == {s.value for s in State} - {"pending"}

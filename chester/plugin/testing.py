@@ -361,14 +361,7 @@ class BackendConformance:
         sweep = self._launch(env, fn_print_then_wait, [{"lines": 3, "seconds": 300}],
                              "conf-head")
         run = sweep.runs[0].name
-        deadline = time.monotonic() + env.timeout
-        while True:  # the run printed its lines and waits
-            buf = io.StringIO()
-            sweep.logs(run, out=buf)
-            if "line 2" in buf.getvalue():
-                break
-            assert time.monotonic() < deadline, f"the run printed nothing: {buf.getvalue()!r}"
-            time.sleep(env.poll_interval)
+        _logs_until(sweep, run, "line 2", env)  # the run printed its lines and waits
         # a write that fails (the reader left while the run prints) ends the hook at once
         # with that error: not taken for a dropped link and retried
         t0 = time.monotonic()
@@ -415,14 +408,7 @@ class BackendConformance:
         sweep = self._launch(env, fn_print_lines, [{"lines": lines, "every": 0.2}],
                              "conf-logs-retry")
         run = sweep.runs[0].name
-        deadline = time.monotonic() + env.timeout
-        while True:  # follow from a point where the log has begun
-            buf = io.StringIO()
-            sweep.logs(run, out=buf)
-            if "line 002" in buf.getvalue():
-                break
-            assert time.monotonic() < deadline, f"the run printed nothing: {buf.getvalue()!r}"
-            time.sleep(env.poll_interval)
+        buf = _logs_until(sweep, run, "line 002", env)  # follow where the log has begun
         out = _DropOnce(after=len(buf.getvalue()))
         sweep.logs(run, follow=True, out=out)
         expect = b"".join(log_line(i) for i in range(lines)).decode("utf-8", "replace")
@@ -638,3 +624,14 @@ class BackendConformance:
             f"chester_status: it ends failed or lost with a reason; got {st.value} "
             f"{run.reason!r}")
 
+
+def _logs_until(sweep: Any, run: str, text: str, env: ConformanceEnv) -> io.StringIO:
+    """``chester logs RUN`` (not following) until its output holds ``text``; that output."""
+    deadline = time.monotonic() + env.timeout
+    while True:
+        buf = io.StringIO()
+        sweep.logs(run, out=buf)
+        if text in buf.getvalue():
+            return buf
+        assert time.monotonic() < deadline, f"the run printed nothing: {buf.getvalue()!r}"
+        time.sleep(env.poll_interval)
