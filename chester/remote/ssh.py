@@ -46,7 +46,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -687,6 +687,23 @@ class Transport:
             "--stats", "--out-format=>>> %l %n", *args,
         ]
         self.rsync_invocations += 1
+        code, err, files, nbytes, text = self._run_rsync(argv, stdin, progress, names)
+        files, nbytes = _rsync_totals(text, files, nbytes)
+        stats = SyncStats(files=files, bytes=nbytes, invocations=1)
+        if code == 0 or code in _RSYNC_PARTIAL:
+            return stats
+        self._rsync_failed(ctl, code, err, label)
+
+    def _run_rsync(
+        self,
+        argv: list[str],
+        stdin: bytes | None,
+        progress: Callable[[str, int], Any] | None,
+        names: list[str] | None,
+    ) -> tuple[int, str, int, int, str]:
+        """Run ``argv`` to its end, feeding it ``stdin`` and reading its stderr alongside:
+        ``(exit code, stderr, files, bytes, stats text)`` with the files and bytes counted
+        from its transfer lines. An interrupted read kills rsync before it goes on."""
         try:
             proc = subprocess.Popen(
                 argv,
@@ -710,27 +727,8 @@ class Transport:
                     pass
 
             threading.Thread(target=feed, daemon=True).start()
-        files = 0
-        nbytes = 0
-        stats_text: list[str] = []
         try:
-            for raw in p_out:
-                if raw.startswith(b">>> "):
-                    parts = raw[4:].rstrip(b"\n").split(b" ", 1)
-                    if len(parts) == 2 and not parts[1].endswith(b"/"):
-                        try:
-                            size = int(parts[0])
-                        except ValueError:
-                            size = 0
-                        name = rsync_name(parts[1])
-                        files += 1
-                        nbytes += size
-                        if names is not None:
-                            names.append(name)
-                        if progress is not None:
-                            progress(name, size)
-                else:
-                    stats_text.append(raw.decode("utf-8", "replace"))
+            files, nbytes, text = _read_transfers(p_out, progress, names)
             code = proc.wait()
         except BaseException:
             proc.kill()
@@ -739,16 +737,12 @@ class Transport:
         finally:
             t_err.join(5)
         err = b"".join(err_chunks).decode("utf-8", "replace")
-        text = "".join(stats_text)
-        m = re.search(r"Number of regular files transferred:\s*([\d,.]+)", text)
-        if m:
-            files = int(re.sub(r"[,.]", "", m.group(1)))
-        m = re.search(r"Total transferred file size:\s*([\d,.]+)", text)
-        if m:
-            nbytes = int(re.sub(r"[,.]", "", m.group(1)))
-        stats = SyncStats(files=files, bytes=nbytes, invocations=1)
-        if code == 0 or code in _RSYNC_PARTIAL:
-            return stats
+        return code, err, files, nbytes, text
+
+    def _rsync_failed(self, ctl: str, code: int, err: str, label: str) -> NoReturn:
+        """Raise the error of an rsync that exited ``code``: a refused host key or login is
+        the user's to fix, a dropped link or an interrupted transfer is transient (unless the
+        user's own master went: then log in again), anything else is a failure."""
         detail = _one_line(err) or f"exit status {code}"
         low = err.lower()
         if "host key verification failed" in low:  # only when the master had gone meanwhile
@@ -824,6 +818,47 @@ class Transport:
             if keep_file is not None:
                 os.unlink(keep_file)
             pulled.remember(dest, folders, names)
+
+
+def _read_transfers(
+    out: Any, progress: Callable[[str, int], Any] | None, names: list[str] | None,
+) -> tuple[int, int, str]:
+    """Read rsync's stdout to its end: ``(files, bytes, stats text)``. Each ``>>> size name``
+    line of a file (not a folder) counts one file of that size, goes to ``names`` and to
+    ``progress``; the other lines are the ``--stats`` text."""
+    files = 0
+    nbytes = 0
+    stats_text: list[str] = []
+    for raw in out:
+        if raw.startswith(b">>> "):
+            parts = raw[4:].rstrip(b"\n").split(b" ", 1)
+            if len(parts) == 2 and not parts[1].endswith(b"/"):
+                try:
+                    size = int(parts[0])
+                except ValueError:
+                    size = 0
+                name = rsync_name(parts[1])
+                files += 1
+                nbytes += size
+                if names is not None:
+                    names.append(name)
+                if progress is not None:
+                    progress(name, size)
+        else:
+            stats_text.append(raw.decode("utf-8", "replace"))
+    return files, nbytes, "".join(stats_text)
+
+
+def _rsync_totals(text: str, files: int, nbytes: int) -> tuple[int, int]:
+    """The files and bytes transferred: those rsync's ``--stats`` text reports, else the
+    counts of its transfer lines (``files``, ``nbytes``)."""
+    m = re.search(r"Number of regular files transferred:\s*([\d,.]+)", text)
+    if m:
+        files = int(re.sub(r"[,.]", "", m.group(1)))
+    m = re.search(r"Total transferred file size:\s*([\d,.]+)", text)
+    if m:
+        nbytes = int(re.sub(r"[,.]", "", m.group(1)))
+    return files, nbytes
 
 
 def rsync_name(raw: bytes) -> str:

@@ -590,6 +590,153 @@ def _download(s3: Any, bucket: str, obj: Mapping[str, Any], path: Path, tmp: Pat
 # -- logs ----------------------------------------------------------------------------------------
 
 
+def _refuse_plain_secrets(setup: str, env_script: str, runs: Sequence[RunSpec]) -> None:
+    """Refuse a sweep whose setup, environment script or runs' env hold a secret: S3 would
+    store it in plain text."""
+    from chester_backend_ec2 import render
+
+    seen = render.find_secret(setup + env_script + json.dumps(
+        [dict(r.env) for r in runs], default=str))
+    if seen:
+        raise UserError(f"ec2 backend: prepare_commands, the environment setup or the runs' env "
+                        f"hold {seen}, which would be stored in plain text in S3; give the "
+                        "instances access through their instance role (iam_instance_profile) "
+                        "and other secrets through the remote secrets option")
+
+
+def _instance_groups(backend: BackendConfig, runs: Sequence[RunSpec], sweep: str,
+                     scripts: dict[str, str], code: Mapping[str, Any]) -> list[dict]:
+    """Split the runs into instances of ``runs_per_instance`` runs each: per group its token,
+    runs, spec (what the agent runs, from ``code``: where the code, agent and scripts are) and
+    user-data. The first group's user-data and RunInstances call go into ``scripts`` (shown
+    before a launch); a secret in them or user-data over EC2's 16 KB is refused."""
+    from chester_backend_ec2 import render
+
+    o: Ec2Options = backend.options
+    sp = code["sweep_prefix"]
+    groups = []
+    n = o.runs_per_instance
+    for i in range(0, len(runs), n):
+        members = list(runs[i:i + n])
+        gtok = render.group_token(r.token for r in members)
+        spec = {
+            "sweep_prefix": sp, "group": gtok,
+            "code": {"manifest_key": code["manifest_key"],
+                     "objects_prefix": f"{_root(o)}code/objects/"},
+            "code_dir": o.remote_dir, "runtime": code["runtime"],
+            "setup_script": code["setup_script"], "env_script": code["env_script"],
+            "worker_argv": code["worker_argv"], "gpus_per_run": o.gpus_per_run,
+            "sync_interval_s": o.sync_interval_s, "watch_interval_s": o.watch_interval_s,
+            "shutdown_when_done": o.shutdown_when_done,
+            "max_lifetime_s": o.max_lifetime_s, "preempt_signal": o.preempt_signal,
+            "heartbeat_interval_s": heartbeat_interval(o), "slots": n,
+            "runs": [{"token": r.token, "name": r.name, "remote_dir": r.remote_dir,
+                      "time_limit_s": _time_limit(o, r), "index": i + k}
+                     for k, r in enumerate(members)],
+        }
+        spec_key = f"{sp}instances/{gtok}.json"
+        ud = _user_data(o, spec_key, code["agent_key"])
+        if i == 0:
+            seen = render.find_secret(ud + json.dumps(o.tags) + json.dumps(
+                o.run_instances_extra, default=str))
+            if seen:
+                raise UserError(f"ec2 backend: the user-data, tags or run_instances_extra hold "
+                                f"{seen}; instances get their access from the instance role "
+                                "(iam_instance_profile), never from user-data")
+        if len(ud.encode()) > render.USER_DATA_LIMIT:
+            raise UserError(f"ec2 backend: user-data is {len(ud.encode())} bytes, over EC2's "
+                            f"16 KB: shorten bootstrap_commands")
+        groups.append({"token": gtok, "runs": [r.token for r in members],
+                       "spec_key": spec_key, "spec": spec, "user_data": ud})
+        if i == 0:
+            scripts["user-data"] = ud
+            scripts["run_instances"] = json.dumps(_run_args(backend, sweep, gtok, ud,
+                                                            redact=True), indent=1)
+    return groups
+
+
+def _prepare_summary(o: Ec2Options, n_runs: int, n_groups: int, snap: Mapping[str, Any],
+                     fleet: bool) -> str:
+    """The one line shown before a launch: runs, instances and how they start, the code
+    sent, each instance's lifetime and the bound on its cost."""
+    from chester_backend_ec2 import prices
+
+    size = sum(snap["sizes"].values())
+    life = f"{o.max_lifetime_s / 3600:g} h" if o.max_lifetime_s else "unbounded (!)"
+    types = list(dict.fromkeys(t for t, _, _ in placements(o)))
+    more = f" (or {', '.join(types[1:])})" if len(types) > 1 else ""
+    how = (f"EC2 Fleet ({o.allocation_strategy})" if fleet else "RunInstances") + \
+        (", on-demand if no spot capacity" if o.spot and o.on_demand_fallback else "")
+    return (f"{n_runs} runs on {n_groups} {'spot' if o.spot else 'on-demand'} "
+            f"{o.instance_type} instance(s){more} in {o.region or 'the default region'} "
+            f"via {how}; code "
+            f"{len(snap['files'])} files ({size} bytes) via s3://{o.bucket}/{_root(o)}; "
+            f"each instance lives at most {life}; cost: "
+            f"{prices.bound_line(o, types, n_groups)}")
+
+
+def _upload_sweep(s3: Any, o: Ec2Options, d: Mapping[str, Any], runs: Sequence[RunSpec],
+                  stats: dict[str, int]) -> None:
+    """Send what the instances read: the code snapshot, the agent (once per version), each
+    run's files and each group's spec; ``stats`` gets the bytes sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with aws.errors("uploading the code snapshot", s3, sent=False):
+        stats["code_bytes"] = upload_code(s3, o, d)
+        if not _exists(s3, o.bucket, d["agent_key"]):
+            from chester_backend_ec2.render import agent_source
+
+            s3.put_object(Bucket=o.bucket, Key=d["agent_key"], Body=agent_source())
+    uploads = [(str(Path(r.local_dir) / rel), f"{d['sweep_prefix']}runs/{r.token}/{rel}")
+               for r in runs
+               for rel in ("variant.json", ".chester/run.json", ".chester/payload.pkl")
+               if (Path(r.local_dir) / rel).exists()]
+    stats["run_bytes"] = sum(os.path.getsize(p) for p, _ in uploads)
+    with aws.errors("uploading run folders", s3), ThreadPoolExecutor(max_workers=8) as pool:
+        futs = [pool.submit(s3.upload_file, p, o.bucket, key) for p, key in uploads]
+        futs += [pool.submit(s3.put_object, Bucket=o.bucket, Key=g["spec_key"],
+                             Body=json.dumps(g["spec"], sort_keys=True).encode())
+                 for g in d["groups"]]
+        for fut in futs:
+            fut.result()
+
+
+def _existing_instances(ec2: Any, d: Mapping[str, Any]) -> dict[str, dict]:
+    """The sweep's instances that already exist (an earlier, interrupted submit), by group
+    token."""
+    existing: dict[str, dict] = {}
+    gtoks = [g["token"] for g in d["groups"]]
+    with aws.errors("describing instances", ec2):
+        for i in range(0, len(gtoks), 200):
+            for inst in _describe(ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": gtoks[i:i + 200]}]):
+                gtok = _tag(inst, GROUP_TAG)  # present: the filter asked for it
+                if gtok is not None:
+                    existing[gtok] = inst
+    return existing
+
+
+def _sweep_handles(backend: BackendConfig, prepared: PreparedSweep, existing: Mapping[str, dict],
+                   taken: Mapping[str, str], claimed: Mapping[str, str]) -> list[RunHandle]:
+    """One handle per run, in the runs' order: on the instance that claimed it, else on its
+    group's instance (its own or, when freed slots took all its runs, the one that did)."""
+    d = prepared.data
+    by_token = {r.token: r for r in prepared.runs}
+    handles = []
+    for g in d["groups"]:
+        inst = existing.get(g["token"]) or {"InstanceId": taken[g["token"]]}
+        for tok in g["runs"]:
+            r = by_token[tok]
+            handles.append(RunHandle(
+                run_id=r.run_id, token=r.token, backend=backend.name,
+                local_dir=str(r.local_dir), remote_dir=r.remote_dir,
+                remote_id=claimed.get(tok) or inst["InstanceId"], host=None,
+                extra=(("sweep", d["sweep"]), ("group", g["token"]),
+                       ("group_size", str(len(g["runs"]))))))
+    order = {r.token: i for i, r in enumerate(prepared.runs)}
+    handles.sort(key=lambda h: order[h.token])
+    return handles
+
+
 class Ec2Backend(Backend):
     """The ``ec2`` backend: runs on EC2 instances, code and results through S3.
 
@@ -640,6 +787,10 @@ class Ec2Backend(Backend):
     @hookimpl
     def chester_prepare(self, backend: BackendConfig, runs: Sequence[RunSpec],
                         staging_dir: Path) -> PreparedSweep:
+        """Plan the sweep's instances and what each runs: the code snapshot and its
+        manifest, the agent, one spec and user-data per group of runs, the calls shown before
+        a launch and the summary. Refuses a sweep without an image, with a secret that would
+        land in S3 or user-data, or with options a launch template cannot hold."""
         from chester_backend_ec2 import render
 
         o: Ec2Options = backend.options
@@ -655,55 +806,14 @@ class Ec2Backend(Backend):
         agent = render.agent_source()
         agent_key = f"{_root(o)}agent/{render.sha256_bytes(agent)}.py"
         setup, env_script, worker_argv = render.setup_scripts(backend)
-        seen = render.find_secret(setup + env_script + json.dumps(
-            [dict(r.env) for r in runs], default=str))
-        if seen:
-            raise UserError(f"ec2 backend: prepare_commands, the environment setup or the runs' env "
-                            f"hold {seen}, which would be stored in plain text in S3; give the "
-                            "instances access through their instance role (iam_instance_profile) "
-                            "and other secrets through the remote secrets option")
+        _refuse_plain_secrets(setup, env_script, runs)
         staging_dir = Path(staging_dir)
         (staging_dir / "manifest.json").write_bytes(manifest)
-        groups = []
         scripts: dict[str, str] = {"setup.sh": setup, "env.sh": env_script}
-        n = o.runs_per_instance
-        for i in range(0, len(runs), n):
-            members = list(runs[i:i + n])
-            gtok = render.group_token(r.token for r in members)
-            spec = {
-                "sweep_prefix": sp, "group": gtok,
-                "code": {"manifest_key": manifest_key, "objects_prefix": f"{_root(o)}code/objects/"},
-                "code_dir": o.remote_dir, "runtime": snap["runtime"],
-                "setup_script": setup, "env_script": env_script,
-                "worker_argv": worker_argv, "gpus_per_run": o.gpus_per_run,
-                "sync_interval_s": o.sync_interval_s, "watch_interval_s": o.watch_interval_s,
-                "shutdown_when_done": o.shutdown_when_done,
-                "max_lifetime_s": o.max_lifetime_s, "preempt_signal": o.preempt_signal,
-                "heartbeat_interval_s": heartbeat_interval(o), "slots": n,
-                "runs": [{"token": r.token, "name": r.name, "remote_dir": r.remote_dir,
-                          "time_limit_s": _time_limit(o, r), "index": i + k}
-                         for k, r in enumerate(members)],
-            }
-            spec_key = f"{sp}instances/{gtok}.json"
-            ud = _user_data(o, spec_key, agent_key)
-            if i == 0:
-                seen = render.find_secret(ud + json.dumps(o.tags) + json.dumps(
-                    o.run_instances_extra, default=str))
-                if seen:
-                    raise UserError(f"ec2 backend: the user-data, tags or run_instances_extra hold "
-                                    f"{seen}; instances get their access from the instance role "
-                                    "(iam_instance_profile), never from user-data")
-            if len(ud.encode()) > render.USER_DATA_LIMIT:
-                raise UserError(f"ec2 backend: user-data is {len(ud.encode())} bytes, over EC2's "
-                                f"16 KB: shorten bootstrap_commands")
-            groups.append({"token": gtok, "runs": [r.token for r in members],
-                           "spec_key": spec_key, "spec": spec, "user_data": ud})
-            if i == 0:
-                scripts["user-data"] = ud
-                scripts["run_instances"] = json.dumps(_run_args(backend, sweep, gtok, ud,
-                                                                redact=True), indent=1)
-        from chester_backend_ec2 import prices
-
+        groups = _instance_groups(backend, runs, sweep, scripts, code={
+            "sweep_prefix": sp, "manifest_key": manifest_key, "agent_key": agent_key,
+            "runtime": snap["runtime"], "setup_script": setup, "env_script": env_script,
+            "worker_argv": worker_argv})
         if o.launch_api == "fleet" and self.outside_template(o):
             raise UserError(f"ec2 backend: run_instances_extra sets {', '.join(self.outside_template(o))}"
                             ", which a launch template cannot hold: use launch_api: run_instances "
@@ -714,76 +824,53 @@ class Ec2Backend(Backend):
                 backend, sweep, str(groups[0]["token"]), "", f"chester-{sweep}-<digest>", o.spot),
                 indent=1).replace('"LaunchTemplateSpecificationUserData": ""',
                                   '"LaunchTemplateSpecificationUserData": "<user-data>"')
-        size = sum(snap["sizes"].values())
-        life = f"{o.max_lifetime_s / 3600:g} h" if o.max_lifetime_s else "unbounded (!)"
-        types = list(dict.fromkeys(t for t, _, _ in placements(o)))
-        more = f" (or {', '.join(types[1:])})" if len(types) > 1 else ""
-        how = (f"EC2 Fleet ({o.allocation_strategy})" if fleet else "RunInstances") + \
-            (", on-demand if no spot capacity" if o.spot and o.on_demand_fallback else "")
-        summary = (f"{len(runs)} runs on {len(groups)} {'spot' if o.spot else 'on-demand'} "
-                   f"{o.instance_type} instance(s){more} in {o.region or 'the default region'} "
-                   f"via {how}; code "
-                   f"{len(snap['files'])} files ({size} bytes) via s3://{o.bucket}/{_root(o)}; "
-                   f"each instance lives at most {life}; cost: "
-                   f"{prices.bound_line(o, types, len(groups))}")
         return PreparedSweep(
             backend=backend.name, runs=tuple(runs), staging_dir=staging_dir,
             uploads=tuple(Path(p) for p in snap["paths"].values()), scripts=scripts,
-            summary=summary,
+            summary=_prepare_summary(o, len(runs), len(groups), snap, fleet),
             data={"sweep": sweep, "sweep_prefix": sp, "manifest_key": manifest_key,
                   "manifest": manifest.decode(), "paths": snap["paths"],
                   "agent_key": agent_key, "groups": groups})
 
     @hookimpl
     def chester_submit(self, backend: BackendConfig, prepared: PreparedSweep) -> list[RunHandle]:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from chester_backend_ec2 import aws
-
+        """Upload the sweep and start the instances it still needs: none for a group whose
+        instance exists (an earlier, interrupted submit) or whose runs other instances' freed
+        slots all claimed. Returns one handle per run, in the runs' order."""
         o: Ec2Options = backend.options
         d = prepared.data
         s3 = self.client("s3", o)
         ec2 = self.client("ec2", o)
-        by_token = {r.token: r for r in prepared.runs}
         stats = {"code_bytes": 0, "run_bytes": 0, "instances": 0}
-        with aws.errors("uploading the code snapshot", s3, sent=False):
-            stats["code_bytes"] = upload_code(s3, o, d)
-            if not _exists(s3, o.bucket, d["agent_key"]):
-                from chester_backend_ec2.render import agent_source
-
-                s3.put_object(Bucket=o.bucket, Key=d["agent_key"], Body=agent_source())
-        uploads = [(str(Path(r.local_dir) / rel), f"{d['sweep_prefix']}runs/{r.token}/{rel}")
-                   for r in prepared.runs
-                   for rel in ("variant.json", ".chester/run.json", ".chester/payload.pkl")
-                   if (Path(r.local_dir) / rel).exists()]
-        stats["run_bytes"] = sum(os.path.getsize(p) for p, _ in uploads)
-        with aws.errors("uploading run folders", s3), ThreadPoolExecutor(max_workers=8) as pool:
-            futs = [pool.submit(s3.upload_file, p, o.bucket, key) for p, key in uploads]
-            futs += [pool.submit(s3.put_object, Bucket=o.bucket, Key=g["spec_key"],
-                                 Body=json.dumps(g["spec"], sort_keys=True).encode())
-                     for g in d["groups"]]
-            for fut in futs:
-                fut.result()
-        # which instances already exist (an earlier, interrupted submit)?
-        existing: dict[str, dict] = {}
-        gtoks = [g["token"] for g in d["groups"]]
-        with aws.errors("describing instances", ec2):
-            for i in range(0, len(gtoks), 200):
-                for inst in _describe(ec2, [{"Name": f"tag:{GROUP_TAG}", "Values": gtoks[i:i + 200]}]):
-                    gtok = _tag(inst, GROUP_TAG)  # present: the filter asked for it
-                    if gtok is not None:
-                        existing[gtok] = inst
+        _upload_sweep(s3, o, d, prepared.runs, stats)
+        existing = _existing_instances(ec2, d)
         todo = [g for g in d["groups"] if g["token"] not in existing]
         claimed = self._claimed_by(s3, o, d["sweep_prefix"]) if todo and o.runs_per_instance > 1 else {}
         # groups whose runs other instances' freed slots all took: no instance of their own
         taken = {g["token"]: claimed[g["runs"][0]] for g in todo
                  if all(t in claimed for t in g["runs"])}
         todo = [g for g in todo if g["token"] not in taken]
+        if todo:
+            self._launch_groups(backend, ec2, d, todo, existing, stats)
+        self.last_submit.clear()
+        self.last_submit.update(stats)
+        print(launch_summary(o, ec2, d["sweep"], list(existing.values()), stats["instances"]),
+              file=sys.stderr)
+        return _sweep_handles(backend, prepared, existing, taken, claimed)
+
+    def _launch_groups(self, backend: BackendConfig, ec2: Any, d: Mapping[str, Any],
+                       todo: Sequence[dict], existing: dict[str, dict],
+                       stats: dict[str, int]) -> None:
+        """Start one instance per group of ``todo``, eight at a time, adding each to
+        ``existing``. Once one launch is refused no more start; then the error says how many
+        of the sweep's instances were started and keep running (``last_submit`` holds what
+        was sent)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         lock = threading.Lock()
         refused = threading.Event()
-        if todo:
-            self.check_instance_profile(o)
-            check_gpus(o, ec2)
+        self.check_instance_profile(backend.options)
+        check_gpus(backend.options, ec2)
 
         def launch(g: dict) -> None:
             if refused.is_set():
@@ -797,44 +884,25 @@ class Ec2Backend(Backend):
                 existing[g["token"]] = inst
                 stats["instances"] += 1
 
-        if todo:
-            errors: list[BaseException] = []
-            with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
-                for fut in [pool.submit(launch, g) for g in todo]:
-                    try:
-                        fut.result()
-                    except BaseException as exc:
-                        errors.append(exc)
-            if errors:
-                self.last_submit.clear()
-                self.last_submit.update(stats)
-                started = len(existing)
-                if not started:
-                    raise errors[0]
-                first = errors[0]
-                raise type(first)(
-                    f"{first}; {started} of {len(d['groups'])} instances of sweep {d['sweep']} were "
-                    "started and keep running (bounded by boot_timeout_s and max_lifetime_s): "
-                    f"launch again to start the rest, or stop them with `chester ec2 kill "
-                    f"{d['sweep']}`") from None
-        self.last_submit.clear()
-        self.last_submit.update(stats)
-        print(launch_summary(o, ec2, d["sweep"], list(existing.values()), stats["instances"]),
-              file=sys.stderr)
-        handles = []
-        for g in d["groups"]:
-            inst = existing.get(g["token"]) or {"InstanceId": taken[g["token"]]}
-            for tok in g["runs"]:
-                r = by_token[tok]
-                handles.append(RunHandle(
-                    run_id=r.run_id, token=r.token, backend=backend.name,
-                    local_dir=str(r.local_dir), remote_dir=r.remote_dir,
-                    remote_id=claimed.get(tok) or inst["InstanceId"], host=None,
-                    extra=(("sweep", d["sweep"]), ("group", g["token"]),
-                           ("group_size", str(len(g["runs"]))))))
-        order = {r.token: i for i, r in enumerate(prepared.runs)}
-        handles.sort(key=lambda h: order[h.token])
-        return handles
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+            for fut in [pool.submit(launch, g) for g in todo]:
+                try:
+                    fut.result()
+                except BaseException as exc:
+                    errors.append(exc)
+        if errors:
+            self.last_submit.clear()
+            self.last_submit.update(stats)
+            started = len(existing)
+            if not started:
+                raise errors[0]
+            first = errors[0]
+            raise type(first)(
+                f"{first}; {started} of {len(d['groups'])} instances of sweep {d['sweep']} were "
+                "started and keep running (bounded by boot_timeout_s and max_lifetime_s): "
+                f"launch again to start the rest, or stop them with `chester ec2 kill "
+                f"{d['sweep']}`") from None
 
     def _claimed_by(self, s3: Any, o: Ec2Options, sp: str) -> dict[str, str]:
         """The sweep's runs an instance has claimed (``ctl/claims/<token>/<n>``, written by the

@@ -95,37 +95,55 @@ def _variant_gpus(run: RunSpec) -> Any:
 
 
 # -- prepare ----------------------------------------------------------------------------------
-def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: Path,
-                 max_array_size: int, *, size_known: bool = False) -> PreparedSweep:
-    """Plan the jobs and render every file of a sweep under ``staging_dir/tree``.
+@attrs.define
+class _Stage:
+    """The stage folder of one sweep as it is rendered: where its files go in the local tree,
+    the files sent (``rels``, in order) and the scripts shown (``scripts``)."""
 
-    Unless ``size_known`` (just read from the cluster) or set in the options, the submit
-    script first checks the cluster's MaxArraySize against ``max_array_size``."""
-    opts: SlurmOptions = backend.options
-    if not runs:
-        raise UserError("slurm: nothing to submit")
-    by_overrides: dict[int, dict[str, Any]] = {}  # runs of a sweep often share one mapping
-    resources = [by_overrides.get(id(r.resources)) or by_overrides.setdefault(
+    tree: Path
+    stage_rel: str
+    stage_dir: str
+    rels: list[str] = attrs.Factory(list)
+    scripts: dict[str, str] = attrs.Factory(dict)
+
+    def add(self, name: str, body: str) -> None:
+        """Write ``name`` into the stage folder: it is sent and shown."""
+        _write(self.tree / self.stage_rel / name, body)
+        self.rels.append(f"{self.stage_rel}/{name}")
+        self.scripts[name] = body
+
+
+def _sweep_resources(opts: SlurmOptions, runs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    """Each run's resources under ``opts``, worked out once per distinct mapping (the runs of
+    a sweep often share one)."""
+    by_overrides: dict[int, dict[str, Any]] = {}
+    return [by_overrides.get(id(r.resources)) or by_overrides.setdefault(
         id(r.resources), resources_for(opts, r.resources)) for r in runs]
-    jobs = render.plan_jobs(runs, resources, max_array_size, opts.array_throttle)
+
+
+def _sweep_layout(backend: BackendConfig, runs: Sequence[RunSpec],
+                  sweep_id: str) -> tuple[str, str, str, str]:
+    """Where the sweep lives on the target: ``(project_dir, upload_root, stage_dir,
+    stage_root)``. The upload root is the project when every run folder is under it, else
+    ``/``; the stage folder is under the project's ``.chester`` or else next to the runs."""
     project_dir = _project_dir(backend)
     upload_root = project_dir if all(paths.rel_under(r.remote_dir, project_dir) is not None
                                      for r in runs) else "/"
-    sweep_id = jobs[0].name.rsplit("-", 1)[0]
     stage_dir = str(PurePosixPath(project_dir) / ".chester" / "slurm" / sweep_id) \
         if upload_root != "/" else str(PurePosixPath(os.path.commonpath(
             [r.remote_dir for r in runs])) / ".chester-slurm" / sweep_id)
     stage_root = os.path.commonpath([posixpath.dirname(posixpath.normpath(r.remote_dir))
                                      for r in runs])
-    tree = Path(staging_dir) / "tree"
-    if tree.exists():
-        shutil.rmtree(tree)
-    spec_file = runs[0].spec_file
-    if any(r.spec_file != spec_file for r in runs):
-        raise UserError("slurm: the runs of one launch must share one sweep spec")
-    # run files go from where they are when the project's layout is the same on both sides
-    # (the launcher maps run folders that way); otherwise they are linked into the tree.
-    # With a sweep spec there are no run files: the worker writes each folder from it.
+    return project_dir, upload_root, stage_dir, stage_root
+
+
+def _place_run_files(backend: BackendConfig, runs: Sequence[RunSpec], tree: Path,
+                     upload_root: str, spec_file: str | None) -> tuple[Path, list[str]]:
+    """Which run files are sent and from where: ``(local_root, run_rels)``.
+
+    Run files go from where they are when the project's layout is the same on both sides
+    (the launcher maps run folders that way); otherwise they are linked into the tree. With
+    a sweep spec there are no run files: the worker writes each folder from it."""
     local_root = Path(backend.project_path)
     mirrored = not spec_file and upload_root != "/" and all(
         paths.rel_under(r.local_dir, local_root) == paths.rel_under(r.remote_dir, upload_root)
@@ -143,86 +161,148 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
                     continue
                 paths.link_or_copy(src, tree / rel)
             run_rels.append(rel)
-    rels: list[str] = []
-    stage_rel = paths.rel_under(stage_dir, upload_root)
-    assert stage_rel is not None  # the stage folder is under the upload root by construction
-    scripts: dict[str, str] = {}
-    # environment, secrets and runtime: the remote layer's, as on every backend
-    env_text = shell.render_env_file(backend, project_dir)
-    _write(tree / stage_rel / "env.sh", env_text)
-    rels.append(f"{stage_rel}/env.sh")
-    scripts["env.sh"] = env_text
-    env_file = f"{stage_dir}/env.sh"
+    return local_root, run_rels
+
+
+def _stage_inputs(backend: BackendConfig, stage: _Stage, project_dir: str,
+                  spec_file: str | None,
+                  resources: Sequence[Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    """Write the environment file, the sweep spec and the secrets file into the stage
+    folder: ``(remote_spec, secrets_rel)``. The environment, secrets and runtime are the
+    remote layer's, as on every backend; the secrets file is sent on its own, never through
+    the project, and read by the submit only."""
+    opts: SlurmOptions = backend.options
+    stage.add("env.sh", shell.render_env_file(backend, project_dir))
     remote_spec = None
     if spec_file:
-        paths.link_or_copy(Path(spec_file), tree / stage_rel / SPEC_NAME)
-        rels.append(f"{stage_rel}/{SPEC_NAME}")
-        remote_spec = f"{stage_dir}/{SPEC_NAME}"
+        paths.link_or_copy(Path(spec_file), stage.tree / stage.stage_rel / SPEC_NAME)
+        stage.rels.append(f"{stage.stage_rel}/{SPEC_NAME}")
+        remote_spec = f"{stage.stage_dir}/{SPEC_NAME}"
     secrets_rel = None
-    if opts.secrets:  # sent on its own, never through the project; read by the submit only
+    if opts.secrets:
         render.check_export(opts, resources)
         body = shell.render_secrets(shell.secret_values(backend)).decode()
-        secrets_rel = f"{stage_rel}/{render.SECRETS_NAME}"
-        _write(tree / secrets_rel, body, mode=0o600)
-    # chester's target-side runtime, under the project (login host and compute nodes share
-    # it); the submit script stops before sbatch when it is missing there (then it is sent)
+        secrets_rel = f"{stage.stage_rel}/{render.SECRETS_NAME}"
+        _write(stage.tree / secrets_rel, body, mode=0o600)
+    return remote_spec, secrets_rel
+
+
+def _place_runtime(tree: Path, project_dir: str, upload_root: str,
+                   token: str) -> tuple[str, str, str, str]:
+    """Link chester's target-side runtime into the tree: ``(rt_remote, rt_part, rt_rel,
+    rt_final_rel)``.
+
+    It lives under the project (login host and compute nodes share it); the submit script
+    stops before sbatch when it is missing there (then it is sent). It travels under a name
+    of its own and the submit script renames it into place once its bytes check out: a run
+    never starts from a file cut short or still being written."""
     rt = runtime.build()
     rt_remote = rt.remote_path(project_dir)
-    # it travels under a name of its own and the submit script renames it into place once
-    # its bytes check out: a run never starts from a file cut short or still being written
-    rt_part = runtime.part_path(rt_remote, runs[0].token)
+    rt_part = runtime.part_path(rt_remote, token)
     rt_rel = paths.rel_under(rt_part, upload_root)
     rt_final_rel = paths.rel_under(rt_remote, upload_root)
     assert rt_rel is not None and rt_final_rel is not None
     paths.link_or_copy(rt.path, tree / rt_rel)
-    # the seed's $gpus in remote_header: the variant's gpus of the job's first run
+    return rt_remote, rt_part, rt_rel, rt_final_rel
+
+
+def _write_job_scripts(backend: BackendConfig, runs: Sequence[RunSpec], jobs: Sequence[Any],
+                       stage: _Stage, *, stage_root: str, project_dir: str,
+                       remote_spec: str | None, rt_remote: str,
+                       require_env: list[str]) -> None:
+    """Write each job's sbatch script and manifest (its run folders, one a line) into the
+    stage folder. The seed's ``$gpus`` in ``remote_header`` is the variant's gpus of the
+    job's first run."""
+    opts: SlurmOptions = backend.options
     by_token = {r.token: r for r in runs}
     wants_gpus = bool(opts.remote_header and "$" in opts.remote_header)
-    require_env = shell.require_env_lines(backend, project_dir)
     for job in jobs:
         text = render.job_script(
-            job, opts, stage_dir=stage_dir, stage_root=stage_root, project_dir=project_dir,
-            env_file=env_file, spec_file=remote_spec,
+            job, opts, stage_dir=stage.stage_dir, stage_root=stage_root,
+            project_dir=project_dir, env_file=f"{stage.stage_dir}/env.sh",
+            spec_file=remote_spec,
             variant_gpus=_variant_gpus(by_token[job.tokens[0]]) if wants_gpus else None,
             runtime_path=rt_remote, require_env=require_env)
         manifest = "".join(f"{d}\n" for d in job.run_dirs)
         for name, body in ((job.script, text), (job.manifest, manifest)):
-            p = tree / stage_rel / name
+            p = stage.tree / stage.stage_rel / name
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(body, encoding="utf-8")
-            rels.append(f"{stage_rel}/{name}")
-            scripts[name] = body
+            stage.rels.append(f"{stage.stage_rel}/{name}")
+            stage.scripts[name] = body
+
+
+def _submit_prelude(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
+                    project_dir: str, stage_root: str, rt_remote: str, rt_part: str,
+                    require_env: list[str]) -> list[str]:
+    """The submit script's lines before any sbatch: the module checks, the environment sync
+    when a run asks for it, the required variables (the jobs would stop on them: stop before
+    any sbatch instead) and the runtime probe."""
+    opts: SlurmOptions = backend.options
     sync = any(bool(res.get("sync_on_launch", backend.sync_on_launch)) for res in resources)
     prelude = shell.env_sync_lines(backend, project_dir) if sync else []
-    prelude += require_env  # the jobs would stop on it: stop before any sbatch instead
+    prelude += require_env
     mods = list(opts.modules)
     if opts.cuda_module and any(render._gpus(res) for res in resources):
         mods.append(opts.cuda_module)
     prelude = render.module_check_lines(mods) + prelude
     prelude += probe_lines(backend, resources, rt_remote, project_dir, stage_root, mods,
                            part=rt_part)
+    return prelude
+
+
+def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: Path,
+                 max_array_size: int, *, size_known: bool = False) -> PreparedSweep:
+    """Plan the jobs and render every file of a sweep under ``staging_dir/tree``.
+
+    Unless ``size_known`` (just read from the cluster) or set in the options, the submit
+    script first checks the cluster's MaxArraySize against ``max_array_size``."""
+    opts: SlurmOptions = backend.options
+    if not runs:
+        raise UserError("slurm: nothing to submit")
+    resources = _sweep_resources(opts, runs)
+    jobs = render.plan_jobs(runs, resources, max_array_size, opts.array_throttle)
+    project_dir, upload_root, stage_dir, stage_root = _sweep_layout(
+        backend, runs, jobs[0].name.rsplit("-", 1)[0])
+    tree = Path(staging_dir) / "tree"
+    if tree.exists():
+        shutil.rmtree(tree)
+    spec_file = runs[0].spec_file
+    if any(r.spec_file != spec_file for r in runs):
+        raise UserError("slurm: the runs of one launch must share one sweep spec")
+    local_root, run_rels = _place_run_files(backend, runs, tree, upload_root, spec_file)
+    stage_rel = paths.rel_under(stage_dir, upload_root)
+    assert stage_rel is not None  # the stage folder is under the upload root by construction
+    stage = _Stage(tree=tree, stage_rel=stage_rel, stage_dir=stage_dir)
+    remote_spec, secrets_rel = _stage_inputs(backend, stage, project_dir, spec_file, resources)
+    rt_remote, rt_part, rt_rel, rt_final_rel = _place_runtime(tree, project_dir, upload_root,
+                                                              runs[0].token)
+    require_env = shell.require_env_lines(backend, project_dir)
+    _write_job_scripts(backend, runs, jobs, stage, stage_root=stage_root,
+                       project_dir=project_dir, remote_spec=remote_spec, rt_remote=rt_remote,
+                       require_env=require_env)
+    prelude = _submit_prelude(backend, resources, project_dir, stage_root, rt_remote, rt_part,
+                              require_env)
     # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
     checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
     secrets = secrets_rel is not None
-    scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude, checks=checks,
-                                                secrets=secrets)
+    stage.scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude,
+                                                      checks=checks, secrets=secrets)
     # the same sbatch steps without the checks: run by later polls when a submit limit left
     # jobs waiting (they submit what was not, and print the ids of what was)
-    rest = render.submit_script(jobs, stage_dir, secrets=secrets)
-    _write(tree / stage_rel / REST_NAME, rest)
-    rels.append(f"{stage_rel}/{REST_NAME}")
-    scripts[REST_NAME] = rest
+    stage.add(REST_NAME, render.submit_script(jobs, stage_dir, secrets=secrets))
     n_arrays = sum(1 for j in jobs if j.kind == "array")
     where = f"on {opts.host}" if opts.host else "on this machine"
     summary = (f"{len(runs)} runs as {len(jobs)} sbatch call(s) ({n_arrays} array(s), "
                f"MaxArraySize {max_array_size}) {where}; scripts in {stage_dir}")
+    rels = stage.rels
     return PreparedSweep(
         backend=backend.name, runs=tuple(runs), staging_dir=Path(staging_dir),
         uploads=tuple(tree / r for r in (*rels, *([secrets_rel] if secrets_rel else ()))) + (
             () if spec_file else tuple(
             Path(os.path.join(local_root, r)) for r in run_rels)),
-        scripts=scripts, summary=summary,
+        scripts=stage.scripts, summary=summary,
         data={"jobs": [attrs.asdict(j) for j in jobs], "stage_dir": stage_dir,
               "upload_root": upload_root, "tree": str(tree), "rels": rels,
               "local_root": str(local_root), "run_rels": run_rels,
