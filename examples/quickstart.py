@@ -30,7 +30,7 @@ if __name__ == "__main__":
     vg.add("seed", [1, 2])
     vg.add("epochs", [5])
     sweep = chester.launch(train, vg, backend="local", exp_prefix="quickstart")
-    print(f"launched {len(sweep.runs)} runs; waiting for them to finish")
+    print(f"{len(sweep.runs)} runs in the sweep; waiting for them to finish")
     states = sweep.wait(pull=True)
     for name, state in states.items():
         print(f"{name}: {state}")
