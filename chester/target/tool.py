@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +129,12 @@ def _reader_gone(out: Any) -> bool:
 
 
 def follow(run_dir: Path, stream: str, out: Any, *, follow: bool, poll_s: float = 0.2,
-           start: int = 0) -> None:
+           start: int = 0, active: Callable[[], bool] | None = None) -> None:
     """Write a run's stdout or stderr to ``out`` from byte ``start``; with ``follow``, until
     the run ends (or whoever reads ``out`` goes away). Bytes are written as they are when
-    ``out`` has a binary buffer (``sys.stdout``), else decoded as UTF-8."""
+    ``out`` has a binary buffer (``sys.stdout``), else decoded as UTF-8. ``active`` says
+    whether the run may still write (by default: :func:`probe` reads it queued or
+    running; a scheduler that knows its own queue passes its own)."""
     path = Path(run_dir) / (rd.STDOUT if stream == "stdout" else rd.STDERR)
     raw = getattr(out, "buffer", None)
     pos = max(0, int(start))
@@ -163,7 +166,8 @@ def follow(run_dir: Path, stream: str, out: Any, *, follow: bool, poll_s: float 
         if not follow:
             return
         if not chunk:
-            if probe(Path(run_dir), kill_orphans=False)["state"] not in ("queued", "running"):
+            if not (active() if active is not None else
+                    probe(Path(run_dir), kill_orphans=False)["state"] in ("queued", "running")):
                 rest = read()  # one last read after the end
                 if rest:
                     emit(rest)

@@ -1012,56 +1012,22 @@ def cancel(root: str, run_dirs: Sequence[str], grace_s: float = 5.0) -> dict[str
 
 # ------------------------------------------------------------------------------ tail
 def tail(root: str, run_dir: str, stream: str, follow: bool, start: int = 0) -> int:
-    path = os.path.join(run_dir, "stdout.log" if stream == "stdout" else "stderr.log")
+    """The run's log from byte ``start`` on stdout, its bytes as they are (the launcher
+    counts them): the target tool's follower, ending once the run is neither running nor
+    in this scheduler's queue (or the follower over SSH was stopped)."""
+    from pathlib import Path
+
+    from chester.target import tool
+
     cfg = load_config(root)
-    pos = max(0, int(start))
-    out = sys.stdout
 
-    def emit(data: bytes) -> None:  # the log's bytes as they are: the launcher counts them
-        out.flush()
-        out.buffer.write(data)
-        out.buffer.flush()
+    def active() -> bool:
+        if probe(run_dir, {}, [], {}, cfg, time.time())["state"] == "running":
+            return True
+        return run_dir in {e["run_dir"] for e in queue_entries(root)}
 
-    while True:
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-                pos = f.tell()
-        except FileNotFoundError:
-            chunk = b""
-        if chunk:
-            emit(chunk)
-        if not follow:
-            return 0
-        if not chunk:
-            p = probe(run_dir, {}, [], {}, cfg, time.time())
-            q = {e["run_dir"] for e in queue_entries(root)}
-            if p["state"] not in ("running",) and run_dir not in q:
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(pos)
-                        rest = f.read()
-                    if rest:
-                        emit(rest)
-                except FileNotFoundError:
-                    pass
-                return 0
-            if _reader_gone(out):  # the follower over SSH was stopped: stop too
-                return 0
-        time.sleep(0.2)
-
-
-def _reader_gone(out: Any) -> bool:
-    """True when ``out`` is a pipe or socket whose reader went away."""
-    try:
-        import select
-
-        p = select.poll()
-        p.register(out.fileno(), select.POLLERR | select.POLLHUP)
-        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
-    except (AttributeError, OSError, ValueError):
-        return False
+    tool.follow(Path(run_dir), stream, sys.stdout, follow=follow, start=start, active=active)
+    return 0
 
 
 def _stdin_dirs() -> list[str]:
