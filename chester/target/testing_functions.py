@@ -88,6 +88,29 @@ def fn_print_lines(variant: Mapping, log_dir: str, exp_name: str) -> None:
         time.sleep(float(variant.get("every", 0.05)))
 
 
+def fn_train_with_checkpoints(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """A training loop that checkpoints when warned: on :func:`chester.preempted` it saves
+    its step and asks to be requeued (:func:`chester.requeue`); the first attempt never ends
+    on its own, a later one goes on from the checkpoint for 3 steps and writes
+    ``result.json``. Each attempt appends ``attempt resumed step`` to ``attempts.txt``."""
+    from chester.target.worker import attempt, preempted, requeue
+
+    ckpt = os.path.join(log_dir, "ckpt.json")
+    step = json.load(open(ckpt))["step"] if os.path.exists(ckpt) else 0
+    with open(os.path.join(log_dir, "attempts.txt"), "a") as f:
+        f.write(f"{attempt()} {os.environ.get('CHESTER_RESUMED', '0')} {step}\n")
+    stop = step + 3 if attempt() > 1 else 10**6  # the first attempt never finishes
+    while step < stop:
+        if preempted():
+            with open(ckpt, "w") as f:
+                json.dump({"step": step}, f)
+            requeue()
+        time.sleep(0.5)
+        step += 1
+    with open(os.path.join(log_dir, "result.json"), "w") as f:
+        json.dump({"step": step}, f)
+
+
 def fn_hostile(variant: Mapping, log_dir: str, exp_name: str) -> None:
     """Check the values in place and write them back exactly (JSON, with escapes)."""
     ok = {k: variant[k] == v for k, v in HOSTILE_VALUES.items()}

@@ -13,45 +13,20 @@ from SLURM's own clock and its whole hold (about five minutes), is
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 from chester_testinfra import wait_until
 
 from chester.launcher import launch
+from chester.target.testing_functions import fn_train_with_checkpoints
 from chester.testing import ConformanceEnv
 from chester.types import State
 
 WAIT = 240
 
 
-def fn_train_with_checkpoints(variant, log_dir, exp_name):
-    import json
-    import os
-    import time
-
-    import chester
-
-    ckpt = os.path.join(log_dir, "ckpt.json")
-    step = json.load(open(ckpt))["step"] if os.path.exists(ckpt) else 0
-    with open(os.path.join(log_dir, "attempts.txt"), "a") as f:
-        f.write(f"{chester.attempt()} {os.environ.get('CHESTER_RESUMED', '0')} {step}\n")
-    stop = step + 3 if chester.attempt() > 1 else 10**6  # the first attempt never finishes
-    while step < stop:
-        if chester.preempted():
-            with open(ckpt, "w") as f:
-                json.dump({"step": step}, f)
-            chester.requeue()
-        time.sleep(0.5)
-        step += 1
-    with open(os.path.join(log_dir, "result.json"), "w") as f:
-        json.dump({"step": step}, f)
-
-
 def test_warned_checkpointed_requeued_resumed(tmp_path, slurm_local, make_config):
-    import cloudpickle
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     env = ConformanceEnv.create(tmp_path, backend="slurm", config=make_config(
         time=3, signal_lead=45))
     sweep = launch(fn_train_with_checkpoints, [{"i": 1}], backend="slurm",
