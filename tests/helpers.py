@@ -60,3 +60,20 @@ def same(a: Any, b: Any) -> bool:
         return list(a) == list(b) and all(same(ka, kb) and same(a[ka], b[kb])
                                           for ka, kb in zip(a, b, strict=True))
     return a == b
+
+
+#: a Hydra app that records the config and argv it was given in its run folder's got.pkl
+HYDRA_APP = '''
+import os, pickle, sys
+import hydra
+from omegaconf import OmegaConf
+
+@hydra.main(version_base=None, config_path=None)
+def main(cfg):
+    got = {"cfg": OmegaConf.to_container(cfg, resolve=False), "argv": sys.argv[1:]}
+    with open(os.path.join(os.environ["CHESTER_LOG_DIR"], "got.pkl"), "wb") as f:
+        pickle.dump(got, f)
+
+if __name__ == "__main__":
+    main()
+'''

@@ -14,6 +14,8 @@ import yaml
 
 from chester import overrides
 
+from .helpers import HYDRA_APP
+
 CHESTER = [sys.executable, "-m", "chester.cli"]
 
 TRAIN = '''
@@ -126,21 +128,6 @@ def test_cli_launch_imports_nothing_it_does_not_need(project):
     _chester(project, "monitor", "lean", "--timeout", "60")
     assert sorted(a[0] for a in _argvs(project, "lean")) == ["lr=1"] * 2 + ["lr=2"] * 2
 
-
-HYDRA_APP = '''
-import os, pickle, sys
-import hydra
-from omegaconf import OmegaConf
-
-@hydra.main(version_base=None, config_path=None)
-def main(cfg):
-    got = {"cfg": OmegaConf.to_container(cfg, resolve=False), "argv": sys.argv[1:]}
-    with open(os.path.join(os.environ["CHESTER_LOG_DIR"], "got.pkl"), "wb") as f:
-        pickle.dump(got, f)
-
-if __name__ == "__main__":
-    main()
-'''
 
 
 def _got(project: Path, prefix: str) -> dict[str, dict]:

@@ -19,6 +19,8 @@ from chester.hydra_grammar import hydra_value
 from chester.launcher import launch
 from chester.types import State
 
+from .helpers import HYDRA_APP
+
 PY = sys.executable
 
 HOSTILE = [
@@ -271,20 +273,6 @@ def test_bytes_values_still_reach_the_command_as_their_bytes():
     Command([PY, "-c", "pass"]).check({"b": b"\xff\xfe"}, "LOG", "NAME")
 
 
-HYDRA_APP = '''
-import os, pickle, sys
-import hydra
-from omegaconf import OmegaConf
-
-@hydra.main(version_base=None, config_path=None)
-def main(cfg):
-    got = {"cfg": OmegaConf.to_container(cfg, resolve=False), "argv": sys.argv[1:]}
-    with open(os.path.join(os.environ["CHESTER_LOG_DIR"], "got.pkl"), "wb") as f:
-        pickle.dump(got, f)
-
-if __name__ == "__main__":
-    main()
-'''
 
 #: values a Hydra app must receive exactly, each one of a run's config
 HYDRA_VALUES = [
