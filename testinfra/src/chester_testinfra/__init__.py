@@ -12,6 +12,7 @@ This module holds the small helpers the three share.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import shutil
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "free_port",
     "kill_pids",
     "on_exit",
+    "stopped_at_end",
     "pids_with_env",
     "require",
     "skip_or_fail",
@@ -263,6 +265,18 @@ def done_exit(fn: Callable[[], None]) -> None:
         _exit_hooks.remove(fn)
     except ValueError:
         pass
+
+
+@contextlib.contextmanager
+def stopped_at_end(stop: Callable[[], None]) -> Iterator[None]:
+    """Run the block, then ``stop`` (idempotent): in ``finally``, and at interpreter exit
+    should the session die first (:func:`on_exit`)."""
+    hook = on_exit(stop)
+    try:
+        yield
+    finally:
+        stop()
+        done_exit(hook)
 
 
 @atexit.register

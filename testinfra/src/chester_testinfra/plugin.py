@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from . import InfraUnavailable, done_exit, on_exit, skip_or_fail
+from . import InfraUnavailable, skip_or_fail, stopped_at_end
 from .aws import AwsEndpoint, start_aws
 from .gpulab import GpuLab, write_nvidia_smi
 from .slurm import DEFAULT_MAX_ARRAY_SIZE, SlurmCluster, SlurmFactory
@@ -86,12 +86,8 @@ def sshd_hosts(tmp_path_factory, _ssh_keys) -> Iterator[SshHosts]:
     """
     hosts = _start("sshd_hosts", start_netns_hosts, tmp_path_factory.mktemp("sshd_hosts"),
                    2, keys=_ssh_keys)
-    hook = on_exit(hosts.stop)
-    try:
+    with stopped_at_end(hosts.stop):
         yield hosts
-    finally:
-        hosts.stop()
-        done_exit(hook)
 
 
 @pytest.fixture(scope="session")
@@ -100,12 +96,8 @@ def sshd_loopback(tmp_path_factory, _ssh_keys) -> Iterator[SshHost]:
     temp folder (the filesystem is this machine's)."""
     host = _start("sshd_loopback", start_loopback_host,
                   tmp_path_factory.mktemp("sshd_loopback"), keys=_ssh_keys)
-    hook = on_exit(host.stop)
-    try:
+    with stopped_at_end(host.stop):
         yield host
-    finally:
-        host.stop()
-        done_exit(hook)
 
 
 @pytest.fixture(scope="session")
@@ -113,12 +105,10 @@ def slurm_factory(tmp_path_factory) -> Iterator[SlurmFactory]:
     """Starts single-node SLURM clusters on demand: ``slurm_factory.get(max_array_size=5)``.
     Each config is started once and kept until the end of the session."""
     factory = SlurmFactory(tmp_path_factory.mktemp("slurm"))
-    hook = on_exit(factory.stop)
     try:
-        yield factory
-    finally:
-        factory.stop()
-        done_exit(hook)
+        with stopped_at_end(factory.stop):
+            yield factory
+    finally:  # with the stop's own timings
         TIMINGS.update({f"slurm {k}": v for k, v in factory.timings.items()})
 
 
@@ -149,12 +139,8 @@ def aws_endpoint() -> Iterator[AwsEndpoint]:
     except ImportError as e:
         skip_or_fail(f"moto[server] is not installed: {e}")
     ep = _start("aws_endpoint", start_aws)
-    hook = on_exit(ep.stop)
-    try:
+    with stopped_at_end(ep.stop):
         yield ep
-    finally:
-        ep.stop()
-        done_exit(hook)
 
 
 @pytest.fixture
