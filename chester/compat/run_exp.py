@@ -177,33 +177,27 @@ def _flush_at_exit() -> None:
     """Submit what is still collected as the script ends; a failure exits with status 1."""
     if _pending is None or not _pending.variants:
         return
-    from chester.plugin.errors import ChesterError
-
     try:
-        flush()
-    except SystemExit:  # flush said why in one line
+        _flush_or_exit()
+    except SystemExit:  # said why in one line
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
-    except BaseException as exc:  # the script's runs were not submitted: say so, exit 1
-        if isinstance(exc, ChesterError):  # a known problem: one line
-            print(f"chester: error: the runs collected by run_experiment_lite were not "
-                  f"submitted: {exc}", file=sys.stderr)
-        else:
-            import traceback
+    except BaseException as exc:  # not a known problem: the traceback, then the line
+        import traceback
 
-            traceback.print_exc()
-            print(f"chester: the runs collected by run_experiment_lite were not submitted: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        traceback.print_exc()
+        print(f"chester: the runs collected by run_experiment_lite were not submitted: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
 
 
 def _flush_or_exit() -> Any:
-    """:func:`flush` where the script asked for it (its last variant, or a local run it
-    waits for): a known problem ends the script in one line with status 1, as it would at
-    the script's end, rather than in a traceback through chester's code."""
+    """:func:`flush` where the script asks for it (its last variant, a local run it waits
+    for, its end): a known problem ends the script in one line with status 1 rather than
+    in a traceback through chester's code."""
     from chester.plugin.errors import ChesterError
 
     try:
