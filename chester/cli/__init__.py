@@ -336,14 +336,21 @@ class _SharedError(GuardedOutput):
                 self._text.error = value
 
 
-def _guard_output(command: str) -> tuple[GuardedOutput, GuardedOutput]:
-    out = GuardedOutput(sys.stdout, "stdout", strict=command not in ACTING_COMMANDS)
+def _acts(args: argparse.Namespace) -> bool:
+    """Whether the command's work is done elsewhere than on stdout (a dry run acts on
+    nothing: its output is what it is for, as for status)."""
+    return args.command in ACTING_COMMANDS and not getattr(args, "dry_run", False)
+
+
+def _guard_output(acts: bool) -> tuple[GuardedOutput, GuardedOutput]:
+    out = GuardedOutput(sys.stdout, "stdout", strict=not acts)
     err = GuardedOutput(sys.stderr, "stderr")
     sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
     return out, err
 
 
-def _output_verdict(command: str, code: int, out: GuardedOutput, err: GuardedOutput) -> int:
+def _output_verdict(command: str, acts: bool, code: int, out: GuardedOutput,
+                    err: GuardedOutput) -> int:
     """The exit status once the command is done: an acting command keeps its own (what
     it did is done) and says in one line on stderr that only its output was lost; any
     other command (a dry run too), whose output is what it was for, keeps its own when
@@ -352,7 +359,7 @@ def _output_verdict(command: str, code: int, out: GuardedOutput, err: GuardedOut
     out.flush()
     if out.error is None:
         return code
-    if command in ACTING_COMMANDS:
+    if acts:
         err.write(f"chester: warning: the {command} completed (exit status {code}), but "
                   f"its output could not be written to stdout: {out.error}\n")
         err.flush()
@@ -374,12 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     real = sys.stdout, sys.stderr
-    # a dry run acts on nothing: its output is what it is for, as for status
-    command = "dry-run" if getattr(args, "dry_run", False) else args.command
-    out, err = _guard_output(command)
+    acts = _acts(args)
+    out, err = _guard_output(acts)
     try:
         code = _main(args)
-        return _output_verdict(command, code, out, err)
+        return _output_verdict(args.command, acts, code, out, err)
     finally:
         sys.stdout, sys.stderr = real
 
