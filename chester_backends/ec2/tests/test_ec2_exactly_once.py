@@ -205,10 +205,15 @@ def test_a_twin_instance_started_by_hand_leaves_the_run_to_the_first(tmp_path, f
     # preempted: the run checkpoints and requeues; a status poll starts instance 2
     farm.interrupt(first)
     until(lambda: farm.instances[first].done, what="the first instance powered off")
-    sweep.status()
-    second = until(lambda: next((i["InstanceId"] for i in _sweep_instances(
-        run.handle.get("sweep")) if _tags(i).get("chester:attempt") == "2"), None),
-        what="the second instance")
+
+    def second_instance():
+        # each poll may requeue (the preemption record can land after the power-off is seen);
+        # polling again never starts a second attempt 2
+        sweep.status()
+        return next((i["InstanceId"] for i in _sweep_instances(run.handle.get("sweep"))
+                     if _tags(i).get("chester:attempt") == "2"), None)
+
+    second = until(second_instance, what="the second instance")
     until(lambda: status_record(run).get("attempt") == 2 and
           status_record(run).get("state") == "running", timeout=60, what="attempt 2 running")
     # a twin of the second instance (chester's ClientToken <group>-a2): it leaves attempt 2
