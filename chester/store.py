@@ -765,6 +765,11 @@ class Store:
                 if old["state"] != st.state.value or (st.attempt and st.attempt != old["attempt"]):
                     db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
                                (run_id, now, st.state.value, st.reason))
+                for at, state, reason in st.history:  # a supervisor's, at its own times
+                    if db.execute("SELECT 1 FROM events WHERE run_id=? AND at=? AND state=?",
+                                  (run_id, at, state)).fetchone() is None:
+                        db.execute("INSERT INTO events(run_id, at, state, reason) "
+                                   "VALUES (?,?,?,?)", (run_id, at, state, reason))
 
     def discard_sweep(self, sweep_id: int) -> bool:
         """Delete a sweep none of whose runs was ever submitted (a launch that failed before

@@ -309,3 +309,22 @@ def test_a_handle_is_stored_as_json_dumps_writes_it():
             assert RunHandle.from_dict(json.loads(got)) == h
 
     check()
+
+
+def test_a_supervisors_history_lands_at_its_own_times_once(tmp_path):
+    """What a supervisor did while nobody polled (``RunStatus.history``) joins the run's
+    history at the times it happened, once however often the same journal is read."""
+    from chester.types import RunStatus, State
+
+    store = Store(tmp_path / "jobs.db")
+    sweep, (row,) = store.create_sweep(exp_prefix="e", backend="slurm",
+                                       batch_dir=tmp_path / "b", fingerprint="f",
+                                       runs=[{"suffix": "a"}], remote_dir_for=lambda d: d)
+    st = RunStatus(state=State.SUCCEEDED, attempt=2, history=[
+        (100.0, "requeued", "requeued by the supervisor after lost (attempt 2)")])
+    store.record_status([(row.id, st)])
+    store.record_status([(row.id, st)])
+    hist = store.history(row.id)
+    assert hist[0] == (100.0, "requeued", "requeued by the supervisor after lost (attempt 2)")
+    assert [h[1] for h in hist] == ["requeued", "succeeded"]
+    assert store.run(row.id).attempt == 2

@@ -298,6 +298,11 @@ class RunStatus:
         "epoch seconds the worker ended", "chester_status", "the store"))
     pending_reason: str | None = field(default=None, metadata=_doc(
         "why a queued run waits (e.g. the scheduler's reason)", "chester_status", "chester status"))
+    history: tuple[tuple[float, str, str], ...] = field(
+        default=(), converter=lambda v: tuple((float(a), str(s), str(r)) for a, s, r in v),
+        metadata=_doc("what happened to the run on the target while nobody polled, from a "
+                      "supervisor's journal: (epoch seconds, state, reason) each",
+                      "chester_status", "the store (the run's history, at those times)"))
 
     @classmethod
     def from_probe(cls, d: Mapping[str, Any]) -> RunStatus:
