@@ -76,13 +76,17 @@ def test_array_script_with_everything(tmp_path, monkeypatch):
     _check("array_everything.sbatch", prepared.scripts["job-0.sbatch"])
     _check("array_everything.submit.sh", prepared.scripts["submit.sh"])
     _check("array_everything.env.sh", prepared.scripts["env.sh"])
+    # supervise: auto, the default: the supervisor job (the runs' account, partition and QOS,
+    # one CPU, never their GPUs) is staged and submitted first
+    _check("array_everything.supervise.sbatch", prepared.scripts["supervise.sbatch"])
     assert prepared.scripts["job-0.txt"].splitlines() == [r.remote_dir for r in prepared.runs]
     secrets = next(p for p in prepared.uploads if p.name == "secrets.sh")
     assert oct(secrets.stat().st_mode & 0o777) == "0o600"
     assert "s3cr3t" not in "".join(prepared.scripts.values())
     # the sweep's one spec travels with the scripts; no run folder is sent
     assert sorted(p.name for p in prepared.uploads) == \
-        ["env.sh", "job-0.sbatch", "job-0.txt", "runs.spec", "secrets.sh", "submit-rest.sh"]
+        ["env.sh", "job-0.sbatch", "job-0.txt", "runs.spec", "secrets.sh", "submit-rest.sh",
+         "supervise.json", "supervise.py", "supervise.sbatch"]
     spec = next(p for p in prepared.uploads if p.name == "runs.spec")
     assert sweepspec.runs_in(spec) == [r.remote_dir for r in prepared.runs]
 

@@ -103,6 +103,18 @@ class SlurmOptions(EnvOptions, SecretsOptions, ContainerOptions):
                 "30 s spares a shared controller"})
     max_poll_interval: float = attrs.field(default=300.0, metadata={
         "help": "longest time between two scheduler queries (capped below MinJobAge)"})
+    # -- supervision ---------------------------------------------------------------------
+    supervise: bool | str = attrs.field(default="auto", metadata={
+        "help": "a supervisor job that submits held-back runs and retries runs without the "
+                "laptop: auto (when runs are held back by a submit limit or max_retries is "
+                "set), true, false"})
+    supervise_interval: float = attrs.field(default=60.0, metadata={
+        "help": "seconds between two supervision cycles (one scheduler query each)"})
+    max_retries: int = attrs.field(default=0, metadata={
+        "help": "times a run is queued again after a node failure, a preemption or a worker "
+                "killed before it recorded its end (lost)"})
+    retry_failed: bool = attrs.field(default=False, metadata={
+        "help": "max_retries also applies to runs that failed (their function raised)"})
 
     def __attrs_post_init__(self) -> None:
         if self.gpu_directive not in GPU_DIRECTIVES:
@@ -110,6 +122,13 @@ class SlurmOptions(EnvOptions, SecretsOptions, ContainerOptions):
                              f"not {self.gpu_directive!r}")
         if not 0 <= int(self.signal_lead) <= 65535:
             raise ValueError("signal_lead must be 0 (off) to 65535 seconds")
+        if self.supervise not in (True, False, "auto"):
+            raise ValueError(f"supervise must be auto, true or false, not {self.supervise!r}")
+        if not self.supervise_interval > 0:
+            raise ValueError("supervise_interval must be a positive number of seconds "
+                             "(60: one scheduler query a minute)")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be 0 (no retries) or more")
         if self.array_throttle is not None and self.array_throttle < 1:
             raise ValueError("array_throttle must be at least 1")
         bad = [k for k in self.cpu_resources if k not in RESOURCE_KEYS or k == "gpus"]

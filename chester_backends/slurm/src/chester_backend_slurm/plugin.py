@@ -287,11 +287,16 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     checks = [] if size_known else scheduler.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
     secrets = secrets_rel is not None
+    supervise = _supervise_mode(opts)
+    if supervise:
+        _stage_supervisor(opts, stage, jobs, jobs[0].name.rsplit("-", 1)[0] + "-supervise")
     stage.scripts["submit.sh"] = render.submit_script(jobs, stage_dir, prelude=prelude,
-                                                      checks=checks, secrets=secrets)
-    # the same sbatch steps without the checks: run by later polls when a submit limit left
-    # jobs waiting (they submit what was not, and print the ids of what was)
-    stage.add(REST_NAME, render.submit_script(jobs, stage_dir, secrets=secrets))
+                                                      checks=checks, secrets=secrets,
+                                                      supervise=supervise)
+    # the same sbatch steps without the checks: run by later polls and by the supervisor
+    # when a submit limit left jobs waiting (they submit what was not, and print the ids of
+    # what was), under the stage's submit lease
+    stage.add(REST_NAME, render.submit_script(jobs, stage_dir, secrets=secrets, lease=True))
     n_arrays = sum(1 for j in jobs if j.kind == "array")
     where = f"on {opts.host}" if opts.host else "on this machine"
     summary = (f"{len(runs)} runs as {len(jobs)} sbatch call(s) ({n_arrays} array(s), "
@@ -309,6 +314,32 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
               "max_array_size": max_array_size, "project_dir": project_dir,
               "runtime_rel": rt_rel, "runtime_final_rel": rt_final_rel,
               "secrets_rel": secrets_rel})
+
+
+def _supervise_mode(opts: SlurmOptions) -> str | None:
+    """``"on:SECONDS"`` (always), ``"auto:SECONDS"`` (kept when a submit limit holds jobs
+    back) or None. ``supervise: auto`` with ``max_retries`` is on: runs may need requeuing
+    whatever the queue holds."""
+    if opts.supervise is False or opts.supervise == "false":
+        return None
+    on = opts.supervise is True or opts.max_retries > 0
+    return f"{'on' if on else 'auto'}:{opts.supervise_interval:g}"
+
+
+def _stage_supervisor(opts: SlurmOptions, stage: _Stage, jobs: Sequence[Any], name: str
+                      ) -> None:
+    """The supervisor's files in the stage: its job script, the cycle (``supervise.py``,
+    this package's :mod:`supervisor` as it is) and its configuration."""
+    from chester_backend_slurm import supervisor
+
+    stage.add(render.SUPERVISE_SCRIPT, render.supervise_script(
+        opts, stage.stage_dir, name, opts.supervise_interval))
+    stage.add("supervise.py", Path(supervisor.__file__).read_text(encoding="utf-8"))
+    stage.add(supervisor.CONFIG, json.dumps({
+        "interval": opts.supervise_interval, "max_retries": opts.max_retries,
+        "retry_failed": opts.retry_failed,
+        "jobs": [{"index": j.index, "kind": j.kind, "run_dirs": list(j.run_dirs)}
+                 for j in jobs]}, indent=1) + "\n")
 
 
 def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
@@ -355,7 +386,8 @@ def probe_lines(backend: BackendConfig, resources: Sequence[Mapping[str, Any]],
 # -- submit -----------------------------------------------------------------------------------
 def _handles(backend: BackendConfig, prepared: PreparedSweep,
              ids: Mapping[int, str], submitted_at: float,
-             waiting: Mapping[int, str] | None = None) -> list[RunHandle]:
+             waiting: Mapping[int, str] | None = None,
+             supervisor: str | None = None) -> list[RunHandle]:
     """One handle per run; runs of a job a submit limit held back (``waiting``: job index
     -> the limit) get no id yet, and say which job of the stage they wait in."""
     by_token: dict[str, tuple[dict, int, tuple[tuple[str, str], ...]]] = {}
@@ -366,7 +398,8 @@ def _handles(backend: BackendConfig, prepared: PreparedSweep,
                  + ((("after", ids.get(j["after"], "") or "waiting"),)
                     if j.get("after") is not None else ())
                  + ((("deferred", str(j["index"])), ("limit", (waiting or {})[j["index"]]))
-                    if not jid else ()))
+                    if not jid else ())
+                 + ((("supervisor", supervisor),) if supervisor else ()))
         for i, tok in enumerate(j["tokens"]):
             by_token[tok] = (j, i, extra)  # one extra per job, shared by its runs
     host = backend.options.host or rd.hostname()
@@ -440,6 +473,15 @@ def parse_submit(stdout: str) -> tuple[dict[int, str], dict[int, str], set[int]]
     return ids, waiting, skipped
 
 
+def supervisor_of(stdout: str) -> str | None:
+    """The supervisor job's id from a submit script's ``SUPERVISE`` line, if it has one."""
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "SUPERVISE" and parts[1] != "none":
+            return parts[1]
+    return None
+
+
 def _check_limit_fits(backend: BackendConfig, prepared: PreparedSweep, ids: Mapping[int, str],
                       waiting: Mapping[int, str], stdout: str) -> None:
     """A job refused for a submit limit while none of the user's jobs are queued can never
@@ -448,7 +490,9 @@ def _check_limit_fits(backend: BackendConfig, prepared: PreparedSweep, ids: Mapp
     limit = waiting[first]
     queued = next((ln.split()[3] for ln in stdout.splitlines()
                    if ln.startswith(f"WAIT {first} ")), "1")
-    if limit != "dependency" and queued == "0" and not ids:
+    # the sweep's own supervisor job, submitted first, is not one of the jobs that hold room
+    own = 1 if supervisor_of(stdout) else 0
+    if limit != "dependency" and int(queued or 0) <= own and not ids:
         size = len(prepared.data["jobs"][first]["tokens"])
         raise BackendError(f"{backend.name}: sbatch refused a job of {size} runs for "
                            f"{limit} with none of your jobs queued: each array task counts, "
@@ -509,6 +553,83 @@ def submit_waiting(backend: BackendConfig, handles: Sequence[RunHandle], ex: Any
                                       pending_reason="waiting to submit: "
                                       f"{limits.get(k) or h.get('limit')}")
     return out, held
+
+
+def read_journals(ex: Any, handles: Sequence[RunHandle]) -> dict[str, list[dict[str, Any]]]:
+    """The supervisor's journal of each stage whose runs are supervised (one round trip,
+    none without a supervisor): its events other than cycles, and its last line."""
+    from chester_backend_slurm.supervisor import JOURNAL
+
+    stages = sorted({h.get("stage") or "" for h in handles if h.get("supervisor")})
+    if not stages:
+        return {}
+    lines = []
+    for st in stages:
+        j = shlex.quote(f"{st}/{JOURNAL}")
+        lines.append(f"printf '@@ %s\\n' {shlex.quote(st)}; if [ -e {j} ]; then "
+                     f"grep -v '\"event\": \"cycle\"' {j} || true; tail -n 1 {j}; fi")
+    res = ex.run_script("\n".join(lines) + "\n", timeout=120, check=False)
+    out: dict[str, list[dict[str, Any]]] = {}
+    cur: list[dict[str, Any]] | None = None
+    for line in res.stdout.splitlines():
+        if line.startswith("@@ "):
+            cur = out.setdefault(line[3:], [])
+        elif cur is not None and line.startswith("{"):
+            try:
+                cur.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def _clock(t: Any) -> str:
+    return dt.datetime.fromtimestamp(float(t)).strftime("%H:%M:%S")
+
+
+def supervision_line(events: Sequence[Mapping[str, Any]]) -> str:
+    """``supervisor alive, last cycle HH:MM:SS, next HH:MM:SS`` (or ``supervisor done`` /
+    ``stopped`` / ``not started yet``) from a journal's events."""
+    if not events:
+        return "supervisor not started yet"
+    last = events[-1]
+    if last.get("event") in ("done", "stopped"):
+        return f"supervisor {last['event']} at {_clock(last['t'])}"
+    cycles = [e for e in events if e.get("event") == "cycle"]
+    if not cycles:
+        return f"supervisor alive, last cycle {_clock(last['t'])}"
+    return (f"supervisor alive, last cycle {_clock(cycles[-1]['t'])}, "
+            f"next {_clock(cycles[-1]['next'])}")
+
+
+def reconcile(handles: Sequence[RunHandle], statuses: Mapping[str, RunStatus],
+              journals: Mapping[str, list[dict[str, Any]]]) -> dict[str, RunStatus]:
+    """Bring what the supervisor did into the runs' statuses: a run it submitted has a
+    ``queued`` entry at the time it did, a run it queued again a ``requeued`` one (its
+    attempt comes from the run's record); a run not finished says how the supervisor is."""
+    out = dict(statuses)
+    if not journals:
+        return out
+    for h in handles:
+        st = out.get(h.token)
+        events = journals.get(h.get("stage") or "")
+        if st is None or events is None:
+            continue
+        history: list[tuple[float, str, str]] = []
+        for e in events:
+            if e.get("event") == "submitted" and h.get("job") and e.get("id") == h.get("job"):
+                history.append((e["t"], "queued", f"submitted by the supervisor as job {e['id']}"))
+            elif e.get("event") == "requeued" and e.get("run") == h.remote_dir:
+                history.append((e["t"], "requeued",
+                                f"requeued by the supervisor after {e.get('why')} "
+                                f"(attempt {e.get('attempt')})"))
+        changes: dict[str, Any] = {"history": tuple(history)} if history else {}
+        if not st.state.terminal:
+            line = supervision_line(events)
+            changes["pending_reason"] = f"{st.pending_reason}; {line}" if st.pending_reason \
+                else line
+        if changes:
+            out[h.token] = attrs.evolve(st, **changes)
+    return out
 
 
 def _last_key(h: RunHandle, last: tuple[str | None, str | None, RunStatus] | None
@@ -601,7 +722,11 @@ class SlurmBackend(Backend):
             ex.close()
         ids, waiting, _skipped = parse_submit(res.stdout)
         if res.exit_code == 0 and waiting:
-            _check_limit_fits(backend, prepared, ids, waiting, res.stdout)
+            try:
+                _check_limit_fits(backend, prepared, ids, waiting, res.stdout)
+            except BackendError:
+                self._stop_supervisor(backend, {prepared.data["stage_dir"]: None})
+                raise
         if res.exit_code != 0 or len(ids) + len(waiting) != len(prepared.data["jobs"]):
             msg = (f"{backend.name}: sbatch failed on {opts.host or rd.hostname()} "
                    f"({len(ids)} of {len(prepared.data['jobs'])} jobs submitted): "
@@ -615,7 +740,34 @@ class SlurmBackend(Backend):
         if waiting:
             log.warning("submit_limit", backend=backend.name, submitted=len(ids),
                         waiting=len(waiting), limit=next(iter(waiting.values())))
-        return _handles(backend, prepared, ids, submitted_at, waiting)
+        return _handles(backend, prepared, ids, submitted_at, waiting,
+                        supervisor_of(res.stdout))
+
+    def _stop_supervisor(self, backend: BackendConfig, stages: Mapping[str, int | None],
+                         ex: Any = None) -> None:
+        """Stop the supervisor of each stage (when ``stages[stage]``, the number of runs
+        cancelled, is None or covers every run of the stage's manifests): ``supervise.stop``
+        (a cycle that starts reads it and ends the chain) and ``scancel`` of its job (a
+        pending one never runs)."""
+        from chester_backend_slurm.supervisor import STOP
+
+        lines = []
+        for st, n in stages.items():
+            d = shlex.quote(st)
+            whole = "" if n is None else f' && [ "$(cat {d}/job-*.txt | wc -l)" -le {int(n)} ]'
+            lines.append(f"if [ -e {d}/{render.SUPERVISE_SCRIPT} ]{whole}; then "
+                         f"touch {d}/{STOP}; if [ -s {d}/{render.SUPERVISE_ID} ]; then "
+                         f"scancel \"$(cat {d}/{render.SUPERVISE_ID})\" 2>/dev/null || true; "
+                         "fi; fi")
+        if not lines:
+            return
+        own = ex is None
+        ex = ex or self.open_executor(backend)
+        try:
+            ex.run_script("\n".join(lines) + "\n", timeout=60, check=True)
+        finally:
+            if own:
+                ex.close()
 
     def query(self, backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
               ) -> tuple[str | None, dict[str, RunStatus]]:
@@ -625,11 +777,15 @@ class SlurmBackend(Backend):
         opts: SlurmOptions = backend.options
         own = ex is None
         ex = ex or self.open_executor(backend)
+        asked = list(handles)
         try:
             handles, held = submit_waiting(backend, handles, ex)
+            journals = read_journals(ex, asked)  # only where a supervisor was submitted
+            by_token = {h.token: h for h in handles}
+            handles_all = [by_token.get(h.token, h) for h in asked]
             handles = [h for h in handles if h.token not in held]
             if not handles:
-                return None, held
+                return None, reconcile(handles_all, held, journals)
             ids = scheduler.job_ids_of(h.remote_id for h in handles if h.remote_id)
             known = self._cluster.get(_key(backend), {})
             with self._lock:
@@ -682,7 +838,7 @@ class SlurmBackend(Backend):
                     mine.pop(token, None)
                 else:
                     mine[token] = entry
-        return source, {**out, **held}
+        return source, reconcile(handles_all, {**out, **held}, journals)
 
     @hookimpl
     def chester_status(self, backend: BackendConfig, handles: Sequence[RunHandle]
@@ -713,6 +869,7 @@ class SlurmBackend(Backend):
     def chester_cancel(self, backend: BackendConfig, handles: Sequence[RunHandle]
                        ) -> dict[str, bool]:
         ex = self.open_executor(backend)
+        asked = list(handles)
         try:
             # runs still waiting to submit: their jobs are never submitted (job-K.skip)
             skips = sorted({f"{h.get('stage')}/job-{h.get('deferred')}.skip" for h in handles
@@ -739,6 +896,12 @@ class SlurmBackend(Backend):
             if targets:
                 ex.run_script("scancel " + " ".join(shlex.quote(t) for t in targets) + "\n",
                               timeout=60, check=True)
+            # a stage whose every run is cancelled needs no supervisor any more
+            per_stage: dict[str, int] = {}
+            for h in asked:
+                if h.get("stage"):
+                    per_stage[h.get("stage") or ""] = per_stage.get(h.get("stage") or "", 0) + 1
+            self._stop_supervisor(backend, per_stage, ex)
         finally:
             ex.close()
         with self._lock:

@@ -288,8 +288,71 @@ def check_export(options: SlurmOptions, resources: Sequence[Mapping[str, Any]]) 
                             "drop secrets and set the values another way")
 
 
+#: The supervisor job's files in the stage folder (see :mod:`chester_backend_slurm.supervisor`).
+SUPERVISE_SCRIPT = "supervise.sbatch"
+SUPERVISE_ID = "supervise.id"
+#: The stage's submit lease: whoever holds it (a polling laptop, the supervisor) submits the
+#: held-back jobs; the other reads what was submitted and leaves the rest waiting.
+LEASE = ".submit.lease"
+#: A lease older than this is a submitter that died holding it (a submit takes seconds).
+LEASE_STALE_MIN = 10
+
+
+def supervise_script(options: SlurmOptions, stage_dir: str, name: str, interval: float) -> str:
+    """The supervisor job: one CPU, a few minutes at most per cycle, the account, partition
+    and QOS of the runs (never their GPUs). It runs one cycle (``supervise.py``) and, while
+    the sweep needs it, requeues itself: SLURM ends the cycle with TERM, and the trap sets
+    the job's begin time ``interval`` seconds on (without it SLURM's own requeue delay
+    applies, about two minutes). One job id, one submit slot for the whole sweep."""
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={_check_line('name', name)}",
+             f"#SBATCH --output={_check_line('stage', stage_dir)}/supervise.out",
+             "#SBATCH --open-mode=append", "#SBATCH --ntasks=1", "#SBATCH --cpus-per-task=1",
+             "#SBATCH --time=5", "#SBATCH --requeue"]
+    for key in ("partition", "account", "qos"):
+        value = options.cpu_resources.get(key) or getattr(options, key)
+        if value:
+            lines.append(f"#SBATCH {_FLAGS[key]}={_check_line(key, value)}")
+    wait = max(5, round(float(interval)))  # a node refuses a start within seconds of a requeue
+    lines += [
+        "set -u",
+        f"cd {q(stage_dir)} || exit 1",
+        "# SLURM ends this cycle with TERM once it took the requeue: the next begins later",
+        f"trap 'scontrol update JobId=\"$SLURM_JOB_ID\" StartTime=now+{wait} >/dev/null 2>&1; "
+        "exit 0' TERM",
+        "py=$(command -v python3 || command -v python) || "
+        '{ echo "chester: no python3 on $(hostname)" >&2; exit 1; }',
+        '"$py" supervise.py "$PWD"',
+        "rc=$?",
+        f'if [ "$rc" -eq {AGAIN} ]; then',
+        '  scontrol requeue "$SLURM_JOB_ID" || exit 1',
+        "  sleep 300 & wait",
+        "fi",
+        'exit "$rc"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: The supervisor's exit status for "the sweep needs another cycle".
+AGAIN = 75
+
+
+def _lease_lines(secrets: bool) -> list[str]:
+    """Take the stage's submit lease (``mkdir``: atomic, also on NFS) or read only: a
+    submitter that holds it submits; the other prints the jobs submitted so far and leaves
+    the rest waiting (``WAIT K busy``)."""
+    return ["busy=",
+            f"if ! mkdir {LEASE} 2>/dev/null; then",
+            f"  if [ -n \"$(find {LEASE} -maxdepth 0 -mmin +{LEASE_STALE_MIN} 2>/dev/null)\" ]"
+            f"; then rmdir {LEASE} 2>/dev/null; mkdir {LEASE} 2>/dev/null || busy=1; "
+            "else busy=1; fi",
+            "fi",
+            f"[ -n \"$busy\" ] || trap 'rmdir {LEASE} 2>/dev/null || true"
+            + ("; drop_secrets" if secrets else "") + "' EXIT"]
+
+
 def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = (),
-                  checks: Sequence[str] = (), secrets: bool = False) -> str:
+                  checks: Sequence[str] = (), secrets: bool = False, lease: bool = False,
+                  supervise: str | None = None) -> str:
     """Bash run on the login host: ``checks`` first (the cluster's configuration), then
     ``prelude`` (the environment sync), then one ``sbatch`` per job, skipping jobs already
     submitted.
@@ -302,6 +365,13 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
     ``WAIT <index> <limit> <jobs of the user in the queue>`` lines, exit 0 (the same script,
     run again later, submits them). A job cancelled before it was submitted (``job-K.skip``)
     prints ``SKIP <index>``.
+
+    With ``lease`` (the script that submits held-back jobs, run by polls and by the
+    supervisor), only the holder of the stage's submit lease calls sbatch. With
+    ``supervise`` (``"auto"`` or ``"on"``), the supervisor job is submitted before any run
+    (so it never waits for the slot it supervises) with its first cycle an interval on;
+    under ``"auto"`` it is cancelled again at the end when no job was held back (pending,
+    it never ran: it cost nothing). ``SUPERVISE <job id>`` or ``SUPERVISE none <why>``.
 
     With ``secrets``, the stage's ``secrets.sh`` (mode 0600) is read into this shell and
     reaches the jobs through sbatch's exported environment (``--export=ALL``, SLURM's
@@ -322,7 +392,8 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
                         'case "${SBATCH_EXPORT:-ALL}" in ALL*) ;; *) echo "chester: '
                         'SBATCH_EXPORT=$SBATCH_EXPORT on $(hostname) keeps the secrets from '
                         'the jobs: unset it for chester" >&2; exit 1 ;; esac']
-    lines = [*head, *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"', *read_secrets,
+    lines = [*head, *checks, *prelude, f"stage={q(stage_dir)}", 'cd "$stage"',
+             *(_lease_lines(secrets) if lease else []), *read_secrets,
              "# a submit that ran before (a retry, a resumed launch) may have made jobs whose",
              "# ids it never wrote down: only then ask the scheduler for them by name",
              "known=",
@@ -335,6 +406,17 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
              f"limit_of() {{ limited=$(grep -oE {q(SUBMIT_LIMIT_RE)} \"$1\" | head -n 1); "
              "limited=${limited// /_}; "
              'queued=$(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l); }']
+    if lease:  # read only: as if every job not yet submitted waited for room
+        lines.append('[ -z "$busy" ] || limited=busy')
+    if supervise:
+        lines += [
+            "# the supervisor first: it holds one slot of a submit limit, never one it waits for",
+            f"if [ ! -s {SUPERVISE_ID} ]; then",
+            f"  if sup=$(sbatch --parsable --begin=now+{_begin(supervise)} {SUPERVISE_SCRIPT} "
+            "2>sbatch.err); then",
+            f"    printf '%s\\n' \"${{sup%%;*}}\" > {SUPERVISE_ID}",
+            "  else echo \"SUPERVISE none $(tr '\\n ' '__' < sbatch.err | cut -c1-200)\"; fi",
+            "fi"]
     for j in jobs:
         var = f"jid{j.index}"
         deps = [f'afterok:"$jid{j.after}"'] if j.after is not None else []
@@ -357,7 +439,21 @@ def submit_script(jobs: Sequence[Job], stage_dir: str, prelude: Sequence[str] = 
             f'else echo "WAIT {j.index} ${{limited:-dependency}} ${{queued:-0}}"; fi',
             "fi",
         ]
+    if supervise:
+        mode = supervise.split(":", 1)[0]
+        if mode == "auto":
+            lines += ["# nothing held back: the supervisor is not needed (it never ran)",
+                      f'if [ -z "$limited" ] && [ -s {SUPERVISE_ID} ] && '
+                      f'[ ! -e supervise.jsonl ]; then',
+                      f'  scancel "$(cat {SUPERVISE_ID})" 2>/dev/null && rm -f {SUPERVISE_ID} '
+                      '&& echo "SUPERVISE none not needed"; fi']
+        lines.append(f'if [ -s {SUPERVISE_ID} ]; then echo "SUPERVISE $(cat {SUPERVISE_ID})"; fi')
     return "\n".join(lines) + "\n"
+
+
+def _begin(supervise: str) -> int:
+    """``"auto:60"`` / ``"on:60"``: the first cycle's delay in seconds."""
+    return max(1, round(float(supervise.split(":", 1)[1]))) if ":" in supervise else 60
 
 
 def module_check_lines(modules: Sequence[str]) -> list[str]:

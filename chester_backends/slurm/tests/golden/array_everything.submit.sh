@@ -41,6 +41,12 @@ lookup() { printf '%s\n' "$known" | awk -v n="$1" '$1 == n { print $2; exit }'; 
 limited=
 # sbatch refused for a submit limit: remember which, and how many jobs are queued
 limit_of() { limited=$(grep -oE '(QOS|Assoc)[A-Za-z]*Submit[A-Za-z]*Limit|job submit limit' "$1" | head -n 1); limited=${limited// /_}; queued=$(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l); }
+# the supervisor first: it holds one slot of a submit limit, never one it waits for
+if [ ! -s supervise.id ]; then
+  if sup=$(sbatch --parsable --begin=now+60 supervise.sbatch 2>sbatch.err); then
+    printf '%s\n' "${sup%%;*}" > supervise.id
+  else echo "SUPERVISE none $(tr '\n ' '__' < sbatch.err | cut -c1-200)"; fi
+fi
 jid0=""
 if [ -e job-0.skip ]; then echo "SKIP 0"; jid0=; else
 if [ -s job-0.id ]; then jid0=$(cat job-0.id); elif [ -n "$known" ]; then jid0=$(lookup chester-1644414db487-0); fi
@@ -52,3 +58,7 @@ if [ -z "$jid0" ] && [ -z "$limited" ]; then
 fi
 if [ -n "$jid0" ]; then echo "JOB 0 $jid0"; else echo "WAIT 0 ${limited:-dependency} ${queued:-0}"; fi
 fi
+# nothing held back: the supervisor is not needed (it never ran)
+if [ -z "$limited" ] && [ -s supervise.id ] && [ ! -e supervise.jsonl ]; then
+  scancel "$(cat supervise.id)" 2>/dev/null && rm -f supervise.id && echo "SUPERVISE none not needed"; fi
+if [ -s supervise.id ]; then echo "SUPERVISE $(cat supervise.id)"; fi
