@@ -188,12 +188,16 @@ def test_a_sweep_held_back_by_a_submit_limit_finishes_without_the_laptop(tmp_pat
     assert sum(1 for d in env.project.glob("data/**/attempts.txt")) == n
 
 
-def test_cancel_stops_the_supervisor(tmp_path, slurm_limit10):
+@pytest.mark.parametrize("via", ["login-host", "here"])
+def test_cancel_stops_the_supervisor(tmp_path, slurm_limit10, login_host, via):
     """Runs held back: the launch leaves a supervisor pending; `chester status` says how it
-    is; `chester cancel` of the sweep stops it (``supervise.stop``, its job gone)."""
+    is (the journal is read through the login host); `chester cancel` of the sweep stops it
+    (``supervise.stop``, its job gone)."""
+    where = {"host": login_host.alias, "ssh_config": login_host.ssh_config,
+             "remote_dir": str(tmp_path / "remote")} if via == "login-host" else {}
     env = ConformanceEnv.create(tmp_path, backend="slurm", config={"backends": {"slurm": {
         "type": "slurm", "scheduler_env": dict(slurm_limit10.env), "max_array_size": 3,
-        "supervise_interval": 300}}})
+        "supervise_interval": 300, **where}}})
     slurm_limit10.wait_idle(120)
     import cloudpickle
 
@@ -203,7 +207,8 @@ def test_cancel_stops_the_supervisor(tmp_path, slurm_limit10):
 
     sweep = chester.launch(_sleeper, [{"i": i} for i in range(12)], backend="slurm",
                            exp_prefix="supc", config=env.config)
-    (stage,) = env.project.glob(".chester/slurm/*")
+    root = tmp_path / "remote" if via == "login-host" else env.project
+    (stage,) = root.glob(".chester/slurm/*")
     sup = (stage / "supervise.id").read_text().strip()
     st = subprocess.run([*CHESTER, "status", "supc", "--json"], cwd=env.project,
                         capture_output=True, text=True, timeout=120)
