@@ -41,12 +41,14 @@ LAUNCH = textwrap.dedent('''
             f.write(f"{chester.attempt()}\\n")
         if variant["die"] and chester.attempt() == 1:
             os.kill(os.getpid(), 9)  # the worker dies with no end recorded, as on a lost node
+        if variant["ckpt"] and chester.attempt() == 1:
+            chester.requeue()  # a checkpoint requeue: SLURM queues it again, not a retry
         time.sleep(variant["sleep"])
 
     if __name__ == "__main__":
-        n, die = int(sys.argv[1]), int(sys.argv[2])
-        chester.launch(fn, [{"i": i, "die": i == die, "sleep": 1} for i in range(n)],
-                       backend="slurm", exp_prefix="sup")
+        n, die, ckpt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+        chester.launch(fn, [{"i": i, "die": i == die, "ckpt": i == ckpt, "sleep": 1}
+                            for i in range(n)], backend="slurm", exp_prefix="sup")
         print("SUBMITTED", flush=True)
         time.sleep(3600)  # a laptop that would wait: it is killed here
 ''')
@@ -107,12 +109,17 @@ def _journal(project: Path) -> list[dict]:
 
 
 def _run_unattended(tmp_path: Path, cluster: SlurmCluster, n: int, die: int,
-                    timeout: float) -> tuple[ConformanceEnv, list[dict]]:
+                    timeout: float, ckpt: int = -1) -> tuple[ConformanceEnv, list[dict]]:
+    """Launch ``n`` runs from a process SIGKILLed right after its submit (run ``die``'s
+    worker is killed on its first attempt, run ``ckpt`` asks for a checkpoint requeue on
+    its first), then wait, with no process of the project outside SLURM jobs, for the
+    supervisor's journal to say the sweep is over."""
     env = ConformanceEnv.create(tmp_path, backend="slurm", config={"backends": {"slurm": {
         "type": "slurm", "scheduler_env": dict(cluster.env), "max_array_size": 3,
         "supervise_interval": 5, "max_retries": 1}}})
     (env.project / "launch_sweep.py").write_text(LAUNCH)
-    launcher = subprocess.Popen([sys.executable, "launch_sweep.py", str(n), str(die)],
+    launcher = subprocess.Popen([sys.executable, "launch_sweep.py", str(n), str(die),
+                                 str(ckpt)],
                                 cwd=env.project, stdout=subprocess.PIPE, text=True)
     try:
         assert launcher.stdout is not None
