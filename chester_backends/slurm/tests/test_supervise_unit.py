@@ -53,6 +53,19 @@ def test_a_supervisor_that_fails_every_cycle_gives_up(tmp_path):
     assert events[-1]["event"] == "done" and "in a row failed" in events[-1]["why"]
 
 
+def test_a_supervisor_whose_submits_keep_failing_gives_up(tmp_path):
+    """submit-rest.sh failing cycle after cycle (the stage damaged) ends the chain too."""
+    (tmp_path / supervisor.CONFIG).write_text(json.dumps(
+        {"jobs": [{"index": 0, "kind": "array", "run_dirs": [str(tmp_path / "r")]}]}))
+    (tmp_path / supervisor.REST).write_text("echo broken >&2; exit 1\n")
+    rcs = [supervisor.main(["supervise.py", str(tmp_path)])
+           for _ in range(supervisor.MAX_FAILED_CYCLES)]
+    assert rcs == [supervisor.AGAIN] * (supervisor.MAX_FAILED_CYCLES - 1) + [0]
+    events = supervisor.read_journal(str(tmp_path))
+    assert events[-1]["event"] == "done" and "in a row failed" in events[-1]["why"]
+    assert any(e.get("stderr") == "broken" for e in events)
+
+
 def test_the_stop_marker_ends_the_chain(tmp_path):
     (tmp_path / supervisor.STOP).touch()
     assert supervisor.main(["supervise.py", str(tmp_path)]) == 0

@@ -206,9 +206,13 @@ def cycle(stage: str) -> int:
                 journal(stage, "error", what=f"scontrol requeue {tid}",
                         stderr=r.stderr.strip()[-300:])
     live = sum(1 for s in states.values() if s in LIVE)
+    if rc != 0 and _failed_in_a_row(stage) + 1 >= MAX_FAILED_CYCLES:
+        journal(stage, "done", job=me, why=f"{MAX_FAILED_CYCLES} cycles in a row failed")
+        return 0
     if waiting or live or requeued or rc != 0:
         interval = float(cfg.get("interval") or 60)
         journal(stage, "cycle", job=me, waiting=len(waiting), live=live, calls=calls + 2,
+                failed=rc != 0,
                 cpu_s=_cpu_s(), wall_s=round(time.time() - t0, 3),
                 next=round(time.time() + interval, 3))
         return AGAIN
@@ -225,7 +229,8 @@ def _failed_in_a_row(stage: str) -> int:
     """How many cycles in a row ended in an error, up to now."""
     n = 0
     for e in reversed(read_journal(stage)):
-        if e.get("event") == "error" and e.get("what") == "cycle":
+        if (e.get("event") == "error" and e.get("what") == "cycle") or \
+                (e.get("event") == "cycle" and e.get("failed")):
             n += 1
         elif e.get("event") in ("cycle", "done", "stopped", "submitted", "requeued"):
             break
