@@ -115,6 +115,14 @@ def test_one_line_reasons():
     queued = _rows(n_failed=0, n_queued=1)[0]
     assert present.reason(queued) == "waiting for a free slot"
     assert present.state_and_reason(failed) == "failed: ValueError: bad value"
+    running = _rows(n_failed=0, n_queued=1)[0]
+    from chester.plugin.records import State
+
+    running.state, running.reason = State.RUNNING, None
+    running.pending_reason = "supervisor alive, last cycle 14:03:10, next 14:04:10"
+    assert present.reason(running) == running.pending_reason  # a supervisor's line shows
+    running.pending_reason = None
+    assert present.reason(running) == ""
 
 
 def test_plain_progress_prints_at_most_every_10s():

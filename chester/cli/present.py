@@ -79,6 +79,8 @@ def _own_reason(row: Any) -> str:
         return one_line(row.pending_reason or row.reason)
     if state == "succeeded":
         return ""
+    if state == "running" and not row.reason:  # what looks after it (a supervisor), if said
+        return one_line(row.pending_reason)
     why = one_line(row.reason)
     tail = row.stderr_tail
     if state in BAD:
