@@ -17,6 +17,7 @@ a launch recorded before chester kept it, the payload's own first pickle):
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -91,8 +92,9 @@ def relaunch(exp_prefix: str | None = None, *, failed: bool = False,
 
     Each run keeps its folder and name and gets a new token and the next attempt number;
     its earlier attempt's logs stay beside the new ones (``stdout.1.log``). Needs each
-    run's payload in its local folder (every backend but those with the ``sweep_spec``
-    capability writes it there); otherwise run the launch script again with
+    run's payload in its local folder (every backend writes it there, or its worker does on
+    a shared file system, but those with the ``sweep_spec`` capability and folders
+    elsewhere); otherwise run the launch script again with
     ``resume="retry"`` (or ``"retry-failed"``). Returns the sweep and the names submitted.
     """
     from chester.launcher.sweeps import sweep as reattach
@@ -125,7 +127,9 @@ def _check(sw: Sweep, again: list[RunRow], failed: bool) -> None:
     caps = sw.dispatcher.manager.get_backend(sw.backend.type).spec.capabilities
     mode = "retry-failed" if failed else "retry"
     for r in again:
-        if caps.sweep_spec or not (Path(r.local_dir) / rd.PAYLOAD).is_file() \
+        _written_from_spec(r)
+        if caps.sweep_spec and not caps.shared_fs \
+                or not (Path(r.local_dir) / rd.PAYLOAD).is_file() \
                 or rd.read_json(Path(r.local_dir) / rd.RUN_JSON) is None:
             raise UserError(
                 f"run {r.name!r} has no payload in {r.local_dir}: run the launch script again "
@@ -137,6 +141,19 @@ def _check(sw: Sweep, again: list[RunRow], failed: bool) -> None:
             f"{sw.row.ref} runs a function defined in its launching script{where}, which the "
             "command line cannot read again, and the code changed since: run that script "
             f"again with resume={mode!r} to run these runs with the current code")
+
+
+def _written_from_spec(r: RunRow) -> None:
+    """A run of a sweep spec kept on this machine (the local backend's) that never started
+    has no folder yet: it is written from the spec, as its queue would have."""
+    spec = r.handle.get("spec") if r.handle is not None else None
+    if spec and not (Path(r.local_dir) / rd.RUN_JSON).exists() and os.path.isfile(spec):
+        from chester.target import sweepspec
+
+        try:
+            sweepspec.materialize(spec, r.local_dir)
+        except (sweepspec.SpecError, OSError):
+            pass  # then it has no payload, which the caller says
 
 
 def _unchanged(sw: Sweep, ref: dict[str, Any]) -> bool:

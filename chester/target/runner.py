@@ -9,6 +9,14 @@ behind (a daemon, ``setsid cmd &``) cannot keep the slot; slot ``i`` gives the r
 
 A run already started (its status record carries its token) or owned by another live
 runner is skipped, so starting the same queue twice never runs anything twice.
+
+With ``--spec FILE`` (the local backend's launch: one sweep spec for the launch,
+:mod:`chester.target.sweepspec`), each run's folder is written from the spec as the runner
+comes to it, while earlier runs hold the slots: nothing per run is written before the
+queue starts. The runner then records itself (pid, start time) in ``--runner-record`` so
+that a reader can tell a run the queue has not reached yet (no folder) from one whose
+runner is gone. A worker's end is seen at once (a ``pidfd`` per worker, waited on with
+``select``), not at the next look.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import select
 import shlex
 import subprocess
 import sys
@@ -92,16 +101,21 @@ class _Workers:
         self.running: list[subprocess.Popen] = []
         self.slots: dict[subprocess.Popen, int] = {}  # running worker -> the slot lock held
         self.dirs: dict[subprocess.Popen, Path] = {}
+        self.pidfds: dict[subprocess.Popen, int] = {}  # to wait for any worker's end
+        self.ended: list[tuple[Path, int]] = []  # exit records not yet written
 
     def add(self, child: subprocess.Popen, fd: int, run_dir: Path) -> None:
         self.running.append(child)
         self.slots[child] = fd  # held here until the worker ends, whatever it leaves running
         self.dirs[child] = run_dir
+        try:
+            self.pidfds[child] = os.pidfd_open(child.pid)
+        except (AttributeError, OSError):  # before Python 3.9 or Linux 5.3: look every POLL_S
+            pass
 
     def reap(self) -> None:
-        """Release the slot of every worker that ended and record how it exited (a worker
-        killed by a signal or by ``os._exit`` records nothing itself); keep those still
-        running."""
+        """Release the slot of every worker that ended; keep those still running. How each
+        ended is written by :meth:`record_ended` (after the next worker started)."""
         alive = []
         for c in self.running:
             if c.poll() is None:
@@ -109,36 +123,61 @@ class _Workers:
                 continue
             if c in self.slots:
                 os.close(self.slots.pop(c))
+            if c in self.pidfds:
+                os.close(self.pidfds.pop(c))
             run_dir = self.dirs.pop(c, None)
             if run_dir is not None:
-                _record_exit(run_dir, c.returncode)
+                self.ended.append((run_dir, c.returncode))
         self.running = alive
+
+    def record_ended(self) -> None:
+        """Record how each reaped worker exited (a worker killed by a signal or by
+        ``os._exit`` records nothing itself)."""
+        ended, self.ended = self.ended, []
+        for run_dir, returncode in ended:
+            _record_exit(run_dir, returncode)
+
+    def wait(self, timeout: float) -> None:
+        """Return when a worker ends or after ``timeout`` seconds."""
+        fds = list(self.pidfds.values())
+        if not fds or len(fds) < len(self.running):
+            time.sleep(timeout)
+            return
+        try:
+            select.select(fds, [], [], timeout)
+        except (OSError, ValueError):
+            time.sleep(timeout)
 
     def wait_all(self) -> None:
         """Reap the workers as they end until none is left."""
         while self.running:
             self.reap()
+            self.record_ended()
             if self.running:
-                try:
-                    self.running[0].wait(timeout=POLL_S * 10)
-                except subprocess.TimeoutExpired:
-                    pass
+                self.wait(POLL_S * 10)
 
 
 def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], python: str,
               slots_dir: Path, cwd: str | None, env_file: str | None = None,
-              prefix: list[str] | None = None) -> int:
+              prefix: list[str] | None = None, spec: Path | None = None,
+              record: Path | None = None) -> int:
     """Start a worker for each run of ``run_dirs`` this runner claims, one per free slot of
     ``max_parallel``, in order; a run cancelled before it got a slot is ended by a worker
-    run in place (it records the cancel). Return once every worker started has ended."""
+    run in place (it records the cancel). With ``spec``, each run's folder is written from
+    that sweep spec first. Return once every worker started has ended."""
     slots_dir.mkdir(parents=True, exist_ok=True)
     me = {"runner_pid": os.getpid(), "runner_ticks": rd.proc_start_time(os.getpid()),
           "host": rd.hostname()}
-    mine = [d for d in run_dirs if _claim(d, me)]
+    if record is not None:
+        rd.write_json_atomic(record, me)
     workers = _Workers()
     base_env = dict(os.environ)
     base_env.pop("CHESTER_SLOTS_DIR", None)
-    for run_dir in mine:
+    if spec is None:  # the folders are there: every run is claimed (reads queued) at once
+        run_dirs = [d for d in run_dirs if _claim(d, me)]
+    for run_dir in run_dirs:
+        if spec is not None and not (_materialize(spec, run_dir) and _claim(run_dir, me)):
+            continue  # from a spec, each run is written and claimed as the queue reaches it
         token = (rd.read_json(run_dir / rd.RUN_JSON) or {}).get("token")
         slot = None if rd.cancelled(run_dir, token) else \
             _wait_for_slot(workers, slots_dir, max_parallel, run_dir, token)
@@ -149,20 +188,37 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
         child = _start_worker(run_dir, slot, base_env, gpus=gpus, python=python, cwd=cwd,
                               env_file=env_file, prefix=prefix)
         workers.add(child, slot[1], run_dir)
+        workers.record_ended()  # the ends seen while waiting, now that the slot is busy again
     workers.wait_all()
     return 0
 
 
+def _materialize(spec: Path, run_dir: Path) -> bool:
+    """Write ``run_dir`` from the sweep spec (unless it is written already); False, with one
+    line in the runner's log, when the spec cannot give it (the run then reads lost once
+    this runner is gone)."""
+    from chester.target import sweepspec
+
+    try:
+        sweepspec.materialize(spec, str(run_dir))
+    except (sweepspec.SpecError, OSError) as exc:
+        print(f"chester.runner: cannot write the run folder {run_dir} from its sweep spec: "
+              f"{exc}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
 def _wait_for_slot(workers: _Workers, slots_dir: Path, max_parallel: int, run_dir: Path,
                    token: str | None) -> tuple[int, int] | None:
-    """Wait for a free slot, reaping the workers that end meanwhile; None when the run was
-    cancelled while it waited."""
+    """Wait for a free slot, reaping the workers that end meanwhile (one of this runner's
+    ends wakes it at once; a slot another runner frees is seen within ``POLL_S``); None
+    when the run was cancelled while it waited."""
     slot = None
     while slot is None:
         workers.reap()
         slot = _try_slot(slots_dir, max_parallel)
         if slot is None:
-            time.sleep(POLL_S)
+            workers.wait(POLL_S)
         if rd.cancelled(run_dir, token):
             break
     return slot
@@ -212,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-prefix", default="",
                    help="argv (shell words) put before each worker's, e.g. a container's exec")
     p.add_argument("--from-file", type=Path, default=None, help="file with one run folder a line")
+    p.add_argument("--spec", type=Path, default=None,
+                   help="sweep spec each run folder is written from as the queue reaches it")
+    p.add_argument("--runner-record", type=Path, default=None,
+                   help="file this runner records itself in (pid, start time) as it starts")
     p.add_argument("run_dirs", nargs="*", type=Path)
     a = p.parse_args(argv)
     dirs = list(a.run_dirs)
@@ -220,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     gpus = [g for g in a.gpus.split(",") if g.strip()]
     return run_queue(dirs, max_parallel=max(1, a.max_parallel), gpus=gpus, python=a.python,
                      slots_dir=a.slots_dir or default_slots_dir(), cwd=a.cwd,
-                     env_file=a.env_file, prefix=shlex.split(a.worker_prefix))
+                     env_file=a.env_file, prefix=shlex.split(a.worker_prefix), spec=a.spec,
+                     record=a.runner_record)
 
 
 if __name__ == "__main__":

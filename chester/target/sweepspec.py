@@ -24,6 +24,10 @@ from collections.abc import Iterable, Sequence
 
 from chester.target import rundir as rd
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `typing` costs more to import than this module
+    from typing import Any, BinaryIO
+
 MAGIC = b"chester-sweep-spec 1\n"
 
 #: One run's entry: (run folder on the target, variant.json, run.json, variant pickle).
@@ -58,27 +62,44 @@ def read_entry(path: str | os.PathLike[str], run_dir: str) -> tuple[bytes, bytes
     key = os.path.normpath(os.fspath(run_dir))
     try:
         with open(path, "rb") as f:
-            if f.readline() != MAGIC:
-                raise SpecError(f"{path} is not a chester sweep spec")
-            try:
-                size = int(f.readline())
-                head = json.loads(f.read(size))
-            except (ValueError, json.JSONDecodeError) as exc:
-                raise SpecError(f"{path}: damaged index ({exc})") from None
-            base = f.tell()
-            where = head["runs"].get(key)
+            fn_size, runs, base = _index(path, f)
+            where = runs.get(key)
             if where is None:
                 raise SpecError(f"{path} holds no run in {key}")
-            fn_pickle = f.read(int(head["fn"]))
+            f.seek(base)
+            fn_pickle = f.read(fn_size)
             offset, n_vjson, n_rjson, n_vpickle = (int(x) for x in where)
             f.seek(base + offset)
             blob = f.read(n_vjson + n_rjson + n_vpickle)
     except OSError as exc:
         raise SpecError(f"cannot read the sweep spec {path}: {exc}") from None
-    if len(fn_pickle) != int(head["fn"]) or len(blob) != n_vjson + n_rjson + n_vpickle:
+    if len(fn_pickle) != fn_size or len(blob) != n_vjson + n_rjson + n_vpickle:
         raise SpecError(f"{path} is cut short")
     return (fn_pickle, blob[:n_vjson], blob[n_vjson:n_vjson + n_rjson],
             blob[n_vjson + n_rjson:])
+
+
+#: The last index read, by the file it came from (device, inode, size, mtime): a queue
+#: runner reads one spec for each of its runs, and parses its index once.
+_LAST_INDEX: list[Any] = [None, None]
+
+
+def _index(path: str | os.PathLike[str], f: BinaryIO) -> tuple[int, dict[str, list[int]], int]:
+    """(function pickle size, run index, blob offset) of the open spec ``f``."""
+    st = os.fstat(f.fileno())
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if _LAST_INDEX[0] == ident:
+        return _LAST_INDEX[1]
+    if f.readline() != MAGIC:
+        raise SpecError(f"{path} is not a chester sweep spec")
+    try:
+        size = int(f.readline())
+        head = json.loads(f.read(size))
+        found = (int(head["fn"]), head["runs"], f.tell())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SpecError(f"{path}: damaged index ({exc})") from None
+    _LAST_INDEX[:] = [ident, found]
+    return found
 
 
 def runs_in(path: str | os.PathLike[str]) -> Sequence[str]:

@@ -256,14 +256,16 @@ def _call_run(run_dir: str, meta: dict, record: dict) -> int:
     run ended (requeued, stopped by SIGTERM or a cancel, exited, failed) into ``record``
     and return the exit status. ``TERM`` goes back to its default action afterwards."""
     try:
-        import cloudpickle
+        # cloudpickle's load is pickle's: a function pickled by value imports cloudpickle
+        # as it loads, one pickled by name (a module's function, a command) does not
+        import pickle
 
         with open(os.path.join(run_dir, rd.PAYLOAD), "rb") as f:
-            fn = cloudpickle.load(f)
+            fn = pickle.load(f)
             if isinstance(fn, dict):  # the older form: one pickle holding both
                 fn, variant = fn["fn"], fn["variant"]
             else:  # the function's pickle, then the variant's
-                variant = cloudpickle.load(f)
+                variant = pickle.load(f)
         fn(variant, run_dir, meta.get("name"))
     except Requeue as exc:
         return _record_requeue(record, exc)

@@ -58,15 +58,61 @@ def detect_gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
 
 
-def _handle(r: RunSpec) -> RunHandle:
+def _handle(r: RunSpec, runner_record: str | None, spec: str | None) -> RunHandle:
     return RunHandle(run_id=r.run_id, token=r.token, backend=NAME, local_dir=str(r.local_dir),
-                     remote_dir=str(r.local_dir), host=rd.hostname())
+                     remote_dir=str(r.local_dir), host=rd.hostname(),
+                     extra=(("runner", runner_record), ("spec", spec)) if runner_record and spec
+                     else ())
 
 
 def _plan(options: LocalOptions) -> tuple[int, list[str]]:
     gpus = list(options.gpus) if options.gpus is not None else detect_gpus()
     cap = options.max_parallel or (len(gpus) if gpus else (os.cpu_count() or 1))
     return max(1, cap), gpus
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Put ``src`` at ``dst`` in one step (a runner still reading an earlier file of that
+    name never finds none): a hard link, or a copy across file systems."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _unwritten(h: RunHandle) -> bool:
+    """A run of a sweep spec whose folder the queue runner has not written yet (no run
+    record, or an earlier run's: a run submitted again)."""
+    if not h.get("runner"):
+        return False
+    meta = rd.read_json(Path(h.remote_dir) / rd.RUN_JSON)
+    return meta is None or meta.get("token") != h.token
+
+
+def _probe(h: RunHandle) -> dict[str, Any]:
+    """The run's state from its folder (:func:`chester.target.tool.probe`). A run the queue
+    has not reached yet (no folder): cancelled once marked so; else waiting while its
+    runner lives, lost once the runner is gone without starting it."""
+    from chester.target import states
+    from chester.target.tool import probe
+
+    if not _unwritten(h):
+        return probe(Path(h.remote_dir))
+    unstarted = {"state": states.QUEUED, "reason": None, "exit_code": None, "attempt": None}
+    if rd.cancelled(h.remote_dir, h.token):
+        marker = rd.read_cancel(h.remote_dir)
+        return {**unstarted, "state": states.CANCELLED,
+                "reason": rd.cancel_reason(marker, started=False), **rd.cancel_fields(marker)}
+    runner = rd.read_json(str(h.get("runner")))
+    if runner is None:
+        return {**unstarted, "pending_reason": "not yet picked up"}
+    if rd.pid_alive(runner.get("runner_pid"), runner.get("runner_ticks")):
+        return {**unstarted, "pending_reason": "waiting for a free slot"}
+    if not _unwritten(h):  # the runner wrote it just before it ended
+        return probe(Path(h.remote_dir))
+    return {**unstarted, **states.runner_stopped()}
 
 
 class LocalBackend(Backend):
@@ -79,7 +125,7 @@ class LocalBackend(Backend):
         return BackendSpec(name=NAME, summary="runs on this machine, detached, N at a time",
                            options_cls=LocalOptions,
                            capabilities=Capabilities(remote=False, shared_fs=True,
-                                                     idempotent_submit=True,
+                                                     idempotent_submit=True, sweep_spec=True,
                                                      status_poll_interval_s=0.5))
 
     @hookimpl
@@ -105,6 +151,12 @@ class LocalBackend(Backend):
         argv = [*runner, "--max-parallel", str(cap),
                 "--python", python, "--cwd", str(backend.project_path),
                 "--from-file", str(queue_file)]
+        data: dict[str, Any] = {}
+        if runs[0].spec_file:  # a launch: one sweep spec, each folder written as its run starts
+            spec = queue_file.with_suffix(".spec")
+            record = queue_file.with_suffix(".runner.json")
+            argv += ["--spec", str(spec), "--runner-record", str(record)]
+            data.update(spec_from=runs[0].spec_file, spec=str(spec), runner=str(record))
         if c is not None:
             binds = [str(backend.project_path), str(rt.path.parent)]
             outside = [str(Path(r.local_dir).parent) for r in runs
@@ -121,7 +173,7 @@ class LocalBackend(Backend):
             scripts={"runner": shlex.join(argv),
                      "queue": "\n".join(str(r.local_dir) for r in runs)},
             summary=f"{len(runs)} runs on this machine, {cap} at a time{gpu_note}",
-            data={"argv": argv, "queue_file": str(queue_file)},
+            data={"argv": argv, "queue_file": str(queue_file), **data},
         )
 
     @hookimpl
@@ -136,6 +188,8 @@ class LocalBackend(Backend):
                 continue  # already started by an earlier, interrupted submit
             fresh.append(r)
         if fresh:
+            if prepared.data.get("spec"):  # kept beside the queue while its runs start
+                _place(Path(prepared.data["spec_from"]), Path(prepared.data["spec"]))
             tmp = queue_file.with_suffix(".tmp")
             tmp.write_text("".join(f"{r.local_dir}\n" for r in fresh))
             os.replace(tmp, queue_file)
@@ -144,22 +198,27 @@ class LocalBackend(Backend):
                 subprocess.Popen(prepared.data["argv"], stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=log, start_new_session=True, close_fds=True,
                                  cwd=str(backend.project_path))
-        return [_handle(r) for r in prepared.runs]
+        return [_handle(r, prepared.data.get("runner"), prepared.data.get("spec"))
+                for r in prepared.runs]
 
     @hookimpl
     def chester_status(self, backend: BackendConfig, handles: Sequence[RunHandle]
                        ) -> dict[str, RunStatus]:
-        from chester.target.tool import probe
-
-        return {h.token: RunStatus.from_probe(probe(Path(h.remote_dir))) for h in handles}
+        return {h.token: RunStatus.from_probe(_probe(h)) for h in handles}
 
     @hookimpl
     def chester_cancel(self, backend: BackendConfig, handles: Sequence[RunHandle]
                        ) -> dict[str, bool]:
         from chester.target.tool import cancel_many
 
+        for h in handles:
+            if _unwritten(h) and _probe(h)["state"] == "queued":
+                # the queue has not reached it (no folder yet): the marker, with its token,
+                # makes the runner end it unstarted when it does
+                rd.write_cancel(h.remote_dir, token=h.token)
         res = cancel_many([Path(h.remote_dir) for h in handles])
-        return {h.token: res[str(Path(h.remote_dir))] for h in handles}
+        return {h.token: res[str(Path(h.remote_dir))]
+                or rd.cancelled(h.remote_dir, h.token) and _unwritten(h) for h in handles}
 
     @hookimpl
     def chester_pull(self, backend: BackendConfig, handles: Sequence[RunHandle], dest: Path,
