@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 
 import attrs
 import pytest
@@ -266,3 +267,58 @@ def test_an_entry_point_loads_module_and_attribute_path(tmp_path, monkeypatch):
     assert plugins.EntryPoint("m", "ep_pkg.mod").load().__name__ == "ep_pkg.mod"
     with pytest.raises(ValueError, match="not module:attr"):
         plugins.EntryPoint("bad", "not a module path").load()
+
+
+COUNTING_PLUGIN = """
+import os
+from chester.plugin.manager import hookimpl
+
+with open(os.environ["COUNT_FILE"], "a") as f:  # one line each time this module is imported
+    f.write("imported\\n")
+
+
+@hookimpl
+def chester_backends():
+    return []
+"""
+
+
+def test_plugins_list_imports_no_plugin_while_nothing_changed(tmp_path):
+    site = tmp_path / "site"
+    write_plugin_dist(site, "chester-backend-counted", {"counted": "chester_counted"},
+                      {"chester_counted": COUNTING_PLUGIN})
+    count = tmp_path / "count"
+    env = {"PYTHONPATH": str(site), "COUNT_FILE": str(count),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    project = make_project(tmp_path / "proj")
+
+    def listed(*extra: str) -> dict:
+        out = run_chester(["plugins", "list", "--json", *extra], cwd=project, env=env)
+        assert out.returncode == 0, out.stderr
+        return {r["name"]: r for r in json.loads(out.stdout)}
+
+    def imports() -> int:
+        return count.read_text().count("imported") if count.exists() else 0
+
+    first = listed()
+    assert first["counted"]["hooks"] == ["chester_backends"] and imports() == 1
+    assert listed() == first and imports() == 1  # read as it was kept: not imported
+    # the plugin's module changes (a hook more): listed anew, with it
+    module = site / "chester_counted.py"
+    module.write_text(COUNTING_PLUGIN + "\n\n@hookimpl\ndef chester_status(backend, handles):"
+                                        "\n    return {}\n")
+    os.utime(module, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    again = listed()
+    assert again["counted"]["hooks"] == ["chester_backends", "chester_status"]
+    assert imports() == 2
+    # --verbose loads every plugin; a plugin blocked by name is listed so at once
+    assert run_chester(["plugins", "list", "--verbose"], cwd=project, env=env).returncode == 0
+    assert imports() == 3
+    blocked = run_chester(["plugins", "list", "--json"], cwd=project,
+                          env={**env, "CHESTER_DISABLE_PLUGINS": "counted"})
+    assert {r["name"]: r for r in json.loads(blocked.stdout)}["counted"]["status"] == "blocked"
+    # a plugin that fails to load is never kept: its error is read each time
+    module.write_text("raise ImportError('missing dependency xyz')\n")
+    os.utime(module, ns=(time.time_ns() + 2 * 10**9, time.time_ns() + 2 * 10**9))
+    for _ in range(2):
+        assert "missing dependency xyz" in listed()["counted"]["error"]

@@ -36,9 +36,21 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _parser() -> argparse.ArgumentParser:
+#: chester's own commands: one of these on the command line needs no plugin loaded to be read
+OWN_COMMANDS = frozenset({"launch", "plugins", "config", "status", "sweeps", "logs", "cancel",
+                          "pull", "relaunch", "monitor"})
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand a command line names (its first word that is no option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
     """The ``chester`` command line: the global options, then one subcommand per
-    ``_add_*`` step, in the order ``--help`` lists them, then the plugins' own."""
+    ``_add_*`` step, in the order ``--help`` lists them, then the plugins' own (loading
+    every plugin: left out with ``plugin_commands=False``, for a line that names one of
+    chester's own commands)."""
     p = _Parser(
         prog="chester",
         description="Launch ML parameter sweeps anywhere, track every run, bring results home.",
@@ -58,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_pull(sub)
     _add_relaunch(sub)
     _add_monitor(sub)
-    _add_plugin_commands(sub)
+    if plugin_commands:
+        _add_plugin_commands(sub)
     return p
 
 
@@ -373,8 +386,9 @@ def _output_verdict(command: str, acts: bool, code: int, out: GuardedOutput,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chester`` command."""
-    parser = _parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    parser = _parser(plugin_commands=_command_word(argv) not in OWN_COMMANDS)
+    args = parser.parse_args(argv)
     if args.version:
         return _version()
     if args.command is None:

@@ -16,8 +16,6 @@ from chester.plugin.errors import UserError
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from chester.plugin.manager import get_plugin_manager
-
     if args.plugins_command == "new":
         from pathlib import Path
 
@@ -29,23 +27,32 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return 0
     if args.plugins_command != "list":
         raise UserError("usage: chester plugins list [--json] [--verbose] | plugins new NAME")
-    mgr = get_plugin_manager()
-    backends = mgr.backends()  # also fills each record's backends
-    conflicts = mgr.conflicts()
-    records = sorted(mgr.records.values(), key=lambda r: r.name)
+    from chester.plugin import listing
+
+    # what the plugins registered, kept from the last listing while nothing it was read
+    # from changed (chester.plugin.listing): no plugin is imported for it
+    shown = None if args.verbose else listing.cached()
+    if shown is None:
+        from chester.plugin.manager import get_plugin_manager
+
+        mgr = get_plugin_manager()
+        backends = mgr.backends()  # also fills each record's backends
+        shown = listing.of_manager(mgr)
+        listing.keep(shown)
     if args.json:
-        emit_json([r.to_json() for r in records])
+        emit_json(shown["records"])
         return 0
     rows = []
-    for r in records:
-        status = r.status if r.status != "error" else f"error: {r.error}"
-        rows.append([r.name, r.distribution, r.version, status, ", ".join(r.backends),
-                     ", ".join(h.replace("chester_", "") for h in r.hooks)])
+    for r in shown["records"]:
+        status = r["status"] if r["status"] != "error" else f"error: {r['error']}"
+        rows.append([r["name"], r["distribution"], r["version"], status,
+                     ", ".join(r["backends"]),
+                     ", ".join(h.replace("chester_", "") for h in r["hooks"])])
     emit_table("chester plugins", ["Name", "Distribution", "Version", "Status", "Backends",
                                    "Hooks"], rows)
-    for name, entries in conflicts.items():
-        owners = " and ".join(e.distribution or e.plugin_name for e in entries)
-        print(f"conflict: backend {name!r} is claimed by {owners}", file=sys.stderr)
+    for name, owners in shown["conflicts"]:
+        print(f"conflict: backend {name!r} is claimed by {' and '.join(owners)}",
+              file=sys.stderr)
     if args.verbose:
         import attrs
 
