@@ -4,8 +4,9 @@
 
 Measures, in one run on the same slurmctld:
   * ``chester launch -b slurm -- python -c pass i=0,1,...`` from a shell against submitit's
-    whole ``map_array`` script: interpreter start to submitted, alternately, ``--rounds``
-    times, every launch in one project as a researcher launches sweep after sweep (its
+    whole ``map_array`` script and against its floor, a bare ``sbatch --array=0-N --wrap
+    true`` from the same shell (with ``python -c pass`` beside it): interpreter start to
+    submitted, alternately, ``--rounds`` times, every launch in one project as a researcher launches sweep after sweep (its
     first launch there, which also places the runtime on the cluster, is reported apart;
     ``--cli-only`` stops after this);
   * chester, submitting through a loopback sshd acting as the login host: sbatch calls
@@ -203,7 +204,7 @@ def bench_chester_cli(py: Path, d: Path, n: int, slurm_env: dict) -> dict:
     rounds' one project."""
     project = _round_project(d, "cli-project", slurm_env)
     exe = str(py.parent / "chester")
-    argv = [exe, "launch", "-b", "slurm", "-p", "bench", "--", "python", "-c", "pass",
+    argv = [exe, "launch", "--new", "-b", "slurm", "-p", "bench", "--", "python", "-c", "pass",
             "i=" + ",".join(str(i) for i in range(n))]
     env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
     t = time.perf_counter()
@@ -217,6 +218,19 @@ def bench_chester_cli(py: Path, d: Path, n: int, slurm_env: dict) -> dict:
     for jid in jobs:
         wait_queue_empty(jid)
     return {"process": dt, "job_ids": jobs}
+
+
+def bench_bare_sbatch(n: int) -> float:
+    """The floor of a launch from a shell: ``sbatch --array=0-N --wrap true``, the whole
+    process, then cancelled and drained as the others are."""
+    t = time.perf_counter()
+    out = subprocess.run(["sbatch", "--parsable", f"--array=0-{n - 1}", "-o", "/dev/null",
+                          "--wrap", "true"], check=True, capture_output=True, text=True).stdout
+    dt = time.perf_counter() - t
+    jid = out.strip().split(";")[0]
+    subprocess.run(["scancel", jid], check=False)
+    wait_queue_empty(jid)
+    return dt
 
 
 def make_project(d: Path, name: str, options: dict) -> object:
@@ -317,15 +331,24 @@ def main() -> None:
             first["process"], 3)
         print(f"[bench] first `chester launch` in a new project: {first['process']:.3f} s",
               flush=True)
-        cli_p, sub_p = [], []
+        cli_p, sub_p, bare_p, pass_p = [], [], [], []
         for k in range(args.rounds):
             sub = bench_submitit(py, work, n, k + 100)
             cli = bench_chester_cli(chester_py, work, n, slurm_env)
+            bare = bench_bare_sbatch(n)
+            t = time.perf_counter()
+            subprocess.run([str(chester_py), "-c", "pass"], check=True)
+            pass_p.append(round(time.perf_counter() - t, 4))
             sub_p.append(round(sub["process"], 3))
             cli_p.append(round(cli["process"], 3))
+            bare_p.append(round(bare, 4))
             figures["chester launch (cli) sbatch calls"] = len(cli["job_ids"])
             print(f"[bench] round {k + 1}: submitit whole script {sub['process']:.3f} s, "
-                  f"`chester launch` whole process {cli['process']:.3f} s", flush=True)
+                  f"`chester launch` whole process {cli['process']:.3f} s, bare sbatch "
+                  f"{bare:.4f} s, python -c pass {pass_p[-1]:.4f} s", flush=True)
+        figures["bare `sbatch --array` from the shell s (each round)"] = bare_p
+        figures["bare `sbatch --array` from the shell s (median)"] = statistics.median(bare_p)
+        figures["python -c pass s (median)"] = statistics.median(pass_p)
         figures["submitit whole script s (each round, vs cli)"] = sub_p
         figures["chester launch (cli) whole process s (each round)"] = cli_p
         figures["submitit whole script s (median, vs cli)"] = statistics.median(sub_p)

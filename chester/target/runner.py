@@ -99,14 +99,17 @@ class _Workers:
 
     def __init__(self) -> None:
         self.running: list[subprocess.Popen] = []
-        self.slots: dict[subprocess.Popen, int] = {}  # running worker -> the slot lock held
+        self.slots: dict[subprocess.Popen, tuple[int, int]] = {}  # worker -> its slot (i, fd)
         self.dirs: dict[subprocess.Popen, Path] = {}
         self.pidfds: dict[subprocess.Popen, int] = {}  # to wait for any worker's end
         self.ended: list[tuple[Path, int]] = []  # exit records not yet written
+        #: slots whose worker ended, still locked: handed to this runner's next run at once
+        #: (no release and take again), released when there is none
+        self.free: list[tuple[int, int]] = []
 
-    def add(self, child: subprocess.Popen, fd: int, run_dir: Path) -> None:
+    def add(self, child: subprocess.Popen, slot: tuple[int, int], run_dir: Path) -> None:
         self.running.append(child)
-        self.slots[child] = fd  # held here until the worker ends, whatever it leaves running
+        self.slots[child] = slot  # held here until the worker ends, whatever it leaves running
         self.dirs[child] = run_dir
         try:
             self.pidfds[child] = os.pidfd_open(child.pid)
@@ -114,15 +117,16 @@ class _Workers:
             pass
 
     def reap(self) -> None:
-        """Release the slot of every worker that ended; keep those still running. How each
-        ended is written by :meth:`record_ended` (after the next worker started)."""
+        """Free the slot of every worker that ended (:attr:`free`); keep those still
+        running. How each ended is written by :meth:`record_ended` (after the next worker
+        started)."""
         alive = []
         for c in self.running:
             if c.poll() is None:
                 alive.append(c)
                 continue
             if c in self.slots:
-                os.close(self.slots.pop(c))
+                self.free.append(self.slots.pop(c))
             if c in self.pidfds:
                 os.close(self.pidfds.pop(c))
             run_dir = self.dirs.pop(c, None)
@@ -148,10 +152,18 @@ class _Workers:
         except (OSError, ValueError):
             time.sleep(timeout)
 
+    def release(self) -> None:
+        """Release the free slots (for other runners: this one has no run to start)."""
+        for _index, fd in self.free:
+            os.close(fd)
+        self.free = []
+
     def wait_all(self) -> None:
         """Reap the workers as they end until none is left."""
+        self.release()
         while self.running:
             self.reap()
+            self.release()
             self.record_ended()
             if self.running:
                 self.wait(POLL_S * 10)
@@ -187,7 +199,7 @@ def run_queue(run_dirs: list[Path], *, max_parallel: int, gpus: list[str], pytho
             continue
         child = _start_worker(run_dir, slot, base_env, gpus=gpus, python=python, cwd=cwd,
                               env_file=env_file, prefix=prefix)
-        workers.add(child, slot[1], run_dir)
+        workers.add(child, slot, run_dir)
         workers.record_ended()  # the ends seen while waiting, now that the slot is busy again
     workers.wait_all()
     return 0
@@ -216,7 +228,7 @@ def _wait_for_slot(workers: _Workers, slots_dir: Path, max_parallel: int, run_di
     slot = None
     while slot is None:
         workers.reap()
-        slot = _try_slot(slots_dir, max_parallel)
+        slot = workers.free.pop(0) if workers.free else _try_slot(slots_dir, max_parallel)
         if slot is None:
             workers.wait(POLL_S)
         if rd.cancelled(run_dir, token):
