@@ -4,8 +4,8 @@ changed, so that listing the plugins imports none of them (nor pluggy, nor attrs
 The listing (each plugin's distribution, version, status, backends and hooks, and the
 backend names two plugins claim) is made by loading every plugin (:mod:`chester.plugin.
 manager`), then kept in ``<cache>/chester/plugins-<n>.json`` (one file per Python
-environment) with what it was read from: the Python, ``sys.path`` and the modification time
-of each of its folders that holds distributions (a package installed or removed changes its
+environment) with what it was read from: the Python, the folders on ``sys.path`` that hold
+distributions and their modification times (a package installed or removed changes its
 folder's), the entry
 points, the plugins blocked by ``CHESTER_DISABLE_PLUGINS``, and the size and modification
 time of every module file of chester and of each plugin's package. The next listing reads
@@ -74,13 +74,12 @@ def _key(eps: list[EntryPoint]) -> dict[str, Any] | None:
 
     folders = []
     for entry in sys.path:  # the folders of installed distributions, with their times
-        try:
+        try:  # (another folder, the current one of `python -m chester.cli` say, is left
+            # out: the plugins' packages found in it are in the key below)
             if any(n.endswith((".dist-info", ".egg-info")) for n in os.listdir(entry or ".")):
                 folders.append([entry, os.stat(entry or ".").st_mtime_ns])
-                continue
         except OSError:
             pass
-        folders.append([entry, None])  # (a folder of other files changes all the time)
     files = _py_files(os.path.dirname(chester.__file__ or ""))
     plugins = []
     for ep in eps:
