@@ -97,3 +97,36 @@ def test_runs_the_queue_never_reached_are_lost_when_its_runner_dies(cfg, tmp_pat
     assert "runner" in (st[rows[2].name].reason or "")
     gate.touch()  # the first run's worker lives on in its own session and ends
     _until(lambda: sweep.status()[rows[0].name] == chester.State.SUCCEEDED)
+
+
+def talk(variant, log_dir, exp_name):
+    import os
+    import time
+
+    while not os.path.exists(variant["gate"]):
+        time.sleep(0.02)
+    for i in range(3):
+        print("tick", i, flush=True)
+
+
+def test_logs_follow_waits_for_a_run_the_queue_has_not_reached(cfg, tmp_path):
+    import subprocess
+    import sys
+
+    gate = tmp_path / "gate"
+    sweep = chester.launch(talk, [{"gate": str(gate), "i": i} for i in range(3)],
+                           exp_prefix="follow", config=cfg)
+    rows = sweep.rows()
+    _until(lambda: (Path(rows[0].local_dir) / rd.STATUS).exists())
+    assert not Path(rows[2].local_dir).exists()  # (the second is next: written)
+    follower = subprocess.Popen([sys.executable, "-m", "chester.cli", "logs", "-f", rows[2].name],
+                                cwd=cfg.project_path, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # the follower has looked at the run (queued, no folder) and waits
+        assert follower.poll() is None
+        gate.touch()
+        out, _ = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert [line for line in out.splitlines() if line.startswith("tick")] == \
+        ["tick 0", "tick 1", "tick 2"]

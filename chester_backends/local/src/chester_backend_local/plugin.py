@@ -237,7 +237,8 @@ class LocalBackend(Backend):
         # goes on from the byte already written
         cursor = self.log_cursor(handle, stream, out)
         follow_output(Path(handle.remote_dir), stream, cursor.output(), follow=follow,
-                      start=cursor.offset)
+                      start=cursor.offset,  # (a run the queue has not reached: waited for)
+                      active=lambda: _probe(handle)["state"] in ("queued", "running"))
         cursor.close()
         return True
 
