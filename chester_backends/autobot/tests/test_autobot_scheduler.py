@@ -163,3 +163,35 @@ def test_a_new_attempt_is_queued_and_started_afresh(tmp_path):
         assert [e["attempt"] for e in S.queue_entries(str(root))] == [2]
     finally:
         os.close(fd)
+
+
+def _write_later(path: Path, record: dict, after_s: float) -> subprocess.Popen:
+    """Another process writes ``record`` to ``path`` (atomically) after ``after_s``: as a
+    worker on a node writes its records."""
+    code = ("import json, os, sys, time; time.sleep(float(sys.argv[3])); "
+            "tmp = sys.argv[1] + '.tmp'; open(tmp, 'w').write(sys.argv[2]); "
+            "os.replace(tmp, sys.argv[1])")
+    return subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(record),
+                             str(after_s)])
+
+
+def test_the_pause_between_cycles_ends_when_a_run_records_its_end(tmp_path):
+    import time
+
+    run = tmp_path / "run"
+    (run / ".chester").mkdir(parents=True)
+    meta = {"token": "t1", "attempt": 1}
+    (run / ".chester" / "run.json").write_text(json.dumps(meta))
+    status = run / ".chester" / "status.json"
+    started = {**meta, "state": "running", "pid": 1, "started_at": 1.0, "ended_at": None}
+    status.write_text(json.dumps(started))
+    # a record that changes but says the run still runs does not end the pause
+    w = _write_later(status, {**started, "pid": 2}, 0.1)
+    assert S.pause_until_an_end([str(run)], 1.5) is False
+    w.wait()
+    # its end does, long before the pause is over
+    w = _write_later(status, {**started, "state": "succeeded", "ended_at": 2.0}, 0.3)
+    t = time.monotonic()
+    assert S.pause_until_an_end([str(run)], 60) is True
+    assert time.monotonic() - t < 30
+    w.wait()

@@ -184,6 +184,40 @@ def run_finished(run_dir: str, token: str | None = None) -> bool:
     return bool(pl and pl.get("verdict"))
 
 
+#: how often the scheduler looks at the running runs' status records between cycles
+END_LOOK_S = 0.05
+
+
+def pause_until_an_end(run_dirs: Sequence[str], seconds: float, look_s: float = END_LOOK_S
+                       ) -> bool:
+    """Wait up to ``seconds``; return True as soon as one of ``run_dirs`` records its end,
+    so that its GPUs go to the next run now rather than at the next cycle. Each look is
+    one ``stat`` of each run's status record (inotify misses writes made on other nodes of
+    a shared file system; NFS shows them once its attribute cache lets it, ``actimeo``);
+    the record is read only when it changed, and a start record does not count."""
+    def sig(d: str) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(os.path.join(d, RUN_STATUS))
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    seen = {d: sig(d) for d in run_dirs}
+    deadline = time.time() + seconds
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            return False
+        time.sleep(min(look_s, left))
+        for d, before in seen.items():
+            now = sig(d)
+            if now == before:
+                continue
+            seen[d] = now
+            if run_finished(d):
+                return True
+
+
 def node_list(nodes: Iterable[str]) -> str:
     """``autobot-1-1, autobot-1-6`` → ``autobot-1-1..1-6`` when they share a prefix."""
     nodes = list(nodes)
@@ -837,7 +871,9 @@ def run_loop(root: str) -> int:
                 except OSError:
                     return 0
             pause = loop.cfg["cycle"] if waiting else loop.cfg["idle_cycle"]
-            time.sleep(max(0.0, pause - (time.time() - t0)))
+            # a run that ends hands its GPUs over now, not at the next cycle
+            pause_until_an_end([r["run_dir"] for r in running_entries(root)],
+                               max(0.0, pause - (time.time() - t0)))
     finally:
         loop.nodes.close()
 
