@@ -156,3 +156,27 @@ def test_a_full_disk_is_reported_as_such(tmp_path, monkeypatch):
         assert "killed?" not in run["reason"]
     finally:
         subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
+
+
+def test_a_workers_exit_is_recorded_for_the_attempt_it_was_started_for(tmp_path):
+    """The runner records a worker's exit after it started the next run; by then the run may
+    have been submitted again (attempt 2): the record names attempt 1, so the new attempt is
+    not read as having exited before it started."""
+    import json
+
+    from chester.target import rundir as rd
+    from chester.target import runner
+
+    run_dir = tmp_path / "run"
+    (run_dir / rd.RUN_JSON).parent.mkdir(parents=True)
+    (run_dir / rd.RUN_JSON).write_text(json.dumps({"token": "t1", "attempt": 1}))
+    workers = runner._Workers()
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    workers.add(child, (0, os.open(os.devnull, os.O_RDONLY)), run_dir)
+    child.wait()
+    workers.reap()
+    (run_dir / rd.RUN_JSON).write_text(json.dumps({"token": "t1", "attempt": 2}))
+    workers.record_ended()
+    workers.release()
+    exit_record = json.loads((run_dir / rd.EXIT).read_text())
+    assert exit_record == {"token": "t1", "attempt": 1, "returncode": 3}

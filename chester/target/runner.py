@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from chester.target import rundir as rd
 
@@ -83,8 +84,14 @@ def _claim_locked(run_dir: Path, me: dict) -> bool:
     return True
 
 
-def _record_exit(run_dir: Path, returncode: int) -> None:
+def _started_as(run_dir: Path) -> dict[str, Any]:
+    """The token and attempt a worker is started for, read as it starts: the run may be
+    submitted again (attempt 2) before this worker's exit is recorded."""
     meta = rd.read_json(run_dir / rd.RUN_JSON) or {}
+    return {"token": meta.get("token"), "attempt": meta.get("attempt")}
+
+
+def _record_exit(run_dir: Path, returncode: int, meta: dict[str, Any]) -> None:
     try:
         rd.write_json_atomic(run_dir / rd.EXIT, {"token": meta.get("token"),
                                                  "attempt": meta.get("attempt"),
@@ -100,9 +107,9 @@ class _Workers:
     def __init__(self) -> None:
         self.running: list[subprocess.Popen] = []
         self.slots: dict[subprocess.Popen, tuple[int, int]] = {}  # worker -> its slot (i, fd)
-        self.dirs: dict[subprocess.Popen, Path] = {}
+        self.dirs: dict[subprocess.Popen, tuple[Path, dict[str, Any]]] = {}  # + token, attempt
         self.pidfds: dict[subprocess.Popen, int] = {}  # to wait for any worker's end
-        self.ended: list[tuple[Path, int]] = []  # exit records not yet written
+        self.ended: list[tuple[Path, int, dict[str, Any]]] = []  # exit records not yet written
         #: slots whose worker ended, still locked: handed to this runner's next run at once
         #: (no release and take again), released when there is none
         self.free: list[tuple[int, int]] = []
@@ -110,7 +117,7 @@ class _Workers:
     def add(self, child: subprocess.Popen, slot: tuple[int, int], run_dir: Path) -> None:
         self.running.append(child)
         self.slots[child] = slot  # held here until the worker ends, whatever it leaves running
-        self.dirs[child] = run_dir
+        self.dirs[child] = (run_dir, _started_as(run_dir))
         try:
             self.pidfds[child] = os.pidfd_open(child.pid)
         except (AttributeError, OSError):  # before Python 3.9 or Linux 5.3: look every POLL_S
@@ -129,17 +136,17 @@ class _Workers:
                 self.free.append(self.slots.pop(c))
             if c in self.pidfds:
                 os.close(self.pidfds.pop(c))
-            run_dir = self.dirs.pop(c, None)
-            if run_dir is not None:
-                self.ended.append((run_dir, c.returncode))
+            started = self.dirs.pop(c, None)
+            if started is not None:
+                self.ended.append((started[0], c.returncode, started[1]))
         self.running = alive
 
     def record_ended(self) -> None:
         """Record how each reaped worker exited (a worker killed by a signal or by
         ``os._exit`` records nothing itself)."""
         ended, self.ended = self.ended, []
-        for run_dir, returncode in ended:
-            _record_exit(run_dir, returncode)
+        for run_dir, returncode, meta in ended:
+            _record_exit(run_dir, returncode, meta)
 
     def wait(self, timeout: float) -> None:
         """Return when a worker ends or after ``timeout`` seconds."""
