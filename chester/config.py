@@ -27,6 +27,8 @@ import attrs
 from chester.plugin.errors import ConfigError, UnknownBackendError
 from chester.plugin.records import BackendConfig
 
+POOL_TYPE = "pool"  # chester.plugin.pool.POOL_TYPE (not imported: config loads first)
+
 CONFIG_ENV = "CHESTER_CONFIG_PATH"
 CONFIG_NAME = "chester.yaml"
 
@@ -169,7 +171,11 @@ class ChesterConfig:
         if spec.remote_root is not None and name in self.values["remote_log_dir"]:
             self._check_remote_log_dir(name, spec.remote_root(options))
         v = self.values
+        members: tuple[BackendConfig, ...] = ()
+        if btype == POOL_TYPE:
+            members = tuple(self._pool_members(name, options, manager))
         return BackendConfig(
+            members=members,
             name=name, type=btype, options=options, project_path=self.project_path,
             log_dir=self.log_dir, source=source,
             rsync_include=tuple(v["rsync_include"]), rsync_exclude=tuple(v["rsync_exclude"]),
@@ -177,6 +183,14 @@ class ChesterConfig:
             package_manager=v["package_manager"], conda_env=v["conda_env"],
             conda_command=v["conda_command"], sync_on_launch=v["sync_on_launch"],
         )
+
+    def _pool_members(self, name: str, options: Any, manager: Any) -> list[BackendConfig]:
+        """A pool's members, each validated as its own backend; a member that is itself a
+        pool is refused before it is read (so two pools naming each other end too)."""
+        from chester.plugin.pool import check_members
+
+        return check_members(name, options, lambda m: self.backend(m, manager),
+                             lambda m: self.backend_raw(m)[0], self.where())
 
     def _check_remote_log_dir(self, name: str, remote_root: str | None) -> None:
         """Backend ``name``'s ``remote_log_dir`` against where its runs really go: under its

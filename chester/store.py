@@ -28,7 +28,7 @@ from chester.plugin.records import RunHandle, RunStatus, State
 
 #: The schema this code writes, kept in the file's ``PRAGMA user_version``. Version 1 is the
 #: first schema (written before stores carried a version: ``user_version`` 0 with tables).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Steps from each version to the next; each runs inside the transaction that opens the store.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -37,6 +37,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # launch of the same variants), and the run that took over a run's folder
     2: ("ALTER TABLE sweeps ADD COLUMN what_runs TEXT",
         "ALTER TABLE runs ADD COLUMN reused_by TEXT"),
+    # the member of a pool each run was placed on (NULL: the run's backend itself), and
+    # the member a run was moved from before it started (a run moves at most once)
+    3: ("ALTER TABLE runs ADD COLUMN member TEXT",
+        "ALTER TABLE runs ADD COLUMN moved_from TEXT"),
 }
 
 SCHEMA = """
@@ -77,7 +81,9 @@ CREATE TABLE IF NOT EXISTS runs (
     updated REAL NOT NULL,
     pulled_at REAL,
     pending_reason TEXT,
-    reused_by TEXT
+    reused_by TEXT,
+    member TEXT,
+    moved_from TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id, idx);
 CREATE INDEX IF NOT EXISTS runs_local_dir ON runs(local_dir);
@@ -144,6 +150,15 @@ class RunRow:
     #: ``PREFIX@N`` of the launch whose run took this run's folder over (the seed API and
     #: Hydra reuse fixed folders); such a run is never submitted or pulled again
     reused_by: str | None = None
+    #: the pool member the run was placed on (None: not a pool's run, or not placed yet)
+    member: str | None = None
+    #: the member the run was moved from, before it started there (it moves once at most)
+    moved_from: str | None = None
+
+    @property
+    def where(self) -> str:
+        """The backend whose hooks own the run: its pool member, else its backend."""
+        return self.member or self.backend
 
 
 def _run_row(r: sqlite3.Row) -> RunRow:
@@ -799,6 +814,23 @@ class Store:
                     (new_tokens(1)[0], now, run_id))
                 db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
                            (run_id, now, "pending", "submitted again"))
+
+    def place(self, placed: Sequence[tuple[int, str, str]]) -> None:
+        """Record each run's pool member and its folder there, ``(run_id, member,
+        remote_dir)``, before it is submitted to that member."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("UPDATE runs SET member=?, remote_dir=?, updated=? WHERE id=? "
+                           "AND submit_state='new'", [(m, d, now, i) for i, m, d in placed])
+            db.executemany("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
+                           [(i, now, "pending", f"placed on {m}") for i, m, _ in placed])
+
+    def unplace(self, run_ids: Sequence[int]) -> None:
+        """Runs placed but never submitted go back to no member (placed again later)."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("UPDATE runs SET member=NULL, updated=? WHERE id=? AND "
+                           "submit_state='new'", [(now, i) for i in run_ids])
 
     def mark_pulled(self, run_ids: Sequence[int]) -> None:
         now = time.time()

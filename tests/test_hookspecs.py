@@ -12,8 +12,8 @@ def test_hook_sets_name_real_specs():
     assert NETWORK_HOOKS <= SPEC_NAMES
     assert LIFECYCLE_HOOKS <= SPEC_NAMES
     assert {"chester_backends", "chester_prepare", "chester_submit", "chester_status",
-            "chester_pull", "chester_cancel", "chester_logs",
-            "chester_register_commands"} == SPEC_NAMES
+            "chester_pull", "chester_cancel", "chester_logs", "chester_capacity",
+            "chester_spend", "chester_register_commands"} == SPEC_NAMES
 
 
 def test_every_spec_follows_the_docstring_template():

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from chester.cli import emit_json, emit_table
@@ -233,6 +233,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             rows = sw.refresh()
         launches = [launch.id for launch in sw.launches()]
         backends = sorted({r.backend for r in rows} or {sw.row.backend})
+        spend = None if args.no_refresh else _pool_spend(sw, rows)
         if args.json:
             out_json.append({
                 "sweep": sw.exp_prefix, "ref": sw.ref, "sweep_id": sw.id,
@@ -244,9 +245,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "reason_line": present.reason(r),
                           "pending_reason": r.pending_reason, "exit_code": r.exit_code,
                           "host": r.host, "remote_id": r.remote_id, "attempt": r.attempt,
-                          "reused_by": r.reused_by,
+                          "reused_by": r.reused_by, "member": r.member,
                           "log_dir": r.local_dir, "stderr_tail": r.stderr_tail,
-                          "pulled": bool(r.pulled_at)} for r in rows]})
+                          "pulled": bool(r.pulled_at)} for r in rows],
+                **({"spend": spend} if spend else {})})
             continue
         ctx = present.Ctx(prefix=sw.exp_prefix, rows=rows)
         if console is None:  # piped: pure tab-separated values, reasons in a column
@@ -266,7 +268,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             console.print()
         present.screen(console, title, rows, sw.exp_prefix,
                        height=None if args.all else console.size.height,
-                       more=f"chester status {sw.ref} --all", show_all=args.all)
+                       more=f"chester status {sw.ref} --all", show_all=args.all,
+                       notes=[d["line"] for d in (spend or {}).values()])
         if args.all:
             for r in rows:
                 if r.state.terminal and r.state.value != "succeeded" and r.stderr_tail:
@@ -279,6 +282,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(out_json if args.all else out_json[0])
     return 0
+
+
+def _pool_spend(sw: Any, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Each pool's spend over the rows placed on its members: ``{pool: {"usd": so far,
+    "usd_projected": ..., "su": ..., "gpu_hours": ..., "line": the line shown}}``."""
+    if not any(r.member for r in rows):
+        return {}
+    from chester.launcher.placing import spend
+    from chester.plugin.pool import spend_line
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({r.backend for r in rows if r.member}):
+        pool = sw._backend_for(name)
+        if not pool.members:
+            continue
+        s = spend(sw.dispatcher, pool, [r for r in rows if r.backend == name])
+        out[name] = {"usd": s.usd, "usd_projected": s.usd_projected, "su": s.su,
+                     "gpu_hours": s.gpu_hours, "line": f"{name} {spend_line(s, pool.options.budget)}"}
+    return out
 
 
 #: lines of a failed run's stderr that ``status --all`` and ``logs`` show

@@ -187,6 +187,10 @@ COLUMNS: tuple[Column, ...] = (
            shown=_any(lambda r: bool(r.remote_id)), gives_way=1),
     Column("pulled", "Pulled", lambda r, c: "yes" if r.pulled_at else "",
            shown=_any(lambda r: bool(r.pulled_at) and r.backend != "local"), gives_way=3),
+    # a pool's run: the member it was placed on (last, so the columns before keep their
+    # places in tab-separated output)
+    Column("member", "Member", lambda r, c: getattr(r, "member", None),
+           shown=_any(lambda r: bool(getattr(r, "member", None))), gives_way=8),
 )
 
 _GAP = 2
@@ -302,13 +306,17 @@ def _attention(rows: Sequence[Any]) -> list[Any]:
 
 
 def screen(console: Any, title: str, rows: Sequence[Any], prefix: str, *,
-           height: int | None, more: str, show_all: bool = False) -> None:
-    """One sweep's status on a terminal: a title that never wraps, a line per state, then
-    every row if they fit in ``height`` lines (else the rows that need attention, as many
-    as fit) and a count of what is not shown (``more`` is the command that shows it)."""
+           height: int | None, more: str, show_all: bool = False,
+           notes: Sequence[str] = ()) -> None:
+    """One sweep's status on a terminal: a title that never wraps, its ``notes`` (a pool's
+    spend), a line per state, then every row if they fit in ``height`` lines (else the rows
+    that need attention, as many as fit) and a count of what is not shown (``more`` is the
+    command that shows it)."""
     from rich.text import Text
 
     _line(console, Text(title, style="bold"))
+    for note in notes:
+        _line(console, Text(f"  {note}"))
     for state, n, shared in state_lines(rows):
         line = Text(f"  {n:>{len(str(len(rows)))}} ")
         line.append(state, style=STYLE.get(state))
@@ -319,7 +327,8 @@ def screen(console: Any, title: str, rows: Sequence[Any], prefix: str, *,
         _line(console, line)
     if not rows:
         return
-    used = 1 + len(state_lines(rows)) + 1  # title, states, the blank line before the table
+    # title, notes, states, the blank line before the table
+    used = 1 + len(notes) + len(state_lines(rows)) + 1
     # the table's head and rule, the count of runs not shown, the logs hint, the prompt
     fixed = 2 + 1 + (1 if any(r.state.value in BAD for r in rows) else 0) + 1
     room = None if show_all or height is None else max(3, height - used - fixed)

@@ -45,7 +45,14 @@ from chester.launcher.sweeps import DrySweep, Sweep
 from chester.logs import get_logger
 from chester.plugin.dispatch import Dispatcher
 from chester.plugin.errors import UserError
-from chester.plugin.records import BackendConfig, Capabilities, RunSpec, RunStatus, State
+from chester.plugin.records import (
+    BackendConfig,
+    Capabilities,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+    State,
+)
 from chester.store import Recorded, RunRow, Store, SweepRow
 from chester.target import rundir as rd
 from chester.target.attrdict import MARKERS, without_markers
@@ -301,6 +308,9 @@ def _plan(request: LaunchRequest) -> Plan:
     cfg = request.config or get_config()
     dispatcher = request.dispatcher or Dispatcher()
     bcfg = cfg.backend(request.backend, dispatcher.manager)
+    if bcfg.members and request.order == "dependent":
+        raise UserError(f"backend {bcfg.name!r} is a pool, whose runs go to several members "
+                        "at once: order='dependent' needs one backend; launch on a member")
     spec = dispatcher.manager.get_backend(bcfg.type).spec
     remote_root = spec.remote_root(bcfg.options) if spec.remote_root else None
     root = Path(request.log_dir).expanduser() if request.log_dir is not None else cfg.log_dir
@@ -483,7 +493,7 @@ def _submittable(store: Store, plan: Plan, rows: list[RunRow]) -> tuple[list[Run
         if row.submit_state == "new":
             todo.append(row)
         elif row.submit_state in ("submitting", SUBMIT_FAILED):
-            if plan.caps.idempotent_submit:
+            if _caps_of(plan, row).idempotent_submit:
                 todo.append(row)  # the backend checks the token: never a second copy
             else:
                 why = (f"{row.reason}" if row.submit_state == SUBMIT_FAILED and row.reason
@@ -496,6 +506,14 @@ def _submittable(store: Store, plan: Plan, rows: list[RunRow]) -> tuple[list[Run
     return todo, len(lost)
 
 
+def _caps_of(plan: Plan, row: RunRow) -> Capabilities:
+    """The capabilities of the backend that owns ``row``: a pool run's member's."""
+    for m in plan.backend.members:
+        if m.name == row.member:
+            return plan.dispatcher.manager.get_backend(m.type).spec.capabilities
+    return plan.caps
+
+
 def _clear_taken_folders(rec: Recorded) -> None:
     """Folders taken over from ended runs: the earlier run's logs are kept beside the new
     ones (``stdout.1.log``) and its records and markers go, so nothing of it is read as the
@@ -506,10 +524,14 @@ def _clear_taken_folders(rec: Recorded) -> None:
 
 
 def _submit_all(store: Store, plan: Plan, rec: Recorded, todo: list[RunRow],
-                sweep: Sweep) -> None:
+                sweep: Sweep, *, complete: bool = True) -> None:
     """Write the runs' payloads, render them (``chester_prepare``) and, unless this is a
-    dry run, submit them (``chester_submit``)."""
+    dry run, submit them (``chester_submit``). A pool's runs go member by member
+    (:func:`_submit_pool`); ``complete``: the launch is whole once these are sent."""
     req = plan.request
+    if plan.backend.members:
+        _submit_pool(store, plan, rec, todo, sweep)
+        return
     staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(req.exp_prefix)}-"))
     try:
         try:
@@ -533,10 +555,55 @@ def _submit_all(store: Store, plan: Plan, rec: Recorded, todo: list[RunRow],
     finally:
         if not req.dry_run:  # all of it has been sent (a dry run keeps it to be read)
             shutil.rmtree(staging, ignore_errors=True)
-    store.record_submitted(list(handles))
-    store.mark_launch_complete(rec.sweep.id)
-    sweep.submitted = len(handles)
+    store.record_submitted(on_members(handles, todo))
+    if complete:
+        store.mark_launch_complete(rec.sweep.id)
+    sweep.submitted += len(handles)
     log.info("launched", sweep=req.exp_prefix, backend=plan.backend.name, runs=len(handles))
+
+
+def on_members(handles: Sequence[RunHandle], rows: Sequence[RunRow]) -> list[RunHandle]:
+    """The handles as recorded: a pool run's under its member's name, by which the
+    dispatcher finds the member again."""
+    member = {r.id: r.member for r in rows if r.member}
+    if not member:
+        return list(handles)
+    return [attrs.evolve(h, backend=member[h.run_id]) if h.run_id in member else h
+            for h in handles]
+
+
+def _submit_pool(store: Store, plan: Plan, rec: Recorded, todo: list[RunRow],
+                 sweep: Sweep) -> None:
+    """A pool's launch: each run placed on a member (recorded before any submit), then
+    each member's runs submitted in that member's own form (one array on a cluster, one
+    queue on a lab) as if launched on it. Runs no member has room for stay unsubmitted:
+    the launch is whole once they are placed (``chester monitor``, or running it again)."""
+    from chester.launcher.placing import place
+    from chester.plugin.records import PreparedSweep
+
+    req = plan.request
+    placed = place(store, plan.dispatcher, plan.backend, todo, exp_prefix=req.exp_prefix,
+                   project_path=plan.config.project_path, dry=req.dry_run)
+    sweep.notices += [("note", f"pool {plan.backend.name!r}: {line}")
+                      for line in placed.notices]
+    parts: list[tuple[str, Any]] = []
+    for member, rows in placed.groups:
+        spec = plan.dispatcher.manager.get_backend(member.type).spec
+        mplan = attrs.evolve(plan, backend=member, caps=spec.capabilities,
+                             remote_root=spec.remote_root(member.options)
+                             if spec.remote_root else None)
+        _submit_all(store, mplan, rec, list(rows), sweep, complete=False)
+        parts.append((member.name, sweep.prepared))
+    if not placed.held and not req.dry_run:
+        store.mark_launch_complete(rec.sweep.id)
+    if parts:
+        staging = parts[0][1].staging_dir
+        sweep.prepared = PreparedSweep(
+            backend=plan.backend.name, runs=tuple(r for _, p in parts for r in p.runs),
+            staging_dir=staging, uploads=tuple(u for _, p in parts for u in p.uploads),
+            scripts={f"{n}: {label}": text for n, p in parts for label, text in p.scripts.items()},
+            summary="; ".join(f"{n}: {p.summary}" for n, p in parts),
+            blockers=tuple(b for _, p in parts for b in p.blockers))
 
 
 def _prepare(plan: Plan, rec: Recorded, todo: list[RunRow], staging: Path,

@@ -30,7 +30,7 @@ from chester.launcher.sweeps import Sweep
 from chester.logs import get_logger
 from chester.plugin.dispatch import Dispatcher
 from chester.plugin.errors import UserError
-from chester.plugin.records import RunSpec, RunStatus, State
+from chester.plugin.records import BackendConfig, RunSpec, RunStatus, State
 from chester.store import RunRow, Store, SweepRow
 from chester.target import rundir as rd
 from chester.variants.naming import safe_component
@@ -124,9 +124,9 @@ def _again(sw: Sweep, failed: bool) -> list[RunRow]:
 def _check(sw: Sweep, again: list[RunRow], failed: bool) -> None:
     """Each run can be submitted again from here with the current code, or one line says
     what can."""
-    caps = sw.dispatcher.manager.get_backend(sw.backend.type).spec.capabilities
     mode = "retry-failed" if failed else "retry"
-    for r in again:
+    for r in again:  # a pool's run by its member's capabilities
+        caps = sw.dispatcher.manager.get_backend(sw._backend_for(r.where).type).spec.capabilities
         _written_from_spec(r)
         if caps.sweep_spec and not caps.shared_fs \
                 or not (Path(r.local_dir) / rd.PAYLOAD).is_file() \
@@ -260,6 +260,19 @@ def _relaunch_one(sw: Sweep, again: list[RunRow]) -> list[str]:
 
 def _submit(sw: Sweep, specs: list[RunSpec], todo: list[RunRow]) -> None:
     bcfg = sw.backend
+    if bcfg.members:  # a pool's runs run again on the member each was placed on
+        by_member: dict[str, list[int]] = {}
+        for i, r in enumerate(todo):
+            by_member.setdefault(r.where, []).append(i)
+        for name, idx in by_member.items():
+            _submit_to(sw, sw._backend_for(name), [specs[i] for i in idx],
+                       [todo[i] for i in idx])
+        return
+    _submit_to(sw, bcfg, specs, todo)
+
+
+def _submit_to(sw: Sweep, bcfg: BackendConfig, specs: list[RunSpec], todo: list[RunRow]
+               ) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f"chester-{safe_component(sw.exp_prefix)}-"))
     try:
         prepared = sw.dispatcher.call("chester_prepare", bcfg, runs=specs, staging_dir=staging)
@@ -273,7 +286,9 @@ def _submit(sw: Sweep, specs: list[RunSpec], todo: list[RunRow]) -> None:
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    sw.store.record_submitted(list(handles))
+    from chester.launcher.launching import on_members
+
+    sw.store.record_submitted(on_members(handles, todo))
     log.info("relaunched", sweep=sw.exp_prefix, backend=bcfg.name, runs=len(handles))
 
 

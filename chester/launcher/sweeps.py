@@ -215,7 +215,7 @@ class Sweep:
         groups: dict[tuple[str, tuple], list[RunRow]] = {}
         for r in todo:
             extra = extra_dirs or options.get(r.sweep_id, {}).get("extra_pull_dirs", [])
-            key = (r.backend, tuple(tuple(p) for p in extra))
+            key = (r.where, tuple(tuple(p) for p in extra))
             groups.setdefault(key, []).append(r)
         got: dict[str, PullResult] = {}
         for (name, extra), group in groups.items():
@@ -273,7 +273,7 @@ class Sweep:
         """
         from chester.plugin.errors import TransientBackendError, WaitTimeout
 
-        names = {r.backend for r in self.rows()} or {self.row.backend}
+        names = {r.where for r in self.rows()} or {self.row.backend}
         interval = poll_interval if poll_interval is not None else self._poll_interval(names)
         deadline = None if timeout is None else time.monotonic() + timeout
         show = sys.stderr.isatty() if progress is None else progress
@@ -352,7 +352,7 @@ class Sweep:
         rows = [r for r in self.rows() if r.name == run or r.token == run]
         if not rows or rows[-1].handle is None:
             raise UserError(f"no submitted run {run!r} in sweep {self.ref!r}")
-        self.dispatcher.call("chester_logs", self._backend_for(rows[-1].backend),
+        self.dispatcher.call("chester_logs", self._backend_for(rows[-1].where),
                              handle=rows[-1].handle, follow=follow, stream=stream,
                              out=out or sys.stdout)
 
@@ -375,9 +375,10 @@ class DrySweep(Sweep):
 
 
 def _by_backend(rows: Iterable[RunRow]) -> dict[str, list[RunRow]]:
+    """Runs by the backend whose hooks own them: a pool's run by its member."""
     groups: dict[str, list[RunRow]] = {}
     for r in rows:
-        groups.setdefault(r.backend, []).append(r)
+        groups.setdefault(r.where, []).append(r)
     return groups
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from chester.plugin import retry
-from chester.plugin.errors import HookNotImplementedError
+from chester.plugin.errors import HookNotImplementedError, UserError
 from chester.plugin.hookspecs import LIFECYCLE_HOOKS, NETWORK_HOOKS
 from chester.plugin.manager import ChesterPluginManager, get_plugin_manager
 from chester.plugin.records import BackendConfig
@@ -73,12 +73,51 @@ class Dispatcher:
         Every attempt of one call runs in one :class:`RetryScope` (:func:`retry_scope`)."""
         if hook not in LIFECYCLE_HOOKS:
             raise ValueError(f"{hook} is not a lifecycle hook")
+        if backend.members:
+            return self._pool_call(hook, backend, kwargs)
         caller = self._caller(backend.type, hook)
         scope = _SCOPE.set(RetryScope(hook))
         try:
             return self._call(hook, caller, backend, kwargs)
         finally:
             _SCOPE.reset(scope)
+
+    def _pool_call(self, hook: str, pool: BackendConfig, kwargs: dict[str, Any]) -> Any:
+        """A hook on a pool's runs, called on each run's member (its handle names it: the
+        launcher records a pool run's handle under its member's name) and the answers
+        merged. Runs are prepared and submitted member by member by the launcher
+        (:mod:`chester.launcher.placing`), never through the pool itself."""
+        members = {m.name: m for m in pool.members}
+
+        def member_of(handle: Any) -> BackendConfig:
+            m = members.get(handle.backend)
+            if m is None:
+                raise UserError(
+                    f"run {handle.token} of pool {pool.name!r} is on {handle.backend!r}, "
+                    f"which is no longer one of its members ({', '.join(members)}); add it "
+                    "back to the pool's members to reach that run")
+            return m
+
+        if "handle" in kwargs:
+            return self.call(hook, member_of(kwargs["handle"]), **kwargs)
+        if "handles" not in kwargs:
+            raise UserError(f"{hook} on pool {pool.name!r}: a pool's runs are placed and "
+                            "submitted on its members by chester.launch, not on the pool")
+        groups: dict[str, list[Any]] = {}
+        for h in kwargs["handles"]:
+            groups.setdefault(member_of(h).name, []).append(h)
+        answers = [self.call(hook, members[name], **{**kwargs, "handles": hs})
+                   for name, hs in groups.items()]
+        if hook == "chester_pull":
+            return [res for a in answers for res in a]
+        if hook == "chester_spend":
+            from chester.plugin.records import Spend
+
+            return sum(answers, Spend())
+        merged: dict[str, Any] = {}
+        for a in answers:
+            merged.update(a)
+        return merged
 
     def _call(self, hook: str, caller: Any, backend: BackendConfig,
               kwargs: dict[str, Any]) -> Any:

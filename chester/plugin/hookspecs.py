@@ -25,12 +25,14 @@ import pluggy
 from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
+    Capacity,
     PreparedSweep,
     PullPatterns,
     PullResult,
     RunHandle,
     RunSpec,
     RunStatus,
+    Spend,
 )
 
 PROJECT = "chester"
@@ -38,7 +40,8 @@ _spec = pluggy.HookspecMarker(PROJECT)
 
 #: Hooks that talk to the target; the dispatcher retries them (submit under stricter rules).
 NETWORK_HOOKS = frozenset(
-    {"chester_submit", "chester_status", "chester_pull", "chester_cancel", "chester_logs"}
+    {"chester_submit", "chester_status", "chester_pull", "chester_cancel", "chester_logs",
+     "chester_capacity", "chester_spend"}
 )
 #: Hooks routed to the plugin that owns the backend.
 LIFECYCLE_HOOKS = frozenset({"chester_prepare"}) | NETWORK_HOOKS
@@ -208,6 +211,45 @@ class ChesterSpecs:
         counted in the log's raw bytes, so ``out`` gets every byte exactly once. The
         backend keeps that offset for the call
         (:meth:`chester.remote.backend.Backend.log_cursor`).
+        """
+
+    @_spec(firstresult=True)
+    def chester_capacity(self, backend: BackendConfig, runs: Sequence[RunSpec]) -> Capacity:
+        """Say how many of these runs the backend would start now, how many more it would
+        accept, how soon a queued one would start and what a run costs there.
+
+        When: before a pool (``type: pool``) places a sweep's runs on its members, at
+        launch and on the polls of a laptop that waits (``Sweep.wait``, ``chester
+        monitor``). Optional: a member without it is placed on last, as if it had no free
+        room and an unknown wait.
+
+        Arguments: ``backend``; ``runs``, the runs to be placed (their resources: GPUs per
+        run, time limits).
+
+        Returns: a :class:`~chester.plugin.records.Capacity`. One round trip at most (free
+        GPUs on a lab, a QOS's room and ``sbatch --test-only``'s start estimate on SLURM, a
+        spot price on EC2); it submits nothing.
+
+        Errors: ``TransientBackendError`` (retried), ``BackendError``.
+
+        Retried: yes (it changes nothing).
+        """
+
+    @_spec(firstresult=True)
+    def chester_spend(self, backend: BackendConfig, handles: Sequence[RunHandle]) -> Spend:
+        """Say what these runs have cost so far, and at most will cost.
+
+        When: before a pool places a run on a paid member (its budget), and by ``chester
+        status`` for a pool's spend line. Optional: a backend without it costs nothing.
+
+        Arguments: ``backend``; ``handles``, the runs of one sweep on this backend.
+
+        Returns: a :class:`~chester.plugin.records.Spend` (money from prices x instance
+        hours, service units from the scheduler's accounting, GPU-hours). One round trip.
+
+        Errors: ``TransientBackendError`` (retried), ``BackendError``.
+
+        Retried: yes (it changes nothing).
         """
 
     @_spec

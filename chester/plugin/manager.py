@@ -264,8 +264,9 @@ def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginMana
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(ChesterSpecs)
     cpm = ChesterPluginManager(pm=pm)
-    if not load_entry_points:
+    if not load_entry_points:  # an empty manager (tests fill it): not even the core's types
         return cpm
+    _register_core(cpm)
     blocked = _blocked_names()
     for ep in _entry_points():
         dist, version = _name_version(ep)
@@ -287,6 +288,16 @@ def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginMana
         cpm.records[ep.name] = cpm._record_for(plugin, ep.name, dist, version, "active")
     pm.check_pending()
     return cpm
+
+
+def _register_core(cpm: ChesterPluginManager) -> None:
+    """The backend types the core itself provides: ``pool`` (:mod:`chester.plugin.pool`)."""
+    from chester.plugin.pool import PoolPlugin
+
+    plugin = PoolPlugin()
+    cpm.pm.register(plugin, name="chester.pool")
+    cpm.records["chester.pool"] = cpm._record_for(plugin, "chester.pool", "chester-ml", None,
+                                                  "active")
 
 
 _manager: ChesterPluginManager | None = None

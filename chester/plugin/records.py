@@ -158,6 +158,9 @@ class BackendConfig:
     sync_on_launch: bool = field(default=True, metadata=_doc(
         "sync the environment (uv sync, conda env update) once per launch", "config (chester.yaml)",
         "remote backends' submit"))
+    members: tuple[BackendConfig, ...] = field(default=(), metadata=_doc(
+        "a pool's members, each validated as its own backend (empty for every other type)",
+        "config (chester.yaml, type: pool)", "the launcher's placement, Sweep (routing by member)"))
 
 
 @frozen(kw_only=True)
@@ -350,3 +353,54 @@ class PullResult:
     complete: bool = field(default=True, metadata=_doc(
         "the run's end record is home (chester.remote.paths.arrived); only then is the run "
         "marked pulled", "chester_pull", "the store, Sweep.wait, chester monitor"))
+
+
+@frozen(kw_only=True)
+class Capacity:
+    """How much of a sweep a backend could take now, as ``chester_capacity`` says; what a
+    pool places runs by (:mod:`chester.plugin.pool`). Every field may be unknown (None)."""
+
+    free: int = field(default=0, metadata=_doc(
+        "runs that would start now (free GPUs, free slots, a start estimate of now)",
+        "chester_capacity", "the pool's placement"))
+    room: int | None = field(default=None, metadata=_doc(
+        "runs it accepts now at all, started or queued (a QOS submit limit less what is "
+        "queued); None: no limit", "chester_capacity", "the pool's placement"))
+    wait_s: float | None = field(default=None, metadata=_doc(
+        "seconds until a run beyond ``free`` would start (the scheduler's own estimate); "
+        "None: unknown", "chester_capacity", "the pool's placement (max_wait)"))
+    usd_per_run_hour: float | None = field(default=None, metadata=_doc(
+        "what one run costs per hour (an instance's price shared by the runs on it); "
+        "None or 0: free capacity", "chester_capacity", "the pool's placement (budget)"))
+    run_hours: float | None = field(default=None, metadata=_doc(
+        "the longest a run may last there (a time limit), in hours: the bound of its "
+        "projected cost; None: no limit known", "chester_capacity", "the pool's budget"))
+    note: str = field(default="", metadata=_doc(
+        "one line for people (what was seen)", "chester_capacity", "the pool's notices"))
+
+    @property
+    def paid(self) -> bool:
+        return bool(self.usd_per_run_hour)
+
+
+@frozen(kw_only=True)
+class Spend:
+    """What a backend's runs have cost so far (``chester_spend``), and what the ones still
+    going will cost at most when they run to their limit."""
+
+    usd: float = field(default=0.0, metadata=_doc(
+        "money spent so far, in US dollars (prices x instance hours)", "chester_spend",
+        "the pool's budget, chester status"))
+    usd_projected: float = field(default=0.0, metadata=_doc(
+        "``usd`` plus what the runs still going will cost at most (to their time limit)",
+        "chester_spend", "the pool's budget, chester status"))
+    su: float = field(default=0.0, metadata=_doc(
+        "SLURM service units used (sacct's billing TRES x hours)", "chester_spend",
+        "the pool's budget, chester status"))
+    gpu_hours: float = field(default=0.0, metadata=_doc(
+        "GPU-hours used (shown, never capped)", "chester_spend", "chester status"))
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(usd=self.usd + other.usd,
+                     usd_projected=self.usd_projected + other.usd_projected,
+                     su=self.su + other.su, gpu_hours=self.gpu_hours + other.gpu_hours)

@@ -59,6 +59,25 @@ def _try_slot(slots_dir: Path, n: int) -> tuple[int, int] | None:
     return None
 
 
+def free_slots(slots_dir: Path, n: int) -> int:
+    """How many of the ``n`` slots no worker holds now (each tried and let go at once)."""
+    free = 0
+    for i in range(n):
+        try:
+            fd = os.open(slots_dir / f"slot-{i}.lock", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            free += 1  # never taken
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return free
+
+
 def _claim(run_dir: Path, me: dict) -> bool:
     """Take ownership of a queued run unless it started or another live runner has it."""
     fd = os.open(run_dir / rd.META / "claim.lock", os.O_RDWR | os.O_CREAT, 0o644)

@@ -18,6 +18,7 @@ from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     Capabilities,
+    Capacity,
     PreparedSweep,
     PullPatterns,
     PullResult,
@@ -200,6 +201,16 @@ class LocalBackend(Backend):
                                  cwd=str(backend.project_path))
         return [_handle(r, prepared.data.get("runner"), prepared.data.get("spec"))
                 for r in prepared.runs]
+
+    @hookimpl
+    def chester_capacity(self, backend: BackendConfig, runs: Sequence[RunSpec]) -> Capacity:
+        """The slots of this machine that no run holds now (free ones start a run at once);
+        no limit on what waits."""
+        from chester.target.runner import default_slots_dir, free_slots
+
+        cap, _gpus = _plan(backend.options)
+        free = free_slots(default_slots_dir(), cap)
+        return Capacity(free=free, note=f"{free} of {cap} slots free")
 
     @hookimpl
     def chester_status(self, backend: BackendConfig, handles: Sequence[RunHandle]
