@@ -98,7 +98,7 @@ def test_free_capacity_first_then_the_soonest_start_then_spread():
 
 
 def test_a_paid_member_only_past_max_wait_and_only_within_the_budget():
-    aws = Capacity(free=100, usd_per_run_hour=0.5, run_hours=2.0)  # $1 a run at most
+    aws = Capacity(free=100, paid=True, usd_per_run_hour=0.5, run_hours=2.0)  # $1 a run at most
     lab = Capacity(free=2, wait_s=None)
     soon = _place(10, [("lab", lab), ("hpc", Capacity(free=0, room=None, wait_s=60.0)),
                        ("aws", aws)], budget_usd=50.0)
@@ -112,7 +112,7 @@ def test_a_paid_member_only_past_max_wait_and_only_within_the_budget():
 
 
 def test_no_budget_or_no_cost_bound_sends_nothing_to_a_paid_member():
-    aws = Capacity(free=100, usd_per_run_hour=0.5)
+    aws = Capacity(free=100, paid=True, usd_per_run_hour=0.5)
     p = _place(3, [("aws", aws)], budget_usd=None)
     assert p.counts == () and p.held == 3
     assert "the pool has no budget" in p.notices[0]

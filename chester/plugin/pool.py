@@ -159,7 +159,7 @@ def run_cost(cap: Capacity, run_time_s: float | None) -> float | None:
     time limit (else the pool's ``run_time``); None when neither is known."""
     hours = cap.run_hours if cap.run_hours is not None else (
         run_time_s / 3600.0 if run_time_s is not None else None)
-    if not cap.usd_per_run_hour or hours is None:
+    if cap.usd_per_run_hour is None or hours is None:
         return None
     return cap.usd_per_run_hour * hours
 

@@ -369,18 +369,18 @@ class Capacity:
     wait_s: float | None = field(default=None, metadata=_doc(
         "seconds until a run beyond ``free`` would start (the scheduler's own estimate); "
         "None: unknown", "chester_capacity", "the pool's placement (max_wait)"))
+    paid: bool = field(default=False, metadata=_doc(
+        "its runs cost money (a cloud): a pool sends runs there only past max_wait and "
+        "within its budget", "chester_capacity", "the pool's placement (budget)"))
     usd_per_run_hour: float | None = field(default=None, metadata=_doc(
-        "what one run costs per hour (an instance's price shared by the runs on it); "
-        "None or 0: free capacity", "chester_capacity", "the pool's placement (budget)"))
+        "the most one run costs per hour there (an instance's price, at most what may be "
+        "bid, shared by the runs on it); None: not known", "chester_capacity",
+        "the pool's placement (budget)"))
     run_hours: float | None = field(default=None, metadata=_doc(
         "the longest a run may last there (a time limit), in hours: the bound of its "
         "projected cost; None: no limit known", "chester_capacity", "the pool's budget"))
     note: str = field(default="", metadata=_doc(
         "one line for people (what was seen)", "chester_capacity", "the pool's notices"))
-
-    @property
-    def paid(self) -> bool:
-        return bool(self.usd_per_run_hour)
 
 
 @frozen(kw_only=True)

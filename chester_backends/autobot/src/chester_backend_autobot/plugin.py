@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from chester.plugin.errors import UserError
-from chester.plugin.records import BackendConfig, RunSpec
+from chester.plugin.manager import hookimpl
+from chester.plugin.records import BackendConfig, Capacity, RunSpec
 from chester.remote import container as ctr
 from chester.remote import hosted, runtime, shell
 from chester.remote.backend import hook_function
@@ -102,6 +103,24 @@ class AutobotBackend(HostedShellBackend):
         runtime.place(tr, SCHEDULER_SRC.read_bytes(), scheduler_remote(backend),
                       who=self.who(backend), what="the scheduler")
         runtime.send(tr, runtime.build(), backend.options.remote_dir, who=self.who(backend))
+
+    @hookimpl
+    def chester_capacity(self, backend: BackendConfig, runs: Sequence[RunSpec]) -> Capacity:
+        """The runs the lab would start now: each node's free GPUs (the scheduler's own
+        rule, one query per node from the login host) in whole runs, less what its queue
+        waits to start. What waits beyond that has no known start (runs' lengths are not
+        known); a lab costs nothing."""
+        o: AutobotOptions = backend.options
+        per_run = max((self._gpus(backend, r) for r in runs), default=max(1, o.gpus_per_run))
+        with self.transport(backend) as tr:
+            data = self.tool_call(backend, tr, "capacity", stdin=json.dumps(
+                {"config": scheduler_config(backend), "nodes": list(o.nodes)}))
+        free_runs = sum(int(f) // per_run for f in data["free"].values())
+        waiting = -(-int(data["queued_gpus"]) // per_run)
+        down = f", {len(data['unreachable'])} nodes not answering" if data["unreachable"] else ""
+        return Capacity(free=max(0, free_runs - waiting),
+                        note=f"{sum(data['free'].values())} of {data['total']} GPUs free, "
+                             f"{waiting} runs queued{down}")
 
     def _gpus(self, backend: BackendConfig, r: RunSpec) -> int:
         g = r.resources.get("gpus_per_run", r.resources.get("gpus"))

@@ -673,22 +673,7 @@ class Loop:
 
     def _free(self, view: Mapping[str, Json], held: Mapping[str, Mapping[int, Json]],
               cfg: Mapping[str, Any]) -> dict[str, list[int]]:
-        """{node: GPU indices that may be handed out now}: no lease, no compute process
-        (when asked), memory used under the threshold, within the node's cap."""
-        free: dict[str, list[int]] = {}
-        caps = cfg.get("max_gpus") or {}
-        for n, v in view.items():
-            if not v.get("reachable"):
-                continue
-            mine = held.get(n, {})
-            f = sorted(g for g, uuid, used, _total in v["gpus"]
-                       if g not in mine
-                       and not (cfg["free_needs_no_process"] and uuid in v["busy"])
-                       and (cfg["free_memory_mib"] is None or used <= cfg["free_memory_mib"]))
-            cap = caps.get(n, cfg.get("max_gpus_per_node"))
-            room = len(f) if cap is None else max(0, int(cap) - len(mine))
-            free[n] = f[:room]
-        return free
+        return free_gpus(view, held, cfg)
 
     def _place(self, queue: list[Json], view: Mapping[str, Json],
                held: Mapping[str, Mapping[int, Json]], lroot: str,
@@ -805,6 +790,52 @@ class Loop:
             "at": time.time(), "pid": os.getpid(), "nodes": nodes, "cycles": self.cycles,
             "ssh_commands": self.nodes.commands,
             "ssh_sessions": self.nodes.opened})
+
+
+def free_gpus(view: Mapping[str, Json], held: Mapping[str, Mapping[int, Json]],
+              cfg: Mapping[str, Any]) -> dict[str, list[int]]:
+    """{node: GPU indices that may be handed out now}: no lease, no compute process
+    (when asked), memory used under the threshold, within the node's cap."""
+    free: dict[str, list[int]] = {}
+    caps = cfg.get("max_gpus") or {}
+    for n, v in view.items():
+        if not v.get("reachable"):
+            continue
+        mine = held.get(n, {})
+        f = sorted(g for g, uuid, used, _total in v["gpus"]
+                   if g not in mine
+                   and not (cfg["free_needs_no_process"] and uuid in v["busy"])
+                   and (cfg["free_memory_mib"] is None or used <= cfg["free_memory_mib"]))
+        cap = caps.get(n, cfg.get("max_gpus_per_node"))
+        room = len(f) if cap is None else max(0, int(cap) - len(mine))
+        free[n] = f[:room]
+    return free
+
+
+def capacity(root: str, asked: Mapping[str, Any]) -> Json:
+    """What the lab could start now, for a pool's placement: each node's free GPUs (one
+    query per node, as a cycle asks; the leases held), less the GPUs the runs waiting in
+    this ROOT's queue will take. ``asked``: ``{"config": the backend's node settings,
+    "nodes": [...]}`` (the loop's config.json may not exist yet)."""
+    cfg = dict(DEFAULTS)
+    cfg.update(read_json(os.path.join(root, "config.json")) or {})
+    cfg.update(asked.get("config") or {})
+    nodes = [str(n) for n in asked.get("nodes") or ()]
+    conn = Nodes(root, cfg)
+    try:
+        answers = conn.run_many({n: query_command(cfg, ()) for n in nodes})
+    finally:
+        conn.close()
+    view: dict[str, Json] = {}
+    for n in nodes:
+        code, out, _err = answers.get(n, (255, "", ""))
+        q = parse_query(out) if code == 0 else None
+        view[n] = dict(q, reachable=True) if q is not None else {"reachable": False}
+    free = free_gpus(view, leases(lease_root(root, cfg)), cfg)
+    return {"free": {n: len(f) for n, f in free.items()},
+            "total": sum(len(v["gpus"]) for v in view.values() if v.get("reachable")),
+            "queued_gpus": sum(int(e.get("gpus_per_run") or 1) for e in queue_entries(root)),
+            "unreachable": [n for n, v in view.items() if not v.get("reachable")]}
 
 
 def _tail(run_dir: str, n: int = 3) -> str:
@@ -1072,11 +1103,15 @@ def _stdin_dirs() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 2 or argv[0] not in ("submit", "run", "status", "cancel", "tail"):
-        print("usage: python scheduler.py [--runtime PYZ] submit|run|status|cancel|tail ROOT "
-              "...", file=sys.stderr)
+    if len(argv) < 2 or argv[0] not in ("submit", "run", "status", "cancel", "tail",
+                                        "capacity"):
+        print("usage: python scheduler.py [--runtime PYZ] "
+              "submit|run|status|cancel|tail|capacity ROOT ...", file=sys.stderr)
         return 2
     cmd, root = argv[0], argv[1]
+    if cmd == "capacity":
+        print(json.dumps(capacity(root, json.loads(sys.stdin.read() or "{}"))))
+        return 0
     if cmd == "submit":
         return submit(root, argv[2])
     if cmd == "run":

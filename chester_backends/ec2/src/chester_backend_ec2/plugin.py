@@ -40,12 +40,14 @@ from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     Capabilities,
+    Capacity,
     PreparedSweep,
     PullPatterns,
     PullResult,
     RunHandle,
     RunSpec,
     RunStatus,
+    Spend,
     State,
 )
 from chester.remote import paths
@@ -776,6 +778,28 @@ class Ec2Backend(Backend):
         """This instance's boto3 client of ``kind`` (``s3``, ``ec2``, ``iam``), made on first
         use (:class:`chester_backend_ec2.aws.Clients`)."""
         return self.clients.get(kind, options)
+
+    @hookimpl
+    def chester_capacity(self, backend: BackendConfig, runs: Sequence[RunSpec]) -> Capacity:
+        """A paid member: what a run costs at most (:func:`.costs.capacity`); no AWS call."""
+        from chester_backend_ec2 import costs
+
+        o: Ec2Options = backend.options
+        return costs.capacity(o, [_time_limit(o, r) for r in runs])
+
+    @hookimpl
+    def chester_spend(self, backend: BackendConfig, handles: Sequence[RunHandle]) -> Spend:
+        """What these runs' instances have cost and may still cost (one DescribeInstances
+        for the sweeps; :func:`.costs.spend`)."""
+        from chester_backend_ec2 import costs, prices
+
+        o: Ec2Options = backend.options
+        ec2 = self.client("ec2", o)
+        with aws.errors("describing instances", ec2):
+            insts = _describe(ec2, [{"Name": f"tag:{SWEEP_TAG}",
+                                     "Values": sorted(_sweeps(handles))}])
+        return costs.spend(o, insts, handles, prices.instance_prices(o, ec2, insts),
+                           now=time.time(), alive=ALIVE, group_tag=GROUP_TAG, launched=_ts)
 
     @hookimpl
     def chester_register_commands(self, subparsers: Any) -> None:

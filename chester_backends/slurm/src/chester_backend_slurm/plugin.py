@@ -30,6 +30,7 @@ from chester.plugin.records import (
     BackendConfig,
     BackendSpec,
     Capabilities,
+    Capacity,
     PreparedSweep,
     PullPatterns,
     PullResult,
@@ -768,6 +769,23 @@ class SlurmBackend(Backend):
         finally:
             if own:
                 ex.close()
+
+    @hookimpl
+    def chester_capacity(self, backend: BackendConfig, runs: Sequence[RunSpec]) -> Capacity:
+        """The room the user's submit limit leaves and when a run would start (``sbatch
+        --test-only`` with the first run's resources), in one round trip
+        (:mod:`chester_backend_slurm.capacity`)."""
+        from chester_backend_slurm import capacity
+
+        opts: SlurmOptions = backend.options
+        res = resources_for(opts, runs[0].resources if runs else {})
+        lines = render.sbatch_lines(opts, res)
+        ex = self.open_executor(backend)
+        try:
+            out = ex.run_script(capacity.script(lines, opts.qos), timeout=60, check=False)
+        finally:
+            ex.close()
+        return capacity.parse(out.stdout, opts.qos)
 
     def query(self, backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
               ) -> tuple[str | None, dict[str, RunStatus]]:
