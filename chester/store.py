@@ -825,6 +825,35 @@ class Store:
             db.executemany("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
                            [(i, now, "pending", f"placed on {m}") for i, m, _ in placed])
 
+    def begin_move(self, run_ids: Sequence[int]) -> None:
+        """Runs about to be cancelled on their member to move to another: never moved
+        before (``moved_from`` is NULL), submitted and not started."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("UPDATE runs SET submit_state='moving', updated=? WHERE id=? AND "
+                           "moved_from IS NULL AND submit_state='submitted' AND "
+                           "started_at IS NULL", [(now, i) for i in run_ids])
+
+    def finish_move(self, moves: Sequence[tuple[int, bool]]) -> None:
+        """Runs whose cancel on their member ended them, ``(run_id, started)``: new, unplaced
+        submissions of themselves (a new token), ``moved_from`` their member, so they move
+        once at most. One confirmed cancelled before it started keeps its attempt; one that
+        started in the moment before the cancel reached it counts its next attempt."""
+        now = time.time()
+        with self.tx() as db:
+            for run_id, started in moves:
+                db.execute(
+                    "UPDATE runs SET token=?, moved_from=member, member=NULL, "
+                    "attempt=attempt+?, submit_state='new', state='pending', reason=NULL, "
+                    "stderr_tail=NULL, exit_code=NULL, remote_id=NULL, host=NULL, "
+                    "handle=NULL, submitted_at=NULL, started_at=NULL, ended_at=NULL, "
+                    "pulled_at=NULL, pending_reason=NULL, updated=? WHERE id=? AND "
+                    "submit_state='moving'",
+                    (new_tokens(1)[0], 1 if started else 0, now, run_id))
+                db.execute("INSERT INTO events(run_id, at, state, reason) VALUES (?,?,?,?)",
+                           (run_id, now, "pending", "moved: it had started when cancelled"
+                            if started else "moved: cancelled before it started"))
+
     def unplace(self, run_ids: Sequence[int]) -> None:
         """Runs placed but never submitted go back to no member (placed again later)."""
         now = time.time()

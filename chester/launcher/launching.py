@@ -562,6 +562,15 @@ def _submit_all(store: Store, plan: Plan, rec: Recorded, todo: list[RunRow],
     log.info("launched", sweep=req.exp_prefix, backend=plan.backend.name, runs=len(handles))
 
 
+def _write_folders(plan: Plan, rows: list[RunRow], project_dir: str) -> None:
+    req = plan.request
+    shipping: Any = contextlib.nullcontext([]) if req.is_command else \
+        ship_local_modules(plan.config.project_path)
+    with shipping:
+        write_run_folders(rows, fn=req.fn, variants=[req.vlist[r.idx] for r in rows],
+                          project_dir=project_dir, env=req.env)
+
+
 def on_members(handles: Sequence[RunHandle], rows: Sequence[RunRow]) -> list[RunHandle]:
     """The handles as recorded: a pool run's under its member's name, by which the
     dispatcher finds the member again."""
@@ -586,12 +595,18 @@ def _submit_pool(store: Store, plan: Plan, rec: Recorded, todo: list[RunRow],
                    project_path=plan.config.project_path, dry=req.dry_run)
     sweep.notices += [("note", f"pool {plan.backend.name!r}: {line}")
                       for line in placed.notices]
+    if not req.dry_run and placed.held:  # placed while a laptop watches: from these
+        _write_folders(plan, list(placed.held), str(plan.config.project_path))
     parts: list[tuple[str, Any]] = []
     for member, rows in placed.groups:
         spec = plan.dispatcher.manager.get_backend(member.type).spec
         mplan = attrs.evolve(plan, backend=member, caps=spec.capabilities,
                              remote_root=spec.remote_root(member.options)
                              if spec.remote_root else None)
+        if spec.capabilities.sweep_spec and not req.dry_run:
+            # its runs travel in a sweep spec; their folders here too, so a run that never
+            # starts there can move to another member
+            _write_folders(mplan, list(rows), mplan.project_dir)
         _submit_all(store, mplan, rec, list(rows), sweep, complete=False)
         parts.append((member.name, sweep.prepared))
     if not placed.held and not req.dry_run:

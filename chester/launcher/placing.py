@@ -75,39 +75,48 @@ def place(store: Store, dispatcher: Dispatcher, pool: BackendConfig, rows: Seque
           *, exp_prefix: str, project_path: Path, dry: bool = False) -> Placed:
     """Place ``rows`` (runs to submit) on ``pool``'s members. A run caught mid-submit goes
     back to the member it was sent to (whose submit checks its token); the others are
-    placed anew. Unless ``dry``, each run's member is in the store before this returns."""
+    placed anew, a run that was moved never on the member it moved from. Unless ``dry``,
+    each run's member is in the store before this returns."""
     members = {m.name: m for m in pool.members}
     again = [r for r in rows if r.submit_state != "new" and r.member in members]
     fresh = [r for r in rows if not (r.submit_state != "new" and r.member in members)]
     specs = [RunSpec(run_id=r.id, token=r.token, name=r.name, exp_prefix=exp_prefix,
                      local_dir=Path(r.local_dir), remote_dir=r.remote_dir) for r in fresh]
     notices: list[str] = []
-    caps: list[tuple[str, Capacity]] = []
+    caps: dict[str, Capacity] = {}
     for m in pool.members:
         cap, line = capacity(dispatcher, m, specs) if fresh else (unknown_capacity(), None)
-        caps.append((m.name, cap))
+        caps[m.name] = cap
         if line:
             notices.append(line)
     o = pool.options
     projected = spend(dispatcher, pool, pool_rows(store, pool, exp_prefix)).usd_projected \
-        if fresh and any(c.paid for _, c in caps) else 0.0
-    plan = plan_placement(len(fresh), caps, max_wait_s=o.max_wait_s, budget_usd=o.budget.usd,
-                          projected_usd=projected, run_time_s=o.run_time_s)
-    notices += plan.notices
+        if fresh and any(c.paid for c in caps.values()) else 0.0
     out: dict[str, list[RunRow]] = {}
     for r in again:
         out.setdefault(r.member or "", []).append(r)
-    i = 0
     records: list[tuple[int, str, str]] = []
-    for name, k in plan.counts:
-        m = members[name]
-        to = _remote_dir_for(dispatcher, m, project_path)
-        for r in fresh[i:i + k]:
-            row = attrs.evolve(r, member=name, remote_dir=to(r.local_dir))
-            out.setdefault(name, []).append(row)
-            records.append((r.id, name, row.remote_dir))
-        i += k
-    held = tuple(fresh[i:])
+    held: list[RunRow] = []
+    plan = None
+    by_origin: dict[str | None, list[RunRow]] = {}
+    for r in fresh:  # a moved run is placed away from the member it left
+        by_origin.setdefault(r.moved_from if r.moved_from in members else None, []).append(r)
+    for origin, group in by_origin.items():
+        plan = plan_placement(len(group), [(n, c) for n, c in caps.items() if n != origin],
+                              max_wait_s=o.max_wait_s, budget_usd=o.budget.usd,
+                              projected_usd=projected, run_time_s=o.run_time_s)
+        projected = plan.projected_usd
+        notices += [n for n in plan.notices if n not in notices]
+        i = 0
+        for name, k in plan.counts:
+            to = _remote_dir_for(dispatcher, members[name], project_path)
+            for r in group[i:i + k]:
+                row = attrs.evolve(r, member=name, remote_dir=to(r.local_dir))
+                out.setdefault(name, []).append(row)
+                records.append((r.id, name, row.remote_dir))
+            i += k
+            caps[name] = _less(caps[name], k)
+        held += group[i:]
     if not dry:
         if records:
             store.place(records)
@@ -116,7 +125,13 @@ def place(store: Store, dispatcher: Dispatcher, pool: BackendConfig, rows: Seque
     log.info("pool_placed", pool=pool.name, **{n: len(g) for n, g in out.items()},
              held=len(held))
     groups = tuple((members[n], tuple(g)) for n, g in out.items() if g)
-    return Placed(groups=groups, held=held, notices=tuple(notices), placement=plan)
+    return Placed(groups=groups, held=tuple(held), notices=tuple(notices), placement=plan)
+
+
+def _less(cap: Capacity, k: int) -> Capacity:
+    """A member's capacity once ``k`` more runs went there."""
+    return attrs.evolve(cap, free=max(0, cap.free - k),
+                        room=None if cap.room is None else max(0, cap.room - k))
 
 
 def _remote_dir_for(dispatcher: Dispatcher, member: BackendConfig, project_path: Path) -> Any:

@@ -274,6 +274,9 @@ class Sweep:
         from chester.plugin.errors import TransientBackendError, WaitTimeout
 
         names = {r.where for r in self.rows()} or {self.row.backend}
+        # a pool's runs are placed, and moved, while this waits (chester.launcher.moving)
+        pools = {b for b in {r.backend for r in self.rows()}
+                 if self._backend_for(b).members}
         interval = poll_interval if poll_interval is not None else self._poll_interval(names)
         deadline = None if timeout is None else time.monotonic() + timeout
         show = sys.stderr.isatty() if progress is None else progress
@@ -286,6 +289,8 @@ class Sweep:
                 try:
                     rows = self.refresh()
                     backoff = interval
+                    if pools and self._pool_step(rows):
+                        rows = self.rows()
                 except TransientBackendError as exc:
                     log.warning("status_failed", sweep=self.ref, error=str(exc))
                     backoff = min(backoff * 2, 300.0)
@@ -307,7 +312,8 @@ class Sweep:
                     bar.update(rows)
                 if on_poll is not None:
                     on_poll(rows)
-                waiting = [r for r in rows if not r.state.terminal and r.handle is not None]
+                waiting = [r for r in rows if not r.state.terminal and r.handle is not None
+                           or r.backend in pools and r.submit_state in ("new", "moving")]
                 unpulled = [r for r in rows if pull and r.state.terminal
                             and r.handle is not None and not r.pulled_at and not r.reused_by
                             and r.id not in pulled_once]
@@ -328,6 +334,13 @@ class Sweep:
         finally:
             if bar:
                 bar.close()
+
+    def _pool_step(self, rows: Sequence[RunRow]) -> bool:
+        """A watcher's turn over the pool runs (:func:`chester.launcher.moving.step`):
+        True when it changed any."""
+        from chester.launcher.moving import step
+
+        return bool(step(self, rows))
 
     # -- cancel / logs --------------------------------------------------------------------
     def cancel(self, names: Iterable[str] | None = None) -> dict[str, bool]:

@@ -66,12 +66,14 @@ def fast() -> Dispatcher:
 
 
 def test_parse_reads_the_tightest_limit_and_the_estimate():
-    out = ("QUEUED 4\nASSOC 10|normal,q3|q3\nQOS normal|\nQOS q3|6\n"
+    out = ("ENFORCE associations,limits,qos\nQUEUED 4\nASSOC 10|normal,q3|q3\nQOS normal|\nQOS q3|6\n"
            "START 1000\nNOW 990\nTEST sbatch: Job 5 to start at ...\n")
     cap = parse(out, None)
     assert (cap.room, cap.free, cap.wait_s) == (2, 0, 10.0)
     now = parse("QUEUED 0\nSTART 1000\nNOW 1000\n", None)
     assert (now.room, now.free, now.wait_s) == (None, 1, 0.0)
+    unenforced = parse("ENFORCE none\nQUEUED 0\nASSOC 0||\nSTART 1000\nNOW 1000\n", None)
+    assert unenforced.room is None  # a limit shown but not enforced is no limit
     none = parse("QUEUED 0\nSTART \nNOW 1000\nTEST sbatch: error: Batch job submission "
                  "failed\n", None)
     assert none.wait_s is None and "submission failed" in none.note
@@ -103,3 +105,72 @@ def test_a_pool_puts_no_more_on_the_cluster_than_its_room(tmp_path, slurm_limite
         assert (project / r.local_dir / "value.txt").read_text(encoding="utf-8") == v
         st = json.loads((project / r.local_dir / ".chester" / "status.json").read_text())
         assert st["attempt"] == 1
+
+
+def fn_count(variant, log_dir, exp_name):
+    import os as _o
+    import time as _t
+
+    with open(_o.path.join(log_dir, "ran.txt"), "a", encoding="utf-8") as f:
+        f.write(variant["value"] + "\n")
+    _t.sleep(variant.get("sleep", 0))
+
+
+def test_runs_no_member_has_room_for_are_placed_while_the_laptop_watches(
+        tmp_path, slurm_limited, monkeypatch):
+    slurm_limited.wait_idle()
+    project = tmp_path / "project"
+    project.mkdir(parents=True)
+    (project / ".git").mkdir()
+    (project / "chester.yaml").write_text(yaml.safe_dump({"log_dir": "data", "backends": {
+        "hpc": {"type": "slurm", "poll_interval": 0.3, "scheduler_env": dict(slurm_limited.env)},
+        "anywhere": {"type": "pool", "members": ["hpc"]}}}))
+    cfg = load_config(project / "chester.yaml")
+    values = [f"r{i} `x` \u00fc" for i in range(5)]
+    sweep = launch(fn_count, [{"value": v, "sleep": 0.5} for v in values], backend="anywhere",
+                   exp_prefix="held", config=cfg, dispatcher=fast())
+    rows = sweep.rows()
+    assert [r.member for r in rows] == ["hpc"] * LIMIT + [None] * 2
+    assert any("2 runs wait for room in the pool" in t for _l, t in sweep.notices)
+    states = sweep.wait(timeout=180, poll_interval=0.3, pull=True, progress=False)
+    assert set(states.values()) == {State.SUCCEEDED}, [(r.name, r.reason) for r in sweep.rows()]
+    for r, v in zip(sweep.rows(), values, strict=True):
+        assert r.member == "hpc" and r.moved_from is None
+        assert (project / r.local_dir / "ran.txt").read_text(encoding="utf-8") == v + "\n"
+
+
+def test_a_run_waiting_past_max_wait_moves_once_to_a_member_with_room(
+        tmp_path, slurm_cluster, monkeypatch):
+    monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
+    slurm_cluster.wait_idle()
+    blocker = slurm_cluster.sbatch("-c", "8", "-o", "/dev/null", "--wrap", "sleep 300")
+    try:
+        project = tmp_path / "project"
+        project.mkdir(parents=True)
+        (project / ".git").mkdir()
+        (project / "chester.yaml").write_text(yaml.safe_dump({"log_dir": "data", "backends": {
+            "hpc": {"type": "slurm", "poll_interval": 0.3,
+                    "scheduler_env": dict(slurm_cluster.env)},
+            "one": {"type": "local", "max_parallel": 1},
+            "anywhere": {"type": "pool", "members": ["hpc", "one"], "max_wait": "2s"}}}))
+        cfg = load_config(project / "chester.yaml")
+        values = [f"m{i} $(id) \u2603" for i in range(3)]
+        sweep = launch(fn_count, [{"value": v, "sleep": 0.5} for v in values],
+                       backend="anywhere", exp_prefix="moves", config=cfg, dispatcher=fast())
+        first = {r.name: r.member for r in sweep.rows()}
+        on_hpc = [n for n, m in first.items() if m == "hpc"]
+        assert on_hpc, first  # the cluster is full: its runs wait there
+        states = sweep.wait(timeout=180, poll_interval=0.3, pull=True, progress=False)
+        assert set(states.values()) == {State.SUCCEEDED}, \
+            [(r.name, r.state, r.reason, r.submit_state, r.member) for r in sweep.rows()]
+        for r, v in zip(sweep.rows(), values, strict=True):
+            # every run ran exactly once, on this machine: those placed on the cluster
+            # moved (once) after their cancel there came before they started
+            assert (project / r.local_dir / "ran.txt").read_text(encoding="utf-8") == v + "\n"
+            assert r.member == "one"
+            assert r.moved_from == ("hpc" if r.name in on_hpc else None)
+            if r.name in on_hpc:
+                assert any("moved: cancelled before it started" == why
+                           for _t, _s, why in sweep.store.history(r.id))
+    finally:
+        slurm_cluster.run(["scancel", blocker], check=False)

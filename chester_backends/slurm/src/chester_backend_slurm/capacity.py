@@ -15,12 +15,15 @@ NOW_SLACK_S = 5.0
 
 
 def script(sbatch_lines: Sequence[str], qos: str | None) -> str:
-    """Bash that prints ``QUEUED n``, ``ASSOC maxsubmit|qos|defaultqos`` lines, ``QOS
+    """Bash that prints ``ENFORCE`` (AccountingStorageEnforce), ``QUEUED n``, ``ASSOC
+    maxsubmit|qos|defaultqos`` lines, ``QOS
     name|maxsubmitpu`` lines, ``START epoch`` (empty: no estimate), ``NOW epoch`` and the
     test's own last line (``TEST ...``)."""
     body = "\n".join(["#!/bin/bash", *sbatch_lines, "true"])
     return "\n".join([
         'u=$(id -un)',
+        'echo "ENFORCE $(scontrol show config 2>/dev/null | '
+        'sed -n "s/^AccountingStorageEnforce *= *//p")"',
         'echo "QUEUED $(squeue -h -r -u "$u" -o %i 2>/dev/null | wc -l)"',
         'sacctmgr -n -P show assoc where user="$u" format=maxsubmit,qos,defaultqos '
         '2>/dev/null | sed "s/^/ASSOC /"',
@@ -49,9 +52,12 @@ def parse(stdout: str, qos: str | None) -> Capacity:
     qos_limits: dict[str, int | None] = {}
     start = now = None
     test = ""
+    enforced = False
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")
-        if tag == "QUEUED":
+        if tag == "ENFORCE":  # limits count only where the cluster enforces them
+            enforced = "limits" in rest or "safe" in rest
+        elif tag == "QUEUED":
             queued = _int(rest) or 0
         elif tag == "ASSOC":
             cells = rest.split("|")
@@ -74,7 +80,7 @@ def parse(stdout: str, qos: str | None) -> Capacity:
         used = qos or default or (qoses[0] if qoses else "")
         if qos_limits.get(used) is not None:
             limits.append(int(qos_limits[used] or 0))
-    room = max(0, min(limits) - queued) if limits else None
+    room = max(0, min(limits) - queued) if limits and enforced else None
     if start is None or now is None:
         return Capacity(free=0, room=room, wait_s=None,
                         note=f"no start estimate ({test or 'sbatch --test-only said nothing'})")

@@ -395,7 +395,7 @@ def _handles(backend: BackendConfig, prepared: PreparedSweep,
     for j in prepared.data["jobs"]:
         jid = ids.get(j["index"], "")
         extra = ((("job", jid), ("kind", j["kind"]), ("submitted", f"{submitted_at:.0f}"),
-                  ("stage", prepared.data["stage_dir"]))
+                  ("stage", prepared.data["stage_dir"]), ("tasks", str(len(j["tokens"]))))
                  + ((("after", ids.get(j["after"], "") or "waiting"),)
                     if j.get("after") is not None else ())
                  + ((("deferred", str(j["index"])), ("limit", (waiting or {})[j["index"]]))
@@ -498,6 +498,14 @@ def _check_limit_fits(backend: BackendConfig, prepared: PreparedSweep, ids: Mapp
         raise BackendError(f"{backend.name}: sbatch refused a job of {size} runs for "
                            f"{limit} with none of your jobs queued: each array task counts, "
                            f"so set max_array_size below your submit limit")
+
+
+def _cancel_marker_line(h: RunHandle) -> str:
+    """Shell that writes a run folder's cancel marker naming the run (its token)."""
+    meta = f"{h.remote_dir}/.chester"
+    record = json.dumps({"by": "chester cancel", "at": time.time(), "token": h.token})
+    return (f"mkdir -p {shlex.quote(meta)} && printf '%s' {shlex.quote(record)} "
+            f"> {shlex.quote(meta + '/cancel')}\n")
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -907,13 +915,19 @@ class SlurmBackend(Backend):
                 j = h.get("job") or (h.remote_id or "").split("_")[0]
                 all_by_job[j] = all_by_job.get(j, 0) + 1
             for job, hs in by_job.items():
-                if hs[0].get("kind") == "array" and len(hs) < all_by_job[job]:
+                # the whole array only when every task of it is asked (a pool moves one)
+                tasks = int(hs[0].get("tasks") or all_by_job[job])
+                if hs[0].get("kind") == "array" and len(hs) < tasks:
                     targets += [h.remote_id for h in hs if h.remote_id]
                 else:
                     targets.append(job)  # the whole array, or a single/serial job
             if targets:
-                ex.run_script("scancel " + " ".join(shlex.quote(t) for t in targets) + "\n",
-                              timeout=60, check=True)
+                # a task cancelled before it started, alone, leaves no sacct record: its
+                # folder gets the cancel marker (the worker honours it; status reads it)
+                marks = [_cancel_marker_line(h) for h in live
+                         if h.remote_id in targets and states[h.token].state == State.QUEUED]
+                ex.run_script("".join(marks) + "scancel " + " ".join(
+                    shlex.quote(t) for t in targets) + "\n", timeout=60, check=True)
             # a stage whose every run is cancelled needs no supervisor any more
             per_stage: dict[str, int] = {}
             for h in asked:

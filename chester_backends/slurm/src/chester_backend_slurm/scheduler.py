@@ -126,7 +126,8 @@ for line in runs.splitlines():
               "done": os.path.exists(os.path.join(d, ".done")),
               "tail": None if ok else tail(os.path.join(d, "stderr.log")),
               "sched_tail": None if ok or not sched_out else tail(sched_out, 8, 4096),
-              "free": free, "dir": d, "key": key}
+              "free": free, "dir": d, "key": key,
+              "cancel": (rd(os.path.join(d, ".chester", "cancel")) or {}).get("token")}
 print(json.dumps(out))
 """
 
@@ -401,6 +402,8 @@ class _Records:
     common: dict[str, Any]
     worker_ok: bool
     worker_ended: bool
+    #: the run folder holds the cancel marker naming this run (a pending task cancelled alone)
+    cancel_marked: bool = False
 
     @classmethod
     def of(cls, rec: Mapping[str, Any] | None, *, token: str, remote_id: str,
@@ -414,6 +417,7 @@ class _Records:
         return cls(
             st=st, done=done, tail=tail, sched_tail=rec.get("sched_tail") or "",
             found={"tail": tail, "free_bytes": rec.get("free"), "run_dir": rec.get("dir") or ""},
+            cancel_marked=rec.get("cancel") == token,
             common={"remote_id": remote_id, "host": (st or {}).get("host") or host,
                     "started_at": (st or {}).get("started_at"),
                     "ended_at": (st or {}).get("ended_at"), "attempt": (st or {}).get("attempt")},
@@ -445,6 +449,11 @@ def _not_in_scheduler(seen: _Records, source: str | None) -> RunStatus:
                          "the scheduler to say why", **seen.common)
     if seen.worker_ended:
         return seen.recorded()
+    if seen.st is None and seen.cancel_marked:
+        # a pending task cancelled alone leaves no sacct record: the marker chester_cancel
+        # wrote for it says so (and its worker, were it to start, would not run it)
+        return RunStatus(state=State.CANCELLED, reason=states.CANCELLED_BEFORE,
+                         **seen.common)
     if source == "squeue" and seen.st is not None:
         full = states.disk_full(seen.tail, seen.found["free_bytes"], seen.found["run_dir"])
         if full:
