@@ -254,3 +254,13 @@ def test_a_pool_refuses_dependent_order_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(chester.plugin.errors.UserError, match="is a pool"):
         chester.launch(fn_record, [{"v": 1}], backend="anywhere", order="dependent",
                        config=load_config(project / "chester.yaml"))
+
+
+def test_used_up_service_units_close_the_members_that_charge_them():
+    hpc = Capacity(free=4, room=10, wait_s=0.0, charges_su=True)
+    lab = Capacity(free=1)
+    p = _place(3, [("hpc", hpc), ("lab", lab)], su_left=0.0)
+    assert dict(p.counts) == {"lab": 3}
+    assert p.notices[0] == "service-unit budget used up: no new runs to 'hpc'"
+    q = _place(3, [("hpc", hpc), ("lab", lab)], su_left=5.0)
+    assert dict(q.counts) == {"hpc": 3} and not q.notices

@@ -90,8 +90,10 @@ def place(store: Store, dispatcher: Dispatcher, pool: BackendConfig, rows: Seque
         if line:
             notices.append(line)
     o = pool.options
-    projected = spend(dispatcher, pool, pool_rows(store, pool, exp_prefix)).usd_projected \
-        if fresh and any(c.paid for c in caps.values()) else 0.0
+    used = spend(dispatcher, pool, pool_rows(store, pool, exp_prefix)) if fresh and (
+        any(c.paid for c in caps.values()) or o.budget.su is not None) else Spend()
+    projected = used.usd_projected
+    su_left = None if o.budget.su is None else o.budget.su - used.su
     out: dict[str, list[RunRow]] = {}
     for r in again:
         out.setdefault(r.member or "", []).append(r)
@@ -104,7 +106,8 @@ def place(store: Store, dispatcher: Dispatcher, pool: BackendConfig, rows: Seque
     for origin, group in by_origin.items():
         plan = plan_placement(len(group), [(n, c) for n, c in caps.items() if n != origin],
                               max_wait_s=o.max_wait_s, budget_usd=o.budget.usd,
-                              projected_usd=projected, run_time_s=o.run_time_s)
+                              projected_usd=projected, run_time_s=o.run_time_s,
+                              su_left=su_left)
         projected = plan.projected_usd
         notices += [n for n in plan.notices if n not in notices]
         i = 0

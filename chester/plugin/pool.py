@@ -175,11 +175,12 @@ def usd(x: float) -> str:
 
 def plan_placement(n: int, members: Sequence[tuple[str, Capacity]], *, max_wait_s: float,
                    budget_usd: float | None, projected_usd: float,
-                   run_time_s: float | None) -> Placement:
+                   run_time_s: float | None, su_left: float | None = None) -> Placement:
     """Where ``n`` runs go. Free capacity first (each free member's ``free``, in the
     pool's order); then a free member that would start them within ``max_wait_s``; then
     paid members, as far as the budget holds (the projected spend, ``projected_usd`` so far
-    plus each run's most, never passes ``budget_usd``); then the free member that starts
+    plus each run's most, never passes ``budget_usd``; ``su_left`` at or below 0 closes the
+    members that use service units); then the free member that starts
     them soonest, as far as it has room, and where no member can say, spread evenly over
     the free members with room. What finds no room is held (placed while a laptop
     watches)."""
@@ -188,6 +189,13 @@ def plan_placement(n: int, members: Sequence[tuple[str, Capacity]], *, max_wait_
     room: dict[str, float] = {m: math.inf if c.room is None else max(0, c.room)
                               for m, c in members}
     notices: list[str] = []
+    if su_left is not None and su_left <= 0:  # the service units are used up
+        closed = [m for m, c in members if c.charges_su and room[m]]
+        for m in closed:
+            room[m] = 0
+        if closed and n:
+            notices.append(f"service-unit budget used up: no new runs to "
+                           f"{', '.join(repr(m) for m in closed)}")
 
     def give(m: str, k: float) -> None:
         nonlocal left

@@ -379,6 +379,9 @@ class Capacity:
     run_hours: float | None = field(default=None, metadata=_doc(
         "the longest a run may last there (a time limit), in hours: the bound of its "
         "projected cost; None: no limit known", "chester_capacity", "the pool's budget"))
+    charges_su: bool = field(default=False, metadata=_doc(
+        "its runs use service units (a SLURM allocation): a pool's budget.su stops new "
+        "runs there once used up", "chester_capacity", "the pool's placement (budget)"))
     note: str = field(default="", metadata=_doc(
         "one line for people (what was seen)", "chester_capacity", "the pool's notices"))
 

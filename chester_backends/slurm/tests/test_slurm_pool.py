@@ -174,3 +174,39 @@ def test_a_run_waiting_past_max_wait_moves_once_to_a_member_with_room(
                            for _t, _s, why in sweep.store.history(r.id))
     finally:
         slurm_cluster.run(["scancel", blocker], check=False)
+
+
+def test_parse_spend_counts_billing_by_elapsed_hours_of_these_tasks():
+    from chester_backend_slurm.capacity import parse_spend
+
+    out = ("7_0|3600|billing=2,cpu=2,mem=1G,node=1\n7_1|1800|cpu=4,mem=1G,node=1\n"
+           "8|3600|billing=9,cpu=9\n7_[2-3]|0|billing=2\n")
+    assert parse_spend(out, ["7_0", "7_1", "7_2"]).su == pytest.approx(2.0 + 2.0)
+
+
+def test_service_units_used_up_send_no_new_runs_to_the_cluster(tmp_path, slurm_cluster,
+                                                              monkeypatch):
+    monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
+    slurm_cluster.wait_idle()
+    project = tmp_path / "project"
+    project.mkdir(parents=True)
+    (project / ".git").mkdir()
+    (project / "chester.yaml").write_text(yaml.safe_dump({"log_dir": "data", "backends": {
+        "hpc": {"type": "slurm", "poll_interval": 0.3, "scheduler_env": dict(slurm_cluster.env)},
+        "one": {"type": "local", "max_parallel": 1},
+        "anywhere": {"type": "pool", "members": ["hpc", "one"], "budget": {"su": 0.0001}}}}))
+    cfg = load_config(project / "chester.yaml")
+    first = launch(fn_count, [{"value": "a", "sleep": 1.5}], backend="anywhere",
+                   exp_prefix="units", config=cfg, dispatcher=fast())
+    assert [r.member for r in first.rows()] == ["hpc"]
+    assert set(first.wait(timeout=120, poll_interval=0.3, progress=False).values()) == \
+        {State.SUCCEEDED}
+    d = fast()
+    used = d.call("chester_spend", cfg.backend("hpc", d.manager),
+                  handles=[r.handle for r in first.rows()])
+    assert used.su >= 1 / 3600, used  # at least one CPU for a second
+    second = launch(fn_count, [{"value": "b"}], backend="anywhere", exp_prefix="units",
+                    config=cfg, dispatcher=fast(), resume=False)
+    assert second.rows()[-1].member == "one"
+    assert any("service-unit budget used up: no new runs to 'hpc'" in t
+               for _l, t in second.notices)

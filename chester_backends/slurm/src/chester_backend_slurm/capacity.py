@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from chester.plugin.records import Capacity
+from chester.plugin.records import Capacity, Spend
 
 #: a start estimate this close to now is "starts now"
 NOW_SLACK_S = 5.0
@@ -82,11 +82,36 @@ def parse(stdout: str, qos: str | None) -> Capacity:
             limits.append(int(qos_limits[used] or 0))
     room = max(0, min(limits) - queued) if limits and enforced else None
     if start is None or now is None:
-        return Capacity(free=0, room=room, wait_s=None,
+        return Capacity(free=0, room=room, wait_s=None, charges_su=True,
                         note=f"no start estimate ({test or 'sbatch --test-only said nothing'})")
     wait = max(0.0, float(start - now))
     starts_now = wait <= NOW_SLACK_S
     free = (room if room is not None else 1) if starts_now else 0
     lim = f"room for {room} of the submit limit" if room is not None else "no submit limit"
-    return Capacity(free=free, room=room, wait_s=0.0 if starts_now else wait,
+    return Capacity(free=free, room=room, wait_s=0.0 if starts_now else wait, charges_su=True,
                     note=f"{lim}; a run would start in {int(wait)} s")
+
+
+def spend_script(job_ids: Sequence[str], start_date: str) -> str:
+    """Bash that prints each job's (task's) ``JobID|ElapsedRaw|AllocTRES`` from sacct."""
+    ids = ",".join(sorted(set(job_ids)))
+    return (f"sacct -X -n -P -o JobID,ElapsedRaw,AllocTRES -j {shlex.quote(ids)} "
+            f"--starttime={shlex.quote(start_date)} 2>/dev/null\n")
+
+
+def parse_spend(stdout: str, task_ids: Sequence[str]) -> Spend:
+    """Service units of these tasks: each one's ``billing`` TRES x its elapsed hours (a
+    cluster without ``billing`` in its TRES counts the CPUs, as SLURM does by default)."""
+    wanted = set(task_ids)
+    su = 0.0
+    for line in stdout.splitlines():
+        cells = line.split("|")
+        if len(cells) < 3 or cells[0] not in wanted:
+            continue
+        tres = dict(p.partition("=")[::2] for p in cells[2].split(",") if "=" in p)
+        try:
+            weight = float(tres.get("billing") or tres.get("cpu") or 0)
+            su += weight * float(cells[1] or 0) / 3600
+        except ValueError:
+            continue
+    return Spend(su=su)

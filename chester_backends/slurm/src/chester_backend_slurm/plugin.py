@@ -37,6 +37,7 @@ from chester.plugin.records import (
     RunHandle,
     RunSpec,
     RunStatus,
+    Spend,
     State,
 )
 from chester.remote import paths, runtime, shell
@@ -794,6 +795,24 @@ class SlurmBackend(Backend):
         finally:
             ex.close()
         return capacity.parse(out.stdout, opts.qos)
+
+    @hookimpl
+    def chester_spend(self, backend: BackendConfig, handles: Sequence[RunHandle]) -> Spend:
+        """Service units the runs used so far (sacct's billing TRES x elapsed hours; one
+        round trip; :mod:`chester_backend_slurm.capacity`)."""
+        from chester_backend_slurm import capacity
+
+        ids = [h.remote_id for h in handles if h.remote_id]
+        if not ids:
+            return Spend()
+        ex = self.open_executor(backend)
+        try:
+            out = ex.run_script(capacity.spend_script(
+                sorted({i.split("_")[0] for i in ids}), _start_date(handles)),
+                timeout=60, check=False)
+        finally:
+            ex.close()
+        return capacity.parse_spend(out.stdout, ids)
 
     def query(self, backend: BackendConfig, handles: Sequence[RunHandle], ex: Any = None
               ) -> tuple[str | None, dict[str, RunStatus]]:
