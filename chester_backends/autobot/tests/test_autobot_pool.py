@@ -74,3 +74,8 @@ def test_a_pool_puts_runs_on_the_labs_free_gpus_first(tmp_path, gpu_lab, monkeyp
         assert (project / r.local_dir / "value.txt").read_text(encoding="utf-8") == v
         assert json.loads((project / r.local_dir / ".chester" / "status.json").read_text()
                           )["attempt"] == 1
+    d = fast()
+    spent = d.call("chester_spend", cfg.backend("lab", d.manager),
+                   handles=[r.handle for r in sweep.rows() if r.member == "lab"])
+    # 8 runs of at least a second each, one GPU each; shown, never money
+    assert spent.gpu_hours >= 8 / 3600 and spent.usd == 0, spent

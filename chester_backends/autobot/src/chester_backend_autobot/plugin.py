@@ -22,7 +22,7 @@ from typing import Any
 
 from chester.plugin.errors import UserError
 from chester.plugin.manager import hookimpl
-from chester.plugin.records import BackendConfig, Capacity, RunSpec
+from chester.plugin.records import BackendConfig, Capacity, RunHandle, RunSpec, Spend
 from chester.remote import container as ctr
 from chester.remote import hosted, runtime, shell
 from chester.remote.backend import hook_function
@@ -121,6 +121,21 @@ class AutobotBackend(HostedShellBackend):
         return Capacity(free=max(0, free_runs - waiting),
                         note=f"{sum(data['free'].values())} of {data['total']} GPUs free, "
                              f"{waiting} runs queued{down}")
+
+    @hookimpl
+    def chester_spend(self, backend: BackendConfig, handles: Sequence[RunHandle]) -> Spend:
+        """GPU-hours the runs have used (shown by a pool, never capped: a lab costs no
+        money): each run's time from its start to its end (or now) x the backend's GPUs
+        per run, from one status round trip."""
+        import time
+
+        if not handles:
+            return Spend()
+        now = time.time()
+        seconds = sum(max(0.0, (st.ended_at or now) - st.started_at)
+                      for st in self.chester_status(backend, handles).values()
+                      if st.started_at is not None)
+        return Spend(gpu_hours=seconds / 3600 * max(1, backend.options.gpus_per_run))
 
     def _gpus(self, backend: BackendConfig, r: RunSpec) -> int:
         g = r.resources.get("gpus_per_run", r.resources.get("gpus"))
