@@ -56,8 +56,6 @@ def step(sweep: Any, rows: Sequence[RunRow], *, now: float | None = None) -> lis
         lines += _start_moves(sweep, pool, [sweep.run_row(r.id) for r in mine], now)
         fresh = [sweep.run_row(r.id) for r in mine]
         lines += _place_unplaced(sweep, pool, fresh)
-    for line in lines:
-        log.info("pool_step", sweep=sweep.ref, what=line)
     return lines
 
 
@@ -133,7 +131,7 @@ def _place_unplaced(sweep: Any, pool: BackendConfig, rows: Sequence[RunRow]) -> 
         return []
     placed = place(sweep.store, sweep.dispatcher, pool, todo, exp_prefix=sweep.exp_prefix,
                    project_path=sweep.config.project_path)
-    lines = []
+    lines = [f"pool {pool.name!r}: {n}" for n in placed.notices]  # the budget, no room
     for member, group in placed.groups:
         submit_rows(sweep, member, [sweep.run_row(r.id) for r in group])
         lines.append(f"{len(group)} runs placed on {member.name}")

@@ -108,6 +108,8 @@ class Sweep:
     #: True: every launch of ``exp_prefix``; False: the launch ``row`` only.
     experiment: bool = attrs.field(default=False, kw_only=True)
     _backends: dict[str, BackendConfig] = attrs.field(factory=dict, repr=False, init=False)
+    #: what a pool's watcher turn said already (each line is logged once)
+    _said: set[str] = attrs.field(factory=set, repr=False, init=False)
 
     @property
     def id(self) -> int:
@@ -337,10 +339,16 @@ class Sweep:
 
     def _pool_step(self, rows: Sequence[RunRow]) -> bool:
         """A watcher's turn over the pool runs (:func:`chester.launcher.moving.step`):
-        True when it changed any."""
+        True when it did anything. Each thing it says is logged once (a budget reached, a
+        move), as a warning: never a silent stall."""
         from chester.launcher.moving import step
 
-        return bool(step(self, rows))
+        lines = step(self, rows)
+        for line in lines:
+            if line not in self._said:
+                self._said.add(line)
+                log.warning("pool", sweep=self.ref, what=line)
+        return bool(lines)
 
     # -- cancel / logs --------------------------------------------------------------------
     def cancel(self, names: Iterable[str] | None = None) -> dict[str, bool]:
