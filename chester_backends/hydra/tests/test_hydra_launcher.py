@@ -215,3 +215,15 @@ def test_a_multirun_killed_while_submitting_is_completed_never_duplicated(tmp_pa
     assert "stopped while submitting: completing it" in again.stderr
     for job in ("job_0", "job_1"):  # each job ran once
         assert len((project / "fixed" / job / "ran.txt").read_text().split()) == 1
+
+
+def test_multirun_on_a_pool_returns_every_job_result_and_records_members(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
+    project = _project(tmp_path, {"one": {"type": "local", "max_parallel": 1},
+                                  "anywhere": {"type": "pool", "members": ["one", "local"]}})
+    _check_returns(project, "anywhere")
+    st = _run(project, "-m", "chester.cli", "status", "--json")
+    assert st.returncode == 0, st.stderr
+    members = {r["member"] for r in json.loads(st.stdout)["runs"]}
+    assert members == {"one", "local"}, members
