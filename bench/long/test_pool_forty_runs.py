@@ -88,7 +88,7 @@ def test_forty_minute_runs_on_the_pool_and_on_each_member(tmp_path, gpu_lab, slu
     cfg = {"log_dir": "data", "backends": {
         "lab": lab_backend(gpu_lab, tmp_path / "shared" / "proj"),
         "hpc": {"type": "slurm", "host": login.alias, "ssh_config": login.ssh_config,
-                "python": sys.executable, "poll_interval": 1.0,
+                "python": sys.executable, "poll_interval": 1.0, "max_array_size": LIMIT,
                 "scheduler_env": dict(slurm_limited.env), "remote_dir": str(tmp_path / "hpc")},
         "aws": ec2_config(time_limit_s=TIME_LIMIT_S)["backends"]["ec2"],
         "anywhere": {"type": "pool", "members": ["lab", "hpc", "aws"],
