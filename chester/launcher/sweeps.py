@@ -356,17 +356,34 @@ class Sweep:
         the run had ended by the time the backend was asked). The states are refreshed
         first, so runs that ended meanwhile are not counted."""
         wanted = set(names) if names is not None else None
-        rows = [r for r in self.refresh()
+        fresh = self.refresh()
+        unplaced = self._cancel_unplaced([r for r in fresh if wanted is None
+                                          or r.name in wanted])
+        rows = [r for r in fresh
                 if r.handle is not None and not r.state.terminal
                 and (wanted is None or r.name in wanted)]
         if not rows:
-            return {}
+            return unplaced
         result: dict[str, Any] = {}
         for name, group in _by_backend(rows).items():
             result.update(self.dispatcher.call("chester_cancel", self._backend_for(name),
                                                handles=[r.handle for r in group]))
         self.refresh()
-        return {r.name: bool(result.get(r.token)) for r in rows}
+        return {**unplaced, **{r.name: bool(result.get(r.token)) for r in rows}}
+
+    def _cancel_unplaced(self, rows: Sequence[RunRow]) -> dict[str, bool]:
+        """A pool's runs not placed on a member yet (no member had room): cancelled here,
+        so no watcher places them later."""
+        todo = [r for r in rows if r.handle is None and r.member is None
+                and r.submit_state == "new" and not r.state.terminal
+                and self._backend_for(r.backend).members]
+        if not todo:
+            return {}
+        self.store.record_status([(r.id, RunStatus(state=State.CANCELLED,
+                                                   reason="cancelled before it was placed"))
+                                  for r in todo])
+        self.store.set_submit_state([r.id for r in todo], "cancelled")
+        return {r.name: True for r in todo}
 
     def logs(self, run: str, *, follow: bool = False, stream: str = "stdout",
              out: Any = None) -> None:

@@ -210,3 +210,25 @@ def test_service_units_used_up_send_no_new_runs_to_the_cluster(tmp_path, slurm_c
     assert second.rows()[-1].member == "one"
     assert any("service-unit budget used up: no new runs to 'hpc'" in t
                for _l, t in second.notices)
+
+
+def test_cancel_reaches_runs_not_placed_yet(tmp_path, slurm_limited):
+    slurm_limited.wait_idle()
+    project = tmp_path / "project"
+    project.mkdir(parents=True)
+    (project / ".git").mkdir()
+    (project / "chester.yaml").write_text(yaml.safe_dump({"log_dir": "data", "backends": {
+        "hpc": {"type": "slurm", "poll_interval": 0.3, "scheduler_env": dict(slurm_limited.env)},
+        "anywhere": {"type": "pool", "members": ["hpc"]}}}))
+    cfg = load_config(project / "chester.yaml")
+    sweep = launch(fn_count, [{"value": f"c{i}", "sleep": 30} for i in range(5)],
+                   backend="anywhere", exp_prefix="stop", config=cfg, dispatcher=fast())
+    assert [r.member for r in sweep.rows()] == ["hpc"] * LIMIT + [None] * 2
+    stopped = sweep.cancel()
+    assert set(stopped) == {r.name for r in sweep.rows()}
+    states = sweep.wait(timeout=120, poll_interval=0.3, progress=False)
+    assert set(states.values()) == {State.CANCELLED}
+    rows = sweep.rows()
+    assert [r.reason for r in rows[LIMIT:]] == ["cancelled before it was placed"] * 2
+    assert all(r.member is None and r.handle is None for r in rows[LIMIT:])
+    assert not any((project / r.local_dir / "ran.txt").exists() for r in rows[LIMIT:])
