@@ -17,7 +17,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import yaml
-from chester_testinfra import InfraUnavailable, skip_or_fail
+from chester_testinfra import InfraUnavailable, skip_or_fail, wait_until
 from chester_testinfra.gpulab import lab_backend
 from chester_testinfra.slurm import SlurmCluster, SlurmFactory
 
@@ -99,11 +99,14 @@ def test_forty_minute_runs_on_the_pool_and_on_each_member(tmp_path, gpu_lab, slu
     took: dict[str, float] = {}
     took["pool"], rows = _timed(config, "anywhere", "pool")
     placed = {m: sum(1 for r in rows if r.member == m) for m in ("lab", "hpc", "aws")}
-    moved = sum(1 for r in rows if r.moved_from)
-    print(f"\nPOOL-BENCH pool: {took['pool']:.1f} s; final members {placed}, moved {moved}",
-          flush=True)
+    moved = {f"{r.moved_from}->{r.member}" for r in rows if r.moved_from}
+    print(f"\nPOOL-BENCH pool: {took['pool']:.1f} s; final members {placed}, moves "
+          f"{sum(1 for r in rows if r.moved_from)} ({', '.join(sorted(moved))}), attempts "
+          f"{sorted({r.attempt for r in rows})}", flush=True)
     for member in ("lab", "hpc", "aws"):
-        slurm_limited.wait_idle(timeout=300)
+        wait_until(lambda: not slurm_limited.queue(), 300, "the cluster's queue to empty")
+        print("POOL-BENCH node:", slurm_limited.run(["sinfo", "-h", "-o", "%t %E"],
+                                                    check=False).stdout.strip(), flush=True)
         took[member], _ = _timed(config, member, f"alone-{member}")
         print(f"POOL-BENCH {member} alone: {took[member]:.1f} s", flush=True)
     free_best = min(took["lab"], took["hpc"])
