@@ -854,6 +854,15 @@ class Store:
                            (run_id, now, "pending", "moved: it had started when cancelled"
                             if started else "moved: cancelled before it started"))
 
+    def keep_after_move(self, run_ids: Sequence[int]) -> None:
+        """Runs that ended on their member before a move's cancel reached them: they stay
+        (their result is the run's) and never move (``moved_from`` set to that member)."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("UPDATE runs SET submit_state='submitted', moved_from=member, "
+                           "updated=? WHERE id=? AND submit_state='moving'",
+                           [(now, i) for i in run_ids])
+
     def unplace(self, run_ids: Sequence[int]) -> None:
         """Runs placed but never submitted go back to no member (placed again later)."""
         now = time.time()

@@ -8,7 +8,7 @@ cancelled on its member; once its state there is final, it becomes a new submiss
 itself (a new token), unplaced, ``moved_from`` that member (a run whose ``moved_from`` is
 set never moves again); then it is placed like any unplaced run, away from that member.
 A run that started in the moment before the cancel reached it is submitted again with its
-next attempt. Each member keeps its own hooks: the runs are prepared and submitted on it
+next attempt; one that ended otherwise first (it ran to its end) stays as it is. Each member keeps its own hooks: the runs are prepared and submitted on it
 from their local run folders (a pool's launch writes every run's folder).
 """
 
@@ -60,11 +60,14 @@ def step(sweep: Any, rows: Sequence[RunRow], *, now: float | None = None) -> lis
 
 
 def _finish_moves(sweep: Any, rows: Sequence[RunRow]) -> list[str]:
-    moving = [r for r in rows if r.submit_state == "moving" and r.state.terminal]
-    if not moving:
+    ended = [r for r in rows if r.submit_state == "moving" and r.state.terminal]
+    if not ended:
         return []
-    sweep.store.finish_move([(r.id, r.started_at is not None or r.state != State.CANCELLED)
-                             for r in moving])
+    # ended otherwise than by the cancel (it ran to its end first): it stays, its result
+    # is the run's, and it never moves
+    sweep.store.keep_after_move([r.id for r in ended if r.state != State.CANCELLED])
+    moving = [r for r in ended if r.state == State.CANCELLED]
+    sweep.store.finish_move([(r.id, r.started_at is not None) for r in moving])
     return [f"{len(moving)} runs left {m} (cancelled before they started)"
             for m in sorted({r.member or "" for r in moving})]
 

@@ -13,7 +13,7 @@ import cloudpickle
 import pytest
 import yaml
 from chester_backend_slurm.capacity import parse
-from chester_testinfra import InfraUnavailable, skip_or_fail
+from chester_testinfra import InfraUnavailable, skip_or_fail, wait_until
 from chester_testinfra.slurm import SlurmCluster, SlurmFactory
 
 from chester.config import load_config
@@ -24,6 +24,7 @@ from chester.plugin.records import State
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 LIMIT = 3
+ROOM = LIMIT - 1  # a sweep's supervisor job (supervise: auto) takes one submit slot
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,12 @@ def slurm_limited(tmp_path_factory) -> Iterator[SlurmCluster]:
         yield cluster
     finally:
         factory.stop()
+
+
+def queue_empty(cluster) -> None:
+    """The limited cluster's queue holds none of an earlier test's jobs (their slots count
+    against the submit limit); its node may still be finishing them."""
+    wait_until(lambda: not cluster.queue(), 120, "the cluster's queue to empty", interval=0.3)
 
 
 def fn_value(variant, log_dir, exp_name):
@@ -70,6 +77,7 @@ def test_parse_reads_the_tightest_limit_and_the_estimate():
            "START 1000\nNOW 990\nTEST sbatch: Job 5 to start at ...\n")
     cap = parse(out, None)
     assert (cap.room, cap.free, cap.wait_s) == (2, 0, 10.0)
+    assert parse(out, None, reserved=1).room == 1  # a supervisor job's slot
     now = parse("QUEUED 0\nSTART 1000\nNOW 1000\n", None)
     assert (now.room, now.free, now.wait_s) == (None, 1, 0.0)
     unenforced = parse("ENFORCE none\nQUEUED 0\nASSOC 0||\nSTART 1000\nNOW 1000\n", None)
@@ -81,24 +89,24 @@ def test_parse_reads_the_tightest_limit_and_the_estimate():
 
 def test_the_cluster_says_its_room_under_the_submit_limit(tmp_path, slurm_limited):
     _p, cfg = _project(tmp_path, slurm_limited)
-    slurm_limited.wait_idle()
+    queue_empty(slurm_limited)
     d = fast()
     cap = d.call("chester_capacity", cfg.backend("hpc", d.manager), runs=[])
-    assert (cap.room, cap.free, cap.wait_s, cap.paid) == (LIMIT, LIMIT, 0.0, False), cap
+    assert (cap.room, cap.free, cap.wait_s, cap.paid) == (ROOM, ROOM, 0.0, False), cap
 
 
 def test_a_pool_puts_no_more_on_the_cluster_than_its_room(tmp_path, slurm_limited,
                                                            monkeypatch):
     monkeypatch.setenv("CHESTER_SLOTS_DIR", str(tmp_path / "slots"))
-    slurm_limited.wait_idle()
+    queue_empty(slurm_limited)
     project, cfg = _project(tmp_path, slurm_limited)
     values = [f"v{i} '$(y)'\n\u2603" for i in range(6)]
     sweep = launch(fn_value, [{"value": v, "sleep": 0.5} for v in values],
                    backend="anywhere", exp_prefix="hpcpool", config=cfg, dispatcher=fast())
     members = [r.member for r in sweep.rows()]
-    # the cluster starts 3 now (its room), this machine 1; the other 2 queue where the
-    # start is known soonest and room is left: here (the cluster has none left)
-    assert members == ["hpc"] * LIMIT + ["one"] * 3, members
+    # the cluster starts 2 now (its room: the limit less its supervisor's slot), this
+    # machine 1; the other 3 queue where room is left: here (the cluster has none left)
+    assert members == ["hpc"] * ROOM + ["one"] * 4, members
     states = sweep.wait(timeout=180, poll_interval=0.3, pull=True, progress=False)
     assert set(states.values()) == {State.SUCCEEDED}, [(r.name, r.reason) for r in sweep.rows()]
     for r, v in zip(sweep.rows(), values, strict=True):
@@ -118,7 +126,7 @@ def fn_count(variant, log_dir, exp_name):
 
 def test_runs_no_member_has_room_for_are_placed_while_the_laptop_watches(
         tmp_path, slurm_limited, monkeypatch):
-    slurm_limited.wait_idle()
+    queue_empty(slurm_limited)
     project = tmp_path / "project"
     project.mkdir(parents=True)
     (project / ".git").mkdir()
@@ -130,8 +138,8 @@ def test_runs_no_member_has_room_for_are_placed_while_the_laptop_watches(
     sweep = launch(fn_count, [{"value": v, "sleep": 0.5} for v in values], backend="anywhere",
                    exp_prefix="held", config=cfg, dispatcher=fast())
     rows = sweep.rows()
-    assert [r.member for r in rows] == ["hpc"] * LIMIT + [None] * 2
-    assert any("2 runs wait for room in the pool" in t for _l, t in sweep.notices)
+    assert [r.member for r in rows] == ["hpc"] * ROOM + [None] * 3
+    assert any("3 runs wait for room in the pool" in t for _l, t in sweep.notices)
     states = sweep.wait(timeout=180, poll_interval=0.3, pull=True, progress=False)
     assert set(states.values()) == {State.SUCCEEDED}, [(r.name, r.reason) for r in sweep.rows()]
     for r, v in zip(sweep.rows(), values, strict=True):
@@ -213,7 +221,7 @@ def test_service_units_used_up_send_no_new_runs_to_the_cluster(tmp_path, slurm_c
 
 
 def test_cancel_reaches_runs_not_placed_yet(tmp_path, slurm_limited):
-    slurm_limited.wait_idle()
+    queue_empty(slurm_limited)
     project = tmp_path / "project"
     project.mkdir(parents=True)
     (project / ".git").mkdir()
@@ -223,12 +231,12 @@ def test_cancel_reaches_runs_not_placed_yet(tmp_path, slurm_limited):
     cfg = load_config(project / "chester.yaml")
     sweep = launch(fn_count, [{"value": f"c{i}", "sleep": 30} for i in range(5)],
                    backend="anywhere", exp_prefix="stop", config=cfg, dispatcher=fast())
-    assert [r.member for r in sweep.rows()] == ["hpc"] * LIMIT + [None] * 2
+    assert [r.member for r in sweep.rows()] == ["hpc"] * ROOM + [None] * 3
     stopped = sweep.cancel()
     assert set(stopped) == {r.name for r in sweep.rows()}
     states = sweep.wait(timeout=120, poll_interval=0.3, progress=False)
     assert set(states.values()) == {State.CANCELLED}
     rows = sweep.rows()
-    assert [r.reason for r in rows[LIMIT:]] == ["cancelled before it was placed"] * 2
-    assert all(r.member is None and r.handle is None for r in rows[LIMIT:])
-    assert not any((project / r.local_dir / "ran.txt").exists() for r in rows[LIMIT:])
+    assert [r.reason for r in rows[ROOM:]] == ["cancelled before it was placed"] * 3
+    assert all(r.member is None and r.handle is None for r in rows[ROOM:])
+    assert not any((project / r.local_dir / "ran.txt").exists() for r in rows[ROOM:])

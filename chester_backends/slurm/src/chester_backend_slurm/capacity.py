@@ -43,7 +43,7 @@ def _int(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def parse(stdout: str, qos: str | None) -> Capacity:
+def parse(stdout: str, qos: str | None, reserved: int = 0) -> Capacity:
     """The capacity the script's output says: ``room`` from the tightest submit limit (None
     without one, or without accounting); ``free`` = that room when the test job would start
     now (one run, with no limit), else nothing and ``wait_s`` until the estimate."""
@@ -80,7 +80,8 @@ def parse(stdout: str, qos: str | None) -> Capacity:
         used = qos or default or (qoses[0] if qoses else "")
         if qos_limits.get(used) is not None:
             limits.append(int(qos_limits[used] or 0))
-    room = max(0, min(limits) - queued) if limits and enforced else None
+    # ``reserved``: slots the submit itself takes besides the runs (a supervisor job)
+    room = max(0, min(limits) - queued - reserved) if limits and enforced else None
     if start is None or now is None:
         return Capacity(free=0, room=room, wait_s=None, charges_su=True,
                         note=f"no start estimate ({test or 'sbatch --test-only said nothing'})")

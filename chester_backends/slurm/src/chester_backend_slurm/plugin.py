@@ -794,7 +794,8 @@ class SlurmBackend(Backend):
             out = ex.run_script(capacity.script(lines, opts.qos), timeout=60, check=False)
         finally:
             ex.close()
-        return capacity.parse(out.stdout, opts.qos)
+        # a sweep's supervisor job is submitted before its runs and takes a submit slot
+        return capacity.parse(out.stdout, opts.qos, reserved=0 if opts.supervise is False else 1)
 
     @hookimpl
     def chester_spend(self, backend: BackendConfig, handles: Sequence[RunHandle]) -> Spend:
