@@ -210,9 +210,14 @@ def test_service_units_used_up_send_no_new_runs_to_the_cluster(tmp_path, slurm_c
     assert set(first.wait(timeout=120, poll_interval=0.3, progress=False).values()) == \
         {State.SUCCEEDED}
     d = fast()
-    used = d.call("chester_spend", cfg.backend("hpc", d.manager),
-                  handles=[r.handle for r in first.rows()])
-    assert used.su >= 1 / 3600, used  # at least one CPU for a second
+
+    def used():  # sacct has the job's elapsed time a moment after the run's end
+        return d.call("chester_spend", cfg.backend("hpc", d.manager),
+                      handles=[r.handle for r in first.rows()])
+
+    wait_until(lambda: used().su > 0, 60, "sacct to have the job's elapsed time",
+               interval=0.5)
+    assert used().su >= 1 / 3600  # at least one CPU for a second
     second = launch(fn_count, [{"value": "b"}], backend="anywhere", exp_prefix="units",
                     config=cfg, dispatcher=fast(), resume=False)
     assert second.rows()[-1].member == "one"
