@@ -176,3 +176,15 @@ def test_chester_sweeps_lists_every_sweep(tmp_path):
     r = run_chester(["sweeps"], cwd=project)
     assert r.returncode == 0 and "alpha\t2\tlocal\t4\t4 succeeded" in r.stdout, r.stdout
     assert r.stdout.startswith("Sweep\t")  # tab-separated values, no title line
+
+
+def test_cancels_a_minute_apart_are_one_line_with_their_span():
+    from chester.cli.present import _merge_clock_times
+
+    merged = _merge_clock_times({"cancelled by chester cancel at 15:47": 2,
+                                 "cancelled by chester cancel at 15:48": 1,
+                                 "cancelled by chester cancel at 15:49 before it started": 1,
+                                 "exited with status 1": 4})
+    assert merged == {"cancelled by chester cancel at 15:47–15:48": 3,
+                      "cancelled by chester cancel at 15:49 before it started": 1,
+                      "exited with status 1": 4}

@@ -88,7 +88,9 @@ def test_wheels_install_and_every_plugin_loads(wheel_venv, tmp_path):
     # every backend distribution registers one plugin; others (the Hydra launcher) none
     backends = [d for d in dists[1:] if _registers_backend(d)]
     assert len(backends) < len(dists) - 1  # the Hydra launcher is built and installed too
-    assert len(recs) == len(backends)
+    # and the core's own backend type (the pool), from chester-ml itself
+    assert recs["chester.pool"]["distribution"] == "chester-ml"
+    assert len(recs) == len(backends) + 1
 
 
 def _registers_backend(dist_dir: Path) -> bool:

@@ -274,6 +274,30 @@ def tsv_row(row: Any, ctx: Ctx, columns: Sequence[Column] = COLUMNS, *,
 
 # -- the screen ------------------------------------------------------------------------
 
+_AT_CLOCK = re.compile(r"^(.*) at (\d\d:\d\d(?::\d\d)?)(\b.*)$", re.S)
+
+
+def _merge_clock_times(reasons: dict[str, int]) -> dict[str, int]:
+    """Reasons that differ only in their clock time (``cancelled by chester cancel at
+    15:47`` and ``... at 15:48``) counted as one, said with the times' span (``at
+    15:47–15:48``)."""
+    spans: dict[tuple[str, str], list[str]] = {}
+    counts: dict[tuple[str, str], int] = {}
+    out: dict[str, int] = {}
+    for why, n in reasons.items():
+        m = _AT_CLOCK.match(why)
+        if not m:
+            out[why] = out.get(why, 0) + n
+            continue
+        key = (m.group(1), m.group(3))
+        spans.setdefault(key, []).append(m.group(2))
+        counts[key] = counts.get(key, 0) + n
+    for (head, tail), times in spans.items():
+        lo, hi = min(times), max(times)
+        out[f"{head} at {lo if lo == hi else f'{lo}–{hi}'}{tail}"] = counts[(head, tail)]
+    return out
+
+
 def state_lines(rows: Sequence[Any]) -> list[tuple[str, int, str]]:
     """(state, count, what they share) per state, in :data:`STATE_ORDER`: the reason
     every run of that state shares, or the most common ones counted ("4 waiting for a
@@ -288,6 +312,7 @@ def state_lines(rows: Sequence[Any]) -> list[tuple[str, int, str]]:
             why = reason(r)
             if why:
                 reasons[why] = reasons.get(why, 0) + 1
+        reasons = _merge_clock_times(reasons)
         shared = ""
         if len(reasons) == 1 and sum(reasons.values()) == len(group):
             shared = next(iter(reasons))

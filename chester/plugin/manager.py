@@ -292,12 +292,13 @@ def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginMana
 
 def _register_core(cpm: ChesterPluginManager) -> None:
     """The backend types the core itself provides: ``pool`` (:mod:`chester.plugin.pool`)."""
+    import chester
     from chester.plugin.pool import PoolPlugin
 
     plugin = PoolPlugin()
     cpm.pm.register(plugin, name="chester.pool")
-    cpm.records["chester.pool"] = cpm._record_for(plugin, "chester.pool", "chester-ml", None,
-                                                  "active")
+    cpm.records["chester.pool"] = cpm._record_for(plugin, "chester.pool", "chester-ml",
+                                                  chester.__version__, "active")
 
 
 _manager: ChesterPluginManager | None = None
