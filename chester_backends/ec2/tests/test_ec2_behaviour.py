@@ -236,8 +236,11 @@ def test_preempted_run_is_requeued_on_a_new_instance(tmp_path, farm):
     ec2 = boto3.client("ec2", region_name=REGION)
     ec2.terminate_instances(InstanceIds=[first])
     _until(lambda: farm.instances[first].done, what="instance gone")
-    assert sweep.status()[run.name].value == "requeued"
-    assert sweep.status()[run.name].value in ("requeued", "queued", "running")  # no 3rd one
+    # requeued by this poll or an earlier one (the notice's polls may have seen the instance
+    # gone); on a loaded machine instance 2 may already have resumed and finished the run
+    going = ("requeued", "queued", "running", "succeeded")
+    assert sweep.status()[run.name].value in going
+    assert sweep.status()[run.name].value in going  # polled again: no 3rd instance (below)
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
     assert len(farm.instances) == 2
