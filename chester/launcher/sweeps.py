@@ -269,7 +269,9 @@ class Sweep:
         Raises :class:`~chester.errors.WaitTimeout` (a ``TimeoutError``) after ``timeout``
         seconds. Polls every ``poll_interval`` seconds: by default the backend's own
         ``poll_interval`` option when it has one, else the backend type's usual interval (for
-        runs on several backends, the shortest of theirs). ``progress`` shows a progress
+        runs on several backends, the shortest of theirs); between polls, a backend with a
+        watcher of its runs' end records (SLURM's) hands over each end as it is recorded, and
+        the wait goes on at once. ``progress`` shows a progress
         bar (default: when stderr is a terminal); ``on_poll`` is called with the rows after
         every poll.
         """
@@ -286,6 +288,7 @@ class Sweep:
         backoff = interval
         retries_left = pull_retries
         pulled_once: set[int] = set()  # lost runs: their end record can never arrive
+        ends = _Ends(self)
         try:
             while True:
                 try:
@@ -331,9 +334,10 @@ class Sweep:
                         f"sweep {self.ref!r} not finished after {timeout:g}s "
                         f"({len(waiting)} of {len(rows)} runs still going); wait again to "
                         "keep waiting")
-                time.sleep(backoff if deadline is None
+                ends.pause(waiting, backoff if deadline is None
                            else max(0.0, min(backoff, deadline - time.monotonic())))
         finally:
+            ends.close()
             if bar:
                 bar.close()
 
@@ -410,6 +414,79 @@ class DrySweep(Sweep):
 
     def launches(self) -> list[SweepRow]:
         return [self.row]
+
+
+class _Ends:
+    """What a wait does between its polls: it waits for the backends' watchers
+    (:meth:`~chester.remote.backend.Backend.watch_ends`), started for the runs still going,
+    and records each final status they hand over as it comes, so the end of a run is seen
+    when it is recorded, not at the next poll. A backend without one, or whose watcher
+    cannot start, is seen at the polls only. Closed when the wait ends."""
+
+    #: how long to gather ends that come together before recording them (seconds)
+    GATHER = 0.05
+
+    def __init__(self, sweep: Sweep):
+        import queue
+
+        self.sweep = sweep
+        self.queue: queue.Queue[tuple[str, RunStatus]] = queue.Queue()
+        self.watches: dict[str, Any] = {}
+        self.off: set[str] = set()  # backends with no watcher, or whose watcher failed
+
+    def _start(self, waiting: Sequence[RunRow]) -> None:
+        for name, group in _by_backend(waiting).items():
+            w = self.watches.get(name)
+            if name in self.off or (w is not None and w.alive):
+                continue
+            if w is not None:  # it ended (its lifetime): another for the runs still going
+                self._stop(name)
+            b = self.sweep._backend_for(name)
+            plugin = self.sweep.dispatcher.manager.get_backend(b.type).plugin
+            start = getattr(plugin, "watch_ends", None)
+            try:
+                w = start(b, [r.handle for r in group], lambda t, st: self.queue.put((t, st))) \
+                    if start is not None else None
+            except Exception as exc:  # noqa: BLE001 - the polls still see every end
+                log.warning("watch_failed", sweep=self.sweep.ref, backend=name, error=str(exc))
+                w = None
+            if w is None:
+                self.off.add(name)
+            else:
+                self.watches[name] = w
+
+    def pause(self, waiting: Sequence[RunRow], seconds: float) -> None:
+        """Sleep ``seconds``, or less: until a watcher hands over an end."""
+        import queue
+
+        self._start(waiting)
+        if not self.watches:
+            time.sleep(seconds)
+            return
+        try:
+            got = [self.queue.get(timeout=seconds)] if seconds > 0 else []
+        except queue.Empty:
+            return
+        end = time.monotonic() + self.GATHER
+        while True:
+            try:
+                got.append(self.queue.get(timeout=max(0.0, end - time.monotonic())))
+            except queue.Empty:
+                break
+        ids = {r.token: r.id for r in waiting}
+        self.sweep.store.record_status([(ids[t], st) for t, st in got if t in ids])
+
+    def _stop(self, name: str) -> None:
+        w = self.watches.pop(name, None)
+        if w is not None:
+            try:
+                w.close()
+            except Exception as exc:  # noqa: BLE001 - a watcher that fails to stop ends by itself
+                log.warning("watch_close_failed", sweep=self.sweep.ref, error=str(exc))
+
+    def close(self) -> None:
+        for name in list(self.watches):
+            self._stop(name)
 
 
 def _by_backend(rows: Iterable[RunRow]) -> dict[str, list[RunRow]]:

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chester.plugin.manager import hookimpl
 
 if TYPE_CHECKING:
-    from chester.plugin.records import BackendSpec, RunHandle
+    from chester.plugin.records import BackendConfig, BackendSpec, RunHandle, RunStatus
     from chester.remote.follow import LogCursor
 
 
@@ -66,6 +66,14 @@ class Backend:
     @hookimpl
     def chester_backends(self) -> Sequence[BackendSpec]:
         return [self.spec()]
+
+    def watch_ends(self, backend: BackendConfig, handles: Sequence[RunHandle],
+                   sink: Callable[[str, RunStatus], None]) -> Any:
+        """While :meth:`chester.Sweep.wait` waits on ``handles``: something that hands each
+        run's final status to ``sink(token, status)`` (from any thread) as soon as the target
+        records it, with a ``close()`` that ends it and an ``alive`` flag; or None (this
+        default): the wait sees ends at its polls only. Never asks a scheduler."""
+        return None
 
     def log_cursor(self, handle: RunHandle, stream: str, out: TextIO) -> LogCursor:
         """Where this ``chester_logs`` call has got to in the run's log: a

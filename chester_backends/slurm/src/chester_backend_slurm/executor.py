@@ -163,6 +163,11 @@ class LocalExecutor:
                 os.unlink(keep_file)
             pulled.remember(dest, folders, names)
 
+    def popen(self, command: str) -> subprocess.Popen[bytes]:
+        """Start ``command`` (shell text) here, its stdin and stdout pipes to us."""
+        return subprocess.Popen(["bash", "-c", command], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
     def close(self) -> None:
         pass
 
@@ -198,6 +203,14 @@ class RemoteExecutor:
         s = self.transport.rsync_pull(src, Path(dest), filter_args=tuple(filter_args),
                                       folders=folders)
         return Transferred(files=getattr(s, "files", 0), bytes=getattr(s, "bytes", 0))
+
+    def popen(self, command: str) -> subprocess.Popen[bytes]:
+        """Start ``command`` (shell text) on the login host over the connection, its stdin
+        and stdout pipes to us: when our end of its stdin closes, so does the command's."""
+        return subprocess.Popen([*self.transport.ssh_command(), "-T",
+                                 self.transport.target.host, command],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
 
     def close(self) -> None:
         self.transport.close()

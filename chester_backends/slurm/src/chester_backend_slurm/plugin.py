@@ -16,7 +16,7 @@ import posixpath
 import shlex
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -910,6 +910,33 @@ class SlurmBackend(Backend):
             pacer.observed(scheduler.view_of(out))
             self._cache[key] = {**{k: v for k, v in cached.items() if not v.state.terminal}, **out}
         return out
+
+    def watch_ends(self, backend: BackendConfig, handles: Sequence[RunHandle],
+                   sink: Callable[[str, RunStatus], None]) -> Any:
+        """A watcher of the runs' records where they are (:mod:`chester_backend_slurm.
+        watcher`): a process here, or one command on the login host over SSH. Each final
+        status it sees goes to ``sink`` and to this backend's cache, so the next poll does
+        not ask about it. No scheduler query."""
+        from chester_backend_slurm.watcher import Watch
+
+        opts: SlurmOptions = backend.options
+        live = [h for h in handles if h.remote_dir]
+        if not live:
+            return None
+        key = _key(backend)
+
+        def seen(token: str, st: RunStatus) -> None:
+            with self._lock:
+                self._cache.setdefault(key, {})[token] = st
+                self._seen.get(key, {}).pop(token, None)
+            sink(token, st)
+
+        ex = self.open_executor(backend)
+        try:
+            return Watch(ex, live, opts.python, seen)
+        except BaseException:
+            ex.close()
+            raise
 
     @hookimpl
     def chester_cancel(self, backend: BackendConfig, handles: Sequence[RunHandle]
