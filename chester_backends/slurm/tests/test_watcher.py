@@ -66,12 +66,15 @@ def where(request):
 
 def test_ends_written_by_another_process_reach_the_sink(tmp_path, where):
     got: queue.Queue = queue.Queue()
-    hs = _handles(tmp_path, 3)
+    hs = _handles(tmp_path, 4)
     w = watcher.Watch(open_executor("slurm", _options(where)), hs, sys.executable,
                       lambda t, st: got.put((t, st)), tick=0.2)
     try:
-        # a running record is no end: nothing is sent for it
+        # a running record is no end, nor another run's end in a reused folder: nothing is
+        # sent for them
         subprocess.run([sys.executable, "-c", WRITER, hs[2].remote_dir, "tok2", "running"],
+                       check=True)
+        subprocess.run([sys.executable, "-c", WRITER, hs[3].remote_dir, "old", "failed"],
                        check=True)
         for h, state in ((hs[0], "succeeded"), (hs[1], "failed")):
             subprocess.run([sys.executable, "-c", WRITER, h.remote_dir, h.token, state],
@@ -80,6 +83,11 @@ def test_ends_written_by_another_process_reach_the_sink(tmp_path, where):
         assert ends["tok0"].state == State.SUCCEEDED and ends["tok0"].host == "n1"
         assert ends["tok1"].state == State.FAILED and ends["tok1"].exit_code == 3
         assert got.empty() and w.alive
+        # the reused folder's own run ends later: that end is sent
+        subprocess.run([sys.executable, "-c", WRITER, hs[3].remote_dir, "tok3", "succeeded"],
+                       check=True)
+        token, st = got.get(timeout=20)
+        assert token == "tok3" and st.state == State.SUCCEEDED
     finally:
         w.close()
     assert w.proc.returncode == 0  # it ended with its stdin

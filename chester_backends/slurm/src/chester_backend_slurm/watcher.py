@@ -31,7 +31,8 @@ LIFETIME = 3600.0
 TICK = 1.0
 
 #: The watcher. argv: lifetime, tick, a marker (so a test can find it). stdin: one JSON line,
-#: ``[[folder, key], ...]``, then nothing until the wait ends (EOF). stdout: one JSON line per
+#: ``[[folder, token], ...]``, then nothing until the wait ends (EOF); a record of another
+#: token (a folder reused) is no end of this run, and the folder is watched on. stdout: one JSON line per
 #: run that ended, ``[key, records]`` (records as :data:`scheduler.RECORD_READER` reads
 #: them). Plain Python: the login host needs no chester for it.
 WATCHER = r"""
@@ -74,6 +75,8 @@ while todo and time.monotonic() < deadline:
         todo[d][1] = now
         st = rd(status)
         if not isinstance(st, dict) or st.get("state") not in ENDS or st.get("ended_at") is None:
+            continue
+        if st.get("token") not in (None, k):  # another run's record (a folder reused)
             continue
         if st.get("state") == "succeeded" and not now[1]:
             todo[d][1] = None  # .done follows the record: look again
