@@ -142,7 +142,11 @@ def test_killing_the_waiting_process_ends_its_watcher(tmp_path, where):
             res = ex.run_script(f"pgrep -f {marker} || true\n", timeout=30)
             return bool(res.stdout.strip())
 
-        assert marker and running()
+        assert marker
+        deadline = time.monotonic() + 15
+        while not running():  # the command may still be on its way to the login host
+            assert time.monotonic() < deadline, "the watcher never started"
+            time.sleep(0.2)
         p.send_signal(signal.SIGKILL)
         p.wait()
         deadline = time.monotonic() + 15
