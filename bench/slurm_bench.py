@@ -23,7 +23,9 @@ Measures, in one run on the same slurmctld:
   * scheduler queries per status poll, counted on the server side: slurmdbd's
     DBD_GET_JOBS_COND (sacct) and slurmctld's REQUEST_JOB_INFO (squeue) RPC counters;
   * end-to-end time from launch to every result pulled home, and the drain time of a bare
-    ``sbatch --array=0-N --wrap true`` for scale.
+    ``sbatch --array=0-N --wrap true`` for scale (``--e2e-only``: only these, with the
+    backend's default poll settings, the wait with and without its end watcher, and the
+    scheduler queries each wait made).
 
 Both libraries run from venvs made here the way users install them (bytecode compiled):
 submitit's from PyPI, chester's from the repository's wheels (``chester-backend-slurm``
@@ -284,6 +286,46 @@ def dispatcher_with(timer: SubmitTimer):
     return Dispatcher(manager=mgr)
 
 
+def bench_e2e(work: Path, name: str, n: int, options: dict, *, watch: bool = True) -> dict:
+    """Launch ``n`` trivial runs through the login host and wait for every result pulled
+    home: the seconds from launch to the end of the wait, the status hook calls and the
+    scheduler queries (server-side counters) during the wait. ``watch=False``: the wait
+    without the end watcher (it sees ends at its polls only, as before the watcher)."""
+    from chester_backend_slurm.plugin import SlurmBackend
+
+    from chester.launcher.launching import launch
+    from chester.plugin.records import State
+
+    cfg = make_project(work, name, options)
+    timer = SubmitTimer()
+    disp = dispatcher_with(timer)
+    saved = SlurmBackend.watch_ends
+    if not watch:
+        SlurmBackend.watch_ends = lambda self, *a, **kw: None  # type: ignore[method-assign]
+    try:
+        t0 = time.perf_counter()
+        sweep = launch(trivial, [{"i": i} for i in range(n)], backend="slurm",
+                       exp_prefix="bench", config=cfg, dispatcher=disp)
+        t_launch = time.perf_counter() - t0
+        before = scheduler_counters()
+        calls0 = timer.status_calls
+        states = sweep.wait(timeout=3600, pull=True, progress=False)
+        t_e2e = time.perf_counter() - t0
+        returned_at = time.time()
+        after = scheduler_counters()
+    finally:
+        SlurmBackend.watch_ends = saved  # type: ignore[method-assign]
+    return {"launch s": round(t_launch, 3), "end-to-end s": round(t_e2e, 2),
+            "succeeded": sum(1 for s in states.values() if s == State.SUCCEEDED),
+            "pulled": sum(1 for r in sweep.runs if (r.log_dir / "result.txt").exists()),
+            "status hook calls during wait": timer.status_calls - calls0,
+            # the last run's own end record to the wait's return (its pull included)
+            "last end record to wait returned s": round(
+                returned_at - max(sweep.store.run(r.id).ended_at or 0 for r in sweep.runs), 2),
+            **{f"during wait: {k}": after[k] - before[k] for k in before},
+            "jobs": len({r.handle.remote_id.split("_")[0] for r in sweep.runs})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1000)
@@ -291,6 +333,9 @@ def main() -> None:
                     help="alternating submitit / chester direct submissions to compare")
     ap.add_argument("--cli-only", action="store_true",
                     help="only compare `chester launch` from a shell with submitit's script")
+    ap.add_argument("--e2e-only", action="store_true",
+                    help="only the end-to-end rows, with the backend's default poll settings: "
+                    "the wait with the end watcher, without it, and a bare array's drain")
     args = ap.parse_args()
     n = args.runs
     # both sides run from compiled bytecode, as after a pip install: submitit's venv is
@@ -320,6 +365,29 @@ def main() -> None:
         size = int(re.search(r"MaxArraySize\s*=\s*(\d+)",
                              _sh("scontrol", "show", "config")).group(1))
         figures["MaxArraySize"] = size
+        if args.e2e_only:
+            # default settings: no poll_interval (30 s at the least, growing while nothing
+            # changes); the same sweep with the end watcher and without it, then the floor
+            opts = {"host": login.alias, "ssh_config": login.ssh_config,
+                    "scheduler_env": slurm_env}
+            for k in range(2 * args.rounds):  # alternately, starting with the watcher
+                watch = k % 2 == 0
+                label = "with the end watcher" if watch else "without the end watcher"
+                got = bench_e2e(work, f"e2e-{k}", n, {**opts, "remote_dir": str(
+                    work / f"remote-{k}")}, watch=watch)
+                figures.setdefault(f"chester (ssh, default poll) {label}", []).append(got)
+                print(f"[bench] end to end {label}: {got}", flush=True)
+            t0 = time.perf_counter()
+            jid = _sh("sbatch", "--parsable", f"--array=0-{n - 1}", "-o", "/dev/null",
+                      "--wrap", "true").strip().split(";")[0]
+            wait_queue_empty(jid)
+            figures["bare array drain s"] = round(time.perf_counter() - t0, 2)
+            for label in ("with", "without"):
+                figures[f"ratio to the bare drain, {label} the end watcher"] = [
+                    round(got["end-to-end s"] / figures["bare array drain s"], 3)
+                    for got in figures[f"chester (ssh, default poll) {label} the end watcher"]]
+            print(json.dumps(figures, indent=2))
+            return
         print(f"[bench] SLURM up (MaxArraySize {size}); making the submitit and chester venvs", flush=True)
         py = submitit_venv(work)
         chester_py = chester_venv(work)
