@@ -432,15 +432,19 @@ class _Ends:
         self.sweep = sweep
         self.queue: queue.Queue[tuple[str, RunStatus]] = queue.Queue()
         self.watches: dict[str, Any] = {}
+        self.tokens: dict[str, set[str]] = {}  # the runs each watcher was given
         self.off: set[str] = set()  # backends with no watcher, or whose watcher failed
 
     def _start(self, waiting: Sequence[RunRow]) -> None:
-        for name, group in _by_backend(waiting).items():
+        placed = [r for r in waiting if r.handle is not None]  # a pool's run once placed
+        for name, group in _by_backend(placed).items():
             w = self.watches.get(name)
-            if name in self.off or (w is not None and w.alive):
+            tokens = {r.token for r in group}
+            if name in self.off or (w is not None and w.alive and tokens <= self.tokens[name]):
                 continue
-            if w is not None:  # it ended (its lifetime): another for the runs still going
+            if w is not None:  # it ended (its lifetime), or runs were placed since: another
                 self._stop(name)
+            self.tokens[name] = tokens
             b = self.sweep._backend_for(name)
             plugin = self.sweep.dispatcher.manager.get_backend(b.type).plugin
             start = getattr(plugin, "watch_ends", None)
