@@ -24,7 +24,7 @@ def register(subparsers: Any, plugin: Any) -> None:
     p = subparsers.add_parser("ec2", help="EC2 instances chester started (found by their tags)")
     sub = p.add_subparsers(dest="ec2_command", metavar="ACTION")
     ls = sub.add_parser("ls", help="list live instances chester started: sweep, age, type, "
-                                       "cost per hour")
+                                       "cost per hour, role (runs or supervisor)")
     ls.add_argument("sweep", nargs="?", help="only this sweep (its chester:sweep tag)")
     ls.add_argument("--backend", help="the ec2 backend of chester.yaml (default: the only one)")
     ls.add_argument("--json", action="store_true", help="JSON output")
@@ -87,7 +87,8 @@ def main(args: argparse.Namespace, plugin: Any) -> int:
                          "launched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(launched)),
                          "hours": round((now - launched) / 3600, 2),
                          "usd_per_hour": usd, "price_source": source,
-                         "attempt": _tag(i, "chester:attempt") or "1"})
+                         "attempt": _tag(i, "chester:attempt") or "1",
+                         "role": _tag(i, "chester:role") or "runs"})
         if args.json:
             json.dump(rows, sys.stdout, indent=1)
             print()
@@ -96,12 +97,12 @@ def main(args: argparse.Namespace, plugin: Any) -> int:
 
             emit_table(f"chester ec2 instances ({len(rows)})",
                        ["Instance", "Sweep", "State", "Type", "Market", "Launched", "Hours",
-                        "Cost/h", "Attempt"],
+                        "Cost/h", "Attempt", "Role"],
                        [[r["instance"], r["sweep"], r["state"], r["type"], r["market"],
                          r["launched"], r["hours"],
                          "unknown" if r["usd_per_hour"] is None else prices.usd(
                              r["usd_per_hour"]),
-                         r["attempt"]] for r in rows])
+                         r["attempt"], r["role"]] for r in rows])
             if rows:
                 print(f"estimated cost: {prices.total_line(costs)}")
         return 0

@@ -47,6 +47,11 @@ def _signal(_inst: Any, att: attrs.Attribute, value: str | None) -> None:
         raise ValueError(f"{att.name}: {value!r} is not one of {', '.join(PREEMPT_SIGNALS)}")
 
 
+def _supervise(_inst: Any, att: attrs.Attribute, value: bool | str) -> None:
+    if value not in ("auto", True, False):
+        raise ValueError(f"{att.name} must be true, false or auto, got {value!r}")
+
+
 ALLOCATION_STRATEGIES = ("capacity-optimized", "price-capacity-optimized",
                          "capacity-optimized-prioritized")
 
@@ -166,6 +171,28 @@ class Ec2Options:
     max_requeues: int = attrs.field(default=2, metadata={
         "help": "times a run preempted on a terminated spot instance starts again on a new "
                 "instance (done by status polls: Sweep.wait, chester monitor); 0: never"})
+    # -- supervision: requeues without the laptop ---------------------------------------------
+    supervise: bool | str = attrs.field(default="auto", converter=lambda v: v if isinstance(
+        v, bool) else {"true": True, "false": False}.get(str(v).lower(), str(v)),
+        validator=_supervise, metadata={
+        "help": "true: a small on-demand supervisor instance polls the sweep every "
+                "supervise_interval_s (requeues runs preempted by spot notices, "
+                "enforces the lifetime and heartbeat bounds) and terminates itself when the sweep is final; auto "
+                "(default) and false: no supervisor (it is a paid instance)"})
+    supervise_interval_s: float = attrs.field(default=60.0, validator=_positive, metadata={
+        "help": "seconds between the supervisor's cycles"})
+    supervisor_instance_type: str = attrs.field(default="t3.nano", metadata={
+        "help": "the supervisor's instance type (on-demand; t4g.nano is cheaper with an arm64 "
+                "supervisor_image_id)"})
+    supervisor_image_id: str | None = attrs.field(default=None, metadata={
+        "help": "the supervisor's AMI (default: image_id); it needs python3 with "
+                "chester-ml-ec2, or supervisor_bootstrap_commands that install it"})
+    supervisor_instance_profile: str | None = attrs.field(default=None, metadata={
+        "help": "the supervisor's instance profile (the policy in docs/backends/ec2.md); "
+                "default: iam_instance_profile"})
+    supervisor_bootstrap_commands: tuple[str, ...] = attrs.field(default=(), metadata={
+        "help": "shell lines run first on the supervisor instance (e.g. pip install "
+                "chester-ml-ec2)"})
     shutdown_when_done: bool = attrs.field(default=True, metadata={
         "help": "power the instance off (terminating it) when its runs end (false: it idles "
                 "until max_lifetime_s)"})

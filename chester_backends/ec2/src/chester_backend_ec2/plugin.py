@@ -198,6 +198,18 @@ def upload_code(s3: Any, o: Ec2Options, data: Mapping[str, Any]) -> int:
     return sent + len(body)
 
 
+def supervisor_cost(o: Ec2Options, ec2: Any, inst: Mapping | None) -> str:
+    """The supervisor's part of the submit line: its instance and its cost per hour."""
+    from chester_backend_ec2 import prices
+
+    itype = (inst or {}).get("InstanceType") or o.supervisor_instance_type
+    usd, _ = prices.on_demand(o, itype)
+    cost = "cost unknown" if usd is None else f"{prices.usd(usd)}/h"
+    if inst is None:
+        return f"an on-demand {itype}, {cost}"
+    return f"supervisor {inst['InstanceId']} (on-demand {itype}, {cost})"
+
+
 def launch_summary(o: Ec2Options, ec2: Any, sweep: str, insts: Sequence[Mapping],
                    started: int) -> str:
     """The line a submit prints: how many instances run, which, and what they cost per hour
@@ -369,6 +381,37 @@ def _tag(inst: Mapping, key: str) -> str | None:
         if t["Key"] == key:
             return t["Value"]
     return None
+
+
+def _check_actions(iam: Any, prof: str, profile: Mapping, actions: Sequence[str]) -> None:
+    """Refuse an instance profile whose roles' policies (inline and attached) do not allow
+    every one of ``actions`` (a pattern like ``ec2:*`` allows what it matches)."""
+    import fnmatch
+    import urllib.parse
+
+    allowed: list[str] = []
+    for role in profile.get("Roles", ()):
+        docs = [iam.get_role_policy(RoleName=role["RoleName"], PolicyName=n)["PolicyDocument"]
+                for n in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]]
+        for att in iam.list_attached_role_policies(RoleName=role["RoleName"])[
+                "AttachedPolicies"]:
+            ver = iam.get_policy(PolicyArn=att["PolicyArn"])["Policy"]["DefaultVersionId"]
+            docs.append(iam.get_policy_version(PolicyArn=att["PolicyArn"], VersionId=ver)[
+                "PolicyVersion"]["Document"])
+        for doc in docs:
+            if isinstance(doc, str):
+                doc = json.loads(urllib.parse.unquote(doc))
+            stmts = doc.get("Statement", [])
+            for st in [stmts] if isinstance(stmts, dict) else stmts:
+                if st.get("Effect") == "Allow":
+                    act = st.get("Action", [])
+                    allowed += [act] if isinstance(act, str) else list(act)
+    missing = [a for a in actions
+               if not any(fnmatch.fnmatchcase(a.lower(), p.lower()) for p in allowed)]
+    if missing:
+        raise UserError(f"ec2 backend: the supervisor's instance profile {prof!r} does not allow "
+                        f"{', '.join(missing)}: give its role the supervisor policy in "
+                        "docs/backends/ec2.md (or set supervisor_instance_profile)")
 
 
 # -- status --------------------------------------------------------------------------------------
@@ -878,9 +921,65 @@ class Ec2Backend(Backend):
             self._launch_groups(backend, ec2, d, todo, existing, stats)
         self.last_submit.clear()
         self.last_submit.update(stats)
-        print(launch_summary(o, ec2, d["sweep"], list(existing.values()), stats["instances"]),
-              file=sys.stderr)
-        return _sweep_handles(backend, prepared, existing, taken, claimed)
+        handles = _sweep_handles(backend, prepared, existing, taken, claimed)
+        line = launch_summary(o, ec2, d["sweep"], list(existing.values()), stats["instances"])
+        if o.supervise is True:
+            handles = [attrs.evolve(h, extra=(*h.extra, ("supervised", "1"))) for h in handles]
+            sup = self.start_supervisor(backend, ec2, s3, d["sweep"], handles)
+            line += f"; {supervisor_cost(o, ec2, sup)}"
+        elif o.max_requeues > 0:
+            line += (f"; requeues need a status poll (Sweep.wait, chester monitor): set "
+                     f"supervise: true for a supervisor instance that requeues without this "
+                     f"machine ({supervisor_cost(o, ec2, None)})")
+        print(line, file=sys.stderr)
+        return handles
+
+    def start_supervisor(self, backend: BackendConfig, ec2: Any, s3: Any, sweep: str,
+                         handles: Sequence[RunHandle]) -> dict:
+        """Write the supervisor's spec and start its on-demand instance (once per sweep: an
+        alive one is kept); returns the instance."""
+        from chester_backend_ec2 import render, supervisor
+
+        o: Ec2Options = backend.options
+        spec_key = f"{sweep_prefix(o, sweep)}{supervisor.SPEC}"
+        opts = attrs.asdict(o, recurse=False)
+        with aws.errors("writing the supervisor's spec", s3):
+            s3.put_object(Bucket=o.bucket, Key=spec_key, Body=json.dumps(
+                {"backend": backend.name, "options": opts,
+                 "handles": [h.to_dict() for h in handles]}, default=list).encode())
+            s3.delete_object(Bucket=o.bucket, Key=f"{sweep_prefix(o, sweep)}{supervisor.STOP}")
+        with aws.errors("describing the supervisor", ec2):
+            alive = _describe(ec2, [{"Name": f"tag:{SWEEP_TAG}", "Values": [sweep]},
+                                    {"Name": f"tag:{supervisor.ROLE_TAG}",
+                                     "Values": [supervisor.ROLE]},
+                                    {"Name": "instance-state-name", "Values": list(ALIVE)}])
+        if alive:
+            return alive[0]
+        prof = o.supervisor_instance_profile or o.iam_instance_profile
+        self.check_instance_profile(attrs.evolve(o, iam_instance_profile=prof),
+                                    actions=supervisor.ACTIONS)
+        ud = render.supervisor_user_data(
+            bucket=o.bucket, spec_key=spec_key, region=o.region, endpoint_url=o.endpoint_url,
+            python=o.python, bootstrap=o.supervisor_bootstrap_commands,
+            max_lifetime_s=o.max_lifetime_s)
+        tags = _tags(o, sweep) + [{"Key": supervisor.ROLE_TAG, "Value": supervisor.ROLE}]
+        args: dict[str, Any] = dict(
+            ImageId=o.supervisor_image_id or o.image_id, InstanceType=o.supervisor_instance_type,
+            MinCount=1, MaxCount=1, ClientToken=f"{sweep}-sup-{int(time.time())}"[:64],
+            UserData=ud, InstanceInitiatedShutdownBehavior="terminate",
+            MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
+                             "HttpPutResponseHopLimit": 1},
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags},
+                               {"ResourceType": "volume", "Tags": tags}])
+        if prof:
+            args["IamInstanceProfile"] = {"Arn": prof} if prof.startswith("arn:") else \
+                {"Name": prof}
+        if o.subnet_id:
+            args["SubnetId"] = o.subnet_id
+        if o.security_group_ids:
+            args["SecurityGroupIds"] = list(o.security_group_ids)
+        with aws.errors("starting the supervisor", ec2):
+            return dict(ec2.run_instances(**args)["Instances"][0])
 
     def _launch_groups(self, backend: BackendConfig, ec2: Any, d: Mapping[str, Any],
                        todo: Sequence[dict], existing: dict[str, dict],
@@ -1088,8 +1187,9 @@ class Ec2Backend(Backend):
             raise TransientBackendError(msg)
         raise BackendError(msg)
 
-    def check_instance_profile(self, o: Ec2Options) -> None:
-        """The instance profile exists (else every instance would boot and fail to reach S3)."""
+    def check_instance_profile(self, o: Ec2Options, actions: Sequence[str] = ()) -> None:
+        """The instance profile exists (else every instance would boot and fail to reach S3);
+        with ``actions``, its role's policies allow each of them (a supervisor's)."""
         from botocore.exceptions import ClientError
 
         from chester_backend_ec2 import aws
@@ -1100,7 +1200,9 @@ class Ec2Backend(Backend):
         name = prof.rsplit("/", 1)[-1] if prof.startswith("arn:") else prof
         iam = self.client("iam", o)
         try:
-            iam.get_instance_profile(InstanceProfileName=name)
+            got = iam.get_instance_profile(InstanceProfileName=name)
+            if actions:
+                _check_actions(iam, prof, got["InstanceProfile"], actions)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "?")
             if code == "NoSuchEntity":
@@ -1182,7 +1284,33 @@ class Ec2Backend(Backend):
                 self._requeue(backend, ec2, s3, sweep, hs, out, insts, by_group, ctl)
                 _will_requeue(o, hs, out, insts, ctl)
             self._release_spot_requests(o, ec2, s3, sweep, hs, out, ctl)
+            if any(h.get("supervised") for h in hs):
+                self._reconcile(o, s3, sweep, hs, out)
         return out
+
+    def _reconcile(self, o: Ec2Options, s3: Any, sweep: str, hs: Sequence[RunHandle],
+                   out: dict[str, RunStatus]) -> None:
+        """Bring in what the sweep's supervisor did (its journal): each requeue it made goes
+        into the run's history at its own time, and an unfinished run says how the
+        supervisor is."""
+        from chester_backend_ec2 import supervisor
+
+        with aws.errors("reading the supervisor's journal", s3):
+            events = supervisor.read_journal(s3, o.bucket, sweep_prefix(o, sweep))
+        if events is None:
+            return
+        line = supervisor.supervision_line(events, time.time())
+        for h in hs:
+            st = out[h.token]
+            hist = tuple((e["at"], State.REQUEUED.value,
+                          f"preempted; the supervisor started instance {e['attempt']} "
+                          f"({e['instance']})") for e in events
+                         if e.get("event") == "requeued" and e.get("token") == h.token)
+            pending = st.pending_reason
+            if not st.state.terminal and not st.reason:
+                pending = f"{pending}; {line}" if pending else line
+            if hist or pending != st.pending_reason:
+                out[h.token] = attrs.evolve(st, history=hist, pending_reason=pending)
 
     def _reap(self, backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
               by_group: dict[str, dict], ctl: Ctl) -> None:
@@ -1354,6 +1482,7 @@ class Ec2Backend(Backend):
             for h in handles:
                 s3.put_object(Bucket=o.bucket, Body=body,
                               Key=f"{sweep_prefix(o, h.get('sweep') or '')}ctl/cancel/{h.token}")
+        self._stop_supervisors(o, s3, handles)
         self._await_agents(o, s3, handles)
         asked: dict[str, set[str]] = {}
         for h in handles:
@@ -1374,6 +1503,18 @@ class Ec2Backend(Backend):
                 if ids:
                     ec2.terminate_instances(InstanceIds=sorted(ids))
         return {h.token: True for h in handles}
+
+    def _stop_supervisors(self, o: Ec2Options, s3: Any, handles: Sequence[RunHandle]) -> None:
+        """A cancel of every run of a supervised sweep stops its supervisor (``stop``): it
+        ends at its next cycle and its instance terminates."""
+        from chester_backend_ec2 import supervisor
+
+        for sweep, hs in _sweeps([h for h in handles if h.get("supervised")]).items():
+            sp = sweep_prefix(o, sweep)
+            spec = self._get_json(s3, o, {"Key": f"{sp}{supervisor.SPEC}", "ETag": ""}) or {}
+            if {h["token"] for h in spec.get("handles", ())} <= {h.token for h in hs}:
+                with aws.errors("stopping the supervisor", s3):
+                    s3.put_object(Bucket=o.bucket, Key=f"{sp}{supervisor.STOP}", Body=b"")
 
     def _await_agents(self, o: Ec2Options, s3: Any, handles: Sequence[RunHandle]) -> None:
         """Give the agents of running runs up to ``cancel_grace_s`` to stop them and sync their

@@ -14,7 +14,7 @@ from typing import Any
 
 #: On-demand list prices, Linux, us-east-1, USD per hour.
 ON_DEMAND_USD_PER_HOUR: Mapping[str, float] = {
-    "t3.micro": 0.0104, "t3.small": 0.0208, "t3.medium": 0.0416, "t3.large": 0.0832,
+    "t3.nano": 0.0052, "t4g.nano": 0.0042, "t3.micro": 0.0104, "t3.small": 0.0208, "t3.medium": 0.0416, "t3.large": 0.0832,
     "m5.large": 0.096, "m5.xlarge": 0.192, "c5.xlarge": 0.17,
     "g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g4dn.4xlarge": 1.204,
     "g4dn.8xlarge": 2.176, "g4dn.12xlarge": 3.912, "g4dn.16xlarge": 4.352,

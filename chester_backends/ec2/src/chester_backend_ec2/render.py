@@ -162,6 +162,30 @@ def user_data(*, bucket: str, spec_key: str, agent_key: str, region: str | None,
     return "\n".join(lines) + "\n"
 
 
+def supervisor_user_data(*, bucket: str, spec_key: str, region: str | None,
+                         endpoint_url: str | None, python: str, bootstrap: Sequence[str],
+                         max_lifetime_s: float | None) -> str:
+    """The user-data of a sweep's supervisor instance: its bootstrap, then
+    ``python -m chester_backend_ec2.supervisor``; with ``max_lifetime_s`` a shutdown (which
+    terminates it) is scheduled at that time first, whatever becomes of the supervisor."""
+    q = shlex.quote
+    lines = ["#!/bin/bash", "# chester ec2 supervisor: no credentials are in this script.",
+             "set -eu", 'root="${CHESTER_EC2_ROOT:-/}"', 'mkdir -p "${root%/}/var/log"',
+             'exec >>"${root%/}/var/log/chester-supervisor.log" 2>&1']
+    if region:
+        lines.append(f"export CHESTER_EC2_REGION={q(region)}")
+    if endpoint_url:
+        lines.append(f"export CHESTER_EC2_S3_ENDPOINT={q(endpoint_url)}")
+    if max_lifetime_s:
+        secs = int(max_lifetime_s)
+        lines += ['if [ -n "${CHESTER_EC2_POWEROFF+x}" ]; then',
+                  f'  (sleep {secs}; eval "$CHESTER_EC2_POWEROFF") &',
+                  f"else shutdown -h +{max(1, -(-secs // 60))} || true; fi"]
+    lines += ['trap \'eval "${CHESTER_EC2_POWEROFF-shutdown -h now}"\' EXIT', *bootstrap,
+              f"{q(python)} -m chester_backend_ec2.supervisor {q(bucket)} {q(spec_key)}"]
+    return "\n".join(lines) + "\n"
+
+
 _SECRET_PATTERNS = (
     (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "an AWS access key id"),
     (r"(?i)aws_secret_access_key|aws_session_token", "an AWS secret setting"),
