@@ -282,3 +282,30 @@ def test_a_supervisor_profile_missing_an_action_is_refused_at_submit(tmp_path, f
     env = _env(tmp_path, supervise=True, supervisor_instance_profile="too-narrow")
     with pytest.raises(UserError, match=r"'too-narrow' does not allow ec2:TerminateInstances"):
         launch_fn(env, "ec2sup", "fn_sup", [{"gate": str(tmp_path / "gate")}], "narrow")
+
+
+def test_status_shows_the_supervisor_and_cancel_stops_it(tmp_path, farm):
+    """While runs go on, each says how the supervisor is (alive, last and next cycle); a
+    cancel of every run of the sweep stops it, and its instance terminates."""
+    env = _env(tmp_path, supervise=True, supervise_interval_s=0.5, cancel_grace_s=5)
+    sweep = launch_fn(env, "ec2sup", "fn_sup", [{"i": i, "gate": str(tmp_path / "gate")}
+                                                for i in range(2)], "cancelled")
+    key = sweep.runs[0].handle.get("sweep")
+    (sup,) = [i for i in _instances(key) if _tags(i).get("chester:role") == "supervisor"]
+
+    def alive():
+        rows = sweep.refresh()
+        return all(r.state.value == "running" and
+                   re.search(r"supervisor alive, last cycle \S+, next \S+", r.pending_reason or "")
+                   for r in rows)
+
+    until(alive, timeout=90, what="both runs running, the supervisor alive")
+    sweep.cancel()
+    until(lambda: all(i["State"]["Name"] == "terminated" for i in _instances(key)),
+          timeout=60, what="every instance, the supervisor's too, terminated")
+    s3 = boto3.client("s3", region_name=REGION)
+    journal = s3.get_object(Bucket="chester-test",
+                            Key=f"chester/sweeps/{key}/supervisor/journal.jsonl")["Body"].read()
+    assert json.loads(journal.splitlines()[-1])["event"] == "stopped"
+    assert sup["InstanceId"] in {i["InstanceId"] for i in _instances(key)}
+    assert {s.value for s in sweep.status().values()} == {"cancelled"}

@@ -170,7 +170,8 @@ class Ec2Options:
                 "folder before the instance is terminated"})
     max_requeues: int = attrs.field(default=2, metadata={
         "help": "times a run preempted on a terminated spot instance starts again on a new "
-                "instance (done by status polls: Sweep.wait, chester monitor); 0: never"})
+                "instance (done by status polls: Sweep.wait, chester monitor, or the "
+                "supervisor with supervise: true); 0: never"})
     # -- supervision: requeues without the laptop ---------------------------------------------
     supervise: bool | str = attrs.field(default="auto", converter=lambda v: v if isinstance(
         v, bool) else {"true": True, "false": False}.get(str(v).lower(), str(v)),

@@ -1511,7 +1511,9 @@ class Ec2Backend(Backend):
 
         for sweep, hs in _sweeps([h for h in handles if h.get("supervised")]).items():
             sp = sweep_prefix(o, sweep)
-            spec = self._get_json(s3, o, {"Key": f"{sp}{supervisor.SPEC}", "ETag": ""}) or {}
+            with aws.errors("reading the supervisor's spec", s3):
+                found = _list(s3, o.bucket, f"{sp}{supervisor.SPEC}")
+            spec = (self._get_json(s3, o, found[0]) or {}) if found else {}
             if {h["token"] for h in spec.get("handles", ())} <= {h.token for h in hs}:
                 with aws.errors("stopping the supervisor", s3):
                     s3.put_object(Bucket=o.bucket, Key=f"{sp}{supervisor.STOP}", Body=b"")
