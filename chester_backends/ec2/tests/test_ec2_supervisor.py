@@ -142,9 +142,10 @@ def _record(s3, sweep, token) -> dict:
     return json.loads(body.read())
 
 
-def _children(farm) -> list[int]:
-    """Processes whose parent is this test process, but for the farm's instances: the
-    "laptop"'s own children."""
+def _children(farm, before: frozenset[int] = frozenset()) -> list[int]:
+    """Processes whose parent is this test process, but for the farm's instances and those
+    in ``before`` (servers this pytest worker started for other tests): the "laptop"'s own
+    children."""
     instances = {i.proc.pid for i in farm.instances.values()}
     out = []
     for e in os.listdir("/proc"):
@@ -155,7 +156,7 @@ def _children(farm) -> list[int]:
                 continue
             f = stat[stat.rfind(b")") + 2:].split()
             if int(f[1]) == os.getpid() and f[0] not in (b"Z", b"X") and \
-                    int(e) not in instances:
+                    int(e) not in instances and int(e) not in before:
                 out.append(int(e))
     return out
 
@@ -177,6 +178,7 @@ def test_a_supervised_sweep_requeues_and_ends_with_the_launcher_killed(
     env = _env(tmp_path, max_requeues=1, supervise=True, supervise_interval_s=0.5,
                supervisor_instance_profile="chester-supervisor")
     gate = tmp_path / "gate"
+    servers = frozenset(_children(farm))  # the session's servers, started before this test
     variants = [{"i": i, "preempt": i < 3, "gate": str(gate)} for i in range(10)]
     (env.project / "launcher.py").write_text(textwrap.dedent(LAUNCHER))
     launcher = subprocess.Popen(
@@ -193,7 +195,7 @@ def test_a_supervised_sweep_requeues_and_ends_with_the_launcher_killed(
                   r"\$0\.0052/h\)", err)
     assert m, err
     sweep, sup = m.groups()
-    assert _children(farm) == []  # no chester process on the laptop from here on
+    assert _children(farm, servers) == []  # no chester process on the laptop from here on
     s3 = boto3.client("s3", region_name=REGION)
     spec = json.loads(s3.get_object(Bucket="chester-test",
                                     Key=f"chester/sweeps/{sweep}/supervisor/spec.json")[
@@ -267,7 +269,7 @@ def test_a_supervised_sweep_requeues_and_ends_with_the_launcher_killed(
                                r["remote_id"])]
             assert {"at": ev["at"], "state": "requeued", "reason": "preempted; the supervisor "
                     f"started instance 2 ({ev['instance']})"} in hist, hist
-    assert _children(farm) == []
+    assert _children(farm, servers) == []
 
 
 def test_a_supervisor_profile_missing_an_action_is_refused_at_submit(tmp_path, farm):
