@@ -45,6 +45,10 @@ def fn_bounded(variant, log_dir, exp_name):
             while not chester.preempted():  # training steps until the notice
                 step += 1
                 time.sleep(0.05)
+            # the notice file can be read before the agent's SIGUSR1 lands: give it a moment
+            deadline = time.time() + 10
+            while not sys.modules["chester.worker"]._PREEMPTED and time.time() < deadline:
+                time.sleep(0.05)
             with open(ck + ".tmp", "w") as f:
                 json.dump({"step": step, "signalled": sys.modules["chester.worker"]._PREEMPTED,
                            "notice": open(os.environ["CHESTER_PREEMPT_FILE"]).read()}, f)
