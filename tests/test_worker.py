@@ -209,3 +209,34 @@ def test_worker_with_a_spec_lacking_its_folder_says_so(tmp_path):
     (tmp_path / "junk.spec").write_bytes(b"not a spec\n")
     with pytest.raises(sweepspec.SpecError, match="not a chester sweep spec"):
         sweepspec.read_entry(tmp_path / "junk.spec", str(tmp_path / "a"))
+
+
+def test_a_cancel_between_the_workers_check_and_its_start_record_is_seen(tmp_path,
+                                                                         monkeypatch):
+    """A cancel that marks the run after the worker looked for a marker, and reads no start
+    record to stop yet: the worker looks again once its start record is written, so the
+    run's code never starts (one side always sees the other)."""
+    import signal
+
+    from chester.target import worker
+
+    d = tmp_path / "run"
+    write_run_folder(_row(d), fn=record_result, variant={"x": 1}, project_dir=str(tmp_path),
+                     env={})
+    start = worker._record_start
+
+    def start_then_cancelled(run_dir, meta, attempt):
+        rec = start(run_dir, meta, attempt)
+        rd.write_cancel(run_dir, "chester cancel", meta["token"])  # lands just now
+        return rec
+
+    monkeypatch.setattr(worker, "_record_start", start_then_cancelled)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        assert worker.run(str(d)) == 0
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert not (d / "result.json").exists()
+    status = json.loads((d / rd.STATUS).read_text())
+    assert status["state"] == "cancelled" and "before it started" in status["reason"]

@@ -177,6 +177,13 @@ def run(run_dir: str) -> int:
     except FileNotFoundError:
         pass
     record = _record_start(run_dir, meta, attempt)
+    if rd.cancelled(run_dir, token):
+        # a cancel marked the run after the check above and read no start record to stop:
+        # the start record is written first and the marker read after, so one side sees
+        # the other, and the run's code never starts (its TERM is the same cancel)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _record_cancelled_unstarted(run_dir, token, attempt)
+        return 0
     _enter_run_environment(meta, attempt)
     exit_code = _call_run(run_dir, meta, record)
     return _record_end(run_dir, record, exit_code)
