@@ -128,6 +128,11 @@ def _run_unattended(tmp_path: Path, cluster: SlurmCluster, n: int, die: int,
     finally:
         launcher.send_signal(signal.SIGKILL)
         launcher.wait()
+    # the killed launcher's submit shell may finish its current command (a `sed`): give it
+    # a few seconds to go; from then on nothing of the project runs on the laptop
+    settle = time.monotonic() + 10
+    while _laptop_processes(env.project) and time.monotonic() < settle:
+        time.sleep(0.2)
     deadline = time.monotonic() + timeout
     while not any(e["event"] in ("done", "stopped") for e in _journal(env.project)):
         assert not _laptop_processes(env.project), _laptop_processes(env.project)
