@@ -19,9 +19,9 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import yaml
-from chester_testinfra import InfraUnavailable, skip_or_fail, wait_until
+from chester_testinfra import wait_until
 from chester_testinfra.gpulab import lab_backend
-from chester_testinfra.slurm import SlurmCluster, SlurmFactory
+from chester_testinfra.slurm import SlurmCluster, limited_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chester_backends" / "ec2" / "tests"))
 from ec2farm import aws, ec2_config, farm, moto_endpoint  # noqa: E402,F401,F811
@@ -40,16 +40,8 @@ BUDGET = 0.025  # USD: two t3.micro runs of at most an hour ($0.0104 each), not 
 
 @pytest.fixture(scope="module")
 def slurm_limited(tmp_path_factory) -> Iterator[SlurmCluster]:
-    factory = SlurmFactory(tmp_path_factory.mktemp("slurm-pool-sweep"), system_tables=True)
-    try:
-        try:
-            cluster = factory.get(max_array_size=5, accounting=True, submit_limit=LIMIT)
-        except InfraUnavailable as e:
-            skip_or_fail(f"slurm: {e}")
-            raise  # not reached
+    with limited_cluster(tmp_path_factory.mktemp("slurm-pool-sweep"), LIMIT, max_array_size=5) as cluster:
         yield cluster
-    finally:
-        factory.stop()
 
 
 def queue_empty(cluster) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import yaml
-from chester_testinfra import InfraUnavailable, skip_or_fail, wait_until
+from chester_testinfra import wait_until
 from chester_testinfra.gpulab import lab_backend
-from chester_testinfra.slurm import SlurmCluster, SlurmFactory
+from chester_testinfra.slurm import SlurmCluster, limited_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "chester_backends" / "ec2"
                        / "tests"))
@@ -39,16 +39,8 @@ BUDGET = 15 * 0.0104 * TIME_LIMIT_S / 3600 + 1e-6  # 15 EC2 runs, not 16
 
 @pytest.fixture(scope="module")
 def slurm_limited(tmp_path_factory) -> Iterator[SlurmCluster]:
-    factory = SlurmFactory(tmp_path_factory.mktemp("slurm-pool-bench"), system_tables=True)
-    try:
-        try:
-            cluster = factory.get(max_array_size=64, accounting=True, submit_limit=LIMIT)
-        except InfraUnavailable as e:
-            skip_or_fail(f"slurm: {e}")
-            raise  # not reached
+    with limited_cluster(tmp_path_factory.mktemp("slurm-pool-bench"), LIMIT, max_array_size=64) as cluster:
         yield cluster
-    finally:
-        factory.stop()
 
 
 def fn_minute(variant, log_dir, exp_name):

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chester_testinfra import InfraUnavailable, skip_or_fail
-from chester_testinfra.slurm import SlurmFactory
+from chester_testinfra.slurm import limited_cluster
 
 HERE = Path(__file__).resolve().parents[2] / "chester_backends/slurm/tests/test_supervise.py"
 _spec = importlib.util.spec_from_file_location("slurm_test_supervise", HERE)
@@ -28,12 +27,7 @@ _spec.loader.exec_module(suite)
 def test_supervised_sweep_with_a_lost_worker_and_a_checkpoint_requeue(tmp_path,
                                                                         tmp_path_factory):
     # a short folder: the daemons' sockets live under it
-    factory = SlurmFactory(tmp_path_factory.mktemp("slurm-supl"), system_tables=True)
-    try:
-        try:
-            cluster = factory.get(accounting=True, submit_limit=suite.LIMIT)
-        except InfraUnavailable as e:
-            skip_or_fail(f"slurm: {e}")
+    with limited_cluster(tmp_path_factory.mktemp("slurm-supl"), suite.LIMIT) as cluster:
         n, die, ckpt = 30, 4, 11
         env, journal = suite._run_unattended(tmp_path, cluster, n, die, timeout=720,
                                              ckpt=ckpt)
@@ -50,5 +44,3 @@ def test_supervised_sweep_with_a_lost_worker_and_a_checkpoint_requeue(tmp_path,
               f"{journal[-1]['t'] - journal[0]['t']:.0f} s, "
               f"{sum(e['cpu_s'] for e in cycles):.2f} CPU-s, "
               f"{sum(e['calls'] for e in cycles)} scheduler calls", file=sys.stderr)
-    finally:
-        factory.stop()

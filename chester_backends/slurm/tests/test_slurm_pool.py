@@ -13,8 +13,8 @@ import cloudpickle
 import pytest
 import yaml
 from chester_backend_slurm.capacity import parse
-from chester_testinfra import InfraUnavailable, skip_or_fail, wait_until
-from chester_testinfra.slurm import SlurmCluster, SlurmFactory
+from chester_testinfra import wait_until
+from chester_testinfra.slurm import SlurmCluster, limited_cluster
 
 from chester.config import load_config
 from chester.dispatch import Dispatcher
@@ -29,16 +29,8 @@ ROOM = LIMIT - 1  # a sweep's supervisor job (supervise: auto) takes one submit 
 
 @pytest.fixture(scope="module")
 def slurm_limited(tmp_path_factory) -> Iterator[SlurmCluster]:
-    factory = SlurmFactory(tmp_path_factory.mktemp("slurm-pool"), system_tables=True)
-    try:
-        try:
-            cluster = factory.get(max_array_size=5, accounting=True, submit_limit=LIMIT)
-        except InfraUnavailable as e:
-            skip_or_fail(f"slurm: {e}")
-            raise  # not reached
+    with limited_cluster(tmp_path_factory.mktemp("slurm-pool"), LIMIT, max_array_size=5) as cluster:
         yield cluster
-    finally:
-        factory.stop()
 
 
 def queue_empty(cluster) -> None:

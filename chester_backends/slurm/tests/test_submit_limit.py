@@ -14,8 +14,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from chester_testinfra import InfraUnavailable, skip_or_fail
-from chester_testinfra.slurm import SlurmCluster, SlurmFactory
+from chester_testinfra.slurm import SlurmCluster, limited_cluster
 
 from chester.errors import BackendError
 from chester.launcher import launch
@@ -31,16 +30,8 @@ CHESTER = [sys.executable, "-m", "chester.cli"]
 def slurm_limited(tmp_path_factory) -> Iterator[SlurmCluster]:
     """A cluster whose user may have at most LIMIT jobs queued (MaxArraySize 5), from a
     factory of its own: its MariaDB has the system tables slurmdbd's associations need."""
-    factory = SlurmFactory(tmp_path_factory.mktemp("slurm-qos"), system_tables=True)
-    try:
-        try:
-            cluster = factory.get(max_array_size=5, accounting=True, submit_limit=LIMIT)
-        except InfraUnavailable as e:
-            skip_or_fail(f"slurm: {e}")
-            raise  # not reached
+    with limited_cluster(tmp_path_factory.mktemp("slurm-qos"), LIMIT, max_array_size=5) as cluster:
         yield cluster
-    finally:
-        factory.stop()
 
 
 def _config(cluster: SlurmCluster, **options) -> dict:

@@ -22,8 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chester_testinfra import InfraUnavailable, skip_or_fail
-from chester_testinfra.slurm import SlurmCluster, SlurmFactory
+from chester_testinfra.slurm import SlurmCluster, limited_cluster
 
 from chester.testing import ConformanceEnv
 
@@ -57,16 +56,8 @@ LAUNCH = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def slurm_limit10(tmp_path_factory) -> Iterator[SlurmCluster]:
     """A cluster whose user may have at most LIMIT jobs queued."""
-    factory = SlurmFactory(tmp_path_factory.mktemp("slurm-sup"), system_tables=True)
-    try:
-        try:
-            cluster = factory.get(accounting=True, submit_limit=LIMIT)
-        except InfraUnavailable as e:
-            skip_or_fail(f"slurm: {e}")
-            raise  # not reached
+    with limited_cluster(tmp_path_factory.mktemp("slurm-sup"), LIMIT) as cluster:
         yield cluster
-    finally:
-        factory.stop()
 
 
 def _in_a_job(pid: str) -> bool:

@@ -23,21 +23,25 @@ Jobs run as root.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import (
     Daemon,
+    InfraUnavailable,
     free_port,
     kill_pids,
     pids_with_env,
     require,
     run,
+    skip_or_fail,
     wait_until,
 )
 
@@ -531,3 +535,23 @@ def _assert_loopback_only(pids: list[int], what: str) -> None:
         if bad:
             os.kill(pid, signal.SIGKILL)
             raise RuntimeError(f"{what} (pid {pid}) listens on {bad}, not only loopback")
+
+
+@contextlib.contextmanager
+def limited_cluster(base: Path, submit_limit: int,
+                    max_array_size: int = DEFAULT_MAX_ARRAY_SIZE) -> Iterator[SlurmCluster]:
+    """A cluster with accounting whose user may have at most ``submit_limit`` jobs queued
+    (``SlurmFactory.get(submit_limit=...)``), from a factory of its own under ``base``
+    (MariaDB with its system tables, which the QOS needs), stopped at the end. Skips (fails
+    under ``CI=true``) where SLURM cannot start."""
+    factory = SlurmFactory(base, system_tables=True)
+    try:
+        try:
+            cluster = factory.get(max_array_size=max_array_size, accounting=True,
+                                  submit_limit=submit_limit)
+        except InfraUnavailable as e:
+            skip_or_fail(f"slurm: {e}")
+            raise  # not reached
+        yield cluster
+    finally:
+        factory.stop()
