@@ -93,6 +93,35 @@ def test_ends_written_by_another_process_reach_the_sink(tmp_path, where):
     assert w.proc.returncode == 0  # it ended with its stdin
 
 
+def test_a_run_submitted_after_launch_ends_with_the_job_id_its_stage_holds(tmp_path, where):
+    """A run a submit limit held back has no job id in its handle; whoever submitted its job
+    later (a poll, the supervisor) wrote the id to the stage's job-<i>.id: its end carries
+    that id. One whose id file is not there yet is left to the next poll."""
+    got: queue.Queue = queue.Queue()
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    hs = [RunHandle(run_id=i, token=f"tok{i}", backend="slurm", local_dir=str(tmp_path / f"r{i}"),
+                    remote_dir=str(tmp_path / f"r{i}"), remote_id=None,
+                    extra=(("stage", str(stage)), ("deferred", str(k)), ("kind", kind),
+                           ("task", str(task))))
+          for i, (k, kind, task) in enumerate(((1, "array", 2), (2, "single", 0), (3, "array", 0)))]
+    (stage / "job-1.id").write_text("41\n")
+    (stage / "job-2.id").write_text("42;othercluster\n")
+    w = watcher.Watch(open_executor("slurm", _options(where)), hs, sys.executable,
+                      lambda t, st: got.put((t, st)), tick=0.2)
+    try:
+        for h in hs:
+            subprocess.run([sys.executable, "-c", WRITER, h.remote_dir, h.token, "succeeded"],
+                           check=True)
+        ends = dict(got.get(timeout=20) for _ in range(2))
+        assert {t: st.remote_id for t, st in ends.items()} == {"tok0": "41_2", "tok1": "42"}
+        time.sleep(1)
+        assert got.empty()  # tok2: no id yet, no status without one
+    finally:
+        w.close()
+    assert watcher.remote_id_of(hs[2], {"job": None}) is None
+
+
 def test_a_records_of_another_run_or_a_signal_stop_are_not_final(tmp_path):
     h = _handles(tmp_path, 1)[0]
     rec = {"token": "other", "attempt": 1, "status": {"token": "other", "state": "failed"},

@@ -19,7 +19,7 @@ import shlex
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from chester.plugin.records import RunHandle, RunStatus
@@ -31,10 +31,13 @@ LIFETIME = 3600.0
 TICK = 1.0
 
 #: The watcher. argv: lifetime, tick, a marker (so a test can find it). stdin: one JSON line,
-#: ``[[folder, token], ...]``, then nothing until the wait ends (EOF); a record of another
-#: token (a folder reused) is no end of this run, and the folder is watched on. stdout: one JSON line per
-#: run that ended, ``[key, records]`` (records as :data:`scheduler.RECORD_READER` reads
-#: them). Plain Python: the login host needs no chester for it.
+#: ``[[folder, token, id file or null], ...]``, then nothing until the wait ends (EOF); a
+#: record of another token (a folder reused) is no end of this run, and the folder is watched
+#: on. The id file is the stage's ``job-<i>.id`` of a run a submit limit held back at launch:
+#: whoever submitted its job later (a poll, the supervisor) wrote its job id there, and the
+#: end line carries it as ``job``. stdout: one JSON line per run that ended, ``[key,
+#: records]`` (records as :data:`scheduler.RECORD_READER` reads them). Plain Python: the
+#: login host needs no chester for it.
 WATCHER = r"""
 import json, os, select, sys, time
 lifetime, tick = float(sys.argv[1]), float(sys.argv[2])
@@ -63,11 +66,11 @@ stdin = sys.stdin.buffer
 line = stdin.readline()
 if not line:
     sys.exit(0)
-todo = {d: [k, None] for d, k in json.loads(line)}
+todo = {e[0]: [e[1], None, e[2] if len(e) > 2 else None] for e in json.loads(line)}
 deadline = time.monotonic() + lifetime
 while todo and time.monotonic() < deadline:
     for d in list(todo):
-        k, last = todo[d]
+        k, last, idf = todo[d]
         status = os.path.join(d, ".chester", "status.json")
         now = (ident(status), os.path.exists(os.path.join(d, ".done")))
         if now[0] is None or now == last:
@@ -86,6 +89,12 @@ while todo and time.monotonic() < deadline:
         rec = {"token": meta.get("token"), "attempt": meta.get("attempt"), "exists": True,
                "status": st, "done": now[1], "dir": d, "free": None, "sched_tail": None,
                "tail": None if ok else tail(os.path.join(d, "stderr.log"))}
+        if idf:
+            try:
+                with open(idf, encoding="utf-8") as f:
+                    rec["job"] = f.read().strip().split(";")[0] or None
+            except OSError:
+                rec["job"] = None
         try:
             sys.stdout.write(json.dumps([k, rec]) + "\n")
             sys.stdout.flush()
@@ -104,11 +113,34 @@ def command(python: str, lifetime: float, tick: float, marker: str) -> str:
             f"{float(tick)!r} {shlex.quote(marker)}")
 
 
+def id_file(h: RunHandle) -> str | None:
+    """The stage's ``job-<i>.id`` of a run a submit limit held back at launch (no job id in
+    its handle), where its job id is written once its job is submitted."""
+    if h.remote_id or h.get("deferred") is None or not h.get("stage"):
+        return None
+    return f"{h.get('stage')}/job-{h.get('deferred')}.id"
+
+
+def remote_id_of(h: RunHandle, rec: Mapping[str, Any]) -> str | None:
+    """The run's job id: its handle's, or for a run submitted after launch, the one its
+    stage's id file held when its end was seen (``<job>_<task>`` for an array task)."""
+    if h.remote_id:
+        return h.remote_id
+    job = rec.get("job")
+    if not job:
+        return None
+    return f"{job}_{h.get('task')}" if h.get("kind") == "array" else str(job)
+
+
 def final_status(h: RunHandle, rec: dict[str, Any]) -> RunStatus | None:
     """A run's final status from its records alone, or None when they do not decide it
     (a stop by a signal waits for the scheduler's word; a supervised run's failure may be
-    retried by its supervisor)."""
-    st = scheduler.merge(None, rec, token=h.token, remote_id=h.remote_id or "", host=h.host,
+    retried by its supervisor). A run submitted after launch whose job id is not known yet
+    is left to the next poll, which records that id with its state."""
+    rid = remote_id_of(h, rec)
+    if rid is None:
+        return None
+    st = scheduler.merge(None, rec, token=h.token, remote_id=rid, host=h.host,
                          kind=h.get("kind") or "array", source="sacct")
     if not st.state.terminal:
         return None
@@ -132,7 +164,7 @@ class Watch:
         self.proc: subprocess.Popen[bytes] = ex.popen(command(python, lifetime, tick,
                                                               self.marker))
         assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps([[h.remote_dir, h.token] for h in handles])
+        self.proc.stdin.write((json.dumps([[h.remote_dir, h.token, id_file(h)] for h in handles])
                                + "\n").encode())
         self.proc.stdin.flush()
         self._thread = threading.Thread(target=self._read, name="chester-watch", daemon=True)
@@ -169,4 +201,5 @@ class Watch:
         self.ex.close()
 
 
-__all__ = ["LIFETIME", "TICK", "WATCHER", "Watch", "command", "final_status"]
+__all__ = ["LIFETIME", "TICK", "WATCHER", "Watch", "command", "final_status", "id_file",
+           "remote_id_of"]
