@@ -124,7 +124,7 @@ def test_fixed_script_runs_again_as_a_new_launch_and_an_unchanged_one_runs_nothi
     fixed = _script(project, "go.py")
     assert _chester_lines(fixed.stderr) == [
         "chester: api-sweep@2: a new launch, because the function changed since api-sweep@1 "
-        "(which ran the same variants)"], fixed.stderr
+        "(which ran the same variants); changed: go.py"], fixed.stderr
     assert [r["state"] for r in _status(project, "api-sweep@2")["runs"]] == ["succeeded"] * 4
     # and once more, unchanged: nothing runs
     last = _script(project, "go.py")
@@ -149,12 +149,66 @@ def test_a_changed_module_of_the_project_is_a_new_launch_too(project):
     fixed = _script(project, "go.py")
     assert _chester_lines(fixed.stderr) == [
         "chester: lib@2: a new launch, because the project's files changed since lib@1 "
-        "(which ran the same variants)"], fixed.stderr
+        "(which ran the same variants); changed: trainlib.py"], fixed.stderr
     # what the runs write (under data/) and files the sync rules leave out are no change
     (project / "notes.pyc").write_text("x")
     os.utime(project / "trainlib.py")  # touched, same content
     same = _script(project, "go.py")
     assert _chester_lines(same.stderr)[0].startswith("chester: lib@2 already ran"), same.stderr
+
+
+#: A task that writes beside the code, as ML tools do (W&B's ``wandb/``, Hydra's
+#: ``outputs/``), and into a folder the project's .gitignore names, and (``LOOSE``) a file
+#: nothing names.
+WRITER = textwrap.dedent("""
+    import os
+
+    LOOSE = False
+
+    def train(variant, log_dir, exp_name):
+        with open(os.path.join(log_dir, "ran.txt"), "a") as f:
+            f.write("x\\n")
+        for d in ("wandb/run-%d" % variant["seed"], "outputs/2026-12-07", "ckpt"):
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "log.txt"), "a") as f:
+                f.write("step\\n")
+        if LOOSE:
+            with open("results-%d.csv" % variant["seed"], "a") as f:
+                f.write("1,2\\n")
+""")
+
+
+def test_what_the_runs_write_into_the_project_is_no_change_of_code(project):
+    """Runs whose code writes ``wandb/``, ``outputs/`` and a git-ignored folder into the
+    project (the local backend runs in the project folder): the same script run again
+    reattaches. A file the runs write that nothing leaves out is a change, and the new
+    launch's line names it and where it belongs."""
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / ".gitignore").write_text("ckpt/\n")
+    (project / "trainlib.py").write_text(WRITER)
+    (project / "go.py").write_text(IMPORTING)
+    _script(project, "go.py")
+    assert (project / "wandb" / "run-1" / "log.txt").exists()
+    assert (project / "ckpt" / "log.txt").read_text() == "step\n" * 4
+    again = _script(project, "go.py")
+    assert _chester_lines(again.stderr)[0].startswith(
+        "chester: lib@1 already ran these variants with this code: nothing runs"), again.stderr
+    assert (project / "ckpt" / "log.txt").read_text() == "step\n" * 4  # nothing ran
+    (project / "trainlib.py").write_text(WRITER.replace("LOOSE = False", "LOOSE = True"))
+    _script(project, "go.py")  # lib@2 writes results-<seed>.csv beside the code
+    third = _script(project, "go.py")
+    assert _chester_lines(third.stderr) == [
+        "chester: lib@3: a new launch, because the project's files changed since lib@2 "
+        "(which ran the same variants); new: results-1.csv, results-2.csv, results-3.csv and "
+        "1 more (files the runs write belong in .gitignore or the backend's rsync_exclude)"
+    ], third.stderr
+    (project / ".gitignore").write_text("ckpt/\nresults-*.csv\n")
+    fourth = _script(project, "go.py")
+    assert _chester_lines(fourth.stderr)[0].startswith("chester: lib@4: a new launch"), \
+        fourth.stderr  # .gitignore itself changed
+    fifth = _script(project, "go.py")
+    assert _chester_lines(fifth.stderr)[0].startswith(
+        "chester: lib@4 already ran these variants with this code"), fifth.stderr
 
 
 def test_relaunch_failed_runs_the_fixed_imported_function(project):
@@ -215,7 +269,7 @@ def test_chester_launch_twice_runs_once_and_new_launches_again(project):
     changed = run_chester(args, cwd=project)
     assert changed.stdout.splitlines()[0] == (
         "cli@2: a new launch, because the project's files changed since cli@1 (which ran the "
-        "same variants)"), changed.stdout
+        "same variants); changed: train.py"), changed.stdout
     forced = run_chester([*args[:1], "--new", *args[1:]], cwd=project)
     assert "launched sweep 'cli': 2 runs" in forced.stdout, forced.stdout
     assert "cli@3: a new launch (--new; cli@2 ran the same variants)" in forced.stdout

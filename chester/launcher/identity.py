@@ -11,7 +11,11 @@
 - and the project's code: every file the backend's sync rules send (:mod:`chester.remote.sync`;
   the local backend uses the same files in place), by content. Hashing is kept cheap by a
   stat memo in ``.chester/code-memo.json``: a file whose size, mtime and inode are
-  unchanged is not read again.
+  unchanged is not read again. What runs write into the project is no code: files git
+  ignores (in a git work tree) and the folders of :data:`RUN_OUTPUTS` are left out, so a run
+  that writes ``wandb/`` or ``outputs/`` beside the code does not make the next run of the
+  same script a new launch. Each digest's file list is kept in ``.chester/manifests/`` so
+  that a new launch can name the files that changed.
 
 :func:`function_ref` says how :func:`chester.relaunch` can find the function again: by
 import (``{"kind": "ref", "module", "qualname", "root"}``), not at all (``"value"``: only the
@@ -42,6 +46,14 @@ CONTENT_LIMIT = 16 << 20
 #: later change apart: the racy-clean case git knows).
 RACY_S = 2.0
 MEMO = "code-memo.json"
+#: Folders that ML tools write into the working folder while a run goes (Weights & Biases,
+#: Hydra's run and sweep folders, PyTorch Lightning, MLflow): never part of the project's
+#: code, wherever they are in the project.
+RUN_OUTPUTS = ("wandb", "outputs", "multirun", "lightning_logs", "mlruns")
+#: Where each project digest's file list is kept (``<digest>.json``: path -> content digest),
+#: and how many are kept.
+MANIFESTS = "manifests"
+KEEP_MANIFESTS = 16
 
 
 @attrs.frozen(kw_only=True)
@@ -159,7 +171,8 @@ def file_sha(path: str | os.PathLike[str]) -> str:
 # -- the project's files -----------------------------------------------------------------------
 def project_digest(backend: BackendConfig, skip: Iterable[str | os.PathLike[str]] = ()) -> str:
     """A digest of the project's files that ``backend``'s sync rules send (the files the
-    local backend uses in place), by path and content; folders in ``skip`` are left out.
+    local backend uses in place), by path and content; folders in ``skip``, files git
+    ignores and :data:`RUN_OUTPUTS` are left out.
 
     The memo keeps, per file, its size, mtime, inode and content digest, and the rules it
     was made under: a file it knows is neither read nor matched against the rules again."""
@@ -172,10 +185,12 @@ def project_digest(backend: BackendConfig, skip: Iterable[str | os.PathLike[str]
     memo_path = root / ".chester" / MEMO
     memo = _load_memo(memo_path, rules_key)
     fresh: dict[str, list[Any]] = {}
+    listed: dict[str, str] = {}
     h = hashlib.sha256(b"chester-code-1\0")
     skipped = {os.path.normpath(os.fspath(d)) for d in skip}
     racy_after = time.time() - RACY_S
-    for rel, path, st in _walk(root, compile_rules(rule_list), skipped, memo):
+    for rel, path, st in _walk(root, compile_rules(rule_list), skipped, memo,
+                               git_ignored(root)):
         key = [st.st_size, st.st_mtime_ns, st.st_ino]
         known = memo.get(rel)
         if known is not None and known[:3] == key:
@@ -186,16 +201,81 @@ def project_digest(backend: BackendConfig, skip: Iterable[str | os.PathLike[str]
             sha = file_sha(path)
         if st.st_mtime_ns / 1e9 < racy_after:
             fresh[rel] = [*key, sha]
+        listed[rel] = sha
         h.update(rel.encode("utf-8", "surrogateescape") + b"\0" + sha.encode() + b"\0")
     if fresh != memo:
         _save_memo(memo_path, {"rules": rules_key, "files": fresh})
-    return h.hexdigest()
+    code = h.hexdigest()
+    _keep_manifest(root, code, listed)
+    return code
+
+
+def git_ignored(root: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """(folders, files) under ``root`` that git ignores and does not track, relative to
+    ``root`` (folders end with ``/``), when ``root`` is in a git work tree and git is
+    installed; nothing otherwise. One ``git ls-files`` call."""
+    import subprocess
+
+    here = root.resolve()
+    if not any((d / ".git").exists() for d in (here, *here.parents)):
+        return frozenset(), frozenset()
+    try:
+        res = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--others", "--ignored",
+                              "--exclude-standard", "--directory", "--no-empty-directory"],
+                             capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return frozenset(), frozenset()
+    if res.returncode != 0:
+        return frozenset(), frozenset()
+    names = [os.fsdecode(p) for p in res.stdout.split(b"\0") if p]
+    return (frozenset(n for n in names if n.endswith("/")),
+            frozenset(n for n in names if not n.endswith("/")))
+
+
+def _keep_manifest(root: Path, code: str, listed: dict[str, str]) -> None:
+    """Keep the file list of the digest ``code`` (once per digest), and the newest
+    :data:`KEEP_MANIFESTS` of them."""
+    folder = root / ".chester" / MANIFESTS
+    path = folder / f"{code}.json"
+    if path.exists():
+        return
+    _save_memo(path, listed)
+    try:
+        kept = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    except OSError:
+        return
+    for old in kept[:-KEEP_MANIFESTS]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+def changed_files(root: str | os.PathLike[str], old: str, new: str
+                  ) -> tuple[list[str], list[str], list[str]] | None:
+    """(changed, new, gone) file paths between the project digests ``old`` and ``new``, from
+    their kept file lists; None when one of them is not kept."""
+    folder = Path(root) / ".chester" / MANIFESTS
+    try:
+        with open(folder / f"{old}.json", encoding="utf-8") as f:
+            a = json.load(f)
+        with open(folder / f"{new}.json", encoding="utf-8") as f:
+            b = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return None
+    return (sorted(k for k in a.keys() & b.keys() if a[k] != b[k]),
+            sorted(b.keys() - a.keys()), sorted(a.keys() - b.keys()))
 
 
 def _walk(root: Path, sent: Callable[[str, bool], bool], skipped: set[str],
-          known: dict[str, Any]) -> Iterable[tuple[str, str, os.stat_result]]:
+          known: dict[str, Any], ignored: tuple[frozenset[str], frozenset[str]] = (
+              frozenset(), frozenset())) -> Iterable[tuple[str, str, os.stat_result]]:
     """``(relative path, path, stat)`` of every file the rules send, in a stable order (a
-    file in ``known`` was sent under the same rules: it is not matched again)."""
+    file in ``known`` was sent under the same rules: it is not matched again), leaving out
+    the ``ignored`` (folders, files) and :data:`RUN_OUTPUTS`."""
+    ignored_dirs, ignored_files = ignored
     stack = [(str(root), "")]
     while stack:
         folder, prefix = stack.pop()
@@ -211,10 +291,12 @@ def _walk(root: Path, sent: Callable[[str, bool], bool], skipped: set[str],
             except OSError:
                 continue
             if is_dir:
+                if e.name in RUN_OUTPUTS or rel + "/" in ignored_dirs:
+                    continue
                 if os.path.normpath(e.path) not in skipped and sent(rel, True):
                     subdirs.append((e.path, rel + "/"))
                 continue
-            if rel not in known and not sent(rel, False):
+            if rel in ignored_files or (rel not in known and not sent(rel, False)):
                 continue
             try:
                 st = e.stat()
@@ -270,5 +352,31 @@ def describe_change(old: dict[str, Any] | None, new: Identity,
     return "what runs changed"
 
 
-__all__ = ["Identity", "describe_change", "file_sha", "function_digest", "function_ref",
-           "identify", "project_digest"]
+def files_line(root: str | os.PathLike[str], old: dict[str, Any] | None, new: Identity,
+               most: int = 3) -> str | None:
+    """``changed: a.py, b.py and 3 more (new: c.py)``: the project's files that changed
+    between a launch's recorded identity and ``new``, when both file lists are kept; with a
+    hint when some are not Python files (what runs write belongs out of the project's
+    code)."""
+    if not old or old.get("code") == new.code or not old.get("code"):
+        return None
+    diff = changed_files(root, str(old["code"]), new.code)
+    if diff is None or not any(diff):
+        return None
+
+    def names(paths: list[str]) -> str:
+        shown = ", ".join(paths[:most])
+        return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+    parts = [f"{what}: {names(paths)}"
+             for what, paths in zip(("changed", "new", "gone"), diff, strict=True) if paths]
+    line = "; ".join(parts)
+    if any(not p.endswith(".py") for p in (*diff[0], *diff[1])):
+        line += (" (files the runs write belong in .gitignore or the backend's "
+                 "rsync_exclude)")
+    return line
+
+
+__all__ = ["RUN_OUTPUTS", "Identity", "changed_files", "describe_change", "file_sha",
+           "files_line", "function_digest", "function_ref", "git_ignored", "identify",
+           "project_digest"]

@@ -721,17 +721,18 @@ def _reattached_line(store: Store, plan: Plan, rec: Recorded, rows: list[RunRow]
 
 
 def _new_launch_line(plan: Plan, rec: Recorded) -> str:
-    from chester.launcher.identity import describe_change
+    from chester.launcher.identity import describe_change, files_line
 
     req = plan.request
     ref = rec.sweep.ref
     prev = rec.previous
     parts = []
     if prev is not None and req.resume is Resume.AUTO and plan.identity is not None:
-        what = describe_change((prev.options or {}).get("identity"), plan.identity,
-                               command=req.is_command)
+        old = (prev.options or {}).get("identity")
+        what = describe_change(old, plan.identity, command=req.is_command)
+        files = files_line(plan.backend.project_path, old, plan.identity)
         parts.append(f"{ref}: a new launch, because {what} since {prev.ref} "
-                     f"(which ran the same variants)")
+                     f"(which ran the same variants){'; ' + files if files else ''}")
     elif prev is not None:
         why = {"seed": "a run_experiment_lite script launches anew each time it runs",
                "hydra": "a Hydra multirun launches anew each time"}.get(req.surface)
