@@ -31,6 +31,9 @@ POOL_TYPE = "pool"  # chester.plugin.pool.POOL_TYPE (not imported: config loads 
 
 CONFIG_ENV = "CHESTER_CONFIG_PATH"
 CONFIG_NAME = "chester.yaml"
+#: The earlier chester 2.0's place for the same file (its project is the folder holding
+#: ``.chester``): found when a folder has no chester.yaml.
+LEGACY_CONFIG = (".chester", "config.yaml")
 
 #: Top-level keys with their expected type, default and help.
 GLOBAL_KEYS: dict[str, tuple[Any, Any, str]] = {
@@ -165,6 +168,7 @@ class ChesterConfig:
                 + unknown_backend_message(btype, sorted(installed), manager.records.get(btype),
                                           names))
         spec = manager.get_backend(btype).spec
+        raw = from_chester_2(spec.options_cls, raw, path=self.where(), key=f"backends.{name}")
         options = build_options(spec.options_cls, raw, path=self.where(),
                                 key=f"backends.{name}" if name in self.values["backends"] else name,
                                 legacy_ok=True)
@@ -345,6 +349,85 @@ def _attrs_class_of(tp: Any) -> type | None:
     return None
 
 
+#: chester 2.0's ``slurm:`` block fields that are options of the same name here
+CHESTER_2_SLURM = ("partition", "time", "nodes", "gpus", "cpus_per_gpu", "mem_per_gpu",
+                   "ntasks_per_node")
+
+
+def from_chester_2(cls: type, raw: dict[str, Any], *, path: str, key: str) -> dict[str, Any]:
+    """A backend written in chester 2.0's ``.chester/config.yaml`` shape, as this chester's
+    options (only where ``cls`` has no option of that name):
+
+    - ``prepare: FILE`` is ``prepare_script``;
+    - ``slurm: {partition, time, nodes, gpus, cpus_per_gpu, mem_per_gpu, ntasks_per_node}``
+      are the options of those names (an option given beside the block wins);
+      ``email_begin``/``email_end`` are ``mail_user`` and ``mail_type``; any other key is an
+      ``#SBATCH --key=value`` line (``--key`` for ``true``), as 2.0 wrote it;
+    - ``singularity: {image, mounts, gpu, enabled, writable_tmpfs, overlay, fakeroot,
+      pid_namespace}`` is ``container`` (2.0's default ``fakeroot: true`` included); a key
+      this chester cannot honour (``build_script``, ``workdir``, ``prepare``) is one line."""
+    if not isinstance(raw, Mapping):
+        return raw
+    names = {f.name for f in attrs.fields(cls)}
+    out = dict(raw)
+    if "prepare" in out and "prepare" not in names and "prepare_script" in names:
+        out.setdefault("prepare_script", out.pop("prepare"))
+    block = out.get("slurm")
+    if isinstance(block, Mapping) and "slurm" not in names and "sbatch" in names:
+        del out["slurm"]
+        lines = list(str_list(out.get("sbatch")))
+        mail_types: list[str] = []
+        for k, v in block.items():
+            k = str(k)
+            if k in CHESTER_2_SLURM:
+                out.setdefault(k, v)
+            elif k in ("email_begin", "email_end"):
+                if v:
+                    out.setdefault("mail_user", v)
+                    mail_types += ["BEGIN"] if k == "email_begin" else ["END", "FAIL"]
+            elif k == "extras" and isinstance(v, Mapping):
+                lines += [_sbatch_line(str(a), b) for a, b in v.items() if b is not False]
+            elif v is not False and v is not None:
+                lines.append(_sbatch_line(k, v))
+        if mail_types:
+            out.setdefault("mail_type", ",".join(mail_types))
+        if lines:
+            out["sbatch"] = lines
+    sing = out.get("singularity")
+    if isinstance(sing, Mapping) and "singularity" not in names and "container" in names:
+        del out["singularity"]
+        unsupported = sorted(k for k in sing if k in ("build_script", "workdir", "prepare"))
+        if unsupported:
+            raise ConfigError(path, f"{key}.singularity.{unsupported[0]}",
+                              "chester 2.0's singularity option is not supported here",
+                              "build the image beforehand, and put the prepare lines in "
+                              "prepare_commands (they run inside the container)")
+        if "image" not in sing:
+            raise ConfigError(path, f"{key}.singularity.image", "missing required option",
+                              "give the image file (.sif) on the target")
+        if sing.get("enabled", True):
+            opts = [*(["--fakeroot"] if sing.get("fakeroot", True) else []),
+                    *(["--writable-tmpfs"] if sing.get("writable_tmpfs") else []),
+                    *(["--pid"] if sing.get("pid_namespace") else []),
+                    *(["--overlay", str(sing["overlay"])] if sing.get("overlay") else [])]
+            out.setdefault("container", {"image": sing["image"],
+                                         "binds": list(str_list(sing.get("mounts"))),
+                                         **({"nv": bool(sing["gpu"])} if "gpu" in sing else {}),
+                                         "options": opts})
+    return out
+
+
+def _sbatch_line(k: str, v: Any) -> str:
+    k = k if k.startswith("--") else f"--{k}"
+    return k if v is True else f"{k}={v}"
+
+
+def str_list(v: Any) -> list[str]:
+    if v is None:
+        return []
+    return [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+
+
 #: Options that take counts of at least 1 whatever backend declares them (a field's
 #: ``metadata={"min": N}`` sets another floor).
 MIN_ONE_OPTIONS = frozenset({"max_parallel"})
@@ -427,9 +510,20 @@ def find_config_path(start: Path | None = None) -> tuple[Path | None, str]:
         cand = d / CONFIG_NAME
         if cand.is_file():
             return cand, "found in a parent of the current directory"
+        cand = d.joinpath(*LEGACY_CONFIG)
+        if cand.is_file():
+            return cand, "found in a parent of the current directory (.chester/config.yaml)"
         if (d / ".git").exists():
             break
     return None, "no chester.yaml found; built-in defaults"
+
+
+def config_folder(path: Path) -> Path:
+    """The project folder of a config file: the folder holding it, or for
+    ``.chester/config.yaml`` the folder holding ``.chester``."""
+    if path.name == LEGACY_CONFIG[1] and path.parent.name == LEGACY_CONFIG[0]:
+        return path.parent.parent
+    return path.parent
 
 
 def _project_root(start: Path) -> Path:
@@ -595,9 +689,9 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Chest
     if values["project_path"]:
         project = Path(os.path.expanduser(values["project_path"]))
         if not project.is_absolute():
-            project = (path.parent if path else Path.cwd()) / project
+            project = (config_folder(path) if path else Path.cwd()) / project
     else:
-        project = path.parent if path else _project_root(Path.cwd().resolve())
+        project = config_folder(path) if path else _project_root(Path.cwd().resolve())
         sources["project_path"] = "folder of chester.yaml" if path else "git root or cwd"
     values["project_path"] = str(project)
     cfg = ChesterConfig(path=path, project_path=project, values=values, sources=sources)

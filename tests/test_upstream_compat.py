@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import pytest
+from chester_testinfra.helpers import run_chester
 
 from chester.launcher import launch
 from chester.store import Store
@@ -426,6 +427,105 @@ def test_upstreams_launch_example_without_a_config(tmp_path):
     got = [(r / "stdout.log").read_text().splitlines()[1:] for r in runs]
     assert got == [[f"  learning_rate={lr}", f"  batch_size={bs}"]
                    for lr in (0.001, 0.01) for bs in (32, 64)]
+
+
+#: 2.0's examples/chester/.chester/config.yaml, its keys as written there (its remote
+#: backends' hosts are the author's own; its local backend's prepare script uses direnv,
+#: left out here)
+CONFIG_2_0 = """\
+log_dir: data
+package_manager: uv
+hydra_config_path: configs
+rsync_exclude:
+  - outputs/
+  - data
+  - wandb
+  - "*.mp4"
+  - .venv
+backends:
+  local:
+    type: local
+  gl:
+    type: slurm
+    host: gl
+    remote_dir: /home/houhd/code/cotrain_dynamics
+    modules: [singularity]
+    cuda_module: cuda/12.8.1
+    slurm:
+      partition: spgpu
+      time: "72:00:00"
+      nodes: 1
+      gpus: 1
+      cpus_per_gpu: 8
+      mem_per_gpu: 64G
+    singularity:
+      image: /home/houhd/code/cotrain_dynamics/.containers/full-latest.sif
+      mounts: [/usr/share/glvnd]
+      gpu: true
+  armdual:
+    type: ssh
+    host: armdual
+    remote_dir: /home/houhd/code/cotrain_dynamics
+"""
+
+
+def test_upstreams_launch_example_with_its_chester_config_yaml(tmp_path):
+    """2.0 keeps its config in ``.chester/config.yaml`` at the project's root: found there
+    from the project and from a subfolder, with the folder holding ``.chester`` as the
+    project (runs under its ``data/``); ``chester config`` says where it came from."""
+    project = _project(tmp_path, {"launch_example.py": LAUNCH_EXAMPLE})
+    (project / ".chester").mkdir()
+    (project / ".chester" / "config.yaml").write_text(CONFIG_2_0)
+    (project / "sub").mkdir()
+    (project / "sub" / "launch_example.py").write_text(textwrap.dedent(LAUNCH_EXAMPLE).replace(
+        "my_experiment", "from_sub"))
+    _run(project, "launch_example.py")
+    _run(project / "sub", "launch_example.py")
+    for prefix in ("my_experiment", "from_sub"):
+        runs = sorted((project / "data" / "train" / prefix).iterdir())
+        assert [r.name for r in runs] == [f"{i}_{prefix}" for i in range(1, 5)]
+        assert all((r / "stdout.log").read_text().startswith("Running ") for r in runs)
+    assert not (project / ".chester" / "data").exists() and not (project / "sub" / "data").exists()
+    shown = run_chester(["config"], cwd=project / "sub")
+    assert shown.returncode == 0, shown.stderr
+    assert str(project / ".chester" / "config.yaml") in shown.stdout, shown.stdout
+    assert "armdual" in shown.stdout and "gl" in shown.stdout
+
+
+def test_chester_2_backend_blocks_are_this_chesters_options(tmp_path):
+    """2.0's per-backend ``slurm:`` and ``singularity:`` blocks and ``prepare:`` read as the
+    options they mean; its unknown ``slurm:`` keys and ``extras`` are #SBATCH lines as 2.0
+    wrote them; a 2.0 key this chester cannot honour is one line naming file, key and fix."""
+    from chester.config import ConfigError, load_config
+
+    text = CONFIG_2_0.replace("      mem_per_gpu: 64G\n", "      mem_per_gpu: 64G\n"
+                              "      email_end: me@example.org\n      exclusive: true\n"
+                              "      extras: {gpu_cmode: shared, requeue: false}\n"
+                              ).replace("    host: armdual\n", "    host: armdual\n"
+                                        "    prepare: .chester/backends/ssh-server/prepare.sh\n")
+    conf = tmp_path / ".chester" / "config.yaml"
+    conf.parent.mkdir()
+    conf.write_text(text)
+    cfg = load_config(conf)
+    assert cfg.project_path == tmp_path
+    gl = cfg.backend("gl").options
+    assert (gl.partition, gl.time, gl.nodes, gl.gpus, gl.cpus_per_gpu, gl.mem_per_gpu) == (
+        "spgpu", "72:00:00", 1, 1, 8, "64G")
+    assert (gl.mail_user, gl.mail_type) == ("me@example.org", "END,FAIL")
+    assert gl.sbatch == ("--exclusive", "--gpu_cmode=shared")
+    assert gl.modules == ("singularity",) and gl.cuda_module == "cuda/12.8.1"
+    c = gl.container
+    assert (c.image, c.binds, c.nv, c.options) == (
+        "/home/houhd/code/cotrain_dynamics/.containers/full-latest.sif", ("/usr/share/glvnd",),
+        True, ("--fakeroot",))
+    assert cfg.backend("armdual").options.prepare_script == \
+        ".chester/backends/ssh-server/prepare.sh"
+    conf.write_text(CONFIG_2_0.replace("      gpu: true\n", "      gpu: true\n"
+                                       "      build_script: build.sh\n"))
+    with pytest.raises(ConfigError) as e:
+        load_config(conf).backend("gl")
+    assert "backends.gl.singularity.build_script" in str(e.value) and str(conf) in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_upstreams_run_exp_tests_public_calls(tmp_path, monkeypatch):
