@@ -1,6 +1,7 @@
 """Backends keep no state in module globals: what a backend learns while it works (caches,
 clients, pacers, log offsets) lives on its instance, which each plugin manager makes for
-itself (a test builds its own). Constants — UPPER_CASE names, immutable values — are fine."""
+itself (a test builds its own). Constants — UPPER_CASE names, immutable values — are fine.
+The hosted backends' plugin modules also stay under a line limit."""
 
 from __future__ import annotations
 
@@ -75,3 +76,18 @@ def test_no_backend_module_keeps_state(path):
     assert module_state(path.read_text(encoding="utf-8")) == [], (
         f"{path.relative_to(ROOT)} keeps state in module globals: put it on the backend's "
         "instance (chester.remote.backend.Backend)")
+
+
+#: the hosted backends' plugin modules stay thin: the hooks they share live in
+#: chester.remote.hosted, and what is a backend's own beyond its plan goes in modules beside
+PLUGIN_LINES_MAX = 150
+THIN_PLUGINS = ["chester_backends/ssh/src/chester_backend_ssh/plugin.py",
+                "chester_backends/autobot/src/chester_backend_autobot/plugin.py"]
+
+
+@pytest.mark.parametrize("rel", THIN_PLUGINS)
+def test_hosted_plugin_modules_stay_short(rel):
+    lines = len((ROOT / rel).read_text(encoding="utf-8").splitlines())
+    assert lines < PLUGIN_LINES_MAX, (
+        f"{rel} has {lines} lines (the limit is under {PLUGIN_LINES_MAX}): move helpers into a "
+        "module beside it (as chester_backend_autobot/capacity.py) or into chester.remote.hosted")

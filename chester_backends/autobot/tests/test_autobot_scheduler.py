@@ -121,6 +121,49 @@ def test_bad_options_are_one_line(tmp_path, opts, said):
     assert said in str(ei.value) and "\n" not in str(ei.value)
 
 
+def _lab(tmp_path):
+    import yaml
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "chester.yaml").write_text(yaml.safe_dump({"backends": {"lab": {
+        "type": "autobot", "host": "login", "remote_dir": "/p", "nodes": ["1-1", "1-2"],
+        "gpus_per_run": 2}}}))
+    return load_config(tmp_path / "chester.yaml").backend("lab")
+
+
+def _run(tmp_path, i, **resources):
+    from chester.types import RunSpec
+
+    return RunSpec(run_id=i, token=f"t{i}", name=f"r{i}", exp_prefix="e", local_dir=tmp_path,
+                   remote_dir=f"/p/r{i}", resources=resources)
+
+
+def test_each_run_takes_its_gpus_and_nodes_in_the_sweep_file(tmp_path):
+    from chester_backend_autobot import plugin
+
+    b = _lab(tmp_path)
+    runs = [_run(tmp_path, 1), _run(tmp_path, 2, gpus=1, nodes="1-2"),
+            _run(tmp_path, 3, gpus_per_run="3", nodes=["autobot-1-1", "1-2"])]
+    prepared = plugin.chester_prepare(b, runs, tmp_path / "stage")
+    sent = json.loads(prepared.scripts["sweep.json"])["runs"]
+    assert [(x["name"], x["gpus_per_run"], x["nodes"]) for x in sent] == [
+        ("r1", 2, ["autobot-1-1", "autobot-1-2"]), ("r2", 1, ["autobot-1-2"]),
+        ("r3", 3, ["autobot-1-1", "autobot-1-2"])]
+
+
+@pytest.mark.parametrize("resources,said", [
+    ({"gpus": "two"}, "run 'r1': gpus must be a whole number, not 'two'"),
+    ({"nodes": "1-1, 9-9"}, "run 'r1' asks for nodes ['autobot-9-9'] that are not in"),
+])
+def test_bad_run_resources_are_one_line(tmp_path, resources, said):
+    from chester_backend_autobot import plugin
+
+    with pytest.raises(UserError) as ei:
+        plugin.chester_prepare(_lab(tmp_path), [_run(tmp_path, 1, **resources)],
+                               tmp_path / "stage")
+    assert said in str(ei.value) and "\n" not in str(ei.value)
+
+
 def test_max_gpus_must_be_counts(tmp_path):
     import yaml
 

@@ -8,7 +8,8 @@ runtime (under its digest, through a part file renamed into place once it checks
 run on the login host with that runtime, from which it imports the rule from records to
 states. A submit enqueues the sweep's file and starts the
 scheduler loop detached unless one runs; status, cancel and logs are ``python SCHEDULER
---runtime PYZ status|cancel|tail ROOT``.
+--runtime PYZ status|cancel|tail ROOT``. What a run asks of the nodes (its GPUs, its
+allowed nodes) and what a pool asks of the lab (capacity, spend) are :mod:`.capacity`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from chester.remote import hosted, runtime, shell
 from chester.remote.backend import hook_function
 from chester.remote.hosted import HostedPlan, HostedShellBackend, HostedSweep, chester_dir
 from chester.remote.ssh import Transport
-from chester_backend_autobot.options import AutobotOptions, node_name, scheduler_config
+from chester_backend_autobot import capacity
+from chester_backend_autobot.options import AutobotOptions, scheduler_config
 
 NAME = "autobot"
 SCHEDULER_SRC = Path(__file__).with_name("scheduler.py")
@@ -59,15 +61,16 @@ class AutobotBackend(HostedShellBackend):
         if not o.nodes:
             raise UserError(f"autobot backend {backend.name!r}: nodes is empty; list the GPU "
                             "nodes the login host reaches by ssh, e.g. nodes: [autobot-1-1]")
-        c = ctr.resolve(o, backend=self.who(backend))  # a container without an image fails
-        gpus = [self._gpus(backend, r) for r in runs]
+        who = self.who(backend)
+        c = ctr.resolve(o, backend=who)  # a container without an image fails
+        gpus = [capacity.gpus(backend, r, who) for r in runs]
         spec = {"sweep": sweep.key, "python": o.python, "runtime": sweep.runtime_remote,
                 "cwd": o.remote_dir, "env_file": sweep.env_file,
                 "secrets_file": sweep.secrets_file,
                 "prefix": ctr.wrap([], c, binds=[o.remote_dir], gpus=True) if c else [],
                 "config": scheduler_config(backend),
                 "runs": [{"token": r.token, "run_dir": r.remote_dir, "name": r.name,
-                          "gpus_per_run": g, "nodes": self._nodes(backend, r)}
+                          "gpus_per_run": g, "nodes": capacity.nodes(backend, r, who)}
                          for r, g in zip(runs, gpus, strict=True)]}
         sweep_file = f"{sweep.folder}/{sweep.key}.json"
         text = json.dumps(spec, indent=1)
@@ -108,59 +111,19 @@ class AutobotBackend(HostedShellBackend):
     def chester_capacity(self, backend: BackendConfig, runs: Sequence[RunSpec]) -> Capacity:
         """The runs the lab would start now: each node's free GPUs (the scheduler's own
         rule, one query per node from the login host) in whole runs, less what its queue
-        waits to start. What waits beyond that has no known start (runs' lengths are not
-        known); a lab costs nothing."""
-        o: AutobotOptions = backend.options
-        per_run = max((self._gpus(backend, r) for r in runs), default=max(1, o.gpus_per_run))
+        waits to start (:func:`.capacity.parse`)."""
+        per_run = capacity.per_run(backend, runs, self.who(backend))
         with self.transport(backend) as tr:
-            data = self.tool_call(backend, tr, "capacity", stdin=json.dumps(
-                {"config": scheduler_config(backend), "nodes": list(o.nodes)}))
-        free_runs = sum(int(f) // per_run for f in data["free"].values())
-        waiting = -(-int(data["queued_gpus"]) // per_run)
-        down = f", {len(data['unreachable'])} nodes not answering" if data["unreachable"] else ""
-        return Capacity(free=max(0, free_runs - waiting),
-                        note=f"{sum(data['free'].values())} of {data['total']} GPUs free, "
-                             f"{waiting} runs queued{down}")
+            data = self.tool_call(backend, tr, "capacity", stdin=capacity.request(backend))
+        return capacity.parse(data, per_run)
 
     @hookimpl
     def chester_spend(self, backend: BackendConfig, handles: Sequence[RunHandle]) -> Spend:
         """GPU-hours the runs have used (shown by a pool, never capped: a lab costs no
-        money): each run's time from its start to its end (or now) x the backend's GPUs
-        per run, from one status round trip."""
-        import time
-
+        money), from one status round trip (:func:`.capacity.spend`)."""
         if not handles:
             return Spend()
-        now = time.time()
-        seconds = sum(max(0.0, (st.ended_at or now) - st.started_at)
-                      for st in self.chester_status(backend, handles).values()
-                      if st.started_at is not None)
-        return Spend(gpu_hours=seconds / 3600 * max(1, backend.options.gpus_per_run))
-
-    def _gpus(self, backend: BackendConfig, r: RunSpec) -> int:
-        g = r.resources.get("gpus_per_run", r.resources.get("gpus"))
-        try:
-            n = int(g) if g is not None else backend.options.gpus_per_run
-        except (TypeError, ValueError):
-            raise UserError(f"{self.who(backend)}: run {r.name!r}: gpus must be a whole "
-                            f"number, not {g!r}") from None
-        return max(1, n)
-
-    def _nodes(self, backend: BackendConfig, r: RunSpec) -> list[str]:
-        """The run's node allow-list (the earlier chester's #CHESTERNODE): a ``nodes``
-        resource, else every node of the backend."""
-        o: AutobotOptions = backend.options
-        want = r.resources.get("nodes")
-        if not want:
-            return list(o.nodes)
-        if isinstance(want, str):
-            want = want.replace(",", " ").split()
-        names = [node_name(str(n)) for n in want]
-        unknown = [n for n in names if n not in o.nodes]
-        if unknown:
-            raise UserError(f"{self.who(backend)}: run {r.name!r} asks for nodes {unknown} "
-                            f"that are not in this backend's nodes ({', '.join(o.nodes)})")
-        return names
+        return capacity.spend(backend, self.chester_status(backend, handles).values())
 
 
 def autobot_root(backend: BackendConfig) -> str:
