@@ -58,16 +58,12 @@ def _compiled(source: str, name: str) -> Any:
 
 _expand_ids: Callable[[str], list[str]] = _compiled(_EXPAND_IDS, "expand_ids")
 
-#: Reads run folders' records and prints one JSON object by folder. Its stdin: one JSON line
-#: per run (``[folder, scheduler output file, task id, key]``), then a ``@@CHESTER-ROWS``
-#: line and the scheduler's answer of this poll (sacct/squeue lines). A run's key is its
-#: scheduler line of the last poll (without the id; for a pending line, plus the identity of
-#: its ``status.json``: one ``stat``, as sacct may say PENDING while the worker runs): when
-#: it is the same now, the folder is not read (``{"same": true}``); a run without a key, or
-#: without a line now, is read. Every answer carries the run's key of this poll. Plain
-#: Python: the login host needs no chester for it, and it never looks at process ids (the
-#: run lives on a compute node).
-RECORD_READER = "import json, os, sys\n" + _EXPAND_IDS + r"""
+#: A record's JSON (``rd``: None when it is missing or cut short) and a log's last ``n``
+#: lines from its last ``size`` bytes (``tail``: None when it is missing or empty). Plain
+#: Python (it needs ``json`` imported) for the scripts sent to the login host:
+#: :data:`RECORD_READER` and the watcher (:data:`chester_backend_slurm.watcher.WATCHER`),
+#: one source.
+READ_HELPERS = r"""
 def rd(p):
     try:
         with open(p, encoding="utf-8") as f:
@@ -82,7 +78,18 @@ def tail(p, n=20, size=8192):
         return None
     text = data.decode("utf-8", "replace").rstrip("\n")
     return "\n".join(text.splitlines()[-n:]) or None
-runs, _, sched = ("\n" + sys.stdin.read()).partition("\n@@CHESTER-ROWS\n")
+"""
+
+#: Reads run folders' records and prints one JSON object by folder. Its stdin: one JSON line
+#: per run (``[folder, scheduler output file, task id, key]``), then a ``@@CHESTER-ROWS``
+#: line and the scheduler's answer of this poll (sacct/squeue lines). A run's key is its
+#: scheduler line of the last poll (without the id; for a pending line, plus the identity of
+#: its ``status.json``: one ``stat``, as sacct may say PENDING while the worker runs): when
+#: it is the same now, the folder is not read (``{"same": true}``); a run without a key, or
+#: without a line now, is read. Every answer carries the run's key of this poll. Plain
+#: Python: the login host needs no chester for it, and it never looks at process ids (the
+#: run lives on a compute node).
+RECORD_READER = "import json, os, sys\n" + _EXPAND_IDS + READ_HELPERS + r"""runs, _, sched = ("\n" + sys.stdin.read()).partition("\n@@CHESTER-ROWS\n")
 rows = {}
 for line in sched.splitlines():
     parts = line.split("|")

@@ -37,25 +37,11 @@ TICK = 1.0
 #: whoever submitted its job later (a poll, the supervisor) wrote its job id there, and the
 #: end line carries it as ``job``. stdout: one JSON line per run that ended, ``[key,
 #: records]`` (records as :data:`scheduler.RECORD_READER` reads them). Plain Python: the
-#: login host needs no chester for it.
+#: login host needs no chester for it; its ``rd`` and ``tail`` are
+#: :data:`scheduler.READ_HELPERS`, as the record reader's are.
 WATCHER = r"""
 import json, os, select, sys, time
-lifetime, tick = float(sys.argv[1]), float(sys.argv[2])
-def rd(p):
-    try:
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    except Exception:
-        return None
-def tail(p, n=20, size=8192):
-    try:
-        with open(p, "rb") as f:
-            f.seek(0, 2); end = f.tell(); f.seek(max(0, end - size)); data = f.read()
-    except OSError:
-        return None
-    text = data.decode("utf-8", "replace").rstrip("\n")
-    return "\n".join(text.splitlines()[-n:]) or None
-def ident(p):
+lifetime, tick = float(sys.argv[1]), float(sys.argv[2])""" + scheduler.READ_HELPERS + r"""def ident(p):
     try:
         s = os.stat(p)
     except OSError:
