@@ -1,6 +1,7 @@
 """Write docs/target.md, the target protocol, from ``chester.target`` (`nox -s docs`).
 
-What runs where the runs run: the run folder's files (``chester.target.rundir``'s text), and
+What runs where the runs run: the run folder's files and the records the tools' help does not
+describe (``chester.target.rundir``'s text), and
 each target-side program's own ``--help`` (the worker, the queue runner, the target tool and
 its status fields). tests/test_docs.py fails when the page and the code differ.
 """
@@ -44,7 +45,8 @@ def render() -> str:
     os.environ["COLUMNS"] = "100"  # help text wraps the same wherever this runs
     layout = inspect.getdoc(rundir) or ""
     intro, _, rest = layout.partition("::")
-    tree = textwrap.dedent(rest.strip("\n").split("\n\n", 1)[0])
+    block, _, records = rest.strip("\n").partition("\n\n")  # the tree, then its records
+    tree = textwrap.dedent(block)
     out = ["# Target protocol", "",
            "Generated from `chester/target/` by `docs/gen_target.py`; do not edit by hand.", "",
            md_text(inspect.getdoc(target_pkg) or "", "chester.target"), "",
@@ -60,6 +62,7 @@ def render() -> str:
            md_text(intro.strip().split("\n\n")[-1].rstrip(":") + ":", "chester.target.rundir"),
            "",
            *_block(tree),
+           md_text(records.strip(), "chester.target.rundir"), "",
            "## `worker`: one run", "", *_block(_help(worker.main, [])),
            "## `runner`: the detached queue of one target", "",
            md_text(inspect.getdoc(runner) or "", "chester.target.runner"), "",

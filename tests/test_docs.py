@@ -101,6 +101,21 @@ def test_target_protocol_is_generated_from_the_tools():
         assert tool in text
 
 
+def test_the_exit_record_is_documented_as_the_runner_writes_it(tmp_path):
+    """docs/target.md lists exactly the fields of ``.chester/exit.json`` that the queue
+    runner writes."""
+    import json
+
+    from chester.target import rundir, runner
+
+    runner._record_exit(tmp_path, -9, {"token": "t1", "attempt": 2})
+    written = json.loads((tmp_path / rundir.EXIT).read_text())
+    assert written == {"token": "t1", "attempt": 2, "returncode": -9}
+    text = (ROOT / "docs/target.md").read_text()
+    section = text.split("``.chester/exit.json`` is", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^- ``(\w+)``:", section, flags=re.M) == list(written)
+
+
 def test_the_state_diagram_draws_every_state():
     """The state machine's picture (docs/diagrams/states.dot) has a node for every state."""
     from chester.plugin.records import State

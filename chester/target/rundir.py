@@ -1,5 +1,8 @@
 """The run folder: its files, and small helpers used on the launcher and on the target.
 
+This module must import nothing heavy: it runs on every target. Every file and field is
+described in docs/target.md.
+
 Layout of one run folder (the seed's, plus chester's own records under ``.chester/``)::
 
     <log_dir>/<sub_dir>/<exp_prefix>/<N>_<name>/
@@ -15,9 +18,25 @@ Layout of one run folder (the seed's, plus chester's own records under ``.cheste
         .chester/exit.json  the worker's exit status, as the queue runner saw it
         .chester/cancel     present once the run was cancelled: who, when, which run (JSON)
 
-Every file and field is described in docs/target.md.
+``.chester/exit.json`` is how the worker's process ended, written by the queue runner that
+started it (:mod:`chester.target.runner`) for every worker it reaps, whatever its end: at
+once, or, when a run waits for the slot, once that run's worker started. The runner removes
+it before it starts a worker in the folder, and :func:`retire` removes an earlier run's
+when another run (another token) takes the folder. One JSON object:
 
-This module must import nothing heavy: it runs on every target.
+- ``token``: the run's token (``run.json``'s) as the worker started
+- ``attempt``: the run's attempt (``run.json``'s) as the worker started
+- ``returncode``: the worker process's exit status; negative when a signal ended it
+  (``-9``: SIGKILL)
+
+A reader (:func:`chester.target.states.decide`, the target tool's ``status``) takes it only
+when its token is the run's and its attempt the run's current one or later, and only when
+the worker's ``status.json`` does not record the run's end: a worker killed by a signal, or
+ended by ``os._exit``, records no end itself, and one that never recorded its start (its
+setup failed) none at all. A ``returncode`` that is not a whole number counts as none.
+While the runner lives and the file is not there yet, a run whose worker is gone without
+recording its end reads ``running`` (the runner is about to write it), unless the disk is
+full.
 """
 
 from __future__ import annotations
@@ -38,7 +57,7 @@ PAYLOAD = f"{META}/payload.pkl"
 STATUS = f"{META}/status.json"
 QUEUED = f"{META}/queued.json"
 CANCEL = f"{META}/cancel"
-#: the worker's exit status as its queue runner saw it ({"token", "returncode"})
+#: the worker's exit status as its queue runner saw it ({"token", "attempt", "returncode"})
 EXIT = f"{META}/exit.json"
 DONE = ".done"
 STDOUT = "stdout.log"
