@@ -14,7 +14,7 @@ import pytest
 from chester.rundir import pid_alive
 from chester.testing import HOSTILE_VALUES
 
-from .helpers import SEED_EXAMPLE, make_project, run_chester, run_seed_example
+from .helpers import CHESTER, SEED_EXAMPLE, make_project, run_chester, run_seed_example
 
 LAUNCHER = """
 import json, os, sys, time
@@ -290,6 +290,61 @@ def test_logs_follow_streams_until_the_run_ends(project):
     assert r.returncode == 0
     assert [line for line in r.stdout.splitlines() if line.startswith("tick")] == \
         [f"tick {i}" for i in range(5)]
+
+
+def _line_on(pipe, timeout: float) -> str:
+    """The next line a child writes on ``pipe``, waiting at most ``timeout`` seconds."""
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(pipe, selectors.EVENT_READ)
+        assert sel.select(timeout), f"no line in {timeout} s"
+    return pipe.readline()
+
+
+def test_logs_follow_says_it_waits_for_a_queued_run_and_how_it_ended(project, tmp_path):
+    """``chester logs -f`` on a run still queued behind another (one slot) says on stderr
+    that it waits, streams the run's output on stdout once it starts, and ends with the
+    run's final state on stderr. The first run holds the slot until the follower has said
+    that it waits."""
+    (project / "chester.yaml").write_text("backends:\n  local:\n    type: local\n"
+                                          "    max_parallel: 1\n")
+    (project / "queued.py").write_text(textwrap.dedent("""
+        import os, sys, time, chester
+        def train(v, d, n):
+            deadline = time.time() + 60  # the first run holds the slot until the gate opens
+            while v["i"] == 0 and not os.path.exists(v["gate"]) and time.time() < deadline:
+                time.sleep(0.05)
+            for k in range(3):
+                print("run", v["i"], "line", k, flush=True)
+        chester.launch(train, [{"i": i, "gate": sys.argv[1]} for i in range(2)],
+                       exp_prefix="slot")
+    """))
+    gate = tmp_path / "gate"
+    subprocess.run([sys.executable, "queued.py", str(gate)], cwd=project, check=True,
+                   capture_output=True, timeout=60)
+    runs = _status(project, "slot")["runs"]
+    second = runs[1]["name"]
+    assert runs[1]["state"] == "queued", runs
+    env = dict(os.environ)
+    env.pop("CHESTER_CONFIG_PATH", None)
+    follower = subprocess.Popen([*CHESTER, "logs", "-f", second], cwd=project, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waiting = _line_on(follower.stderr, 60)
+        assert waiting.startswith(f"chester: {second} (slot:2) has not started (queued"), \
+            waiting
+        assert "its output follows when it does" in waiting, waiting
+        assert follower.poll() is None
+        gate.touch()
+        out, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+        gate.touch()
+    assert follower.returncode == 0, err
+    assert out.splitlines() == [f"run 1 line {k}" for k in range(3)], out
+    assert err.splitlines()[-1] == f"chester: {second} (slot:2) succeeded", err
+    assert [r["state"] for r in _wait_status(project, "slot")["runs"]] == ["succeeded"] * 2
 
 
 def test_cli_user_errors_are_one_line_exit_2(project, tmp_path):
