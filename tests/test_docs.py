@@ -74,6 +74,44 @@ def test_cli_reference_is_generated_from_the_parser():
                 pytest.fail(f"the CLI reference's example does not parse: {example}")
 
 
+def _doc_command_lines():
+    """``(file, line)`` of every ``chester ...`` command in a code block of the docs and the
+    README (a comment, a pipe and a ``$ `` prompt taken off)."""
+    import re
+
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        in_code = False
+        for raw in path.read_text().splitlines():
+            if raw.lstrip().startswith("```"):
+                in_code = not in_code
+                continue
+            line = raw.strip().removeprefix("$ ")
+            if not in_code or not line.startswith("chester "):
+                continue
+            line = re.split(r"\s+#\s", line, maxsplit=1)[0]
+            for part in re.split(r"\s(?:&&|;|\|\|)\s", line):
+                part = re.split(r"\s[|>]\s", part, maxsplit=1)[0].strip()
+                if part.startswith("chester "):
+                    yield path.relative_to(ROOT), part
+
+
+def test_every_chester_command_in_the_docs_parses():
+    """What a reader copies from a guide, a how-to or the README is a command line the CLI
+    takes (options, subcommands and their order), not only the reference's examples."""
+    parser = _generator("gen_cli").parser()
+    seen = 0
+    for where, line in _doc_command_lines():
+        argv = shlex.split(line)[1:]
+        if any(a[:1] in "[<" or a.endswith("...") for a in argv):  # a usage line: placeholders
+            continue
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{where}: this command does not parse: {line}")
+        seen += 1
+    assert seen > 40, seen
+
+
 def test_config_reference_lists_every_option_of_every_backend():
     text = _generator("gen_config").render()
     _check_generated(ROOT / "docs/reference/config.md", text)
