@@ -29,6 +29,7 @@ def _rows(n_failed: int = 1, n_queued: int = 0, n_ok: int = 0, attempt: int = 1,
         sweep_id: int = 3
         backend: str = "ssh"
         attempt: int = 1
+        member: str | None = None
 
     rows = []
     for _i in range(n_failed):
@@ -46,7 +47,7 @@ def _rows(n_failed: int = 1, n_queued: int = 0, n_ok: int = 0, attempt: int = 1,
     return rows
 
 
-def _screen(rows, width=80, height=24, prefix="lr-sweep"):
+def _screen(rows, width=80, height=24, prefix="lr-sweep", notes=()):
     from chester.cli import present
 
     buf = io.StringIO()
@@ -54,7 +55,7 @@ def _screen(rows, width=80, height=24, prefix="lr-sweep"):
                       legacy_windows=False)
     present.screen(console, "lr-sweep · a title long enough to need more than eighty columns "
                    "to be shown whole, which it never is", rows, prefix, height=height,
-                   more="chester status lr-sweep --all")
+                   more="chester status lr-sweep --all", notes=notes)
     return buf.getvalue().splitlines()
 
 
@@ -97,6 +98,31 @@ def test_status_columns_give_way_in_their_order_and_fit_at_200():
     text = "\n".join(_screen(rows))
     assert "Att" in "\n".join(_screen(rows, width=200))
     assert all(r.name in text for r in rows)
+
+
+def test_a_pools_member_attempt_and_spend_fit_the_same_way():
+    """A pool's sweep at 80x24: the attempt and member columns and the spend line fit as the
+    others do (member gives way before the reason; every failure still named with its
+    exception); at 200 columns every column shows."""
+    from chester.cli import present
+
+    rows = _rows(n_failed=4, n_queued=25, n_ok=30, attempt=2)
+    for i, r in enumerate(rows):
+        r.member = ("lab", "gl-cluster-with-a-long-name", "aws-spot")[i % 3]
+    notes = ["spend: $3.12 of $50.00 (aws-spot), 41.0 of 500 SU (gl-cluster-with-a-long-name)"]
+    lines = _screen(rows, notes=notes)
+    assert len(lines) <= 23 and all(len(line) <= 80 for line in lines), "\n".join(lines)
+    assert lines[1].strip().startswith("spend: $3.12 of $50.00")
+    for r in rows[:4]:
+        line = next(x for x in lines if r.name in x)
+        assert "ValueError: the loss diverged" in line, "\n".join(lines)
+    ctx = present.Ctx(prefix="lr-sweep", rows=rows)
+    narrow = [c.key for c in present.fit_columns(rows, ctx, 80)]
+    assert "reason" in narrow and "member" not in narrow, narrow
+    wide = [c.key for c in present.fit_columns(rows, ctx, 200)]
+    assert {"attempt", "member", "reason"} <= set(wide), wide
+    text = "\n".join(_screen(rows, width=200, notes=notes))
+    assert "gl-cluster-with-a-long-name" in text and "Member" in text and "Att" in text
 
 
 def test_one_line_reasons():
