@@ -151,6 +151,27 @@ def test_the_exit_record_is_documented_as_the_runner_writes_it(tmp_path):
     assert written == {"token": "t1", "attempt": 2, "returncode": -9}
     text = (ROOT / "docs/target.md").read_text()
     section = text.split("``.chester/exit.json`` is", 1)[1].split("\n## ", 1)[0]
+    section = section.split("``.chester/queued.json``", 1)[0]
+    assert re.findall(r"^- ``(\w+)``:", section, flags=re.M) == list(written)
+
+
+def test_the_queue_record_is_documented_as_the_runner_writes_it(tmp_path):
+    """docs/target.md lists exactly the fields of ``.chester/queued.json`` that a queue
+    runner writes when it claims a run."""
+    import json
+    import os
+
+    from chester.target import rundir, runner
+
+    (tmp_path / rundir.META).mkdir()
+    (tmp_path / rundir.RUN_JSON).write_text(json.dumps({"token": "t1", "attempt": 1}))
+    me = {"runner_pid": os.getpid(), "runner_ticks": rundir.proc_start_time(os.getpid()),
+          "host": rundir.hostname()}
+    assert runner._claim(tmp_path, me)
+    written = json.loads((tmp_path / rundir.QUEUED).read_text())
+    assert set(written) == {"runner_pid", "runner_ticks", "host", "token", "queued_at"}
+    text = (ROOT / "docs/target.md").read_text()
+    section = text.split("``.chester/queued.json`` names", 1)[1].split("\n## ", 1)[0]
     assert re.findall(r"^- ``(\w+)``:", section, flags=re.M) == list(written)
 
 

@@ -37,6 +37,24 @@ setup failed) none at all. A ``returncode`` that is not a whole number counts as
 While the runner lives and the file is not there yet, a run whose worker is gone without
 recording its end reads ``running`` (the runner is about to write it), unless the disk is
 full.
+
+``.chester/queued.json`` names the queue runner that owns the run, written by that runner
+when it claims the run (under ``.chester/claim.lock``, so two runners never both claim one
+run; a run whose ``status.json`` records the current attempt, or whose owner is another
+live runner, is not claimed). One JSON object:
+
+- ``runner_pid``: the runner's process id
+- ``runner_ticks``: the runner's start time in clock ticks since boot (``/proc/PID/stat``
+  field 22), so that a reused pid is not taken for the runner
+- ``host``: the host the runner runs on
+- ``token``: the run's token as the runner claimed it
+- ``queued_at``: when it claimed the run (seconds since the epoch)
+
+A reader takes it only when its ``token`` is the run's (else it is an earlier run's runner):
+while that runner lives, a run that never started reads ``queued`` ("waiting for a free
+slot") and a worker gone without recording its end reads ``running`` until the runner writes
+``exit.json``; with no runner alive and no start recorded, the run reads ``lost``; with no
+``queued.json`` at all, ``queued`` ("not yet picked up").
 """
 
 from __future__ import annotations
