@@ -176,7 +176,9 @@ def test_logs_from_s3(tmp_path, farm, ec2_backend):
 
 
 def test_failed_bootstrap_powers_off_and_reads_lost(tmp_path, farm):
-    env = _env(tmp_path, python="/nonexistent/python3")
+    # requeues left, none used: the run never started, and a next instance would fail the
+    # same way (and cost money)
+    env = _env(tmp_path, python="/nonexistent/python3", max_requeues=2)
     sweep = _launch(env, [{"seconds": 0}], "badboot")
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=False)
     run = sweep.runs[0]
@@ -185,6 +187,11 @@ def test_failed_bootstrap_powers_off_and_reads_lost(tmp_path, farm):
     inst = farm.instances[run.handle.remote_id]
     assert (inst.root / "powered-off").exists()
     assert "bootstrap failed" in (inst.root / "var/log/chester-agent.log").read_text()
+    _until(lambda: inst.done, what="the instance gone")
+    for _ in range(3):
+        assert sweep.status()[run.name].value == "lost"
+    assert len(farm.instances) == 1
+    assert not _s3_keys(f"chester/sweeps/{run.handle.get('sweep')}/ctl/attempts/")
 
 
 def test_agent_failure_is_recorded_and_powers_off(tmp_path, farm):
@@ -271,7 +278,8 @@ def test_failed_setup_fails_every_run_with_the_log(tmp_path, farm):
 
 
 def test_instance_dying_mid_run_reads_lost(tmp_path, farm):
-    env = _env(tmp_path)
+    # the lost reading itself; with requeues left the run starts again (test_ec2_bounds.py)
+    env = _env(tmp_path, max_requeues=0)
     sweep = _launch(env, [{"seconds": 60}], "crash")
     run = sweep.runs[0]
     _until(lambda: sweep.status()[run.name].value == "running", what="running")
@@ -279,7 +287,7 @@ def test_instance_dying_mid_run_reads_lost(tmp_path, farm):
     states = sweep.wait(timeout=30, poll_interval=0.3, progress=False, pull=True)
     assert states[run.name].value == "lost"
     assert "never ended" in run.reason
-    assert len(farm.instances) == 1  # a lost run is not requeued
+    assert len(farm.instances) == 1  # max_requeues 0: not started again
 
 
 @pytest.mark.parametrize("istate,rec,cancel,expected", [
@@ -291,6 +299,16 @@ def test_instance_dying_mid_run_reads_lost(tmp_path, farm):
     ("running", {"state": "running", "preempted": True}, False, "running"),
     ("terminated", {"state": "terminated", "preempted": True}, False, "preempted"),
     ("terminated", {"state": "running"}, False, "lost"),
+    # stopped by the instance's shutdown: lost with it if it is gone, failed if it is not
+    ("terminated", {"state": "terminated", "ended_at": 2.0}, False, "lost"),
+    ("running", {"state": "terminated", "ended_at": 2.0}, False, "failed"),
+    # an earlier instance's record (launch 1) while the group's instance 2 is up
+    ("running2", {"state": "running", "launch": 1}, False, "requeued"),
+    ("running2", {"state": "lost", "ended_at": 2.0, "launch": 1, "by": "launcher",
+                  "instance_lost": True}, False, "requeued"),
+    ("running2", {"state": "lost", "ended_at": 2.0, "launch": 1, "by": "launcher"}, False,
+     "lost"),
+    ("running2", {"state": "running", "launch": 2}, False, "running"),
     ("terminated", None, False, "lost"),
     (None, None, False, "lost"),
     ("terminated", None, True, "cancelled"),
@@ -307,6 +325,9 @@ def test_status_table(istate, rec, cancel, expected):
     h = RunHandle(run_id=1, token="t", backend="ec2", local_dir="/x", remote_dir="/y",
                   remote_id="i-1")
     inst = None if istate is None else {"InstanceId": "i-1", "State": {"Name": istate}}
+    if istate == "running2":  # the group's second instance
+        inst = {"InstanceId": "i-2", "State": {"Name": "running"},
+                "Tags": [{"Key": "chester:attempt", "Value": "2"}]}
     assert to_status(h, inst, rec, cancel).state.value == expected
 
 
@@ -322,3 +343,43 @@ def test_withdrawn_notice_clears_preempted(tmp_path, farm):
     _until(lambda: sweep.status()[run.name].value in ("running", "succeeded"), what="running")
     states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
     assert states[run.name].value == "succeeded"
+
+
+@pytest.mark.parametrize("istate,age,rec,cancel,expected", [
+    # started and gone with its instance: the next instance runs its next attempt
+    ("terminated", 60, {"state": "running", "started_at": 1.0}, False, True),
+    ("shutting-down", 60, {"state": "terminated", "started_at": 1.0, "ended_at": 2.0}, False,
+     True),
+    (None, 60, {"state": "running", "started_at": 1.0}, False, True),  # aged out
+    # a stopped heartbeat: the launcher's verdict says whether the run had started
+    ("terminated", 60, {"state": "lost", "ended_at": 2.0, "by": "launcher",
+                        "instance_lost": True}, False, True),
+    ("terminated", 60, {"state": "lost", "ended_at": 2.0, "by": "launcher"}, False, False),
+    # never started: no record, or the agent's record before the worker's start
+    ("terminated", 60, None, False, False),
+    ("terminated", 60, {"state": "queued"}, False, False),
+    # the record is of an earlier instance of the group: this one never started the run
+    ("terminated", 60, {"state": "running", "started_at": 1.0, "launch": 2}, False, False),
+    # cancelled; past its lifetime (its own bound ended it)
+    ("terminated", 60, {"state": "running", "started_at": 1.0}, True, False),
+    ("terminated", 60, {"state": "lost", "ended_at": 2.0, "by": "launcher",
+                        "instance_lost": True}, True, False),
+    ("terminated", 4000, {"state": "running", "started_at": 1.0}, False, False),
+])
+def test_which_lost_runs_went_with_their_instance(istate, age, rec, cancel, expected):
+    import time
+
+    from chester_backend_ec2.options import Ec2Options
+    from chester_backend_ec2.plugin import lost_with_instance, to_status
+
+    from chester.types import RunHandle
+
+    o = Ec2Options(bucket="chester-test", max_lifetime_s=3600)
+    h = RunHandle(run_id=1, token="t", backend="ec2", local_dir="/x", remote_dir="/y",
+                  remote_id="i-1")
+    now = time.time()
+    inst = None if istate is None else {"InstanceId": "i-1", "State": {"Name": istate},
+                                        "LaunchTime": now - age}
+    st = to_status(h, inst, rec, cancel)
+    assert st.state.value == ("cancelled" if cancel and rec.get("by") != "launcher" else "lost")
+    assert lost_with_instance(o, inst, rec, st, now, cancel) is expected

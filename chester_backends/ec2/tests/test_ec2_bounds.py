@@ -1,5 +1,6 @@
-"""Paths that cost money or results: lifetime bounds, dead agents, refused submits, requeue
-from the durable record, the spot notice reaching the run, capacity fallback, spot requests."""
+"""Paths that cost money or results: lifetime bounds, dead agents, runs lost with their
+instances started again, refused submits, requeue from the durable record, the spot notice
+reaching the run, capacity fallback, spot requests."""
 
 from __future__ import annotations
 
@@ -38,6 +39,22 @@ def fn_bounded(variant, log_dir, exp_name):
     attempt = os.environ.get("CHESTER_ATTEMPT")
     with open(os.path.join(log_dir, "progress.txt"), "a") as f:
         f.write("start %s\n" % attempt)
+    if variant.get("lose"):  # a checkpoint every step; attempt 1 goes on until it is lost
+        ck = os.path.join(log_dir, "checkpoint.json")
+        if chester.attempt() == 1:
+            step = 0
+            while True:
+                step += 1
+                with open(ck + ".tmp", "w") as f:
+                    json.dump({"step": step}, f)
+                os.replace(ck + ".tmp", ck)
+                time.sleep(0.1)
+        with open(ck) as f:
+            state = json.load(f)
+        with open(os.path.join(log_dir, "resumed.json"), "w") as f:
+            json.dump({"attempt": chester.attempt(), "resumed": os.environ.get("CHESTER_RESUMED"),
+                       "from_step": state["step"]}, f)
+        return
     if variant.get("preempt"):
         ck = os.path.join(log_dir, "checkpoint.json")
         if chester.attempt() == 1:
@@ -191,10 +208,15 @@ def test_killed_agent_instance_ends_at_its_lifetime_without_the_launcher(tmp_pat
                                          "var/log/chester-agent.log").read_text()
     assert sweep.status()[run.name].value == "lost"
     assert "never ended" in run.reason
+    # its own lifetime bound ended it: not started again, whatever max_requeues (2) says
+    assert sweep.status()[run.name].value == "lost"
+    assert len(_instances(sweep=run.handle.get("sweep"))) == 1
+    assert not _s3_keys(f"chester/sweeps/{run.handle.get('sweep')}/ctl/attempts/")
 
 
 def test_killed_agent_is_terminated_on_a_stale_heartbeat(tmp_path, farm):
-    env = _env(tmp_path, heartbeat_timeout_s=2)
+    # the lost reading itself: with requeues, test_a_dead_agents_run_is_requeued_...
+    env = _env(tmp_path, heartbeat_timeout_s=2, max_requeues=0)
     sweep = _launch(env, [{"seconds": 120}], "stale")
     run = sweep.runs[0]
     iid = run.handle.remote_id
@@ -216,7 +238,7 @@ def test_a_lost_runs_pull_is_tried_and_said_once(tmp_path, farm):
     while the other run goes on."""
     from structlog.testing import capture_logs
 
-    env = _env(tmp_path, heartbeat_timeout_s=2)
+    env = _env(tmp_path, heartbeat_timeout_s=2, max_requeues=0)
     sweep = _launch(env, [{"seconds": 120}, {"seconds": 15, "i": 1}], "lostpull")
     lost, other = sweep.runs
     _until(lambda: all(s.value == "running" for s in sweep.status().values()), timeout=60,
@@ -235,7 +257,9 @@ def test_a_lost_runs_pull_is_tried_and_said_once(tmp_path, farm):
 
 def test_instance_without_agent_reads_lost_after_boot_timeout(tmp_path, farm):
     farm.paused = True  # user-data never gets anywhere
-    env = _env(tmp_path, boot_timeout_s=6)  # room for the launch and a status on a busy machine
+    # room for the launch and a status on a busy machine; requeues left, none used: the run
+    # never started, and a next instance would fail the same way
+    env = _env(tmp_path, boot_timeout_s=6, max_requeues=2)
     sweep = _launch(env, [{"seconds": 0}], "noboot")
     run = sweep.runs[0]
     assert sweep.status()[run.name].value == "queued"
@@ -243,6 +267,112 @@ def test_instance_without_agent_reads_lost_after_boot_timeout(tmp_path, farm):
            what="lost once boot_timeout_s has passed")
     assert "gave no sign of its agent" in run.reason and "get-console-output" in run.reason
     assert _istate(run.handle.remote_id) in ("shutting-down", "terminated")
+    _until(lambda: _istate(run.handle.remote_id) == "terminated", what="terminated")
+    for _ in range(3):
+        assert sweep.status()[run.name].value == "lost"
+    key = run.handle.get("sweep")
+    assert len(_instances(sweep=key)) == 1
+    assert not _s3_keys(f"chester/sweeps/{key}/ctl/attempts/")
+    assert "gave no sign of its agent" in run.reason
+
+
+# -- (1b) a run lost with its instance is started again, as a preempted one --------------------
+def _checkpointed(run):
+    """The run's checkpoint reached S3 (a later attempt resumes from it)."""
+    return any(k.endswith(f"{run.token}/checkpoint.json") for k in _s3_keys())
+
+
+def _requeued_once(sweep, run, first):
+    """The run succeeded as attempt 2 on one more instance of its group, from the
+    checkpoint attempt 1 synced; returns the second instance."""
+    key, group = run.handle.get("sweep"), run.handle.get("group")
+    insts = _instances(sweep=key)
+    assert len(insts) == 2, [i["InstanceId"] for i in insts]
+    (second,) = [i for i in insts if i["InstanceId"] != first]
+    tags = {t["Key"]: t["Value"] for t in second["Tags"]}
+    assert (tags["chester:group"], tags["chester:attempt"]) == (group, "2")
+    assert status_record(run)["instance"] == second["InstanceId"]
+    # started once, through the exactly-once step; each attempt claimed once
+    tries = _s3_keys(f"chester/sweeps/{key}/ctl/attempts/")
+    assert sorted(k.split("/attempts/")[1] for k in tries) == [f"{group}/2/1.end.json",
+                                                               f"{group}/2/1.json"]
+    claims = _s3_keys(f"chester/sweeps/{key}/ctl/claims/{run.token}/")
+    assert sorted(k.rsplit("/", 1)[1] for k in claims) == ["1", "2"]
+    assert (run.log_dir / "progress.txt").read_text() == "start 1\nstart 2\n"
+    resumed = json.loads((run.log_dir / "resumed.json").read_text())
+    assert resumed["attempt"] == 2 and resumed["resumed"] == "1" and resumed["from_step"] > 0
+    st = json.loads((run.log_dir / ".chester" / "status.json").read_text())
+    assert (st["state"], st["attempt"]) == ("succeeded", 2)
+    return second["InstanceId"]
+
+
+def _requeued_reason(sweep, run, first):
+    """Poll until the run reads requeued onto a new instance; its pending reason."""
+    def seen():
+        state = sweep.status()[run.name].value
+        reason = sweep.store.run(run.id).pending_reason or ""
+        return reason if state == "requeued" and "started again on" in reason else None
+
+    return _until(seen, timeout=60, what="requeued onto a new instance")
+
+
+@pytest.mark.parametrize("how,max_requeues", [("terminate", 1), ("crash", 1), ("terminate", 0)])
+def test_an_instance_gone_under_its_run_is_requeued_once_and_resumes(tmp_path, farm, how,
+                                                                     max_requeues):
+    """An instance terminated under its running run by someone else than chester (a user,
+    AWS: the agent's shutdown records the run stopped by a signal), or one that dies at once
+    (its record still says running): the group's next instance runs attempt 2, which
+    resumes from the checkpoint; with max_requeues 0 the run reads lost."""
+    env = _env(tmp_path, max_requeues=max_requeues)
+    sweep = _launch(env, [{"lose": True}], f"gone-{how}-{max_requeues}")
+    run = sweep.runs[0]
+    first = run.handle.remote_id
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    _until(lambda: _checkpointed(run), what="a checkpoint synced")
+    if how == "crash":
+        farm.crash(first)
+    else:
+        _ec2().terminate_instances(InstanceIds=[first])
+        _until(lambda: farm.instances[first].done, what="the instance gone")
+    if max_requeues == 0:
+        states = sweep.wait(timeout=30, poll_interval=0.3, progress=False, pull=True)
+        assert states[run.name].value == "lost", (run.reason, run.stderr_tail)
+        assert f"instance {first} is terminated" in run.reason
+        assert len(_instances(sweep=run.handle.get("sweep"))) == 1
+        return
+    reason = _requeued_reason(sweep, run, first)
+    assert re.fullmatch(rf"lost with instance {first}; started again on i-\w+ \(instance 2\)",
+                        reason), reason
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    second = _requeued_once(sweep, run, first)
+    assert second in reason
+    # the same poll that found it lost started it again: it never read lost
+    hist = [s for _, s, _ in sweep.store.history(run.id)]
+    assert "requeued" in hist and "lost" not in hist and hist[-1] == "succeeded", hist
+
+
+def test_a_dead_agents_run_is_requeued_and_resumes_on_the_next_instance(tmp_path, farm):
+    """The agent dies (its heartbeat stops) while the run goes on: a status poll terminates
+    the instance and records the run lost with it, then starts the group's next instance,
+    whose agent runs attempt 2 (the launcher's verdict is not an end for it)."""
+    # the second instance's agent beats every 0.8 s: room for a loaded machine
+    env = _env(tmp_path, heartbeat_timeout_s=4, max_requeues=1)
+    sweep = _launch(env, [{"lose": True}], "deadagent")
+    run = sweep.runs[0]
+    first = run.handle.remote_id
+    _until(lambda: sweep.status()[run.name].value == "running", what="running")
+    _until(lambda: _checkpointed(run), what="a checkpoint synced")
+    farm.kill_agent(first)
+    reason = _requeued_reason(sweep, run, first)
+    assert re.fullmatch(rf"lost with instance {first}; started again on i-\w+ \(instance 2\)",
+                        reason), reason
+    states = sweep.wait(timeout=60, poll_interval=0.3, progress=False, pull=True)
+    assert states[run.name].value == "succeeded", (run.reason, run.stderr_tail)
+    assert _istate(first) == "terminated"
+    second = _requeued_once(sweep, run, first)
+    log = (farm.instances[second].root / "var/log/chester-agent.log").read_text()
+    assert f"{run.token}: claimed attempt 2" in log
 
 
 # -- (2) a submit refused midway -------------------------------------------------------------------

@@ -2,8 +2,8 @@
 with ClientToken (moto, like a launcher whose retried call reached AWS twice, starts a second
 instance for a repeated token).
 
-Two real pollers (``chester status`` in two processes) requeue the same preempted runs at the
-same moment; a twin instance is started by hand with the arguments chester used. AWS being
+Two real pollers (``chester status`` in two processes) requeue the same preempted (or lost)
+runs at the same moment; a twin instance is started by hand with the arguments chester used. AWS being
 slow to answer RunInstances is played by a botocore ``before-call`` handler in the pollers
 that holds the call until the other poller has polled once more (or is launching itself), so
 the other one always polls while a launch is in flight; everything else is moto and the farm.
@@ -234,23 +234,30 @@ def test_a_twin_instance_started_by_hand_leaves_the_run_to_the_first(tmp_path, f
     assert len(_sweep_instances(run.handle.get("sweep"))) == 4  # two launched, two twins
 
 
-def test_two_pollers_in_two_processes_requeue_each_preempted_run_once(tmp_path, farm):
+@pytest.mark.parametrize("how", ["preempted", "lost"])
+def test_two_pollers_in_two_processes_requeue_each_run_once(tmp_path, farm, how):
+    """Runs preempted (they checkpoint and requeue on the notice), or lost with their
+    instances (terminated under them, as a user or AWS would): each gets one attempt 2."""
     env = _env(tmp_path, max_requeues=1)
-    sweep = _launch(env, [{"preempt": True, "i": i} for i in range(3)], "twopollers")
+    prefix = f"twopollers{how}"
+    sweep = _launch(env, [{"preempt": how == "preempted", "i": i} for i in range(3)], prefix)
     runs = sweep.runs
     key = runs[0].handle.get("sweep")
     firsts = [r.handle.remote_id for r in runs]
     assert len(set(firsts)) == 3
     until(lambda: all(s.value == "running" for s in sweep.status().values()), timeout=60,
           what="every run running")
-    for iid in firsts:  # every run checkpoints and requeues; the instances power off
-        farm.interrupt(iid)
+    if how == "preempted":  # every run checkpoints and requeues; the instances power off
+        for iid in firsts:
+            farm.interrupt(iid)
+    else:
+        _ec2().terminate_instances(InstanceIds=firsts)
     until(lambda: all(farm.instances[i].done for i in firsts), what="the instances gone")
     sync = tmp_path / "pollers"
     sync.mkdir()
     script = tmp_path / "poller.py"
     script.write_text(textwrap.dedent(POLLER))
-    procs = [subprocess.Popen([sys.executable, str(script), me, other, str(sync), "twopollers"],
+    procs = [subprocess.Popen([sys.executable, str(script), me, other, str(sync), prefix],
                               cwd=env.project, stdout=subprocess.DEVNULL,
                               stderr=open(tmp_path / f"poller-{me}.err", "w"),
                               env={**os.environ, "CHESTER_CONFIG_PATH":

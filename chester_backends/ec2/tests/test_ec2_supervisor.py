@@ -161,6 +161,44 @@ def _children(farm, before: frozenset[int] = frozenset()) -> list[int]:
     return out
 
 
+def _launch_and_kill(tmp_path, env, variants, site=None) -> tuple[str, str, dict]:
+    """Launch ``variants`` from a process of its own, SIGKILLed as soon as it says it
+    launched; returns the sweep's key, its supervisor's instance and the supervisor's spec."""
+    (env.project / "launcher.py").write_text(textwrap.dedent(LAUNCHER))
+    path = f"{env.project}:{site}" if site else str(env.project)
+    launcher = subprocess.Popen(
+        [sys.executable, "launcher.py", json.dumps(variants)], cwd=env.project,
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "launcher.err", "w"), text=True,
+        env={**os.environ, "CHESTER_CONFIG_PATH": str(env.project / "chester.yaml"),
+             "PYTHONPATH": path})
+    assert launcher.stdout is not None
+    assert launcher.stdout.readline() == "launched\n", (tmp_path / "launcher.err").read_text()
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait(10)
+    err = (tmp_path / "launcher.err").read_text()
+    m = re.search(r"ec2: sweep (\S+):.*supervisor (i-\w+) \(on-demand t3\.nano, "
+                  r"\$0\.0052/h\)", err)
+    assert m, err
+    sweep, sup = m.groups()
+    s3 = boto3.client("s3", region_name=REGION)
+    spec = json.loads(s3.get_object(Bucket="chester-test",
+                                    Key=f"chester/sweeps/{sweep}/supervisor/spec.json")[
+        "Body"].read())
+    return sweep, sup, spec
+
+
+def _cli_rows(env, monkeypatch, capsys, *args) -> dict | list:
+    """``chester status ARGS --json`` run on the laptop, in the test's project."""
+    from chester.cli import main
+
+    monkeypatch.chdir(env.project)
+    monkeypatch.setenv("CHESTER_CONFIG_PATH", str(env.project / "chester.yaml"))
+    monkeypatch.setattr("chester.config._cached", None)  # the CLI reads this project's config
+    capsys.readouterr()
+    assert main(["status", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_a_supervised_sweep_requeues_and_ends_with_the_launcher_killed(
         tmp_path, farm, monkeypatch, capsys):
     """10 runs, spot notices on 3 instances, the launching process SIGKILLed right after its
@@ -180,26 +218,9 @@ def test_a_supervised_sweep_requeues_and_ends_with_the_launcher_killed(
     gate = tmp_path / "gate"
     servers = frozenset(_children(farm))  # the session's servers, started before this test
     variants = [{"i": i, "preempt": i < 3, "gate": str(gate)} for i in range(10)]
-    (env.project / "launcher.py").write_text(textwrap.dedent(LAUNCHER))
-    launcher = subprocess.Popen(
-        [sys.executable, "launcher.py", json.dumps(variants)], cwd=env.project,
-        stdout=subprocess.PIPE, stderr=open(tmp_path / "launcher.err", "w"), text=True,
-        env={**os.environ, "CHESTER_CONFIG_PATH": str(env.project / "chester.yaml"),
-             "PYTHONPATH": f"{env.project}:{site}"})
-    assert launcher.stdout is not None
-    assert launcher.stdout.readline() == "launched\n", (tmp_path / "launcher.err").read_text()
-    launcher.send_signal(signal.SIGKILL)
-    launcher.wait(10)
-    err = (tmp_path / "launcher.err").read_text()
-    m = re.search(r"ec2: sweep (\S+):.*supervisor (i-\w+) \(on-demand t3\.nano, "
-                  r"\$0\.0052/h\)", err)
-    assert m, err
-    sweep, sup = m.groups()
+    sweep, sup, spec = _launch_and_kill(tmp_path, env, variants, site)
     assert _children(farm, servers) == []  # no chester process on the laptop from here on
     s3 = boto3.client("s3", region_name=REGION)
-    spec = json.loads(s3.get_object(Bucket="chester-test",
-                                    Key=f"chester/sweeps/{sweep}/supervisor/spec.json")[
-        "Body"].read())
     tokens = [h["token"] for h in spec["handles"]]
     assert len(tokens) == 10
     until(lambda: all(_record(s3, sweep, t).get("state") == "running" for t in tokens),
@@ -249,22 +270,14 @@ def test_a_supervised_sweep_requeues_and_ends_with_the_launcher_killed(
     assert called <= _allowed(policy), called - _allowed(policy)
     assert _allowed(policy) == set(supervisor.ACTIONS)
     # the laptop comes back: chester status reads the journal into the store
-    from chester.cli import main
-
-    monkeypatch.chdir(env.project)
-    monkeypatch.setenv("CHESTER_CONFIG_PATH", str(env.project / "chester.yaml"))
-    monkeypatch.setattr("chester.config._cached", None)  # the CLI reads this project's config
-    capsys.readouterr()
-    assert main(["status", "supervised", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = _cli_rows(env, monkeypatch, capsys, "supervised")
     rows = rows.get("runs", rows) if isinstance(rows, dict) else rows
     assert sorted(r["state"] for r in rows) == ["succeeded"] * 10
     assert sorted(r["attempt"] or 1 for r in rows) == [1] * 7 + [2] * 3
     # each requeue is in the run's history at the time the supervisor made it
     for r in rows:
         if r["attempt"] == 2:
-            assert main(["status", r["ref"], "--json"]) == 0
-            hist = json.loads(capsys.readouterr().out)["history"]
+            hist = _cli_rows(env, monkeypatch, capsys, r["ref"])["history"]
             ev = requeued[next(t for t in preempted if _record(s3, sweep, t)["instance"] ==
                                r["remote_id"])]
             assert {"at": ev["at"], "state": "requeued", "reason": "preempted; the supervisor "
@@ -311,3 +324,62 @@ def test_status_shows_the_supervisor_and_cancel_stops_it(tmp_path, farm):
     assert json.loads(journal.splitlines()[-1])["event"] == "stopped"
     assert sup["InstanceId"] in {i["InstanceId"] for i in _instances(key)}
     assert {s.value for s in sweep.status().values()} == {"cancelled"}
+
+
+def test_the_supervisor_requeues_a_run_whose_instance_was_terminated_under_it(
+        tmp_path, farm, monkeypatch, capsys):
+    """The launching process SIGKILLed right after its launch, no chester process on the
+    laptop: an instance is terminated under its running run (as a user or AWS would); the
+    supervisor starts the group's next instance once, the run succeeds as attempt 2, the
+    others as attempt 1, and nothing is left running; `chester status` then shows the
+    requeue in the run's history."""
+    env = _env(tmp_path, max_requeues=1, supervise=True, supervise_interval_s=0.5)
+    gate = tmp_path / "gate"
+    servers = frozenset(_children(farm))
+    variants = [{"i": i, "gate": str(gate)} for i in range(3)]
+    sweep, sup, spec = _launch_and_kill(tmp_path, env, variants)
+    assert _children(farm, servers) == []
+    s3 = boto3.client("s3", region_name=REGION)
+    tokens = [h["token"] for h in spec["handles"]]
+    until(lambda: all(_record(s3, sweep, t).get("state") == "running" for t in tokens),
+          timeout=90, what="every run running")
+    lost = tokens[0]
+    first = _record(s3, sweep, lost)["instance"]
+    boto3.client("ec2", region_name=REGION).terminate_instances(InstanceIds=[first])
+    # fn_sup returns at once on attempt 2: the others still wait for the gate
+    until(lambda: _record(s3, sweep, lost).get("attempt") == 2 and
+          _record(s3, sweep, lost).get("state") == "succeeded", timeout=90,
+          what="the lost run done as attempt 2")
+    assert [_record(s3, sweep, t).get("state") for t in tokens[1:]] == ["running"] * 2
+    second = _record(s3, sweep, lost)["instance"]
+    gate.write_text("")
+    until(lambda: all(_record(s3, sweep, t).get("state") == "succeeded" for t in tokens),
+          timeout=90, what="every run succeeded")
+    until(lambda: all(i["State"]["Name"] == "terminated" for i in _instances(sweep)),
+          timeout=60, what="every instance, the supervisor's too, terminated")
+    until(lambda: all(i.done and i.proc.poll() is not None for i in farm.instances.values()),
+          timeout=30, what="every instance's processes gone")
+    insts = _instances(sweep)
+    assert sorted(_tags(i).get("chester:attempt", "1") for i in insts
+                  if "chester:group" in _tags(i)) == ["1", "1", "1", "2"]
+    assert [_record(s3, sweep, t)["attempt"] for t in tokens] == [2, 1, 1]
+    tries = s3_keys(f"chester/sweeps/{sweep}/ctl/attempts/")
+    assert sorted(k.rsplit("/", 2)[1] + "/" + k.rsplit("/", 1)[1] for k in tries) == \
+        ["2/1.end.json", "2/1.json"]
+    journal = [json.loads(line) for line in s3.get_object(
+        Bucket="chester-test", Key=f"chester/sweeps/{sweep}/supervisor/journal.jsonl")[
+        "Body"].read().decode().splitlines()]
+    assert journal[-1]["event"] == "done"
+    (ev,) = [e for e in journal if e["event"] == "requeued"]
+    assert (ev["token"], ev["attempt"], ev["instance"], ev["why"]) == \
+        (lost, 2, second, f"lost with instance {first}")
+    # the laptop comes back: the store learns the requeue and the attempts
+    rows = _cli_rows(env, monkeypatch, capsys, "supervised")
+    rows = rows.get("runs", rows) if isinstance(rows, dict) else rows
+    assert sorted(r["state"] for r in rows) == ["succeeded"] * 3
+    (row,) = [r for r in rows if r["remote_id"] == second]
+    assert row["attempt"] == 2
+    hist = _cli_rows(env, monkeypatch, capsys, row["ref"])["history"]
+    assert {"at": ev["at"], "state": "requeued", "reason": f"lost with instance {first}; "
+            f"the supervisor started instance 2 ({second})"} in hist, hist
+    assert _children(farm, servers) == []

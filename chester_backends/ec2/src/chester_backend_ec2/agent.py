@@ -24,7 +24,11 @@ The instance knows its number in its group (``$CHESTER_EC2_ATTEMPT``, the ``ches
 tag it was launched with; 1 when unset): a run that an instance of another group ever claimed,
 or that another instance of this group numbered as this one or later claimed (a twin of the
 same launch, or the instance that replaced this one), is left to that one. A run's status
-record is never a reason to start another attempt. On a packed
+record is never a reason to start another attempt; a final one (an earlier instance's) is a
+reason not to, but for the launcher's ``lost`` verdict with ``instance_lost`` (the group's
+earlier instance went while the run ran: this one was started to run it again). While the
+instance goes down the agent leaves a record alone that is the launcher's verdict on it or
+a later attempt's. On a packed
 instance (``slots`` > 1) a freed slot takes the next run of the sweep that no instance has
 claimed yet (an instance not booted yet, or refused at launch), read from the sweep's
 instance specs; the runs taken are listed in ``ctl/stolen/<group>.json`` so the group's next
@@ -721,6 +725,11 @@ class Agent:
         rec = run.record()
         body = json.dumps(rec, sort_keys=True, default=repr).encode()
         if force or body != run.last_record:
+            if self.stop.is_set() and self.overtaken(run):
+                log("%s: its record is the launcher's or a later attempt's; left as it is"
+                    % run.token)
+                run.frozen = True
+                return
             try:
                 self.store.put(self.status_key(run), body)
                 run.last_record = body
@@ -952,8 +961,10 @@ class Agent:
     def take_runs(self) -> None:
         """Decide which runs are this instance's: its spec's runs and those an earlier
         instance of its group took from others; a run whose earlier record is final is kept
-        as ended (frozen), never run again; of the others only those this instance claims
-        stay, the rest are another instance's and not touched at all."""
+        as ended (frozen), never run again, but for the launcher's ``lost`` verdict on an
+        earlier instance of this group that went while the run ran (:meth:`resumes`: this
+        instance was started to run its next attempt); of the others only those this
+        instance claims stay, the rest are another instance's and not touched at all."""
         from chester.target import states
 
         try:  # runs an earlier instance of this group took from others: this one's too
@@ -969,10 +980,36 @@ class Agent:
         self.check_cancel()
         for run in self.runs:
             rec = self.earlier(run)
-            if rec and rec.get("state") in states.FINAL:
+            if rec and rec.get("state") in states.FINAL and not self.resumes(rec):
                 run.state = "ended"  # it ended before a restart or a requeue
                 run.frozen = True
         self.runs = [r for r in self.runs if r.frozen or self.claim(r)]
+
+    def resumes(self, rec: Json) -> bool:
+        """A ``lost`` verdict the launcher wrote when it terminated an earlier instance of this
+        group whose agent stopped its heartbeat while the run ran (``instance_lost``): this
+        instance was started to run the run's next attempt, as after a preemption."""
+        try:
+            launch = int(rec.get("launch") or 1)
+        except (TypeError, ValueError):
+            return False
+        return bool(rec.get("instance_lost")) and rec.get("by") == "launcher" and \
+            launch < self.launch
+
+    def overtaken(self, run: Run) -> bool:
+        """While the instance goes down: the run's record in S3 is no longer this agent's to
+        replace, being the launcher's verdict on this instance (a bound, a stopped heartbeat)
+        or a later attempt's (the group's next instance already runs it)."""
+        rec = self.earlier(run)
+        if not rec:
+            return False
+        try:
+            attempt, launch = int(rec.get("attempt") or 1), int(rec.get("launch") or 1)
+        except (TypeError, ValueError):
+            return False
+        if rec.get("by") == "launcher":  # its verdict on this instance (or a later one)
+            return launch >= self.launch
+        return attempt > run.attempt or launch > self.launch
 
     def fetch_runs(self) -> None:
         """Fetch each run's folder and give the runs still to run a slot, in order; a

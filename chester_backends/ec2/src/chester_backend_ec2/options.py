@@ -169,17 +169,20 @@ class Ec2Options:
         "help": "seconds cancel waits for a running run's instance to stop it and sync its "
                 "folder before the instance is terminated"})
     max_requeues: int = attrs.field(default=2, metadata={
-        "help": "times a run preempted on a terminated spot instance starts again on a new "
-                "instance (done by status polls: Sweep.wait, chester monitor, or the "
-                "supervisor with supervise: true); 0: never"})
+        "help": "times a run preempted on a terminated spot instance, or lost with its "
+                "instance while it ran (terminated under it, or its agent's heartbeat "
+                "stopped), starts again on a new instance; preemptions and losses count "
+                "alike (done by status polls: Sweep.wait, chester monitor, or the supervisor "
+                "with supervise: true); 0: never"})
     # -- supervision: requeues without the laptop ---------------------------------------------
     supervise: bool | str = attrs.field(default="auto", converter=lambda v: v if isinstance(
         v, bool) else {"true": True, "false": False}.get(str(v).lower(), str(v)),
         validator=_supervise, metadata={
         "help": "true: a small on-demand supervisor instance polls the sweep every "
-                "supervise_interval_s (requeues runs preempted by spot notices, "
-                "enforces the lifetime and heartbeat bounds) and terminates itself when the sweep is final; auto "
-                "(default) and false: no supervisor (it is a paid instance)"})
+                "supervise_interval_s (requeues runs preempted by spot notices or lost with "
+                "their instance, enforces the lifetime and heartbeat bounds) and terminates "
+                "itself when the sweep is final; auto (default) and false: no supervisor (it "
+                "is a paid instance)"})
     supervise_interval_s: float = attrs.field(default=60.0, validator=_positive, metadata={
         "help": "seconds between the supervisor's cycles"})
     supervisor_instance_type: str = attrs.field(default="t3.nano", metadata={
@@ -213,7 +216,8 @@ class Ec2Options:
                 "terminated by status polls and its runs read lost"})
     heartbeat_timeout_s: float = attrs.field(default=600.0, validator=_positive, metadata={
         "help": "a running instance whose agent heartbeat is older than this is terminated "
-                "by status polls and its unfinished runs read lost"})
+                "by status polls and its unfinished runs read lost (those that had started "
+                "are requeued within max_requeues)"})
     preempt_signal: str | None = attrs.field(default=None, validator=_signal, metadata={
         "help": "an extra signal sent to a run's process group on a spot interruption "
                 "notice (the worker always gets SIGUSR1: chester.preempted(); default none)"})

@@ -57,7 +57,7 @@ from chester.target import states
 from chester.target.rundir import CANCELLED_BY, clock
 from chester_backend_ec2 import aws
 from chester_backend_ec2.options import Ec2Options
-from chester_backend_ec2.requeue import Tries
+from chester_backend_ec2.requeue import GONE, Tries
 
 NAME = "ec2"
 SWEEP_TAG = "chester:sweep"
@@ -437,6 +437,11 @@ class Ctl:
 
 #: records that end a run for good (the rule's)
 FINAL_RECORDS = states.FINAL
+#: who wrote a verdict record (status polls: a bound or a lost instance), in its ``by``
+LAUNCHER = "launcher"
+#: a ``lost`` verdict's flag: the run went with its instance while it ran, and the group's
+#: next instance (a requeue) runs its next attempt; the agent does not take it as final
+INSTANCE_LOST = "instance_lost"
 
 
 def _spot_reclaimed(inst: Mapping | None) -> bool:
@@ -466,6 +471,15 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
                   exit_code=rec.get("exit_code"), attempt=rec.get("attempt"),
                   started_at=rec.get("started_at"), ended_at=rec.get("ended_at"))
         st = rec.get("state")
+        if alive and not rec.get("preempted") and not cancelled and \
+                _number(inst or {}) > _launch(rec) and \
+                (rec.get(INSTANCE_LOST) or st in (states.RUNNING, states.TERMINATED)):
+            # the record is of the group's earlier instance, lost with the run: this one
+            # runs the run's next attempt (its agent publishes it once it starts)
+            return RunStatus(state=State.REQUEUED, remote_id=iid, attempt=rec.get("attempt"),
+                             pending_reason=f"lost with instance {rec.get('instance') or '?'}"
+                                            f"; started again on {iid} (instance "
+                                            f"{_number(inst or {})})")
         if rec.get("ended_at") is not None or st in states.FINAL:
             v = states.from_end(rec, done=rec.get("done", True), cancel=cancelled)
             if not v.get("stopped"):  # a signal's stop: EC2 may know why (below)
@@ -490,9 +504,15 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
             kw["reason"] = f"spot interruption of {iid}; the run did not finish"
             return RunStatus(state=State.PREEMPTED, **kw)
         if st == states.TERMINATED:
+            if _spot_reclaimed(inst):
+                kw["reason"] = f"instance {iid} stopped the run ({rec.get('reason')})"
+                return RunStatus(state=State.PREEMPTED, **kw)
+            if inst is None or istate in GONE:  # its shutdown stopped it: the instance went
+                kw["reason"] = (f"instance {iid} is {istate}: its shutdown stopped the run "
+                                f"({rec.get('reason')})")
+                return RunStatus(state=State.LOST, **kw)
             kw["reason"] = f"instance {iid} stopped the run ({rec.get('reason')})"
-            return RunStatus(state=State.FAILED if not _spot_reclaimed(inst) else
-                             State.PREEMPTED, **kw)
+            return RunStatus(state=State.FAILED, **kw)
         if st == "running":
             if alive:
                 return RunStatus(state=State.RUNNING, **kw)
@@ -517,6 +537,54 @@ def to_status(h: RunHandle, inst: Mapping | None, rec: Mapping | None,
                      reason=f"instance {iid} is {istate} and left no status record (its "
                      f"bootstrap may have failed: see `aws ec2 get-console-output "
                      f"--instance-id {iid}`)")
+
+
+def _number(inst: Mapping) -> int:
+    """The instance's number in its group (its ``chester:attempt`` tag; 1 untagged)."""
+    try:
+        return int(_tag(inst, ATTEMPT_TAG) or 1)
+    except ValueError:
+        return 1
+
+
+def _launch(rec: Mapping) -> int:
+    """The number in its group of the instance that wrote ``rec`` (an older record: 1)."""
+    try:
+        return int(rec.get("launch") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _started_on(rec: Mapping | None, inst: Mapping | None) -> bool:
+    """The record says the run started on ``inst`` (None: not listed any more): its worker
+    recorded its start, and the record is of that instance (by its number in the group)."""
+    if not rec or rec.get("started_at") is None and rec.get("state") != states.RUNNING:
+        return False
+    return inst is None or _launch(rec) == _number(inst)
+
+
+def lost_with_instance(o: Ec2Options, inst: Mapping | None, rec: Mapping | None,
+                       st: RunStatus, now: float, cancelled: bool = False) -> bool:
+    """Whether a ``lost`` run went with its instance while it ran, so the group's next
+    instance may run its next attempt (within ``max_requeues``, as a preempted one).
+
+    Yes when the instance is gone (terminated by someone else, shutting down, or no longer
+    listed) or chester terminated it for a stopped heartbeat (its record says
+    :data:`INSTANCE_LOST`), and the run's worker had started there. No for a run that never
+    started (a bootstrap that failed, an instance that gave no sign of its agent: the next
+    instance would fail the same way), for a cancelled run, and for an instance gone at or
+    after its ``max_lifetime_s`` (its own bound ended it)."""
+    if st.state != State.LOST or not rec or cancelled:
+        return False
+    if rec.get("by") == LAUNCHER:  # its verdict on the instance now the group's latest
+        return bool(rec.get(INSTANCE_LOST)) and (inst is None or _launch(rec) == _number(inst))
+    if inst is not None and inst.get("State", {}).get("Name") not in GONE:
+        return False
+    if not _started_on(rec, inst):
+        return False
+    launched = _ts((inst or {}).get("LaunchTime"))
+    return not (o.max_lifetime_s and launched is not None and
+                now - launched >= o.max_lifetime_s)
 
 
 def _current(insts: list[dict]) -> dict[str, dict]:
@@ -1303,8 +1371,8 @@ class Ec2Backend(Backend):
         for h in hs:
             st = out[h.token]
             hist = tuple((e["at"], State.REQUEUED.value,
-                          f"preempted; the supervisor started instance {e['attempt']} "
-                          f"({e['instance']})") for e in events
+                          f"{e.get('why') or 'preempted'}; the supervisor started instance "
+                          f"{e['attempt']} ({e['instance']})") for e in events
                          if e.get("event") == "requeued" and e.get("token") == h.token)
             pending = st.pending_reason
             if not st.state.terminal and not st.reason:
@@ -1334,23 +1402,32 @@ class Ec2Backend(Backend):
             if launched is None:
                 continue
             iid = inst["InstanceId"]
+            # runs not ended, and runs lost with an earlier instance this one has not
+            # started again yet (its agent publishes their next attempt once it does)
             open_ = [h for h in mhs if (ctl.records.get(h.token) or {}).get("state")
-                     not in FINAL_RECORDS]
+                     not in FINAL_RECORDS or
+                     ctl.records[h.token].get(INSTANCE_LOST) and
+                     _launch(ctl.records[h.token]) < _number(inst)]
             beat = ctl.beats.get(gtok)
             age = now - launched
             verdict: tuple[str, str] | None = None
+            dead_agent = False
             if o.max_lifetime_s and age > o.max_lifetime_s + min(600.0, max(
                     5.0, o.max_lifetime_s * 0.1)):
                 verdict = ("timeout", f"instance {iid} ran past max_lifetime_s="
                            f"{o.max_lifetime_s:g} ({age:.0f} s since it started); chester "
                            "terminated it")
-            elif beat is None or beat + 2 < launched:
+            # a beat from before the instance's launch (LaunchTime in whole seconds, a little
+            # slack for the clocks) is its group's earlier instance's, lost a moment before:
+            # at least heartbeat_timeout_s before this one was launched to replace it
+            elif beat is None or beat + min(2.0, o.heartbeat_timeout_s / 2) < launched:
                 if age > o.boot_timeout_s:
                     verdict = ("lost", f"instance {iid} gave no sign of its agent {age:.0f} s after "
                                f"it started (boot_timeout_s={o.boot_timeout_s:g}); chester "
                                f"terminated it (see `aws ec2 get-console-output --instance-id "
                                f"{iid}`)")
             elif now - beat > o.heartbeat_timeout_s and (open_ or o.shutdown_when_done):
+                dead_agent = True
                 verdict = ("lost", f"the agent on instance {iid} stopped its heartbeat "
                            f"{now - beat:.0f} s ago (heartbeat_timeout_s="
                            f"{o.heartbeat_timeout_s:g}); chester terminated the instance")
@@ -1363,7 +1440,12 @@ class Ec2Backend(Backend):
                     old = ctl.records.get(h.token) or {}
                     rec = {"token": h.token, "state": state, "reason": reason, "ended_at": now,
                            "attempt": old.get("attempt") or 1, "started_at": old.get("started_at"),
-                           "by": "launcher"}
+                           "by": LAUNCHER, "group": old.get("group") or gtok,
+                           "instance": iid, "launch": _number(inst)}
+                    if dead_agent and _started_on(old, inst):
+                        # the run went with the instance while it ran: as after a spot
+                        # interruption, the group's next instance may run its next attempt
+                        rec[INSTANCE_LOST] = True
                     s3.put_object(Bucket=o.bucket, Key=f"{sweep_prefix(o, sweep)}ctl/status/"
                                   f"{h.token}.json", Body=json.dumps(rec, sort_keys=True).encode())
                     ctl.records[h.token] = rec
@@ -1377,27 +1459,41 @@ class Ec2Backend(Backend):
     def _requeue(self, backend: BackendConfig, ec2: Any, s3: Any, sweep: str, hs: Sequence[RunHandle],
                  out: dict[str, RunStatus], insts: list[dict], by_group: dict[str, dict],
                  ctl: Ctl) -> None:
-        """Start a preempted instance's unfinished runs again on a new instance.
+        """Start the unfinished runs of a preempted or lost instance again on a new instance.
 
-        Only when the instance is gone (terminated, or no longer listed at all), every run of it
-        asked about is preempted or over, and the group has had fewer than ``1 + max_requeues``
-        instances. The next instance is taken and started by :func:`requeue.next_instance`,
-        exactly once whatever other process polls at the same time. A launch that fails (a
-        quota, no capacity) leaves the runs ``requeued`` with the error as pending reason and is
-        tried again at the next poll; it never fails the status call."""
+        Only when the instance is gone (terminated, or no longer listed at all), a run of it
+        asked about is preempted or was lost with it while it ran (:func:`lost_with_instance`),
+        every other one is over, and the group has had fewer than ``1 + max_requeues``
+        instances (preemptions and losses count alike). The next instance is taken and started
+        by :func:`requeue.next_instance`, exactly once whatever other process polls at the same
+        time. A launch that fails (a quota, no capacity) leaves the runs ``requeued`` with the
+        error as pending reason and is tried again at the next poll; it never fails the status
+        call. The runs the next instance's agent will run read ``requeued``: the preempted and
+        lost ones, and any whose record holds no end (it never started)."""
         from chester.plugin.errors import ChesterError
         from chester_backend_ec2 import requeue
 
+        o: Ec2Options = backend.options
         now = time.time()
         for gtok, mhs in _running_members(hs, ctl).items():
             cur = by_group.get(gtok)
             if cur is not None and cur["State"]["Name"] not in requeue.GONE:
                 continue
-            states = [out[h.token].state for h in mhs]
-            if State.PREEMPTED not in states or \
-                    any(s != State.PREEMPTED and not s.terminal for s in states):
+            why: dict[str, str] = {}  # token -> why its next attempt runs elsewhere
+            for h in mhs:
+                st, rec = out[h.token], ctl.records.get(h.token)
+                lost_on = (rec or {}).get("instance") or (cur or {}).get("InstanceId") or \
+                    h.remote_id or "its instance"
+                if st.state == State.PREEMPTED:
+                    why[h.token] = "preempted"
+                elif lost_with_instance(o, cur, rec, st, now, h.token in ctl.cancels):
+                    why[h.token] = f"lost with instance {lost_on}"
+            if not why or any(not out[h.token].state.terminal and h.token not in why
+                              for h in mhs):
                 continue
-            listed = [i for i in insts if _tag(i, GROUP_TAG) == gtok]
+            # as this poll knows them: one _reap just terminated reads shutting-down
+            listed = [cur if cur is not None and i["InstanceId"] == cur["InstanceId"] else i
+                      for i in insts if _tag(i, GROUP_TAG) == gtok]
             try:
                 res = requeue.next_instance(backend, s3, ec2, sweep, gtok, listed,
                                             tries=ctl.attempts.get(gtok) or {}, now=now,
@@ -1408,23 +1504,38 @@ class Ec2Backend(Backend):
             if res.kind == "used_up":
                 continue
             old = cur["InstanceId"] if cur else (mhs[0].remote_id or "its instance")
+            for h in mhs:  # a run with no end in its record is run by the next instance too
+                rec = ctl.records.get(h.token)
+                if h.token not in why and out[h.token].state == State.LOST and \
+                        (rec or {}).get("state") not in FINAL_RECORDS:
+                    why[h.token] = f"lost with instance {old}"
             for h in mhs:
                 st = out[h.token]
-                if st.state != State.PREEMPTED:
+                if h.token not in why:
                     continue
+                cause = f"preempted on {old}" if why[h.token] == "preempted" else why[h.token]
                 if res.kind == "failed":
                     out[h.token] = attrs.evolve(st, state=State.REQUEUED, pending_reason=(
-                        f"preempted; starting instance {res.attempt} failed ({res.error}); tried "
+                        f"{cause}; starting instance {res.attempt} failed ({res.error}); tried "
                         "again at the next status poll"))
                 elif res.kind == "starting":
                     out[h.token] = attrs.evolve(st, state=State.REQUEUED, pending_reason=(
-                        f"preempted on {old}; instance {res.attempt} is being started"))
+                        f"{cause}; instance {res.attempt} is being started"))
                 else:
                     out[h.token] = RunStatus(
                         state=State.REQUEUED, remote_id=res.instance,
                         attempt=(st.attempt or 1) + 1,
-                        pending_reason=f"preempted on {old}; started again on {res.instance} "
+                        pending_reason=f"{cause}; started again on {res.instance} "
                                        f"(instance {res.attempt})")
+            if res.kind == "started" and res.instance:
+                self.requeued(sweep, gtok, [(h.token, why[h.token]) for h in mhs
+                                            if h.token in why], res.attempt, res.instance)
+
+    def requeued(self, sweep: str, group: str, runs: Sequence[tuple[str, str]], attempt: int,
+                 instance: str) -> None:
+        """This process started ``instance``, number ``attempt`` of ``group``, for ``runs``
+        (token, why: ``preempted`` or ``lost with instance i-...``). Nothing here; the
+        supervisor writes it to its journal."""
 
     def _release_spot_requests(self, o: Ec2Options, ec2: Any, s3: Any, sweep: str,
                                hs: Sequence[RunHandle], out: Mapping[str, RunStatus],

@@ -4,7 +4,8 @@ laptop (``supervise: true``).
 Every ``supervise_interval_s`` it makes the status round trip a laptop's poll makes
 (:meth:`~chester_backend_ec2.plugin.Ec2Backend.chester_status` over every run of the sweep):
 instances past their bounds are terminated and their runs recorded ``timeout``/``lost``, and a
-group whose instance was preempted gets its next instance through
+group whose instance was preempted, or lost while its runs ran (terminated under them, or
+reaped for a stopped heartbeat), gets its next instance through
 :func:`chester_backend_ec2.requeue.next_instance`, the one exactly-once step every requeuer
 calls, so a laptop that polls at the same time and the supervisor never both start one.
 It ends when every run is final, when ``supervisor/stop`` exists (``chester cancel``), or at
@@ -15,8 +16,9 @@ Keys under ``sweeps/<sweep>/supervisor/``::
 
     spec.json      what it supervises: {"options": the backend's options, "handles": [...]}
     journal.jsonl  what it did, one JSON object a line: ``started``, ``requeued`` (token,
-                   attempt, instance, at), ``error``, ``done``/``stopped``/``lifetime``, and
-                   last the ``cycle`` line (last cycle, next cycle); rewritten every cycle
+                   attempt, instance, why: ``preempted`` or ``lost with instance i-...``,
+                   at), ``error``, ``done``/``stopped``/``lifetime``, and last the
+                   ``cycle`` line (last cycle, next cycle); rewritten every cycle
     stop           written by ``chester cancel``: the supervisor ends at its next cycle
 """
 
@@ -108,12 +110,9 @@ class Supervisor:
         journal = self
 
         class Supervising(Ec2Backend):
-            def launch_instance(self, backend: Any, ec2: Any, sweep: str, gtok: str,
-                                user_data: str, attempt: int = 1) -> dict:
-                inst = super().launch_instance(backend, ec2, sweep, gtok, user_data,
-                                               attempt=attempt)
-                journal.launched(gtok, attempt, inst["InstanceId"])
-                return inst
+            def requeued(self, sweep: str, group: str, runs: Sequence[tuple[str, str]],
+                         attempt: int, instance: str) -> None:
+                journal.launched(runs, attempt, instance)
 
         self.plugin = Supervising()
         self.log("started", handles=len(self.handles))
@@ -121,10 +120,11 @@ class Supervisor:
     def log(self, event: str, **kw: Any) -> None:
         self.events.append({"at": time.time(), "event": event, **kw})
 
-    def launched(self, gtok: str, attempt: int, iid: str) -> None:
-        for h in self.handles:
-            if h.get("group") == gtok:
-                self.log("requeued", token=h.token, attempt=attempt, instance=iid)
+    def launched(self, runs: Sequence[tuple[str, str]], attempt: int, iid: str) -> None:
+        """This supervisor started instance ``iid`` (number ``attempt`` of its group) for
+        ``runs`` (token, why: ``preempted`` or ``lost with instance i-...``)."""
+        for token, why in runs:
+            self.log("requeued", token=token, attempt=attempt, instance=iid, why=why)
 
     def write(self, cycle: Mapping[str, Any] | None) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=f"{self.sp}{JOURNAL}",
