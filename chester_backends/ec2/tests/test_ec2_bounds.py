@@ -191,6 +191,9 @@ def test_max_lifetime_stops_the_runs_and_powers_off(tmp_path, farm):
     assert states[run.name].value == "timeout", (run.reason, run.stderr_tail)
     assert "max_lifetime_s=25" in run.reason
     _until(lambda: _istate(run.handle.remote_id) == "terminated", what="terminated")
+    # its own bound stopped it: never started again, whatever max_requeues (2) says
+    assert sweep.status()[run.name].value == "timeout"
+    assert len(_instances(sweep=run.handle.get("sweep"))) == 1
 
 
 def test_killed_agent_instance_ends_at_its_lifetime_without_the_launcher(tmp_path, farm):

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import boto3
@@ -146,7 +147,6 @@ def _children(farm, before: frozenset[int] = frozenset()) -> list[int]:
     """Processes whose parent is this test process, but for the farm's instances and those
     in ``before`` (servers this pytest worker started for other tests): the "laptop"'s own
     children."""
-    instances = {i.proc.pid for i in farm.instances.values()}
     out = []
     for e in os.listdir("/proc"):
         if e.isdigit():
@@ -155,10 +155,12 @@ def _children(farm, before: frozenset[int] = frozenset()) -> list[int]:
             except OSError:
                 continue
             f = stat[stat.rfind(b")") + 2:].split()
-            if int(f[1]) == os.getpid() and f[0] not in (b"Z", b"X") and \
-                    int(e) not in instances and int(e) not in before:
+            if int(f[1]) == os.getpid() and f[0] not in (b"Z", b"X") and int(e) not in before:
                 out.append(int(e))
-    return out
+    if out:  # an instance the farm was booting meanwhile is listed a moment after its start
+        time.sleep(1.0)
+    instances = {i.proc.pid for i in list(farm.instances.values())}
+    return [p for p in out if p not in instances and os.path.exists(f"/proc/{p}")]
 
 
 def _launch_and_kill(tmp_path, env, variants, site=None) -> tuple[str, str, dict]:
