@@ -627,6 +627,20 @@ class Transport:
         out, err, code = self._exec(cmd, None, timeout, on_stdout=write)
         return self._result(shlex.quote(str(argv[0])), b"", err, code, check)
 
+    def popen(self, command: str) -> subprocess.Popen[bytes]:
+        """Start ``command`` (shell text) on the host over the connection (logging in now
+        if needed, with the same host-key checking) and return at once, its stdin and stdout
+        pipes to us (its stderr is dropped): a long-lived command that reads and writes as it
+        goes (the end watcher). When our end of its stdin closes (closed, or this process
+        gone), the command's stdin reaches its end too."""
+        ctl = self.connect()
+        try:
+            return subprocess.Popen([*self._client_argv(ctl), "-T", self._ssh_host(), command],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            raise BackendError(self._msg(f"cannot run ssh: {exc}")) from exc
+
     # ------------------------------------------------------------------ file transfer
     def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
         """Write ``data`` to ``remote_path`` (parent created) with ``mode``, atomically."""

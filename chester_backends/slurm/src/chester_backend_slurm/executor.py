@@ -207,10 +207,8 @@ class RemoteExecutor:
     def popen(self, command: str) -> subprocess.Popen[bytes]:
         """Start ``command`` (shell text) on the login host over the connection, its stdin
         and stdout pipes to us: when our end of its stdin closes, so does the command's."""
-        return subprocess.Popen([*self.transport.ssh_command(), "-T",
-                                 self.transport.target.host, command],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL)
+        popen: subprocess.Popen[bytes] = self.transport.popen(command)
+        return popen
 
     def close(self) -> None:
         self.transport.close()

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from chester.plugin.records import RunStatus, State
+from chester.remote import watcher
 from chester.target import states
 
 q = shlex.quote
@@ -58,27 +59,9 @@ def _compiled(source: str, name: str) -> Any:
 
 _expand_ids: Callable[[str], list[str]] = _compiled(_EXPAND_IDS, "expand_ids")
 
-#: A record's JSON (``rd``: None when it is missing or cut short) and a log's last ``n``
-#: lines from its last ``size`` bytes (``tail``: None when it is missing or empty). Plain
-#: Python (it needs ``json`` imported) for the scripts sent to the login host:
-#: :data:`RECORD_READER` and the watcher (:data:`chester_backend_slurm.watcher.WATCHER`),
-#: one source.
-READ_HELPERS = r"""
-def rd(p):
-    try:
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    except Exception:
-        return None
-def tail(p, n=20, size=8192):
-    try:
-        with open(p, "rb") as f:
-            f.seek(0, 2); end = f.tell(); f.seek(max(0, end - size)); data = f.read()
-    except OSError:
-        return None
-    text = data.decode("utf-8", "replace").rstrip("\n")
-    return "\n".join(text.splitlines()[-n:]) or None
-"""
+#: The ``rd`` and ``tail`` helpers of the scripts sent to the login host: the watcher's
+#: (:data:`chester.remote.watcher.READ_HELPERS`), one source for both.
+READ_HELPERS = watcher.READ_HELPERS
 
 #: Reads run folders' records and prints one JSON object by folder. Its stdin: one JSON line
 #: per run (``[folder, scheduler output file, task id, key]``), then a ``@@CHESTER-ROWS``
