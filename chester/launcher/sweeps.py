@@ -270,10 +270,11 @@ class Sweep:
         seconds. Polls every ``poll_interval`` seconds: by default the backend's own
         ``poll_interval`` option when it has one, else the backend type's usual interval (for
         runs on several backends, the shortest of theirs); between polls, a backend with a
-        watcher of its runs' end records (SLURM's) hands over each end as it is recorded, and
-        the wait goes on at once. ``progress`` shows a progress
+        watcher of its runs' end records (SLURM's, ssh's, autobot's) hands over each end as
+        it is recorded, and the wait records it, pulls it and goes on at once, asking the
+        backends again only when the next poll is due. ``progress`` shows a progress
         bar (default: when stderr is a terminal); ``on_poll`` is called with the rows after
-        every poll.
+        every poll and every end handed over.
         """
         from chester.plugin.errors import TransientBackendError, WaitTimeout
 
@@ -289,16 +290,24 @@ class Sweep:
         retries_left = pull_retries
         pulled_once: set[int] = set()  # lost runs: their end record can never arrive
         ends = _Ends(self)
+        next_poll = None  # when the backends are asked again (None: now)
         try:
             while True:
-                try:
-                    rows = self.refresh()
-                    backoff = interval
-                    if pools and self._pool_step(rows):
+                # a watcher's end wakes the wait before the next poll is due: the wait
+                # records it and pulls, and asks the backends only when the poll is due
+                # (a pool at every wake: a run's end frees room for the next)
+                polled = next_poll is None or pools or time.monotonic() >= next_poll
+                if polled:
+                    try:
+                        rows = self.refresh()
+                        backoff = interval
+                        if pools and self._pool_step(rows):
+                            rows = self.rows()
+                    except TransientBackendError as exc:
+                        log.warning("status_failed", sweep=self.ref, error=str(exc))
+                        backoff = min(backoff * 2, 300.0)
                         rows = self.rows()
-                except TransientBackendError as exc:
-                    log.warning("status_failed", sweep=self.ref, error=str(exc))
-                    backoff = min(backoff * 2, 300.0)
+                else:
                     rows = self.rows()
                 if pull:
                     ok = [r for r in rows if r.state == State.SUCCEEDED and not r.pulled_at
@@ -334,8 +343,11 @@ class Sweep:
                         f"sweep {self.ref!r} not finished after {timeout:g}s "
                         f"({len(waiting)} of {len(rows)} runs still going); wait again to "
                         "keep waiting")
-                ends.pause(waiting, backoff if deadline is None
-                           else max(0.0, min(backoff, deadline - time.monotonic())))
+                now = time.monotonic()
+                if polled or next_poll is None:
+                    next_poll = now + backoff
+                ends.pause(waiting, max(0.0, next_poll - now) if deadline is None
+                           else max(0.0, min(next_poll - now, deadline - now)))
         finally:
             ends.close()
             if bar:
