@@ -444,6 +444,42 @@ class HostedShellBackend(Backend):
             data = self.tool_call(backend, tr, "status", stdin=folders_stdin(handles))
         return {h.token: RunStatus.from_probe(data[h.remote_dir]) for h in handles}
 
+    #: the records under a run folder the end watcher adds to an end (:meth:`final_status`)
+    watch_reads: tuple[str, ...] = ()
+    #: the runs' processes live on the host (not on nodes behind it): the end watcher leaves
+    #: a run whose process group outlives its worker to the status poll, which stops them
+    watch_groups: bool = False
+
+    def final_status(self, handle: RunHandle, records: dict[str, Any]) -> RunStatus | None:
+        """A run's final status from the records the end watcher sent, by the one rule
+        (:func:`chester.remote.watcher.hosted_final_status`); None when they do not end it."""
+        from chester.remote.watcher import hosted_final_status
+
+        return hosted_final_status(handle, records)
+
+    def watch_ends(self, backend: BackendConfig, handles: Sequence[RunHandle],
+                   sink: Callable[[str, RunStatus], None]) -> Any:
+        """A watcher of the runs' records on the host (:mod:`chester.remote.watcher`): one
+        command over its own SSH connection, run by the host's Python (the ``python``
+        option) after the package manager's setup, as the host's tool is. Each end it sees
+        goes to ``sink`` with the state the records give by the one rule; the host's tool is
+        not asked."""
+        from chester.remote import watcher
+
+        live = [h for h in handles if h.remote_dir]
+        if not live:
+            return None
+        tr = self.transport(backend)
+        try:
+            return watcher.Watch(
+                tr, live, backend.options.python, sink, self.final_status,
+                ends=watcher.HOSTED_ENDS, reads=(*watcher.HOSTED_READS, *self.watch_reads),
+                groups=self.watch_groups,
+                wrap=lambda argv: setup_argv(backend, "chester-watch", argv))
+        except BaseException:
+            tr.close()
+            raise
+
     @hookimpl
     def chester_cancel(self, backend: BackendConfig, handles: Sequence[RunHandle]
                        ) -> dict[str, bool]:

@@ -61,8 +61,10 @@ def tail(p, n=20, size=8192):
 FINAL_WORDS: tuple[str, ...] = states.FINAL
 
 #: The watcher. argv: lifetime, tick, the end words it reports (comma-separated), the records
-#: it adds to an end (paths under the run folder, comma-separated), a marker (so a test can
-#: find it). stdin: one JSON line, ``[[folder, token, note file or null], ...]``, then nothing
+#: it adds to an end (paths under the run folder, comma-separated), ``1`` when the runs'
+#: processes live on this host (a run whose process group outlives its worker for more than
+#: half a second is not reported: the status poll, which stops such leftovers, sees its end),
+#: else ``0``, and a marker (so a test can find it). stdin: one JSON line, ``[[folder, token, note file or null], ...]``, then nothing
 #: until the wait ends (EOF); a record of another token (a folder reused) is no end of this
 #: run, and the folder is watched on. The note file is read when the run's end is seen, its
 #: text the end line's ``note`` (the SLURM stage's ``job-<i>.id`` of a run submitted after
@@ -76,12 +78,30 @@ WATCHER = r"""
 import json, os, select, sys, time
 lifetime, tick = float(sys.argv[1]), float(sys.argv[2])
 ENDS = tuple(w for w in sys.argv[3].split(",") if w)
-READS = tuple(p for p in sys.argv[4].split(",") if p)""" + READ_HELPERS + r"""def ident(p):
+READS = tuple(p for p in sys.argv[4].split(",") if p)
+GROUPS = sys.argv[5] == '1'""" + READ_HELPERS + r"""def ident(p):
     try:
         s = os.stat(p)
     except OSError:
         return None
     return (s.st_ino, s.st_size, s.st_mtime_ns)
+def group_gone(st, wait=0.5):
+    # the run's own process group (its worker leads it) has left this host; the worker
+    # itself records its end just before it exits, so it is given a moment
+    g = st.get("pgid")
+    if not g or g != st.get("pid"):
+        return True
+    end = time.monotonic() + wait
+    while True:
+        try:
+            os.killpg(int(g), 0)
+        except ProcessLookupError:
+            return True
+        except Exception:
+            pass
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.02)
 stdin = sys.stdin.buffer
 line = stdin.readline()
 if not line:
@@ -103,6 +123,9 @@ while todo and time.monotonic() < deadline:
             continue
         if st.get("state") == "succeeded" and not now[1]:
             todo[d][1] = None  # .done follows the record: look again
+            continue
+        if GROUPS and not group_gone(st):
+            todo[d][1] = None  # processes of the run live on: a poll stops them
             continue
         meta = rd(os.path.join(d, ".chester", "run.json")) or {}
         ok = st.get("state") == "succeeded"
@@ -134,17 +157,21 @@ while todo and time.monotonic() < deadline:
 
 
 def argv(python: str, lifetime: float, tick: float, marker: str, *,
-         ends: Sequence[str] = FINAL_WORDS, reads: Sequence[str] = ()) -> list[str]:
+         ends: Sequence[str] = FINAL_WORDS, reads: Sequence[str] = (),
+         groups: bool = False) -> list[str]:
     """The watcher's argv (``marker``: a word of its command line; ``ends``: the end words
-    it reports; ``reads``: records under each run folder it adds to an end)."""
+    it reports; ``reads``: records under each run folder it adds to an end; ``groups``: the
+    runs' processes live where the watcher runs, see :data:`WATCHER`)."""
     return [python, "-c", WATCHER, repr(float(lifetime)), repr(float(tick)), ",".join(ends),
-            ",".join(reads), marker]
+            ",".join(reads), "1" if groups else "0", marker]
 
 
 def command(python: str, lifetime: float, tick: float, marker: str, *,
-            ends: Sequence[str] = FINAL_WORDS, reads: Sequence[str] = ()) -> str:
+            ends: Sequence[str] = FINAL_WORDS, reads: Sequence[str] = (),
+            groups: bool = False) -> str:
     """The shell command that starts the watcher (:func:`argv`)."""
-    return "exec " + shlex.join(argv(python, lifetime, tick, marker, ends=ends, reads=reads))
+    return "exec " + shlex.join(argv(python, lifetime, tick, marker, ends=ends, reads=reads,
+                                     groups=groups))
 
 
 #: the end words a hosted backend's watcher reports: the final ones, and a stop by a signal
@@ -188,7 +215,7 @@ class Watch:
     read by a thread that hands each final status (``final_status(handle, records)``, None
     for records that do not end the run) to ``sink(token, status)``. ``wrap`` turns the
     watcher's argv into the one to run (a backend's setup before it); ``note_file`` names
-    a run's note file (see :data:`WATCHER`). :meth:`close` ends it (closing its stdin);
+    a run's note file; ``ends``, ``reads`` and ``groups`` are :func:`argv`'s. :meth:`close` ends it (closing its stdin);
     so does the end of this process."""
 
     def __init__(self, ex: Any, handles: Sequence[RunHandle], python: str,
@@ -196,14 +223,15 @@ class Watch:
                  final_status: Callable[[RunHandle, dict[str, Any]], RunStatus | None], *,
                  lifetime: float = LIFETIME, tick: float = TICK,
                  ends: Sequence[str] = FINAL_WORDS, reads: Sequence[str] = (),
-                 wrap: Callable[[list[str]], list[str]] | None = None,
+                 groups: bool = False, wrap: Callable[[list[str]], list[str]] | None = None,
                  note_file: Callable[[RunHandle], str | None] | None = None):
         self.ex = ex
         self.marker = f"chester-watch-{uuid.uuid4().hex[:12]}"
         self._handles = {h.token: h for h in handles}
         self._sink = sink
         self._final = final_status
-        args = argv(python, lifetime, tick, self.marker, ends=ends, reads=reads)
+        args = argv(python, lifetime, tick, self.marker, ends=ends, reads=reads,
+                    groups=groups)
         cmd = "exec " + shlex.join(wrap(args) if wrap is not None else args)
         self.proc: subprocess.Popen[bytes] = ex.popen(cmd)
         assert self.proc.stdin is not None

@@ -1,7 +1,8 @@
 """What a pool (``type: pool``) asks of the lab, and what each run asks of its nodes: the
 GPUs a run takes and the nodes it may go to (which the plan also sends to the scheduler),
 the runs the lab's free GPUs start now (from the scheduler's ``capacity`` answer) and the
-GPU-hours the runs have used (from their states)."""
+GPU-hours the runs have used (from their states); and a run's end as the end watcher sees it
+(its host the node it was placed on)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from chester.plugin.errors import UserError
-from chester.plugin.records import BackendConfig, Capacity, RunSpec, RunStatus, Spend
+from chester.plugin.records import BackendConfig, Capacity, RunHandle, RunSpec, RunStatus, Spend
 from chester_backend_autobot.options import AutobotOptions, node_name, scheduler_config
 
 
@@ -76,3 +79,23 @@ def spend(backend: BackendConfig, states: Iterable[RunStatus]) -> Spend:
     seconds = sum(max(0.0, (st.ended_at or now) - st.started_at)
                   for st in states if st.started_at is not None)
     return Spend(gpu_hours=seconds / 3600 * max(1, backend.options.gpus_per_run))
+
+
+#: the run's placement record (the node and GPUs the scheduler gave it), which the end
+#: watcher reads beside the run's end: the node is the run's host, as a status poll says
+PLACEMENT = ".chester/autobot.json"
+
+
+def final_status(handle: RunHandle, records: dict[str, Any]) -> RunStatus | None:
+    """A run's final status from the records the end watcher sent (the one rule:
+    :func:`chester.remote.watcher.hosted_final_status`), its host the node its placement
+    of this attempt names, as the scheduler's ``status`` says."""
+    from chester.remote.watcher import hosted_final_status
+
+    st = hosted_final_status(handle, records)
+    pl = (records.get("files") or {}).get(PLACEMENT)
+    if st is None or not isinstance(pl, dict) or pl.get("token") != handle.token:
+        return st
+    if int(pl.get("attempt") or 1) < int(records.get("attempt") or 1) or not pl.get("node"):
+        return st
+    return attrs.evolve(st, host=pl["node"])

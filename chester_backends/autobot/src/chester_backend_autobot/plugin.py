@@ -23,7 +23,7 @@ from typing import Any
 
 from chester.plugin.errors import UserError
 from chester.plugin.manager import hookimpl
-from chester.plugin.records import BackendConfig, Capacity, RunHandle, RunSpec, Spend
+from chester.plugin.records import BackendConfig, Capacity, RunHandle, RunSpec, RunStatus, Spend
 from chester.remote import container as ctr
 from chester.remote import hosted, runtime, shell
 from chester.remote.backend import hook_function
@@ -51,6 +51,7 @@ class AutobotBackend(HostedShellBackend):
     handle_key = "sweep"
     tool_name = "the scheduler"
     cancel_timeout = 300
+    watch_reads = (capacity.PLACEMENT,)  # the end watcher's host: the run's node
 
     def sweeps_dir(self, backend: BackendConfig) -> str:
         return str(PurePosixPath(autobot_root(backend)) / "sweeps")
@@ -106,6 +107,9 @@ class AutobotBackend(HostedShellBackend):
         runtime.place(tr, SCHEDULER_SRC.read_bytes(), scheduler_remote(backend),
                       who=self.who(backend), what="the scheduler")
         runtime.send(tr, runtime.build(), backend.options.remote_dir, who=self.who(backend))
+
+    def final_status(self, handle: RunHandle, records: dict[str, Any]) -> RunStatus | None:
+        return capacity.final_status(handle, records)
 
     @hookimpl
     def chester_capacity(self, backend: BackendConfig, runs: Sequence[RunSpec]) -> Capacity:

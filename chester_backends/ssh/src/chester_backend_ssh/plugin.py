@@ -37,6 +37,7 @@ class SSHBackend(HostedShellBackend):
     name = NAME
     summary = "runs on an SSH host: code sync, detached queue, pull-back"
     options_cls = SSHOptions
+    watch_groups = True  # the runs' processes are on the host: leftovers are the poll's
 
     def sweeps_dir(self, backend: BackendConfig) -> str:
         return str(PurePosixPath(chester_dir(backend)) / "sweeps")
