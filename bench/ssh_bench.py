@@ -9,6 +9,12 @@ network namespace with its own sshd: ``chester_testinfra.sshd``, as the tests do
 * round trips (commands over SSH) and connections for ONE status of every run;
 * rsync invocations (and connections) to pull every run.
 
+With ``--wait-only [--rounds R]`` it measures only the wait instead: a sweep of N runs
+(default 20, 8 at a time, each sleeping 0.5 to 2 s) waited on with the default poll
+settings (``Sweep.wait()``, pull included), alternately with and without the end watcher
+(a backend whose ``watch_ends`` is None waits as before), R rounds of each; per wait, how
+long after the last run's end record it returned, its wall time and its status polls.
+
 Everything it starts is stopped at the end.
 """
 
@@ -27,6 +33,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def fn_sleep(variant, log_dir, exp_name):
+    import os
+    import time
+
+    time.sleep(variant["sleep"])
+    with open(os.path.join(log_dir, "result.txt"), "w") as f:
+        f.write(str(variant["i"]))
+
+
 def fn_noop(variant, log_dir, exp_name):
     import os
 
@@ -41,8 +56,14 @@ def main() -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="?", type=int, default=200, help="runs in the sweep")
-    n = ap.parse_args().runs
+    ap.add_argument("runs", nargs="?", type=int, default=None,
+                    help="runs in the sweep (200; 20 with --wait-only)")
+    ap.add_argument("--wait-only", action="store_true",
+                    help="only the wait: the last end to the wait's return, with and without "
+                         "the end watcher")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of each (--wait-only)")
+    args = ap.parse_args()
+    n = args.runs or (20 if args.wait_only else 200)
     sys.path.insert(0, str(ROOT / "testinfra" / "src"))  # chester_testinfra, if not installed
     from chester_backend_ssh.plugin import SSHBackend
     from chester_testinfra import InfraUnavailable
@@ -71,6 +92,9 @@ def main() -> int:
             "type": "ssh", "host": host.alias, "remote_dir": "/remote/bench",
             "ssh_config": hosts.ssh_config, "max_parallel": 8}}}))
         cfg = load_config(project / "chester.yaml")
+        if args.wait_only:
+            print(json.dumps(wait_rounds(cfg, n, args.rounds), indent=2))
+            return 0
 
         made: list[Transport] = []
         execs = [0]
@@ -179,6 +203,54 @@ def main() -> int:
     finally:
         hosts.stop()
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def wait_rounds(cfg, n: int, rounds: int) -> dict:  # type: ignore[no-untyped-def]
+    """R rounds each of a sweep of ``n`` runs waited on with the default poll settings,
+    with the end watcher and without it, alternately."""
+    from chester_backend_ssh.plugin import SSHBackend
+
+    from chester.launcher.launching import launch
+    from chester.plugin.manager import hookimpl
+    from chester.plugin.testing import dispatcher_with
+
+    polls = [0]
+
+    class Counting(SSHBackend):
+        @hookimpl
+        def chester_status(self, backend, handles):  # type: ignore[no-untyped-def]
+            polls[0] += 1
+            return super().chester_status(backend, handles)
+
+    class NoWatcher(Counting):
+        def watch_ends(self, backend, handles, sink):  # type: ignore[no-untyped-def]
+            return None
+
+    out: dict[str, list[dict]] = {"with_watcher": [], "without": []}
+    for r in range(rounds):
+        order = [("with_watcher", Counting), ("without", NoWatcher)]
+        if r % 2:
+            order.reverse()
+        for key, cls in order:
+            polls[0] = 0
+            sweep = launch(fn_sleep, [{"i": i, "sleep": 0.5 + 0.5 * (i % 4)} for i in range(n)],
+                           backend="box", exp_prefix=f"wait{r}-{key}", config=cfg,
+                           dispatcher=dispatcher_with(cls(), "ssh"))
+            t0 = time.perf_counter()
+            states = sweep.wait(timeout=600, progress=False)
+            wall = time.perf_counter() - t0
+            returned = time.time()
+            rows = [sweep.store.run(x.id) for x in sweep.runs]
+            last = max(row.ended_at or 0.0 for row in rows)
+            out[key].append({
+                "succeeded": sum(1 for s in states.values() if s.value == "succeeded"),
+                "pulled": sum(1 for row in rows if row.pulled_at),
+                "last_end_to_return_s": round(returned - last, 2),
+                "wait_s": round(wall, 2), "status_polls": polls[0]})
+    for key in list(out):
+        lags = sorted(x["last_end_to_return_s"] for x in out[key])
+        out[f"{key}_median_last_end_to_return_s"] = lags[len(lags) // 2]  # type: ignore[assignment]
+    return out
 
 
 if __name__ == "__main__":
