@@ -8,6 +8,7 @@ import sys
 import time
 
 import cloudpickle
+from chester_backend_autobot import capacity, scheduler
 from chester_backend_autobot.plugin import AutobotBackend
 from chester_testinfra.gpulab import make_project
 
@@ -54,3 +55,7 @@ def test_a_wait_with_a_long_poll_ends_when_the_last_run_ends(tmp_path, gpu_lab):
     assert returned - last < 3.0, (returned - last, rows)
     assert {r.host for r in rows} <= set(gpu_lab.nodes), rows
     assert len(polls) == 1, polls  # the ends came from the records, not another poll
+
+
+def test_the_watcher_reads_the_placement_the_scheduler_writes():
+    assert capacity.PLACEMENT == scheduler.PLACEMENT

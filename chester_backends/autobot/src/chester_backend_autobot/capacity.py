@@ -81,8 +81,9 @@ def spend(backend: BackendConfig, states: Iterable[RunStatus]) -> Spend:
     return Spend(gpu_hours=seconds / 3600 * max(1, backend.options.gpus_per_run))
 
 
-#: the run's placement record (the node and GPUs the scheduler gave it), which the end
-#: watcher reads beside the run's end: the node is the run's host, as a status poll says
+#: the run's placement record (the node and GPUs the scheduler gave it: its
+#: ``scheduler.PLACEMENT``, not imported here so that loading the plugin stays light), which
+#: the end watcher reads beside the run's end: the node is the run's host, as a poll says
 PLACEMENT = ".chester/autobot.json"
 
 
