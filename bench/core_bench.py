@@ -195,7 +195,9 @@ def bench_dry_run(runs: int) -> None:
 
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        (root / ".git").mkdir()
+        # a git work tree, as most projects are: the digest asks git what it ignores
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        (root / ".gitignore").write_text("wandb/\n*.ckpt\n")
         (root / "chester.yaml").write_text("backends:\n  local:\n    type: local\n")
         cfg = load_config(root / "chester.yaml")
         chester.launch(noop, [{"i": 0}], exp_prefix="warm", config=cfg, dry_run=True)
@@ -220,7 +222,9 @@ def bench_code_digest(files: int, repeat: int) -> None:
 
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        (root / ".git").mkdir()
+        # a git work tree, as most projects are: the digest asks git what it ignores
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        (root / ".gitignore").write_text("wandb/\n*.ckpt\n")
         (root / "chester.yaml").write_text("backends:\n  local:\n    type: local\n")
         cfg = load_config(root / "chester.yaml")
 
