@@ -217,6 +217,38 @@ def test_a_wait_with_a_long_poll_ends_when_the_last_run_ends(tmp_path, sshd_host
     assert len(polls) == 1, polls  # the ends came from the records, not another poll
 
 
+class _BrokenWatcherSSH(SSHBackend):
+    """The ssh backend whose end watcher cannot run on the host (its Python is missing
+    there), counting how often a wait starts it."""
+
+    def __init__(self, starts: list[float]):
+        super().__init__()
+        self.starts = starts
+
+    def watch_ends(self, backend, handles, sink):
+        import attrs
+
+        self.starts.append(time.time())
+        broken = attrs.evolve(backend, options=attrs.evolve(backend.options,
+                                                            python="/nonexistent/python3"))
+        return super().watch_ends(broken, handles, sink)
+
+
+def test_a_watcher_that_cannot_run_on_the_host_is_not_started_again(tmp_path, sshd_hosts):
+    """A watcher that exits with an error (no such Python there) leaves the wait to its
+    polls, which see every end; the wait does not open a connection for another watcher at
+    every pause."""
+    project, cfg = make_config(tmp_path, sshd_hosts,
+                               {"box": (0, {"python": sys.executable, "max_parallel": 2})})
+    starts: list[float] = []
+    sweep = launch(fn_sleep, [{"sleep": s} for s in (1, 3)], backend="box",
+                   exp_prefix="broken", config=cfg,
+                   dispatcher=dispatcher_with(_BrokenWatcherSSH(starts), name="ssh"))
+    states = sweep.wait(timeout=120, poll_interval=0.5, pull=False, progress=False)
+    assert set(states.values()) == {State.SUCCEEDED}, states
+    assert len(starts) == 1, starts
+
+
 def fn_leave(variant, log_dir, exp_name):
     import os as _os
     import subprocess as _sp
