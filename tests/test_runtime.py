@@ -381,3 +381,15 @@ def test_an_unchanged_chester_is_not_read_again_and_a_changed_one_is(tmp_path, m
     import zipfile
 
     assert zipfile.ZipFile(third.path).read("chester/zz_extra.py") == b"X = 22\n"
+
+
+def test_a_worker_starts_without_importing_typing():
+    """A worker's own imports are the standard library's smallest: ``typing`` (and what it
+    pulls in) is not among them, so a run of an imported function pays for its own imports
+    only (cloudpickle, which imports typing, comes only with a function sent by value)."""
+    code = ("import sys; from chester.target import worker, rundir; "
+            "print(' '.join(sorted(m for m in ('typing', 'cloudpickle', 'chester.plugin', "
+            "'attrs') if m in sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", r.stdout

@@ -13,7 +13,9 @@ nothing else: the runtime zip (:mod:`chester.remote.runtime`) carries this packa
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the target
+if TYPE_CHECKING:
+    from typing import Any
 
 #: the public names of :mod:`chester.target.tool`, imported on first use
 _TOOL = frozenset({"DISK_FULL_BYTES", "ORPHAN_GRACE_S", "STATUS_FIELDS", "cancel",

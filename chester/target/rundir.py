@@ -63,7 +63,8 @@ import json
 import os
 import signal
 import time
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the target
 
 if TYPE_CHECKING:  # this module runs on every target: keep imports minimal
     from pathlib import Path

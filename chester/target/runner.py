@@ -30,9 +30,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from chester.target import rundir as rd
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the target
+if TYPE_CHECKING:
+    from typing import Any
 
 POLL_S = 0.01
 #: ``python -m chester.worker RUN_DIR`` without runpy's start-up cost.
