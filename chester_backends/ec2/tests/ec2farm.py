@@ -122,6 +122,29 @@ class FakeImds:
         self.server.server_close()
 
 
+def agent_in_process(tmp_path, monkeypatch, imds: FakeImds, spec: dict):
+    """The agent as an instance starts it, in this process: a fresh copy of agent.py reading
+    the environment an instance's user-data sets (``spec`` in the test bucket, ``tmp_path``
+    as its disk, ``imds`` as its metadata service). Returns the ``Agent``, not started."""
+    import importlib.util
+
+    import boto3
+    from chester_backend_ec2 import agent as installed
+
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket="chester-test", Key="spec.json", Body=json.dumps(spec).encode())
+    for k, v in {"CHESTER_EC2_BUCKET": "chester-test", "CHESTER_EC2_SPEC": "spec.json",
+                 "CHESTER_EC2_REGION": REGION, "CHESTER_EC2_IMDS": imds.url,
+                 "CHESTER_EC2_ROOT": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    found = importlib.util.spec_from_file_location("chester_ec2_agent_under_test",
+                                                   installed.__file__)
+    assert found is not None and found.loader is not None
+    mod = importlib.util.module_from_spec(found)
+    found.loader.exec_module(mod)
+    return mod.Agent()
+
+
 def _session_pids(sid: int) -> list[int]:
     out = []
     for e in os.listdir("/proc"):

@@ -546,29 +546,16 @@ def test_spot_notice_reaches_the_run_which_is_requeued_once_after_its_instance_a
 def test_the_notice_check_never_waits_behind_an_upload(tmp_path, aws, monkeypatch):
     """The agent's watch step (its own thread) while a sync holds the upload lock: the run
     is told and its record says ``preempted`` at once; the folder goes up after."""
-    import importlib.util
     import threading
 
-    from chester_backend_ec2 import agent as installed
-    from ec2farm import FakeImds  # type: ignore[import-not-found]
+    from ec2farm import FakeImds, agent_in_process  # type: ignore[import-not-found]
 
     imds = FakeImds("i-0123456789abcdef0")
     s3 = boto3.client("s3", region_name=REGION)
     spec = {"sweep_prefix": "chester/sweeps/slow/", "group": "g1",
             "runs": [{"token": "tok1", "remote_dir": "/runs/tok1"}]}
-    s3.put_object(Bucket="chester-test", Key="spec.json", Body=json.dumps(spec).encode())
-    for k, v in {"CHESTER_EC2_BUCKET": "chester-test", "CHESTER_EC2_SPEC": "spec.json",
-                 "CHESTER_EC2_REGION": REGION, "CHESTER_EC2_IMDS": imds.url,
-                 "CHESTER_EC2_ROOT": str(tmp_path)}.items():
-        monkeypatch.setenv(k, v)
-    # the agent as an instance starts it: a fresh copy of the file, reading that environment
-    spec_ = importlib.util.spec_from_file_location("chester_ec2_agent_under_test",
-                                                   installed.__file__)
-    assert spec_ is not None and spec_.loader is not None
-    agent_mod = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(agent_mod)
     try:
-        agent = agent_mod.Agent()
+        agent = agent_in_process(tmp_path, monkeypatch, imds, spec)
         assert agent.instance_id == "i-0123456789abcdef0"
         assert agent.claim(agent.runs[0])  # the run is this instance's
         imds.action = json.dumps({"action": "terminate", "time": "2026-01-01T00:00:00Z"})

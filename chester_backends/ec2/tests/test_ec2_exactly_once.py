@@ -381,3 +381,131 @@ def test_next_instance_is_taken_once_and_a_dead_try_is_taken_over(tmp_path, aws)
     # max_requeues: 4 is five instances at most
     assert run(*gone, inst(res.instance, 5, "terminated")).kind == "used_up"
     assert started == [2, 3, 5]
+
+
+# -- a verdict or a last record written over a record that changed since it was read -------------
+@pytest.mark.parametrize("case", ["replaced", "appeared", "unchanged", "none"])
+def test_a_verdict_is_written_only_over_the_record_its_poll_read(tmp_path, aws, case):
+    """A poll reads the records, finds the instance's agent dead and writes its ``lost``
+    verdict; in between, another poll requeued the run and the next instance's agent wrote
+    its attempt 2 (over attempt 1's record, ``replaced``, or where there was none yet,
+    ``appeared``): that record stays, and the poll keeps what it read. With no write in
+    between the verdict is written (``unchanged``, ``none``)."""
+    from chester_backend_ec2.plugin import Ec2Backend, sweep_prefix
+
+    from chester.plugin.records import RunHandle
+
+    env = _env(tmp_path, heartbeat_timeout_s=1)
+    backend = env.config.backend("ec2")
+    o = backend.options
+    plugin = Ec2Backend()
+    s3, ec2 = plugin.client("s3", o), plugin.client("ec2", o)
+    sweep, group, tok = "sw", "chester-" + "1" * 40, "t" * 16
+    iid = ec2.run_instances(ImageId=o.image_id, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                {"Key": "chester:sweep", "Value": sweep},
+                                {"Key": "chester:group", "Value": group}]}],
+                            )["Instances"][0]["InstanceId"]
+    ctl_prefix = f"{sweep_prefix(o, sweep)}ctl/"
+    key = f"{ctl_prefix}status/{tok}.json"
+
+    def put(rec):
+        s3.put_object(Bucket=o.bucket, Key=key, Body=json.dumps(rec, sort_keys=True).encode())
+
+    def stored():
+        return json.loads(s3.get_object(Bucket=o.bucket, Key=key)["Body"].read())
+
+    first = {"token": tok, "state": "running", "attempt": 1, "started_at": time.time(),
+             "group": group, "instance": iid, "launch": 1}
+    if case in ("replaced", "unchanged"):
+        put(first)
+    s3.put_object(Bucket=o.bucket, Key=f"{ctl_prefix}heartbeat/{group}.json", Body=b"{}")
+    time.sleep(1.5)  # the agent's heartbeat is now older than heartbeat_timeout_s
+    handle = RunHandle(run_id=0, token=tok, backend="ec2", local_dir=str(tmp_path / "l"),
+                       remote_dir="/runs/t", remote_id=iid,
+                       extra=(("sweep", sweep), ("group", group)))
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    by_group = {group: inst}
+    ctl = plugin.read_ctl(s3, o, sweep)
+    read = ctl.records.get(tok)
+    next_attempt = {"token": tok, "state": "running", "attempt": 2, "started_at": time.time(),
+                    "group": group, "instance": "i-0next", "launch": 2}
+    if case in ("replaced", "appeared"):
+        put(next_attempt)  # after this poll's read, before its write
+    plugin._reap(backend, ec2, s3, sweep, [handle], by_group, ctl)
+
+    # the dead agent's instance goes whatever its records say
+    state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0][
+        "State"]["Name"]
+    assert state in ("shutting-down", "terminated")
+    if case in ("replaced", "appeared"):
+        assert stored() == next_attempt
+        assert ctl.records.get(tok) == read  # this poll's reading: no verdict written
+        return
+    verdict = stored()
+    assert (verdict["state"], verdict["by"], verdict["instance"]) == ("lost", "launcher", iid)
+    assert "stopped its heartbeat" in verdict["reason"]
+    # went with its instance while it ran (requeued), or never started (no record)
+    assert verdict.get("instance_lost") is (True if case == "unchanged" else None)
+    assert ctl.records[tok] == verdict
+
+
+@pytest.mark.parametrize("case", ["verdict", "next_attempt", "unchanged", "none"])
+def test_the_agents_last_record_is_written_only_over_the_one_it_read(tmp_path, aws,
+                                                                     monkeypatch, case):
+    """While its instance goes down the agent reads the run's record, finds it its own, and
+    writes its last one; in between, a status poll wrote its ``lost`` verdict over it
+    (``verdict``), or the next instance's agent wrote attempt 2 where there was no record
+    (``next_attempt``): that record stays, and the agent leaves the run alone. With no write
+    in between the agent's record is written (``unchanged``, ``none``)."""
+    from ec2farm import FakeImds, agent_in_process  # type: ignore[import-not-found]
+
+    iid = "i-0123456789abcdef0"
+    imds = FakeImds(iid)
+    s3 = boto3.client("s3", region_name=REGION)
+    spec = {"sweep_prefix": "chester/sweeps/last/", "group": "g1",
+            "runs": [{"token": "tok1", "remote_dir": "/runs/tok1"}]}
+    key = "chester/sweeps/last/ctl/status/tok1.json"
+
+    def put(rec):
+        s3.put_object(Bucket="chester-test", Key=key, Body=json.dumps(rec).encode())
+
+    try:
+        agent = agent_in_process(tmp_path, monkeypatch, imds, spec)
+        run = agent.runs[0]
+        assert agent.claim(run)
+        if case in ("verdict", "unchanged"):
+            put({"token": "tok1", "state": "running", "attempt": 1, "group": "g1",
+                 "instance": iid, "launch": 1, "started_at": time.time()})
+        newer = {"verdict": {"token": "tok1", "state": "lost", "by": "launcher",
+                             "instance_lost": True, "attempt": 1, "group": "g1",
+                             "instance": iid, "launch": 1, "ended_at": time.time(),
+                             "reason": "the agent stopped its heartbeat"},
+                 "next_attempt": {"token": "tok1", "state": "running", "attempt": 2,
+                                  "group": "g1", "instance": "i-0next", "launch": 2,
+                                  "started_at": time.time()}}.get(case)
+        reads = []
+
+        def note_key(params, context, **kw):
+            context["status_read"] = params.get("Key") == key
+
+        def after_get(context, **kw):  # S3 answered the agent's GET of the record: then
+            if context.get("status_read"):  # (once) the other writer's record lands
+                reads.append(1)
+                if newer is not None and len(reads) == 1:
+                    put(newer)
+
+        events = agent.store.s3.meta.events
+        events.register("before-parameter-build.s3.GetObject", note_key)
+        events.register("after-call.s3.GetObject", after_get)
+        agent.stop.set()  # the instance goes down
+        agent.publish(run, force=True)
+        got = json.loads(s3.get_object(Bucket="chester-test", Key=key)["Body"].read())
+        if newer is not None:
+            assert got == newer and run.frozen
+            assert len(reads) == 2  # read again after S3 refused, then left alone
+        else:
+            assert got == json.loads(run.last_record) == run.record()
+            assert got["instance"] == iid and not run.frozen and len(reads) == 1
+    finally:
+        imds.close()

@@ -28,8 +28,8 @@ record is never a reason to start another attempt; a final one (an earlier insta
 reason not to, but for the launcher's ``lost`` verdict with ``instance_lost`` (the group's
 earlier instance went while the run ran: this one was started to run it again). While the
 instance goes down the agent leaves a record alone that is the launcher's verdict on it or
-a later attempt's. On a packed
-instance (``slots`` > 1) a freed slot takes the next run of the sweep that no instance has
+a later attempt's, and writes its last one only over the record it read (If-Match). On a
+packed instance (``slots`` > 1) a freed slot takes the next run of the sweep that no instance has
 claimed yet (an instance not booted yet, or refused at launch), read from the sweep's
 instance specs; the runs taken are listed in ``ctl/stolen/<group>.json`` so the group's next
 instance (a requeue) resumes them too.
@@ -166,6 +166,41 @@ class Store:
 
     def put(self, key: str, data: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def read(self, key: str) -> tuple[Any, str | None]:
+        """``key``'s JSON (None when absent, unreadable or not JSON) and its ETag (None when
+        it could not be read)."""
+        try:
+            got = self.s3.get_object(Bucket=self.bucket, Key=key)
+            etag = got.get("ETag")
+            body = got["Body"].read()
+        except Exception:
+            return None, None
+        try:
+            return json.loads(body), etag
+        except ValueError:
+            return None, etag
+
+    def replace(self, key: str, data: bytes, etag: str | None) -> bool:
+        """Write ``key`` only if it is still the object read (ETag ``etag``; absent when
+        None): True if this call wrote it, False if it changed or went since."""
+        from botocore.exceptions import ClientError, ParamValidationError
+
+        cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, **cond)
+            return True
+        except ParamValidationError:  # a boto3 older than If-Match on PutObject (late 2024)
+            log("this boto3 cannot write on a condition; %s written without one" % key)
+            self.put(key, data)
+            return True
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if err.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict",
+                                   "NoSuchKey") or status in (404, 409, 412):
+                return False
+            raise
 
     def download(self, key: str, path: str) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -725,16 +760,36 @@ class Agent:
         rec = run.record()
         body = json.dumps(rec, sort_keys=True, default=repr).encode()
         if force or body != run.last_record:
-            if self.stop.is_set() and self.overtaken(run):
-                log("%s: its record is the launcher's or a later attempt's; left as it is"
-                    % run.token)
-                run.frozen = True
+            if self.stop.is_set():
+                self.publish_last(run, body)
                 return
             try:
                 self.store.put(self.status_key(run), body)
                 run.last_record = body
             except Exception as exc:
                 log("status upload failed: %s" % type(exc).__name__)
+
+    def publish_last(self, run: Run, body: bytes, tries: int = 3) -> None:
+        """While the instance goes down: write the run's record only over the one just read
+        (If-Match on its ETag), and only if that one is not the launcher's verdict or a
+        later attempt's; one written in between (a status poll's verdict) is read and
+        judged again."""
+        key = self.status_key(run)
+        for _ in range(tries):
+            rec, etag = self.store.read(key)
+            if self.overtaken(run, rec):
+                log("%s: its record is the launcher's or a later attempt's; left as it is"
+                    % run.token)
+                run.frozen = True
+                return
+            try:
+                if self.store.replace(key, body, etag):
+                    run.last_record = body
+                    return
+            except Exception as exc:
+                log("status upload failed: %s" % type(exc).__name__)
+                return
+            log("%s: its record changed since it was read; reading it again" % run.token)
 
     def sync_all(self, force: bool = False) -> None:
         with self.lock:
@@ -996,12 +1051,12 @@ class Agent:
         return bool(rec.get("instance_lost")) and rec.get("by") == "launcher" and \
             launch < self.launch
 
-    def overtaken(self, run: Run) -> bool:
-        """While the instance goes down: the run's record in S3 is no longer this agent's to
-        replace, being the launcher's verdict on this instance (a bound, a stopped heartbeat)
-        or a later attempt's (the group's next instance already runs it)."""
-        rec = self.earlier(run)
-        if not rec:
+    def overtaken(self, run: Run, rec: Json | None) -> bool:
+        """While the instance goes down: the run's record in S3 (``rec``, as read) is no
+        longer this agent's to replace, being the launcher's verdict on this instance (a
+        bound, a stopped heartbeat) or a later attempt's (the group's next instance already
+        runs it)."""
+        if not rec or not isinstance(rec, dict):
             return False
         try:
             attempt, launch = int(rec.get("attempt") or 1), int(rec.get("launch") or 1)

@@ -429,6 +429,8 @@ class Ctl:
     """What the ``ctl/`` prefix of a sweep holds."""
 
     records: dict[str, dict] = attrs.Factory(dict)  # token -> status record
+    #: token -> ETag of its status record as read: a verdict replaces only that one
+    etags: dict[str, str] = attrs.Factory(dict)
     cancels: set[str] = attrs.Factory(set)  # tokens with a cancel marker
     cancelled_by: dict[str, str] = attrs.Factory(dict)  # token -> who, when its marker says
     beats: dict[str, float] = attrs.Factory(dict)  # group -> time of its last heartbeat
@@ -1318,9 +1320,11 @@ class Ec2Backend(Backend):
             elif rest.startswith("attempts/"):
                 tries.append(obj)
             elif rest.startswith("status/") and rest.endswith(".json"):
+                tok = rest[len("status/"):-len(".json")]
+                ctl.etags[tok] = obj.get("ETag", "")
                 rec = self._get_json(s3, o, obj)
                 if rec is not None:
-                    ctl.records[rest[len("status/"):-len(".json")]] = rec
+                    ctl.records[tok] = rec
         ctl.attempts = requeue.parse(tries, f"{prefix}attempts/", lambda obj: self._get_json(s3, o, obj))
         return ctl
 
@@ -1388,8 +1392,10 @@ class Ec2Backend(Backend):
         - no heartbeat ``boot_timeout_s`` after it started: its runs ``lost`` (bootstrap hung);
         - a heartbeat older than ``heartbeat_timeout_s``: its open runs ``lost`` (agent died).
 
-        The verdict is written as the runs' status records, so every launcher reads the same."""
-        from chester_backend_ec2 import aws
+        The verdict is written as the runs' status records, so every launcher reads the same;
+        each only over the record this poll read (S3's If-Match on its ETag): a record that
+        changed since, a next attempt's say, is left as it is and decided at the next poll."""
+        from chester_backend_ec2 import aws, requeue
 
         o: Ec2Options = backend.options
         now = time.time()
@@ -1446,9 +1452,18 @@ class Ec2Backend(Backend):
                         # the run went with the instance while it ran: as after a spot
                         # interruption, the group's next instance may run its next attempt
                         rec[INSTANCE_LOST] = True
-                    s3.put_object(Bucket=o.bucket, Key=f"{sweep_prefix(o, sweep)}ctl/status/"
-                                  f"{h.token}.json", Body=json.dumps(rec, sort_keys=True).encode())
-                    ctl.records[h.token] = rec
+                    # only over the record this poll read: another poll may have requeued
+                    # the run since, and the next instance's agent written its next attempt
+                    etag = requeue.replace(s3, o.bucket, f"{sweep_prefix(o, sweep)}ctl/status/"
+                                           f"{h.token}.json",
+                                           json.dumps(rec, sort_keys=True).encode(),
+                                           ctl.etags.get(h.token))
+                    if etag is None:
+                        log.debug("ec2_verdict_not_written", token=h.token, verdict=state,
+                                  instance=iid, why="its record changed since this poll read "
+                                  "it; the next poll decides from the newer one")
+                        continue
+                    ctl.records[h.token], ctl.etags[h.token] = rec, etag
             by_group[gtok] = {**inst, "State": {"Name": "shutting-down"}}
         if kill:
             with aws.errors("terminating instances past their bounds", ec2):

@@ -98,6 +98,26 @@ def create(s3: Any, bucket: str, key: str, body: bytes) -> bool:
         raise
 
 
+def replace(s3: Any, bucket: str, key: str, body: bytes, etag: str | None) -> str | None:
+    """Write ``key`` only if it is still the object that was read: its ETag is ``etag``, or
+    it does not exist when ``etag`` is None. Returns the new object's ETag, or None when S3
+    refused because the object changed (or went) since it was read: nothing was written."""
+    from botocore.exceptions import ClientError
+
+    cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        return str(s3.put_object(Bucket=bucket, Key=key, Body=body, **cond).get("ETag") or "")
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        # 409: another conditional write of the same key was in flight; 404: If-Match on
+        # an object deleted since
+        if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or \
+                status in (404, 409, 412):
+            return None
+        raise
+
+
 def parse(objs: Iterable[Mapping], base: str,
           get_json: Callable[[Mapping], dict | None]) -> dict[str, Tries]:
     """Every group's tries from a listing of ``ctl/attempts/`` (``base``: that prefix).
