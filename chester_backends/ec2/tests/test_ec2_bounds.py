@@ -281,8 +281,12 @@ def test_instance_without_agent_reads_lost_after_boot_timeout(tmp_path, farm):
 
 # -- (1b) a run lost with its instance is started again, as a preempted one --------------------
 def _checkpointed(run):
-    """The run's checkpoint reached S3 (a later attempt resumes from it)."""
-    return any(k.endswith(f"{run.token}/checkpoint.json") for k in _s3_keys())
+    """The run's checkpoint reached S3 (a later attempt resumes from it), and so did its
+    progress line: one sync sends the files one after the other, so an agent killed as soon
+    as the checkpoint is up could leave ``progress.txt`` behind."""
+    keys = _s3_keys()
+    return any(k.endswith(f"{run.token}/checkpoint.json") for k in keys) and \
+        any(f"{run.token}/progress.txt" in k for k in keys)
 
 
 def _requeued_once(sweep, run, first):
