@@ -874,6 +874,8 @@ class Ec2Backend(Backend):
         #: unsupported or not permitted: launch_api auto uses RunInstances there from then on
         self._no_fleet: set[tuple[str | None, str | None]] = set()
         self._templates: set[str] = set()
+        #: one CreateLaunchTemplate at a time: the groups of a submit launch in parallel
+        self._template_lock = threading.Lock()
         self._template_fields: frozenset[str] | None = None
         self._checked_profiles: set[tuple[str | None, str]] = set()
         self._released: set[str] = set()
@@ -1152,7 +1154,7 @@ class Ec2Backend(Backend):
         return launch_sequential(backend, ec2, sweep, gtok, user_data, attempt=attempt)
 
     def launch_template(self, backend: BackendConfig, ec2: Any, sweep: str) -> tuple[str, dict]:
-        """The sweep's launch template (created once): everything an instance gets but its
+        """The sweep's launch template (created once, by one launch thread): everything an instance gets but its
         type, subnet, market, user-data and per-instance tags, which the fleet call sets. Its name
         holds a digest of its data, so changed options make a new template, never a stale one."""
         import hashlib
@@ -1170,19 +1172,21 @@ class Ec2Backend(Backend):
         data["TagSpecifications"] = [{"ResourceType": "volume", "Tags": tags}]
         digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
         name = f"chester-{sweep}-{digest[:10]}"
-        if name not in self._templates:
-            with aws.errors("creating the launch template", ec2):
-                try:
-                    ec2.create_launch_template(
-                        LaunchTemplateName=name, LaunchTemplateData=data,
-                        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags}])
-                except ClientError as exc:
-                    code = exc.response.get("Error", {}).get("Code", "")
-                    if code in FLEET_UNAVAILABLE_CODES and o.launch_api == "auto":
-                        raise _FleetUnavailable(f"CreateLaunchTemplate: {code}") from None
-                    if code != "InvalidLaunchTemplateName.AlreadyExistsException":
-                        raise
-            self._templates.add(name)
+        with self._template_lock:
+            if name not in self._templates:
+                with aws.errors("creating the launch template", ec2):
+                    try:
+                        ec2.create_launch_template(
+                            LaunchTemplateName=name, LaunchTemplateData=data,
+                            TagSpecifications=[{"ResourceType": "launch-template",
+                                                "Tags": tags}])
+                    except ClientError as exc:
+                        code = exc.response.get("Error", {}).get("Code", "")
+                        if code in FLEET_UNAVAILABLE_CODES and o.launch_api == "auto":
+                            raise _FleetUnavailable(f"CreateLaunchTemplate: {code}") from None
+                        if code != "InvalidLaunchTemplateName.AlreadyExistsException":
+                            raise
+                self._templates.add(name)
         return name, data
 
     def launch_fleet(self, backend: BackendConfig, ec2: Any, sweep: str, gtok: str, user_data: str,
