@@ -456,10 +456,9 @@ class _Ends:
                 continue
             if w is not None:  # it ended (its lifetime), or runs were placed since: another
                 self._stop(name)
-                code = getattr(getattr(w, "proc", None), "returncode", None)
-                if code not in (None, 0):  # it could not run there: the polls see the ends
+                if getattr(w, "failed", False):  # it could not run there: the polls see the ends
                     log.warning("watch_failed", sweep=self.sweep.ref, backend=name,
-                                error=f"the end watcher exited with status {code}")
+                                error="the end watcher ended with an error")
                     self.off.add(name)
                     continue
             self.tokens[name] = tokens

@@ -71,8 +71,9 @@ class Backend:
                    sink: Callable[[str, RunStatus], None]) -> Any:
         """While :meth:`chester.Sweep.wait` waits on ``handles``: something that hands each
         run's final status to ``sink(token, status)`` (from any thread) as soon as the target
-        records it, with a ``close()`` that ends it and an ``alive`` flag; or None (this
-        default): the wait sees ends at its polls only. Never asks a scheduler."""
+        records it, with a ``close()`` that ends it, an ``alive`` flag and, optionally, a
+        ``failed`` flag (it ended with an error: the wait does not start it again); or None
+        (this default): the wait sees ends at its polls only. Never asks a scheduler."""
         return None
 
     def log_cursor(self, handle: RunHandle, stream: str, out: TextIO) -> LogCursor:

@@ -258,6 +258,12 @@ class Watch:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def failed(self) -> bool:
+        """The watcher's process ended with an error (it could not run where the runs are:
+        no such Python there, say); known once it has ended."""
+        return self.proc.returncode not in (None, 0)
+
     def close(self) -> None:
         try:
             if self.proc.stdin is not None:
