@@ -375,7 +375,7 @@ def from_chester_2(cls: type, raw: dict[str, Any], *, path: str, key: str) -> di
     block = out.get("slurm")
     if isinstance(block, Mapping) and "slurm" not in names and "sbatch" in names:
         del out["slurm"]
-        lines = list(str_list(out.get("sbatch")))
+        lines = list(_str_list(out.get("sbatch")))
         mail_types: list[str] = []
         for k, v in block.items():
             k = str(k)
@@ -411,7 +411,7 @@ def from_chester_2(cls: type, raw: dict[str, Any], *, path: str, key: str) -> di
                     *(["--pid"] if sing.get("pid_namespace") else []),
                     *(["--overlay", str(sing["overlay"])] if sing.get("overlay") else [])]
             out.setdefault("container", {"image": sing["image"],
-                                         "binds": list(str_list(sing.get("mounts"))),
+                                         "binds": list(_str_list(sing.get("mounts"))),
                                          **({"nv": bool(sing["gpu"])} if "gpu" in sing else {}),
                                          "options": opts})
     return out
@@ -422,7 +422,7 @@ def _sbatch_line(k: str, v: Any) -> str:
     return k if v is True else f"{k}={v}"
 
 
-def str_list(v: Any) -> list[str]:
+def _str_list(v: Any) -> list[str]:
     if v is None:
         return []
     return [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
