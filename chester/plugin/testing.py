@@ -46,6 +46,7 @@ from chester.target.testing_functions import (  # noqa: F401  (part of this modu
     fn_print_lines,
     fn_print_then_wait,
     fn_raise,
+    fn_sleep,
     fn_sleep_with_child,
     fn_write_result,
     log_line,

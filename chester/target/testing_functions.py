@@ -47,6 +47,11 @@ def fn_raise(variant: Mapping, log_dir: str, exp_name: str) -> None:
     raise ValueError(f"deliberate failure {variant['tag']}")
 
 
+def fn_sleep(variant: Mapping, log_dir: str, exp_name: str) -> None:
+    """Sleep ``variant["sleep"]`` seconds."""
+    time.sleep(float(variant["sleep"]))
+
+
 def fn_sleep_with_child(variant: Mapping, log_dir: str, exp_name: str) -> None:
     """Start a child process, record both pids, then sleep."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])

@@ -14,16 +14,10 @@ from chester_testinfra.gpulab import make_project
 
 from chester.launcher import launch
 from chester.plugin.manager import hookimpl
-from chester.plugin.testing import dispatcher_with
+from chester.plugin.testing import dispatcher_with, fn_sleep
 from chester.types import State
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def fn_sleep(variant, log_dir, exp_name):
-    import time as _time
-
-    _time.sleep(variant["sleep"])
 
 
 class _CountingAutobot(AutobotBackend):

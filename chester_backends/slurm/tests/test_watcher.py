@@ -21,7 +21,7 @@ from chester_backend_slurm.plugin import SlurmBackend
 
 from chester.launcher import launch
 from chester.plugin.records import RunHandle
-from chester.plugin.testing import dispatcher_with
+from chester.plugin.testing import dispatcher_with, fn_sleep
 from chester.testing import ConformanceEnv
 from chester.types import State
 
@@ -187,12 +187,6 @@ def test_killing_the_waiting_process_ends_its_watcher(tmp_path, where):
         if p.poll() is None:
             p.kill()
             p.wait()
-
-
-def fn_sleep(variant, log_dir, exp_name):
-    import time as _time
-
-    _time.sleep(variant["sleep"])
 
 
 class _CountingSlurm(SlurmBackend):

@@ -19,7 +19,7 @@ from chester_backend_ssh.plugin import SSHBackend
 from chester.launcher import launch
 from chester.plugin.manager import hookimpl
 from chester.plugin.records import RunHandle
-from chester.plugin.testing import dispatcher_with
+from chester.plugin.testing import dispatcher_with, fn_sleep
 from chester.types import State
 
 from .test_ssh_e2e import make_config
@@ -177,12 +177,6 @@ def test_killing_the_waiting_process_ends_its_watcher_on_the_host(tmp_path, sshd
         if p.poll() is None:
             p.kill()
             p.wait()
-
-
-def fn_sleep(variant, log_dir, exp_name):
-    import time as _time
-
-    _time.sleep(variant["sleep"])
 
 
 class _CountingSSH(SSHBackend):
