@@ -17,6 +17,17 @@ queue starts. The runner then records itself (pid, start time) in ``--runner-rec
 that a reader can tell a run the queue has not reached yet (no folder) from one whose
 runner is gone. A worker's end is seen at once (a ``pidfd`` per worker, waited on with
 ``select``), not at the next look.
+
+A worker is started by forking this runner (:func:`can_fork`) when a new interpreter would be
+the same one, started the same way: the runner's own Python, no ``--worker-prefix``
+(a container) and no ``--env-file``. The child becomes what ``python -c WORKER_CODE RUN_DIR``
+would be before any of the run's code runs (its own session, the run's logs on stdout and
+stderr, nothing else open, the working folder, the environment with the slot's GPU,
+``sys.path``, ``sys.argv`` and a new ``__main__``), then runs the worker and ends as an
+interpreter ends (threads joined, ``atexit`` handlers run). The run's start then costs no
+interpreter start and no imports the runner already made (the worker, ``pickle``,
+``cloudpickle``). ``CHESTER_WORKER_START=exec`` in the runner's environment starts every
+worker as a new interpreter instead.
 """
 
 from __future__ import annotations
@@ -35,11 +46,78 @@ from chester.target import rundir as rd
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the target
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Protocol
+
+    class Worker(Protocol):
+        """A started worker: a new process (``Popen``) or a fork of the runner."""
+
+        pid: int
+
+        def poll(self) -> int | None: ...
 
 POLL_S = 0.01
 #: ``python -m chester.worker RUN_DIR`` without runpy's start-up cost.
 WORKER_CODE = "import sys; from chester.target.worker import main; sys.exit(main())"
+#: ``exec``: every worker a new interpreter, never a fork of the runner
+START_ENV = "CHESTER_WORKER_START"
+#: the runner's working folder as it started (``sys.path`` holds it, as ``-m`` put it there)
+_START_CWD = os.getcwd()
+
+
+def can_fork(python: str, prefix: list[str] | None, env_file: str | None) -> bool:
+    """Whether a forked runner is the same as the worker's own interpreter would be: the
+    same Python (this one), nothing before the worker's argv, no environment file sourced
+    by a shell first, and not turned off by ``CHESTER_WORKER_START=exec``."""
+    return bool(python) and python == sys.executable and not prefix and not env_file \
+        and hasattr(os, "fork") and os.environ.get(START_ENV, "fork") != "exec"
+
+
+_preloaded = False
+
+
+def _preload() -> None:
+    """Import once, in the runner, what every forked worker imports (the first fork pays)."""
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
+    import pickle  # noqa: F401
+
+    import chester.target.worker  # noqa: F401
+
+    try:  # a function pickled by value imports it as it loads
+        import cloudpickle  # noqa: F401
+    except ImportError:
+        pass
+
+
+class BecomeWorker(BaseException):
+    """Raised in a forked child at once: it unwinds the runner's frames (their ``finally``
+    blocks close what they opened) up to :func:`main`, which then becomes the worker for
+    ``run_dir`` (:func:`_as_worker`), so the child ends the way an interpreter ends."""
+
+    def __init__(self, run_dir: Path, cwd: str | None, env: dict[str, str]) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir, self.cwd, self.env = run_dir, cwd, env
+
+
+class Forked:
+    """A worker forked from this runner: what the runner asks of a ``Popen``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already elsewhere: its status is lost
+                self.returncode = 255
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
 
 def default_slots_dir() -> Path:
@@ -127,16 +205,16 @@ class _Workers:
     folder, until it ends."""
 
     def __init__(self) -> None:
-        self.running: list[subprocess.Popen] = []
-        self.slots: dict[subprocess.Popen, tuple[int, int]] = {}  # worker -> its slot (i, fd)
-        self.dirs: dict[subprocess.Popen, tuple[Path, dict[str, Any]]] = {}  # + token, attempt
-        self.pidfds: dict[subprocess.Popen, int] = {}  # to wait for any worker's end
+        self.running: list[Worker] = []
+        self.slots: dict[Worker, tuple[int, int]] = {}  # worker -> its slot (i, fd)
+        self.dirs: dict[Worker, tuple[Path, dict[str, Any]]] = {}  # + token, attempt
+        self.pidfds: dict[Worker, int] = {}  # to wait for any worker's end
         self.ended: list[tuple[Path, int, dict[str, Any]]] = []  # exit records not yet written
         #: slots whose worker ended, still locked: handed to this runner's next run at once
         #: (no release and take again), released when there is none
         self.free: list[tuple[int, int]] = []
 
-    def add(self, child: subprocess.Popen, slot: tuple[int, int], run_dir: Path) -> None:
+    def add(self, child: Worker, slot: tuple[int, int], run_dir: Path) -> None:
         self.running.append(child)
         self.slots[child] = slot  # held here until the worker ends, whatever it leaves running
         self.dirs[child] = (run_dir, _started_as(run_dir))
@@ -151,7 +229,8 @@ class _Workers:
         started)."""
         alive = []
         for c in self.running:
-            if c.poll() is None:
+            code = c.poll()
+            if code is None:
                 alive.append(c)
                 continue
             if c in self.slots:
@@ -160,7 +239,7 @@ class _Workers:
                 os.close(self.pidfds.pop(c))
             started = self.dirs.pop(c, None)
             if started is not None:
-                self.ended.append((started[0], c.returncode, started[1]))
+                self.ended.append((started[0], code, started[1]))
         self.running = alive
 
     def record_ended(self) -> None:
@@ -267,10 +346,11 @@ def _wait_for_slot(workers: _Workers, slots_dir: Path, max_parallel: int, run_di
 
 def _start_worker(run_dir: Path, slot: tuple[int, int], base_env: dict[str, str], *,
                   gpus: list[str], python: str, cwd: str | None, env_file: str | None,
-                  prefix: list[str] | None) -> subprocess.Popen:
+                  prefix: list[str] | None) -> Worker:
     """Start the run's worker in its own session, its output appended to the run's logs and
     the slot's GPU in ``CUDA_VISIBLE_DEVICES``; an earlier start's exit record goes first.
-    The slot's lock is released if the worker cannot start."""
+    The worker is a fork of this runner where that is the same (:func:`can_fork`), else a
+    new process. The slot's lock is released if the worker cannot start."""
     index, fd = slot
     try:  # an earlier start's exit status is not this worker's
         os.unlink(run_dir / rd.EXIT)
@@ -279,6 +359,8 @@ def _start_worker(run_dir: Path, slot: tuple[int, int], base_env: dict[str, str]
     env = dict(base_env)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    if can_fork(python, prefix, env_file):
+        return _fork_worker(run_dir, fd, cwd, env)
     out = open(run_dir / rd.STDOUT, "ab")
     err = open(run_dir / rd.STDERR, "ab")
     try:
@@ -298,7 +380,82 @@ def _start_worker(run_dir: Path, slot: tuple[int, int], base_env: dict[str, str]
         err.close()
 
 
+def _fork_worker(run_dir: Path, fd: int, cwd: str | None, env: dict[str, str]) -> Forked:
+    """Fork the worker: the child raises :class:`BecomeWorker` at once."""
+    _preload()
+    sys.stdout.flush()  # nothing the runner buffered is written twice
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(fd)
+        raise
+    if pid == 0:
+        raise BecomeWorker(run_dir, cwd, env)
+    return Forked(pid)
+
+
+def _as_worker(run_dir: Path, cwd: str | None, env: dict[str, str]) -> int:
+    """In a forked child, with the runner's frames gone: become what a new
+    ``python -c WORKER_CODE RUN_DIR`` would be before the run's code runs, then run it."""
+    import builtins
+    import importlib.machinery
+    import types
+
+    os.setsid()
+    for target, path, flags in ((0, os.devnull, os.O_RDONLY),
+                                (1, run_dir / rd.STDOUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+                                (2, run_dir / rd.STDERR, os.O_WRONLY | os.O_CREAT | os.O_APPEND)):
+        opened = os.open(path, flags, 0o644)
+        os.dup2(opened, target)
+        os.close(opened)
+    _close_inherited()
+    if cwd:
+        os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    archive = rd.runtime_archive()
+    # where a new interpreter would have its working folder on sys.path: `-c` puts "" first;
+    # the runtime zip puts the working folder after itself
+    if not getattr(sys.flags, "safe_path", False) and _START_CWD in sys.path:
+        sys.path[sys.path.index(_START_CWD)] = os.getcwd() if archive else ""
+    sys.argv = [archive, str(run_dir)] if archive else ["-c", str(run_dir)]
+    # a __main__ as `-c WORKER_CODE` leaves it (a run's code may look at it, pickle by it)
+    main_module = types.ModuleType("__main__")
+    from chester.target.worker import main as worker_main
+
+    main_module.__dict__.update(__loader__=importlib.machinery.BuiltinImporter,
+                                __annotations__={}, __builtins__=builtins, sys=sys,
+                                main=worker_main)
+    sys.modules["__main__"] = main_module
+    return worker_main([str(run_dir)])
+
+
+def _close_inherited() -> None:
+    """Close every descriptor above stderr the runner had open (slot locks, pidfds): the
+    run gets none of them, as ``close_fds`` gives a new process none."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        os.closerange(3, 1024)
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own descriptor, closed already
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BecomeWorker as child:  # in a forked child: the runner's frames are gone now
+        run_dir, cwd, env = child.run_dir, child.cwd, child.env
+    return _as_worker(run_dir, cwd, env)
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chester.runner")
     p.add_argument("--max-parallel", type=int, default=os.cpu_count() or 1)
     p.add_argument("--gpus", default="", help="comma-separated GPU ids, one per slot")
