@@ -18,7 +18,7 @@ that a reader can tell a run the queue has not reached yet (no folder) from one 
 runner is gone. A worker's end is seen at once (a ``pidfd`` per worker, waited on with
 ``select``), not at the next look.
 
-A worker is started by forking this runner (:func:`can_fork`) when a new interpreter would be
+A worker is started by forking this runner (:func:`can_fork`, :mod:`chester.target.forkstart`) when a new interpreter would be
 the same one, started the same way: the runner's own Python, no ``--worker-prefix``
 (a container) and no ``--env-file``. The child becomes what ``python -c WORKER_CODE RUN_DIR``
 would be before any of the run's code runs (its own session, the run's logs on stdout and
@@ -42,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from chester.target import forkstart
 from chester.target import rundir as rd
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the target
@@ -58,47 +59,14 @@ if TYPE_CHECKING:
 POLL_S = 0.01
 #: ``python -m chester.worker RUN_DIR`` without runpy's start-up cost.
 WORKER_CODE = "import sys; from chester.target.worker import main; sys.exit(main())"
-#: ``exec``: every worker a new interpreter, never a fork of the runner
-START_ENV = "CHESTER_WORKER_START"
-#: the runner's working folder as it started (``sys.path`` holds it, as ``-m`` put it there)
-_START_CWD = os.getcwd()
 
 
 def can_fork(python: str, prefix: list[str] | None, env_file: str | None) -> bool:
     """Whether a forked runner is the same as the worker's own interpreter would be: the
     same Python (this one), nothing before the worker's argv, no environment file sourced
-    by a shell first, and not turned off by ``CHESTER_WORKER_START=exec``."""
+    by a shell first, and forking allowed (:func:`chester.target.forkstart.enabled`)."""
     return bool(python) and python == sys.executable and not prefix and not env_file \
-        and hasattr(os, "fork") and os.environ.get(START_ENV, "fork") != "exec"
-
-
-_preloaded = False
-
-
-def _preload() -> None:
-    """Import once, in the runner, what every forked worker imports (the first fork pays)."""
-    global _preloaded
-    if _preloaded:
-        return
-    _preloaded = True
-    import pickle  # noqa: F401
-
-    import chester.target.worker  # noqa: F401
-
-    try:  # a function pickled by value imports it as it loads
-        import cloudpickle  # noqa: F401
-    except ImportError:
-        pass
-
-
-class BecomeWorker(BaseException):
-    """Raised in a forked child at once: it unwinds the runner's frames (their ``finally``
-    blocks close what they opened) up to :func:`main`, which then becomes the worker for
-    ``run_dir`` (:func:`_as_worker`), so the child ends the way an interpreter ends."""
-
-    def __init__(self, run_dir: Path, cwd: str | None, env: dict[str, str]) -> None:
-        super().__init__(str(run_dir))
-        self.run_dir, self.cwd, self.env = run_dir, cwd, env
+        and forkstart.enabled()
 
 
 class Forked:
@@ -381,78 +349,23 @@ def _start_worker(run_dir: Path, slot: tuple[int, int], base_env: dict[str, str]
 
 
 def _fork_worker(run_dir: Path, fd: int, cwd: str | None, env: dict[str, str]) -> Forked:
-    """Fork the worker: the child raises :class:`BecomeWorker` at once."""
-    _preload()
-    sys.stdout.flush()  # nothing the runner buffered is written twice
-    sys.stderr.flush()
+    """Fork the worker (:func:`chester.target.forkstart.fork`); the slot's lock is
+    released if it cannot start."""
     try:
-        pid = os.fork()
+        return Forked(forkstart.fork(str(run_dir), cwd, env))
+    except forkstart.BecomeWorker:
+        raise
     except BaseException:
         os.close(fd)
         raise
-    if pid == 0:
-        raise BecomeWorker(run_dir, cwd, env)
-    return Forked(pid)
-
-
-def _as_worker(run_dir: Path, cwd: str | None, env: dict[str, str]) -> int:
-    """In a forked child, with the runner's frames gone: become what a new
-    ``python -c WORKER_CODE RUN_DIR`` would be before the run's code runs, then run it."""
-    import builtins
-    import importlib.machinery
-    import types
-
-    os.setsid()
-    for target, path, flags in ((0, os.devnull, os.O_RDONLY),
-                                (1, run_dir / rd.STDOUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
-                                (2, run_dir / rd.STDERR, os.O_WRONLY | os.O_CREAT | os.O_APPEND)):
-        opened = os.open(path, flags, 0o644)
-        os.dup2(opened, target)
-        os.close(opened)
-    _close_inherited()
-    if cwd:
-        os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    archive = rd.runtime_archive()
-    # where a new interpreter would have its working folder on sys.path: `-c` puts "" first;
-    # the runtime zip puts the working folder after itself
-    if not getattr(sys.flags, "safe_path", False) and _START_CWD in sys.path:
-        sys.path[sys.path.index(_START_CWD)] = os.getcwd() if archive else ""
-    sys.argv = [archive, str(run_dir)] if archive else ["-c", str(run_dir)]
-    # a __main__ as `-c WORKER_CODE` leaves it (a run's code may look at it, pickle by it)
-    main_module = types.ModuleType("__main__")
-    from chester.target.worker import main as worker_main
-
-    main_module.__dict__.update(__loader__=importlib.machinery.BuiltinImporter,
-                                __annotations__={}, __builtins__=builtins, sys=sys,
-                                main=worker_main)
-    sys.modules["__main__"] = main_module
-    return worker_main([str(run_dir)])
-
-
-def _close_inherited() -> None:
-    """Close every descriptor above stderr the runner had open (slot locks, pidfds): the
-    run gets none of them, as ``close_fds`` gives a new process none."""
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        os.closerange(3, 1024)
-        return
-    for fd in fds:
-        if fd > 2:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # the listing's own descriptor, closed already
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
-    except BecomeWorker as child:  # in a forked child: the runner's frames are gone now
+    except forkstart.BecomeWorker as child:  # in a forked child: the runner's frames are gone
         run_dir, cwd, env = child.run_dir, child.cwd, child.env
-    return _as_worker(run_dir, cwd, env)
+    return forkstart.as_worker(run_dir, cwd, env)
 
 
 def _main(argv: list[str] | None = None) -> int:
