@@ -92,12 +92,13 @@ def main() -> int:
         # the hand-over in two parts: the scheduler seeing the end and placing the next run
         # (end record -> placement record), and the worker starting on the node (placement
         # -> the worker's start record: ssh command, python, runtime import)
-        placed, startup = [], []
+        placed, startup, forked = [], [], 0
         ends = sorted(b for _h, _g, _a, b in ivs)
         for p in remote.rglob(".chester/autobot.json"):
             pl = json.loads(p.read_text())
             st = json.loads((p.parent / "status.json").read_text())
             startup.append(st["started_at"] - pl["placed_at"])
+            forked += bool(st.get("forked"))
             before = [e for e in ends if e <= pl["placed_at"]]
             if before and pl["placed_at"] - before[-1] < 5:
                 placed.append(pl["placed_at"] - before[-1])
@@ -116,7 +117,8 @@ def main() -> int:
               f"({len(gaps)} hand-overs)")
         print(f"  of which: last end -> placement median {statistics.median(placed):.2f} s; "
               f"placement -> worker started median {statistics.median(startup):.2f} s, "
-              f"worst {max(startup):.2f} s")
+              f"worst {max(startup):.2f} s; workers forked by the node's pre-started "
+              f"worker: {forked} of {len(startup)}")
         print(f"scheduler cycles: {st['cycles']}, ssh commands: {st['ssh_commands']} "
               f"({st['ssh_commands'] / max(1, st['cycles']):.2f} per cycle: one query per "
               f"node plus one start per node that got runs), nvidia-smi calls: {smi_calls} "

@@ -53,7 +53,7 @@ def render() -> str:
            "The launcher ships this package as one zip, `chester-<digest>.pyz`, under the "
            "backend's `<remote_dir>/.chester/runtime/` ([the remote layer](remote.md)), so the "
            "target needs no chester installed: run the tools as "
-           "`python chester-<digest>.pyz worker|runner|target ARGS...`, or where chester is "
+           "`python chester-<digest>.pyz worker|runner|target|zygote ARGS...`, or where chester is "
            "installed as `python -m chester.target.worker`, `python -m chester.target.runner` "
            "and `python -m chester.target`. The Python must be 3.10 or newer, and of the "
            "launcher's minor version when a function is pickled (backends check this before "

@@ -235,6 +235,11 @@ class HostedSweep:
     env_file: str
     secrets_file: str | None
     runtime_remote: str
+    #: whether the env file runs prepare commands (more than the package manager's
+    #: activation, ``env`` exports and the prepare script), which run before each run
+    env_prepares: bool = True
+    #: the prepare script the env file sources when it is there (None without one)
+    prepare_script: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -361,7 +366,10 @@ class HostedShellBackend(Backend):
         rt = runtime.build()
         sweep = HostedSweep(key=key, folder=folder, env_file=f"{folder}/{key}.env",
                             secrets_file=f"{folder}/{key}.secrets" if o.secrets else None,
-                            runtime_remote=rt.remote_path(o.remote_dir))
+                            runtime_remote=rt.remote_path(o.remote_dir),
+                            env_prepares=bool(pre or backend.prepare_commands
+                                              or getattr(o, "prepare_commands", ())),
+                            prepare_script=shell.prepare_script_path(backend, o.remote_dir))
         plan = self.plan(backend, runs, sweep)
         env_text = shell.render_env_file(backend, o.remote_dir, pre)
         env_sync = shell.env_sync_lines(backend, o.remote_dir) if sync_env else []

@@ -8,6 +8,7 @@ target tools::
     python chester-<digest>.pyz worker RUN_DIR [--spec FILE]   # chester.target.worker
     python chester-<digest>.pyz runner ...                     # chester.target.runner
     python chester-<digest>.pyz target status|cancel|tail ...  # chester.target
+    python chester-<digest>.pyz zygote FIFO [BASE]             # chester.target.zygote
 
 Each module also travels compiled for this launcher's Python (``x.pyc`` beside ``x.py``,
 unchecked-hash bytecode, PEP 552), which zipimport loads instead of compiling the source at
@@ -45,16 +46,16 @@ from chester.plugin.errors import BackendError
 MIN_PYTHON = (3, 10)
 #: the folder, under a backend's remote root, that holds runtimes
 REMOTE_SUBDIR = ".chester/runtime"
-TOOLS = ("worker", "runner", "target")
+TOOLS = ("worker", "runner", "target", "zygote")
 
 _MAIN = '''\
-"""chester's target-side runtime: python THIS.pyz {worker|runner|target} ARGS..."""
+"""chester's target-side runtime: python THIS.pyz {worker|runner|target|zygote} ARGS..."""
 import os
 import runpy
 import sys
 
 _TOOLS = {"worker": "chester.target.worker", "runner": "chester.target.runner",
-          "target": "chester.target"}
+          "target": "chester.target", "zygote": "chester.target.zygote"}
 
 
 def _main():
@@ -63,7 +64,8 @@ def _main():
                          % (sys.version.split()[0], sys.executable))
         sys.exit(3)
     if len(sys.argv) < 2 or sys.argv[1] not in _TOOLS:
-        sys.stderr.write("usage: python %s {worker|runner|target} ARGS...\\n" % sys.argv[0])
+        sys.stderr.write("usage: python %s {worker|runner|target|zygote} ARGS...\\n"
+                         % sys.argv[0])
         sys.exit(2)
     # as with `python -m`: the working folder is importable (after the runtime itself)
     sys.path.insert(1, os.getcwd())

@@ -121,6 +121,15 @@ def env_export_lines(backend: BackendConfig) -> list[str]:
     return [f"export {k}={shlex.quote(str(v))}" for k, v in env.items()]
 
 
+def prepare_script_path(backend: BackendConfig, root: str) -> str | None:
+    """Where the backend's ``prepare_script`` is on the host (sourced before each run when
+    it is there), or None without one."""
+    script = getattr(backend.options, "prepare_script", None)
+    if not script:
+        return None
+    return script if script.startswith("/") else str(PurePosixPath(root) / script)
+
+
 def render_env_file(backend: BackendConfig, root: str, pre_commands: Sequence[str] = ()) -> str:
     """The file sourced (by ``/bin/sh``) before each run: package manager, environment,
     prepare commands, prepare script. Secrets are never in it."""
@@ -129,9 +138,8 @@ def render_env_file(backend: BackendConfig, root: str, pre_commands: Sequence[st
     lines += env_export_lines(backend)
     lines += [str(c) for c in (*backend.prepare_commands, *getattr(o, "prepare_commands", ()),
                                *pre_commands)]
-    script = getattr(o, "prepare_script", None)
-    if script:
-        p = script if script.startswith("/") else str(PurePosixPath(root) / script)
+    p = prepare_script_path(backend, root)
+    if p:
         lines.append(f"if [ -f {shlex.quote(p)} ]; then . {shlex.quote(p)}; fi")
     lines.append(":")  # the file's status is 0 unless a prepare line failed just before
     return "\n".join(lines) + "\n"

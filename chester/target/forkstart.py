@@ -74,10 +74,16 @@ def fork(run_dir: str, cwd: str | None, env: dict[str, str]) -> int:
     return pid
 
 
+#: True in a worker started by :func:`fork` (its start record says so: ``forked``)
+FORKED = False
+
+
 def as_worker(run_dir: str, cwd: str | None, env: dict[str, str]) -> int:
     """In a forked child, with the parent's frames gone: become what a new
     ``python -c WORKER_CODE RUN_DIR`` would be before the run's code runs, then run the
     worker and return its exit status."""
+    global FORKED
+    FORKED = True
     import builtins
     import importlib.machinery
     import types
@@ -101,15 +107,20 @@ def as_worker(run_dir: str, cwd: str | None, env: dict[str, str]) -> int:
     if not getattr(sys.flags, "safe_path", False) and START_CWD in sys.path:
         sys.path[sys.path.index(START_CWD)] = os.getcwd() if archive else ""
     sys.argv = [archive, run_dir] if archive else ["-c", run_dir]
-    # a __main__ as `-c WORKER_CODE` leaves it (a run's code may look at it, pickle by it)
-    main_module = types.ModuleType("__main__")
-    from chester.target.worker import main as worker_main
+    # a __main__ as a new worker has it (a run's code may look at it, pickle by it): the
+    # worker module run from the runtime zip, else what `-c WORKER_CODE` leaves
+    from chester.target import worker
 
-    main_module.__dict__.update(__loader__=importlib.machinery.BuiltinImporter,
-                                __annotations__={}, __builtins__=builtins, sys=sys,
-                                main=worker_main)
-    sys.modules["__main__"] = main_module
-    return worker_main([run_dir])
+    if archive:
+        sys.modules["__main__"] = worker
+        sys.modules.setdefault("chester.worker", worker)
+    else:
+        main_module = types.ModuleType("__main__")
+        main_module.__dict__.update(__loader__=importlib.machinery.BuiltinImporter,
+                                    __annotations__={}, __builtins__=builtins, sys=sys,
+                                    main=worker.main)
+        sys.modules["__main__"] = main_module
+    return worker.main([run_dir])
 
 
 def close_inherited() -> None:

@@ -231,6 +231,8 @@ def _record_start(run_dir: str, meta: dict, attempt: int) -> dict:
         "started_at": time.time(), "ended_at": None, "state": "running",
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # started as a fork of a process that had imported the worker (chester.forkstart)
+        "forked": bool(getattr(sys.modules.get("chester.target.forkstart"), "FORKED", False)),
     }
     # the warning is handled before the record says "running" (a backend that signals a
     # running worker must never kill it with USR1's default action): see preempted()
@@ -388,7 +390,7 @@ input:   RUN_DIR/.chester/run.json (token, name, attempt) and .chester/payload.p
          function, or command, then the variant); with --spec, the folder is first written
          from the launch's sweep spec (this run's entry only)
 records: RUN_DIR/.chester/status.json at the start (pid, pgid, start_ticks, host, attempt,
-         state: running) and at the end (ended_at, state, exit_code; on failure reason,
+         forked: started as a fork of a runner or node's pre-started worker, state: running) and at the end (ended_at, state, exit_code; on failure reason,
          exception, traceback; when cancelled, cancelled_by and cancelled_at from the
          cancel marker); RUN_DIR/.done on success
 earlier: when the folder held an earlier run (submitted again, or a launch took the folder
@@ -431,6 +433,6 @@ if __name__ == "__main__":
     # `chester.preempted()`/`chester.requeue()` in the run are this module's (run as a
     # script, it would otherwise be imported a second time with its own flag and class),
     # under its name and the one it had before (chester.worker)
-    for _name in ("chester.target.worker", "chester.worker"):
-        sys.modules.setdefault(_name, sys.modules[__name__])
+    sys.modules.setdefault("chester.target.worker", sys.modules[__name__])
+    sys.modules.setdefault("chester.worker", sys.modules[__name__])
     sys.exit(main())

@@ -67,7 +67,8 @@ def test_waiting_runs_say_why_and_start_when_gpus_free(tmp_path, gpu_lab):
     lab.set_gpus(n1, busy)
     lab.set_gpus(n2, busy)
     project, cfg, remote = make_project(tmp_path, lab)
-    sweep = launch(fn_gpu, [{"i": i, "sleep": 3} for i in range(3)], backend="lab",
+    # each run holds its GPUs long enough for the checks below to see the others wait
+    sweep = launch(fn_gpu, [{"i": i, "sleep": 8} for i in range(3)], backend="lab",
                    exp_prefix="wait", config=cfg, dispatcher=fast(), resources={"gpus": 2})
 
     def waiting():

@@ -239,12 +239,16 @@ class Nodes:
     command opens a new one."""
 
     def __init__(self, root: str, cfg: Json) -> None:
+        self.root = root
         self.cfg = cfg
         self.opts = list(cfg.get("ssh_options") or [])
         self.sessions: dict[str, Session] = {}
         self.commands = 0  # commands sent to nodes (for the bench)
         self.opened = 0  # ssh sessions opened
         self.fresh: set[str] = set()  # sessions not used yet
+        #: node -> {(python, runtime, env file, secrets file): the named pipe of that node
+        #: session's pre-started worker (zygote_command)}; a new session starts new ones
+        self.zygotes: dict[str, dict[tuple[str, str, str, str], str]] = {}
 
     def _open(self, node: str) -> Session:
         import tempfile
@@ -286,6 +290,25 @@ class Nodes:
             self.drop(node)
             self._open(node)
             self.fresh.add(node)
+            self.zygotes.pop(node, None)
+
+    def zygote(self, node: str, e: Mapping[str, Any]) -> tuple[str, str]:
+        """The named pipe of the node session's pre-started worker for entry ``e``'s Python,
+        runtime, environment and secrets files, and the shell text that starts it (empty once
+        started)."""
+        import hashlib
+
+        key = (str(e["python"]), str(e["runtime"]), str(e.get("env_file") or ""),
+               str(e.get("secrets_file") or ""))
+        known = self.zygotes.setdefault(node, {})
+        if key in known:
+            return known[key], ""
+        ident = "\0".join((node, *key, str(os.getpid()), str(self.opened), str(time.time())))
+        fifo = "/tmp/chester-zygote-%s" % hashlib.sha256(ident.encode()).hexdigest()[:20]
+        known[key] = fifo
+        log_file = os.path.join(self.root, "zygote-%s.log" % node.replace("/", "_"))
+        return fifo, zygote_command(key[0], key[1], fifo, log_file, key[2] or None,
+                                    key[3] or None, e.get("prepare_script"))
 
     def run(self, node: str, command: str, timeout: float | None = None
             ) -> tuple[int, str, str]:
@@ -727,9 +750,18 @@ class Loop:
     def _start_many(self, per_node: Mapping[str, list[Json]]) -> None:
         """Start each run's worker on its node detached: one command per node, the nodes in
         parallel."""
-        answers = self.nodes.run_many(
-            {n: "\n".join(start_line(r["entry"], r["run_dir"], r["gpus"]) for r in recs)
-             for n, recs in per_node.items()}, timeout=max(30.0, self.cfg["node_timeout"]))
+        commands = {}
+        for n, recs in per_node.items():
+            lines = []
+            for r in recs:
+                fifo = None
+                if forks(r["entry"]):
+                    fifo, starting = self.nodes.zygote(n, r["entry"])
+                    if starting:
+                        lines.append(starting)
+                lines.append(start_line(r["entry"], r["run_dir"], r["gpus"], fifo))
+            commands[n] = "\n".join(lines)
+        answers = self.nodes.run_many(commands, timeout=max(30.0, self.cfg["node_timeout"]))
         for node, recs in per_node.items():
             code, _out, err = answers.get(node, (255, "", "no answer"))
             for r in recs:
@@ -849,9 +881,46 @@ def _tail(run_dir: str, n: int = 3) -> str:
     return " | ".join(text.strip().splitlines()[-n:]) or "no output"
 
 
-def start_line(e: Mapping[str, Any], run_dir: str, gpus: Sequence[int]) -> str:
+def forks(e: Mapping[str, Any]) -> bool:
+    """Whether entry ``e``'s runs may start as forks of a pre-started worker: nothing comes
+    before the worker (a container), and the environment file, if any, only sets the
+    environment (no prepare commands: those run before each run; a run whose prepare
+    script is there when it starts is started as a new process, see :func:`start_line`)."""
+    return not e.get("prefix") and (not e.get("env_file") or e.get("env_prepares") is False)
+
+
+def zygote_command(python: str, runtime: str, fifo: str, log_file: str,
+                   env_file: str | None = None, secrets_file: str | None = None,
+                   prepare_script: str | None = None) -> str:
+    """Shell text run in a node's session: make the named pipe and start the pre-started
+    worker (:mod:`chester.target.zygote`) reading it, a child of the session's shell (it
+    goes when the session goes), under the environment file sourced after the secrets as
+    before a run (the environment before the file written beside the pipe, so that each
+    run gets what the file changed over its own); nothing when
+    ``CHESTER_WORKER_START=exec`` there."""
+    q = shlex.quote
+    base = fifo + ".base"
+    env = ""
+    if env_file:
+        # (the prepare script the file may source is not there: see start_line)
+        secrets = "set -a; . %s; set +a; " % q(secrets_file) if secrets_file else ""
+        env = "%s(umask 077; env -0 >%s) && . %s && " % (secrets, q(base), q(env_file))
+    args = " ".join(q(a) for a in (python, runtime, "zygote", fifo, *([base] if env_file
+                                                                       else [])))
+    absent = ' && [ ! -e %s ]' % q(prepare_script) if prepare_script else ""
+    # `( ... exec cmd ) &`: the shell itself is the parent of the pre-started worker
+    return ('if [ "${CHESTER_WORKER_START:-fork}" != exec ]%s; then rm -f %s; '
+            "mkfifo -m 600 %s; fi; if [ -p %s ]; then ( %sexec %s ) </dev/null >/dev/null "
+            "2>>%s & fi"
+            % (absent, q(fifo), q(fifo), q(fifo), env, args, q(log_file)))
+
+
+def start_line(e: Mapping[str, Any], run_dir: str, gpus: Sequence[int],
+               fifo: str | None = None) -> str:
     """Shell text run on the node: make the start marker (once), then start the worker
-    detached in its own session with CUDA_VISIBLE_DEVICES set."""
+    detached in its own session with CUDA_VISIBLE_DEVICES set: with ``fifo``, by asking
+    the node's pre-started worker on that pipe (the shell's environment handed over as
+    ``env -0`` wrote it), and as a new process when that cannot be done."""
     q = shlex.quote
     started = started_marker(run_dir, e.get("attempt"))
     argv = [*(e.get("prefix") or []), e["python"], e["runtime"], "worker", run_dir]
@@ -860,9 +929,20 @@ def start_line(e: Mapping[str, Any], run_dir: str, gpus: Sequence[int]) -> str:
     secrets = ""
     if e.get("secrets_file"):
         secrets = "set -a; . %s; set +a; " % q(e["secrets_file"])
-    return ("( mkdir %s 2>/dev/null || exit 0; cd %s || exit 1; %sCUDA_VISIBLE_DEVICES=%s "
-            "exec setsid -f sh -c %s sh %s %s >>%s 2>>%s </dev/null )"
-            % (q(started), q(e["cwd"]), secrets, q(",".join(map(str, gpus))),
+    ask = ""
+    if fifo:
+        env_out = os.path.join(run_dir, ".chester", "start.env")
+        request = json.dumps({"run_dir": run_dir, "cwd": e["cwd"], "env": env_out})
+        # a prepare script is sourced before each run: while there is one, a new process
+        there = ("[ ! -e %s ] && " % q(e["prepare_script"])) if e.get("prepare_script") else ""
+        ask = ("if %s[ -p %s ]; then (umask 077; env -0 >%s) && timeout 5 sh -c "
+               "'printf \"%%s\\n\" \"$1\" >\"$2\"' sh %s %s && exit 0; rm -f %s %s %s; fi; "
+               % (there, q(fifo), q(env_out), q(request), q(fifo), q(fifo), q(fifo + ".base"),
+                  q(env_out)))
+    return ("( mkdir %s 2>/dev/null || exit 0; cd %s || exit 1; %sCUDA_VISIBLE_DEVICES=%s; "
+            "export CUDA_VISIBLE_DEVICES; %sexec setsid -f sh -c %s sh %s %s >>%s 2>>%s "
+            "</dev/null )"
+            % (q(started), q(e["cwd"]), secrets, q(",".join(map(str, gpus))), ask,
                q(inner), q(env_file), " ".join(q(a) for a in argv),
                q(os.path.join(run_dir, "stdout.log")), q(os.path.join(run_dir, "stderr.log"))))
 
