@@ -15,13 +15,14 @@ Layout of one run folder (the seed's, plus chester's own records under ``.cheste
         .chester/payload.pkl  cloudpickle of the function, then of the exact variant (mode 0600)
         .chester/status.json  the worker's record: start, end, exit status, exception
         .chester/queued.json  the queue runner that owns the run (pid, start time)
-        .chester/exit.json  the worker's exit status, as the queue runner saw it
+        .chester/exit.json  the worker's exit status, as the process that started it saw it
         .chester/cancel     present once the run was cancelled: who, when, which run (JSON)
 
 ``.chester/exit.json`` is how the worker's process ended, written by the queue runner that
 started it (:mod:`chester.target.runner`) for every worker it reaps, whatever its end: at
-once, or, when a run waits for the slot, once that run's worker started. The runner removes
-it before it starts a worker in the folder, and :func:`retire` removes an earlier run's
+once, or, when a run waits for the slot, once that run's worker started; on an autobot node,
+by the pre-started worker that forked it (:mod:`chester.target.zygote`) as soon as it reaps
+it. Each removes it before it starts a worker in the folder, and :func:`retire` removes an earlier run's
 when another run (another token) takes the folder. One JSON object:
 
 - ``token``: the run's token (``run.json``'s) as the worker started

@@ -17,8 +17,10 @@ instead (what such a variable changes is fixed as an interpreter starts).
 
 It lives as long as the shell that started it (its parent; it looks five times a second),
 so it goes with the scheduler's session to the node; the workers it started go on. It
-reaps them as they end; it never records their end (each worker records its own, as when a
-shell starts it).
+reaps each as it ends (woken by ``SIGCHLD``) and writes how its process ended in the run's
+``.chester/exit.json`` (token, attempt, returncode), as a queue runner does: the worker
+records the run's own end before, and the scheduler knows from this file that the
+worker's process, and what it held of the GPUs, is gone.
 """
 
 from __future__ import annotations
@@ -61,14 +63,29 @@ def _file_changes(base_file: str) -> tuple[dict[str, str], list[str]]:
             [k for k in base if k not in own])
 
 
+#: pid -> (run folder, its token and attempt as the worker started) of each live worker
+_STARTED: dict[int, tuple[str, dict]] = {}
+
+
 def _start(request: dict) -> None:
     """Fork the worker for one request (the child raises ``BecomeWorker``)."""
+    from chester.target import rundir as rd
+
     run_dir, cwd, env_file = request["run_dir"], request.get("cwd"), request["env"]
+    meta = rd.read_json(os.path.join(run_dir, rd.RUN_JSON)) or {}
+    try:  # an earlier start's exit status is not this worker's
+        os.unlink(os.path.join(run_dir, rd.EXIT))
+    except OSError:
+        pass
     pid = os.fork()
     if pid:
+        _STARTED[pid] = (run_dir, {"token": meta.get("token"), "attempt": meta.get("attempt")})
         return
     # a shell starts a background job (this process) with INT and QUIT ignored; a worker
-    # its shell starts in the foreground has them as a new interpreter sets them
+    # its shell starts in the foreground has them as a new interpreter sets them; CHLD is
+    # this process's own
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     try:
@@ -118,13 +135,25 @@ def _exec_worker(run_dir: str, cwd: str | None, env: dict[str, str]) -> None:
 
 
 def _reap() -> None:
+    """Reap the workers that ended; write each one's exit record."""
+    from chester.target import rundir as rd
+
     while True:
         try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if not pid:
             return
+        started = _STARTED.pop(pid, None)
+        if started is None:
+            continue
+        run_dir, meta = started
+        try:
+            rd.write_json_atomic(os.path.join(run_dir, rd.EXIT), {
+                **meta, "returncode": os.waitstatus_to_exitcode(status)})
+        except OSError:
+            pass  # a full disk: the run's own record says how it ended
 
 
 def serve(fifo: str, base_file: str | None = None) -> int:
@@ -137,12 +166,21 @@ def serve(fifo: str, base_file: str | None = None) -> int:
     rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     # a writer of its own: the pipe never reads as closed between two requests
     wfd = os.open(fifo, os.O_WRONLY)
+    # a worker's end wakes the loop at once (its exit record is written then)
+    woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     buf = b""
     try:
         while os.getppid() == parent:
-            ready, _w, _x = select.select([rfd], [], [], LOOK_S)
+            ready, _w, _x = select.select([rfd, woken], [], [], LOOK_S)
+            if woken in ready:
+                try:
+                    os.read(woken, 4096)
+                except OSError:
+                    pass
             _reap()
-            if not ready:
+            if rfd not in ready:
                 continue
             buf += os.read(rfd, 65536)
             while b"\n" in buf:

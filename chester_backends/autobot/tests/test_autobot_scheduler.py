@@ -230,11 +230,26 @@ def test_the_pause_between_cycles_ends_when_a_run_records_its_end(tmp_path):
     status.write_text(json.dumps(started))
     # a record that changes but says the run still runs does not end the pause
     w = _write_later(status, {**started, "pid": 2}, 0.1)
-    assert S.pause_until_an_end([str(run)], 1.5) is False
+    assert S.pause_until_an_end([str(run)], 1.5) == []
     w.wait()
     # its end does, long before the pause is over
     w = _write_later(status, {**started, "state": "succeeded", "ended_at": 2.0}, 0.3)
     t = time.monotonic()
-    assert S.pause_until_an_end([str(run)], 60) is True
+    assert S.pause_until_an_end([str(run)], 60) == [str(run)]
     assert time.monotonic() - t < 30
     w.wait()
+    # a forked worker's run counts once the pre-started worker recorded its process gone
+    forked = {**started, "forked": True}
+    status.write_text(json.dumps(forked))
+    w = _write_later(status, {**forked, "state": "succeeded", "ended_at": 2.0}, 0.1)
+    assert S.pause_until_an_end([str(run)], 1.5) == []
+    w.wait()
+    assert not S.worker_gone(str(run), "t1")
+    w = _write_later(run / ".chester" / "exit.json", {**meta, "returncode": 0}, 0.3)
+    assert S.pause_until_an_end([str(run)], 60) == [str(run)]
+    w.wait()
+    assert S.worker_gone(str(run), "t1") and not S.worker_gone(str(run), "t0")
+    # an end recorded before the pause began (while the last one was handed over) counts
+    t = time.monotonic()
+    assert S.pause_until_an_end([str(run)], 60) == [str(run)]
+    assert time.monotonic() - t < 30

@@ -153,6 +153,15 @@ def test_a_run_started_by_the_pre_started_worker_sees_what_a_new_process_sees(no
         assert _start(session, nodes, node, new_dir, [1, 3], pre_started=False) == 0
         forked, new = _seen(forked_dir), _seen(new_dir)
         assert forked["forked"] and not new["forked"]
+        # the pre-started worker records the forked worker's exit once its process is gone
+        exit_file = forked_dir / ".chester" / "exit.json"
+        deadline = time.monotonic() + 10
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.loads(exit_file.read_text()) == {"token": "tok-forked", "attempt": 1,
+                                                     "returncode": 0}
+        assert S.worker_gone(str(forked_dir), "tok-forked")
+        assert json.loads((forked_dir / ".chester" / "status.json").read_text())["forked"]
         for key in ("fds", "path", "main", "cwd", "own_session", "signals", "stdin"):
             assert forked[key] == new[key], key
         assert forked["argv"] == [str(forked_dir)] and new["argv"] == [str(new_dir)]

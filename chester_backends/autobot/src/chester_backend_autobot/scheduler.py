@@ -50,7 +50,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     Json = dict[str, Any]
     #: a node's ssh session: its process, its stderr file, the bytes read past the last answer
@@ -189,33 +189,62 @@ END_LOOK_S = 0.05
 
 
 def pause_until_an_end(run_dirs: Sequence[str], seconds: float, look_s: float = END_LOOK_S
-                       ) -> bool:
-    """Wait up to ``seconds``; return True as soon as one of ``run_dirs`` records its end,
-    so that its GPUs go to the next run now rather than at the next cycle. Each look is
-    one ``stat`` of each run's status record (inotify misses writes made on other nodes of
-    a shared file system; NFS shows them once its attribute cache lets it, ``actimeo``);
-    the record is read only when it changed, and a start record does not count."""
-    def sig(d: str) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(os.path.join(d, RUN_STATUS))
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size, st.st_ino
+                       ) -> list[str]:
+    """Wait up to ``seconds``; return the runs of ``run_dirs`` that recorded their end as
+    soon as there is one (empty after ``seconds``), so that their GPUs go to the next run
+    now rather than at the next cycle. A forked worker's run (its start record says
+    ``forked``) counts once its process is gone too (the pre-started worker wrote its exit
+    record), so that what it held of the GPU is free. Each look is one ``stat`` of each
+    run's status and exit records (inotify misses writes made on other nodes of a shared
+    file system; NFS shows them once its attribute cache lets it, ``actimeo``); a record
+    is read only when it changed, and a start record does not count."""
+    def sig(d: str) -> tuple[tuple[int, int, int] | None, ...]:
+        out: list[tuple[int, int, int] | None] = []
+        for name in (RUN_STATUS, rundir.EXIT):
+            try:
+                st = os.stat(os.path.join(d, name))
+            except OSError:
+                out.append(None)
+                continue
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
+
+    def over(d: str, exit_sig: tuple[int, int, int] | None) -> bool:
+        return run_finished(d) and (exit_sig is not None or not worker_forked(d))
 
     seen = {d: sig(d) for d in run_dirs}
+    # an end recorded before this pause began (while the last one was handed over)
+    ended = [d for d, now in seen.items() if now[0] is not None and over(d, now[1])]
+    if ended:
+        return ended
     deadline = time.time() + seconds
     while True:
         left = deadline - time.time()
         if left <= 0:
-            return False
+            return []
         time.sleep(min(look_s, left))
+        ended = []
         for d, before in seen.items():
             now = sig(d)
             if now == before:
                 continue
             seen[d] = now
-            if run_finished(d):
-                return True
+            if over(d, now[1]):
+                ended.append(d)
+        if ended:
+            return ended
+
+
+def worker_forked(run_dir: str) -> bool:
+    """Whether the run's worker was forked by the node's pre-started worker (which writes
+    its exit record once its process is gone)."""
+    return bool((read_json(os.path.join(run_dir, RUN_STATUS)) or {}).get("forked"))
+
+
+def worker_gone(run_dir: str, token: str) -> bool:
+    """Whether the exit record of the run's worker is there (its process is gone)."""
+    ex = read_json(os.path.join(run_dir, rundir.EXIT)) or {}
+    return ex.get("token") == token and "returncode" in ex
 
 
 def node_list(nodes: Iterable[str]) -> str:
@@ -501,7 +530,11 @@ def reap_leases(lroot: str, now: float) -> None:
 
 # ------------------------------------------------------------------------------ the queue
 def queue_entries(root: str) -> list[Json]:
-    out = []
+    return list(iter_queue(root))
+
+
+def iter_queue(root: str) -> Iterator[Json]:
+    """The waiting runs in queue order, each file read as it is reached."""
     qd = os.path.join(root, "queue")
     for name in listdir(qd):
         if name.startswith(".") or not name.endswith(".json"):
@@ -510,8 +543,7 @@ def queue_entries(root: str) -> list[Json]:
         if data is None:
             continue
         data["path"] = os.path.join(qd, name)
-        out.append(data)
-    return out
+        yield data
 
 
 def running_entries(root: str) -> list[Json]:
@@ -698,14 +730,46 @@ class Loop:
               cfg: Mapping[str, Any]) -> dict[str, list[int]]:
         return free_gpus(view, held, cfg)
 
+    def hand_over(self, ended: Sequence[str]) -> bool:
+        """Give the GPUs of runs that ended, and whose worker's process is gone, to the
+        next waiting runs at once, without asking the nodes again; False unless every run
+        of ``ended`` is such a run (a cycle then looks at the others now)."""
+        running = {r["run_dir"]: r for r in running_entries(self.root)}
+        lroot = lease_root(self.root, self.cfg)
+        free: dict[str, list[int]] = {}
+        for d in ended:
+            r = running.get(d)
+            if r is None or not run_finished(d, r["token"]) or not worker_gone(d, r["token"]):
+                continue
+            release(lroot, r["node"], r.get("gpus", ()), r["token"])
+            remove(r["path"])
+            free.setdefault(r["node"], []).extend(int(g) for g in r.get("gpus", ()))
+        if not free:
+            return False
+        handed = sum(1 for d in ended if d in running and not os.path.exists(
+            running[d]["path"]))
+        for node, gpus in free.items():
+            log(self.root, "%s GPU %s free: handed over" % (node, ",".join(map(str, gpus))))
+        # only as far into the queue as the freed GPUs go (a cycle tidies the rest)
+        self._place_on(iter_queue(self.root), free, lroot, until_full=True)
+        return handed == len(ended)
+
     def _place(self, queue: list[Json], view: Mapping[str, Json],
                held: Mapping[str, Mapping[int, Json]], lroot: str,
                cfg: Mapping[str, Any]) -> list[Json]:
-        free = self._free(view, held, cfg)
+        return self._place_on(queue, self._free(view, held, cfg), lroot)
+
+    def _place_on(self, queue: Iterable[Json], free: dict[str, list[int]], lroot: str,
+                  until_full: bool = False) -> list[Json]:
+        """Place waiting runs, in order, on the ``free`` GPUs of each node; start them. With
+        ``until_full``, stop once no GPU is left (else every entry is looked at: started
+        and cancelled ones leave the queue)."""
         placed: list[Json] = []
         per_node: dict[str, list[Json]] = {}
         taken = {r["token"] for r in running_entries(self.root)}
         for e in queue:
+            if until_full and not any(free.values()):
+                break
             tok, run_dir = e["token"], e["run_dir"]
             m, st, _pl = run_record(run_dir)
             if st is not None or run_finished(run_dir, tok) \
@@ -982,9 +1046,16 @@ def run_loop(root: str) -> int:
                 except OSError:
                     return 0
             pause = loop.cfg["cycle"] if waiting else loop.cfg["idle_cycle"]
-            # a run that ends hands its GPUs over now, not at the next cycle
-            pause_until_an_end([r["run_dir"] for r in running_entries(root)],
-                               max(0.0, pause - (time.time() - t0)))
+            # a run that ends hands its GPUs over now, not at the next cycle: at once when its
+            # worker's process is known gone, else by starting the next cycle now
+            deadline = t0 + pause
+            while True:
+                ended = pause_until_an_end([r["run_dir"] for r in running_entries(root)],
+                                           max(0.0, deadline - time.time()))
+                if not ended or not loop.hand_over(ended):
+                    break
+                if not queue_entries(root) and not running_entries(root):
+                    break  # all done: the cycle lets the loop go
     finally:
         loop.nodes.close()
 
