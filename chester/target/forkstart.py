@@ -88,14 +88,7 @@ def as_worker(run_dir: str, cwd: str | None, env: dict[str, str]) -> int:
     import importlib.machinery
     import types
 
-    os.setsid()
-    append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    for target, path, flags in ((0, os.devnull, os.O_RDONLY),
-                                (1, os.path.join(run_dir, rd.STDOUT), append),
-                                (2, os.path.join(run_dir, rd.STDERR), append)):
-        opened = os.open(path, flags, 0o644)
-        os.dup2(opened, target)
-        os.close(opened)
+    detach(run_dir)
     close_inherited()
     if cwd:
         os.chdir(cwd)
@@ -121,6 +114,19 @@ def as_worker(run_dir: str, cwd: str | None, env: dict[str, str]) -> int:
                                     main=worker.main)
         sys.modules["__main__"] = main_module
     return worker.main([run_dir])
+
+
+def detach(run_dir: str) -> None:
+    """Take a session of its own; stdin from ``/dev/null``, stdout and stderr appended to
+    the run's logs (as a worker's starter gives them)."""
+    os.setsid()
+    append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    for target, path, flags in ((0, os.devnull, os.O_RDONLY),
+                                (1, os.path.join(run_dir, rd.STDOUT), append),
+                                (2, os.path.join(run_dir, rd.STDERR), append)):
+        opened = os.open(path, flags, 0o644)
+        os.dup2(opened, target)
+        os.close(opened)
 
 
 def close_inherited() -> None:

@@ -118,14 +118,7 @@ def _exec_worker(run_dir: str, cwd: str | None, env: dict[str, str]) -> None:
     from chester.target import rundir as rd
 
     try:
-        os.setsid()
-        append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        for target, path, flags in ((0, os.devnull, os.O_RDONLY),
-                                    (1, os.path.join(run_dir, rd.STDOUT), append),
-                                    (2, os.path.join(run_dir, rd.STDERR), append)):
-            opened = os.open(path, flags, 0o644)
-            os.dup2(opened, target)
-            os.close(opened)
+        forkstart.detach(run_dir)
         if cwd:
             os.chdir(cwd)
         argv = rd.tool_argv(sys.executable, "worker") + [run_dir]

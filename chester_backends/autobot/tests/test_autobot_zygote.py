@@ -235,3 +235,31 @@ def test_worker_start_exec_on_the_node_starts_no_pre_started_worker(node):
 ])
 def test_runs_start_pre_started_only_without_a_container_or_prepare_commands(entry, forks):
     assert S.forks(entry) is forks
+
+
+def test_a_run_whose_environment_changes_how_python_starts_gets_a_new_interpreter(node):
+    """A ``PYTHON*`` variable the pre-started worker was not started with (here
+    ``PYTHONPATH``) is fixed as an interpreter starts: that run's worker is a new one."""
+    fifo = str(node.root / "pipe")
+    os.mkfifo(fifo, 0o600)
+    z = subprocess.Popen([sys.executable, node.rt, "zygote", fifo], env=node.env,
+                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        extra = node.root / "on-pythonpath"
+        extra.mkdir()
+        runs = {}
+        for name, env in (("same", dict(node.env)),
+                          ("changed", {**node.env, "PYTHONPATH": str(extra)})):
+            d = _run_folder(node, name)
+            env_file = d / ".chester" / "start.env"
+            env_file.write_bytes(b"".join(f"{k}={v}\0".encode() for k, v in env.items()))
+            with open(fifo, "w") as f:
+                f.write(json.dumps({"run_dir": str(d), "cwd": str(node.project),
+                                    "env": str(env_file)}) + "\n")
+            runs[name] = _seen(d)
+        assert runs["same"]["forked"] and not runs["changed"]["forked"]
+        assert str(extra) in runs["changed"]["path"]
+        assert str(extra) not in runs["same"]["path"]
+    finally:
+        z.kill()
+        z.wait(10)
