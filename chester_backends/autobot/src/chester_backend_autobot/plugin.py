@@ -66,9 +66,8 @@ class AutobotBackend(HostedShellBackend):
         c = ctr.resolve(o, backend=who)  # a container without an image fails
         gpus = [capacity.gpus(backend, r, who) for r in runs]
         spec = {"sweep": sweep.key, "python": o.python, "runtime": sweep.runtime_remote,
-                "cwd": o.remote_dir, "env_file": sweep.env_file,
+                "cwd": o.remote_dir, "env_file": sweep.env_file, "secrets_file": sweep.secrets_file,
                 "env_prepares": sweep.env_prepares, "prepare_script": sweep.prepare_script,
-                "secrets_file": sweep.secrets_file,
                 "prefix": ctr.wrap([], c, binds=[o.remote_dir], gpus=True) if c else [],
                 "config": scheduler_config(backend),
                 "runs": [{"token": r.token, "run_dir": r.remote_dir, "name": r.name,
