@@ -46,11 +46,30 @@ def _command_word(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def _parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
+#: what may come before the command word of a line whose parser needs only that command:
+#: the global options that print nothing (``-h`` lists every command; ``--version`` and
+#: abbreviations go through the whole parser, as any other word does)
+_QUIET_GLOBALS = frozenset({"-v", "-vv", "-vvv", "--verbose", "--log-json"})
+
+
+def _only_command(argv: Sequence[str]) -> str | None:
+    """The one own command a command line needs parsed (``chester launch ...``): the other
+    subcommands' parsers are then not built. ``None`` when the line needs the whole parser:
+    no own command, or a word before it that is not a quiet global option."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a if a in OWN_COMMANDS else None
+        if a not in _QUIET_GLOBALS:
+            return None
+    return None
+
+
+def _parser(plugin_commands: bool = True, only: str | None = None) -> argparse.ArgumentParser:
     """The ``chester`` command line: the global options, then one subcommand per
     ``_add_*`` step, in the order ``--help`` lists them, then the plugins' own (loading
     every plugin: left out with ``plugin_commands=False``, for a line that names one of
-    chester's own commands)."""
+    chester's own commands). ``only``: of chester's own commands, only that one (a line
+    that names it, see :func:`_only_command`: it parses the same)."""
     p = _Parser(
         prog="chester",
         description="Launch ML parameter sweeps anywhere, track every run, bring results home.",
@@ -60,16 +79,13 @@ def _parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     p.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_launch(sub)
-    _add_plugins(sub)
-    _add_config(sub)
-    _add_status(sub)
-    _add_sweeps(sub)
-    _add_logs(sub)
-    _add_cancel(sub)
-    _add_pull(sub)
-    _add_relaunch(sub)
-    _add_monitor(sub)
+    for name, add in (("launch", _add_launch), ("plugins", _add_plugins),
+                      ("config", _add_config), ("status", _add_status),
+                      ("sweeps", _add_sweeps), ("logs", _add_logs), ("cancel", _add_cancel),
+                      ("pull", _add_pull), ("relaunch", _add_relaunch),
+                      ("monitor", _add_monitor)):
+        if only is None or name == only:
+            add(sub)
     if plugin_commands:
         _add_plugin_commands(sub)
     return p
@@ -387,7 +403,8 @@ def _output_verdict(command: str, acts: bool, code: int, out: GuardedOutput,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chester`` command."""
     argv = list(argv) if argv is not None else sys.argv[1:]
-    parser = _parser(plugin_commands=_command_word(argv) not in OWN_COMMANDS)
+    parser = _parser(plugin_commands=_command_word(argv) not in OWN_COMMANDS,
+                     only=_only_command(argv))
     args = parser.parse_args(argv)
     if args.version:
         return _version()
