@@ -13,7 +13,6 @@ import os
 import re
 import sqlite3
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -225,6 +224,8 @@ def _create_schema(db: sqlite3.Connection) -> None:
 def _create_store_file(path: Path) -> None:
     """Write a new, empty store beside ``path`` and link it into place (never over a store
     another process made meanwhile), so no process ever sees a half-made file."""
+    import uuid  # only here: uuid imports platform, which a launch does not need
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
     try:
         db = _connect(tmp)

@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -348,6 +347,8 @@ def _fingerprints(request: LaunchRequest, backend: str, batch_dir: Path,
     except UnstableValue:
         if request.resume is not Resume.NEW:
             raise
+        import uuid
+
         return [f"new-{uuid.uuid4().hex}"]
     legacy = None if dirs else legacy_fingerprint(request.exp_prefix, backend, batch_dir,
                                                   vlist, names)

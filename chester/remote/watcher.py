@@ -23,7 +23,6 @@ import json
 import shlex
 import subprocess
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -226,6 +225,8 @@ class Watch:
                  groups: bool = False, wrap: Callable[[list[str]], list[str]] | None = None,
                  note_file: Callable[[RunHandle], str | None] | None = None):
         self.ex = ex
+        import uuid  # here: a launch imports this module and never watches
+
         self.marker = f"chester-watch-{uuid.uuid4().hex[:12]}"
         self._handles = {h.token: h for h in handles}
         self._sink = sink
