@@ -732,6 +732,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_launch(args: argparse.Namespace) -> int:
     import shlex
 
+    from chester import attrs_code
+
+    attrs_code.install()  # before the launch's classes are made
     from chester.launcher.launching import LaunchRequest, run_request
     from chester.target.command import Command, CommandError
     from chester.variants import overrides
