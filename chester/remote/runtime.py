@@ -333,8 +333,11 @@ def install_lines(runtime_remote: str, part: str, *, strict: bool,
         f"if {_checks_out(part, runtime_remote)}; then "
         f"chmod 644 {q(part)} && mv -f {q(part)} {q(runtime_remote)}; "
         f"else rm -f {q(part)}; fi; fi",
+        # find only when the shell's own glob sees a part at all (most launches: none)
+        f"for chester_part in {q(str(p.parent))}/{q(f'.{stem}-')}*.part; do "
+        f'if [ -e "$chester_part" ]; then '
         f"find {q(str(p.parent))} -maxdepth 1 -name {q(f'.{stem}-*.part')} -mmin +1440 "
-        "-exec rm -f {} + 2>/dev/null || :",
+        "-exec rm -f {} + 2>/dev/null || :; fi; break; done",
     ]
     if strict:
         lines += [verify_lines(runtime_remote),
