@@ -100,20 +100,22 @@ def hydra_value(value: Any) -> str:
     (floats as ``repr``, so they read back bit for bit); lists (and tuples) as ``[a,b]``;
     dicts as ``{k:v}``. Bytes are their UTF-8 text; other values are written as their
     ``str``, a string. Raises :class:`GrammarError` for a dict key the grammar cannot hold."""
-    if isinstance(value, bool):
+    if type(value) is str:  # the common case first: only str itself is none of the below
+        text = value
+    elif isinstance(value, bool):
         return "true" if value else "false"
-    if value is None:
+    elif value is None:
         return "null"
-    if isinstance(value, numbers.Integral):
+    elif isinstance(value, numbers.Integral):
         return repr(int(value))
-    if isinstance(value, numbers.Real):
+    elif isinstance(value, numbers.Real):
         return repr(float(value))
-    if isinstance(value, Mapping):
+    elif isinstance(value, Mapping):
         return "{" + ",".join(f"{_dict_key(k)}:{hydra_value(v)}"
                               for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
+    elif isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    if isinstance(value, str):
+    elif isinstance(value, str):
         text = value
     elif isinstance(value, bytes):
         text = value.decode("utf-8", "surrogateescape")
