@@ -43,6 +43,7 @@ from chester.plugin.records import (
 from chester.remote import paths, runtime, shell
 from chester.remote.backend import Backend, hook_function
 from chester.target import rundir as rd
+from chester_backend_slurm import cluster
 from chester_backend_slurm.options import SlurmOptions, resources_for
 
 if TYPE_CHECKING:
@@ -134,8 +135,9 @@ def _sweep_layout(backend: BackendConfig, runs: Sequence[RunSpec],
     stage_dir = str(PurePosixPath(project_dir) / ".chester" / "slurm" / sweep_id) \
         if upload_root != "/" else str(PurePosixPath(os.path.commonpath(
             [r.remote_dir for r in runs])) / ".chester-slurm" / sweep_id)
-    stage_root = os.path.commonpath([posixpath.dirname(posixpath.normpath(r.remote_dir))
-                                     for r in runs])
+    # each parent once: a sweep's runs share a few (commonpath splits every path it gets)
+    stage_root = os.path.commonpath({posixpath.dirname(posixpath.normpath(r.remote_dir))
+                                     for r in runs})
     return project_dir, upload_root, stage_dir, stage_root
 
 
@@ -286,7 +288,7 @@ def render_sweep(backend: BackendConfig, runs: Sequence[RunSpec], staging_dir: P
     prelude = _submit_prelude(backend, resources, project_dir, stage_root, rt_remote, rt_part,
                               require_env)
     # the cluster's MaxArraySize is checked by the submit script itself, unless set by hand
-    checks = [] if size_known else scheduler.cluster_check_lines(
+    checks = [] if size_known else cluster.cluster_check_lines(
         None if opts.max_array_size else max_array_size)
     secrets = secrets_rel is not None
     supervise = _supervise_mode(opts)
@@ -715,12 +717,12 @@ class SlurmBackend(Backend):
                                                                opts.remote_dir, filters))
             res = _send_and_submit(backend, ex, prepared, code_sync)
             _check_submit_env(backend, res)
-            info = scheduler.cluster_info_of(res.stdout)
+            info = cluster.cluster_info_of(res.stdout)
             if "MaxArraySize" not in info:  # the script's first step failed
                 raise BackendError(f"{backend.name}: cannot read the cluster's configuration "
                                    f"(scontrol show config): {res.stderr.strip()[-500:]}")
             self._cluster[_key(backend)] = info
-            if res.exit_code == scheduler.EXIT_RECHUNK:  # cut for another MaxArraySize: again
+            if res.exit_code == cluster.EXIT_RECHUNK:  # cut for another MaxArraySize: again
                 prepared = render_sweep(backend, prepared.runs, prepared.staging_dir / "again",
                                         info["MaxArraySize"], size_known=True)
                 res = _send_and_submit(backend, ex, prepared, None)
