@@ -322,3 +322,76 @@ def test_plugins_list_imports_no_plugin_while_nothing_changed(tmp_path):
     os.utime(module, ns=(time.time_ns() + 2 * 10**9, time.time_ns() + 2 * 10**9))
     for _ in range(2):
         assert "missing dependency xyz" in listed()["counted"]["error"]
+
+
+def test_chesters_plugin_manager_registers_what_pluggys_own_registers():
+    """The manager build_plugin_manager makes looks closely only at the names that can be
+    hooks: every kind of plugin still gets exactly the hooks pluggy's own manager gives it."""
+    import types
+
+    import pluggy
+
+    from chester.plugin.hookspecs import PROJECT, ChesterSpecs
+    from chester.plugin.manager import _PluginManager
+
+    def chester_version_info():
+        return "from the instance"
+
+    class Base:
+        @hookimpl
+        def chester_backends(self):
+            return []
+
+        @property
+        def chester_register_commands(self):  # never run: pluggy skips properties
+            raise AssertionError("a property was read")
+
+    class Plugin(Base):
+        __slots__ = ("chester_on_event",)
+
+        def __init__(self):
+            self.chester_on_event = hookimpl(lambda event: None)  # in a slot
+            self.chester_version_info = hookimpl(chester_version_info)  # in __dict__
+
+        @staticmethod
+        @hookimpl
+        def chester_submit(backend, prepared):
+            return []
+
+        @classmethod
+        @hookimpl
+        def chester_status(cls, backend, handles):
+            return {}
+
+        def chester_cancel(self, backend, handles):  # no marker: not a hook
+            return None
+
+        not_a_hook = 3
+
+    module = types.ModuleType("some_plugin_module")
+    module.chester_cancel = hookimpl(lambda backend, handles: None)
+
+    def hooks(cls):
+        pm = cls(PROJECT)
+        pm.add_hookspecs(ChesterSpecs)
+        for i, plugin in enumerate([Plugin(), module, Plugin]):
+            pm.register(plugin, name=f"p{i}")
+        return {name: sorted((i.plugin_name, i.function.__name__, sorted(i.opts.items()))
+                             for i in getattr(pm.hook, name).get_hookimpls())
+                for name in dir(pm.hook) if not name.startswith("_")}
+
+    got = hooks(_PluginManager)
+    assert got == hooks(pluggy.PluginManager)
+    assert {n for n, impls in got.items() if impls} >= {
+        "chester_backends", "chester_submit", "chester_status", "chester_cancel",
+        "chester_on_event", "chester_version_info"}
+    assert not got.get("chester_register_commands")
+    # and for every plugin installed here
+    a, b = build_plugin_manager().pm, pluggy.PluginManager(PROJECT)
+    b.add_hookspecs(ChesterSpecs)
+    for name, plugin in a.list_name_plugin():
+        b.register(plugin, name=name)
+    assert {n: [i.function for i in getattr(a.hook, n).get_hookimpls()]
+            for n in dir(a.hook) if not n.startswith("_")} == \
+        {n: [i.function for i in getattr(b.hook, n).get_hookimpls()]
+         for n in dir(b.hook) if not n.startswith("_")}

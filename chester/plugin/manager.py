@@ -6,7 +6,7 @@ Nothing happens at import time; :func:`get_plugin_manager` builds (and caches) t
 from __future__ import annotations
 
 import sys
-from types import ModuleType
+from types import FunctionType, MethodType, ModuleType
 from typing import Any
 
 import attrs
@@ -244,6 +244,53 @@ def lazy_module(name: str) -> ModuleType:
     return _LazyModule(name)
 
 
+def _marked_names(plugin: Any, marker: str) -> set[str] | None:
+    """The names under which ``plugin`` (an instance of a class) may hold a hook
+    implementation, a superset of those pluggy finds: in its own ``__dict__`` and in every
+    class of its MRO, each function that carries pluggy's ``marker`` and each static, class
+    or bound method (all pluggy can call a hook), and every slot. None for a class or a
+    module (pluggy looks at those in more places)."""
+    if isinstance(plugin, (type, ModuleType)):
+        return None
+    try:
+        own = object.__getattribute__(plugin, "__dict__")
+    except AttributeError:
+        own = {}
+    mro = type.__dict__["__mro__"].__get__(type(plugin))
+    names: set[str] = set()
+    for d in (own if isinstance(own, dict) else {}, *(vars(c) for c in mro)):
+        for name, value in d.items():
+            if isinstance(value, FunctionType):
+                if marker in value.__dict__:
+                    names.add(name)
+            elif isinstance(value, (staticmethod, classmethod, MethodType)):
+                names.add(name)
+    for c in mro:
+        slots = vars(c).get("__slots__", ())
+        names.update((slots,) if isinstance(slots, str) else slots)
+    return names
+
+
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager; registering a plugin object looks closely (pluggy's static lookup,
+    some 3 ms for chester's own plugins) only at the names that can be hooks: see
+    :func:`_marked_names`. What is registered is the same."""
+
+    _names: set[str] | None = None
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        self._names = _marked_names(plugin, self.project_name + "_impl")
+        try:
+            return super().register(plugin, name)
+        finally:
+            self._names = None
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        if self._names is not None and name not in self._names:
+            return None
+        return super().parse_hookimpl_opts(plugin, name)
+
+
 def instantiate(plugin: Any) -> Any:
     """What is registered for an entry point's object: a class (a backend class, see
     :mod:`chester.remote.backend`) becomes one instance of it, made here, so every plugin
@@ -261,7 +308,7 @@ def build_plugin_manager(*, load_entry_points: bool = True) -> ChesterPluginMana
     Plugins named in ``CHESTER_DISABLE_PLUGINS`` (comma-separated) are recorded as
     ``blocked`` and not imported.
     """
-    pm = pluggy.PluginManager(PROJECT)
+    pm = _PluginManager(PROJECT)
     pm.add_hookspecs(ChesterSpecs)
     cpm = ChesterPluginManager(pm=pm)
     if not load_entry_points:  # an empty manager (tests fill it): not even the core's types
