@@ -18,12 +18,13 @@ nothing is said about it.
 from __future__ import annotations
 import __future__
 
-import hashlib
 import marshal
 import os
 import re
 import sys
 from typing import Any
+
+from chester.digests import blake2b
 
 #: what a cache file starts with: the format of the entries after it
 _MAGIC = b"chester-attrs-code-2\n"
@@ -64,7 +65,7 @@ def cache_file() -> str:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
                                                                   ".cache")
         folder = os.path.join(base, "chester")
-    env = hashlib.blake2b(f"{sys.prefix}\0{sys.executable}".encode("utf-8", "surrogateescape"),
+    env = blake2b(f"{sys.prefix}\0{sys.executable}".encode("utf-8", "surrogateescape"),
                           digest_size=4).hexdigest()  # one file per environment
     tag = f"{sys.implementation.cache_tag}-{sys.hexversion:x}-m{marshal.version}-{env}"
     return os.path.join(folder, f"attrs-code-{tag}.marshal")
@@ -127,7 +128,7 @@ def install() -> None:
         if m is not None:  # the code is kept with a stand-in for this process's seed
             stand_in = _stand_in(m[1])
             script = f"{script[:m.start(1)]}{stand_in}{script[m.end(1):]}"
-        key = (filename, hashlib.blake2b(script.encode("utf-8", "surrogatepass"),
+        key = (filename, blake2b(script.encode("utf-8", "surrogatepass"),
                                          digest_size=20).digest())
         try:
             compiled = marshal.loads(known[key])

@@ -637,11 +637,12 @@ def _parsed_yaml(text: str) -> Any:
     """``yaml.safe_load(text)``, remembered by the text's digest in the cache folder as
     JSON where JSON holds it exactly: a command reads its unchanged chester.yaml without
     importing the YAML parser (which costs more than the rest of loading the config)."""
-    import hashlib
     import json
 
+    from chester.digests import sha256
+
     memo = cache_root() / "config" / (
-        hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32] + ".json")
+        sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32] + ".json")
     try:
         with open(memo, encoding="utf-8") as f:
             raw = json.load(f)["yaml"]

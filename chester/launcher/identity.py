@@ -24,7 +24,6 @@ launching script has it) or as a command (``"command"``: the payload is the comm
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -37,6 +36,7 @@ from typing import Any
 
 import attrs
 
+from chester.digests import sha256
 from chester.plugin.records import BackendConfig
 
 #: Files larger than this are known by size and mtime, not by content (a checkpoint in the
@@ -67,7 +67,7 @@ class Identity:
 
     @property
     def what_runs(self) -> str:
-        return hashlib.sha256(f"{self.fn}\0{self.code}".encode()).hexdigest()
+        return sha256(f"{self.fn}\0{self.code}".encode()).hexdigest()
 
     def record(self) -> dict[str, Any]:
         """The launch's ``options["identity"]``: what the next launch compares with."""
@@ -145,7 +145,7 @@ def function_digest(fn: Any) -> bytes:
     from chester.variants.fingerprint import digest
 
     ref = function_ref(fn)
-    h = hashlib.sha256(b"chester-what-runs-1\0")
+    h = sha256(b"chester-what-runs-1\0")
     if ref["kind"] == "ref":
         h.update(f"ref\0{ref['module']}\0{ref['qualname']}".encode("utf-8", "surrogatepass"))
         return h.digest()
@@ -158,6 +158,8 @@ def function_digest(fn: Any) -> bytes:
 
 def file_sha(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a file's content ("" when it cannot be read)."""
+    import hashlib  # OpenSSL's: faster on long inputs (see chester.digests)
+
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -181,12 +183,12 @@ def project_digest(backend: BackendConfig, skip: Iterable[str | os.PathLike[str]
 
     root = Path(backend.project_path)
     rule_list = rules(backend.rsync_include, backend.rsync_exclude, extra_excludes(backend))
-    rules_key = hashlib.sha256(json.dumps(rule_list).encode()).hexdigest()
+    rules_key = sha256(json.dumps(rule_list).encode()).hexdigest()
     memo_path = root / ".chester" / MEMO
     memo = _load_memo(memo_path, rules_key)
     fresh: dict[str, list[Any]] = {}
     listed: dict[str, str] = {}
-    h = hashlib.sha256(b"chester-code-1\0")
+    h = sha256(b"chester-code-1\0")
     skipped = {os.path.normpath(os.fspath(d)) for d in skip}
     racy_after = time.time() - RACY_S
     for rel, path, st in _walk(root, compile_rules(rule_list), skipped, memo,

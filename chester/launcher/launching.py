@@ -10,7 +10,6 @@ is said in one line on ``Sweep.notices`` (and printed by :func:`launch`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from typing import Any
 import attrs
 
 from chester.config import ChesterConfig, get_config
+from chester.digests import sha256
 from chester.launcher.identity import Identity
 from chester.launcher.payloads import (
     ship_local_modules,
@@ -105,7 +105,7 @@ def fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: list[dict
     value pickle could not store. (What runs is compared apart: :mod:`.identity`.)"""
     from chester.variants.fingerprint import digest
 
-    h = hashlib.sha256(b"chester-fingerprint-2\0")
+    h = sha256(b"chester-fingerprint-2\0")
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
     if run_dirs:  # launches without fixed folders keep the fingerprint they always had
         h.update(json.dumps(["run_dirs", list(run_dirs)]).encode())
@@ -118,7 +118,7 @@ def legacy_fingerprint(exp_prefix: str, backend: str, batch_dir: Path, vlist: li
                        names: Sequence[str] | None) -> str | None:
     """The fingerprint earlier versions stored, for plain JSON data only (where it was
     stable), so a sweep launched by them is still found; ``None`` for anything else."""
-    h = hashlib.sha256()
+    h = sha256()
     h.update(json.dumps([exp_prefix, backend, str(batch_dir), list(names or [])]).encode())
     try:
         for v in vlist:

@@ -31,7 +31,6 @@ through it (``probe_script(..., container=...)``), as the runs do.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shlex
@@ -41,6 +40,7 @@ from typing import Any
 
 import attrs
 
+from chester.digests import sha256
 from chester.plugin.errors import BackendError
 
 MIN_PYTHON = (3, 10)
@@ -215,7 +215,7 @@ def build() -> Runtime:
     sources = _sources()
     # the naming scheme is part of the key: an index written by a chester that named
     # runtimes another way (while the sources changed under it) is never read as this one's
-    key = hashlib.sha256(b"sha256-of-bytes\0" + importlib.util.MAGIC_NUMBER + _MAIN.encode())
+    key = sha256(b"sha256-of-bytes\0" + importlib.util.MAGIC_NUMBER + _MAIN.encode())
     for name, src in sources:
         st = os.stat(src)
         key.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0".encode())
@@ -245,6 +245,8 @@ def build() -> Runtime:
             info.external_attr = 0o644 << 16
             z.writestr(info, data)
     blob = buf.getvalue()
+    import hashlib  # OpenSSL's, for the whole runtime (see chester.digests)
+
     digest = hashlib.sha256(blob).hexdigest()[:20]
     name = f"chester-{digest}.pyz"
     path = None
@@ -462,7 +464,7 @@ def _remembered_python_check(python: str, runtime_remote: str, code: str,
     such as a pyenv shim, can start another Python tomorrow) or where ``stat -c`` fails."""
     q = shlex.quote
     # the memo sits beside its runtime: the digest tells apart the Pythons and setups only
-    digest = hashlib.sha256("\0".join([python, *setup]).encode())
+    digest = sha256("\0".join([python, *setup]).encode())
     memo = q(f"{runtime_remote}.probe-{digest.hexdigest()[:16]}")
     py = q(python)
     return (

@@ -21,12 +21,12 @@ to the bad part.
 from __future__ import annotations
 
 import copyreg
-import hashlib
 import struct
 import types
 from collections import OrderedDict
 from typing import Any
 
+from chester.digests import sha256
 from chester.plugin.errors import UserError
 
 _MAX_DEPTH = 100
@@ -241,7 +241,7 @@ def digest(value: Any) -> bytes:
     """The stable 32-byte digest of ``value`` (see the module docstring)."""
     walker = _Walker()
     try:
-        return hashlib.sha256(walker.d(value)).digest()
+        return sha256(walker.d(value)).digest()
     except RecursionError:
         raise walker.fail(value, "nested too deeply") from None
 

@@ -6,7 +6,6 @@ Every value that reaches a shell goes through :func:`shlex.quote`; values that g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
@@ -15,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from chester.digests import sha256
 from chester.plugin.errors import UserError
 from chester_backend_slurm.options import GPU_DIRECTIVES, RESOURCE_KEYS, SlurmOptions
 
@@ -480,7 +480,7 @@ def module_check_lines(modules: Sequence[str]) -> list[str]:
 
 def job_name(tokens: Sequence[str], index: int) -> str:
     """A job name unique to these runs: a retried submit finds the job by it."""
-    h = hashlib.sha256("\0".join(sorted(tokens)).encode()).hexdigest()[:12]
+    h = sha256("\0".join(sorted(tokens)).encode()).hexdigest()[:12]
     return f"chester-{h}-{index}"
 
 
