@@ -11,8 +11,9 @@ ends.
 
 The cache is a file in chester's cache folder (``$CHESTER_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/chester``), one per interpreter and environment, holding each source's
-digest and its code. A file that cannot be read or written only means compiling as before;
-nothing is said about it.
+digest and its code; the 16 most recently used files are kept, and any used within a day.
+A file that cannot be read or written only means compiling as before; nothing is said
+about it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _MAGIC = b"chester-attrs-code-2\n"
 #: entries a cache file keeps beyond those its last writer used (sources of classes as they
 #: were before the code changed go once there are more)
 KEEP = 1000
+#: cache files kept (one per interpreter and environment), besides any used within a day
+KEEP_FILES = 16
 
 _installed = False
 
@@ -66,7 +69,7 @@ def cache_file() -> str:
                                                                   ".cache")
         folder = os.path.join(base, "chester")
     env = blake2b(f"{sys.prefix}\0{sys.executable}".encode("utf-8", "surrogateescape"),
-                          digest_size=4).hexdigest()  # one file per environment
+                  digest_size=4).hexdigest()  # one file per environment
     tag = f"{sys.implementation.cache_tag}-{sys.hexversion:x}-m{marshal.version}-{env}"
     return os.path.join(folder, f"attrs-code-{tag}.marshal")
 
@@ -80,6 +83,10 @@ def _load(path: str) -> dict[tuple[str, bytes], bytes]:
         entries = marshal.loads(data[len(_MAGIC):])
     except (OSError, ValueError, EOFError, TypeError):
         return {}
+    try:
+        os.utime(path)  # used now: pruning keeps the most recently used files
+    except OSError:
+        pass
     return entries if isinstance(entries, dict) else {}
 
 
@@ -100,6 +107,15 @@ def _save(path: str, known: dict[tuple[str, bytes], bytes], new: dict[tuple[str,
             os.unlink(tmp)
         except OSError:
             pass
+        return
+    # one file per environment: those of environments gone (a throw-away venv) go in time
+    from pathlib import Path
+
+    from chester.config import prune_cache, prune_temporaries
+
+    folder = Path(path).parent
+    prune_cache(folder, "attrs-code-", ".marshal", keep=KEEP_FILES)
+    prune_temporaries(folder)
 
 
 def install() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 #: the code of every generated method of the classes a launch makes, as comparable data
@@ -82,3 +83,19 @@ def test_a_cache_folder_that_cannot_be_written_is_no_error(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
     assert json.loads(p.stdout)
+
+
+def test_cache_files_of_environments_gone_are_pruned(tmp_path):
+    """One file per environment: writing one keeps the 16 most recently used (and any
+    used within a day), so throw-away venvs do not fill the cache folder."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = time.time() - 3 * 86400
+    for i in range(20):
+        f = cache / f"attrs-code-cpython-311-0-m4-{i:08x}.marshal"
+        f.write_bytes(b"chester-attrs-code-2\n")
+        os.utime(f, (old + i, old + i))
+    _methods(tmp_path, "cached", "1")
+    left = sorted(p.name for p in cache.glob("attrs-code-*.marshal"))
+    assert len(left) == 16
+    assert f"attrs-code-cpython-311-0-m4-{0:08x}.marshal" not in left  # the least recent
