@@ -8,7 +8,8 @@ Measures, in one run on the same slurmctld:
     true`` from the same shell (with ``python -c pass`` beside it): interpreter start to
     submitted, alternately, ``--rounds`` times, every launch in one project as a researcher launches sweep after sweep (its
     first launch there, which also places the runtime on the cluster, is reported apart;
-    ``--cli-only`` stops after this);
+    ``--cli-only`` stops after this), with the CPU time (user + system) the launch's
+    processes took;
   * chester, submitting through a loopback sshd acting as the login host: sbatch calls
     (distinct job ids), launch wall time (the sweep spec written + one submit), and the time
     of the submit hook alone;
@@ -209,9 +210,11 @@ def bench_chester_cli(py: Path, d: Path, n: int, slurm_env: dict) -> dict:
     argv = [exe, "launch", "--new", "-b", "slurm", "-p", "bench", "--", "python", "-c", "pass",
             "i=" + ",".join(str(i) for i in range(n))]
     env = {**os.environ, "CHESTER_CONFIG_PATH": str(project / "chester.yaml")}
+    cpu = _children_cpu()
     t = time.perf_counter()
     out = _sh(*argv, cwd=str(project), env=env)
     dt = time.perf_counter() - t
+    cpu = _children_cpu() - cpu
     assert f"{n} runs on backend 'slurm'" in out, out
     jobs = sorted({line.split("_")[0] for line in
                    _sh("squeue", "-h", "-o", "%i").split() if line.strip()})
@@ -219,7 +222,16 @@ def bench_chester_cli(py: Path, d: Path, n: int, slurm_env: dict) -> dict:
         subprocess.run(["scancel", jid], check=False)
     for jid in jobs:
         wait_queue_empty(jid)
-    return {"process": dt, "job_ids": jobs}
+    return {"process": dt, "cpu": cpu, "job_ids": jobs}
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's ended children and theirs: what a
+    whole process cost, less moved by other work on the machine than its wall time."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def bench_bare_sbatch(n: int) -> float:
@@ -399,7 +411,7 @@ def main() -> None:
             first["process"], 3)
         print(f"[bench] first `chester launch` in a new project: {first['process']:.3f} s",
               flush=True)
-        cli_p, sub_p, bare_p, pass_p = [], [], [], []
+        cli_p, sub_p, bare_p, pass_p, cli_cpu = [], [], [], [], []
         for k in range(args.rounds):
             sub = bench_submitit(py, work, n, k + 100)
             cli = bench_chester_cli(chester_py, work, n, slurm_env)
@@ -409,10 +421,12 @@ def main() -> None:
             pass_p.append(round(time.perf_counter() - t, 4))
             sub_p.append(round(sub["process"], 3))
             cli_p.append(round(cli["process"], 3))
+            cli_cpu.append(round(cli["cpu"], 3))
             bare_p.append(round(bare, 4))
             figures["chester launch (cli) sbatch calls"] = len(cli["job_ids"])
             print(f"[bench] round {k + 1}: submitit whole script {sub['process']:.3f} s, "
-                  f"`chester launch` whole process {cli['process']:.3f} s, bare sbatch "
+                  f"`chester launch` whole process {cli['process']:.3f} s "
+                  f"(CPU {cli['cpu']:.3f} s), bare sbatch "
                   f"{bare:.4f} s, python -c pass {pass_p[-1]:.4f} s", flush=True)
         figures["bare `sbatch --array` from the shell s (each round)"] = bare_p
         figures["bare `sbatch --array` from the shell s (median)"] = statistics.median(bare_p)
@@ -421,6 +435,8 @@ def main() -> None:
         figures["chester launch (cli) whole process s (each round)"] = cli_p
         figures["submitit whole script s (median, vs cli)"] = statistics.median(sub_p)
         figures["chester launch (cli) whole process s (median)"] = statistics.median(cli_p)
+        figures["chester launch (cli) CPU s, user + system (each round)"] = cli_cpu
+        figures["chester launch (cli) CPU s, user + system (median)"] = statistics.median(cli_cpu)
         figures["submitit / chester launch (cli), whole process, median"] = round(
             statistics.median(sub_p) / statistics.median(cli_p), 2)
         if args.cli_only:
