@@ -62,8 +62,7 @@ def read_entry(path: str | os.PathLike[str], run_dir: str) -> tuple[bytes, bytes
     key = os.path.normpath(os.fspath(run_dir))
     try:
         with open(path, "rb") as f:
-            fn_size, runs, base = _index(path, f)
-            where = runs.get(key)
+            fn_size, where, base = _entry(path, f, key)
             if where is None:
                 raise SpecError(f"{path} holds no run in {key}")
             f.seek(base)
@@ -79,27 +78,72 @@ def read_entry(path: str | os.PathLike[str], run_dir: str) -> tuple[bytes, bytes
             blob[n_vjson + n_rjson:])
 
 
-#: The last index read, by the file it came from (device, inode, size, mtime): a queue
-#: runner reads one spec for each of its runs, and parses its index once.
+#: The last spec read, by the file it came from (device, inode, size, mtime), and its parsed
+#: index once a second entry was read from it: a queue runner reads one spec for each of its
+#: runs and parses its index once; a worker reads one entry and parses none of it.
 _LAST_INDEX: list[Any] = [None, None]
 
 
-def _index(path: str | os.PathLike[str], f: BinaryIO) -> tuple[int, dict[str, list[int]], int]:
-    """(function pickle size, run index, blob offset) of the open spec ``f``."""
+def _entry(path: str | os.PathLike[str], f: BinaryIO, key: str
+           ) -> tuple[int, list[int] | None, int]:
+    """(function pickle size, ``key``'s entry or None, blob offset) of the open spec ``f``."""
     st = os.fstat(f.fileno())
     ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if _LAST_INDEX[0] == ident:
-        return _LAST_INDEX[1]
+    if _LAST_INDEX[0] == ident and _LAST_INDEX[1] is not None:
+        fn_size, runs, base = _LAST_INDEX[1]
+        return fn_size, runs.get(key), base
     if f.readline() != MAGIC:
         raise SpecError(f"{path} is not a chester sweep spec")
     try:
         size = int(f.readline())
-        head = json.loads(f.read(size))
-        found = (int(head["fn"]), head["runs"], f.tell())
+        head = f.read(size)
+        if _LAST_INDEX[0] != ident:  # the first entry read from this file: look it up
+            _LAST_INDEX[:] = [ident, None]
+            found = _find(head, key)
+            if found is not None:
+                return found[0], found[1], f.tell()
+        index = json.loads(head)
+        parsed = (int(index["fn"]), index["runs"], f.tell())
     except (ValueError, KeyError, TypeError) as exc:
         raise SpecError(f"{path}: damaged index ({exc})") from None
-    _LAST_INDEX[:] = [ident, found]
-    return found
+    _LAST_INDEX[:] = [ident, parsed]
+    return parsed[0], parsed[1].get(key), parsed[2]
+
+
+def _find(head: bytes, key: str) -> tuple[int, list[int]] | None:
+    """(function pickle size, ``key``'s entry) found in the index's text without parsing
+    all of it (a spec of n runs is read by n workers), or None to parse it.
+
+    :func:`write` writes ``{"fn":N,"runs":{"KEY":[a,b,c,d],...}}`` without spaces. An
+    absolute path holding none of what JSON escapes (``"``, backslash, control characters)
+    stands in that text as itself in quotes, and ``,"KEY":[`` is then found only where that
+    key starts: inside another key a ``"`` is escaped (a backslash before it, never a
+    ``,``), and a key's closing quote is followed by ``:``, not by the ``/`` a path starts
+    with."""
+    if not key.startswith("/") or '"' in key or "\\" in key or any(c < " " for c in key):
+        return None
+    if not head.startswith(b'{"fn":'):
+        return None
+    comma = head.find(b",")
+    if comma < 0 or not head.startswith(b',"runs":{"', comma):
+        return None
+    try:
+        needle = b'"' + key.encode() + b'":['
+    except UnicodeEncodeError:  # a name no spec holds (write() encodes strictly)
+        return None
+    if head.startswith(needle, comma + 9):  # the first run
+        at = comma + 9
+    else:
+        at = head.find(b"," + needle, comma + 9) + 1
+        if at == 0:
+            return None
+    start = at + len(needle)
+    try:
+        entry = [int(x) for x in head[start:head.index(b"]", start)].split(b",")]
+        fn_size = int(head[6:comma])
+    except ValueError:
+        return None
+    return (fn_size, entry) if len(entry) == 4 else None
 
 
 def runs_in(path: str | os.PathLike[str]) -> Sequence[str]:
