@@ -250,8 +250,10 @@ def job_script(job: Job, options: SlurmOptions, *, stage_dir: str, stage_root: s
         lines.append(f"done < {q(manifest)}")
     else:
         if job.kind == "array":
+            # read by bash itself: a `sed` costs each task a process start
             lines.append("# the task's run folder: line SLURM_ARRAY_TASK_ID+1 of the manifest")
-            lines.append(f'RUN_DIR=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {q(manifest)})')
+            lines.append(f'mapfile -t -s "$SLURM_ARRAY_TASK_ID" -n 1 RUN_DIR < {q(manifest)}')
+            lines.append('RUN_DIR=${RUN_DIR[0]:-}')
         else:
             lines.append(f"RUN_DIR=$(sed -n 1p {q(manifest)})")
         lines.append('[ -n "$RUN_DIR" ] || { echo "chester: no run folder for this task" >&2; '
