@@ -26,7 +26,8 @@ Measures, in one run on the same slurmctld:
   * end-to-end time from launch to every result pulled home, and the drain time of a bare
     ``sbatch --array=0-N --wrap true`` for scale (``--e2e-only``: only these, with the
     backend's default poll settings, the wait with and without its end watcher, and the
-    scheduler queries each wait made).
+    scheduler queries each wait made; with ``--baseline DIR``, this code's sweep alternates
+    with the same sweep launched by an earlier checkout in DIR, both with the watcher).
 
 Both libraries run from venvs made here the way users install them (bytecode compiled):
 submitit's from PyPI, chester's from the repository's wheels (``chester-backend-slurm``
@@ -338,6 +339,17 @@ def bench_e2e(work: Path, name: str, n: int, options: dict, *, watch: bool = Tru
             "jobs": len({r.handle.remote_id.split("_")[0] for r in sweep.runs})}
 
 
+def _e2e_in(src: str, work: Path, name: str, n: int, options: dict) -> dict:
+    """:func:`bench_e2e` (with the end watcher) in a new process that imports chester from
+    ``src`` (an earlier checkout: its root and each backend's ``src``), on the same cluster
+    and login host."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [src, *(str(p) for p in sorted(Path(src).glob("chester_backends/*/src")))])}
+    arg = json.dumps({"work": str(work), "name": name, "n": n, "options": options})
+    out = _sh(sys.executable, __file__, "--e2e-child", arg, env=env, cwd=str(ROOT))
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1000)
@@ -348,7 +360,20 @@ def main() -> None:
     ap.add_argument("--e2e-only", action="store_true",
                     help="only the end-to-end rows, with the backend's default poll settings: "
                     "the wait with the end watcher, without it, and a bare array's drain")
+    ap.add_argument("--baseline", default=None, metavar="DIR",
+                    help="with --e2e-only: alternate this code's sweep (with the end watcher) "
+                    "with the same sweep launched by an earlier checkout in DIR (e.g. from "
+                    "`git archive`), instead of the sweep without the end watcher")
+    ap.add_argument("--e2e-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.e2e_child:  # one sweep of --baseline's, in a process importing its chester
+        sys.path.insert(0, str(ROOT / "testinfra" / "src"))
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        a = json.loads(args.e2e_child)
+        print(json.dumps(bench_e2e(Path(a["work"]), a["name"], a["n"], a["options"])))
+        return
     n = args.runs
     # both sides run from compiled bytecode, as after a pip install: submitit's venv is
     # installed with --compile-bytecode, and chester's modules get their .pyc files written
@@ -383,10 +408,14 @@ def main() -> None:
             opts = {"host": login.alias, "ssh_config": login.ssh_config,
                     "scheduler_env": slurm_env}
             for k in range(2 * args.rounds):  # alternately, starting with the watcher
-                watch = k % 2 == 0
+                watch = k % 2 == 0 or bool(args.baseline)
                 label = "with the end watcher" if watch else "without the end watcher"
-                got = bench_e2e(work, f"e2e-{k}", n, {**opts, "remote_dir": str(
-                    work / f"remote-{k}")}, watch=watch)
+                options = {**opts, "remote_dir": str(work / f"remote-{k}")}
+                if args.baseline and k % 2:
+                    label = "with the end watcher, baseline"
+                    got = _e2e_in(args.baseline, work, f"e2e-{k}", n, options)
+                else:
+                    got = bench_e2e(work, f"e2e-{k}", n, options, watch=watch)
                 figures.setdefault(f"chester (ssh, default poll) {label}", []).append(got)
                 print(f"[bench] end to end {label}: {got}", flush=True)
             t0 = time.perf_counter()
@@ -394,10 +423,12 @@ def main() -> None:
                       "--wrap", "true").strip().split(";")[0]
             wait_queue_empty(jid)
             figures["bare array drain s"] = round(time.perf_counter() - t0, 2)
-            for label in ("with", "without"):
-                figures[f"ratio to the bare drain, {label} the end watcher"] = [
-                    round(got["end-to-end s"] / figures["bare array drain s"], 3)
-                    for got in figures[f"chester (ssh, default poll) {label} the end watcher"]]
+            for label in ("with the end watcher", "without the end watcher",
+                          "with the end watcher, baseline"):
+                if f"chester (ssh, default poll) {label}" in figures:
+                    figures[f"ratio to the bare drain, {label}"] = [
+                        round(got["end-to-end s"] / figures["bare array drain s"], 3)
+                        for got in figures[f"chester (ssh, default poll) {label}"]]
             print(json.dumps(figures, indent=2))
             return
         print(f"[bench] SLURM up (MaxArraySize {size}); making the submitit and chester venvs", flush=True)
