@@ -51,7 +51,9 @@ def test_a_login_host_with_a_changed_key_is_refused_before_anything_is_sent(
                        config=config)
         token_file = Path(first.runs[0].remote_dir) / "token.txt"
         deadline = time.monotonic() + 60
-        while not token_file.exists():  # the genuine lab's run has the secret and goes on
+        # the genuine lab's run has the secret and goes on (the file is there as the run
+        # opens it, its text once the run closes it)
+        while not (token_file.exists() and token_file.read_text()):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert token_file.read_text() == token

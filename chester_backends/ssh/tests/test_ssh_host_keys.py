@@ -262,7 +262,9 @@ def test_an_impostor_gets_neither_the_secret_nor_the_code(tmp_path, host, sync, 
                    config=config)
     on_host = host.local_dir / first.runs[0].remote_dir[len("/remote/"):] / "token.txt"
     deadline = time.monotonic() + 60
-    while not on_host.exists():  # the genuine host's run has the secret, and goes on
+    # the genuine host's run has the secret, and goes on (the file is there as the run
+    # opens it, its text once the run closes it)
+    while not (on_host.exists() and on_host.read_text()):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert on_host.read_text() == token
