@@ -372,3 +372,21 @@ def tool_argv(python: str, tool: str) -> list[str]:
     rt = runtime_archive()
     module = "chester.target" if tool == "target" else f"chester.target.{tool}"
     return [python, rt, tool] if rt else [python, "-m", module]
+
+
+def started_as(run_dir: str | Path) -> dict[str, Any]:
+    """The token and attempt a worker is started for, read as it starts: the run may be
+    submitted again (attempt 2) before this worker's exit is recorded."""
+    meta = read_json(os.path.join(run_dir, RUN_JSON)) or {}
+    return {"token": meta.get("token"), "attempt": meta.get("attempt")}
+
+
+def record_exit(run_dir: str | Path, returncode: int, meta: dict[str, Any]) -> None:
+    """Write :data:`EXIT` for the worker that was started as ``meta`` (:func:`started_as`);
+    a full disk leaves it out (the status then says the run died without a record)."""
+    try:
+        write_json_atomic(os.path.join(run_dir, EXIT), {
+            "token": meta.get("token"), "attempt": meta.get("attempt"),
+            "returncode": returncode})
+    except OSError:
+        pass

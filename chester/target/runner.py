@@ -152,22 +152,6 @@ def _claim_locked(run_dir: Path, me: dict) -> bool:
     return True
 
 
-def _started_as(run_dir: Path) -> dict[str, Any]:
-    """The token and attempt a worker is started for, read as it starts: the run may be
-    submitted again (attempt 2) before this worker's exit is recorded."""
-    meta = rd.read_json(run_dir / rd.RUN_JSON) or {}
-    return {"token": meta.get("token"), "attempt": meta.get("attempt")}
-
-
-def _record_exit(run_dir: Path, returncode: int, meta: dict[str, Any]) -> None:
-    try:
-        rd.write_json_atomic(run_dir / rd.EXIT, {"token": meta.get("token"),
-                                                 "attempt": meta.get("attempt"),
-                                                 "returncode": returncode})
-    except OSError:
-        pass  # a full disk: the status then says the run died without a record
-
-
 class _Workers:
     """The workers this runner started, each with the slot lock it holds for it and its run
     folder, until it ends."""
@@ -185,7 +169,7 @@ class _Workers:
     def add(self, child: Worker, slot: tuple[int, int], run_dir: Path) -> None:
         self.running.append(child)
         self.slots[child] = slot  # held here until the worker ends, whatever it leaves running
-        self.dirs[child] = (run_dir, _started_as(run_dir))
+        self.dirs[child] = (run_dir, rd.started_as(run_dir))
         try:
             self.pidfds[child] = os.pidfd_open(child.pid)
         except (AttributeError, OSError):  # before Python 3.9 or Linux 5.3: look every POLL_S
@@ -215,7 +199,7 @@ class _Workers:
         ``os._exit`` records nothing itself)."""
         ended, self.ended = self.ended, []
         for run_dir, returncode, meta in ended:
-            _record_exit(run_dir, returncode, meta)
+            rd.record_exit(run_dir, returncode, meta)
 
     def wait(self, timeout: float) -> None:
         """Return when a worker ends or after ``timeout`` seconds."""

@@ -72,14 +72,14 @@ def _start(request: dict) -> None:
     from chester.target import rundir as rd
 
     run_dir, cwd, env_file = request["run_dir"], request.get("cwd"), request["env"]
-    meta = rd.read_json(os.path.join(run_dir, rd.RUN_JSON)) or {}
+    meta = rd.started_as(run_dir)
     try:  # an earlier start's exit status is not this worker's
         os.unlink(os.path.join(run_dir, rd.EXIT))
     except OSError:
         pass
     pid = os.fork()
     if pid:
-        _STARTED[pid] = (run_dir, {"token": meta.get("token"), "attempt": meta.get("attempt")})
+        _STARTED[pid] = (run_dir, meta)
         return
     # a shell starts a background job (this process) with INT and QUIT ignored; a worker
     # its shell starts in the foreground has them as a new interpreter sets them; CHLD is
@@ -142,11 +142,7 @@ def _reap() -> None:
         if started is None:
             continue
         run_dir, meta = started
-        try:
-            rd.write_json_atomic(os.path.join(run_dir, rd.EXIT), {
-                **meta, "returncode": os.waitstatus_to_exitcode(status)})
-        except OSError:
-            pass  # a full disk: the run's own record says how it ended
+        rd.record_exit(run_dir, os.waitstatus_to_exitcode(status), meta)
 
 
 def serve(fifo: str, base_file: str | None = None) -> int:
